@@ -1,0 +1,55 @@
+use aya::{EbpfError, maps::MapError, programs::ProgramError};
+
+/// Everything that can go wrong between the embedded object and the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// The embedded object could not be parsed, or its maps could not be created.
+    #[error("loading the eBPF object failed")]
+    LoadObject(#[source] EbpfError),
+
+    /// The object lacks a program the agent expects (agent and object out of step).
+    #[error("the eBPF object has no program named {program}")]
+    MissingProgram { program: &'static str },
+
+    /// The object lacks a map the agent expects.
+    #[error("the eBPF object has no map named {map}")]
+    MissingMap { map: &'static str },
+
+    /// A program has another type than the agent expects.
+    #[error("program {program} has unexpected type {kind}")]
+    UnexpectedProgramType { program: String, kind: String },
+
+    /// The kernel refused a program (the verifier log is in the source).
+    #[error("the kernel refused program {program}")]
+    LoadProgram {
+        program: String,
+        #[source]
+        source: ProgramError,
+    },
+
+    /// Attaching a program to an interface failed.
+    #[error("attaching {program} to {interface} ({direction}) failed")]
+    Attach {
+        program: &'static str,
+        interface: String,
+        direction: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+
+    /// A map operation failed.
+    #[error("map {map}: operation failed")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+
+    /// An interface name did not resolve in the current network namespace.
+    #[error("no interface named {interface} in this network namespace")]
+    NoSuchInterface {
+        interface: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

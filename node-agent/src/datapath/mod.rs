@@ -1,0 +1,69 @@
+//! The eBPF datapath: the embedded object, loading it into the kernel, attaching its programs and
+//! reading its maps.
+
+mod counters;
+mod error;
+
+pub use counters::{Direction, IfaceCounterProgram};
+pub use error::DatapathError;
+
+use aya::{Ebpf, programs::Program};
+
+/// The eBPF object built from `ebpf/programs` by `build.rs`.
+pub fn object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/keelson-ebpf"))
+}
+
+/// Parses the embedded object and creates its maps in the kernel.
+pub fn load_object() -> Result<Ebpf, DatapathError> {
+    Ebpf::load(object()).map_err(DatapathError::LoadObject)
+}
+
+/// What [`verify_all`] found for one program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramReport {
+    /// Program name as exported by the object.
+    pub name: String,
+    /// Program type, e.g. `SchedClassifier`.
+    pub kind: &'static str,
+    /// Instructions the kernel holds for it after loading.
+    pub instructions: u32,
+    /// Instructions the verifier processed to prove it safe (kernels >= 5.16 report it).
+    pub verified_instructions: Option<u32>,
+}
+
+/// Loads every program of the embedded object into the kernel, so the verifier checks each one,
+/// and reports what it accepted. Nothing is attached.
+pub fn verify_all() -> Result<Vec<ProgramReport>, DatapathError> {
+    let mut ebpf = load_object()?;
+    let mut reports = Vec::new();
+    for (name, program) in ebpf.programs_mut() {
+        let kind = match program {
+            Program::SchedClassifier(p) => {
+                p.load().map_err(|source| DatapathError::LoadProgram {
+                    program: name.to_owned(),
+                    source,
+                })?;
+                "SchedClassifier"
+            }
+            other => {
+                return Err(DatapathError::UnexpectedProgramType {
+                    program: name.to_owned(),
+                    kind: format!("{:?}", other.prog_type()),
+                });
+            }
+        };
+        let info = program.info().map_err(|source| DatapathError::LoadProgram {
+            program: name.to_owned(),
+            source,
+        })?;
+        reports.push(ProgramReport {
+            name: name.to_owned(),
+            kind,
+            instructions: info.size_translated().map_or(0, |bytes| bytes / 8),
+            verified_instructions: info.verified_instruction_count(),
+        });
+    }
+    reports.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(reports)
+}

@@ -1,0 +1,55 @@
+//! The harness keelson's privileged and end-to-end tests share.
+//!
+//! Every helper cleans up after itself on drop, and every missing prerequisite is a panic that
+//! names the command that installs it: a test here never passes by skipping.
+
+pub mod etcd;
+pub mod netns;
+
+use std::process::{Command, Output};
+
+/// Panics unless the test runs as root (network namespaces, eBPF, dockerd all need it).
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (CAP_NET_ADMIN, CAP_BPF): run `sudo cargo xtask test`"
+    );
+}
+
+/// Panics unless `program` is on `PATH`, naming the setup step that installs it.
+pub fn require_program(program: &str, apt_package: &str) {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
+    });
+    assert!(
+        found,
+        "`{program}` is not installed: run `cargo xtask setup` (or `apt-get install -y {apt_package}`)"
+    );
+}
+
+/// Runs a command to completion and panics with its output if it fails.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{program} {}`: {e}", args.join(" ")));
+    assert!(
+        output.status.success(),
+        "`{program} {}` failed with {}:\n{}{}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    output
+}
+
+/// A name unique to this test process and call, short enough for an interface name (15 bytes).
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{prefix}{:x}{n:x}", std::process::id() % 0x10000);
+    assert!(name.len() <= 15, "name {name} is too long for an interface");
+    name
+}
