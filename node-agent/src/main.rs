@@ -35,7 +35,10 @@ fn main() -> ExitCode {
 fn check() -> ExitCode {
     match datapath::verify_all() {
         Ok(reports) => {
-            println!("{:<24} {:<18} {:>8} {:>9}", "PROGRAM", "TYPE", "INSNS", "VERIFIED");
+            println!(
+                "{:<24} {:<18} {:>8} {:>9}",
+                "PROGRAM", "TYPE", "INSNS", "VERIFIED"
+            );
             for r in &reports {
                 let verified = r
                     .verified_instructions
@@ -49,7 +52,14 @@ fn check() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("keelson-node-agent check: {}", anyhow::Error::new(error).chain().map(ToString::to_string).collect::<Vec<_>>().join(": "));
+            eprintln!(
+                "keelson-node-agent check: {}",
+                anyhow::Error::new(error)
+                    .chain()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(": ")
+            );
             ExitCode::FAILURE
         }
     }

@@ -18,9 +18,8 @@ pub fn require_root() {
 
 /// Panics unless `program` is on `PATH`, naming the setup step that installs it.
 pub fn require_program(program: &str, apt_package: &str) {
-    let found = std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
     assert!(
         found,
         "`{program}` is not installed: run `cargo xtask setup` (or `apt-get install -y {apt_package}`)"

@@ -34,15 +34,33 @@ fn tc_counter_counts_udp_datagrams_on_a_veth() {
     run(
         "ip",
         &[
-            "link", "add", &va, "netns", a.name(), "type", "veth", "peer", "name", &vb, "netns",
+            "link",
+            "add",
+            &va,
+            "netns",
+            a.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &vb,
+            "netns",
             b.name(),
         ],
     );
     for (ns, dev, addr) in [(&a, &va, A_ADDR), (&b, &vb, B_ADDR)] {
         // No IPv6 on these links: router solicitations and MLD reports would add packets the
         // test cannot predict.
-        ns.exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6"]);
-        ns.exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6"]);
+        ns.exec(&[
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6",
+        ]);
+        ns.exec(&[
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6",
+        ]);
         ns.exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", dev]);
         ns.exec(&["ip", "link", "set", dev, "up"]);
     }
@@ -76,13 +94,18 @@ fn tc_counter_counts_udp_datagrams_on_a_veth() {
     let sender = {
         let _in_b = b.enter();
         let s = UdpSocket::bind(SocketAddrV4::new(B_ADDR, 0)).expect("bind the sender in b");
-        s.connect(SocketAddrV4::new(A_ADDR, PORT)).expect("connect the sender");
+        s.connect(SocketAddrV4::new(A_ADDR, PORT))
+            .expect("connect the sender");
         s
     };
     let mut buf = [0u8; 2048];
     // Warm up: the first datagram also resolves ARP, which the counters see too.
-    sender.send(&[0u8; PAYLOAD]).expect("send the warm-up datagram");
-    receiver.recv(&mut buf).expect("the warm-up datagram arrives");
+    sender
+        .send(&[0u8; PAYLOAD])
+        .expect("send the warm-up datagram");
+    receiver
+        .recv(&mut buf)
+        .expect("the warm-up datagram arrives");
     let before = read(&mut counters, Direction::Ingress);
     assert!(
         before.packets >= 1,
@@ -117,7 +140,9 @@ fn tc_counter_counts_udp_datagrams_on_a_veth() {
     // Dropping the program detaches it; traffic keeps flowing without it.
     drop(counters);
     sender.send(&[0u8; PAYLOAD]).expect("send after detach");
-    receiver.recv(&mut buf).expect("traffic still flows after detach");
+    receiver
+        .recv(&mut buf)
+        .expect("traffic still flows after detach");
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

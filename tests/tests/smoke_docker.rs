@@ -12,7 +12,9 @@ async fn dockerd_answers_through_bollard() {
     });
     assert_eq!(pong, "OK");
     let version = docker.version().await.expect("GET /version");
-    let api = version.api_version.expect("the engine reports its API version");
+    let api = version
+        .api_version
+        .expect("the engine reports its API version");
     assert!(
         api.split('.').count() == 2,
         "unexpected API version {api:?}"

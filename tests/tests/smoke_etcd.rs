@@ -32,7 +32,11 @@ async fn etcd_stores_and_watches_through_etcd_client() {
     let mut stream = client
         .watch(
             "/registry/smoke/",
-            Some(WatchOptions::new().with_prefix().with_start_revision(first_rev)),
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(first_rev),
+            ),
         )
         .await
         .expect("watch");

@@ -1,1 +1,48 @@
-fn main(){}
+//! `cargo xtask`: keelson's developer commands.
+//!
+//! - `setup`: install and start everything the project needs on this machine (idempotent).
+//! - `up`: the main job, an all-in-one node on this machine.
+//! - `test`: formatting, lints and every test tier, as CI runs them.
+
+mod cmd;
+mod setup;
+mod test;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "keelson's developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install and start what keelson needs (apt packages, nightly rust-src, bpf-linker,
+    /// cargo-nextest, dockerd). Idempotent; needs root.
+    Setup,
+    /// Run setup, then fmt, clippy (workspace and eBPF crate) and every test tier.
+    Test(test::TestArgs),
+    /// Run setup, build the release binaries and start keelson on this machine.
+    Up,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::run(),
+        Command::Test(args) => test::run(&args),
+        Command::Up => up::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("\ncargo xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -97,7 +97,11 @@ mod tests {
             Err(NameError::TooLong { max: 63 })
         );
         for bad in ["-a", "a-", "A", "a.b", "a_b", "ä", " a"] {
-            assert_eq!(validate_dns1123_label(bad), Err(NameError::InvalidLabel), "{bad}");
+            assert_eq!(
+                validate_dns1123_label(bad),
+                Err(NameError::InvalidLabel),
+                "{bad}"
+            );
         }
     }
 

@@ -87,8 +87,20 @@ mod tests {
 
     #[test]
     fn per_cpu_values_merge_by_adding() {
-        let a = IfaceCounters { packets: 3, bytes: 300 };
-        let b = IfaceCounters { packets: 4, bytes: 1000 };
-        assert_eq!(a.merged(b), IfaceCounters { packets: 7, bytes: 1300 });
+        let a = IfaceCounters {
+            packets: 3,
+            bytes: 300,
+        };
+        let b = IfaceCounters {
+            packets: 4,
+            bytes: 1000,
+        };
+        assert_eq!(
+            a.merged(b),
+            IfaceCounters {
+                packets: 7,
+                bytes: 1300
+            }
+        );
     }
 }

@@ -35,7 +35,7 @@ fn count(ctx: &TcContext, direction: u32) -> i32 {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let key = IfaceKey { ifindex, direction };
     let len = u64::from(ctx.len());
-    match IFACE_COUNTERS.get_ptr_mut(&key) {
+    match IFACE_COUNTERS.get_ptr_mut(key) {
         Some(value) => {
             // SAFETY: the pointer comes from a successful lookup in a per-CPU map, so it points at
             // this CPU's value, which no other CPU writes.
@@ -47,8 +47,8 @@ fn count(ctx: &TcContext, direction: u32) -> i32 {
         None => {
             // A full map only loses counts, never packets.
             let _ = IFACE_COUNTERS.insert(
-                &key,
-                &IfaceCounters {
+                key,
+                IfaceCounters {
                     packets: 1,
                     bytes: len,
                 },

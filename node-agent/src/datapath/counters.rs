@@ -70,7 +70,8 @@ pub struct IfaceCounterProgram {
 
 impl fmt::Debug for IfaceCounterProgram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IfaceCounterProgram").finish_non_exhaustive()
+        f.debug_struct("IfaceCounterProgram")
+            .finish_non_exhaustive()
     }
 }
 
@@ -79,12 +80,12 @@ impl IfaceCounterProgram {
     pub fn load() -> Result<Self, DatapathError> {
         let mut ebpf = load_object()?;
         for program in [TC_COUNT_INGRESS, TC_COUNT_EGRESS] {
-            classifier(&mut ebpf, program)?
-                .load()
-                .map_err(|source| DatapathError::LoadProgram {
+            classifier(&mut ebpf, program)?.load().map_err(|source| {
+                DatapathError::LoadProgram {
                     program: program.to_owned(),
-                    source,
-                })?;
+                    source: Box::new(source),
+                }
+            })?;
         }
         Ok(Self { ebpf })
     }
@@ -106,7 +107,7 @@ impl IfaceCounterProgram {
                 program,
                 interface: interface.to_owned(),
                 direction: direction.as_str(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(())
     }
@@ -128,7 +129,7 @@ impl IfaceCounterProgram {
         let map: PerCpuHashMap<_, IfaceKey, IfaceCounters> =
             PerCpuHashMap::try_from(map).map_err(|source| DatapathError::Map {
                 map: IFACE_COUNTERS_MAP,
-                source,
+                source: Box::new(source),
             })?;
         let key = IfaceKey {
             ifindex,
@@ -141,7 +142,7 @@ impl IfaceCounterProgram {
             Err(aya::maps::MapError::KeyNotFound) => Ok(IfaceCounters::default()),
             Err(source) => Err(DatapathError::Map {
                 map: IFACE_COUNTERS_MAP,
-                source,
+                source: Box::new(source),
             }),
         }
     }

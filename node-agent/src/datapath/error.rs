@@ -1,11 +1,13 @@
 use aya::{EbpfError, maps::MapError, programs::ProgramError};
 
 /// Everything that can go wrong between the embedded object and the kernel.
+///
+/// aya's errors are boxed: they are large, and this error travels through every datapath call.
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     /// The embedded object could not be parsed, or its maps could not be created.
     #[error("loading the eBPF object failed")]
-    LoadObject(#[source] EbpfError),
+    LoadObject(#[source] Box<EbpfError>),
 
     /// The object lacks a program the agent expects (agent and object out of step).
     #[error("the eBPF object has no program named {program}")]
@@ -24,7 +26,7 @@ pub enum DatapathError {
     LoadProgram {
         program: String,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
 
     /// Attaching a program to an interface failed.
@@ -34,7 +36,7 @@ pub enum DatapathError {
         interface: String,
         direction: &'static str,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
 
     /// A map operation failed.
@@ -42,7 +44,7 @@ pub enum DatapathError {
     Map {
         map: &'static str,
         #[source]
-        source: MapError,
+        source: Box<MapError>,
     },
 
     /// An interface name did not resolve in the current network namespace.

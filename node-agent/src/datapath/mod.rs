@@ -16,7 +16,7 @@ pub fn object() -> &'static [u8] {
 
 /// Parses the embedded object and creates its maps in the kernel.
 pub fn load_object() -> Result<Ebpf, DatapathError> {
-    Ebpf::load(object()).map_err(DatapathError::LoadObject)
+    Ebpf::load(object()).map_err(|e| DatapathError::LoadObject(Box::new(e)))
 }
 
 /// What [`verify_all`] found for one program.
@@ -42,7 +42,7 @@ pub fn verify_all() -> Result<Vec<ProgramReport>, DatapathError> {
             Program::SchedClassifier(p) => {
                 p.load().map_err(|source| DatapathError::LoadProgram {
                     program: name.to_owned(),
-                    source,
+                    source: Box::new(source),
                 })?;
                 "SchedClassifier"
             }
@@ -53,10 +53,12 @@ pub fn verify_all() -> Result<Vec<ProgramReport>, DatapathError> {
                 });
             }
         };
-        let info = program.info().map_err(|source| DatapathError::LoadProgram {
-            program: name.to_owned(),
-            source,
-        })?;
+        let info = program
+            .info()
+            .map_err(|source| DatapathError::LoadProgram {
+                program: name.to_owned(),
+                source: Box::new(source),
+            })?;
         reports.push(ProgramReport {
             name: name.to_owned(),
             kind,

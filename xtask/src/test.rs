@@ -1,0 +1,63 @@
+//! `cargo xtask test`: what CI runs. Setup, formatting, lints on the workspace and on the eBPF
+//! crate, then every test tier in one nextest run (unit, store contract, privileged datapath,
+//! end to end), ending with nextest's own summary line.
+
+use clap::Args;
+
+use crate::cmd::{self, command};
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Extra arguments for `cargo nextest run` (e.g. a test name filter).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    nextest_args: Vec<String>,
+}
+
+pub fn run(args: &TestArgs) -> anyhow::Result<()> {
+    crate::setup::run()?;
+
+    println!("==> test: formatting");
+    cmd::run(command("cargo").args(["fmt", "--all", "--check"]))?;
+
+    println!("==> test: clippy on the workspace");
+    cmd::run(command("cargo").args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+
+    println!("==> test: clippy on the eBPF programs (bpfel-unknown-none, nightly)");
+    cmd::run(command("rustup").args([
+        "run",
+        "nightly",
+        "cargo",
+        "clippy",
+        "--package",
+        "keelson-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--release",
+        "--target-dir",
+        "target/bpf-clippy",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+
+    println!("==> test: doc tests");
+    cmd::run(command("cargo").args(["test", "--workspace", "--doc"]))?;
+
+    println!(
+        "==> test: unit, store contract, privileged datapath and end-to-end tests (cargo nextest)"
+    );
+    cmd::run(
+        command("cargo")
+            .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .args(&args.nextest_args),
+    )
+}
