@@ -1,6 +1,6 @@
 //! `keelson-node-agent`: the node daemon.
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use keelson_node_agent::datapath;
@@ -19,6 +19,43 @@ enum Command {
     /// Load every embedded eBPF program into this kernel (the verifier checks each) and report
     /// what it accepted. Attaches nothing; needs root (CAP_BPF and CAP_NET_ADMIN).
     Check,
+    /// Inspect the service load balancer's pinned maps.
+    Lb {
+        #[command(subcommand)]
+        command: LbCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LbCommand {
+    /// Print every frontend (service address:port/protocol) and its backends, as the kernel
+    /// maps hold them (like `cilium bpf lb list`).
+    List(PinArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PinArgs {
+    /// This node's name; the maps live under `/sys/fs/bpf/keelson/<node>`.
+    #[arg(long, env = "KEELSON_NODE_NAME", default_value_t = default_node_name())]
+    node_name: String,
+    /// Directory holding the pinned maps (overrides the one derived from --node-name).
+    #[arg(long, env = "KEELSON_PIN_DIR")]
+    pin_dir: Option<PathBuf>,
+}
+
+impl PinArgs {
+    fn pin_dir(&self) -> PathBuf {
+        self.pin_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/keelson").join(&self.node_name))
+    }
+}
+
+fn default_node_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 fn main() -> ExitCode {
@@ -29,7 +66,41 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check => check(),
+        Command::Lb {
+            command: LbCommand::List(args),
+        } => lb_list(&args),
     }
+}
+
+fn lb_list(args: &PinArgs) -> ExitCode {
+    let pin_dir = args.pin_dir();
+    match datapath::lb::list_pinned(&pin_dir) {
+        Ok(frontends) => {
+            for frontend in &frontends {
+                println!("{frontend}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "keelson-node-agent lb list: no load-balancer maps readable under {} ({})",
+                pin_dir.display(),
+                error_chain(&error)
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn check() -> ExitCode {

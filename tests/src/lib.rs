@@ -3,8 +3,10 @@
 //! Every helper cleans up after itself on drop, and every missing prerequisite is a panic that
 //! names the command that installs it: a test here never passes by skipping.
 
+pub mod cgroup;
 pub mod etcd;
 pub mod netns;
+pub mod topology;
 
 use std::process::{Command, Output};
 

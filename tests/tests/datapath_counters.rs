@@ -19,7 +19,17 @@ fn every_program_passes_the_verifier() {
     require_root();
     let reports = datapath::verify_all().unwrap_or_else(|e| panic!("verifier: {e:?}"));
     let names: Vec<_> = reports.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["tc_count_egress", "tc_count_ingress"]);
+    assert_eq!(
+        names,
+        [
+            "sock4_connect",
+            "sock4_getpeername",
+            "sock4_recvmsg",
+            "sock4_sendmsg",
+            "tc_count_egress",
+            "tc_count_ingress"
+        ]
+    );
     assert!(reports.iter().all(|r| r.instructions > 0), "{reports:?}");
 }
 

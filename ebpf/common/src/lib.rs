@@ -64,14 +64,258 @@ impl IfaceCounters {
     }
 }
 
+/// IP protocol numbers as they appear in [`ServiceKey::proto`] and [`Backend::proto`].
+pub mod proto {
+    /// `IPPROTO_TCP`.
+    pub const TCP: u8 = 6;
+    /// `IPPROTO_UDP`.
+    pub const UDP: u8 = 17;
+}
+
+/// Map names of the service load balancer. Each carries [`ABI_VERSION`] so that pinned maps of
+/// another layout are never reused (kernel map names are at most 15 bytes).
+pub mod maps {
+    /// [`super::ServiceKey`] -> [`super::ServiceValue`], hash.
+    pub const SERVICES: &str = "ksvc_v1";
+    /// backend id (`u32`) -> [`super::Backend`], hash.
+    pub const BACKENDS: &str = "kbackend_v1";
+    /// rev-NAT id (`u32`) -> [`super::RevNat`], hash.
+    pub const REV_NAT: &str = "krevnat_v1";
+    /// [`super::SockRevNatKey`] -> [`super::SockRevNat`], LRU hash.
+    pub const SOCK_REV_NAT: &str = "ksockrevnat_v1";
+    /// [`super::AffinityKey`] -> [`super::AffinityValue`], LRU hash.
+    pub const AFFINITY: &str = "kaffinity_v1";
+    /// counter id (`u32`, [`super::metric`]) -> `u64`, per-CPU array.
+    pub const METRICS: &str = "kmetrics_v1";
+}
+
+/// Service lookup scopes ([`ServiceKey::scope`]).
+pub mod scope {
+    /// Traffic from this node (sockets, local pods): all backends the Service's
+    /// `internalTrafficPolicy` allows.
+    pub const INTERNAL: u8 = 0;
+    /// Traffic from outside the node (NodePort, externalIPs, LoadBalancer IPs): the backends
+    /// `externalTrafficPolicy` allows.
+    pub const EXTERNAL: u8 = 1;
+}
+
+/// Flags of a service header ([`ServiceValue::flags`], slot 0).
+pub mod service_flags {
+    /// `sessionAffinity: ClientIP`: [`super::ServiceValue::affinity_timeout_s`] applies.
+    pub const AFFINITY: u16 = 1 << 0;
+    /// The frontend is a NodePort.
+    pub const NODE_PORT: u16 = 1 << 1;
+    /// The frontend is an externalIP or a LoadBalancer ingress IP.
+    pub const EXTERNAL: u16 = 1 << 2;
+    /// Backends are chosen by the Maglev table rather than at random.
+    pub const MAGLEV: u16 = 1 << 3;
+    /// `externalTrafficPolicy: Local`: keep the client address, never SNAT.
+    pub const EXTERNAL_LOCAL: u16 = 1 << 4;
+}
+
+/// Backend states ([`Backend::state`]).
+pub mod backend_state {
+    /// Ready: eligible for new connections.
+    pub const ACTIVE: u8 = 0;
+    /// Serving but terminating: used only when a Service has no ready backend; connections
+    /// already established to it continue either way.
+    pub const TERMINATING: u8 = 1;
+}
+
+/// Backend flags ([`Backend::flags`]).
+pub mod backend_flags {
+    /// The backend is a pod on this node.
+    pub const LOCAL: u8 = 1 << 0;
+}
+
+/// Metric counter ids: indices of [`maps::METRICS`]. Every packet or socket path has one.
+pub mod metric {
+    /// Socket-LB: a connect/sendmsg to a service address was translated to a backend.
+    pub const SOCK_TRANSLATED: u32 = 0;
+    /// Socket-LB: the service had no backend; the connect/sendmsg was refused.
+    pub const SOCK_NO_BACKEND: u32 = 1;
+    /// Socket-LB: recvmsg/getpeername showed the service address instead of the backend's.
+    pub const SOCK_REV_NAT: u32 = 2;
+    /// Socket-LB: an affinity entry chose the backend.
+    pub const SOCK_AFFINITY_HIT: u32 = 3;
+    /// Socket-LB: a slot or backend entry was missing (map mid-update); the socket was refused
+    /// rather than left pointing at the VIP.
+    pub const SOCK_LOOKUP_MISS: u32 = 4;
+    /// Socket-LB: the reverse-NAT entry could not be stored (map full); replies would show the
+    /// backend address.
+    pub const SOCK_REV_NAT_STORE_FAILED: u32 = 5;
+    /// Number of counters (size of the array).
+    pub const COUNT: u32 = 16;
+    /// Names, indexed by id, as exported on `/metrics`.
+    pub const NAMES: [&str; 6] = [
+        "sock_translated",
+        "sock_no_backend",
+        "sock_rev_nat",
+        "sock_affinity_hit",
+        "sock_lookup_miss",
+        "sock_rev_nat_store_failed",
+    ];
+}
+
+/// Key of [`maps::SERVICES`]. Slot 0 is the service header; slots `1..=count` hold its backends.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// Frontend address, network byte order: ClusterIP, externalIP, LoadBalancer IP or node IP.
+    pub address_be: u32,
+    /// Frontend port, network byte order.
+    pub port_be: u16,
+    /// [`proto`] number.
+    pub proto: u8,
+    /// [`scope`] of the lookup.
+    pub scope: u8,
+    /// 0 for the header, `1..=count` for backend slots.
+    pub slot: u16,
+    /// Explicit padding; always 0.
+    pub _pad: u16,
+}
+
+/// Value of [`maps::SERVICES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceValue {
+    /// Backend slots: the [`maps::BACKENDS`] id. Header: 0.
+    pub backend_id: u32,
+    /// Header: number of backend slots (0: the service refuses connections). Slots: 0.
+    pub count: u16,
+    /// The [`maps::REV_NAT`] id of this frontend (header and slots).
+    pub rev_nat_id: u16,
+    /// Header: [`service_flags`].
+    pub flags: u16,
+    /// Explicit padding; always 0.
+    pub _pad: u16,
+    /// Header: `sessionAffinityConfig.clientIP.timeoutSeconds` when [`service_flags::AFFINITY`].
+    pub affinity_timeout_s: u32,
+}
+
+/// Value of [`maps::BACKENDS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Backend {
+    /// Backend (pod) address, network byte order.
+    pub address_be: u32,
+    /// Backend (target) port, network byte order.
+    pub port_be: u16,
+    /// [`proto`] number.
+    pub proto: u8,
+    /// [`backend_state`].
+    pub state: u8,
+    /// [`backend_flags`].
+    pub flags: u8,
+    /// Explicit padding; always 0.
+    pub _pad: [u8; 3],
+}
+
+/// Value of [`maps::REV_NAT`]: the frontend a reply must appear to come from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RevNat {
+    /// Frontend address, network byte order.
+    pub address_be: u32,
+    /// Frontend port, network byte order.
+    pub port_be: u16,
+    /// Explicit padding; always 0.
+    pub _pad: u16,
+}
+
+/// Key of [`maps::SOCK_REV_NAT`]: a socket and the backend it was translated to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockRevNatKey {
+    /// `bpf_get_socket_cookie` of the socket.
+    pub cookie: u64,
+    /// Backend address, network byte order.
+    pub address_be: u32,
+    /// Backend port, network byte order.
+    pub port_be: u16,
+    /// Explicit padding; always 0.
+    pub _pad: u16,
+}
+
+/// Value of [`maps::SOCK_REV_NAT`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockRevNat {
+    /// Service address, network byte order.
+    pub address_be: u32,
+    /// Service port, network byte order.
+    pub port_be: u16,
+    /// The service's rev-NAT id (for `ct list`-style inspection).
+    pub rev_nat_id: u16,
+}
+
+/// Key of [`maps::AFFINITY`]: one client of one service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AffinityKey {
+    /// The client: its network-namespace cookie for socket-LB (one per pod), its address
+    /// (network byte order, widened) for per-packet LB.
+    pub client: u64,
+    /// The service frontend's rev-NAT id.
+    pub rev_nat_id: u16,
+    /// Explicit padding; always 0.
+    pub _pad: [u16; 3],
+}
+
+/// Value of [`maps::AFFINITY`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AffinityValue {
+    /// The backend this client sticks to.
+    pub backend_id: u32,
+    /// Explicit padding; always 0.
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns` of the last connection that used it.
+    pub last_used_ns: u64,
+}
+
+/// Default capacities (the agent can override them at load time).
+pub mod capacity {
+    /// Frontend headers plus backend slots.
+    pub const SERVICES: u32 = 262_144;
+    /// Distinct backends.
+    pub const BACKENDS: u32 = 65_536;
+    /// Frontends.
+    pub const REV_NAT: u32 = 65_536;
+    /// Translated sockets remembered for reverse NAT.
+    pub const SOCK_REV_NAT: u32 = 262_144;
+    /// Client-service affinity entries.
+    pub const AFFINITY: u32 = 65_536;
+}
+
 #[cfg(feature = "user")]
 mod user {
-    use super::{IfaceCounters, IfaceKey};
+    use super::{
+        AffinityKey, AffinityValue, Backend, IfaceCounters, IfaceKey, RevNat, ServiceKey,
+        ServiceValue, SockRevNat, SockRevNatKey,
+    };
 
     // SAFETY: `#[repr(C)]`, only `u32` fields, no padding: every bit pattern is valid.
     unsafe impl aya::Pod for IfaceKey {}
     // SAFETY: `#[repr(C)]`, only `u64` fields, no padding: every bit pattern is valid.
     unsafe impl aya::Pod for IfaceCounters {}
+    // SAFETY: for each type below: `#[repr(C)]`, integer fields only, padding spelled out as
+    // fields, so every bit pattern is a valid value (layouts are pinned by the tests).
+    unsafe impl aya::Pod for ServiceKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for ServiceValue {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for Backend {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for RevNat {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for SockRevNatKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for SockRevNat {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for AffinityKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for AffinityValue {}
 }
 
 #[cfg(test)]
@@ -83,6 +327,24 @@ mod tests {
         assert_eq!(core::mem::size_of::<IfaceKey>(), 8);
         assert_eq!(core::mem::align_of::<IfaceKey>(), 4);
         assert_eq!(core::mem::size_of::<IfaceCounters>(), 16);
+        // No implicit padding anywhere: the sum of the fields is the size.
+        assert_eq!(core::mem::size_of::<ServiceKey>(), 4 + 2 + 1 + 1 + 2 + 2);
+        assert_eq!(core::mem::size_of::<ServiceValue>(), 4 + 2 + 2 + 2 + 2 + 4);
+        assert_eq!(core::mem::size_of::<Backend>(), 4 + 2 + 1 + 1 + 1 + 3);
+        assert_eq!(core::mem::size_of::<RevNat>(), 8);
+        assert_eq!(core::mem::size_of::<SockRevNatKey>(), 8 + 4 + 2 + 2);
+        assert_eq!(core::mem::size_of::<SockRevNat>(), 8);
+        assert_eq!(core::mem::size_of::<AffinityKey>(), 8 + 2 + 6);
+        assert_eq!(core::mem::size_of::<AffinityValue>(), 4 + 4 + 8);
+    }
+
+    #[test]
+    fn every_metric_has_a_name() {
+        assert!(metric::NAMES.len() as u32 <= metric::COUNT);
+        assert_eq!(
+            metric::NAMES[metric::SOCK_REV_NAT_STORE_FAILED as usize],
+            "sock_rev_nat_store_failed"
+        );
     }
 
     #[test]

@@ -47,6 +47,27 @@ pub enum DatapathError {
         source: Box<MapError>,
     },
 
+    /// A filesystem step (pin directory, cgroup, bpffs mount) failed.
+    #[error("{what}: {path}")]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Pinning or opening a pinned link failed.
+    #[error("link {path}")]
+    Link {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// The desired state cannot be expressed in the maps.
+    #[error("load-balancer state")]
+    State(#[from] super::lb::StateError),
+
     /// An interface name did not resolve in the current network namespace.
     #[error("no interface named {interface} in this network namespace")]
     NoSuchInterface {

@@ -3,20 +3,30 @@
 
 mod counters;
 mod error;
+pub mod lb;
+pub mod maglev;
 
 pub use counters::{Direction, IfaceCounterProgram};
 pub use error::DatapathError;
 
 use aya::{Ebpf, programs::Program};
 
-/// The eBPF object built from `ebpf/programs` by `build.rs`.
-pub fn object() -> &'static [u8] {
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/keelson-ebpf"))
+/// The `keelson-counters` object built from `ebpf/programs` by `build.rs`.
+pub fn counters_object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/keelson-counters"))
 }
 
-/// Parses the embedded object and creates its maps in the kernel.
-pub fn load_object() -> Result<Ebpf, DatapathError> {
-    Ebpf::load(object()).map_err(|e| DatapathError::LoadObject(Box::new(e)))
+/// The embedded objects, by name.
+pub fn objects() -> [(&'static str, &'static [u8]); 2] {
+    [
+        ("keelson-counters", counters_object()),
+        ("keelson-lb", lb::object()),
+    ]
+}
+
+/// Parses the counters object and creates its maps in the kernel.
+pub(crate) fn load_object() -> Result<Ebpf, DatapathError> {
+    Ebpf::load(counters_object()).map_err(|e| DatapathError::LoadObject(Box::new(e)))
 }
 
 /// What [`verify_all`] found for one program.
@@ -32,19 +42,32 @@ pub struct ProgramReport {
     pub verified_instructions: Option<u32>,
 }
 
-/// Loads every program of the embedded object into the kernel, so the verifier checks each one,
-/// and reports what it accepted. Nothing is attached.
+/// Loads every program of every embedded object into the kernel, so the verifier checks each
+/// one, and reports what it accepted. Nothing is attached and nothing is pinned.
 pub fn verify_all() -> Result<Vec<ProgramReport>, DatapathError> {
-    let mut ebpf = load_object()?;
     let mut reports = Vec::new();
+    for (_, object) in objects() {
+        let mut ebpf = Ebpf::load(object).map_err(|e| DatapathError::LoadObject(Box::new(e)))?;
+        verify_object(&mut ebpf, &mut reports)?;
+    }
+    reports.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(reports)
+}
+
+fn verify_object(ebpf: &mut Ebpf, reports: &mut Vec<ProgramReport>) -> Result<(), DatapathError> {
     for (name, program) in ebpf.programs_mut() {
+        let load_error = |source| DatapathError::LoadProgram {
+            program: name.to_owned(),
+            source: Box::new(source),
+        };
         let kind = match program {
             Program::SchedClassifier(p) => {
-                p.load().map_err(|source| DatapathError::LoadProgram {
-                    program: name.to_owned(),
-                    source: Box::new(source),
-                })?;
+                p.load().map_err(load_error)?;
                 "SchedClassifier"
+            }
+            Program::CgroupSockAddr(p) => {
+                p.load().map_err(load_error)?;
+                "CgroupSockAddr"
             }
             other => {
                 return Err(DatapathError::UnexpectedProgramType {
@@ -66,6 +89,5 @@ pub fn verify_all() -> Result<Vec<ProgramReport>, DatapathError> {
             verified_instructions: info.verified_instruction_count(),
         });
     }
-    reports.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(reports)
+    Ok(())
 }

@@ -1,0 +1,45 @@
+//! The load balancer's maps. Layouts live in `keelson-ebpf-common`; names carry the ABI version
+//! and must match `keelson_ebpf_common::maps` (the agent opens them by those names).
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray},
+};
+use keelson_ebpf_common::{
+    AffinityKey, AffinityValue, Backend, RevNat, ServiceKey, ServiceValue, SockRevNat,
+    SockRevNatKey, capacity, metric,
+};
+
+#[map(name = "ksvc_v1")]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
+    HashMap::with_max_entries(capacity::SERVICES, BPF_F_NO_PREALLOC);
+
+#[map(name = "kbackend_v1")]
+pub static BACKENDS: HashMap<u32, Backend> =
+    HashMap::with_max_entries(capacity::BACKENDS, BPF_F_NO_PREALLOC);
+
+#[map(name = "krevnat_v1")]
+pub static REV_NAT: HashMap<u32, RevNat> =
+    HashMap::with_max_entries(capacity::REV_NAT, BPF_F_NO_PREALLOC);
+
+#[map(name = "ksockrevnat_v1")]
+pub static SOCK_REV_NAT: LruHashMap<SockRevNatKey, SockRevNat> =
+    LruHashMap::with_max_entries(capacity::SOCK_REV_NAT, 0);
+
+#[map(name = "kaffinity_v1")]
+pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
+    LruHashMap::with_max_entries(capacity::AFFINITY, 0);
+
+#[map(name = "kmetrics_v1")]
+pub static METRICS: PerCpuArray<u64> = PerCpuArray::with_max_entries(metric::COUNT, 0);
+
+/// Adds one to a [`metric`] counter of this CPU.
+#[inline(always)]
+pub fn count(id: u32) {
+    if let Some(counter) = METRICS.get_ptr_mut(id) {
+        // SAFETY: a per-CPU array slot of this CPU; programs on one CPU do not run concurrently
+        // with each other for the same slot in a way that matters for a statistic.
+        unsafe { *counter += 1 };
+    }
+}

@@ -1,0 +1,443 @@
+//! The service load balancer: kube-proxy's job, in eBPF.
+//!
+//! [`frontends`] turns a Service and its EndpointSlices into frontends (pure), [`LbState`] turns
+//! frontend changes into the smallest set of map writes (pure), and [`LoadBalancer`] owns the
+//! pinned maps and the programs, applies those writes and attaches the socket-LB hooks to a
+//! cgroup.
+
+mod frontends;
+mod list;
+mod state;
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, Map, MapData, PerCpuArray},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr,
+        links::{FdLink, PinnedLink},
+    },
+};
+use keelson_ebpf_common::{
+    AffinityKey, AffinityValue, Backend, RevNat, ServiceKey, ServiceValue, capacity, maps, metric,
+};
+
+pub use frontends::{BackendAddr, Frontend, FrontendKey, NodeContext, frontends};
+pub use list::{ListedBackend, ListedFrontend, list_pinned};
+pub use state::{LbState, MapOp, ServiceId, StateError};
+
+use super::DatapathError;
+
+/// Socket-LB programs and the cgroup hook each attaches to.
+pub const SOCK_PROGRAMS: [&str; 4] = [
+    "sock4_connect",
+    "sock4_sendmsg",
+    "sock4_recvmsg",
+    "sock4_getpeername",
+];
+
+/// The embedded `keelson-lb` object.
+pub fn object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/keelson-lb"))
+}
+
+/// Where the maps live and how big they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbConfig {
+    /// Directory for pinned maps and links, e.g. `/sys/fs/bpf/keelson/<node>`. Must be on bpffs.
+    pub pin_dir: PathBuf,
+    /// Capacity of the services map (headers + backend slots).
+    pub services: u32,
+    /// Capacity of the backends map.
+    pub backends: u32,
+    /// Capacity of the socket reverse-NAT map.
+    pub sock_rev_nat: u32,
+    /// Capacity of the affinity map.
+    pub affinity: u32,
+}
+
+impl LbConfig {
+    /// Default capacities under `pin_dir`.
+    pub fn new(pin_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            pin_dir: pin_dir.into(),
+            services: capacity::SERVICES,
+            backends: capacity::BACKENDS,
+            sock_rev_nat: capacity::SOCK_REV_NAT,
+            affinity: capacity::AFFINITY,
+        }
+    }
+}
+
+/// The loaded load balancer: programs in the kernel, maps pinned, state mirrored.
+pub struct LoadBalancer {
+    ebpf: Ebpf,
+    state: LbState,
+    pin_dir: PathBuf,
+}
+
+impl std::fmt::Debug for LoadBalancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadBalancer")
+            .field("pin_dir", &self.pin_dir)
+            .field("frontends", &self.state.frontend_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadBalancer {
+    /// Loads the programs and opens the maps pinned in `config.pin_dir`, creating and pinning
+    /// those that do not exist. Existing maps are reused with their contents, and the agent's
+    /// state is rebuilt from them: established connections and affinities survive a restart.
+    pub fn load(config: &LbConfig) -> Result<Self, DatapathError> {
+        ensure_bpffs(&config.pin_dir)?;
+        std::fs::create_dir_all(&config.pin_dir).map_err(|source| DatapathError::Io {
+            what: "creating the pin directory",
+            path: config.pin_dir.clone(),
+            source,
+        })?;
+        let paths: Vec<(&str, PathBuf)> = [
+            maps::SERVICES,
+            maps::BACKENDS,
+            maps::REV_NAT,
+            maps::SOCK_REV_NAT,
+            maps::AFFINITY,
+            maps::METRICS,
+        ]
+        .into_iter()
+        .map(|name| (name, config.pin_dir.join(name)))
+        .collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        loader
+            .map_max_entries(maps::SERVICES, config.services)
+            .map_max_entries(maps::BACKENDS, config.backends)
+            .map_max_entries(maps::REV_NAT, config.backends.max(config.services / 4))
+            .map_max_entries(maps::SOCK_REV_NAT, config.sock_rev_nat)
+            .map_max_entries(maps::AFFINITY, config.affinity);
+        let mut ebpf = loader
+            .load(object())
+            .map_err(|e| DatapathError::LoadObject(Box::new(e)))?;
+        for name in SOCK_PROGRAMS {
+            sock_program(&mut ebpf, name)?
+                .load()
+                .map_err(|source| DatapathError::LoadProgram {
+                    program: name.to_owned(),
+                    source: Box::new(source),
+                })?;
+        }
+        let state = {
+            let services: HashMap<_, ServiceKey, ServiceValue> = typed(&ebpf, maps::SERVICES)?;
+            let backends: HashMap<_, u32, Backend> = typed(&ebpf, maps::BACKENDS)?;
+            let rev_nat: HashMap<_, u32, RevNat> = typed(&ebpf, maps::REV_NAT)?;
+            LbState::adopt(
+                services.iter().filter_map(Result::ok),
+                backends.iter().filter_map(Result::ok),
+                rev_nat.iter().filter_map(Result::ok),
+            )
+        };
+        Ok(Self {
+            ebpf,
+            state,
+            pin_dir: config.pin_dir.clone(),
+        })
+    }
+
+    /// The pin directory.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Attaches the socket-LB hooks to the cgroup2 directory `cgroup` (every socket below it is
+    /// balanced) and pins the links, so they outlive this process: an agent restart never
+    /// leaves a window in which a service address goes untranslated. Links already pinned by an
+    /// earlier run are kept as they are.
+    pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<(), DatapathError> {
+        let links = self.pin_dir.join("links");
+        std::fs::create_dir_all(&links).map_err(|source| DatapathError::Io {
+            what: "creating the link pin directory",
+            path: links.clone(),
+            source,
+        })?;
+        let cgroup_file = File::open(cgroup).map_err(|source| DatapathError::Io {
+            what: "opening the cgroup",
+            path: cgroup.to_path_buf(),
+            source,
+        })?;
+        for name in SOCK_PROGRAMS {
+            let pin = links.join(name);
+            if PinnedLink::from_pin(&pin).is_ok() {
+                tracing::debug!(program = name, "socket-LB link already pinned; keeping it");
+                continue;
+            }
+            let program = sock_program(&mut self.ebpf, name)?;
+            let attach_error =
+                |source: Box<dyn std::error::Error + Send + Sync>| DatapathError::Link {
+                    path: pin.clone(),
+                    source,
+                };
+            // A bpf_link attachment (kernel >= 5.7) always coexists with other links on the
+            // cgroup; the kernel rejects any attach flag on it, so the mode must be `Single`.
+            let id = program
+                .attach(&cgroup_file, CgroupAttachMode::Single)
+                .map_err(|e| attach_error(Box::new(e)))?;
+            let link = program
+                .take_link(id)
+                .map_err(|e| attach_error(Box::new(e)))?;
+            let link = FdLink::try_from(link).map_err(|e| attach_error(Box::new(e)))?;
+            link.pin(&pin).map_err(|e| attach_error(Box::new(e)))?;
+        }
+        Ok(())
+    }
+
+    /// Detaches the socket-LB hooks (removes their pinned links). Maps stay pinned.
+    pub fn detach_cgroup(pin_dir: &Path) -> Result<(), DatapathError> {
+        for name in SOCK_PROGRAMS {
+            let pin = pin_dir.join("links").join(name);
+            match PinnedLink::from_pin(&pin) {
+                Ok(link) => {
+                    // Dropping the last reference detaches the program.
+                    link.unpin().map_err(|source| DatapathError::Io {
+                        what: "unpinning a link",
+                        path: pin.clone(),
+                        source,
+                    })?;
+                }
+                Err(_) if !pin.exists() => {}
+                Err(e) => {
+                    return Err(DatapathError::Link {
+                        path: pin,
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes everything pinned under `pin_dir` (links first, then maps) and the directory.
+    pub fn remove_pins(pin_dir: &Path) -> Result<(), DatapathError> {
+        Self::detach_cgroup(pin_dir)?;
+        let io = |what, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| DatapathError::Io { what, path, source }
+        };
+        let links = pin_dir.join("links");
+        if links.exists() {
+            std::fs::remove_dir(&links).map_err(io("removing the link directory", &links))?;
+        }
+        if pin_dir.exists() {
+            for entry in std::fs::read_dir(pin_dir).map_err(io("listing pins", pin_dir))? {
+                let path = entry.map_err(io("listing pins", pin_dir))?.path();
+                std::fs::remove_file(&path).map_err(io("removing a pinned map", &path))?;
+            }
+            std::fs::remove_dir(pin_dir).map_err(io("removing the pin directory", pin_dir))?;
+        }
+        Ok(())
+    }
+
+    /// Sets one Service's frontends and applies the resulting writes. Returns how many map
+    /// writes it took.
+    pub fn update(
+        &mut self,
+        service: &str,
+        frontends: Vec<Frontend>,
+    ) -> Result<usize, DatapathError> {
+        let ops = self.state.update(service, frontends)?;
+        let n = ops.len();
+        self.apply(ops)?;
+        Ok(n)
+    }
+
+    /// After the first full list: removes entries adopted from a previous run that no Service
+    /// claimed.
+    pub fn finish_initial_sync(&mut self) -> Result<usize, DatapathError> {
+        let ops = self.state.finish_initial_sync();
+        let n = ops.len();
+        self.apply(ops)?;
+        Ok(n)
+    }
+
+    /// Number of frontends the maps hold.
+    pub fn frontend_count(&self) -> usize {
+        self.state.frontend_count()
+    }
+
+    /// The datapath counters, summed over CPUs, by name.
+    pub fn metrics(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> {
+        let map: PerCpuArray<_, u64> = typed(&self.ebpf, maps::METRICS)?;
+        let mut out = Vec::with_capacity(metric::NAMES.len());
+        for (id, name) in metric::NAMES.iter().enumerate() {
+            let values = map
+                .get(&(id as u32), 0)
+                .map_err(|source| DatapathError::Map {
+                    map: maps::METRICS,
+                    source: Box::new(source),
+                })?;
+            out.push((*name, values.iter().sum()));
+        }
+        Ok(out)
+    }
+
+    fn apply(&mut self, ops: Vec<MapOp>) -> Result<(), DatapathError> {
+        let [services, backends, rev_nat, affinity] = self.ebpf.maps_disjoint_mut([
+            maps::SERVICES,
+            maps::BACKENDS,
+            maps::REV_NAT,
+            maps::AFFINITY,
+        ]);
+        let missing = |map| DatapathError::MissingMap { map };
+        let map_error = |map| {
+            move |source| DatapathError::Map {
+                map,
+                source: Box::new(source),
+            }
+        };
+        let mut services: HashMap<_, ServiceKey, ServiceValue> =
+            HashMap::try_from(services.ok_or_else(|| missing(maps::SERVICES))?)
+                .map_err(map_error(maps::SERVICES))?;
+        let mut backends: HashMap<_, u32, Backend> =
+            HashMap::try_from(backends.ok_or_else(|| missing(maps::BACKENDS))?)
+                .map_err(map_error(maps::BACKENDS))?;
+        let mut rev_nat: HashMap<_, u32, RevNat> =
+            HashMap::try_from(rev_nat.ok_or_else(|| missing(maps::REV_NAT))?)
+                .map_err(map_error(maps::REV_NAT))?;
+        let mut affinity: HashMap<_, AffinityKey, AffinityValue> =
+            HashMap::try_from(affinity.ok_or_else(|| missing(maps::AFFINITY))?)
+                .map_err(map_error(maps::AFFINITY))?;
+        let mut forget: Vec<(u16, u32)> = Vec::new();
+        for op in ops {
+            match op {
+                MapOp::PutBackend(id, value) => backends
+                    .insert(id, value, 0)
+                    .map_err(map_error(maps::BACKENDS))?,
+                MapOp::PutRevNat(id, value) => rev_nat
+                    .insert(id, value, 0)
+                    .map_err(map_error(maps::REV_NAT))?,
+                MapOp::PutService(key, value) => services
+                    .insert(key, value, 0)
+                    .map_err(map_error(maps::SERVICES))?,
+                MapOp::DeleteService(key) => {
+                    ignore_missing(services.remove(&key)).map_err(map_error(maps::SERVICES))?
+                }
+                MapOp::DeleteBackend(id) => {
+                    ignore_missing(backends.remove(&id)).map_err(map_error(maps::BACKENDS))?
+                }
+                MapOp::DeleteRevNat(id) => {
+                    ignore_missing(rev_nat.remove(&id)).map_err(map_error(maps::REV_NAT))?
+                }
+                MapOp::ForgetAffinity {
+                    rev_nat_id,
+                    backend_id,
+                } => forget.push((rev_nat_id, backend_id)),
+            }
+        }
+        if !forget.is_empty() {
+            // One pass over the affinity table for the whole batch.
+            let stale: Vec<AffinityKey> = affinity
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(k, v)| forget.contains(&(k.rev_nat_id, v.backend_id)))
+                .map(|(k, _)| k)
+                .collect();
+            for key in stale {
+                ignore_missing(affinity.remove(&key)).map_err(map_error(maps::AFFINITY))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ignore_missing(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match result {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        other => other,
+    }
+}
+
+fn sock_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut CgroupSockAddr, DatapathError> {
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(DatapathError::MissingProgram { program: name })?;
+    let kind = format!("{:?}", program.prog_type());
+    program
+        .try_into()
+        .map_err(|_| DatapathError::UnexpectedProgramType {
+            program: name.to_owned(),
+            kind,
+        })
+}
+
+fn typed<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<&'a Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .map(name)
+        .ok_or(DatapathError::MissingMap { map: name })?;
+    T::try_from(map).map_err(|source| DatapathError::Map {
+        map: name,
+        source: Box::new(source),
+    })
+}
+
+/// Opens a pinned map of the load balancer by name.
+pub(crate) fn open_pinned(pin_dir: &Path, name: &'static str) -> Result<Map, DatapathError> {
+    let path = pin_dir.join(name);
+    let data = MapData::from_pin(&path).map_err(|source| DatapathError::Map {
+        map: name,
+        source: Box::new(source),
+    })?;
+    Map::from_map_data(data).map_err(|source| DatapathError::Map {
+        map: name,
+        source: Box::new(source),
+    })
+}
+
+/// Makes sure `path` is on a bpffs, mounting one at `/sys/fs/bpf` when nothing is mounted there
+/// (the kernel only pins on bpffs).
+pub fn ensure_bpffs(path: &Path) -> Result<(), DatapathError> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    const ROOT: &str = "/sys/fs/bpf";
+    let on_bpffs = |p: &Path| {
+        let mut probe = p.to_path_buf();
+        while !probe.exists() {
+            if !probe.pop() {
+                return false;
+            }
+        }
+        nix::sys::statfs::statfs(&probe).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+    };
+    if on_bpffs(path) {
+        return Ok(());
+    }
+    if path.starts_with(ROOT) && !on_bpffs(Path::new(ROOT)) {
+        nix::mount::mount(
+            Some("bpf"),
+            ROOT,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|errno| DatapathError::Io {
+            what: "mounting bpffs",
+            path: PathBuf::from(ROOT),
+            source: std::io::Error::from(errno),
+        })?;
+        return Ok(());
+    }
+    Err(DatapathError::Io {
+        what: "not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)",
+        path: path.to_path_buf(),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })
+}

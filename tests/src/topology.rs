@@ -1,0 +1,281 @@
+//! A small service topology in network namespaces this test creates:
+//!
+//! ```text
+//!  client netns (10.244.1.2)  ── veth ──  server netns (10.244.1.11, .12, … one per backend)
+//!  client processes run in a test cgroup with the socket-LB programs attached
+//! ```
+//!
+//! Backends are threads of the test process whose sockets live in the server namespace: TCP
+//! answers every line (and the connection's start) with the backend's name; UDP answers every
+//! datagram with it. The client namespace has no default route and a blackhole route for the
+//! service range, so an untranslated service packet can go nowhere.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use crate::{cgroup::TestCgroup, netns::NetNs, run, unique_name};
+
+/// The client's address.
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
+/// The port every backend listens on (TCP and UDP).
+pub const BACKEND_PORT: u16 = 8080;
+
+/// Address of backend `i` (0-based).
+pub fn backend_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 244, 1, 11 + i as u8)
+}
+
+/// Name backend `i` answers with.
+pub fn backend_name(i: usize) -> String {
+    format!("backend-{i}")
+}
+
+/// The namespaces, the cgroup and the running backends.
+#[derive(Debug)]
+pub struct Topology {
+    /// Where clients run.
+    pub client: NetNs,
+    /// Where backends listen.
+    pub server: NetNs,
+    /// The cgroup clients run in.
+    pub cgroup: TestCgroup,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Topology {
+    /// Builds the namespaces and starts `backends` backends.
+    pub fn new(backends: usize) -> Self {
+        let client = NetNs::new("ktc");
+        let server = NetNs::new("kts");
+        let vc = unique_name("kvc");
+        let vs = unique_name("kvs");
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &vc,
+                "netns",
+                client.name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &vs,
+                "netns",
+                server.name(),
+            ],
+        );
+        client.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{CLIENT_ADDR}/24"),
+            "dev",
+            &vc,
+        ]);
+        client.exec(&["ip", "link", "set", &vc, "up"]);
+        client.exec(&["ip", "route", "add", "blackhole", "10.96.0.0/12"]);
+        for i in 0..backends {
+            server.exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", backend_addr(i)),
+                "dev",
+                &vs,
+            ]);
+        }
+        server.exec(&["ip", "link", "set", &vs, "up"]);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for i in 0..backends {
+            let (tcp, udp) = {
+                let _in_server = server.enter();
+                let addr = SocketAddrV4::new(backend_addr(i), BACKEND_PORT);
+                (
+                    TcpListener::bind(addr).expect("bind a TCP backend"),
+                    UdpSocket::bind(addr).expect("bind a UDP backend"),
+                )
+            };
+            threads.push(spawn_tcp_backend(tcp, backend_name(i), stop.clone()));
+            threads.push(spawn_udp_backend(udp, backend_name(i), stop.clone()));
+        }
+        Self {
+            client,
+            server,
+            cgroup: TestCgroup::new(),
+            stop,
+            threads,
+        }
+    }
+
+    /// A command running `keelson-test-client` in the client namespace and the test cgroup.
+    pub fn client_command(&self, client_binary: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "{}exec ip netns exec {} {client_binary} {}",
+            self.cgroup.enter_snippet(),
+            self.client.name(),
+            args.join(" ")
+        ));
+        cmd
+    }
+
+    /// Runs the client to completion and returns its output lines.
+    pub fn run_client(&self, client_binary: &str, args: &[&str]) -> Vec<String> {
+        let output = self
+            .client_command(client_binary, args)
+            .output()
+            .expect("run keelson-test-client");
+        assert!(
+            output.status.success(),
+            "keelson-test-client {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Starts a client holding one TCP connection open (`hold` mode).
+    pub fn hold(&self, client_binary: &str, target: SocketAddrV4) -> HeldConnection {
+        let mut child = self
+            .client_command(client_binary, &["hold", &target.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn keelson-test-client hold");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut held = HeldConnection {
+            child,
+            stdin: Some(stdin),
+            stdout,
+            first: String::new(),
+        };
+        held.first = held.next_line();
+        held
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A client process holding one connection; each [`HeldConnection::exchange`] sends a line and
+/// returns the reply line the client printed.
+#[derive(Debug)]
+pub struct HeldConnection {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    /// The first exchange (`peer=… reply=…`).
+    pub first: String,
+}
+
+impl HeldConnection {
+    /// One more request/response on the same connection.
+    pub fn exchange(&mut self) -> String {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(b"go\n").expect("write to the held client");
+        stdin.flush().expect("flush the held client");
+        self.next_line()
+    }
+
+    fn next_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("read from the held client");
+        line.trim().to_owned()
+    }
+}
+
+impl Drop for HeldConnection {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_tcp_backend(listener: TcpListener, name: String, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let name = name.clone();
+                    let stop = stop.clone();
+                    std::thread::spawn(move || serve_tcp(stream, &name, &stop));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    })
+}
+
+fn serve_tcp(stream: std::net::TcpStream, name: &str, stop: &AtomicBool) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    if writeln!(writer, "{name}").is_err() {
+        return;
+    }
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) => {
+                if writeln!(writer, "{name}").is_err() {
+                    return;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn spawn_udp_backend(socket: UdpSocket, name: String, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("UDP read timeout");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((_, from)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(name.as_bytes(), from);
+            }
+        }
+    })
+}
