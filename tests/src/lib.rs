@@ -5,6 +5,7 @@
 
 pub mod cgroup;
 pub mod etcd;
+pub mod lbkit;
 pub mod netns;
 pub mod topology;
 

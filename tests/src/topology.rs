@@ -1,14 +1,16 @@
 //! A small service topology in network namespaces this test creates:
 //!
 //! ```text
-//!  client netns (10.244.1.2)  ── veth ──  server netns (10.244.1.11, .12, … one per backend)
-//!  client processes run in a test cgroup with the socket-LB programs attached
+//!  client netns            node netns (router)                 server netns
+//!  10.200.0.2  ── veth ──  10.200.0.1 | 10.201.0.1  ── veth ──  10.201.0.11, .12, … (backends)
+//!  (test cgroup)           TC programs, blackhole 10.96.0.0/12
 //! ```
 //!
 //! Backends are threads of the test process whose sockets live in the server namespace: TCP
 //! answers every line (and the connection's start) with the backend's name; UDP answers every
-//! datagram with it. The client namespace has no default route and a blackhole route for the
-//! service range, so an untranslated service packet can go nowhere.
+//! datagram with it. Only the node namespace routes between the others, and it blackholes the
+//! service range, so an untranslated service packet goes nowhere. No namespace has a route to the
+//! machine's uplink.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -25,13 +27,17 @@ use std::{
 use crate::{cgroup::TestCgroup, netns::NetNs, run, unique_name};
 
 /// The client's address.
-pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
+/// The node's address towards the client (where NodePorts answer).
+pub const NODE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+/// The node's address towards the backends.
+pub const NODE_BACKEND_SIDE: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
 /// The port every backend listens on (TCP and UDP).
 pub const BACKEND_PORT: u16 = 8080;
 
 /// Address of backend `i` (0-based).
 pub fn backend_addr(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 244, 1, 11 + i as u8)
+    Ipv4Addr::new(10, 201, 0, 11 + i as u8)
 }
 
 /// Name backend `i` answers with.
@@ -44,6 +50,12 @@ pub fn backend_name(i: usize) -> String {
 pub struct Topology {
     /// Where clients run.
     pub client: NetNs,
+    /// The node: routes between client and server, hosts the TC programs.
+    pub node: NetNs,
+    /// The node's interface towards the client.
+    pub node_client_if: String,
+    /// The node's interface towards the backends.
+    pub node_server_if: String,
     /// Where backends listen.
     pub server: NetNs,
     /// The cgroup clients run in.
@@ -56,26 +68,29 @@ impl Topology {
     /// Builds the namespaces and starts `backends` backends.
     pub fn new(backends: usize) -> Self {
         let client = NetNs::new("ktc");
+        let node = NetNs::new("ktn");
         let server = NetNs::new("kts");
-        let vc = unique_name("kvc");
-        let vs = unique_name("kvs");
-        run(
-            "ip",
-            &[
-                "link",
-                "add",
-                &vc,
-                "netns",
-                client.name(),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &vs,
-                "netns",
-                server.name(),
-            ],
-        );
+        let (vc, nc) = (unique_name("kvc"), unique_name("knc"));
+        let (vs, ns) = (unique_name("kvs"), unique_name("kns"));
+        for (ns_a, if_a, ns_b, if_b) in [(&client, &vc, &node, &nc), (&server, &vs, &node, &ns)] {
+            run(
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    if_a,
+                    "netns",
+                    ns_a.name(),
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    if_b,
+                    "netns",
+                    ns_b.name(),
+                ],
+            );
+        }
         client.exec(&[
             "ip",
             "addr",
@@ -85,7 +100,27 @@ impl Topology {
             &vc,
         ]);
         client.exec(&["ip", "link", "set", &vc, "up"]);
-        client.exec(&["ip", "route", "add", "blackhole", "10.96.0.0/12"]);
+        client.exec(&[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            &NODE_ADDR.to_string(),
+        ]);
+        node.exec(&["ip", "addr", "add", &format!("{NODE_ADDR}/24"), "dev", &nc]);
+        node.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{NODE_BACKEND_SIDE}/24"),
+            "dev",
+            &ns,
+        ]);
+        node.exec(&["ip", "link", "set", &nc, "up"]);
+        node.exec(&["ip", "link", "set", &ns, "up"]);
+        node.exec(&["ip", "route", "add", "blackhole", "10.96.0.0/12"]);
+        node.exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
         for i in 0..backends {
             server.exec(&[
                 "ip",
@@ -97,6 +132,14 @@ impl Topology {
             ]);
         }
         server.exec(&["ip", "link", "set", &vs, "up"]);
+        server.exec(&[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            &NODE_BACKEND_SIDE.to_string(),
+        ]);
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
@@ -114,6 +157,9 @@ impl Topology {
         }
         Self {
             client,
+            node,
+            node_client_if: nc,
+            node_server_if: ns,
             server,
             cgroup: TestCgroup::new(),
             stop,

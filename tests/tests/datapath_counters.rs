@@ -27,7 +27,9 @@ fn every_program_passes_the_verifier() {
             "sock4_recvmsg",
             "sock4_sendmsg",
             "tc_count_egress",
-            "tc_count_ingress"
+            "tc_count_ingress",
+            "tc_from_netdev",
+            "tc_from_pod",
         ]
     );
     assert!(reports.iter().all(|r| r.instructions > 0), "{reports:?}");

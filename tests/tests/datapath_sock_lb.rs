@@ -5,55 +5,21 @@
 use std::{
     collections::BTreeSet,
     net::{Ipv4Addr, SocketAddrV4},
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
-use keelson_node_agent::datapath::lb::{self, LbConfig, LoadBalancer, NodeContext, list_pinned};
+use keelson_node_agent::datapath::lb::{self, LoadBalancer, NodeContext, list_pinned};
 use keelson_tests::{
+    lbkit::{Pins, error_chain, exchanges, service, slice},
     require_root,
     topology::{BACKEND_PORT, Topology, backend_addr, backend_name},
-    unique_name,
 };
 use serde_json::json;
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_keelson-test-client");
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const PORT: u16 = 80;
-
-/// Pinned maps and links of one test, removed on drop.
-struct Pins(PathBuf);
-
-impl Pins {
-    fn new() -> Self {
-        Self(PathBuf::from("/sys/fs/bpf/keelson-test").join(unique_name("lb")))
-    }
-
-    fn config(&self) -> LbConfig {
-        LbConfig {
-            services: 4096,
-            backends: 1024,
-            sock_rev_nat: 4096,
-            affinity: 1024,
-            ..LbConfig::new(&self.0)
-        }
-    }
-}
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        if let Err(e) = LoadBalancer::remove_pins(&self.0)
-            && !std::thread::panicking()
-        {
-            panic!("cleaning up {}: {e}", self.0.display());
-        }
-        // Shared by concurrent tests: only the last one out removes it.
-        if let Some(parent) = self.0.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
-}
 
 fn node() -> NodeContext {
     NodeContext {
@@ -62,7 +28,7 @@ fn node() -> NodeContext {
     }
 }
 
-fn service(affinity: bool) -> Service {
+fn web(affinity: bool) -> Service {
     let mut spec = json!({
         "clusterIP": VIP.to_string(),
         "clusterIPs": [VIP.to_string()],
@@ -75,42 +41,26 @@ fn service(affinity: bool) -> Service {
         spec["sessionAffinity"] = json!("ClientIP");
         spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 60}});
     }
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": spec,
-    }))
-    .expect("a valid Service")
+    service(spec)
 }
 
 /// One slice with the given backends (by index) and their (ready, serving, terminating).
-fn slice(endpoints: &[(usize, bool, bool, bool)]) -> EndpointSlice {
+fn web_slice(endpoints: &[(usize, bool, bool, bool)]) -> EndpointSlice {
     let endpoints: Vec<_> = endpoints
         .iter()
-        .map(|(i, ready, serving, terminating)| {
-            json!({
-                "addresses": [backend_addr(*i).to_string()],
-                "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
-                "nodeName": "node-a",
-            })
-        })
+        .map(|(i, r, s, t)| (*i, "node-a", *r, *s, *t))
         .collect();
-    serde_json::from_value(json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "web-abc", "namespace": "default",
-                     "labels": {"kubernetes.io/service-name": "web"}},
-        "addressType": "IPv4",
-        "endpoints": endpoints,
-        "ports": [
+    slice(
+        json!([
             {"name": "http", "port": BACKEND_PORT, "protocol": "TCP"},
             {"name": "dns", "port": BACKEND_PORT, "protocol": "UDP"},
-        ],
-    }))
-    .expect("a valid EndpointSlice")
+        ]),
+        &endpoints,
+    )
 }
 
 fn ready(indices: &[usize]) -> EndpointSlice {
-    slice(
+    web_slice(
         &indices
             .iter()
             .map(|i| (*i, true, true, false))
@@ -121,33 +71,19 @@ fn ready(indices: &[usize]) -> EndpointSlice {
 fn apply(lb: &mut LoadBalancer, service: &Service, slice: &EndpointSlice) -> usize {
     let frontends = lb::frontends(service, &[slice], &node());
     lb.update("default/web", frontends)
-        .unwrap_or_else(|e| panic!("update: {}", chain(&e)))
+        .unwrap_or_else(|e| panic!("update: {}", error_chain(&e)))
 }
 
 fn start(topology: &Topology, pins: &Pins) -> LoadBalancer {
     let mut lb =
-        LoadBalancer::load(&pins.config()).unwrap_or_else(|e| panic!("load: {}", chain(&e)));
+        LoadBalancer::load(&pins.config()).unwrap_or_else(|e| panic!("load: {}", error_chain(&e)));
     lb.attach_cgroup(topology.cgroup.path())
-        .unwrap_or_else(|e| panic!("attach: {}", chain(&e)));
+        .unwrap_or_else(|e| panic!("attach: {}", error_chain(&e)));
     lb
 }
 
 fn vip() -> SocketAddrV4 {
     SocketAddrV4::new(VIP, PORT)
-}
-
-/// Splits `peer=A reply=B` lines; panics on `error=` lines.
-fn exchanges(lines: &[String]) -> Vec<(String, String)> {
-    lines
-        .iter()
-        .map(|line| {
-            let (peer, reply) = line
-                .strip_prefix("peer=")
-                .and_then(|rest| rest.split_once(" reply="))
-                .unwrap_or_else(|| panic!("client failed: {line}"));
-            (peer.to_owned(), reply.to_owned())
-        })
-        .collect()
 }
 
 #[test]
@@ -156,7 +92,7 @@ fn tcp_and_udp_through_a_cluster_ip_reach_every_backend_and_show_the_vip() {
     let topology = Topology::new(3);
     let pins = Pins::new();
     let mut lb = start(&topology, &pins);
-    apply(&mut lb, &service(false), &ready(&[0, 1, 2]));
+    apply(&mut lb, &web(false), &ready(&[0, 1, 2]));
 
     let tcp = exchanges(&topology.run_client(CLIENT, &["tcp", &vip().to_string(), "60"]));
     assert_eq!(tcp.len(), 60);
@@ -193,7 +129,7 @@ fn tcp_and_udp_through_a_cluster_ip_reach_every_backend_and_show_the_vip() {
     assert!(metrics["sock_translated"] >= 120, "{metrics:?}");
     assert!(metrics["sock_rev_nat"] >= 120, "{metrics:?}");
 
-    let listed = list_pinned(&pins.0).expect("lb list");
+    let listed = list_pinned(pins.path()).expect("lb list");
     let text: Vec<String> = listed.iter().map(ToString::to_string).collect();
     assert!(
         text.contains(&format!(
@@ -212,7 +148,7 @@ fn client_ip_affinity_pins_a_client_to_one_backend() {
     let topology = Topology::new(3);
     let pins = Pins::new();
     let mut lb = start(&topology, &pins);
-    apply(&mut lb, &service(true), &ready(&[0, 1, 2]));
+    apply(&mut lb, &web(true), &ready(&[0, 1, 2]));
 
     let tcp = exchanges(&topology.run_client(CLIENT, &["tcp", &vip().to_string(), "30"]));
     let names: BTreeSet<&str> = tcp.iter().map(|(_, reply)| reply.as_str()).collect();
@@ -230,12 +166,12 @@ fn client_ip_affinity_pins_a_client_to_one_backend() {
     );
     let metrics: std::collections::BTreeMap<_, _> =
         lb.metrics().expect("metrics").into_iter().collect();
-    assert!(metrics["sock_affinity_hit"] >= 30, "{metrics:?}");
+    assert!(metrics["affinity_hit"] >= 30, "{metrics:?}");
 
     // The pinned backend leaves: affinity moves on and never points at it again.
     let pinned = names.iter().next().copied().unwrap_or_default().to_owned();
     let remaining: Vec<usize> = (0..3).filter(|i| backend_name(*i) != pinned).collect();
-    apply(&mut lb, &service(true), &ready(&remaining));
+    apply(&mut lb, &web(true), &ready(&remaining));
     let after = exchanges(&topology.run_client(CLIENT, &["tcp", &vip().to_string(), "10"]));
     assert!(after.iter().all(|(_, reply)| reply != &pinned), "{after:?}");
 }
@@ -246,7 +182,7 @@ fn removed_backend_gets_no_new_connections_while_an_open_one_keeps_working() {
     let topology = Topology::new(3);
     let pins = Pins::new();
     let mut lb = start(&topology, &pins);
-    apply(&mut lb, &service(false), &ready(&[0, 1, 2]));
+    apply(&mut lb, &web(false), &ready(&[0, 1, 2]));
 
     // Hold connections until one lands on backend-2.
     let mut held = None;
@@ -261,7 +197,7 @@ fn removed_backend_gets_no_new_connections_while_an_open_one_keeps_working() {
 
     // Per frontend (TCP and UDP): at most one slot moved into the hole, the header, the last
     // slot deleted, its affinities forgotten and the backend deleted. Never a rewrite.
-    let writes = apply(&mut lb, &service(false), &ready(&[0, 1]));
+    let writes = apply(&mut lb, &web(false), &ready(&[0, 1]));
     assert!(
         writes <= 2 * 5,
         "removing one backend took {writes} map writes"
@@ -278,15 +214,15 @@ fn removed_backend_gets_no_new_connections_while_an_open_one_keeps_working() {
     );
 
     // Terminating but serving: used only when nothing is ready.
-    let draining = slice(&[(0, false, true, true), (1, false, true, true)]);
-    apply(&mut lb, &service(false), &draining);
+    let draining = web_slice(&[(0, false, true, true), (1, false, true, true)]);
+    apply(&mut lb, &web(false), &draining);
     let tcp = exchanges(&topology.run_client(CLIENT, &["tcp", &vip().to_string(), "20"]));
     assert!(
         tcp.iter()
             .all(|(_, r)| r == &backend_name(0) || r == &backend_name(1))
     );
-    let mixed = slice(&[(0, false, true, true), (2, true, true, false)]);
-    apply(&mut lb, &service(false), &mixed);
+    let mixed = web_slice(&[(0, false, true, true), (2, true, true, false)]);
+    apply(&mut lb, &web(false), &mixed);
     let tcp = exchanges(&topology.run_client(CLIENT, &["tcp", &vip().to_string(), "20"]));
     assert!(
         tcp.iter().all(|(_, r)| r == &backend_name(2)),
@@ -300,7 +236,7 @@ fn a_service_without_endpoints_refuses_fast() {
     let topology = Topology::new(1);
     let pins = Pins::new();
     let mut lb = start(&topology, &pins);
-    apply(&mut lb, &service(false), &ready(&[]));
+    apply(&mut lb, &web(false), &ready(&[]));
 
     let started = Instant::now();
     let lines = topology.run_client(CLIENT, &["tcp", &vip().to_string(), "3"]);
@@ -321,7 +257,7 @@ fn a_service_without_endpoints_refuses_fast() {
         lb.metrics().expect("metrics").into_iter().collect();
     assert_eq!(metrics["sock_no_backend"], 5, "{metrics:?}");
 
-    let listed: Vec<String> = list_pinned(&pins.0)
+    let listed: Vec<String> = list_pinned(pins.path())
         .expect("lb list")
         .iter()
         .map(ToString::to_string)
@@ -338,7 +274,7 @@ fn an_agent_restart_keeps_translation_and_established_connections() {
     let topology = Topology::new(2);
     let pins = Pins::new();
     let mut lb = start(&topology, &pins);
-    apply(&mut lb, &service(false), &ready(&[0, 1]));
+    apply(&mut lb, &web(false), &ready(&[0, 1]));
     let mut held = topology.hold(CLIENT, vip());
     assert!(
         held.first.starts_with(&format!("peer={}", vip())),
@@ -363,7 +299,7 @@ fn an_agent_restart_keeps_translation_and_established_connections() {
         2,
         "TCP and UDP frontends adopted from the pinned maps"
     );
-    let writes = apply(&mut lb, &service(false), &ready(&[0, 1]));
+    let writes = apply(&mut lb, &web(false), &ready(&[0, 1]));
     assert_eq!(
         writes, 0,
         "re-applying the same state after a restart writes nothing"
@@ -384,15 +320,4 @@ fn an_agent_restart_keeps_translation_and_established_connections() {
         lines[0].starts_with("error="),
         "an untranslated VIP goes nowhere (blackhole): {lines:?}"
     );
-}
-
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

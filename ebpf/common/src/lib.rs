@@ -87,6 +87,10 @@ pub mod maps {
     pub const AFFINITY: &str = "kaffinity_v1";
     /// counter id (`u32`, [`super::metric`]) -> `u64`, per-CPU array.
     pub const METRICS: &str = "kmetrics_v1";
+    /// [`super::CtKey`] -> [`super::CtValue`], LRU hash: the TC path's connection tracking.
+    pub const CT: &str = "kct_v1";
+    /// rev-NAT id (`u32`) -> [`super::MaglevTable`], hash: backend choice for external traffic.
+    pub const MAGLEV: &str = "kmaglev_v1";
 }
 
 /// Service lookup scopes ([`ServiceKey::scope`]).
@@ -136,24 +140,54 @@ pub mod metric {
     pub const SOCK_NO_BACKEND: u32 = 1;
     /// Socket-LB: recvmsg/getpeername showed the service address instead of the backend's.
     pub const SOCK_REV_NAT: u32 = 2;
-    /// Socket-LB: an affinity entry chose the backend.
-    pub const SOCK_AFFINITY_HIT: u32 = 3;
+    /// Socket-LB or TC: a client's affinity entry chose the backend.
+    pub const AFFINITY_HIT: u32 = 3;
     /// Socket-LB: a slot or backend entry was missing (map mid-update); the socket was refused
     /// rather than left pointing at the VIP.
     pub const SOCK_LOOKUP_MISS: u32 = 4;
     /// Socket-LB: the reverse-NAT entry could not be stored (map full); replies would show the
     /// backend address.
     pub const SOCK_REV_NAT_STORE_FAILED: u32 = 5;
+    /// TC: a packet of a new flow to a service was translated (conntrack entry created).
+    pub const TC_NEW_FLOW: u32 = 6;
+    /// TC: a packet to a service matched its conntrack entry and was translated.
+    pub const TC_CT_HIT: u32 = 7;
+    /// TC: a reply from a backend was translated back to the service address.
+    pub const TC_REV_NAT: u32 = 8;
+    /// TC: an ICMP error about a translated flow was translated back.
+    pub const TC_ICMP_REV_NAT: u32 = 9;
+    /// TC: a packet to a service without backends was dropped.
+    pub const TC_NO_BACKEND: u32 = 10;
+    /// TC: an IPv4 fragment passed untranslated (never for a service: see the docs).
+    pub const TC_FRAGMENT: u32 = 11;
+    /// TC: a malformed or truncated IPv4/L4 header passed untouched.
+    pub const TC_MALFORMED: u32 = 12;
+    /// TC: a conntrack entry could not be stored; the packet was dropped.
+    pub const TC_CT_STORE_FAILED: u32 = 13;
+    /// TC: the Maglev table chose the backend.
+    pub const TC_MAGLEV: u32 = 14;
+    /// TC: a slot or backend entry was missing (map mid-update); the packet was dropped.
+    pub const TC_LOOKUP_MISS: u32 = 15;
     /// Number of counters (size of the array).
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 32;
     /// Names, indexed by id, as exported on `/metrics`.
-    pub const NAMES: [&str; 6] = [
+    pub const NAMES: [&str; 16] = [
         "sock_translated",
         "sock_no_backend",
         "sock_rev_nat",
-        "sock_affinity_hit",
+        "affinity_hit",
         "sock_lookup_miss",
         "sock_rev_nat_store_failed",
+        "tc_new_flow",
+        "tc_ct_hit",
+        "tc_rev_nat",
+        "tc_icmp_rev_nat",
+        "tc_no_backend",
+        "tc_fragment",
+        "tc_malformed",
+        "tc_ct_store_failed",
+        "tc_maglev",
+        "tc_lookup_miss",
     ];
 }
 
@@ -274,6 +308,65 @@ pub struct AffinityValue {
     pub last_used_ns: u64,
 }
 
+/// Directions of a conntrack entry ([`CtKey::dir`]).
+pub mod ct_dir {
+    /// Client -> service frontend, as the client sent it.
+    pub const FORWARD: u8 = 0;
+    /// Backend -> client, as the backend answers.
+    pub const REPLY: u8 = 1;
+}
+
+/// Key of [`maps::CT`]: a flow's 5-tuple as seen on the wire, and its direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtKey {
+    /// Source address, network byte order.
+    pub saddr_be: u32,
+    /// Destination address, network byte order.
+    pub daddr_be: u32,
+    /// Source port, network byte order.
+    pub sport_be: u16,
+    /// Destination port, network byte order.
+    pub dport_be: u16,
+    /// [`proto`] number.
+    pub proto: u8,
+    /// [`ct_dir`].
+    pub dir: u8,
+    /// Explicit padding; always 0.
+    pub _pad: u16,
+}
+
+/// Value of [`maps::CT`]: where the flow's packets are translated to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtValue {
+    /// Forward: the backend address; reply: the frontend address (network byte order).
+    pub nat_addr_be: u32,
+    /// Forward: the backend port; reply: the frontend port (network byte order).
+    pub nat_port_be: u16,
+    /// The frontend's rev-NAT id.
+    pub rev_nat_id: u16,
+    /// The backend id chosen for the flow.
+    pub backend_id: u32,
+    /// For flows from outside the node (external scope): the interface the request came in
+    /// through, where translated replies are sent straight back (their new source is a node
+    /// address, which the node's own routing would refuse as a martian). 0 otherwise.
+    pub ifindex: u32,
+    /// `bpf_ktime_get_ns` when a packet of the flow was last seen.
+    pub last_seen_ns: u64,
+}
+
+/// Entries of one Maglev lookup table: a prime, as Maglev requires (Cilium's default size).
+pub const MAGLEV_TABLE_SIZE: u32 = 16381;
+
+/// Value of [`maps::MAGLEV`]: backend ids indexed by a flow hash modulo [`MAGLEV_TABLE_SIZE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaglevTable {
+    /// The table.
+    pub backend_ids: [u32; MAGLEV_TABLE_SIZE as usize],
+}
+
 /// Default capacities (the agent can override them at load time).
 pub mod capacity {
     /// Frontend headers plus backend slots.
@@ -286,13 +379,17 @@ pub mod capacity {
     pub const SOCK_REV_NAT: u32 = 262_144;
     /// Client-service affinity entries.
     pub const AFFINITY: u32 = 65_536;
+    /// Conntrack entries of the TC path (two per flow).
+    pub const CT: u32 = 262_144;
+    /// Frontends with a Maglev table (external frontends).
+    pub const MAGLEV: u32 = 1024;
 }
 
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        AffinityKey, AffinityValue, Backend, IfaceCounters, IfaceKey, RevNat, ServiceKey,
-        ServiceValue, SockRevNat, SockRevNatKey,
+        AffinityKey, AffinityValue, Backend, CtKey, CtValue, IfaceCounters, IfaceKey, MaglevTable,
+        RevNat, ServiceKey, ServiceValue, SockRevNat, SockRevNatKey,
     };
 
     // SAFETY: `#[repr(C)]`, only `u32` fields, no padding: every bit pattern is valid.
@@ -316,6 +413,12 @@ mod user {
     unsafe impl aya::Pod for AffinityKey {}
     // SAFETY: see above.
     unsafe impl aya::Pod for AffinityValue {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for CtKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for CtValue {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for MaglevTable {}
 }
 
 #[cfg(test)]
@@ -336,6 +439,12 @@ mod tests {
         assert_eq!(core::mem::size_of::<SockRevNat>(), 8);
         assert_eq!(core::mem::size_of::<AffinityKey>(), 8 + 2 + 6);
         assert_eq!(core::mem::size_of::<AffinityValue>(), 4 + 4 + 8);
+        assert_eq!(core::mem::size_of::<CtKey>(), 4 + 4 + 2 + 2 + 1 + 1 + 2);
+        assert_eq!(core::mem::size_of::<CtValue>(), 4 + 2 + 2 + 4 + 4 + 8);
+        assert_eq!(
+            core::mem::size_of::<MaglevTable>(),
+            4 * MAGLEV_TABLE_SIZE as usize
+        );
     }
 
     #[test]
@@ -345,6 +454,11 @@ mod tests {
             metric::NAMES[metric::SOCK_REV_NAT_STORE_FAILED as usize],
             "sock_rev_nat_store_failed"
         );
+        assert_eq!(
+            metric::NAMES[metric::TC_LOOKUP_MISS as usize],
+            "tc_lookup_miss"
+        );
+        assert_eq!(metric::NAMES[metric::TC_NEW_FLOW as usize], "tc_new_flow");
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub const DEFAULT_AFFINITY_TIMEOUT_S: u32 = 10_800;
 pub struct NodeContext {
     /// This node's name: endpoints with this `nodeName` are local.
     pub node_name: String,
-    /// Addresses NodePorts answer on (besides the wildcard used by the uplink program).
+    /// Addresses NodePorts answer on.
     pub node_addresses: Vec<Ipv4Addr>,
 }
 
@@ -36,7 +36,7 @@ pub struct BackendAddr {
 /// Identity of a frontend: the `SERVICES` header key without the slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FrontendKey {
-    /// Address clients use (0.0.0.0: any node address, for NodePorts at TC).
+    /// Address clients use.
     pub address: Ipv4Addr,
     /// Port clients use.
     pub port: u16,
@@ -146,21 +146,31 @@ pub fn frontends(
         for &ip in &cluster_ips {
             out.push(frontend(ip, service_port, scope::INTERNAL, 0, internal));
         }
+        // Traffic from outside the node (TC on the uplink) uses the external scope and Maglev, so
+        // every node sends a flow to the same backend; in-node clients use the internal scope.
         for &ip in &external_ips {
-            let extra = service_flags::EXTERNAL | service_flags::MAGLEV;
-            out.push(frontend(ip, service_port, scope::EXTERNAL, extra, external));
+            let extra = service_flags::EXTERNAL;
+            out.push(frontend(
+                ip,
+                service_port,
+                scope::EXTERNAL,
+                extra | service_flags::MAGLEV,
+                external,
+            ));
             out.push(frontend(ip, service_port, scope::INTERNAL, extra, &all));
         }
         if node_ports_enabled
             && let Some(node_port) = port.node_port.and_then(|p| u16::try_from(p).ok())
         {
-            let extra = service_flags::NODE_PORT | service_flags::MAGLEV;
-            for &ip in node
-                .node_addresses
-                .iter()
-                .chain(std::iter::once(&Ipv4Addr::UNSPECIFIED))
-            {
-                out.push(frontend(ip, node_port, scope::EXTERNAL, extra, external));
+            let extra = service_flags::NODE_PORT;
+            for &ip in &node.node_addresses {
+                out.push(frontend(
+                    ip,
+                    node_port,
+                    scope::EXTERNAL,
+                    extra | service_flags::MAGLEV,
+                    external,
+                ));
                 out.push(frontend(ip, node_port, scope::INTERNAL, extra, &all));
             }
         }
@@ -379,7 +389,7 @@ mod tests {
     }
 
     #[test]
-    fn node_ports_answer_on_node_addresses_and_the_wildcard_with_traffic_policies() {
+    fn node_ports_answer_on_node_addresses_with_traffic_policies() {
         let svc = service(json!({
             "type": "NodePort",
             "clusterIP": "10.96.0.20",
@@ -402,8 +412,6 @@ mod tests {
         assert_eq!(
             keys,
             [
-                ("0.0.0.0".to_owned(), 30080, scope::INTERNAL),
-                ("0.0.0.0".to_owned(), 30080, scope::EXTERNAL),
                 ("10.96.0.20".to_owned(), 80, scope::INTERNAL),
                 ("192.168.0.10".to_owned(), 30080, scope::INTERNAL),
                 ("192.168.0.10".to_owned(), 30080, scope::EXTERNAL),
@@ -420,10 +428,12 @@ mod tests {
         );
         assert!(external.flags & service_flags::NODE_PORT != 0);
         assert!(external.flags & service_flags::EXTERNAL_LOCAL != 0);
+        assert!(external.flags & service_flags::MAGLEV != 0);
         let internal = f
             .iter()
-            .find(|f| f.key.address.is_unspecified() && f.key.scope == scope::INTERNAL)
+            .find(|f| f.key.port == 30080 && f.key.scope == scope::INTERNAL)
             .expect("internal");
+        assert_eq!(internal.flags & service_flags::MAGLEV, 0);
         assert_eq!(
             internal.backends.len(),
             2,

@@ -18,12 +18,15 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, Map, MapData, PerCpuArray},
     programs::{
-        CgroupAttachMode, CgroupSockAddr,
+        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
+        tc,
     },
+    util::KernelVersion,
 };
 use keelson_ebpf_common::{
-    AffinityKey, AffinityValue, Backend, RevNat, ServiceKey, ServiceValue, capacity, maps, metric,
+    AffinityKey, AffinityValue, Backend, MAGLEV_TABLE_SIZE, MaglevTable, RevNat, ServiceKey,
+    ServiceValue, capacity, maps, metric,
 };
 
 pub use frontends::{BackendAddr, Frontend, FrontendKey, NodeContext, frontends};
@@ -31,6 +34,27 @@ pub use list::{ListedBackend, ListedFrontend, list_pinned};
 pub use state::{LbState, MapOp, ServiceId, StateError};
 
 use super::DatapathError;
+
+/// Which per-packet program a TC ingress hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcHook {
+    /// Traffic from pods (host side of a pod's veth) or from another in-node network: frontends
+    /// of the internal scope (ClusterIP and in-node NodePort use).
+    FromPod,
+    /// Traffic from outside the node (the uplink): frontends of the external scope (NodePort,
+    /// externalIPs, LoadBalancer IPs), Maglev backend choice.
+    FromNetdev,
+}
+
+impl TcHook {
+    /// The program's name in the object.
+    pub const fn program(self) -> &'static str {
+        match self {
+            Self::FromPod => "tc_from_pod",
+            Self::FromNetdev => "tc_from_netdev",
+        }
+    }
+}
 
 /// Socket-LB programs and the cgroup hook each attaches to.
 pub const SOCK_PROGRAMS: [&str; 4] = [
@@ -58,6 +82,10 @@ pub struct LbConfig {
     pub sock_rev_nat: u32,
     /// Capacity of the affinity map.
     pub affinity: u32,
+    /// Capacity of the TC path's conntrack table (two entries per flow).
+    pub ct: u32,
+    /// How many external frontends may have a Maglev table.
+    pub maglev: u32,
 }
 
 impl LbConfig {
@@ -69,6 +97,8 @@ impl LbConfig {
             backends: capacity::BACKENDS,
             sock_rev_nat: capacity::SOCK_REV_NAT,
             affinity: capacity::AFFINITY,
+            ct: capacity::CT,
+            maglev: capacity::MAGLEV,
         }
     }
 }
@@ -107,6 +137,8 @@ impl LoadBalancer {
             maps::SOCK_REV_NAT,
             maps::AFFINITY,
             maps::METRICS,
+            maps::CT,
+            maps::MAGLEV,
         ]
         .into_iter()
         .map(|name| (name, config.pin_dir.join(name)))
@@ -120,7 +152,9 @@ impl LoadBalancer {
             .map_max_entries(maps::BACKENDS, config.backends)
             .map_max_entries(maps::REV_NAT, config.backends.max(config.services / 4))
             .map_max_entries(maps::SOCK_REV_NAT, config.sock_rev_nat)
-            .map_max_entries(maps::AFFINITY, config.affinity);
+            .map_max_entries(maps::AFFINITY, config.affinity)
+            .map_max_entries(maps::CT, config.ct)
+            .map_max_entries(maps::MAGLEV, config.maglev);
         let mut ebpf = loader
             .load(object())
             .map_err(|e| DatapathError::LoadObject(Box::new(e)))?;
@@ -129,6 +163,14 @@ impl LoadBalancer {
                 .load()
                 .map_err(|source| DatapathError::LoadProgram {
                     program: name.to_owned(),
+                    source: Box::new(source),
+                })?;
+        }
+        for hook in [TcHook::FromPod, TcHook::FromNetdev] {
+            tc_program(&mut ebpf, hook.program())?
+                .load()
+                .map_err(|source| DatapathError::LoadProgram {
+                    program: hook.program().to_owned(),
                     source: Box::new(source),
                 })?;
         }
@@ -196,10 +238,62 @@ impl LoadBalancer {
         Ok(())
     }
 
-    /// Detaches the socket-LB hooks (removes their pinned links). Maps stay pinned.
+    /// Attaches the per-packet LB to `interface`'s TC ingress (interface names resolve in the
+    /// calling thread's network namespace). On kernels with TCX (>= 6.6) the link is pinned, so
+    /// it outlives this process like the socket-LB links; a link pinned by an earlier run for the
+    /// same interface is kept. Older kernels attach through a `clsact` qdisc and netlink, which
+    /// also outlives the process.
+    pub fn attach_tc(&mut self, interface: &str, hook: TcHook) -> Result<(), DatapathError> {
+        let program_name = hook.program();
+        let links = self.pin_dir.join("links");
+        std::fs::create_dir_all(&links).map_err(|source| DatapathError::Io {
+            what: "creating the link pin directory",
+            path: links.clone(),
+            source,
+        })?;
+        let pin = links.join(format!("{program_name}@{interface}"));
+        if PinnedLink::from_pin(&pin).is_ok() {
+            return Ok(());
+        }
+        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+        if !tcx && let Err(error) = tc::qdisc_add_clsact(interface) {
+            tracing::debug!(interface, %error, "adding the clsact qdisc");
+        }
+        let program = tc_program(&mut self.ebpf, program_name)?;
+        let attach_error = |source: Box<dyn std::error::Error + Send + Sync>| DatapathError::Link {
+            path: pin.clone(),
+            source,
+        };
+        let id = program
+            .attach(interface, TcAttachType::Ingress)
+            .map_err(|source| DatapathError::Attach {
+                program: program_name,
+                interface: interface.to_owned(),
+                direction: "ingress",
+                source: Box::new(source),
+            })?;
+        let link = program
+            .take_link(id)
+            .map_err(|e| attach_error(Box::new(e)))?;
+        if tcx {
+            let link = FdLink::try_from(link).map_err(|e| attach_error(Box::new(e)))?;
+            link.pin(&pin).map_err(|e| attach_error(Box::new(e)))?;
+        } else {
+            // A netlink filter stays in the kernel when its handle is forgotten.
+            std::mem::forget(link);
+        }
+        Ok(())
+    }
+
+    /// Detaches every program this load balancer pinned a link for (socket-LB hooks and TCX
+    /// links). Maps stay pinned.
     pub fn detach_cgroup(pin_dir: &Path) -> Result<(), DatapathError> {
-        for name in SOCK_PROGRAMS {
-            let pin = pin_dir.join("links").join(name);
+        let links = pin_dir.join("links");
+        let pins: Vec<PathBuf> = match std::fs::read_dir(&links) {
+            Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).collect(),
+            Err(_) => Vec::new(),
+        };
+        for pin in pins {
             match PinnedLink::from_pin(&pin) {
                 Ok(link) => {
                     // Dropping the last reference detaches the program.
@@ -286,11 +380,12 @@ impl LoadBalancer {
     }
 
     fn apply(&mut self, ops: Vec<MapOp>) -> Result<(), DatapathError> {
-        let [services, backends, rev_nat, affinity] = self.ebpf.maps_disjoint_mut([
+        let [services, backends, rev_nat, affinity, maglev] = self.ebpf.maps_disjoint_mut([
             maps::SERVICES,
             maps::BACKENDS,
             maps::REV_NAT,
             maps::AFFINITY,
+            maps::MAGLEV,
         ]);
         let missing = |map| DatapathError::MissingMap { map };
         let map_error = |map| {
@@ -311,6 +406,9 @@ impl LoadBalancer {
         let mut affinity: HashMap<_, AffinityKey, AffinityValue> =
             HashMap::try_from(affinity.ok_or_else(|| missing(maps::AFFINITY))?)
                 .map_err(map_error(maps::AFFINITY))?;
+        let mut maglev: HashMap<_, u32, MaglevTable> =
+            HashMap::try_from(maglev.ok_or_else(|| missing(maps::MAGLEV))?)
+                .map_err(map_error(maps::MAGLEV))?;
         let mut forget: Vec<(u16, u32)> = Vec::new();
         for op in ops {
             match op {
@@ -332,6 +430,19 @@ impl LoadBalancer {
                 MapOp::DeleteRevNat(id) => {
                     ignore_missing(rev_nat.remove(&id)).map_err(map_error(maps::REV_NAT))?
                 }
+                MapOp::PutMaglev(id, table) => {
+                    let mut value = Box::new(MaglevTable {
+                        backend_ids: [0; MAGLEV_TABLE_SIZE as usize],
+                    });
+                    for (slot, backend) in value.backend_ids.iter_mut().zip(&table) {
+                        *slot = *backend;
+                    }
+                    maglev
+                        .insert(u32::from(id), value.as_ref(), 0)
+                        .map_err(map_error(maps::MAGLEV))?;
+                }
+                MapOp::DeleteMaglev(id) => ignore_missing(maglev.remove(&u32::from(id)))
+                    .map_err(map_error(maps::MAGLEV))?,
                 MapOp::ForgetAffinity {
                     rev_nat_id,
                     backend_id,
@@ -365,6 +476,22 @@ fn sock_program<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut CgroupSockAddr, DatapathError> {
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(DatapathError::MissingProgram { program: name })?;
+    let kind = format!("{:?}", program.prog_type());
+    program
+        .try_into()
+        .map_err(|_| DatapathError::UnexpectedProgramType {
+            program: name.to_owned(),
+            kind,
+        })
+}
+
+fn tc_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, DatapathError> {
     let program = ebpf
         .program_mut(name)
         .ok_or(DatapathError::MissingProgram { program: name })?;

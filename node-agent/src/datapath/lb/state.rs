@@ -11,9 +11,12 @@ use std::{
     net::Ipv4Addr,
 };
 
-use keelson_ebpf_common::{Backend, RevNat, ServiceKey, ServiceValue, backend_flags};
+use keelson_ebpf_common::{
+    Backend, MAGLEV_TABLE_SIZE, RevNat, ServiceKey, ServiceValue, backend_flags, service_flags,
+};
 
 use super::frontends::{BackendAddr, Frontend, FrontendKey};
+use crate::datapath::maglev::{self, MaglevBackend, MaglevError};
 
 /// `namespace/name` of a Service.
 pub type ServiceId = String;
@@ -33,6 +36,10 @@ pub enum MapOp {
     DeleteBackend(u32),
     /// Remove a reverse-NAT entry no frontend uses any more.
     DeleteRevNat(u32),
+    /// Insert or replace the Maglev table of an external frontend (backend ids, one per entry).
+    PutMaglev(u16, Vec<u32>),
+    /// Remove the Maglev table of a frontend.
+    DeleteMaglev(u16),
     /// Forget client affinities of one frontend to a backend that left it.
     ForgetAffinity {
         /// The frontend's rev-NAT id.
@@ -104,6 +111,9 @@ pub enum StateError {
     /// A frontend has more backends than a slot number can address.
     #[error("frontend {frontend} has {backends} backends; at most 65535 are supported")]
     TooManyBackends { frontend: String, backends: usize },
+    /// The Maglev table cannot be built.
+    #[error("maglev table")]
+    Maglev(#[from] MaglevError),
 }
 
 /// What the maps hold, as the agent tracks it.
@@ -369,6 +379,15 @@ impl LbState {
             _pad: 0,
             affinity_timeout_s: frontend.affinity_timeout_s,
         };
+        let maglev_before = previous_header.is_some_and(|h| h.flags & service_flags::MAGLEV != 0);
+        if header.flags & service_flags::MAGLEV != 0 && !slots.is_empty() {
+            if !maglev_before || previous_slots != slots {
+                // Before the header: a reader that sees the flag finds the table.
+                puts.push(MapOp::PutMaglev(rev_nat_id, self.maglev_table(&slots)?));
+            }
+        } else if maglev_before && previous_slots.len() + slots.len() > 0 {
+            deletes.push(MapOp::DeleteMaglev(rev_nat_id));
+        }
         if previous_header != Some(header) {
             headers.push(MapOp::PutService(base, header));
         }
@@ -425,6 +444,9 @@ impl LbState {
         };
         // Header first: from then on no reader walks the slots.
         deletes.push(MapOp::DeleteService(base));
+        if entry.header.flags & service_flags::MAGLEV != 0 && !entry.slots.is_empty() {
+            deletes.push(MapOp::DeleteMaglev(entry.header.rev_nat_id));
+        }
         for (index, id) in entry.slots.iter().enumerate() {
             deletes.push(MapOp::DeleteService(ServiceKey {
                 slot: index as u16 + 1,
@@ -518,6 +540,26 @@ impl LbState {
         id
     }
 
+    /// The Maglev table over `slots`: each backend hashed by its address, so its preferences do
+    /// not depend on its id or on the other backends.
+    fn maglev_table(&self, slots: &[u32]) -> Result<Vec<u32>, StateError> {
+        let names: Vec<(u32, String)> = slots
+            .iter()
+            .map(|id| {
+                let name = self.identity_of(*id).map_or_else(
+                    || format!("#{id}"),
+                    |b| format!("{}:{}/{}", b.address, b.port, b.proto),
+                );
+                (*id, name)
+            })
+            .collect();
+        let backends: Vec<MaglevBackend<'_>> = names
+            .iter()
+            .map(|(id, name)| MaglevBackend { id: *id, name })
+            .collect();
+        Ok(maglev::table(&backends, MAGLEV_TABLE_SIZE)?)
+    }
+
     fn identity_of(&self, id: u32) -> Option<BackendIdentity> {
         self.backend_by_id.get(&id).copied()
     }
@@ -544,7 +586,7 @@ impl LbState {
 
 #[cfg(test)]
 mod tests {
-    use keelson_ebpf_common::{backend_state, proto, scope};
+    use keelson_ebpf_common::{backend_state, proto, scope, service_flags};
 
     use super::*;
 
@@ -583,6 +625,7 @@ mod tests {
         services: BTreeMap<ServiceKey, ServiceValue>,
         backends: BTreeMap<u32, Backend>,
         rev_nat: BTreeMap<u32, RevNat>,
+        maglev: BTreeMap<u16, Vec<u32>>,
     }
 
     impl FakeMaps {
@@ -606,6 +649,16 @@ mod tests {
                     }
                     MapOp::DeleteRevNat(id) => {
                         self.rev_nat.remove(id);
+                    }
+                    MapOp::PutMaglev(id, table) => {
+                        assert_eq!(table.len(), MAGLEV_TABLE_SIZE as usize);
+                        for backend in table {
+                            assert!(self.backends.contains_key(backend), "maglev before backend");
+                        }
+                        self.maglev.insert(*id, table.clone());
+                    }
+                    MapOp::DeleteMaglev(id) => {
+                        self.maglev.remove(id);
                     }
                     MapOp::ForgetAffinity { .. } => {}
                 }
@@ -790,6 +843,44 @@ mod tests {
         maps.apply(&adopted.update("ns/c", vec![frontend(3, &[9])]).expect("c"));
         assert_eq!(maps.backends.len(), 3);
         assert_eq!(maps.rev_nat.len(), 2);
+    }
+
+    #[test]
+    fn external_frontends_get_a_maglev_table_that_follows_their_backends() {
+        let mut state = LbState::new();
+        let mut maps = FakeMaps::default();
+        let mut external = frontend(1, &[1, 2, 3]);
+        external.flags = service_flags::MAGLEV;
+        maps.apply(&state.update("ns/a", vec![external.clone()]).expect("a"));
+        let rev_nat_id = maps.header(1).expect("header").rev_nat_id;
+        let table = maps.maglev[&rev_nat_id].clone();
+        let ids: std::collections::BTreeSet<u32> = table.iter().copied().collect();
+        assert_eq!(ids.len(), 3, "every backend owns entries");
+
+        // One backend leaves: only entries it owned change (Maglev's minimal disruption).
+        external.backends.pop();
+        maps.apply(&state.update("ns/a", vec![external.clone()]).expect("a"));
+        let after = &maps.maglev[&rev_nat_id];
+        let gone = *ids
+            .iter()
+            .find(|id| !after.contains(id))
+            .expect("one id gone");
+        let moved = table
+            .iter()
+            .zip(after)
+            .filter(|(before, now)| **before != gone && before != now)
+            .count();
+        assert!(
+            moved < table.len() / 20,
+            "{moved} entries of remaining backends moved"
+        );
+
+        // No backends: the table goes; the frontend goes: nothing remains.
+        external.backends.clear();
+        maps.apply(&state.update("ns/a", vec![external]).expect("a"));
+        assert!(maps.maglev.is_empty());
+        maps.apply(&state.update("ns/a", vec![]).expect("a"));
+        assert!(maps.services.is_empty() && maps.maglev.is_empty());
     }
 
     #[test]

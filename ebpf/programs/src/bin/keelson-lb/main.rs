@@ -12,7 +12,11 @@ use keelson_ebpf as _;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod select;
+#[cfg(target_arch = "bpf")]
 mod sock;
+#[cfg(target_arch = "bpf")]
+mod tc;
 
 /// The kernel refuses GPL-only helpers to programs without a GPL-compatible licence.
 #[cfg(target_arch = "bpf")]

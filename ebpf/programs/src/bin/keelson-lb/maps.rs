@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray},
 };
 use keelson_ebpf_common::{
-    AffinityKey, AffinityValue, Backend, RevNat, ServiceKey, ServiceValue, SockRevNat,
-    SockRevNatKey, capacity, metric,
+    AffinityKey, AffinityValue, Backend, CtKey, CtValue, MaglevTable, RevNat, ServiceKey,
+    ServiceValue, SockRevNat, SockRevNatKey, capacity, metric,
 };
 
 #[map(name = "ksvc_v1")]
@@ -43,3 +43,10 @@ pub fn count(id: u32) {
         unsafe { *counter += 1 };
     }
 }
+
+#[map(name = "kct_v1")]
+pub static CT: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(capacity::CT, 0);
+
+#[map(name = "kmaglev_v1")]
+pub static MAGLEV: HashMap<u32, MaglevTable> =
+    HashMap::with_max_entries(capacity::MAGLEV, BPF_F_NO_PREALLOC);

@@ -5,16 +5,18 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns},
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
 use keelson_ebpf_common::{
-    AffinityKey, AffinityValue, ServiceKey, ServiceValue, SockRevNat, SockRevNatKey, metric, proto,
-    scope, service_flags,
+    ServiceKey, SockRevNat, SockRevNatKey, metric, proto, scope, service_flags,
 };
 
-use crate::maps::{AFFINITY, BACKENDS, SERVICES, SOCK_REV_NAT, count};
+use crate::{
+    maps::{BACKENDS, SERVICES, SOCK_REV_NAT, count},
+    select::select_backend,
+};
 
 /// Let the syscall proceed.
 const ALLOW: i32 = 1;
@@ -71,7 +73,14 @@ fn translate_to_backend(ctx: &SockAddrContext) -> i32 {
         count(metric::SOCK_NO_BACKEND);
         return REFUSE;
     }
-    let Some(backend_id) = select_backend(ctx, &mut key, &header) else {
+    let affinity_client = if header.flags & service_flags::AFFINITY != 0 {
+        // One network namespace per pod: the pod is the client.
+        // SAFETY: helper valid for sock_addr programs.
+        unsafe { bpf_get_netns_cookie(ctx.as_ptr()) }
+    } else {
+        0
+    };
+    let Some(backend_id) = select_backend(&mut key, &header, affinity_client) else {
         count(metric::SOCK_LOOKUP_MISS);
         return REFUSE;
     };
@@ -104,68 +113,6 @@ fn translate_to_backend(ctx: &SockAddrContext) -> i32 {
     }
     count(metric::SOCK_TRANSLATED);
     ALLOW
-}
-
-/// Picks a backend slot: the client's affinity entry when the service has `ClientIP` affinity
-/// and the entry is fresh, a uniformly random slot otherwise.
-#[inline(always)]
-fn select_backend(
-    ctx: &SockAddrContext,
-    key: &mut ServiceKey,
-    header: &ServiceValue,
-) -> Option<u32> {
-    let affinity = header.flags & service_flags::AFFINITY != 0;
-    let mut affinity_key = AffinityKey::default();
-    // SAFETY: helper without side effects.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if affinity {
-        affinity_key = AffinityKey {
-            // One network namespace per pod: the pod is the client.
-            // SAFETY: helper valid for sock_addr programs.
-            client: unsafe { bpf_get_netns_cookie(ctx.as_ptr()) },
-            rev_nat_id: header.rev_nat_id,
-            _pad: [0; 3],
-        };
-        // SAFETY: copied out at once.
-        if let Some(entry) = (unsafe { AFFINITY.get(affinity_key) }).copied() {
-            let timeout_ns = u64::from(header.affinity_timeout_s) * 1_000_000_000;
-            // SAFETY: copied out at once; the agent removes affinity entries of backends that
-            // leave a service, so an existing backend here is still a member.
-            let alive = unsafe { BACKENDS.get(entry.backend_id) }.is_some();
-            if alive && now.wrapping_sub(entry.last_used_ns) <= timeout_ns {
-                let refreshed = AffinityValue {
-                    last_used_ns: now,
-                    ..entry
-                };
-                let _ = AFFINITY.insert(affinity_key, refreshed, 0);
-                count(metric::SOCK_AFFINITY_HIT);
-                return Some(entry.backend_id);
-            }
-        }
-    }
-    // SAFETY: helper without side effects.
-    let random = unsafe { bpf_get_prandom_u32() };
-    key.slot = (random % u32::from(header.count)) as u16 + 1;
-    // SAFETY: copied out at once.
-    let slot = match (unsafe { SERVICES.get(*key) }).copied() {
-        Some(slot) => slot,
-        None => {
-            // The header was read just before the agent shrank the service: slot 1 always
-            // exists while the count is non-zero.
-            key.slot = 1;
-            // SAFETY: copied out at once.
-            (unsafe { SERVICES.get(*key) }).copied()?
-        }
-    };
-    if affinity {
-        let entry = AffinityValue {
-            backend_id: slot.backend_id,
-            _pad: 0,
-            last_used_ns: now,
-        };
-        let _ = AFFINITY.insert(affinity_key, entry, 0);
-    }
-    Some(slot.backend_id)
 }
 
 #[inline(always)]

@@ -1,0 +1,448 @@
+//! Per-packet load balancing at TC, for what socket-LB cannot see: traffic entering the node
+//! from pods that opt out of socket-LB, from other nodes, and from outside (NodePort, externalIPs,
+//! LoadBalancer IPs). DNAT to a backend with an LRU conntrack, reverse NAT of replies and of ICMP
+//! errors about translated flows, incremental L3/L4 checksum updates.
+//!
+//! Attach `tc_from_pod` (internal scope) and `tc_from_netdev` (external scope) to the TC ingress
+//! of the interfaces traffic enters the node through; replies of a translated flow may enter
+//! through any interface carrying either program.
+//!
+//! Documented handling of odd packets (each counted):
+//! - not IPv4: passed untouched;
+//! - a malformed IPv4 header (version, IHL < 5, truncated) or truncated ports: passed untouched,
+//!   for the kernel to drop (`tc_malformed`);
+//! - IP options: honoured (the IHL gives the L4 offset);
+//! - fragments: passed untranslated (`tc_fragment`); a fragment addressed to a service address
+//!   is then dropped by the blackhole route every keelson node installs for the service range.
+
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT},
+    helpers::{bpf_ktime_get_ns, bpf_redirect_neigh},
+    macros::classifier,
+    programs::TcContext,
+};
+use keelson_ebpf_common::{
+    CtKey, CtValue, MAGLEV_TABLE_SIZE, ServiceKey, ct_dir, metric, proto, scope, service_flags,
+};
+
+use crate::{
+    maps::{BACKENDS, CT, MAGLEV, SERVICES, count},
+    select::select_backend,
+};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+const IPPROTO_ICMP: u8 = 1;
+const IP_OFFSET_MASK_MF: u16 = 0x3fff;
+const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_ACK: u8 = 0x10;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+
+/// IPv4 header field offsets (from the start of the IP header).
+const IP_CSUM: usize = 10;
+const IP_SADDR: usize = 12;
+const IP_DADDR: usize = 16;
+
+const OK: i32 = TC_ACT_OK;
+const SHOT: i32 = TC_ACT_SHOT;
+
+#[classifier]
+pub fn tc_from_pod(ctx: TcContext) -> i32 {
+    match handle(&ctx, scope::INTERNAL) {
+        Ok(verdict) | Err(verdict) => verdict,
+    }
+}
+
+#[classifier]
+pub fn tc_from_netdev(ctx: TcContext) -> i32 {
+    match handle(&ctx, scope::EXTERNAL) {
+        Ok(verdict) | Err(verdict) => verdict,
+    }
+}
+
+/// Passes a packet whose headers could not be read.
+#[inline(always)]
+fn malformed<E>(_: E) -> i32 {
+    count(metric::TC_MALFORMED);
+    OK
+}
+
+#[inline(always)]
+fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
+    let eth_proto: u16 = ctx.load(12).map_err(|_| OK)?;
+    if eth_proto != ETH_P_IP_BE {
+        return Ok(OK);
+    }
+    let version_ihl: u8 = ctx.load(ETH_HLEN).map_err(malformed)?;
+    let ihl = usize::from(version_ihl & 0x0f) * 4;
+    if version_ihl >> 4 != 4 || ihl < 20 {
+        return Err(malformed(()));
+    }
+    let frag: u16 = ctx.load(ETH_HLEN + 6).map_err(malformed)?;
+    let ip_proto: u8 = ctx.load(ETH_HLEN + 9).map_err(malformed)?;
+    let saddr: u32 = ctx.load(ETH_HLEN + IP_SADDR).map_err(malformed)?;
+    let daddr: u32 = ctx.load(ETH_HLEN + IP_DADDR).map_err(malformed)?;
+    if u16::from_be(frag) & IP_OFFSET_MASK_MF != 0 {
+        count(metric::TC_FRAGMENT);
+        return Ok(OK);
+    }
+    let l4 = ETH_HLEN + ihl;
+    if ip_proto == IPPROTO_ICMP {
+        return icmp_error(ctx, l4, saddr);
+    }
+    if ip_proto != proto::TCP && ip_proto != proto::UDP {
+        return Ok(OK);
+    }
+    let sport: u16 = ctx.load(l4).map_err(malformed)?;
+    let dport: u16 = ctx.load(l4 + 2).map_err(malformed)?;
+    // SAFETY: helper without side effects.
+    let now = unsafe { bpf_ktime_get_ns() };
+
+    // A reply of a translated flow: show the frontend as its source.
+    let reply_key = CtKey {
+        saddr_be: saddr,
+        daddr_be: daddr,
+        sport_be: sport,
+        dport_be: dport,
+        proto: ip_proto,
+        dir: ct_dir::REPLY,
+        _pad: 0,
+    };
+    if let Some(entry) = CT.get_ptr_mut(reply_key) {
+        // SAFETY: a pointer from a successful lookup; a racing update of the same entry only
+        // changes the timestamp.
+        let (nat_addr, nat_port) = unsafe {
+            (*entry).last_seen_ns = now;
+            ((*entry).nat_addr_be, (*entry).nat_port_be)
+        };
+        rewrite(
+            ctx, l4, ip_proto, IP_SADDR, saddr, nat_addr, 0, sport, nat_port,
+        )?;
+        count(metric::TC_REV_NAT);
+        // SAFETY: as above.
+        let ifindex = unsafe { (*entry).ifindex };
+        if ifindex != 0 {
+            // SAFETY: helper valid for TC programs; no parameters: the kernel's FIB gives the
+            // next hop for the packet's destination.
+            let verdict = unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) };
+            return Ok(verdict as i32);
+        }
+        return Ok(OK);
+    }
+
+    // A packet to a frontend?
+    let mut service_key = ServiceKey {
+        address_be: daddr,
+        port_be: dport,
+        proto: ip_proto,
+        scope: lookup_scope,
+        slot: 0,
+        _pad: 0,
+    };
+    // SAFETY: copied out at once.
+    let Some(header) = (unsafe { SERVICES.get(service_key) }).copied() else {
+        return Ok(OK);
+    };
+    let forward_key = CtKey {
+        dir: ct_dir::FORWARD,
+        ..reply_key
+    };
+    let new_connection = ip_proto == proto::TCP && {
+        let flags: u8 = ctx.load(l4 + 13).map_err(malformed)?;
+        flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN
+    };
+    let existing = if new_connection {
+        None
+    } else {
+        CT.get_ptr_mut(forward_key)
+    };
+    let (backend_addr, backend_port) = match existing {
+        Some(entry) => {
+            // SAFETY: a pointer from a successful lookup.
+            let value = unsafe {
+                (*entry).last_seen_ns = now;
+                *entry
+            };
+            // The reply entry may have been evicted on its own: put it back if so.
+            let _ = CT.insert(
+                reply_entry_key(&forward_key, value.nat_addr_be, value.nat_port_be),
+                reply_entry(&forward_key, &value, now),
+                u64::from(BPF_NOEXIST),
+            );
+            count(metric::TC_CT_HIT);
+            (value.nat_addr_be, value.nat_port_be)
+        }
+        None => {
+            if header.count == 0 {
+                count(metric::TC_NO_BACKEND);
+                return Ok(SHOT);
+            }
+            let backend_id = if header.flags & service_flags::MAGLEV != 0 {
+                maglev_backend(header.rev_nat_id, &forward_key)
+            } else {
+                select_backend(&mut service_key, &header, u64::from(saddr))
+            };
+            let Some(backend_id) = backend_id else {
+                count(metric::TC_LOOKUP_MISS);
+                return Ok(SHOT);
+            };
+            // SAFETY: copied out at once.
+            let Some(backend) = (unsafe { BACKENDS.get(backend_id) }).copied() else {
+                count(metric::TC_LOOKUP_MISS);
+                return Ok(SHOT);
+            };
+            let value = CtValue {
+                nat_addr_be: backend.address_be,
+                nat_port_be: backend.port_be,
+                rev_nat_id: header.rev_nat_id,
+                backend_id,
+                ifindex: if lookup_scope == scope::EXTERNAL {
+                    // SAFETY: reading a field of the context the kernel passed.
+                    unsafe { (*ctx.skb.skb).ifindex }
+                } else {
+                    0
+                },
+                last_seen_ns: now,
+            };
+            let stored = CT.insert(forward_key, value, 0).is_ok()
+                && CT
+                    .insert(
+                        reply_entry_key(&forward_key, value.nat_addr_be, value.nat_port_be),
+                        reply_entry(&forward_key, &value, now),
+                        0,
+                    )
+                    .is_ok();
+            if !stored {
+                count(metric::TC_CT_STORE_FAILED);
+                return Ok(SHOT);
+            }
+            count(metric::TC_NEW_FLOW);
+            (backend.address_be, backend.port_be)
+        }
+    };
+    rewrite(
+        ctx,
+        l4,
+        ip_proto,
+        IP_DADDR,
+        daddr,
+        backend_addr,
+        2,
+        dport,
+        backend_port,
+    )?;
+    Ok(OK)
+}
+
+/// The reply direction of a forward flow translated to `backend:port`.
+#[inline(always)]
+fn reply_entry_key(forward: &CtKey, backend_addr: u32, backend_port: u16) -> CtKey {
+    CtKey {
+        saddr_be: backend_addr,
+        daddr_be: forward.saddr_be,
+        sport_be: backend_port,
+        dport_be: forward.sport_be,
+        proto: forward.proto,
+        dir: ct_dir::REPLY,
+        _pad: 0,
+    }
+}
+
+#[inline(always)]
+fn reply_entry(forward: &CtKey, value: &CtValue, now: u64) -> CtValue {
+    CtValue {
+        nat_addr_be: forward.daddr_be,
+        nat_port_be: forward.dport_be,
+        last_seen_ns: now,
+        ..*value
+    }
+}
+
+/// Maglev: a flow hash indexes the frontend's lookup table, so every node picks the same
+/// backend for a flow and a backend change moves few flows.
+#[inline(always)]
+fn maglev_backend(rev_nat_id: u16, flow: &CtKey) -> Option<u32> {
+    let table = MAGLEV.get_ptr(u32::from(rev_nat_id))?;
+    let mut h = flow.saddr_be
+        ^ flow.daddr_be.rotate_left(16)
+        ^ ((u32::from(flow.sport_be) << 16) | u32::from(flow.dport_be))
+        ^ u32::from(flow.proto);
+    // murmur3's finaliser: every input bit affects every output bit.
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    let index = (h % MAGLEV_TABLE_SIZE) as usize;
+    // LLVM knows `index` is in bounds and would drop the check below, which the verifier needs
+    // (it cannot follow the modulo's multiply-and-shift). A volatile read hides the range.
+    // SAFETY: a read of a local variable.
+    let index = unsafe { core::ptr::read_volatile(&index) };
+    if index >= MAGLEV_TABLE_SIZE as usize {
+        return None;
+    }
+    // SAFETY: a pointer from a successful lookup of a MaglevTable-sized value; `index` is in
+    // bounds (checked above for the verifier).
+    let id = unsafe { (*table).backend_ids[index] };
+    count(metric::TC_MAGLEV);
+    (id != 0).then_some(id)
+}
+
+/// Rewrites one address (`addr_field`: [`IP_SADDR`] or [`IP_DADDR`]) and the matching port
+/// (`port_field`: 0 source, 2 destination, relative to the L4 header), fixing the IP checksum and
+/// the TCP/UDP checksum (pseudo-header included) incrementally.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call per direction, all plain values"
+)]
+#[inline(always)]
+fn rewrite(
+    ctx: &TcContext,
+    l4: usize,
+    ip_proto: u8,
+    addr_field: usize,
+    old_addr: u32,
+    new_addr: u32,
+    port_field: usize,
+    old_port: u16,
+    new_port: u16,
+) -> Result<(), i32> {
+    let csum_field = if ip_proto == proto::TCP {
+        l4 + 16
+    } else {
+        l4 + 6
+    };
+    let mut l4_flags = u64::from(BPF_F_PSEUDO_HDR);
+    let mut fix_l4 = true;
+    if ip_proto == proto::UDP {
+        // A zero UDP checksum means "none": keep it so, never turn it into a wrong one.
+        let csum: u16 = ctx.load(csum_field).map_err(malformed)?;
+        fix_l4 = csum != 0;
+        l4_flags |= u64::from(BPF_F_MARK_MANGLED_0);
+    }
+    if old_addr != new_addr {
+        ctx.store(ETH_HLEN + addr_field, &new_addr, 0)
+            .map_err(|_| SHOT)?;
+        ctx.l3_csum_replace(
+            ETH_HLEN + IP_CSUM,
+            u64::from(old_addr),
+            u64::from(new_addr),
+            4,
+        )
+        .map_err(|_| SHOT)?;
+        if fix_l4 {
+            ctx.l4_csum_replace(
+                csum_field,
+                u64::from(old_addr),
+                u64::from(new_addr),
+                l4_flags | 4,
+            )
+            .map_err(|_| SHOT)?;
+        }
+    }
+    if old_port != new_port {
+        ctx.store(l4 + port_field, &new_port, 0).map_err(|_| SHOT)?;
+        if fix_l4 {
+            let flags = l4_flags & u64::from(BPF_F_MARK_MANGLED_0);
+            ctx.l4_csum_replace(
+                csum_field,
+                u64::from(old_port),
+                u64::from(new_port),
+                flags | 2,
+            )
+            .map_err(|_| SHOT)?;
+        }
+    }
+    Ok(())
+}
+
+/// ICMP errors (destination unreachable, time exceeded) about a translated flow travel from the
+/// backend side to the client: the quoted packet and the outer source show the backend and must
+/// show the frontend instead, or the client's stack would not match them to its socket.
+#[inline(always)]
+fn icmp_error(ctx: &TcContext, l4: usize, outer_saddr: u32) -> Result<i32, i32> {
+    let icmp_type: u8 = ctx.load(l4).map_err(malformed)?;
+    if icmp_type != ICMP_DEST_UNREACH && icmp_type != ICMP_TIME_EXCEEDED {
+        return Ok(OK);
+    }
+    let inner = l4 + 8;
+    let inner_vihl: u8 = ctx.load(inner).map_err(malformed)?;
+    let inner_ihl = usize::from(inner_vihl & 0x0f) * 4;
+    if inner_vihl >> 4 != 4 || inner_ihl < 20 {
+        return Err(malformed(()));
+    }
+    let inner_proto: u8 = ctx.load(inner + 9).map_err(malformed)?;
+    if inner_proto != proto::TCP && inner_proto != proto::UDP {
+        return Ok(OK);
+    }
+    let client: u32 = ctx.load(inner + IP_SADDR).map_err(malformed)?;
+    let backend: u32 = ctx.load(inner + IP_DADDR).map_err(malformed)?;
+    let inner_l4 = inner + inner_ihl;
+    let client_port: u16 = ctx.load(inner_l4).map_err(malformed)?;
+    let backend_port: u16 = ctx.load(inner_l4 + 2).map_err(malformed)?;
+    let key = CtKey {
+        saddr_be: backend,
+        daddr_be: client,
+        sport_be: backend_port,
+        dport_be: client_port,
+        proto: inner_proto,
+        dir: ct_dir::REPLY,
+        _pad: 0,
+    };
+    // SAFETY: copied out at once.
+    let Some(entry) = (unsafe { CT.get(key) }).copied() else {
+        return Ok(OK);
+    };
+    let icmp_csum = l4 + 2;
+    // The outer source, when the backend itself reports the error (no pseudo-header in ICMP).
+    if outer_saddr == backend {
+        ctx.store(ETH_HLEN + IP_SADDR, &entry.nat_addr_be, 0)
+            .map_err(|_| SHOT)?;
+        ctx.l3_csum_replace(
+            ETH_HLEN + IP_CSUM,
+            u64::from(backend),
+            u64::from(entry.nat_addr_be),
+            4,
+        )
+        .map_err(|_| SHOT)?;
+    }
+    // The quoted destination address, its header checksum, and the ICMP checksum over both.
+    let old_inner_csum: u16 = ctx.load(inner + IP_CSUM).map_err(malformed)?;
+    ctx.store(inner + IP_DADDR, &entry.nat_addr_be, 0)
+        .map_err(|_| SHOT)?;
+    ctx.l3_csum_replace(
+        inner + IP_CSUM,
+        u64::from(backend),
+        u64::from(entry.nat_addr_be),
+        4,
+    )
+    .map_err(|_| SHOT)?;
+    let new_inner_csum: u16 = ctx.load(inner + IP_CSUM).map_err(malformed)?;
+    ctx.l4_csum_replace(
+        icmp_csum,
+        u64::from(backend),
+        u64::from(entry.nat_addr_be),
+        4,
+    )
+    .map_err(|_| SHOT)?;
+    ctx.l4_csum_replace(
+        icmp_csum,
+        u64::from(old_inner_csum),
+        u64::from(new_inner_csum),
+        2,
+    )
+    .map_err(|_| SHOT)?;
+    // The quoted destination port.
+    ctx.store(inner_l4 + 2, &entry.nat_port_be, 0)
+        .map_err(|_| SHOT)?;
+    ctx.l4_csum_replace(
+        icmp_csum,
+        u64::from(backend_port),
+        u64::from(entry.nat_port_be),
+        2,
+    )
+    .map_err(|_| SHOT)?;
+    count(metric::TC_ICMP_REV_NAT);
+    Ok(OK)
+}
