@@ -24,6 +24,17 @@ enum Command {
         #[command(subcommand)]
         command: LbCommand,
     },
+    /// Inspect the TC path's connection tracking.
+    Ct {
+        #[command(subcommand)]
+        command: CtCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CtCommand {
+    /// Print the conntrack entries (like `cilium bpf ct list global`).
+    List(PinArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,6 +42,8 @@ enum LbCommand {
     /// Print every frontend (service address:port/protocol) and its backends, as the kernel
     /// maps hold them (like `cilium bpf lb list`).
     List(PinArgs),
+    /// Print the datapath counters and map fill levels in Prometheus' text format.
+    Metrics(PinArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,6 +82,17 @@ fn main() -> ExitCode {
         Command::Lb {
             command: LbCommand::List(args),
         } => lb_list(&args),
+        Command::Ct {
+            command: CtCommand::List(args),
+        } => print_lines("ct list", &args, |dir| {
+            datapath::lb::list_conntrack(dir)
+                .map(|flows| flows.iter().map(ToString::to_string).collect())
+        }),
+        Command::Lb {
+            command: LbCommand::Metrics(args),
+        } => print_lines("lb metrics", &args, |dir| {
+            datapath::lb::metrics_text(dir).map(|text| vec![text.trim_end().to_owned()])
+        }),
     }
 }
 
@@ -84,6 +108,30 @@ fn lb_list(args: &PinArgs) -> ExitCode {
         Err(error) => {
             eprintln!(
                 "keelson-node-agent lb list: no load-balancer maps readable under {} ({})",
+                pin_dir.display(),
+                error_chain(&error)
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_lines(
+    what: &str,
+    args: &PinArgs,
+    read: impl FnOnce(&std::path::Path) -> Result<Vec<String>, datapath::DatapathError>,
+) -> ExitCode {
+    let pin_dir = args.pin_dir();
+    match read(&pin_dir) {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "keelson-node-agent {what}: no load-balancer maps readable under {} ({})",
                 pin_dir.display(),
                 error_chain(&error)
             );

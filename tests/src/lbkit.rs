@@ -120,3 +120,28 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Runs the `keelson-node-agent` binary built next to the test binaries and returns its stdout.
+pub fn node_agent(args: &[&str]) -> String {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let agent = dir.join("keelson-node-agent");
+    assert!(
+        agent.exists(),
+        "{} is missing: build the workspace first (cargo xtask test does)",
+        agent.display()
+    );
+    let output = std::process::Command::new(&agent)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", agent.display()));
+    assert!(
+        output.status.success(),
+        "keelson-node-agent {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

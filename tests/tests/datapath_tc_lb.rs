@@ -9,7 +9,7 @@ use std::{
 
 use keelson_node_agent::datapath::lb::{self, LoadBalancer, NodeContext, TcHook};
 use keelson_tests::{
-    lbkit::{Pins, error_chain, exchanges, service, slice},
+    lbkit::{Pins, error_chain, exchanges, node_agent, service, slice},
     require_root,
     topology::{BACKEND_PORT, CLIENT_ADDR, NODE_ADDR, Topology, backend_name},
 };
@@ -134,6 +134,68 @@ fn cluster_ip_through_the_tc_path_reaches_every_backend_and_replies_come_from_th
         m["sock_translated"], 0,
         "the client is not behind socket-LB"
     );
+
+    // What the operator sees.
+    let pin_dir = pins.path().to_string_lossy().into_owned();
+    let ct = node_agent(&["ct", "list", "--pin-dir", &pin_dir]);
+    assert!(
+        ct.lines()
+            .any(|l| l.starts_with(&format!("UDP {CLIENT_ADDR}:"))
+                && l.contains(&format!("-> {VIP}:53 forward dnat to 10.201.0.1"))),
+        "ct list shows the UDP flow's translation:\n{ct}"
+    );
+    assert!(
+        ct.lines().filter(|l| l.starts_with("TCP ")).count() >= 2,
+        "{ct}"
+    );
+    let text = node_agent(&["lb", "metrics", "--pin-dir", &pin_dir]);
+    assert!(
+        text.contains("keelson_datapath_events_total{path=\"tc_new_flow\"} 61"),
+        "{text}"
+    );
+    assert!(
+        text.contains("keelson_datapath_map_capacity{map=\"kct_v1\"} 4096"),
+        "{text}"
+    );
+    assert!(text.contains("keelson_datapath_ct_pressure 0.0"), "{text}");
+    let list = node_agent(&["lb", "list", "--pin-dir", &pin_dir]);
+    assert!(list.contains(&format!("{VIP}:80/TCP -> ")), "{list}");
+    assert!(
+        list.contains(&format!("{NODE_ADDR}:{NODE_PORT}/TCP (external) -> ")),
+        "{list}"
+    );
+}
+
+#[test]
+fn an_agent_restart_keeps_tc_flows_going() {
+    require_root();
+    let topology = Topology::new(2);
+    let pins = Pins::new();
+    let mut lb = start(&topology, &pins, false);
+    let eps = endpoints(&[(0, "node-a"), (1, "node-a")], BACKEND_PORT);
+    apply(&mut lb, &web("Cluster", BACKEND_PORT), &eps);
+    let vip = SocketAddrV4::new(VIP, 80);
+    let mut held = topology.hold(CLIENT, vip);
+    let backend = held.first.clone();
+    assert!(
+        backend.starts_with(&format!("peer={vip} reply=backend-")),
+        "{backend}"
+    );
+
+    drop(lb);
+    assert_eq!(
+        held.exchange(),
+        backend,
+        "the flow goes on while no agent runs"
+    );
+    let mut lb = start(&topology, &pins, false);
+    apply(&mut lb, &web("Cluster", BACKEND_PORT), &eps);
+    assert_eq!(lb.finish_initial_sync().expect("sync"), 0);
+    assert_eq!(
+        held.exchange(),
+        backend,
+        "and after the agent is back, on the same backend"
+    );
 }
 
 #[test]
@@ -250,7 +312,7 @@ fn malformed_and_unusual_packets_pass_or_drop_as_documented_and_are_counted() {
 }
 
 #[test]
-fn a_service_without_endpoints_drops_at_tc_and_counts_it() {
+fn a_service_without_endpoints_is_rejected_fast_with_icmp_port_unreachable() {
     require_root();
     let topology = Topology::new(1);
     let pins = Pins::new();
@@ -261,7 +323,21 @@ fn a_service_without_endpoints_drops_at_tc_and_counts_it() {
         &endpoints(&[], BACKEND_PORT),
     );
     let vip = SocketAddrV4::new(VIP, 80).to_string();
-    let lines = topology.run_client(CLIENT, &["tcp", &vip, "1"]);
-    assert!(lines[0].starts_with("error="), "{lines:?}");
-    assert!(metrics(&lb)["tc_no_backend"] >= 1);
+    let started = std::time::Instant::now();
+    let lines = topology.run_client(CLIENT, &["tcp", &vip, "3"]);
+    let elapsed = started.elapsed();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("error=ConnectionRefused")),
+        "TCP to a service without endpoints is refused: {lines:?}"
+    );
+    assert!(
+        elapsed < std::time::Duration::from_secs(2),
+        "refused in {elapsed:?}"
+    );
+    let dns = SocketAddrV4::new(VIP, 53).to_string();
+    let lines = topology.run_client(CLIENT, &["udp-connected", &dns, "1"]);
+    assert!(lines[0].starts_with("error=ConnectionRefused"), "{lines:?}");
+    assert_eq!(metrics(&lb)["tc_no_backend"], 4);
 }

@@ -156,7 +156,7 @@ pub mod metric {
     pub const TC_REV_NAT: u32 = 8;
     /// TC: an ICMP error about a translated flow was translated back.
     pub const TC_ICMP_REV_NAT: u32 = 9;
-    /// TC: a packet to a service without backends was dropped.
+    /// TC: a packet to a service without backends was answered with ICMP port unreachable.
     pub const TC_NO_BACKEND: u32 = 10;
     /// TC: an IPv4 fragment passed untranslated (never for a service: see the docs).
     pub const TC_FRAGMENT: u32 = 11;

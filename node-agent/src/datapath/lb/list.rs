@@ -3,8 +3,11 @@
 
 use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path};
 
-use aya::maps::HashMap;
-use keelson_ebpf_common::{Backend, ServiceKey, ServiceValue, backend_state, maps, proto, scope};
+use aya::maps::{HashMap, PerCpuArray};
+use keelson_ebpf_common::{
+    AffinityKey, AffinityValue, Backend, CtKey, CtValue, MaglevTable, RevNat, ServiceKey,
+    ServiceValue, SockRevNat, SockRevNatKey, backend_state, ct_dir, maps, metric, proto, scope,
+};
 
 use super::{FrontendKey, open_pinned};
 use crate::datapath::DatapathError;
@@ -127,4 +130,156 @@ pub fn list_pinned(pin_dir: &Path) -> Result<Vec<ListedFrontend>, DatapathError>
             }
         })
         .collect())
+}
+
+/// One conntrack entry of the TC path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedFlow {
+    /// The tuple as seen on the wire, and its direction.
+    pub key: CtKey,
+    /// Where it is translated to.
+    pub value: CtValue,
+}
+
+impl fmt::Display for ListedFlow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = &self.key;
+        let proto = match k.proto {
+            proto::TCP => "TCP",
+            proto::UDP => "UDP",
+            _ => "?",
+        };
+        let addr =
+            |a: u32, p: u16| format!("{}:{}", Ipv4Addr::from(u32::from_be(a)), u16::from_be(p));
+        let (dir, verb) = if k.dir == ct_dir::FORWARD {
+            ("forward", "dnat to")
+        } else {
+            ("reply", "snat to")
+        };
+        write!(
+            f,
+            "{proto} {} -> {} {dir} {verb} {} backend={} rev_nat={}",
+            addr(k.saddr_be, k.sport_be),
+            addr(k.daddr_be, k.dport_be),
+            addr(self.value.nat_addr_be, self.value.nat_port_be),
+            self.value.backend_id,
+            self.value.rev_nat_id,
+        )
+    }
+}
+
+/// Lists the TC path's conntrack entries pinned under `pin_dir`.
+pub fn list_conntrack(pin_dir: &Path) -> Result<Vec<ListedFlow>, DatapathError> {
+    let ct_map = open_pinned(pin_dir, maps::CT)?;
+    let ct: HashMap<_, CtKey, CtValue> =
+        HashMap::try_from(&ct_map).map_err(|source| DatapathError::Map {
+            map: maps::CT,
+            source: Box::new(source),
+        })?;
+    let mut flows: Vec<ListedFlow> = ct
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(key, value)| ListedFlow { key, value })
+        .collect();
+    flows.sort_by_key(|f| (f.key.dir, f.key.saddr_be, f.key.sport_be, f.key.daddr_be));
+    Ok(flows)
+}
+
+/// The datapath's counters and map fill levels in Prometheus' text format, read from the maps
+/// pinned under `pin_dir` (what the agent's `/metrics` serves).
+pub fn metrics_text(pin_dir: &Path) -> Result<String, DatapathError> {
+    use std::fmt::Write as _;
+
+    let map_error = |map| {
+        move |source| DatapathError::Map {
+            map,
+            source: Box::new(source),
+        }
+    };
+    let metrics_map = open_pinned(pin_dir, maps::METRICS)?;
+    let counters: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(&metrics_map).map_err(map_error(maps::METRICS))?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP keelson_datapath_events_total Packets and socket operations by datapath path."
+    );
+    let _ = writeln!(out, "# TYPE keelson_datapath_events_total counter");
+    for (id, name) in metric::NAMES.iter().enumerate() {
+        let values = counters
+            .get(&(id as u32), 0)
+            .map_err(map_error(maps::METRICS))?;
+        let total: u64 = values.iter().sum();
+        let _ = writeln!(
+            out,
+            "keelson_datapath_events_total{{path=\"{name}\"}} {total}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP keelson_datapath_map_entries Entries in each load-balancer map."
+    );
+    let _ = writeln!(out, "# TYPE keelson_datapath_map_entries gauge");
+    let _ = writeln!(
+        out,
+        "# HELP keelson_datapath_map_capacity Capacity (max entries) of each load-balancer map."
+    );
+    let _ = writeln!(out, "# TYPE keelson_datapath_map_capacity gauge");
+    for name in [
+        maps::SERVICES,
+        maps::BACKENDS,
+        maps::REV_NAT,
+        maps::SOCK_REV_NAT,
+        maps::AFFINITY,
+        maps::CT,
+        maps::MAGLEV,
+    ] {
+        let map = open_pinned(pin_dir, name)?;
+        let (entries, capacity) = fill(&map, name).map_err(map_error(name))?;
+        let _ = writeln!(
+            out,
+            "keelson_datapath_map_entries{{map=\"{name}\"}} {entries}"
+        );
+        let _ = writeln!(
+            out,
+            "keelson_datapath_map_capacity{{map=\"{name}\"}} {capacity}"
+        );
+        if name == maps::CT {
+            let _ = writeln!(
+                out,
+                "# HELP keelson_datapath_ct_pressure Conntrack fill ratio; past 1.0 the LRU \
+                 evicts the least recently used flows, never active ones first."
+            );
+            let _ = writeln!(out, "# TYPE keelson_datapath_ct_pressure gauge");
+            let _ = writeln!(
+                out,
+                "keelson_datapath_ct_pressure {:.4}",
+                entries as f64 / f64::from(capacity.max(1))
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Entries (by walking the keys) and capacity of one load-balancer map.
+fn fill(map: &aya::maps::Map, name: &'static str) -> Result<(u64, u32), aya::maps::MapError> {
+    fn keys<K: aya::Pod, V: aya::Pod>(map: &aya::maps::Map) -> Result<u64, aya::maps::MapError> {
+        let typed: HashMap<_, K, V> = HashMap::try_from(map)?;
+        Ok(typed.keys().filter(Result::is_ok).count() as u64)
+    }
+    let entries = match name {
+        maps::SERVICES => keys::<ServiceKey, ServiceValue>(map)?,
+        maps::BACKENDS => keys::<u32, Backend>(map)?,
+        maps::REV_NAT => keys::<u32, RevNat>(map)?,
+        maps::SOCK_REV_NAT => keys::<SockRevNatKey, SockRevNat>(map)?,
+        maps::AFFINITY => keys::<AffinityKey, AffinityValue>(map)?,
+        maps::CT => keys::<CtKey, CtValue>(map)?,
+        maps::MAGLEV => keys::<u32, MaglevTable>(map)?,
+        _ => 0,
+    };
+    let capacity = match map {
+        aya::maps::Map::HashMap(d) | aya::maps::Map::LruHashMap(d) => d.info()?.max_entries(),
+        _ => 0,
+    };
+    Ok((entries, capacity))
 }

@@ -30,7 +30,9 @@ use keelson_ebpf_common::{
 };
 
 pub use frontends::{BackendAddr, Frontend, FrontendKey, NodeContext, frontends};
-pub use list::{ListedBackend, ListedFrontend, list_pinned};
+pub use list::{
+    ListedBackend, ListedFlow, ListedFrontend, list_conntrack, list_pinned, metrics_text,
+};
 pub use state::{LbState, MapOp, ServiceId, StateError};
 
 use super::DatapathError;

@@ -17,7 +17,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::{bpf_ktime_get_ns, bpf_redirect_neigh},
+    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh, bpf_skb_change_tail},
     macros::classifier,
     programs::TcContext,
 };
@@ -176,7 +176,7 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
         None => {
             if header.count == 0 {
                 count(metric::TC_NO_BACKEND);
-                return Ok(SHOT);
+                return reject(ctx, ihl, daddr, saddr);
             }
             let backend_id = if header.flags & service_flags::MAGLEV != 0 {
                 maglev_backend(header.rev_nat_id, &forward_key)
@@ -233,6 +233,79 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
         backend_port,
     )?;
     Ok(OK)
+}
+
+/// Answers a packet for a frontend without backends with an ICMP port unreachable, as
+/// kube-proxy's REJECT rule does, so the client fails at once instead of retrying into a void.
+/// The packet is rewritten in place into the ICMP error (Ethernet + IPv4 + ICMP + the quoted
+/// IPv4 header and 8 bytes of its payload) and sent back out the interface it came in through.
+/// Packets with IP options are dropped instead (the quote would not have a fixed size).
+#[inline(always)]
+fn reject(ctx: &TcContext, ihl: usize, frontend: u32, client: u32) -> Result<i32, i32> {
+    const QUOTE: usize = 20 + 8;
+    const ICMP_LEN: usize = 8 + QUOTE;
+    const TOTAL: usize = ETH_HLEN + 20 + ICMP_LEN;
+    if ihl != 20 {
+        return Ok(SHOT);
+    }
+    let macs: [u8; 12] = ctx.load(0).map_err(|_| SHOT)?;
+    let quote: [u8; QUOTE] = ctx.load(ETH_HLEN).map_err(|_| SHOT)?;
+
+    // ICMP: type, code (port unreachable), checksum, unused, then the quote.
+    let mut icmp = [0u8; ICMP_LEN];
+    icmp[0] = ICMP_DEST_UNREACH;
+    icmp[1] = 3;
+    let mut i = 0;
+    while i < QUOTE {
+        icmp[8 + i] = quote[i];
+        i += 1;
+    }
+    let csum = checksum(&icmp).to_be_bytes();
+    icmp[2] = csum[0];
+    icmp[3] = csum[1];
+
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((20 + ICMP_LEN) as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = IPPROTO_ICMP;
+    ip[12..16].copy_from_slice(&frontend.to_ne_bytes());
+    ip[16..20].copy_from_slice(&client.to_ne_bytes());
+    let csum = checksum(&ip).to_be_bytes();
+    ip[10] = csum[0];
+    ip[11] = csum[1];
+
+    let mut eth = [0u8; 14];
+    eth[..6].copy_from_slice(&macs[6..12]);
+    eth[6..12].copy_from_slice(&macs[..6]);
+    eth[12..14].copy_from_slice(&ETH_P_IP_BE.to_ne_bytes());
+
+    // SAFETY: helper valid for TC programs; the context pointer comes from the kernel.
+    if unsafe { bpf_skb_change_tail(ctx.skb.skb.cast(), TOTAL as u32, 0) } != 0 {
+        return Ok(SHOT);
+    }
+    ctx.store(0, &eth, 0).map_err(|_| SHOT)?;
+    ctx.store(ETH_HLEN, &ip, 0).map_err(|_| SHOT)?;
+    ctx.store(ETH_HLEN + 20, &icmp, 0).map_err(|_| SHOT)?;
+    // SAFETY: reading a field of the context the kernel passed.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: helper valid for TC programs: send the packet out of the interface it came in by.
+    Ok(unsafe { bpf_redirect(ifindex, 0) } as i32)
+}
+
+/// The Internet checksum (RFC 1071) of an even-length buffer, as it goes on the wire.
+#[inline(always)]
+fn checksum<const N: usize>(bytes: &[u8; N]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i + 1 < N {
+        sum += u32::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]));
+        i += 2;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 /// The reply direction of a forward flow translated to `backend:port`.
