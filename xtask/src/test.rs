@@ -52,6 +52,11 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     println!("==> test: doc tests");
     cmd::run(command("cargo").args(["test", "--workspace", "--doc"]))?;
 
+    // Tests run the workspace's binaries (keelson-node-agent, keelson-control-plane), which
+    // nextest only builds for their own package's tests.
+    println!("==> test: building the workspace's binaries");
+    cmd::run(command("cargo").args(["build", "--workspace", "--bins"]))?;
+
     println!(
         "==> test: unit, store contract, privileged datapath and end-to-end tests (cargo nextest)"
     );
