@@ -1,8 +1,10 @@
 //! Kubernetes API machinery for keelson's control plane: everything about objects that needs no IO.
 //!
-//! Object-name validation and label/field selectors, with Kubernetes' own rules and messages.
-//! Defaulting and the k8s-openapi types join it with the API server.
+//! Object-name validation and label/field selectors, with Kubernetes' own rules and messages;
+//! defaulting and the merge/strategic-merge patches the API server applies to raw JSON.
 #![forbid(unsafe_code)]
 
+pub mod defaulting;
 pub mod names;
+pub mod patch;
 pub mod selectors;

@@ -1,0 +1,426 @@
+//! Object handling shared by the handlers: decoding from the store, metadata on create and
+//! update, validation, the Scale view.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use keelson_api::{
+    defaulting::apply_defaults,
+    names::{validate_dns1123_label, validate_dns1123_subdomain},
+};
+use keelson_store::{KeyValue, Revision};
+use serde_json::{Map, Value, json};
+
+use crate::{
+    ApiError,
+    resources::{NameRule, Resource},
+};
+
+/// The current time as Kubernetes writes it: RFC 3339, whole seconds, UTC.
+pub(crate) fn now_rfc3339(offset_seconds: i64) -> String {
+    let now = jiff::Timestamp::now()
+        .as_second()
+        .saturating_add(offset_seconds);
+    jiff::Timestamp::from_second(now)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Parses a stored value and sets `metadata.resourceVersion` to `revision`.
+pub(crate) fn decode(value: &[u8], revision: Revision) -> Result<Value, ApiError> {
+    let mut object: Value = serde_json::from_slice(value)
+        .map_err(|e| ApiError::internal("the store holds a value that is not JSON", &e))?;
+    set_resource_version(&mut object, revision);
+    Ok(object)
+}
+
+/// [`decode`] of a key-value.
+pub(crate) fn decode_kv(kv: &KeyValue) -> Result<Value, ApiError> {
+    decode(&kv.value, kv.mod_revision)
+}
+
+/// Sets `metadata.resourceVersion`.
+pub(crate) fn set_resource_version(object: &mut Value, revision: Revision) {
+    if let Some(meta) = metadata_mut(object) {
+        meta.insert("resourceVersion".into(), json!(revision.to_string()));
+    }
+}
+
+/// The bytes to store: the object without `resourceVersion` (the store's revision is the truth).
+pub(crate) fn encode(object: &Value) -> Bytes {
+    let mut object = object.clone();
+    if let Some(meta) = metadata_mut(&mut object) {
+        meta.remove("resourceVersion");
+    }
+    Bytes::from(object.to_string())
+}
+
+/// `metadata` as a mutable map, created if missing (when the object is a map).
+pub(crate) fn metadata_mut(object: &mut Value) -> Option<&mut Map<String, Value>> {
+    let root = object.as_object_mut()?;
+    let meta = root
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !meta.is_object() {
+        *meta = Value::Object(Map::new());
+    }
+    meta.as_object_mut()
+}
+
+/// A string in `metadata`.
+pub(crate) fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
+    object.get("metadata")?.get(field)?.as_str()
+}
+
+/// The object's labels.
+pub(crate) fn labels(object: &Value) -> BTreeMap<String, String> {
+    object
+        .get("metadata")
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object)
+        .map(|l| {
+            l.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `metadata.resourceVersion` a client sent, if any: `None` when absent or empty.
+pub(crate) fn requested_revision(
+    object: &Value,
+    resource: &Resource,
+    name: &str,
+) -> Result<Option<Revision>, ApiError> {
+    match meta_str(object, "resourceVersion") {
+        None | Some("") => Ok(None),
+        Some(rv) => rv.parse().map(Some).map_err(|_| {
+            ApiError::invalid(
+                resource,
+                name,
+                format!("metadata.resourceVersion: Invalid value: \"{rv}\": must be an integer"),
+            )
+        }),
+    }
+}
+
+/// Parses a request body as a JSON object of `resource`'s kind, filling `apiVersion` and `kind`
+/// when absent.
+pub(crate) fn parse_body(body: &[u8], resource: &Resource) -> Result<Value, ApiError> {
+    let mut object: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let Some(root) = object.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    };
+    let api_version = resource.api_version();
+    match root.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {
+            root.insert("apiVersion".into(), json!(api_version));
+        }
+        Some(v) if v == api_version => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version \
+                 ({api_version})"
+            )));
+        }
+    }
+    match root.get("kind").and_then(Value::as_str) {
+        None | Some("") => {
+            root.insert("kind".into(), json!(resource.kind));
+        }
+        Some(k) if k == resource.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({}) of {}",
+                resource.kind,
+                resource.qualified()
+            )));
+        }
+    }
+    Ok(object)
+}
+
+/// Puts the URL's namespace into the object (or removes it for cluster-scoped resources);
+/// a different namespace in the body is a 400.
+pub(crate) fn set_namespace(
+    object: &mut Value,
+    resource: &Resource,
+    namespace: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(meta) = metadata_mut(object) else {
+        return Ok(());
+    };
+    if !resource.namespaced {
+        meta.remove("namespace");
+        return Ok(());
+    }
+    let url = namespace.unwrap_or("default");
+    match meta.get("namespace").and_then(Value::as_str) {
+        None | Some("") => {}
+        Some(ns) if ns == url => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the \
+                 request",
+            ));
+        }
+    }
+    meta.insert("namespace".into(), json!(url));
+    Ok(())
+}
+
+/// Validates a name with the resource's rule (422 on failure).
+pub(crate) fn validate_name(resource: &Resource, name: &str) -> Result<(), ApiError> {
+    let result = match resource.names {
+        NameRule::Label => validate_dns1123_label(name),
+        NameRule::Subdomain => validate_dns1123_subdomain(name),
+    };
+    result.map_err(|e| {
+        ApiError::invalid(
+            resource,
+            name,
+            format!("metadata.name: Invalid value: \"{name}\": {e}"),
+        )
+    })
+}
+
+/// Defaults the object and checks it against the k8s-openapi type: a value of the wrong JSON
+/// type is a 400 (as Kubernetes' decoder says), a missing required field a 422.
+pub(crate) fn default_and_validate(
+    object: &mut Value,
+    resource: &Resource,
+    name: &str,
+) -> Result<(), ApiError> {
+    apply_defaults(resource.kind, object);
+    (resource.validate)(object).map_err(|e| {
+        let message = e.to_string();
+        if message.contains("missing field") {
+            ApiError::invalid(resource, name, message)
+        } else {
+            ApiError::bad_request(format!(
+                "unable to decode the {} object: {message}",
+                resource.kind
+            ))
+        }
+    })
+}
+
+const GENERATE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// `generateName` plus five random characters, as Kubernetes does.
+pub(crate) fn generated_name(base: &str) -> String {
+    let random = uuid::Uuid::new_v4();
+    let suffix: String = random
+        .as_bytes()
+        .iter()
+        .take(5)
+        .map(|b| char::from(GENERATE_ALPHABET[usize::from(*b) % GENERATE_ALPHABET.len()]))
+        .collect();
+    format!("{base}{suffix}")
+}
+
+/// Prepares a new object for create: name (or generateName), namespace, system metadata,
+/// reset status, defaults, validation. Returns the name.
+pub(crate) fn prepare_create(
+    object: &mut Value,
+    resource: &Resource,
+    namespace: Option<&str>,
+) -> Result<String, ApiError> {
+    set_namespace(object, resource, namespace)?;
+    let Some(meta) = metadata_mut(object) else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    };
+    let name = match meta.get("name").and_then(Value::as_str) {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => match meta.get("generateName").and_then(Value::as_str) {
+            Some(base) if !base.is_empty() => generated_name(base),
+            _ => {
+                return Err(ApiError::invalid(
+                    resource,
+                    "",
+                    "metadata.name: Required value: name or generateName is required",
+                ));
+            }
+        },
+    };
+    meta.insert("name".into(), json!(name));
+    for field in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ] {
+        meta.remove(field);
+    }
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), json!(now_rfc3339(0)));
+    if resource.has_spec {
+        meta.insert("generation".into(), json!(1));
+    } else {
+        meta.remove("generation");
+    }
+    validate_name(resource, &name)?;
+    if let Some(root) = object.as_object_mut() {
+        match resource.kind {
+            "Pod" => {
+                root.insert("status".into(), json!({"phase": "Pending"}));
+            }
+            "Namespace" => {
+                root.insert("status".into(), json!({"phase": "Active"}));
+            }
+            "Deployment" | "ReplicaSet" => {
+                root.insert("status".into(), json!({}));
+            }
+            "Service" => {
+                root.insert("status".into(), json!({"loadBalancer": {}}));
+            }
+            _ => {}
+        }
+    }
+    default_and_validate(object, resource, &name)?;
+    Ok(name)
+}
+
+/// Which part of an object an update may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// The main resource: everything but `status` (for resources with a status subresource).
+    Main,
+    /// The `status` subresource: only `status`.
+    Status,
+}
+
+/// Builds the object an update stores from the current one (`old`, as decoded) and the
+/// client's (`new`): system metadata is kept, the part the endpoint may not change is taken
+/// from `old`, `generation` bumps when `spec` changed. Returns `None` when nothing changed.
+pub(crate) fn prepare_update(
+    old: &Value,
+    mut new: Value,
+    resource: &Resource,
+    name: &str,
+    part: Part,
+) -> Result<Option<Value>, ApiError> {
+    if part == Part::Status {
+        let mut merged = old.clone();
+        if let (Some(root), Some(status)) = (merged.as_object_mut(), new.get("status")) {
+            root.insert("status".into(), status.clone());
+        }
+        new = merged;
+    } else if resource.status
+        && let Some(root) = new.as_object_mut()
+    {
+        match old.get("status") {
+            Some(status) => root.insert("status".into(), status.clone()),
+            None => root.remove("status"),
+        };
+    }
+    let Some(meta) = metadata_mut(&mut new) else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    };
+    meta.insert("name".into(), json!(name));
+    let old_meta = old.get("metadata").and_then(Value::as_object);
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "namespace",
+    ] {
+        match old_meta.and_then(|m| m.get(field)) {
+            Some(value) => meta.insert(field.into(), value.clone()),
+            None => meta.remove(field),
+        };
+    }
+    meta.remove("selfLink");
+    default_and_validate(&mut new, resource, name)?;
+    if resource.has_spec && old.get("spec") != new.get("spec") {
+        let generation = old
+            .get("metadata")
+            .and_then(|m| m.get("generation"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if let Some(meta) = metadata_mut(&mut new) {
+            meta.insert("generation".into(), json!(generation + 1));
+        }
+    }
+    // The same object apart from resourceVersion: nothing to write.
+    let rv = meta_str(old, "resourceVersion").map(str::to_owned);
+    if let (Some(meta), Some(rv)) = (metadata_mut(&mut new), rv) {
+        meta.insert("resourceVersion".into(), json!(rv));
+    }
+    Ok((&new != old).then_some(new))
+}
+
+/// The label selector of `spec.selector` as text, for `Scale.status.selector`.
+fn selector_text(object: &Value) -> String {
+    let Some(selector) = object.get("spec").and_then(|s| s.get("selector")) else {
+        return String::new();
+    };
+    let mut parts: Vec<String> = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for expr in selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = expr.get("key").and_then(Value::as_str).unwrap_or_default();
+        let values: Vec<&str> = expr
+            .get("values")
+            .and_then(Value::as_array)
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        match expr.get("operator").and_then(Value::as_str) {
+            Some("In") => parts.push(format!("{key} in ({})", values.join(","))),
+            Some("NotIn") => parts.push(format!("{key} notin ({})", values.join(","))),
+            Some("Exists") => parts.push(key.to_owned()),
+            Some("DoesNotExist") => parts.push(format!("!{key}")),
+            _ => {}
+        }
+    }
+    parts.join(",")
+}
+
+/// The autoscaling/v1 Scale view of a Deployment or ReplicaSet.
+pub(crate) fn scale_of(object: &Value) -> Value {
+    let meta = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let pick = |field: &str| meta.get(field).cloned().unwrap_or(Value::Null);
+    let mut scale_meta = Map::new();
+    for field in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
+        if !pick(field).is_null() {
+            scale_meta.insert(field.into(), pick(field));
+        }
+    }
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": scale_meta,
+        "spec": {"replicas": object.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
+        "status": {
+            "replicas": object.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector_text(object),
+        },
+    })
+}

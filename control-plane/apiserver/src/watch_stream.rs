@@ -1,0 +1,208 @@
+//! Watch: newline-delimited `{"type": ..., "object": ...}` events streamed from the store's
+//! watch.
+//!
+//! Without a `resourceVersion` (or with "0"), the stream starts with a synthetic `ADDED` for
+//! every current object (a list at revision R) and then follows the store's watch from R; with
+//! a resourceVersion it follows from there. A compacted resourceVersion gets one `ERROR` event
+//! carrying a 410 `Expired` Status, which makes client-go list again. Label and field
+//! selectors apply to the old and the new object of each change, so an object that stops
+//! matching is reported as `DELETED` and one that starts matching as `ADDED`, as Kubernetes does.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    body::Body,
+    http::{StatusCode, header},
+    response::Response,
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use keelson_store::{EventKind, ListOptions, StoreError, WatchStream};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::{
+    ApiError, AppState,
+    handlers::{Params, Selectors, Target, decode_event_object, revision_param},
+    object::decode_kv,
+};
+
+/// Watches without `timeoutSeconds` end after this long (kube-apiserver's minimum request
+/// timeout); clients re-watch from their last resourceVersion.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+fn line(kind: &str, object: &Value) -> Bytes {
+    let mut bytes = serde_json::to_vec(&json!({"type": kind, "object": object}))
+        .unwrap_or_else(|_| b"{}".to_vec());
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+fn error_line(error: &ApiError) -> Bytes {
+    line("ERROR", &error.status())
+}
+
+fn streaming(rx: mpsc::Receiver<Bytes>) -> Response {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Serves a watch on `target`'s collection, optionally of one object (`/watch/.../<name>`).
+pub(crate) async fn watch(
+    state: &AppState,
+    target: &Target,
+    params: &Params,
+    name: Option<&str>,
+) -> Result<Response, ApiError> {
+    let resource = target.resource;
+    let selectors = Selectors::parse(resource, params, name)?;
+    let timeout = match params.get("timeoutSeconds").filter(|t| !t.is_empty()) {
+        Some(t) => Duration::from_secs(
+            t.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t:?}")))?,
+        ),
+        None => DEFAULT_TIMEOUT,
+    };
+    let send_initial = params.get("sendInitialEvents").is_some_and(|s| s == "true");
+    let requested = params
+        .get("resourceVersion")
+        .filter(|rv| !rv.is_empty() && *rv != "0")
+        .map(|rv| revision_param(rv))
+        .transpose()?;
+    let store = state.store.clone();
+    let prefix = target.prefix();
+    let mut initial = Vec::new();
+    let from = match requested {
+        Some(rv) if !send_initial => rv,
+        _ => {
+            let listed = store
+                .list(&prefix, ListOptions::default())
+                .await
+                .map_err(|e| ApiError::from_store(e, resource, ""))?;
+            for kv in &listed.items {
+                let object = decode_kv(kv)?;
+                if selectors.matches(&object) {
+                    initial.push(line("ADDED", &object));
+                }
+            }
+            if send_initial {
+                initial.push(line(
+                    "BOOKMARK",
+                    &json!({
+                        "kind": resource.kind,
+                        "apiVersion": resource.api_version(),
+                        "metadata": {
+                            "resourceVersion": listed.revision.to_string(),
+                            "annotations": {"k8s.io/initial-events-end": "true"},
+                        },
+                    }),
+                ));
+            }
+            listed.revision
+        }
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let events = match store.watch(&prefix, from).await {
+        Ok(events) => events,
+        Err(StoreError::Compacted {
+            requested,
+            compacted,
+        }) => {
+            // What kube-apiserver does: a 200 stream with one ERROR event.
+            let _ = tx.try_send(error_line(&ApiError::expired(requested, compacted)));
+            drop(tx);
+            return Ok(streaming(rx));
+        }
+        Err(e) => return Err(ApiError::from_store(e, resource, "")),
+    };
+    let shutdown = state.shutdown.subscribe();
+    tokio::spawn(follow(events, tx, initial, selectors, timeout, shutdown));
+    Ok(streaming(rx))
+}
+
+async fn follow(
+    mut events: WatchStream,
+    tx: mpsc::Sender<Bytes>,
+    initial: Vec<Bytes>,
+    selectors: Selectors,
+    timeout: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    for bytes in initial {
+        if tx.send(bytes).await.is_err() {
+            return;
+        }
+    }
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        let event = tokio::select! {
+            () = &mut deadline => return,
+            () = tx.closed() => return,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            event = events.next() => event,
+        };
+        let (out, last) = match event {
+            None => return,
+            Some(Err(StoreError::Compacted {
+                requested,
+                compacted,
+            })) => (
+                Some(error_line(&ApiError::expired(requested, compacted))),
+                true,
+            ),
+            Some(Err(e)) => {
+                tracing::warn!(error = &e as &dyn std::error::Error, "watch failed");
+                (
+                    Some(error_line(&ApiError::internal(
+                        "the store watch failed",
+                        &e,
+                    ))),
+                    true,
+                )
+            }
+            Some(Ok(event)) => (translate(&event, &selectors), false),
+        };
+        if let Some(bytes) = out
+            && tx.send(bytes).await.is_err()
+        {
+            return;
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+/// The line for one store event, or `None` when the selectors hide it.
+fn translate(event: &keelson_store::WatchEvent, selectors: &Selectors) -> Option<Bytes> {
+    let object = match decode_event_object(&event.value, event.mod_revision) {
+        Ok(object) => object,
+        Err(e) => return Some(error_line(&e)),
+    };
+    let now = selectors.matches(&object);
+    let before = event
+        .prev_value
+        .as_deref()
+        .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+        .is_some_and(|p| selectors.matches(&p));
+    let kind = match event.kind {
+        EventKind::Added => now.then_some("ADDED"),
+        EventKind::Deleted => now.then_some("DELETED"),
+        EventKind::Modified => match (before, now) {
+            (true, true) => Some("MODIFIED"),
+            (false, true) => Some("ADDED"),
+            (true, false) => Some("DELETED"),
+            (false, false) => None,
+        },
+    }?;
+    Some(line(kind, &object))
+}

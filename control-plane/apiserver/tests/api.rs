@@ -1,0 +1,909 @@
+//! The API server through `app(..).oneshot(..)` on a temporary SQLite store: what a client sees.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Method, Request, StatusCode, header},
+};
+use futures_util::StreamExt;
+use keelson_apiserver::{AppState, app, bootstrap};
+use keelson_store::{SqliteOptions, SqliteStore, Store};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Server {
+    store: Arc<dyn Store>,
+    router: Router,
+    _dir: tempfile::TempDir,
+}
+
+async fn server() -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(dir.path().join("state.db"), SqliteOptions::default())
+            .await
+            .expect("open the SQLite store"),
+    );
+    bootstrap(store.as_ref())
+        .await
+        .expect("bootstrap namespaces");
+    let router = app(AppState::new(Arc::clone(&store)));
+    Server {
+        store,
+        router,
+        _dir: dir,
+    }
+}
+
+impl Server {
+    async fn raw(
+        &self,
+        method: Method,
+        uri: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .expect("request");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router answers");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
+        (status, value)
+    }
+
+    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        self.raw(method, uri, "application/json", bytes).await
+    }
+
+    async fn ok(&self, method: Method, uri: &str, body: Option<Value>) -> Value {
+        let (status, value) = self.call(method.clone(), uri, body).await;
+        assert!(
+            status.is_success(),
+            "{method} {uri} should succeed, got {status}: {value}"
+        );
+        value
+    }
+
+    async fn patch(&self, uri: &str, content_type: &str, patch: Value) -> (StatusCode, Value) {
+        self.raw(
+            Method::PATCH,
+            uri,
+            content_type,
+            patch.to_string().into_bytes(),
+        )
+        .await
+    }
+}
+
+fn deployment(name: &str, replicas: i64) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"app": name}, "x-unknown": "kept?"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}]}
+            }
+        },
+        "futureField": {"survives": true}
+    })
+}
+
+fn configmap(name: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}, "data": {"k": "v"}})
+}
+
+fn assert_status(value: &Value, code: u16, reason: &str) {
+    assert_eq!(value["kind"], "Status", "not a Status: {value}");
+    assert_eq!(value["apiVersion"], "v1", "{value}");
+    assert_eq!(value["status"], "Failure", "{value}");
+    assert_eq!(value["code"], code, "{value}");
+    assert_eq!(value["reason"], reason, "{value}");
+    assert!(
+        value["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "no message: {value}"
+    );
+}
+
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
+const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
+
+#[tokio::test]
+async fn discovery_serves_what_kubectl_reads() {
+    let s = server().await;
+    let version = s.ok(Method::GET, "/version", None).await;
+    assert_eq!(version["gitVersion"], "v1.33.0-keelson");
+    let api = s.ok(Method::GET, "/api", None).await;
+    assert_eq!(api["versions"], json!(["v1"]));
+    let groups = s.ok(Method::GET, "/apis", None).await;
+    let names: Vec<&str> = groups["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    assert_eq!(names, ["apps", "discovery.k8s.io", "coordination.k8s.io"]);
+    let apps = s.ok(Method::GET, "/apis/apps/v1", None).await;
+    let scale = apps["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["name"] == "deployments/scale")
+        .expect("deployments/scale listed");
+    assert_eq!(
+        (&scale["group"], &scale["version"], &scale["kind"]),
+        (&json!("autoscaling"), &json!("v1"), &json!("Scale"))
+    );
+    let core = s.ok(Method::GET, "/api/v1", None).await;
+    let pods = core["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["name"] == "pods")
+        .expect("pods listed");
+    assert_eq!(pods["shortNames"], json!(["po"]));
+    assert_eq!(pods["namespaced"], true);
+    let (status, _) = s.call(Method::GET, "/openapi/v2", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = s.call(Method::GET, "/openapi/v3", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_status(&body, 404, "NotFound");
+    let namespaces = s.ok(Method::GET, "/api/v1/namespaces", None).await;
+    assert_eq!(
+        namespaces["items"].as_array().map(Vec::len),
+        Some(4),
+        "system namespaces: {namespaces}"
+    );
+}
+
+#[tokio::test]
+async fn create_get_update_delete_with_kubernetes_metadata() {
+    let s = server().await;
+    let created = s
+        .ok(Method::POST, DEPLOYMENTS, Some(deployment("web", 2)))
+        .await;
+    let meta = &created["metadata"];
+    assert_eq!(meta["namespace"], "default");
+    assert_eq!(meta["generation"], 1);
+    assert!(
+        meta["uid"].as_str().is_some_and(|u| u.len() == 36),
+        "uid: {meta}"
+    );
+    assert!(
+        meta["creationTimestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.len() == 20),
+        "{meta}"
+    );
+    let rv: i64 = meta["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .parse()
+        .expect("numeric rv");
+    assert_eq!(
+        created["futureField"],
+        json!({"survives": true}),
+        "unknown fields are kept"
+    );
+    assert_eq!(created["status"], json!({}), "status is reset on create");
+
+    let got = s.ok(Method::GET, &format!("{DEPLOYMENTS}/web"), None).await;
+    assert_eq!(got, created);
+
+    // Update with the current RV bumps generation when spec changes.
+    let mut changed = got.clone();
+    changed["spec"]["replicas"] = json!(5);
+    changed["status"] = json!({"replicas": 99});
+    let updated = s
+        .ok(
+            Method::PUT,
+            &format!("{DEPLOYMENTS}/web"),
+            Some(changed.clone()),
+        )
+        .await;
+    assert_eq!(updated["metadata"]["generation"], 2);
+    assert_eq!(updated["spec"]["replicas"], 5);
+    assert_eq!(updated["status"], json!({}), "main updates ignore status");
+    let new_rv: i64 = updated["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .parse()
+        .expect("numeric");
+    assert!(new_rv > rv);
+    assert_eq!(updated["metadata"]["uid"], meta["uid"]);
+
+    // Metadata-only change: no generation bump.
+    let mut labelled = updated.clone();
+    labelled["metadata"]["labels"]["extra"] = json!("yes");
+    let labelled = s
+        .ok(Method::PUT, &format!("{DEPLOYMENTS}/web"), Some(labelled))
+        .await;
+    assert_eq!(labelled["metadata"]["generation"], 2);
+
+    // Stale RV -> 409 Conflict.
+    let (status, body) = s
+        .call(Method::PUT, &format!("{DEPLOYMENTS}/web"), Some(changed))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_status(&body, 409, "Conflict");
+    assert_eq!(
+        body["details"],
+        json!({"name": "web", "group": "apps", "kind": "deployments"})
+    );
+
+    // Delete returns the object; then 404.
+    let deleted = s
+        .ok(
+            Method::DELETE,
+            &format!("{DEPLOYMENTS}/web"),
+            Some(json!({"propagationPolicy": "Foreground"})),
+        )
+        .await;
+    assert_eq!(deleted["metadata"]["name"], "web");
+    let (status, body) = s
+        .call(Method::GET, &format!("{DEPLOYMENTS}/web"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_status(&body, 404, "NotFound");
+    assert_eq!(body["message"], "deployments.apps \"web\" not found");
+}
+
+#[tokio::test]
+async fn client_mistakes_are_4xx_statuses() {
+    let s = server().await;
+    s.ok(Method::POST, CONFIGMAPS, Some(configmap("cfg", json!({}))))
+        .await;
+    let (status, body) = s
+        .call(Method::POST, CONFIGMAPS, Some(configmap("cfg", json!({}))))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_status(&body, 409, "AlreadyExists");
+    assert_eq!(body["details"]["name"], "cfg");
+
+    let (status, body) = s
+        .call(
+            Method::POST,
+            CONFIGMAPS,
+            Some(configmap("Not_Valid", json!({}))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_status(&body, 422, "Invalid");
+
+    let (status, body) = s
+        .raw(
+            Method::POST,
+            CONFIGMAPS,
+            "application/json",
+            b"{not json".to_vec(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_status(&body, 400, "BadRequest");
+
+    let (status, body) = s
+        .call(
+            Method::POST,
+            CONFIGMAPS,
+            Some(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "kind mismatch: {body}");
+    assert_status(&body, 400, "BadRequest");
+
+    let (status, body) = s
+        .call(
+            Method::POST,
+            CONFIGMAPS,
+            Some(json!({"metadata": {"name": "typed"}, "data": {"k": 5}})),
+        )
+        .await;
+    assert!(
+        status.is_client_error(),
+        "wrong field type must be 4xx, got {status}: {body}"
+    );
+
+    let (status, body) = s
+        .call(Method::GET, "/api/v1/namespaces/default/widgets", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_status(&body, 404, "NotFound");
+
+    let big = json!({"metadata": {"name": "big"}, "data": {"k": "x".repeat(4 * 1024 * 1024)}});
+    let (status, body) = s.call(Method::POST, CONFIGMAPS, Some(big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_status(&body, 413, "RequestEntityTooLarge");
+
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/nowhere/configmaps",
+            Some(configmap("a", json!({}))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_status(&body, 404, "NotFound");
+
+    let (status, body) = s
+        .call(
+            Method::POST,
+            &format!("{CONFIGMAPS}?dryRun=All"),
+            Some(configmap("b", json!({}))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_status(&body, 400, "BadRequest");
+
+    let (status, body) = s
+        .call(
+            Method::GET,
+            &format!("{CONFIGMAPS}?labelSelector=a%20in%20(b"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = s
+        .call(
+            Method::GET,
+            &format!("{CONFIGMAPS}?fieldSelector=spec.nodeName%3Dx"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "unsupported field on configmaps: {body}"
+    );
+}
+
+#[tokio::test]
+async fn generate_name_and_name_rules() {
+    let s = server().await;
+    let created = s
+        .ok(
+            Method::POST,
+            CONFIGMAPS,
+            Some(json!({"metadata": {"generateName": "job-"}})),
+        )
+        .await;
+    let name = created["metadata"]["name"].as_str().expect("name");
+    assert!(
+        name.starts_with("job-") && name.len() == 9,
+        "generated name {name}"
+    );
+    // Services need a DNS-1123 label: dots are not allowed.
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/default/services",
+            Some(json!({"metadata": {"name": "a.b"}, "spec": {"ports": [{"port": 80}]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
+
+#[tokio::test]
+async fn lists_filter_by_labels_and_fields_and_page() {
+    let s = server().await;
+    for (name, tier) in [("a", "fe"), ("b", "be"), ("c", "fe")] {
+        s.ok(
+            Method::POST,
+            CONFIGMAPS,
+            Some(configmap(name, json!({"tier": tier}))),
+        )
+        .await;
+    }
+    s.ok(
+        Method::POST,
+        "/api/v1/namespaces",
+        Some(json!({"metadata": {"name": "other"}})),
+    )
+    .await;
+    s.ok(
+        Method::POST,
+        "/api/v1/namespaces/other/configmaps",
+        Some(configmap("d", json!({"tier": "fe"}))),
+    )
+    .await;
+
+    let names = |list: &Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .expect("items is a list")
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}/{}",
+                    i["metadata"]["namespace"].as_str().unwrap_or(""),
+                    i["metadata"]["name"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    let list = s
+        .ok(
+            Method::GET,
+            &format!("{CONFIGMAPS}?labelSelector=tier%3Dfe"),
+            None,
+        )
+        .await;
+    assert_eq!(list["kind"], "ConfigMapList");
+    assert_eq!(list["apiVersion"], "v1");
+    assert!(
+        list["metadata"]["resourceVersion"]
+            .as_str()
+            .is_some_and(|rv| rv.parse::<i64>().is_ok())
+    );
+    assert_eq!(names(&list), ["default/a", "default/c"]);
+
+    let all = s
+        .ok(
+            Method::GET,
+            "/api/v1/configmaps?labelSelector=tier%20in%20(fe)",
+            None,
+        )
+        .await;
+    assert_eq!(names(&all), ["default/a", "default/c", "other/d"]);
+
+    let by_name = s
+        .ok(
+            Method::GET,
+            "/api/v1/configmaps?fieldSelector=metadata.name%21%3Da,metadata.namespace%3Ddefault",
+            None,
+        )
+        .await;
+    assert_eq!(names(&by_name), ["default/b", "default/c"]);
+
+    let empty = s
+        .ok(Method::GET, "/api/v1/namespaces/default/pods", None)
+        .await;
+    assert_eq!(empty["items"], json!([]), "an empty list is [] not null");
+
+    let page = s
+        .ok(Method::GET, &format!("{CONFIGMAPS}?limit=2"), None)
+        .await;
+    assert_eq!(names(&page), ["default/a", "default/b"]);
+    let token = page["metadata"]["continue"]
+        .as_str()
+        .expect("continue token");
+    let rest = s
+        .ok(
+            Method::GET,
+            &format!("{CONFIGMAPS}?limit=2&continue={token}"),
+            None,
+        )
+        .await;
+    assert_eq!(names(&rest), ["default/c"]);
+    assert!(rest["metadata"].get("continue").is_none());
+
+    // Pod field selectors: spec.nodeName and status.phase with !=.
+    for (name, node) in [("p1", "n1"), ("p2", "")] {
+        let mut pod = json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        if !node.is_empty() {
+            pod["spec"]["nodeName"] = json!(node);
+        }
+        s.ok(Method::POST, "/api/v1/namespaces/default/pods", Some(pod))
+            .await;
+    }
+    let on_n1 = s
+        .ok(
+            Method::GET,
+            "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1",
+            None,
+        )
+        .await;
+    assert_eq!(names(&on_n1), ["default/p1"]);
+    let not_running = s
+        .ok(
+            Method::GET,
+            "/api/v1/pods?fieldSelector=status.phase%21%3DRunning",
+            None,
+        )
+        .await;
+    assert_eq!(names(&not_running), ["default/p1", "default/p2"]);
+}
+
+/// Reads watch lines until `count` events arrived (or panics after a few seconds).
+async fn watch_events(router: &Router, uri: &str, count: usize) -> (StatusCode, Vec<Value>, Body) {
+    let request = Request::builder()
+        .uri(uri)
+        .body(Body::empty())
+        .expect("request");
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("the router answers");
+    let status = response.status();
+    let body = response.into_body();
+    let mut stream = body.into_data_stream();
+    let mut buffer = Vec::new();
+    let mut events = Vec::new();
+    while events.len() < count {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "watch {uri}: only {} of {count} events after 5 s: {events:?}",
+                    events.len()
+                )
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "watch {uri} ended after {} of {count} events: {events:?}",
+                    events.len()
+                )
+            })
+            .expect("watch chunk");
+        buffer.extend_from_slice(&chunk);
+        while let Some(pos) = buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=pos).collect();
+            events.push(serde_json::from_slice(&line).expect("each watch line is JSON"));
+        }
+    }
+    (status, events, Body::from_stream(stream))
+}
+
+fn summary(events: &[Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("").to_owned(),
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn watch_streams_added_modified_deleted_in_order() {
+    let s = server().await;
+    s.ok(
+        Method::POST,
+        CONFIGMAPS,
+        Some(configmap("before", json!({}))),
+    )
+    .await;
+    let list = s.ok(Method::GET, CONFIGMAPS, None).await;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_owned();
+
+    // From the list's RV: only changes after it.
+    let watcher = {
+        let router = s.router.clone();
+        let uri = format!("{CONFIGMAPS}?watch=true&resourceVersion={rv}&timeoutSeconds=10");
+        tokio::spawn(async move {
+            let (status, events, _) = watch_events(&router, &uri, 3).await;
+            (status, events)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let created = s
+        .ok(Method::POST, CONFIGMAPS, Some(configmap("w", json!({}))))
+        .await;
+    let mut changed = created.clone();
+    changed["data"]["k"] = json!("v2");
+    s.ok(Method::PUT, &format!("{CONFIGMAPS}/w"), Some(changed))
+        .await;
+    s.ok(Method::DELETE, &format!("{CONFIGMAPS}/w"), None).await;
+    let (status, events) = watcher.await.expect("watcher task");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        summary(&events),
+        [
+            ("ADDED".into(), "w".into()),
+            ("MODIFIED".into(), "w".into()),
+            ("DELETED".into(), "w".into())
+        ]
+    );
+    assert_eq!(events[1]["object"]["data"]["k"], "v2");
+    let rvs: Vec<i64> = events
+        .iter()
+        .map(|e| {
+            e["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .expect("rv")
+                .parse()
+                .expect("numeric")
+        })
+        .collect();
+    assert!(rvs.windows(2).all(|w| w[0] < w[1]), "RVs grow: {rvs:?}");
+
+    // Without RV: synthetic ADDED for what exists.
+    let (_, events, _) = watch_events(&s.router, &format!("{CONFIGMAPS}?watch=1"), 1).await;
+    assert_eq!(summary(&events), [("ADDED".into(), "before".into())]);
+
+    // Legacy /watch/ path with a name.
+    let (_, events, _) = watch_events(
+        &s.router,
+        "/api/v1/watch/namespaces/default/configmaps/before",
+        1,
+    )
+    .await;
+    assert_eq!(summary(&events), [("ADDED".into(), "before".into())]);
+}
+
+#[tokio::test]
+async fn watch_from_a_compacted_revision_is_410_expired() {
+    let s = server().await;
+    let first = s
+        .ok(Method::POST, CONFIGMAPS, Some(configmap("c", json!({}))))
+        .await;
+    let old_rv = first["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_owned();
+    let mut current = first;
+    for i in 0..3 {
+        current["data"]["k"] = json!(format!("v{i}"));
+        current = s
+            .ok(
+                Method::PUT,
+                &format!("{CONFIGMAPS}/c"),
+                Some(current.clone()),
+            )
+            .await;
+    }
+    let now = s.store.current_revision().await.expect("revision");
+    s.store.compact(now).await.expect("compact");
+    let (status, events, _) = watch_events(
+        &s.router,
+        &format!("{CONFIGMAPS}?watch=true&resourceVersion={old_rv}"),
+        1,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(events[0]["type"], "ERROR");
+    assert_status(&events[0]["object"], 410, "Expired");
+}
+
+#[tokio::test]
+async fn watch_honours_timeout_seconds() {
+    let s = server().await;
+    let request = Request::builder()
+        .uri(format!("{CONFIGMAPS}?watch=true&timeoutSeconds=1"))
+        .body(Body::empty())
+        .expect("request");
+    let response = s.router.clone().oneshot(request).await.expect("answer");
+    let started = std::time::Instant::now();
+    let body = tokio::time::timeout(
+        Duration::from_secs(5),
+        axum::body::to_bytes(response.into_body(), usize::MAX),
+    )
+    .await
+    .expect("the watch ends after timeoutSeconds")
+    .expect("body");
+    assert!(body.is_empty(), "no events: {body:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn status_subresource_changes_only_status() {
+    let s = server().await;
+    let created = s
+        .ok(Method::POST, DEPLOYMENTS, Some(deployment("web", 1)))
+        .await;
+    let mut body = created.clone();
+    body["spec"]["replicas"] = json!(7);
+    body["status"] = json!({"replicas": 1, "observedGeneration": 1});
+    let updated = s
+        .ok(
+            Method::PUT,
+            &format!("{DEPLOYMENTS}/web/status"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(updated["status"]["replicas"], 1);
+    assert_eq!(updated["spec"]["replicas"], 1, "status updates ignore spec");
+    assert_eq!(updated["metadata"]["generation"], 1);
+    let (status, patched) = s
+        .patch(
+            &format!("{DEPLOYMENTS}/web/status"),
+            "application/merge-patch+json",
+            json!({"status": {"availableReplicas": 1}, "spec": {"replicas": 9}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["status"]["availableReplicas"], 1);
+    assert_eq!(patched["spec"]["replicas"], 1);
+}
+
+#[tokio::test]
+async fn scale_subresource_reads_and_writes_replicas() {
+    let s = server().await;
+    s.ok(Method::POST, DEPLOYMENTS, Some(deployment("web", 2)))
+        .await;
+    let scale = s
+        .ok(Method::GET, &format!("{DEPLOYMENTS}/web/scale"), None)
+        .await;
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["apiVersion"], "autoscaling/v1");
+    assert_eq!(scale["spec"]["replicas"], 2);
+    assert_eq!(scale["status"]["selector"], "app=web");
+    let (status, patched) = s
+        .patch(
+            &format!("{DEPLOYMENTS}/web/scale"),
+            "application/merge-patch+json",
+            json!({"spec": {"replicas": 4}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["kind"], "Scale");
+    assert_eq!(patched["spec"]["replicas"], 4);
+    let mut put = patched.clone();
+    put["spec"]["replicas"] = json!(6);
+    let put = s
+        .ok(Method::PUT, &format!("{DEPLOYMENTS}/web/scale"), Some(put))
+        .await;
+    assert_eq!(put["spec"]["replicas"], 6);
+    let deployment = s.ok(Method::GET, &format!("{DEPLOYMENTS}/web"), None).await;
+    assert_eq!(deployment["spec"]["replicas"], 6);
+    assert_eq!(deployment["metadata"]["generation"], 3);
+    // A stale Scale -> 409.
+    let (status, body) = s
+        .call(
+            Method::PUT,
+            &format!("{DEPLOYMENTS}/web/scale"),
+            Some(patched),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_status(&body, 409, "Conflict");
+}
+
+#[tokio::test]
+async fn merge_json_and_strategic_patches() {
+    let s = server().await;
+    s.ok(Method::POST, DEPLOYMENTS, Some(deployment("web", 1)))
+        .await;
+    let uri = format!("{DEPLOYMENTS}/web");
+    let (status, merged) = s
+        .patch(
+            &uri,
+            "application/merge-patch+json",
+            json!({"metadata": {"labels": {"team": "a"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{merged}");
+    assert_eq!(
+        merged["metadata"]["labels"],
+        json!({"app": "web", "team": "a"})
+    );
+
+    let (status, jsonp) = s
+        .patch(
+            &uri,
+            "application/json-patch+json",
+            json!([{"op": "replace", "path": "/spec/replicas", "value": 3}]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{jsonp}");
+    assert_eq!(jsonp["spec"]["replicas"], 3);
+    assert_eq!(jsonp["metadata"]["generation"], 2);
+
+    let (status, failed) = s
+        .patch(
+            &uri,
+            "application/json-patch+json",
+            json!([{"op": "test", "path": "/spec/replicas", "value": 99}]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{failed}");
+
+    // kubectl apply's re-apply: containers merged by name, a sidecar added.
+    let (status, smp) = s
+        .patch(
+            &uri,
+            "application/strategic-merge-patch+json",
+            json!({"spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "web"}, {"name": "side"}],
+                "containers": [{"name": "web", "image": "nginx:1.28"}, {"name": "side", "image": "busybox"}]
+            }}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{smp}");
+    let containers = &smp["spec"]["template"]["spec"]["containers"];
+    assert_eq!(containers[0]["image"], "nginx:1.28");
+    assert_eq!(
+        containers[0]["ports"][0]["containerPort"], 80,
+        "merged, not replaced: {containers}"
+    );
+    assert_eq!(containers[1]["name"], "side");
+
+    let (status, body) = s
+        .patch(&uri, "application/apply-patch+yaml", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+    let (status, body) = s
+        .patch(
+            &format!("{DEPLOYMENTS}/nope"),
+            "application/merge-patch+json",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[tokio::test]
+async fn bound_pods_and_namespaces_delete_gracefully() {
+    let s = server().await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = |name: &str| json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    s.ok(Method::POST, pods, Some(pod("free"))).await;
+    s.ok(Method::POST, pods, Some(pod("bound"))).await;
+    let (status, body) = s
+        .call(Method::POST, &format!("{pods}/bound/binding"), Some(json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"}, "target": {"kind": "Node", "name": "n1"}})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = s
+        .call(
+            Method::POST,
+            &format!("{pods}/bound/binding"),
+            Some(json!({"target": {"name": "n2"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "binding twice: {body}");
+
+    s.ok(Method::DELETE, &format!("{pods}/free"), None).await;
+    let (status, _) = s.call(Method::GET, &format!("{pods}/free"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "unscheduled pods go at once");
+
+    let terminating = s.ok(Method::DELETE, &format!("{pods}/bound"), None).await;
+    assert!(
+        terminating["metadata"]["deletionTimestamp"].is_string(),
+        "{terminating}"
+    );
+    assert_eq!(terminating["metadata"]["deletionGracePeriodSeconds"], 30);
+    s.ok(Method::GET, &format!("{pods}/bound"), None).await;
+    s.ok(
+        Method::DELETE,
+        &format!("{pods}/bound?gracePeriodSeconds=0"),
+        None,
+    )
+    .await;
+    let (status, _) = s.call(Method::GET, &format!("{pods}/bound"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "grace 0 removes it");
+
+    s.ok(
+        Method::POST,
+        "/api/v1/namespaces",
+        Some(json!({"metadata": {"name": "gone"}})),
+    )
+    .await;
+    let ns = s.ok(Method::DELETE, "/api/v1/namespaces/gone", None).await;
+    assert_eq!(ns["status"]["phase"], "Terminating");
+    assert!(ns["metadata"]["deletionTimestamp"].is_string());
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/gone/configmaps",
+            Some(configmap("x", json!({}))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}

@@ -1,0 +1,444 @@
+//! End to end: the real `keelson-control-plane` binary on a loopback port, driven by the real
+//! kubectl 1.33 and 1.27 through the admin kubeconfig it writes (the acceptance list of issue 4).
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+const KUBECTL_DIR: &str = "/usr/lib/google-cloud-sdk/bin";
+
+/// `target/<profile>/keelson-control-plane`, next to this test's `deps/` directory.
+fn control_plane_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let found = exe
+        .ancestors()
+        .skip(1)
+        .take(3)
+        .map(|dir| dir.join("keelson-control-plane"))
+        .find(|candidate| candidate.is_file());
+    found.unwrap_or_else(|| {
+        panic!(
+            "keelson-control-plane is not built next to {}: run `cargo build -p \
+             keelson-control-plane` (`cargo nextest run --workspace` builds it too)",
+            exe.display()
+        )
+    })
+}
+
+fn kubectl_binary(minor: u32) -> PathBuf {
+    let path = Path::new(KUBECTL_DIR).join(format!("kubectl.1.{minor}"));
+    assert!(
+        path.is_file(),
+        "{} is missing: this test needs the machine image's kubectl 1.{minor} (google-cloud-sdk)",
+        path.display()
+    );
+    path
+}
+
+/// A running control plane in a temporary data directory; killed on drop.
+struct ControlPlane {
+    child: Child,
+    kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl ControlPlane {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp data dir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let listen = SocketAddr::from(([127, 0, 0, 1], port));
+        let log = std::fs::File::create(dir.path().join("control-plane.log")).expect("log file");
+        let child = Command::new(control_plane_binary())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--listen")
+            .arg(listen.to_string())
+            .env("RUST_LOG", "info,keelson_apiserver=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start keelson-control-plane");
+        let plane = Self {
+            child,
+            kubeconfig: dir.path().join("admin.kubeconfig"),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(plane.kubeconfig.is_file() && healthy(listen)) {
+            assert!(
+                Instant::now() < deadline,
+                "keelson-control-plane did not become ready on {listen} within 20 s; log:\n{}",
+                plane.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        plane
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("control-plane.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn healthy(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok")
+}
+
+/// kubectl of one version against one control plane.
+struct Kubectl<'a> {
+    binary: PathBuf,
+    plane: &'a ControlPlane,
+}
+
+impl Kubectl<'_> {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .env("KUBECONFIG", &self.plane.kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .arg("--request-timeout=30s")
+            .args(args);
+        command
+    }
+
+    /// Runs kubectl, panicking with its output (and the server log) unless it succeeds.
+    fn run(&self, args: &[&str]) -> String {
+        let output = self.command(args).output().expect("run kubectl");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "`kubectl {}` failed ({}):\nstdout: {stdout}\nstderr: {}\nserver log:\n{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr),
+            self.plane.log()
+        );
+        stdout
+    }
+
+    /// Runs kubectl expecting failure; returns stderr.
+    fn fail(&self, args: &[&str]) -> String {
+        let output = self.command(args).output().expect("run kubectl");
+        assert!(
+            !output.status.success(),
+            "`kubectl {}` should fail but printed {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+}
+
+const MANIFEST: &str = r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: demo
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: IMAGE
+        ports:
+        - containerPort: 80
+        env:
+        - {name: GREETING, value: hello}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: demo
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: 80
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: cfg
+  namespace: demo
+  labels: {tier: config}
+data:
+  key: VALUE
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+  namespace: demo
+stringData:
+  password: hunter2
+"#;
+
+fn write_manifest(dir: &Path, name: &str, image: &str, value: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        MANIFEST.replace("IMAGE", image).replace("VALUE", value),
+    )
+    .expect("write manifest");
+    path.to_string_lossy().into_owned()
+}
+
+fn assert_contains(haystack: &str, needle: &str, what: &str) {
+    assert!(
+        haystack.contains(needle),
+        "{what}: expected {needle:?} in:\n{haystack}"
+    );
+}
+
+/// `kubectl get -w` sees a change made while it watches.
+fn watch_sees_a_patch(k: &Kubectl<'_>) {
+    let mut watcher = k
+        .command(&[
+            "get",
+            "configmaps",
+            "-n",
+            "demo",
+            "-w",
+            "-o",
+            "custom-columns=NAME:.metadata.name,KEY:.data.key",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kubectl get -w");
+    let stdout = watcher.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str, seen: &mut Vec<String>| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+                let hit = line.contains(needle);
+                seen.push(line);
+                if hit {
+                    return true;
+                }
+            }
+        }
+        false
+    };
+    let mut seen = Vec::new();
+    let initial = wait_for("two", &mut seen);
+    k.run(&[
+        "patch",
+        "configmap",
+        "cfg",
+        "-n",
+        "demo",
+        "-p",
+        r#"{"data":{"key":"watched"}}"#,
+    ]);
+    let changed = initial && wait_for("watched", &mut seen);
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert!(initial, "kubectl get -w never listed cfg: {seen:?}");
+    assert!(changed, "kubectl get -w did not show the patch: {seen:?}");
+}
+
+fn scenario(minor: u32) {
+    let plane = ControlPlane::start();
+    let k = Kubectl {
+        binary: kubectl_binary(minor),
+        plane: &plane,
+    };
+    let dir = plane.dir.path();
+    let first = write_manifest(dir, "first.yaml", "nginx:1.27", "one");
+    let second = write_manifest(dir, "second.yaml", "nginx:1.28", "two");
+
+    let out = k.run(&["get", "namespaces", "-o", "name"]);
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert_contains(&out, &format!("namespace/{ns}"), "system namespaces");
+    }
+
+    let out = k.run(&["apply", "-f", &first]);
+    for created in [
+        "namespace/demo created",
+        "deployment.apps/web created",
+        "service/web created",
+        "configmap/cfg created",
+        "secret/creds created",
+    ] {
+        assert_contains(&out, created, "first apply");
+    }
+    let out = k.run(&["apply", "-f", &second]);
+    assert_contains(&out, "deployment.apps/web configured", "second apply");
+    assert_contains(&out, "configmap/cfg configured", "second apply");
+    assert_contains(&out, "service/web unchanged", "second apply");
+
+    let out = k.run(&["get", "configmap", "cfg", "-n", "demo", "-o", "yaml"]);
+    assert_contains(&out, "key: two", "re-applied ConfigMap");
+    let out = k.run(&[
+        "get",
+        "deployment",
+        "web",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image} {.metadata.generation}",
+    ]);
+    assert_eq!(
+        out, "nginx:1.28 2",
+        "re-applied Deployment (image, generation)"
+    );
+
+    let out = k.run(&[
+        "get",
+        "deployments",
+        "-n",
+        "demo",
+        "-l",
+        "app=web",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(out.trim(), "deployment.apps/web", "label selector");
+    let out = k.run(&[
+        "get",
+        "configmaps",
+        "-n",
+        "demo",
+        "-l",
+        "tier!=config",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(out.trim(), "", "negative label selector");
+    let out = k.run(&[
+        "get",
+        "namespaces",
+        "--field-selector",
+        "metadata.name=demo",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(out.trim(), "namespace/demo", "field selector");
+    let out = k.run(&["get", "configmaps", "-A"]);
+    assert_contains(&out, "demo", "get -A");
+    assert_contains(&out, "cfg", "get -A");
+    let out = k.run(&[
+        "get",
+        "secret",
+        "creds",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.data.password}",
+    ]);
+    assert_eq!(out, "aHVudGVyMg==", "stringData is folded into base64 data");
+
+    let out = k.run(&["describe", "deployment", "web", "-n", "demo"]);
+    assert_contains(&out, "2 desired", "describe deployment");
+    assert_contains(&out, "nginx:1.28", "describe deployment");
+    let out = k.run(&["describe", "service", "web", "-n", "demo"]);
+    assert_contains(&out, "app=web", "describe service");
+
+    let out = k.run(&["scale", "deployment", "web", "-n", "demo", "--replicas=3"]);
+    assert_contains(&out, "scaled", "kubectl scale");
+    let out = k.run(&[
+        "get",
+        "deployment",
+        "web",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.spec.replicas} {.metadata.generation}",
+    ]);
+    assert_eq!(out, "3 3", "scaled Deployment (replicas, generation)");
+
+    k.run(&["label", "configmap", "cfg", "-n", "demo", "color=blue"]);
+    k.run(&["annotate", "configmap", "cfg", "-n", "demo", "note=hi"]);
+    let out = k.run(&[
+        "get",
+        "configmap",
+        "cfg",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.metadata.labels.color} {.metadata.annotations.note} {.metadata.labels.tier}",
+    ]);
+    assert_eq!(out, "blue hi config", "label and annotate");
+
+    watch_sees_a_patch(&k);
+
+    let out = k.run(&["delete", "deployment", "web", "-n", "demo", "--timeout=30s"]);
+    assert_contains(&out, "deployment.apps \"web\" deleted", "delete deployment");
+    let err = k.fail(&["get", "deployment", "web", "-n", "demo"]);
+    assert_contains(&err, "NotFound", "deleted deployment");
+    let out = k.run(&[
+        "delete",
+        "service/web",
+        "configmap/cfg",
+        "secret/creds",
+        "-n",
+        "demo",
+        "--timeout=30s",
+    ]);
+    assert_contains(&out, "configmap \"cfg\" deleted", "delete several");
+    let out = k.run(&["get", "all,configmaps,secrets", "-n", "demo", "-o", "name"]);
+    assert_eq!(out.trim(), "", "everything in demo is gone");
+
+    // Namespaces terminate; finishing them is the namespace controller's job.
+    k.run(&["delete", "namespace", "demo", "--wait=false"]);
+    let out = k.run(&["get", "namespace", "demo", "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(out, "Terminating", "deleted namespace");
+}
+
+#[test]
+fn kubectl_1_33_drives_the_api() {
+    scenario(33);
+}
+
+#[test]
+fn kubectl_1_27_drives_the_api() {
+    scenario(27);
+}
