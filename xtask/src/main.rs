@@ -3,7 +3,9 @@
 //! - `setup`: install and start everything the project needs on this machine (idempotent).
 //! - `up`: the main job, an all-in-one node on this machine.
 //! - `test`: formatting, lints and every test tier, as CI runs them.
+//! - `bench`: benchmarks (`bench datapath`: keelson's service datapath against kube-proxy's).
 
+mod bench;
 mod cmd;
 mod setup;
 mod test;
@@ -29,6 +31,8 @@ enum Command {
     Test(test::TestArgs),
     /// Run setup, build the release binaries and start keelson on this machine.
     Up,
+    /// Build and run a benchmark as root (`bench datapath [--quick]`); results go to results/.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(),
         Command::Test(args) => test::run(&args),
         Command::Up => up::run(),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

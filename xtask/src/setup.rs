@@ -37,6 +37,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("conntrack", "datapath benchmarks flush kernel conntrack"),
     ("iptables", "kube-proxy baseline in the datapath benchmark"),
     ("nftables", "kube-proxy baseline in the datapath benchmark"),
+    ("fonts-dejavu-core", "text in the datapath benchmark's plot"),
 ];
 
 /// The bpf-linker release that builds against LLVM 22 (see shared/TOOLCHAIN.md).

@@ -1,0 +1,17 @@
+//! keelson's benchmarks.
+//!
+//! `keelson-bench datapath` (run it with `cargo xtask bench datapath`) measures one ClusterIP
+//! Service served by keelson's eBPF datapath and by kube-proxy's iptables and nftables layouts,
+//! side by side, against clients that connect to the pods directly. See [`datapath`].
+//!
+//! The pure parts — statistics, the table, the plot data, the load generator's report, the
+//! kube-proxy rule generators — are unit-tested; the driver needs root.
+
+pub mod datapath;
+pub mod echo;
+pub mod kubeproxy;
+pub mod loadgen;
+pub mod plot;
+pub mod report;
+pub mod services;
+pub mod stats;

@@ -1,0 +1,36 @@
+//! `keelson-bench`: keelson's benchmarks. Needs root; `cargo xtask bench datapath` builds and
+//! runs it.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use keelson_bench::datapath;
+
+#[derive(Debug, Parser)]
+#[command(name = "keelson-bench", about = "keelson's benchmarks (needs root)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One ClusterIP Service served directly, by keelson's socket-LB and by kube-proxy's
+    /// iptables and nftables layouts, at 1, 1000 and 10000 Services; writes
+    /// results/bench-datapath.md and .png.
+    Datapath(datapath::Options),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Datapath(options) => datapath::run(options),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("\nkeelson-bench: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

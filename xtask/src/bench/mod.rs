@@ -1,0 +1,57 @@
+//! `cargo xtask bench`: keelson's benchmarks.
+//!
+//! - `datapath`: builds `keelson-bench` in release mode and runs `keelson-bench datapath` (as
+//!   root), which compares one ClusterIP Service served directly, by keelson's socket-LB and by
+//!   kube-proxy's iptables and nftables layouts, and writes `results/bench-datapath.md` and
+//!   `results/bench-datapath.png`. Arguments after `datapath` go to it (`--quick`, `--duration`,
+//!   `--rounds`, `--scales`, …; `-- --help` lists them).
+
+use std::{os::unix::process::CommandExt as _, path::PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use crate::cmd::{self, command, repo_root};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    which: Which,
+}
+
+#[derive(Debug, Subcommand)]
+enum Which {
+    /// The service datapath, side by side with kube-proxy's iptables and nftables layouts.
+    Datapath {
+        /// Arguments for `keelson-bench datapath` (e.g. `--quick`, `--scales 1,1000`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let Which::Datapath { args } = &args.which;
+    cmd::require_root("cargo xtask bench")?;
+    println!("==> bench: building keelson-bench (release)");
+    cmd::run(command("cargo").args(["build", "--release", "--package", "keelson-bench"]))?;
+    let binary = target_dir().join("release/keelson-bench");
+    let mut bench = command(&binary.display().to_string());
+    bench.arg("datapath");
+    if !args.iter().any(|a| a.starts_with("--output-dir")) {
+        bench.arg("--output-dir").arg(repo_root().join("results"));
+    }
+    bench.args(args);
+    println!("$ {}", cmd::display(&bench));
+    // Replace this process: Ctrl-C then reaches the benchmark alone, which cleans up.
+    let error = bench.exec();
+    Err(error).with_context(|| format!("cannot start {}", binary.display()))
+}
+
+/// Where cargo puts build output: `$CARGO_TARGET_DIR` (relative to the repository root when
+/// relative) or `target/`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => repo_root().join(dir),
+        None => repo_root().join("target"),
+    }
+}
