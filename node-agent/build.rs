@@ -27,5 +27,20 @@ fn main() -> anyhow::Result<()> {
     aya_build::build_ebpf([package], Toolchain::default()).context(
         "building the eBPF programs failed; the toolchain comes from `cargo xtask setup` \
          (nightly with rust-src, and bpf-linker built against LLVM 22)",
-    )
+    )?;
+    // Say in the build log what was built and by what, once per (re)build of the objects.
+    let out_dir = std::path::PathBuf::from(std::env::var_os("OUT_DIR").context("OUT_DIR")?);
+    let linker = std::process::Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "bpf-linker".to_owned());
+    for object in ["keelson-lb", "keelson-counters"] {
+        let size = std::fs::metadata(out_dir.join(object))
+            .with_context(|| format!("the eBPF object {object} was not built"))?
+            .len();
+        println!("cargo:warning=eBPF object {object} ({size} bytes) linked by {linker}");
+    }
+    Ok(())
 }
