@@ -4,3 +4,4 @@
 //! join it as the later issues land (see `README.md`).
 
 pub mod datapath;
+pub mod service_sync;

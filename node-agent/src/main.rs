@@ -19,6 +19,9 @@ enum Command {
     /// Load every embedded eBPF program into this kernel (the verifier checks each) and report
     /// what it accepted. Attaches nothing; needs root (CAP_BPF and CAP_NET_ADMIN).
     Check,
+    /// Run the node agent: load the service datapath, attach socket-LB to the cgroup, follow
+    /// Services and EndpointSlices through the API and serve /metrics. (Pods come with issue 6.)
+    Run(RunArgs),
     /// Inspect the service load balancer's pinned maps.
     Lb {
         #[command(subcommand)]
@@ -29,6 +32,32 @@ enum Command {
         #[command(subcommand)]
         command: CtCommand,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    pins: PinArgs,
+    /// Kubeconfig for the API server (the admin or the node's credentials).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// cgroup2 directory whose sockets are load-balanced (the node's cgroup2 root in production).
+    #[arg(long, env = "KEELSON_CGROUP", default_value = "/sys/fs/cgroup/unified")]
+    cgroup: PathBuf,
+    /// This node's addresses, where NodePorts answer (repeat the flag for several).
+    #[arg(
+        long = "node-address",
+        env = "KEELSON_NODE_ADDRESSES",
+        value_delimiter = ','
+    )]
+    node_addresses: Vec<std::net::Ipv4Addr>,
+    /// Address for /metrics and /healthz.
+    #[arg(
+        long,
+        env = "KEELSON_METRICS_LISTEN",
+        default_value = "127.0.0.1:10249"
+    )]
+    metrics_listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +108,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check => check(),
+        Command::Run(args) => match run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("keelson-node-agent run: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Lb {
             command: LbCommand::List(args),
         } => lb_list(&args),
@@ -94,6 +130,68 @@ fn main() -> ExitCode {
             datapath::lb::metrics_text(dir).map(|text| vec![text.trim_end().to_owned()])
         }),
     }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+
+    let pin_dir = args.pins.pin_dir();
+    let mut lb = datapath::lb::LoadBalancer::load(&datapath::lb::LbConfig::new(&pin_dir))
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+        .context("loading the service datapath")?;
+    lb.attach_cgroup(&args.cgroup)
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+        .with_context(|| format!("attaching socket-LB to {}", args.cgroup.display()))?;
+    let node = datapath::lb::NodeContext {
+        node_name: args.pins.node_name.clone(),
+        node_addresses: args.node_addresses.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
+            .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .context("using the kubeconfig")?;
+        let client = kube::Client::try_from(config).context("building the API client")?;
+        let listener = tokio::net::TcpListener::bind(args.metrics_listen)
+            .await
+            .with_context(|| format!("listening on {}", args.metrics_listen))?;
+        let metrics_pins = pin_dir.clone();
+        let app = axum::Router::new()
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let pins = metrics_pins.clone();
+                    async move {
+                        match datapath::lb::metrics_text(&pins) {
+                            Ok(text) => (axum::http::StatusCode::OK, text),
+                            Err(e) => (
+                                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                                format!("# datapath maps unreadable: {}\n", error_chain(&e)),
+                            ),
+                        }
+                    }
+                }),
+            );
+        tracing::info!(node = %node.node_name, pins = %pin_dir.display(), metrics = %args.metrics_listen, "node agent running");
+        tokio::select! {
+            served = axum::serve(listener, app) => served.context("serving /metrics"),
+            synced = keelson_node_agent::service_sync::run(client, &mut lb, node) => synced,
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("stopping; pinned maps and links stay for the next start");
+                Ok(())
+            }
+        }
+    })
 }
 
 fn lb_list(args: &PinArgs) -> ExitCode {

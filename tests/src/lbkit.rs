@@ -121,8 +121,8 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Runs the `keelson-node-agent` binary built next to the test binaries and returns its stdout.
-pub fn node_agent(args: &[&str]) -> String {
+/// `target/<profile>/keelson-node-agent`, next to the test binaries' `deps/`.
+pub fn node_agent_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let dir = exe
         .parent()
@@ -134,6 +134,12 @@ pub fn node_agent(args: &[&str]) -> String {
         "{} is missing: build the workspace first (cargo xtask test does)",
         agent.display()
     );
+    agent
+}
+
+/// Runs the `keelson-node-agent` binary built next to the test binaries and returns its stdout.
+pub fn node_agent(args: &[&str]) -> String {
+    let agent = node_agent_binary();
     let output = std::process::Command::new(&agent)
         .args(args)
         .output()

@@ -4,6 +4,7 @@
 //! names the command that installs it: a test here never passes by skipping.
 
 pub mod cgroup;
+pub mod cluster;
 pub mod etcd;
 pub mod lbkit;
 pub mod netns;

@@ -1,0 +1,192 @@
+//! The agent's service sync: watches Services and EndpointSlices through the Kubernetes API
+//! (kube-rs watchers), turns each changed Service into frontends and applies only that Service's
+//! map writes. After both initial lists, entries adopted from a previous run that no Service
+//! claims are removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures_util::{StreamExt as _, TryStreamExt as _, stream};
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use kube::{
+    Api, Client, ResourceExt as _,
+    runtime::watcher::{self, Event},
+};
+
+use crate::datapath::lb::{self, LoadBalancer, NodeContext};
+
+/// The label tying an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// One event from either watcher (boxed: a Service is much larger than an EndpointSlice).
+enum Change {
+    Service(Box<Event<Service>>),
+    Slice(Box<Event<EndpointSlice>>),
+}
+
+/// What the watchers have seen, by `namespace/name`.
+#[derive(Default)]
+struct Cache {
+    services: BTreeMap<String, Service>,
+    /// Slices by service id, then by slice name.
+    slices: BTreeMap<String, BTreeMap<String, EndpointSlice>>,
+    services_listed: bool,
+    slices_listed: bool,
+    initial_sync_done: bool,
+}
+
+fn service_id(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+fn slice_owner(slice: &EndpointSlice) -> Option<(String, String)> {
+    let service = slice.labels().get(SERVICE_NAME_LABEL)?;
+    Some((
+        service_id(&slice.namespace().unwrap_or_default(), service),
+        slice.name_any(),
+    ))
+}
+
+/// Runs until the watch streams end (they retry on errors, so: until the process stops).
+pub async fn run(client: Client, lb: &mut LoadBalancer, node: NodeContext) -> anyhow::Result<()> {
+    let services = watcher::watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .map_ok(|e| Change::Service(Box::new(e)));
+    let slices = watcher::watcher(
+        Api::<EndpointSlice>::all(client),
+        watcher::Config::default(),
+    )
+    .map_ok(|e| Change::Slice(Box::new(e)));
+    let mut changes = stream::select(services, slices).boxed();
+    let mut cache = Cache::default();
+    let mut pending_services: BTreeSet<String> = BTreeSet::new();
+    let mut pending_slices: BTreeMap<String, BTreeMap<String, EndpointSlice>> = BTreeMap::new();
+    while let Some(change) = changes.next().await {
+        let change = match change {
+            Ok(change) => change,
+            Err(error) => {
+                // The watcher retries by itself; say so once per failure.
+                tracing::warn!(%error, "watching Services/EndpointSlices");
+                continue;
+            }
+        };
+        let mut dirty: BTreeSet<String> = BTreeSet::new();
+        match change {
+            Change::Service(event) => match *event {
+                Event::Apply(svc) => {
+                    let id = service_id(&svc.namespace().unwrap_or_default(), &svc.name_any());
+                    cache.services.insert(id.clone(), svc);
+                    dirty.insert(id);
+                }
+                Event::Delete(svc) => {
+                    let id = service_id(&svc.namespace().unwrap_or_default(), &svc.name_any());
+                    cache.services.remove(&id);
+                    dirty.insert(id);
+                }
+                Event::Init => pending_services.clear(),
+                Event::InitApply(svc) => {
+                    pending_services.insert(service_id(
+                        &svc.namespace().unwrap_or_default(),
+                        &svc.name_any(),
+                    ));
+                    let id = service_id(&svc.namespace().unwrap_or_default(), &svc.name_any());
+                    cache.services.insert(id, svc);
+                }
+                Event::InitDone => {
+                    // Services gone during a re-list: drop them.
+                    let gone: Vec<String> = cache
+                        .services
+                        .keys()
+                        .filter(|id| !pending_services.contains(*id))
+                        .cloned()
+                        .collect();
+                    for id in gone {
+                        cache.services.remove(&id);
+                    }
+                    dirty.extend(cache.services.keys().cloned());
+                    cache.services_listed = true;
+                }
+            },
+            Change::Slice(event) => match *event {
+                Event::Apply(slice) => {
+                    if let Some((owner, name)) = slice_owner(&slice) {
+                        cache
+                            .slices
+                            .entry(owner.clone())
+                            .or_default()
+                            .insert(name, slice);
+                        dirty.insert(owner);
+                    }
+                }
+                Event::Delete(slice) => {
+                    if let Some((owner, name)) = slice_owner(&slice) {
+                        if let Some(slices) = cache.slices.get_mut(&owner) {
+                            slices.remove(&name);
+                        }
+                        dirty.insert(owner);
+                    }
+                }
+                Event::Init => pending_slices.clear(),
+                Event::InitApply(slice) => {
+                    if let Some((owner, name)) = slice_owner(&slice) {
+                        pending_slices.entry(owner).or_default().insert(name, slice);
+                    }
+                }
+                Event::InitDone => {
+                    // The re-list replaces every slice at once.
+                    dirty.extend(cache.slices.keys().cloned());
+                    cache.slices = std::mem::take(&mut pending_slices);
+                    dirty.extend(cache.slices.keys().cloned());
+                    cache.slices_listed = true;
+                }
+            },
+        }
+        if !(cache.services_listed && cache.slices_listed) {
+            continue;
+        }
+        for id in dirty {
+            let frontends = match cache.services.get(&id) {
+                Some(svc) => {
+                    let slices: Vec<&EndpointSlice> = cache
+                        .slices
+                        .get(&id)
+                        .map(|s| s.values().collect())
+                        .unwrap_or_default();
+                    lb::frontends(svc, &slices, &node)
+                }
+                None => Vec::new(),
+            };
+            match lb.update(&id, frontends) {
+                Ok(writes) if writes > 0 => {
+                    tracing::info!(service = %id, writes, "datapath updated")
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(service = %id, error = %error_chain(&error), "datapath update failed")
+                }
+            }
+        }
+        if !cache.initial_sync_done {
+            cache.initial_sync_done = true;
+            match lb.finish_initial_sync() {
+                Ok(removed) => tracing::info!(removed, "initial service sync done"),
+                Err(error) => {
+                    tracing::error!(error = %error_chain(&error), "initial sync cleanup failed")
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
