@@ -5,3 +5,15 @@
 
 pub mod datapath;
 pub mod service_sync;
+
+/// An error and its sources on one line (`a: b: c`), for logs and one-line CLI causes.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

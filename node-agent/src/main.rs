@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use keelson_node_agent::datapath;
+use keelson_node_agent::{datapath, error_chain};
 use tracing_subscriber::EnvFilter;
 
 /// keelson's node agent: pods, pod networking and the eBPF service datapath.
@@ -236,17 +236,6 @@ fn print_lines(
             ExitCode::FAILURE
         }
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn check() -> ExitCode {

@@ -12,7 +12,10 @@ use kube::{
     runtime::watcher::{self, Event},
 };
 
-use crate::datapath::lb::{self, LoadBalancer, NodeContext};
+use crate::{
+    datapath::lb::{self, LoadBalancer, NodeContext},
+    error_chain,
+};
 
 /// The label tying an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -178,15 +181,4 @@ pub async fn run(client: Client, lb: &mut LoadBalancer, node: NodeContext) -> an
         }
     }
     Ok(())
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -13,7 +13,7 @@ use keelson_ebpf_common::{
     programs::{TC_COUNT_EGRESS, TC_COUNT_INGRESS},
 };
 
-use super::{DatapathError, load_object};
+use super::{DatapathError, load_object, program_mut};
 
 /// A TC hook of an interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,12 +80,12 @@ impl IfaceCounterProgram {
     pub fn load() -> Result<Self, DatapathError> {
         let mut ebpf = load_object()?;
         for program in [TC_COUNT_INGRESS, TC_COUNT_EGRESS] {
-            classifier(&mut ebpf, program)?.load().map_err(|source| {
-                DatapathError::LoadProgram {
+            program_mut::<SchedClassifier>(&mut ebpf, program)?
+                .load()
+                .map_err(|source| DatapathError::LoadProgram {
                     program: program.to_owned(),
                     source: Box::new(source),
-                }
-            })?;
+                })?;
         }
         Ok(Self { ebpf })
     }
@@ -101,7 +101,7 @@ impl IfaceCounterProgram {
                 tracing::debug!(interface, %error, "adding the clsact qdisc");
             }
         }
-        classifier(&mut self.ebpf, program)?
+        program_mut::<SchedClassifier>(&mut self.ebpf, program)?
             .attach(interface, direction.attach_type())
             .map_err(|source| DatapathError::Attach {
                 program,
@@ -146,22 +146,6 @@ impl IfaceCounterProgram {
             }),
         }
     }
-}
-
-fn classifier<'a>(
-    ebpf: &'a mut Ebpf,
-    program: &'static str,
-) -> Result<&'a mut SchedClassifier, DatapathError> {
-    let found = ebpf
-        .program_mut(program)
-        .ok_or(DatapathError::MissingProgram { program })?;
-    let kind = format!("{:?}", found.prog_type());
-    found
-        .try_into()
-        .map_err(|_| DatapathError::UnexpectedProgramType {
-            program: program.to_owned(),
-            kind,
-        })
 }
 
 /// TCX links (kernel >= 6.6) attach without a qdisc and detach when their fd closes.

@@ -24,6 +24,26 @@ pub fn objects() -> [(&'static str, &'static [u8]); 2] {
     ]
 }
 
+/// The program `name` of `ebpf` as its concrete type (`SchedClassifier`, `CgroupSockAddr`, ...).
+pub(crate) fn program_mut<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut T, DatapathError>
+where
+    &'a mut T: TryFrom<&'a mut Program>,
+{
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(DatapathError::MissingProgram { program: name })?;
+    let kind = format!("{:?}", program.prog_type());
+    program
+        .try_into()
+        .map_err(|_| DatapathError::UnexpectedProgramType {
+            program: name.to_owned(),
+            kind,
+        })
+}
+
 /// Parses the counters object and creates its maps in the kernel.
 pub(crate) fn load_object() -> Result<Ebpf, DatapathError> {
     Ebpf::load(counters_object()).map_err(|e| DatapathError::LoadObject(Box::new(e)))

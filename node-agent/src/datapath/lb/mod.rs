@@ -35,7 +35,7 @@ pub use list::{
 };
 pub use state::{LbState, MapOp, ServiceId, StateError};
 
-use super::DatapathError;
+use super::{DatapathError, program_mut};
 
 /// Which per-packet program a TC ingress hook runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +161,7 @@ impl LoadBalancer {
             .load(object())
             .map_err(|e| DatapathError::LoadObject(Box::new(e)))?;
         for name in SOCK_PROGRAMS {
-            sock_program(&mut ebpf, name)?
+            program_mut::<CgroupSockAddr>(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::LoadProgram {
                     program: name.to_owned(),
@@ -169,7 +169,7 @@ impl LoadBalancer {
                 })?;
         }
         for hook in [TcHook::FromPod, TcHook::FromNetdev] {
-            tc_program(&mut ebpf, hook.program())?
+            program_mut::<SchedClassifier>(&mut ebpf, hook.program())?
                 .load()
                 .map_err(|source| DatapathError::LoadProgram {
                     program: hook.program().to_owned(),
@@ -220,7 +220,7 @@ impl LoadBalancer {
                 tracing::debug!(program = name, "socket-LB link already pinned; keeping it");
                 continue;
             }
-            let program = sock_program(&mut self.ebpf, name)?;
+            let program = program_mut::<CgroupSockAddr>(&mut self.ebpf, name)?;
             let attach_error =
                 |source: Box<dyn std::error::Error + Send + Sync>| DatapathError::Link {
                     path: pin.clone(),
@@ -261,7 +261,7 @@ impl LoadBalancer {
         if !tcx && let Err(error) = tc::qdisc_add_clsact(interface) {
             tracing::debug!(interface, %error, "adding the clsact qdisc");
         }
-        let program = tc_program(&mut self.ebpf, program_name)?;
+        let program = program_mut::<SchedClassifier>(&mut self.ebpf, program_name)?;
         let attach_error = |source: Box<dyn std::error::Error + Send + Sync>| DatapathError::Link {
             path: pin.clone(),
             source,
@@ -472,38 +472,6 @@ fn ignore_missing(result: Result<(), aya::maps::MapError>) -> Result<(), aya::ma
         Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         other => other,
     }
-}
-
-fn sock_program<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut CgroupSockAddr, DatapathError> {
-    let program = ebpf
-        .program_mut(name)
-        .ok_or(DatapathError::MissingProgram { program: name })?;
-    let kind = format!("{:?}", program.prog_type());
-    program
-        .try_into()
-        .map_err(|_| DatapathError::UnexpectedProgramType {
-            program: name.to_owned(),
-            kind,
-        })
-}
-
-fn tc_program<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut SchedClassifier, DatapathError> {
-    let program = ebpf
-        .program_mut(name)
-        .ok_or(DatapathError::MissingProgram { program: name })?;
-    let kind = format!("{:?}", program.prog_type());
-    program
-        .try_into()
-        .map_err(|_| DatapathError::UnexpectedProgramType {
-            program: name.to_owned(),
-            kind,
-        })
 }
 
 fn typed<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<T, DatapathError>
