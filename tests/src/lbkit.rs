@@ -109,17 +109,7 @@ pub fn exchanges(lines: &[String]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// An error and its sources on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+pub use keelson_node_agent::error_chain;
 
 /// `target/<profile>/keelson-node-agent`, next to the test binaries' `deps/`.
 pub fn node_agent_binary() -> std::path::PathBuf {

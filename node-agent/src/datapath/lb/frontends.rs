@@ -1,10 +1,13 @@
 //! From Kubernetes objects to load-balancer frontends: which address:port/proto pairs a Service
 //! answers on in this node's datapath, and which backends each may use. Pure: no IO, no maps.
 
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
-use keelson_ebpf_common::{backend_state, proto, scope, service_flags};
+use keelson_ebpf_common::{ServiceKey, ServiceValue, backend_state, proto, scope, service_flags};
 
 /// Default `sessionAffinityConfig.clientIP.timeoutSeconds` (Kubernetes: 3 hours).
 pub const DEFAULT_AFFINITY_TIMEOUT_S: u32 = 10_800;
@@ -44,6 +47,62 @@ pub struct FrontendKey {
     pub proto: u8,
     /// [`scope`].
     pub scope: u8,
+}
+
+impl FrontendKey {
+    /// The `SERVICES` key of this frontend's header (slot 0) or of one of its backend slots.
+    pub fn service_key(&self, slot: u16) -> ServiceKey {
+        ServiceKey {
+            address_be: u32::from(self.address).to_be(),
+            port_be: self.port.to_be(),
+            proto: self.proto,
+            scope: self.scope,
+            slot,
+            _pad: 0,
+        }
+    }
+
+    /// The frontend a `SERVICES` key belongs to.
+    pub fn of(key: &ServiceKey) -> Self {
+        Self {
+            address: Ipv4Addr::from(u32::from_be(key.address_be)),
+            port: u16::from_be(key.port_be),
+            proto: key.proto,
+            scope: key.scope,
+        }
+    }
+}
+
+/// Groups a dump of the `SERVICES` map by frontend: each header with its backend ids in slot
+/// order (slots beyond the header's count, left by an interrupted update, are dropped).
+pub(super) fn group_services(
+    entries: impl IntoIterator<Item = (ServiceKey, ServiceValue)>,
+) -> BTreeMap<FrontendKey, (ServiceValue, Vec<(u16, u32)>)> {
+    let mut headers = BTreeMap::new();
+    let mut slots: BTreeMap<FrontendKey, BTreeMap<u16, u32>> = BTreeMap::new();
+    for (key, value) in entries {
+        let frontend = FrontendKey::of(&key);
+        if key.slot == 0 {
+            headers.insert(frontend, value);
+        } else {
+            slots
+                .entry(frontend)
+                .or_default()
+                .insert(key.slot, value.backend_id);
+        }
+    }
+    headers
+        .into_iter()
+        .map(|(frontend, header)| {
+            let ids = slots
+                .remove(&frontend)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(slot, _)| *slot <= header.count)
+                .collect();
+            (frontend, (header, ids))
+        })
+        .collect()
 }
 
 /// One frontend with the backends it balances over, in a stable (sorted) order.

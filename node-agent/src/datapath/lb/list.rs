@@ -9,7 +9,7 @@ use keelson_ebpf_common::{
     ServiceValue, SockRevNat, SockRevNatKey, backend_state, ct_dir, maps, metric, proto, scope,
 };
 
-use super::{FrontendKey, open_pinned};
+use super::{FrontendKey, frontends::group_services, open_pinned};
 use crate::datapath::DatapathError;
 
 /// One backend slot of a listed frontend.
@@ -82,32 +82,11 @@ pub fn list_pinned(pin_dir: &Path) -> Result<Vec<ListedFrontend>, DatapathError>
         HashMap::try_from(&backends_map).map_err(map_error(maps::BACKENDS))?;
     let backends: BTreeMap<u32, Backend> = backends.iter().filter_map(Result::ok).collect();
 
-    let mut headers = BTreeMap::new();
-    let mut slots: BTreeMap<FrontendKey, BTreeMap<u16, u32>> = BTreeMap::new();
-    for (key, value) in services.iter().filter_map(Result::ok) {
-        let frontend = FrontendKey {
-            address: Ipv4Addr::from(u32::from_be(key.address_be)),
-            port: u16::from_be(key.port_be),
-            proto: key.proto,
-            scope: key.scope,
-        };
-        if key.slot == 0 {
-            headers.insert(frontend, value);
-        } else {
-            slots
-                .entry(frontend)
-                .or_default()
-                .insert(key.slot, value.backend_id);
-        }
-    }
-    Ok(headers
+    Ok(group_services(services.iter().filter_map(Result::ok))
         .into_iter()
-        .map(|(key, header)| {
+        .map(|(key, (header, slots))| {
             let listed = slots
-                .remove(&key)
-                .unwrap_or_default()
                 .into_iter()
-                .filter(|(slot, _)| *slot <= header.count)
                 .map(|(slot, id)| {
                     let backend = backends.get(&id);
                     ListedBackend {

@@ -15,7 +15,7 @@ use keelson_ebpf_common::{
     Backend, MAGLEV_TABLE_SIZE, RevNat, ServiceKey, ServiceValue, backend_flags, service_flags,
 };
 
-use super::frontends::{BackendAddr, Frontend, FrontendKey};
+use super::frontends::{BackendAddr, Frontend, FrontendKey, group_services};
 use crate::datapath::maglev::{self, MaglevBackend, MaglevError};
 
 /// `namespace/name` of a Service.
@@ -169,33 +169,9 @@ impl LbState {
                 state.next_rev_nat_id = state.next_rev_nat_id.max(id.saturating_add(1));
             }
         }
-        let mut slots: BTreeMap<FrontendKey, BTreeMap<u16, u32>> = BTreeMap::new();
-        let mut headers = BTreeMap::new();
-        for (key, value) in services {
-            let frontend = FrontendKey {
-                address: Ipv4Addr::from(u32::from_be(key.address_be)),
-                port: u16::from_be(key.port_be),
-                proto: key.proto,
-                scope: key.scope,
-            };
-            if key.slot == 0 {
-                headers.insert(frontend, value);
-            } else {
-                slots
-                    .entry(frontend)
-                    .or_default()
-                    .insert(key.slot, value.backend_id);
-            }
-        }
         let mut rev_nat = HashMap::new();
-        for (frontend, header) in headers {
-            let ids: Vec<u32> = slots
-                .remove(&frontend)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(slot, _)| *slot <= header.count)
-                .map(|(_, id)| id)
-                .collect();
+        for (frontend, (header, slots)) in group_services(services) {
+            let ids: Vec<u32> = slots.into_iter().map(|(_, id)| id).collect();
             for id in &ids {
                 if let Some(identity) = by_id.get(id)
                     && let Some(entry) = state.backends.get_mut(identity)
@@ -348,14 +324,7 @@ impl LbState {
         let present: HashSet<u32> = slots.iter().copied().collect();
         slots.extend(wanted.iter().copied().filter(|id| !present.contains(id)));
 
-        let base = ServiceKey {
-            address_be: u32::from(key.address).to_be(),
-            port_be: key.port.to_be(),
-            proto: key.proto,
-            scope: key.scope,
-            slot: 0,
-            _pad: 0,
-        };
+        let base = key.service_key(0);
         for (index, id) in slots.iter().enumerate() {
             if previous_slots.get(index) != Some(id) {
                 puts.push(MapOp::PutService(
@@ -434,14 +403,7 @@ impl LbState {
         let Some(entry) = self.frontends.remove(&key) else {
             return;
         };
-        let base = ServiceKey {
-            address_be: u32::from(key.address).to_be(),
-            port_be: key.port.to_be(),
-            proto: key.proto,
-            scope: key.scope,
-            slot: 0,
-            _pad: 0,
-        };
+        let base = key.service_key(0);
         // Header first: from then on no reader walks the slots.
         deletes.push(MapOp::DeleteService(base));
         if entry.header.flags & service_flags::MAGLEV != 0 && !entry.slots.is_empty() {
