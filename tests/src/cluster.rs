@@ -45,57 +45,108 @@ pub struct ControlPlane {
     child: Child,
     /// The admin kubeconfig the control plane wrote.
     pub kubeconfig: PathBuf,
+    listen: SocketAddr,
+    extra_args: Vec<String>,
     dir: tempfile::TempDir,
 }
 
 impl ControlPlane {
-    /// Starts the binary on a free loopback port and waits for /readyz.
+    /// Starts the binary (embedded SQLite store) on a free loopback port and waits for /readyz.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Like [`ControlPlane::start`] with extra command-line arguments (e.g. `--store etcd`).
+    pub fn start_with(extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp data dir");
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
             .port();
         let listen = SocketAddr::from(([127, 0, 0, 1], port));
-        let log = std::fs::File::create(dir.path().join("control-plane.log")).expect("log file");
-        let child = Command::new(control_plane_binary())
-            .arg("--data-dir")
-            .arg(dir.path())
-            .arg("--listen")
-            .arg(listen.to_string())
-            .env("RUST_LOG", "info,keelson_apiserver=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start keelson-control-plane");
+        let extra_args: Vec<String> = extra_args.iter().map(ToString::to_string).collect();
+        let child = spawn(dir.path(), listen, &extra_args);
         let plane = Self {
             child,
             kubeconfig: dir.path().join("admin.kubeconfig"),
+            listen,
+            extra_args,
             dir,
         };
+        plane.wait_ready();
+        plane
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !(plane.kubeconfig.is_file() && healthy(listen)) {
+        while !(self.kubeconfig.is_file() && healthy(self.listen)) {
             assert!(
                 Instant::now() < deadline,
-                "keelson-control-plane did not become ready on {listen} within 20 s; log:\n{}",
-                plane.log()
+                "keelson-control-plane did not become ready on {} within 20 s; log:\n{}",
+                self.listen,
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        plane
+    }
+
+    /// Kills the process with SIGKILL (no graceful shutdown) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the binary again on the same data directory and port (after [`ControlPlane::kill`])
+    /// and waits for /readyz. The log file is appended to.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(self.dir.path(), self.listen, &self.extra_args);
+        self.wait_ready();
+    }
+
+    /// The address the API is served on.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// A kube-rs client with the admin kubeconfig.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("read admin.kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("a client config from admin.kubeconfig");
+        kube::Client::try_from(config).expect("a kube client")
     }
 
     /// The control plane's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("control-plane.log")).unwrap_or_default()
     }
-}
 
-impl ControlPlane {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+fn spawn(dir: &Path, listen: SocketAddr, extra_args: &[String]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("control-plane.log"))
+        .expect("log file");
+    Command::new(control_plane_binary())
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--listen")
+        .arg(listen.to_string())
+        .args(extra_args)
+        .env("RUST_LOG", "info,keelson_apiserver=debug")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start keelson-control-plane")
 }
 
 impl Drop for ControlPlane {
