@@ -6,7 +6,6 @@
 //! Service arrive with the issues named below, and `up` says so rather than pretending.
 
 use std::{
-    io::{Read as _, Write as _},
     net::TcpStream,
     process::Stdio,
     time::{Duration, Instant},
@@ -38,7 +37,7 @@ pub fn run() -> anyhow::Result<()> {
 
     let data_dir = repo_root().join(".keelson");
     println!(
-        "==> up: starting keelson-control-plane on http://{LISTEN} (state in {})",
+        "==> up: starting keelson-control-plane on https://{LISTEN} (state in {})",
         data_dir.display()
     );
     if TcpStream::connect(LISTEN).is_ok() {
@@ -54,7 +53,7 @@ pub fn run() -> anyhow::Result<()> {
         .context("cannot start keelson-control-plane")?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if ready() {
+        if ready(&data_dir.join("admin.kubeconfig")) {
             break;
         }
         if let Some(status) = child.try_wait()? {
@@ -62,7 +61,7 @@ pub fn run() -> anyhow::Result<()> {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            bail!("keelson-control-plane did not answer /readyz within 30 s");
+            bail!("keelson-control-plane did not accept connections within 30 s");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -73,7 +72,6 @@ pub fn run() -> anyhow::Result<()> {
          \x20   kubectl get namespaces\n\
          \n\
          Not there yet (keelson says so rather than pretend):\n\
-         \x20   - TLS and client authentication for the API: issue 4 (the API is plain HTTP on loopback)\n\
          \x20   - scheduler and controllers (Deployments create no pods yet): issue 5\n\
          \x20   - pods on Docker with their own netns and IP: issue 6\n\
          \x20   - the demo Deployment + Service through the eBPF datapath: issue 7\n\
@@ -89,18 +87,8 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 /// `GET /readyz` answers 200.
-fn ready() -> bool {
-    let Ok(mut stream) = TcpStream::connect(LISTEN) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream
-        .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.") && response.contains(" 200 ")
+/// The control plane binds its listener once the store is open and writes the kubeconfig right
+/// after: an accepted connection with the kubeconfig in place means it serves.
+fn ready(kubeconfig: &std::path::Path) -> bool {
+    TcpStream::connect(LISTEN).is_ok() && kubeconfig.is_file()
 }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use axum::{
+    Extension,
     body::Body,
     extract::{Path, Query, State},
     http::{HeaderMap, Method, StatusCode, header},
@@ -18,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::{
     ApiError, AppState, MAX_BODY_BYTES, SYSTEM_NAMESPACES,
+    auth::{self, Access, Authenticated, UserInfo},
     discovery::{group_info, json_response, resource_list},
     object::{
         Part, decode, decode_kv, encode, labels, meta_str, now_rfc3339, parse_body, prepare_create,
@@ -52,6 +54,7 @@ impl Target {
 /// `/api/{*rest}`.
 pub(crate) async fn core(
     State(state): State<AppState>,
+    user: Option<Extension<Authenticated>>,
     Path(rest): Path<String>,
     method: Method,
     Query(params): Query<Params>,
@@ -62,8 +65,11 @@ pub(crate) async fn core(
     let Some((version, rest)) = segments.split_first() else {
         return Err(ApiError::no_route("/api/"));
     };
+    let Some(Extension(Authenticated(user))) = user else {
+        return Err(ApiError::unauthorized());
+    };
     serve(
-        &state, "", version, rest, &method, &params, &headers, body, "/api",
+        &state, &user, "", version, rest, &method, &params, &headers, body, "/api",
     )
     .await
 }
@@ -71,6 +77,7 @@ pub(crate) async fn core(
 /// `/apis/{*rest}`.
 pub(crate) async fn grouped(
     State(state): State<AppState>,
+    user: Option<Extension<Authenticated>>,
     Path(rest): Path<String>,
     method: Method,
     Query(params): Query<Params>,
@@ -82,8 +89,11 @@ pub(crate) async fn grouped(
         [] => Err(ApiError::no_route("/apis/")),
         [group] => group_info(group).ok_or_else(|| ApiError::no_route(&format!("/apis/{rest}"))),
         [group, version, rest @ ..] => {
+            let Some(Extension(Authenticated(user))) = user else {
+                return Err(ApiError::unauthorized());
+            };
             serve(
-                &state, group, version, rest, &method, &params, &headers, body, "/apis",
+                &state, &user, group, version, rest, &method, &params, &headers, body, "/apis",
             )
             .await
         }
@@ -96,6 +106,7 @@ pub(crate) async fn grouped(
 )]
 async fn serve(
     state: &AppState,
+    user: &UserInfo,
     group: &str,
     version: &str,
     segments: &[&str],
@@ -151,6 +162,15 @@ async fn serve(
     }
     let watch = watch_path || params.get("watch").is_some_and(|w| w == "true" || w == "1");
     let store = state.store.as_ref();
+    let verb = verb(method, &target, watch);
+    let access = auth::authorize(user, verb, &target)?;
+    if let Access::PodBoundTo(node) = &access {
+        let name = target.name.as_deref().unwrap_or_default();
+        let pod = decode_kv(&get_kv(store, &target, name).await?)?;
+        if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node.as_str()) {
+            return Err(auth::pod_not_bound(user, verb, &target, node));
+        }
+    }
     match (
         method,
         target.name.as_deref(),
@@ -165,6 +185,9 @@ async fn serve(
         (&Method::GET, None, None) => list(store, &target, params).await,
         (&Method::POST, None, None) => {
             let body = read_body(headers, body, false).await?.1;
+            if let Access::CreateNamed(allowed) = &access {
+                auth::check_created_name(user, &target, &body, allowed)?;
+            }
             create(store, &target, &body).await
         }
         (&Method::DELETE, None, None) => {
@@ -199,6 +222,21 @@ async fn serve(
             bind(store, &target, name, &body).await
         }
         _ => Err(ApiError::method_not_allowed(method.as_str())),
+    }
+}
+
+/// Kubernetes' name for what `method` does to `target`.
+fn verb(method: &Method, target: &Target, watch: bool) -> &'static str {
+    match (method, target.name.is_some()) {
+        (&Method::GET, _) if watch => "watch",
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => "unknown",
     }
 }
 

@@ -6,25 +6,30 @@
 //! with the `status`, `scale` and `binding` subresources. Objects are stored as raw JSON (unknown
 //! fields survive) under `/registry/<resource>/[<namespace>/]<name>` in a [`keelson_store::Store`];
 //! `metadata.resourceVersion` is the key's mod revision in the store and is never stored itself.
-//! Every failure reaches the client as a Kubernetes `Status` ([`ApiError`]).
+//! Every failure reaches the client as a Kubernetes `Status` ([`ApiError`]). Every request is
+//! authenticated and authorized by [`auth`]; [`tls::serve`] serves the router over HTTPS with
+//! client certificates.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
 
 use axum::{
-    Router,
+    Router, middleware,
     routing::{any, get},
 };
 use keelson_store::Store;
 use tokio::sync::watch;
 
+pub mod auth;
 mod discovery;
 pub mod error;
 mod handlers;
 mod object;
 pub mod resources;
+pub mod tls;
 mod watch_stream;
 
+pub use auth::{Authenticator, UserInfo};
 pub use error::ApiError;
 
 /// The largest request body accepted; larger ones get `413 RequestEntityTooLarge`
@@ -34,20 +39,30 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// The Kubernetes version keelson reports in `/version`.
 pub const KUBERNETES_VERSION: &str = "v1.33.0-keelson";
 
-/// What every request handler shares: the store and the shutdown signal that ends watches.
+/// What every request handler shares: the store, the authenticator and the shutdown signal
+/// that ends watches.
 #[derive(Debug, Clone)]
 pub struct AppState {
     store: Arc<dyn Store>,
+    authenticator: Arc<Authenticator>,
     shutdown: Arc<watch::Sender<bool>>,
 }
 
 impl AppState {
-    /// State over `store`.
+    /// State over `store`. Only requests with a verified client certificate (see [`tls`])
+    /// are authenticated until [`AppState::with_authenticator`] adds bearer tokens.
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
+            authenticator: Arc::new(Authenticator::default()),
             shutdown: Arc::new(watch::Sender::new(false)),
         }
+    }
+
+    /// The same state authenticating bearer tokens with `authenticator`.
+    pub fn with_authenticator(mut self, authenticator: Authenticator) -> Self {
+        self.authenticator = Arc::new(authenticator);
+        self
     }
 
     /// The store.
@@ -75,6 +90,10 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(discovery::ok))
         .route("/livez", get(discovery::ok))
         .fallback(discovery::not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
 }
 

@@ -8,10 +8,21 @@ use axum::{
     http::{Method, Request, StatusCode, header},
 };
 use futures_util::StreamExt;
-use keelson_apiserver::{AppState, app, bootstrap};
+use keelson_apiserver::{AppState, Authenticator, UserInfo, app, auth::MASTERS_GROUP, bootstrap};
 use keelson_store::{SqliteOptions, SqliteStore, Store};
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+/// The administrator's bearer token in these tests.
+const ADMIN_TOKEN: &str = "admin-token";
+/// Node n1's bearer token.
+const NODE_TOKEN: &str = "n1-token";
+/// A user that is neither administrator nor node.
+const ALICE_TOKEN: &str = "alice-token";
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
 
 struct Server {
     store: Arc<dyn Store>,
@@ -29,7 +40,14 @@ async fn server() -> Server {
     bootstrap(store.as_ref())
         .await
         .expect("bootstrap namespaces");
-    let router = app(AppState::new(Arc::clone(&store)));
+    let authenticator = Authenticator::default()
+        .with_token(
+            ADMIN_TOKEN,
+            UserInfo::new("kubernetes-admin", &[MASTERS_GROUP]),
+        )
+        .with_token(NODE_TOKEN, UserInfo::node("n1"))
+        .with_token(ALICE_TOKEN, UserInfo::new("alice", &["developers"]));
+    let router = app(AppState::new(Arc::clone(&store)).with_authenticator(authenticator));
     Server {
         store,
         router,
@@ -45,12 +63,26 @@ impl Server {
         content_type: &str,
         body: Vec<u8>,
     ) -> (StatusCode, Value) {
-        let request = Request::builder()
+        self.raw_as(ADMIN_TOKEN, method, uri, content_type, body)
+            .await
+    }
+
+    async fn raw_as(
+        &self,
+        token: &str,
+        method: Method,
+        uri: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder()
             .method(method.clone())
             .uri(uri)
-            .header(header::CONTENT_TYPE, content_type)
-            .body(Body::from(body))
-            .expect("request");
+            .header(header::CONTENT_TYPE, content_type);
+        if !token.is_empty() {
+            request = request.header(header::AUTHORIZATION, bearer(token));
+        }
+        let request = request.body(Body::from(body)).expect("request");
         let response = self
             .router
             .clone()
@@ -526,6 +558,7 @@ async fn lists_filter_by_labels_and_fields_and_page() {
 async fn watch_events(router: &Router, uri: &str, count: usize) -> (StatusCode, Vec<Value>, Body) {
     let request = Request::builder()
         .uri(uri)
+        .header(header::AUTHORIZATION, bearer(ADMIN_TOKEN))
         .body(Body::empty())
         .expect("request");
     let response = router
@@ -687,6 +720,7 @@ async fn watch_honours_timeout_seconds() {
     let s = server().await;
     let request = Request::builder()
         .uri(format!("{CONFIGMAPS}?watch=true&timeoutSeconds=1"))
+        .header(header::AUTHORIZATION, bearer(ADMIN_TOKEN))
         .body(Body::empty())
         .expect("request");
     let response = s.router.clone().oneshot(request).await.expect("answer");
@@ -906,4 +940,202 @@ async fn bound_pods_and_namespaces_delete_gracefully() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}
+
+#[tokio::test]
+async fn requests_without_valid_credentials_are_401_and_health_stays_open() {
+    let s = server().await;
+    for token in ["", "not-a-token"] {
+        let (status, body) = s
+            .raw_as(token, Method::GET, "/api/v1/namespaces", "", Vec::new())
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "token {token:?}: {body}");
+        assert_status(&body, 401, "Unauthorized");
+        let (status, _) = s.raw_as(token, Method::GET, "/apis", "", Vec::new()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "discovery needs credentials"
+        );
+    }
+    for path in ["/healthz", "/readyz", "/livez", "/version"] {
+        let (status, body) = s.raw_as("", Method::GET, path, "", Vec::new()).await;
+        assert_eq!(status, StatusCode::OK, "{path} is public: {body}");
+    }
+}
+
+#[tokio::test]
+async fn users_without_rights_get_discovery_only() {
+    let s = server().await;
+    let (status, _) = s
+        .raw_as(ALICE_TOKEN, Method::GET, "/api/v1", "", Vec::new())
+        .await;
+    assert_eq!(status, StatusCode::OK, "discovery is open to every user");
+    let (status, body) = s
+        .raw_as(ALICE_TOKEN, Method::GET, CONFIGMAPS, "", Vec::new())
+        .await;
+    assert_status(&body, 403, "Forbidden");
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("User \"alice\"")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn node_credentials_change_only_their_node_lease_and_bound_pods() {
+    let s = server().await;
+    let node = |name: &str| json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}});
+    let as_node = |method: Method, uri: String, body: Value| {
+        let s = &s;
+        async move {
+            s.raw_as(
+                NODE_TOKEN,
+                method,
+                &uri,
+                "application/json",
+                body.to_string().into_bytes(),
+            )
+            .await
+        }
+    };
+    let (status, body) = as_node(Method::POST, "/api/v1/nodes".into(), node("n1")).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "a node registers itself: {body}"
+    );
+    let (status, body) = as_node(Method::POST, "/api/v1/nodes".into(), node("n2")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_status(&body, 403, "Forbidden");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("User \"system:node:n1\" cannot create resource \"nodes\"")),
+        "{body}"
+    );
+    s.ok(Method::POST, "/api/v1/nodes", Some(node("n2"))).await;
+    let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+    let (status, body) = s
+        .raw_as(
+            NODE_TOKEN,
+            Method::PATCH,
+            "/api/v1/nodes/n1/status",
+            "application/merge-patch+json",
+            ready.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "own node status: {body}");
+    let (status, _) = s
+        .raw_as(
+            NODE_TOKEN,
+            Method::PATCH,
+            "/api/v1/nodes/n2/status",
+            "application/merge-patch+json",
+            ready.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another node's status");
+
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases";
+    let lease = |name: &str| json!({"metadata": {"name": name}, "spec": {"holderIdentity": name}});
+    let (status, body) = as_node(Method::POST, leases.into(), lease("n1")).await;
+    assert_eq!(status, StatusCode::CREATED, "own lease: {body}");
+    let (status, _) = as_node(Method::POST, leases.into(), lease("n2")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another node's lease");
+
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = |name: &str| json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    let (status, _) = as_node(Method::POST, pods.into(), pod("mine")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "nodes do not create pods");
+    for (name, node) in [("mine", "n1"), ("theirs", "n2")] {
+        s.ok(Method::POST, pods, Some(pod(name))).await;
+        s.ok(
+            Method::POST,
+            &format!("{pods}/{name}/binding"),
+            Some(json!({"target": {"kind": "Node", "name": node}})),
+        )
+        .await;
+    }
+    let running = json!({"status": {"phase": "Running", "podIP": "10.244.1.5"}});
+    let (status, body) = as_node(
+        Method::PATCH,
+        format!("{pods}/mine/status"),
+        running.clone(),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "JSON body on PATCH is not a patch type: {body}"
+    );
+    let (status, body) = s
+        .raw_as(
+            NODE_TOKEN,
+            Method::PATCH,
+            &format!("{pods}/mine/status"),
+            "application/merge-patch+json",
+            running.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "status of a pod bound to it: {body}"
+    );
+    assert_eq!(body["status"]["podIP"], "10.244.1.5");
+    let (status, body) = s
+        .raw_as(
+            NODE_TOKEN,
+            Method::PATCH,
+            &format!("{pods}/theirs/status"),
+            "application/merge-patch+json",
+            running.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("pods bound to it")),
+        "{body}"
+    );
+    let (status, _) = s
+        .raw_as(
+            NODE_TOKEN,
+            Method::DELETE,
+            &format!("{pods}/theirs?gracePeriodSeconds=0"),
+            "",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "deleting another node's pod");
+    let (status, body) = s
+        .raw_as(
+            NODE_TOKEN,
+            Method::DELETE,
+            &format!("{pods}/mine?gracePeriodSeconds=0"),
+            "",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "confirming deletion of its own pod: {body}"
+    );
+    let (status, _) = s
+        .raw_as(
+            NODE_TOKEN,
+            Method::GET,
+            &format!("{pods}/theirs"),
+            "",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "nodes read");
+    let (status, _) = as_node(Method::POST, CONFIGMAPS.into(), configmap("x", json!({}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "nodes write nothing else");
 }

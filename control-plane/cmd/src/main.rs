@@ -1,20 +1,24 @@
 //! `keelson-control-plane`: runs keelson's Kubernetes-compatible API server over an embedded
-//! SQLite store (default) or etcd, and writes an admin kubeconfig for kubectl.
-//!
-//! For now the API is served over plain HTTP without authentication; HTTPS with generated
-//! certificates and client authentication come next (issue 4, deliverable 4).
+//! SQLite store (default) or etcd, serves it over HTTPS with certificates from its own CA, and
+//! writes an admin kubeconfig for kubectl. `keelson-control-plane node-kubeconfig --node NAME`
+//! issues a node's credentials.
 #![forbid(unsafe_code)]
 
+mod pki;
+
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     sync::Arc,
 };
 
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
-use keelson_apiserver::{AppState, app, bootstrap};
+use clap::{Parser, Subcommand, ValueEnum};
+use keelson_apiserver::{
+    AppState, Authenticator, UserInfo, app, auth::MASTERS_GROUP, bootstrap, tls,
+};
 use keelson_store::{CompactionPolicy, EtcdStore, SqliteOptions, SqliteStore, Store};
+use pki::{Issued, Pki};
 use tracing_subscriber::EnvFilter;
 
 /// Which store backend holds the cluster state.
@@ -28,18 +32,38 @@ enum StoreKind {
 
 /// keelson's control plane: a Kubernetes-compatible API server.
 ///
-/// WARNING: the API is served over PLAIN HTTP WITHOUT AUTHENTICATION for now. Anyone who can
-/// reach --listen controls the cluster: keep it on loopback. TLS and client authentication
-/// come later.
+/// The API is served over HTTPS. On first start it creates a CA in DATA_DIR/pki and writes
+/// DATA_DIR/admin.kubeconfig (a client certificate in group system:masters). Clients
+/// authenticate with a certificate from that CA or a bearer token from --token-auth-file;
+/// anonymous requests get 401 (except /healthz, /readyz, /livez, /version).
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
-    /// Directory for the SQLite store (state.db) and admin.kubeconfig; created if missing.
-    #[arg(long, env = "KEELSON_DATA_DIR", default_value = "/var/lib/keelson")]
+    /// Directory for the store (state.db), the CA and certificates (pki/) and
+    /// admin.kubeconfig; created if missing.
+    #[arg(
+        long,
+        global = true,
+        env = "KEELSON_DATA_DIR",
+        default_value = "/var/lib/keelson"
+    )]
     data_dir: PathBuf,
-    /// Address to serve the API on (plain HTTP, no authentication: keep it on loopback).
-    #[arg(long, env = "KEELSON_LISTEN", default_value = "127.0.0.1:6443")]
+    /// Address to serve the API on (HTTPS).
+    #[arg(
+        long,
+        global = true,
+        env = "KEELSON_LISTEN",
+        default_value = "127.0.0.1:6443"
+    )]
     listen: SocketAddr,
+    /// Static bearer tokens, Kubernetes' CSV format: token,user,uid[,"group1,group2"].
+    #[arg(long, env = "KEELSON_TOKEN_AUTH_FILE")]
+    token_auth_file: Option<PathBuf>,
+    /// Extra DNS names or IP addresses for the serving certificate (repeatable).
+    #[arg(long = "tls-san", value_name = "NAME_OR_IP")]
+    tls_sans: Vec<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Store backend.
     #[arg(long, env = "KEELSON_STORE", value_enum, default_value_t = StoreKind::Sqlite)]
     store: StoreKind,
@@ -53,25 +77,112 @@ struct Args {
     etcd_endpoints: Vec<String>,
 }
 
-fn kubeconfig(listen: SocketAddr) -> String {
-    format!(
-        "apiVersion: v1\n\
-         kind: Config\n\
-         clusters:\n\
-         - name: keelson\n  cluster:\n    server: http://{listen}\n\
-         contexts:\n\
-         - name: keelson\n  context:\n    cluster: keelson\n    user: admin\n\
-         current-context: keelson\n\
-         users:\n\
-         - name: admin\n  user: {{}}\n"
-    )
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Issues node NAME's credentials (user system:node:NAME in group system:nodes, which may
+    /// change only its own Node and Lease and the pods bound to it) and prints a kubeconfig.
+    NodeKubeconfig {
+        /// The node's name.
+        #[arg(long)]
+        node: String,
+        /// The API server URL the node uses [default: https://<--listen>].
+        #[arg(long)]
+        server: Option<String>,
+        /// Write the kubeconfig here (mode 0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
-fn write_kubeconfig(dir: &Path, listen: SocketAddr) -> anyhow::Result<PathBuf> {
+/// The URL clients use for an API server listening on `listen`.
+fn server_url(listen: SocketAddr) -> String {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("https://{}", SocketAddr::new(ip, listen.port()))
+}
+
+/// Issues the serving certificate: loopback, the listen address (every host address when it
+/// is unspecified), the names in-cluster clients use, and --tls-san.
+fn serving_certificate(pki: &Pki, listen: SocketAddr, sans: &[String]) -> anyhow::Result<Issued> {
+    let mut dns: Vec<String> = [
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .map(str::to_owned)
+    .into();
+    if let Ok(host) = nix::unistd::gethostname()
+        && let Some(host) = host.to_str()
+    {
+        dns.push(host.to_owned());
+    }
+    let mut ips = vec![
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+        // The first address of the default service range: the `kubernetes` Service.
+        IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1)),
+    ];
+    if listen.ip().is_unspecified() {
+        let addresses = nix::ifaddrs::getifaddrs().context("cannot list the host's addresses")?;
+        ips.extend(addresses.filter_map(|a| {
+            let address = a.address?;
+            address
+                .as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        }));
+    } else {
+        ips.push(listen.ip());
+    }
+    for san in sans {
+        match san.parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => dns.push(san.clone()),
+        }
+    }
+    ips.sort_unstable();
+    ips.dedup();
+    dns.sort_unstable();
+    dns.dedup();
+    pki.serving(&dns, &ips)
+}
+
+fn write_admin_kubeconfig(dir: &Path, pki: &Pki, server: &str) -> anyhow::Result<PathBuf> {
+    let admin = pki.persistent_client("admin", "kubernetes-admin", Some(MASTERS_GROUP))?;
     let path = dir.join("admin.kubeconfig");
-    std::fs::write(&path, kubeconfig(listen))
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    pki::write_private(
+        &path,
+        pki::kubeconfig(server, pki.ca_pem(), "kubernetes-admin", &admin).as_bytes(),
+    )?;
     Ok(path)
+}
+
+fn node_kubeconfig(
+    args: &Args,
+    node: &str,
+    server: Option<&str>,
+    out: Option<&Path>,
+) -> anyhow::Result<()> {
+    keelson_api::names::validate_dns1123_subdomain(node)
+        .map_err(|cause| anyhow::anyhow!("--node {node:?} is not a valid node name: {cause}"))?;
+    let pki = Pki::load_or_create(&args.data_dir.join("pki"))?;
+    let user = UserInfo::node(node);
+    let credentials = pki.client(&user.name, user.groups.first().map(String::as_str))?;
+    let server = server.map_or_else(|| server_url(args.listen), str::to_owned);
+    let kubeconfig = pki::kubeconfig(&server, pki.ca_pem(), &user.name, &credentials);
+    match out {
+        Some(path) => {
+            pki::write_private(path, kubeconfig.as_bytes())?;
+            eprintln!("wrote {} for {}", path.display(), user.name);
+        }
+        None => print!("{kubeconfig}"),
+    }
+    Ok(())
 }
 
 async fn open_store(args: &Args) -> anyhow::Result<Arc<dyn Store>> {
@@ -131,6 +242,14 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    if let Some(Command::NodeKubeconfig { node, server, out }) = &args.command {
+        return node_kubeconfig(&args, node, server.as_deref(), out.as_deref());
+    }
+    let authenticator = match &args.token_auth_file {
+        Some(path) => Authenticator::from_token_file(path)?,
+        None => Authenticator::default(),
+    };
+    let pki = Pki::load_or_create(&args.data_dir.join("pki"))?;
     let store = open_store(&args).await?;
     bootstrap(store.as_ref())
         .await
@@ -143,23 +262,25 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let listen = listener.local_addr().context("no local address")?;
-    let kubeconfig = write_kubeconfig(&args.data_dir, listen)?;
-    tracing::warn!(
-        %listen,
-        "serving the Kubernetes API over PLAIN HTTP WITHOUT AUTHENTICATION: keep it on loopback \
-         (TLS and authentication come later)"
-    );
+    let serving = serving_certificate(&pki, listen, &args.tls_sans)?;
+    let tls_config = tls::server_config(
+        serving.cert_pem.as_bytes(),
+        serving.key_pem.as_bytes(),
+        pki.ca_pem().as_bytes(),
+    )
+    .context("cannot configure TLS")?;
+    let kubeconfig = write_admin_kubeconfig(&args.data_dir, &pki, &server_url(listen))?;
+    tracing::info!(%listen, "serving the Kubernetes API over HTTPS");
     tracing::info!(kubeconfig = %kubeconfig.display(), "wrote the admin kubeconfig");
-    let state = AppState::new(store);
+    let state = AppState::new(store).with_authenticator(authenticator);
     let router = app(state.clone());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            state.shutdown();
-        })
-        .await
-        .context("the API server failed")?;
+    tls::serve(listener, router, tls_config, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        state.shutdown();
+    })
+    .await
+    .context("the API server failed")?;
     compactor.abort();
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! The binary itself: its help warns about plain HTTP, it writes a working kubeconfig, serves,
-//! and exits cleanly on SIGTERM. (Building these tests also builds the binary that
+//! The binary itself: its help explains HTTPS and authentication, it writes a kubeconfig with
+//! credentials, serves only TLS, issues node kubeconfigs, and exits cleanly on SIGTERM. (Building these tests also builds the binary that
 //! `tests/tests/api_kubectl.rs` drives with the real kubectl.)
 
 use std::{
@@ -12,7 +12,7 @@ use std::{
 const BINARY: &str = env!("CARGO_BIN_EXE_keelson-control-plane");
 
 #[test]
-fn help_warns_about_plain_http() {
+fn help_explains_https_and_credentials() {
     let output = Command::new(BINARY)
         .arg("--help")
         .output()
@@ -20,10 +20,13 @@ fn help_warns_about_plain_http() {
     assert!(output.status.success(), "--help fails: {output:?}");
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(
-        help.contains("PLAIN HTTP"),
-        "--help must warn about plain HTTP:\n{help}"
+        help.contains("HTTPS") && help.contains("401"),
+        "--help must explain HTTPS and authentication:\n{help}"
     );
     for flag in [
+        "--token-auth-file",
+        "--tls-san",
+        "node-kubeconfig",
         "--data-dir",
         "--listen",
         "--store",
@@ -59,20 +62,75 @@ fn serves_writes_a_kubeconfig_and_stops_on_sigterm() {
     let config = std::fs::read_to_string(&kubeconfig).expect("read kubeconfig");
     let server = config
         .lines()
-        .find_map(|l| l.trim().strip_prefix("server: http://"))
-        .unwrap_or_else(|| panic!("no http server in kubeconfig:\n{config}"))
+        .find_map(|l| l.trim().strip_prefix("server: https://"))
+        .unwrap_or_else(|| panic!("no https server in kubeconfig:\n{config}"))
         .to_owned();
+    for field in [
+        "certificate-authority-data: ",
+        "client-certificate-data: ",
+        "client-key-data: ",
+    ] {
+        assert!(
+            config.contains(field),
+            "kubeconfig lacks {field}:\n{config}"
+        );
+    }
+    assert_eq!(mode(&kubeconfig), 0o600, "the admin kubeconfig is private");
+    assert_eq!(
+        mode(&dir.path().join("pki/ca.key")),
+        0o600,
+        "the CA key is private"
+    );
+
+    // Plain HTTP gets no answer: the API is only served over TLS.
     let mut stream = TcpStream::connect(&server).expect("connect to the kubeconfig's server");
     stream
-        .write_all(
-            b"GET /api/v1/namespaces/kube-system HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .expect("send request");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read answer");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
     assert!(
-        answer.starts_with("HTTP/1.1 200"),
-        "kube-system exists: {answer}"
+        !answer.starts_with(b"HTTP/1.1 200"),
+        "plain HTTP must not be served: {}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    let node_config = dir.path().join("n1.kubeconfig");
+    let output = Command::new(BINARY)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "--listen",
+            &server,
+            "node-kubeconfig",
+            "--node",
+            "n1",
+            "--out",
+        ])
+        .arg(&node_config)
+        .output()
+        .expect("run node-kubeconfig");
+    assert!(output.status.success(), "node-kubeconfig: {output:?}");
+    let node = std::fs::read_to_string(&node_config).expect("node kubeconfig");
+    assert!(node.contains("user: system:node:n1"), "{node}");
+    assert!(
+        node.contains(&format!("server: https://{server}")),
+        "{node}"
+    );
+    assert_eq!(mode(&node_config), 0o600);
+    let output = Command::new(BINARY)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["node-kubeconfig", "--node", "Not_A_Name"])
+        .output()
+        .expect("run node-kubeconfig");
+    assert!(!output.status.success(), "an invalid node name is refused");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("not a valid node name"),
+        "{output:?}"
     );
 
     let status = Command::new("kill")
@@ -92,4 +150,13 @@ fn serves_writes_a_kubeconfig_and_stops_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
 }
