@@ -1,0 +1,205 @@
+//! keelson's cluster DNS: answers `<service>.<namespace>.svc.<domain>` (A, AAAA, SRV, CNAME) from
+//! the Services and EndpointSlices it watches through the API, as kube-dns/CoreDNS do.
+//!
+//! [`zone::build`] turns the objects into records (pure, unit-tested); [`ClusterDns`] holds the
+//! current zone in hickory's in-memory zone handler behind a [`Catalog`] and swaps in a new one
+//! on every change; [`serve`] answers UDP and TCP queries; [`run`] follows the API with kube-rs
+//! reflectors. Names outside the cluster domain are refused (there is no upstream forwarding:
+//! keelson's networks have no route out).
+#![forbid(unsafe_code)]
+
+pub mod zone;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use futures_util::{StreamExt as _, stream};
+use hickory_server::{
+    Server,
+    net::runtime::{Time, TokioRuntimeProvider},
+    proto::rr::{LowerName, Name},
+    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
+    store::in_memory::InMemoryZoneHandler,
+    zone_handler::{AxfrPolicy, Catalog, ZoneType},
+};
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use kube::{
+    Api, Client,
+    runtime::{WatchStreamExt as _, reflector, watcher},
+};
+
+pub use zone::ZoneError;
+
+/// The cluster domain Kubernetes uses by default.
+pub const DEFAULT_DOMAIN: &str = "cluster.local";
+
+/// How long queued changes are collected before the zone is rebuilt.
+const DEBOUNCE: Duration = Duration::from_millis(20);
+
+/// The cluster zone being served; [`ClusterDns::update`] replaces it atomically.
+pub struct ClusterDns {
+    domain: Name,
+    serial: AtomicU32,
+    catalog: RwLock<Arc<Catalog>>,
+}
+
+impl std::fmt::Debug for ClusterDns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterDns")
+            .field("domain", &self.domain)
+            .field("serial", &self.serial)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterDns {
+    /// An empty zone for `domain` (e.g. [`DEFAULT_DOMAIN`]).
+    pub fn new(domain: &str) -> Result<Self, ZoneError> {
+        let domain = zone::domain_name(domain)?;
+        let dns = Self {
+            domain,
+            serial: AtomicU32::new(0),
+            catalog: RwLock::new(Arc::new(Catalog::new())),
+        };
+        dns.update(&[], &[]);
+        Ok(dns)
+    }
+
+    /// The cluster domain, absolute.
+    pub fn domain(&self) -> &Name {
+        &self.domain
+    }
+
+    /// Rebuilds the zone from `services` and `slices` and serves it from now on.
+    pub fn update(&self, services: &[Service], slices: &[EndpointSlice]) {
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let records = zone::build(&self.domain, services, slices, serial);
+        let count = records.len();
+        let handler = match InMemoryZoneHandler::<TokioRuntimeProvider>::new(
+            self.domain.clone(),
+            records,
+            ZoneType::Primary,
+            AxfrPolicy::Deny,
+        ) {
+            Ok(handler) => handler,
+            Err(error) => {
+                // Only a zone without SOA fails, and build() always adds one.
+                tracing::error!(%error, "cannot build the cluster zone; keeping the previous one");
+                return;
+            }
+        };
+        let mut catalog = Catalog::new();
+        catalog.upsert(LowerName::new(&self.domain), vec![Arc::new(handler)]);
+        let catalog = Arc::new(catalog);
+        match self.catalog.write() {
+            Ok(mut current) => *current = catalog,
+            Err(poisoned) => *poisoned.into_inner() = catalog,
+        }
+        tracing::debug!(serial, record_sets = count, "cluster zone updated");
+    }
+
+    fn current(&self) -> Arc<Catalog> {
+        match self.catalog.read() {
+            Ok(current) => Arc::clone(&current),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+}
+
+/// Answers from the zone current when the query arrives.
+#[derive(Debug, Clone)]
+struct Handler(Arc<ClusterDns>);
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let catalog = self.0.current();
+        catalog
+            .handle_request::<R, T>(request, response_handle)
+            .await
+    }
+}
+
+/// Serves `dns` over UDP and TCP on each of `addresses`; returns the bound addresses (port 0
+/// picks a free port) and the server, which stops when dropped.
+pub async fn serve(
+    dns: Arc<ClusterDns>,
+    addresses: &[SocketAddr],
+) -> anyhow::Result<(Vec<SocketAddr>, Server<impl RequestHandler>)> {
+    let mut server = Server::new(Handler(dns));
+    let mut bound = Vec::new();
+    for address in addresses {
+        let udp = tokio::net::UdpSocket::bind(address)
+            .await
+            .with_context(|| format!("cannot bind DNS UDP {address}"))?;
+        let local = udp.local_addr().context("no local address")?;
+        let tcp = tokio::net::TcpListener::bind(local)
+            .await
+            .with_context(|| format!("cannot bind DNS TCP {local}"))?;
+        server.register_socket(udp);
+        server.register_listener(tcp, Duration::from_secs(5), 64);
+        bound.push(local);
+    }
+    Ok((bound, server))
+}
+
+/// Follows Services and EndpointSlices through the API and keeps `dns` up to date until the
+/// watches end (they retry with back-off on errors, so in practice: until cancelled).
+pub async fn run(client: Client, dns: Arc<ClusterDns>) -> anyhow::Result<()> {
+    let (services, services_writer) = reflector::store::<Service>();
+    let (slices, slices_writer) = reflector::store::<EndpointSlice>();
+    let service_events = watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(services_writer)
+    .map(|event| event.map(|_| ()));
+    let slice_events = watcher(
+        Api::<EndpointSlice>::all(client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(slices_writer)
+    .map(|event| event.map(|_| ()));
+    let mut events = stream::select(service_events, slice_events).boxed();
+    while let Some(event) = events.next().await {
+        if let Err(error) = event {
+            tracing::warn!(%error, "watching Services/EndpointSlices for DNS; retrying");
+            continue;
+        }
+        // Collect what arrives in a short window, then rebuild once.
+        let deadline = tokio::time::sleep(DEBOUNCE);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => break,
+                next = events.next() => match next {
+                    Some(Err(error)) => tracing::warn!(%error, "watching for DNS; retrying"),
+                    Some(Ok(())) => {}
+                    None => break,
+                },
+            }
+        }
+        if services.wait_until_ready().await.is_err() || slices.wait_until_ready().await.is_err() {
+            anyhow::bail!("the DNS reflectors were dropped");
+        }
+        let current_services: Vec<Service> =
+            services.state().iter().map(|s| (**s).clone()).collect();
+        let current_slices: Vec<EndpointSlice> =
+            slices.state().iter().map(|s| (**s).clone()).collect();
+        dns.update(&current_services, &current_slices);
+    }
+    Ok(())
+}
