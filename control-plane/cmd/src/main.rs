@@ -135,8 +135,11 @@ async fn main() -> anyhow::Result<()> {
     bootstrap(store.as_ref())
         .await
         .context("cannot create the system namespaces")?;
+    // The API server's state wraps the store so /metrics times every store call, the
+    // compactor's included.
+    let state = AppState::new(store);
     let compactor = tokio::spawn(keelson_store::run_compactor(
-        Arc::clone(&store),
+        Arc::clone(state.store()),
         CompactionPolicy::default(),
     ));
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -150,7 +153,6 @@ async fn main() -> anyhow::Result<()> {
          (TLS and authentication come later)"
     );
     tracing::info!(kubeconfig = %kubeconfig.display(), "wrote the admin kubeconfig");
-    let state = AppState::new(store);
     let router = app(state.clone());
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
