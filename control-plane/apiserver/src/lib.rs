@@ -23,6 +23,7 @@ pub mod error;
 mod handlers;
 pub mod metrics;
 mod object;
+mod protobuf;
 pub mod resources;
 mod watch_stream;
 
