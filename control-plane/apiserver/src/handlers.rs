@@ -290,8 +290,8 @@ fn ok(object: &Value) -> Response {
     json_response(StatusCode::OK, object)
 }
 
-/// Reads a request body up to [`MAX_BODY_BYTES`]; returns its content type too. Only JSON
-/// (and, for PATCH, the JSON patch types) is understood.
+/// Reads a request body up to [`MAX_BODY_BYTES`]; returns its content type too. JSON (and, for
+/// PATCH, the JSON patch types) is understood; Kubernetes protobuf is decoded into JSON.
 async fn read_body(
     headers: &HeaderMap,
     body: Body,
@@ -314,6 +314,9 @@ async fn read_body(
         .map_err(|_| ApiError::too_large(MAX_BODY_BYTES))?;
     if bytes.is_empty() && optional {
         return Ok((content_type, bytes));
+    }
+    if content_type == crate::protobuf::CONTENT_TYPE {
+        return crate::protobuf::to_json(&bytes).map(|json| ("application/json".to_owned(), json));
     }
     if !content_type.ends_with("json") {
         return Err(ApiError::unsupported_media_type(&content_type));

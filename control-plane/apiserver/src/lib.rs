@@ -3,7 +3,7 @@
 //! [`app`] builds the axum [`Router`]: discovery (`/version`, `/api`, `/apis`, `/api/v1`,
 //! `/apis/<group>/<version>`), `/openapi/v2`, health endpoints, and for every resource in
 //! [`resources::RESOURCES`] get, list, watch, create, update, patch, delete and deletecollection,
-//! with the `status`, `scale` and `binding` subresources. Objects are stored as raw JSON (unknown
+//! with the `status`, `scale` and `binding` subresources, and `/metrics` ([`metrics`]). Objects are stored as raw JSON (unknown
 //! fields survive) under `/registry/<resource>/[<namespace>/]<name>` in a [`keelson_store::Store`];
 //! `metadata.resourceVersion` is the key's mod revision in the store and is never stored itself.
 //! Every failure reaches the client as a Kubernetes `Status` ([`ApiError`]). Every request is
@@ -24,13 +24,16 @@ pub mod auth;
 mod discovery;
 pub mod error;
 mod handlers;
+pub mod metrics;
 mod object;
+mod protobuf;
 pub mod resources;
 pub mod tls;
 mod watch_stream;
 
 pub use auth::{Authenticator, UserInfo};
 pub use error::ApiError;
+pub use metrics::{InstrumentedStore, Metrics};
 
 /// The largest request body accepted; larger ones get `413 RequestEntityTooLarge`
 /// (kube-apiserver's limit too).
@@ -39,22 +42,26 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// The Kubernetes version keelson reports in `/version`.
 pub const KUBERNETES_VERSION: &str = "v1.33.0-keelson";
 
-/// What every request handler shares: the store, the authenticator and the shutdown signal
-/// that ends watches.
+/// What every request handler shares: the store, the authenticator, the metrics and the
+/// shutdown signal that ends watches.
 #[derive(Debug, Clone)]
 pub struct AppState {
     store: Arc<dyn Store>,
     authenticator: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
     shutdown: Arc<watch::Sender<bool>>,
 }
 
 impl AppState {
-    /// State over `store`. Only requests with a verified client certificate (see [`tls`])
-    /// are authenticated until [`AppState::with_authenticator`] adds bearer tokens.
+    /// State over `store`, which is wrapped in an [`InstrumentedStore`] so `/metrics` shows
+    /// its latency. Only requests with a verified client certificate (see [`tls`]) are
+    /// authenticated until [`AppState::with_authenticator`] adds bearer tokens.
     pub fn new(store: Arc<dyn Store>) -> Self {
+        let metrics = Arc::new(Metrics::new());
         Self {
-            store,
+            store: Arc::new(InstrumentedStore::new(store, Arc::clone(&metrics))),
             authenticator: Arc::new(Authenticator::default()),
+            metrics,
             shutdown: Arc::new(watch::Sender::new(false)),
         }
     }
@@ -65,9 +72,15 @@ impl AppState {
         self
     }
 
-    /// The store.
+    /// The (instrumented) store: give this one to other users of the store, such as the
+    /// compactor, so their calls are measured too.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The metrics `/metrics` serves.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Ends every open watch stream (their clients see the stream end and re-watch), so a
@@ -89,10 +102,16 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(discovery::ok))
         .route("/readyz", get(discovery::ok))
         .route("/livez", get(discovery::ok))
+        .route("/metrics", get(metrics::serve))
         .fallback(discovery::not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
+        ))
+        // Outermost, so that refused requests (401/403) are counted too.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
         ))
         .with_state(state)
 }

@@ -1139,3 +1139,123 @@ async fn node_credentials_change_only_their_node_lease_and_bound_pods() {
     let (status, _) = as_node(Method::POST, CONFIGMAPS.into(), configmap("x", json!({}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "nodes write nothing else");
 }
+
+/// `GET /metrics` as text.
+async fn metrics_text(s: &Server) -> String {
+    let (status, value) = s.call(Method::GET, "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    value["raw"]
+        .as_str()
+        .unwrap_or_else(|| panic!("/metrics is not text: {value}"))
+        .to_owned()
+}
+
+/// The value of the sample line `series` (name and labels exactly as exposed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_requests_watches_and_store_latency() {
+    let s = server().await;
+    s.ok(Method::POST, CONFIGMAPS, Some(configmap("m1", json!({}))))
+        .await;
+    s.ok(Method::GET, &format!("{CONFIGMAPS}/m1"), None).await;
+    s.ok(Method::GET, &format!("{CONFIGMAPS}/m1"), None).await;
+    s.ok(Method::GET, CONFIGMAPS, None).await;
+    let (status, _) = s
+        .call(Method::GET, &format!("{CONFIGMAPS}/nope"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = s
+        .patch(
+            &format!("{DEPLOYMENTS}/nope/scale"),
+            "application/merge-patch+json",
+            json!({"spec": {"replicas": 2}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    s.ok(Method::DELETE, &format!("{CONFIGMAPS}/m1"), None)
+        .await;
+
+    // An open watch is counted until its client goes away.
+    let (status, _, open_watch) =
+        watch_events(&s.router, &format!("{CONFIGMAPS}?watch=true"), 0).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = metrics_text(&s).await;
+    for (series, want) in [
+        (
+            r#"apiserver_request_total{verb="create",resource="configmaps",subresource="",code="201"}"#,
+            1.0,
+        ),
+        (
+            r#"apiserver_request_total{verb="get",resource="configmaps",subresource="",code="200"}"#,
+            2.0,
+        ),
+        (
+            r#"apiserver_request_total{verb="list",resource="configmaps",subresource="",code="200"}"#,
+            1.0,
+        ),
+        (
+            r#"apiserver_request_total{verb="get",resource="configmaps",subresource="",code="404"}"#,
+            1.0,
+        ),
+        (
+            r#"apiserver_request_total{verb="patch",resource="deployments",subresource="scale",code="404"}"#,
+            1.0,
+        ),
+        (
+            r#"apiserver_request_total{verb="delete",resource="configmaps",subresource="",code="200"}"#,
+            1.0,
+        ),
+        (
+            r#"apiserver_request_total{verb="watch",resource="configmaps",subresource="",code="200"}"#,
+            1.0,
+        ),
+        (
+            r#"apiserver_request_duration_seconds_count{verb="get",resource="configmaps"}"#,
+            3.0,
+        ),
+        (
+            r#"apiserver_registered_watchers{resource="configmaps"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(sample(&text, series), Some(want), "{series} in:\n{text}");
+    }
+    // Store latency: the create wrote once; gets and the list read the store.
+    let creates = sample(
+        &text,
+        r#"keelson_store_operation_duration_seconds_count{operation="create"}"#,
+    );
+    assert!(
+        creates.is_some_and(|c| c >= 1.0),
+        "store create series in:\n{text}"
+    );
+    for operation in ["get", "list", "delete", "watch"] {
+        let series =
+            format!(r#"keelson_store_operation_duration_seconds_count{{operation="{operation}"}}"#);
+        assert!(
+            sample(&text, &series).is_some_and(|c| c >= 1.0),
+            "{series} in:\n{text}"
+        );
+    }
+    assert!(
+        text.contains(r#"apiserver_request_duration_seconds_bucket{le="0.005",verb="get",resource="configmaps"}"#)
+            || text.contains(r#"apiserver_request_duration_seconds_bucket{verb="get",resource="configmaps",le="0.005"}"#),
+        "ms-scale latency buckets in:\n{text}"
+    );
+
+    drop(open_watch);
+    let text = metrics_text(&s).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"apiserver_registered_watchers{resource="configmaps"}"#
+        ),
+        Some(0.0),
+        "the closed watch is no longer counted:\n{text}"
+    );
+}

@@ -254,8 +254,11 @@ async fn main() -> anyhow::Result<()> {
     bootstrap(store.as_ref())
         .await
         .context("cannot create the system namespaces")?;
+    // The API server's state wraps the store so /metrics times every store call, the
+    // compactor's included.
+    let state = AppState::new(store).with_authenticator(authenticator);
     let compactor = tokio::spawn(keelson_store::run_compactor(
-        Arc::clone(&store),
+        Arc::clone(state.store()),
         CompactionPolicy::default(),
     ));
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -272,7 +275,6 @@ async fn main() -> anyhow::Result<()> {
     let kubeconfig = write_admin_kubeconfig(&args.data_dir, &pki, &server_url(listen))?;
     tracing::info!(%listen, "serving the Kubernetes API over HTTPS");
     tracing::info!(kubeconfig = %kubeconfig.display(), "wrote the admin kubeconfig");
-    let state = AppState::new(store).with_authenticator(authenticator);
     let router = app(state.clone());
     tls::serve(listener, router, tls_config, async move {
         shutdown_signal().await;

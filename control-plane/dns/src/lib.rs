@@ -20,7 +20,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use futures_util::{StreamExt as _, stream};
+use futures_util::{FutureExt as _, StreamExt as _, stream};
 use hickory_server::{
     Server,
     net::runtime::{Time, TokioRuntimeProvider},
@@ -192,8 +192,12 @@ pub async fn run(client: Client, dns: Arc<ClusterDns>) -> anyhow::Result<()> {
                 },
             }
         }
-        if services.wait_until_ready().await.is_err() || slices.wait_until_ready().await.is_err() {
-            anyhow::bail!("the DNS reflectors were dropped");
+        // Serve a partial view only once both initial lists are in. Waiting here would stall:
+        // the streams that complete those lists are polled by this loop.
+        let services_ready = services.wait_until_ready().now_or_never();
+        let slices_ready = slices.wait_until_ready().now_or_never();
+        if !matches!(services_ready, Some(Ok(()))) || !matches!(slices_ready, Some(Ok(()))) {
+            continue;
         }
         let current_services: Vec<Service> =
             services.state().iter().map(|s| (**s).clone()).collect();

@@ -1,0 +1,322 @@
+use serde_json::json;
+
+use super::*;
+
+fn fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/src/protobuf/testdata/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let body = std::fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    decode(&body).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Bodies kubectl 1.33 sent for `kubectl create ...` (captured from the real binary).
+#[test]
+fn kubectl_create_bodies_decode_to_kubernetes_json() {
+    assert_eq!(
+        fixture("kubectl-1.33-create-namespace.bin"),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "pbns"},
+               "spec": {}, "status": {}})
+    );
+    assert_eq!(
+        fixture("kubectl-1.33-create-configmap.bin"),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pbcm"},
+               "data": {"a": "b", "empty": ""}})
+    );
+    // --from-file with bytes that are not UTF-8: binaryData, base64.
+    assert_eq!(
+        fixture("kubectl-1.33-create-configmap-binary.bin")["binaryData"],
+        json!({"blob": "AP8BYmluYXJ5"})
+    );
+    assert_eq!(
+        fixture("kubectl-1.33-create-secret.bin"),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pbsec"},
+               "data": {"password": "aHVudGVyMg=="}})
+    );
+    assert_eq!(
+        fixture("kubectl-1.33-create-deployment.bin"),
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "pbdep", "labels": {"app": "pbdep"}},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "pbdep"}},
+                "strategy": {},
+                "template": {
+                    "metadata": {"labels": {"app": "pbdep"}},
+                    "spec": {"containers": [{
+                        "name": "nginx", "image": "nginx:1.27",
+                        "ports": [{"containerPort": 8080}], "resources": {}
+                    }]}
+                }
+            },
+            "status": {}
+        })
+    );
+    // A pointer field set to zero stays: replicas 0 is not "default to 1".
+    let zero = fixture("kubectl-1.33-create-deployment-zero.bin");
+    assert_eq!(zero["spec"]["replicas"], 0);
+    assert_eq!(
+        zero["spec"]["template"]["spec"]["containers"][0]["command"],
+        json!(["sleep", "3600"])
+    );
+    assert_eq!(
+        fixture("kubectl-1.33-create-service-clusterip.bin")["spec"],
+        json!({
+            "type": "ClusterIP",
+            "selector": {"app": "pbsvc"},
+            "ports": [
+                {"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080},
+                {"name": "443-https", "port": 443, "protocol": "TCP", "targetPort": "https"}
+            ]
+        })
+    );
+    assert_eq!(
+        fixture("kubectl-1.33-create-service-nodeport.bin")["spec"]["ports"][0]["nodePort"],
+        30080
+    );
+}
+
+// A small encoder for hand-made messages; field numbers come from the schema by JSON name.
+
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn tag(message_name: &str, json: &str) -> u64 {
+    let m = message(message_name).expect("message in the schema");
+    m.fields
+        .iter()
+        .find(|f| f.json == json)
+        .unwrap_or_else(|| panic!("{message_name} has no field {json}"))
+        .tag
+        .into()
+}
+
+fn bytes_field(message_name: &str, json: &str, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    varint(tag(message_name, json) << 3 | 2, &mut out);
+    varint(value.len() as u64, &mut out);
+    out.extend_from_slice(value);
+    out
+}
+
+fn int_field(message_name: &str, json: &str, value: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    varint(tag(message_name, json) << 3, &mut out);
+    varint(value as u64, &mut out);
+    out
+}
+
+fn raw(tag: u64, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    varint(tag << 3 | 2, &mut out);
+    varint(value.len() as u64, &mut out);
+    out.extend_from_slice(value);
+    out
+}
+
+fn envelope(api_version: &str, kind: &str, object: &[u8]) -> Vec<u8> {
+    let type_meta = [raw(1, api_version.as_bytes()), raw(2, kind.as_bytes())].concat();
+    [MAGIC.to_vec(), raw(1, &type_meta), raw(2, object)].concat()
+}
+
+const META: &str = "apimachinery/pkg/apis/meta/v1/ObjectMeta";
+const POD_SPEC: &str = "api/core/v1/PodSpec";
+const CONTAINER: &str = "api/core/v1/Container";
+
+#[test]
+fn times_quantities_int_or_string_inline_structs_and_packed_ints() {
+    // creationTimestamp 2024-05-01T10:00:00Z; a zero deletionTimestamp is left out.
+    let timestamp = {
+        let mut t = Vec::new();
+        varint(1 << 3, &mut t);
+        varint(1_714_557_600, &mut t);
+        t
+    };
+    let meta = [
+        bytes_field(META, "name", b"p"),
+        bytes_field(META, "creationTimestamp", &timestamp),
+        bytes_field(META, "deletionTimestamp", &[]),
+        bytes_field(META, "managedFields", &raw(7, &raw(1, br#"{"f:data":{}}"#))),
+    ]
+    .concat();
+    let quantity = raw(1, b"250m");
+    let limits_entry = [raw(1, b"cpu"), raw(2, &quantity)].concat();
+    let resources = bytes_field("api/core/v1/ResourceRequirements", "limits", &limits_entry);
+    let http_get = [
+        bytes_field("api/core/v1/HttpGetAction", "path", b"/healthz"),
+        // IntOrString {type: 1 (string), strVal: "http"}.
+        bytes_field(
+            "api/core/v1/HttpGetAction",
+            "port",
+            &[vec![0x08, 0x01], raw(3, b"http")].concat(),
+        ),
+    ]
+    .concat();
+    // Probe embeds ProbeHandler (`httpGet` lands on the probe itself).
+    let handler = bytes_field("api/core/v1/ProbeHandler", "httpGet", &http_get);
+    let probe = [
+        raw(1, &handler),
+        int_field("api/core/v1/Probe", "periodSeconds", 5),
+    ]
+    .concat();
+    let container = [
+        bytes_field(CONTAINER, "name", b"web"),
+        bytes_field(CONTAINER, "resources", &resources),
+        bytes_field(CONTAINER, "readinessProbe", &probe),
+    ]
+    .concat();
+    // Volume embeds VolumeSource; ConfigMapVolumeSource embeds LocalObjectReference.
+    let cm_source = raw(
+        1,
+        &bytes_field("api/core/v1/LocalObjectReference", "name", b"cfg"),
+    );
+    let source = bytes_field("api/core/v1/VolumeSource", "configMap", &cm_source);
+    let volume = [
+        bytes_field("api/core/v1/Volume", "name", b"v"),
+        raw(2, &source),
+    ]
+    .concat();
+    // supplementalGroups: one unpacked item, then two packed.
+    let groups_tag = tag("api/core/v1/PodSecurityContext", "supplementalGroups");
+    let mut security = int_field("api/core/v1/PodSecurityContext", "runAsUser", 0);
+    varint(groups_tag << 3, &mut security);
+    varint(1000, &mut security);
+    security.extend(raw(groups_tag, &[0x01, 0x02]));
+    let spec = [
+        bytes_field(POD_SPEC, "containers", &container),
+        bytes_field(POD_SPEC, "volumes", &volume),
+        bytes_field(POD_SPEC, "securityContext", &security),
+        int_field(POD_SPEC, "terminationGracePeriodSeconds", 0),
+        int_field(POD_SPEC, "hostNetwork", 0),
+    ]
+    .concat();
+    let pod = [
+        bytes_field("api/core/v1/Pod", "metadata", &meta),
+        bytes_field("api/core/v1/Pod", "spec", &spec),
+    ]
+    .concat();
+    let object = decode(&envelope("v1", "Pod", &pod)).expect("decodes");
+    assert_eq!(
+        object,
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": "p",
+                "creationTimestamp": "2024-05-01T10:00:00Z",
+                "managedFields": [{"fieldsV1": {"f:data": {}}}]
+            },
+            "spec": {
+                "containers": [{
+                    "name": "web",
+                    "resources": {"limits": {"cpu": "250m"}},
+                    "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 5}
+                }],
+                "volumes": [{"name": "v", "configMap": {"name": "cfg"}}],
+                "securityContext": {"runAsUser": 0, "supplementalGroups": [1000, 1, 2]},
+                "terminationGracePeriodSeconds": 0
+            }
+        })
+    );
+}
+
+#[test]
+fn micro_time_and_lease() {
+    let lease = "api/coordination/v1/LeaseSpec";
+    let renew = [
+        {
+            let mut t = Vec::new();
+            varint(1 << 3, &mut t);
+            varint(1_714_557_600, &mut t);
+            t
+        },
+        {
+            let mut t = Vec::new();
+            varint(2 << 3, &mut t);
+            varint(123_456_000, &mut t);
+            t
+        },
+    ]
+    .concat();
+    let spec = [
+        bytes_field(lease, "holderIdentity", b"node-1"),
+        int_field(lease, "leaseDurationSeconds", 40),
+        bytes_field(lease, "renewTime", &renew),
+    ]
+    .concat();
+    let object = decode(&envelope(
+        "coordination.k8s.io/v1",
+        "Lease",
+        &bytes_field("api/coordination/v1/Lease", "spec", &spec),
+    ))
+    .expect("decodes");
+    assert_eq!(
+        object["spec"],
+        json!({"holderIdentity": "node-1", "leaseDurationSeconds": 40,
+               "renewTime": "2024-05-01T10:00:00.123456Z"})
+    );
+}
+
+#[test]
+fn delete_options_and_negative_ints() {
+    let options = "apimachinery/pkg/apis/meta/v1/DeleteOptions";
+    let body = [
+        int_field(options, "gracePeriodSeconds", 0),
+        bytes_field(options, "propagationPolicy", b"Foreground"),
+    ]
+    .concat();
+    let object = decode(&envelope("meta.k8s.io/v1", "DeleteOptions", &body)).expect("decodes");
+    assert_eq!(object["gracePeriodSeconds"], 0);
+    assert_eq!(object["propagationPolicy"], "Foreground");
+
+    let event = int_field("api/core/v1/Event", "count", -1);
+    assert_eq!(
+        decode(&envelope("v1", "Event", &event)).expect("decodes")["count"],
+        -1
+    );
+}
+
+#[test]
+fn unsupported_types_and_malformed_bodies() {
+    assert_eq!(
+        decode(&envelope("batch/v1", "Job", &[])),
+        Err(ProtobufError::UnsupportedType {
+            api_version: "batch/v1".into(),
+            kind: "Job".into()
+        })
+    );
+    let message = decode(&envelope("batch/v1", "Job", &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("batch/v1, Kind=Job"), "{message}");
+    assert!(matches!(
+        decode(b"{\"kind\":\"Pod\"}"),
+        Err(ProtobufError::Malformed(_))
+    ));
+    // A length running past the end.
+    let truncated = envelope("v1", "ConfigMap", &[0x12, 0x40, 0x0a]);
+    assert!(matches!(
+        decode(&truncated),
+        Err(ProtobufError::Malformed(_))
+    ));
+    // Field numbers the schema does not know (a newer client) are skipped.
+    let newer = [
+        bytes_field(
+            "api/core/v1/ConfigMap",
+            "data",
+            &[raw(1, b"k"), raw(2, b"v")].concat(),
+        ),
+        raw(999, b"x"),
+    ]
+    .concat();
+    assert_eq!(
+        decode(&envelope("v1", "ConfigMap", &newer)).expect("decodes")["data"],
+        json!({"k": "v"})
+    );
+}
