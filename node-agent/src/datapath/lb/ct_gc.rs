@@ -113,7 +113,10 @@ impl Flow {
 
     /// The state both directions show together.
     pub fn state(&self) -> FlowState {
-        if self.entries().any(|(_, v)| v.flags & ct_flags::CLOSING != 0) {
+        if self
+            .entries()
+            .any(|(_, v)| v.flags & ct_flags::CLOSING != 0)
+        {
             FlowState::Closing
         } else if self
             .reply
@@ -197,10 +200,8 @@ pub fn group_flows(
     entries: &[(CtKey, CtValue)],
     mut partner: impl FnMut(&CtKey) -> Option<CtValue>,
 ) -> Vec<Flow> {
-    let in_window: std::collections::HashMap<FlowId, CtValue> = entries
-        .iter()
-        .map(|(k, v)| (FlowId::of(k), *v))
-        .collect();
+    let in_window: std::collections::HashMap<FlowId, CtValue> =
+        entries.iter().map(|(k, v)| (FlowId::of(k), *v)).collect();
     let mut flows: BTreeMap<FlowId, Flow> = BTreeMap::new();
     for (key, value) in entries {
         let other = partner_key(key, value);
@@ -487,9 +488,7 @@ impl ConntrackGc {
                 path: maps::METRICS.into(),
                 source,
             })?;
-            array
-                .set(id, values, 0)
-                .map_err(map_error(maps::METRICS))?;
+            array.set(id, values, 0).map_err(map_error(maps::METRICS))?;
         }
         Ok(())
     }
@@ -674,9 +673,21 @@ mod tests {
             // TCP SYN never answered, 61 s ago: expired.
             flow(2, proto::TCP, now - 61 * SEC, 0, 0),
             // TCP closing, 11 s ago: expired.
-            flow(3, proto::TCP, now - 11 * SEC, ct_flags::SEEN, ct_flags::CLOSING),
+            flow(
+                3,
+                proto::TCP,
+                now - 11 * SEC,
+                ct_flags::SEEN,
+                ct_flags::CLOSING,
+            ),
             // TCP closing, 5 s ago: kept.
-            flow(4, proto::TCP, now - 5 * SEC, ct_flags::SEEN, ct_flags::CLOSING),
+            flow(
+                4,
+                proto::TCP,
+                now - 5 * SEC,
+                ct_flags::SEEN,
+                ct_flags::CLOSING,
+            ),
             // UDP answered, 59 s ago: kept; 61 s ago: expired.
             flow(5, proto::UDP, now - 59 * SEC, ct_flags::SEEN, 0),
             flow(6, proto::UDP, now - 61 * SEC, ct_flags::SEEN, 0),
@@ -705,7 +716,13 @@ mod tests {
         let idle_old = flow(2, proto::UDP, now - 50 * SEC, ct_flags::SEEN, 0);
         let idle_newer = flow(3, proto::UDP, now - 20 * SEC, ct_flags::SEEN, 0);
         let syn = flow(4, proto::TCP, now - 30 * SEC, 0, 0);
-        let closing = flow(5, proto::TCP, now - 2 * SEC, ct_flags::SEEN, ct_flags::CLOSING);
+        let closing = flow(
+            5,
+            proto::TCP,
+            now - 2 * SEC,
+            ct_flags::SEEN,
+            ct_flags::CLOSING,
+        );
         let flows = [active, idle_old, idle_newer, syn, closing];
 
         let p = plan(&flows, now, &policy, 4);

@@ -229,7 +229,10 @@ pub fn metrics_text(pin_dir: &Path) -> Result<String, DatapathError> {
         let values = counters.get(&id, 0).map_err(map_error(maps::METRICS))?;
         let total: u64 = values.iter().sum();
         let what = name.strip_prefix("ct_gc_").unwrap_or(name);
-        let _ = writeln!(out, "keelson_conntrack_gc_total{{event=\"{what}\"}} {total}");
+        let _ = writeln!(
+            out,
+            "keelson_conntrack_gc_total{{event=\"{what}\"}} {total}"
+        );
     }
     let _ = writeln!(
         out,

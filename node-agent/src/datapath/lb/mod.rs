@@ -381,12 +381,10 @@ impl LoadBalancer {
             .map(|(id, name)| (id as u32, *name))
             .chain(metric::AGENT_NAMES);
         for (id, name) in ids {
-            let values = map
-                .get(&id, 0)
-                .map_err(|source| DatapathError::Map {
-                    map: maps::METRICS,
-                    source: Box::new(source),
-                })?;
+            let values = map.get(&id, 0).map_err(|source| DatapathError::Map {
+                map: maps::METRICS,
+                source: Box::new(source),
+            })?;
             out.push((name, values.iter().sum()));
         }
         Ok(out)

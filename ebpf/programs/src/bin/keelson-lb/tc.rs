@@ -272,8 +272,7 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
                 && header.flags & service_flags::EXTERNAL_LOCAL == 0
                 && backend.flags & backend_flags::LOCAL == 0;
             if snat {
-                let Some((addr, out_ifindex)) = snat_route(ctx, in_ifindex, saddr, &backend)
-                else {
+                let Some((addr, out_ifindex)) = snat_route(ctx, in_ifindex, saddr, &backend) else {
                     count(metric::TC_SNAT_FAILED);
                     return Ok(SHOT);
                 };
@@ -294,8 +293,8 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
                 count(metric::TC_SNAT_NEW_FLOW);
             } else {
                 let (key, reply) = reply_entry(&forward_key, &value, reply_ifindex, now);
-                let stored = CT.insert(forward_key, value, 0).is_ok()
-                    && CT.insert(key, reply, 0).is_ok();
+                let stored =
+                    CT.insert(forward_key, value, 0).is_ok() && CT.insert(key, reply, 0).is_ok();
                 if !stored {
                     count(metric::TC_CT_STORE_FAILED);
                     return Ok(SHOT);
@@ -383,11 +382,9 @@ fn snat_route(
 #[inline(always)]
 fn claim_snat_port(forward: &CtKey, value: &CtValue, reply_ifindex: u32, now: u64) -> Option<u16> {
     const RANGE: u32 = (snat_ports::MAX - snat_ports::MIN) as u32 + 1;
-    let hash = mix(
-        forward.saddr_be
-            ^ forward.daddr_be.rotate_left(8)
-            ^ ((u32::from(forward.sport_be) << 16) | u32::from(forward.dport_be)),
-    );
+    let hash = mix(forward.saddr_be
+        ^ forward.daddr_be.rotate_left(8)
+        ^ ((u32::from(forward.sport_be) << 16) | u32::from(forward.dport_be)));
     let mut offset = hash % RANGE;
     let mut value = *value;
     for _ in 0..snat_ports::RETRIES {
