@@ -58,6 +58,24 @@ struct RunArgs {
         default_value = "127.0.0.1:10249"
     )]
     metrics_listen: std::net::SocketAddr,
+    /// Capacity of the TC path's conntrack table (two entries per flow).
+    #[arg(long, env = "KEELSON_CT_CAPACITY", default_value_t = keelson_ebpf_common::capacity::CT)]
+    ct_capacity: u32,
+    /// Milliseconds between two conntrack GC passes.
+    #[arg(long, env = "KEELSON_CT_GC_INTERVAL_MS", default_value_t = 5_000)]
+    ct_gc_interval_ms: u64,
+    /// Conntrack entries the GC reads per pass (bounds its work).
+    #[arg(long, env = "KEELSON_CT_GC_SCAN_BUDGET", default_value_t = 16_384)]
+    ct_gc_scan_budget: usize,
+    /// Conntrack fill ratio past which the GC evicts closing and idle flows early.
+    #[arg(long, env = "KEELSON_CT_HIGH_WATER", default_value_t = 0.9)]
+    ct_high_water: f64,
+    /// Fill ratio the GC evicts down to once past the high-water mark.
+    #[arg(long, env = "KEELSON_CT_LOW_WATER", default_value_t = 0.8)]
+    ct_low_water: f64,
+    /// Seconds without a packet after which an established flow may be evicted under pressure.
+    #[arg(long, env = "KEELSON_CT_EVICT_IDLE_S", default_value_t = 60)]
+    ct_evict_idle_s: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,7 +154,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     use anyhow::Context as _;
 
     let pin_dir = args.pins.pin_dir();
-    let mut lb = datapath::lb::LoadBalancer::load(&datapath::lb::LbConfig::new(&pin_dir))
+    anyhow::ensure!(
+        0.0 < args.ct_low_water
+            && args.ct_low_water < args.ct_high_water
+            && args.ct_high_water <= 1.0,
+        "--ct-low-water and --ct-high-water must satisfy 0 < low < high <= 1"
+    );
+    let config = datapath::lb::LbConfig {
+        ct: args.ct_capacity,
+        ..datapath::lb::LbConfig::new(&pin_dir)
+    };
+    let mut lb = datapath::lb::LoadBalancer::load(&config)
         .map_err(|e| anyhow::anyhow!(error_chain(&e)))
         .context("loading the service datapath")?;
     lb.attach_cgroup(&args.cgroup)
@@ -146,6 +174,41 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         node_name: args.pins.node_name.clone(),
         node_addresses: args.node_addresses.clone(),
     };
+    let gc_policy = datapath::lb::GcPolicy {
+        high_water: args.ct_high_water,
+        low_water: args.ct_low_water,
+        evict_idle: std::time::Duration::from_secs(args.ct_evict_idle_s),
+        scan_budget: args.ct_gc_scan_budget.max(1),
+        ..datapath::lb::GcPolicy::default()
+    };
+    let mut gc = datapath::lb::ConntrackGc::open(&pin_dir, gc_policy)
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+        .context("opening the conntrack map for its GC")?;
+    let gc_interval = std::time::Duration::from_millis(args.ct_gc_interval_ms.max(1));
+    // The GC only reads and deletes pinned-map entries; it lives as long as the process.
+    std::thread::Builder::new()
+        .name("ct-gc".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(gc_interval);
+                match gc.pass() {
+                    Ok(report) if report.expired_flows + report.evicted_flows > 0 => {
+                        tracing::info!(
+                            expired = report.expired_flows,
+                            evicted = report.evicted_flows,
+                            entries = report.entries,
+                            capacity = report.capacity,
+                            "conntrack GC"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(error = %error_chain(&error), "conntrack GC pass failed");
+                    }
+                }
+            }
+        })
+        .context("starting the conntrack GC")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

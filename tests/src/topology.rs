@@ -152,8 +152,8 @@ impl Topology {
                     UdpSocket::bind(addr).expect("bind a UDP backend"),
                 )
             };
-            threads.push(spawn_tcp_backend(tcp, backend_name(i), stop.clone()));
-            threads.push(spawn_udp_backend(udp, backend_name(i), stop.clone()));
+            threads.push(spawn_tcp_backend(tcp, backend_name(i), false, stop.clone()));
+            threads.push(spawn_udp_backend(udp, backend_name(i), false, stop.clone()));
         }
         Self {
             client,
@@ -198,8 +198,13 @@ impl Topology {
 
     /// Starts a client holding one TCP connection open (`hold` mode).
     pub fn hold(&self, client_binary: &str, target: SocketAddrV4) -> HeldConnection {
-        let mut child = self
-            .client_command(client_binary, &["hold", &target.to_string()])
+        HeldConnection::spawn(self.client_command(client_binary, &["hold", &target.to_string()]))
+    }
+}
+
+impl HeldConnection {
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -263,15 +268,25 @@ impl Drop for HeldConnection {
     }
 }
 
-fn spawn_tcp_backend(listener: TcpListener, name: String, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+/// A TCP backend answering with `name` (and ` from=<peer>` when `show_peer`).
+fn spawn_tcp_backend(
+    listener: TcpListener,
+    name: String,
+    show_peer: bool,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
     listener
         .set_nonblocking(true)
         .expect("non-blocking listener");
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             match listener.accept() {
-                Ok((stream, _)) => {
-                    let name = name.clone();
+                Ok((stream, peer)) => {
+                    let name = if show_peer {
+                        format!("{name} from={peer}")
+                    } else {
+                        name.clone()
+                    };
                     let stop = stop.clone();
                     std::thread::spawn(move || serve_tcp(stream, &name, &stop));
                 }
@@ -312,7 +327,13 @@ fn serve_tcp(stream: std::net::TcpStream, name: &str, stop: &AtomicBool) {
     }
 }
 
-fn spawn_udp_backend(socket: UdpSocket, name: String, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+/// A UDP backend answering every datagram with `name` (and ` from=<peer>` when `show_peer`).
+fn spawn_udp_backend(
+    socket: UdpSocket,
+    name: String,
+    show_peer: bool,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
     socket
         .set_read_timeout(Some(Duration::from_millis(50)))
         .expect("UDP read timeout");
@@ -320,8 +341,208 @@ fn spawn_udp_backend(socket: UdpSocket, name: String, stop: Arc<AtomicBool>) -> 
         let mut buf = [0u8; 512];
         while !stop.load(Ordering::Relaxed) {
             if let Ok((_, from)) = socket.recv_from(&mut buf) {
-                let _ = socket.send_to(name.as_bytes(), from);
+                let answer = if show_peer {
+                    format!("{name} from={from}")
+                } else {
+                    name.clone()
+                };
+                let _ = socket.send_to(answer.as_bytes(), from);
             }
         }
     })
+}
+
+/// Two nodes and an external client, for NodePort traffic to backends on the other node:
+///
+/// ```text
+///  client netns          node netns (programs)                 remote netns          backend netns
+///  10.210.0.2, .3 ─ veth ─ 10.210.0.1 (uplink)
+///                          10.212.0.1 ─────────── veth ─────── 10.212.0.2
+///                          route 10.213.0.0/24 via 10.212.0.2   10.213.0.1 ── veth ── 10.213.0.11, .12
+///                          blackhole 10.96.0.0/12
+/// ```
+///
+/// The remote node knows only its two links: it has no route to the client, so a backend's
+/// answer reaches the client only if the node rewrote the request's source to its own address
+/// (SNAT). Backends answer with their name and the peer they see (`backend-0 from=IP:PORT`). No
+/// namespace has a route to the machine's uplink.
+#[derive(Debug)]
+pub struct TwoNodeTopology {
+    /// The external client (two addresses: [`EXTERNAL_CLIENTS`]).
+    pub client: NetNs,
+    /// The node whose uplink carries the programs.
+    pub node: NetNs,
+    /// The node's interface towards the client.
+    pub node_uplink_if: String,
+    /// The node's interface towards the remote node.
+    pub node_remote_if: String,
+    /// The other node, routing to its pods.
+    pub remote: NetNs,
+    /// The remote node's pods.
+    pub backends: NetNs,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// The external client's addresses.
+pub const EXTERNAL_CLIENTS: [Ipv4Addr; 2] =
+    [Ipv4Addr::new(10, 210, 0, 2), Ipv4Addr::new(10, 210, 0, 3)];
+/// The node's uplink address (where NodePorts answer).
+pub const NODE_UPLINK_ADDR: Ipv4Addr = Ipv4Addr::new(10, 210, 0, 1);
+/// The node's address towards the remote node (the SNAT source the backends see).
+pub const NODE_INTERNAL_ADDR: Ipv4Addr = Ipv4Addr::new(10, 212, 0, 1);
+/// The remote node's address.
+pub const REMOTE_NODE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 212, 0, 2);
+
+/// Address of remote backend `i` (0-based).
+pub fn remote_backend_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 213, 0, 11 + i as u8)
+}
+
+impl TwoNodeTopology {
+    /// Builds the namespaces and starts `backends` backends (TCP and UDP on [`BACKEND_PORT`]).
+    pub fn new(backends: usize) -> Self {
+        let client = NetNs::new("kxc");
+        let node = NetNs::new("kxn");
+        let remote = NetNs::new("kxr");
+        let pods = NetNs::new("kxb");
+        let (c_if, n_up) = (unique_name("kxc"), unique_name("kxu"));
+        let (n_rm, r_n) = (unique_name("kxi"), unique_name("kxj"));
+        let (r_b, b_if) = (unique_name("kxp"), unique_name("kxq"));
+        for (ns_a, if_a, ns_b, if_b) in [
+            (&client, &c_if, &node, &n_up),
+            (&node, &n_rm, &remote, &r_n),
+            (&remote, &r_b, &pods, &b_if),
+        ] {
+            run(
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    if_a,
+                    "netns",
+                    ns_a.name(),
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    if_b,
+                    "netns",
+                    ns_b.name(),
+                ],
+            );
+        }
+        let sh = |ns: &NetNs, script: &str| {
+            ns.exec(&["sh", "-ec", script]);
+        };
+        let [c1, c2] = EXTERNAL_CLIENTS;
+        sh(
+            &client,
+            &format!(
+                "ip addr add {c1}/24 dev {c_if}; ip addr add {c2}/24 dev {c_if}; \
+                 ip link set {c_if} up; ip route add default via {NODE_UPLINK_ADDR}"
+            ),
+        );
+        sh(
+            &node,
+            &format!(
+                "ip addr add {NODE_UPLINK_ADDR}/24 dev {n_up}; ip link set {n_up} up; \
+                 ip addr add {NODE_INTERNAL_ADDR}/24 dev {n_rm}; ip link set {n_rm} up; \
+                 ip route add 10.213.0.0/24 via {REMOTE_NODE_ADDR}; \
+                 ip route add blackhole 10.96.0.0/12; \
+                 echo 1 > /proc/sys/net/ipv4/ip_forward"
+            ),
+        );
+        sh(
+            &remote,
+            &format!(
+                "ip addr add {REMOTE_NODE_ADDR}/24 dev {r_n}; ip link set {r_n} up; \
+                 ip addr add 10.213.0.1/24 dev {r_b}; ip link set {r_b} up; \
+                 echo 1 > /proc/sys/net/ipv4/ip_forward"
+            ),
+        );
+        let mut script = String::new();
+        for i in 0..backends {
+            script.push_str(&format!(
+                "ip addr add {}/24 dev {b_if}; ",
+                remote_backend_addr(i)
+            ));
+        }
+        script.push_str(&format!(
+            "ip link set {b_if} up; ip route add default via 10.213.0.1"
+        ));
+        sh(&pods, &script);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for i in 0..backends {
+            let (tcp, udp) = {
+                let _in_pods = pods.enter();
+                let addr = SocketAddrV4::new(remote_backend_addr(i), BACKEND_PORT);
+                (
+                    TcpListener::bind(addr).expect("bind a TCP backend"),
+                    UdpSocket::bind(addr).expect("bind a UDP backend"),
+                )
+            };
+            threads.push(spawn_tcp_backend(tcp, backend_name(i), true, stop.clone()));
+            threads.push(spawn_udp_backend(udp, backend_name(i), true, stop.clone()));
+        }
+        Self {
+            client,
+            node,
+            node_uplink_if: n_up,
+            node_remote_if: n_rm,
+            remote,
+            backends: pods,
+            stop,
+            threads,
+        }
+    }
+
+    /// A command running `keelson-test-client` in the client namespace.
+    pub fn client_command(&self, client_binary: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", self.client.name(), client_binary])
+            .args(args);
+        cmd
+    }
+
+    /// Runs the client to completion and returns its output lines.
+    pub fn run_client(&self, client_binary: &str, args: &[&str]) -> Vec<String> {
+        let output = self
+            .client_command(client_binary, args)
+            .output()
+            .expect("run keelson-test-client");
+        assert!(
+            output.status.success(),
+            "keelson-test-client {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Starts a client holding one TCP connection open from `from` (`hold` mode).
+    pub fn hold_from(
+        &self,
+        client_binary: &str,
+        target: SocketAddrV4,
+        from: SocketAddrV4,
+    ) -> HeldConnection {
+        HeldConnection::spawn(self.client_command(
+            client_binary,
+            &["hold", &target.to_string(), &from.to_string()],
+        ))
+    }
+}
+
+impl Drop for TwoNodeTopology {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
 }

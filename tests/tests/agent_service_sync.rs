@@ -126,6 +126,7 @@ fn services_applied_with_kubectl_reach_the_datapath_and_carry_traffic() {
         .arg("--cgroup")
         .arg(topology.cgroup.path())
         .args(["--node-name", "test-node"])
+        .args(["--ct-capacity", "8192", "--ct-gc-interval-ms", "200"])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("agent log"))
@@ -167,6 +168,17 @@ fn services_applied_with_kubectl_reach_the_datapath_and_carry_traffic() {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or_else(|| panic!("/metrics has no sock_translated counter:\n{body}"));
     assert!(translated >= 30, "{body}");
+    // Its conntrack GC runs and says so.
+    let passes = body
+        .lines()
+        .find_map(|l| l.strip_prefix("keelson_conntrack_gc_total{event=\"passes\"} "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("/metrics has no conntrack GC counter:\n{body}"));
+    assert!(passes >= 1, "{body}");
+    assert!(
+        body.contains("keelson_datapath_map_capacity{map=\"kct_v2\"} 8192"),
+        "{body}"
+    );
 
     // One endpoint leaves.
     kubectl.run(&["apply", "-f", &manifest(&dir, &[1])]);

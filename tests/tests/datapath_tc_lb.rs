@@ -154,7 +154,7 @@ fn cluster_ip_through_the_tc_path_reaches_every_backend_and_replies_come_from_th
         "{text}"
     );
     assert!(
-        text.contains("keelson_datapath_map_capacity{map=\"kct_v1\"} 4096"),
+        text.contains("keelson_datapath_map_capacity{map=\"kct_v2\"} 4096"),
         "{text}"
     );
     assert!(text.contains("keelson_datapath_ct_pressure 0.0"), "{text}");
@@ -298,6 +298,22 @@ fn malformed_and_unusual_packets_pass_or_drop_as_documented_and_are_counted() {
     let m = metrics(&lb);
     assert_eq!(m["tc_fragment"], after["tc_fragment"] + 1, "{m:?}");
     assert_eq!(m["tc_new_flow"], after["tc_new_flow"]);
+
+    // A later fragment (offset 24, no UDP header in it) is never translated either.
+    let sent = topology.run_client(CLIENT, &["raw", "later-fragment", &src, &dns]);
+    assert!(sent[0].starts_with("sent="), "{sent:?}");
+    let m1 = metrics(&lb);
+    assert_eq!(m1["tc_fragment"], m["tc_fragment"] + 1, "{m1:?}");
+    assert_eq!(m1["tc_new_flow"], m["tc_new_flow"]);
+    let m = m1;
+
+    // An IPv4 header with an IHL below 5 passes untouched (the kernel drops it) and is counted.
+    let sent = topology.run_client(CLIENT, &["raw", "bad-ihl", &src, &dns]);
+    assert!(sent[0].starts_with("sent="), "{sent:?}");
+    let m1 = metrics(&lb);
+    assert_eq!(m1["tc_malformed"], m["tc_malformed"] + 1, "{m1:?}");
+    assert_eq!(m1["tc_new_flow"], m["tc_new_flow"]);
+    let m = m1;
 
     // A truncated TCP header passes untouched and is counted.
     let sent = topology.run_client(CLIENT, &["raw", "truncated", &src, &vip]);

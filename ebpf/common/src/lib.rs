@@ -8,9 +8,11 @@
 //! `bool`, `Option` or enums), and byte order named in the field when it is not host order.
 #![no_std]
 
-/// Bumped on every incompatible change to a map layout below. Pinned maps carry it in their
-/// names, so an agent of another ABI never reads a map it does not understand.
-pub const ABI_VERSION: u32 = 1;
+/// The newest map layout version below. Each load-balancer map carries its own layout version
+/// in its name (`kct_v2`, `ksvc_v1`, ...), bumped when that map's key or value changes, so an
+/// agent of another ABI never reads a pinned map it does not understand, while maps whose
+/// layout did not change are reused across an upgrade.
+pub const ABI_VERSION: u32 = 2;
 
 /// Name of the per-interface packet counter map (a per-CPU hash map).
 pub const IFACE_COUNTERS_MAP: &str = "IFACE_COUNTERS";
@@ -87,8 +89,9 @@ pub mod maps {
     pub const AFFINITY: &str = "kaffinity_v1";
     /// counter id (`u32`, [`super::metric`]) -> `u64`, per-CPU array.
     pub const METRICS: &str = "kmetrics_v1";
-    /// [`super::CtKey`] -> [`super::CtValue`], LRU hash: the TC path's connection tracking.
-    pub const CT: &str = "kct_v1";
+    /// [`super::CtKey`] -> [`super::CtValue`], LRU hash: the TC path's connection tracking
+    /// (v2: SNAT address/port and protocol state flags in the value).
+    pub const CT: &str = "kct_v2";
     /// rev-NAT id (`u32`) -> [`super::MaglevTable`], hash: backend choice for external traffic.
     pub const MAGLEV: &str = "kmaglev_v1";
 }
@@ -168,10 +171,32 @@ pub mod metric {
     pub const TC_MAGLEV: u32 = 14;
     /// TC: a slot or backend entry was missing (map mid-update); the packet was dropped.
     pub const TC_LOOKUP_MISS: u32 = 15;
+    /// TC: a new external flow to a backend on another node was source-NATed to this node's
+    /// address (`externalTrafficPolicy: Cluster`).
+    pub const TC_SNAT_NEW_FLOW: u32 = 16;
+    /// TC: a packet of a source-NATed flow was translated and forwarded (either direction).
+    pub const TC_SNAT_FORWARDED: u32 = 17;
+    /// TC: a flow needing SNAT could not get it (no route or source address for the backend, or
+    /// no free SNAT port); the packet was dropped.
+    pub const TC_SNAT_FAILED: u32 = 18;
+    /// Agent (not a packet path): conntrack flows the agent's GC deleted because their
+    /// protocol-state timeout passed. Written by the agent only.
+    pub const CT_GC_EXPIRED: u32 = 24;
+    /// Agent: conntrack flows the agent's GC evicted early because the table passed its
+    /// high-water mark (oldest non-established or idle first). Written by the agent only.
+    pub const CT_GC_EVICTED: u32 = 25;
+    /// Agent: conntrack GC passes run. Written by the agent only.
+    pub const CT_GC_PASSES: u32 = 26;
     /// Number of counters (size of the array).
     pub const COUNT: u32 = 32;
-    /// Names, indexed by id, as exported on `/metrics`.
-    pub const NAMES: [&str; 16] = [
+    /// Counters the agent keeps in the array (ids and names), exported as their own metrics.
+    pub const AGENT_NAMES: [(u32, &str); 3] = [
+        (CT_GC_EXPIRED, "ct_gc_expired"),
+        (CT_GC_EVICTED, "ct_gc_evicted"),
+        (CT_GC_PASSES, "ct_gc_passes"),
+    ];
+    /// Names of the packet-path counters, indexed by id, as exported on `/metrics`.
+    pub const NAMES: [&str; 19] = [
         "sock_translated",
         "sock_no_backend",
         "sock_rev_nat",
@@ -188,6 +213,9 @@ pub mod metric {
         "tc_ct_store_failed",
         "tc_maglev",
         "tc_lookup_miss",
+        "tc_snat_new_flow",
+        "tc_snat_forwarded",
+        "tc_snat_failed",
     ];
 }
 
@@ -316,6 +344,20 @@ pub mod ct_dir {
     pub const REPLY: u8 = 1;
 }
 
+/// Flags of a conntrack entry ([`CtValue::flags`]). Each direction's entry records what its own
+/// packets showed; the agent's GC reads a flow's state from both entries together.
+pub mod ct_flags {
+    /// Both addresses are rewritten: forward packets get this node's address and a SNAT port as
+    /// their source ([`super::CtValue::snat_addr_be`]); replies get the client back as their
+    /// destination.
+    pub const SNAT: u8 = 1 << 0;
+    /// A packet travelled in this entry's direction after the flow was created: on the reply
+    /// entry, the backend answered (TCP SYN-ACK, UDP reply): the flow is established.
+    pub const SEEN: u8 = 1 << 1;
+    /// A TCP FIN or RST was seen in this entry's direction: the flow is closing.
+    pub const CLOSING: u8 = 1 << 2;
+}
+
 /// Key of [`maps::CT`]: a flow's 5-tuple as seen on the wire, and its direction.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -348,12 +390,35 @@ pub struct CtValue {
     pub rev_nat_id: u16,
     /// The backend id chosen for the flow.
     pub backend_id: u32,
-    /// For flows from outside the node (external scope): the interface the request came in
-    /// through, where translated replies are sent straight back (their new source is a node
-    /// address, which the node's own routing would refuse as a martian). 0 otherwise.
+    /// Where translated packets of this direction are sent with `bpf_redirect_neigh` (0: left
+    /// to the kernel's routing). Reply entries of flows from outside the node (external scope):
+    /// the interface the request came in through (the reply's new source is a node address,
+    /// which the node's own routing would refuse as a martian). Forward entries of SNAT flows:
+    /// the interface the FIB chose towards the backend.
     pub ifindex: u32,
-    /// `bpf_ktime_get_ns` when a packet of the flow was last seen.
+    /// `bpf_ktime_get_ns` when a packet of this direction was last seen.
     pub last_seen_ns: u64,
+    /// With [`ct_flags::SNAT`]: forward, the node address the source becomes; reply, the
+    /// client address the destination is restored to (network byte order). 0 otherwise.
+    pub snat_addr_be: u32,
+    /// With [`ct_flags::SNAT`]: forward, the SNAT source port; reply, the client's port
+    /// (network byte order). 0 otherwise.
+    pub snat_port_be: u16,
+    /// [`ct_flags`].
+    pub flags: u8,
+    /// Explicit padding; always 0.
+    pub _pad: u8,
+}
+
+/// SNAT source ports for flows this node forwards to backends on other nodes: above Linux's
+/// default ephemeral range (32768-60999), so they do not collide with the node's own sockets.
+pub mod snat_ports {
+    /// First port (host order).
+    pub const MIN: u16 = 61_000;
+    /// Last port (host order).
+    pub const MAX: u16 = 65_535;
+    /// Ports tried (from a hash of the client's tuple, then consecutively) before giving up.
+    pub const RETRIES: u32 = 16;
 }
 
 /// Entries of one Maglev lookup table: a prime, as Maglev requires (Cilium's default size).
@@ -440,7 +505,10 @@ mod tests {
         assert_eq!(core::mem::size_of::<AffinityKey>(), 8 + 2 + 6);
         assert_eq!(core::mem::size_of::<AffinityValue>(), 4 + 4 + 8);
         assert_eq!(core::mem::size_of::<CtKey>(), 4 + 4 + 2 + 2 + 1 + 1 + 2);
-        assert_eq!(core::mem::size_of::<CtValue>(), 4 + 2 + 2 + 4 + 4 + 8);
+        assert_eq!(
+            core::mem::size_of::<CtValue>(),
+            4 + 2 + 2 + 4 + 4 + 8 + 4 + 2 + 1 + 1
+        );
         assert_eq!(
             core::mem::size_of::<MaglevTable>(),
             4 * MAGLEV_TABLE_SIZE as usize
@@ -459,6 +527,13 @@ mod tests {
             "tc_lookup_miss"
         );
         assert_eq!(metric::NAMES[metric::TC_NEW_FLOW as usize], "tc_new_flow");
+        assert_eq!(
+            metric::NAMES[metric::TC_SNAT_FAILED as usize],
+            "tc_snat_failed"
+        );
+        for (id, _) in metric::AGENT_NAMES {
+            assert!(id >= metric::NAMES.len() as u32 && id < metric::COUNT);
+        }
     }
 
     #[test]

@@ -6,11 +6,19 @@
 //!   `peer=<source of the reply> reply=<text>`.
 //! - `udp-connected ADDR:PORT N`: like `udp`, from a connected socket (which also receives ICMP
 //!   errors, e.g. `ConnectionRefused` for a closed port).
-//! - `hold ADDR:PORT`: one connection kept open; prints the first exchange, then one more
-//!   exchange per line read from stdin, until stdin closes.
-//! - `raw options|fragment|truncated SRC ADDR:PORT`: sends one hand-made IPv4 packet through a
-//!   raw socket: a TCP SYN with IP options, a UDP first fragment (MF set), or a TCP packet cut
-//!   after 2 bytes of its header. Prints `sent=<bytes>`.
+//! - `hold ADDR:PORT [BIND_ADDR:BIND_PORT]`: one connection (from the given source address and
+//!   port, if any) kept open; prints the first exchange, then one more exchange per line read
+//!   from stdin, until stdin closes.
+//! - `tcp-parallel ADDR:PORT N`: N connections open at the same time: each reads its first
+//!   line, waits until all are connected, then exchanges one more line; prints
+//!   `peer=<getpeername> reply=<second line>` per connection.
+//! - `udp-flows ADDR:PORT N`: N UDP flows, one socket (source port) each, one datagram and its
+//!   answer per flow; prints `answered=<count>`.
+//! - `raw options|fragment|later-fragment|truncated|bad-ihl SRC ADDR:PORT`: sends one
+//!   hand-made IPv4 packet through a raw socket: a TCP SYN with IP options, a UDP first
+//!   fragment (MF set), a UDP fragment at offset 24 (MF clear), a TCP packet cut after 2 bytes of
+//!   its header, or a UDP packet whose IHL says 16 bytes (below the minimum of 20). Prints
+//!   `sent=<bytes>`.
 //!
 //! Failures print `error=<io error kind> os=<errno>` and continue, so a test sees every attempt.
 
@@ -82,9 +90,28 @@ fn main() -> ExitCode {
                 let _ = writeln!(out, "{}", describe(&e));
             }
         },
+        "tcp-parallel" => {
+            for line in tcp_parallel(target, count) {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        "udp-flows" => {
+            let answered = (0..count)
+                .filter(|i| {
+                    UdpSocket::bind("0.0.0.0:0")
+                        .and_then(|socket| {
+                            socket.set_read_timeout(Some(TIMEOUT))?;
+                            udp_once(&socket, target, *i)
+                        })
+                        .is_ok()
+                })
+                .count();
+            let _ = writeln!(out, "answered={answered}");
+        }
         "hold" => {
+            let bind = args.get(2).and_then(|b| b.parse::<SocketAddr>().ok());
             let result = (|| -> std::io::Result<()> {
-                let stream = TcpStream::connect_timeout(&target, TIMEOUT)?;
+                let stream = connect_from(target, bind)?;
                 stream.set_read_timeout(Some(TIMEOUT))?;
                 let peer = stream.peer_addr()?;
                 let mut reader = BufReader::new(stream.try_clone()?);
@@ -115,6 +142,59 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Connects to `target`, from `bind` when given (SO_REUSEADDR, so tests can pick a port).
+fn connect_from(target: SocketAddr, bind: Option<SocketAddr>) -> std::io::Result<TcpStream> {
+    let Some(bind) = bind else {
+        return TcpStream::connect_timeout(&target, TIMEOUT);
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&bind.into())?;
+    socket.connect_timeout(&target.into(), TIMEOUT)?;
+    Ok(socket.into())
+}
+
+fn tcp_parallel(target: SocketAddr, count: usize) -> Vec<String> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(count));
+    let threads: Vec<_> = (0..count)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let connected = (|| -> std::io::Result<_> {
+                    let stream = TcpStream::connect_timeout(&target, TIMEOUT)?;
+                    stream.set_read_timeout(Some(TIMEOUT))?;
+                    let mut reader = BufReader::new(stream.try_clone()?);
+                    let mut first = String::new();
+                    reader.read_line(&mut first)?;
+                    Ok((stream, reader))
+                })();
+                // Every connection is open (or failed) before any exchanges its second line.
+                barrier.wait();
+                let (mut stream, mut reader) = connected?;
+                stream.write_all(b"again\n")?;
+                let mut reply = String::new();
+                reader.read_line(&mut reply)?;
+                Ok::<_, std::io::Error>(format!(
+                    "peer={} reply={}",
+                    stream.peer_addr()?,
+                    reply.trim()
+                ))
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| match t.join() {
+            Ok(result) => result.unwrap_or_else(|e| describe(&e)),
+            Err(_) => "error=Panicked os=0".to_owned(),
+        })
+        .collect()
+}
+
 fn tcp_once(target: SocketAddr) -> std::io::Result<String> {
     let stream = TcpStream::connect_timeout(&target, TIMEOUT)?;
     stream.set_read_timeout(Some(TIMEOUT))?;
@@ -137,7 +217,10 @@ fn udp_once(socket: &UdpSocket, target: SocketAddr, i: usize) -> std::io::Result
 /// Sends one hand-made packet (see the module docs).
 fn raw(args: &[String]) -> ExitCode {
     let (Some(kind), Some(src), Some(dst)) = (args.first(), args.get(1), args.get(2)) else {
-        eprintln!("usage: keelson-test-client raw options|fragment|truncated SRC ADDR:PORT");
+        eprintln!(
+            "usage: keelson-test-client raw options|fragment|later-fragment|truncated|bad-ihl \
+             SRC ADDR:PORT"
+        );
         return ExitCode::from(2);
     };
     let (Ok(src), Ok(dst)) = (
@@ -150,29 +233,71 @@ fn raw(args: &[String]) -> ExitCode {
     let packet = match kind.as_str() {
         "options" => tcp_syn_with_options(src, dst),
         "fragment" => udp_first_fragment(src, dst),
+        "later-fragment" => udp_later_fragment(src, dst),
         "truncated" => truncated_tcp(src, dst),
+        "bad-ihl" => udp_with_bad_ihl(src, dst),
         other => {
             eprintln!("keelson-test-client raw: unknown packet kind {other}");
             return ExitCode::from(2);
         }
     };
-    // IPPROTO_RAW: the packet carries its own IP header (IP_HDRINCL).
-    let result = socket2::Socket::new(
+    // The kernel's raw IPv4 sockets refuse an IHL below 5: such a packet goes out as an
+    // Ethernet broadcast frame instead.
+    let result = if kind == "bad-ihl" {
+        send_link_layer(&packet)
+    } else {
+        send_raw_ip(&packet, dst)
+    };
+    match result {
+        Ok(n) => println!("sent={n}"),
+        Err(e) => println!("{}", describe(&e)),
+    }
+    ExitCode::SUCCESS
+}
+
+/// Sends an IPv4 packet with its own header (IPPROTO_RAW implies IP_HDRINCL).
+fn send_raw_ip(packet: &[u8], dst: std::net::SocketAddrV4) -> std::io::Result<usize> {
+    socket2::Socket::new(
         socket2::Domain::IPV4,
         socket2::Type::RAW,
         Some(socket2::Protocol::from(255)),
     )
     .and_then(|socket| {
         socket.send_to(
-            &packet,
+            packet,
             &SocketAddr::from(std::net::SocketAddrV4::new(*dst.ip(), 0)).into(),
         )
-    });
-    match result {
-        Ok(n) => println!("sent={n}"),
-        Err(e) => println!("{}", describe(&e)),
-    }
-    ExitCode::SUCCESS
+    })
+}
+
+/// Sends an IPv4 packet as an Ethernet broadcast frame out of the namespace's first interface
+/// other than `lo` (an AF_PACKET datagram socket: the kernel writes the Ethernet header only).
+fn send_link_layer(packet: &[u8]) -> std::io::Result<usize> {
+    use nix::libc;
+    let ifindex = nix::net::if_::if_nameindex()?
+        .iter()
+        .find(|i| i.name().to_bytes() != b"lo")
+        .map(|i| i.index())
+        .ok_or_else(|| std::io::Error::other("no interface but lo"))?;
+    let eth_p_ip = 0x0800u16.to_be();
+    let socket = socket2::Socket::new(
+        socket2::Domain::PACKET,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::from(i32::from(eth_p_ip))),
+    )?;
+    let mut storage = socket2::SockAddrStorage::zeroed();
+    // SAFETY: `sockaddr_storage` is large and aligned enough for a `sockaddr_ll`, and zeroes
+    // are a valid `sockaddr_ll`.
+    let ll = unsafe { storage.view_as::<libc::sockaddr_ll>() };
+    ll.sll_family = libc::AF_PACKET as u16;
+    ll.sll_protocol = eth_p_ip;
+    ll.sll_ifindex = ifindex as i32;
+    ll.sll_halen = 6;
+    ll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    // SAFETY: the storage holds an initialised `sockaddr_ll` of the length given.
+    let address =
+        unsafe { socket2::SockAddr::new(storage, std::mem::size_of::<libc::sockaddr_ll>() as u32) };
+    socket.send_to(packet, &address)
 }
 
 /// The Internet checksum (RFC 1071) of `data`, starting from `initial`.
@@ -250,6 +375,25 @@ fn udp_first_fragment(src: std::net::Ipv4Addr, dst: std::net::SocketAddrV4) -> V
     udp.extend_from_slice(&[0xab; 16]);
     let mut packet = ipv4_header(src, *dst.ip(), 17, &[], udp.len(), 0x2000);
     packet.extend_from_slice(&udp);
+    packet
+}
+
+/// A fragment at offset 24 bytes, the last one (MF clear): its bytes are not a UDP header.
+fn udp_later_fragment(src: std::net::Ipv4Addr, dst: std::net::SocketAddrV4) -> Vec<u8> {
+    let payload = [0xcd; 16];
+    let mut packet = ipv4_header(src, *dst.ip(), 17, &[], payload.len(), 3);
+    packet.extend_from_slice(&payload);
+    packet
+}
+
+/// A UDP packet whose IPv4 header claims an IHL of 4 (16 bytes): invalid.
+fn udp_with_bad_ihl(src: std::net::Ipv4Addr, dst: std::net::SocketAddrV4) -> Vec<u8> {
+    let mut packet = ipv4_header(src, *dst.ip(), 17, &[], 8, 0);
+    packet[0] = 0x44;
+    packet.extend_from_slice(&40_003u16.to_be_bytes());
+    packet.extend_from_slice(&dst.port().to_be_bytes());
+    packet.extend_from_slice(&8u16.to_be_bytes());
+    packet.extend_from_slice(&[0, 0]);
     packet
 }
 

@@ -6,7 +6,8 @@ use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path};
 use aya::maps::{HashMap, PerCpuArray};
 use keelson_ebpf_common::{
     AffinityKey, AffinityValue, Backend, CtKey, CtValue, MaglevTable, RevNat, ServiceKey,
-    ServiceValue, SockRevNat, SockRevNatKey, backend_state, ct_dir, maps, metric, proto, scope,
+    ServiceValue, SockRevNat, SockRevNatKey, backend_flags, backend_state, ct_dir, ct_flags, maps,
+    metric, proto, scope,
 };
 
 use super::{FrontendKey, frontends::group_services, open_pinned};
@@ -23,6 +24,8 @@ pub struct ListedBackend {
     pub backend: Option<(Ipv4Addr, u16)>,
     /// [`backend_state`].
     pub state: u8,
+    /// The backend runs on this node ([`backend_flags::LOCAL`]).
+    pub local: bool,
 }
 
 /// One frontend as the maps hold it.
@@ -60,6 +63,9 @@ impl fmt::Display for ListedFrontend {
             }
             if b.state == backend_state::TERMINATING {
                 write!(f, " (terminating)")?;
+            }
+            if b.backend.is_some() && !b.local {
+                write!(f, " (remote)")?;
             }
         }
         Ok(())
@@ -99,6 +105,7 @@ pub fn list_pinned(pin_dir: &Path) -> Result<Vec<ListedFrontend>, DatapathError>
                             )
                         }),
                         state: backend.map_or(0, |b| b.state),
+                        local: backend.is_some_and(|b| b.flags & backend_flags::LOCAL != 0),
                     }
                 })
                 .collect();
@@ -135,15 +142,33 @@ impl fmt::Display for ListedFlow {
         } else {
             ("reply", "snat to")
         };
+        let v = &self.value;
         write!(
             f,
-            "{proto} {} -> {} {dir} {verb} {} backend={} rev_nat={}",
+            "{proto} {} -> {} {dir} {verb} {}",
             addr(k.saddr_be, k.sport_be),
             addr(k.daddr_be, k.dport_be),
-            addr(self.value.nat_addr_be, self.value.nat_port_be),
-            self.value.backend_id,
-            self.value.rev_nat_id,
-        )
+            addr(v.nat_addr_be, v.nat_port_be),
+        )?;
+        if v.flags & ct_flags::SNAT != 0 {
+            let what = if k.dir == ct_dir::FORWARD {
+                "snat from"
+            } else {
+                "client"
+            };
+            write!(f, " {what} {}", addr(v.snat_addr_be, v.snat_port_be))?;
+        }
+        write!(f, " backend={} rev_nat={}", v.backend_id, v.rev_nat_id)?;
+        if v.flags & ct_flags::SEEN != 0 {
+            write!(f, " seen")?;
+        }
+        if v.flags & ct_flags::CLOSING != 0 {
+            write!(f, " closing")?;
+        }
+        if v.ifindex != 0 {
+            write!(f, " via=if{}", v.ifindex)?;
+        }
+        Ok(())
     }
 }
 
@@ -196,6 +221,21 @@ pub fn metrics_text(pin_dir: &Path) -> Result<String, DatapathError> {
     }
     let _ = writeln!(
         out,
+        "# HELP keelson_conntrack_gc_total The agent's conntrack GC: passes run, flows deleted \
+         on timeout (expired) and flows evicted early under table pressure (evicted)."
+    );
+    let _ = writeln!(out, "# TYPE keelson_conntrack_gc_total counter");
+    for (id, name) in metric::AGENT_NAMES {
+        let values = counters.get(&id, 0).map_err(map_error(maps::METRICS))?;
+        let total: u64 = values.iter().sum();
+        let what = name.strip_prefix("ct_gc_").unwrap_or(name);
+        let _ = writeln!(
+            out,
+            "keelson_conntrack_gc_total{{event=\"{what}\"}} {total}"
+        );
+    }
+    let _ = writeln!(
+        out,
         "# HELP keelson_datapath_map_entries Entries in each load-balancer map."
     );
     let _ = writeln!(out, "# TYPE keelson_datapath_map_entries gauge");
@@ -226,8 +266,9 @@ pub fn metrics_text(pin_dir: &Path) -> Result<String, DatapathError> {
         if name == maps::CT {
             let _ = writeln!(
                 out,
-                "# HELP keelson_datapath_ct_pressure Conntrack fill ratio; past 1.0 the LRU \
-                 evicts the least recently used flows, never active ones first."
+                "# HELP keelson_datapath_ct_pressure Conntrack fill ratio; past the GC's \
+                 high-water mark the agent evicts closing and idle flows (never active \
+                 established ones), and at 1.0 the kernel's LRU evicts the least recently used."
             );
             let _ = writeln!(out, "# TYPE keelson_datapath_ct_pressure gauge");
             let _ = writeln!(

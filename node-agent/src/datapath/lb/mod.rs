@@ -5,6 +5,7 @@
 //! pinned maps and the programs, applies those writes and attaches the socket-LB hooks to a
 //! cgroup.
 
+mod ct_gc;
 mod frontends;
 mod list;
 mod state;
@@ -29,6 +30,10 @@ use keelson_ebpf_common::{
     ServiceValue, capacity, maps, metric,
 };
 
+pub use ct_gc::{
+    ConntrackGc, CtTimeouts, Flow, FlowState, GcPlan, GcPolicy, GcReport, eviction_target,
+    group_flows, monotonic_now_ns, partner_key, plan,
+};
 pub use frontends::{BackendAddr, Frontend, FrontendKey, NodeContext, frontends};
 pub use list::{
     ListedBackend, ListedFlow, ListedFrontend, list_conntrack, list_pinned, metrics_text,
@@ -365,18 +370,22 @@ impl LoadBalancer {
         self.state.frontend_count()
     }
 
-    /// The datapath counters, summed over CPUs, by name.
+    /// The datapath counters (packet paths, then the agent's conntrack GC), summed over CPUs,
+    /// by name.
     pub fn metrics(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> {
         let map: PerCpuArray<_, u64> = typed(&self.ebpf, maps::METRICS)?;
-        let mut out = Vec::with_capacity(metric::NAMES.len());
-        for (id, name) in metric::NAMES.iter().enumerate() {
-            let values = map
-                .get(&(id as u32), 0)
-                .map_err(|source| DatapathError::Map {
-                    map: maps::METRICS,
-                    source: Box::new(source),
-                })?;
-            out.push((*name, values.iter().sum()));
+        let mut out = Vec::with_capacity(metric::NAMES.len() + metric::AGENT_NAMES.len());
+        let ids = metric::NAMES
+            .iter()
+            .enumerate()
+            .map(|(id, name)| (id as u32, *name))
+            .chain(metric::AGENT_NAMES);
+        for (id, name) in ids {
+            let values = map.get(&id, 0).map_err(|source| DatapathError::Map {
+                map: maps::METRICS,
+                source: Box::new(source),
+            })?;
+            out.push((name, values.iter().sum()));
         }
         Ok(out)
     }

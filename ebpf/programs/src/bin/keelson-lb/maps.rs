@@ -44,7 +44,7 @@ pub fn count(id: u32) {
     }
 }
 
-#[map(name = "kct_v1")]
+#[map(name = "kct_v2")]
 pub static CT: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(capacity::CT, 0);
 
 #[map(name = "kmaglev_v1")]

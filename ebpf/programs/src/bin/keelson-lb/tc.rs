@@ -14,15 +14,33 @@
 //! - IP options: honoured (the IHL gives the L4 offset);
 //! - fragments: passed untranslated (`tc_fragment`); a fragment addressed to a service address
 //!   is then dropped by the blackhole route every keelson node installs for the service range.
+//!
+//! SNAT: a new flow from outside the node (external scope) to a backend on another node, with
+//! `externalTrafficPolicy: Cluster`, leaves with this node's address (the FIB's preferred source
+//! towards the backend, kernel >= 6.7) and a port from [`snat_ports`] as its source, through
+//! the interface the FIB chose (`bpf_redirect_neigh`); the reply entry of the flow is keyed by
+//! that address and port, so the backend's answers are translated back (source: the frontend,
+//! destination: the client) and sent out of the interface the request came in by. ICMP errors
+//! about source-NATed flows are not translated (left to the node's stack, which drops them).
+//!
+//! Conntrack entries record TCP FIN/RST ([`ct_flags::CLOSING`]) and whether the backend
+//! answered ([`ct_flags::SEEN`] on the reply entry), for the agent's conntrack GC.
 
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh, bpf_skb_change_tail},
+    bindings::{
+        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SRC, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT,
+        bpf_fib_lookup,
+    },
+    helpers::{
+        bpf_fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh, bpf_skb_change_tail,
+    },
     macros::classifier,
     programs::TcContext,
 };
 use keelson_ebpf_common::{
-    CtKey, CtValue, MAGLEV_TABLE_SIZE, ServiceKey, ct_dir, metric, proto, scope, service_flags,
+    Backend, CtKey, CtValue, MAGLEV_TABLE_SIZE, ServiceKey, backend_flags, ct_dir, ct_flags,
+    metric, proto, scope, service_flags, snat_ports,
 };
 
 use crate::{
@@ -34,7 +52,10 @@ const ETH_HLEN: usize = 14;
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 const IPPROTO_ICMP: u8 = 1;
 const IP_OFFSET_MASK_MF: u16 = 0x3fff;
+const AF_INET: u8 = 2;
+const TCP_FLAG_FIN: u8 = 0x01;
 const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_RST: u8 = 0x04;
 const TCP_FLAG_ACK: u8 = 0x10;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_TIME_EXCEEDED: u8 = 11;
@@ -96,10 +117,19 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
     }
     let sport: u16 = ctx.load(l4).map_err(malformed)?;
     let dport: u16 = ctx.load(l4 + 2).map_err(malformed)?;
+    let tcp_flags: u8 = if ip_proto == proto::TCP {
+        ctx.load(l4 + 13).map_err(malformed)?
+    } else {
+        0
+    };
+    let closing = tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0;
     // SAFETY: helper without side effects.
     let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: reading a field of the context the kernel passed (the ingress interface).
+    let in_ifindex = unsafe { (*ctx.skb.skb).ifindex };
 
-    // A reply of a translated flow: show the frontend as its source.
+    // A reply of a translated flow: show the frontend as its source (and, for a source-NATed
+    // flow, the client as its destination again).
     let reply_key = CtKey {
         saddr_be: saddr,
         daddr_be: daddr,
@@ -110,23 +140,45 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
         _pad: 0,
     };
     if let Some(entry) = CT.get_ptr_mut(reply_key) {
-        // SAFETY: a pointer from a successful lookup; a racing update of the same entry only
-        // changes the timestamp.
-        let (nat_addr, nat_port) = unsafe {
+        // SAFETY: a pointer from a successful lookup; racing updates of the same entry only
+        // touch the timestamp and the flags (a lost flag bit only delays the GC).
+        let value = unsafe {
             (*entry).last_seen_ns = now;
-            ((*entry).nat_addr_be, (*entry).nat_port_be)
+            let old = (*entry).flags;
+            let flags = old | ct_flags::SEEN | if closing { ct_flags::CLOSING } else { 0 };
+            if flags != old {
+                (*entry).flags = flags;
+            }
+            *entry
         };
         rewrite(
-            ctx, l4, ip_proto, IP_SADDR, saddr, nat_addr, 0, sport, nat_port,
+            ctx,
+            l4,
+            ip_proto,
+            IP_SADDR,
+            saddr,
+            value.nat_addr_be,
+            0,
+            sport,
+            value.nat_port_be,
         )?;
+        if value.flags & ct_flags::SNAT != 0 {
+            rewrite(
+                ctx,
+                l4,
+                ip_proto,
+                IP_DADDR,
+                daddr,
+                value.snat_addr_be,
+                2,
+                dport,
+                value.snat_port_be,
+            )?;
+            count(metric::TC_SNAT_FORWARDED);
+        }
         count(metric::TC_REV_NAT);
-        // SAFETY: as above.
-        let ifindex = unsafe { (*entry).ifindex };
-        if ifindex != 0 {
-            // SAFETY: helper valid for TC programs; no parameters: the kernel's FIB gives the
-            // next hop for the packet's destination.
-            let verdict = unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) };
-            return Ok(verdict as i32);
+        if value.ifindex != 0 {
+            return Ok(redirect_neigh(value.ifindex));
         }
         return Ok(OK);
     }
@@ -148,30 +200,39 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
         dir: ct_dir::FORWARD,
         ..reply_key
     };
-    let new_connection = ip_proto == proto::TCP && {
-        let flags: u8 = ctx.load(l4 + 13).map_err(malformed)?;
-        flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN
-    };
-    let existing = if new_connection {
-        None
+    let reply_ifindex = if lookup_scope == scope::EXTERNAL {
+        in_ifindex
     } else {
-        CT.get_ptr_mut(forward_key)
+        0
     };
-    let (backend_addr, backend_port) = match existing {
+    let syn = ip_proto == proto::TCP && tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
+    let existing = match CT.get_ptr_mut(forward_key) {
+        // A SYN on a tuple whose flow is closing starts a new connection (new backend choice);
+        // a retransmitted SYN keeps the flow it created, as long as its backend exists.
+        Some(entry) if syn => {
+            // SAFETY: a pointer from a successful lookup, read at once.
+            let value = unsafe { *entry };
+            // SAFETY: the lookup result is only tested for presence.
+            let alive = unsafe { BACKENDS.get(value.backend_id) }.is_some();
+            (value.flags & ct_flags::CLOSING == 0 && alive).then_some(entry)
+        }
+        other => other,
+    };
+    let value = match existing {
         Some(entry) => {
-            // SAFETY: a pointer from a successful lookup.
+            // SAFETY: a pointer from a successful lookup; see the reply case for races.
             let value = unsafe {
                 (*entry).last_seen_ns = now;
+                if closing && (*entry).flags & ct_flags::CLOSING == 0 {
+                    (*entry).flags |= ct_flags::CLOSING;
+                }
                 *entry
             };
             // The reply entry may have been evicted on its own: put it back if so.
-            let _ = CT.insert(
-                reply_entry_key(&forward_key, value.nat_addr_be, value.nat_port_be),
-                reply_entry(&forward_key, &value, now),
-                u64::from(BPF_NOEXIST),
-            );
+            let (key, reply) = reply_entry(&forward_key, &value, reply_ifindex, now);
+            let _ = CT.insert(key, reply, u64::from(BPF_NOEXIST));
             count(metric::TC_CT_HIT);
-            (value.nat_addr_be, value.nat_port_be)
+            value
         }
         None => {
             if header.count == 0 {
@@ -192,33 +253,55 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
                 count(metric::TC_LOOKUP_MISS);
                 return Ok(SHOT);
             };
-            let value = CtValue {
+            let mut value = CtValue {
                 nat_addr_be: backend.address_be,
                 nat_port_be: backend.port_be,
                 rev_nat_id: header.rev_nat_id,
                 backend_id,
-                ifindex: if lookup_scope == scope::EXTERNAL {
-                    // SAFETY: reading a field of the context the kernel passed.
-                    unsafe { (*ctx.skb.skb).ifindex }
-                } else {
-                    0
-                },
+                ifindex: 0,
                 last_seen_ns: now,
+                snat_addr_be: 0,
+                snat_port_be: 0,
+                flags: if closing { ct_flags::CLOSING } else { 0 },
+                _pad: 0,
             };
-            let stored = CT.insert(forward_key, value, 0).is_ok()
-                && CT
-                    .insert(
-                        reply_entry_key(&forward_key, value.nat_addr_be, value.nat_port_be),
-                        reply_entry(&forward_key, &value, now),
-                        0,
-                    )
-                    .is_ok();
-            if !stored {
-                count(metric::TC_CT_STORE_FAILED);
-                return Ok(SHOT);
+            // From outside the node to a backend on another node, with `externalTrafficPolicy:
+            // Cluster`: the backend's answer must come back through this node, so the request
+            // leaves with this node's address as its source.
+            let snat = lookup_scope == scope::EXTERNAL
+                && header.flags & service_flags::EXTERNAL_LOCAL == 0
+                && backend.flags & backend_flags::LOCAL == 0;
+            if snat {
+                let Some((addr, out_ifindex)) = snat_route(ctx, in_ifindex, saddr, &backend) else {
+                    count(metric::TC_SNAT_FAILED);
+                    return Ok(SHOT);
+                };
+                value.snat_addr_be = addr;
+                value.ifindex = out_ifindex;
+                value.flags |= ct_flags::SNAT;
+                // The SNAT port is claimed by inserting the reply entry: a port another flow to
+                // the same backend holds is skipped.
+                let Some(port) = claim_snat_port(&forward_key, &value, reply_ifindex, now) else {
+                    count(metric::TC_SNAT_FAILED);
+                    return Ok(SHOT);
+                };
+                value.snat_port_be = port;
+                if CT.insert(forward_key, value, 0).is_err() {
+                    count(metric::TC_CT_STORE_FAILED);
+                    return Ok(SHOT);
+                }
+                count(metric::TC_SNAT_NEW_FLOW);
+            } else {
+                let (key, reply) = reply_entry(&forward_key, &value, reply_ifindex, now);
+                let stored =
+                    CT.insert(forward_key, value, 0).is_ok() && CT.insert(key, reply, 0).is_ok();
+                if !stored {
+                    count(metric::TC_CT_STORE_FAILED);
+                    return Ok(SHOT);
+                }
             }
             count(metric::TC_NEW_FLOW);
-            (backend.address_be, backend.port_be)
+            value
         }
     };
     rewrite(
@@ -227,12 +310,103 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
         ip_proto,
         IP_DADDR,
         daddr,
-        backend_addr,
+        value.nat_addr_be,
         2,
         dport,
-        backend_port,
+        value.nat_port_be,
     )?;
+    if value.flags & ct_flags::SNAT != 0 {
+        rewrite(
+            ctx,
+            l4,
+            ip_proto,
+            IP_SADDR,
+            saddr,
+            value.snat_addr_be,
+            0,
+            sport,
+            value.snat_port_be,
+        )?;
+        count(metric::TC_SNAT_FORWARDED);
+        // Its source is now a local address: the node's own input routing would drop it as a
+        // martian, so it goes straight out of the interface the FIB chose.
+        return Ok(redirect_neigh(value.ifindex));
+    }
     Ok(OK)
+}
+
+/// Sends the packet out of `ifindex`, the kernel's FIB and neighbour table giving the next hop.
+#[inline(always)]
+fn redirect_neigh(ifindex: u32) -> i32 {
+    // SAFETY: helper valid for TC programs; no parameters: the kernel's FIB gives the next hop
+    // for the packet's destination.
+    unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+}
+
+/// The route towards a backend on another node: this node's source address for it (the FIB's
+/// preferred source, `BPF_FIB_LOOKUP_SRC`, kernel >= 6.7) and the interface it leaves through.
+#[inline(always)]
+fn snat_route(
+    ctx: &TcContext,
+    in_ifindex: u32,
+    client: u32,
+    backend: &Backend,
+) -> Option<(u32, u32)> {
+    // SAFETY: a plain C struct of integers and unions of integers: all zeroes is valid.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.l4_protocol = backend.proto;
+    params.ifindex = in_ifindex;
+    params.__bindgen_anon_3.ipv4_src = client;
+    params.__bindgen_anon_4.ipv4_dst = backend.address_be;
+    // SAFETY: helper valid for TC programs; `params` is a local of the size passed.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.skb.skb.cast(),
+            &mut params,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            BPF_FIB_LOOKUP_SRC,
+        )
+    };
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) && rc != i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
+        return None;
+    }
+    // SAFETY: the kernel wrote the source address into this union member.
+    let source = unsafe { params.__bindgen_anon_3.ipv4_src };
+    (source != 0 && params.ifindex != 0).then_some((source, params.ifindex))
+}
+
+/// Picks a SNAT port for a new flow and stores the flow's reply entry under it (so two clients'
+/// flows to the same backend never share one): a port from a hash of the client's tuple, then
+/// the next ones, [`snat_ports::RETRIES`] at most.
+#[inline(always)]
+fn claim_snat_port(forward: &CtKey, value: &CtValue, reply_ifindex: u32, now: u64) -> Option<u16> {
+    const RANGE: u32 = (snat_ports::MAX - snat_ports::MIN) as u32 + 1;
+    let hash = mix(forward.saddr_be
+        ^ forward.daddr_be.rotate_left(8)
+        ^ ((u32::from(forward.sport_be) << 16) | u32::from(forward.dport_be)));
+    let mut offset = hash % RANGE;
+    let mut value = *value;
+    for _ in 0..snat_ports::RETRIES {
+        value.snat_port_be = ((offset as u16).wrapping_add(snat_ports::MIN)).to_be();
+        let (key, reply) = reply_entry(forward, &value, reply_ifindex, now);
+        if CT.insert(key, reply, u64::from(BPF_NOEXIST)).is_ok() {
+            return Some(value.snat_port_be);
+        }
+        offset = (offset + 1) % RANGE;
+    }
+    None
+}
+
+/// murmur3's finaliser: every input bit affects every output bit.
+#[inline(always)]
+fn mix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    h
 }
 
 /// Answers a packet for a frontend without backends with an ICMP port unreachable, as
@@ -308,28 +482,41 @@ fn checksum<const N: usize>(bytes: &[u8; N]) -> u16 {
     !(sum as u16)
 }
 
-/// The reply direction of a forward flow translated to `backend:port`.
+/// The reply direction of a forward flow: the key replies arrive with (from the backend, to the
+/// client or, with SNAT, to this node's SNAT address and port) and the translation back.
 #[inline(always)]
-fn reply_entry_key(forward: &CtKey, backend_addr: u32, backend_port: u16) -> CtKey {
-    CtKey {
-        saddr_be: backend_addr,
-        daddr_be: forward.saddr_be,
-        sport_be: backend_port,
-        dport_be: forward.sport_be,
+fn reply_entry(forward: &CtKey, value: &CtValue, ifindex: u32, now: u64) -> (CtKey, CtValue) {
+    let snat = value.flags & ct_flags::SNAT != 0;
+    let key = CtKey {
+        saddr_be: value.nat_addr_be,
+        daddr_be: if snat {
+            value.snat_addr_be
+        } else {
+            forward.saddr_be
+        },
+        sport_be: value.nat_port_be,
+        dport_be: if snat {
+            value.snat_port_be
+        } else {
+            forward.sport_be
+        },
         proto: forward.proto,
         dir: ct_dir::REPLY,
         _pad: 0,
-    }
-}
-
-#[inline(always)]
-fn reply_entry(forward: &CtKey, value: &CtValue, now: u64) -> CtValue {
-    CtValue {
+    };
+    let reply = CtValue {
         nat_addr_be: forward.daddr_be,
         nat_port_be: forward.dport_be,
+        rev_nat_id: value.rev_nat_id,
+        backend_id: value.backend_id,
+        ifindex,
         last_seen_ns: now,
-        ..*value
-    }
+        snat_addr_be: if snat { forward.saddr_be } else { 0 },
+        snat_port_be: if snat { forward.sport_be } else { 0 },
+        flags: value.flags & ct_flags::SNAT,
+        _pad: 0,
+    };
+    (key, reply)
 }
 
 /// Maglev: a flow hash indexes the frontend's lookup table, so every node picks the same
@@ -337,16 +524,10 @@ fn reply_entry(forward: &CtKey, value: &CtValue, now: u64) -> CtValue {
 #[inline(always)]
 fn maglev_backend(rev_nat_id: u16, flow: &CtKey) -> Option<u32> {
     let table = MAGLEV.get_ptr(u32::from(rev_nat_id))?;
-    let mut h = flow.saddr_be
+    let h = mix(flow.saddr_be
         ^ flow.daddr_be.rotate_left(16)
         ^ ((u32::from(flow.sport_be) << 16) | u32::from(flow.dport_be))
-        ^ u32::from(flow.proto);
-    // murmur3's finaliser: every input bit affects every output bit.
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^= h >> 16;
+        ^ u32::from(flow.proto));
     let index = (h % MAGLEV_TABLE_SIZE) as usize;
     // LLVM knows `index` is in bounds and would drop the check below, which the verifier needs
     // (it cannot follow the modulo's multiply-and-shift). A volatile read hides the range.
@@ -467,6 +648,10 @@ fn icmp_error(ctx: &TcContext, l4: usize, outer_saddr: u32) -> Result<i32, i32> 
     let Some(entry) = (unsafe { CT.get(key) }).copied() else {
         return Ok(OK);
     };
+    if entry.flags & ct_flags::SNAT != 0 {
+        // About a source-NATed flow: left to the node's stack (see the module docs).
+        return Ok(OK);
+    }
     let icmp_csum = l4 + 2;
     // The outer source, when the backend itself reports the error (no pseudo-header in ICMP).
     if outer_saddr == backend {
