@@ -18,13 +18,16 @@ use axum::{
 use keelson_store::Store;
 use tokio::sync::watch;
 
+pub mod allocator;
 mod discovery;
 pub mod error;
+pub mod finalizers;
 mod handlers;
 mod object;
 pub mod resources;
 mod watch_stream;
 
+pub use allocator::ServiceNetwork;
 pub use error::ApiError;
 
 /// The largest request body accepted; larger ones get `413 RequestEntityTooLarge`
@@ -39,6 +42,7 @@ pub const KUBERNETES_VERSION: &str = "v1.33.0-keelson";
 pub struct AppState {
     store: Arc<dyn Store>,
     shutdown: Arc<watch::Sender<bool>>,
+    services: Arc<ServiceNetwork>,
 }
 
 impl AppState {
@@ -47,7 +51,15 @@ impl AppState {
         Self {
             store,
             shutdown: Arc::new(watch::Sender::new(false)),
+            services: Arc::new(ServiceNetwork::default()),
         }
+    }
+
+    /// Allocates Services' ClusterIPs and NodePorts from `network` instead of the defaults
+    /// (10.96.0.0/12, 30000-32767).
+    pub fn with_service_network(mut self, network: ServiceNetwork) -> Self {
+        self.services = Arc::new(network);
+        self
     }
 
     /// The store.
