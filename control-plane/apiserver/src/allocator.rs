@@ -52,7 +52,11 @@ impl ServiceNetwork {
     /// /32 keeps all of them).
     fn usable(&self) -> RangeInclusive<u64> {
         let size = self.cluster_ip_range.size();
-        if size <= 2 { 0..=size - 1 } else { 1..=size - 2 }
+        if size <= 2 {
+            0..=size - 1
+        } else {
+            1..=size - 2
+        }
     }
 }
 
@@ -167,8 +171,10 @@ async fn held_by(store: &dyn Store, key: &str, service: &Value) -> Result<bool, 
     let value: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
     let (namespace, name) = owner(service);
     let parent = value.pointer("/spec/parentRef");
-    Ok(parent.and_then(|p| p.get("namespace")?.as_str()) == Some(namespace.as_str())
-        && parent.and_then(|p| p.get("name")?.as_str()) == Some(name.as_str()))
+    Ok(
+        parent.and_then(|p| p.get("namespace")?.as_str()) == Some(namespace.as_str())
+            && parent.and_then(|p| p.get("name")?.as_str()) == Some(name.as_str()),
+    )
 }
 
 /// Creates `key` for `service`: `Ok(false)` if it is taken.
@@ -585,8 +591,7 @@ pub async fn ensure_kubernetes_service(
                                 "targetPort": advertise.port()}]},
         });
         crate::object::prepare_create(&mut service, services, Some("default"))?;
-        let claims =
-            claim_for_create(store, network, services, "kubernetes", &mut service).await?;
+        let claims = claim_for_create(store, network, services, "kubernetes", &mut service).await?;
         match store.create(&key, crate::object::encode(&service)).await {
             Ok(revision) => tracing::info!(%ip, revision, "created the kubernetes Service"),
             Err(StoreError::AlreadyExists { .. }) => claims.undo(store).await,

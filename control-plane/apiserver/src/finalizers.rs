@@ -134,9 +134,9 @@ pub(crate) async fn finish(
             Ok(true)
         }
         // Changed again (the next writer finishes it) or gone already.
-        Err(keelson_store::StoreError::Conflict { .. } | keelson_store::StoreError::NotFound { .. }) => {
-            Ok(false)
-        }
+        Err(
+            keelson_store::StoreError::Conflict { .. } | keelson_store::StoreError::NotFound { .. },
+        ) => Ok(false),
         Err(e) => Err(ApiError::from_store(e, resource, name)),
     }
 }

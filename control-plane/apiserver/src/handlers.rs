@@ -895,6 +895,7 @@ pub(crate) async fn bootstrap(store: &dyn Store) -> Result<(), ApiError> {
         let mut object =
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
         prepare_create(&mut object, resource, None)?;
+        crate::finalizers::on_create(resource, &mut object);
         match store
             .create(&resource.key(None, name), encode(&object))
             .await

@@ -62,7 +62,11 @@ struct Args {
 struct ClusterArgs {
     /// The block Services' ClusterIPs are allocated from (the first address is the
     /// `kubernetes` Service's).
-    #[arg(long, env = "KEELSON_SERVICE_CLUSTER_IP_RANGE", default_value = "10.96.0.0/12")]
+    #[arg(
+        long,
+        env = "KEELSON_SERVICE_CLUSTER_IP_RANGE",
+        default_value = "10.96.0.0/12"
+    )]
     service_cluster_ip_range: Ipv4Cidr,
     /// The NodePort range, `LOW-HIGH`.
     #[arg(
@@ -104,7 +108,9 @@ fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String>
     };
     let (low, high) = (parse(low)?, parse(high)?);
     if low == 0 || low > high {
-        return Err(format!("{text:?} is not a range of ports LOW-HIGH with 0 < LOW <= HIGH"));
+        return Err(format!(
+            "{text:?} is not a range of ports LOW-HIGH with 0 < LOW <= HIGH"
+        ));
     }
     Ok(low..=high)
 }
@@ -138,11 +144,13 @@ async fn start_cluster_components(
     listen: SocketAddr,
     kubeconfig: &Path,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let advertise_ip = args.advertise_address.unwrap_or(if listen.ip().is_unspecified() {
-        std::net::IpAddr::from([127, 0, 0, 1])
-    } else {
-        listen.ip()
-    });
+    let advertise_ip = args
+        .advertise_address
+        .unwrap_or(if listen.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            listen.ip()
+        });
     keelson_apiserver::allocator::ensure_kubernetes_service(
         store,
         &args.service_network(),
@@ -278,7 +286,8 @@ async fn main() -> anyhow::Result<()> {
          (TLS and authentication come later)"
     );
     tracing::info!(kubeconfig = %kubeconfig.display(), "wrote the admin kubeconfig");
-    let state = AppState::new(Arc::clone(&store)).with_service_network(args.cluster.service_network());
+    let state =
+        AppState::new(Arc::clone(&store)).with_service_network(args.cluster.service_network());
     let router = app(state.clone());
     let server = axum::serve(listener, router)
         .with_graceful_shutdown(async move {

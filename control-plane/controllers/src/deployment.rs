@@ -75,13 +75,21 @@ pub fn resolve_limits(
     let resolve = |value: Option<&IntOrString>, round_up: bool| match value {
         None => {
             let quarter = f64::from(replicas) * 0.25;
-            if round_up { quarter.ceil() } else { quarter.floor() }
+            if round_up {
+                quarter.ceil()
+            } else {
+                quarter.floor()
+            }
         }
         Some(IntOrString::Int(n)) => f64::from(*n),
         Some(IntOrString::String(text)) => {
             let percent: f64 = text.trim_end_matches('%').parse().unwrap_or(25.0);
             let value = f64::from(replicas) * percent / 100.0;
-            if round_up { value.ceil() } else { value.floor() }
+            if round_up {
+                value.ceil()
+            } else {
+                value.floor()
+            }
         }
     } as i32;
     let surge = resolve(max_surge, true).max(0);
@@ -192,7 +200,12 @@ async fn reconcile(deployment: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action>
         .into_iter()
         .filter(|rs| pods::controlled_by(&rs.metadata, &uid))
         .collect();
-    owned.sort_by_key(|rs| (revision(rs), pods::seconds(rs.metadata.creation_timestamp.as_ref())));
+    owned.sort_by_key(|rs| {
+        (
+            revision(rs),
+            pods::seconds(rs.metadata.creation_timestamp.as_ref()),
+        )
+    });
     let hash = template_hash(&spec.template);
     let replicas = spec.replicas.unwrap_or(1);
     let new_index = owned
@@ -264,8 +277,9 @@ async fn reconcile(deployment: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action>
                 }
                 Err(e) if is_status(&e, 403) => return Ok(Action::await_change()),
                 Err(e) => {
-                    return Err(e)
-                        .action(|| format!("create a ReplicaSet for Deployment {namespace}/{name}"));
+                    return Err(e).action(|| {
+                        format!("create a ReplicaSet for Deployment {namespace}/{name}")
+                    });
                 }
             }
         }
@@ -279,10 +293,20 @@ async fn reconcile(deployment: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action>
                 .map(|rs| rs.status.as_ref().map_or(0, |s| s.replicas))
                 .sum();
             let old_spec: i32 = olds.iter().map(|o| o.spec).sum();
-            let new_spec = if old_pods == 0 && old_spec == 0 { replicas } else { 0 };
+            let new_spec = if old_pods == 0 && old_spec == 0 {
+                replicas
+            } else {
+                0
+            };
             (new_spec, vec![0; olds.len()])
         } else {
-            rolling_step(replicas, max_surge, max_unavailable, rs_sizes(&new_rs), &olds)
+            rolling_step(
+                replicas,
+                max_surge,
+                max_unavailable,
+                rs_sizes(&new_rs),
+                &olds,
+            )
         };
         if new_spec != rs_sizes(&new_rs).spec {
             new_rs = scale(&rs_api, &new_rs, new_spec).await?;
@@ -301,7 +325,10 @@ async fn reconcile(deployment: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action>
             })
             .collect();
         for rs in empty.iter().take(empty.len().saturating_sub(limit)) {
-            match rs_api.delete(&rs.name_any(), &DeleteParams::background()).await {
+            match rs_api
+                .delete(&rs.name_any(), &DeleteParams::background())
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if is_status(&e, 404) => {}
                 Err(e) => {
@@ -360,12 +387,7 @@ async fn update_status(
     let old = deployment.status.clone().unwrap_or_default();
     let keep = |type_: &str, next: DeploymentCondition| {
         // Keep the transition time when the status does not change.
-        match old
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| c.type_ == type_)
-        {
+        match old.conditions.iter().flatten().find(|c| c.type_ == type_) {
             Some(prev) if prev.status == next.status && prev.reason == next.reason => prev.clone(),
             Some(prev) if prev.status == next.status => DeploymentCondition {
                 last_transition_time: prev.last_transition_time.clone(),
@@ -399,11 +421,20 @@ async fn update_status(
             format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
         )
     } else if created_new {
-        ("NewReplicaSetCreated", format!("Created new replica set \"{rs_name}\""))
+        (
+            "NewReplicaSetCreated",
+            format!("Created new replica set \"{rs_name}\""),
+        )
     } else {
-        ("ReplicaSetUpdated", format!("ReplicaSet \"{rs_name}\" is progressing."))
+        (
+            "ReplicaSetUpdated",
+            format!("ReplicaSet \"{rs_name}\" is progressing."),
+        )
     };
-    let progressing = keep("Progressing", condition("Progressing", true, reason, message));
+    let progressing = keep(
+        "Progressing",
+        condition("Progressing", true, reason, message),
+    );
     let status = DeploymentStatus {
         observed_generation: deployment.metadata.generation,
         replicas: Some(total),
@@ -445,8 +476,14 @@ mod tests {
     #[test]
     fn limits_round_like_kubernetes() {
         let pct = |p: &str| Some(IntOrString::String(p.into()));
-        assert_eq!(resolve_limits(10, pct("25%").as_ref(), pct("25%").as_ref()), (3, 2));
-        assert_eq!(resolve_limits(1, pct("25%").as_ref(), pct("25%").as_ref()), (1, 0));
+        assert_eq!(
+            resolve_limits(10, pct("25%").as_ref(), pct("25%").as_ref()),
+            (3, 2)
+        );
+        assert_eq!(
+            resolve_limits(1, pct("25%").as_ref(), pct("25%").as_ref()),
+            (1, 0)
+        );
         assert_eq!(
             resolve_limits(5, Some(&IntOrString::Int(0)), Some(&IntOrString::Int(0))),
             (0, 1)
@@ -464,8 +501,15 @@ mod tests {
             let total = n + o.iter().sum::<i32>();
             assert!(total <= replicas + surge, "surge exceeded: {n} + {o:?}");
             // Available right after the step: what was available and not scaled away.
-            let avail = new.available.min(n) + o.iter().zip(&old).map(|(x, y)| y.available.min(*x)).sum::<i32>();
-            assert!(avail >= replicas - unavailable, "too few available: {n} {o:?}");
+            let avail = new.available.min(n)
+                + o.iter()
+                    .zip(&old)
+                    .map(|(x, y)| y.available.min(*x))
+                    .sum::<i32>();
+            assert!(
+                avail >= replicas - unavailable,
+                "too few available: {n} {o:?}"
+            );
             new = s(n, n);
             old = o.iter().map(|x| s(*x, *x)).collect();
             if n == replicas && old.iter().all(|o| o.spec == 0) {
@@ -485,6 +529,10 @@ mod tests {
         });
         assert_eq!(template_hash(&a), template_hash(&a));
         assert_ne!(template_hash(&a), template_hash(&b));
-        assert!(template_hash(&b).chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)));
+        assert!(
+            template_hash(&b)
+                .chars()
+                .all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c))
+        );
     }
 }

@@ -15,8 +15,8 @@ use std::{
 use k8s_openapi::{
     api::{
         core::v1::{
-            EndpointAddress, EndpointPort as CorePort, EndpointSubset, Endpoints, Node, ObjectReference,
-            Pod, Service,
+            EndpointAddress, EndpointPort as CorePort, EndpointSubset, Endpoints, Node,
+            ObjectReference, Pod, Service,
         },
         discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice},
     },
@@ -229,7 +229,12 @@ pub fn resolve_ports(service: &Service, pod: &Pod) -> Vec<PortKey> {
 
 /// The endpoint a pod contributes, if it has an IP and has not finished.
 pub fn endpoint_of(pod: &Pod, zones: &BTreeMap<String, String>) -> Option<Endpoint> {
-    let ip = pod.status.as_ref()?.pod_ip.clone().filter(|ip| !ip.is_empty())?;
+    let ip = pod
+        .status
+        .as_ref()?
+        .pod_ip
+        .clone()
+        .filter(|ip| !ip.is_empty())?;
     if matches!(pods::phase(pod), "Succeeded" | "Failed") {
         return None;
     }
@@ -389,7 +394,11 @@ fn slice_object(
             name,
             namespace: service.namespace(),
             labels: Some(labels),
-            owner_references: Some(vec![pods::owner_reference("v1", "Service", &service.metadata)]),
+            owner_references: Some(vec![pods::owner_reference(
+                "v1",
+                "Service",
+                &service.metadata,
+            )]),
             ..ObjectMeta::default()
         },
         address_type: "IPv4".into(),
@@ -622,16 +631,16 @@ mod tests {
             .iter()
             .map(|e| {
                 let c = e.conditions.clone().unwrap();
-                (
-                    c.ready.unwrap(),
-                    c.serving.unwrap(),
-                    c.terminating.unwrap(),
-                )
+                (c.ready.unwrap(), c.serving.unwrap(), c.terminating.unwrap())
             })
             .collect();
         assert_eq!(
             conditions,
-            vec![(true, true, false), (false, false, false), (false, true, true)]
+            vec![
+                (true, true, false),
+                (false, false, false),
+                (false, true, true)
+            ]
         );
         assert_eq!(eights[0].zone.as_deref(), Some("zone-1"));
         assert_eq!(eights[0].node_name.as_deref(), Some("node-a"));
@@ -649,7 +658,14 @@ mod tests {
 
     fn many(n: usize) -> Vec<Arc<Pod>> {
         (0..n)
-            .map(|i| pod(&format!("p{i}"), &format!("10.1.{}.{}", i / 250, i % 250), true, 8080))
+            .map(|i| {
+                pod(
+                    &format!("p{i}"),
+                    &format!("10.1.{}.{}", i / 250, i % 250),
+                    true,
+                    8080,
+                )
+            })
             .collect()
     }
 
@@ -677,7 +693,11 @@ mod tests {
             vec![100, 100, 50]
         );
         apply(first, &mut existing, &service);
-        assert_eq!(plan(&groups, &existing), Plan::default(), "nothing to write");
+        assert_eq!(
+            plan(&groups, &existing),
+            Plan::default(),
+            "nothing to write"
+        );
         // One pod goes: only its slice is written.
         let fewer: Vec<Arc<Pod>> = pods.iter().skip(1).cloned().collect();
         let second = plan(&desired(&service, &fewer, &zones()), &existing);
@@ -693,7 +713,11 @@ mod tests {
         apply(third, &mut existing, &service);
         let total: usize = existing.iter().map(|s| s.endpoints.len()).sum();
         assert_eq!(total, 250);
-        assert!(existing.iter().all(|s| s.endpoints.len() <= MAX_ENDPOINTS_PER_SLICE));
+        assert!(
+            existing
+                .iter()
+                .all(|s| s.endpoints.len() <= MAX_ENDPOINTS_PER_SLICE)
+        );
     }
 
     #[test]

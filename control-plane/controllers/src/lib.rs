@@ -22,6 +22,9 @@ use kube::runtime::controller::Action;
 
 pub mod deployment;
 pub mod endpointslice;
+pub mod gc;
+pub mod namespace;
+pub mod nodeipam;
 pub mod pods;
 pub mod replicaset;
 
@@ -255,15 +258,24 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
     if enabled(ControllerKind::Deployment) {
         tasks.spawn(deployment::run(client.clone()));
     }
-    for kind in [
-        ControllerKind::Namespace,
-        ControllerKind::GarbageCollector,
-        ControllerKind::NodeIpam,
-        ControllerKind::NodeLifecycle,
-    ] {
-        if enabled(kind) {
-            tracing::warn!(controller = %kind, "this controller is not implemented yet");
-        }
+    if enabled(ControllerKind::Namespace) {
+        tasks.spawn(namespace::run(client.clone()));
+    }
+    if enabled(ControllerKind::NodeIpam) {
+        tasks.spawn(nodeipam::run(
+            client.clone(),
+            options.cluster_cidr,
+            options.node_cidr_mask_size,
+        ));
+    }
+    if enabled(ControllerKind::GarbageCollector) {
+        tasks.spawn(gc::run(client.clone()));
+    }
+    if enabled(ControllerKind::NodeLifecycle) {
+        tracing::warn!(
+            controller = %ControllerKind::NodeLifecycle,
+            "this controller is not implemented yet"
+        );
     }
     tracing::info!(
         controllers = %options.enabled.iter().map(|k| k.name()).collect::<Vec<_>>().join(","),

@@ -131,7 +131,10 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
         active.sort_by_key(|p| deletion_rank(p));
         let excess = active.len() - want;
         for pod in active.into_iter().take(excess).take(BURST) {
-            match pod_api.delete(&pod.name_any(), &DeleteParams::default()).await {
+            match pod_api
+                .delete(&pod.name_any(), &DeleteParams::default())
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if is_status(&e, 404) => {}
                 Err(e) => {
@@ -191,7 +194,6 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
     }
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,7 @@ use k8s_openapi::{
 use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams, PostParams},
-    runtime::{reflector, watcher, WatchStreamExt},
+    runtime::{WatchStreamExt, reflector, watcher},
 };
 use serde_json::json;
 use tokio::sync::Notify;
@@ -192,7 +192,11 @@ impl Scheduler {
             match node {
                 Some(node) => {
                     if self.assumed.contains_key(&uid)
-                        && pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some()
+                        && pod
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.node_name.as_deref())
+                            .is_some()
                     {
                         seen_bound.push(uid.clone());
                     }
@@ -211,8 +215,10 @@ impl Scheduler {
         for uid in seen_bound {
             self.assumed.remove(&uid);
         }
-        let live: std::collections::HashSet<&str> =
-            pods.iter().filter_map(|p| p.metadata.uid.as_deref()).collect();
+        let live: std::collections::HashSet<&str> = pods
+            .iter()
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
         self.assumed.retain(|uid, _| live.contains(uid.as_str()));
         self.reported.retain(|uid, _| live.contains(uid.as_str()));
         pending.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
@@ -293,7 +299,8 @@ impl Scheduler {
             tracing::debug!(pod = %format!("{namespace}/{name}"), %error, "cannot mark unschedulable");
             return;
         }
-        self.event(pod, "Warning", "FailedScheduling", message).await;
+        self.event(pod, "Warning", "FailedScheduling", message)
+            .await;
         tracing::info!(pod = %format!("{namespace}/{name}"), message, "unschedulable");
         self.reported.insert(uid, message.to_owned());
     }
@@ -335,7 +342,6 @@ impl Scheduler {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -226,7 +226,10 @@ impl std::fmt::Display for Unfit {
             Self::Insufficient(what) => write!(f, "Insufficient {what}"),
             Self::Affinity => write!(f, "node(s) didn't match Pod's node affinity/selector"),
             Self::Taint(taint) => write!(f, "node(s) had untolerated taint {{{taint}}}"),
-            Self::HostPort => write!(f, "node(s) didn't have free ports for the requested pod ports"),
+            Self::HostPort => write!(
+                f,
+                "node(s) didn't have free ports for the requested pod ports"
+            ),
         }
     }
 }
@@ -275,7 +278,9 @@ pub fn filter_node_ready(pod: &Pod, node: &NodeInfo) -> Result<(), Unfit> {
 /// Filter: requests fit in allocatable minus what bound pods request.
 pub fn filter_resources(request: &Resources, node: &NodeInfo) -> Result<(), Unfit> {
     let free = |alloc: f64, used: f64| alloc - used;
-    if node.allocatable.pods > 0.0 && free(node.allocatable.pods, node.requested.pods) < request.pods {
+    if node.allocatable.pods > 0.0
+        && free(node.allocatable.pods, node.requested.pods) < request.pods
+    {
         return Err(Unfit::Insufficient("pods"));
     }
     if request.milli_cpu > 0.0
@@ -283,7 +288,8 @@ pub fn filter_resources(request: &Resources, node: &NodeInfo) -> Result<(), Unfi
     {
         return Err(Unfit::Insufficient("cpu"));
     }
-    if request.memory > 0.0 && free(node.allocatable.memory, node.requested.memory) < request.memory {
+    if request.memory > 0.0 && free(node.allocatable.memory, node.requested.memory) < request.memory
+    {
         return Err(Unfit::Insufficient("memory"));
     }
     Ok(())
@@ -303,7 +309,11 @@ fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&String>) ->
             ) else {
                 return false;
             };
-            if req.operator == "Gt" { v > bound } else { v < bound }
+            if req.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
         }
         _ => false,
     }
@@ -318,9 +328,9 @@ fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
     expressions
         .iter()
         .all(|r| requirement_matches(r, node.labels.get(&r.key)))
-        && fields.iter().all(|r| {
-            r.key == "metadata.name" && requirement_matches(r, Some(&node.name))
-        })
+        && fields
+            .iter()
+            .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&node.name)))
 }
 
 /// Filter: `nodeSelector` and required node affinity (terms ORed, expressions ANDed).
@@ -337,7 +347,10 @@ pub fn filter_node_affinity(pod: &Pod, node: &NodeInfo) -> Result<(), Unfit> {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     let affinity_ok =
         required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)));
     if selector_ok && affinity_ok {
@@ -372,11 +385,20 @@ pub fn filter_host_ports(ports: &[HostPort], node: &NodeInfo) -> Result<(), Unfi
                 && (uip == ip || uip == "0.0.0.0" || ip == "0.0.0.0")
         })
     });
-    if conflict { Err(Unfit::HostPort) } else { Ok(()) }
+    if conflict {
+        Err(Unfit::HostPort)
+    } else {
+        Ok(())
+    }
 }
 
 /// Every filter, first failure wins.
-pub fn filter(pod: &Pod, request: &Resources, ports: &[HostPort], node: &NodeInfo) -> Result<(), Unfit> {
+pub fn filter(
+    pod: &Pod,
+    request: &Resources,
+    ports: &[HostPort],
+    node: &NodeInfo,
+) -> Result<(), Unfit> {
     filter_node_ready(pod, node)?;
     filter_taints(pod, node)?;
     filter_node_affinity(pod, node)?;
@@ -394,8 +416,16 @@ pub fn score_least_allocated(request: &Resources, node: &NodeInfo) -> f64 {
             ((alloc - used - req) / alloc).clamp(0.0, 1.0)
         }
     };
-    let cpu = free(node.allocatable.milli_cpu, node.requested.milli_cpu, request.milli_cpu);
-    let memory = free(node.allocatable.memory, node.requested.memory, request.memory);
+    let cpu = free(
+        node.allocatable.milli_cpu,
+        node.requested.milli_cpu,
+        request.milli_cpu,
+    );
+    let memory = free(
+        node.allocatable.memory,
+        node.requested.memory,
+        request.memory,
+    );
     let pods = free(node.allocatable.pods, node.requested.pods, request.pods);
     (cpu + memory + pods) / 3.0 * 100.0
 }
@@ -428,8 +458,8 @@ mod tests {
     use super::*;
     use k8s_openapi::{
         api::core::v1::{
-            Affinity, Container, ContainerPort, NodeAffinity, NodeSelector, NodeSpec, NodeStatus,
-            NodeCondition, PodSpec, ResourceRequirements,
+            Affinity, Container, ContainerPort, NodeAffinity, NodeCondition, NodeSelector,
+            NodeSpec, NodeStatus, PodSpec, ResourceRequirements,
         },
         apimachinery::pkg::apis::meta::v1::ObjectMeta,
     };
@@ -511,9 +541,11 @@ mod tests {
     fn selector_and_required_affinity() {
         let n = node("a", "1", "1Gi");
         let mut p = pod("0");
-        p.spec.as_mut().unwrap().node_selector = Some(BTreeMap::from([("zone".into(), "b".into())]));
+        p.spec.as_mut().unwrap().node_selector =
+            Some(BTreeMap::from([("zone".into(), "b".into())]));
         assert_eq!(filter_node_affinity(&p, &n), Err(Unfit::Affinity));
-        p.spec.as_mut().unwrap().node_selector = Some(BTreeMap::from([("zone".into(), "a".into())]));
+        p.spec.as_mut().unwrap().node_selector =
+            Some(BTreeMap::from([("zone".into(), "a".into())]));
         assert_eq!(filter_node_affinity(&p, &n), Ok(()));
         p.spec.as_mut().unwrap().affinity = Some(Affinity {
             node_affinity: Some(NodeAffinity {
@@ -585,7 +617,10 @@ mod tests {
         assert_eq!(score_spread(Some("rs"), &empty, 2), 100.0);
         let message = unschedulable_message(
             3,
-            &BTreeMap::from([("Insufficient cpu".into(), 2), ("node(s) were not ready".into(), 1)]),
+            &BTreeMap::from([
+                ("Insufficient cpu".into(), 2),
+                ("node(s) were not ready".into(), 1),
+            ]),
         );
         assert_eq!(
             message,
