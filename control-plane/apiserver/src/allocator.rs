@@ -83,7 +83,7 @@ impl Claims {
 fn held_keys(service: &Value) -> Vec<String> {
     let mut keys: Vec<String> = cluster_ip(service)
         .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
-        .map(|ip| ip_key(ip))
+        .map(ip_key)
         .into_iter()
         .collect();
     keys.extend(node_ports(service).into_iter().map(port_key));

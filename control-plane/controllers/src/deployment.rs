@@ -522,11 +522,13 @@ mod tests {
     #[test]
     fn hashes_are_stable_and_template_dependent() {
         let a = PodTemplateSpec::default();
-        let mut b = PodTemplateSpec::default();
-        b.metadata = Some(ObjectMeta {
-            labels: Some(BTreeMap::from([("app".into(), "x".into())])),
-            ..ObjectMeta::default()
-        });
+        let b = PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(BTreeMap::from([("app".into(), "x".into())])),
+                ..ObjectMeta::default()
+            }),
+            ..PodTemplateSpec::default()
+        };
         assert_eq!(template_hash(&a), template_hash(&a));
         assert_ne!(template_hash(&a), template_hash(&b));
         assert!(
