@@ -4,6 +4,7 @@
 //! defaulting and the merge/strategic-merge patches the API server applies to raw JSON.
 #![forbid(unsafe_code)]
 
+pub mod cidr;
 pub mod defaulting;
 pub mod names;
 pub mod patch;

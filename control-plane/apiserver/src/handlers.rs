@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::{
     ApiError, AppState, MAX_BODY_BYTES, SYSTEM_NAMESPACES,
+    allocator::{self, ServiceNetwork},
     auth::{self, Access, Authenticated, UserInfo},
     discovery::{group_info, json_response, resource_list},
     object::{
@@ -142,6 +143,7 @@ async fn serve(
         Some("status") => target.resource.status,
         Some("scale") => target.resource.scale,
         Some("binding") => target.resource.plural == "pods",
+        Some("finalize") => target.resource.kind == "Namespace",
         Some(_) => false,
     };
     if !known_subresource {
@@ -188,7 +190,7 @@ async fn serve(
             if let Access::CreateNamed(allowed) = &access {
                 auth::check_created_name(user, &target, &body, allowed)?;
             }
-            create(store, &target, &body).await
+            create(store, &state.services, &target, &body).await
         }
         (&Method::DELETE, None, None) => {
             let body = read_body(headers, body, true).await?.1;
@@ -206,12 +208,21 @@ async fn serve(
         (&Method::PUT, Some(name), sub) => {
             let part = part_of(&target, sub)?;
             let body = read_body(headers, body, false).await?.1;
-            update(store, &target, name, &body, part).await
+            update(store, &state.services, &target, name, &body, part).await
         }
         (&Method::PATCH, Some(name), sub) => {
             let part = part_of(&target, sub)?;
             let (content_type, body) = read_body(headers, body, false).await?;
-            patch(store, &target, name, &content_type, &body, part).await
+            patch(
+                store,
+                &state.services,
+                &target,
+                name,
+                &content_type,
+                &body,
+                part,
+            )
+            .await
         }
         (&Method::DELETE, Some(name), None) => {
             let body = read_body(headers, body, true).await?.1;
@@ -246,6 +257,10 @@ fn part_of(target: &Target, sub: Option<&str>) -> Result<UpdatePart, ApiError> {
         None => Ok(UpdatePart::Object(Part::Main)),
         Some("status") if target.resource.status => Ok(UpdatePart::Object(Part::Status)),
         Some("scale") if target.resource.scale => Ok(UpdatePart::Scale),
+        // The namespace controller's way to drop `spec.finalizers` (see `finalizers`).
+        Some("finalize") if target.resource.kind == "Namespace" => {
+            Ok(UpdatePart::Object(Part::Main))
+        }
         Some(other) => Err(ApiError::no_route(&format!(
             "{}/{other}",
             target.resource.plural
@@ -450,16 +465,27 @@ async fn check_namespace(store: &dyn Store, namespace: &str) -> Result<(), ApiEr
     Ok(())
 }
 
-async fn create(store: &dyn Store, target: &Target, body: &[u8]) -> Result<Response, ApiError> {
+async fn create(
+    store: &dyn Store,
+    services: &ServiceNetwork,
+    target: &Target,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let mut object = parse_body(body, target.resource)?;
     let name = prepare_create(&mut object, target.resource, target.namespace.as_deref())?;
     if let Some(ns) = target.namespace.as_deref() {
         check_namespace(store, ns).await?;
     }
-    let revision = store
-        .create(&target.key(&name), encode(&object))
-        .await
-        .map_err(|e| ApiError::from_store(e, target.resource, &name))?;
+    crate::finalizers::on_create(target.resource, &mut object);
+    let claims =
+        allocator::claim_for_create(store, services, target.resource, &name, &mut object).await?;
+    let revision = match store.create(&target.key(&name), encode(&object)).await {
+        Ok(revision) => revision,
+        Err(e) => {
+            claims.undo(store).await;
+            return Err(ApiError::from_store(e, target.resource, &name));
+        }
+    };
     set_resource_version(&mut object, revision);
     tracing::debug!(name, revision, "created");
     Ok(json_response(StatusCode::CREATED, &object))
@@ -483,6 +509,7 @@ async fn write(
 
 async fn update(
     store: &dyn Store,
+    services: &ServiceNetwork,
     target: &Target,
     name: &str,
     body: &[u8],
@@ -513,14 +540,29 @@ async fn update(
     if requested_revision(&new, resource, name)?.is_some_and(|rv| rv != kv.mod_revision) {
         return Err(ApiError::conflict(resource, name));
     }
-    let stored = apply_update(store, target, name, &current, new, part, kv.mod_revision).await?;
+    let stored = apply_update(
+        store,
+        services,
+        target,
+        name,
+        &current,
+        new,
+        part,
+        kv.mod_revision,
+    )
+    .await?;
     Ok(ok(&stored))
 }
 
 /// Applies an update of `part` to `current` (mod revision `expected`) and writes it; returns
 /// what the endpoint answers (the object, or its Scale).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the pieces of one update, passed through once"
+)]
 async fn apply_update(
     store: &dyn Store,
+    services: &ServiceNetwork,
     target: &Target,
     name: &str,
     current: &Value,
@@ -551,7 +593,22 @@ async fn apply_update(
         }
     };
     let stored = match prepare_update(current, new, resource, name, part_of_object)? {
-        Some(next) => write(store, target, name, next, expected).await?,
+        Some(mut next) => {
+            let claims =
+                allocator::claim_for_update(store, services, resource, name, current, &mut next)
+                    .await?;
+            match write(store, target, name, next, expected).await {
+                Ok(stored) => {
+                    allocator::release(store, resource, current, Some(&stored)).await;
+                    crate::finalizers::finish(store, resource, &target.key(name), &stored).await?;
+                    stored
+                }
+                Err(e) => {
+                    claims.undo(store).await;
+                    return Err(e);
+                }
+            }
+        }
         None => current.clone(),
     };
     Ok(if part == UpdatePart::Scale {
@@ -566,6 +623,7 @@ const PATCH_ATTEMPTS: usize = 5;
 
 async fn patch(
     store: &dyn Store,
+    services: &ServiceNetwork,
     target: &Target,
     name: &str,
     content_type: &str,
@@ -617,7 +675,18 @@ async fn patch(
                 root.insert("kind".into(), json!(resource.kind));
             }
         }
-        match apply_update(store, target, name, &current, doc, part, kv.mod_revision).await {
+        match apply_update(
+            store,
+            services,
+            target,
+            name,
+            &current,
+            doc,
+            part,
+            kv.mod_revision,
+        )
+        .await
+        {
             Err(e) if e.reason == "Conflict" && attempt < PATCH_ATTEMPTS => continue,
             result => return result.map(|v| ok(&v)),
         }
@@ -630,10 +699,18 @@ struct DeleteOptions {
     grace_period_seconds: Option<i64>,
     precondition_uid: Option<String>,
     precondition_rv: Option<String>,
+    propagation: Option<crate::finalizers::Propagation>,
 }
 
 fn delete_options(params: &Params, body: &[u8]) -> Result<DeleteOptions, ApiError> {
     let mut options = DeleteOptions::default();
+    let body_value = (!body.is_empty())
+        .then(|| serde_json::from_slice::<Value>(body).ok())
+        .flatten();
+    options.propagation = crate::finalizers::propagation(
+        params.get("propagationPolicy").map(String::as_str),
+        body_value.as_ref(),
+    )?;
     if !body.is_empty() {
         let value: Value = serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}"))
@@ -662,8 +739,6 @@ fn delete_options(params: &Params, body: &[u8]) -> Result<DeleteOptions, ApiErro
             ApiError::bad_request(format!("invalid gracePeriodSeconds: {grace:?}"))
         })?);
     }
-    // propagationPolicy is accepted; without a garbage collector every policy deletes the
-    // object itself at once.
     Ok(options)
 }
 
@@ -689,7 +764,7 @@ async fn delete_one(
     options: &DeleteOptions,
 ) -> Result<Value, ApiError> {
     let resource = target.resource;
-    let current = decode_kv(kv)?;
+    let mut current = decode_kv(kv)?;
     if let Some(uid) = &options.precondition_uid {
         let actual = meta_str(&current, "uid").unwrap_or_default();
         if uid != actual {
@@ -708,6 +783,9 @@ async fn delete_one(
         return Err(ApiError::conflict(resource, name));
     }
     let terminating = meta_str(&current, "deletionTimestamp").is_some();
+    if !terminating {
+        crate::finalizers::on_delete(&mut current, options.propagation);
+    }
     let finalizers = current
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
@@ -726,6 +804,7 @@ async fn delete_one(
             .await
             .map_err(|e| ApiError::from_store(e, resource, name))?;
         tracing::debug!(name, "deleted");
+        allocator::release(store, resource, &current, None).await;
         return Ok(current);
     }
     if terminating {
@@ -857,6 +936,7 @@ pub(crate) async fn bootstrap(store: &dyn Store) -> Result<(), ApiError> {
         let mut object =
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
         prepare_create(&mut object, resource, None)?;
+        crate::finalizers::on_create(resource, &mut object);
         match store
             .create(&resource.key(None, name), encode(&object))
             .await

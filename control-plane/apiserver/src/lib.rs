@@ -20,9 +20,11 @@ use axum::{
 use keelson_store::Store;
 use tokio::sync::watch;
 
+pub mod allocator;
 pub mod auth;
 mod discovery;
 pub mod error;
+pub mod finalizers;
 mod handlers;
 pub mod metrics;
 mod object;
@@ -31,6 +33,7 @@ pub mod resources;
 pub mod tls;
 mod watch_stream;
 
+pub use allocator::ServiceNetwork;
 pub use auth::{Authenticator, UserInfo};
 pub use error::ApiError;
 pub use metrics::{InstrumentedStore, Metrics};
@@ -50,6 +53,7 @@ pub struct AppState {
     authenticator: Arc<Authenticator>,
     metrics: Arc<Metrics>,
     shutdown: Arc<watch::Sender<bool>>,
+    services: Arc<ServiceNetwork>,
 }
 
 impl AppState {
@@ -63,12 +67,20 @@ impl AppState {
             authenticator: Arc::new(Authenticator::default()),
             metrics,
             shutdown: Arc::new(watch::Sender::new(false)),
+            services: Arc::new(ServiceNetwork::default()),
         }
     }
 
     /// The same state authenticating bearer tokens with `authenticator`.
     pub fn with_authenticator(mut self, authenticator: Authenticator) -> Self {
         self.authenticator = Arc::new(authenticator);
+        self
+    }
+
+    /// Allocates Services' ClusterIPs and NodePorts from `network` instead of the defaults
+    /// (10.96.0.0/12, 30000-32767).
+    pub fn with_service_network(mut self, network: ServiceNetwork) -> Self {
+        self.services = Arc::new(network);
         self
     }
 

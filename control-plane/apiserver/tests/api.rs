@@ -291,6 +291,21 @@ async fn create_get_update_delete_with_kubernetes_metadata() {
         )
         .await;
     assert_eq!(deleted["metadata"]["name"], "web");
+    // Foreground: the object waits (terminating, with the finalizer) for the garbage collector,
+    // and goes when its last finalizer is removed.
+    assert_eq!(
+        deleted["metadata"]["finalizers"],
+        json!(["foregroundDeletion"])
+    );
+    assert!(deleted["metadata"]["deletionTimestamp"].is_string());
+    let (status, _) = s
+        .patch(
+            &format!("{DEPLOYMENTS}/web"),
+            "application/merge-patch+json",
+            json!({"metadata": {"finalizers": null}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
     let (status, body) = s
         .call(Method::GET, &format!("{DEPLOYMENTS}/web"), None)
         .await;

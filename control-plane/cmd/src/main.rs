@@ -14,9 +14,11 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use keelson_api::cidr::Ipv4Cidr;
 use keelson_apiserver::{
-    AppState, Authenticator, UserInfo, app, auth::MASTERS_GROUP, bootstrap, tls,
+    AppState, Authenticator, ServiceNetwork, UserInfo, app, auth::MASTERS_GROUP, bootstrap, tls,
 };
+use keelson_controllers::ControllerSet;
 use keelson_store::{CompactionPolicy, EtcdStore, SqliteOptions, SqliteStore, Store};
 use pki::{Issued, Pki};
 use tracing_subscriber::EnvFilter;
@@ -75,6 +77,140 @@ struct Args {
         default_value = "http://127.0.0.1:2379"
     )]
     etcd_endpoints: Vec<String>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Networks, the scheduler and the controllers.
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// The block Services' ClusterIPs are allocated from (the first address is the
+    /// `kubernetes` Service's).
+    #[arg(
+        long,
+        env = "KEELSON_SERVICE_CLUSTER_IP_RANGE",
+        default_value = "10.96.0.0/12"
+    )]
+    service_cluster_ip_range: Ipv4Cidr,
+    /// The NodePort range, `LOW-HIGH`.
+    #[arg(
+        long,
+        env = "KEELSON_SERVICE_NODE_PORT_RANGE",
+        default_value = "30000-32767",
+        value_parser = parse_port_range
+    )]
+    service_node_port_range: std::ops::RangeInclusive<u16>,
+    /// The address the `kubernetes` Service's endpoints point at (default: the --listen
+    /// address, or 127.0.0.1 when that is unspecified).
+    #[arg(long, env = "KEELSON_ADVERTISE_ADDRESS")]
+    advertise_address: Option<std::net::IpAddr>,
+    /// The block node pod CIDRs are cut from (node IPAM).
+    #[arg(long, env = "KEELSON_CLUSTER_CIDR", default_value = "10.244.0.0/16")]
+    cluster_cidr: Ipv4Cidr,
+    /// The prefix length of each node's pod CIDR.
+    #[arg(long, env = "KEELSON_NODE_CIDR_MASK_SIZE", default_value_t = 24,
+          value_parser = clap::value_parser!(u8).range(1..=30))]
+    node_cidr_mask_size: u8,
+    /// Controllers to run: `all`, `none`, or a comma-separated list of endpointslice,
+    /// endpoints, replicaset, deployment, namespace, garbagecollector, nodeipam, nodelifecycle;
+    /// `-name` removes one (`all,-nodelifecycle`).
+    #[arg(long, env = "KEELSON_CONTROLLERS", default_value = "all")]
+    controllers: ControllerSet,
+    /// Do not run the scheduler (pods stay unbound unless another scheduler binds them).
+    #[arg(long, env = "KEELSON_NO_SCHEDULER")]
+    no_scheduler: bool,
+}
+
+fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (low, high) = text
+        .split_once('-')
+        .ok_or_else(|| format!("expected LOW-HIGH, e.g. 30000-32767, not {text:?}"))?;
+    let parse = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("{p:?} is not a port number"))
+    };
+    let (low, high) = (parse(low)?, parse(high)?);
+    if low == 0 || low > high {
+        return Err(format!(
+            "{text:?} is not a range of ports LOW-HIGH with 0 < LOW <= HIGH"
+        ));
+    }
+    Ok(low..=high)
+}
+
+impl ClusterArgs {
+    fn service_network(&self) -> ServiceNetwork {
+        ServiceNetwork {
+            cluster_ip_range: self.service_cluster_ip_range,
+            node_ports: self.service_node_port_range.clone(),
+        }
+    }
+}
+
+/// A kube-rs client with the admin kubeconfig the control plane wrote: the scheduler and the
+/// controllers talk to the API server like any other client.
+async fn admin_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let file = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("cannot read {}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
+        .await
+        .with_context(|| format!("cannot use {}", kubeconfig.display()))?;
+    kube::Client::try_from(config).context("cannot build an API client")
+}
+
+/// Creates the `kubernetes` Service, then starts the scheduler and the controllers the flags
+/// ask for, as API clients of the server listening on `listen`. Returns the task to abort on
+/// shutdown.
+async fn start_cluster_components(
+    args: &ClusterArgs,
+    store: &dyn Store,
+    listen: SocketAddr,
+    kubeconfig: &Path,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let advertise_ip = args
+        .advertise_address
+        .unwrap_or(if listen.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            listen.ip()
+        });
+    keelson_apiserver::allocator::ensure_kubernetes_service(
+        store,
+        &args.service_network(),
+        SocketAddr::new(advertise_ip, listen.port()),
+    )
+    .await
+    .context("cannot create the kubernetes Service")?;
+    let client = admin_client(kubeconfig).await?;
+    let options = keelson_controllers::Options {
+        enabled: args.controllers.0.clone(),
+        cluster_cidr: args.cluster_cidr,
+        node_cidr_mask_size: args.node_cidr_mask_size,
+        ..keelson_controllers::Options::default()
+    };
+    let scheduler = !args.no_scheduler;
+    Ok(tokio::spawn(async move {
+        let controllers = async {
+            if options.enabled.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            if let Err(error) = keelson_controllers::run(client.clone(), options).await {
+                tracing::error!(error = format!("{error:#}"), "the controllers stopped");
+            }
+        };
+        let scheduler = async {
+            if !scheduler {
+                std::future::pending::<()>().await;
+            }
+            if let Err(error) =
+                keelson_scheduler::run(client.clone(), keelson_scheduler::Options::default()).await
+            {
+                tracing::error!(error = format!("{error:#}"), "the scheduler stopped");
+            }
+        };
+        tokio::join!(controllers, scheduler);
+    }))
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,8 +241,13 @@ fn server_url(listen: SocketAddr) -> String {
 }
 
 /// Issues the serving certificate: loopback, the listen address (every host address when it
-/// is unspecified), the names in-cluster clients use, and --tls-san.
-fn serving_certificate(pki: &Pki, listen: SocketAddr, sans: &[String]) -> anyhow::Result<Issued> {
+/// is unspecified), the names and the Service address in-cluster clients use, and --tls-san.
+fn serving_certificate(
+    pki: &Pki,
+    listen: SocketAddr,
+    kubernetes_service_ip: Option<Ipv4Addr>,
+    sans: &[String],
+) -> anyhow::Result<Issued> {
     let mut dns: Vec<String> = [
         "localhost",
         "kubernetes",
@@ -124,9 +265,9 @@ fn serving_certificate(pki: &Pki, listen: SocketAddr, sans: &[String]) -> anyhow
     let mut ips = vec![
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(Ipv6Addr::LOCALHOST),
-        // The first address of the default service range: the `kubernetes` Service.
-        IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1)),
     ];
+    // In-cluster clients reach the API through the `kubernetes` Service.
+    ips.extend(kubernetes_service_ip.map(IpAddr::V4));
     if listen.ip().is_unspecified() {
         let addresses = nix::ifaddrs::getifaddrs().context("cannot list the host's addresses")?;
         ips.extend(addresses.filter_map(|a| {
@@ -256,7 +397,9 @@ async fn main() -> anyhow::Result<()> {
         .context("cannot create the system namespaces")?;
     // The API server's state wraps the store so /metrics times every store call, the
     // compactor's included.
-    let state = AppState::new(store).with_authenticator(authenticator);
+    let state = AppState::new(Arc::clone(&store))
+        .with_authenticator(authenticator)
+        .with_service_network(args.cluster.service_network());
     let compactor = tokio::spawn(keelson_store::run_compactor(
         Arc::clone(state.store()),
         CompactionPolicy::default(),
@@ -265,7 +408,12 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let listen = listener.local_addr().context("no local address")?;
-    let serving = serving_certificate(&pki, listen, &args.tls_sans)?;
+    let serving = serving_certificate(
+        &pki,
+        listen,
+        args.cluster.service_network().kubernetes_service_ip(),
+        &args.tls_sans,
+    )?;
     let tls_config = tls::server_config(
         serving.cert_pem.as_bytes(),
         serving.key_pem.as_bytes(),
@@ -276,13 +424,16 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%listen, "serving the Kubernetes API over HTTPS");
     tracing::info!(kubeconfig = %kubeconfig.display(), "wrote the admin kubeconfig");
     let router = app(state.clone());
-    tls::serve(listener, router, tls_config, async move {
+    let server = tokio::spawn(tls::serve(listener, router, tls_config, async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         state.shutdown();
-    })
-    .await
-    .context("the API server failed")?;
+    }));
+    let components =
+        start_cluster_components(&args.cluster, store.as_ref(), listen, &kubeconfig).await?;
+    let served = server.await.context("the API server task panicked")?;
+    components.abort();
+    served.context("the API server failed")?;
     compactor.abort();
     Ok(())
 }

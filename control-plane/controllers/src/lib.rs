@@ -1,0 +1,311 @@
+//! keelson's controllers, each an ordinary kube-rs client of the Kubernetes API (so they work
+//! against any conforming API server), each a `reconcile(object, ctx) -> Action` on current
+//! state, idempotent and requeued on errors, run by [`kube::runtime::Controller`]:
+//!
+//! - [`endpointslice`]: Services' selectors and Pods -> EndpointSlices (and v1 Endpoints);
+//! - [`replicaset`]: ReplicaSets -> Pods;
+//! - [`deployment`]: Deployments -> ReplicaSets, rolling updates;
+//! - [`namespace`]: deleting a Namespace deletes its content, then the Namespace;
+//! - [`gc`]: garbage collection through `ownerReferences` (background, foreground, orphan);
+//! - [`nodeipam`]: a `spec.podCIDR` per Node from the cluster CIDR;
+//! - [`nodelifecycle`]: Nodes whose Lease stops renewing go NotReady and get tainted; their pods
+//!   are marked not ready, then evicted.
+//!
+//! [`run`] starts the ones [`Options::enabled`] names and returns when one of them fails.
+#![forbid(unsafe_code)]
+
+use std::{collections::BTreeSet, fmt, str::FromStr, sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use keelson_api::cidr::Ipv4Cidr;
+use kube::runtime::controller::Action;
+
+pub mod deployment;
+pub mod endpointslice;
+pub mod gc;
+pub mod namespace;
+pub mod nodeipam;
+pub mod pods;
+pub mod replicaset;
+
+/// One controller [`run`] can start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ControllerKind {
+    /// `endpointslice`: Services + Pods -> EndpointSlices.
+    EndpointSlice,
+    /// `endpoints`: Services + Pods -> v1 Endpoints.
+    Endpoints,
+    /// `replicaset`: ReplicaSets -> Pods.
+    ReplicaSet,
+    /// `deployment`: Deployments -> ReplicaSets.
+    Deployment,
+    /// `namespace`: namespace deletion.
+    Namespace,
+    /// `garbagecollector`: ownerReferences.
+    GarbageCollector,
+    /// `nodeipam`: Node `spec.podCIDR`.
+    NodeIpam,
+    /// `nodelifecycle`: Lease-based node health, taints and eviction.
+    NodeLifecycle,
+}
+
+impl ControllerKind {
+    /// Every controller, in start order.
+    pub const ALL: [Self; 8] = [
+        Self::EndpointSlice,
+        Self::Endpoints,
+        Self::ReplicaSet,
+        Self::Deployment,
+        Self::Namespace,
+        Self::GarbageCollector,
+        Self::NodeIpam,
+        Self::NodeLifecycle,
+    ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EndpointSlice => "endpointslice",
+            Self::Endpoints => "endpoints",
+            Self::ReplicaSet => "replicaset",
+            Self::Deployment => "deployment",
+            Self::Namespace => "namespace",
+            Self::GarbageCollector => "garbagecollector",
+            Self::NodeIpam => "nodeipam",
+            Self::NodeLifecycle => "nodelifecycle",
+        }
+    }
+}
+
+impl fmt::Display for ControllerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A `--controllers` value that names no controller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown controller {name:?}; known: all, none, {known}", known = known_names())]
+pub struct UnknownController {
+    /// The name given.
+    pub name: String,
+}
+
+fn known_names() -> String {
+    ControllerKind::ALL.map(ControllerKind::name).join(", ")
+}
+
+/// The set of controllers a `--controllers` value selects: `all` (or `*`), `none`, a
+/// comma-separated list of names, and `-name` to take one away (`all,-nodelifecycle`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerSet(pub BTreeSet<ControllerKind>);
+
+impl FromStr for ControllerSet {
+    type Err = UnknownController;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut set = BTreeSet::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (remove, name) = match item.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, item),
+            };
+            let kinds: Vec<ControllerKind> = match name {
+                "all" | "*" => ControllerKind::ALL.to_vec(),
+                "none" => {
+                    set.clear();
+                    continue;
+                }
+                _ => vec![
+                    ControllerKind::ALL
+                        .into_iter()
+                        .find(|k| k.name() == name)
+                        .ok_or_else(|| UnknownController {
+                            name: name.to_owned(),
+                        })?,
+                ],
+            };
+            for kind in kinds {
+                if remove {
+                    set.remove(&kind);
+                } else {
+                    set.insert(kind);
+                }
+            }
+        }
+        Ok(Self(set))
+    }
+}
+
+/// What [`run`] starts and with which settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The controllers to run.
+    pub enabled: BTreeSet<ControllerKind>,
+    /// Node IPAM: the block pod CIDRs are cut from (`--cluster-cidr`).
+    pub cluster_cidr: Ipv4Cidr,
+    /// Node IPAM: the prefix length of each node's pod CIDR (`--node-cidr-mask-size`).
+    pub node_cidr_mask_size: u8,
+    /// Node lifecycle: how long a node's Lease may go unrenewed before it is NotReady.
+    pub node_monitor_grace_period: Duration,
+    /// Node lifecycle: how often node health is checked.
+    pub node_monitor_period: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            enabled: ControllerKind::ALL.into_iter().collect(),
+            cluster_cidr: Ipv4Cidr::new(std::net::Ipv4Addr::new(10, 244, 0, 0), 16)
+                .unwrap_or_else(|| unreachable!("10.244.0.0/16 is a valid block")),
+            node_cidr_mask_size: 24,
+            node_monitor_grace_period: Duration::from_secs(40),
+            node_monitor_period: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A reconcile failure: logged, and the object is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API call failed.
+    #[error("{action}")]
+    Api {
+        /// What was being done.
+        action: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// An object cannot be reconciled as it is (the message says why).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// `Result` of a reconcile.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches what was being done to a client error.
+pub(crate) trait ApiContext<T> {
+    fn action(self, action: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> ApiContext<T> for Result<T, kube::Error> {
+    fn action(self, action: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Api {
+            action: action(),
+            source,
+        })
+    }
+}
+
+/// Whether a client error is the API's 404 / 409.
+pub(crate) fn is_status(error: &kube::Error, code: u16) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == code)
+}
+
+/// The requeue after a failed reconcile.
+pub(crate) fn retry<K, C>(_object: Arc<K>, error: &Error, _ctx: Arc<C>) -> Action {
+    tracing::warn!(error = %error_chain(error), "reconcile failed; retrying in 2 s");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// An error with its sources, on one line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Drives a controller's stream, logging each outcome at debug level.
+pub(crate) async fn drive<S, T, E>(name: &'static str, stream: S)
+where
+    S: futures_util::Stream<Item = std::result::Result<T, E>>,
+    T: fmt::Debug,
+    E: std::error::Error + 'static,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(outcome) = stream.next().await {
+        match outcome {
+            Ok(object) => tracing::trace!(controller = name, ?object, "reconciled"),
+            Err(error) => {
+                tracing::debug!(controller = name, error = %error_chain(&error), "controller event")
+            }
+        }
+    }
+}
+
+/// Runs the [`Options::enabled`] controllers until one of them ends (they only end when their
+/// watches do), against the API server `client` talks to.
+pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let enabled = |k| options.enabled.contains(&k);
+    if enabled(ControllerKind::EndpointSlice) || enabled(ControllerKind::Endpoints) {
+        tasks.spawn(endpointslice::run(
+            client.clone(),
+            enabled(ControllerKind::EndpointSlice),
+            enabled(ControllerKind::Endpoints),
+        ));
+    }
+    if enabled(ControllerKind::ReplicaSet) {
+        tasks.spawn(replicaset::run(client.clone()));
+    }
+    if enabled(ControllerKind::Deployment) {
+        tasks.spawn(deployment::run(client.clone()));
+    }
+    if enabled(ControllerKind::Namespace) {
+        tasks.spawn(namespace::run(client.clone()));
+    }
+    if enabled(ControllerKind::NodeIpam) {
+        tasks.spawn(nodeipam::run(
+            client.clone(),
+            options.cluster_cidr,
+            options.node_cidr_mask_size,
+        ));
+    }
+    if enabled(ControllerKind::GarbageCollector) {
+        tasks.spawn(gc::run(client.clone()));
+    }
+    if enabled(ControllerKind::NodeLifecycle) {
+        tracing::warn!(
+            controller = %ControllerKind::NodeLifecycle,
+            "this controller is not implemented yet"
+        );
+    }
+    tracing::info!(
+        controllers = %options.enabled.iter().map(|k| k.name()).collect::<Vec<_>>().join(","),
+        "controllers started"
+    );
+    match tasks.join_next().await {
+        None => Ok(()),
+        Some(Ok(result)) => result,
+        Some(Err(join)) => Err(anyhow::anyhow!("a controller task panicked: {join}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controller_sets() {
+        let all: ControllerSet = "all".parse().unwrap();
+        assert_eq!(all.0.len(), ControllerKind::ALL.len());
+        assert!("none".parse::<ControllerSet>().unwrap().0.is_empty());
+        let some: ControllerSet = "endpointslice,replicaset".parse().unwrap();
+        assert_eq!(
+            some.0.into_iter().collect::<Vec<_>>(),
+            vec![ControllerKind::EndpointSlice, ControllerKind::ReplicaSet]
+        );
+        let minus: ControllerSet = "*,-nodelifecycle".parse().unwrap();
+        assert!(!minus.0.contains(&ControllerKind::NodeLifecycle));
+        assert_eq!(minus.0.len(), ControllerKind::ALL.len() - 1);
+        let err = "replicasets".parse::<ControllerSet>().unwrap_err();
+        assert!(err.to_string().contains("known: all, none, endpointslice"));
+    }
+}

@@ -1,0 +1,105 @@
+//! Node IPAM: every Node without `spec.podCIDR` gets the first free `/mask` block of the
+//! cluster CIDR (`--cluster-cidr`, `--node-cidr-mask-size`). Nodes are handled one at a time
+//! and the taken blocks are read fresh from the API, so two nodes never get the same block.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use k8s_openapi::api::core::v1::Node;
+use keelson_api::cidr::Ipv4Cidr;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    runtime::{Controller, controller::Action, watcher},
+};
+use serde_json::json;
+
+use crate::{ApiContext, Error, Result};
+
+struct Ctx {
+    client: Client,
+    cluster_cidr: Ipv4Cidr,
+    mask: u8,
+}
+
+/// Runs the controller.
+pub async fn run(client: Client, cluster_cidr: Ipv4Cidr, mask: u8) -> anyhow::Result<()> {
+    if cluster_cidr.subnet_count(mask) == 0 {
+        anyhow::bail!(
+            "--node-cidr-mask-size {mask} does not fit in --cluster-cidr {cluster_cidr}: it must \
+             be at least {}",
+            cluster_cidr.prefix_len()
+        );
+    }
+    let controller = Controller::new(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(1));
+    let ctx = Arc::new(Ctx {
+        client,
+        cluster_cidr,
+        mask,
+    });
+    crate::drive("nodeipam", controller.run(reconcile, crate::retry, ctx)).await;
+    Ok(())
+}
+
+/// The first block of `/mask` in `cluster` that is not in `taken`.
+pub fn first_free(cluster: Ipv4Cidr, mask: u8, taken: &BTreeSet<String>) -> Option<Ipv4Cidr> {
+    (0..cluster.subnet_count(mask))
+        .filter_map(|i| cluster.subnet(mask, i))
+        .find(|block| !taken.contains(&block.to_string()))
+}
+
+async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
+    let has_cidr = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.as_deref())
+        .is_some_and(|c| !c.is_empty());
+    if has_cidr || node.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let api: Api<Node> = Api::all(ctx.client.clone());
+    let taken: BTreeSet<String> = api
+        .list(&ListParams::default())
+        .await
+        .action(|| "list nodes".to_owned())?
+        .items
+        .iter()
+        .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
+        .collect();
+    let name = node.name_any();
+    let block = first_free(ctx.cluster_cidr, ctx.mask, &taken).ok_or_else(|| {
+        Error::Invalid(format!(
+            "no free /{} left in the cluster CIDR {} for node {name}",
+            ctx.mask, ctx.cluster_cidr
+        ))
+    })?;
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"spec": {"podCIDR": block.to_string(), "podCIDRs": [block.to_string()]}}),
+        ),
+    )
+    .await
+    .action(|| format!("set the pod CIDR of node {name}"))?;
+    tracing::info!(node = name, cidr = %block, "allocated a pod CIDR");
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takes_the_first_free_block() {
+        let cluster: Ipv4Cidr = "10.244.0.0/16".parse().unwrap();
+        let taken = BTreeSet::from(["10.244.0.0/24".to_owned(), "10.244.2.0/24".to_owned()]);
+        assert_eq!(
+            first_free(cluster, 24, &taken).unwrap().to_string(),
+            "10.244.1.0/24"
+        );
+        let small: Ipv4Cidr = "10.0.0.0/31".parse().unwrap();
+        let all = BTreeSet::from(["10.0.0.0/32".to_owned(), "10.0.0.1/32".to_owned()]);
+        assert_eq!(first_free(small, 32, &all), None);
+    }
+}

@@ -1,0 +1,416 @@
+//! keelson's scheduler: an ordinary kube-rs client that watches Pods and Nodes, places each
+//! unscheduled pod (`spec.schedulerName` empty or `default-scheduler`) on the best node that
+//! passes every filter in [`plugins`], and binds it through `pods/<name>/binding`. A pod that
+//! fits nowhere gets a `PodScheduled=False` condition with the reason and a `FailedScheduling`
+//! Event, and is tried again whenever a pod or a node changes.
+#![forbid(unsafe_code)]
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use k8s_openapi::{
+    api::core::v1::{Binding, Event, EventSource, Node, ObjectReference, Pod},
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+    runtime::{WatchStreamExt, reflector, watcher},
+};
+use serde_json::json;
+use tokio::sync::Notify;
+
+pub mod plugins;
+
+use plugins::NodeInfo;
+
+/// The name pods ask for in `spec.schedulerName` (or leave empty).
+pub const SCHEDULER_NAME: &str = "default-scheduler";
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How often pending pods are retried without any change seen.
+    pub resync: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            resync: Duration::from_secs(10),
+        }
+    }
+}
+
+fn is_pending_for_us(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    spec.node_name.as_deref().is_none_or(str::is_empty)
+        && spec
+            .scheduler_name
+            .as_deref()
+            .is_none_or(|s| s.is_empty() || s == SCHEDULER_NAME)
+        && pod.metadata.deletion_timestamp.is_none()
+        && !matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+}
+
+/// The outcome of placing one pod.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Placement {
+    /// The chosen node.
+    Node(String),
+    /// No node fits; the message says why.
+    Unschedulable(String),
+}
+
+/// Picks a node for `pod` among `nodes` (pure): filters, then the highest sum of
+/// least-allocated and owner-spread scores; ties go to the node after `tie_break` in name
+/// order, so equal nodes take turns.
+pub fn place(pod: &Pod, nodes: &[NodeInfo], tie_break: usize) -> Placement {
+    let request = plugins::pod_requests(pod);
+    let ports = plugins::pod_host_ports(pod);
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut feasible: Vec<&NodeInfo> = Vec::new();
+    for node in nodes {
+        match plugins::filter(pod, &request, &ports, node) {
+            Ok(()) => feasible.push(node),
+            Err(unfit) => *reasons.entry(unfit.to_string()).or_default() += 1,
+        }
+    }
+    if feasible.is_empty() {
+        return Placement::Unschedulable(plugins::unschedulable_message(nodes.len(), &reasons));
+    }
+    let owner = plugins::owner_uid(pod);
+    let max = owner
+        .map(|o| {
+            feasible
+                .iter()
+                .map(|n| n.owners.get(o).copied().unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    let len = feasible.len();
+    let mut best: Option<(f64, usize)> = None;
+    for i in 0..len {
+        let index = (i + tie_break) % len;
+        let node = feasible[index];
+        let score = plugins::score_least_allocated(&request, node)
+            + plugins::score_spread(owner, node, max) * 2.0;
+        if best.is_none_or(|(s, _)| score > s + 1e-9) {
+            best = Some((score, index));
+        }
+    }
+    let index = best.map_or(0, |(_, i)| i);
+    Placement::Node(feasible[index].name.clone())
+}
+
+/// Runs the scheduler until its watches end.
+pub async fn run(client: Client, options: Options) -> anyhow::Result<()> {
+    let notify = Arc::new(Notify::new());
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let (nodes, node_writer) = reflector::store::<Node>();
+    let pod_stream = reflector(
+        pod_writer,
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+    )
+    .touched_objects();
+    let node_stream = reflector(
+        node_writer,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+    )
+    .touched_objects();
+    for (name, stream) in [
+        ("pods", pod_stream.map(|r| r.map(drop)).boxed()),
+        ("nodes", node_stream.map(|r| r.map(drop)).boxed()),
+    ] {
+        let notify = Arc::clone(&notify);
+        tokio::spawn(async move {
+            let mut stream = stream;
+            while let Some(event) = stream.next().await {
+                if let Err(error) = event {
+                    tracing::debug!(watch = name, %error, "scheduler watch error");
+                }
+                notify.notify_one();
+            }
+        });
+    }
+    pods.wait_until_ready().await?;
+    nodes.wait_until_ready().await?;
+    tracing::info!("scheduler started");
+    let mut scheduler = Scheduler {
+        client,
+        assumed: HashMap::new(),
+        reported: HashMap::new(),
+        turn: 0,
+    };
+    loop {
+        scheduler.pass(&pods.state(), &nodes.state()).await;
+        tokio::select! {
+            () = notify.notified() => {}
+            () = tokio::time::sleep(options.resync) => {}
+        }
+    }
+}
+
+struct Scheduler {
+    client: Client,
+    /// Pods bound by us that the cache does not show bound yet: uid -> node.
+    assumed: HashMap<String, String>,
+    /// The last unschedulable message reported per pod uid.
+    reported: HashMap<String, String>,
+    turn: usize,
+}
+
+impl Scheduler {
+    async fn pass(&mut self, pods: &[Arc<Pod>], nodes: &[Arc<Node>]) {
+        let mut infos: Vec<NodeInfo> = nodes.iter().map(|n| NodeInfo::from_node(n)).collect();
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        let index: HashMap<String, usize> = infos
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+        let mut pending = Vec::new();
+        let mut seen_bound = Vec::new();
+        for pod in pods {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let node = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .filter(|n| !n.is_empty())
+                .or_else(|| self.assumed.get(&uid).cloned());
+            match node {
+                Some(node) => {
+                    if self.assumed.contains_key(&uid)
+                        && pod
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.node_name.as_deref())
+                            .is_some()
+                    {
+                        seen_bound.push(uid.clone());
+                    }
+                    let finished = matches!(
+                        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                        Some("Succeeded" | "Failed")
+                    );
+                    if let (Some(&i), false) = (index.get(&node), finished) {
+                        infos[i].add_pod(pod);
+                    }
+                }
+                None if is_pending_for_us(pod) => pending.push(Arc::clone(pod)),
+                None => {}
+            }
+        }
+        for uid in seen_bound {
+            self.assumed.remove(&uid);
+        }
+        let live: std::collections::HashSet<&str> = pods
+            .iter()
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
+        self.assumed.retain(|uid, _| live.contains(uid.as_str()));
+        self.reported.retain(|uid, _| live.contains(uid.as_str()));
+        pending.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+        for pod in pending {
+            self.turn = self.turn.wrapping_add(1);
+            match place(&pod, &infos, self.turn) {
+                Placement::Node(node) => {
+                    if self.bind(&pod, &node).await {
+                        if let Some(&i) = index.get(&node) {
+                            infos[i].add_pod(&pod);
+                        }
+                        self.assumed
+                            .insert(pod.metadata.uid.clone().unwrap_or_default(), node);
+                    }
+                }
+                Placement::Unschedulable(message) => self.report(&pod, &message).await,
+            }
+        }
+    }
+
+    async fn bind(&self, pod: &Pod, node: &str) -> bool {
+        let namespace = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let binding = Binding {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                uid: pod.metadata.uid.clone(),
+                ..ObjectMeta::default()
+            },
+            target: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(node.to_owned()),
+                ..ObjectReference::default()
+            },
+        };
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        match api
+            .create_subresource::<Binding, serde_json::Value>(
+                "binding",
+                &name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!(pod = %format!("{namespace}/{name}"), node, "bound");
+                let message = format!("Successfully assigned {namespace}/{name} to {node}");
+                self.event(pod, "Normal", "Scheduled", &message).await;
+                true
+            }
+            Err(error) => {
+                tracing::debug!(pod = %format!("{namespace}/{name}"), node, %error, "bind failed");
+                false
+            }
+        }
+    }
+
+    /// Marks the pod unschedulable (condition + Event) when the reason is new.
+    async fn report(&mut self, pod: &Pod, message: &str) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if self.reported.get(&uid).is_some_and(|m| m == message) {
+            return;
+        }
+        let namespace = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let condition = json!({"status": {"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": message, "lastTransitionTime": Time(jiff::Timestamp::now()),
+        }]}});
+        if let Err(error) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(condition))
+            .await
+        {
+            tracing::debug!(pod = %format!("{namespace}/{name}"), %error, "cannot mark unschedulable");
+            return;
+        }
+        self.event(pod, "Warning", "FailedScheduling", message)
+            .await;
+        tracing::info!(pod = %format!("{namespace}/{name}"), message, "unschedulable");
+        self.reported.insert(uid, message.to_owned());
+    }
+
+    async fn event(&self, pod: &Pod, type_: &str, reason: &str, message: &str) {
+        let namespace = pod.namespace().unwrap_or_default();
+        let now = Time(jiff::Timestamp::now());
+        let event = Event {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}.", pod.name_any())),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.name_any()),
+                namespace: Some(namespace.clone()),
+                uid: pod.metadata.uid.clone(),
+                ..ObjectReference::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            type_: Some(type_.into()),
+            count: Some(1),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            source: Some(EventSource {
+                component: Some(SCHEDULER_NAME.into()),
+                host: None,
+            }),
+            reporting_component: Some(SCHEDULER_NAME.into()),
+            reporting_instance: Some(SCHEDULER_NAME.into()),
+            ..Event::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        if let Err(error) = api.create(&PostParams::default(), &event).await {
+            tracing::debug!(%error, "cannot record an event");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::{
+        api::core::v1::{NodeCondition, NodeSpec, NodeStatus, PodSpec},
+        apimachinery::pkg::apis::meta::v1::OwnerReference,
+    };
+
+    fn node(name: &str) -> NodeInfo {
+        NodeInfo::from_node(&Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(NodeSpec::default()),
+            status: Some(NodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..NodeCondition::default()
+                }]),
+                ..NodeStatus::default()
+            }),
+        })
+    }
+
+    fn replica() -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                owner_references: Some(vec![OwnerReference {
+                    uid: "rs-1".into(),
+                    controller: Some(true),
+                    ..OwnerReference::default()
+                }]),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec::default()),
+            ..Pod::default()
+        }
+    }
+
+    #[test]
+    fn replicas_spread_over_nodes() {
+        let mut nodes = vec![node("a"), node("b"), node("c")];
+        let mut placed = BTreeMap::<String, u32>::new();
+        for turn in 0..6 {
+            let Placement::Node(name) = place(&replica(), &nodes, turn) else {
+                panic!("no node");
+            };
+            let info = nodes.iter_mut().find(|n| n.name == name).unwrap();
+            info.add_pod(&replica());
+            *placed.entry(name).or_default() += 1;
+        }
+        assert_eq!(placed.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+    }
+
+    #[test]
+    fn no_fit_explains_why() {
+        let mut nodes = vec![node("a"), node("b")];
+        nodes[0].ready = false;
+        nodes[1].unschedulable = true;
+        assert_eq!(
+            place(&replica(), &nodes, 0),
+            Placement::Unschedulable(
+                "0/2 nodes are available: 1 node(s) were not ready, 1 node(s) were \
+                 unschedulable."
+                    .into()
+            )
+        );
+    }
+}
