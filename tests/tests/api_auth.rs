@@ -164,6 +164,16 @@ async fn node_credentials_may_change_only_their_own_node() {
         .expect("node manifest");
         path
     };
+    let whoami = ok(&node_config, &["auth", "whoami"]);
+    assert!(
+        whoami.contains("system:node:n1") && whoami.contains("[system:nodes]"),
+        "{whoami}"
+    );
+    let whoami = admin.run(&["auth", "whoami"]);
+    assert!(
+        whoami.contains("kubernetes-admin") && whoami.contains("[system:masters]"),
+        "{whoami}"
+    );
     ok(
         &node_config,
         &["create", "-f", &node_yaml("n1").to_string_lossy()],

@@ -27,7 +27,7 @@ use crate::{
         prepare_update, requested_revision, scale_of, set_resource_version,
     },
     resources::{self, Resource},
-    watch_stream,
+    reviews, watch_stream,
 };
 
 /// Query parameters, as sent.
@@ -93,6 +93,15 @@ pub(crate) async fn grouped(
             let Some(Extension(Authenticated(user))) = user else {
                 return Err(ApiError::unauthorized());
             };
+            if (*group, *version) == (reviews::GROUP, reviews::VERSION) {
+                return match (rest, &method) {
+                    ([], &Method::GET) => Ok(reviews::resource_list()),
+                    (["selfsubjectreviews"], &Method::POST) => {
+                        Ok(reviews::self_subject_review(&user))
+                    }
+                    _ => Err(ApiError::no_route(&format!("/apis/{}", segments.join("/")))),
+                };
+            }
             serve(
                 &state, &user, group, version, rest, &method, &params, &headers, body, "/apis",
             )

@@ -30,6 +30,7 @@ pub mod metrics;
 mod object;
 mod protobuf;
 pub mod resources;
+mod reviews;
 pub mod tls;
 mod watch_stream;
 

@@ -304,6 +304,8 @@ pub const GROUPS: &[(&str, &str)] = &[
     ("apps", "v1"),
     ("discovery.k8s.io", "v1"),
     ("coordination.k8s.io", "v1"),
+    // Only SelfSubjectReview (`kubectl auth whoami`), served by `reviews`.
+    ("authentication.k8s.io", "v1"),
 ];
 
 /// The resource `plural` in `group`/`version`, if served.

@@ -173,7 +173,27 @@ async fn discovery_serves_what_kubectl_reads() {
         .iter()
         .filter_map(|g| g["name"].as_str())
         .collect();
-    assert_eq!(names, ["apps", "discovery.k8s.io", "coordination.k8s.io"]);
+    assert_eq!(
+        names,
+        [
+            "apps",
+            "discovery.k8s.io",
+            "coordination.k8s.io",
+            "authentication.k8s.io"
+        ]
+    );
+    let (status, review) = s
+        .call(
+            Method::POST,
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            Some(json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{review}");
+    assert_eq!(
+        review["status"]["userInfo"],
+        json!({"username": "kubernetes-admin", "groups": ["system:masters"]})
+    );
     let apps = s.ok(Method::GET, "/apis/apps/v1", None).await;
     let scale = apps["resources"]
         .as_array()
