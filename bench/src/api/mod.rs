@@ -181,14 +181,14 @@ fn notes(stores: &[StoreFigures]) -> Vec<String> {
     let mut phase = |store: &str, what: &str, cpu: &procs::CpuShare| {
         if cpu.machine >= 90.0 {
             notes.push(format!(
-                "{store}, {what}: the CPUs were saturated ({:.0} % busy; server {:.0} %, bench \
-                 client {:.0} % of a core, the rest other work on the machine): the figure is \
-                 CPU-bound{}",
+                "{store}, {what}: the CPUs were {:.0} % busy over all cores (server {:.0} %, \
+                 bench client {:.0} % of one core, the rest other work on the machine): the \
+                 figures include waiting for a CPU{}",
                 cpu.machine,
                 cpu.server,
                 cpu.client,
                 if cpu.client > cpu.server {
-                    ", and the client used more CPU than the server"
+                    "; the client used more CPU than the server"
                 } else {
                     ""
                 }
