@@ -1,5 +1,8 @@
 //! keelson's benchmarks.
 //!
+//! `keelson-bench api` (run it with `cargo xtask bench api`) measures the real control plane on
+//! SQLite and on etcd side by side: creates, lists, watch fan-out and memory. See [`api`].
+//!
 //! `keelson-bench datapath` (run it with `cargo xtask bench datapath`) measures one ClusterIP
 //! Service served by keelson's eBPF datapath and by kube-proxy's iptables and nftables layouts,
 //! side by side, against clients that connect to the pods directly. See [`datapath`].
@@ -7,6 +10,7 @@
 //! The pure parts — statistics, the table, the plot data, the load generator's report, the
 //! kube-proxy rule generators — are unit-tested; the driver needs root.
 
+pub mod api;
 pub mod datapath;
 pub mod echo;
 pub mod kubeproxy;

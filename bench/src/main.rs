@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use keelson_bench::datapath;
+use keelson_bench::{api, datapath};
 
 #[derive(Debug, Parser)]
 #[command(name = "keelson-bench", about = "keelson's benchmarks (needs root)")]
@@ -19,12 +19,17 @@ enum Command {
     /// iptables and nftables layouts, at 1, 1000 and 10000 Services; writes
     /// results/bench-datapath.md and .png.
     Datapath(datapath::Options),
+    /// The control plane's API on SQLite and on etcd: create throughput and latency, list
+    /// latency at 10k objects, watch delivery with 100 and 1000 watchers, RSS; writes
+    /// results/bench-api.md.
+    Api(api::Options),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Datapath(options) => datapath::run(options),
+        Command::Api(options) => api::run(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

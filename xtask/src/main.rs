@@ -3,7 +3,8 @@
 //! - `setup`: install and start everything the project needs on this machine (idempotent).
 //! - `up`: the main job, an all-in-one node on this machine.
 //! - `test`: formatting, lints and every test tier, as CI runs them.
-//! - `bench`: benchmarks (`bench datapath`: keelson's service datapath against kube-proxy's).
+//! - `bench`: benchmarks (`bench datapath`: keelson's service datapath against kube-proxy's;
+//!   `bench api`: the API server on SQLite and on etcd).
 
 mod bench;
 mod cmd;
@@ -25,13 +26,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Install and start what keelson needs (apt packages, nightly rust-src, bpf-linker,
-    /// cargo-nextest, dockerd). Idempotent; needs root.
+    /// cargo-nextest, the Python client venv, dockerd). Idempotent; needs root.
     Setup,
     /// Run setup, then fmt, clippy (workspace and eBPF crate) and every test tier.
     Test(test::TestArgs),
     /// Run setup, build the release binaries and start keelson on this machine.
     Up,
-    /// Build and run a benchmark as root (`bench datapath [--quick]`); results go to results/.
+    /// Build and run a benchmark as root (`bench datapath [--quick]`, `bench api [--quick]`);
+    /// results go to results/.
     Bench(bench::BenchArgs),
 }
 

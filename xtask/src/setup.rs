@@ -38,6 +38,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("iptables", "kube-proxy baseline in the datapath benchmark"),
     ("nftables", "kube-proxy baseline in the datapath benchmark"),
     ("fonts-dejavu-core", "text in the datapath benchmark's plot"),
+    (
+        "python3-venv",
+        "the venv for the Python kubernetes client's end-to-end test",
+    ),
 ];
 
 /// The bpf-linker release that builds against LLVM 22 (see shared/TOOLCHAIN.md).
@@ -45,6 +49,11 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Where setup starts dockerd and where it logs.
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 const DOCKERD_LOG: &str = "/var/log/keelson-dockerd.log";
+/// The venv with the Python `kubernetes` client (tests/tests/api_python.rs runs its python).
+/// Outside the clone so every clone and worktree on the machine shares it.
+const PYTHON_VENV: &str = "/opt/keelson/venv";
+/// The Python client version the end-to-end test is written against.
+const PYTHON_KUBERNETES: &str = "37.0.2";
 
 struct Step {
     name: &'static str,
@@ -88,6 +97,12 @@ const STEPS: &[Step] = &[
         name: "etcd",
         fix: "run `apt-get install -y etcd-server`",
         run: etcd,
+    },
+    Step {
+        name: "Python kubernetes client venv (/opt/keelson/venv)",
+        fix: "check that PyPI answers (`/opt/keelson/venv/bin/pip install kubernetes==37.0.2`); \
+              remove /opt/keelson/venv to start over",
+        run: python_venv,
     },
     Step {
         name: "dockerd",
@@ -312,6 +327,47 @@ fn etcd() -> anyhow::Result<Outcome> {
     Ok(Outcome::AlreadyDone(
         version.lines().next().unwrap_or_default().to_owned(),
     ))
+}
+
+fn python_venv() -> anyhow::Result<Outcome> {
+    let venv = Path::new(PYTHON_VENV);
+    let python = venv.join("bin/python");
+    let python = python.to_str().context("venv path is not UTF-8")?;
+    let installed = || {
+        cmd::output(
+            command(python).args(["-c", "import kubernetes; print(kubernetes.__version__)"]),
+        )
+        .map(|v| v.trim().to_owned())
+    };
+    if installed().as_deref() == Some(PYTHON_KUBERNETES) {
+        return Ok(Outcome::AlreadyDone(format!(
+            "kubernetes {PYTHON_KUBERNETES} in {PYTHON_VENV}"
+        )));
+    }
+    let mut created = "";
+    if !Path::new(python).is_file() {
+        // Debian's python3 (package python3-venv), not whatever python3 comes first on PATH,
+        // so the venv is the same on every machine.
+        cmd::run(command("/usr/bin/python3").args(["-m", "venv", PYTHON_VENV]))?;
+        created = "created the venv, ";
+    }
+    cmd::run(command(python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("kubernetes=={PYTHON_KUBERNETES}"),
+    ]))?;
+    match installed() {
+        Some(version) if version == PYTHON_KUBERNETES => Ok(Outcome::Done(format!(
+            "{created}installed kubernetes {PYTHON_KUBERNETES} in {PYTHON_VENV}"
+        ))),
+        other => bail!(
+            "pip finished but `import kubernetes` in {PYTHON_VENV} reports {other:?}, not \
+             {PYTHON_KUBERNETES}"
+        ),
+    }
 }
 
 fn dockerd() -> anyhow::Result<Outcome> {

@@ -509,7 +509,7 @@ fn parse_iperf3(stdout: &str) -> anyhow::Result<f64> {
 }
 
 /// The one-minute load average.
-fn load_average() -> Option<f64> {
+pub(crate) fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()?
         .split_whitespace()
@@ -518,13 +518,13 @@ fn load_average() -> Option<f64> {
         .ok()
 }
 
-fn read_cpu() -> anyhow::Result<CpuTimes> {
+pub(crate) fn read_cpu() -> anyhow::Result<CpuTimes> {
     let text = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
     CpuTimes::parse(&text).context("/proc/stat has no aggregate cpu line")
 }
 
 /// Now, as RFC 3339 UTC (no time-zone database needed).
-fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -5,6 +5,9 @@
 //!   kube-proxy's iptables and nftables layouts, and writes `results/bench-datapath.md` and
 //!   `results/bench-datapath.png`. Arguments after `datapath` go to it (`--quick`, `--duration`,
 //!   `--rounds`, `--scales`, …; `-- --help` lists them).
+//! - `api`: builds `keelson-bench` and `keelson-control-plane` in release mode and runs
+//!   `keelson-bench api`, which measures the control plane on SQLite and on a loopback etcd side
+//!   by side and writes `results/bench-api.md` (`--quick`, `--stores`, …; `-- --help`).
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf};
 
@@ -27,16 +30,33 @@ enum Which {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The API server on SQLite and on etcd: creates/s, latency, lists, watch fan-out, RSS.
+    Api {
+        /// Arguments for `keelson-bench api` (e.g. `--quick`, `--stores sqlite`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let Which::Datapath { args } = &args.which;
-    cmd::require_root("cargo xtask bench")?;
-    println!("==> bench: building keelson-bench (release)");
-    cmd::run(command("cargo").args(["build", "--release", "--package", "keelson-bench"]))?;
+    let (which, args, packages): (&str, _, &[&str]) = match &args.which {
+        Which::Datapath { args } => ("datapath", args, &["keelson-bench"]),
+        // The API benchmark starts the control plane binary it finds next to itself.
+        Which::Api { args } => ("api", args, &["keelson-bench", "keelson-control-plane"]),
+    };
+    if which == "datapath" {
+        cmd::require_root("cargo xtask bench datapath")?;
+    }
+    println!("==> bench: building {} (release)", packages.join(", "));
+    let mut build = command("cargo");
+    build.args(["build", "--release"]);
+    for package in packages {
+        build.args(["--package", package]);
+    }
+    cmd::run(&mut build)?;
     let binary = target_dir().join("release/keelson-bench");
     let mut bench = command(&binary.display().to_string());
-    bench.arg("datapath");
+    bench.arg(which);
     if !args.iter().any(|a| a.starts_with("--output-dir")) {
         bench.arg("--output-dir").arg(repo_root().join("results"));
     }

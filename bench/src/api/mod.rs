@@ -1,0 +1,378 @@
+//! `keelson-bench api`: the real `keelson-control-plane` on embedded SQLite and on a
+//! single-member etcd, side by side: closed-loop create throughput and latency, latency at a
+//! paced create rate, full-list latency at 10k objects, watch delivery latency with 100 and 1000
+//! watchers, and the control plane's RSS. Writes `bench-api.md`.
+//!
+//! Every request goes through kube-rs clients built from the admin kubeconfig the control plane
+//! writes (HTTP/1.1 keep-alive pools), so the benchmark follows the server to HTTPS unchanged.
+//! The clients run in this process on the same CPUs as the server; the table reports the CPU
+//! both used during the create phase, so a client-bound figure shows as such.
+
+pub mod load;
+pub mod procs;
+pub mod report;
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::datapath::{load_average, read_cpu, utc_now};
+use procs::{ControlPlane, CpuMeter, Etcd, Memory};
+use report::{Percentiles, RunInfo, StoreFigures, WatchFigures};
+
+/// A store backend of the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// Embedded SQLite in the data directory.
+    Sqlite,
+    /// A single-member etcd on loopback that the benchmark starts.
+    Etcd,
+}
+
+impl StoreKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Etcd => "etcd",
+        }
+    }
+}
+
+/// Flags of `keelson-bench api`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// A quick look: 2000 objects, 3 s paced, 100 and 1000 watchers with 30 events.
+    #[arg(long, env = "KEELSON_BENCH_QUICK")]
+    pub quick: bool,
+    /// Stores to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', value_enum, default_values_t = [StoreKind::Sqlite, StoreKind::Etcd])]
+    pub stores: Vec<StoreKind>,
+    /// Requests in flight for the closed-loop create phase.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Objects created in the closed-loop phase; they are the ones the full list returns
+    /// [default: 10000; 2000 with --quick].
+    #[arg(long)]
+    pub objects: Option<usize>,
+    /// Full lists timed [default: 20; 5 with --quick].
+    #[arg(long)]
+    pub list_rounds: Option<usize>,
+    /// Paced create rate, per second.
+    #[arg(long, default_value_t = 1000)]
+    pub paced_rate: u32,
+    /// Seconds of paced creates [default: 10; 3 with --quick].
+    #[arg(long)]
+    pub paced_seconds: Option<f64>,
+    /// Watcher counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 1000])]
+    pub watchers: Vec<usize>,
+    /// Writes each watcher should see [default: 100; 30 with --quick].
+    #[arg(long)]
+    pub watch_events: Option<usize>,
+    /// Milliseconds between the watched writes.
+    #[arg(long, default_value_t = 20)]
+    pub watch_interval_ms: u64,
+    /// The control plane binary [default: keelson-control-plane next to this executable].
+    #[arg(long)]
+    pub control_plane: Option<PathBuf>,
+    /// Where `bench-api.md` goes.
+    #[arg(long, env = "KEELSON_BENCH_OUTPUT_DIR", default_value = "results")]
+    pub output_dir: PathBuf,
+}
+
+struct Plan {
+    objects: usize,
+    list_rounds: usize,
+    paced: Duration,
+    watch_events: usize,
+}
+
+impl Plan {
+    fn new(options: &Options) -> anyhow::Result<Self> {
+        let quick = options.quick;
+        let plan = Self {
+            objects: options.objects.unwrap_or(if quick { 2000 } else { 10_000 }),
+            list_rounds: options.list_rounds.unwrap_or(if quick { 5 } else { 20 }),
+            paced: Duration::from_secs_f64(options.paced_seconds.unwrap_or(if quick {
+                3.0
+            } else {
+                10.0
+            })),
+            watch_events: options.watch_events.unwrap_or(if quick { 30 } else { 100 }),
+        };
+        if options.concurrency == 0 || plan.objects == 0 || options.paced_rate == 0 {
+            bail!("--concurrency, --objects and --paced-rate must be positive");
+        }
+        Ok(plan)
+    }
+}
+
+/// Runs the benchmark and writes `bench-api.md` into the output directory.
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    let plan = Plan::new(options)?;
+    let binary = match &options.control_plane {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .context("cannot find this executable")?
+            .with_file_name("keelson-control-plane"),
+    };
+    if !binary.is_file() {
+        bail!(
+            "{} is missing: build it with `cargo build --release -p keelson-control-plane` (`cargo \
+             xtask bench api` does)",
+            binary.display()
+        );
+    }
+    std::fs::create_dir_all(&options.output_dir)
+        .with_context(|| format!("cannot create {}", options.output_dir.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let started = Instant::now();
+    let started_utc = utc_now();
+    let cpu_before = read_cpu()?;
+    let load_before = load_average();
+    println!(
+        "==> keelson-bench api: {} objects at {} in flight, paced {}/s for {:.0} s, watchers {:?} \
+         x {} events, stores {:?}",
+        plan.objects,
+        options.concurrency,
+        options.paced_rate,
+        plan.paced.as_secs_f64(),
+        options.watchers,
+        plan.watch_events,
+        options.stores.iter().map(|s| s.name()).collect::<Vec<_>>()
+    );
+    let mut stores = Vec::new();
+    for &store in &options.stores {
+        println!("==> {}", store.name());
+        let figures = runtime.block_on(measure_store(store, &binary, &plan, options))?;
+        stores.push(figures);
+    }
+    let cpu_after = read_cpu()?;
+    let info = RunInfo {
+        started: started_utc,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        wall_s: started.elapsed().as_secs_f64(),
+        steal_percent: cpu_before.steal_percent_until(&cpu_after),
+        load_average: (load_before, load_average()),
+        quick: options.quick,
+    };
+    let notes = notes(&stores);
+    let markdown = report::render_markdown(&info, &stores, &notes);
+    println!("\n{markdown}");
+    let path = options.output_dir.join("bench-api.md");
+    std::fs::write(&path, &markdown).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("==> wrote {}", path.display());
+    Ok(())
+}
+
+/// Observations the numbers support on their own.
+fn notes(stores: &[StoreFigures]) -> Vec<String> {
+    let mut notes = Vec::new();
+    let mut phase = |store: &str, what: &str, cpu: &procs::CpuShare| {
+        if cpu.machine >= 90.0 {
+            notes.push(format!(
+                "{store}, {what}: the CPUs were {:.0} % busy over all cores (server {:.0} %, \
+                 bench client {:.0} % of one core, the rest other work on the machine): the \
+                 figures include waiting for a CPU{}",
+                cpu.machine,
+                cpu.server,
+                cpu.client,
+                if cpu.client > cpu.server {
+                    "; the client used more CPU than the server"
+                } else {
+                    ""
+                }
+            ));
+        } else if cpu.machine < 70.0 {
+            notes.push(format!(
+                "{store}, {what}: the CPUs were {:.0} % busy: the server waits (fsync, the \
+                 store, scheduling), it is not CPU-bound",
+                cpu.machine
+            ));
+        }
+    };
+    for s in stores {
+        phase(&s.store, "closed-loop creates", &s.create_cpu);
+        for w in &s.watch {
+            phase(&s.store, &format!("{} watchers", w.watchers), &w.cpu);
+        }
+    }
+    notes
+}
+
+async fn measure_store(
+    store: StoreKind,
+    binary: &std::path::Path,
+    plan: &Plan,
+    options: &Options,
+) -> anyhow::Result<StoreFigures> {
+    let etcd = match store {
+        StoreKind::Sqlite => None,
+        StoreKind::Etcd => Some(Etcd::start()?),
+    };
+    let mut extra = Vec::new();
+    if let Some(etcd) = &etcd {
+        extra.extend([
+            "--store".to_owned(),
+            "etcd".to_owned(),
+            "--etcd-endpoints".to_owned(),
+            etcd.endpoint().to_owned(),
+        ]);
+    }
+    let plane = ControlPlane::start(binary, &extra).await?;
+    let server_pids: Vec<u32> = std::iter::once(plane.pid())
+        .chain(etcd.as_ref().map(Etcd::pid))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = Memory::of(plane.pid())?;
+    println!(
+        "    idle RSS {:.1} MiB (data in {})",
+        mib(idle.rss_kib),
+        plane.data_dir().display()
+    );
+    let client = &plane.client;
+    let mut figures = StoreFigures {
+        store: store.name().to_owned(),
+        concurrency: options.concurrency,
+        paced_target: options.paced_rate,
+        idle_rss_mib: mib(idle.rss_kib),
+        ..StoreFigures::default()
+    };
+
+    // Closed-loop creates; these objects are also the ones listed afterwards.
+    load::create_namespace(client, "bench-list").await?;
+    let meter = CpuMeter::start(&server_pids);
+    let creates =
+        load::creates_at_concurrency(client, "bench-list", plan.objects, options.concurrency).await;
+    figures.create_cpu = meter.finish();
+    figures.creates = creates.ok;
+    figures.create_rate = creates.rate();
+    figures.create_latency = Percentiles::of(&creates.latency);
+    figures.create_errors = creates.errors;
+    figures.first_error = creates.first_error.clone();
+    println!(
+        "    {} creates at {} in flight: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {} errors (CPU \
+         server {:.0} %, client {:.0} %, machine {:.0} % busy)",
+        creates.ok,
+        options.concurrency,
+        figures.create_rate,
+        figures.create_latency.p50_ms,
+        figures.create_latency.p99_ms,
+        creates.errors,
+        figures.create_cpu.server,
+        figures.create_cpu.client,
+        figures.create_cpu.machine
+    );
+
+    // Full lists of those objects.
+    let lists = load::full_lists(client, "bench-list", plan.list_rounds).await?;
+    figures.list_items = lists.items;
+    figures.list_bytes = lists.bytes;
+    figures.list_latency = Percentiles::of(&lists.latency);
+    println!(
+        "    full list of {} objects ({:.1} MiB): p50 {:.1} ms, p99 {:.1} ms",
+        lists.items,
+        lists.bytes as f64 / 1048576.0,
+        figures.list_latency.p50_ms,
+        figures.list_latency.p99_ms
+    );
+    if lists.items as u64 != creates.ok {
+        bail!(
+            "the list returned {} objects but {} creates succeeded",
+            lists.items,
+            creates.ok
+        );
+    }
+
+    // Paced creates.
+    load::create_namespace(client, "bench-paced").await?;
+    let paced = load::creates_at_rate(
+        client,
+        "bench-paced",
+        options.paced_rate,
+        plan.paced,
+        options.concurrency.max(1024),
+    )
+    .await;
+    figures.paced_rate = paced.ok as f64 / plan.paced.as_secs_f64();
+    figures.paced_latency = Percentiles::of(&paced.latency);
+    figures.create_errors += paced.errors;
+    if figures.first_error.is_none() {
+        figures.first_error = paced.first_error.clone();
+    }
+    println!(
+        "    paced {}/s for {:.0} s: {} ok, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+        options.paced_rate,
+        plan.paced.as_secs_f64(),
+        paced.ok,
+        figures.paced_latency.p50_ms,
+        figures.paced_latency.p99_ms,
+        paced.errors
+    );
+
+    // Watch fan-out; watchers are spread over several clients (connection pools).
+    let mut clients = vec![plane.client.clone()];
+    for _ in 1..4 {
+        clients.push(plane.new_client().await?);
+    }
+    for &watchers in &options.watchers {
+        let watch = load::watch_fan_out(
+            &server_pids,
+            &clients,
+            &format!("bench-watch-{watchers}"),
+            watchers,
+            plan.watch_events,
+            Duration::from_millis(options.watch_interval_ms),
+        )
+        .await?;
+        let figures_w = WatchFigures {
+            watchers,
+            delivered: watch.delivered,
+            expected: (watchers * watch.events) as u64,
+            latency: Percentiles::of(&watch.latency),
+            setup_s: watch.setup.as_secs_f64(),
+            cpu: watch.cpu,
+        };
+        println!(
+            "    {watchers} watchers (opened in {:.1} s): {}/{} events, p50 {:.2} ms, p99 {:.2} \
+             ms (CPU server {:.0} %, client {:.0} %, machine {:.0} % busy)",
+            figures_w.setup_s,
+            figures_w.delivered,
+            figures_w.expected,
+            figures_w.latency.p50_ms,
+            figures_w.latency.p99_ms,
+            watch.cpu.server,
+            watch.cpu.client,
+            watch.cpu.machine
+        );
+        figures.watch.push(figures_w);
+    }
+    drop(clients);
+
+    // RSS once the load has settled (watches closed, connections idle).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = Memory::of(plane.pid())?;
+    figures.settled_rss_mib = mib(settled.rss_kib);
+    figures.peak_rss_mib = mib(settled.peak_kib);
+    println!(
+        "    RSS after the load settled {:.1} MiB, peak {:.1} MiB",
+        figures.settled_rss_mib, figures.peak_rss_mib
+    );
+    drop(plane);
+    drop(etcd);
+    Ok(figures)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}

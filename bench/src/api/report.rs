@@ -1,0 +1,354 @@
+//! The API benchmark's figures and their markdown table. Pure: no IO.
+
+use std::fmt::Write as _;
+
+pub use super::procs::CpuShare;
+
+fn cpu(share: &CpuShare) -> String {
+    format!(
+        "{:.0} % / {:.0} % / {:.0} %",
+        share.server, share.client, share.machine
+    )
+}
+
+/// p50 and p99 of a latency distribution, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Percentiles {
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Samples.
+    pub count: u64,
+}
+
+impl Percentiles {
+    /// From a histogram of microseconds.
+    pub fn of(histogram: &hdrhistogram::Histogram<u64>) -> Self {
+        Self {
+            p50_ms: histogram.value_at_quantile(0.50) as f64 / 1000.0,
+            p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
+            count: histogram.len(),
+        }
+    }
+}
+
+/// One watch fan-out measurement.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WatchFigures {
+    /// Concurrent watchers.
+    pub watchers: usize,
+    /// Events delivered / expected.
+    pub delivered: u64,
+    /// Events expected (watchers × writes).
+    pub expected: u64,
+    /// Write -> event latency.
+    pub latency: Percentiles,
+    /// Seconds to open every watch.
+    pub setup_s: f64,
+    /// CPU while the events were written and delivered.
+    pub cpu: CpuShare,
+}
+
+/// Everything measured for one store.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoreFigures {
+    /// `sqlite` or `etcd`.
+    pub store: String,
+    /// Objects created in the closed-loop phase.
+    pub creates: u64,
+    /// Requests in flight during it.
+    pub concurrency: usize,
+    /// Creates per second.
+    pub create_rate: f64,
+    /// Create latency at that concurrency.
+    pub create_latency: Percentiles,
+    /// Failed creates over both create phases.
+    pub create_errors: u64,
+    /// CPU during the closed-loop creates.
+    pub create_cpu: CpuShare,
+    /// Paced create rate asked for and reached.
+    pub paced_target: u32,
+    /// Reached rate.
+    pub paced_rate: f64,
+    /// Latency from the scheduled send time.
+    pub paced_latency: Percentiles,
+    /// Objects in the listed namespace.
+    pub list_items: usize,
+    /// Body size, bytes.
+    pub list_bytes: usize,
+    /// Full-list latency.
+    pub list_latency: Percentiles,
+    /// Watch fan-out, one per watcher count.
+    pub watch: Vec<WatchFigures>,
+    /// Control plane RSS right after start, MiB.
+    pub idle_rss_mib: f64,
+    /// Control plane RSS after the load settled, MiB.
+    pub settled_rss_mib: f64,
+    /// Control plane peak RSS (VmHWM), MiB.
+    pub peak_rss_mib: f64,
+    /// The first error seen, if any.
+    pub first_error: Option<String>,
+}
+
+/// Everything the header says about the run.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunInfo {
+    /// When the run started (UTC).
+    pub started: String,
+    /// `uname -r`.
+    pub kernel: String,
+    /// CPUs online.
+    pub cpus: usize,
+    /// Wall time, seconds.
+    pub wall_s: f64,
+    /// CPU steal over the run, percent.
+    pub steal_percent: Option<f64>,
+    /// One-minute load average before and after.
+    pub load_average: (Option<f64>, Option<f64>),
+    /// `--quick`.
+    pub quick: bool,
+}
+
+fn ms(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.0} ms")
+    } else if value >= 10.0 {
+        format!("{value:.1} ms")
+    } else {
+        format!("{value:.2} ms")
+    }
+}
+
+/// The rows of the side-by-side table: metric, target, then one cell per store.
+pub fn table_rows(stores: &[StoreFigures]) -> Vec<(String, String, Vec<String>)> {
+    let mut rows: Vec<(String, String, Vec<String>)> = Vec::new();
+    let mut row = |metric: String, target: &str, cell: &dyn Fn(&StoreFigures) -> String| {
+        rows.push((metric, target.to_owned(), stores.iter().map(cell).collect()));
+    };
+    let concurrency = stores.first().map_or(0, |s| s.concurrency);
+    row(
+        format!("creates/s, {concurrency} in flight"),
+        ">= 10000 (SQLite)",
+        &|s| format!("{:.0}", s.create_rate),
+    );
+    row(
+        format!("create p50 / p99, {concurrency} in flight"),
+        "",
+        &|s| {
+            format!(
+                "{} / {}",
+                ms(s.create_latency.p50_ms),
+                ms(s.create_latency.p99_ms)
+            )
+        },
+    );
+    row(
+        "CPU during those creates: server / bench client (% of a core) / machine busy".into(),
+        "",
+        &|s| cpu(&s.create_cpu),
+    );
+    let paced = stores.first().map_or(0, |s| s.paced_target);
+    row(
+        format!("create p50 / p99, paced {paced}/s"),
+        "p99 <= 50 ms",
+        &|s| {
+            format!(
+                "{} / {} ({:.0}/s reached)",
+                ms(s.paced_latency.p50_ms),
+                ms(s.paced_latency.p99_ms),
+                s.paced_rate
+            )
+        },
+    );
+    row("create errors".into(), "0", &|s| {
+        s.create_errors.to_string()
+    });
+    let items = stores.first().map_or(0, |s| s.list_items);
+    row(
+        format!("full list of {items} ConfigMaps p50 / p99"),
+        "",
+        &|s| {
+            format!(
+                "{} / {} ({:.1} MiB)",
+                ms(s.list_latency.p50_ms),
+                ms(s.list_latency.p99_ms),
+                s.list_bytes as f64 / 1048576.0
+            )
+        },
+    );
+    let watcher_counts: Vec<usize> = stores
+        .first()
+        .map(|s| s.watch.iter().map(|w| w.watchers).collect())
+        .unwrap_or_default();
+    for (i, watchers) in watcher_counts.into_iter().enumerate() {
+        row(
+            format!("watch delivery p50 / p99, {watchers} watchers"),
+            if watchers >= 1000 { "p99 <= 10 ms" } else { "" },
+            &|s| match s.watch.get(i) {
+                Some(w) => format!(
+                    "{} / {} ({}/{} events)",
+                    ms(w.latency.p50_ms),
+                    ms(w.latency.p99_ms),
+                    w.delivered,
+                    w.expected
+                ),
+                None => "-".into(),
+            },
+        );
+        row(
+            format!("CPU during {watchers}-watcher delivery: server / bench client / machine"),
+            "",
+            &|s| s.watch.get(i).map_or_else(|| "-".into(), |w| cpu(&w.cpu)),
+        );
+    }
+    row("RSS idle after start".into(), "<= 64 MiB", &|s| {
+        format!("{:.1} MiB", s.idle_rss_mib)
+    });
+    row("RSS after the load settled / peak".into(), "", &|s| {
+        format!("{:.1} / {:.1} MiB", s.settled_rss_mib, s.peak_rss_mib)
+    });
+    rows
+}
+
+/// The table as markdown.
+pub fn render_table(stores: &[StoreFigures]) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "| metric | target |");
+    for s in stores {
+        let _ = write!(out, " {} |", s.store);
+    }
+    let _ = write!(out, "\n|---|---|");
+    for _ in stores {
+        let _ = write!(out, "---|");
+    }
+    out.push('\n');
+    for (metric, target, cells) in table_rows(stores) {
+        let _ = writeln!(out, "| {metric} | {target} | {} |", cells.join(" | "));
+    }
+    out
+}
+
+/// The whole report: header, table, notes.
+pub fn render_markdown(info: &RunInfo, stores: &[StoreFigures], notes: &[String]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# keelson API server benchmark\n");
+    let _ = writeln!(
+        out,
+        "- run: {} on Linux {}, {} CPUs, {:.0} s wall time{}",
+        info.started,
+        info.kernel,
+        info.cpus,
+        info.wall_s,
+        if info.quick { " (`--quick`)" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "- CPU steal over the run: {}",
+        info.steal_percent
+            .map_or_else(|| "unknown".to_owned(), |s| format!("{s:.1} %"))
+    );
+    let load = |l: Option<f64>| l.map_or_else(|| "?".to_owned(), |l| format!("{l:.2}"));
+    let _ = writeln!(
+        out,
+        "- load average (1 min) before / after: {} / {}",
+        load(info.load_average.0),
+        load(info.load_average.1)
+    );
+    let _ = writeln!(
+        out,
+        "- the real `keelson-control-plane` (release) on loopback, driven by kube-rs clients \
+         built from its admin kubeconfig, in one process that shares the CPUs with the server \
+         (and etcd)\n"
+    );
+    out.push_str(&render_table(stores));
+    for s in stores {
+        if let Some(error) = &s.first_error {
+            let _ = writeln!(out, "\n{}: first error: `{error}`", s.store);
+        }
+    }
+    if !notes.is_empty() {
+        out.push_str("\n## Notes\n\n");
+        for note in notes {
+            let _ = writeln!(out, "- {note}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(store: &str) -> StoreFigures {
+        StoreFigures {
+            store: store.into(),
+            creates: 10_000,
+            concurrency: 64,
+            create_rate: 4321.0,
+            create_latency: Percentiles {
+                p50_ms: 12.5,
+                p99_ms: 40.0,
+                count: 10_000,
+            },
+            paced_target: 1000,
+            paced_rate: 999.0,
+            paced_latency: Percentiles {
+                p50_ms: 1.5,
+                p99_ms: 7.25,
+                count: 5000,
+            },
+            list_items: 10_000,
+            list_bytes: 5 * 1048576,
+            watch: vec![
+                WatchFigures {
+                    watchers: 100,
+                    delivered: 20_000,
+                    expected: 20_000,
+                    ..WatchFigures::default()
+                },
+                WatchFigures {
+                    watchers: 1000,
+                    delivered: 199_000,
+                    expected: 200_000,
+                    ..WatchFigures::default()
+                },
+            ],
+            idle_rss_mib: 20.0,
+            ..StoreFigures::default()
+        }
+    }
+
+    #[test]
+    fn table_has_one_column_per_store_and_a_row_per_watcher_count() {
+        let table = render_table(&[figures("sqlite"), figures("etcd")]);
+        assert!(table.contains("| 0 % / 0 % / 0 % |"));
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "| metric | target | sqlite | etcd |");
+        assert_eq!(lines[1], "|---|---|---|---|");
+        assert!(table.contains("| creates/s, 64 in flight | >= 10000 (SQLite) | 4321 | 4321 |"));
+        assert!(table.contains("| create p50 / p99, 64 in flight |  | 12.5 ms / 40.0 ms |"));
+        assert!(table.contains("1.50 ms / 7.25 ms (999/s reached)"));
+        assert!(table.contains("watch delivery p50 / p99, 1000 watchers | p99 <= 10 ms |"));
+        assert!(table.contains("(199000/200000 events)"));
+        assert!(table.contains("(5.0 MiB)"));
+        assert!(table.contains("| RSS idle after start | <= 64 MiB | 20.0 MiB |"));
+        // Every row has as many cells as the header.
+        for line in &lines {
+            assert_eq!(line.matches('|').count(), 5, "{line}");
+        }
+    }
+
+    #[test]
+    fn percentiles_in_milliseconds() {
+        let mut h =
+            hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+        for us in 1..=1000 {
+            h.record(us * 100).expect("in range");
+        }
+        let p = Percentiles::of(&h);
+        assert_eq!(p.count, 1000);
+        assert!((p.p50_ms - 50.0).abs() < 0.1, "{p:?}");
+        assert!((p.p99_ms - 99.0).abs() < 0.1, "{p:?}");
+    }
+}
