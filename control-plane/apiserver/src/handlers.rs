@@ -391,6 +391,11 @@ impl Selectors {
         Ok(Self { labels, fields })
     }
 
+    /// Whether every object matches (no label or field requirement).
+    pub(crate) fn is_everything(&self) -> bool {
+        self.labels.is_empty() && self.fields.requirements.is_empty()
+    }
+
     pub(crate) fn matches(&self, object: &Value) -> bool {
         (self.labels.is_empty() || self.labels.matches(&labels(object)))
             && self.fields.matches(object)

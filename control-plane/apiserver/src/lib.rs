@@ -55,6 +55,7 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     shutdown: Arc<watch::Sender<bool>>,
     services: Arc<ServiceNetwork>,
+    watch_events: Arc<watch_stream::EventCache>,
 }
 
 impl AppState {
@@ -69,6 +70,7 @@ impl AppState {
             metrics,
             shutdown: Arc::new(watch::Sender::new(false)),
             services: Arc::new(ServiceNetwork::default()),
+            watch_events: Arc::default(),
         }
     }
 

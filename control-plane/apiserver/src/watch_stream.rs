@@ -7,8 +7,18 @@
 //! carrying a 410 `Expired` Status, which makes client-go list again. Label and field
 //! selectors apply to the old and the new object of each change, so an object that stops
 //! matching is reported as `DELETED` and one that starts matching as `ADDED`, as Kubernetes does.
+//!
+//! Every watch of a prefix receives the same store events; [`EventCache`] decodes each event
+//! once and serializes each of its lines once, however many watches carry it (kube-apiserver's
+//! watch cache does the same), so a thousand watchers cost a thousand writes, not a thousand
+//! JSON round trips.
 
-use std::{convert::Infallible, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    convert::Infallible,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
 
 use axum::{
     body::Body,
@@ -17,7 +27,7 @@ use axum::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
-use keelson_store::{EventKind, ListOptions, StoreError, WatchStream};
+use keelson_store::{EventKind, ListOptions, Revision, StoreError, WatchEvent, WatchStream};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -30,6 +40,79 @@ use crate::{
 /// Watches without `timeoutSeconds` end after this long (kube-apiserver's minimum request
 /// timeout); clients re-watch from their last resourceVersion.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// Decoded events kept for watches that have not reached them yet.
+const CACHED_EVENTS: usize = 4096;
+
+/// One store event, decoded once for every watch that carries it.
+#[derive(Debug)]
+struct Decoded {
+    object: Result<Value, ApiError>,
+    prev_value: Option<Bytes>,
+    prev: OnceLock<Option<Value>>,
+    /// The `ADDED`, `MODIFIED` and `DELETED` lines, serialized on first use.
+    lines: [OnceLock<Bytes>; 3],
+}
+
+impl Decoded {
+    fn prev(&self) -> Option<&Value> {
+        self.prev
+            .get_or_init(|| {
+                self.prev_value
+                    .as_deref()
+                    .and_then(|p| serde_json::from_slice(p).ok())
+            })
+            .as_ref()
+    }
+
+    fn line(&self, kind: &'static str, object: &Value) -> Bytes {
+        let slot = match kind {
+            "ADDED" => &self.lines[0],
+            "MODIFIED" => &self.lines[1],
+            _ => &self.lines[2],
+        };
+        slot.get_or_init(|| line(kind, object)).clone()
+    }
+}
+
+/// Recently decoded store events by key and revision, shared by every watch.
+#[derive(Debug, Default)]
+pub(crate) struct EventCache {
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    events: HashMap<(String, Revision), Arc<Decoded>>,
+    order: VecDeque<(String, Revision)>,
+}
+
+impl EventCache {
+    fn get(&self, event: &WatchEvent) -> Arc<Decoded> {
+        let id = (event.key.clone(), event.mod_revision);
+        let mut inner = match self.inner.lock() {
+            Ok(inner) => inner,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(decoded) = inner.events.get(&id) {
+            return Arc::clone(decoded);
+        }
+        let decoded = Arc::new(Decoded {
+            object: decode_event_object(&event.value, event.mod_revision),
+            prev_value: event.prev_value.clone(),
+            prev: OnceLock::new(),
+            lines: Default::default(),
+        });
+        if inner.order.len() >= CACHED_EVENTS
+            && let Some(oldest) = inner.order.pop_front()
+        {
+            inner.events.remove(&oldest);
+        }
+        inner.order.push_back(id.clone());
+        inner.events.insert(id, Arc::clone(&decoded));
+        decoded
+    }
+}
 
 fn line(kind: &str, object: &Value) -> Bytes {
     let mut bytes = serde_json::to_vec(&json!({"type": kind, "object": object}))
@@ -124,7 +207,10 @@ pub(crate) async fn watch(
         Err(e) => return Err(ApiError::from_store(e, resource, "")),
     };
     let shutdown = state.shutdown.subscribe();
-    tokio::spawn(follow(events, tx, initial, selectors, timeout, shutdown));
+    let cache = Arc::clone(&state.watch_events);
+    tokio::spawn(follow(
+        events, tx, initial, selectors, timeout, shutdown, cache,
+    ));
     Ok(streaming(rx))
 }
 
@@ -135,6 +221,7 @@ async fn follow(
     selectors: Selectors,
     timeout: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    cache: Arc<EventCache>,
 ) {
     for bytes in initial {
         if tx.send(bytes).await.is_err() {
@@ -169,7 +256,7 @@ async fn follow(
                     true,
                 )
             }
-            Some(Ok(event)) => (translate(&event, &selectors), false),
+            Some(Ok(event)) => (translate(&event, &selectors, &cache), false),
         };
         if let Some(bytes) = out
             && tx.send(bytes).await.is_err()
@@ -183,26 +270,26 @@ async fn follow(
 }
 
 /// The line for one store event, or `None` when the selectors hide it.
-fn translate(event: &keelson_store::WatchEvent, selectors: &Selectors) -> Option<Bytes> {
-    let object = match decode_event_object(&event.value, event.mod_revision) {
+fn translate(event: &WatchEvent, selectors: &Selectors, cache: &EventCache) -> Option<Bytes> {
+    let decoded = cache.get(event);
+    let object = match &decoded.object {
         Ok(object) => object,
-        Err(e) => return Some(error_line(&e)),
+        Err(e) => return Some(error_line(e)),
     };
-    let now = selectors.matches(&object);
-    let before = event
-        .prev_value
-        .as_deref()
-        .and_then(|p| serde_json::from_slice::<Value>(p).ok())
-        .is_some_and(|p| selectors.matches(&p));
+    let everything = selectors.is_everything();
+    let now = everything || selectors.matches(object);
     let kind = match event.kind {
         EventKind::Added => now.then_some("ADDED"),
         EventKind::Deleted => now.then_some("DELETED"),
-        EventKind::Modified => match (before, now) {
-            (true, true) => Some("MODIFIED"),
-            (false, true) => Some("ADDED"),
-            (true, false) => Some("DELETED"),
-            (false, false) => None,
-        },
+        EventKind::Modified => {
+            let before = everything || decoded.prev().is_some_and(|p| selectors.matches(p));
+            match (before, now) {
+                (true, true) => Some("MODIFIED"),
+                (false, true) => Some("ADDED"),
+                (true, false) => Some("DELETED"),
+                (false, false) => None,
+            }
+        }
     }?;
-    Some(line(kind, &object))
+    Some(decoded.line(kind, object))
 }
