@@ -20,7 +20,8 @@ enum Command {
     /// what it accepted. Attaches nothing; needs root (CAP_BPF and CAP_NET_ADMIN).
     Check,
     /// Run the node agent: load the service datapath, attach socket-LB to the cgroup, follow
-    /// Services and EndpointSlices through the API and serve /metrics. (Pods come with issue 6.)
+    /// Services and EndpointSlices through the API, register the Node, run the pods bound to it
+    /// on Docker with their own network namespace, and serve /metrics.
     Run(RunArgs),
     /// Inspect the service load balancer's pinned maps.
     Lb {
@@ -58,6 +59,39 @@ struct RunArgs {
         default_value = "127.0.0.1:10249"
     )]
     metrics_listen: std::net::SocketAddr,
+    #[command(flatten)]
+    kubelet: KubeletArgs,
+}
+
+/// The kubelet's part of `run`: pods on Docker with their own network namespace.
+#[derive(Debug, clap::Args)]
+struct KubeletArgs {
+    /// Pod volumes and IPAM state [default: /var/lib/keelson-agent/<node-name>].
+    #[arg(long, env = "KEELSON_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The Docker engine's socket.
+    #[arg(
+        long,
+        env = "KEELSON_DOCKER_SOCKET",
+        default_value = "/var/run/docker.sock"
+    )]
+    docker_socket: String,
+    /// Pod CIDR to use while the Node has no spec.podCIDR (no IPAM controller).
+    #[arg(long, env = "KEELSON_POD_CIDR")]
+    pod_cidr: Option<keelson_node_agent::network::ipam::Ipv4Cidr>,
+    /// Image whose `sleep` holds each pod's namespaces (built by `cargo xtask images`).
+    #[arg(
+        long,
+        env = "KEELSON_SANDBOX_IMAGE",
+        default_value = "keelson/busybox:1"
+    )]
+    sandbox_image: String,
+    /// The node's pod capacity.
+    #[arg(long, env = "KEELSON_MAX_PODS", default_value_t = 110)]
+    max_pods: u32,
+    /// First container restart back-off in seconds (doubles up to 300).
+    #[arg(long, env = "KEELSON_RESTART_BACKOFF", default_value_t = 10)]
+    restart_backoff_seconds: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +195,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("using the kubeconfig")?;
         let client = kube::Client::try_from(config).context("building the API client")?;
+        let kubelet = start_kubelet(client.clone(), &args).await?;
+        let pod_metrics = kubelet.metrics();
         let listener = tokio::net::TcpListener::bind(args.metrics_listen)
             .await
             .with_context(|| format!("listening on {}", args.metrics_listen))?;
@@ -171,9 +207,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 "/metrics",
                 axum::routing::get(move || {
                     let pins = metrics_pins.clone();
+                    let pods = pod_metrics.clone();
                     async move {
                         match datapath::lb::metrics_text(&pins) {
-                            Ok(text) => (axum::http::StatusCode::OK, text),
+                            Ok(text) => (axum::http::StatusCode::OK, text + &pods.text()),
                             Err(e) => (
                                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                                 format!("# datapath maps unreadable: {}\n", error_chain(&e)),
@@ -186,12 +223,50 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::select! {
             served = axum::serve(listener, app) => served.context("serving /metrics"),
             synced = keelson_node_agent::service_sync::run(client, &mut lb, node) => synced,
+            pods = kubelet.run() => pods,
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("stopping; pinned maps and links stay for the next start");
                 Ok(())
             }
         }
     })
+}
+
+/// Registers the Node and prepares the pod runner (Docker, pod network).
+async fn start_kubelet(
+    client: kube::Client,
+    args: &RunArgs,
+) -> anyhow::Result<keelson_node_agent::pods::Kubelet> {
+    use keelson_node_agent::pods::{Kubelet, KubeletSettings, PodsConfig};
+    let node_name = args.pins.node_name.clone();
+    let host_ip = args
+        .node_addresses
+        .first()
+        .copied()
+        .or_else(keelson_node_agent::node::host_address)
+        .ok_or_else(|| {
+            anyhow::anyhow!("no IPv4 address found for the node: pass --node-address")
+        })?;
+    let settings = KubeletSettings {
+        pods: PodsConfig {
+            data_dir: args
+                .kubelet
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/lib/keelson-agent").join(&node_name)),
+            node_name,
+            host_ip,
+            sandbox_image: args.kubelet.sandbox_image.clone(),
+            backoff_initial: std::time::Duration::from_secs(
+                args.kubelet.restart_backoff_seconds.max(1),
+            ),
+            backoff_max: std::time::Duration::from_secs(300),
+        },
+        docker_socket: args.kubelet.docker_socket.clone(),
+        pod_cidr: args.kubelet.pod_cidr,
+        max_pods: args.kubelet.max_pods,
+    };
+    Kubelet::start(client, settings).await
 }
 
 fn lb_list(args: &PinArgs) -> ExitCode {
