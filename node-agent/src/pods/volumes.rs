@@ -120,15 +120,13 @@ pub async fn prepare(
             match host.type_.as_deref().unwrap_or("") {
                 "DirectoryOrCreate" => std::fs::create_dir_all(&path)
                     .map_err(io(format!("creating hostPath {}", path.display())))?,
-                "FileOrCreate" => {
-                    if !path.exists() {
-                        if let Some(parent) = path.parent() {
-                            std::fs::create_dir_all(parent)
-                                .map_err(io(format!("creating {}", parent.display())))?;
-                        }
-                        std::fs::write(&path, b"")
-                            .map_err(io(format!("creating hostPath {}", path.display())))?;
+                "FileOrCreate" if !path.exists() => {
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent)
+                            .map_err(io(format!("creating {}", parent.display())))?;
                     }
+                    std::fs::write(&path, b"")
+                        .map_err(io(format!("creating hostPath {}", path.display())))?;
                 }
                 "Directory" if !path.is_dir() => {
                     return Err(ConfigError(format!(

@@ -264,7 +264,8 @@ impl Worker {
         result
     }
 
-    async fn ensure_sandbox(&mut self, pod: &Pod, observed: &[Observed]) -> Result<bool, String> {
+    /// A running sandbox with its network, created (again) if there is none.
+    async fn ensure_sandbox(&mut self, observed: &[Observed]) -> Result<(), String> {
         let running = observed
             .iter()
             .find(|c| c.role == "sandbox" && c.running)
@@ -279,7 +280,7 @@ impl Worker {
             if self.pod_ip.is_none() {
                 self.attach_network(&sandbox.id).await?;
             }
-            return Ok(true);
+            return Ok(());
         }
         // No running sandbox: a fresh pod, or its sandbox died (then every container goes with
         // it and starts again in a new one, as the kubelet does).
@@ -329,9 +330,7 @@ impl Worker {
             .await
             .map_err(|e| error_chain(&e))?;
         self.sandbox = Some(Sandbox { id: id.clone() });
-        self.attach_network(&id).await?;
-        let _ = pod;
-        Ok(true)
+        self.attach_network(&id).await
     }
 
     async fn attach_network(&mut self, sandbox_id: &str) -> Result<(), String> {
@@ -375,7 +374,7 @@ impl Worker {
 
     async fn act(&mut self, pod: &Pod, observed: &[Observed]) -> Result<(), String> {
         let spec = pod.spec.clone().unwrap_or_default();
-        self.ensure_sandbox(pod, observed).await?;
+        self.ensure_sandbox(observed).await?;
         let policy = spec
             .restart_policy
             .clone()
@@ -664,7 +663,6 @@ impl Worker {
         &mut self,
         pod: &Pod,
         container: &Container,
-        role: &str,
     ) -> Result<ContainerCreateBody, ConfigError> {
         let Some(sandbox) = self.sandbox.clone() else {
             return Err(ConfigError("the pod has no sandbox".into()));
@@ -712,7 +710,6 @@ impl Worker {
                     .and_then(|s| s.run_as_user)
             })
             .map(|u| u.to_string());
-        let _ = role;
         Ok(ContainerCreateBody {
             image: container.image.clone(),
             entrypoint: expand(&container.command),
@@ -740,7 +737,7 @@ impl Worker {
             self.waiting.insert(container.name.clone(), waiting);
             return false;
         }
-        let body = match self.container_body(pod, container, role).await {
+        let body = match self.container_body(pod, container).await {
             Ok(body) => body,
             Err(ConfigError(message)) => {
                 self.event(
