@@ -27,6 +27,26 @@ data:
   greeting: hello from a configmap
 ---
 apiVersion: v1
+kind: Secret
+metadata:
+  name: token
+  namespace: default
+stringData:
+  value: s3cret
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: greeter
+  namespace: default
+spec:
+  clusterIP: 10.96.0.88
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+---
+apiVersion: v1
 kind: Pod
 metadata:
   name: duo
@@ -56,6 +76,15 @@ spec:
     image: keelson/busybox:1
     command: [\"sleep\", \"3600\"]
     workingDir: /shared
+    env:
+    - name: TOKEN
+      valueFrom:
+        secretKeyRef: {{name: token, key: value}}
+    - name: POD_NAME
+      valueFrom:
+        fieldRef: {{fieldPath: metadata.name}}
+    resources:
+      limits: {{cpu: 200m, memory: 64Mi}}
     volumeMounts:
     - {{name: shared, mountPath: /shared}}
 ---
@@ -157,6 +186,21 @@ async fn pods_share_volumes_reach_each_other_survive_restarts_and_delete_cleanly
     let (ok, out) = exec(&sidecar, "pwd; cat from-web");
     assert!(ok, "{out}");
     assert_eq!(out, "/shared\nhello from a configmap\n");
+    // Secret and downward API env, service variables for the Service that existed at start.
+    let (ok, out) = exec(
+        &sidecar,
+        "echo $TOKEN $POD_NAME $GREETER_SERVICE_HOST $GREETER_SERVICE_PORT $GREETER_SERVICE_PORT_HTTP",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out, "s3cret duo 10.96.0.88 80 80\n");
+    // Resources became Docker limits.
+    let limits = keelson_tests::pods::docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}",
+        &sidecar,
+    ]);
+    assert_eq!(limits.trim(), "67108864 200000000");
     // The sidecar reaches the web container over localhost; the ConfigMap volume is served.
     let (ok, out) = exec(&sidecar, "wget -q -O - http://127.0.0.1:8080/greeting");
     assert!(ok, "{out}\nagent log:\n{}", agent.log());
