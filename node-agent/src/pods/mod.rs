@@ -125,6 +125,8 @@ impl std::fmt::Debug for Ctx {
 
 struct WorkerHandle {
     tx: watch::Sender<Option<Pod>>,
+    /// Wakes the worker when Docker reports one of its containers starting or ending.
+    poke: Arc<tokio::sync::Notify>,
     task: JoinHandle<()>,
 }
 
@@ -137,8 +139,17 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
     let mut listing: HashSet<String> = HashSet::new();
     let mut reap = tokio::time::interval(Duration::from_secs(5));
+    let (events_tx, mut docker_events) = tokio::sync::mpsc::unbounded_channel();
+    let runtime = ctx.runtime.clone();
+    let forwarder = tokio::spawn(async move { runtime.forward_events(events_tx).await });
+    let _stop_forwarder = AbortOnDrop(forwarder);
     loop {
         tokio::select! {
+            Some(uid) = docker_events.recv() => {
+                if let Some(w) = workers.get(&uid) {
+                    w.poke.notify_one();
+                }
+            }
             event = events.next() => {
                 let Some(event) = event else { return Ok(()) };
                 match event {
@@ -186,12 +197,35 @@ fn dispatch(ctx: &Arc<Ctx>, workers: &mut HashMap<String, WorkerHandle>, pod: Po
     if let Some(w) = workers.get(&uid)
         && !w.task.is_finished()
     {
-        let _ = w.tx.send(Some(pod));
+        // The worker's own status writes come back here: they need no new pass.
+        w.tx.send_if_modified(|current| {
+            let wake = current.as_ref().is_none_or(|c| needs_sync(c, &pod));
+            *current = Some(pod);
+            wake
+        });
         return;
     }
     let (tx, rx) = watch::channel(Some(pod));
-    let task = tokio::spawn(worker::run(ctx.clone(), uid.clone(), rx));
-    workers.insert(uid, WorkerHandle { tx, task });
+    let poke = Arc::new(tokio::sync::Notify::new());
+    let task = tokio::spawn(worker::run(ctx.clone(), uid.clone(), rx, poke.clone()));
+    workers.insert(uid, WorkerHandle { tx, poke, task });
+}
+
+/// Whether `next` differs from `current` in more than its status and bookkeeping.
+fn needs_sync(current: &Pod, next: &Pod) -> bool {
+    current.spec != next.spec
+        || current.metadata.deletion_timestamp != next.metadata.deletion_timestamp
+        || current.metadata.labels != next.metadata.labels
+        || current.metadata.annotations != next.metadata.annotations
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Removes the containers, addresses and directories of pods this node no longer runs (deleted

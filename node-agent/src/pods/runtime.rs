@@ -209,6 +209,45 @@ impl Runtime {
         Ok(pods)
     }
 
+    /// Forwards the pod uid of every container of this node that starts, ends or is OOM-killed
+    /// to `tx`, resubscribing when Docker's event stream ends; runs until `tx` closes.
+    pub async fn forward_events(&self, tx: tokio::sync::mpsc::UnboundedSender<String>) {
+        use bollard::query_parameters::EventsOptions;
+        loop {
+            let options = EventsOptions {
+                filters: Some(HashMap::from([
+                    ("type".to_owned(), vec!["container".to_owned()]),
+                    (
+                        "label".to_owned(),
+                        vec![format!("{LABEL_NODE}={}", self.node)],
+                    ),
+                    (
+                        "event".to_owned(),
+                        vec!["start".to_owned(), "die".to_owned(), "oom".to_owned()],
+                    ),
+                ])),
+                ..EventsOptions::default()
+            };
+            let mut events = Box::pin(self.docker.events(Some(options)));
+            while let Some(event) = events.next().await {
+                let Ok(event) = event else { break };
+                let uid = event
+                    .actor
+                    .and_then(|a| a.attributes)
+                    .and_then(|mut a| a.remove(LABEL_POD_UID));
+                if let Some(uid) = uid
+                    && tx.send(uid).is_err()
+                {
+                    return;
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     /// Docker's details of container `id`.
     pub async fn inspect(&self, id: &str) -> Result<Details, RuntimeError> {
         self.docker

@@ -38,8 +38,9 @@ use super::{
 };
 use crate::error_chain;
 
-/// How often a pod is looked at when nothing wakes its worker earlier.
-const RESYNC: Duration = Duration::from_secs(1);
+/// How often a pod is looked at when nothing wakes its worker earlier (Docker's events, the
+/// pod's changes, probes and back-offs do).
+const RESYNC: Duration = Duration::from_secs(10);
 /// Kubernetes' default termination grace period.
 const DEFAULT_GRACE: i64 = 30;
 
@@ -84,7 +85,12 @@ struct Worker {
 }
 
 /// Runs pod `uid`'s worker until the pod is gone and cleaned up.
-pub async fn run(ctx: Arc<Ctx>, uid: String, mut rx: watch::Receiver<Option<Pod>>) {
+pub async fn run(
+    ctx: Arc<Ctx>,
+    uid: String,
+    mut rx: watch::Receiver<Option<Pod>>,
+    poke: Arc<tokio::sync::Notify>,
+) {
     let first = rx.borrow().clone();
     let Some(first) = first else { return };
     let mut worker = Worker {
@@ -129,6 +135,7 @@ pub async fn run(ctx: Arc<Ctx>, uid: String, mut rx: watch::Receiver<Option<Pod>
                 match worker.sync(&pod).await {
                     Ok(()) => worker.last_error.clear(),
                     Err(error) => {
+                        worker.wake_at(Instant::now() + Duration::from_secs(1));
                         if error != worker.last_error {
                             tracing::warn!(pod = %worker.name, namespace = %worker.namespace, %error, "pod sync");
                             worker.last_error = error;
@@ -141,6 +148,7 @@ pub async fn run(ctx: Arc<Ctx>, uid: String, mut rx: watch::Receiver<Option<Pod>
         let wake = tokio::time::Instant::from_std(worker.next_wake);
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
+            () = poke.notified() => {}
             () = tokio::time::sleep_until(wake) => {}
         }
     }
@@ -740,6 +748,8 @@ impl Worker {
         let body = match self.container_body(pod, container).await {
             Ok(body) => body,
             Err(ConfigError(message)) => {
+                // The missing ConfigMap or Secret may appear any moment.
+                self.wake_at(Instant::now() + Duration::from_secs(2));
                 self.event(
                     pod,
                     Some(&container.name),
@@ -803,6 +813,7 @@ impl Worker {
                     })
                     .unwrap_or(false);
                 if !created {
+                    self.wake_at(Instant::now() + Duration::from_secs(2));
                     self.waiting.insert(
                         container.name.clone(),
                         Waiting {
