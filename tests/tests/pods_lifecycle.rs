@@ -224,6 +224,12 @@ async fn pods_share_volumes_reach_each_other_survive_restarts_and_delete_cleanly
         .expect("GET duo")
         .metadata
         .resource_version;
+    let web_rv = pods
+        .get("web")
+        .await
+        .expect("GET web")
+        .metadata
+        .resource_version;
     agent.restart();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = (pod_containers(&duo_uid), pod_containers(&uid(&web)));
@@ -235,6 +241,15 @@ async fn pods_share_volumes_reach_each_other_survive_restarts_and_delete_cleanly
         "the restarted agent rewrote an unchanged status"
     );
     assert_eq!(http_get(SocketAddr::from((web_ip, 80)), "/").trim(), "web");
+    assert_eq!(
+        pods.get("web")
+            .await
+            .expect("GET web")
+            .metadata
+            .resource_version,
+        web_rv,
+        "the restarted agent flapped web's readiness"
+    );
     assert!(
         agent.allocations().contains_key(&duo_ip.to_string()),
         "{:?}",

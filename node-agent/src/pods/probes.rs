@@ -114,6 +114,15 @@ impl Probes {
         }
     }
 
+    /// Carries over what the last status said about this same container instance (an agent
+    /// restart): started, and ready until a probe says otherwise.
+    pub fn assume_ready(&mut self) {
+        self.started = true;
+        if let Some(r) = self.readiness.as_mut() {
+            r.passing = true;
+        }
+    }
+
     /// Ready as the readiness probe says (true without one, false before startup passes).
     pub fn ready(&self) -> bool {
         self.started && self.readiness.as_ref().is_none_or(|r| r.passing)
