@@ -22,7 +22,7 @@ enum Command {
     /// Run the node agent: load the service datapath, attach socket-LB to the cgroup, follow
     /// Services and EndpointSlices through the API, register the Node, run the pods bound to it
     /// on Docker with their own network namespace, and serve /metrics.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Inspect the service load balancer's pinned maps.
     Lb {
         #[command(subcommand)]
@@ -89,6 +89,10 @@ struct KubeletArgs {
     /// The node's pod capacity.
     #[arg(long, env = "KEELSON_MAX_PODS", default_value_t = 110)]
     max_pods: u32,
+    /// HTTPS endpoint the API server reaches for container logs (only clients with a cluster CA
+    /// certificate for `kube-apiserver-kubelet-client` or `system:masters`); `off` disables it.
+    #[arg(long, env = "KEELSON_KUBELET_LISTEN", default_value = "0.0.0.0:10250")]
+    kubelet_listen: String,
     /// First container restart back-off in seconds (doubles up to 300).
     #[arg(long, env = "KEELSON_RESTART_BACKOFF", default_value_t = 10)]
     restart_backoff_seconds: u64,
@@ -142,7 +146,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check => check(),
-        Command::Run(args) => match run(args) {
+        Command::Run(args) => match run(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("keelson-node-agent run: {error:#}");
@@ -194,8 +198,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         )
         .await
         .context("using the kubeconfig")?;
+        let client_ca = config.root_cert.clone().unwrap_or_default();
         let client = kube::Client::try_from(config).context("building the API client")?;
-        let kubelet = start_kubelet(client.clone(), &args).await?;
+        let kubelet = start_kubelet(client.clone(), &args, client_ca).await?;
         let pod_metrics = kubelet.metrics();
         let listener = tokio::net::TcpListener::bind(args.metrics_listen)
             .await
@@ -236,6 +241,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 async fn start_kubelet(
     client: kube::Client,
     args: &RunArgs,
+    client_ca: Vec<Vec<u8>>,
 ) -> anyhow::Result<keelson_node_agent::pods::Kubelet> {
     use keelson_node_agent::pods::{Kubelet, KubeletSettings, PodsConfig};
     let node_name = args.pins.node_name.clone();
@@ -265,6 +271,13 @@ async fn start_kubelet(
         docker_socket: args.kubelet.docker_socket.clone(),
         pod_cidr: args.kubelet.pod_cidr,
         max_pods: args.kubelet.max_pods,
+        kubelet_listen: match args.kubelet.kubelet_listen.as_str() {
+            "off" => None,
+            addr => Some(addr.parse().map_err(|_| {
+                anyhow::anyhow!("--kubelet-listen {addr:?} is not an address:port (or `off`)")
+            })?),
+        },
+        client_ca,
     };
     Kubelet::start(client, settings).await
 }

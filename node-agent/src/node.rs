@@ -42,6 +42,8 @@ pub struct NodeConfig {
     pub address: Ipv4Addr,
     /// The most pods this node runs (capacity `pods`).
     pub max_pods: u32,
+    /// The port of the agent's kubelet endpoint (`status.daemonEndpoints`).
+    pub kubelet_port: Option<u16>,
 }
 
 /// Errors talking to the API about the Node and its Lease.
@@ -199,6 +201,13 @@ fn desired_status(config: &NodeConfig, runtime: &Result<String, String>) -> Node
             },
         ]),
         allocatable: Some(capacity.clone()),
+        daemon_endpoints: config.kubelet_port.map(|port| {
+            k8s_openapi::api::core::v1::NodeDaemonEndpoints {
+                kubelet_endpoint: Some(k8s_openapi::api::core::v1::DaemonEndpoint {
+                    port: i32::from(port),
+                }),
+            }
+        }),
         capacity: Some(capacity),
         conditions: Some(vec![
             condition(
@@ -452,6 +461,7 @@ mod tests {
             name: "n1".into(),
             address: Ipv4Addr::new(10, 0, 0, 1),
             max_pods: 110,
+            kubelet_port: Some(10250),
         };
         let up = Ok("20.10.24".to_owned());
         let first = stamp(desired_status(&config, &up), None);

@@ -206,6 +206,7 @@ impl PodAgent {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--pod-cidr", &self.cidr])
+            .args(["--kubelet-listen", "127.0.0.1:0"])
             .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -245,6 +246,11 @@ impl PodAgent {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The node kubeconfig the agent uses.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
     }
 
     /// The IPAM state file's allocations (address -> pod uid).

@@ -5,6 +5,7 @@
 
 pub mod probes;
 pub mod runtime;
+pub mod server;
 pub mod spec;
 pub mod status;
 pub mod volumes;
@@ -279,12 +280,17 @@ pub struct KubeletSettings {
     pub pod_cidr: Option<crate::network::ipam::Ipv4Cidr>,
     /// Capacity `pods`.
     pub max_pods: u32,
+    /// Where the kubelet endpoint (container logs for the API server) listens; `None`: off.
+    pub kubelet_listen: Option<std::net::SocketAddr>,
+    /// The cluster CA (DER) whose certificates the kubelet endpoint accepts.
+    pub client_ca: Vec<Vec<u8>>,
 }
 
 /// The registered node with its pod runner, ready to run.
 #[derive(Debug)]
 pub struct Kubelet {
     ctx: Arc<Ctx>,
+    endpoint: Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>,
     node: k8s_openapi::api::core::v1::Node,
     node_config: crate::node::NodeConfig,
 }
@@ -297,10 +303,32 @@ impl Kubelet {
         let runtime = Runtime::connect(&settings.docker_socket, &settings.pods.node_name)
             .await
             .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+        let endpoint = match settings.kubelet_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening on {addr} (--kubelet-listen)"))?;
+                let names = vec![
+                    settings.pods.node_name.clone(),
+                    settings.pods.host_ip.to_string(),
+                    "127.0.0.1".to_owned(),
+                ];
+                let tls = server::tls_config(names, &settings.client_ca)
+                    .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+                    .context("the kubelet endpoint")?;
+                Some((listener, tls))
+            }
+            None => None,
+        };
+        let kubelet_port = endpoint
+            .as_ref()
+            .and_then(|(l, _)| l.local_addr().ok())
+            .map(|a| a.port());
         let node_config = crate::node::NodeConfig {
             name: settings.pods.node_name.clone(),
             address: settings.pods.host_ip,
             max_pods: settings.max_pods,
+            kubelet_port,
         };
         let node = crate::node::register(&client, &node_config, &runtime.version().await)
             .await
@@ -353,6 +381,7 @@ impl Kubelet {
                 config: settings.pods,
                 metrics: Arc::new(Metrics::default()),
             }),
+            endpoint,
             node,
             node_config,
         })
@@ -375,9 +404,17 @@ impl Kubelet {
                 async move { runtime.version().await }
             },
         );
+        let runtime = self.ctx.runtime.clone();
+        let endpoint = async move {
+            match self.endpoint {
+                Some((listener, tls)) => server::serve(listener, tls, runtime).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = heartbeat => r,
             r = run(self.ctx) => r,
+            () = endpoint => Ok(()),
         }
     }
 }

@@ -188,6 +188,36 @@ impl Runtime {
             .unwrap_or_default())
     }
 
+    /// The containers of the pod `namespace/name` (by its labels).
+    pub async fn list_named(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<Observed>, RuntimeError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![
+                    format!("{LABEL_NODE}={}", self.node),
+                    format!("{LABEL_POD_NAMESPACE}={namespace}"),
+                    format!("{LABEL_POD_NAME}={name}"),
+                ],
+            )])),
+            ..ListContainersOptions::default()
+        };
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(docker_error("listing containers"))?;
+        Ok(summaries
+            .iter()
+            .filter_map(observed)
+            .map(|(_, c)| c)
+            .collect())
+    }
+
     async fn list_filtered(
         &self,
         label: String,
@@ -246,6 +276,31 @@ impl Runtime {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// The output of container `id` (stdout and stderr interleaved), as kubelet serves it.
+    pub fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<i64>,
+        timestamps: bool,
+        since: Option<i64>,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, bollard::errors::Error>> + use<>
+    {
+        use bollard::query_parameters::LogsOptions;
+        let options = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            timestamps,
+            tail: tail.map_or_else(|| "all".to_owned(), |t| t.max(0).to_string()),
+            since: since.map_or(0, |s| s as i32),
+            ..LogsOptions::default()
+        };
+        self.docker
+            .logs(id, Some(options))
+            .map(|chunk| chunk.map(|c| c.into_bytes()))
     }
 
     /// Docker's details of container `id`.
