@@ -102,6 +102,20 @@ spec:
     readinessProbe:
       httpGet: {{path: /, port: 80}}
       periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hostnet
+  namespace: default
+spec:
+  nodeName: {node}
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: keelson/busybox:1
+    command: [\"sleep\", \"3600\"]
 "
     )
 }
@@ -179,6 +193,25 @@ async fn pods_share_volumes_reach_each_other_survive_restarts_and_delete_cleanly
         );
         assert!(cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
     }
+
+    // A hostNetwork pod shares the node's network: its address is the node's, no veth.
+    let hostnet = wait_pod(
+        &pods,
+        "hostnet",
+        timeout,
+        &agent,
+        "hostnet is Ready",
+        is_ready,
+    )
+    .await;
+    let host_status = hostnet.status.clone().expect("status");
+    assert_eq!(host_status.pod_ip, host_status.host_ip, "{host_status:?}");
+    assert!(
+        !agent
+            .allocations()
+            .values()
+            .any(|uid| uid == &keelson_tests::pods::uid(&hostnet))
+    );
 
     // Both containers see the emptyDir; the web container got the ConfigMap value as env.
     let duo_uid = uid(&duo);
@@ -279,6 +312,6 @@ async fn pods_share_volumes_reach_each_other_survive_restarts_and_delete_cleanly
         "{:?}",
         agent.pod_routes()
     );
-    kubectl.run(&["delete", "pod", "web", "--timeout=30s"]);
+    kubectl.run(&["delete", "pod", "web", "hostnet", "--timeout=30s"]);
     agent.assert_no_leaks();
 }

@@ -118,6 +118,17 @@ async fn agent_cleans_up_deleted_pods_and_recreates_dead_sandboxes_after_restart
     })
     .await;
     assert_eq!(pod_ip(&keep_again), keep_ip);
+    let restarts = keep_again
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.first())
+        .map(|c| c.restart_count);
+    assert_eq!(
+        restarts,
+        Some(1),
+        "the container restarted with its new sandbox"
+    );
     let (ok, out) = exec(
         &container_id(&uid(&keep_again), "app"),
         "ip -4 addr show eth0",

@@ -64,6 +64,8 @@ struct Worker {
     name: String,
     namespace: String,
     sandbox: Option<Sandbox>,
+    /// `spec.hostNetwork`: the pod shares the node's network namespace and address.
+    host_network: bool,
     pod_ip: Option<Ipv4Addr>,
     network_error: Option<String>,
     services: Option<Vec<(String, String)>>,
@@ -74,6 +76,8 @@ struct Worker {
     waiting: HashMap<String, Waiting>,
     /// Image pull failures per container name: count and when the last one happened.
     pull_failures: HashMap<String, (u32, Instant)>,
+    /// The next attempt per container name after a sandbox was lost (restart counts go on).
+    next_attempt: HashMap<String, u32>,
     /// Back-off events already sent, per container name and attempt.
     backoff_reported: HashMap<String, u32>,
     /// The status as last written (or as read from the API at start).
@@ -103,6 +107,11 @@ pub async fn run(
             .clone()
             .unwrap_or_else(|| "default".into()),
         sandbox: None,
+        host_network: first
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false),
         pod_ip: None,
         network_error: None,
         services: None,
@@ -111,6 +120,7 @@ pub async fn run(
         waiting: HashMap::new(),
         pull_failures: HashMap::new(),
         backoff_reported: HashMap::new(),
+        next_attempt: HashMap::new(),
         written: first.status.clone(),
         start_time: first.status.as_ref().and_then(|s| s.start_time.clone()),
         terminal: false,
@@ -293,6 +303,10 @@ impl Worker {
         // No running sandbox: a fresh pod, or its sandbox died (then every container goes with
         // it and starts again in a new one, as the kubelet does).
         for c in observed {
+            if c.role != "sandbox" {
+                let next = self.next_attempt.entry(c.name.clone()).or_insert(0);
+                *next = (*next).max(c.attempt + 1);
+            }
             self.ctx
                 .runtime
                 .remove(&c.id)
@@ -320,9 +334,9 @@ impl Worker {
             // A pause process: sleeps until the pod ends (it is killed, not asked).
             entrypoint: Some(vec!["sleep".into()]),
             cmd: Some(vec!["2147483647".into()]),
-            hostname: Some(self.name.chars().take(63).collect()),
+            hostname: (!self.host_network).then(|| self.name.chars().take(63).collect()),
             host_config: Some(HostConfig {
-                network_mode: Some("none".into()),
+                network_mode: Some(if self.host_network { "host" } else { "none" }.into()),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()
@@ -342,6 +356,10 @@ impl Worker {
     }
 
     async fn attach_network(&mut self, sandbox_id: &str) -> Result<(), String> {
+        if self.host_network {
+            self.pod_ip = Some(self.ctx.config.host_ip);
+            return Ok(());
+        }
         let Some(network) = self.ctx.network.clone() else {
             self.network_error =
                 Some("the node has no pod CIDR (spec.podCIDR) and the agent no --pod-cidr".into());
@@ -393,7 +411,8 @@ impl Worker {
         for container in spec.init_containers.iter().flatten() {
             match latest.get(container.name.as_str()) {
                 None => {
-                    self.start(pod, container, "init", 0).await;
+                    let attempt = self.next_attempt.get(&container.name).copied().unwrap_or(0);
+                    self.start(pod, container, "init", attempt).await;
                     return Ok(());
                 }
                 Some((c, _)) if c.running => return Ok(()),
@@ -417,7 +436,8 @@ impl Worker {
         for container in &spec.containers {
             match latest.get(container.name.as_str()) {
                 None => {
-                    self.start(pod, container, "app", 0).await;
+                    let attempt = self.next_attempt.get(&container.name).copied().unwrap_or(0);
+                    self.start(pod, container, "app", attempt).await;
                 }
                 Some((c, _)) if c.running => {
                     let c = c.clone();
