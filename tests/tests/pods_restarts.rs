@@ -28,6 +28,17 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {{name: nostart, namespace: default}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: keelson/busybox:1
+    command: [\"/no/such/program\"]
+---
+apiVersion: v1
+kind: Pod
 metadata: {{name: gate, namespace: default}}
 spec:
   nodeName: {node}
@@ -169,6 +180,31 @@ async fn restart_policies_back_off_and_probes_show_in_status_and_describe() {
         );
     }
 
+    // A container that cannot start backs off the same way (StartError), without a storm.
+    let nostart = wait_pod(
+        &pods,
+        "nostart",
+        timeout,
+        &agent,
+        "nostart backs off",
+        |p| {
+            status_of(p, "app").is_some_and(|c| c.restart_count >= 2)
+                && waiting_reason(p).as_deref() == Some("CrashLoopBackOff")
+        },
+    )
+    .await;
+    let app = status_of(&nostart, "app").expect("app status");
+    let last = app
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .expect("lastState.terminated");
+    assert_eq!(last.reason.as_deref(), Some("StartError"), "{app:?}");
+    assert!(
+        app.restart_count <= 4,
+        "restarted without back-off: {app:?}"
+    );
+
     // A failing readiness probe keeps the pod Running but not Ready, until it passes.
     let gate = wait_pod(&pods, "gate", timeout, &agent, "gate runs", |p| {
         phase(p) == Some("Running")
@@ -243,6 +279,7 @@ async fn restart_policies_back_off_and_probes_show_in_status_and_describe() {
         "delete",
         "pod",
         "crash",
+        "nostart",
         "gate",
         "alive",
         "staged",

@@ -74,6 +74,8 @@ pub struct Observed {
     pub running: bool,
     /// Created but never started.
     pub created_only: bool,
+    /// When Docker created it (Unix seconds).
+    pub created: i64,
 }
 
 /// Docker's answer about one container, reduced to what pod status needs.
@@ -136,6 +138,7 @@ fn observed(summary: &ContainerSummary) -> Option<(String, Observed)> {
                 .unwrap_or(0),
             running: matches!(state, S::RUNNING | S::RESTARTING | S::PAUSED),
             created_only: matches!(state, S::CREATED),
+            created: summary.created.unwrap_or(0),
         },
     ))
 }

@@ -555,8 +555,11 @@ impl Worker {
             let factor = 1u32 << (restarts - 2).min(16);
             (self.ctx.config.backoff_initial * factor).min(self.ctx.config.backoff_max)
         };
-        let since = details
+        // A container that never started has no finish time: count from its creation.
+        let ended = details
             .finished_at
+            .or_else(|| Timestamp::from_second(c.created).ok());
+        let since = ended
             .map(|f| Timestamp::now().duration_since(f).unsigned_abs())
             .unwrap_or(delay);
         if since < delay {
@@ -832,8 +835,10 @@ impl Worker {
                             .any(|o| o.name == container.name && o.attempt == attempt)
                     })
                     .unwrap_or(false);
+                // Docker sends no event for a container that never started: look again soon
+                // (the next pass schedules the back-off).
+                self.wake_at(Instant::now() + Duration::from_millis(500));
                 if !created {
-                    self.wake_at(Instant::now() + Duration::from_secs(2));
                     self.waiting.insert(
                         container.name.clone(),
                         Waiting {
