@@ -1,9 +1,11 @@
-//! keelson's node agent.
-//!
-//! Today it holds the eBPF datapath loader; the pod sync loop, Docker runtime and pod networking
-//! join it as the later issues land (see `README.md`).
+//! keelson's node agent: the eBPF service datapath ([`datapath`], [`service_sync`]) and the
+//! kubelet's job: node registration ([`node`]), pods on Docker ([`pods`]) with their own network
+//! namespace and address ([`network`]).
 
 pub mod datapath;
+pub mod network;
+pub mod node;
+pub mod pods;
 pub mod service_sync;
 
 /// An error and its sources on one line (`a: b: c`), for logs and one-line CLI causes.

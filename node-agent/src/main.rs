@@ -20,8 +20,9 @@ enum Command {
     /// what it accepted. Attaches nothing; needs root (CAP_BPF and CAP_NET_ADMIN).
     Check,
     /// Run the node agent: load the service datapath, attach socket-LB to the cgroup, follow
-    /// Services and EndpointSlices through the API and serve /metrics. (Pods come with issue 6.)
-    Run(RunArgs),
+    /// Services and EndpointSlices through the API, register the Node, run the pods bound to it
+    /// on Docker with their own network namespace, and serve /metrics.
+    Run(Box<RunArgs>),
     /// Inspect the service load balancer's pinned maps.
     Lb {
         #[command(subcommand)]
@@ -76,6 +77,43 @@ struct RunArgs {
     /// Seconds without a packet after which an established flow may be evicted under pressure.
     #[arg(long, env = "KEELSON_CT_EVICT_IDLE_S", default_value_t = 60)]
     ct_evict_idle_s: u64,
+    #[command(flatten)]
+    kubelet: KubeletArgs,
+}
+
+/// The kubelet's part of `run`: pods on Docker with their own network namespace.
+#[derive(Debug, clap::Args)]
+struct KubeletArgs {
+    /// Pod volumes and IPAM state [default: /var/lib/keelson-agent/<node-name>].
+    #[arg(long, env = "KEELSON_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The Docker engine's socket.
+    #[arg(
+        long,
+        env = "KEELSON_DOCKER_SOCKET",
+        default_value = "/var/run/docker.sock"
+    )]
+    docker_socket: String,
+    /// Pod CIDR to use while the Node has no spec.podCIDR (no IPAM controller).
+    #[arg(long, env = "KEELSON_POD_CIDR")]
+    pod_cidr: Option<keelson_node_agent::network::ipam::Ipv4Cidr>,
+    /// Image whose `sleep` holds each pod's namespaces (built by `cargo xtask images`).
+    #[arg(
+        long,
+        env = "KEELSON_SANDBOX_IMAGE",
+        default_value = "keelson/busybox:1"
+    )]
+    sandbox_image: String,
+    /// The node's pod capacity.
+    #[arg(long, env = "KEELSON_MAX_PODS", default_value_t = 110)]
+    max_pods: u32,
+    /// HTTPS endpoint the API server reaches for container logs (only clients with a cluster CA
+    /// certificate for `kube-apiserver-kubelet-client` or `system:masters`); `off` disables it.
+    #[arg(long, env = "KEELSON_KUBELET_LISTEN", default_value = "0.0.0.0:10250")]
+    kubelet_listen: String,
+    /// First container restart back-off in seconds (doubles up to 300).
+    #[arg(long, env = "KEELSON_RESTART_BACKOFF", default_value_t = 10)]
+    restart_backoff_seconds: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,7 +164,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check => check(),
-        Command::Run(args) => match run(args) {
+        Command::Run(args) => match run(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("keelson-node-agent run: {error:#}");
@@ -223,7 +261,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         )
         .await
         .context("using the kubeconfig")?;
+        let client_ca = config.root_cert.clone().unwrap_or_default();
         let client = kube::Client::try_from(config).context("building the API client")?;
+        let kubelet = start_kubelet(client.clone(), &args, client_ca).await?;
+        let pod_metrics = kubelet.metrics();
         let listener = tokio::net::TcpListener::bind(args.metrics_listen)
             .await
             .with_context(|| format!("listening on {}", args.metrics_listen))?;
@@ -234,9 +275,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 "/metrics",
                 axum::routing::get(move || {
                     let pins = metrics_pins.clone();
+                    let pods = pod_metrics.clone();
                     async move {
                         match datapath::lb::metrics_text(&pins) {
-                            Ok(text) => (axum::http::StatusCode::OK, text),
+                            Ok(text) => (axum::http::StatusCode::OK, text + &pods.text()),
                             Err(e) => (
                                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                                 format!("# datapath maps unreadable: {}\n", error_chain(&e)),
@@ -249,12 +291,58 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::select! {
             served = axum::serve(listener, app) => served.context("serving /metrics"),
             synced = keelson_node_agent::service_sync::run(client, &mut lb, node) => synced,
+            pods = kubelet.run() => pods,
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("stopping; pinned maps and links stay for the next start");
                 Ok(())
             }
         }
     })
+}
+
+/// Registers the Node and prepares the pod runner (Docker, pod network).
+async fn start_kubelet(
+    client: kube::Client,
+    args: &RunArgs,
+    client_ca: Vec<Vec<u8>>,
+) -> anyhow::Result<keelson_node_agent::pods::Kubelet> {
+    use keelson_node_agent::pods::{Kubelet, KubeletSettings, PodsConfig};
+    let node_name = args.pins.node_name.clone();
+    let host_ip = args
+        .node_addresses
+        .first()
+        .copied()
+        .or_else(keelson_node_agent::node::host_address)
+        .ok_or_else(|| {
+            anyhow::anyhow!("no IPv4 address found for the node: pass --node-address")
+        })?;
+    let settings = KubeletSettings {
+        pods: PodsConfig {
+            data_dir: args
+                .kubelet
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/lib/keelson-agent").join(&node_name)),
+            node_name,
+            host_ip,
+            sandbox_image: args.kubelet.sandbox_image.clone(),
+            backoff_initial: std::time::Duration::from_secs(
+                args.kubelet.restart_backoff_seconds.max(1),
+            ),
+            backoff_max: std::time::Duration::from_secs(300),
+        },
+        docker_socket: args.kubelet.docker_socket.clone(),
+        pod_cidr: args.kubelet.pod_cidr,
+        max_pods: args.kubelet.max_pods,
+        kubelet_listen: match args.kubelet.kubelet_listen.as_str() {
+            "off" => None,
+            addr => Some(addr.parse().map_err(|_| {
+                anyhow::anyhow!("--kubelet-listen {addr:?} is not an address:port (or `off`)")
+            })?),
+        },
+        client_ca,
+    };
+    Kubelet::start(client, settings).await
 }
 
 fn lb_list(args: &PinArgs) -> ExitCode {

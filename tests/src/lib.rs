@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod etcd;
 pub mod lbkit;
 pub mod netns;
+pub mod pods;
 pub mod topology;
 
 use std::process::{Command, Output};

@@ -108,7 +108,9 @@ fn wait_for_list(pins: &Pins, agent: &Agent, what: &str, ok: impl Fn(&str) -> bo
 #[test]
 fn services_applied_with_kubectl_reach_the_datapath_and_carry_traffic() {
     require_root();
-    let plane = ControlPlane::start();
+    // No node IPAM: without a pod CIDR the agent's pod network stays idle, so this test leaves no
+    // pod-CIDR blackhole route in the host.
+    let plane = ControlPlane::start_with(&["--controllers", "all,-nodeipam"]);
     let kubectl = Kubectl::new(33, &plane);
     let topology = Topology::new(2);
     let pins = Pins::new();
@@ -128,6 +130,8 @@ fn services_applied_with_kubectl_reach_the_datapath_and_carry_traffic() {
         .args(["--node-name", "test-node"])
         .args(["--ct-capacity", "8192", "--ct-gc-interval-ms", "200"])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--kubelet-listen", "off", "--data-dir"])
+        .arg(plane.data_dir().join("agent"))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("agent log"))
         .spawn()

@@ -3,11 +3,13 @@
 //! - `setup`: install and start everything the project needs on this machine (idempotent).
 //! - `up`: the main job, an all-in-one node on this machine.
 //! - `test`: formatting, lints and every test tier, as CI runs them.
+//! - `images`: the offline test images (setup builds them too).
 //! - `bench`: benchmarks (`bench datapath`: keelson's service datapath against kube-proxy's;
 //!   `bench api`: the API server on SQLite and on etcd).
 
 mod bench;
 mod cmd;
+mod images;
 mod setup;
 mod test;
 mod up;
@@ -28,6 +30,8 @@ enum Command {
     /// Install and start what keelson needs (apt packages, nightly rust-src, bpf-linker,
     /// cargo-nextest, the Python client venv, dockerd). Idempotent; needs root.
     Setup,
+    /// Build the offline test images (keelson/busybox:1, keelson/httpd:1) if missing.
+    Images,
     /// Run setup, then fmt, clippy (workspace and eBPF crate) and every test tier.
     Test(test::TestArgs),
     /// Run setup, build the release binaries and start keelson on this machine.
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Setup => setup::run(),
+        Command::Images => images::run(),
         Command::Test(args) => test::run(&args),
         Command::Up => up::run(),
         Command::Bench(args) => bench::run(&args),

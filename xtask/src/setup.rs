@@ -109,6 +109,11 @@ const STEPS: &[Step] = &[
         fix: "see /var/log/keelson-dockerd.log; another dockerd may hold /var/run/docker.pid",
         run: dockerd,
     },
+    Step {
+        name: "test images (keelson/busybox:1, keelson/httpd:1)",
+        fix: "run `cargo xtask images` and read its output; it needs dockerd and busybox-static",
+        run: test_images,
+    },
 ];
 
 pub fn run() -> anyhow::Result<()> {
@@ -414,6 +419,15 @@ fn dockerd() -> anyhow::Result<Outcome> {
         "dockerd did not answer on {DOCKER_SOCKET} within 30 s:\n{}",
         tail(DOCKERD_LOG)
     )
+}
+
+fn test_images() -> anyhow::Result<Outcome> {
+    let (acted, what) = crate::images::ensure()?;
+    Ok(if acted {
+        Outcome::Done(what)
+    } else {
+        Outcome::AlreadyDone(what)
+    })
 }
 
 /// `GET /_ping` on the Docker socket answers `OK`.

@@ -1,0 +1,266 @@
+//! Pod address management: addresses from the node's pod CIDR, one per pod uid, persisted in a
+//! JSON file under the agent's data directory so an agent restart keeps every running pod's
+//! address and never hands it to another pod.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::NetworkError;
+
+/// An IPv4 prefix such as `10.250.3.0/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    network: Ipv4Addr,
+    prefix: u8,
+}
+
+impl Ipv4Cidr {
+    /// The prefix with host bits cleared.
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Self> {
+        if prefix > 32 {
+            return None;
+        }
+        let mask = Self::mask_of(prefix);
+        Some(Self {
+            network: Ipv4Addr::from(u32::from(addr) & mask),
+            prefix,
+        })
+    }
+
+    fn mask_of(prefix: u8) -> u32 {
+        if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(prefix))
+        }
+    }
+
+    /// The network address.
+    pub fn network(&self) -> Ipv4Addr {
+        self.network
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// Whether `addr` lies inside.
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        u32::from(addr) & Self::mask_of(self.prefix) == u32::from(self.network)
+    }
+
+    /// The gateway every pod routes through: the first host address.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) + 1)
+    }
+
+    /// Addresses pods may get: after the gateway, before the broadcast address.
+    fn pod_range(&self) -> std::ops::Range<u32> {
+        let first = u32::from(self.network);
+        let size = 1u64 << (32 - u32::from(self.prefix));
+        let last = (u64::from(first) + size - 1) as u32;
+        (first + 2)..last
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not an IPv4 CIDR (want a.b.c.d/n)"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("{s:?}: {addr:?} is not an IPv4 address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| format!("{s:?}: {prefix:?} is not a prefix length"))?;
+        if !(8..=30).contains(&prefix) {
+            return Err(format!(
+                "{s:?}: a pod CIDR needs a prefix length between 8 and 30"
+            ));
+        }
+        Self::new(addr, prefix).ok_or_else(|| format!("{s:?} is not an IPv4 CIDR"))
+    }
+}
+
+/// What the state file holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    cidr: String,
+    /// Address -> pod uid.
+    allocations: BTreeMap<Ipv4Addr, String>,
+}
+
+/// The allocator; every change is written to disk before it is used.
+#[derive(Debug)]
+pub struct Ipam {
+    cidr: Ipv4Cidr,
+    path: PathBuf,
+    allocations: BTreeMap<Ipv4Addr, String>,
+}
+
+impl Ipam {
+    /// Opens (or starts) the state in `path` for `cidr`. Allocations outside `cidr` (the node's
+    /// CIDR changed) are dropped.
+    pub fn open(path: &Path, cidr: Ipv4Cidr) -> Result<Self, NetworkError> {
+        let state: State = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| NetworkError::State {
+                path: path.to_owned(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, source),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(source) => {
+                return Err(NetworkError::State {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        let allocations = state
+            .allocations
+            .into_iter()
+            .filter(|(ip, _)| cidr.contains(*ip) && cidr.pod_range().contains(&u32::from(*ip)))
+            .collect();
+        let ipam = Self {
+            cidr,
+            path: path.to_owned(),
+            allocations,
+        };
+        ipam.save()?;
+        Ok(ipam)
+    }
+
+    /// The CIDR addresses come from.
+    pub fn cidr(&self) -> Ipv4Cidr {
+        self.cidr
+    }
+
+    /// The address of pod `uid`, allocating the lowest free one if it has none.
+    pub fn allocate(&mut self, uid: &str) -> Result<Ipv4Addr, NetworkError> {
+        if let Some(ip) = self.get(uid) {
+            return Ok(ip);
+        }
+        let ip = self
+            .cidr
+            .pod_range()
+            .map(Ipv4Addr::from)
+            .find(|ip| !self.allocations.contains_key(ip))
+            .ok_or(NetworkError::Exhausted { cidr: self.cidr })?;
+        self.allocations.insert(ip, uid.to_owned());
+        if let Err(e) = self.save() {
+            self.allocations.remove(&ip);
+            return Err(e);
+        }
+        Ok(ip)
+    }
+
+    /// The address pod `uid` holds.
+    pub fn get(&self, uid: &str) -> Option<Ipv4Addr> {
+        self.allocations
+            .iter()
+            .find_map(|(ip, owner)| (owner == uid).then_some(*ip))
+    }
+
+    /// Releases pod `uid`'s address; returns it.
+    pub fn release(&mut self, uid: &str) -> Result<Option<Ipv4Addr>, NetworkError> {
+        let ip = self.get(uid);
+        if let Some(ip) = ip {
+            self.allocations.remove(&ip);
+            self.save()?;
+        }
+        Ok(ip)
+    }
+
+    /// The uids holding addresses.
+    pub fn owners(&self) -> Vec<String> {
+        self.allocations.values().cloned().collect()
+    }
+
+    /// How many addresses are in use.
+    pub fn in_use(&self) -> usize {
+        self.allocations.len()
+    }
+
+    fn save(&self) -> Result<(), NetworkError> {
+        let state = State {
+            cidr: self.cidr.to_string(),
+            allocations: self.allocations.clone(),
+        };
+        let error = |source| NetworkError::State {
+            path: self.path.clone(),
+            source,
+        };
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(error)?;
+        }
+        let tmp = self.path.with_extension("tmp");
+        let bytes = serde_json::to_vec_pretty(&state).map_err(|e| error(e.into()))?;
+        {
+            use std::io::Write as _;
+            let mut file = std::fs::File::create(&tmp).map_err(error)?;
+            file.write_all(&bytes).map_err(error)?;
+            file.sync_all().map_err(error)?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_parses_and_clears_host_bits() {
+        let cidr: Ipv4Cidr = "10.250.3.7/24".parse().expect("valid");
+        assert_eq!(cidr.to_string(), "10.250.3.0/24");
+        assert_eq!(cidr.gateway(), Ipv4Addr::new(10, 250, 3, 1));
+        assert!(cidr.contains(Ipv4Addr::new(10, 250, 3, 254)));
+        assert!(!cidr.contains(Ipv4Addr::new(10, 250, 4, 1)));
+        assert!("10.250.3.0".parse::<Ipv4Cidr>().is_err());
+        assert!("10.250.3.0/31".parse::<Ipv4Cidr>().is_err());
+        assert!("10.250.300.0/24".parse::<Ipv4Cidr>().is_err());
+    }
+
+    #[test]
+    fn allocations_persist_and_are_not_reused_while_held() {
+        let dir = std::env::temp_dir().join(format!("keelson-ipam-{}", std::process::id()));
+        let path = dir.join("ipam.json");
+        let cidr: Ipv4Cidr = "10.9.0.0/29".parse().expect("valid");
+        let mut ipam = Ipam::open(&path, cidr).expect("open");
+        let a = ipam.allocate("a").expect("a");
+        let b = ipam.allocate("b").expect("b");
+        assert_eq!(a, Ipv4Addr::new(10, 9, 0, 2));
+        assert_eq!(b, Ipv4Addr::new(10, 9, 0, 3));
+        assert_eq!(ipam.allocate("a").expect("again"), a, "idempotent");
+        drop(ipam);
+        let mut ipam = Ipam::open(&path, cidr).expect("reopen");
+        assert_eq!(ipam.get("b"), Some(b), "survives a restart");
+        assert_eq!(ipam.allocate("c").expect("c"), Ipv4Addr::new(10, 9, 0, 4));
+        assert_eq!(ipam.release("a").expect("release"), Some(a));
+        assert_eq!(ipam.allocate("d").expect("d"), a, "freed address is free");
+        for uid in ["e", "f"] {
+            ipam.allocate(uid).expect("room");
+        }
+        assert!(matches!(
+            ipam.allocate("g"),
+            Err(NetworkError::Exhausted { .. })
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,491 @@
+//! Node registration and heartbeats, as the kubelet does them: the Node object with the host's
+//! capacity, addresses, labels and conditions (its status written only when it changes, or every
+//! five minutes), and the node's Lease in `kube-node-lease` renewed every 10 s.
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::{
+        coordination::v1::{Lease, LeaseSpec},
+        core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo},
+    },
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time},
+    },
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
+
+/// How often the Lease is renewed.
+pub const LEASE_RENEW: Duration = Duration::from_secs(10);
+/// How long a Lease is valid without renewal.
+const LEASE_DURATION_SECONDS: i32 = 40;
+/// The Node status is rewritten at least this often even when nothing changed.
+const STATUS_REPORT: Duration = Duration::from_secs(300);
+/// The kubelet version this agent reports (the API it implements).
+pub const KUBELET_VERSION: &str = "v1.33.0-keelson";
+
+/// What the agent knows about its node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The Node's name.
+    pub name: String,
+    /// The node's InternalIP.
+    pub address: Ipv4Addr,
+    /// The most pods this node runs (capacity `pods`).
+    pub max_pods: u32,
+    /// The port of the agent's kubelet endpoint (`status.daemonEndpoints`).
+    pub kubelet_port: Option<u16>,
+}
+
+/// Errors talking to the API about the Node and its Lease.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// An API request failed.
+    #[error("{what}")]
+    Api {
+        /// What was being done.
+        what: String,
+        /// The API's answer.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> NodeError {
+    let what = what.into();
+    move |source| NodeError::Api { what, source }
+}
+
+/// The host's InternalIP: the first IPv4 address of the interface holding the default route,
+/// else of any non-loopback interface.
+pub fn host_address() -> Option<Ipv4Addr> {
+    let default_dev = std::fs::read_to_string("/proc/net/route")
+        .ok()
+        .and_then(|routes| {
+            routes.lines().skip(1).find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields.get(1) == Some(&"00000000") && fields.get(7) == Some(&"00000000"))
+                    .then(|| fields[0].to_owned())
+            })
+        });
+    let addrs: Vec<(String, Ipv4Addr)> = nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter_map(|ifa| {
+            let addr = ifa.address?.as_sockaddr_in()?.ip();
+            (!addr.is_loopback()).then_some((ifa.interface_name, addr))
+        })
+        .collect();
+    addrs
+        .iter()
+        .find(|(dev, _)| Some(dev) == default_dev.as_ref())
+        .or_else(|| addrs.first())
+        .map(|(_, a)| *a)
+}
+
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn labels(name: &str) -> BTreeMap<String, String> {
+    [
+        ("kubernetes.io/hostname", name),
+        ("kubernetes.io/os", "linux"),
+        ("kubernetes.io/arch", arch()),
+        ("beta.kubernetes.io/os", "linux"),
+        ("beta.kubernetes.io/arch", arch()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Memory in KiB from /proc/meminfo.
+fn memory_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn os_image() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| "Linux".to_owned())
+}
+
+/// The capacity figures of this host.
+pub fn capacity(max_pods: u32) -> BTreeMap<String, Quantity> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    BTreeMap::from([
+        ("cpu".to_owned(), Quantity(cpus.to_string())),
+        ("memory".to_owned(), Quantity(format!("{}Ki", memory_kib()))),
+        ("pods".to_owned(), Quantity(max_pods.to_string())),
+        (
+            "ephemeral-storage".to_owned(),
+            Quantity(format!("{}Ki", disk_kib("/var/lib"))),
+        ),
+    ])
+}
+
+fn disk_kib(path: &str) -> u64 {
+    nix::sys::statvfs::statvfs(path)
+        .map(|s| s.blocks() * s.fragment_size() / 1024)
+        .unwrap_or(0)
+}
+
+fn condition(kind: &str, status: bool, reason: &str, message: &str) -> NodeCondition {
+    NodeCondition {
+        type_: kind.to_owned(),
+        status: if status { "True" } else { "False" }.to_owned(),
+        reason: Some(reason.to_owned()),
+        message: Some(message.to_owned()),
+        last_heartbeat_time: None,
+        last_transition_time: None,
+    }
+}
+
+/// The Node status for the current host state (without timestamps).
+fn desired_status(config: &NodeConfig, runtime: &Result<String, String>) -> NodeStatus {
+    let capacity = capacity(config.max_pods);
+    let ready = match runtime {
+        Ok(_) => condition(
+            "Ready",
+            true,
+            "KubeletReady",
+            "keelson-node-agent is posting ready status",
+        ),
+        Err(e) => condition(
+            "Ready",
+            false,
+            "KubeletNotReady",
+            &format!("container runtime is down: {e}"),
+        ),
+    };
+    NodeStatus {
+        addresses: Some(vec![
+            NodeAddress {
+                type_: "InternalIP".to_owned(),
+                address: config.address.to_string(),
+            },
+            NodeAddress {
+                type_: "Hostname".to_owned(),
+                address: config.name.clone(),
+            },
+        ]),
+        allocatable: Some(capacity.clone()),
+        daemon_endpoints: config.kubelet_port.map(|port| {
+            k8s_openapi::api::core::v1::NodeDaemonEndpoints {
+                kubelet_endpoint: Some(k8s_openapi::api::core::v1::DaemonEndpoint {
+                    port: i32::from(port),
+                }),
+            }
+        }),
+        capacity: Some(capacity),
+        conditions: Some(vec![
+            condition(
+                "MemoryPressure",
+                false,
+                "KubeletHasSufficientMemory",
+                "keelson-node-agent has sufficient memory available",
+            ),
+            condition(
+                "DiskPressure",
+                false,
+                "KubeletHasNoDiskPressure",
+                "keelson-node-agent has no disk pressure",
+            ),
+            condition(
+                "PIDPressure",
+                false,
+                "KubeletHasSufficientPID",
+                "keelson-node-agent has sufficient PID available",
+            ),
+            ready,
+        ]),
+        node_info: Some(NodeSystemInfo {
+            architecture: arch().to_owned(),
+            boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
+            container_runtime_version: match runtime {
+                Ok(v) => format!("docker://{v}"),
+                Err(_) => "docker://unknown".to_owned(),
+            },
+            kernel_version: read_trimmed("/proc/sys/kernel/osrelease"),
+            kube_proxy_version: KUBELET_VERSION.to_owned(),
+            kubelet_version: KUBELET_VERSION.to_owned(),
+            machine_id: read_trimmed("/etc/machine-id"),
+            operating_system: "linux".to_owned(),
+            os_image: os_image(),
+            system_uuid: read_trimmed("/sys/class/dmi/id/product_uuid"),
+            swap: None,
+        }),
+        ..NodeStatus::default()
+    }
+}
+
+/// Conditions keep their transition time while their status holds; heartbeat is now.
+fn stamp(mut status: NodeStatus, previous: Option<&NodeStatus>) -> NodeStatus {
+    let now = Time(Timestamp::now());
+    if let Some(conditions) = status.conditions.as_mut() {
+        for c in conditions {
+            let before = previous
+                .and_then(|p| p.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|p| p.type_ == c.type_));
+            c.last_transition_time = match before {
+                Some(b) if b.status == c.status => b.last_transition_time.clone(),
+                _ => Some(now.clone()),
+            };
+            c.last_heartbeat_time = Some(now.clone());
+        }
+    }
+    status
+}
+
+/// Status without timestamps, for comparison.
+fn comparable(status: &NodeStatus) -> serde_json::Value {
+    let mut status = status.clone();
+    if let Some(conditions) = status.conditions.as_mut() {
+        for c in conditions {
+            c.last_heartbeat_time = None;
+            c.last_transition_time = None;
+        }
+    }
+    status.images = None;
+    status.daemon_endpoints = None;
+    status.config = None;
+    serde_json::to_value(status).unwrap_or_default()
+}
+
+/// Creates the Node if missing (or updates its labels) and writes its status once; returns the
+/// Node as stored.
+pub async fn register(
+    client: &Client,
+    config: &NodeConfig,
+    runtime: &Result<String, String>,
+) -> Result<Node, NodeError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let existing = nodes
+        .get_opt(&config.name)
+        .await
+        .map_err(api_error(format!("reading Node {}", config.name)))?;
+    let node = match existing {
+        Some(_) => nodes
+            .patch(
+                &config.name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"labels": labels(&config.name)}})),
+            )
+            .await
+            .map_err(api_error(format!("updating Node {}'s labels", config.name)))?,
+        None => {
+            let node = Node {
+                metadata: ObjectMeta {
+                    name: Some(config.name.clone()),
+                    labels: Some(labels(&config.name)),
+                    ..ObjectMeta::default()
+                },
+                ..Node::default()
+            };
+            match nodes.create(&PostParams::default(), &node).await {
+                Ok(node) => {
+                    tracing::info!(node = %config.name, "registered the Node");
+                    node
+                }
+                // Another agent process (a restart) won the race.
+                Err(kube::Error::Api(status)) if status.code == 409 => nodes
+                    .get(&config.name)
+                    .await
+                    .map_err(api_error(format!("reading Node {}", config.name)))?,
+                Err(source) => {
+                    return Err(NodeError::Api {
+                        what: format!("creating Node {}", config.name),
+                        source,
+                    });
+                }
+            }
+        }
+    };
+    let status = stamp(desired_status(config, runtime), node.status.as_ref());
+    write_status(&nodes, &config.name, status).await
+}
+
+async fn write_status(
+    nodes: &Api<Node>,
+    name: &str,
+    status: NodeStatus,
+) -> Result<Node, NodeError> {
+    nodes
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await
+        .map_err(api_error(format!("writing Node {name}'s status")))
+}
+
+/// Renews the Lease every 10 s and rewrites the Node status when it changes; runs forever.
+/// `runtime_version` asks the container runtime for its version (an error: it is down).
+pub async fn heartbeat<F, Fut>(
+    client: Client,
+    config: NodeConfig,
+    mut node: Node,
+    runtime_version: F,
+) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<String, String>>,
+{
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    let mut last_report = Instant::now();
+    let mut ticker = tokio::time::interval(LEASE_RENEW);
+    loop {
+        ticker.tick().await;
+        if let Err(error) = renew_lease(&leases, &config, &node).await {
+            tracing::warn!(error = %crate::error_chain(&error), "renewing the node Lease");
+        }
+        let runtime = runtime_version().await;
+        let desired = desired_status(&config, &runtime);
+        let current = node.status.clone().unwrap_or_default();
+        if comparable(&desired) != comparable(&current) || last_report.elapsed() >= STATUS_REPORT {
+            match write_status(&nodes, &config.name, stamp(desired, Some(&current))).await {
+                Ok(written) => {
+                    node = written;
+                    last_report = Instant::now();
+                    tracing::info!(node = %config.name, "node status updated");
+                }
+                Err(error) => {
+                    tracing::warn!(error = %crate::error_chain(&error), "writing the node status")
+                }
+            }
+        }
+    }
+}
+
+async fn renew_lease(
+    leases: &Api<Lease>,
+    config: &NodeConfig,
+    node: &Node,
+) -> Result<(), NodeError> {
+    let now = MicroTime(Timestamp::now());
+    let spec = LeaseSpec {
+        holder_identity: Some(config.name.clone()),
+        lease_duration_seconds: Some(LEASE_DURATION_SECONDS),
+        renew_time: Some(now.clone()),
+        ..LeaseSpec::default()
+    };
+    let existing = leases
+        .get_opt(&config.name)
+        .await
+        .map_err(api_error("reading the node Lease"))?;
+    match existing {
+        Some(_) => {
+            leases
+                .patch(
+                    &config.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"spec": {
+                        "holderIdentity": config.name,
+                        "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+                        "renewTime": now,
+                    }})),
+                )
+                .await
+                .map_err(api_error("renewing the node Lease"))?;
+        }
+        None => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(config.name.clone()),
+                    namespace: Some("kube-node-lease".to_owned()),
+                    owner_references: node.metadata.uid.clone().map(|uid| {
+                        vec![OwnerReference {
+                            api_version: "v1".to_owned(),
+                            kind: "Node".to_owned(),
+                            name: config.name.clone(),
+                            uid,
+                            ..OwnerReference::default()
+                        }]
+                    }),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(LeaseSpec {
+                    acquire_time: Some(now),
+                    ..spec
+                }),
+            };
+            leases
+                .create(&PostParams::default(), &lease)
+                .await
+                .map_err(api_error("creating the node Lease"))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_comparison_ignores_timestamps() {
+        let config = NodeConfig {
+            name: "n1".into(),
+            address: Ipv4Addr::new(10, 0, 0, 1),
+            max_pods: 110,
+            kubelet_port: Some(10250),
+        };
+        let up = Ok("20.10.24".to_owned());
+        let first = stamp(desired_status(&config, &up), None);
+        std::thread::sleep(Duration::from_millis(1100));
+        let second = stamp(desired_status(&config, &up), Some(&first));
+        assert_eq!(comparable(&first), comparable(&second));
+        let ready = |s: &NodeStatus| {
+            s.conditions
+                .as_ref()
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready").cloned())
+                .expect("a Ready condition")
+        };
+        assert_eq!(
+            ready(&first).last_transition_time,
+            ready(&second).last_transition_time
+        );
+        let down = desired_status(&config, &Err("no socket".into()));
+        assert_ne!(comparable(&first), comparable(&down));
+        assert_eq!(ready(&down).status, "False");
+        assert_eq!(
+            labels("n1")
+                .get("kubernetes.io/hostname")
+                .map(String::as_str),
+            Some("n1")
+        );
+    }
+}

@@ -1,0 +1,420 @@
+//! The kubelet's pod job: watch the pods bound to this node (`spec.nodeName`), run each as
+//! Docker containers in its own network namespace ([`worker`]), report status through the API,
+//! and after an agent restart adopt what is still running (containers carry their pod's labels)
+//! while removing what belongs to pods that are gone.
+
+pub mod probes;
+pub mod runtime;
+pub mod server;
+pub mod spec;
+pub mod status;
+pub mod volumes;
+pub mod worker;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Client,
+    runtime::watcher::{self, Event},
+};
+use tokio::{sync::watch, task::JoinHandle};
+
+use self::runtime::Runtime;
+use crate::{error_chain, network::PodNetwork};
+
+/// Settings of the pod runner.
+#[derive(Debug, Clone)]
+pub struct PodsConfig {
+    /// This node's name.
+    pub node_name: String,
+    /// The node's address (`status.hostIP`).
+    pub host_ip: Ipv4Addr,
+    /// Where pod volumes and IPAM state live.
+    pub data_dir: PathBuf,
+    /// The image whose `sleep` holds each pod's namespaces.
+    pub sandbox_image: String,
+    /// First restart back-off (Kubernetes: 10 s).
+    pub backoff_initial: Duration,
+    /// Longest restart back-off (Kubernetes: 5 min).
+    pub backoff_max: Duration,
+}
+
+/// Counters for /metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    syncs: AtomicU64,
+    sync_micros: AtomicU64,
+    status_writes: AtomicU64,
+    probes_ready: AtomicU64,
+    probes_unready: AtomicU64,
+    pods: AtomicU64,
+}
+
+impl Metrics {
+    fn record_sync(&self, took: Duration) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.sync_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn record_status_write(&self) {
+        self.status_writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record_probe(&self, ready: bool) {
+        if ready {
+            self.probes_ready.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.probes_unready.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The counters in Prometheus' text format.
+    pub fn text(&self) -> String {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "# TYPE keelson_pods gauge\nkeelson_pods {}\n\
+             # TYPE keelson_pod_syncs_total counter\nkeelson_pod_syncs_total {}\n\
+             # TYPE keelson_pod_sync_seconds_total counter\nkeelson_pod_sync_seconds_total {:.6}\n\
+             # TYPE keelson_pod_status_writes_total counter\nkeelson_pod_status_writes_total {}\n\
+             # TYPE keelson_probe_results_total counter\n\
+             keelson_probe_results_total{{result=\"ready\"}} {}\n\
+             keelson_probe_results_total{{result=\"unready\"}} {}\n",
+            get(&self.pods),
+            get(&self.syncs),
+            get(&self.sync_micros) as f64 / 1e6,
+            get(&self.status_writes),
+            get(&self.probes_ready),
+            get(&self.probes_unready),
+        )
+    }
+}
+
+/// What every pod worker shares.
+pub struct Ctx {
+    /// The API client (node credentials).
+    pub client: Client,
+    /// Docker.
+    pub runtime: Runtime,
+    /// Pod networking; `None` when the node has no pod CIDR.
+    pub network: Option<Arc<PodNetwork>>,
+    /// Settings.
+    pub config: PodsConfig,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("config", &self.config)
+            .field("network", &self.network)
+            .finish_non_exhaustive()
+    }
+}
+
+struct WorkerHandle {
+    tx: watch::Sender<Option<Pod>>,
+    /// Wakes the worker when Docker reports one of its containers starting or ending.
+    poke: Arc<tokio::sync::Notify>,
+    task: JoinHandle<()>,
+}
+
+/// Runs the pods bound to this node until the process stops.
+pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::all(ctx.client.clone());
+    let config =
+        watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
+    let mut events = watcher::watcher(pods, config).boxed();
+    let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
+    let mut listing: HashSet<String> = HashSet::new();
+    let mut reap = tokio::time::interval(Duration::from_secs(5));
+    let (events_tx, mut docker_events) = tokio::sync::mpsc::unbounded_channel();
+    let runtime = ctx.runtime.clone();
+    let forwarder = tokio::spawn(async move { runtime.forward_events(events_tx).await });
+    let _stop_forwarder = AbortOnDrop(forwarder);
+    loop {
+        tokio::select! {
+            Some(uid) = docker_events.recv() => {
+                if let Some(w) = workers.get(&uid) {
+                    w.poke.notify_one();
+                }
+            }
+            event = events.next() => {
+                let Some(event) = event else { return Ok(()) };
+                match event {
+                    Ok(Event::Apply(pod)) => dispatch(&ctx, &mut workers, pod),
+                    Ok(Event::Delete(pod)) => {
+                        let uid = pod.metadata.uid.clone().unwrap_or_default();
+                        if let Some(w) = workers.get(&uid) {
+                            let _ = w.tx.send(None);
+                        }
+                    }
+                    Ok(Event::Init) => listing.clear(),
+                    Ok(Event::InitApply(pod)) => {
+                        listing.insert(pod.metadata.uid.clone().unwrap_or_default());
+                        dispatch(&ctx, &mut workers, pod);
+                    }
+                    Ok(Event::InitDone) => {
+                        for (uid, w) in &workers {
+                            if !listing.contains(uid) {
+                                let _ = w.tx.send(None);
+                            }
+                        }
+                        let known: HashSet<String> = workers.keys().cloned().collect();
+                        if let Err(error) = collect_orphans(&ctx, &known).await {
+                            tracing::warn!(%error, "removing containers of pods that are gone");
+                        }
+                        tracing::info!(pods = workers.len(), "pods bound to this node listed");
+                    }
+                    Err(error) => tracing::warn!(%error, "watching pods"),
+                }
+            }
+            _ = reap.tick() => {
+                workers.retain(|_, w| !w.task.is_finished());
+            }
+        }
+        ctx.metrics
+            .pods
+            .store(workers.len() as u64, Ordering::Relaxed);
+    }
+}
+
+fn dispatch(ctx: &Arc<Ctx>, workers: &mut HashMap<String, WorkerHandle>, pod: Pod) {
+    let Some(uid) = pod.metadata.uid.clone() else {
+        return;
+    };
+    if let Some(w) = workers.get(&uid)
+        && !w.task.is_finished()
+    {
+        // The worker's own status writes come back here: they need no new pass.
+        w.tx.send_if_modified(|current| {
+            let wake = current.as_ref().is_none_or(|c| needs_sync(c, &pod));
+            *current = Some(pod);
+            wake
+        });
+        return;
+    }
+    let (tx, rx) = watch::channel(Some(pod));
+    let poke = Arc::new(tokio::sync::Notify::new());
+    let task = tokio::spawn(worker::run(ctx.clone(), uid.clone(), rx, poke.clone()));
+    workers.insert(uid, WorkerHandle { tx, poke, task });
+}
+
+/// Whether `next` differs from `current` in more than its status and bookkeeping.
+fn needs_sync(current: &Pod, next: &Pod) -> bool {
+    current.spec != next.spec
+        || current.metadata.deletion_timestamp != next.metadata.deletion_timestamp
+        || current.metadata.labels != next.metadata.labels
+        || current.metadata.annotations != next.metadata.annotations
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Removes the containers, addresses and directories of pods this node no longer runs (deleted
+/// while the agent was down).
+async fn collect_orphans(ctx: &Ctx, known: &HashSet<String>) -> Result<(), String> {
+    let all = ctx.runtime.list().await.map_err(|e| error_chain(&e))?;
+    for (uid, containers) in all.iter().filter(|(uid, _)| !known.contains(*uid)) {
+        tracing::info!(
+            uid,
+            containers = containers.len(),
+            "removing an orphaned pod"
+        );
+        worker::teardown_containers(ctx, containers, Duration::ZERO).await?;
+    }
+    let mut stale: HashSet<String> = all
+        .keys()
+        .filter(|uid| !known.contains(*uid))
+        .cloned()
+        .collect();
+    if let Some(network) = &ctx.network {
+        stale.extend(
+            network
+                .owners()
+                .await
+                .into_iter()
+                .filter(|uid| !known.contains(uid)),
+        );
+        for uid in &stale {
+            network.detach(uid).await.map_err(|e| error_chain(&e))?;
+        }
+    }
+    if let Ok(dirs) = std::fs::read_dir(ctx.config.data_dir.join("pods")) {
+        for dir in dirs.flatten() {
+            let uid = dir.file_name().to_string_lossy().into_owned();
+            if !known.contains(&uid) {
+                let _ = std::fs::remove_dir_all(dir.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Everything the kubelet part of `run` needs.
+#[derive(Debug, Clone)]
+pub struct KubeletSettings {
+    /// Pod runner settings.
+    pub pods: PodsConfig,
+    /// The Docker socket.
+    pub docker_socket: String,
+    /// The pod CIDR when the Node has no `spec.podCIDR`.
+    pub pod_cidr: Option<crate::network::ipam::Ipv4Cidr>,
+    /// Capacity `pods`.
+    pub max_pods: u32,
+    /// Where the kubelet endpoint (container logs for the API server) listens; `None`: off.
+    pub kubelet_listen: Option<std::net::SocketAddr>,
+    /// The cluster CA (DER) whose certificates the kubelet endpoint accepts.
+    pub client_ca: Vec<Vec<u8>>,
+}
+
+/// The registered node with its pod runner, ready to run.
+#[derive(Debug)]
+pub struct Kubelet {
+    ctx: Arc<Ctx>,
+    endpoint: Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>,
+    node: k8s_openapi::api::core::v1::Node,
+    node_config: crate::node::NodeConfig,
+}
+
+impl Kubelet {
+    /// Connects to Docker, registers the Node and sets up pod networking from the Node's
+    /// `spec.podCIDR` (else `pod_cidr`).
+    pub async fn start(client: Client, settings: KubeletSettings) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let runtime = Runtime::connect(&settings.docker_socket, &settings.pods.node_name)
+            .await
+            .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+        let endpoint = match settings.kubelet_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening on {addr} (--kubelet-listen)"))?;
+                let names = vec![
+                    settings.pods.node_name.clone(),
+                    settings.pods.host_ip.to_string(),
+                    "127.0.0.1".to_owned(),
+                ];
+                let tls = server::tls_config(names, &settings.client_ca)
+                    .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+                    .context("the kubelet endpoint")?;
+                Some((listener, tls))
+            }
+            None => None,
+        };
+        let kubelet_port = endpoint
+            .as_ref()
+            .and_then(|(l, _)| l.local_addr().ok())
+            .map(|a| a.port());
+        let node_config = crate::node::NodeConfig {
+            name: settings.pods.node_name.clone(),
+            address: settings.pods.host_ip,
+            max_pods: settings.max_pods,
+            kubelet_port,
+        };
+        let node = crate::node::register(&client, &node_config, &runtime.version().await)
+            .await
+            .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+            .context("registering the Node")?;
+        let node_cidr = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_cidr.clone())
+            .filter(|c| !c.is_empty());
+        let cidr = match (node_cidr, settings.pod_cidr) {
+            (Some(text), flag) => {
+                let cidr: crate::network::ipam::Ipv4Cidr = text
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("the Node's spec.podCIDR: {e}"))?;
+                if flag.is_some_and(|f| f != cidr) {
+                    tracing::warn!(%cidr, "--pod-cidr differs from the Node's spec.podCIDR; using the Node's");
+                }
+                Some(cidr)
+            }
+            (None, flag) => flag,
+        };
+        let network = match cidr {
+            Some(cidr) => Some(Arc::new(
+                PodNetwork::start(cidr, settings.pods.data_dir.join("ipam.json"))
+                    .await
+                    .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+                    .context("setting up pod networking")?,
+            )),
+            None => {
+                tracing::warn!(
+                    "the Node has no spec.podCIDR and --pod-cidr is not set: pods cannot get addresses"
+                );
+                None
+            }
+        };
+        std::fs::create_dir_all(settings.pods.data_dir.join("pods"))
+            .with_context(|| format!("creating {}", settings.pods.data_dir.display()))?;
+        tracing::info!(
+            node = %settings.pods.node_name,
+            cidr = %cidr.map(|c| c.to_string()).unwrap_or_default(),
+            data_dir = %settings.pods.data_dir.display(),
+            "node registered"
+        );
+        Ok(Self {
+            ctx: Arc::new(Ctx {
+                client,
+                runtime,
+                network,
+                config: settings.pods,
+                metrics: Arc::new(Metrics::default()),
+            }),
+            endpoint,
+            node,
+            node_config,
+        })
+    }
+
+    /// The pod counters, for /metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.ctx.metrics.clone()
+    }
+
+    /// Heartbeats and pods, until the process stops.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let runtime = self.ctx.runtime.clone();
+        let heartbeat = crate::node::heartbeat(
+            self.ctx.client.clone(),
+            self.node_config,
+            self.node,
+            move || {
+                let runtime = runtime.clone();
+                async move { runtime.version().await }
+            },
+        );
+        let runtime = self.ctx.runtime.clone();
+        let endpoint = async move {
+            match self.endpoint {
+                Some((listener, tls)) => server::serve(listener, tls, runtime).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = heartbeat => r,
+            r = run(self.ctx) => r,
+            () = endpoint => Ok(()),
+        }
+    }
+}

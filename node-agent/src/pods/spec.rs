@@ -1,0 +1,457 @@
+//! Turning a pod's container spec into what Docker runs: environment (literal values, ConfigMap
+//! and Secret references, the downward API, service variables), resource limits, and `$(VAR)`
+//! expansion in command and args.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
+use kube::{Api, Client};
+
+/// Why a container's configuration cannot be built yet (the pod shows
+/// `CreateContainerConfigError` with this message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// ConfigMaps and Secrets of one namespace, fetched once per container start.
+pub struct Sources {
+    client: Client,
+    namespace: String,
+    config_maps: HashMap<String, Option<ConfigMap>>,
+    secrets: HashMap<String, Option<Secret>>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sources {
+    /// An empty cache for `namespace`.
+    pub fn new(client: Client, namespace: &str) -> Self {
+        Self {
+            client,
+            namespace: namespace.to_owned(),
+            config_maps: HashMap::new(),
+            secrets: HashMap::new(),
+        }
+    }
+
+    /// ConfigMap `name` (`None` if it does not exist).
+    pub async fn config_map(&mut self, name: &str) -> Result<Option<ConfigMap>, ConfigError> {
+        if !self.config_maps.contains_key(name) {
+            let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+            let found = api
+                .get_opt(name)
+                .await
+                .map_err(|e| ConfigError(format!("reading configmap \"{name}\": {e}")))?;
+            self.config_maps.insert(name.to_owned(), found);
+        }
+        Ok(self.config_maps[name].clone())
+    }
+
+    /// Secret `name` (`None` if it does not exist).
+    pub async fn secret(&mut self, name: &str) -> Result<Option<Secret>, ConfigError> {
+        if !self.secrets.contains_key(name) {
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+            let found = api
+                .get_opt(name)
+                .await
+                .map_err(|e| ConfigError(format!("reading secret \"{name}\": {e}")))?;
+            self.secrets.insert(name.to_owned(), found);
+        }
+        Ok(self.secrets[name].clone())
+    }
+
+    /// The text data of ConfigMap `name` (binary data decoded as UTF-8 where possible).
+    pub async fn config_map_data(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ConfigError> {
+        Ok(self.config_map(name).await?.map(|cm| {
+            let mut data: BTreeMap<String, Vec<u8>> = cm
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            for (k, v) in cm.binary_data.unwrap_or_default() {
+                data.insert(k, v.0);
+            }
+            data
+        }))
+    }
+
+    /// The data of Secret `name`.
+    pub async fn secret_data(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ConfigError> {
+        Ok(self.secret(name).await?.map(|s| {
+            let mut data: BTreeMap<String, Vec<u8>> = s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            for (k, v) in s.string_data.unwrap_or_default() {
+                data.insert(k, v.into_bytes());
+            }
+            data
+        }))
+    }
+}
+
+/// `{SVC}_SERVICE_HOST`, `{SVC}_SERVICE_PORT`, `{SVC}_SERVICE_PORT_{NAME}` and the Docker-link
+/// style `{SVC}_PORT*` variables for every Service with a cluster IP in `namespace`.
+pub async fn service_env(client: &Client, namespace: &str) -> Vec<(String, String)> {
+    let api: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let services = match api.list(&Default::default()).await {
+        Ok(list) => list.items,
+        Err(error) => {
+            tracing::warn!(%error, namespace, "listing services for pod environment variables");
+            return Vec::new();
+        }
+    };
+    let mut env = Vec::new();
+    for service in services {
+        let Some(spec) = service.spec else { continue };
+        let Some(ip) = spec.cluster_ip.filter(|ip| !ip.is_empty() && ip != "None") else {
+            continue;
+        };
+        let name = service
+            .metadata
+            .name
+            .unwrap_or_default()
+            .to_uppercase()
+            .replace('-', "_");
+        let ports = spec.ports.unwrap_or_default();
+        let Some(first) = ports.first() else { continue };
+        env.push((format!("{name}_SERVICE_HOST"), ip.clone()));
+        env.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
+        for port in &ports {
+            let protocol = port.protocol.clone().unwrap_or_else(|| "TCP".into());
+            if let Some(port_name) = &port.name {
+                env.push((
+                    format!(
+                        "{name}_SERVICE_PORT_{}",
+                        port_name.to_uppercase().replace('-', "_")
+                    ),
+                    port.port.to_string(),
+                ));
+            }
+            let prefix = format!("{name}_PORT_{}_{}", port.port, protocol);
+            let proto = protocol.to_lowercase();
+            env.push((prefix.clone(), format!("{proto}://{ip}:{}", port.port)));
+            env.push((format!("{prefix}_PROTO"), proto));
+            env.push((format!("{prefix}_PORT"), port.port.to_string()));
+            env.push((format!("{prefix}_ADDR"), ip.clone()));
+        }
+        let protocol = first.protocol.clone().unwrap_or_else(|| "TCP".into());
+        env.push((
+            format!("{name}_PORT"),
+            format!("{}://{ip}:{}", protocol.to_lowercase(), first.port),
+        ));
+    }
+    env
+}
+
+/// A pod field for the downward API (`fieldRef.fieldPath`).
+fn pod_field(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Result<String, ConfigError> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let label = |map: &Option<BTreeMap<String, String>>, key: &str| {
+        map.as_ref()
+            .and_then(|m| m.get(key).cloned())
+            .unwrap_or_default()
+    };
+    Ok(match path {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.podIP" | "status.podIPs" => pod_ip.to_owned(),
+        "status.hostIP" | "status.hostIPs" => host_ip.to_owned(),
+        other => {
+            if let Some(key) = other
+                .strip_prefix("metadata.labels['")
+                .and_then(|k| k.strip_suffix("']"))
+            {
+                label(&meta.labels, key)
+            } else if let Some(key) = other
+                .strip_prefix("metadata.annotations['")
+                .and_then(|k| k.strip_suffix("']"))
+            {
+                label(&meta.annotations, key)
+            } else {
+                return Err(ConfigError(format!(
+                    "unsupported fieldRef fieldPath \"{other}\""
+                )));
+            }
+        }
+    })
+}
+
+/// Expands `$(NAME)` from `vars`; `$$(` stays a literal `$(`; unknown names stay as written.
+pub fn expand(text: &str, vars: &HashMap<String, String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('(')
+            && let Some(end) = body.find(')')
+        {
+            let name = &body[..end];
+            match vars.get(name) {
+                Some(value) => out.push_str(value),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The container's environment in Kubernetes' order: service variables, `envFrom`, `env`
+/// (later entries win), with `$(VAR)` expanded against what came before.
+pub async fn container_env(
+    sources: &mut Sources,
+    pod: &Pod,
+    container: &Container,
+    services: &[(String, String)],
+    pod_ip: &str,
+    host_ip: &str,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut order: Vec<String> = Vec::new();
+    let mut vars: HashMap<String, String> = HashMap::new();
+    let mut set = |order: &mut Vec<String>, name: String, value: String| {
+        if vars.insert(name.clone(), value).is_none() {
+            order.push(name);
+        }
+    };
+    for (k, v) in services {
+        set(&mut order, k.clone(), v.clone());
+    }
+    for from in container.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        let (data, kind, name, optional) = if let Some(cm) = &from.config_map_ref {
+            (
+                sources.config_map_data(&cm.name).await?,
+                "configmap",
+                cm.name.clone(),
+                cm.optional == Some(true),
+            )
+        } else if let Some(secret) = &from.secret_ref {
+            (
+                sources.secret_data(&secret.name).await?,
+                "secret",
+                secret.name.clone(),
+                secret.optional == Some(true),
+            )
+        } else {
+            continue;
+        };
+        match data {
+            Some(data) => {
+                for (k, v) in data {
+                    set(
+                        &mut order,
+                        format!("{prefix}{k}"),
+                        String::from_utf8_lossy(&v).into_owned(),
+                    );
+                }
+            }
+            None if optional => {}
+            None => return Err(ConfigError(format!("{kind} \"{name}\" not found"))),
+        }
+    }
+    for env in container.env.iter().flatten() {
+        let value = if let Some(source) = &env.value_from {
+            if let Some(r) = &source.config_map_key_ref {
+                let data = sources.config_map_data(&r.name).await?;
+                let optional = r.optional == Some(true);
+                match data.as_ref().map(|d| d.get(&r.key)) {
+                    Some(Some(v)) => String::from_utf8_lossy(v).into_owned(),
+                    _ if optional => continue,
+                    Some(None) => {
+                        return Err(ConfigError(format!(
+                            "couldn't find key {} in ConfigMap {}/{}",
+                            r.key, sources.namespace, r.name
+                        )));
+                    }
+                    None => {
+                        return Err(ConfigError(format!("configmap \"{}\" not found", r.name)));
+                    }
+                }
+            } else if let Some(r) = &source.secret_key_ref {
+                let data = sources.secret_data(&r.name).await?;
+                let optional = r.optional == Some(true);
+                match data.as_ref().map(|d| d.get(&r.key)) {
+                    Some(Some(v)) => String::from_utf8_lossy(v).into_owned(),
+                    _ if optional => continue,
+                    Some(None) => {
+                        return Err(ConfigError(format!(
+                            "couldn't find key {} in Secret {}/{}",
+                            r.key, sources.namespace, r.name
+                        )));
+                    }
+                    None => return Err(ConfigError(format!("secret \"{}\" not found", r.name))),
+                }
+            } else if let Some(r) = &source.field_ref {
+                pod_field(pod, &r.field_path, pod_ip, host_ip)?
+            } else if let Some(r) = &source.resource_field_ref {
+                resource_field(container, &r.resource)
+            } else {
+                String::new()
+            }
+        } else {
+            env.value.clone().unwrap_or_default()
+        };
+        set(&mut order, env.name.clone(), value);
+    }
+    // `$(VAR)` in values refers to variables defined before; expand in order.
+    let mut defined: HashMap<String, String> = HashMap::new();
+    let mut result = Vec::with_capacity(order.len());
+    for name in order {
+        let value = expand(&vars[&name], &defined);
+        defined.insert(name.clone(), value.clone());
+        result.push((name, value));
+    }
+    Ok(result)
+}
+
+fn resource_field(container: &Container, resource: &str) -> String {
+    let resources = container.resources.clone().unwrap_or_default();
+    let (map, key) = match resource.split_once('.') {
+        Some(("limits", key)) => (resources.limits, key.to_owned()),
+        Some(("requests", key)) => (resources.requests, key.to_owned()),
+        _ => return String::new(),
+    };
+    let Some(quantity) = map.and_then(|m| m.get(&key).cloned()) else {
+        return String::new();
+    };
+    match key.as_str() {
+        "cpu" => cpu_millis(&quantity.0)
+            .map(|m| ((m + 999) / 1000).to_string())
+            .unwrap_or_default(),
+        _ => bytes(&quantity.0)
+            .map(|b| b.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// A CPU quantity in millicores (`500m`, `2`, `0.25`).
+pub fn cpu_millis(quantity: &str) -> Option<i64> {
+    let q = quantity.trim();
+    if let Some(m) = q.strip_suffix('m') {
+        return m.parse::<f64>().ok().map(|v| v.round() as i64);
+    }
+    q.parse::<f64>().ok().map(|v| (v * 1000.0).round() as i64)
+}
+
+/// A memory quantity in bytes (`64Mi`, `1G`, `128974848`, `129e6`).
+pub fn bytes(quantity: &str) -> Option<i64> {
+    let q = quantity.trim();
+    let suffixes: [(&str, f64); 13] = [
+        ("Ki", 1024f64),
+        ("Mi", 1024f64.powi(2)),
+        ("Gi", 1024f64.powi(3)),
+        ("Ti", 1024f64.powi(4)),
+        ("Pi", 1024f64.powi(5)),
+        ("Ei", 1024f64.powi(6)),
+        ("k", 1e3),
+        ("K", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    for (suffix, factor) in suffixes {
+        if let Some(number) = q.strip_suffix(suffix) {
+            return number
+                .parse::<f64>()
+                .ok()
+                .map(|v| (v * factor).round() as i64);
+        }
+    }
+    if let Some(m) = q.strip_suffix('m') {
+        return m.parse::<f64>().ok().map(|v| (v / 1000.0).ceil() as i64);
+    }
+    q.parse::<f64>().ok().map(|v| v.round() as i64)
+}
+
+/// Docker's CPU and memory settings from the container's resources: `limits.cpu` -> CFS quota
+/// (NanoCpus), `requests.cpu` -> CPU shares, `limits.memory` -> memory limit.
+pub fn resources(container: &Container) -> (Option<i64>, Option<i64>, Option<i64>) {
+    let resources = container.resources.clone().unwrap_or_default();
+    let limit = |key: &str| {
+        resources
+            .limits
+            .as_ref()
+            .and_then(|m| m.get(key))
+            .map(|q| q.0.clone())
+    };
+    let request = |key: &str| {
+        resources
+            .requests
+            .as_ref()
+            .and_then(|m| m.get(key))
+            .map(|q| q.0.clone())
+    };
+    let nano_cpus = limit("cpu")
+        .and_then(|q| cpu_millis(&q))
+        .map(|m| m * 1_000_000);
+    let shares = request("cpu")
+        .or_else(|| limit("cpu"))
+        .and_then(|q| cpu_millis(&q))
+        .map(|m| (m * 1024 / 1000).max(2));
+    let memory = limit("memory").and_then(|q| bytes(&q));
+    (nano_cpus, shares, memory)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(cpu_millis("500m"), Some(500));
+        assert_eq!(cpu_millis("2"), Some(2000));
+        assert_eq!(cpu_millis("0.25"), Some(250));
+        assert_eq!(bytes("64Mi"), Some(64 * 1024 * 1024));
+        assert_eq!(bytes("1G"), Some(1_000_000_000));
+        assert_eq!(bytes("128974848"), Some(128_974_848));
+        assert_eq!(bytes("129e6"), Some(129_000_000));
+        assert_eq!(bytes("lots"), None);
+    }
+
+    #[test]
+    fn expansion() {
+        let vars = HashMap::from([("A".to_owned(), "x".to_owned())]);
+        assert_eq!(expand("$(A)-$(B)-$$(A)-$", &vars), "x-$(B)-$(A)-$");
+    }
+}

@@ -1,0 +1,1234 @@
+//! One task per pod: it reconciles the pod's Docker containers with its spec (sandbox, network,
+//! init containers in order, app containers with restart back-off, probes), writes the status
+//! when it changes, and on deletion stops the containers gracefully, frees the address and
+//! removes the pod object.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use k8s_openapi::{
+    api::core::v1::{
+        Container, ContainerStatus, Event, EventSource, HostIP, ObjectReference, Pod, PodIP,
+        PodStatus,
+    },
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
+    jiff::Timestamp,
+};
+use kube::{
+    Api,
+    api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions},
+};
+use tokio::sync::watch;
+
+use super::{
+    Ctx,
+    probes::Probes,
+    runtime::{
+        self, Details, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_POD_NAME, LABEL_POD_NAMESPACE,
+        LABEL_POD_UID, LABEL_ROLE, Observed, SANDBOX,
+    },
+    spec::{self, ConfigError, Sources},
+    status, volumes,
+};
+use crate::error_chain;
+
+/// How often a pod is looked at when nothing wakes its worker earlier (Docker's events, the
+/// pod's changes, probes and back-offs do).
+const RESYNC: Duration = Duration::from_secs(10);
+/// Kubernetes' default termination grace period.
+const DEFAULT_GRACE: i64 = 30;
+
+/// Why a container is not running yet, for its `waiting` state.
+#[derive(Debug, Clone)]
+struct Waiting {
+    reason: String,
+    message: String,
+}
+
+/// The pod's sandbox.
+#[derive(Debug, Clone)]
+struct Sandbox {
+    id: String,
+}
+
+/// One pod's reconciler.
+struct Worker {
+    ctx: Arc<Ctx>,
+    uid: String,
+    name: String,
+    namespace: String,
+    sandbox: Option<Sandbox>,
+    /// `spec.hostNetwork`: the pod shares the node's network namespace and address.
+    host_network: bool,
+    pod_ip: Option<Ipv4Addr>,
+    network_error: Option<String>,
+    services: Option<Vec<(String, String)>>,
+    /// Docker's details per container id, refreshed when the container starts or ends.
+    finished: HashMap<String, Details>,
+    /// Probes per container name (for its current instance).
+    probes: HashMap<String, Probes>,
+    waiting: HashMap<String, Waiting>,
+    /// Image pull failures per container name: count and when the last one happened.
+    pull_failures: HashMap<String, (u32, Instant)>,
+    /// The next attempt per container name after a sandbox was lost (restart counts go on).
+    next_attempt: HashMap<String, u32>,
+    /// Back-off events already sent, per container name and attempt.
+    backoff_reported: HashMap<String, u32>,
+    /// The status as last written (or as read from the API at start).
+    written: Option<PodStatus>,
+    start_time: Option<Time>,
+    terminal: bool,
+    next_wake: Instant,
+    last_error: String,
+}
+
+/// Runs pod `uid`'s worker until the pod is gone and cleaned up.
+pub async fn run(
+    ctx: Arc<Ctx>,
+    uid: String,
+    mut rx: watch::Receiver<Option<Pod>>,
+    poke: Arc<tokio::sync::Notify>,
+) {
+    let first = rx.borrow().clone();
+    let Some(first) = first else { return };
+    let mut worker = Worker {
+        ctx,
+        uid,
+        name: first.metadata.name.clone().unwrap_or_default(),
+        namespace: first
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        sandbox: None,
+        host_network: first
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false),
+        pod_ip: None,
+        network_error: None,
+        services: None,
+        finished: HashMap::new(),
+        probes: HashMap::new(),
+        waiting: HashMap::new(),
+        pull_failures: HashMap::new(),
+        backoff_reported: HashMap::new(),
+        next_attempt: HashMap::new(),
+        written: first.status.clone(),
+        start_time: first.status.as_ref().and_then(|s| s.start_time.clone()),
+        terminal: false,
+        next_wake: Instant::now(),
+        last_error: String::new(),
+    };
+    loop {
+        let current = rx.borrow_and_update().clone();
+        match current {
+            None => {
+                // Gone from the API: nothing waits for the containers any more.
+                worker.teardown(Duration::ZERO).await;
+                return;
+            }
+            Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
+                worker.terminate(&pod).await;
+                return;
+            }
+            Some(pod) => {
+                let started = Instant::now();
+                worker.next_wake = started + RESYNC;
+                match worker.sync(&pod).await {
+                    Ok(()) => worker.last_error.clear(),
+                    Err(error) => {
+                        worker.wake_at(Instant::now() + Duration::from_secs(1));
+                        if error != worker.last_error {
+                            tracing::warn!(pod = %worker.name, namespace = %worker.namespace, %error, "pod sync");
+                            worker.last_error = error;
+                        }
+                    }
+                }
+                worker.ctx.metrics.record_sync(started.elapsed());
+            }
+        }
+        let wake = tokio::time::Instant::from_std(worker.next_wake);
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            () = poke.notified() => {}
+            () = tokio::time::sleep_until(wake) => {}
+        }
+    }
+}
+
+fn docker_name(container: &str, pod: &str, namespace: &str, uid: &str, attempt: u32) -> String {
+    format!("k8s_{container}_{pod}_{namespace}_{uid}_{attempt}")
+}
+
+fn should_restart(policy: &str, exit_code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => exit_code != 0,
+        _ => true,
+    }
+}
+
+impl Worker {
+    fn pod_dir(&self) -> PathBuf {
+        self.ctx.config.data_dir.join("pods").join(&self.uid)
+    }
+
+    fn labels(&self, container: &str, role: &str, attempt: u32) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_POD_UID.to_owned(), self.uid.clone()),
+            (LABEL_POD_NAME.to_owned(), self.name.clone()),
+            (LABEL_POD_NAMESPACE.to_owned(), self.namespace.clone()),
+            (LABEL_CONTAINER.to_owned(), container.to_owned()),
+            (LABEL_ROLE.to_owned(), role.to_owned()),
+            (LABEL_ATTEMPT.to_owned(), attempt.to_string()),
+        ])
+    }
+
+    fn wake_at(&mut self, at: Instant) {
+        if at < self.next_wake {
+            self.next_wake = at.max(Instant::now() + Duration::from_millis(50));
+        }
+    }
+
+    /// An Event about this pod (what `kubectl describe` lists); sent in the background.
+    fn event(&self, pod: &Pod, container: Option<&str>, kind: &str, reason: &str, message: String) {
+        let now = Time(Timestamp::now());
+        let nanos = Timestamp::now().as_nanosecond();
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{:x}", self.name, nanos)),
+                namespace: Some(self.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(self.name.clone()),
+                namespace: Some(self.namespace.clone()),
+                uid: Some(self.uid.clone()),
+                resource_version: pod.metadata.resource_version.clone(),
+                field_path: container.map(|c| format!("spec.containers{{{c}}}")),
+            },
+            reason: Some(reason.to_owned()),
+            message: Some(message),
+            type_: Some(kind.to_owned()),
+            source: Some(EventSource {
+                component: Some("kubelet".into()),
+                host: Some(self.ctx.config.node_name.clone()),
+            }),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            reporting_component: Some("keelson-node-agent".into()),
+            reporting_instance: Some(self.ctx.config.node_name.clone()),
+            ..Event::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        tokio::spawn(async move {
+            if let Err(error) = api.create(&PostParams::default(), &event).await {
+                tracing::debug!(%error, "posting an event");
+            }
+        });
+    }
+
+    async fn details(&mut self, container: &Observed) -> Result<Details, String> {
+        // A container's details change only when it starts or ends, which the list shows.
+        if let Some(d) = self.finished.get(&container.id)
+            && d.running == container.running
+        {
+            return Ok(d.clone());
+        }
+        let details = self
+            .ctx
+            .runtime
+            .inspect(&container.id)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        if details.running == container.running {
+            self.finished.insert(container.id.clone(), details.clone());
+        }
+        Ok(details)
+    }
+
+    /// One reconcile pass, then the status.
+    async fn sync(&mut self, pod: &Pod) -> Result<(), String> {
+        let observed = self
+            .ctx
+            .runtime
+            .list_pod(&self.uid)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let result = if self.terminal {
+            Ok(())
+        } else {
+            self.act(pod, &observed).await
+        };
+        // The status reflects what Docker has now, also when acting failed half way.
+        let observed = self
+            .ctx
+            .runtime
+            .list_pod(&self.uid)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        self.write_status(pod, &observed).await?;
+        result
+    }
+
+    /// A running sandbox with its network, created (again) if there is none.
+    async fn ensure_sandbox(&mut self, observed: &[Observed]) -> Result<(), String> {
+        let running = observed
+            .iter()
+            .find(|c| c.role == "sandbox" && c.running)
+            .cloned();
+        if let Some(sandbox) = running {
+            if self.sandbox.as_ref().map(|s| &s.id) != Some(&sandbox.id) {
+                self.sandbox = Some(Sandbox {
+                    id: sandbox.id.clone(),
+                });
+                self.pod_ip = None;
+            }
+            if self.pod_ip.is_none() {
+                self.attach_network(&sandbox.id).await?;
+            }
+            return Ok(());
+        }
+        // No running sandbox: a fresh pod, or its sandbox died (then every container goes with
+        // it and starts again in a new one, as the kubelet does).
+        for c in observed {
+            if c.role != "sandbox" {
+                let next = self.next_attempt.entry(c.name.clone()).or_insert(0);
+                *next = (*next).max(c.attempt + 1);
+            }
+            self.ctx
+                .runtime
+                .remove(&c.id)
+                .await
+                .map_err(|e| error_chain(&e))?;
+        }
+        self.sandbox = None;
+        self.pod_ip = None;
+        self.probes.clear();
+        let image = self.ctx.config.sandbox_image.clone();
+        if !self
+            .ctx
+            .runtime
+            .has_image(&image)
+            .await
+            .map_err(|e| error_chain(&e))?
+        {
+            return Err(format!(
+                "sandbox image {image} is not present on the node (run `cargo xtask images` or \
+                 pass --sandbox-image)"
+            ));
+        }
+        let body = ContainerCreateBody {
+            image: Some(image),
+            // A pause process: sleeps until the pod ends (it is killed, not asked).
+            entrypoint: Some(vec!["sleep".into()]),
+            cmd: Some(vec!["2147483647".into()]),
+            hostname: (!self.host_network).then(|| self.name.chars().take(63).collect()),
+            host_config: Some(HostConfig {
+                network_mode: Some(if self.host_network { "host" } else { "none" }.into()),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        };
+        let id = self
+            .ctx
+            .runtime
+            .run(
+                &docker_name(SANDBOX, &self.name, &self.namespace, &self.uid, 0),
+                self.labels(SANDBOX, "sandbox", 0),
+                body,
+            )
+            .await
+            .map_err(|e| error_chain(&e))?;
+        self.sandbox = Some(Sandbox { id: id.clone() });
+        self.attach_network(&id).await
+    }
+
+    async fn attach_network(&mut self, sandbox_id: &str) -> Result<(), String> {
+        if self.host_network {
+            self.pod_ip = Some(self.ctx.config.host_ip);
+            return Ok(());
+        }
+        let Some(network) = self.ctx.network.clone() else {
+            self.network_error =
+                Some("the node has no pod CIDR (spec.podCIDR) and the agent no --pod-cidr".into());
+            return Err(self.network_error.clone().unwrap_or_default());
+        };
+        if let Some(ip) = network
+            .is_attached(&self.uid)
+            .await
+            .map_err(|e| error_chain(&e))?
+        {
+            self.pod_ip = Some(ip);
+            self.network_error = None;
+            return Ok(());
+        }
+        let details = self
+            .ctx
+            .runtime
+            .inspect(sandbox_id)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        if details.pid == 0 {
+            return Err("the sandbox has no process".into());
+        }
+        match network.attach(&self.uid, details.pid).await {
+            Ok(ip) => {
+                tracing::info!(pod = %self.name, namespace = %self.namespace, %ip, "pod network attached");
+                self.pod_ip = Some(ip);
+                self.network_error = None;
+                Ok(())
+            }
+            Err(e) => {
+                let message = format!("setting up the pod network: {}", error_chain(&e));
+                self.network_error = Some(message.clone());
+                Err(message)
+            }
+        }
+    }
+
+    async fn act(&mut self, pod: &Pod, observed: &[Observed]) -> Result<(), String> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        self.ensure_sandbox(observed).await?;
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let latest = latest_by_name(observed);
+
+        // Init containers, one after the other.
+        for container in spec.init_containers.iter().flatten() {
+            match latest.get(container.name.as_str()) {
+                None => {
+                    let attempt = self.next_attempt.get(&container.name).copied().unwrap_or(0);
+                    self.start(pod, container, "init", attempt).await;
+                    return Ok(());
+                }
+                Some((c, _)) if c.running => return Ok(()),
+                Some((c, _)) => {
+                    let c = c.clone();
+                    let details = self.details(&c).await?;
+                    if !c.created_only && details.exit_code == 0 {
+                        continue;
+                    }
+                    if policy == "Never" {
+                        self.terminal = true;
+                        return Ok(());
+                    }
+                    self.restart_after_backoff(pod, container, "init", &c, &details)
+                        .await;
+                    return Ok(());
+                }
+            }
+        }
+
+        for container in &spec.containers {
+            match latest.get(container.name.as_str()) {
+                None => {
+                    let attempt = self.next_attempt.get(&container.name).copied().unwrap_or(0);
+                    self.start(pod, container, "app", attempt).await;
+                }
+                Some((c, _)) if c.running => {
+                    let c = c.clone();
+                    self.probe(pod, container, &c).await?;
+                }
+                Some((c, _)) => {
+                    let c = c.clone();
+                    let details = self.details(&c).await?;
+                    let exit = if c.created_only {
+                        128
+                    } else {
+                        details.exit_code
+                    };
+                    self.probes.remove(&container.name);
+                    if should_restart(&policy, exit) {
+                        self.restart_after_backoff(pod, container, "app", &c, &details)
+                            .await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn probe(
+        &mut self,
+        pod: &Pod,
+        container: &Container,
+        c: &Observed,
+    ) -> Result<(), String> {
+        let needs_new = self
+            .probes
+            .get(&container.name)
+            .is_none_or(|p| p.container_id != c.id);
+        if needs_new {
+            let details = self.details(c).await?;
+            // Probe delays count from the container's start, also for an adopted one.
+            let age = details
+                .started_at
+                .map(|t| Timestamp::now().duration_since(t).unsigned_abs())
+                .unwrap_or_default();
+            let started = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+            self.probes.insert(
+                container.name.clone(),
+                Probes::new(container, &c.id, started),
+            );
+        }
+        let runtime = self.ctx.runtime.clone();
+        let pod_ip = self.pod_ip;
+        let Some(probes) = self.probes.get_mut(&container.name) else {
+            return Ok(());
+        };
+        let outcome = probes.run_due(&runtime, pod_ip).await;
+        let next = probes.next_due();
+        self.ctx.metrics.record_probe(probes.ready());
+        if let Some(next) = next {
+            self.wake_at(next);
+        }
+        if let Some(message) = outcome.kill {
+            tracing::info!(pod = %self.name, container = %container.name, %message, "restarting container");
+            self.event(
+                pod,
+                Some(&container.name),
+                "Warning",
+                "Unhealthy",
+                message.clone(),
+            );
+            self.event(
+                pod,
+                Some(&container.name),
+                "Normal",
+                "Killing",
+                format!(
+                    "Container {} failed liveness probe, will be restarted",
+                    container.name
+                ),
+            );
+            self.probes.remove(&container.name);
+            let grace = Duration::from_secs(
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+                    .unwrap_or(DEFAULT_GRACE)
+                    .max(0) as u64,
+            );
+            let runtime = self.ctx.runtime.clone();
+            let id = c.id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = runtime.stop(&id, grace).await {
+                    tracing::warn!(error = %error_chain(&e), "stopping an unhealthy container");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Restarts an exited container once its back-off has passed: none for the first restart,
+    /// then `initial`, doubling up to `max`, counted from when it finished.
+    async fn restart_after_backoff(
+        &mut self,
+        pod: &Pod,
+        container: &Container,
+        role: &str,
+        c: &Observed,
+        details: &Details,
+    ) {
+        let restarts = c.attempt + 1;
+        let ran = match (details.started_at, details.finished_at) {
+            (Some(s), Some(f)) => f.duration_since(s).unsigned_abs(),
+            _ => Duration::ZERO,
+        };
+        let delay = if restarts <= 1 || ran > self.ctx.config.backoff_max * 2 {
+            Duration::ZERO
+        } else {
+            let factor = 1u32 << (restarts - 2).min(16);
+            (self.ctx.config.backoff_initial * factor).min(self.ctx.config.backoff_max)
+        };
+        // A container that never started has no finish time: count from its creation.
+        let ended = details
+            .finished_at
+            .or_else(|| Timestamp::from_second(c.created).ok());
+        let since = ended
+            .map(|f| Timestamp::now().duration_since(f).unsigned_abs())
+            .unwrap_or(delay);
+        if since < delay {
+            let message = format!(
+                "back-off {}s restarting failed container={} pod={}_{}({})",
+                delay.as_secs(),
+                container.name,
+                self.name,
+                self.namespace,
+                self.uid
+            );
+            if self.backoff_reported.get(&container.name) != Some(&c.attempt) {
+                self.backoff_reported
+                    .insert(container.name.clone(), c.attempt);
+                self.event(
+                    pod,
+                    Some(&container.name),
+                    "Warning",
+                    "BackOff",
+                    format!(
+                        "Back-off restarting failed container {} in pod {}_{}({})",
+                        container.name, self.name, self.namespace, self.uid
+                    ),
+                );
+            }
+            self.waiting.insert(
+                container.name.clone(),
+                Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message,
+                },
+            );
+            self.wake_at(Instant::now() + (delay - since));
+            return;
+        }
+        if self.start(pod, container, role, restarts).await {
+            // Keep only the instance that just ended (lastState, logs --previous).
+            if let Ok(all) = self.ctx.runtime.list_pod(&self.uid).await {
+                for old in all
+                    .iter()
+                    .filter(|o| o.name == container.name && o.attempt < c.attempt)
+                {
+                    let _ = self.ctx.runtime.remove(&old.id).await;
+                    self.finished.remove(&old.id);
+                }
+            }
+        }
+    }
+
+    /// Pulls the image if the policy asks for it; `Err` is the waiting state to show.
+    async fn ensure_image(&mut self, pod: &Pod, container: &Container) -> Result<(), Waiting> {
+        let image = container.image.clone().unwrap_or_default();
+        let policy = container
+            .image_pull_policy
+            .clone()
+            .unwrap_or_else(|| runtime::default_pull_policy(&image).to_owned());
+        let present = self
+            .ctx
+            .runtime
+            .has_image(&image)
+            .await
+            .map_err(|e| Waiting {
+                reason: "ErrImagePull".into(),
+                message: error_chain(&e),
+            })?;
+        match policy.as_str() {
+            "Never" if present => return Ok(()),
+            "Never" => {
+                return Err(Waiting {
+                    reason: "ErrImageNeverPull".into(),
+                    message: format!(
+                        "Container image \"{image}\" is not present with pull policy of Never"
+                    ),
+                });
+            }
+            "IfNotPresent" if present => return Ok(()),
+            _ => {}
+        }
+        if let Some((failures, last)) = self.pull_failures.get(&container.name).copied() {
+            let factor = 1u32 << failures.saturating_sub(1).min(16);
+            let delay = (self.ctx.config.backoff_initial * factor).min(self.ctx.config.backoff_max);
+            if last.elapsed() < delay {
+                self.wake_at(last + delay);
+                return Err(Waiting {
+                    reason: "ImagePullBackOff".into(),
+                    message: format!("Back-off pulling image \"{image}\""),
+                });
+            }
+        }
+        self.event(
+            pod,
+            Some(&container.name),
+            "Normal",
+            "Pulling",
+            format!("Pulling image \"{image}\""),
+        );
+        match self.ctx.runtime.pull(&image).await {
+            Ok(()) => {
+                self.pull_failures.remove(&container.name);
+                self.event(
+                    pod,
+                    Some(&container.name),
+                    "Normal",
+                    "Pulled",
+                    format!("Successfully pulled image \"{image}\""),
+                );
+                Ok(())
+            }
+            Err(message) => {
+                let entry = self
+                    .pull_failures
+                    .entry(container.name.clone())
+                    .or_insert((0, Instant::now()));
+                entry.0 += 1;
+                entry.1 = Instant::now();
+                self.event(
+                    pod,
+                    Some(&container.name),
+                    "Warning",
+                    "Failed",
+                    message.clone(),
+                );
+                Err(Waiting {
+                    reason: "ErrImagePull".into(),
+                    message,
+                })
+            }
+        }
+    }
+
+    async fn container_body(
+        &mut self,
+        pod: &Pod,
+        container: &Container,
+    ) -> Result<ContainerCreateBody, ConfigError> {
+        let Some(sandbox) = self.sandbox.clone() else {
+            return Err(ConfigError("the pod has no sandbox".into()));
+        };
+        let mut sources = Sources::new(self.ctx.client.clone(), &self.namespace);
+        let enable_links = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
+        if self.services.is_none() {
+            self.services = Some(if enable_links {
+                spec::service_env(&self.ctx.client, &self.namespace).await
+            } else {
+                Vec::new()
+            });
+        }
+        let pod_ip = self.pod_ip.map(|i| i.to_string()).unwrap_or_default();
+        let host_ip = self.ctx.config.host_ip.to_string();
+        let env = spec::container_env(
+            &mut sources,
+            pod,
+            container,
+            self.services.as_deref().unwrap_or_default(),
+            &pod_ip,
+            &host_ip,
+        )
+        .await?;
+        let paths = volumes::prepare(&mut sources, pod, &self.pod_dir()).await?;
+        let binds = volumes::binds(container, &paths)?;
+        let vars: HashMap<String, String> = env.iter().cloned().collect();
+        let expand = |list: &Option<Vec<String>>| {
+            list.as_ref()
+                .map(|l| l.iter().map(|a| spec::expand(a, &vars)).collect::<Vec<_>>())
+        };
+        let (nano_cpus, cpu_shares, memory) = spec::resources(container);
+        let user = container
+            .security_context
+            .as_ref()
+            .and_then(|s| s.run_as_user)
+            .or_else(|| {
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.security_context.as_ref())
+                    .and_then(|s| s.run_as_user)
+            })
+            .map(|u| u.to_string());
+        Ok(ContainerCreateBody {
+            image: container.image.clone(),
+            entrypoint: expand(&container.command),
+            cmd: expand(&container.args),
+            env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            working_dir: container.working_dir.clone().filter(|w| !w.is_empty()),
+            tty: container.tty,
+            open_stdin: container.stdin,
+            user,
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                nano_cpus,
+                cpu_shares,
+                memory,
+                ..runtime::joined_host_config(&sandbox.id)
+            }),
+            ..ContainerCreateBody::default()
+        })
+    }
+
+    /// Creates and starts attempt `attempt` of `container`; returns whether a container was
+    /// created (it may still have failed to start, which Docker then reports).
+    async fn start(&mut self, pod: &Pod, container: &Container, role: &str, attempt: u32) -> bool {
+        if let Err(waiting) = self.ensure_image(pod, container).await {
+            self.waiting.insert(container.name.clone(), waiting);
+            return false;
+        }
+        let body = match self.container_body(pod, container).await {
+            Ok(body) => body,
+            Err(ConfigError(message)) => {
+                // The missing ConfigMap or Secret may appear any moment.
+                self.wake_at(Instant::now() + Duration::from_secs(2));
+                self.event(
+                    pod,
+                    Some(&container.name),
+                    "Warning",
+                    "Failed",
+                    format!("Error: {message}"),
+                );
+                self.waiting.insert(
+                    container.name.clone(),
+                    Waiting {
+                        reason: "CreateContainerConfigError".into(),
+                        message,
+                    },
+                );
+                return false;
+            }
+        };
+        let name = docker_name(
+            &container.name,
+            &self.name,
+            &self.namespace,
+            &self.uid,
+            attempt,
+        );
+        let result = self
+            .ctx
+            .runtime
+            .run(&name, self.labels(&container.name, role, attempt), body)
+            .await;
+        match result {
+            Ok(_) => {
+                self.waiting.remove(&container.name);
+                self.event(
+                    pod,
+                    Some(&container.name),
+                    "Normal",
+                    "Started",
+                    format!("Started container {}", container.name),
+                );
+                true
+            }
+            Err(e) => {
+                let message = error_chain(&e);
+                self.event(
+                    pod,
+                    Some(&container.name),
+                    "Warning",
+                    "Failed",
+                    format!("Error: {message}"),
+                );
+                // A container that was created but did not start stays, as the record of this
+                // attempt (its state shows StartError); one that was not created is retried.
+                let created = self
+                    .ctx
+                    .runtime
+                    .list_pod(&self.uid)
+                    .await
+                    .map(|all| {
+                        all.iter()
+                            .any(|o| o.name == container.name && o.attempt == attempt)
+                    })
+                    .unwrap_or(false);
+                // Docker sends no event for a container that never started: look again soon
+                // (the next pass schedules the back-off).
+                self.wake_at(Instant::now() + Duration::from_millis(500));
+                if !created {
+                    self.waiting.insert(
+                        container.name.clone(),
+                        Waiting {
+                            reason: "CreateContainerError".into(),
+                            message,
+                        },
+                    );
+                }
+                created
+            }
+        }
+    }
+
+    async fn container_status(
+        &mut self,
+        container: &Container,
+        latest: Option<&(Observed, Option<Observed>)>,
+        policy: &str,
+        init: bool,
+    ) -> Result<ContainerStatus, String> {
+        let image = container.image.clone().unwrap_or_default();
+        let mut cs = ContainerStatus {
+            name: container.name.clone(),
+            image: image.clone(),
+            image_id: String::new(),
+            ready: false,
+            restart_count: 0,
+            started: Some(false),
+            ..ContainerStatus::default()
+        };
+        let Some((c, previous)) = latest else {
+            let w = self
+                .waiting
+                .get(&container.name)
+                .cloned()
+                .unwrap_or(Waiting {
+                    reason: if init {
+                        "PodInitializing"
+                    } else {
+                        "ContainerCreating"
+                    }
+                    .into(),
+                    message: String::new(),
+                });
+            cs.state = Some(status::waiting(&w.reason, &w.message));
+            return Ok(cs);
+        };
+        let details = self.details(c).await?;
+        cs.container_id = Some(format!("docker://{}", c.id));
+        cs.image_id = format!("docker://{}", details.image_id);
+        cs.restart_count = c.attempt as i32;
+        if let Some(prev) = previous {
+            let prev_details = self.details(prev).await?;
+            cs.last_state = Some(status::terminated(
+                &prev_details,
+                &prev.id,
+                prev.created_only,
+            ));
+        }
+        if c.running {
+            let probes = self
+                .probes
+                .get(&container.name)
+                .filter(|p| p.container_id == c.id);
+            cs.state = Some(status::running(&details));
+            cs.started = Some(probes.is_none_or(|p| p.started));
+            cs.ready = !init && probes.is_none_or(Probes::ready);
+            if init {
+                cs.started = Some(true);
+            }
+            return Ok(cs);
+        }
+        let exit = if c.created_only {
+            128
+        } else {
+            details.exit_code
+        };
+        let terminated = status::terminated(&details, &c.id, c.created_only);
+        let restarting = !self.terminal && should_restart(policy, exit) && !(init && exit == 0);
+        match self.waiting.get(&container.name).filter(|_| restarting) {
+            Some(w) => {
+                cs.state = Some(status::waiting(&w.reason, &w.message));
+                cs.last_state = Some(terminated);
+            }
+            None => cs.state = Some(terminated),
+        }
+        Ok(cs)
+    }
+
+    async fn write_status(&mut self, pod: &Pod, observed: &[Observed]) -> Result<(), String> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let latest = latest_by_name(observed);
+        let sandbox_ready = self.sandbox.is_some() && self.pod_ip.is_some();
+
+        let mut init_statuses = Vec::new();
+        let mut initialized = true;
+        let mut init_failed = false;
+        let mut pending_init = Vec::new();
+        for container in spec.init_containers.iter().flatten() {
+            let cs = self
+                .container_status(
+                    container,
+                    latest.get(container.name.as_str()),
+                    &policy,
+                    true,
+                )
+                .await?;
+            let done = cs
+                .state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0);
+            if !done {
+                initialized = false;
+                pending_init.push(container.name.clone());
+                if cs
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .is_some_and(|t| t.exit_code != 0)
+                    && policy == "Never"
+                {
+                    init_failed = true;
+                }
+            }
+            init_statuses.push(cs);
+        }
+
+        let mut statuses = Vec::new();
+        let mut unready = Vec::new();
+        for container in &spec.containers {
+            let mut cs = self
+                .container_status(
+                    container,
+                    latest.get(container.name.as_str()),
+                    &policy,
+                    false,
+                )
+                .await?;
+            if !initialized {
+                cs.state = Some(status::waiting("PodInitializing", ""));
+                cs.container_id = None;
+            }
+            if !cs.ready {
+                unready.push(container.name.clone());
+            }
+            statuses.push(cs);
+        }
+
+        let any_running = statuses
+            .iter()
+            .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
+        let all_created = statuses.iter().all(|c| c.container_id.is_some());
+        let terminated: Vec<i32> = statuses
+            .iter()
+            .filter_map(|c| c.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code))
+            .collect();
+        let all_terminated = terminated.len() == statuses.len() && !statuses.is_empty();
+        let phase = if init_failed {
+            "Failed"
+        } else if !sandbox_ready || !initialized || !all_created {
+            "Pending"
+        } else if any_running {
+            "Running"
+        } else if all_terminated && terminated.iter().all(|c| *c == 0) && policy != "Always" {
+            "Succeeded"
+        } else if all_terminated && policy == "Never" {
+            "Failed"
+        } else {
+            "Running"
+        };
+        if matches!(phase, "Succeeded" | "Failed") {
+            self.terminal = true;
+        }
+
+        let containers_ready = unready.is_empty() && phase == "Running";
+        let unready_message = Some(format!(
+            "containers with unready status: [{}]",
+            unready.join(" ")
+        ));
+        let mut conditions = vec![
+            status::condition(
+                "PodReadyToStartContainers",
+                sandbox_ready,
+                None,
+                self.network_error.clone(),
+            ),
+            status::condition(
+                "Initialized",
+                initialized,
+                Some("ContainersNotInitialized".into()),
+                Some(format!(
+                    "containers with incomplete status: [{}]",
+                    pending_init.join(" ")
+                )),
+            ),
+            status::condition(
+                "Ready",
+                containers_ready,
+                Some(if phase == "Succeeded" || phase == "Failed" {
+                    "PodCompleted".into()
+                } else {
+                    "ContainersNotReady".into()
+                }),
+                unready_message.clone(),
+            ),
+            status::condition(
+                "ContainersReady",
+                containers_ready,
+                Some(if phase == "Succeeded" || phase == "Failed" {
+                    "PodCompleted".into()
+                } else {
+                    "ContainersNotReady".into()
+                }),
+                unready_message,
+            ),
+            status::condition("PodScheduled", true, None, None),
+        ];
+        if let Some(readiness) = self
+            .probes
+            .values()
+            .find_map(Probes::readiness_message)
+            .filter(|_| !containers_ready)
+        {
+            for c in conditions.iter_mut().filter(|c| c.type_ == "Ready") {
+                c.message = Some(readiness.clone());
+            }
+        }
+        if self.start_time.is_none() {
+            self.start_time = Some(Time(Timestamp::now()));
+        }
+        let host_ip = self.ctx.config.host_ip.to_string();
+        let mut next = PodStatus {
+            phase: Some(phase.into()),
+            conditions: Some(conditions),
+            host_ip: Some(host_ip.clone()),
+            host_ips: Some(vec![HostIP { ip: host_ip }]),
+            pod_ip: self.pod_ip.map(|i| i.to_string()),
+            pod_ips: self.pod_ip.map(|i| vec![PodIP { ip: i.to_string() }]),
+            start_time: self.start_time.clone(),
+            qos_class: Some(status::qos_class(pod).into()),
+            container_statuses: Some(statuses),
+            init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+            ..PodStatus::default()
+        };
+        status::stamp(&mut next, self.written.as_ref());
+        let same = self
+            .written
+            .as_ref()
+            .is_some_and(|w| comparable(w) == comparable(&next));
+        if same {
+            return Ok(());
+        }
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        match api
+            .patch_status(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "status": next })),
+            )
+            .await
+        {
+            Ok(_) => {
+                self.ctx.metrics.record_status_write();
+                self.written = Some(next);
+                Ok(())
+            }
+            // Deleted meanwhile: the watch delivers that next.
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(format!("writing the pod status: {e}")),
+        }
+    }
+
+    /// Graceful deletion: stop the containers (SIGTERM, then SIGKILL after the grace period),
+    /// remove them, free the network, then remove the pod object.
+    async fn terminate(&mut self, pod: &Pod) {
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or_else(|| pod.spec.as_ref()?.termination_grace_period_seconds)
+            .unwrap_or(DEFAULT_GRACE)
+            .max(0);
+        self.event(
+            pod,
+            None,
+            "Normal",
+            "Killing",
+            format!("Stopping pod {} (grace period {grace}s)", self.name),
+        );
+        self.teardown(Duration::from_secs(grace as u64)).await;
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        for attempt in 0..10u32 {
+            match api.delete(&self.name, &params).await {
+                Ok(_) => return,
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return,
+                Err(error) => {
+                    tracing::warn!(pod = %self.name, %error, attempt, "removing the pod object");
+                    tokio::time::sleep(Duration::from_secs(1 << attempt.min(4))).await;
+                }
+            }
+        }
+    }
+
+    /// Stops and removes every container of the pod, releases its address and its directory.
+    async fn teardown(&mut self, grace: Duration) {
+        for attempt in 0..30u32 {
+            match self.try_teardown(grace).await {
+                Ok(()) => {
+                    tracing::info!(pod = %self.name, namespace = %self.namespace, "pod stopped and cleaned up");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(pod = %self.name, %error, attempt, "cleaning up the pod");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn try_teardown(&mut self, grace: Duration) -> Result<(), String> {
+        let observed = self
+            .ctx
+            .runtime
+            .list_pod(&self.uid)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        teardown_containers(&self.ctx, &observed, grace).await?;
+        if let Some(network) = &self.ctx.network {
+            network
+                .detach(&self.uid)
+                .await
+                .map_err(|e| error_chain(&e))?;
+        }
+        let _ = std::fs::remove_dir_all(self.pod_dir());
+        self.sandbox = None;
+        self.pod_ip = None;
+        Ok(())
+    }
+}
+
+/// Stops the app and init containers in parallel with `grace`, then removes everything.
+pub async fn teardown_containers(
+    ctx: &Ctx,
+    observed: &[Observed],
+    grace: Duration,
+) -> Result<(), String> {
+    let stops = observed
+        .iter()
+        .filter(|c| c.running && c.role != "sandbox")
+        .map(|c| ctx.runtime.stop(&c.id, grace));
+    for result in futures_util::future::join_all(stops).await {
+        result.map_err(|e| error_chain(&e))?;
+    }
+    for c in observed {
+        ctx.runtime
+            .remove(&c.id)
+            .await
+            .map_err(|e| error_chain(&e))?;
+    }
+    Ok(())
+}
+
+/// The newest instance of each container name, with the one before it.
+fn latest_by_name(observed: &[Observed]) -> BTreeMap<&str, (Observed, Option<Observed>)> {
+    let mut by_name: BTreeMap<&str, Vec<&Observed>> = BTreeMap::new();
+    for c in observed.iter().filter(|c| c.role != "sandbox") {
+        by_name.entry(c.name.as_str()).or_default().push(c);
+    }
+    by_name
+        .into_iter()
+        .map(|(name, mut list)| {
+            list.sort_by_key(|c| std::cmp::Reverse(c.attempt));
+            (name, (list[0].clone(), list.get(1).map(|c| (*c).clone())))
+        })
+        .collect()
+}
+
+/// The status as compared for "changed": serialized, which includes the stamped times.
+fn comparable(status: &PodStatus) -> serde_json::Value {
+    serde_json::to_value(status).unwrap_or_default()
+}

@@ -1,0 +1,396 @@
+//! Helpers for the pod tests: the node agent with node credentials, a test pod CIDR, Docker and
+//! cleanup of everything a test's pods leave behind (containers by label, veths, routes).
+
+use std::{
+    net::{Ipv4Addr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+
+use crate::{
+    cgroup::TestCgroup,
+    cluster::{ControlPlane, Kubectl, control_plane_binary},
+    lbkit::{Pins, node_agent_binary},
+    unique_name,
+};
+
+/// The test images `cargo xtask images` builds.
+pub const BUSYBOX: &str = "keelson/busybox:1";
+/// busybox httpd serving the pod's hostname on port 80.
+pub const HTTPD: &str = "keelson/httpd:1";
+
+/// Panics unless dockerd answers and the test images exist.
+pub fn require_docker_images() {
+    for image in [BUSYBOX, HTTPD] {
+        let ok = Command::new("docker")
+            .args(["image", "inspect", image])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "Docker has no image {image} (or dockerd is not running): run `cargo xtask setup`"
+        );
+    }
+}
+
+/// A /24 for this test process's pods, inside 10.250.0.0/16.
+pub fn test_cidr() -> (String, Ipv4Addr) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let third = ((std::process::id() + n * 37) % 250 + 1) as u8;
+    (
+        format!("10.250.{third}.0/24"),
+        Ipv4Addr::new(10, 250, third, 0),
+    )
+}
+
+/// Runs `docker` and returns stdout; panics when it fails.
+pub fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run docker {args:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "docker {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `docker exec <id> sh -c <script>`: (success, stdout+stderr).
+pub fn exec(container: &str, script: &str) -> (bool, String) {
+    let output = Command::new("docker")
+        .args(["exec", container, "sh", "-c", script])
+        .output()
+        .expect("run docker exec");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// The Docker ids of pod `uid`'s containers: (container name label, attempt, id), sorted.
+pub fn pod_containers(uid: &str) -> Vec<(String, u32, String)> {
+    let out = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=io.keelson.pod.uid={uid}"),
+        "--format",
+        "{{.Label \"io.keelson.container\"}} {{.Label \"io.keelson.attempt\"}} {{.ID}}",
+    ]);
+    let mut list: Vec<(String, u32, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some((
+                parts.next()?.to_owned(),
+                parts.next()?.parse().ok()?,
+                parts.next()?.to_owned(),
+            ))
+        })
+        .collect();
+    list.sort();
+    list
+}
+
+/// The running container of `name` in pod `uid`.
+pub fn container_id(uid: &str, name: &str) -> String {
+    let out = docker(&[
+        "ps",
+        "--filter",
+        &format!("label=io.keelson.pod.uid={uid}"),
+        "--filter",
+        &format!("label=io.keelson.container={name}"),
+        "--format",
+        "{{.ID}}",
+    ]);
+    out.lines()
+        .next()
+        .unwrap_or_else(|| panic!("no running container {name} in pod {uid}"))
+        .to_owned()
+}
+
+/// The node agent (`keelson-node-agent run`) for one test node, with node credentials from
+/// the control plane, its own pins, cgroup, data directory and pod CIDR. Drop kills it and
+/// removes every container, veth and route its pods left.
+#[derive(Debug)]
+pub struct PodAgent {
+    child: Option<Child>,
+    /// The node's name.
+    pub node: String,
+    /// The pod CIDR (`10.250.N.0/24`).
+    pub cidr: String,
+    /// The agent's data directory (IPAM state in `ipam.json`).
+    pub data_dir: PathBuf,
+    kubeconfig: PathBuf,
+    log: PathBuf,
+    extra: Vec<String>,
+    pins: Pins,
+    cgroup: TestCgroup,
+    _dir: tempfile::TempDir,
+}
+
+impl PodAgent {
+    /// Issues node credentials and starts the agent; waits until its Node is Ready.
+    pub fn start(plane: &ControlPlane, extra: &[&str]) -> Self {
+        crate::require_root();
+        require_docker_images();
+        let dir = tempfile::tempdir().expect("agent temp dir");
+        let node = unique_name("kn");
+        let kubeconfig = dir.path().join("node.kubeconfig");
+        let output = Command::new(control_plane_binary())
+            .arg("--data-dir")
+            .arg(plane.data_dir())
+            .arg("--listen")
+            .arg(plane.listen().to_string())
+            .args(["node-kubeconfig", "--node", &node, "--out"])
+            .arg(&kubeconfig)
+            .output()
+            .expect("run keelson-control-plane node-kubeconfig");
+        assert!(
+            output.status.success(),
+            "node-kubeconfig failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let (cidr, _) = test_cidr();
+        let mut agent = Self {
+            child: None,
+            node,
+            cidr,
+            data_dir: dir.path().join("data"),
+            kubeconfig,
+            log: dir.path().join("agent.log"),
+            extra: extra.iter().map(ToString::to_string).collect(),
+            pins: Pins::new(),
+            cgroup: TestCgroup::new(),
+            _dir: dir,
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        let metrics_port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("agent log");
+        let child = Command::new(node_agent_binary())
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--pin-dir")
+            .arg(self.pins.path())
+            .arg("--cgroup")
+            .arg(self.cgroup.path())
+            .args(["--node-name", &self.node])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--pod-cidr", &self.cidr])
+            .args(["--kubelet-listen", "127.0.0.1:0"])
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start keelson-node-agent run");
+        self.child = Some(child);
+    }
+
+    /// The agent's resident set size in KiB (VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("the agent runs").id();
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            })
+            .expect("VmRSS of the agent")
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the agent with SIGKILL (its pods keep running) and starts it again.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Kills the agent with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The node kubeconfig the agent uses.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The IPAM state file's allocations (address -> pod uid).
+    pub fn allocations(&self) -> serde_json::Map<String, serde_json::Value> {
+        std::fs::read(self.data_dir.join("ipam.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("allocations")?.as_object().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Containers of this node's pods, as `docker ps -a` lists them.
+    pub fn containers(&self) -> Vec<String> {
+        docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.keelson.node={}", self.node),
+        ])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+    }
+
+    /// Node-side routes into the pod CIDR (one `/32` per running pod) and the veths they use.
+    pub fn pod_routes(&self) -> Vec<(String, String)> {
+        let out = Command::new("ip")
+            .args(["-o", "-4", "route", "show", "root", &self.cidr])
+            .output()
+            .expect("ip route");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("blackhole"))
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                let dest = words.next()?.to_owned();
+                let dev = l
+                    .split(" dev ")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .to_owned();
+                Some((dest, dev))
+            })
+            .collect()
+    }
+
+    /// Asserts that this node's pods left nothing behind: no containers, no routes or veths in
+    /// the pod CIDR, no address allocations.
+    pub fn assert_no_leaks(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let containers = self.containers();
+            let routes = self.pod_routes();
+            let allocations = self.allocations();
+            if containers.is_empty() && routes.is_empty() && allocations.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "leaks after the pods were deleted: containers {containers:?}, routes {routes:?}, \
+                 addresses {allocations:?}\nagent log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for PodAgent {
+    fn drop(&mut self) {
+        self.kill();
+        for id in self.containers() {
+            let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+        }
+        for (_, dev) in self.pod_routes() {
+            let _ = Command::new("ip").args(["link", "del", &dev]).output();
+        }
+        let _ = Command::new("ip")
+            .args(["route", "del", "blackhole", &self.cidr])
+            .output();
+    }
+}
+
+/// Writes `yaml` to `dir/<file>` and applies it with kubectl.
+pub fn apply(kubectl: &Kubectl<'_>, dir: &Path, file: &str, yaml: &str) {
+    let path = dir.join(file);
+    std::fs::write(&path, yaml).expect("write manifest");
+    kubectl.run(&["apply", "-f", &path.to_string_lossy()]);
+}
+
+/// Polls pod `name` until `ok` holds (at most `timeout`); returns it. Panics with the pod and
+/// the agent's log otherwise.
+pub async fn wait_pod(
+    pods: &Api<Pod>,
+    name: &str,
+    timeout: Duration,
+    agent: &PodAgent,
+    what: &str,
+    ok: impl Fn(&Pod) -> bool,
+) -> Pod {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let pod = pods.get_opt(name).await.expect("GET pod");
+        if let Some(pod) = &pod
+            && ok(pod)
+        {
+            return pod.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {timeout:?}; pod {name}: {}\nagent log:\n{}",
+            serde_json::to_string_pretty(&pod.map(|p| p.status)).unwrap_or_default(),
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether the pod is Running with condition Ready True.
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status.as_ref().is_some_and(|s| {
+        s.phase.as_deref() == Some("Running")
+            && s.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// The pod's IP, parsed.
+pub fn pod_ip(pod: &Pod) -> Ipv4Addr {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_ref())
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or_else(|| panic!("pod has no IP: {:?}", pod.status))
+}
+
+/// The pod's uid.
+pub fn uid(pod: &Pod) -> String {
+    pod.metadata.uid.clone().expect("a uid")
+}
