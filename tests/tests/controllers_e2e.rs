@@ -4,13 +4,15 @@
 //! through the status subresource, and finish the deletion of terminating pods.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     future::Future,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use k8s_openapi::api::{
     apps::v1::{Deployment, ReplicaSet},
+    coordination::v1::Lease,
     core::v1::{Endpoints, Node, Pod, Service},
     discovery::v1::EndpointSlice,
 };
@@ -83,21 +85,65 @@ async fn create_node(client: &Client, name: &str, zone: &str) {
         .expect("node status");
 }
 
-/// Plays the kubelet of every node until dropped: bound pods become Running and Ready with an
-/// IP from 10.244.0.0/16; terminating pods are deleted for good.
-struct FakeKubelet(tokio::task::JoinHandle<()>);
+/// Plays the kubelet of every node until dropped: each node's Lease in kube-node-lease is
+/// renewed (until [`FakeKubelet::stop_node`]); bound pods become Running and Ready with an IP
+/// from 10.244.0.0/16; terminating pods are deleted for good (except on stopped nodes).
+struct FakeKubelet {
+    task: tokio::task::JoinHandle<()>,
+    stopped: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Drop for FakeKubelet {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Creates or renews node `name`'s Lease.
+async fn renew_lease(client: &Client, name: &str) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let now = jiff::Timestamp::now().to_string();
+    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": name, "namespace": "kube-node-lease"},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now}});
+    let patched = leases
+        .patch(name, &PatchParams::default(), &Patch::Merge(&lease))
+        .await;
+    if patched.is_err() {
+        let lease: Lease = serde_json::from_value(lease).expect("a Lease");
+        let _ = leases.create(&PostParams::default(), &lease).await;
+    }
+}
 
 impl FakeKubelet {
     fn start(client: Client) -> Self {
-        Self(tokio::spawn(async move {
+        let stopped = Arc::new(Mutex::new(BTreeSet::new()));
+        let silent = Arc::clone(&stopped);
+        let task = tokio::spawn(async move {
             let pods: Api<Pod> = Api::all(client.clone());
+            let nodes: Api<Node> = Api::all(client.clone());
             let mut next_ip: u32 = 2;
+            let mut last_renewal = Instant::now() - Duration::from_secs(10);
             loop {
+                let stopped = silent.lock().expect("not poisoned").clone();
+                if last_renewal.elapsed() >= Duration::from_secs(1) {
+                    last_renewal = Instant::now();
+                    if let Ok(list) = nodes.list(&ListParams::default()).await {
+                        for node in list.items {
+                            if !stopped.contains(&node.name_any()) {
+                                renew_lease(&client, &node.name_any()).await;
+                            }
+                        }
+                    }
+                }
                 if let Ok(list) = pods.list(&ListParams::default()).await {
                     for pod in list.items {
                         let bound = pod.spec.as_ref().and_then(|s| s.node_name.clone());
                         let ns = pod.namespace().unwrap_or_default();
                         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+                        if bound.as_ref().is_some_and(|n| stopped.contains(n)) {
+                            continue;
+                        }
                         if pod.metadata.deletion_timestamp.is_some() {
                             let _ = api
                                 .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
@@ -134,13 +180,21 @@ impl FakeKubelet {
                 }
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
-        }))
+        });
+        Self { task, stopped }
     }
-}
 
-impl Drop for FakeKubelet {
-    fn drop(&mut self) {
-        self.0.abort();
+    /// Stops playing node `name`'s kubelet: no more lease renewals or pod updates.
+    fn stop_node(&self, name: &str) {
+        self.stopped
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_owned());
+    }
+
+    /// Plays node `name`'s kubelet again.
+    fn resume_node(&self, name: &str) {
+        self.stopped.lock().expect("not poisoned").remove(name);
     }
 }
 
@@ -672,4 +726,210 @@ async fn garbage_collection_namespace_deletion_and_node_ipam() {
             .items
             .is_empty()
     );
+}
+
+/// The `ready`/`terminating` conditions of the `web` Service's endpoints on `node`.
+async fn endpoints_on(client: &Client, node: &str) -> Vec<(bool, bool)> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    slices
+        .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|s| s.endpoints)
+        .filter(|e| e.node_name.as_deref() == Some(node))
+        .map(|e| {
+            let c = e.conditions.unwrap_or_default();
+            (c.ready == Some(true), c.terminating == Some(true))
+        })
+        .collect()
+}
+
+/// The Ready condition (status, reason) and the taint keys of `node`.
+async fn node_health(client: &Client, node: &str) -> (String, String, Vec<String>) {
+    let node: Node = Api::<Node>::all(client.clone())
+        .get(node)
+        .await
+        .expect("get the node");
+    let ready = node
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("a Ready condition");
+    let taints = node
+        .spec
+        .and_then(|s| s.taints)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| format!("{}:{}", t.key, t.effect))
+        .collect();
+    (ready.status, ready.reason.unwrap_or_default(), taints)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_lease_stops_goes_not_ready_and_its_pods_are_evicted() {
+    let plane = ControlPlane::start_with(&[
+        "--node-monitor-grace-period",
+        "4s",
+        "--node-monitor-period",
+        "500ms",
+    ]);
+    let kubectl = Kubectl::new(33, &plane);
+    let client = plane.client().await;
+    for (node, zone) in [("node-a", "z1"), ("node-b", "z2")] {
+        create_node(&client, node, zone).await;
+    }
+    let kubelet = FakeKubelet::start(client.clone());
+    // 4 replicas that tolerate an unreachable node for 6 s, and a Service selecting them.
+    let yaml = deployment_yaml(4, "1").replace(
+        "      containers:\n",
+        "      tolerations:\n      - {key: node.kubernetes.io/unreachable, operator: Exists, \
+         effect: NoExecute, tolerationSeconds: 6}\n      containers:\n",
+    );
+    apply(&kubectl, &plane, &yaml);
+    apply(
+        &kubectl,
+        &plane,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  \
+         selector: {app: web}\n  ports: [{port: 80}]\n",
+    );
+    let status = kubectl.run(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let on_b = eventually(
+        "2 ready endpoints on node-b",
+        Duration::from_secs(30),
+        &plane,
+        || {
+            let client = client.clone();
+            async move {
+                let eps = endpoints_on(&client, "node-b").await;
+                (eps.len() == 2 && eps.iter().all(|(ready, _)| *ready)).then_some(eps.len())
+            }
+        },
+    )
+    .await;
+    assert_eq!(on_b, 2);
+
+    // node-b's kubelet stops: no lease renewals.
+    kubelet.stop_node("node-b");
+    let stopped = Instant::now();
+    eventually(
+        "node-b NotReady and tainted",
+        Duration::from_secs(15),
+        &plane,
+        || {
+            let client = client.clone();
+            async move {
+                let (status, reason, taints) = node_health(&client, "node-b").await;
+                (status == "Unknown"
+                    && reason == "NodeStatusUnknown"
+                    && taints.contains(&"node.kubernetes.io/unreachable:NoExecute".to_owned()))
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(3),
+        "node-b went NotReady after {:?}, before its 4 s grace period",
+        stopped.elapsed()
+    );
+    assert_eq!(node_health(&client, "node-a").await.0, "True");
+    eventually(
+        "node-b's endpoints not ready (and not yet evicted)",
+        Duration::from_secs(5),
+        &plane,
+        || {
+            let client = client.clone();
+            async move {
+                let eps = endpoints_on(&client, "node-b").await;
+                (eps.len() == 2 && eps.iter().all(|(ready, term)| !ready && !term)).then_some(())
+            }
+        },
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let on_b = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .expect("pods")
+        .items
+        .into_iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("node-b"))
+        .collect::<Vec<_>>();
+    assert_eq!(on_b.len(), 2);
+    for pod in &on_b {
+        let ready = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .expect("Ready condition");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("NodeUnreachable"))
+        );
+    }
+
+    // After their 6 s toleration the pods on node-b are evicted and replaced on node-a.
+    let tainted = Instant::now();
+    eventually(
+        "node-b's pods evicted and 4 ready replicas on node-a",
+        Duration::from_secs(30),
+        &plane,
+        || {
+            let pods = pods.clone();
+            async move {
+                let list = pods
+                    .list(&ListParams::default().labels("app=web"))
+                    .await
+                    .ok()?
+                    .items;
+                let node_of = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone());
+                let b_evicted = list
+                    .iter()
+                    .filter(|p| node_of(p).as_deref() == Some("node-b"))
+                    .all(|p| p.metadata.deletion_timestamp.is_some());
+                let ready_on_a = list
+                    .iter()
+                    .filter(|p| node_of(p).as_deref() == Some("node-a"))
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .filter(|p| {
+                        p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| {
+                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                    })
+                    .count();
+                (b_evicted && ready_on_a == 4).then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(
+        tainted.elapsed() >= Duration::from_secs(4),
+        "pods were evicted after {:?}, before their 6 s toleration",
+        tainted.elapsed()
+    );
+
+    // The kubelet comes back: the taint goes and the node is Ready again.
+    kubelet.resume_node("node-b");
+    eventually(
+        "node-b Ready again",
+        Duration::from_secs(15),
+        &plane,
+        || {
+            let client = client.clone();
+            async move {
+                let (status, _, taints) = node_health(&client, "node-b").await;
+                (status == "True" && taints.is_empty()).then_some(())
+            }
+        },
+    )
+    .await;
 }

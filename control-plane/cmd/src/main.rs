@@ -119,6 +119,55 @@ struct ClusterArgs {
     /// Do not run the scheduler (pods stay unbound unless another scheduler binds them).
     #[arg(long, env = "KEELSON_NO_SCHEDULER")]
     no_scheduler: bool,
+    /// How long a node's Lease may go unrenewed before the node is NotReady (Unknown) and
+    /// tainted `node.kubernetes.io/unreachable` (e.g. `40s`, `500ms`).
+    #[arg(long, env = "KEELSON_NODE_MONITOR_GRACE_PERIOD", default_value = "40s",
+          value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// How often the node lifecycle controller checks node Leases.
+    #[arg(long, env = "KEELSON_NODE_MONITOR_PERIOD", default_value = "5s",
+          value_parser = parse_duration)]
+    node_monitor_period: std::time::Duration,
+    /// How long pods without their own toleration of `node.kubernetes.io/unreachable` stay
+    /// on an unreachable node before they are evicted.
+    #[arg(
+        long,
+        env = "KEELSON_DEFAULT_UNREACHABLE_TOLERATION_SECONDS",
+        default_value_t = 300
+    )]
+    default_unreachable_toleration_seconds: u64,
+    /// Run the controllers and the scheduler only while holding their Lease
+    /// (kube-system/keelson-controller-manager, kube-system/keelson-scheduler), so several
+    /// control planes on one store never act twice. `--leader-elect=false` to turn off.
+    #[arg(long, env = "KEELSON_LEADER_ELECT", default_value_t = true,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    leader_elect: bool,
+    /// This instance's holderIdentity [default: HOSTNAME_LISTEN_PID].
+    #[arg(long, env = "KEELSON_LEADER_ELECT_IDENTITY")]
+    leader_elect_identity: Option<String>,
+    /// How long a leader Lease holds without renewal.
+    #[arg(long, env = "KEELSON_LEADER_ELECT_LEASE_DURATION", default_value = "15s",
+          value_parser = parse_duration)]
+    leader_elect_lease_duration: std::time::Duration,
+    /// How long a leader keeps acting without renewing (less than the lease duration).
+    #[arg(long, env = "KEELSON_LEADER_ELECT_RENEW_DEADLINE", default_value = "10s",
+          value_parser = parse_duration)]
+    leader_elect_renew_deadline: std::time::Duration,
+    /// How often candidates try to acquire and the leader renews.
+    #[arg(long, env = "KEELSON_LEADER_ELECT_RETRY_PERIOD", default_value = "2s",
+          value_parser = parse_duration)]
+    leader_elect_retry_period: std::time::Duration,
+}
+
+/// A positive duration: `40s`, `500ms`, `2m`, `1h30m` (or ISO 8601 `PT40S`).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let duration: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration like 40s or 500ms: {e}"))?;
+    if !duration.is_positive() {
+        return Err(format!("{text:?} must be a positive duration"));
+    }
+    Ok(duration.unsigned_abs())
 }
 
 fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -187,15 +236,52 @@ async fn start_cluster_components(
         enabled: args.controllers.0.clone(),
         cluster_cidr: args.cluster_cidr,
         node_cidr_mask_size: args.node_cidr_mask_size,
-        ..keelson_controllers::Options::default()
+        node_monitor_grace_period: args.node_monitor_grace_period,
+        node_monitor_period: args.node_monitor_period,
+        default_toleration: std::time::Duration::from_secs(
+            args.default_unreachable_toleration_seconds,
+        ),
     };
     let scheduler = !args.no_scheduler;
+    let election = args.leader_elect.then(|| {
+        let identity = args.leader_elect_identity.clone().unwrap_or_else(|| {
+            let host = nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "keelson".into());
+            format!("{host}_{listen}_{}", std::process::id())
+        });
+        move |name: &str| keelson_controllers::leaderelection::Config {
+            lease_duration: args.leader_elect_lease_duration,
+            renew_deadline: args.leader_elect_renew_deadline,
+            retry_period: args.leader_elect_retry_period,
+            ..keelson_controllers::leaderelection::Config::new(name, &identity)
+        }
+    });
+    let elections = election.map(|config| {
+        (
+            config("keelson-controller-manager"),
+            config("keelson-scheduler"),
+        )
+    });
+    if let Some((config, _)) = &elections {
+        config.check().context("bad --leader-elect-* timings")?;
+    }
     Ok(tokio::spawn(async move {
+        let (controller_lease, scheduler_lease) = elections.unzip();
         let controllers = async {
             if options.enabled.is_empty() {
                 std::future::pending::<()>().await;
             }
-            if let Err(error) = keelson_controllers::run(client.clone(), options).await {
+            let work = || keelson_controllers::run(client.clone(), options.clone());
+            let result = match controller_lease {
+                Some(lease) => {
+                    keelson_controllers::leaderelection::run_as_leader(client.clone(), lease, work)
+                        .await
+                }
+                None => work().await,
+            };
+            if let Err(error) = result {
                 tracing::error!(error = format!("{error:#}"), "the controllers stopped");
             }
         };
@@ -203,9 +289,16 @@ async fn start_cluster_components(
             if !scheduler {
                 std::future::pending::<()>().await;
             }
-            if let Err(error) =
-                keelson_scheduler::run(client.clone(), keelson_scheduler::Options::default()).await
-            {
+            let work =
+                || keelson_scheduler::run(client.clone(), keelson_scheduler::Options::default());
+            let result = match scheduler_lease {
+                Some(lease) => {
+                    keelson_controllers::leaderelection::run_as_leader(client.clone(), lease, work)
+                        .await
+                }
+                None => work().await,
+            };
+            if let Err(error) = result {
                 tracing::error!(error = format!("{error:#}"), "the scheduler stopped");
             }
         };

@@ -62,7 +62,10 @@ pub async fn run(client: Client, slices: bool, endpoints: bool) -> anyhow::Resul
         node_writer,
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
     );
-    tokio::spawn(crate::drive("endpointslice-nodes", node_stream));
+    let _nodes_task = crate::AbortOnDrop(tokio::spawn(crate::drive(
+        "endpointslice-nodes",
+        node_stream,
+    )));
     let controller = Controller::new(services, watcher::Config::default());
     let service_store = controller.store();
     let controller = controller
@@ -75,7 +78,7 @@ pub async fn run(client: Client, slices: bool, endpoints: bool) -> anyhow::Resul
             watcher::Config::default(),
             move |pod| services_selecting(&service_store, &pod),
         );
-    let pod_store = controller_pods(&client);
+    let (pod_store, _pods_task) = controller_pods(&client);
     let ctx = Arc::new(Ctx {
         client,
         pods: pod_store,
@@ -91,15 +94,15 @@ pub async fn run(client: Client, slices: bool, endpoints: bool) -> anyhow::Resul
     Ok(())
 }
 
-/// A reflector of every pod, for reconciles to read.
-fn controller_pods(client: &Client) -> Store<Pod> {
+/// A reflector of every pod, for reconciles to read, and the task feeding it.
+fn controller_pods(client: &Client) -> (Store<Pod>, crate::AbortOnDrop) {
     let (reader, writer) = kube::runtime::reflector::store();
     let stream = kube::runtime::reflector(
         writer,
         watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
     );
-    tokio::spawn(crate::drive("endpointslice-pods", stream));
-    reader
+    let task = tokio::spawn(crate::drive("endpointslice-pods", stream));
+    (reader, crate::AbortOnDrop(task))
 }
 
 fn services_selecting(services: &Store<Service>, pod: &Pod) -> Vec<ObjectRef<Service>> {

@@ -8,26 +8,36 @@
 //! - an owner with the `orphan` finalizer has its owner reference removed from its dependents,
 //!   then loses the finalizer.
 //!
-//! It scans the kinds that carry owner references every [`SCAN_PERIOD`]; an owner that looks
-//! gone is confirmed with a direct GET (by name, then uid) before a dependent is deleted.
+//! It keeps a watch-fed cache (kube-rs reflectors) of every kind it knows and scans the caches
+//! shortly after any change and at least every [`SCAN_PERIOD`], so a scan costs no API calls
+//! but the writes it decides; an owner that looks gone is confirmed with a direct GET (by name,
+//! then uid) before a dependent is deleted.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
     time::Duration,
 };
 
+use futures_util::StreamExt;
 use kube::{
     Api, Client, ResourceExt,
-    api::{
-        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams},
+    runtime::{
+        WatchStreamExt, reflector,
+        reflector::{Store, store::Writer},
+        watcher,
     },
 };
 use serde_json::json;
+use tokio::sync::Notify;
 
 use crate::{ApiContext, Result, error_chain, is_status};
 
-/// Time between scans.
-pub const SCAN_PERIOD: Duration = Duration::from_secs(2);
+/// The longest time between scans.
+pub const SCAN_PERIOD: Duration = Duration::from_secs(5);
+/// How long a scan waits after a change for more changes to settle.
+const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// `(group, version, kind, plural, namespaced)` of the kinds scanned.
 const KINDS: &[(&str, &str, &str, &str, bool)] = &[
@@ -67,30 +77,66 @@ struct Object {
     object: DynamicObject,
 }
 
+/// A watch-fed cache of one kind.
+struct Cache {
+    resource: ApiResource,
+    store: Store<DynamicObject>,
+}
+
 /// Runs the collector until the process ends.
 pub async fn run(client: Client) -> anyhow::Result<()> {
+    let changed = Arc::new(Notify::new());
+    let mut feeders = tokio::task::JoinSet::new();
+    let mut caches = Vec::new();
+    for (group, version, kind, plural, _) in KINDS {
+        let resource =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        let writer = Writer::new(resource.clone());
+        let store = writer.as_reader();
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let stream = reflector(writer, watcher(api, watcher::Config::default())).touched_objects();
+        let changed = Arc::clone(&changed);
+        feeders.spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                if let Err(error) = event {
+                    tracing::debug!(kind = plural, %error, "garbage collector watch error");
+                }
+                changed.notify_one();
+            }
+        });
+        caches.push(Cache { resource, store });
+    }
+    for cache in &caches {
+        cache.store.wait_until_ready().await?;
+    }
     loop {
-        if let Err(error) = scan(&client).await {
+        if let Err(error) = scan(&client, &caches).await {
             tracing::warn!(error = %error_chain(&error), "garbage collection scan failed");
         }
-        tokio::time::sleep(SCAN_PERIOD).await;
+        tokio::select! {
+            () = changed.notified() => tokio::time::sleep(DEBOUNCE).await,
+            () = tokio::time::sleep(SCAN_PERIOD) => {}
+        }
     }
 }
 
-async fn scan(client: &Client) -> Result<()> {
+async fn scan(client: &Client, caches: &[Cache]) -> Result<()> {
+    // Every uid, and the objects that matter: dependents and objects being deleted.
+    let mut by_uid: HashSet<String> = HashSet::new();
     let mut objects = Vec::new();
-    for (group, version, kind, plural, _) in KINDS {
-        let ar =
-            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .action(|| format!("list {plural}"))?;
-        for object in list.items {
+    for cache in caches {
+        let ar = &cache.resource;
+        for object in cache.store.state() {
+            by_uid.extend(object.metadata.uid.clone());
+            if object.owner_references().is_empty() && object.metadata.deletion_timestamp.is_none()
+            {
+                continue;
+            }
+            let object = DynamicObject::clone(&object);
             let scoped = match object.namespace() {
-                Some(ns) => Api::namespaced_with(client.clone(), &ns, &ar),
-                None => Api::all_with(client.clone(), &ar),
+                Some(ns) => Api::namespaced_with(client.clone(), &ns, ar),
+                None => Api::all_with(client.clone(), ar),
             };
             objects.push(Object {
                 api: scoped,
@@ -98,11 +144,6 @@ async fn scan(client: &Client) -> Result<()> {
             });
         }
     }
-    let by_uid: HashMap<String, usize> = objects
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| Some((o.object.metadata.uid.clone()?, i)))
-        .collect();
     let mut dependents: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, o) in objects.iter().enumerate() {
         for owner in o.object.owner_references() {
@@ -115,7 +156,7 @@ async fn scan(client: &Client) -> Result<()> {
         if owners.is_empty() || o.object.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        if owners.iter().any(|r| by_uid.contains_key(&r.uid)) {
+        if owners.iter().any(|r| by_uid.contains(&r.uid)) {
             continue;
         }
         let mut all_gone = true;

@@ -23,8 +23,10 @@ use kube::runtime::controller::Action;
 pub mod deployment;
 pub mod endpointslice;
 pub mod gc;
+pub mod leaderelection;
 pub mod namespace;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
 
@@ -150,6 +152,9 @@ pub struct Options {
     pub node_monitor_grace_period: Duration,
     /// Node lifecycle: how often node health is checked.
     pub node_monitor_period: Duration,
+    /// Node lifecycle: how long pods that do not tolerate `node.kubernetes.io/unreachable`
+    /// explicitly stay on an unreachable node before they are evicted.
+    pub default_toleration: Duration,
 }
 
 impl Default for Options {
@@ -161,6 +166,7 @@ impl Default for Options {
             node_cidr_mask_size: 24,
             node_monitor_grace_period: Duration::from_secs(40),
             node_monitor_period: Duration::from_secs(5),
+            default_toleration: Duration::from_secs(300),
         }
     }
 }
@@ -240,6 +246,17 @@ where
     }
 }
 
+/// A spawned task that is aborted when this is dropped, so a controller's helper tasks (watch
+/// feeders) end with it, e.g. when leadership is lost.
+#[derive(Debug)]
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs the [`Options::enabled`] controllers until one of them ends (they only end when their
 /// watches do), against the API server `client` talks to.
 pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
@@ -272,10 +289,14 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
         tasks.spawn(gc::run(client.clone()));
     }
     if enabled(ControllerKind::NodeLifecycle) {
-        tracing::warn!(
-            controller = %ControllerKind::NodeLifecycle,
-            "this controller is not implemented yet"
-        );
+        tasks.spawn(nodelifecycle::run(
+            client.clone(),
+            nodelifecycle::Settings {
+                grace_period: options.node_monitor_grace_period,
+                period: options.node_monitor_period,
+                default_toleration: options.default_toleration,
+            },
+        ));
     }
     tracing::info!(
         controllers = %options.enabled.iter().map(|k| k.name()).collect::<Vec<_>>().join(","),

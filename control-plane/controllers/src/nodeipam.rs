@@ -58,6 +58,24 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
         return Ok(Action::await_change());
     }
     let api: Api<Node> = Api::all(ctx.client.clone());
+    // The watch cache may not show our own earlier allocation yet: ask the API, or a second
+    // pass would give this node another block.
+    let name = node.name_any();
+    let current = api
+        .get_opt(&name)
+        .await
+        .action(|| format!("get node {name}"))?;
+    let Some(current) = current else {
+        return Ok(Action::await_change());
+    };
+    if current
+        .spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.as_deref())
+        .is_some_and(|c| !c.is_empty())
+    {
+        return Ok(Action::await_change());
+    }
     let taken: BTreeSet<String> = api
         .list(&ListParams::default())
         .await
@@ -66,7 +84,6 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
         .iter()
         .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
         .collect();
-    let name = node.name_any();
     let block = first_free(ctx.cluster_cidr, ctx.mask, &taken).ok_or_else(|| {
         Error::Invalid(format!(
             "no free /{} left in the cluster CIDR {} for node {name}",

@@ -71,17 +71,39 @@ pub enum Placement {
     Unschedulable(String),
 }
 
-/// Picks a node for `pod` among `nodes` (pure): filters, then the highest sum of
-/// least-allocated and owner-spread scores; ties go to the node after `tie_break` in name
-/// order, so equal nodes take turns.
+/// How many feasible nodes are enough to pick from among `total` (Kubernetes' adaptive
+/// `percentageOfNodesToScore`): all below 100 nodes, else 50% less 1% per 125 nodes, at
+/// least 5% and at least 100 nodes. At 5000 nodes: 500.
+pub fn feasible_nodes_to_find(total: usize) -> usize {
+    if total < 100 {
+        return total;
+    }
+    let percent = 50usize.saturating_sub(total / 125).max(5);
+    (total * percent / 100).max(100)
+}
+
+/// How many bindings are in flight at once.
+const BIND_CONCURRENCY: usize = 64;
+
+/// Picks a node for `pod` among `nodes` (pure): filters nodes starting at `tie_break` (mod the
+/// node count) until [`feasible_nodes_to_find`] fit, then takes the highest sum of
+/// least-allocated and owner-spread scores; ties go to the first found, so equal nodes take
+/// turns as `tie_break` moves.
 pub fn place(pod: &Pod, nodes: &[NodeInfo], tie_break: usize) -> Placement {
     let request = plugins::pod_requests(pod);
     let ports = plugins::pod_host_ports(pod);
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut feasible: Vec<&NodeInfo> = Vec::new();
-    for node in nodes {
+    let enough = feasible_nodes_to_find(nodes.len());
+    let start = tie_break.checked_rem(nodes.len()).unwrap_or(0);
+    for node in nodes[start..].iter().chain(&nodes[..start]) {
         match plugins::filter(pod, &request, &ports, node) {
-            Ok(()) => feasible.push(node),
+            Ok(()) => {
+                feasible.push(node);
+                if feasible.len() >= enough {
+                    break;
+                }
+            }
             Err(unfit) => *reasons.entry(unfit.to_string()).or_default() += 1,
         }
     }
@@ -98,11 +120,8 @@ pub fn place(pod: &Pod, nodes: &[NodeInfo], tie_break: usize) -> Placement {
                 .unwrap_or(0)
         })
         .unwrap_or(0);
-    let len = feasible.len();
     let mut best: Option<(f64, usize)> = None;
-    for i in 0..len {
-        let index = (i + tie_break) % len;
-        let node = feasible[index];
+    for (index, node) in feasible.iter().enumerate() {
         let score = plugins::score_least_allocated(&request, node)
             + plugins::score_spread(owner, node, max) * 2.0;
         if best.is_none_or(|(s, _)| score > s + 1e-9) {
@@ -128,12 +147,14 @@ pub async fn run(client: Client, options: Options) -> anyhow::Result<()> {
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
     )
     .touched_objects();
+    // The watch feeders end with this function (e.g. when leadership is lost).
+    let mut feeders = tokio::task::JoinSet::new();
     for (name, stream) in [
         ("pods", pod_stream.map(|r| r.map(drop)).boxed()),
         ("nodes", node_stream.map(|r| r.map(drop)).boxed()),
     ] {
         let notify = Arc::clone(&notify);
-        tokio::spawn(async move {
+        feeders.spawn(async move {
             let mut stream = stream;
             while let Some(event) = stream.next().await {
                 if let Err(error) = event {
@@ -222,60 +243,39 @@ impl Scheduler {
         self.assumed.retain(|uid, _| live.contains(uid.as_str()));
         self.reported.retain(|uid, _| live.contains(uid.as_str()));
         pending.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+        // Place every pending pod, assuming each placement at once so the next pod sees it,
+        // then bind them concurrently; a failed binding is forgotten and retried next pass.
+        let mut binds = Vec::new();
+        let mut unschedulable = Vec::new();
         for pod in pending {
             self.turn = self.turn.wrapping_add(1);
             match place(&pod, &infos, self.turn) {
                 Placement::Node(node) => {
-                    if self.bind(&pod, &node).await {
-                        if let Some(&i) = index.get(&node) {
-                            infos[i].add_pod(&pod);
-                        }
-                        self.assumed
-                            .insert(pod.metadata.uid.clone().unwrap_or_default(), node);
+                    if let Some(&i) = index.get(&node) {
+                        infos[i].add_pod(&pod);
                     }
+                    self.assumed
+                        .insert(pod.metadata.uid.clone().unwrap_or_default(), node.clone());
+                    binds.push((pod, node));
                 }
-                Placement::Unschedulable(message) => self.report(&pod, &message).await,
+                Placement::Unschedulable(message) => unschedulable.push((pod, message)),
             }
         }
-    }
-
-    async fn bind(&self, pod: &Pod, node: &str) -> bool {
-        let namespace = pod.namespace().unwrap_or_default();
-        let name = pod.name_any();
-        let binding = Binding {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(namespace.clone()),
-                uid: pod.metadata.uid.clone(),
-                ..ObjectMeta::default()
-            },
-            target: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Node".into()),
-                name: Some(node.to_owned()),
-                ..ObjectReference::default()
-            },
-        };
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-        match api
-            .create_subresource::<Binding, serde_json::Value>(
-                "binding",
-                &name,
-                &PostParams::default(),
-                &binding,
-            )
-            .await
-        {
-            Ok(_) => {
-                tracing::debug!(pod = %format!("{namespace}/{name}"), node, "bound");
-                let message = format!("Successfully assigned {namespace}/{name} to {node}");
-                self.event(pod, "Normal", "Scheduled", &message).await;
-                true
-            }
-            Err(error) => {
-                tracing::debug!(pod = %format!("{namespace}/{name}"), node, %error, "bind failed");
-                false
-            }
+        let client = &self.client;
+        let failed: Vec<String> = futures_util::stream::iter(binds)
+            .map(|(pod, node)| async move {
+                let bound = bind(client, &pod, &node).await;
+                (!bound).then(|| pod.metadata.uid.clone().unwrap_or_default())
+            })
+            .buffer_unordered(BIND_CONCURRENCY)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        for uid in failed {
+            self.assumed.remove(&uid);
+        }
+        for (pod, message) in unschedulable {
+            self.report(&pod, &message).await;
         }
     }
 
@@ -299,47 +299,88 @@ impl Scheduler {
             tracing::debug!(pod = %format!("{namespace}/{name}"), %error, "cannot mark unschedulable");
             return;
         }
-        self.event(pod, "Warning", "FailedScheduling", message)
-            .await;
+        event(&self.client, pod, "Warning", "FailedScheduling", message).await;
         tracing::info!(pod = %format!("{namespace}/{name}"), message, "unschedulable");
         self.reported.insert(uid, message.to_owned());
     }
+}
 
-    async fn event(&self, pod: &Pod, type_: &str, reason: &str, message: &str) {
-        let namespace = pod.namespace().unwrap_or_default();
-        let now = Time(jiff::Timestamp::now());
-        let event = Event {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{}.", pod.name_any())),
-                namespace: Some(namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(pod.name_any()),
-                namespace: Some(namespace.clone()),
-                uid: pod.metadata.uid.clone(),
-                ..ObjectReference::default()
-            },
-            reason: Some(reason.into()),
-            message: Some(message.into()),
-            type_: Some(type_.into()),
-            count: Some(1),
-            first_timestamp: Some(now.clone()),
-            last_timestamp: Some(now),
-            source: Some(EventSource {
-                component: Some(SCHEDULER_NAME.into()),
-                host: None,
-            }),
-            reporting_component: Some(SCHEDULER_NAME.into()),
-            reporting_instance: Some(SCHEDULER_NAME.into()),
-            ..Event::default()
-        };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        if let Err(error) = api.create(&PostParams::default(), &event).await {
-            tracing::debug!(%error, "cannot record an event");
+/// Binds `pod` to `node` through `pods/<name>/binding` and records a `Scheduled` Event.
+async fn bind(client: &Client, pod: &Pod, node: &str) -> bool {
+    let namespace = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let binding = Binding {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.clone()),
+            uid: pod.metadata.uid.clone(),
+            ..ObjectMeta::default()
+        },
+        target: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(node.to_owned()),
+            ..ObjectReference::default()
+        },
+    };
+    let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    match api
+        .create_subresource::<Binding, serde_json::Value>(
+            "binding",
+            &name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+    {
+        Ok(_) => {
+            tracing::debug!(pod = %format!("{namespace}/{name}"), node, "bound");
+            let message = format!("Successfully assigned {namespace}/{name} to {node}");
+            event(client, pod, "Normal", "Scheduled", &message).await;
+            true
         }
+        Err(error) => {
+            tracing::debug!(pod = %format!("{namespace}/{name}"), node, %error, "bind failed");
+            false
+        }
+    }
+}
+
+/// Records an Event about `pod`.
+async fn event(client: &Client, pod: &Pod, type_: &str, reason: &str, message: &str) {
+    let namespace = pod.namespace().unwrap_or_default();
+    let now = Time(jiff::Timestamp::now());
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", pod.name_any())),
+            namespace: Some(namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.name_any()),
+            namespace: Some(namespace.clone()),
+            uid: pod.metadata.uid.clone(),
+            ..ObjectReference::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(type_.into()),
+        count: Some(1),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        source: Some(EventSource {
+            component: Some(SCHEDULER_NAME.into()),
+            host: None,
+        }),
+        reporting_component: Some(SCHEDULER_NAME.into()),
+        reporting_instance: Some(SCHEDULER_NAME.into()),
+        ..Event::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
+    if let Err(error) = api.create(&PostParams::default(), &event).await {
+        tracing::debug!(%error, "cannot record an event");
     }
 }
 

@@ -8,6 +8,8 @@
 //! - `api`: builds `keelson-bench` and `keelson-control-plane` in release mode and runs
 //!   `keelson-bench api`, which measures the control plane on SQLite and on a loopback etcd side
 //!   by side and writes `results/bench-api.md` (`--quick`, `--stores`, …; `-- --help`).
+//! - `scheduler`: the scheduler against the real control plane with 5000 and 500 Node objects
+//!   and 10k pods (`--quick`: 500/100 nodes, 2000 pods); writes `results/bench-scheduler.md`.
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf};
 
@@ -36,6 +38,12 @@ enum Which {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The scheduler against the real API server: 5000 and 500 Node objects, 10k pods.
+    Scheduler {
+        /// Arguments for the scheduler_bench example (e.g. `--quick`, `--nodes 1000`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -43,6 +51,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Which::Datapath { args } => ("datapath", args, &["keelson-bench"]),
         // The API benchmark starts the control plane binary it finds next to itself.
         Which::Api { args } => ("api", args, &["keelson-bench", "keelson-control-plane"]),
+        Which::Scheduler { args } => return scheduler(args),
     };
     if which == "datapath" {
         cmd::require_root("cargo xtask bench datapath")?;
@@ -65,6 +74,25 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // Replace this process: Ctrl-C then reaches the benchmark alone, which cleans up.
     let error = bench.exec();
     Err(error).with_context(|| format!("cannot start {}", binary.display()))
+}
+
+/// `bench scheduler`: builds the control plane (release) and runs the scheduler_bench example
+/// of keelson-scheduler, which writes results/bench-scheduler.md. No root needed.
+fn scheduler(args: &[String]) -> anyhow::Result<()> {
+    println!("==> bench: building keelson-control-plane (release)");
+    cmd::run(command("cargo").args(["build", "--release", "--package", "keelson-control-plane"]))?;
+    let mut bench = command("cargo");
+    bench.args([
+        "run",
+        "--release",
+        "--package",
+        "keelson-scheduler",
+        "--example",
+    ]);
+    bench.args(["scheduler_bench", "--", "--control-plane"]);
+    bench.arg(target_dir().join("release/keelson-control-plane"));
+    bench.arg("--output-dir").arg(repo_root().join("results"));
+    cmd::run(bench.args(args))
 }
 
 /// Where cargo puts build output: `$CARGO_TARGET_DIR` (relative to the repository root when
