@@ -1,5 +1,5 @@
 //! End to end, privileged: the agent's kubelet endpoint serves container logs (what the API
-//! server proxies `kubectl logs` to) over HTTPS, only to clients with a cluster certificate of
+//! server proxies `kubectl logs` to, also tested here) over HTTPS, only to clients with a cluster certificate of
 //! the API server or an administrator: `tailLines`, `previous`, stdout and stderr.
 
 use std::{path::Path, process::Command, time::Duration};
@@ -69,7 +69,17 @@ async fn the_kubelet_endpoint_serves_container_logs_to_the_api_server_only() {
     // Without node IPAM the agent uses this test's own --pod-cidr (10.250.N.0/24), so tests
     // running at once never share pod addresses or routes.
     let plane = ControlPlane::start_with(&["--controllers", "all,-nodeipam"]);
-    let agent = PodAgent::start(&plane, &["--restart-backoff-seconds", "1"]);
+    // The kubelet endpoint listens on loopback in tests; the Node's InternalIP says so, since
+    // the API server finds the endpoint there.
+    let agent = PodAgent::start(
+        &plane,
+        &[
+            "--restart-backoff-seconds",
+            "1",
+            "--node-address",
+            "127.0.0.1",
+        ],
+    );
     let kubectl = Kubectl::new(33, &plane);
     let client = plane.client().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -151,6 +161,31 @@ spec:
         code, 0,
         "a client without a certificate must not get an answer"
     );
+
+    // kubectl logs, through the API server's pods/log proxy to this endpoint.
+    let logs = kubectl.run(&["logs", "talker", "-c", "app"]);
+    assert_eq!(logs, "line1\nline2\noops\n");
+    let logs = kubectl.run(&["logs", "talker", "-c", "app", "--tail=1"]);
+    assert_eq!(logs, "oops\n");
+    let logs = kubectl.run(&["logs", "talker", "-c", "flaky", "--previous"]);
+    assert!(logs.starts_with("run "), "{logs:?}");
+    let error = kubectl.fail(&["logs", "talker", "-c", "nope"]);
+    assert!(
+        error.contains("container nope is not valid for pod talker"),
+        "{error}"
+    );
+    let logs = Api::<Pod>::namespaced(plane.client().await, "default")
+        .logs(
+            "talker",
+            &kube::api::LogParams {
+                container: Some("app".into()),
+                tail_lines: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("kube-rs reads logs too");
+    assert_eq!(logs, "line2\noops\n");
 
     kubectl.run(&["delete", "pod", "talker", "--timeout=30s"]);
     agent.assert_no_leaks();

@@ -31,6 +31,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("procps", "tests set sysctls in network namespaces"),
     ("bpftool", "inspecting loaded programs and pinned maps"),
     ("busybox-static", "offline test images"),
+    (
+        "curl",
+        "the kubelet endpoint test talks HTTPS with client certificates",
+    ),
     ("iperf3", "datapath benchmarks"),
     ("wrk", "datapath benchmarks"),
     ("tcpdump", "debugging datapath tests"),

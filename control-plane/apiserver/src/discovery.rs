@@ -165,6 +165,13 @@ pub(crate) fn resource_list(group: &str, version: &str) -> Response {
         }
         if r.plural == "pods" {
             resources.push(json!({
+                "name": "pods/log",
+                "singularName": "",
+                "namespaced": true,
+                "kind": "Pod",
+                "verbs": ["get"],
+            }));
+            resources.push(json!({
                 "name": "pods/binding",
                 "singularName": "",
                 "namespaced": true,

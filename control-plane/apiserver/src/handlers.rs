@@ -151,7 +151,7 @@ async fn serve(
         None => true,
         Some("status") => target.resource.status,
         Some("scale") => target.resource.scale,
-        Some("binding") => target.resource.plural == "pods",
+        Some("binding" | "log") => target.resource.plural == "pods",
         Some("finalize") => target.resource.kind == "Namespace",
         Some(_) => false,
     };
@@ -209,6 +209,32 @@ async fn serve(
         (&Method::GET, Some(name), None | Some("status")) => {
             let kv = get_kv(store, &target, name).await?;
             Ok(ok(&decode_kv(&kv)?))
+        }
+        (&Method::GET, Some(name), Some("log")) if target.resource.plural == "pods" => {
+            let pod = decode_kv(&get_kv(store, &target, name).await?)?;
+            let node = match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+                Some(node_name) => {
+                    let nodes = resources::find("", "v1", "nodes")
+                        .ok_or_else(|| ApiError::no_route("nodes"))?;
+                    store
+                        .get(&nodes.key(None, node_name), None)
+                        .await
+                        .map_err(|e| ApiError::from_store(e, nodes, node_name))?
+                        .map(|kv| decode_kv(&kv))
+                        .transpose()?
+                }
+                None => None,
+            };
+            let namespace = target.namespace.as_deref().unwrap_or("default");
+            crate::pod_log::proxy(
+                state.kubelet.as_ref(),
+                &pod,
+                node.as_ref(),
+                namespace,
+                name,
+                params,
+            )
+            .await
         }
         (&Method::GET, Some(name), Some("scale")) if target.resource.scale => {
             let kv = get_kv(store, &target, name).await?;

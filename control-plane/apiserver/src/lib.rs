@@ -28,6 +28,7 @@ pub mod finalizers;
 mod handlers;
 pub mod metrics;
 mod object;
+mod pod_log;
 mod protobuf;
 pub mod resources;
 mod reviews;
@@ -38,6 +39,7 @@ pub use allocator::ServiceNetwork;
 pub use auth::{Authenticator, UserInfo};
 pub use error::ApiError;
 pub use metrics::{InstrumentedStore, Metrics};
+pub use pod_log::KubeletClient;
 
 /// The largest request body accepted; larger ones get `413 RequestEntityTooLarge`
 /// (kube-apiserver's limit too).
@@ -56,6 +58,7 @@ pub struct AppState {
     shutdown: Arc<watch::Sender<bool>>,
     services: Arc<ServiceNetwork>,
     watch_events: Arc<watch_stream::EventCache>,
+    kubelet: Option<KubeletClient>,
 }
 
 impl AppState {
@@ -71,7 +74,14 @@ impl AppState {
             shutdown: Arc::new(watch::Sender::new(false)),
             services: Arc::new(ServiceNetwork::default()),
             watch_events: Arc::default(),
+            kubelet: None,
         }
+    }
+
+    /// Reaches node agents' kubelet endpoints (`kubectl logs`) with `client`.
+    pub fn with_kubelet_client(mut self, client: KubeletClient) -> Self {
+        self.kubelet = Some(client);
+        self
     }
 
     /// The same state authenticating bearer tokens with `authenticator`.

@@ -16,7 +16,8 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use keelson_api::cidr::Ipv4Cidr;
 use keelson_apiserver::{
-    AppState, Authenticator, ServiceNetwork, UserInfo, app, auth::MASTERS_GROUP, bootstrap, tls,
+    AppState, Authenticator, KubeletClient, ServiceNetwork, UserInfo, app, auth::MASTERS_GROUP,
+    bootstrap, tls,
 };
 use keelson_controllers::ControllerSet;
 use keelson_store::{CompactionPolicy, EtcdStore, SqliteOptions, SqliteStore, Store};
@@ -490,8 +491,21 @@ async fn main() -> anyhow::Result<()> {
         .context("cannot create the system namespaces")?;
     // The API server's state wraps the store so /metrics times every store call, the
     // compactor's included.
+    // What kube-apiserver presents to kubelets (`kubectl logs`): the node agents accept this
+    // common name from the cluster CA.
+    let kubelet_client = pki.persistent_client(
+        "apiserver-kubelet-client",
+        "kube-apiserver-kubelet-client",
+        None,
+    )?;
+    let kubelet_client = KubeletClient::new(
+        kubelet_client.cert_pem.as_bytes(),
+        kubelet_client.key_pem.as_bytes(),
+    )
+    .context("cannot use the kubelet client certificate")?;
     let state = AppState::new(Arc::clone(&store))
         .with_authenticator(authenticator)
+        .with_kubelet_client(kubelet_client)
         .with_service_network(args.cluster.service_network());
     let compactor = tokio::spawn(keelson_store::run_compactor(
         Arc::clone(state.store()),
