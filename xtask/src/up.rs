@@ -2,8 +2,9 @@
 //!
 //! Today it builds the release binaries, has the node agent load every eBPF program into this
 //! kernel, and runs the control plane (the Kubernetes API on embedded SQLite under `.keelson/`)
-//! in the foreground until Ctrl-C. The scheduler and controllers, pods on Docker and the demo
-//! Service arrive with the issues named below, and `up` says so rather than pretending.
+//! in the foreground until Ctrl-C (its scheduler and controllers included). Starting this
+//! machine's node agent, the demo Service and cluster DNS arrive with issue 7, and `up` says so
+//! rather than pretending.
 
 use std::{
     net::TcpStream,
@@ -71,10 +72,10 @@ pub fn run() -> anyhow::Result<()> {
          \x20   export KUBECONFIG={}/admin.kubeconfig\n\
          \x20   kubectl get namespaces\n\
          \n\
-         Not there yet (keelson says so rather than pretend):\n\
-         \x20   - scheduler and controllers (Deployments create no pods yet): issue 5\n\
-         \x20   - pods on Docker with their own netns and IP: issue 6\n\
-         \x20   - the demo Deployment + Service through the eBPF datapath: issue 7\n\
+         The scheduler and controllers run in the control plane. Not there yet (keelson says so\n\
+         rather than pretend): `up` does not start keelson-node-agent for this machine yet, so\n\
+         pods stay Pending, and the demo Deployment + Service through the eBPF datapath and\n\
+         cluster DNS come with issue 7.\n\
          \n\
          Ctrl-C stops the control plane; its state stays in {} for the next `up`.",
         data_dir.display(),
