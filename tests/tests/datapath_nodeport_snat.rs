@@ -132,16 +132,25 @@ fn node_port_to_backends_on_another_node_is_source_natted_under_cluster_policy()
         "backends see the node's address as the source: {tcp:?}"
     );
 
-    // Many connections open at once: each gets its own SNAT port and its own answers.
+    // Many connections open at once: each gets its own SNAT tuple and its own answers. A port
+    // is unique per backend (the reply's conntrack key holds the backend's address), so two
+    // flows may share a port towards different backends, as Linux's SNAT allows.
     let parallel =
         exchanges(&topology.run_client(CLIENT, &["tcp-parallel", &target.to_string(), "32"]));
     assert_eq!(parallel.len(), 32, "{parallel:?}");
-    let ports: BTreeSet<u16> = parallel.iter().map(|(_, r)| seen_by_backend(r).2).collect();
+    let tuples: BTreeSet<(String, u16)> = parallel
+        .iter()
+        .map(|(_, r)| {
+            let (backend, _, port) = seen_by_backend(r);
+            (backend, port)
+        })
+        .collect();
     assert_eq!(
-        ports.len(),
+        tuples.len(),
         32,
-        "32 concurrent flows, 32 distinct SNAT ports: {parallel:?}"
+        "32 concurrent flows, 32 distinct (backend, SNAT port) tuples: {parallel:?}"
     );
+    let ports: BTreeSet<u16> = tuples.iter().map(|(_, port)| *port).collect();
     assert!(
         ports.iter().all(|p| *p >= 61_000),
         "SNAT ports come from the SNAT range: {ports:?}"
