@@ -227,7 +227,9 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_get_addresses_and_slices_list_the_ready_pods() {
-    let mut plane = ControlPlane::start();
+    // This test kills and restarts its one control plane; with leader election the restarted
+    // process would first wait out the dead holder's 15 s lease (`controllers_leader` covers that).
+    let mut plane = ControlPlane::start_with(&["--leader-elect=false"]);
     let kubectl = Kubectl::new(33, &plane);
     let client = plane.client().await;
     // The kubernetes Service points at the API server.
