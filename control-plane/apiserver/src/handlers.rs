@@ -790,11 +790,28 @@ async fn delete(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let options = delete_options(params, body)?;
-    let kv = get_kv(store, target, name).await?;
-    delete_one(store, target, name, &kv, &options)
-        .await
-        .map(|v| ok(&v))
+    // Marking an object for deletion is a read-modify-write; a controller writing the object in
+    // between makes it conflict. Without a client precondition that is not the client's
+    // conflict: read again and retry, as kube-apiserver's GuaranteedUpdate does.
+    let mut attempts = 0;
+    loop {
+        let kv = get_kv(store, target, name).await?;
+        match delete_one(store, target, name, &kv, &options).await {
+            Err(e)
+                if e.reason == "Conflict"
+                    && options.precondition_rv.is_none()
+                    && options.precondition_uid.is_none()
+                    && attempts < DELETE_ATTEMPTS =>
+            {
+                attempts += 1;
+            }
+            result => return result.map(|v| ok(&v)),
+        }
+    }
 }
+
+/// How often a DELETE re-reads the object after a concurrent write.
+const DELETE_ATTEMPTS: u32 = 5;
 
 async fn delete_one(
     store: &dyn Store,
