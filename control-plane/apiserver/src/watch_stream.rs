@@ -75,7 +75,8 @@ impl Decoded {
     }
 }
 
-/// Recently decoded store events by key and revision, shared by every watch.
+/// Recently decoded store events by revision (every store write changes one key at a new
+/// revision, so the revision names the event), shared by every watch.
 #[derive(Debug, Default)]
 pub(crate) struct EventCache {
     inner: Mutex<CacheInner>,
@@ -83,13 +84,13 @@ pub(crate) struct EventCache {
 
 #[derive(Debug, Default)]
 struct CacheInner {
-    events: HashMap<(String, Revision), Arc<Decoded>>,
-    order: VecDeque<(String, Revision)>,
+    events: HashMap<Revision, Arc<Decoded>>,
+    order: VecDeque<Revision>,
 }
 
 impl EventCache {
     fn get(&self, event: &WatchEvent) -> Arc<Decoded> {
-        let id = (event.key.clone(), event.mod_revision);
+        let id = event.mod_revision;
         let mut inner = match self.inner.lock() {
             Ok(inner) => inner,
             Err(poisoned) => poisoned.into_inner(),
@@ -108,7 +109,7 @@ impl EventCache {
         {
             inner.events.remove(&oldest);
         }
-        inner.order.push_back(id.clone());
+        inner.order.push_back(id);
         inner.events.insert(id, Arc::clone(&decoded));
         decoded
     }
