@@ -15,6 +15,15 @@ pub struct TestArgs {
 
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     crate::setup::run()?;
+    // A one-shot build gains nothing from incremental state, which costs gigabytes of disk
+    // (unless the caller asked for it).
+    let command = |program: &str| {
+        let mut cmd = command(program);
+        if std::env::var_os("CARGO_INCREMENTAL").is_none() {
+            cmd.env("CARGO_INCREMENTAL", "0");
+        }
+        cmd
+    };
 
     println!("==> test: formatting");
     cmd::run(command("cargo").args(["fmt", "--all", "--check"]))?;
