@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use keelson_node_agent::{datapath, error_chain};
 use tracing_subscriber::EnvFilter;
 
@@ -37,6 +37,10 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
+    /// A YAML file whose keys are these flags' names (`node-name: worker-1`); flags given on
+    /// the command line win over it, and it wins over environment variables and defaults.
+    #[arg(long, env = "KEELSON_CONFIG")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     pins: PinArgs,
     /// Kubeconfig for the API server (the admin or the node's credentials).
@@ -161,7 +165,19 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let argv = keelson_node_agent::config_file::expand(
+        &Cli::command(),
+        "run",
+        std::env::args_os().collect(),
+        std::env::var_os(keelson_node_agent::config_file::ENV),
+    );
+    let cli = match argv {
+        Ok(argv) => Cli::parse_from(argv),
+        Err(error) => {
+            eprintln!("keelson-node-agent run: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Command::Check => check(),
         Command::Run(args) => match run(*args) {

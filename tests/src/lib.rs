@@ -9,6 +9,7 @@ pub mod etcd;
 pub mod lbkit;
 pub mod netns;
 pub mod pods;
+pub mod startup;
 pub mod topology;
 
 use std::process::{Command, Output};

@@ -193,20 +193,30 @@ impl PodAgent {
             .append(true)
             .open(&self.log)
             .expect("agent log");
+        // The node's own settings go through the agent's config file (as a node daemon would
+        // be set up), the test harness's through flags; flags in `extra` win over the file.
+        let config = self.log.with_file_name("agent.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "node-name: {}\npod-cidr: {}\ndata-dir: {}\nkubelet-listen: 127.0.0.1:0\n\
+                 metrics-listen: 127.0.0.1:{metrics_port}\n",
+                self.node,
+                self.cidr,
+                self.data_dir.display()
+            ),
+        )
+        .expect("write the agent's config file");
         let child = Command::new(node_agent_binary())
             .arg("run")
+            .arg("--config")
+            .arg(&config)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--pin-dir")
             .arg(self.pins.path())
             .arg("--cgroup")
             .arg(self.cgroup.path())
-            .args(["--node-name", &self.node])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(["--pod-cidr", &self.cidr])
-            .args(["--kubelet-listen", "127.0.0.1:0"])
             .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

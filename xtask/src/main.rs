@@ -5,7 +5,8 @@
 //! - `test`: formatting, lints and every test tier, as CI runs them.
 //! - `images`: the offline test images (setup builds them too).
 //! - `bench`: benchmarks (`bench datapath`: keelson's service datapath against kube-proxy's;
-//!   `bench api`: the API server on SQLite and on etcd).
+//!   `bench api`: the API server on SQLite and on etcd; `bench scheduler`; `bench pods`: pod
+//!   startup latency and agent RSS).
 
 mod bench;
 mod cmd;
@@ -36,8 +37,8 @@ enum Command {
     Test(test::TestArgs),
     /// Run setup, build the release binaries and start keelson on this machine.
     Up,
-    /// Build and run a benchmark as root (`bench datapath [--quick]`, `bench api [--quick]`);
-    /// results go to results/.
+    /// Build and run a benchmark (`bench datapath|api|scheduler|pods`; datapath and pods as
+    /// root); results go to results/.
     Bench(bench::BenchArgs),
 }
 

@@ -10,6 +10,9 @@
 //!   by side and writes `results/bench-api.md` (`--quick`, `--stores`, …; `-- --help`).
 //! - `scheduler`: the scheduler against the real control plane with 5000 and 500 Node objects
 //!   and 10k pods (`--quick`: 500/100 nodes, 2000 pods); writes `results/bench-scheduler.md`.
+//! - `pods`: as root, the real control plane and node agent (release) on Docker: startup latency
+//!   of 50 pods with a local image (create -> Ready, p50/p99) and the agent's RSS; writes
+//!   `results/bench-pods.md` (`--pods`, `--interval-ms`).
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf};
 
@@ -38,6 +41,12 @@ enum Which {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Pod startup latency (create -> Ready) for 50 pods with a local image, and agent RSS.
+    Pods {
+        /// Arguments for the pods_bench example (e.g. `--pods 20`, `--interval-ms 500`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The scheduler against the real API server: 5000 and 500 Node objects, 10k pods.
     Scheduler {
         /// Arguments for the scheduler_bench example (e.g. `--quick`, `--nodes 1000`).
@@ -52,6 +61,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         // The API benchmark starts the control plane binary it finds next to itself.
         Which::Api { args } => ("api", args, &["keelson-bench", "keelson-control-plane"]),
         Which::Scheduler { args } => return scheduler(args),
+        Which::Pods { args } => return pods(args),
     };
     if which == "datapath" {
         cmd::require_root("cargo xtask bench datapath")?;
@@ -92,6 +102,34 @@ fn scheduler(args: &[String]) -> anyhow::Result<()> {
     bench.args(["scheduler_bench", "--", "--control-plane"]);
     bench.arg(target_dir().join("release/keelson-control-plane"));
     bench.arg("--output-dir").arg(repo_root().join("results"));
+    cmd::run(bench.args(args))
+}
+
+/// `bench pods`: builds the control plane and the node agent (release) and runs the pods_bench
+/// example of keelson-tests next to them, which writes results/bench-pods.md. Needs root and the
+/// test images (`cargo xtask setup` builds them).
+fn pods(args: &[String]) -> anyhow::Result<()> {
+    cmd::require_root("cargo xtask bench pods")?;
+    crate::setup::run()?;
+    println!("==> bench: building keelson-control-plane and keelson-node-agent (release)");
+    cmd::run(command("cargo").args([
+        "build",
+        "--release",
+        "--package",
+        "keelson-control-plane",
+        "--package",
+        "keelson-node-agent",
+    ]))?;
+    let mut bench = command("cargo");
+    bench.args([
+        "run",
+        "--release",
+        "--package",
+        "keelson-tests",
+        "--example",
+    ]);
+    bench.args(["pods_bench", "--", "--output-dir"]);
+    bench.arg(repo_root().join("results"));
     cmd::run(bench.args(args))
 }
 
