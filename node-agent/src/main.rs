@@ -49,7 +49,8 @@ struct RunArgs {
     /// cgroup2 directory whose sockets are load-balanced (the node's cgroup2 root in production).
     #[arg(long, env = "KEELSON_CGROUP", default_value = "/sys/fs/cgroup/unified")]
     cgroup: PathBuf,
-    /// This node's addresses, where NodePorts answer (repeat the flag for several).
+    /// This node's addresses, where NodePorts answer (repeat the flag for several) [default: the
+    /// address of the interface with the default route].
     #[arg(
         long = "node-address",
         env = "KEELSON_NODE_ADDRESSES",
@@ -224,9 +225,18 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     lb.attach_cgroup(&args.cgroup)
         .map_err(|e| anyhow::anyhow!(error_chain(&e)))
         .with_context(|| format!("attaching socket-LB to {}", args.cgroup.display()))?;
+    // NodePorts answer on the node's addresses: the ones given, else the address of the
+    // interface holding the default route (the InternalIP the Node reports).
+    let node_addresses = if args.node_addresses.is_empty() {
+        keelson_node_agent::node::host_address()
+            .into_iter()
+            .collect()
+    } else {
+        args.node_addresses.clone()
+    };
     let node = datapath::lb::NodeContext {
         node_name: args.pins.node_name.clone(),
-        node_addresses: args.node_addresses.clone(),
+        node_addresses,
     };
     let gc_policy = datapath::lb::GcPolicy {
         high_water: args.ct_high_water,

@@ -1,7 +1,7 @@
 //! `cargo xtask`: keelson's developer commands.
 //!
 //! - `setup`: install and start everything the project needs on this machine (idempotent).
-//! - `up`: the main job, an all-in-one node on this machine.
+//! - `up`: the main job, an all-in-one node on this machine; `down` stops a detached one.
 //! - `test`: formatting, lints and every test tier, as CI runs them.
 //! - `images`: the offline test images (setup builds them too).
 //! - `bench`: benchmarks (`bench datapath`: keelson's service datapath against kube-proxy's;
@@ -35,8 +35,11 @@ enum Command {
     Images,
     /// Run setup, then fmt, clippy (workspace and eBPF crate) and every test tier.
     Test(test::TestArgs),
-    /// Run setup, build the release binaries and start keelson on this machine.
-    Up,
+    /// Run setup, build the release binaries, start keelson on this machine (control plane and
+    /// node agent), apply examples/hello.yaml and show its Service answering; Ctrl-C stops it.
+    Up(up::UpArgs),
+    /// Stop what `up --detach` started (pods, maps and routes are removed; the state stays).
+    Down,
     /// Build and run a benchmark (`bench datapath|api|scheduler|pods`; datapath and pods as
     /// root); results go to results/.
     Bench(bench::BenchArgs),
@@ -48,7 +51,8 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(),
         Command::Images => images::run(),
         Command::Test(args) => test::run(&args),
-        Command::Up => up::run(),
+        Command::Up(args) => up::run(&args),
+        Command::Down => up::down(),
         Command::Bench(args) => bench::run(&args),
     };
     match result {

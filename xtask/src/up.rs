@@ -1,25 +1,135 @@
-//! `cargo xtask up`: the main job, an all-in-one keelson node on this machine.
+//! `cargo xtask up` / `cargo xtask down`: the main job, an all-in-one keelson node on this
+//! machine.
 //!
-//! Today it builds the release binaries, has the node agent load every eBPF program into this
-//! kernel, and runs the control plane (the Kubernetes API on embedded SQLite under `.keelson/`)
-//! in the foreground until Ctrl-C (its scheduler and controllers included). Starting this
-//! machine's node agent, the demo Service and cluster DNS arrive with issue 7, and `up` says so
-//! rather than pretending.
+//! `up` builds the release binaries, starts `keelson-control-plane` (the Kubernetes API on
+//! embedded SQLite under `.keelson/`, scheduler and controllers inside) and `keelson-node-agent`
+//! for this machine (socket-LB attached at the cgroup2 root, pods on Docker), waits for the Node
+//! to be Ready, applies `examples/hello.yaml` and shows the Service answering from its backends
+//! through the eBPF datapath. It then follows both logs until Ctrl-C, or returns at once with
+//! `--detach` (`down` stops it).
+//!
+//! Stopping (Ctrl-C or `down`) stops the node agent, removes this node's pod containers (their
+//! network namespaces, veths and routes go with them), the pinned maps under
+//! `/sys/fs/bpf/keelson/<node>` and the blackhole routes, then stops the control plane. The
+//! cluster's state (`.keelson/state.db`, certificates, the agent's IPAM file) stays: the next
+//! `up` starts the same objects again, and `rm -rf .keelson` forgets them.
 
 use std::{
-    net::TcpStream,
-    process::Stdio,
+    io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
+use clap::Args;
+use nix::{
+    sys::signal::{self, SigHandler, Signal},
+    unistd::Pid,
+};
 
 use crate::cmd::{self, command, repo_root};
 
 const LISTEN: &str = "127.0.0.1:6443";
+/// The control plane's default Service range; blackholed so that an untranslated Service packet
+/// never leaves through the uplink.
+const SERVICE_CIDR: &str = "10.96.0.0/12";
+/// The control plane's default cluster CIDR (node pod CIDRs are /24s inside it).
+const CLUSTER_CIDR_PREFIX: &str = "10.244.";
+const DEMO_REQUESTS: usize = 30;
 
-pub fn run() -> anyhow::Result<()> {
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Return once the demo answers, leaving keelson running in the background
+    /// (`cargo xtask down` stops it).
+    #[arg(long)]
+    detach: bool,
+}
+
+/// What `up` started, as `.keelson/up.state` records it for `down`.
+#[derive(Debug, Default)]
+struct Running {
+    node: String,
+    control_plane: Option<u32>,
+    node_agent: Option<u32>,
+}
+
+fn state_dir() -> PathBuf {
+    repo_root().join(".keelson")
+}
+
+fn state_file() -> PathBuf {
+    state_dir().join("up.state")
+}
+
+fn log_dir() -> PathBuf {
+    state_dir().join("logs")
+}
+
+impl Running {
+    fn save(&self) -> anyhow::Result<()> {
+        let mut text = format!("node {}\n", self.node);
+        if let Some(pid) = self.control_plane {
+            text.push_str(&format!("keelson-control-plane {pid}\n"));
+        }
+        if let Some(pid) = self.node_agent {
+            text.push_str(&format!("keelson-node-agent {pid}\n"));
+        }
+        std::fs::write(state_file(), text).context("cannot write .keelson/up.state")
+    }
+
+    fn load() -> Option<Self> {
+        let text = std::fs::read_to_string(state_file()).ok()?;
+        let mut running = Self::default();
+        for line in text.lines() {
+            match line.split_once(' ') {
+                Some(("node", node)) => running.node = node.to_owned(),
+                Some(("keelson-control-plane", pid)) => running.control_plane = pid.parse().ok(),
+                Some(("keelson-node-agent", pid)) => running.node_agent = pid.parse().ok(),
+                _ => {}
+            }
+        }
+        Some(running)
+    }
+}
+
+/// Whether `pid` is alive and runs `binary` (so a recycled pid is never signalled).
+fn runs(pid: u32, binary: &str) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|exe| exe.file_name().is_some_and(|name| name == binary))
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: nix::libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+pub fn run(args: &UpArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    cmd::require_root("cargo xtask up")?;
     crate::setup::run()?;
+    let kubectl = kubectl()?;
+
+    if let Some(previous) = Running::load() {
+        let alive = previous
+            .control_plane
+            .is_some_and(|pid| runs(pid, "keelson-control-plane"))
+            || previous
+                .node_agent
+                .is_some_and(|pid| runs(pid, "keelson-node-agent"));
+        if alive {
+            bail!("keelson is already up (see .keelson/up.state): run `cargo xtask down` first");
+        }
+        println!("==> up: cleaning up after a previous `up` that did not stop cleanly");
+        stop(&previous);
+    }
+    if TcpStream::connect(LISTEN).is_ok() {
+        bail!("{LISTEN} is already in use by another program; keelson's API needs it");
+    }
 
     println!("==> up: building release binaries");
     cmd::run(command("cargo").args([
@@ -31,65 +141,515 @@ pub fn run() -> anyhow::Result<()> {
         "keelson-control-plane",
     ]))?;
     let release = repo_root().join("target/release");
+    let data_dir = state_dir();
+    std::fs::create_dir_all(log_dir()).context("cannot create .keelson/logs")?;
+    let node = hostname()?;
+    let mut running = Running {
+        node: node.clone(),
+        ..Running::default()
+    };
 
-    println!("==> up: loading the eBPF datapath into this kernel (keelson-node-agent check)");
-    let agent = release.join("keelson-node-agent");
-    cmd::run(command(agent.to_str().unwrap_or("keelson-node-agent")).arg("check"))?;
-
-    let data_dir = repo_root().join(".keelson");
-    println!(
-        "==> up: starting keelson-control-plane on https://{LISTEN} (state in {})",
-        data_dir.display()
-    );
-    if TcpStream::connect(LISTEN).is_ok() {
-        bail!("{LISTEN} is already in use: is another `cargo xtask up` running?");
+    // Everything below is undone by `stop` if a step fails.
+    let result = start(&release, &data_dir, &kubectl, &mut running, started, args);
+    if let Err(error) = result {
+        println!("==> up: failed; stopping what was started");
+        stop(&running);
+        return Err(error);
     }
-    let control_plane = release.join("keelson-control-plane");
-    let mut child = command(control_plane.to_str().unwrap_or("keelson-control-plane"))
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--listen", LISTEN])
-        .stdin(Stdio::null())
-        .spawn()
-        .context("cannot start keelson-control-plane")?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if ready(&data_dir.join("admin.kubeconfig")) {
-            break;
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!("keelson-control-plane exited with {status} before it was ready");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            bail!("keelson-control-plane did not accept connections within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    if args.detach {
+        println!(
+            "==> up: keelson keeps running in the background (logs in {}); `cargo xtask down` \
+             stops it",
+            log_dir().display()
+        );
+        return Ok(());
     }
 
+    // Foreground: follow the logs until Ctrl-C (or a component exits).
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { signal::signal(sig, SigHandler::Handler(on_signal)) }
+            .context("cannot install the Ctrl-C handler")?;
+    }
+    println!("==> up: following the logs; Ctrl-C stops keelson\n");
+    let mut logs = [
+        LogTail::new("control-plane", log_dir().join("control-plane.log")),
+        LogTail::new("node-agent", log_dir().join("node-agent.log")),
+    ];
+    let exited = loop {
+        for log in &mut logs {
+            log.print_new();
+        }
+        if STOP.load(Ordering::SeqCst) {
+            break None;
+        }
+        if let Some(pid) = running.control_plane
+            && !runs(pid, "keelson-control-plane")
+        {
+            break Some("keelson-control-plane");
+        }
+        if let Some(pid) = running.node_agent
+            && !runs(pid, "keelson-node-agent")
+        {
+            break Some("keelson-node-agent");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    match exited {
+        None => println!("\n==> up: stopping (Ctrl-C)"),
+        Some(which) => println!("\n==> up: {which} exited; stopping the rest"),
+    }
+    stop(&running);
     println!(
-        "\n==> up: the API is ready. In another shell:\n\
-         \x20   export KUBECONFIG={}/admin.kubeconfig\n\
-         \x20   kubectl get namespaces\n\
-         \n\
-         The scheduler and controllers run in the control plane. Not there yet (keelson says so\n\
-         rather than pretend): `up` does not start keelson-node-agent for this machine yet, so\n\
-         pods stay Pending, and the demo Deployment + Service through the eBPF datapath and\n\
-         cluster DNS come with issue 7.\n\
-         \n\
-         Ctrl-C stops the control plane; its state stays in {} for the next `up`.",
-        data_dir.display(),
+        "==> up: stopped; the cluster's state stays in {} for the next `up`",
         data_dir.display()
     );
-    // Ctrl-C reaches the control plane too (same process group); it shuts down cleanly.
-    let status = child.wait().context("waiting for keelson-control-plane")?;
-    println!("==> up: keelson-control-plane stopped ({status})");
+    match exited {
+        None => Ok(()),
+        Some(which) => bail!(
+            "{which} exited on its own; its log is in {}",
+            log_dir().display()
+        ),
+    }
+}
+
+/// `cargo xtask down`: stops what `up --detach` (or an interrupted `up`) left running.
+pub fn down() -> anyhow::Result<()> {
+    cmd::require_root("cargo xtask down")?;
+    let Some(running) = Running::load() else {
+        println!("==> down: nothing to stop (no .keelson/up.state)");
+        return Ok(());
+    };
+    println!("==> down: stopping keelson on node {}", running.node);
+    stop(&running);
+    println!("==> down: stopped; the cluster's state stays in .keelson/ for the next `up`");
     Ok(())
 }
 
-/// `GET /readyz` answers 200.
-/// The control plane binds its listener once the store is open and writes the kubeconfig right
-/// after: an accepted connection with the kubeconfig in place means it serves.
-fn ready(kubeconfig: &std::path::Path) -> bool {
-    TcpStream::connect(LISTEN).is_ok() && kubeconfig.is_file()
+fn start(
+    release: &Path,
+    data_dir: &Path,
+    kubectl: &Path,
+    running: &mut Running,
+    started: Instant,
+    args: &UpArgs,
+) -> anyhow::Result<()> {
+    let node = running.node.clone();
+    // Untranslated Service traffic stays on this machine (the node agent blackholes its pod CIDR).
+    cmd::run(command("ip").args(["route", "replace", "blackhole", SERVICE_CIDR]))?;
+
+    println!(
+        "==> up: starting keelson-control-plane on https://{LISTEN} (state in {}, log in {})",
+        data_dir.display(),
+        log_dir().join("control-plane.log").display()
+    );
+    let control_plane = release.join("keelson-control-plane");
+    let child = background(&control_plane, "control-plane.log")?
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", LISTEN, "--leader-elect=false"])
+        .spawn()
+        .context("cannot start keelson-control-plane")?;
+    running.control_plane = Some(child.id());
+    running.save()?;
+    let admin = data_dir.join("admin.kubeconfig");
+    wait_until(Duration::from_secs(60), "the API server to answer", || {
+        if !runs(child.id(), "keelson-control-plane") {
+            bail!(
+                "keelson-control-plane exited; its log:\n{}",
+                tail(&log_dir().join("control-plane.log"))
+            );
+        }
+        Ok(TcpStream::connect(LISTEN).is_ok() && admin.is_file())
+    })?;
+
+    println!("==> up: issuing node credentials for {node}");
+    let node_kubeconfig = data_dir.join("node.kubeconfig");
+    cmd::run(
+        command(&control_plane.display().to_string())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args([
+                "--listen",
+                LISTEN,
+                "node-kubeconfig",
+                "--node",
+                &node,
+                "--out",
+            ])
+            .arg(&node_kubeconfig),
+    )?;
+
+    println!(
+        "==> up: starting keelson-node-agent for node {node} (socket-LB on the cgroup2 root, \
+         pods on Docker; log in {})",
+        log_dir().join("node-agent.log").display()
+    );
+    let agent = background(&release.join("keelson-node-agent"), "node-agent.log")?
+        .arg("run")
+        .arg("--kubeconfig")
+        .arg(&node_kubeconfig)
+        .args(["--node-name", &node])
+        .arg("--data-dir")
+        .arg(data_dir.join("agent"))
+        .env("RUST_LOG", "info")
+        .spawn()
+        .context("cannot start keelson-node-agent")?;
+    running.node_agent = Some(agent.id());
+    running.save()?;
+
+    let kube = |args: &[&str]| -> anyhow::Result<String> {
+        let output = Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(&admin)
+            .args(args)
+            .output()
+            .with_context(|| format!("cannot run {}", kubectl.display()))?;
+        if !output.status.success() {
+            bail!(
+                "kubectl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    };
+    println!("==> up: waiting for node {node} to be Ready");
+    wait_until(Duration::from_secs(120), "the node to be Ready", || {
+        if !runs(agent.id(), "keelson-node-agent") {
+            bail!(
+                "keelson-node-agent exited; its log:\n{}",
+                tail(&log_dir().join("node-agent.log"))
+            );
+        }
+        let ready = kube(&[
+            "get",
+            "node",
+            &node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        Ok(ready.is_ok_and(|status| status == "True"))
+    })?;
+
+    println!(
+        "==> up: applying examples/hello.yaml (Deployment hello x3, Services hello and hello-nodeport)"
+    );
+    let manifest = repo_root().join("examples/hello.yaml");
+    println!(
+        "{}",
+        kube(&["apply", "-f", &manifest.display().to_string()])?
+    );
+    println!("==> up: waiting for the rollout");
+    let rollout = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(&admin)
+        .args(["rollout", "status", "deployment/hello", "--timeout=180s"])
+        .status()
+        .context("cannot run kubectl rollout status")?;
+    if !rollout.success() {
+        bail!(
+            "deployment hello did not roll out within 180 s; `kubectl describe pods -l app=hello` \
+             says why. Node agent log:\n{}",
+            tail(&log_dir().join("node-agent.log"))
+        );
+    }
+    println!(
+        "{}",
+        kube(&["get", "pods", "-l", "app=hello", "-o", "wide"])?
+    );
+
+    let cluster_ip: Ipv4Addr = kube(&[
+        "get",
+        "service",
+        "hello",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ])?
+    .parse()
+    .context("service hello has no IPv4 ClusterIP")?;
+    let node_ip: Ipv4Addr = kube(&[
+        "get",
+        "node",
+        &node,
+        "-o",
+        "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+    ])?
+    .parse()
+    .context("the node has no IPv4 InternalIP")?;
+    let node_port: u16 = kube(&[
+        "get",
+        "service",
+        "hello-nodeport",
+        "-o",
+        "jsonpath={.spec.ports[0].nodePort}",
+    ])?
+    .parse()
+    .context("service hello-nodeport has no nodePort")?;
+
+    println!(
+        "==> up: {DEMO_REQUESTS} requests to the Service hello at {cluster_ip}:80, translated by \
+         the eBPF socket-LB"
+    );
+    let vip = SocketAddr::from((cluster_ip, 80));
+    let first = retry_get(vip, Duration::from_secs(60))?;
+    println!(
+        "    first answer through the Service {:.1} s after `up` started: {first}",
+        started.elapsed().as_secs_f64()
+    );
+    let mut answers: Vec<(String, usize)> = Vec::new();
+    for _ in 0..DEMO_REQUESTS {
+        let backend = http_get(vip).with_context(|| format!("GET http://{vip}/"))?;
+        match answers.iter_mut().find(|(name, _)| *name == backend) {
+            Some((_, count)) => *count += 1,
+            None => answers.push((backend, 1)),
+        }
+    }
+    answers.sort();
+    for (backend, count) in &answers {
+        println!("    {backend}: {count} answers");
+    }
+    println!("    {} different backends answered", answers.len());
+    let node_port_address = SocketAddr::from((node_ip, node_port));
+    let via_node_port = retry_get(node_port_address, Duration::from_secs(20))?;
+    println!("    NodePort http://{node_port_address}/ answered: {via_node_port}");
+
+    let kubeconfig = admin.display();
+    println!(
+        "\n==> up: keelson is up ({:.0} s). In another shell:\n\
+         \x20   export KUBECONFIG={kubeconfig}\n\
+         \x20   kubectl get nodes,pods,services,endpointslices -o wide\n\
+         \x20   curl http://{cluster_ip}/            # the ClusterIP, from this machine\n\
+         \x20   curl http://{node_port_address}/     # the NodePort\n\
+         \x20   kubectl scale deployment hello --replicas=5\n\
+         \x20   kubectl logs deployment/hello\n\
+         \x20   {}/keelson-node-agent lb list --node-name {node}   # the eBPF maps\n\
+         \x20   curl -s http://127.0.0.1:10249/metrics | grep keelson_   # datapath and pod metrics\n\
+         Logs: {}",
+        started.elapsed().as_secs_f64(),
+        release.display(),
+        log_dir().display(),
+    );
+    if !args.detach {
+        println!(
+            "Ctrl-C stops keelson (pods, veths, maps and routes are removed; the state stays)."
+        );
+    }
+    Ok(())
+}
+
+/// A command for a long-running component: its own process group (Ctrl-C reaches `up`, which
+/// stops the components in order), output appended to `.keelson/logs/<log>`.
+fn background(binary: &Path, log: &str) -> anyhow::Result<Command> {
+    let path = log_dir().join(log);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let err = file.try_clone().context("cannot duplicate the log file")?;
+    let mut cmd = command(&binary.display().to_string());
+    cmd.stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .process_group(0);
+    Ok(cmd)
+}
+
+/// Polls `check` every 250 ms until it says yes, fails, or `timeout` passes.
+fn wait_until(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check()? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `GET /` over HTTP/1.0; the body, trimmed (the demo's backends answer with their pod name).
+fn http_get(address: SocketAddr) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET / HTTP/1.0\r\nHost: hello\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("not an HTTP response")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        bail!(
+            "answered {}",
+            head.lines().next().unwrap_or("nothing").trim()
+        );
+    }
+    Ok(body.trim().to_owned())
+}
+
+/// [`http_get`] until it answers or `timeout` passes (endpoints take a moment to reach the maps).
+fn retry_get(address: SocketAddr, timeout: Duration) -> anyhow::Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match http_get(address) {
+            Ok(body) => return Ok(body),
+            Err(error) if Instant::now() > deadline => {
+                return Err(error.context(format!(
+                    "no answer from http://{address}/ within {timeout:?}"
+                )));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+/// Stops the node agent, removes this node's pods' containers, pinned maps and the blackhole
+/// routes, then stops the control plane. Best effort: every step runs even if one fails.
+fn stop(running: &Running) {
+    if let Some(pid) = running.node_agent {
+        terminate(pid, "keelson-node-agent", Signal::SIGINT);
+    }
+    if !running.node.is_empty() {
+        let containers = cmd::output(command("docker").args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.keelson.node={}", running.node),
+        ]))
+        .unwrap_or_default();
+        let ids: Vec<&str> = containers.split_whitespace().collect();
+        if !ids.is_empty() {
+            println!("    removing {} pod containers", ids.len());
+            let _ = command("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .status();
+        }
+        let pins = Path::new("/sys/fs/bpf/keelson").join(&running.node);
+        if pins.exists() {
+            println!("    removing the pinned maps in {}", pins.display());
+            if let Err(error) = std::fs::remove_dir_all(&pins) {
+                println!("    cannot remove {}: {error}", pins.display());
+            }
+        }
+    }
+    let blackholes =
+        cmd::output(command("ip").args(["-o", "-4", "route", "show", "type", "blackhole"]))
+            .unwrap_or_default();
+    for line in blackholes.lines() {
+        let Some(dest) = line.split_whitespace().nth(1) else {
+            continue;
+        };
+        if dest == SERVICE_CIDR || dest.starts_with(CLUSTER_CIDR_PREFIX) {
+            let _ = command("ip")
+                .args(["route", "del", "blackhole", dest])
+                .status();
+        }
+    }
+    if let Some(pid) = running.control_plane {
+        terminate(pid, "keelson-control-plane", Signal::SIGTERM);
+    }
+    let _ = std::fs::remove_file(state_file());
+}
+
+/// Sends `sig` to `pid` if it still runs `binary`, waits up to 15 s, then SIGKILL.
+fn terminate(pid: u32, binary: &str, sig: Signal) {
+    if !runs(pid, binary) {
+        return;
+    }
+    println!("    stopping {binary} (pid {pid})");
+    let target = Pid::from_raw(pid as i32);
+    let _ = signal::kill(target, sig);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while runs(pid, binary) && Instant::now() < deadline {
+        // Reap it if it is our child (a no-op otherwise).
+        let _ = nix::sys::wait::waitpid(target, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if runs(pid, binary) {
+        println!("    {binary} did not stop within 15 s: SIGKILL");
+        let _ = signal::kill(target, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(target, None);
+    }
+}
+
+/// This machine's host name: the Node's name.
+fn hostname() -> anyhow::Result<String> {
+    let name = nix::unistd::gethostname().context("cannot read the host name")?;
+    let name = name
+        .into_string()
+        .map_err(|_| anyhow::anyhow!("the host name is not UTF-8"))?
+        .to_lowercase();
+    if name.is_empty() {
+        bail!("this machine has no host name; set one (hostnamectl set-hostname …)");
+    }
+    Ok(name)
+}
+
+/// kubectl: the machine image's 1.33, else the one on PATH.
+fn kubectl() -> anyhow::Result<PathBuf> {
+    let image = Path::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.33");
+    if image.is_file() {
+        return Ok(image.to_path_buf());
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("kubectl"))
+                .find(|candidate| candidate.is_file())
+        })
+        .context("kubectl is not installed: install kubectl 1.27 or newer (https://kubernetes.io/docs/tasks/tools/)")
+}
+
+/// The last 30 lines of a log file.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Prints the lines appended to a log since the last call, prefixed with the component's name.
+struct LogTail {
+    name: &'static str,
+    path: PathBuf,
+    offset: u64,
+}
+
+impl LogTail {
+    fn new(name: &'static str, path: PathBuf) -> Self {
+        // Start at the end: what happened during startup was summarised already.
+        let offset = std::fs::metadata(&path).map_or(0, |m| m.len());
+        Self { name, path, offset }
+    }
+
+    fn print_new(&mut self) {
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        if file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut reader = BufReader::new(file);
+        let mut line = String::new();
+        // Bounded: at most 1000 lines per call.
+        for _ in 0..1000 {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(n) if line.ends_with('\n') => {
+                    self.offset += n as u64;
+                    println!("[{}] {}", self.name, line.trim_end());
+                }
+                // A partial line: wait for the rest.
+                Ok(_) => break,
+            }
+        }
+    }
 }
