@@ -258,6 +258,11 @@ impl PodAgent {
         }
     }
 
+    /// The directory holding the agent's pinned maps.
+    pub fn pin_dir(&self) -> &Path {
+        self.pins.path()
+    }
+
     /// The node kubeconfig the agent uses.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
