@@ -137,7 +137,7 @@ fn answered(out: &str) -> BTreeSet<Ipv4Addr> {
     out.lines()
         .skip_while(|l| !l.trim_start().starts_with("Name:"))
         .filter_map(|l| l.trim().strip_prefix("Address:"))
-        .filter_map(|a| a.trim().split_whitespace().next()?.parse().ok())
+        .filter_map(|a| a.split_whitespace().next()?.parse().ok())
         .collect()
 }
 
