@@ -119,6 +119,14 @@ struct KubeletArgs {
     /// First container restart back-off in seconds (doubles up to 300).
     #[arg(long, env = "KEELSON_RESTART_BACKOFF", default_value_t = 10)]
     restart_backoff_seconds: u64,
+    /// Nameserver of pods with dnsPolicy ClusterFirst: `gateway` serves cluster DNS from this
+    /// agent on the pod CIDR's gateway address, port 53; an IPv4 address points pods at a DNS
+    /// served elsewhere; `off` gives them the node's resolvers.
+    #[arg(long, env = "KEELSON_CLUSTER_DNS", default_value = "gateway")]
+    cluster_dns: keelson_node_agent::pods::dns::ClusterDnsMode,
+    /// The cluster domain: pods search `<namespace>.svc.<domain>`, `svc.<domain>`, `<domain>`.
+    #[arg(long, env = "KEELSON_CLUSTER_DOMAIN", default_value = keelson_dns::DEFAULT_DOMAIN)]
+    cluster_domain: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -367,6 +375,8 @@ async fn start_kubelet(
             })?),
         },
         client_ca,
+        cluster_dns: args.kubelet.cluster_dns,
+        cluster_domain: args.kubelet.cluster_domain.clone(),
     };
     Kubelet::start(client, settings).await
 }

@@ -14,7 +14,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, RwLock,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -47,6 +47,7 @@ const DEBOUNCE: Duration = Duration::from_millis(20);
 pub struct ClusterDns {
     domain: Name,
     serial: AtomicU32,
+    queries: AtomicU64,
     catalog: RwLock<Arc<Catalog>>,
 }
 
@@ -66,6 +67,7 @@ impl ClusterDns {
         let dns = Self {
             domain,
             serial: AtomicU32::new(0),
+            queries: AtomicU64::new(0),
             catalog: RwLock::new(Arc::new(Catalog::new())),
         };
         dns.update(&[], &[]);
@@ -105,6 +107,11 @@ impl ClusterDns {
         tracing::debug!(serial, record_sets = count, "cluster zone updated");
     }
 
+    /// How many queries have been answered (or refused) so far.
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
     fn current(&self) -> Arc<Catalog> {
         match self.catalog.read() {
             Ok(current) => Arc::clone(&current),
@@ -124,11 +131,20 @@ impl RequestHandler for Handler {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
+        self.0.queries.fetch_add(1, Ordering::Relaxed);
         let catalog = self.0.current();
         catalog
             .handle_request::<R, T>(request, response_handle)
             .await
     }
+}
+
+/// How [`serve_with`] binds its sockets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BindOptions {
+    /// `IP_FREEBIND`: bind to an address the node does not carry yet (a node-local DNS on an
+    /// address that appears with the first pod's interface). Linux only; needs a fixed port.
+    pub freebind: bool,
 }
 
 /// Serves `dns` over UDP and TCP on each of `addresses`; returns the bound addresses (port 0
@@ -137,21 +153,73 @@ pub async fn serve(
     dns: Arc<ClusterDns>,
     addresses: &[SocketAddr],
 ) -> anyhow::Result<(Vec<SocketAddr>, Server<impl RequestHandler>)> {
+    serve_with(dns, addresses, BindOptions::default()).await
+}
+
+/// [`serve`] with socket options.
+pub async fn serve_with(
+    dns: Arc<ClusterDns>,
+    addresses: &[SocketAddr],
+    options: BindOptions,
+) -> anyhow::Result<(Vec<SocketAddr>, Server<impl RequestHandler>)> {
     let mut server = Server::new(Handler(dns));
     let mut bound = Vec::new();
     for address in addresses {
-        let udp = tokio::net::UdpSocket::bind(address)
-            .await
-            .with_context(|| format!("cannot bind DNS UDP {address}"))?;
+        let (udp, tcp) = bind(*address, options)?;
         let local = udp.local_addr().context("no local address")?;
-        let tcp = tokio::net::TcpListener::bind(local)
-            .await
-            .with_context(|| format!("cannot bind DNS TCP {local}"))?;
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 64);
         bound.push(local);
     }
     Ok((bound, server))
+}
+
+fn set_freebind(socket: &socket2::Socket, address: SocketAddr) -> std::io::Result<()> {
+    match address {
+        SocketAddr::V4(_) => socket.set_freebind_v4(true),
+        SocketAddr::V6(_) => socket.set_freebind_v6(true),
+    }
+}
+
+/// A UDP socket and a TCP listener on the same address (the TCP one on the UDP one's port).
+fn bind(
+    address: SocketAddr,
+    options: BindOptions,
+) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = Domain::for_address(address);
+    let udp = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))
+        .context("cannot open a UDP socket")?;
+    if options.freebind {
+        set_freebind(&udp, address).context("cannot set IP_FREEBIND on the DNS UDP socket")?;
+    }
+    udp.set_nonblocking(true)
+        .context("cannot make the DNS UDP socket non-blocking")?;
+    udp.bind(&address.into())
+        .with_context(|| format!("cannot bind DNS UDP {address}"))?;
+    let local = udp
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .context("no local address")?;
+    let tcp = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
+        .context("cannot open a TCP socket")?;
+    tcp.set_reuse_address(true)
+        .context("cannot set SO_REUSEADDR on the DNS TCP socket")?;
+    if options.freebind {
+        set_freebind(&tcp, address).context("cannot set IP_FREEBIND on the DNS TCP socket")?;
+    }
+    tcp.set_nonblocking(true)
+        .context("cannot make the DNS TCP socket non-blocking")?;
+    tcp.bind(&local.into())
+        .with_context(|| format!("cannot bind DNS TCP {local}"))?;
+    tcp.listen(128)
+        .with_context(|| format!("cannot listen on DNS TCP {local}"))?;
+    let udp = tokio::net::UdpSocket::from_std(udp.into())
+        .context("cannot register the DNS UDP socket")?;
+    let tcp = tokio::net::TcpListener::from_std(tcp.into())
+        .context("cannot register the DNS TCP listener")?;
+    Ok((udp, tcp))
 }
 
 /// Follows Services and EndpointSlices through the API and keeps `dns` up to date until the

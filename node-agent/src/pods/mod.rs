@@ -3,6 +3,7 @@
 //! and after an agent restart adopt what is still running (containers carry their pod's labels)
 //! while removing what belongs to pods that are gone.
 
+pub mod dns;
 pub mod probes;
 pub mod runtime;
 pub mod server;
@@ -59,6 +60,8 @@ pub struct Metrics {
     probes_ready: AtomicU64,
     probes_unready: AtomicU64,
     pods: AtomicU64,
+    /// The cluster DNS this agent serves and where, once it serves it.
+    dns: std::sync::OnceLock<(std::net::SocketAddr, Arc<keelson_dns::ClusterDns>)>,
 }
 
 impl Metrics {
@@ -83,7 +86,15 @@ impl Metrics {
     /// The counters in Prometheus' text format.
     pub fn text(&self) -> String {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        format!(
+        let dns = self.dns.get().map_or_else(String::new, |(address, zone)| {
+            format!(
+                "# TYPE keelson_cluster_dns_queries_total counter\n\
+                 keelson_cluster_dns_queries_total{{address=\"{address}\",domain=\"{}\"}} {}\n",
+                zone.domain(),
+                zone.queries(),
+            )
+        });
+        let pods = format!(
             "# TYPE keelson_pods gauge\nkeelson_pods {}\n\
              # TYPE keelson_pod_syncs_total counter\nkeelson_pod_syncs_total {}\n\
              # TYPE keelson_pod_sync_seconds_total counter\nkeelson_pod_sync_seconds_total {:.6}\n\
@@ -97,7 +108,8 @@ impl Metrics {
             get(&self.status_writes),
             get(&self.probes_ready),
             get(&self.probes_unready),
-        )
+        );
+        pods + &dns
     }
 }
 
@@ -113,6 +125,11 @@ pub struct Ctx {
     pub config: PodsConfig,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The cluster DNS pods with `dnsPolicy: ClusterFirst` use; `None`: `--cluster-dns off`
+    /// (or no pod CIDR to serve it on).
+    pub dns: Option<dns::ClusterDnsConfig>,
+    /// The node's resolver configuration (`dnsPolicy: Default`).
+    pub host_resolv: dns::HostResolv,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -284,6 +301,17 @@ pub struct KubeletSettings {
     pub kubelet_listen: Option<std::net::SocketAddr>,
     /// The cluster CA (DER) whose certificates the kubelet endpoint accepts.
     pub client_ca: Vec<Vec<u8>>,
+    /// Which nameserver pods use (`--cluster-dns`).
+    pub cluster_dns: dns::ClusterDnsMode,
+    /// The cluster domain (`--cluster-domain`).
+    pub cluster_domain: String,
+}
+
+/// The cluster DNS this agent serves: its zone and the UDP/TCP server.
+struct DnsServing {
+    zone: Arc<keelson_dns::ClusterDns>,
+    /// hickory's server (its type is unnameable); it stops when dropped.
+    _server: Box<dyn std::any::Any + Send>,
 }
 
 /// The registered node with its pod runner, ready to run.
@@ -293,6 +321,15 @@ pub struct Kubelet {
     endpoint: Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>,
     node: k8s_openapi::api::core::v1::Node,
     node_config: crate::node::NodeConfig,
+    dns: Option<DnsServing>,
+}
+
+impl std::fmt::Debug for DnsServing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsServing")
+            .field("zone", &self.zone)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Kubelet {
@@ -365,6 +402,8 @@ impl Kubelet {
                 None
             }
         };
+        let metrics = Arc::new(Metrics::default());
+        let (dns_config, dns) = start_dns(&settings, cidr, &metrics).await?;
         std::fs::create_dir_all(settings.pods.data_dir.join("pods"))
             .with_context(|| format!("creating {}", settings.pods.data_dir.display()))?;
         tracing::info!(
@@ -379,11 +418,14 @@ impl Kubelet {
                 runtime,
                 network,
                 config: settings.pods,
-                metrics: Arc::new(Metrics::default()),
+                metrics,
+                dns: dns_config,
+                host_resolv: dns::HostResolv::read(),
             }),
             endpoint,
             node,
             node_config,
+            dns,
         })
     }
 
@@ -411,10 +453,84 @@ impl Kubelet {
                 None => std::future::pending().await,
             }
         };
+        let client = self.ctx.client.clone();
+        let cluster_dns = async move {
+            match &self.dns {
+                Some(serving) => {
+                    keelson_dns::run(client, serving.zone.clone()).await?;
+                    // The watches only end when cancelled; keep answering regardless.
+                    std::future::pending().await
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = heartbeat => r,
             r = run(self.ctx) => r,
             () = endpoint => Ok(()),
+            r = cluster_dns => r,
         }
     }
+}
+
+/// The nameserver pods use and, with `--cluster-dns gateway`, the DNS server this agent runs on
+/// the pod CIDR's gateway address (port 53, UDP and TCP). The address only exists on the node
+/// once a pod's veth carries it, so the sockets bind with `IP_FREEBIND`.
+async fn start_dns(
+    settings: &KubeletSettings,
+    cidr: Option<crate::network::ipam::Ipv4Cidr>,
+    metrics: &Metrics,
+) -> anyhow::Result<(Option<dns::ClusterDnsConfig>, Option<DnsServing>)> {
+    use anyhow::Context as _;
+    let domain = settings.cluster_domain.trim_end_matches('.').to_owned();
+    let nameserver = match settings.cluster_dns {
+        dns::ClusterDnsMode::Off => {
+            tracing::info!(
+                "--cluster-dns off: pods with dnsPolicy ClusterFirst use the node's resolvers"
+            );
+            return Ok((None, None));
+        }
+        dns::ClusterDnsMode::Address(ip) => {
+            tracing::info!(nameserver = %ip, %domain, "pods resolve through the cluster DNS at --cluster-dns");
+            return Ok((
+                Some(dns::ClusterDnsConfig {
+                    nameserver: ip,
+                    domain,
+                }),
+                None,
+            ));
+        }
+        dns::ClusterDnsMode::Gateway => match cidr {
+            Some(cidr) => cidr.gateway(),
+            None => {
+                tracing::warn!(
+                    "--cluster-dns gateway needs a pod CIDR: no cluster DNS on this node"
+                );
+                return Ok((None, None));
+            }
+        },
+    };
+    let zone = Arc::new(
+        keelson_dns::ClusterDns::new(&domain)
+            .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+            .with_context(|| format!("--cluster-domain {domain:?}"))?,
+    );
+    let address = std::net::SocketAddr::from((nameserver, 53));
+    let (bound, server) = keelson_dns::serve_with(
+        zone.clone(),
+        &[address],
+        keelson_dns::BindOptions { freebind: true },
+    )
+    .await
+    .context("serving cluster DNS (--cluster-dns gateway)")?;
+    let address = bound.first().copied().unwrap_or(address);
+    tracing::info!(%address, %domain, "serving cluster DNS for this node's pods");
+    let _ = metrics.dns.set((address, zone.clone()));
+    Ok((
+        Some(dns::ClusterDnsConfig { nameserver, domain }),
+        Some(DnsServing {
+            zone,
+            _server: Box::new(server),
+        }),
+    ))
 }

@@ -27,7 +27,7 @@ use kube::{
 use tokio::sync::watch;
 
 use super::{
-    Ctx,
+    Ctx, dns,
     probes::Probes,
     runtime::{
         self, Details, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_POD_NAME, LABEL_POD_NAMESPACE,
@@ -41,6 +41,8 @@ use crate::error_chain;
 /// How often a pod is looked at when nothing wakes its worker earlier (Docker's events, the
 /// pod's changes, probes and back-offs do).
 const RESYNC: Duration = Duration::from_secs(10);
+/// Where each container finds the pod's resolver configuration.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// Kubernetes' default termination grace period.
 const DEFAULT_GRACE: i64 = 30;
 
@@ -181,6 +183,22 @@ impl Worker {
         self.ctx.config.data_dir.join("pods").join(&self.uid)
     }
 
+    /// Writes the pod's `resolv.conf` (for its `dnsPolicy`) into its directory; returns the
+    /// read-only bind that puts it at `/etc/resolv.conf` in a container.
+    fn resolv_conf(&self, pod: &Pod) -> Result<String, ConfigError> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let content = dns::resolv_conf(
+            &spec,
+            &self.namespace,
+            self.ctx.dns.as_ref(),
+            &self.ctx.host_resolv,
+        );
+        let path = self.pod_dir().join("resolv.conf");
+        dns::write_if_changed(&path, &content)
+            .map_err(|e| ConfigError(format!("writing {}: {e}", path.display())))?;
+        Ok(format!("{}:{RESOLV_CONF}:ro", path.display()))
+    }
+
     fn labels(&self, container: &str, role: &str, attempt: u32) -> HashMap<String, String> {
         HashMap::from([
             (LABEL_POD_UID.to_owned(), self.uid.clone()),
@@ -283,7 +301,7 @@ impl Worker {
     }
 
     /// A running sandbox with its network, created (again) if there is none.
-    async fn ensure_sandbox(&mut self, observed: &[Observed]) -> Result<(), String> {
+    async fn ensure_sandbox(&mut self, pod: &Pod, observed: &[Observed]) -> Result<(), String> {
         let running = observed
             .iter()
             .find(|c| c.role == "sandbox" && c.running)
@@ -329,6 +347,7 @@ impl Worker {
                  pass --sandbox-image)"
             ));
         }
+        let resolv = self.resolv_conf(pod).map_err(|e| e.0)?;
         let body = ContainerCreateBody {
             image: Some(image),
             // A pause process: sleeps until the pod ends (it is killed, not asked).
@@ -337,6 +356,7 @@ impl Worker {
             hostname: (!self.host_network).then(|| self.name.chars().take(63).collect()),
             host_config: Some(HostConfig {
                 network_mode: Some(if self.host_network { "host" } else { "none" }.into()),
+                binds: Some(vec![resolv]),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()
@@ -400,7 +420,7 @@ impl Worker {
 
     async fn act(&mut self, pod: &Pod, observed: &[Observed]) -> Result<(), String> {
         let spec = pod.spec.clone().unwrap_or_default();
-        self.ensure_sandbox(observed).await?;
+        self.ensure_sandbox(pod, observed).await?;
         let policy = spec
             .restart_policy
             .clone()
@@ -723,7 +743,15 @@ impl Worker {
         )
         .await?;
         let paths = volumes::prepare(&mut sources, pod, &self.pod_dir()).await?;
-        let binds = volumes::binds(container, &paths)?;
+        let mut binds = volumes::binds(container, &paths)?;
+        // A volume the container mounts there itself wins (Docker refuses two mounts).
+        if !binds.iter().any(|b| {
+            b.split(':')
+                .nth(1)
+                .is_some_and(|target| target.trim_end_matches('/') == RESOLV_CONF)
+        }) {
+            binds.push(self.resolv_conf(pod)?);
+        }
         let vars: HashMap<String, String> = env.iter().cloned().collect();
         let expand = |list: &Option<Vec<String>>| {
             list.as_ref()
