@@ -81,6 +81,14 @@ struct RunArgs {
     /// Seconds without a packet after which an established flow may be evicted under pressure.
     #[arg(long, env = "KEELSON_CT_EVICT_IDLE_S", default_value_t = 60)]
     ct_evict_idle_s: u64,
+    /// Attach the per-packet load balancer (`tc_from_pod`) to every pod's veth, for traffic
+    /// from pods that socket-LB does not see.
+    #[arg(long, env = "KEELSON_POD_TC", default_value = "on", value_parser = ["on", "off"])]
+    pod_tc: String,
+    /// The cluster's Service CIDR (the control plane's --service-cluster-ip-range): unreachable
+    /// towards the uplink, so an untranslated service address never leaves the node.
+    #[arg(long, env = "KEELSON_SERVICE_CIDR", default_value = "10.96.0.0/12")]
+    service_cidr: keelson_node_agent::network::ipam::Ipv4Cidr,
     #[command(flatten)]
     kubelet: KubeletArgs,
 }
@@ -224,6 +232,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     lb.attach_cgroup(&args.cgroup)
         .map_err(|e| anyhow::anyhow!(error_chain(&e)))
         .with_context(|| format!("attaching socket-LB to {}", args.cgroup.display()))?;
+    // Shared with the pod network, which attaches TC programs to pod veths.
+    let lb = std::sync::Arc::new(std::sync::Mutex::new(lb));
+    let pod_hook: Option<std::sync::Arc<dyn keelson_node_agent::network::PodHook>> =
+        match args.pod_tc.as_str() {
+            "on" => Some(std::sync::Arc::new(
+                datapath::lb::PodTc::new(lb.clone())
+                    .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+                    .context("preparing TC on pod veths")?,
+            )),
+            _ => None,
+        };
     let node = datapath::lb::NodeContext {
         node_name: args.pins.node_name.clone(),
         node_addresses: args.node_addresses.clone(),
@@ -279,7 +298,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("using the kubeconfig")?;
         let client_ca = config.root_cert.clone().unwrap_or_default();
         let client = kube::Client::try_from(config).context("building the API client")?;
-        let kubelet = start_kubelet(client.clone(), &args, client_ca).await?;
+        let kubelet = start_kubelet(client.clone(), &args, client_ca, pod_hook).await?;
         let pod_metrics = kubelet.metrics();
         let listener = tokio::net::TcpListener::bind(args.metrics_listen)
             .await
@@ -306,7 +325,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(node = %node.node_name, pins = %pin_dir.display(), metrics = %args.metrics_listen, "node agent running");
         tokio::select! {
             served = axum::serve(listener, app) => served.context("serving /metrics"),
-            synced = keelson_node_agent::service_sync::run(client, &mut lb, node) => synced,
+            synced = keelson_node_agent::service_sync::run(client, &lb, node) => synced,
             pods = kubelet.run() => pods,
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("stopping; pinned maps and links stay for the next start");
@@ -321,6 +340,7 @@ async fn start_kubelet(
     client: kube::Client,
     args: &RunArgs,
     client_ca: Vec<Vec<u8>>,
+    pod_hook: Option<std::sync::Arc<dyn keelson_node_agent::network::PodHook>>,
 ) -> anyhow::Result<keelson_node_agent::pods::Kubelet> {
     use keelson_node_agent::pods::{Kubelet, KubeletSettings, PodsConfig};
     let node_name = args.pins.node_name.clone();
@@ -357,6 +377,8 @@ async fn start_kubelet(
             })?),
         },
         client_ca,
+        service_cidr: Some(args.service_cidr),
+        pod_hook,
     };
     Kubelet::start(client, settings).await
 }

@@ -284,6 +284,11 @@ pub struct KubeletSettings {
     pub kubelet_listen: Option<std::net::SocketAddr>,
     /// The cluster CA (DER) whose certificates the kubelet endpoint accepts.
     pub client_ca: Vec<Vec<u8>>,
+    /// The cluster's Service CIDR, made unreachable towards the uplink (see
+    /// [`crate::network::NetworkSettings::service_cidr`]).
+    pub service_cidr: Option<crate::network::ipam::Ipv4Cidr>,
+    /// Runs on every pod's node-side veth (the service datapath's per-packet load balancer).
+    pub pod_hook: Option<Arc<dyn crate::network::PodHook>>,
 }
 
 /// The registered node with its pod runner, ready to run.
@@ -353,10 +358,15 @@ impl Kubelet {
         };
         let network = match cidr {
             Some(cidr) => Some(Arc::new(
-                PodNetwork::start(cidr, settings.pods.data_dir.join("ipam.json"))
-                    .await
-                    .map_err(|e| anyhow::anyhow!(error_chain(&e)))
-                    .context("setting up pod networking")?,
+                PodNetwork::start(crate::network::NetworkSettings {
+                    cidr,
+                    state: settings.pods.data_dir.join("ipam.json"),
+                    service_cidr: settings.service_cidr,
+                    hook: settings.pod_hook.clone(),
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+                .context("setting up pod networking")?,
             )),
             None => {
                 tracing::warn!(

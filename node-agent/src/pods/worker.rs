@@ -366,7 +366,7 @@ impl Worker {
             return Err(self.network_error.clone().unwrap_or_default());
         };
         if let Some(ip) = network
-            .is_attached(&self.uid)
+            .adopt(&self.uid)
             .await
             .map_err(|e| error_chain(&e))?
         {
