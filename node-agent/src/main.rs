@@ -21,7 +21,8 @@ enum Command {
     Check,
     /// Run the node agent: load the service datapath, attach socket-LB to the cgroup, follow
     /// Services and EndpointSlices through the API, register the Node, run the pods bound to it
-    /// on Docker with their own network namespace, and serve /metrics.
+    /// on Docker with their own network namespace (the per-packet LB on each pod's veth), and
+    /// serve /metrics.
     Run(Box<RunArgs>),
     /// Inspect the service load balancer's pinned maps.
     Lb {
@@ -83,8 +84,9 @@ struct RunArgs {
     ct_evict_idle_s: u64,
     /// Attach the per-packet load balancer (`tc_from_pod`) to every pod's veth, for traffic
     /// from pods that socket-LB does not see.
-    #[arg(long, env = "KEELSON_POD_TC", default_value = "on", value_parser = ["on", "off"])]
-    pod_tc: String,
+    #[arg(long, env = "KEELSON_POD_TC", value_name = "on|off", default_value = "on",
+          value_parser = on_off, action = clap::ArgAction::Set)]
+    pod_tc: bool,
     /// The cluster's Service CIDR (the control plane's --service-cluster-ip-range): unreachable
     /// towards the uplink, so an untranslated service address never leaves the node.
     #[arg(long, env = "KEELSON_SERVICE_CIDR", default_value = "10.96.0.0/12")]
@@ -161,6 +163,15 @@ impl PinArgs {
     }
 }
 
+/// `on`/`off` (a YAML config file may also give a boolean).
+fn on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        other => Err(format!("{other:?} is neither `on` nor `off`")),
+    }
+}
+
 fn default_node_name() -> String {
     nix::unistd::gethostname()
         .ok()
@@ -234,15 +245,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("attaching socket-LB to {}", args.cgroup.display()))?;
     // Shared with the pod network, which attaches TC programs to pod veths.
     let lb = std::sync::Arc::new(std::sync::Mutex::new(lb));
-    let pod_hook: Option<std::sync::Arc<dyn keelson_node_agent::network::PodHook>> =
-        match args.pod_tc.as_str() {
-            "on" => Some(std::sync::Arc::new(
-                datapath::lb::PodTc::new(lb.clone())
-                    .map_err(|e| anyhow::anyhow!(error_chain(&e)))
-                    .context("preparing TC on pod veths")?,
-            )),
-            _ => None,
-        };
+    let pod_hook: Option<std::sync::Arc<dyn keelson_node_agent::network::PodHook>> = if args.pod_tc
+    {
+        Some(std::sync::Arc::new(
+            datapath::lb::PodTc::new(lb.clone())
+                .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+                .context("preparing TC on pod veths")?,
+        ))
+    } else {
+        None
+    };
     let node = datapath::lb::NodeContext {
         node_name: args.pins.node_name.clone(),
         node_addresses: args.node_addresses.clone(),
