@@ -21,7 +21,8 @@ enum Command {
     Check,
     /// Run the node agent: load the service datapath, attach socket-LB to the cgroup, follow
     /// Services and EndpointSlices through the API, register the Node, run the pods bound to it
-    /// on Docker with their own network namespace, and serve /metrics.
+    /// on Docker with their own network namespace (the per-packet LB on each pod's veth), and
+    /// serve /metrics.
     Run(Box<RunArgs>),
     /// Inspect the service load balancer's pinned maps.
     Lb {
@@ -82,6 +83,15 @@ struct RunArgs {
     /// Seconds without a packet after which an established flow may be evicted under pressure.
     #[arg(long, env = "KEELSON_CT_EVICT_IDLE_S", default_value_t = 60)]
     ct_evict_idle_s: u64,
+    /// Attach the per-packet load balancer (`tc_from_pod`) to every pod's veth, for traffic
+    /// from pods that socket-LB does not see.
+    #[arg(long, env = "KEELSON_POD_TC", value_name = "on|off", default_value = "on",
+          value_parser = on_off, action = clap::ArgAction::Set)]
+    pod_tc: bool,
+    /// The cluster's Service CIDR (the control plane's --service-cluster-ip-range): unreachable
+    /// towards the uplink, so an untranslated service address never leaves the node.
+    #[arg(long, env = "KEELSON_SERVICE_CIDR", default_value = "10.96.0.0/12")]
+    service_cidr: keelson_node_agent::network::ipam::Ipv4Cidr,
     #[command(flatten)]
     kubelet: KubeletArgs,
 }
@@ -162,6 +172,15 @@ impl PinArgs {
     }
 }
 
+/// `on`/`off` (a YAML config file may also give a boolean).
+fn on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        other => Err(format!("{other:?} is neither `on` nor `off`")),
+    }
+}
+
 fn default_node_name() -> String {
     nix::unistd::gethostname()
         .ok()
@@ -173,6 +192,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs redirected to a file stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let argv = keelson_node_agent::config_file::expand(
         &Cli::command(),
@@ -242,6 +263,18 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         args.node_addresses.clone()
     };
+    // Shared with the pod network, which attaches TC programs to pod veths.
+    let lb = std::sync::Arc::new(std::sync::Mutex::new(lb));
+    let pod_hook: Option<std::sync::Arc<dyn keelson_node_agent::network::PodHook>> = if args.pod_tc
+    {
+        Some(std::sync::Arc::new(
+            datapath::lb::PodTc::new(lb.clone())
+                .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+                .context("preparing TC on pod veths")?,
+        ))
+    } else {
+        None
+    };
     let node = datapath::lb::NodeContext {
         node_name: args.pins.node_name.clone(),
         node_addresses,
@@ -297,7 +330,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("using the kubeconfig")?;
         let client_ca = config.root_cert.clone().unwrap_or_default();
         let client = kube::Client::try_from(config).context("building the API client")?;
-        let kubelet = start_kubelet(client.clone(), &args, client_ca).await?;
+        let kubelet = start_kubelet(client.clone(), &args, client_ca, pod_hook).await?;
         let pod_metrics = kubelet.metrics();
         let listener = tokio::net::TcpListener::bind(args.metrics_listen)
             .await
@@ -324,7 +357,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(node = %node.node_name, pins = %pin_dir.display(), metrics = %args.metrics_listen, "node agent running");
         tokio::select! {
             served = axum::serve(listener, app) => served.context("serving /metrics"),
-            synced = keelson_node_agent::service_sync::run(client, &mut lb, node) => synced,
+            synced = keelson_node_agent::service_sync::run(client, &lb, node) => synced,
             pods = kubelet.run() => pods,
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("stopping; pinned maps and links stay for the next start");
@@ -339,6 +372,7 @@ async fn start_kubelet(
     client: kube::Client,
     args: &RunArgs,
     client_ca: Vec<Vec<u8>>,
+    pod_hook: Option<std::sync::Arc<dyn keelson_node_agent::network::PodHook>>,
 ) -> anyhow::Result<keelson_node_agent::pods::Kubelet> {
     use keelson_node_agent::pods::{Kubelet, KubeletSettings, PodsConfig};
     let node_name = args.pins.node_name.clone();
@@ -377,6 +411,8 @@ async fn start_kubelet(
         client_ca,
         cluster_dns: args.kubelet.cluster_dns,
         cluster_domain: args.kubelet.cluster_domain.clone(),
+        service_cidr: Some(args.service_cidr),
+        pod_hook,
     };
     Kubelet::start(client, settings).await
 }

@@ -50,7 +50,13 @@ fn slice_owner(slice: &EndpointSlice) -> Option<(String, String)> {
 }
 
 /// Runs until the watch streams end (they retry on errors, so: until the process stops).
-pub async fn run(client: Client, lb: &mut LoadBalancer, node: NodeContext) -> anyhow::Result<()> {
+/// `lb` is shared with the pod network (which attaches TC programs to pod veths); it is locked
+/// for each batch of map writes only.
+pub async fn run(
+    client: Client,
+    lb: &std::sync::Mutex<LoadBalancer>,
+    node: NodeContext,
+) -> anyhow::Result<()> {
     let services = watcher::watcher(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
@@ -160,7 +166,11 @@ pub async fn run(client: Client, lb: &mut LoadBalancer, node: NodeContext) -> an
                 }
                 None => Vec::new(),
             };
-            match lb.update(&id, frontends) {
+            let updated = lb
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .update(&id, frontends);
+            match updated {
                 Ok(writes) if writes > 0 => {
                     tracing::info!(service = %id, writes, "datapath updated")
                 }
@@ -172,7 +182,11 @@ pub async fn run(client: Client, lb: &mut LoadBalancer, node: NodeContext) -> an
         }
         if !cache.initial_sync_done {
             cache.initial_sync_done = true;
-            match lb.finish_initial_sync() {
+            let finished = lb
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .finish_initial_sync();
+            match finished {
                 Ok(removed) => tracing::info!(removed, "initial service sync done"),
                 Err(error) => {
                     tracing::error!(error = %error_chain(&error), "initial sync cleanup failed")

@@ -258,9 +258,22 @@ impl PodAgent {
         }
     }
 
-    /// The directory holding the agent's pinned maps.
+    /// The directory of the agent's pinned maps and links.
     pub fn pin_dir(&self) -> &Path {
         self.pins.path()
+    }
+
+    /// The pinned TC links of pod veths (`tc_from_pod@<veth>`) the agent holds.
+    pub fn pod_tc_links(&self) -> Vec<String> {
+        std::fs::read_dir(self.pins.path().join("links"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.starts_with("tc_from_pod@"))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The node kubeconfig the agent uses.
@@ -314,20 +327,25 @@ impl PodAgent {
     }
 
     /// Asserts that this node's pods left nothing behind: no containers, no routes or veths in
-    /// the pod CIDR, no address allocations.
+    /// the pod CIDR, no address allocations, no pinned TC links of pod veths.
     pub fn assert_no_leaks(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let containers = self.containers();
             let routes = self.pod_routes();
             let allocations = self.allocations();
-            if containers.is_empty() && routes.is_empty() && allocations.is_empty() {
+            let tc_links = self.pod_tc_links();
+            if containers.is_empty()
+                && routes.is_empty()
+                && allocations.is_empty()
+                && tc_links.is_empty()
+            {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
                 "leaks after the pods were deleted: containers {containers:?}, routes {routes:?}, \
-                 addresses {allocations:?}\nagent log:\n{}",
+                 addresses {allocations:?}, TC links {tc_links:?}\nagent log:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(200));
@@ -347,7 +365,30 @@ impl Drop for PodAgent {
         let _ = Command::new("ip")
             .args(["route", "del", "blackhole", &self.cidr])
             .output();
+        // The agent's service-CIDR route is the same for every agent on the machine: the last
+        // one to stop removes it, so agents of tests running at once keep their safety net.
+        if !other_node_agent_running() {
+            let _ = Command::new("ip")
+                .args(["route", "del", "unreachable", SERVICE_CIDR])
+                .output();
+        }
     }
+}
+
+/// The Service CIDR the control plane allocates ClusterIPs from by default, which the agent
+/// makes unreachable towards the uplink.
+pub const SERVICE_CIDR: &str = "10.96.0.0/12";
+
+/// Whether any `keelson-node-agent` process runs on the machine (this one's was stopped).
+fn other_node_agent_running() -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    procs.filter_map(Result::ok).any(|entry| {
+        // The kernel keeps the first 15 bytes of the name.
+        std::fs::read_to_string(entry.path().join("comm"))
+            .is_ok_and(|comm| comm.trim_end() == "keelson-node-ag")
+    })
 }
 
 /// Writes `yaml` to `dir/<file>` and applies it with kubectl.

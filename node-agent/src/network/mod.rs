@@ -3,13 +3,15 @@
 //! to the pod. Every pod routes through the CIDR's first address, which each node-side veth
 //! carries, so pods reach each other and the node through the node's routing table.
 //!
-//! All link, address and route changes go through rtnetlink; nothing shells out to `ip`.
+//! All link, address and route changes go through rtnetlink; nothing shells out to `ip`. What
+//! else a pod's node-side veth needs (the service datapath's per-packet hook) comes in through a
+//! [`PodHook`], so this module does not depend on the datapath.
 
 pub mod ipam;
 pub mod netns;
 pub mod veth;
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{net::Ipv4Addr, path::PathBuf, sync::Arc};
 
 use tokio::sync::Mutex;
 
@@ -54,6 +56,28 @@ pub enum NetworkError {
         /// The CIDR.
         cidr: Ipv4Cidr,
     },
+    /// The pod hook failed on a node-side veth.
+    #[error("{what} {interface}")]
+    Hook {
+        /// What the hook was doing.
+        what: &'static str,
+        /// The node-side veth.
+        interface: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// What else happens to a pod's node-side veth once it is up and after it is gone: the service
+/// datapath attaches its per-packet load balancer there. Calls are short and blocking.
+pub trait PodHook: std::fmt::Debug + Send + Sync {
+    /// The node-side veth `interface` of a pod is up: a fresh one, or one an agent restart found
+    /// in place (then whatever an earlier run attached may still be there). Idempotent.
+    fn veth_up(&self, interface: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    /// The pod's veth `interface` was removed (or vanished with the pod's namespace): forget
+    /// what [`Self::veth_up`] attached to it. Idempotent.
+    fn veth_gone(&self, interface: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// The node-side veth name of pod `uid` (at most 15 bytes, stable across restarts).
@@ -71,24 +95,53 @@ fn peer_veth_name(uid: &str) -> String {
     )
 }
 
+/// How the node's pod network is set up.
+#[derive(Debug, Clone)]
+pub struct NetworkSettings {
+    /// The node's pod CIDR.
+    pub cidr: Ipv4Cidr,
+    /// The IPAM state file.
+    pub state: PathBuf,
+    /// The cluster's Service CIDR: made unreachable towards the uplink, so a service address
+    /// the datapath did not translate never leaves the node. `None`: no route.
+    pub service_cidr: Option<Ipv4Cidr>,
+    /// Called for every pod's node-side veth; `None`: nothing more than the veth.
+    pub hook: Option<Arc<dyn PodHook>>,
+}
+
 /// The node's pod network: IPAM plus the netlink handle of the node's namespace.
 #[derive(Debug)]
 pub struct PodNetwork {
     cidr: Ipv4Cidr,
     ipam: Mutex<Ipam>,
     handle: rtnetlink::Handle,
+    hook: Option<Arc<dyn PodHook>>,
 }
 
 impl PodNetwork {
-    /// Opens IPAM state in `state` for `cidr`, connects to netlink and, when the node has a
-    /// default route, installs the blackhole route for the CIDR. Call within a tokio runtime.
-    pub async fn start(cidr: Ipv4Cidr, state: PathBuf) -> Result<Self, NetworkError> {
+    /// Opens IPAM state for the pod CIDR, connects to netlink and, when the node has a default
+    /// route, installs a blackhole route for the pod CIDR and an unreachable route for the
+    /// Service CIDR. Call within a tokio runtime.
+    pub async fn start(settings: NetworkSettings) -> Result<Self, NetworkError> {
+        let NetworkSettings {
+            cidr,
+            state,
+            service_cidr,
+            hook,
+        } = settings;
         let ipam = Ipam::open(&state, cidr)?;
         let (connection, handle, _) = rtnetlink::new_connection().map_err(NetworkError::Netlink)?;
         tokio::spawn(connection);
         if veth::has_default_route(&handle).await? {
             veth::blackhole(&handle, cidr).await?;
             tracing::info!(%cidr, "pod CIDR blackholed towards the uplink; pods get /32 routes");
+            if let Some(services) = service_cidr {
+                // Unreachable rather than blackhole: a pod (or the node) sending to a service
+                // address nothing translated learns it at once (ICMP host unreachable,
+                // EHOSTUNREACH) instead of waiting out its timeout.
+                veth::unreachable(&handle, services).await?;
+                tracing::info!(%services, "service CIDR unreachable towards the uplink");
+            }
         }
         // Pods reach each other and the node through the node's routing table.
         if let Err(error) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
@@ -98,6 +151,7 @@ impl PodNetwork {
             cidr,
             ipam: Mutex::new(ipam),
             handle,
+            hook,
         })
     }
 
@@ -132,14 +186,54 @@ impl PodNetwork {
             .map(|_| ip))
     }
 
+    /// Takes over pod `uid`'s network if it is in place ([`Self::is_attached`]), as after an
+    /// agent restart: the pod hook runs on its veth again. Returns the pod's address.
+    pub async fn adopt(&self, uid: &str) -> Result<Option<Ipv4Addr>, NetworkError> {
+        let Some(ip) = self.is_attached(uid).await? else {
+            return Ok(None);
+        };
+        self.hook_up(&host_veth_name(uid))?;
+        Ok(Some(ip))
+    }
+
+    fn hook_up(&self, interface: &str) -> Result<(), NetworkError> {
+        match &self.hook {
+            Some(hook) => hook
+                .veth_up(interface)
+                .map_err(|source| NetworkError::Hook {
+                    what: "attaching the pod hook to",
+                    interface: interface.to_owned(),
+                    source,
+                }),
+            None => Ok(()),
+        }
+    }
+
+    fn hook_gone(&self, interface: &str) -> Result<(), NetworkError> {
+        match &self.hook {
+            Some(hook) => hook
+                .veth_gone(interface)
+                .map_err(|source| NetworkError::Hook {
+                    what: "detaching the pod hook from",
+                    interface: interface.to_owned(),
+                    source,
+                }),
+            None => Ok(()),
+        }
+    }
+
     /// Gives the sandbox process `pid` of pod `uid` its `eth0` and address; returns the address.
     /// On failure the veth is removed again (the address stays with the pod for the retry).
     pub async fn attach(&self, uid: &str, pid: u32) -> Result<Ipv4Addr, NetworkError> {
         let ip = self.ipam.lock().await.allocate(uid)?;
         let host = host_veth_name(uid);
-        let result = self.attach_veth(&host, &peer_veth_name(uid), pid, ip).await;
+        let mut result = self.attach_veth(&host, &peer_veth_name(uid), pid, ip).await;
+        if result.is_ok() {
+            result = self.hook_up(&host);
+        }
         if result.is_err() {
             let _ = veth::delete_link(&self.handle, &host).await;
+            let _ = self.hook_gone(&host);
         }
         result.map(|()| ip)
     }
@@ -188,6 +282,13 @@ impl PodNetwork {
                     "the node-side veth vanished",
                 )))?;
         veth::set_up(&self.handle, host_index, None).await?;
+        // Replies the service datapath reverse-NATs enter here with a service address as their
+        // source, which the node routes nowhere (unreachable): reverse-path filtering would drop
+        // them. (`net.ipv4.conf.all.rp_filter` still wins when it is stricter.)
+        let rp_filter = format!("/proc/sys/net/ipv4/conf/{host}/rp_filter");
+        if let Err(error) = std::fs::write(&rp_filter, "0") {
+            tracing::warn!(%error, interface = host, "cannot turn off reverse-path filtering");
+        }
         veth::add_address(&self.handle, host_index, gateway, 32).await?;
         veth::link_route(&self.handle, host_index, ip, 32).await
     }
@@ -195,8 +296,10 @@ impl PodNetwork {
     /// Removes pod `uid`'s veth (if its namespace has not taken it along) and releases its
     /// address; returns the released address.
     pub async fn detach(&self, uid: &str) -> Result<Option<Ipv4Addr>, NetworkError> {
-        veth::delete_link(&self.handle, &host_veth_name(uid)).await?;
+        let host = host_veth_name(uid);
+        veth::delete_link(&self.handle, &host).await?;
         veth::delete_link(&self.handle, &peer_veth_name(uid)).await?;
+        self.hook_gone(&host)?;
         self.ipam.lock().await.release(uid)
     }
 }

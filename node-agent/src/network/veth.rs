@@ -167,6 +167,23 @@ pub async fn blackhole(handle: &Handle, cidr: Ipv4Cidr) -> Result<(), NetworkErr
         .map_err(netlink("adding the pod CIDR blackhole route"))
 }
 
+/// `ip route replace unreachable <cidr>`: packets to `cidr` that nothing translated or routed
+/// more specifically are refused on the node (ICMP host unreachable to a forwarded packet's
+/// sender, EHOSTUNREACH to a local one) instead of following the default route out.
+pub async fn unreachable(handle: &Handle, cidr: Ipv4Cidr) -> Result<(), NetworkError> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(cidr.network(), cidr.prefix())
+        .kind(RouteType::Unreachable)
+        .build();
+    handle
+        .route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .map_err(netlink("adding the service CIDR unreachable route"))
+}
+
 /// Whether the namespace has a default route (a real uplink).
 pub async fn has_default_route(handle: &Handle) -> Result<bool, NetworkError> {
     let mut routes = handle

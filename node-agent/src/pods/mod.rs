@@ -119,15 +119,16 @@ pub struct Ctx {
     pub client: Client,
     /// Docker.
     pub runtime: Runtime,
-    /// Pod networking; `None` when the node has no pod CIDR.
-    pub network: Option<Arc<PodNetwork>>,
+    /// Pod networking; unset until the node has a pod CIDR (the flag, or the Node's
+    /// `spec.podCIDR` once node IPAM assigns it).
+    pub network: std::sync::OnceLock<Arc<PodNetwork>>,
     /// Settings.
     pub config: PodsConfig,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// The cluster DNS pods with `dnsPolicy: ClusterFirst` use; `None`: `--cluster-dns off`
     /// (or no pod CIDR to serve it on).
-    pub dns: Option<dns::ClusterDnsConfig>,
+    pub dns: std::sync::OnceLock<dns::ClusterDnsConfig>,
     /// The node's resolver configuration (`dnsPolicy: Default`).
     pub host_resolv: dns::HostResolv,
 }
@@ -263,7 +264,7 @@ async fn collect_orphans(ctx: &Ctx, known: &HashSet<String>) -> Result<(), Strin
         .filter(|uid| !known.contains(*uid))
         .cloned()
         .collect();
-    if let Some(network) = &ctx.network {
+    if let Some(network) = ctx.network.get() {
         stale.extend(
             network
                 .owners()
@@ -305,6 +306,11 @@ pub struct KubeletSettings {
     pub cluster_dns: dns::ClusterDnsMode,
     /// The cluster domain (`--cluster-domain`).
     pub cluster_domain: String,
+    /// The cluster's Service CIDR, made unreachable towards the uplink (see
+    /// [`crate::network::NetworkSettings::service_cidr`]).
+    pub service_cidr: Option<crate::network::ipam::Ipv4Cidr>,
+    /// Runs on every pod's node-side veth (the service datapath's per-packet load balancer).
+    pub pod_hook: Option<Arc<dyn crate::network::PodHook>>,
 }
 
 /// The cluster DNS this agent serves: its zone and the UDP/TCP server.
@@ -322,6 +328,73 @@ pub struct Kubelet {
     node: k8s_openapi::api::core::v1::Node,
     node_config: crate::node::NodeConfig,
     dns: Option<DnsServing>,
+    /// Set when the node had no pod CIDR at start: what `run` needs to set up pod networking
+    /// and cluster DNS once the Node's `spec.podCIDR` appears.
+    late: Option<LateNetwork>,
+}
+
+/// Pod networking and cluster DNS settings, kept until the node's pod CIDR is known.
+#[derive(Debug)]
+struct LateNetwork {
+    state: std::path::PathBuf,
+    service_cidr: Option<crate::network::ipam::Ipv4Cidr>,
+    hook: Option<Arc<dyn crate::network::PodHook>>,
+    cluster_dns: dns::ClusterDnsMode,
+    cluster_domain: String,
+}
+
+impl LateNetwork {
+    /// Sets up pod networking on `cidr` and the cluster DNS for it.
+    async fn start(
+        &self,
+        cidr: crate::network::ipam::Ipv4Cidr,
+        metrics: &Metrics,
+    ) -> anyhow::Result<(
+        Arc<PodNetwork>,
+        Option<dns::ClusterDnsConfig>,
+        Option<DnsServing>,
+    )> {
+        use anyhow::Context as _;
+        let network = Arc::new(
+            PodNetwork::start(crate::network::NetworkSettings {
+                cidr,
+                state: self.state.clone(),
+                service_cidr: self.service_cidr,
+                hook: self.hook.clone(),
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+            .context("setting up pod networking")?,
+        );
+        let (dns_config, dns) =
+            start_dns(self.cluster_dns, &self.cluster_domain, cidr, metrics).await?;
+        Ok((network, dns_config, dns))
+    }
+}
+
+/// Waits (polling the Node every second) until it has a `spec.podCIDR`.
+async fn wait_for_pod_cidr(
+    client: &Client,
+    node: &str,
+) -> anyhow::Result<crate::network::ipam::Ipv4Cidr> {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        match nodes.get_opt(node).await {
+            Ok(Some(n)) => {
+                if let Some(text) = n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()) {
+                    return text
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("the Node's spec.podCIDR: {e}"));
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "reading the Node for its pod CIDR")
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for DnsServing {
@@ -388,22 +461,27 @@ impl Kubelet {
             }
             (None, flag) => flag,
         };
-        let network = match cidr {
-            Some(cidr) => Some(Arc::new(
-                PodNetwork::start(cidr, settings.pods.data_dir.join("ipam.json"))
-                    .await
-                    .map_err(|e| anyhow::anyhow!(error_chain(&e)))
-                    .context("setting up pod networking")?,
-            )),
+        let metrics = Arc::new(Metrics::default());
+        let late = LateNetwork {
+            state: settings.pods.data_dir.join("ipam.json"),
+            service_cidr: settings.service_cidr,
+            hook: settings.pod_hook.clone(),
+            cluster_dns: settings.cluster_dns,
+            cluster_domain: settings.cluster_domain.clone(),
+        };
+        let (network, dns_config, dns, late) = match cidr {
+            Some(cidr) => {
+                let (network, dns_config, dns) = late.start(cidr, &metrics).await?;
+                (Some(network), dns_config, dns, None)
+            }
             None => {
-                tracing::warn!(
-                    "the Node has no spec.podCIDR and --pod-cidr is not set: pods cannot get addresses"
+                tracing::info!(
+                    "the Node has no spec.podCIDR yet and --pod-cidr is not set: pods get \
+                     addresses once node IPAM assigns one"
                 );
-                None
+                (None, None, None, Some(late))
             }
         };
-        let metrics = Arc::new(Metrics::default());
-        let (dns_config, dns) = start_dns(&settings, cidr, &metrics).await?;
         std::fs::create_dir_all(settings.pods.data_dir.join("pods"))
             .with_context(|| format!("creating {}", settings.pods.data_dir.display()))?;
         tracing::info!(
@@ -416,16 +494,19 @@ impl Kubelet {
             ctx: Arc::new(Ctx {
                 client,
                 runtime,
-                network,
+                network: network.map(std::sync::OnceLock::from).unwrap_or_default(),
                 config: settings.pods,
                 metrics,
-                dns: dns_config,
+                dns: dns_config
+                    .map(std::sync::OnceLock::from)
+                    .unwrap_or_default(),
                 host_resolv: dns::HostResolv::read(),
             }),
             endpoint,
             node,
             node_config,
             dns,
+            late,
         })
     }
 
@@ -454,8 +535,20 @@ impl Kubelet {
             }
         };
         let client = self.ctx.client.clone();
+        let ctx = self.ctx.clone();
         let cluster_dns = async move {
-            match &self.dns {
+            let mut serving = self.dns;
+            if let Some(late) = self.late {
+                let cidr = wait_for_pod_cidr(&client, &ctx.config.node_name).await?;
+                tracing::info!(%cidr, "the Node got its pod CIDR: setting up pod networking");
+                let (network, dns_config, dns) = late.start(cidr, &ctx.metrics).await?;
+                let _ = ctx.network.set(network);
+                if let Some(config) = dns_config {
+                    let _ = ctx.dns.set(config);
+                }
+                serving = dns;
+            }
+            match &serving {
                 Some(serving) => {
                     keelson_dns::run(client, serving.zone.clone()).await?;
                     // The watches only end when cancelled; keep answering regardless.
@@ -477,13 +570,14 @@ impl Kubelet {
 /// the pod CIDR's gateway address (port 53, UDP and TCP). The address only exists on the node
 /// once a pod's veth carries it, so the sockets bind with `IP_FREEBIND`.
 async fn start_dns(
-    settings: &KubeletSettings,
-    cidr: Option<crate::network::ipam::Ipv4Cidr>,
+    mode: dns::ClusterDnsMode,
+    domain: &str,
+    cidr: crate::network::ipam::Ipv4Cidr,
     metrics: &Metrics,
 ) -> anyhow::Result<(Option<dns::ClusterDnsConfig>, Option<DnsServing>)> {
     use anyhow::Context as _;
-    let domain = settings.cluster_domain.trim_end_matches('.').to_owned();
-    let nameserver = match settings.cluster_dns {
+    let domain = domain.trim_end_matches('.').to_owned();
+    let nameserver = match mode {
         dns::ClusterDnsMode::Off => {
             tracing::info!(
                 "--cluster-dns off: pods with dnsPolicy ClusterFirst use the node's resolvers"
@@ -500,15 +594,7 @@ async fn start_dns(
                 None,
             ));
         }
-        dns::ClusterDnsMode::Gateway => match cidr {
-            Some(cidr) => cidr.gateway(),
-            None => {
-                tracing::warn!(
-                    "--cluster-dns gateway needs a pod CIDR: no cluster DNS on this node"
-                );
-                return Ok((None, None));
-            }
-        },
+        dns::ClusterDnsMode::Gateway => cidr.gateway(),
     };
     let zone = Arc::new(
         keelson_dns::ClusterDns::new(&domain)

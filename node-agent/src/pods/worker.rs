@@ -190,7 +190,7 @@ impl Worker {
         let content = dns::resolv_conf(
             &spec,
             &self.namespace,
-            self.ctx.dns.as_ref(),
+            self.ctx.dns.get(),
             &self.ctx.host_resolv,
         );
         let path = self.pod_dir().join("resolv.conf");
@@ -380,13 +380,13 @@ impl Worker {
             self.pod_ip = Some(self.ctx.config.host_ip);
             return Ok(());
         }
-        let Some(network) = self.ctx.network.clone() else {
+        let Some(network) = self.ctx.network.get().cloned() else {
             self.network_error =
                 Some("the node has no pod CIDR (spec.podCIDR) and the agent no --pod-cidr".into());
             return Err(self.network_error.clone().unwrap_or_default());
         };
         if let Some(ip) = network
-            .is_attached(&self.uid)
+            .adopt(&self.uid)
             .await
             .map_err(|e| error_chain(&e))?
         {
@@ -1206,7 +1206,7 @@ impl Worker {
             .await
             .map_err(|e| error_chain(&e))?;
         teardown_containers(&self.ctx, &observed, grace).await?;
-        if let Some(network) = &self.ctx.network {
+        if let Some(network) = self.ctx.network.get() {
             network
                 .detach(&self.uid)
                 .await

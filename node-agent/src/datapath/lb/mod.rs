@@ -8,6 +8,7 @@
 mod ct_gc;
 mod frontends;
 mod list;
+mod pod_hook;
 mod state;
 
 use std::{
@@ -38,6 +39,7 @@ pub use frontends::{BackendAddr, Frontend, FrontendKey, NodeContext, frontends};
 pub use list::{
     ListedBackend, ListedFlow, ListedFrontend, list_conntrack, list_pinned, metrics_text,
 };
+pub use pod_hook::PodTc;
 pub use state::{LbState, MapOp, ServiceId, StateError};
 
 use super::{DatapathError, program_mut};
@@ -248,8 +250,10 @@ impl LoadBalancer {
     /// Attaches the per-packet LB to `interface`'s TC ingress (interface names resolve in the
     /// calling thread's network namespace). On kernels with TCX (>= 6.6) the link is pinned, so
     /// it outlives this process like the socket-LB links; a link pinned by an earlier run for the
-    /// same interface is kept. Older kernels attach through a `clsact` qdisc and netlink, which
-    /// also outlives the process.
+    /// same interface is kept while it is still attached there, and replaced when it is not (the
+    /// interface was deleted and created again). Older kernels attach through a `clsact` qdisc
+    /// and netlink, which also outlives the process; a filter of the same program attached
+    /// earlier is replaced, so calling this again never stacks filters.
     pub fn attach_tc(&mut self, interface: &str, hook: TcHook) -> Result<(), DatapathError> {
         let program_name = hook.program();
         let links = self.pin_dir.join("links");
@@ -258,13 +262,21 @@ impl LoadBalancer {
             path: links.clone(),
             source,
         })?;
-        let pin = links.join(format!("{program_name}@{interface}"));
-        if PinnedLink::from_pin(&pin).is_ok() {
-            return Ok(());
+        let pin = tc_pin(&self.pin_dir, interface, hook);
+        let tcx = tcx_available();
+        if let Ok(pinned) = PinnedLink::from_pin(&pin) {
+            if tcx && tcx_link_attached(FdLink::from(pinned), interface) {
+                return Ok(());
+            }
+            // Left from an interface of the same name that is gone: its link is defunct.
+            Self::detach_tc(&self.pin_dir, interface, hook)?;
         }
-        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
-        if !tcx && let Err(error) = tc::qdisc_add_clsact(interface) {
-            tracing::debug!(interface, %error, "adding the clsact qdisc");
+        if !tcx {
+            if let Err(error) = tc::qdisc_add_clsact(interface) {
+                tracing::debug!(interface, %error, "adding the clsact qdisc");
+            }
+            // An earlier run's filter: replaced by this run's program.
+            let _ = tc::qdisc_detach_program(interface, TcAttachType::Ingress, program_name);
         }
         let program = program_mut::<SchedClassifier>(&mut self.ebpf, program_name)?;
         let attach_error = |source: Box<dyn std::error::Error + Send + Sync>| DatapathError::Link {
@@ -279,6 +291,8 @@ impl LoadBalancer {
                 direction: "ingress",
                 source: Box::new(source),
             })?;
+        // Taken out of the program's own bookkeeping, so attaching to many interfaces over the
+        // agent's life holds nothing per interface in this process.
         let link = program
             .take_link(id)
             .map_err(|e| attach_error(Box::new(e)))?;
@@ -290,6 +304,56 @@ impl LoadBalancer {
             std::mem::forget(link);
         }
         Ok(())
+    }
+
+    /// Undoes [`Self::attach_tc`] for `interface` under `pin_dir`: removes the pinned TCX link
+    /// (which detaches the program if the interface still exists), or the netlink filter on
+    /// older kernels. Nothing to undo, or an interface that is gone, is no error.
+    pub fn detach_tc(pin_dir: &Path, interface: &str, hook: TcHook) -> Result<(), DatapathError> {
+        let pin = tc_pin(pin_dir, interface, hook);
+        match PinnedLink::from_pin(&pin) {
+            Ok(link) => {
+                // Dropping the last reference detaches the program.
+                link.unpin().map_err(|source| DatapathError::Io {
+                    what: "unpinning a TC link",
+                    path: pin.clone(),
+                    source,
+                })?;
+            }
+            Err(_) if !pin.exists() => {}
+            Err(e) => {
+                return Err(DatapathError::Link {
+                    path: pin,
+                    source: Box::new(e),
+                });
+            }
+        }
+        if !tcx_available() {
+            let _ = tc::qdisc_detach_program(interface, TcAttachType::Ingress, hook.program());
+        }
+        Ok(())
+    }
+
+    /// Removes the pinned `hook` links of interfaces that no longer exist in the calling
+    /// thread's network namespace (their links are defunct: a pod's veth went away while no
+    /// agent ran). Returns how many it removed.
+    pub fn prune_tc_links(&self, hook: TcHook) -> Result<usize, DatapathError> {
+        let links = self.pin_dir.join("links");
+        let Ok(entries) = std::fs::read_dir(&links) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((program, interface)) = name.split_once('@') else {
+                continue;
+            };
+            if program == hook.program() && nix::net::if_::if_nametoindex(interface).is_err() {
+                Self::detach_tc(&self.pin_dir, interface, hook)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Detaches every program this load balancer pinned a link for (socket-LB hooks and TCX
@@ -474,6 +538,27 @@ impl LoadBalancer {
         }
         Ok(())
     }
+}
+
+/// Where the TCX link of `hook` on `interface` is pinned.
+fn tc_pin(pin_dir: &Path, interface: &str, hook: TcHook) -> PathBuf {
+    pin_dir
+        .join("links")
+        .join(format!("{}@{interface}", hook.program()))
+}
+
+fn tcx_available() -> bool {
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
+/// Whether `link`'s program is attached to `interface`'s TCX ingress (a link whose interface
+/// was deleted is defunct and attached nowhere).
+fn tcx_link_attached(link: FdLink, interface: &str) -> bool {
+    let Ok(info) = link.info() else {
+        return false;
+    };
+    SchedClassifier::query_tcx(interface, TcAttachType::Ingress)
+        .is_ok_and(|(_, programs)| programs.iter().any(|p| p.id() == info.program_id()))
 }
 
 fn ignore_missing(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
