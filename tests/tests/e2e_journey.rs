@@ -126,15 +126,23 @@ fn apply_scale_roll_out_and_delete_with_kubectl() {
         "-o",
         "jsonpath={.spec.clusterIP}",
     ]);
-    assert!(vip.starts_with("10.96."), "ClusterIP {vip}");
+    let octets = vip
+        .parse::<std::net::Ipv4Addr>()
+        .map(|ip| ip.octets())
+        .unwrap_or_else(|e| panic!("ClusterIP {vip:?}: {e}"));
+    assert!(
+        octets[0] == 10 && (96..112).contains(&octets[1]),
+        "ClusterIP {vip} is outside 10.96.0.0/12"
+    );
 
-    // The client: one request by name and one by ClusterIP every 100 ms, each with a 2 s timeout.
+    // The client: one request by name and one by ClusterIP every 100 ms, each bounded to 3 s
+    // (`timeout`: busybox wget -T crashes in this image).
     let client = format!(
         r#"{{"apiVersion": "v1", "kind": "Pod",
             "metadata": {{"name": "client", "namespace": "{NS}"}},
             "spec": {{"terminationGracePeriodSeconds": 0, "containers": [{{
               "name": "client", "image": "keelson/busybox:1",
-              "command": ["sh", "-c", "i=0; while [ $i -lt 5000 ]; do i=$((i+1)); for kind in dns vip; do if [ $kind = dns ]; then url=http://hello/; else url=http://{vip}/; fi; if out=$(wget -qO- -T 2 $url 2>&1); then echo \"$kind ok $out\"; else echo \"$kind fail $out\" | tr '\\n' ' '; echo; fi; done; sleep 0.1; done"]
+              "command": ["sh", "-c", "i=0; while [ $i -lt 5000 ]; do i=$((i+1)); for kind in dns vip; do if [ $kind = dns ]; then url=http://hello/; else url=http://{vip}/; fi; if out=$(timeout 3 wget -qO- $url 2>&1); then echo \"$kind ok $out\"; else echo \"$kind fail $out\" | tr '\\n' ' '; echo; fi; done; sleep 0.1; done"]
             }}]}}}}"#
     );
     let path = plane.data_dir().join("client.json");
@@ -234,9 +242,18 @@ fn apply_scale_roll_out_and_delete_with_kubectl() {
         2,
         "{pods}"
     );
-    assert!(
-        old.run(&["get", "deployment", "hello", "-n", NS])
-            .contains("2/2")
+    let ready = old.run(&[
+        "get",
+        "deployment",
+        "hello",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.status.readyReplicas}/{.status.updatedReplicas}",
+    ]);
+    assert_eq!(
+        ready, "2/2",
+        "ready/updated replicas of hello seen by kubectl 1.27"
     );
 
     // Deleting the namespace removes everything: containers, veths, addresses, map entries.
