@@ -10,7 +10,7 @@
 //!
 //! Stopping (Ctrl-C or `down`) stops the node agent, removes this node's pod containers (their
 //! network namespaces, veths and routes go with them), the pinned maps under
-//! `/sys/fs/bpf/keelson/<node>` and the blackhole routes, then stops the control plane. The
+//! `/sys/fs/bpf/keelson/<node>` and the blackhole/unreachable routes, then stops the control plane. The
 //! cluster's state (`.keelson/state.db`, certificates, the agent's IPAM file) stays: the next
 //! `up` starts the same objects again, and `rm -rf .keelson` forgets them.
 
@@ -540,17 +540,17 @@ fn stop(running: &Running) {
             }
         }
     }
-    let blackholes =
-        cmd::output(command("ip").args(["-o", "-4", "route", "show", "type", "blackhole"]))
-            .unwrap_or_default();
-    for line in blackholes.lines() {
-        let Some(dest) = line.split_whitespace().nth(1) else {
+    // The blackhole (up, the agent's pod CIDR) and unreachable (the agent's Service CIDR) routes.
+    let routes = cmd::output(command("ip").args(["-o", "-4", "route", "show"])).unwrap_or_default();
+    for line in routes.lines() {
+        let mut words = line.split_whitespace();
+        let (Some(kind), Some(dest)) = (words.next(), words.next()) else {
             continue;
         };
-        if dest == SERVICE_CIDR || dest.starts_with(CLUSTER_CIDR_PREFIX) {
-            let _ = command("ip")
-                .args(["route", "del", "blackhole", dest])
-                .status();
+        if matches!(kind, "blackhole" | "unreachable")
+            && (dest == SERVICE_CIDR || dest.starts_with(CLUSTER_CIDR_PREFIX))
+        {
+            let _ = command("ip").args(["route", "del", kind, dest]).status();
         }
     }
     if let Some(pid) = running.control_plane {
