@@ -27,7 +27,9 @@ use crate::{
         prepare_update, requested_revision, scale_of, set_resource_version,
     },
     resources::{self, Resource},
-    reviews, watch_stream,
+    reviews,
+    table::{self, Printer},
+    watch_stream,
 };
 
 /// Query parameters, as sent.
@@ -175,6 +177,14 @@ async fn serve(
     let store = state.store.as_ref();
     let verb = verb(method, &target, watch);
     let access = auth::authorize(user, verb, &target)?;
+    // `kubectl get` asks for a Table (server-side printing) on get, list and watch.
+    let printer = match (method, target.subresource.as_deref()) {
+        (&Method::GET, None) => table::requested(headers, params)?.map(|request| Printer {
+            resource: target.resource,
+            request,
+        }),
+        _ => None,
+    };
     if let Access::PodBoundTo(node) = &access {
         let name = target.name.as_deref().unwrap_or_default();
         let pod = decode_kv(&get_kv(store, &target, name).await?)?;
@@ -188,12 +198,12 @@ async fn serve(
         target.subresource.as_deref(),
     ) {
         (&Method::GET, None, None) if watch => {
-            watch_stream::watch(state, &target, params, None).await
+            watch_stream::watch(state, &target, params, None, printer).await
         }
         (&Method::GET, Some(name), None) if watch => {
-            watch_stream::watch(state, &target, params, Some(name)).await
+            watch_stream::watch(state, &target, params, Some(name), printer).await
         }
-        (&Method::GET, None, None) => list(store, &target, params).await,
+        (&Method::GET, None, None) => list(store, &target, params, printer).await,
         (&Method::POST, None, None) => {
             let body = read_body(headers, body, false).await?.1;
             if let Access::CreateNamed(allowed) = &access {
@@ -208,7 +218,11 @@ async fn serve(
         (_, None, _) => Err(ApiError::method_not_allowed(method.as_str())),
         (&Method::GET, Some(name), None | Some("status")) => {
             let kv = get_kv(store, &target, name).await?;
-            Ok(ok(&decode_kv(&kv)?))
+            let object = decode_kv(&kv)?;
+            Ok(match printer {
+                Some(printer) => ok(&printer.single(&object, true)),
+                None => ok(&object),
+            })
         }
         (&Method::GET, Some(name), Some("log")) if target.resource.plural == "pods" => {
             let pod = decode_kv(&get_kv(store, &target, name).await?)?;
@@ -437,7 +451,12 @@ fn list_kind(resource: &Resource) -> String {
     format!("{}List", resource.kind)
 }
 
-async fn list(store: &dyn Store, target: &Target, params: &Params) -> Result<Response, ApiError> {
+async fn list(
+    store: &dyn Store,
+    target: &Target,
+    params: &Params,
+    printer: Option<Printer>,
+) -> Result<Response, ApiError> {
     let selectors = Selectors::parse(target.resource, params, None)?;
     let mut options = ListOptions::default();
     if let Some(limit) = params.get("limit").filter(|l| !l.is_empty()) {
@@ -480,6 +499,9 @@ async fn list(store: &dyn Store, target: &Target, params: &Params) -> Result<Res
     let mut metadata = json!({"resourceVersion": result.revision.to_string()});
     if let Some(last) = result.items.last().filter(|_| result.more) {
         metadata["continue"] = json!(format!("{}:{}", result.revision, last.key));
+    }
+    if let Some(printer) = printer {
+        return Ok(ok(&printer.table(&items, metadata, true)));
     }
     Ok(ok(&json!({
         "kind": list_kind(target.resource),

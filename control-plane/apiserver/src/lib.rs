@@ -29,9 +29,11 @@ mod handlers;
 pub mod metrics;
 mod object;
 mod pod_log;
+mod printers;
 mod protobuf;
 pub mod resources;
 mod reviews;
+mod table;
 pub mod tls;
 mod watch_stream;
 

@@ -12,6 +12,9 @@
 //! once and serializes each of its lines once, however many watches carry it (kube-apiserver's
 //! watch cache does the same), so a thousand watchers cost a thousand writes, not a thousand
 //! JSON round trips.
+//!
+//! A watch that asks for a Table (`kubectl get -w`) gets each object as a one-row Table
+//! instead; only the first carries the column definitions, as kube-apiserver does.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -35,6 +38,7 @@ use crate::{
     ApiError, AppState,
     handlers::{Params, Selectors, Target, decode_event_object, revision_param},
     object::decode_kv,
+    table::Printer,
 };
 
 /// Watches without `timeoutSeconds` end after this long (kube-apiserver's minimum request
@@ -122,6 +126,39 @@ fn line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(bytes)
 }
 
+/// How event objects are written: as they are, or as one-row Tables.
+#[derive(Debug)]
+struct Render {
+    printer: Option<Printer>,
+    /// A Table with column definitions was sent; later ones leave them out.
+    headers_sent: bool,
+}
+
+impl Render {
+    fn line(&mut self, kind: &str, object: &Value) -> Bytes {
+        match &self.printer {
+            None => line(kind, object),
+            Some(printer) => {
+                let table = printer.single(object, !self.headers_sent);
+                self.headers_sent = true;
+                line(kind, &table)
+            }
+        }
+    }
+
+    fn bookmark(&self, object: &Value) -> Bytes {
+        match &self.printer {
+            None => line("BOOKMARK", object),
+            Some(printer) => {
+                let metadata = json!({
+                    "resourceVersion": object.pointer("/metadata/resourceVersion"),
+                });
+                line("BOOKMARK", &printer.table(&[], metadata, false))
+            }
+        }
+    }
+}
+
 fn error_line(error: &ApiError) -> Bytes {
     line("ERROR", &error.status())
 }
@@ -145,8 +182,13 @@ pub(crate) async fn watch(
     target: &Target,
     params: &Params,
     name: Option<&str>,
+    printer: Option<Printer>,
 ) -> Result<Response, ApiError> {
     let resource = target.resource;
+    let mut render = Render {
+        printer,
+        headers_sent: false,
+    };
     let selectors = Selectors::parse(resource, params, name)?;
     let timeout = match params.get("timeoutSeconds").filter(|t| !t.is_empty()) {
         Some(t) => Duration::from_secs(
@@ -174,21 +216,18 @@ pub(crate) async fn watch(
             for kv in &listed.items {
                 let object = decode_kv(kv)?;
                 if selectors.matches(&object) {
-                    initial.push(line("ADDED", &object));
+                    initial.push(render.line("ADDED", &object));
                 }
             }
             if send_initial {
-                initial.push(line(
-                    "BOOKMARK",
-                    &json!({
+                initial.push(render.bookmark(&json!({
                         "kind": resource.kind,
                         "apiVersion": resource.api_version(),
                         "metadata": {
                             "resourceVersion": listed.revision.to_string(),
                             "annotations": {"k8s.io/initial-events-end": "true"},
                         },
-                    }),
-                ));
+                })));
             }
             listed.revision
         }
@@ -210,11 +249,15 @@ pub(crate) async fn watch(
     let shutdown = state.shutdown.subscribe();
     let cache = Arc::clone(&state.watch_events);
     tokio::spawn(follow(
-        events, tx, initial, selectors, timeout, shutdown, cache,
+        events, tx, initial, selectors, timeout, shutdown, cache, render,
     ));
     Ok(streaming(rx))
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the pieces of one watch, moved into its task once"
+)]
 async fn follow(
     mut events: WatchStream,
     tx: mpsc::Sender<Bytes>,
@@ -223,6 +266,7 @@ async fn follow(
     timeout: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     cache: Arc<EventCache>,
+    mut render: Render,
 ) {
     for bytes in initial {
         if tx.send(bytes).await.is_err() {
@@ -257,7 +301,7 @@ async fn follow(
                     true,
                 )
             }
-            Some(Ok(event)) => (translate(&event, &selectors, &cache), false),
+            Some(Ok(event)) => (translate(&event, &selectors, &cache, &mut render), false),
         };
         if let Some(bytes) = out
             && tx.send(bytes).await.is_err()
@@ -271,7 +315,12 @@ async fn follow(
 }
 
 /// The line for one store event, or `None` when the selectors hide it.
-fn translate(event: &WatchEvent, selectors: &Selectors, cache: &EventCache) -> Option<Bytes> {
+fn translate(
+    event: &WatchEvent,
+    selectors: &Selectors,
+    cache: &EventCache,
+    render: &mut Render,
+) -> Option<Bytes> {
     let decoded = cache.get(event);
     let object = match &decoded.object {
         Ok(object) => object,
@@ -292,5 +341,10 @@ fn translate(event: &WatchEvent, selectors: &Selectors, cache: &EventCache) -> O
             }
         }
     }?;
-    Some(decoded.line(kind, object))
+    Some(if render.printer.is_some() {
+        // A Table's Age cell changes with time: not shared through the cache.
+        render.line(kind, object)
+    } else {
+        decoded.line(kind, object)
+    })
 }
