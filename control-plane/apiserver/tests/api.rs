@@ -591,9 +591,20 @@ async fn lists_filter_by_labels_and_fields_and_page() {
 
 /// Reads watch lines until `count` events arrived (or panics after a few seconds).
 async fn watch_events(router: &Router, uri: &str, count: usize) -> (StatusCode, Vec<Value>, Body) {
+    watch_events_accepting(router, uri, "application/json", count).await
+}
+
+/// [`watch_events`] with an `Accept` header.
+async fn watch_events_accepting(
+    router: &Router,
+    uri: &str,
+    accept: &str,
+    count: usize,
+) -> (StatusCode, Vec<Value>, Body) {
     let request = Request::builder()
         .uri(uri)
         .header(header::AUTHORIZATION, bearer(ADMIN_TOKEN))
+        .header(header::ACCEPT, accept)
         .body(Body::empty())
         .expect("request");
     let response = router
@@ -1292,5 +1303,149 @@ async fn metrics_count_requests_watches_and_store_latency() {
         ),
         Some(0.0),
         "the closed watch is no longer counted:\n{text}"
+    );
+}
+
+/// What `kubectl get` sends: a Table if the server can, plain JSON otherwise.
+const KUBECTL_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,\
+                              application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+
+impl Server {
+    async fn get_accepting(&self, uri: &str, accept: &str) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .uri(uri)
+            .header(header::AUTHORIZATION, bearer(ADMIN_TOKEN))
+            .header(header::ACCEPT, accept)
+            .body(Body::empty())
+            .expect("request");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router answers");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&bytes).expect("a JSON body"))
+    }
+}
+
+fn column_names(table: &Value) -> Vec<&str> {
+    table["columnDefinitions"]
+        .as_array()
+        .expect("columnDefinitions")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn kubectl_get_receives_tables_with_kubernetes_columns() {
+    let s = server().await;
+    s.ok(Method::POST, CONFIGMAPS, Some(configmap("a", json!({}))))
+        .await;
+    s.ok(
+        Method::POST,
+        "/api/v1/namespaces/default/services",
+        Some(
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                    "spec": {"type": "NodePort", "selector": {"app": "web"},
+                             "ports": [{"port": 80, "targetPort": 80}]}}),
+        ),
+    )
+    .await;
+
+    // List: a Table with the printer's columns and a PartialObjectMetadata per row.
+    let (status, table) = s.get_accepting(CONFIGMAPS, KUBECTL_ACCEPT).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(table["kind"], "Table", "{table}");
+    assert_eq!(table["apiVersion"], "meta.k8s.io/v1");
+    assert!(table["metadata"]["resourceVersion"].is_string(), "{table}");
+    assert_eq!(column_names(&table), ["Name", "Data", "Age"]);
+    assert_eq!(table["rows"][0]["cells"][0], "a");
+    assert_eq!(table["rows"][0]["cells"][1], 1);
+    let object = &table["rows"][0]["object"];
+    assert_eq!(object["kind"], "PartialObjectMetadata");
+    assert_eq!(object["metadata"]["namespace"], "default");
+    assert!(object.get("data").is_none(), "metadata only: {object}");
+
+    // Get of one object, v1beta1 when that is what is asked for, the whole object on request.
+    let (_, one) = s
+        .get_accepting(
+            "/api/v1/namespaces/default/services/web?includeObject=Object",
+            "application/json;as=Table;v=v1beta1;g=meta.k8s.io",
+        )
+        .await;
+    assert_eq!(one["apiVersion"], "meta.k8s.io/v1beta1", "{one}");
+    assert_eq!(
+        column_names(&one),
+        [
+            "Name",
+            "Type",
+            "Cluster-IP",
+            "External-IP",
+            "Port(s)",
+            "Age",
+            "Selector"
+        ]
+    );
+    let cells = one["rows"][0]["cells"].as_array().expect("cells");
+    assert_eq!(cells[1], "NodePort");
+    let ports = cells[4].as_str().expect("ports");
+    assert!(
+        ports.starts_with("80:3") && ports.ends_with("/TCP"),
+        "node port shown: {ports}"
+    );
+    assert_eq!(one["rows"][0]["object"]["kind"], "Service");
+    assert_eq!(
+        one["metadata"]["resourceVersion"],
+        one["rows"][0]["object"]["metadata"]["resourceVersion"]
+    );
+
+    // A client that does not ask for a Table sees no change; a bad includeObject is a 400.
+    let (_, plain) = s.get_accepting(CONFIGMAPS, "application/json").await;
+    assert_eq!(plain["kind"], "ConfigMapList");
+    let (status, _) = s
+        .get_accepting(
+            &format!("{CONFIGMAPS}?includeObject=Everything"),
+            KUBECTL_ACCEPT,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Watch: one-row Tables; only the first event carries the column definitions.
+    let watcher = {
+        let router = s.router.clone();
+        tokio::spawn(async move {
+            let (_, events, _) = watch_events_accepting(
+                &router,
+                &format!("{CONFIGMAPS}?watch=true&timeoutSeconds=10"),
+                KUBECTL_ACCEPT,
+                2,
+            )
+            .await;
+            events
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.ok(Method::POST, CONFIGMAPS, Some(configmap("b", json!({}))))
+        .await;
+    let events = watcher.await.expect("watcher task");
+    assert_eq!(events[0]["type"], "ADDED");
+    assert_eq!(events[0]["object"]["kind"], "Table", "{}", events[0]);
+    assert_eq!(column_names(&events[0]["object"]), ["Name", "Data", "Age"]);
+    assert_eq!(events[0]["object"]["rows"][0]["cells"][0], "a");
+    assert_eq!(events[1]["type"], "ADDED");
+    assert!(
+        events[1]["object"].get("columnDefinitions").is_none(),
+        "headers only once: {}",
+        events[1]
+    );
+    assert_eq!(events[1]["object"]["rows"][0]["cells"][0], "b");
+    assert_eq!(
+        events[1]["object"]["rows"].as_array().map(Vec::len),
+        Some(1)
     );
 }
