@@ -44,6 +44,7 @@ metadata:
   name: web
   namespace: demo
 spec:
+  type: NodePort
   selector: {app: web}
   ports:
   - port: 80
@@ -81,6 +82,211 @@ fn assert_contains(haystack: &str, needle: &str, what: &str) {
     assert!(
         haystack.contains(needle),
         "{what}: expected {needle:?} in:\n{haystack}"
+    );
+}
+
+/// kubectl's table output with runs of padding squeezed to one space, line by line.
+fn squeezed(out: &str) -> Vec<String> {
+    out.lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|line| !line.is_empty())
+        .collect()
+}
+
+fn assert_header(out: &str, header: &str, what: &str) {
+    let lines = squeezed(out);
+    assert!(
+        lines.first().is_some_and(|first| first.starts_with(header)),
+        "{what}: expected the header {header:?} in:\n{out}"
+    );
+}
+
+fn assert_row(out: &str, pred: impl Fn(&[&str]) -> bool, what: &str) {
+    // Padded, so a short row fails the predicate instead of panicking on an index.
+    let found = squeezed(out).iter().skip(1).any(|line| {
+        let mut cells: Vec<&str> = line.split(' ').collect();
+        cells.resize(cells.len().max(16), "");
+        pred(&cells)
+    });
+    assert!(found, "{what}: no matching row in:\n{out}");
+}
+
+/// Server-side printing: `kubectl get` shows kube-apiserver's columns (issue: only NAME and
+/// AGE were printed before the API server answered Tables). The Deployment's pods stay
+/// Pending: this cluster has no nodes.
+fn get_prints_tables(k: &Kubectl<'_>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pods = loop {
+        let out = k.run(&["get", "pods", "-n", "demo"]);
+        if squeezed(&out)
+            .iter()
+            .any(|l| l.starts_with("web-") && l.contains(" 0/1 Pending 0 "))
+        {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Deployment's pods should be listed as Pending within 30 s:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_header(&pods, "NAME READY STATUS RESTARTS AGE", "get pods");
+
+    let out = k.run(&["get", "pods", "-n", "demo", "-o", "wide"]);
+    assert_header(
+        &out,
+        "NAME READY STATUS RESTARTS AGE IP NODE NOMINATED NODE READINESS GATES",
+        "get pods -o wide",
+    );
+    assert_row(
+        &out,
+        |c| c[0].starts_with("web-") && c[5..10] == ["<none>", "<none>", "<none>", "<none>", ""],
+        "an unscheduled pod has no IP, node, nominated node or readiness gates",
+    );
+
+    let out = k.run(&["get", "svc", "-n", "demo"]);
+    assert_header(
+        &out,
+        "NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE",
+        "get svc",
+    );
+    assert_row(
+        &out,
+        |c| {
+            c[..2] == ["web", "NodePort"]
+                && c[2].starts_with("10.")
+                && c[3] == "<none>"
+                && c[4].starts_with("80:3")
+                && c[4].ends_with("/TCP")
+        },
+        "the NodePort Service with its node port",
+    );
+    let out = k.run(&["get", "svc", "-n", "demo", "-o", "wide"]);
+    assert_row(
+        &out,
+        |c| c[..2] == ["web", "NodePort"] && c[6] == "app=web",
+        "get svc -o wide selector",
+    );
+
+    let out = k.run(&["get", "deploy", "-n", "demo"]);
+    assert_header(&out, "NAME READY UP-TO-DATE AVAILABLE AGE", "get deploy");
+    assert_row(
+        &out,
+        |c| c[..2] == ["web", "0/2"],
+        "deployment web, none ready",
+    );
+    let out = k.run(&["get", "deploy", "-n", "demo", "-o", "wide"]);
+    assert_header(
+        &out,
+        "NAME READY UP-TO-DATE AVAILABLE AGE CONTAINERS IMAGES SELECTOR",
+        "get deploy -o wide",
+    );
+    assert_row(
+        &out,
+        |c| c[5..9] == ["web", "nginx:1.28", "app=web", ""],
+        "deployment containers, images, selector",
+    );
+
+    let out = k.run(&["get", "rs", "-n", "demo"]);
+    assert_header(&out, "NAME DESIRED CURRENT READY AGE", "get rs");
+
+    let out = k.run(&["get", "cm", "-n", "demo"]);
+    assert_header(&out, "NAME DATA AGE", "get cm");
+    assert_row(
+        &out,
+        |c| c[..2] == ["cfg", "1"],
+        "configmap cfg with one key",
+    );
+    let out = k.run(&["get", "secret", "creds", "-n", "demo"]);
+    assert_header(&out, "NAME TYPE DATA AGE", "get secret");
+    assert_row(&out, |c| c[..3] == ["creds", "Opaque", "1"], "secret creds");
+    let out = k.run(&["get", "ns", "demo"]);
+    assert_header(&out, "NAME STATUS AGE", "get ns");
+    assert_row(&out, |c| c[..2] == ["demo", "Active"], "namespace demo");
+
+    let out = k.run(&["get", "all", "-n", "demo"]);
+    for expected in [
+        "pod/web-",
+        "service/web",
+        "deployment.apps/web",
+        "replicaset.apps/web-",
+        "READY STATUS RESTARTS AGE",
+        "UP-TO-DATE AVAILABLE",
+    ] {
+        assert_contains(&squeezed(&out).join("\n"), expected, "get all");
+    }
+    let out = k.run(&["get", "pods", "-A"]);
+    assert_header(
+        &out,
+        "NAMESPACE NAME READY STATUS RESTARTS AGE",
+        "get pods -A",
+    );
+    assert_row(
+        &out,
+        |c| c[0] == "demo" && c[1].starts_with("web-") && c[3] == "Pending",
+        "get pods -A",
+    );
+
+    watch_prints_rows(k);
+}
+
+/// `kubectl get pods -w` prints the table, then a row for a change made while it watches.
+fn watch_prints_rows(k: &Kubectl<'_>) {
+    let pod = k.run(&[
+        "get",
+        "pods",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    let mut watcher = k
+        .command(&["get", "pods", "-n", "demo", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kubectl get pods -w");
+    let stdout = watcher.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen: Vec<String> = Vec::new();
+    let rows_for_pod = |seen: &mut Vec<String>, wanted: usize| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+                seen.push(line);
+            }
+            let rows = seen
+                .iter()
+                .filter(|l| l.starts_with(&pod) && l.contains("Pending"))
+                .count();
+            if rows >= wanted {
+                return true;
+            }
+        }
+        false
+    };
+    let listed = rows_for_pod(&mut seen, 1);
+    k.run(&["label", "pod", &pod, "-n", "demo", "watched=yes"]);
+    let changed = listed && rows_for_pod(&mut seen, 2);
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert!(listed, "kubectl get pods -w never listed {pod}: {seen:?}");
+    assert!(
+        seen.first().is_some_and(|h| squeezed(h)
+            .first()
+            .is_some_and(|h| h.starts_with("NAME READY STATUS"))),
+        "kubectl get pods -w prints the header first: {seen:?}"
+    );
+    assert!(
+        changed,
+        "kubectl get pods -w printed no row for the labelled pod: {seen:?}"
     );
 }
 
@@ -227,6 +433,8 @@ fn scenario(minor: u32) {
         "jsonpath={.data.password}",
     ]);
     assert_eq!(out, "aHVudGVyMg==", "stringData is folded into base64 data");
+
+    get_prints_tables(&k);
 
     let out = k.run(&["describe", "deployment", "web", "-n", "demo"]);
     assert_contains(&out, "2 desired", "describe deployment");
