@@ -88,6 +88,18 @@ struct RunArgs {
     #[arg(long, env = "KEELSON_POD_TC", value_name = "on|off", default_value = "on",
           value_parser = on_off, action = clap::ArgAction::Set)]
     pod_tc: bool,
+    /// Interfaces traffic from outside the node comes in by, where NodePorts, externalIPs and
+    /// LoadBalancer IPs answer (`tc_from_netdev` at their TC ingress): names (repeat the flag or
+    /// separate them with commas), `auto` for the interface holding the IPv4 default route, or
+    /// `off` for none (NodePorts then answer only on the node itself, through socket-LB).
+    #[arg(
+        long,
+        env = "KEELSON_UPLINK",
+        value_name = "NAME|auto|off",
+        value_delimiter = ',',
+        default_value = "auto"
+    )]
+    uplink: Vec<String>,
     /// The cluster's Service CIDR (the control plane's --service-cluster-ip-range): unreachable
     /// towards the uplink, so an untranslated service address never leaves the node.
     #[arg(long, env = "KEELSON_SERVICE_CIDR", default_value = "10.96.0.0/12")]
@@ -254,6 +266,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     lb.attach_cgroup(&args.cgroup)
         .map_err(|e| anyhow::anyhow!(error_chain(&e)))
         .with_context(|| format!("attaching socket-LB to {}", args.cgroup.display()))?;
+    attach_uplinks(&mut lb, &args.uplink, args.pod_tc)?;
     // NodePorts answer on the node's addresses: the ones given, else the address of the
     // interface holding the default route (the InternalIP the Node reports).
     let node_addresses = if args.node_addresses.is_empty() {
@@ -365,6 +378,51 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Attaches `tc_from_netdev` to the uplinks `--uplink` names (and removes an earlier run's
+/// links on interfaces no longer named).
+fn attach_uplinks(
+    lb: &mut datapath::lb::LoadBalancer,
+    values: &[String],
+    pod_tc: bool,
+) -> anyhow::Result<()> {
+    use datapath::lb::UplinkError;
+    let flag_error = |error: UplinkError| match error {
+        UplinkError::Datapath { interface, source } => anyhow::anyhow!(
+            "--uplink {interface}: attaching tc_from_netdev: {}",
+            error_chain(&source)
+        ),
+        UplinkError::NoSuchInterface(_) => anyhow::anyhow!("--uplink {error}"),
+        other => anyhow::anyhow!("--uplink: {other}"),
+    };
+    let uplinks = datapath::lb::resolve_uplinks(
+        values,
+        keelson_node_agent::node::default_route_interface,
+    )
+    .map_err(flag_error)?;
+    if uplinks.auto_unresolved {
+        tracing::warn!(
+            "--uplink auto: no IPv4 default route, so no uplink; name the interfaces with --uplink"
+        );
+    }
+    let removed = datapath::lb::attach_uplinks(lb, &uplinks.interfaces).map_err(flag_error)?;
+    if !removed.is_empty() {
+        tracing::info!(interfaces = ?removed, "removed tc_from_netdev from former uplinks");
+    }
+    if uplinks.interfaces.is_empty() {
+        tracing::info!("no uplink: NodePorts answer only on the node itself (socket-LB)");
+        return Ok(());
+    }
+    tracing::info!(interfaces = ?uplinks.interfaces, "tc_from_netdev attached to the uplinks");
+    if !pod_tc {
+        tracing::warn!(
+            "--pod-tc off: replies of local pods to clients outside the node are not \
+             reverse-NATed (tc_from_pod on pod veths does it), so NodePorts only answer from \
+             backends on other nodes"
+        );
+    }
+    Ok(())
 }
 
 /// Registers the Node and prepares the pod runner (Docker, pod network).

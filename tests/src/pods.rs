@@ -195,12 +195,15 @@ impl PodAgent {
             .expect("agent log");
         // The node's own settings go through the agent's config file (as a node daemon would
         // be set up), the test harness's through flags; flags in `extra` win over the file.
+        // `uplink: off`: a test agent never attaches to the machine's real uplink (the default,
+        // `auto`, is the interface of the default route); a test that wants one passes
+        // `--uplink <its veth>`.
         let config = self.log.with_file_name("agent.yaml");
         std::fs::write(
             &config,
             format!(
                 "node-name: {}\npod-cidr: {}\ndata-dir: {}\nkubelet-listen: 127.0.0.1:0\n\
-                 metrics-listen: 127.0.0.1:{metrics_port}\n",
+                 metrics-listen: 127.0.0.1:{metrics_port}\nuplink: \"off\"\n",
                 self.node,
                 self.cidr,
                 self.data_dir.display()
