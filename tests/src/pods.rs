@@ -253,6 +253,30 @@ impl PodAgent {
         self.spawn();
     }
 
+    /// Kills the agent with SIGKILL and starts it again with `extra` as its extra flags
+    /// (instead of those it was started with).
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.kill();
+        self.extra = extra.iter().map(ToString::to_string).collect();
+        self.spawn();
+    }
+
+    /// Waits at most `timeout` for the agent to exit by itself; its exit status, or `None` if
+    /// it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Kills the agent with SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
