@@ -19,7 +19,8 @@ enum Command {
     /// Load every embedded eBPF program into this kernel (the verifier checks each) and report
     /// what it accepted. Attaches nothing; needs root (CAP_BPF and CAP_NET_ADMIN).
     Check,
-    /// Run the node agent: load the service datapath, attach socket-LB to the cgroup, follow
+    /// Run the node agent: load the service datapath, attach socket-LB to the cgroup and the
+    /// per-packet LB for traffic from outside the node to the uplinks (--uplink), follow
     /// Services and EndpointSlices through the API, register the Node, run the pods bound to it
     /// on Docker with their own network namespace (the per-packet LB on each pod's veth), and
     /// serve /metrics.
@@ -250,6 +251,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     use anyhow::Context as _;
 
     let pin_dir = args.pins.pin_dir();
+    // Checked before anything is loaded or attached: a wrong flag changes nothing.
+    let uplinks = uplinks(&args.uplink)?;
     anyhow::ensure!(
         0.0 < args.ct_low_water
             && args.ct_low_water < args.ct_high_water
@@ -266,7 +269,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     lb.attach_cgroup(&args.cgroup)
         .map_err(|e| anyhow::anyhow!(error_chain(&e)))
         .with_context(|| format!("attaching socket-LB to {}", args.cgroup.display()))?;
-    attach_uplinks(&mut lb, &args.uplink, args.pod_tc)?;
+    attach_uplinks(&mut lb, &uplinks, args.pod_tc)?;
     // NodePorts answer on the node's addresses: the ones given, else the address of the
     // interface holding the default route (the InternalIP the Node reports).
     let node_addresses = if args.node_addresses.is_empty() {
@@ -380,41 +383,49 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Attaches `tc_from_netdev` to the uplinks `--uplink` names (and removes an earlier run's
-/// links on interfaces no longer named).
-fn attach_uplinks(
-    lb: &mut datapath::lb::LoadBalancer,
-    values: &[String],
-    pod_tc: bool,
-) -> anyhow::Result<()> {
+/// `--uplink`'s error as one line naming the flag.
+fn uplink_error(error: datapath::lb::UplinkError) -> anyhow::Error {
     use datapath::lb::UplinkError;
-    let flag_error = |error: UplinkError| match error {
+    match error {
         UplinkError::Datapath { interface, source } => anyhow::anyhow!(
             "--uplink {interface}: attaching tc_from_netdev: {}",
             error_chain(&source)
         ),
         UplinkError::NoSuchInterface(_) => anyhow::anyhow!("--uplink {error}"),
         other => anyhow::anyhow!("--uplink: {other}"),
-    };
-    let uplinks = datapath::lb::resolve_uplinks(
-        values,
-        keelson_node_agent::node::default_route_interface,
-    )
-    .map_err(flag_error)?;
+    }
+}
+
+/// The interfaces `--uplink` names (`auto` resolved), each checked to exist.
+fn uplinks(values: &[String]) -> anyhow::Result<Vec<String>> {
+    let uplinks =
+        datapath::lb::resolve_uplinks(values, keelson_node_agent::node::default_route_interface)
+            .map_err(uplink_error)?;
     if uplinks.auto_unresolved {
         tracing::warn!(
             "--uplink auto: no IPv4 default route, so no uplink; name the interfaces with --uplink"
         );
     }
-    let removed = datapath::lb::attach_uplinks(lb, &uplinks.interfaces).map_err(flag_error)?;
+    datapath::lb::require_interfaces(&uplinks.interfaces).map_err(uplink_error)?;
+    Ok(uplinks.interfaces)
+}
+
+/// Attaches `tc_from_netdev` to `interfaces` (and removes an earlier run's links on interfaces
+/// no longer named).
+fn attach_uplinks(
+    lb: &mut datapath::lb::LoadBalancer,
+    interfaces: &[String],
+    pod_tc: bool,
+) -> anyhow::Result<()> {
+    let removed = datapath::lb::attach_uplinks(lb, interfaces).map_err(uplink_error)?;
     if !removed.is_empty() {
         tracing::info!(interfaces = ?removed, "removed tc_from_netdev from former uplinks");
     }
-    if uplinks.interfaces.is_empty() {
+    if interfaces.is_empty() {
         tracing::info!("no uplink: NodePorts answer only on the node itself (socket-LB)");
         return Ok(());
     }
-    tracing::info!(interfaces = ?uplinks.interfaces, "tc_from_netdev attached to the uplinks");
+    tracing::info!(interfaces = ?interfaces, "tc_from_netdev attached to the uplinks");
     if !pod_tc {
         tracing::warn!(
             "--pod-tc off: replies of local pods to clients outside the node are not \

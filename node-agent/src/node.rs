@@ -465,7 +465,8 @@ mod tests {
 
     #[test]
     fn the_default_route_names_the_uplink() {
-        let header = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+        let header =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
         let routes = format!(
             "{header}\
              br0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
@@ -474,7 +475,8 @@ mod tests {
         );
         assert_eq!(default_route_in(&routes).as_deref(), Some("eth1"));
         // A route to 0.0.0.0 with a narrower mask is not the default route.
-        let narrow = format!("{header}eth3\t00000000\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n");
+        let narrow =
+            format!("{header}eth3\t00000000\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n");
         assert_eq!(default_route_in(&narrow), None);
         assert_eq!(default_route_in(header), None);
     }

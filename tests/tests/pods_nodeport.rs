@@ -11,8 +11,8 @@
 //! were translated on their way out of the uplink; an agent restart keeps exactly one program on
 //! the uplink; `--uplink off` removes it (the NodePort no longer answers from outside) and naming
 //! the uplink again restores it; `externalTrafficPolicy: Local` still answers with local
-//! backends; `--uplink` naming a missing interface stops the agent at start with a one-line
-//! error naming the flag. Everything is removed at the end.
+//! backends; `--uplink` naming a missing interface stops the agent at start, before it loads
+//! or attaches anything, with a one-line error naming the flag. Everything is removed at the end.
 
 use std::{
     collections::BTreeSet,
@@ -94,7 +94,16 @@ impl ExternalClient {
         run(
             "ip",
             &[
-                "link", "add", &uplink, "type", "veth", "peer", "name", &peer, "netns", ns.name(),
+                "link",
+                "add",
+                &uplink,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+                "netns",
+                ns.name(),
             ],
         );
         let this = Self {
@@ -108,14 +117,8 @@ impl ExternalClient {
             &["addr", "add", &format!("{node}/30"), "dev", &this.uplink],
         );
         run("ip", &["link", "set", &this.uplink, "up"]);
-        this.ns.exec(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{client}/30"),
-            "dev",
-            &peer,
-        ]);
+        this.ns
+            .exec(&["ip", "addr", "add", &format!("{client}/30"), "dev", &peer]);
         this.ns.exec(&["ip", "link", "set", &peer, "up"]);
         this
     }
@@ -288,7 +291,12 @@ fn assert_served(
 
 /// The conntrack lines (`ct list`) of flows from `client` to `node:port` and of their replies.
 fn flows(agent: &PodAgent, client: Ipv4Addr, node: SocketAddr) -> (Vec<String>, Vec<String>) {
-    let list = node_agent(&["ct", "list", "--pin-dir", &agent.pin_dir().to_string_lossy()]);
+    let list = node_agent(&[
+        "ct",
+        "list",
+        "--pin-dir",
+        &agent.pin_dir().to_string_lossy(),
+    ]);
     let forward = list
         .lines()
         .filter(|l| l.contains(&format!("{client}:")) && l.contains(&format!("-> {node} forward")))
@@ -359,7 +367,7 @@ async fn a_node_port_answers_clients_outside_the_node_through_the_uplink() {
     );
     assert_eq!(
         uplink_links(&agent),
-        [outside.uplink.clone()],
+        std::slice::from_ref(&outside.uplink),
         "the test's veth is the only uplink (never the machine's)"
     );
 
@@ -470,6 +478,10 @@ async fn a_node_port_answers_clients_outside_the_node_through_the_uplink() {
         broken.log().lines().any(|l| l == expected),
         "the error is one line naming the flag ({expected:?}):\n{}",
         broken.log()
+    );
+    assert!(
+        !broken.pin_dir().exists(),
+        "a wrong --uplink is refused before anything is loaded or attached"
     );
     drop(broken);
 

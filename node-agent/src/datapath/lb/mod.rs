@@ -42,7 +42,7 @@ pub use list::{
 };
 pub use pod_hook::PodTc;
 pub use state::{LbState, MapOp, ServiceId, StateError};
-pub use uplink::{UplinkError, Uplinks, attach_uplinks, resolve_uplinks};
+pub use uplink::{UplinkError, Uplinks, attach_uplinks, require_interfaces, resolve_uplinks};
 
 use super::{DatapathError, program_mut};
 

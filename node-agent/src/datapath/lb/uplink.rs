@@ -86,6 +86,18 @@ pub fn resolve_uplinks(
     Ok(uplinks)
 }
 
+/// Errs on the first of `interfaces` that does not exist in the calling thread's network
+/// namespace.
+pub fn require_interfaces(interfaces: &[String]) -> Result<(), UplinkError> {
+    match interfaces
+        .iter()
+        .find(|name| nix::net::if_::if_nametoindex(name.as_str()).is_err())
+    {
+        Some(missing) => Err(UplinkError::NoSuchInterface(missing.clone())),
+        None => Ok(()),
+    }
+}
+
 /// Attaches `tc_from_netdev` to the TC ingress of each of `interfaces` (names in the calling
 /// thread's network namespace; each must exist) and removes the pinned `tc_from_netdev` links of
 /// every other interface (an earlier run's uplinks that are no longer asked for, or are gone).
@@ -95,11 +107,7 @@ pub fn attach_uplinks(
     lb: &mut LoadBalancer,
     interfaces: &[String],
 ) -> Result<Vec<String>, UplinkError> {
-    for interface in interfaces {
-        if nix::net::if_::if_nametoindex(interface.as_str()).is_err() {
-            return Err(UplinkError::NoSuchInterface(interface.clone()));
-        }
-    }
+    require_interfaces(interfaces)?;
     let keep: BTreeSet<&str> = interfaces.iter().map(String::as_str).collect();
     let mut removed = Vec::new();
     for pinned in lb.tc_link_interfaces(TcHook::FromNetdev) {
