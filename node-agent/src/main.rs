@@ -19,7 +19,8 @@ enum Command {
     /// Load every embedded eBPF program into this kernel (the verifier checks each) and report
     /// what it accepted. Attaches nothing; needs root (CAP_BPF and CAP_NET_ADMIN).
     Check,
-    /// Run the node agent: load the service datapath, attach socket-LB to the cgroup, follow
+    /// Run the node agent: load the service datapath, attach socket-LB to the cgroup and the
+    /// per-packet LB for traffic from outside the node to the uplinks (--uplink), follow
     /// Services and EndpointSlices through the API, register the Node, run the pods bound to it
     /// on Docker with their own network namespace (the per-packet LB on each pod's veth), and
     /// serve /metrics.
@@ -88,6 +89,18 @@ struct RunArgs {
     #[arg(long, env = "KEELSON_POD_TC", value_name = "on|off", default_value = "on",
           value_parser = on_off, action = clap::ArgAction::Set)]
     pod_tc: bool,
+    /// Interfaces traffic from outside the node comes in by, where NodePorts, externalIPs and
+    /// LoadBalancer IPs answer (`tc_from_netdev` at their TC ingress): names (repeat the flag or
+    /// separate them with commas), `auto` for the interface holding the IPv4 default route, or
+    /// `off` for none (NodePorts then answer only on the node itself, through socket-LB).
+    #[arg(
+        long,
+        env = "KEELSON_UPLINK",
+        value_name = "NAME|auto|off",
+        value_delimiter = ',',
+        default_value = "auto"
+    )]
+    uplink: Vec<String>,
     /// The cluster's Service CIDR (the control plane's --service-cluster-ip-range): unreachable
     /// towards the uplink, so an untranslated service address never leaves the node.
     #[arg(long, env = "KEELSON_SERVICE_CIDR", default_value = "10.96.0.0/12")]
@@ -238,6 +251,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     use anyhow::Context as _;
 
     let pin_dir = args.pins.pin_dir();
+    // Checked before anything is loaded or attached: a wrong flag changes nothing.
+    let uplinks = uplinks(&args.uplink)?;
     anyhow::ensure!(
         0.0 < args.ct_low_water
             && args.ct_low_water < args.ct_high_water
@@ -254,6 +269,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     lb.attach_cgroup(&args.cgroup)
         .map_err(|e| anyhow::anyhow!(error_chain(&e)))
         .with_context(|| format!("attaching socket-LB to {}", args.cgroup.display()))?;
+    attach_uplinks(&mut lb, &uplinks, args.pod_tc)?;
     // NodePorts answer on the node's addresses: the ones given, else the address of the
     // interface holding the default route (the InternalIP the Node reports).
     let node_addresses = if args.node_addresses.is_empty() {
@@ -365,6 +381,59 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// `--uplink`'s error as one line naming the flag.
+fn uplink_error(error: datapath::lb::UplinkError) -> anyhow::Error {
+    use datapath::lb::UplinkError;
+    match error {
+        UplinkError::Datapath { interface, source } => anyhow::anyhow!(
+            "--uplink {interface}: attaching tc_from_netdev: {}",
+            error_chain(&source)
+        ),
+        UplinkError::NoSuchInterface(_) => anyhow::anyhow!("--uplink {error}"),
+        other => anyhow::anyhow!("--uplink: {other}"),
+    }
+}
+
+/// The interfaces `--uplink` names (`auto` resolved), each checked to exist.
+fn uplinks(values: &[String]) -> anyhow::Result<Vec<String>> {
+    let uplinks =
+        datapath::lb::resolve_uplinks(values, keelson_node_agent::node::default_route_interface)
+            .map_err(uplink_error)?;
+    if uplinks.auto_unresolved {
+        tracing::warn!(
+            "--uplink auto: no IPv4 default route, so no uplink; name the interfaces with --uplink"
+        );
+    }
+    datapath::lb::require_interfaces(&uplinks.interfaces).map_err(uplink_error)?;
+    Ok(uplinks.interfaces)
+}
+
+/// Attaches `tc_from_netdev` to `interfaces` (and removes an earlier run's links on interfaces
+/// no longer named).
+fn attach_uplinks(
+    lb: &mut datapath::lb::LoadBalancer,
+    interfaces: &[String],
+    pod_tc: bool,
+) -> anyhow::Result<()> {
+    let removed = datapath::lb::attach_uplinks(lb, interfaces).map_err(uplink_error)?;
+    if !removed.is_empty() {
+        tracing::info!(interfaces = ?removed, "removed tc_from_netdev from former uplinks");
+    }
+    if interfaces.is_empty() {
+        tracing::info!("no uplink: NodePorts answer only on the node itself (socket-LB)");
+        return Ok(());
+    }
+    tracing::info!(interfaces = ?interfaces, "tc_from_netdev attached to the uplinks");
+    if !pod_tc {
+        tracing::warn!(
+            "--pod-tc off: replies of local pods to clients outside the node are not \
+             reverse-NATed (tc_from_pod on pod veths does it), so NodePorts only answer from \
+             backends on other nodes"
+        );
+    }
+    Ok(())
 }
 
 /// Registers the Node and prepares the pod runner (Docker, pod network).

@@ -68,15 +68,7 @@ fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> NodeError {
 /// The host's InternalIP: the first IPv4 address of the interface holding the default route,
 /// else of any non-loopback interface.
 pub fn host_address() -> Option<Ipv4Addr> {
-    let default_dev = std::fs::read_to_string("/proc/net/route")
-        .ok()
-        .and_then(|routes| {
-            routes.lines().skip(1).find_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                (fields.get(1) == Some(&"00000000") && fields.get(7) == Some(&"00000000"))
-                    .then(|| fields[0].to_owned())
-            })
-        });
+    let default_dev = default_route_interface();
     let addrs: Vec<(String, Ipv4Addr)> = nix::ifaddrs::getifaddrs()
         .ok()?
         .filter_map(|ifa| {
@@ -89,6 +81,22 @@ pub fn host_address() -> Option<Ipv4Addr> {
         .find(|(dev, _)| Some(dev) == default_dev.as_ref())
         .or_else(|| addrs.first())
         .map(|(_, a)| *a)
+}
+
+/// The interface holding the IPv4 default route (the first one `/proc/net/route` lists), if
+/// any: the node's uplink.
+pub fn default_route_interface() -> Option<String> {
+    let routes = std::fs::read_to_string("/proc/net/route").ok()?;
+    default_route_in(&routes)
+}
+
+/// The interface of the first default route (destination and mask 0) in `/proc/net/route`'s text.
+fn default_route_in(routes: &str) -> Option<String> {
+    routes.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&"00000000") && fields.get(7) == Some(&"00000000"))
+            .then(|| fields[0].to_owned())
+    })
 }
 
 fn arch() -> &'static str {
@@ -454,6 +462,24 @@ async fn renew_lease(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_route_names_the_uplink() {
+        let header =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+        let routes = format!(
+            "{header}\
+             br0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+             eth1\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+             eth2\t00000000\t010300C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n"
+        );
+        assert_eq!(default_route_in(&routes).as_deref(), Some("eth1"));
+        // A route to 0.0.0.0 with a narrower mask is not the default route.
+        let narrow =
+            format!("{header}eth3\t00000000\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n");
+        assert_eq!(default_route_in(&narrow), None);
+        assert_eq!(default_route_in(header), None);
+    }
 
     #[test]
     fn status_comparison_ignores_timestamps() {

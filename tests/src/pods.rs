@@ -195,12 +195,15 @@ impl PodAgent {
             .expect("agent log");
         // The node's own settings go through the agent's config file (as a node daemon would
         // be set up), the test harness's through flags; flags in `extra` win over the file.
+        // `uplink: off`: a test agent never attaches to the machine's real uplink (the default,
+        // `auto`, is the interface of the default route); a test that wants one passes
+        // `--uplink <its veth>`.
         let config = self.log.with_file_name("agent.yaml");
         std::fs::write(
             &config,
             format!(
                 "node-name: {}\npod-cidr: {}\ndata-dir: {}\nkubelet-listen: 127.0.0.1:0\n\
-                 metrics-listen: 127.0.0.1:{metrics_port}\n",
+                 metrics-listen: 127.0.0.1:{metrics_port}\nuplink: \"off\"\n",
                 self.node,
                 self.cidr,
                 self.data_dir.display()
@@ -248,6 +251,30 @@ impl PodAgent {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+
+    /// Kills the agent with SIGKILL and starts it again with `extra` as its extra flags
+    /// (instead of those it was started with).
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.kill();
+        self.extra = extra.iter().map(ToString::to_string).collect();
+        self.spawn();
+    }
+
+    /// Waits at most `timeout` for the agent to exit by itself; its exit status, or `None` if
+    /// it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Kills the agent with SIGKILL.

@@ -130,6 +130,8 @@ fn services_applied_with_kubectl_reach_the_datapath_and_carry_traffic() {
         .args(["--node-name", "test-node"])
         .args(["--ct-capacity", "8192", "--ct-gc-interval-ms", "200"])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+        // Never the machine's real uplink (the default `auto` is the default route's interface).
+        .args(["--uplink", "off"])
         .args(["--kubelet-listen", "off", "--data-dir"])
         .arg(plane.data_dir().join("agent"))
         .stdout(Stdio::null())

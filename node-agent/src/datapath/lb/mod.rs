@@ -10,6 +10,7 @@ mod frontends;
 mod list;
 mod pod_hook;
 mod state;
+mod uplink;
 
 use std::{
     fs::File,
@@ -41,6 +42,7 @@ pub use list::{
 };
 pub use pod_hook::PodTc;
 pub use state::{LbState, MapOp, ServiceId, StateError};
+pub use uplink::{UplinkError, Uplinks, attach_uplinks, require_interfaces, resolve_uplinks};
 
 use super::{DatapathError, program_mut};
 
@@ -338,22 +340,32 @@ impl LoadBalancer {
     /// thread's network namespace (their links are defunct: a pod's veth went away while no
     /// agent ran). Returns how many it removed.
     pub fn prune_tc_links(&self, hook: TcHook) -> Result<usize, DatapathError> {
-        let links = self.pin_dir.join("links");
-        let Ok(entries) = std::fs::read_dir(&links) else {
-            return Ok(0);
-        };
         let mut removed = 0;
-        for entry in entries.filter_map(Result::ok) {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some((program, interface)) = name.split_once('@') else {
-                continue;
-            };
-            if program == hook.program() && nix::net::if_::if_nametoindex(interface).is_err() {
-                Self::detach_tc(&self.pin_dir, interface, hook)?;
+        for interface in self.tc_link_interfaces(hook) {
+            if nix::net::if_::if_nametoindex(interface.as_str()).is_err() {
+                Self::detach_tc(&self.pin_dir, &interface, hook)?;
                 removed += 1;
             }
         }
         Ok(removed)
+    }
+
+    /// The interfaces a `hook` link is pinned for (by this run or an earlier one), sorted.
+    pub fn tc_link_interfaces(&self, hook: TcHook) -> Vec<String> {
+        let links = self.pin_dir.join("links");
+        let Ok(entries) = std::fs::read_dir(&links) else {
+            return Vec::new();
+        };
+        let mut interfaces: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let (program, interface) = name.split_once('@')?;
+                (program == hook.program()).then(|| interface.to_owned())
+            })
+            .collect();
+        interfaces.sort();
+        interfaces
     }
 
     /// Detaches every program this load balancer pinned a link for (socket-LB hooks and TCX
