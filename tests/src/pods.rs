@@ -39,16 +39,35 @@ pub fn require_docker_images() {
     }
 }
 
-/// A /24 for this test process's pods, inside 10.250.0.0/16.
-pub fn test_cidr() -> (String, Ipv4Addr) {
+/// A /24 inside 10.250.0.0/16 that no other running test holds, and the lock that holds it
+/// (an exclusive `flock` on `/run/keelson-tests/10.250.N.lock`, released when dropped or when
+/// the process dies). Tests run as separate processes at once; two agents on one CIDR would
+/// fight over its routes and its DNS address.
+pub fn test_cidr() -> (String, Ipv4Addr, nix::fcntl::Flock<std::fs::File>) {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let third = ((std::process::id() + n * 37) % 250 + 1) as u8;
-    (
-        format!("10.250.{third}.0/24"),
-        Ipv4Addr::new(10, 250, third, 0),
-    )
+    let dir = Path::new("/run/keelson-tests");
+    std::fs::create_dir_all(dir).expect("create /run/keelson-tests");
+    let start = std::process::id() + NEXT.fetch_add(1, Ordering::Relaxed) * 37;
+    for k in 0..250 {
+        let third = ((start + k) % 250 + 1) as u8;
+        let path = dir.join(format!("10.250.{third}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        if let Ok(lock) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        {
+            return (
+                format!("10.250.{third}.0/24"),
+                Ipv4Addr::new(10, 250, third, 0),
+                lock,
+            );
+        }
+    }
+    panic!("every /24 of 10.250.0.0/16 is held by a running test");
 }
 
 /// Runs `docker` and returns stdout; panics when it fails.
@@ -142,6 +161,8 @@ pub struct PodAgent {
     pins: Pins,
     cgroup: TestCgroup,
     _dir: tempfile::TempDir,
+    /// Holds [`Self::cidr`] for this test (see [`test_cidr`]); released after drop's cleanup.
+    _cidr_lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl PodAgent {
@@ -166,7 +187,7 @@ impl PodAgent {
             "node-kubeconfig failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let (cidr, _) = test_cidr();
+        let (cidr, _, cidr_lock) = test_cidr();
         let mut agent = Self {
             child: None,
             node,
@@ -178,6 +199,7 @@ impl PodAgent {
             pins: Pins::new(),
             cgroup: TestCgroup::new(),
             _dir: dir,
+            _cidr_lock: cidr_lock,
         };
         agent.spawn();
         agent
@@ -412,9 +434,12 @@ fn other_node_agent_running() -> bool {
         return true;
     };
     procs.filter_map(Result::ok).any(|entry| {
-        // The kernel keeps the first 15 bytes of the name.
-        std::fs::read_to_string(entry.path().join("comm"))
-            .is_ok_and(|comm| comm.trim_end() == "keelson-node-ag")
+        // `pid (comm) state ...`; the kernel keeps the first 15 bytes of the name. A zombie
+        // (state Z) no longer runs.
+        std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|stat| {
+            stat.split_once(" (keelson-node-ag) ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
     })
 }
 

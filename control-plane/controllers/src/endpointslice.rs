@@ -48,7 +48,6 @@ pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 struct Ctx {
     client: Client,
-    pods: Store<Pod>,
     nodes: Store<Node>,
     slices: bool,
     endpoints: bool,
@@ -78,10 +77,8 @@ pub async fn run(client: Client, slices: bool, endpoints: bool) -> anyhow::Resul
             watcher::Config::default(),
             move |pod| services_selecting(&service_store, &pod),
         );
-    let (pod_store, _pods_task) = controller_pods(&client);
     let ctx = Arc::new(Ctx {
         client,
-        pods: pod_store,
         nodes,
         slices,
         endpoints,
@@ -92,17 +89,6 @@ pub async fn run(client: Client, slices: bool, endpoints: bool) -> anyhow::Resul
     )
     .await;
     Ok(())
-}
-
-/// A reflector of every pod, for reconciles to read, and the task feeding it.
-fn controller_pods(client: &Client) -> (Store<Pod>, crate::AbortOnDrop) {
-    let (reader, writer) = kube::runtime::reflector::store();
-    let stream = kube::runtime::reflector(
-        writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    );
-    let task = tokio::spawn(crate::drive("endpointslice-pods", stream));
-    (reader, crate::AbortOnDrop(task))
 }
 
 fn services_selecting(services: &Store<Service>, pod: &Pod) -> Vec<ObjectRef<Service>> {
@@ -133,17 +119,29 @@ async fn reconcile(service: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
     if service.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    ctx.pods
-        .wait_until_ready()
-        .await
-        .map_err(|e| crate::Error::Invalid(e.to_string()))?;
+    // Read the pods from the API, not from a cache of a second watch: a reconcile triggered by a
+    // pod's event must see that event's write, which a separate watch may not have delivered yet
+    // (a pod turning Ready was then missed until its next change). A list reads the store's
+    // current revision, which the triggering write precedes.
     let namespace = service.namespace().unwrap_or_default();
-    let selected: Vec<Arc<Pod>> = ctx
-        .pods
-        .state()
+    let query = selector
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let selected: Vec<Arc<Pod>> = Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
+        .list(&ListParams::default().labels(&query))
+        .await
+        .action(|| {
+            format!(
+                "listing the pods of Service {namespace}/{}",
+                service.name_any()
+            )
+        })?
+        .items
         .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
         .filter(|p| pods::map_selector_matches(&selector, p.labels()))
+        .map(Arc::new)
         .collect();
     let zones: BTreeMap<String, String> = ctx
         .nodes

@@ -126,8 +126,8 @@ pub struct Ctx {
     pub config: PodsConfig,
     /// Counters.
     pub metrics: Arc<Metrics>,
-    /// The cluster DNS pods with `dnsPolicy: ClusterFirst` use; `None`: `--cluster-dns off`
-    /// (or no pod CIDR to serve it on).
+    /// The cluster DNS pods with `dnsPolicy: ClusterFirst` use; unset with `--cluster-dns off`
+    /// and until the node has a pod CIDR to serve it on.
     pub dns: std::sync::OnceLock<dns::ClusterDnsConfig>,
     /// The node's resolver configuration (`dnsPolicy: Default`).
     pub host_resolv: dns::HostResolv,
