@@ -375,6 +375,29 @@ impl PodAgent {
             .collect()
     }
 
+    /// Waits (at most 60 s) until `pods` lists no pod, then asserts that nothing leaked
+    /// ([`Self::assert_no_leaks`]) and that the agent logged no error.
+    pub async fn assert_pods_gone_cleanly(&self, pods: &Api<Pod>) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !pods
+            .list(&kube::api::ListParams::default())
+            .await
+            .expect("list pods")
+            .items
+            .is_empty()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "every pod is gone within 60 s\nagent log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        self.assert_no_leaks();
+        let log = self.log();
+        assert!(!log.contains("ERROR"), "the agent logged no error:\n{log}");
+    }
+
     /// Asserts that this node's pods left nothing behind: no containers, no routes or veths in
     /// the pod CIDR, no address allocations, no pinned TC links of pod veths.
     pub fn assert_no_leaks(&self) {

@@ -486,24 +486,7 @@ async fn a_node_port_answers_clients_outside_the_node_through_the_uplink() {
     drop(broken);
 
     kubectl.run(&["delete", "deployment/web", "service/web", "--timeout=60s"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !pods
-        .list(&ListParams::default())
-        .await
-        .expect("list pods")
-        .items
-        .is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "every pod is gone within 60 s\nagent log:\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    agent.assert_no_leaks();
-    let log = agent.log();
-    assert!(!log.contains("ERROR"), "the agent logged no error:\n{log}");
+    agent.assert_pods_gone_cleanly(&pods).await;
     let uplink = outside.uplink.clone();
     drop(agent);
     drop(outside);

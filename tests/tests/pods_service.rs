@@ -418,22 +418,5 @@ async fn pods_reach_cluster_ips_through_tc_on_their_veths() {
         "pod/client",
         "--timeout=60s",
     ]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !pods
-        .list(&ListParams::default())
-        .await
-        .expect("list pods")
-        .items
-        .is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "every pod is gone within 60 s\nagent log:\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    agent.assert_no_leaks();
-    let log = agent.log();
-    assert!(!log.contains("ERROR"), "the agent logged no error:\n{log}");
+    agent.assert_pods_gone_cleanly(&pods).await;
 }

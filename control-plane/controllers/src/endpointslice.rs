@@ -140,7 +140,6 @@ async fn reconcile(service: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
         })?
         .items
         .into_iter()
-        .filter(|p| pods::map_selector_matches(&selector, p.labels()))
         .map(Arc::new)
         .collect();
     let zones: BTreeMap<String, String> = ctx

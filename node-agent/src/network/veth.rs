@@ -154,15 +154,7 @@ pub async fn default_route(
 /// `ip route replace blackhole <cidr>`: addresses of the pod CIDR that no pod holds are dropped
 /// here instead of following the default route out of the machine.
 pub async fn blackhole(handle: &Handle, cidr: Ipv4Cidr) -> Result<(), NetworkError> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(cidr.network(), cidr.prefix())
-        .kind(RouteType::BlackHole)
-        .build();
-    handle
-        .route()
-        .add(route)
-        .replace()
-        .execute()
+    replace_typed_route(handle, cidr, RouteType::BlackHole)
         .await
         .map_err(netlink("adding the pod CIDR blackhole route"))
 }
@@ -171,17 +163,22 @@ pub async fn blackhole(handle: &Handle, cidr: Ipv4Cidr) -> Result<(), NetworkErr
 /// more specifically are refused on the node (ICMP host unreachable to a forwarded packet's
 /// sender, EHOSTUNREACH to a local one) instead of following the default route out.
 pub async fn unreachable(handle: &Handle, cidr: Ipv4Cidr) -> Result<(), NetworkError> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(cidr.network(), cidr.prefix())
-        .kind(RouteType::Unreachable)
-        .build();
-    handle
-        .route()
-        .add(route)
-        .replace()
-        .execute()
+    replace_typed_route(handle, cidr, RouteType::Unreachable)
         .await
         .map_err(netlink("adding the service CIDR unreachable route"))
+}
+
+/// `ip route replace <kind> <cidr>` for a route without a next hop.
+async fn replace_typed_route(
+    handle: &Handle,
+    cidr: Ipv4Cidr,
+    kind: RouteType,
+) -> Result<(), rtnetlink::Error> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(cidr.network(), cidr.prefix())
+        .kind(kind)
+        .build();
+    handle.route().add(route).replace().execute().await
 }
 
 /// Whether the namespace has a default route (a real uplink).

@@ -312,24 +312,7 @@ impl LoadBalancer {
     /// (which detaches the program if the interface still exists), or the netlink filter on
     /// older kernels. Nothing to undo, or an interface that is gone, is no error.
     pub fn detach_tc(pin_dir: &Path, interface: &str, hook: TcHook) -> Result<(), DatapathError> {
-        let pin = tc_pin(pin_dir, interface, hook);
-        match PinnedLink::from_pin(&pin) {
-            Ok(link) => {
-                // Dropping the last reference detaches the program.
-                link.unpin().map_err(|source| DatapathError::Io {
-                    what: "unpinning a TC link",
-                    path: pin.clone(),
-                    source,
-                })?;
-            }
-            Err(_) if !pin.exists() => {}
-            Err(e) => {
-                return Err(DatapathError::Link {
-                    path: pin,
-                    source: Box::new(e),
-                });
-            }
-        }
+        unpin_link(&tc_pin(pin_dir, interface, hook))?;
         if !tcx_available() {
             let _ = tc::qdisc_detach_program(interface, TcAttachType::Ingress, hook.program());
         }
@@ -377,23 +360,7 @@ impl LoadBalancer {
             Err(_) => Vec::new(),
         };
         for pin in pins {
-            match PinnedLink::from_pin(&pin) {
-                Ok(link) => {
-                    // Dropping the last reference detaches the program.
-                    link.unpin().map_err(|source| DatapathError::Io {
-                        what: "unpinning a link",
-                        path: pin.clone(),
-                        source,
-                    })?;
-                }
-                Err(_) if !pin.exists() => {}
-                Err(e) => {
-                    return Err(DatapathError::Link {
-                        path: pin,
-                        source: Box::new(e),
-                    });
-                }
-            }
+            unpin_link(&pin)?;
         }
         Ok(())
     }
@@ -643,4 +610,21 @@ pub fn ensure_bpffs(path: &Path) -> Result<(), DatapathError> {
         path: path.to_path_buf(),
         source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
     })
+}
+
+/// Removes the link pinned at `pin`; dropping the last reference detaches its program. A pin
+/// that does not exist is no error.
+fn unpin_link(pin: &Path) -> Result<(), DatapathError> {
+    match PinnedLink::from_pin(pin) {
+        Ok(link) => link.unpin().map(drop).map_err(|source| DatapathError::Io {
+            what: "unpinning a link",
+            path: pin.to_path_buf(),
+            source,
+        }),
+        Err(_) if !pin.exists() => Ok(()),
+        Err(e) => Err(DatapathError::Link {
+            path: pin.to_path_buf(),
+            source: Box::new(e),
+        }),
+    }
 }
