@@ -9,7 +9,10 @@ use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
     Api, Client, ResourceExt as _,
-    runtime::watcher::{self, Event},
+    runtime::{
+        WatchStreamExt as _,
+        watcher::{self, Event},
+    },
 };
 
 use crate::{
@@ -61,11 +64,13 @@ pub async fn run(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     )
+    .default_backoff()
     .map_ok(|e| Change::Service(Box::new(e)));
     let slices = watcher::watcher(
         Api::<EndpointSlice>::all(client),
         watcher::Config::default(),
     )
+    .default_backoff()
     .map_ok(|e| Change::Slice(Box::new(e)));
     let mut changes = stream::select(services, slices).boxed();
     let mut cache = Cache::default();

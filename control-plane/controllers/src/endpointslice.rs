@@ -26,7 +26,7 @@ use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, PostParams},
     runtime::{
-        Controller,
+        Controller, WatchStreamExt as _,
         controller::Action,
         reflector::{ObjectRef, Store},
         watcher,
@@ -59,7 +59,7 @@ pub async fn run(client: Client, slices: bool, endpoints: bool) -> anyhow::Resul
     let (nodes, node_writer) = kube::runtime::reflector::store();
     let node_stream = kube::runtime::reflector(
         node_writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff(),
     );
     let _nodes_task = crate::AbortOnDrop(tokio::spawn(crate::drive(
         "endpointslice-nodes",

@@ -94,7 +94,11 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         let writer = Writer::new(resource.clone());
         let store = writer.as_reader();
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        let stream = reflector(writer, watcher(api, watcher::Config::default())).touched_objects();
+        let stream = reflector(
+            writer,
+            watcher(api, watcher::Config::default()).default_backoff(),
+        )
+        .touched_objects();
         let changed = Arc::clone(&changed);
         feeders.spawn(async move {
             let mut stream = std::pin::pin!(stream);

@@ -234,7 +234,11 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(api, watcher::Config::default())).touched_objects();
+    let stream = reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    )
+    .touched_objects();
     let task = tokio::spawn(crate::drive("nodelifecycle-watch", stream));
     (reader, crate::AbortOnDrop(task))
 }

@@ -139,12 +139,12 @@ pub async fn run(client: Client, options: Options) -> anyhow::Result<()> {
     let (nodes, node_writer) = reflector::store::<Node>();
     let pod_stream = reflector(
         pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff(),
     )
     .touched_objects();
     let node_stream = reflector(
         node_writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff(),
     )
     .touched_objects();
     // The watch feeders end with this function (e.g. when leadership is lost).

@@ -27,7 +27,10 @@ use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client,
-    runtime::watcher::{self, Event},
+    runtime::{
+        WatchStreamExt as _,
+        watcher::{self, Event},
+    },
 };
 use tokio::{sync::watch, task::JoinHandle};
 
@@ -154,7 +157,7 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let config =
         watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
-    let mut events = watcher::watcher(pods, config).boxed();
+    let mut events = watcher::watcher(pods, config).default_backoff().boxed();
     let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
     let mut listing: HashSet<String> = HashSet::new();
     let mut reap = tokio::time::interval(Duration::from_secs(5));
