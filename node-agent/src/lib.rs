@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod network;
 pub mod node;
 pub mod pods;
+pub mod routing;
 pub mod service_sync;
 
 /// An error and its sources on one line (`a: b: c`), for logs and one-line CLI causes.

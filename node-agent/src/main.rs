@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{CommandFactory as _, Parser, Subcommand};
-use keelson_node_agent::{datapath, error_chain};
+use keelson_node_agent::{datapath, error_chain, routing};
 use tracing_subscriber::EnvFilter;
 
 /// keelson's node agent: pods, pod networking and the eBPF service datapath.
@@ -105,6 +105,22 @@ struct RunArgs {
     /// towards the uplink, so an untranslated service address never leaves the node.
     #[arg(long, env = "KEELSON_SERVICE_CIDR", default_value = "10.96.0.0/12")]
     service_cidr: keelson_node_agent::network::ipam::Ipv4Cidr,
+    /// How other nodes' pod CIDRs are reached (the same on every node of a cluster): `direct`
+    /// routes them to the owning node's address out of the first uplink (nodes share L2);
+    /// `tunnel` sends them through VXLAN (UDP 8472) to it, pods' MTU 50 bytes below the
+    /// uplink's.
+    #[arg(
+        long,
+        env = "KEELSON_ROUTING",
+        value_name = "direct|tunnel",
+        default_value = "direct"
+    )]
+    routing: keelson_node_agent::routing::RoutingMode,
+    /// Whether pod packets skip the node's stack: into local pods with `bpf_redirect_peer`,
+    /// to other nodes from TC. `off` leaves them to the node's routing table (same routes).
+    #[arg(long, env = "KEELSON_ROUTING_BPF", value_name = "on|off", default_value = "on",
+          value_parser = on_off, action = clap::ArgAction::Set)]
+    routing_bpf: bool,
     #[command(flatten)]
     kubelet: KubeletArgs,
 }
@@ -284,7 +300,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let pod_hook: Option<std::sync::Arc<dyn keelson_node_agent::network::PodHook>> = if args.pod_tc
     {
         Some(std::sync::Arc::new(
-            datapath::lb::PodTc::new(lb.clone())
+            datapath::lb::PodTc::new(lb.clone(), args.routing_bpf)
                 .map_err(|e| anyhow::anyhow!(error_chain(&e)))
                 .context("preparing TC on pod veths")?,
         ))
@@ -346,7 +362,45 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("using the kubeconfig")?;
         let client_ca = config.root_cert.clone().unwrap_or_default();
         let client = kube::Client::try_from(config).context("building the API client")?;
-        let kubelet = start_kubelet(client.clone(), &args, client_ca, pod_hook).await?;
+        // Pods of other nodes are reached out of the first uplink (or through the tunnel
+        // over it).
+        let routing = match uplinks.first() {
+            Some(uplink) => {
+                let mode = args.routing;
+                let pod_mtu = routing::Routing::pod_mtu(mode, uplink)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+                    .context("--routing")?;
+                let maps = args.routing_bpf.then(|| lb.clone());
+                let routing = routing::Routing::start(mode, uplink, maps, &lb)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+                    .with_context(|| format!("--routing {mode} over {uplink}"))?;
+                tracing::info!(%mode, uplink, bpf = args.routing_bpf, "routing pod CIDRs of other nodes");
+                Some((routing, pod_mtu))
+            }
+            None => {
+                tracing::warn!("no uplink: pods of other nodes are not routed (--uplink)");
+                None
+            }
+        };
+        let pod_mtu = routing.as_ref().and_then(|(_, mtu)| *mtu);
+        let kubelet = start_kubelet(client.clone(), &args, client_ca, pod_hook, pod_mtu).await?;
+        let routing_client = client.clone();
+        let routed = async {
+            match routing {
+                Some((routing, _)) => {
+                    routing::run(
+                        routing_client,
+                        routing,
+                        args.pins.node_name.clone(),
+                        args.kubelet.pod_cidr,
+                    )
+                    .await
+                }
+                None => std::future::pending().await,
+            }
+        };
         let pod_metrics = kubelet.metrics();
         let listener = tokio::net::TcpListener::bind(args.metrics_listen)
             .await
@@ -375,6 +429,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             served = axum::serve(listener, app) => served.context("serving /metrics"),
             synced = keelson_node_agent::service_sync::run(client, &lb, node) => synced,
             pods = kubelet.run() => pods,
+            routed = routed => routed,
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("stopping; pinned maps and links stay for the next start");
                 Ok(())
@@ -442,6 +497,7 @@ async fn start_kubelet(
     args: &RunArgs,
     client_ca: Vec<Vec<u8>>,
     pod_hook: Option<std::sync::Arc<dyn keelson_node_agent::network::PodHook>>,
+    pod_mtu: Option<u32>,
 ) -> anyhow::Result<keelson_node_agent::pods::Kubelet> {
     use keelson_node_agent::pods::{Kubelet, KubeletSettings, PodsConfig};
     let node_name = args.pins.node_name.clone();
@@ -482,6 +538,7 @@ async fn start_kubelet(
         cluster_domain: args.kubelet.cluster_domain.clone(),
         service_cidr: Some(args.service_cidr),
         pod_hook,
+        pod_mtu,
     };
     Kubelet::start(client, settings).await
 }

@@ -94,6 +94,12 @@ pub mod maps {
     pub const CT: &str = "kct_v2";
     /// rev-NAT id (`u32`) -> [`super::MaglevTable`], hash: backend choice for external traffic.
     pub const MAGLEV: &str = "kmaglev_v1";
+    /// pod address (`u32`, network order) -> [`super::LocalPod`], hash: pods on this node,
+    /// delivered straight into their namespace (`bpf_redirect_peer`).
+    pub const LOCAL_PODS: &str = "klocalpod_v1";
+    /// pod CIDR (LPM key: prefix length, address in network order) -> [`super::NodeRoute`],
+    /// LPM trie: which node owns a pod address on another node, and how to get there.
+    pub const NODE_ROUTES: &str = "knoderoute_v1";
 }
 
 /// Service lookup scopes ([`ServiceKey::scope`]).
@@ -179,6 +185,16 @@ pub mod metric {
     /// TC: a flow needing SNAT could not get it (no route or source address for the backend, or
     /// no free SNAT port); the packet was dropped.
     pub const TC_SNAT_FAILED: u32 = 18;
+    /// TC: a packet for a pod on this node went straight into its namespace
+    /// (`bpf_redirect_peer`).
+    pub const TC_REDIRECT_PEER: u32 = 19;
+    /// TC: a packet for a pod on another node went out of the uplink to that node
+    /// (`bpf_redirect_neigh`, direct routing).
+    pub const TC_REDIRECT_NODE: u32 = 20;
+    /// TC: a packet for a pod on another node went into the VXLAN tunnel to that node.
+    pub const TC_REDIRECT_TUNNEL: u32 = 21;
+    /// TC: a packet to route had its TTL run out: left to the kernel (ICMP time exceeded).
+    pub const TC_ROUTE_TTL: u32 = 22;
     /// Agent (not a packet path): conntrack flows the agent's GC deleted because their
     /// protocol-state timeout passed. Written by the agent only.
     pub const CT_GC_EXPIRED: u32 = 24;
@@ -196,7 +212,7 @@ pub mod metric {
         (CT_GC_PASSES, "ct_gc_passes"),
     ];
     /// Names of the packet-path counters, indexed by id, as exported on `/metrics`.
-    pub const NAMES: [&str; 19] = [
+    pub const NAMES: [&str; 23] = [
         "sock_translated",
         "sock_no_backend",
         "sock_rev_nat",
@@ -216,6 +232,10 @@ pub mod metric {
         "tc_snat_new_flow",
         "tc_snat_forwarded",
         "tc_snat_failed",
+        "tc_redirect_peer",
+        "tc_redirect_node",
+        "tc_redirect_tunnel",
+        "tc_route_ttl",
     ];
 }
 
@@ -432,6 +452,57 @@ pub struct MaglevTable {
     pub backend_ids: [u32; MAGLEV_TABLE_SIZE as usize],
 }
 
+/// A pod on this node ([`maps::LOCAL_PODS`]): where `bpf_redirect_peer` delivers its packets
+/// and the Ethernet addresses they get on the way in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalPod {
+    /// The pod's node-side veth (its peer is the pod's `eth0`).
+    pub ifindex: u32,
+    /// The pod's `eth0` address: the destination MAC.
+    pub pod_mac: [u8; 6],
+    /// The node-side veth's address, the pod's gateway: the source MAC.
+    pub node_mac: [u8; 6],
+}
+
+/// How a [`NodeRoute`] reaches the node owning a pod CIDR.
+pub mod route_mode {
+    /// Direct routing: out of the uplink to the node's address as next hop
+    /// (`bpf_redirect_neigh`); the nodes share an L2 network.
+    pub const DIRECT: u8 = 1;
+    /// VXLAN: tunnel key set to the node's address, out of the node's collect-metadata vxlan
+    /// device ([`super::tunnel`]).
+    pub const TUNNEL: u8 = 2;
+}
+
+/// The pod CIDR of another node ([`maps::NODE_ROUTES`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeRoute {
+    /// The owning node's address (network order): next hop or tunnel endpoint.
+    pub node_addr_be: u32,
+    /// The interface the packet leaves by: the uplink (direct) or the vxlan device (tunnel).
+    pub ifindex: u32,
+    /// [`route_mode`].
+    pub mode: u8,
+    /// Padding (zero).
+    pub _pad: [u8; 3],
+}
+
+/// The VXLAN tunnel between nodes.
+pub mod tunnel {
+    /// The VXLAN network identifier of pod traffic.
+    pub const VNI: u32 = 1;
+    /// The UDP port (Linux's and flannel's/Cilium's default; IANA's is 4789).
+    pub const PORT: u16 = 8472;
+    /// Encapsulation overhead: outer IPv4, UDP, VXLAN and inner Ethernet headers.
+    pub const OVERHEAD: u32 = 50;
+    /// The MAC address every node's vxlan device carries, so a frame tunnelled with this
+    /// destination is addressed to the receiving device itself, whichever node sent it (the
+    /// device has ARP off; locally administered address).
+    pub const DEVICE_MAC: [u8; 6] = [0x0e, 0x6b, 0x65, 0x65, 0x6c, 0x01];
+}
+
 /// Default capacities (the agent can override them at load time).
 pub mod capacity {
     /// Frontend headers plus backend slots.
@@ -448,13 +519,17 @@ pub mod capacity {
     pub const CT: u32 = 262_144;
     /// Frontends with a Maglev table (external frontends).
     pub const MAGLEV: u32 = 1024;
+    /// Pods on this node.
+    pub const LOCAL_PODS: u32 = 4096;
+    /// Pod CIDRs of other nodes.
+    pub const NODE_ROUTES: u32 = 4096;
 }
 
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        AffinityKey, AffinityValue, Backend, CtKey, CtValue, IfaceCounters, IfaceKey, MaglevTable,
-        RevNat, ServiceKey, ServiceValue, SockRevNat, SockRevNatKey,
+        AffinityKey, AffinityValue, Backend, CtKey, CtValue, IfaceCounters, IfaceKey, LocalPod,
+        MaglevTable, NodeRoute, RevNat, ServiceKey, ServiceValue, SockRevNat, SockRevNatKey,
     };
 
     // SAFETY: `#[repr(C)]`, only `u32` fields, no padding: every bit pattern is valid.
@@ -484,6 +559,10 @@ mod user {
     unsafe impl aya::Pod for CtValue {}
     // SAFETY: see above.
     unsafe impl aya::Pod for MaglevTable {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for LocalPod {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for NodeRoute {}
 }
 
 #[cfg(test)]
@@ -513,6 +592,8 @@ mod tests {
             core::mem::size_of::<MaglevTable>(),
             4 * MAGLEV_TABLE_SIZE as usize
         );
+        assert_eq!(core::mem::size_of::<LocalPod>(), 4 + 6 + 6);
+        assert_eq!(core::mem::size_of::<NodeRoute>(), 4 + 4 + 1 + 3);
     }
 
     #[test]
@@ -531,6 +612,7 @@ mod tests {
             metric::NAMES[metric::TC_SNAT_FAILED as usize],
             "tc_snat_failed"
         );
+        assert_eq!(metric::NAMES[metric::TC_ROUTE_TTL as usize], "tc_route_ttl");
         for (id, _) in metric::AGENT_NAMES {
             assert!(id >= metric::NAMES.len() as u32 && id < metric::COUNT);
         }

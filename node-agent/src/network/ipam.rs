@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::NetworkError;
 
 /// An IPv4 prefix such as `10.250.3.0/24`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ipv4Cidr {
     network: Ipv4Addr,
     prefix: u8,

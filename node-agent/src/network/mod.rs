@@ -78,6 +78,30 @@ pub trait PodHook: std::fmt::Debug + Send + Sync {
     /// The pod's veth `interface` was removed (or vanished with the pod's namespace): forget
     /// what [`Self::veth_up`] attached to it. Idempotent.
     fn veth_gone(&self, interface: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    /// A fresh pod's network is complete: `pod` says where its packets are delivered. Called
+    /// after [`Self::veth_up`]; idempotent.
+    fn pod_up(&self, pod: &PodLink) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let _ = pod;
+        Ok(())
+    }
+    /// The pod holding `address` is gone. Idempotent.
+    fn pod_gone(&self, address: Ipv4Addr) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let _ = address;
+        Ok(())
+    }
+}
+
+/// A pod's link as the datapath delivers to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodLink {
+    /// The pod's address.
+    pub address: Ipv4Addr,
+    /// The index of its node-side veth.
+    pub host_ifindex: u32,
+    /// The MAC address of the node-side veth (the pod's gateway).
+    pub host_mac: [u8; 6],
+    /// The MAC address of the pod's `eth0`.
+    pub pod_mac: [u8; 6],
 }
 
 /// The node-side veth name of pod `uid` (at most 15 bytes, stable across restarts).
@@ -107,6 +131,8 @@ pub struct NetworkSettings {
     pub service_cidr: Option<Ipv4Cidr>,
     /// Called for every pod's node-side veth; `None`: nothing more than the veth.
     pub hook: Option<Arc<dyn PodHook>>,
+    /// The MTU of pods' veths (`None`: the kernel's default, 1500); smaller under a tunnel.
+    pub mtu: Option<u32>,
 }
 
 /// The node's pod network: IPAM plus the netlink handle of the node's namespace.
@@ -116,6 +142,7 @@ pub struct PodNetwork {
     ipam: Mutex<Ipam>,
     handle: rtnetlink::Handle,
     hook: Option<Arc<dyn PodHook>>,
+    mtu: Option<u32>,
 }
 
 impl PodNetwork {
@@ -128,6 +155,7 @@ impl PodNetwork {
             state,
             service_cidr,
             hook,
+            mtu,
         } = settings;
         let ipam = Ipam::open(&state, cidr)?;
         let (connection, handle, _) = rtnetlink::new_connection().map_err(NetworkError::Netlink)?;
@@ -152,6 +180,7 @@ impl PodNetwork {
             ipam: Mutex::new(ipam),
             handle,
             hook,
+            mtu,
         })
     }
 
@@ -228,14 +257,31 @@ impl PodNetwork {
         let ip = self.ipam.lock().await.allocate(uid)?;
         let host = host_veth_name(uid);
         let mut result = self.attach_veth(&host, &peer_veth_name(uid), pid, ip).await;
-        if result.is_ok() {
-            result = self.hook_up(&host);
+        if let Ok(link) = &result {
+            result = self
+                .hook_up(&host)
+                .and_then(|()| self.hook_pod_up(&host, link))
+                .map(|()| *link);
         }
         if result.is_err() {
             let _ = veth::delete_link(&self.handle, &host).await;
             let _ = self.hook_gone(&host);
+            if let Some(hook) = &self.hook {
+                let _ = hook.pod_gone(ip);
+            }
         }
-        result.map(|()| ip)
+        result.map(|_| ip)
+    }
+
+    fn hook_pod_up(&self, interface: &str, link: &PodLink) -> Result<(), NetworkError> {
+        match &self.hook {
+            Some(hook) => hook.pod_up(link).map_err(|source| NetworkError::Hook {
+                what: "registering the pod with the datapath on",
+                interface: interface.to_owned(),
+                source,
+            }),
+            None => Ok(()),
+        }
     }
 
     async fn attach_veth(
@@ -244,8 +290,9 @@ impl PodNetwork {
         peer: &str,
         pid: u32,
         ip: Ipv4Addr,
-    ) -> Result<(), NetworkError> {
+    ) -> Result<PodLink, NetworkError> {
         let gateway = self.cidr.gateway();
+        let mtu = self.mtu;
         // A leftover from an attempt that failed half way.
         veth::delete_link(&self.handle, host).await?;
         veth::delete_link(&self.handle, peer).await?;
@@ -259,7 +306,7 @@ impl PodNetwork {
         let ns = netns::open(pid)?;
         veth::move_to_netns(&self.handle, peer_index, &ns).await?;
         let peer_name = peer.to_owned();
-        netns::run_in(ns, move |handle| async move {
+        let pod_mac = netns::run_in(ns, move |handle| async move {
             if let Some(lo) = veth::link_index(&handle, "lo").await? {
                 veth::set_up(&handle, lo, None).await?;
             }
@@ -269,10 +316,18 @@ impl PodNetwork {
                     .ok_or(NetworkError::Netlink(std::io::Error::other(
                         "the veth peer is not in the pod's namespace",
                     )))?;
+            if let Some(mtu) = mtu {
+                veth::set_mtu(&handle, index, mtu).await?;
+            }
             veth::set_up(&handle, index, Some("eth0")).await?;
             veth::add_address(&handle, index, ip, 32).await?;
             veth::link_route(&handle, index, gateway, 32).await?;
-            veth::default_route(&handle, index, gateway).await
+            veth::default_route(&handle, index, gateway).await?;
+            veth::link_mac(&handle, index)
+                .await?
+                .ok_or(NetworkError::Netlink(std::io::Error::other(
+                    "the pod's eth0 has no MAC address",
+                )))
         })
         .await?;
         let host_index =
@@ -281,6 +336,9 @@ impl PodNetwork {
                 .ok_or(NetworkError::Netlink(std::io::Error::other(
                     "the node-side veth vanished",
                 )))?;
+        if let Some(mtu) = mtu {
+            veth::set_mtu(&self.handle, host_index, mtu).await?;
+        }
         veth::set_up(&self.handle, host_index, None).await?;
         // Replies the service datapath reverse-NATs enter here with a service address as their
         // source, which the node routes nowhere (unreachable): reverse-path filtering would drop
@@ -290,7 +348,19 @@ impl PodNetwork {
             tracing::warn!(%error, interface = host, "cannot turn off reverse-path filtering");
         }
         veth::add_address(&self.handle, host_index, gateway, 32).await?;
-        veth::link_route(&self.handle, host_index, ip, 32).await
+        veth::link_route(&self.handle, host_index, ip, 32).await?;
+        let host_mac =
+            veth::link_mac(&self.handle, host_index)
+                .await?
+                .ok_or(NetworkError::Netlink(std::io::Error::other(
+                    "the node-side veth has no MAC address",
+                )))?;
+        Ok(PodLink {
+            address: ip,
+            host_ifindex: host_index,
+            host_mac,
+            pod_mac,
+        })
     }
 
     /// Removes pod `uid`'s veth (if its namespace has not taken it along) and releases its
@@ -300,6 +370,14 @@ impl PodNetwork {
         veth::delete_link(&self.handle, &host).await?;
         veth::delete_link(&self.handle, &peer_veth_name(uid)).await?;
         self.hook_gone(&host)?;
+        if let (Some(hook), Some(address)) = (&self.hook, self.address_of(uid).await) {
+            hook.pod_gone(address)
+                .map_err(|source| NetworkError::Hook {
+                    what: "removing the pod from the datapath on",
+                    interface: host.clone(),
+                    source,
+                })?;
+        }
         self.ipam.lock().await.release(uid)
     }
 }

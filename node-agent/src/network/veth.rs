@@ -197,3 +197,35 @@ pub async fn has_default_route(handle: &Handle) -> Result<bool, NetworkError> {
     }
     Ok(false)
 }
+
+/// The hardware address of link `index`, `None` if it has none (or is gone).
+pub async fn link_mac(handle: &Handle, index: u32) -> Result<Option<[u8; 6]>, NetworkError> {
+    use netlink_packet_route::link::LinkAttribute;
+    let mut links = handle.link().get().match_index(index).execute();
+    let link = match links.try_next().await {
+        Ok(link) => link,
+        Err(rtnetlink::Error::NetlinkError(_)) => None,
+        Err(source) => {
+            return Err(NetworkError::Request {
+                what: "reading a link's address",
+                source,
+            });
+        }
+    };
+    Ok(link.and_then(|link| {
+        link.attributes.into_iter().find_map(|a| match a {
+            LinkAttribute::Address(mac) => <[u8; 6]>::try_from(mac.as_slice()).ok(),
+            _ => None,
+        })
+    }))
+}
+
+/// Sets the MTU of link `index`.
+pub async fn set_mtu(handle: &Handle, index: u32, mtu: u32) -> Result<(), NetworkError> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+        .execute()
+        .await
+        .map_err(netlink("setting a link's MTU"))
+}

@@ -314,6 +314,8 @@ pub struct KubeletSettings {
     pub service_cidr: Option<crate::network::ipam::Ipv4Cidr>,
     /// Runs on every pod's node-side veth (the service datapath's per-packet load balancer).
     pub pod_hook: Option<Arc<dyn crate::network::PodHook>>,
+    /// The MTU of pods' veths (see [`crate::network::NetworkSettings::mtu`]).
+    pub pod_mtu: Option<u32>,
 }
 
 /// The cluster DNS this agent serves: its zone and the UDP/TCP server.
@@ -342,6 +344,7 @@ struct LateNetwork {
     state: std::path::PathBuf,
     service_cidr: Option<crate::network::ipam::Ipv4Cidr>,
     hook: Option<Arc<dyn crate::network::PodHook>>,
+    mtu: Option<u32>,
     cluster_dns: dns::ClusterDnsMode,
     cluster_domain: String,
 }
@@ -364,6 +367,7 @@ impl LateNetwork {
                 state: self.state.clone(),
                 service_cidr: self.service_cidr,
                 hook: self.hook.clone(),
+                mtu: self.mtu,
             })
             .await
             .map_err(|e| anyhow::anyhow!(error_chain(&e)))
@@ -469,6 +473,7 @@ impl Kubelet {
             state: settings.pods.data_dir.join("ipam.json"),
             service_cidr: settings.service_cidr,
             hook: settings.pod_hook.clone(),
+            mtu: settings.pod_mtu,
             cluster_dns: settings.cluster_dns,
             cluster_domain: settings.cluster_domain.clone(),
         };

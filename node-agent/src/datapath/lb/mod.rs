@@ -14,12 +14,13 @@ mod uplink;
 
 use std::{
     fs::File,
+    net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, Map, MapData, PerCpuArray},
+    maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key as LpmKey},
     programs::{
         CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
@@ -28,8 +29,8 @@ use aya::{
     util::KernelVersion,
 };
 use keelson_ebpf_common::{
-    AffinityKey, AffinityValue, Backend, MAGLEV_TABLE_SIZE, MaglevTable, RevNat, ServiceKey,
-    ServiceValue, capacity, maps, metric,
+    AffinityKey, AffinityValue, Backend, LocalPod, MAGLEV_TABLE_SIZE, MaglevTable, NodeRoute,
+    RevNat, ServiceKey, ServiceValue, capacity, maps, metric,
 };
 
 pub use ct_gc::{
@@ -150,6 +151,8 @@ impl LoadBalancer {
             maps::METRICS,
             maps::CT,
             maps::MAGLEV,
+            maps::LOCAL_PODS,
+            maps::NODE_ROUTES,
         ]
         .into_iter()
         .map(|name| (name, config.pin_dir.join(name)))
@@ -433,6 +436,83 @@ impl LoadBalancer {
         Ok(out)
     }
 
+    /// Registers a pod of this node for delivery straight into its namespace.
+    pub fn put_local_pod(&mut self, address: Ipv4Addr, pod: LocalPod) -> Result<(), DatapathError> {
+        let mut map: HashMap<_, u32, LocalPod> = typed_mut(&mut self.ebpf, maps::LOCAL_PODS)?;
+        map.insert(u32::from_ne_bytes(address.octets()), pod, 0)
+            .map_err(|source| DatapathError::Map {
+                map: maps::LOCAL_PODS,
+                source: Box::new(source),
+            })
+    }
+
+    /// Forgets the pod of this node holding `address` (idempotent).
+    pub fn remove_local_pod(&mut self, address: Ipv4Addr) -> Result<(), DatapathError> {
+        let mut map: HashMap<_, u32, LocalPod> = typed_mut(&mut self.ebpf, maps::LOCAL_PODS)?;
+        ignore_missing(map.remove(&u32::from_ne_bytes(address.octets()))).map_err(|source| {
+            DatapathError::Map {
+                map: maps::LOCAL_PODS,
+                source: Box::new(source),
+            }
+        })
+    }
+
+    /// The pods of this node the datapath delivers to, by address.
+    pub fn local_pods(&self) -> Result<Vec<(Ipv4Addr, LocalPod)>, DatapathError> {
+        let map: HashMap<_, u32, LocalPod> = typed(&self.ebpf, maps::LOCAL_PODS)?;
+        Ok(map
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (Ipv4Addr::from(k.to_ne_bytes()), v))
+            .collect())
+    }
+
+    /// Routes pod CIDR `network/prefix` (another node's) as `route` says.
+    pub fn put_node_route(
+        &mut self,
+        network: Ipv4Addr,
+        prefix: u8,
+        route: NodeRoute,
+    ) -> Result<(), DatapathError> {
+        let mut map: LpmTrie<_, u32, NodeRoute> = typed_mut(&mut self.ebpf, maps::NODE_ROUTES)?;
+        let key = LpmKey::new(u32::from(prefix), u32::from_ne_bytes(network.octets()));
+        map.insert(&key, route, 0)
+            .map_err(|source| DatapathError::Map {
+                map: maps::NODE_ROUTES,
+                source: Box::new(source),
+            })
+    }
+
+    /// Removes the route of pod CIDR `network/prefix` (idempotent).
+    pub fn remove_node_route(
+        &mut self,
+        network: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<(), DatapathError> {
+        let mut map: LpmTrie<_, u32, NodeRoute> = typed_mut(&mut self.ebpf, maps::NODE_ROUTES)?;
+        let key = LpmKey::new(u32::from(prefix), u32::from_ne_bytes(network.octets()));
+        ignore_missing(map.remove(&key)).map_err(|source| DatapathError::Map {
+            map: maps::NODE_ROUTES,
+            source: Box::new(source),
+        })
+    }
+
+    /// The pod CIDRs of other nodes the datapath routes: (network, prefix, route).
+    pub fn node_routes(&self) -> Result<Vec<(Ipv4Addr, u8, NodeRoute)>, DatapathError> {
+        let map: LpmTrie<_, u32, NodeRoute> = typed(&self.ebpf, maps::NODE_ROUTES)?;
+        Ok(map
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| {
+                (
+                    Ipv4Addr::from(k.data().to_ne_bytes()),
+                    k.prefix_len() as u8,
+                    v,
+                )
+            })
+            .collect())
+    }
+
     fn apply(&mut self, ops: Vec<MapOp>) -> Result<(), DatapathError> {
         let [services, backends, rev_nat, affinity, maglev] = self.ebpf.maps_disjoint_mut([
             maps::SERVICES,
@@ -545,6 +625,19 @@ fn ignore_missing(result: Result<(), aya::maps::MapError>) -> Result<(), aya::ma
         Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         other => other,
     }
+}
+
+fn typed_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<&'a mut Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .map_mut(name)
+        .ok_or(DatapathError::MissingMap { map: name })?;
+    T::try_from(map).map_err(|source| DatapathError::Map {
+        map: name,
+        source: Box::new(source),
+    })
 }
 
 fn typed<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<T, DatapathError>

@@ -6,22 +6,35 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use super::{LoadBalancer, TcHook};
-use crate::{datapath::DatapathError, network::PodHook};
+use keelson_ebpf_common::LocalPod;
 
-/// Attaches `tc_from_pod` to pod veths through the agent's shared [`LoadBalancer`].
+use super::{LoadBalancer, TcHook};
+use crate::{
+    datapath::DatapathError,
+    network::{PodHook, PodLink},
+};
+
+/// Attaches `tc_from_pod` to pod veths through the agent's shared [`LoadBalancer`] and, with
+/// `redirect`, registers pods in `LOCAL_PODS` so packets for them skip the node's stack.
 #[derive(Debug)]
 pub struct PodTc {
     lb: Arc<Mutex<LoadBalancer>>,
     pin_dir: PathBuf,
+    redirect: bool,
 }
 
 impl PodTc {
     /// The hook for `lb`. Removes the pinned links of pod veths that went away while no agent
-    /// ran (interface names resolve in the calling thread's network namespace).
-    pub fn new(lb: Arc<Mutex<LoadBalancer>>) -> Result<Self, DatapathError> {
+    /// ran (interface names resolve in the calling thread's network namespace), and with
+    /// `redirect` off, every `LOCAL_PODS` entry (the node's routing table then delivers).
+    pub fn new(lb: Arc<Mutex<LoadBalancer>>, redirect: bool) -> Result<Self, DatapathError> {
         let (pin_dir, pruned) = {
-            let guard = lb.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut guard = lb.lock().unwrap_or_else(PoisonError::into_inner);
+            if !redirect {
+                for (address, _) in guard.local_pods()? {
+                    guard.remove_local_pod(address)?;
+                }
+            }
             (
                 guard.pin_dir().to_path_buf(),
                 guard.prune_tc_links(TcHook::FromPod)?,
@@ -30,7 +43,11 @@ impl PodTc {
         if pruned > 0 {
             tracing::info!(pruned, "removed TC links of pod veths that are gone");
         }
-        Ok(Self { lb, pin_dir })
+        Ok(Self {
+            lb,
+            pin_dir,
+            redirect,
+        })
     }
 }
 
@@ -45,5 +62,32 @@ impl PodHook for PodTc {
 
     fn veth_gone(&self, interface: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         LoadBalancer::detach_tc(&self.pin_dir, interface, TcHook::FromPod).map_err(Into::into)
+    }
+
+    fn pod_up(&self, pod: &PodLink) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if !self.redirect {
+            return Ok(());
+        }
+        let entry = LocalPod {
+            ifindex: pod.host_ifindex,
+            pod_mac: pod.pod_mac,
+            node_mac: pod.host_mac,
+        };
+        self.lb
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .put_local_pod(pod.address, entry)
+            .map_err(Into::into)
+    }
+
+    fn pod_gone(
+        &self,
+        address: std::net::Ipv4Addr,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.lb
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove_local_pod(address)
+            .map_err(Into::into)
     }
 }

@@ -4,11 +4,11 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use keelson_ebpf_common::{
-    AffinityKey, AffinityValue, Backend, CtKey, CtValue, MaglevTable, RevNat, ServiceKey,
-    ServiceValue, SockRevNat, SockRevNatKey, capacity, metric,
+    AffinityKey, AffinityValue, Backend, CtKey, CtValue, LocalPod, MaglevTable, NodeRoute, RevNat,
+    ServiceKey, ServiceValue, SockRevNat, SockRevNatKey, capacity, metric,
 };
 
 #[map(name = "ksvc_v1")]
@@ -50,3 +50,12 @@ pub static CT: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(capacit
 #[map(name = "kmaglev_v1")]
 pub static MAGLEV: HashMap<u32, MaglevTable> =
     HashMap::with_max_entries(capacity::MAGLEV, BPF_F_NO_PREALLOC);
+
+#[map(name = "klocalpod_v1")]
+pub static LOCAL_PODS: HashMap<u32, LocalPod> =
+    HashMap::with_max_entries(capacity::LOCAL_PODS, BPF_F_NO_PREALLOC);
+
+/// Keyed by the pod CIDR's address in network order (the LPM trie matches its bytes in order).
+#[map(name = "knoderoute_v1")]
+pub static NODE_ROUTES: LpmTrie<u32, NodeRoute> =
+    LpmTrie::with_max_entries(capacity::NODE_ROUTES, BPF_F_NO_PREALLOC);

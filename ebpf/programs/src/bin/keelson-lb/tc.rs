@@ -30,21 +30,23 @@ use aya_ebpf::{
     bindings::{
         BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_FIB_LKUP_RET_NO_NEIGH,
         BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SRC, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT,
-        bpf_fib_lookup,
+        bpf_fib_lookup, bpf_redir_neigh, bpf_tunnel_key,
     },
     helpers::{
-        bpf_fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh, bpf_skb_change_tail,
+        bpf_fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer,
+        bpf_skb_change_tail, bpf_skb_set_tunnel_key,
     },
     macros::classifier,
+    maps::lpm_trie::Key,
     programs::TcContext,
 };
 use keelson_ebpf_common::{
     Backend, CtKey, CtValue, MAGLEV_TABLE_SIZE, ServiceKey, backend_flags, ct_dir, ct_flags,
-    metric, proto, scope, service_flags, snat_ports,
+    metric, proto, route_mode, scope, service_flags, snat_ports, tunnel,
 };
 
 use crate::{
-    maps::{BACKENDS, CT, MAGLEV, SERVICES, count},
+    maps::{BACKENDS, CT, LOCAL_PODS, MAGLEV, NODE_ROUTES, SERVICES, count},
     select::select_backend,
 };
 
@@ -61,6 +63,7 @@ const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_TIME_EXCEEDED: u8 = 11;
 
 /// IPv4 header field offsets (from the start of the IP header).
+const IP_TTL: usize = 8;
 const IP_CSUM: usize = 10;
 const IP_SADDR: usize = 12;
 const IP_DADDR: usize = 16;
@@ -180,7 +183,7 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
         if value.ifindex != 0 {
             return Ok(redirect_neigh(value.ifindex));
         }
-        return Ok(OK);
+        return Ok(route(ctx, daddr, lookup_scope));
     }
 
     // A packet to a frontend?
@@ -194,7 +197,7 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
     };
     // SAFETY: copied out at once.
     let Some(header) = (unsafe { SERVICES.get(service_key) }).copied() else {
-        return Ok(OK);
+        return Ok(route(ctx, daddr, lookup_scope));
     };
     let forward_key = CtKey {
         dir: ct_dir::FORWARD,
@@ -332,7 +335,100 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
         // martian, so it goes straight out of the interface the FIB chose.
         return Ok(redirect_neigh(value.ifindex));
     }
-    Ok(OK)
+    Ok(route(ctx, value.nat_addr_be, lookup_scope))
+}
+
+/// Pod networking: a packet for a pod on this node goes straight into the pod's namespace
+/// (`bpf_redirect_peer`, skipping the node's stack); from a pod (internal scope), a packet for
+/// a pod on another node goes to that node, directly out of the uplink (`bpf_redirect_neigh`
+/// with the node as next hop) or through the VXLAN tunnel. Anything else, or a map miss, is
+/// left to the node's routing table, which the agent keeps equivalent (the slow path).
+#[inline(always)]
+fn route(ctx: &TcContext, daddr: u32, lookup_scope: u8) -> i32 {
+    // SAFETY: copied out at once.
+    if let Some(pod) = (unsafe { LOCAL_PODS.get(daddr) }).copied() {
+        if !decrement_ttl(ctx) {
+            return OK;
+        }
+        let mut macs = [0u8; 12];
+        macs[..6].copy_from_slice(&pod.pod_mac);
+        macs[6..].copy_from_slice(&pod.node_mac);
+        if ctx.store(0, &macs, 0).is_err() {
+            return SHOT;
+        }
+        count(metric::TC_REDIRECT_PEER);
+        // SAFETY: helper valid at TC ingress; the index names the node-side veth.
+        return unsafe { bpf_redirect_peer(pod.ifindex, 0) } as i32;
+    }
+    if lookup_scope != scope::INTERNAL {
+        return OK;
+    }
+    let Some(node) = NODE_ROUTES.get(Key::new(32, daddr)).copied() else {
+        return OK;
+    };
+    if !decrement_ttl(ctx) {
+        return OK;
+    }
+    if node.mode == route_mode::TUNNEL {
+        // SAFETY: a plain C struct of integers and unions of integers: all zeroes is valid.
+        let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
+        key.tunnel_id = tunnel::VNI;
+        // The helper takes the remote address in host order.
+        key.__bindgen_anon_1.remote_ipv4 = u32::from_be(node.node_addr_be);
+        key.tunnel_ttl = 64;
+        // The layout every kernel since 4.x accepts (up to the flow label).
+        let size = core::mem::offset_of!(bpf_tunnel_key, tunnel_label) as u32;
+        // SAFETY: helper valid for TC programs; `key` is a local of at least `size` bytes.
+        if unsafe { bpf_skb_set_tunnel_key(ctx.skb.skb.cast(), &mut key, size, 0) } != 0 {
+            return SHOT;
+        }
+        if ctx.store(0, &tunnel::DEVICE_MAC, 0).is_err() {
+            return SHOT;
+        }
+        count(metric::TC_REDIRECT_TUNNEL);
+        // SAFETY: helper valid for TC programs: out of the vxlan device, which encapsulates.
+        return unsafe { bpf_redirect(node.ifindex, 0) } as i32;
+    }
+    // SAFETY: a plain C struct of integers and a union of integers: all zeroes is valid.
+    let mut next_hop: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+    next_hop.nh_family = u32::from(AF_INET);
+    next_hop.__bindgen_anon_1.ipv4_nh = node.node_addr_be;
+    count(metric::TC_REDIRECT_NODE);
+    // SAFETY: helper valid for TC programs; `next_hop` is a local of the size passed.
+    unsafe {
+        bpf_redirect_neigh(
+            node.ifindex,
+            &mut next_hop,
+            core::mem::size_of::<bpf_redir_neigh>() as i32,
+            0,
+        ) as i32
+    }
+}
+
+/// Decrements the IPv4 TTL of a packet this node forwards (fixing the header checksum), as the
+/// kernel's forwarding would. False when the TTL runs out: the kernel then answers with ICMP
+/// time exceeded.
+#[inline(always)]
+fn decrement_ttl(ctx: &TcContext) -> bool {
+    // TTL and protocol: one 16-bit word of the header, as the checksum sums it.
+    let Ok(word) = ctx.load::<[u8; 2]>(ETH_HLEN + IP_TTL) else {
+        return false;
+    };
+    if word[0] <= 1 {
+        count(metric::TC_ROUTE_TTL);
+        return false;
+    }
+    let new = [word[0] - 1, word[1]];
+    if ctx.store(ETH_HLEN + IP_TTL, &new, 0).is_err() {
+        return false;
+    }
+    ctx.l3_csum_replace(
+        ETH_HLEN + IP_CSUM,
+        u64::from(u16::from_ne_bytes(word)),
+        u64::from(u16::from_ne_bytes(new)),
+        2,
+    )
+    .is_ok()
 }
 
 /// Sends the packet out of `ifindex`, the kernel's FIB and neighbour table giving the next hop.

@@ -1,0 +1,532 @@
+//! Pod networking across nodes: every other node's pod CIDR is routed to that node, with no
+//! NAT between pods.
+//!
+//! Two modes, one per cluster (`--routing`):
+//! - `direct`: the nodes share an L2 network; a pod CIDR's next hop is its node's address on
+//!   the uplink.
+//! - `tunnel`: VXLAN between the nodes' addresses, through a collect-metadata vxlan device
+//!   ([`TUNNEL_DEVICE`]): the tunnel endpoint is chosen per packet.
+//!
+//! Two layers carry the same routes. The node's routing table (rtnetlink; routes tagged with
+//! [`ROUTE_PROTOCOL`], so a restart finds and prunes its own) serves the node's own traffic and
+//! is the slow path. The `NODE_ROUTES` LPM map lets `tc_from_pod` send a pod's packet to the
+//! owning node itself (`bpf_redirect_neigh` or tunnel key + redirect), skipping the node's
+//! stack; `--routing-bpf off` leaves it empty (the kernel's plain routing, for comparison).
+//!
+//! The routes come from the Nodes: `spec.podCIDR` and the first `InternalIP` of every node
+//! but this one.
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::core::v1::Node;
+use keelson_ebpf_common::{NodeRoute, route_mode, tunnel};
+use kube::{
+    Api, Client,
+    runtime::{WatchStreamExt as _, watcher},
+};
+use netlink_packet_route::{
+    link::LinkAttribute,
+    route::{RouteAttribute, RouteIpTunnel, RouteProtocol, RouteScope},
+};
+use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+
+use crate::{
+    datapath::lb::{LoadBalancer, TcHook},
+    error_chain,
+    network::ipam::Ipv4Cidr,
+};
+
+/// The vxlan device of `tunnel` mode.
+pub const TUNNEL_DEVICE: &str = "keelson-vxlan";
+
+/// The routing protocol number tagging keelson's routes (`ip route show proto 0x6b`).
+pub const ROUTE_PROTOCOL: u8 = 0x6b;
+
+/// How pod CIDRs of other nodes are reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutingMode {
+    /// Next hop: the node's address (shared L2).
+    Direct,
+    /// VXLAN to the node's address.
+    Tunnel,
+}
+
+impl std::str::FromStr for RoutingMode {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "direct" => Ok(Self::Direct),
+            "tunnel" | "vxlan" => Ok(Self::Tunnel),
+            other => Err(format!("{other:?} is neither `direct` nor `tunnel`")),
+        }
+    }
+}
+
+impl std::fmt::Display for RoutingMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Direct => "direct",
+            Self::Tunnel => "tunnel",
+        })
+    }
+}
+
+/// Cross-node routing failures.
+#[derive(Debug, thiserror::Error)]
+pub enum RoutingError {
+    /// A netlink request the kernel refused.
+    #[error("netlink: {what}")]
+    Netlink {
+        /// What was being done.
+        what: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// The netlink socket could not be opened.
+    #[error("netlink connection")]
+    Connection(#[source] std::io::Error),
+    /// The uplink named for routing does not exist.
+    #[error("the uplink {0} does not exist")]
+    NoUplink(String),
+    /// A datapath map or attachment failed.
+    #[error("datapath")]
+    Datapath(#[source] crate::datapath::DatapathError),
+}
+
+fn netlink(what: &'static str) -> impl FnOnce(rtnetlink::Error) -> RoutingError {
+    move |source| RoutingError::Netlink { what, source }
+}
+
+/// The pod CIDR -> node address routes the Nodes ask for, other than `this_node`'s own: nodes
+/// without a pod CIDR or an IPv4 InternalIP are skipped, as are CIDRs that overlap this node's.
+pub fn desired_routes(
+    nodes: &[Node],
+    this_node: &str,
+    own_cidr: Option<Ipv4Cidr>,
+) -> BTreeMap<Ipv4Cidr, Ipv4Addr> {
+    let mut routes = BTreeMap::new();
+    for node in nodes {
+        if node.metadata.name.as_deref() == Some(this_node) {
+            continue;
+        }
+        let Some(cidr) = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_cidr.as_deref())
+            .and_then(|c| c.parse::<Ipv4Cidr>().ok())
+        else {
+            continue;
+        };
+        if own_cidr.is_some_and(|own| own.contains(cidr.network()) || cidr.contains(own.network()))
+        {
+            continue;
+        }
+        let address = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .and_then(|addresses| {
+                addresses
+                    .iter()
+                    .filter(|a| a.type_ == "InternalIP")
+                    .find_map(|a| a.address.parse::<Ipv4Addr>().ok())
+            });
+        if let Some(address) = address {
+            routes.insert(cidr, address);
+        }
+    }
+    routes
+}
+
+/// The node's cross-node routing: the netlink handle, the interface routes leave by, and what
+/// is installed.
+#[derive(Debug)]
+pub struct Routing {
+    handle: Handle,
+    mode: RoutingMode,
+    ifindex: u32,
+    lb: Option<Arc<Mutex<LoadBalancer>>>,
+    installed: BTreeMap<Ipv4Cidr, Ipv4Addr>,
+}
+
+impl Routing {
+    /// Prepares `mode` routing out of `uplink`: in tunnel mode creates (or reuses) the vxlan
+    /// device, MTU the uplink's minus the encapsulation, and attaches `tc_from_netdev` to it
+    /// through `lb` (which delivers tunnelled packets into local pods). With `lb`, routes also
+    /// go into `NODE_ROUTES`. Call within a tokio runtime, in the node's network namespace.
+    pub async fn start(
+        mode: RoutingMode,
+        uplink: &str,
+        lb: Option<Arc<Mutex<LoadBalancer>>>,
+        datapath: &Arc<Mutex<LoadBalancer>>,
+    ) -> Result<Self, RoutingError> {
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(RoutingError::Connection)?;
+        tokio::spawn(connection);
+        let (uplink_index, uplink_mtu) = link_info(&handle, uplink)
+            .await?
+            .ok_or_else(|| RoutingError::NoUplink(uplink.to_owned()))?;
+        let ifindex = match mode {
+            RoutingMode::Direct => uplink_index,
+            RoutingMode::Tunnel => {
+                let index = ensure_vxlan(&handle, uplink_mtu).await?;
+                datapath
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .attach_tc(TUNNEL_DEVICE, TcHook::FromNetdev)
+                    .map_err(RoutingError::Datapath)?;
+                index
+            }
+        };
+        let mut routing = Self {
+            handle,
+            mode,
+            ifindex,
+            lb,
+            installed: BTreeMap::new(),
+        };
+        routing.prune_foreign().await?;
+        Ok(routing)
+    }
+
+    /// The MTU pods get in this mode (`None`: the default), from the uplink's.
+    pub async fn pod_mtu(mode: RoutingMode, uplink: &str) -> Result<Option<u32>, RoutingError> {
+        if mode == RoutingMode::Direct {
+            return Ok(None);
+        }
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(RoutingError::Connection)?;
+        let task = tokio::spawn(connection);
+        let info = link_info(&handle, uplink).await;
+        task.abort();
+        let (_, mtu) = info?.ok_or_else(|| RoutingError::NoUplink(uplink.to_owned()))?;
+        Ok(Some(mtu - tunnel::OVERHEAD))
+    }
+
+    /// Removes keelson routes a former run left in the table and datapath routes of another
+    /// mode; what is wanted is installed again by [`Self::apply`].
+    async fn prune_foreign(&mut self) -> Result<(), RoutingError> {
+        let mut stale = Vec::new();
+        let mut routes = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute();
+        while let Some(route) = routes.try_next().await.map_err(netlink("listing routes"))? {
+            if route.header.protocol == RouteProtocol::Other(ROUTE_PROTOCOL) {
+                stale.push(route);
+            }
+        }
+        for route in stale {
+            match self.handle.route().del(route).execute().await {
+                Ok(()) | Err(rtnetlink::Error::NetlinkError(_)) => {}
+                Err(source) => {
+                    return Err(RoutingError::Netlink {
+                        what: "removing a stale pod CIDR route",
+                        source,
+                    });
+                }
+            }
+        }
+        if let Some(lb) = &self.lb {
+            let mut lb = lb.lock().unwrap_or_else(PoisonError::into_inner);
+            for (network, prefix, _) in lb.node_routes().map_err(RoutingError::Datapath)? {
+                lb.remove_node_route(network, prefix)
+                    .map_err(RoutingError::Datapath)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the installed routes `desired`: adds and changes what differs, removes the rest.
+    pub async fn apply(
+        &mut self,
+        desired: &BTreeMap<Ipv4Cidr, Ipv4Addr>,
+    ) -> Result<(), RoutingError> {
+        let gone: Vec<Ipv4Cidr> = self
+            .installed
+            .keys()
+            .filter(|cidr| !desired.contains_key(cidr))
+            .copied()
+            .collect();
+        for cidr in gone {
+            if let Some(node) = self.installed.remove(&cidr) {
+                self.remove(cidr, node).await?;
+                tracing::info!(%cidr, %node, "pod CIDR route removed");
+            }
+        }
+        for (&cidr, &node) in desired {
+            if self.installed.get(&cidr) == Some(&node) {
+                continue;
+            }
+            self.install(cidr, node).await?;
+            self.installed.insert(cidr, node);
+            tracing::info!(%cidr, %node, mode = %self.mode, "pod CIDR routed to its node");
+        }
+        Ok(())
+    }
+
+    fn kernel_route(
+        &self,
+        cidr: Ipv4Cidr,
+        node: Ipv4Addr,
+    ) -> netlink_packet_route::route::RouteMessage {
+        let builder = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(cidr.network(), cidr.prefix())
+            .output_interface(self.ifindex)
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL));
+        match self.mode {
+            RoutingMode::Direct => builder.gateway(node).build(),
+            RoutingMode::Tunnel => builder
+                .scope(RouteScope::Link)
+                .encap_ip(vec![
+                    RouteIpTunnel::Id(u64::from(tunnel::VNI)),
+                    RouteIpTunnel::Destination(node),
+                    RouteIpTunnel::Ttl(64),
+                ])
+                .build(),
+        }
+    }
+
+    async fn install(&self, cidr: Ipv4Cidr, node: Ipv4Addr) -> Result<(), RoutingError> {
+        self.handle
+            .route()
+            .add(self.kernel_route(cidr, node))
+            .replace()
+            .execute()
+            .await
+            .map_err(netlink("adding a pod CIDR route"))?;
+        if let Some(lb) = &self.lb {
+            let route = NodeRoute {
+                node_addr_be: u32::from_ne_bytes(node.octets()),
+                ifindex: self.ifindex,
+                mode: match self.mode {
+                    RoutingMode::Direct => route_mode::DIRECT,
+                    RoutingMode::Tunnel => route_mode::TUNNEL,
+                },
+                _pad: [0; 3],
+            };
+            lb.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .put_node_route(cidr.network(), cidr.prefix(), route)
+                .map_err(RoutingError::Datapath)?;
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, cidr: Ipv4Cidr, node: Ipv4Addr) -> Result<(), RoutingError> {
+        if let Some(lb) = &self.lb {
+            lb.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove_node_route(cidr.network(), cidr.prefix())
+                .map_err(RoutingError::Datapath)?;
+        }
+        let mut route = self.kernel_route(cidr, node);
+        // Matched by destination and protocol.
+        route
+            .attributes
+            .retain(|a| !matches!(a, RouteAttribute::Encap(_) | RouteAttribute::EncapType(_)));
+        match self.handle.route().del(route).execute().await {
+            Ok(()) | Err(rtnetlink::Error::NetlinkError(_)) => Ok(()),
+            Err(source) => Err(RoutingError::Netlink {
+                what: "removing a pod CIDR route",
+                source,
+            }),
+        }
+    }
+}
+
+/// Keeps `routing` in step with the Nodes until the process stops.
+pub async fn run(
+    client: Client,
+    mut routing: Routing,
+    this_node: String,
+    own_cidr: Option<Ipv4Cidr>,
+) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client);
+    let mut events = watcher(nodes, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut known: BTreeMap<String, Node> = BTreeMap::new();
+    let mut listing: Option<BTreeMap<String, Node>> = None;
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "watching Nodes for pod CIDR routes");
+                continue;
+            }
+        };
+        match event {
+            watcher::Event::Init => {
+                listing = Some(BTreeMap::new());
+                continue;
+            }
+            watcher::Event::InitApply(node) => {
+                if let Some(listing) = &mut listing {
+                    listing.insert(node.metadata.name.clone().unwrap_or_default(), node);
+                }
+                continue;
+            }
+            watcher::Event::InitDone => {
+                known = listing.take().unwrap_or_default();
+            }
+            watcher::Event::Apply(node) => {
+                known.insert(node.metadata.name.clone().unwrap_or_default(), node);
+            }
+            watcher::Event::Delete(node) => {
+                known.remove(node.metadata.name.as_deref().unwrap_or_default());
+            }
+        }
+        let nodes: Vec<Node> = known.values().cloned().collect();
+        let desired = desired_routes(&nodes, &this_node, own_cidr);
+        if let Err(error) = routing.apply(&desired).await {
+            tracing::warn!(error = %error_chain(&error), "updating pod CIDR routes");
+        }
+    }
+    Ok(())
+}
+
+/// Index and MTU of link `name`.
+async fn link_info(handle: &Handle, name: &str) -> Result<Option<(u32, u32)>, RoutingError> {
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(Some(link)) => {
+            let mtu = link
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    LinkAttribute::Mtu(mtu) => Some(*mtu),
+                    _ => None,
+                })
+                .unwrap_or(1500);
+            Ok(Some((link.header.index, mtu)))
+        }
+        Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => Ok(None),
+        Err(source) => Err(RoutingError::Netlink {
+            what: "looking up a link",
+            source,
+        }),
+    }
+}
+
+/// Creates the collect-metadata vxlan device (or reuses it) and brings it up: ARP off and the
+/// same MAC on every node ([`tunnel::DEVICE_MAC`]), so tunnelled frames are addressed to the
+/// receiving device whichever node sent them.
+async fn ensure_vxlan(handle: &Handle, uplink_mtu: u32) -> Result<u32, RoutingError> {
+    if link_info(handle, TUNNEL_DEVICE).await?.is_none() {
+        handle
+            .link()
+            .add(
+                LinkVxlan::new(TUNNEL_DEVICE, tunnel::VNI)
+                    .port(tunnel::PORT)
+                    .collect_metadata(true)
+                    .learning(false)
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(netlink("creating the vxlan device"))?;
+    }
+    let (index, _) = link_info(handle, TUNNEL_DEVICE)
+        .await?
+        .ok_or_else(|| RoutingError::NoUplink(TUNNEL_DEVICE.to_owned()))?;
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .mtu(uplink_mtu - tunnel::OVERHEAD)
+                .address(tunnel::DEVICE_MAC.to_vec())
+                .arp(false)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(netlink("configuring the vxlan device"))?;
+    Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeSpec, NodeStatus};
+
+    use super::*;
+
+    fn node(name: &str, cidr: Option<&str>, addresses: &[(&str, &str)]) -> Node {
+        Node {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                pod_cidr: cidr.map(Into::into),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                addresses: Some(
+                    addresses
+                        .iter()
+                        .map(|(kind, address)| NodeAddress {
+                            type_: (*kind).into(),
+                            address: (*address).into(),
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn every_other_node_with_a_cidr_and_an_internal_ip_gets_a_route() {
+        let nodes = [
+            node("a", Some("10.244.1.0/24"), &[("InternalIP", "172.30.0.11")]),
+            node(
+                "b",
+                Some("10.244.2.0/24"),
+                &[("Hostname", "b"), ("InternalIP", "172.30.0.12")],
+            ),
+            node("c", None, &[("InternalIP", "172.30.0.13")]),
+            node("d", Some("10.244.4.0/24"), &[("Hostname", "d")]),
+            node("e", Some("10.244.5.0/24"), &[("InternalIP", "fd00::5")]),
+            node("f", Some("not-a-cidr"), &[("InternalIP", "172.30.0.16")]),
+        ];
+        let own: Ipv4Cidr = "10.244.1.0/24".parse().expect("cidr");
+        let routes = desired_routes(&nodes, "a", Some(own));
+        let expected: BTreeMap<Ipv4Cidr, Ipv4Addr> = [(
+            "10.244.2.0/24".parse().expect("cidr"),
+            Ipv4Addr::new(172, 30, 0, 12),
+        )]
+        .into();
+        assert_eq!(routes, expected);
+    }
+
+    #[test]
+    fn a_cidr_overlapping_this_nodes_own_is_never_routed_away() {
+        let nodes = [
+            node("a", Some("10.244.1.0/24"), &[("InternalIP", "172.30.0.11")]),
+            node("b", Some("10.244.1.0/24"), &[("InternalIP", "172.30.0.12")]),
+            node("c", Some("10.244.0.0/16"), &[("InternalIP", "172.30.0.13")]),
+        ];
+        let own: Ipv4Cidr = "10.244.1.0/24".parse().expect("cidr");
+        assert!(desired_routes(&nodes, "a", Some(own)).is_empty());
+        assert_eq!(desired_routes(&nodes, "a", None).len(), 2);
+    }
+
+    #[test]
+    fn modes_parse_and_print() {
+        assert_eq!("direct".parse::<RoutingMode>(), Ok(RoutingMode::Direct));
+        assert_eq!("tunnel".parse::<RoutingMode>(), Ok(RoutingMode::Tunnel));
+        assert_eq!("vxlan".parse::<RoutingMode>(), Ok(RoutingMode::Tunnel));
+        assert!("bgp".parse::<RoutingMode>().is_err());
+        assert_eq!(RoutingMode::Tunnel.to_string(), "tunnel");
+    }
+}
