@@ -477,9 +477,10 @@ impl Cluster {
                 "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {end}",
             ]);
             Ok(ready.is_ok_and(|text| {
-                self.nodes
-                    .iter()
-                    .all(|n| text.split_whitespace().any(|w| w == format!("{}=True", n.name)))
+                self.nodes.iter().all(|n| {
+                    text.split_whitespace()
+                        .any(|w| w == format!("{}=True", n.name))
+                })
             }))
         })
     }
@@ -522,7 +523,10 @@ impl Cluster {
                 .arg(format!("--initial-advertise-peer-urls={}", peers[k]))
                 .arg(format!("--initial-cluster={initial}"))
                 .arg("--initial-cluster-state=new")
-                .arg(format!("--initial-cluster-token=keelson-{}", self.spec.name))
+                .arg(format!(
+                    "--initial-cluster-token=keelson-{}",
+                    self.spec.name
+                ))
                 .arg("--log-level=warn");
             let child = cmd.spawn().context("cannot start etcd")?;
             self.state.etcd.push(Some(child.id()));
@@ -720,6 +724,12 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Leaves the cluster running after this value is gone (drop no longer removes it);
+    /// [`down_from_state`] on its state directory removes it later.
+    pub fn detach(mut self) {
+        self.down = true;
+    }
+
     /// Stops and removes everything (see [`down_from_state`]).
     pub fn down(mut self) -> anyhow::Result<()> {
         self.down_inner()
@@ -772,7 +782,10 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if let Err(error) = self.down_inner() {
-            eprintln!("keelson-testbed: removing cluster {}: {error:#}", self.spec.name);
+            eprintln!(
+                "keelson-testbed: removing cluster {}: {error:#}",
+                self.spec.name
+            );
         }
     }
 }
@@ -802,15 +815,47 @@ pub fn down_from_state(state_dir: &Path) -> anyhow::Result<bool> {
     }
 }
 
-/// The node names a state file in `state_dir` lists, and the kubeconfig (for `status`).
-pub fn describe_state(state_dir: &Path) -> anyhow::Result<Option<(Vec<String>, PathBuf)>> {
-    Ok(State::load(state_dir)?.map(|state| {
-        (
-            (1..=state.nodes)
-                .map(|i| node_names(&state.name, state.subnet, i).0)
-                .collect(),
-            cp_dir(state_dir, 1).join("admin.kubeconfig"),
-        )
+/// What a state file says about a cluster, for `cargo xtask cluster status`.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The cluster's name.
+    pub name: String,
+    /// The Node names, node 1 first.
+    pub nodes: Vec<String>,
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// Every process started: (what, pid, whether it still runs).
+    pub processes: Vec<(String, u32, bool)>,
+}
+
+/// The cluster whose state file is in `state_dir`, if any.
+pub fn summary(state_dir: &Path) -> anyhow::Result<Option<Summary>> {
+    let Some(state) = State::load(state_dir)? else {
+        return Ok(None);
+    };
+    let mut processes = Vec::new();
+    let mut add = |what: String, pid: Option<u32>, binary: &str| {
+        if let Some(pid) = pid {
+            processes.push((what, pid, runs(pid, binary)));
+        }
+    };
+    for (k, pid) in state.etcd.iter().enumerate() {
+        add(format!("etcd {}", k + 1), *pid, "etcd");
+    }
+    for (k, pid) in state.control_planes.iter().enumerate() {
+        add(format!("{CONTROL_PLANE} {}", k + 1), *pid, CONTROL_PLANE);
+    }
+    let nodes: Vec<String> = (1..=state.nodes)
+        .map(|i| node_names(&state.name, state.subnet, i).0)
+        .collect();
+    for (node, pid) in nodes.iter().zip(&state.agents) {
+        add(format!("{NODE_AGENT} {node}"), *pid, NODE_AGENT);
+    }
+    Ok(Some(Summary {
+        name: state.name,
+        nodes,
+        kubeconfig: cp_dir(state_dir, 1).join("admin.kubeconfig"),
+        processes,
     }))
 }
 

@@ -166,7 +166,10 @@ fn three_namespaced_nodes_spread_a_deployment_and_leave_nothing_behind() {
         let cidr = str_at(node, "/spec/podCIDR");
         assert!(
             in_cidr(
-                cidr.split_once('/').map_or("", |(b, _)| b).parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+                cidr.split_once('/')
+                    .map_or("", |(b, _)| b)
+                    .parse()
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED),
                 "10.200.0.0/16"
             ),
             "node {} podCIDR {cidr:?} is not in the cluster CIDR",
@@ -291,10 +294,7 @@ spec:
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "web")
         })
         .unwrap_or_else(|| panic!("no web container for pod {client_name}"));
-    let (ok, body) = exec(
-        &client,
-        &format!("timeout 5 wget -qO- http://{server_ip}/"),
-    );
+    let (ok, body) = exec(&client, &format!("timeout 5 wget -qO- http://{server_ip}/"));
     assert!(
         ok && body.trim() == server_name,
         "{client_name} -> {server_name} ({server_ip}) on {node}: {body}\n{}",
@@ -310,12 +310,17 @@ spec:
         Ipv4Addr::from(u32::from(base) + 1)
     };
     let (ok, out) = exec(&client, &format!("ping -c 1 -W 3 {gateway}"));
-    assert!(ok, "{client_name} cannot ping its node's gateway {gateway}: {out}");
+    assert!(
+        ok,
+        "{client_name} cannot ping its node's gateway {gateway}: {out}"
+    );
 
     // down removes everything.
     let handles = cluster.nodes().to_vec();
     let bridge = format!("kb-{name}");
-    cluster.down().unwrap_or_else(|e| panic!("cluster down: {e:#}"));
+    cluster
+        .down()
+        .unwrap_or_else(|e| panic!("cluster down: {e:#}"));
     let netns = String::from_utf8_lossy(
         &Command::new("ip")
             .args(["netns", "list"])
@@ -336,7 +341,11 @@ spec:
             handle.host_veth
         );
         let left = docker_ids(&format!("label=io.keelson.node={}", handle.name));
-        assert!(left.is_empty(), "containers of {} left: {left:?}", handle.name);
+        assert!(
+            left.is_empty(),
+            "containers of {} left: {left:?}",
+            handle.name
+        );
         assert!(
             !handle.pin_dir.exists(),
             "pins {} left",

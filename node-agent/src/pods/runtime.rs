@@ -337,8 +337,9 @@ impl Runtime {
         all_labels.insert(LABEL_NODE.to_owned(), self.node.clone());
         body.labels = Some(all_labels);
         if let Some(parent) = &self.cgroup_parent {
-            body.host_config.get_or_insert_with(HostConfig::default).cgroup_parent =
-                Some(parent.clone());
+            body.host_config
+                .get_or_insert_with(HostConfig::default)
+                .cgroup_parent = Some(parent.clone());
         }
         let options = CreateContainerOptions {
             name: Some(docker_name.to_owned()),
