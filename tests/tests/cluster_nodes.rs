@@ -314,6 +314,35 @@ spec:
         ok,
         "{client_name} cannot ping its node's gateway {gateway}: {out}"
     );
+    // The pod's processes are in its node's cgroup2 directory, where that node's socket-LB is.
+    let handle = cluster
+        .nodes()
+        .iter()
+        .find(|n| &n.name == node)
+        .expect("the node's handle");
+    let pid = String::from_utf8_lossy(
+        &Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Pid}}", &client])
+            .output()
+            .expect("docker inspect")
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("its cgroups");
+    let unified = cgroups
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup2 line");
+    let under = handle
+        .cgroup
+        .strip_prefix("/sys/fs/cgroup/unified")
+        .expect("a cgroup2 directory");
+    assert!(
+        Path::new(unified).starts_with(Path::new("/").join(under)),
+        "{client_name}'s cgroup2 {unified} is not under {}",
+        handle.cgroup.display()
+    );
 
     // down removes everything.
     let handles = cluster.nodes().to_vec();
