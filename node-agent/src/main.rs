@@ -166,6 +166,12 @@ struct KubeletArgs {
     /// The cluster domain: pods search `<namespace>.svc.<domain>`, `svc.<domain>`, `<domain>`.
     #[arg(long, env = "KEELSON_CLUSTER_DOMAIN", default_value = keelson_dns::DEFAULT_DOMAIN)]
     cluster_domain: String,
+    /// The cgroup every pod container is created under (Docker's `--cgroup-parent`, e.g.
+    /// `/keelson-worker-1`) [default: Docker's own]. With Docker's cgroupfs driver on a hybrid
+    /// hierarchy the containers land in `<cgroup2 root>/<PATH>/<id>` too, so pointing --cgroup
+    /// at that directory load-balances this node's pods only.
+    #[arg(long, env = "KEELSON_CGROUP_PARENT", value_name = "PATH")]
+    cgroup_parent: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -536,6 +542,7 @@ async fn start_kubelet(
         client_ca,
         cluster_dns: args.kubelet.cluster_dns,
         cluster_domain: args.kubelet.cluster_domain.clone(),
+        cgroup_parent: args.kubelet.cgroup_parent.clone(),
         service_cidr: Some(args.service_cidr),
         pod_hook,
         pod_mtu,

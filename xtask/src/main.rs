@@ -2,6 +2,8 @@
 //!
 //! - `setup`: install and start everything the project needs on this machine (idempotent).
 //! - `up`: the main job, an all-in-one node on this machine; `down` stops a detached one.
+//! - `cluster up|down|status`: a multi-node cluster on this machine, each node a network
+//!   namespace.
 //! - `test`: formatting, lints and every test tier, as CI runs them.
 //! - `images`: the offline test images (setup builds them too).
 //! - `bench`: benchmarks (`bench datapath`: keelson's service datapath against kube-proxy's;
@@ -9,6 +11,7 @@
 //!   startup latency and agent RSS).
 
 mod bench;
+mod cluster;
 mod cmd;
 mod images;
 mod setup;
@@ -40,6 +43,10 @@ enum Command {
     Up(up::UpArgs),
     /// Stop what `up --detach` started (pods, maps and routes are removed; the state stays).
     Down,
+    /// A multi-node cluster on this machine, each node a network namespace with its own agent
+    /// (`cluster up [--nodes N] [--routing direct|tunnel] [--control-planes 1|3]`, `cluster
+    /// down`, `cluster status`).
+    Cluster(cluster::ClusterArgs),
     /// Build and run a benchmark (`bench datapath|api|scheduler|pods`; datapath and pods as
     /// root); results go to results/.
     Bench(bench::BenchArgs),
@@ -53,6 +60,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Up(args) => up::run(&args),
         Command::Down => up::down(),
+        Command::Cluster(args) => cluster::run(&args),
         Command::Bench(args) => bench::run(&args),
     };
     match result {

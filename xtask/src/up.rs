@@ -98,8 +98,31 @@ impl Running {
 
 /// Whether `pid` is alive and runs `binary` (so a recycled pid is never signalled).
 fn runs(pid: u32, binary: &str) -> bool {
-    std::fs::read_link(format!("/proc/{pid}/exe"))
-        .is_ok_and(|exe| exe.file_name().is_some_and(|name| name == binary))
+    keelson_testbed::runs(pid, binary)
+}
+
+/// Builds the release binaries of the node agent and the control plane; returns their
+/// directory (`$CARGO_TARGET_DIR/release`, else `target/release`).
+pub(crate) fn build_release() -> anyhow::Result<PathBuf> {
+    cmd::run(command("cargo").args([
+        "build",
+        "--release",
+        "--package",
+        "keelson-node-agent",
+        "--package",
+        "keelson-control-plane",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_relative() {
+                repo_root().join(dir)
+            } else {
+                dir
+            }
+        })
+        .unwrap_or_else(|| repo_root().join("target"));
+    Ok(target.join("release"))
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -132,15 +155,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     }
 
     println!("==> up: building release binaries");
-    cmd::run(command("cargo").args([
-        "build",
-        "--release",
-        "--package",
-        "keelson-node-agent",
-        "--package",
-        "keelson-control-plane",
-    ]))?;
-    let release = repo_root().join("target/release");
+    let release = build_release()?;
     let data_dir = state_dir();
     std::fs::create_dir_all(log_dir()).context("cannot create .keelson/logs")?;
     let node = hostname()?;
@@ -594,25 +609,13 @@ fn hostname() -> anyhow::Result<String> {
 }
 
 /// kubectl: the machine image's 1.33, else the one on PATH.
-fn kubectl() -> anyhow::Result<PathBuf> {
-    let image = Path::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.33");
-    if image.is_file() {
-        return Ok(image.to_path_buf());
-    }
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("kubectl"))
-                .find(|candidate| candidate.is_file())
-        })
-        .context("kubectl is not installed: install kubectl 1.27 or newer (https://kubernetes.io/docs/tasks/tools/)")
+pub(crate) fn kubectl() -> anyhow::Result<PathBuf> {
+    keelson_testbed::kubectl_binary()
 }
 
 /// The last 30 lines of a log file.
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+pub(crate) fn tail(path: &Path) -> String {
+    keelson_testbed::tail(path, 30)
 }
 
 /// Prints the lines appended to a log since the last call, prefixed with the component's name.

@@ -309,6 +309,8 @@ pub struct KubeletSettings {
     pub cluster_dns: dns::ClusterDnsMode,
     /// The cluster domain (`--cluster-domain`).
     pub cluster_domain: String,
+    /// The cgroup parent of every container (`--cgroup-parent`); `None`: Docker's default.
+    pub cgroup_parent: Option<String>,
     /// The cluster's Service CIDR, made unreachable towards the uplink (see
     /// [`crate::network::NetworkSettings::service_cidr`]).
     pub service_cidr: Option<crate::network::ipam::Ipv4Cidr>,
@@ -419,7 +421,8 @@ impl Kubelet {
         use anyhow::Context as _;
         let runtime = Runtime::connect(&settings.docker_socket, &settings.pods.node_name)
             .await
-            .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+            .map_err(|e| anyhow::anyhow!(error_chain(&e)))?
+            .with_cgroup_parent(settings.cgroup_parent.clone());
         let endpoint = match settings.kubelet_listen {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)

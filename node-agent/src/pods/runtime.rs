@@ -148,6 +148,8 @@ fn observed(summary: &ContainerSummary) -> Option<(String, Observed)> {
 pub struct Runtime {
     docker: Docker,
     node: String,
+    /// Docker's `HostConfig.cgroup_parent` for every container created (`--cgroup-parent`).
+    cgroup_parent: Option<String>,
 }
 
 impl Runtime {
@@ -164,7 +166,15 @@ impl Runtime {
         Ok(Self {
             docker,
             node: node.to_owned(),
+            cgroup_parent: None,
         })
+    }
+
+    /// Creates every container under `cgroup_parent` (Docker's `--cgroup-parent`); `None`
+    /// keeps Docker's default.
+    pub fn with_cgroup_parent(mut self, cgroup_parent: Option<String>) -> Self {
+        self.cgroup_parent = cgroup_parent;
+        self
     }
 
     /// The engine's version (`20.10.24`), or why it does not answer.
@@ -326,6 +336,11 @@ impl Runtime {
         let mut all_labels = labels;
         all_labels.insert(LABEL_NODE.to_owned(), self.node.clone());
         body.labels = Some(all_labels);
+        if let Some(parent) = &self.cgroup_parent {
+            body.host_config
+                .get_or_insert_with(HostConfig::default)
+                .cgroup_parent = Some(parent.clone());
+        }
         let options = CreateContainerOptions {
             name: Some(docker_name.to_owned()),
             ..CreateContainerOptions::default()
