@@ -155,6 +155,12 @@ struct KubeletArgs {
     /// certificate for `kube-apiserver-kubelet-client` or `system:masters`); `off` disables it.
     #[arg(long, env = "KEELSON_KUBELET_LISTEN", default_value = "0.0.0.0:10250")]
     kubelet_listen: String,
+    /// How long the node's Lease is valid without renewal; the agent renews it every quarter of
+    /// that. The control plane's --node-monitor-grace-period must be longer.
+    #[arg(long, env = "KEELSON_NODE_LEASE_DURATION_SECONDS",
+          default_value_t = keelson_node_agent::node::LEASE_DURATION_SECONDS,
+          value_parser = clap::value_parser!(i32).range(1..=3600))]
+    node_lease_duration_seconds: i32,
     /// First container restart back-off in seconds (doubles up to 300).
     #[arg(long, env = "KEELSON_RESTART_BACKOFF", default_value_t = 10)]
     restart_backoff_seconds: u64,
@@ -378,7 +384,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!(error_chain(&e)))
                     .context("--routing")?;
                 let maps = args.routing_bpf.then(|| lb.clone());
-                let routing = routing::Routing::start(mode, uplink, maps, &lb)
+                let address = args
+                    .node_addresses
+                    .first()
+                    .copied()
+                    .or_else(keelson_node_agent::node::host_address)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("no IPv4 address found for the node: pass --node-address")
+                    })?;
+                let routing = routing::Routing::start(mode, uplink, address, maps, &lb)
                     .await
                     .map_err(|e| anyhow::anyhow!(error_chain(&e)))
                     .with_context(|| format!("--routing {mode} over {uplink}"))?;
@@ -546,6 +560,7 @@ async fn start_kubelet(
         service_cidr: Some(args.service_cidr),
         pod_hook,
         pod_mtu,
+        lease_duration_seconds: args.kubelet.node_lease_duration_seconds,
     };
     Kubelet::start(client, settings).await
 }

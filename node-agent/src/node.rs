@@ -24,10 +24,9 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
 };
 
-/// How often the Lease is renewed.
-pub const LEASE_RENEW: Duration = Duration::from_secs(10);
-/// How long a Lease is valid without renewal.
-const LEASE_DURATION_SECONDS: i32 = 40;
+/// How long a Lease is valid without renewal, by default (the kubelet's
+/// `--node-lease-duration-seconds`); it is renewed every quarter of that.
+pub const LEASE_DURATION_SECONDS: i32 = 40;
 /// The Node status is rewritten at least this often even when nothing changed.
 const STATUS_REPORT: Duration = Duration::from_secs(300);
 /// The kubelet version this agent reports (the API it implements).
@@ -44,6 +43,8 @@ pub struct NodeConfig {
     pub max_pods: u32,
     /// The port of the agent's kubelet endpoint (`status.daemonEndpoints`).
     pub kubelet_port: Option<u16>,
+    /// The Lease's `leaseDurationSeconds`; renewed every quarter of it.
+    pub lease_duration_seconds: i32,
 }
 
 /// Errors talking to the API about the Node and its Lease.
@@ -374,7 +375,10 @@ where
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     let mut last_report = Instant::now();
-    let mut ticker = tokio::time::interval(LEASE_RENEW);
+    let renew = Duration::from_millis(
+        u64::try_from(config.lease_duration_seconds.max(1)).unwrap_or(1) * 250,
+    );
+    let mut ticker = tokio::time::interval(renew);
     loop {
         ticker.tick().await;
         if let Err(error) = renew_lease(&leases, &config, &node).await {
@@ -406,7 +410,7 @@ async fn renew_lease(
     let now = MicroTime(Timestamp::now());
     let spec = LeaseSpec {
         holder_identity: Some(config.name.clone()),
-        lease_duration_seconds: Some(LEASE_DURATION_SECONDS),
+        lease_duration_seconds: Some(config.lease_duration_seconds),
         renew_time: Some(now.clone()),
         ..LeaseSpec::default()
     };
@@ -422,7 +426,7 @@ async fn renew_lease(
                     &PatchParams::default(),
                     &Patch::Merge(serde_json::json!({"spec": {
                         "holderIdentity": config.name,
-                        "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+                        "leaseDurationSeconds": config.lease_duration_seconds,
                         "renewTime": now,
                     }})),
                 )
@@ -488,6 +492,7 @@ mod tests {
             address: Ipv4Addr::new(10, 0, 0, 1),
             max_pods: 110,
             kubelet_port: Some(10250),
+            lease_duration_seconds: LEASE_DURATION_SECONDS,
         };
         let up = Ok("20.10.24".to_owned());
         let first = stamp(desired_status(&config, &up), None);

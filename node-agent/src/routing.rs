@@ -5,7 +5,10 @@
 //! - `direct`: the nodes share an L2 network; a pod CIDR's next hop is its node's address on
 //!   the uplink.
 //! - `tunnel`: VXLAN between the nodes' addresses, through a collect-metadata vxlan device
-//!   ([`TUNNEL_DEVICE`]): the tunnel endpoint is chosen per packet.
+//!   ([`TUNNEL_DEVICE`]): the tunnel endpoint is chosen per packet. Each node's device has the
+//!   MAC [`tunnel::device_mac`] of its address and ARP off; a pod CIDR's next hop is its network
+//!   address with a permanent neighbour entry for the owning node's device MAC, so frames are
+//!   addressed to the receiving device (which drops frames from its own MAC as loops).
 //!
 //! Two layers carry the same routes. The node's routing table (rtnetlink; routes tagged with
 //! [`ROUTE_PROTOCOL`], so a restart finds and prunes its own) serves the node's own traffic and
@@ -29,9 +32,10 @@ use kube::{
     Api, Client,
     runtime::{WatchStreamExt as _, watcher},
 };
+use netlink_packet_route::neighbour::NeighbourState;
 use netlink_packet_route::{
     link::LinkAttribute,
-    route::{RouteAttribute, RouteIpTunnel, RouteProtocol, RouteScope},
+    route::{RouteAttribute, RouteIpTunnel, RouteProtocol},
 };
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
@@ -157,13 +161,15 @@ pub struct Routing {
 }
 
 impl Routing {
-    /// Prepares `mode` routing out of `uplink`: in tunnel mode creates (or reuses) the vxlan
+    /// Prepares `mode` routing out of `uplink` (this node's `address` is the tunnel's local
+    /// end): in tunnel mode creates (or reuses) the vxlan
     /// device, MTU the uplink's minus the encapsulation, and attaches `tc_from_netdev` to it
     /// through `lb` (which delivers tunnelled packets into local pods). With `lb`, routes also
     /// go into `NODE_ROUTES`. Call within a tokio runtime, in the node's network namespace.
     pub async fn start(
         mode: RoutingMode,
         uplink: &str,
+        address: Ipv4Addr,
         lb: Option<Arc<Mutex<LoadBalancer>>>,
         datapath: &Arc<Mutex<LoadBalancer>>,
     ) -> Result<Self, RoutingError> {
@@ -176,7 +182,7 @@ impl Routing {
         let ifindex = match mode {
             RoutingMode::Direct => uplink_index,
             RoutingMode::Tunnel => {
-                let index = ensure_vxlan(&handle, uplink_mtu).await?;
+                let index = ensure_vxlan(&handle, uplink_mtu, address).await?;
                 datapath
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -285,7 +291,8 @@ impl Routing {
         match self.mode {
             RoutingMode::Direct => builder.gateway(node).build(),
             RoutingMode::Tunnel => builder
-                .scope(RouteScope::Link)
+                .gateway(cidr.network())
+                .onlink()
                 .encap_ip(vec![
                     RouteIpTunnel::Id(u64::from(tunnel::VNI)),
                     RouteIpTunnel::Destination(node),
@@ -296,6 +303,18 @@ impl Routing {
     }
 
     async fn install(&self, cidr: Ipv4Cidr, node: Ipv4Addr) -> Result<(), RoutingError> {
+        if self.mode == RoutingMode::Tunnel {
+            let mac = tunnel::device_mac(u32::from_ne_bytes(node.octets()));
+            self.handle
+                .neighbours()
+                .add(self.ifindex, cidr.network().into())
+                .link_layer_address(&mac)
+                .state(NeighbourState::Permanent)
+                .replace()
+                .execute()
+                .await
+                .map_err(netlink("adding the tunnel next hop's neighbour entry"))?;
+        }
         self.handle
             .route()
             .add(self.kernel_route(cidr, node))
@@ -418,14 +437,20 @@ async fn link_info(handle: &Handle, name: &str) -> Result<Option<(u32, u32)>, Ro
 }
 
 /// Creates the collect-metadata vxlan device (or reuses it) and brings it up: ARP off and the
-/// same MAC on every node ([`tunnel::DEVICE_MAC`]), so tunnelled frames are addressed to the
-/// receiving device whichever node sent them.
-async fn ensure_vxlan(handle: &Handle, uplink_mtu: u32) -> Result<u32, RoutingError> {
+/// MAC [`tunnel::device_mac`] of this node's `address`, which the other nodes address
+/// tunnelled frames to.
+async fn ensure_vxlan(
+    handle: &Handle,
+    uplink_mtu: u32,
+    address: Ipv4Addr,
+) -> Result<u32, RoutingError> {
     if link_info(handle, TUNNEL_DEVICE).await?.is_none() {
         handle
             .link()
             .add(
-                LinkVxlan::new(TUNNEL_DEVICE, tunnel::VNI)
+                // VNI 0 on the device: a collect-metadata device receives every VNI under 0
+                // (the kernel files flow-based devices there); the VNI is set per packet.
+                LinkVxlan::new(TUNNEL_DEVICE, 0)
                     .port(tunnel::PORT)
                     .collect_metadata(true)
                     .learning(false)
@@ -443,7 +468,7 @@ async fn ensure_vxlan(handle: &Handle, uplink_mtu: u32) -> Result<u32, RoutingEr
         .set(
             LinkUnspec::new_with_index(index)
                 .mtu(uplink_mtu - tunnel::OVERHEAD)
-                .address(tunnel::DEVICE_MAC.to_vec())
+                .address(tunnel::device_mac(u32::from_ne_bytes(address.octets())).to_vec())
                 .arp(false)
                 .up()
                 .build(),

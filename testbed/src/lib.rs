@@ -99,6 +99,9 @@ pub struct ClusterSpec {
     pub state_dir: PathBuf,
     /// Extra arguments for every `keelson-node-agent run`.
     pub agent_args: Vec<String>,
+    /// Extra arguments for every `keelson-control-plane` (e.g. a short
+    /// `--node-monitor-grace-period`).
+    pub control_plane_args: Vec<String>,
 }
 
 impl ClusterSpec {
@@ -123,6 +126,7 @@ impl ClusterSpec {
             bin_dir: bin_dir.into(),
             state_dir: state_dir.into(),
             agent_args: Vec::new(),
+            control_plane_args: Vec::new(),
         }
     }
 
@@ -567,6 +571,7 @@ impl Cluster {
             .arg(self.api_address(i).to_string())
             .args(["--cluster-cidr", &spec.cluster_cidr])
             .args(["--service-cluster-ip-range", &spec.service_cidr])
+            .args(&spec.control_plane_args)
             .env("RUST_LOG", "info");
         if spec.store == StoreKind::Etcd {
             cmd.args(["--store", "etcd", "--etcd-endpoints"])

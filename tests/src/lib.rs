@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod cluster;
 pub mod etcd;
 pub mod lbkit;
+pub mod netcluster;
 pub mod netns;
 pub mod pods;
 pub mod startup;

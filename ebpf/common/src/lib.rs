@@ -497,10 +497,13 @@ pub mod tunnel {
     pub const PORT: u16 = 8472;
     /// Encapsulation overhead: outer IPv4, UDP, VXLAN and inner Ethernet headers.
     pub const OVERHEAD: u32 = 50;
-    /// The MAC address every node's vxlan device carries, so a frame tunnelled with this
-    /// destination is addressed to the receiving device itself, whichever node sent it (the
-    /// device has ARP off; locally administered address).
-    pub const DEVICE_MAC: [u8; 6] = [0x0e, 0x6b, 0x65, 0x65, 0x6c, 0x01];
+    /// The MAC address of the vxlan device of the node with address `node_addr_be` (network
+    /// order): locally administered, `0e:6b` then the address. Every node can so address a
+    /// tunnelled frame to the receiving device without asking it (the devices have ARP off).
+    pub const fn device_mac(node_addr_be: u32) -> [u8; 6] {
+        let a = node_addr_be.to_ne_bytes();
+        [0x0e, 0x6b, a[0], a[1], a[2], a[3]]
+    }
 }
 
 /// Default capacities (the agent can override them at load time).

@@ -318,6 +318,8 @@ pub struct KubeletSettings {
     pub pod_hook: Option<Arc<dyn crate::network::PodHook>>,
     /// The MTU of pods' veths (see [`crate::network::NetworkSettings::mtu`]).
     pub pod_mtu: Option<u32>,
+    /// The node Lease's duration in seconds (renewed every quarter of it).
+    pub lease_duration_seconds: i32,
 }
 
 /// The cluster DNS this agent serves: its zone and the UDP/TCP server.
@@ -449,6 +451,7 @@ impl Kubelet {
             address: settings.pods.host_ip,
             max_pods: settings.max_pods,
             kubelet_port,
+            lease_duration_seconds: settings.lease_duration_seconds,
         };
         let node = crate::node::register(&client, &node_config, &runtime.version().await)
             .await

@@ -382,7 +382,11 @@ fn route(ctx: &TcContext, daddr: u32, lookup_scope: u8) -> i32 {
         if unsafe { bpf_skb_set_tunnel_key(ctx.skb.skb.cast(), &mut key, size, 0) } != 0 {
             return SHOT;
         }
-        if ctx.store(0, &tunnel::DEVICE_MAC, 0).is_err() {
+        // Addressed to the receiving node's vxlan device, so its stack takes the frame too.
+        if ctx
+            .store(0, &tunnel::device_mac(node.node_addr_be), 0)
+            .is_err()
+        {
             return SHOT;
         }
         count(metric::TC_REDIRECT_TUNNEL);

@@ -1,0 +1,396 @@
+//! Pod networking across nodes, on three-node clusters whose nodes are network namespaces
+//! (keelson-testbed), in both routing modes:
+//! - every pod reaches every other pod by its address, and the answering pod sees the caller's
+//!   own pod address (no NAT between pods); 256 KiB answers arrive whole (MTU);
+//! - the Service reaches backends on every node, by name;
+//! - the eBPF path carried the traffic: `tc_redirect_peer` into local pods, and
+//!   `tc_redirect_node` (direct) or `tc_redirect_tunnel` (VXLAN) towards other nodes;
+//! - direct mode: a node's agent killed -> the Node goes NotReady, its endpoints leave the
+//!   Service, and after that every request through the Service succeeds.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use keelson_testbed::{Cluster, ClusterSpec, Routing};
+use keelson_tests::{
+    netcluster::{
+        RunningPod, apply, bin_dir, claim_subnet, datapath_counters, kubectl_json, logs, pod_exec,
+        wait_ready_pods,
+    },
+    pods::require_docker_images,
+    require_root,
+};
+
+const REPLICAS: usize = 6;
+const BIG: usize = 256 * 1024;
+
+/// Busybox httpd serving its hostname at `/`, a 256 KiB file at `/big` and, through CGI, the
+/// caller's address at `/cgi-bin/ip`.
+const ECHO: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: echo
+spec:
+  replicas: 6
+  selector:
+    matchLabels: {app: echo}
+  template:
+    metadata:
+      labels: {app: echo}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: echo
+        image: keelson/busybox:1
+        command:
+        - sh
+        - -c
+        - |
+          mkdir -p /www/cgi-bin
+          printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho $REMOTE_ADDR\n' > /www/cgi-bin/ip
+          chmod +x /www/cgi-bin/ip
+          hostname > /www/index.html
+          dd if=/dev/zero bs=1024 count=256 2>/dev/null > /www/big
+          exec httpd -f -p 80 -h /www
+        readinessProbe:
+          httpGet: {path: /, port: 80}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+spec:
+  selector: {app: echo}
+  ports:
+  - port: 80
+    targetPort: 80
+"#;
+
+/// A three-node cluster with `routing`, its nodes' grace period short enough for a test.
+fn cluster(routing: Routing) -> (Cluster, nix::fcntl::Flock<std::fs::File>, tempfile::TempDir) {
+    require_root();
+    require_docker_images();
+    let (subnet, lock) = claim_subnet();
+    let state = tempfile::tempdir().expect("state dir");
+    let mut spec = ClusterSpec::new(&format!("r{subnet}"), subnet, 3, bin_dir(), state.path());
+    spec.routing = routing;
+    spec.cluster_cidr = "10.210.0.0/16".to_owned();
+    spec.control_plane_args = [
+        "--node-monitor-grace-period",
+        "6s",
+        "--node-monitor-period",
+        "500ms",
+    ]
+    .map(str::to_owned)
+    .into();
+    // The agents renew their Leases every second (a quarter of 4 s), well within the grace.
+    spec.agent_args = ["--node-lease-duration-seconds", "4"]
+        .map(str::to_owned)
+        .into();
+    let started = Instant::now();
+    let cluster = Cluster::up(spec).unwrap_or_else(|e| panic!("cluster up: {e:#}"));
+    eprintln!(
+        "{routing:?} cluster up in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    (cluster, lock, state)
+}
+
+/// The caller's address as busybox httpd's CGI reports it (`[::ffff:10.210.1.5]`).
+fn remote_addr(answer: &str) -> Option<Ipv4Addr> {
+    answer
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_start_matches("::ffff:")
+        .parse()
+        .ok()
+}
+
+/// Every pod asks every other pod for the caller's address: the answer must be the caller's own
+/// pod address. Also fetches 256 KiB from one pod on each other node.
+fn every_pod_reaches_every_pod_with_its_own_address(cluster: &Cluster, pods: &[RunningPod]) {
+    for source in pods {
+        let targets: Vec<&RunningPod> = pods.iter().filter(|p| p.name != source.name).collect();
+        let list: Vec<String> = targets.iter().map(|p| p.ip.to_string()).collect();
+        let script = format!(
+            "for ip in {}; do echo \"$ip $(timeout 5 wget -qO- http://$ip/cgi-bin/ip)\"; done",
+            list.join(" ")
+        );
+        let (_, output) = pod_exec(source, "echo", &script);
+        let answers: BTreeMap<Ipv4Addr, Option<Ipv4Addr>> = output
+            .lines()
+            .filter_map(|line| {
+                let (ip, answer) = line.split_once(' ').unwrap_or((line, ""));
+                Some((ip.parse().ok()?, remote_addr(answer)))
+            })
+            .collect();
+        for target in &targets {
+            assert_eq!(
+                answers.get(&target.ip).copied().flatten(),
+                Some(source.ip),
+                "{} ({} on {}) -> {} ({} on {}): the target must answer and see the caller's \
+                 pod address\n{output}\n{}",
+                source.name,
+                source.ip,
+                source.node,
+                target.name,
+                target.ip,
+                target.node,
+                logs(cluster)
+            );
+        }
+        let mut seen_nodes = BTreeSet::new();
+        for target in targets.iter().filter(|t| t.node != source.node) {
+            if !seen_nodes.insert(&target.node) {
+                continue;
+            }
+            let (_, size) = pod_exec(
+                source,
+                "echo",
+                &format!("timeout 10 wget -qO- http://{}/big | wc -c", target.ip),
+            );
+            assert_eq!(
+                size.trim().parse::<usize>().ok(),
+                Some(BIG),
+                "{} -> {} on {}: 256 KiB must arrive whole",
+                source.name,
+                target.name,
+                target.node
+            );
+        }
+    }
+}
+
+/// `count` requests to `url` from `client`: the answering pods' hostnames, counted, and the
+/// number of failed requests.
+fn requests(client: &RunningPod, url: &str, count: usize) -> (BTreeMap<String, usize>, usize) {
+    let script =
+        format!("for i in $(seq {count}); do echo \"answer $(timeout 5 wget -qO- {url})\"; done");
+    let (_, output) = pod_exec(client, "echo", &script);
+    let mut answers = BTreeMap::new();
+    let mut failed = 0;
+    for line in output.lines().filter_map(|l| l.strip_prefix("answer")) {
+        match line.trim() {
+            "" => failed += 1,
+            host => *answers.entry(host.to_owned()).or_default() += 1,
+        }
+    }
+    (answers, failed)
+}
+
+fn node_of<'a>(pods: &'a [RunningPod], hostname: &str) -> Option<&'a str> {
+    pods.iter()
+        .find(|p| p.name == hostname)
+        .map(|p| p.node.as_str())
+}
+
+fn counter(cluster: &Cluster, i: usize, name: &str) -> u64 {
+    let node = &cluster.nodes()[i];
+    datapath_counters(&node.pin_dir)
+        .get(name)
+        .copied()
+        .unwrap_or_else(|| panic!("no counter {name} for {}", node.name))
+}
+
+/// Pod-to-pod in every direction, the Service from every node, and the eBPF counters.
+fn pods_and_services_across_nodes(cluster: &Cluster, remote_counter: &str) -> Vec<RunningPod> {
+    apply(cluster, "echo", ECHO);
+    let pods = wait_ready_pods(cluster, "app=echo", REPLICAS, Duration::from_secs(120));
+    let nodes: BTreeSet<&str> = pods.iter().map(|p| p.node.as_str()).collect();
+    assert_eq!(
+        nodes.len(),
+        3,
+        "the scheduler spreads the 6 replicas over the 3 nodes: {pods:?}"
+    );
+    for pod in &pods {
+        let handle = cluster
+            .nodes()
+            .iter()
+            .position(|n| n.name == pod.node)
+            .expect("a node of the cluster");
+        let cidr =
+            kubectl_json(cluster, &["get", "node", &pod.node, "-o", "json"])["spec"]["podCIDR"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+        let (network, _) = cidr.split_once('/').expect("the node's pod CIDR");
+        let network: Ipv4Addr = network.parse().expect("a CIDR");
+        assert_eq!(
+            pod.ip.octets()[..3],
+            network.octets()[..3],
+            "pod {} on node {} (#{handle}) has an address of its node's pod CIDR {cidr}",
+            pod.name,
+            pod.node
+        );
+    }
+    let before: Vec<(u64, u64)> = (0..3)
+        .map(|i| {
+            (
+                counter(cluster, i, "tc_redirect_peer"),
+                counter(cluster, i, remote_counter),
+            )
+        })
+        .collect();
+
+    every_pod_reaches_every_pod_with_its_own_address(cluster, &pods);
+
+    for (i, (peer, remote)) in before.iter().enumerate() {
+        let name = &cluster.nodes()[i].name;
+        assert!(
+            counter(cluster, i, "tc_redirect_peer") > *peer,
+            "node {name}: packets for its pods went straight into them (tc_redirect_peer)"
+        );
+        assert!(
+            counter(cluster, i, remote_counter) > *remote,
+            "node {name}: its pods' packets for other nodes went out from TC ({remote_counter})"
+        );
+    }
+
+    // The Service, by name (the node's cluster DNS) and from a pod on each node: backends on
+    // every node answer.
+    for node in &nodes {
+        let client = pods
+            .iter()
+            .find(|p| p.node == *node)
+            .expect("a pod on the node");
+        let (answers, failed) = requests(client, "http://echo.default.svc.cluster.local/", 30);
+        if failed > 0 {
+            for n in cluster.nodes() {
+                eprintln!("{} counters: {:?}", n.name, datapath_counters(&n.pin_dir));
+            }
+        }
+        assert_eq!(
+            failed, 0,
+            "from {}: every request through the Service answers: {answers:?}",
+            client.node
+        );
+        let answering_nodes: BTreeSet<&str> = answers
+            .keys()
+            .filter_map(|host| node_of(&pods, host))
+            .collect();
+        assert_eq!(
+            answering_nodes.len(),
+            3,
+            "from {}: backends on all 3 nodes answer through the Service: {answers:?}",
+            client.node
+        );
+    }
+    pods
+}
+
+#[test]
+fn direct_routing_connects_pods_and_services_across_nodes_and_survives_a_dead_agent() {
+    let (mut cluster, _lock, _state) = cluster(Routing::Direct);
+    let pods = pods_and_services_across_nodes(&cluster, "tc_redirect_node");
+
+    // A node's agent dies: its Node goes NotReady once its Lease is older than the grace
+    // period, its pods leave the Service's endpoints, and from then on no request fails.
+    let dead = cluster.nodes()[2].name.clone();
+    let dead_ips: BTreeSet<String> = pods
+        .iter()
+        .filter(|p| p.node == dead)
+        .map(|p| p.ip.to_string())
+        .collect();
+    assert!(!dead_ips.is_empty(), "pods run on {dead}");
+    cluster
+        .kill_agent(3)
+        .unwrap_or_else(|e| panic!("kill the agent of {dead}: {e:#}"));
+    let killed = Instant::now();
+    let mut not_ready_after = None;
+    let mut endpoints_gone_after = None;
+    while endpoints_gone_after.is_none() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "60 s after the agent of {dead} died: NotReady after {not_ready_after:?}, \
+             endpoints still listed:\n{}",
+            cluster
+                .kubectl(&["get", "endpointslices", "-o", "yaml"])
+                .unwrap_or_default()
+        );
+        if not_ready_after.is_none() {
+            let node = kubectl_json(&cluster, &["get", "node", &dead, "-o", "json"]);
+            let ready = node["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Ready")
+                .map(|c| c["status"].as_str().unwrap_or_default().to_owned());
+            if ready.as_deref() != Some("True") {
+                not_ready_after = Some(killed.elapsed());
+            }
+        }
+        let slices = kubectl_json(
+            &cluster,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=echo",
+                "-o",
+                "json",
+            ],
+        );
+        let ready_ips: BTreeSet<String> = slices["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
+            .filter(|e| e["conditions"]["ready"] != false)
+            .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect();
+        if ready_ips.is_disjoint(&dead_ips) && !ready_ips.is_empty() {
+            endpoints_gone_after = Some(killed.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!(
+        "agent of {dead} killed: Node NotReady after {:.1} s, its endpoints left the Service \
+         after {:.1} s (grace period 6 s)",
+        not_ready_after.unwrap_or_default().as_secs_f64(),
+        endpoints_gone_after.unwrap_or_default().as_secs_f64()
+    );
+    assert!(
+        not_ready_after.is_some(),
+        "the Node {dead} went NotReady before its endpoints left"
+    );
+    // Give the surviving agents a moment to apply the endpoint change to their maps.
+    std::thread::sleep(Duration::from_secs(1));
+    let client = pods
+        .iter()
+        .find(|p| p.node == cluster.nodes()[0].name)
+        .expect("a pod on the first node");
+    let (answers, failed) = requests(client, "http://echo.default.svc.cluster.local/", 40);
+    assert_eq!(
+        failed, 0,
+        "after the endpoints of {dead} left, no request through the Service fails: {answers:?}"
+    );
+    let answering_nodes: BTreeSet<&str> = answers
+        .keys()
+        .filter_map(|host| node_of(&pods, host))
+        .collect();
+    assert!(
+        !answering_nodes.contains(dead.as_str()) && answering_nodes.len() == 2,
+        "the two live nodes' backends answer, none of {dead}'s: {answers:?}"
+    );
+    cluster
+        .down()
+        .unwrap_or_else(|e| panic!("cluster down: {e:#}"));
+}
+
+#[test]
+fn vxlan_tunnel_connects_pods_and_services_across_nodes() {
+    let (cluster, _lock, _state) = cluster(Routing::Tunnel);
+    let pods = pods_and_services_across_nodes(&cluster, "tc_redirect_tunnel");
+    // Pods get the tunnel's MTU: the uplink's 1500 less 50 bytes of VXLAN encapsulation.
+    let (_, mtu) = pod_exec(&pods[0], "echo", "cat /sys/class/net/eth0/mtu");
+    assert_eq!(mtu.trim(), "1450", "a pod's MTU under the tunnel");
+    cluster
+        .down()
+        .unwrap_or_else(|e| panic!("cluster down: {e:#}"));
+}
