@@ -2,6 +2,7 @@
 //! kubelet's job: node registration ([`node`]), pods on Docker ([`pods`]) with their own network
 //! namespace and address ([`network`]).
 
+pub mod api_failover;
 pub mod config_file;
 pub mod datapath;
 pub mod network;

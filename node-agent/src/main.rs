@@ -48,6 +48,12 @@ struct RunArgs {
     /// Kubeconfig for the API server (the admin or the node's credentials).
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: PathBuf,
+    /// API servers to fail over between (`https://HOST:PORT`, comma-separated), instead of the
+    /// kubeconfig's server: the agent relays its API connections through 127.0.0.1 to the
+    /// first that accepts, starting from the last that worked.
+    #[arg(long, env = "KEELSON_API_SERVERS", value_delimiter = ',', value_name = "URL",
+          value_parser = keelson_node_agent::api_failover::parse_server)]
+    api_servers: Vec<keelson_node_agent::api_failover::ApiServer>,
     /// cgroup2 directory whose sockets are load-balanced (the node's cgroup2 root in production).
     #[arg(long, env = "KEELSON_CGROUP", default_value = "/sys/fs/cgroup/unified")]
     cgroup: PathBuf,
@@ -372,6 +378,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         )
         .await
         .context("using the kubeconfig")?;
+        let config = api_failover(config, &args.api_servers).await?;
         let client_ca = config.root_cert.clone().unwrap_or_default();
         let client = kube::Client::try_from(config).context("building the API client")?;
         // Pods of other nodes are reached out of the first uplink (or through the tunnel
@@ -456,6 +463,23 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// `config` relaying through a failover proxy to `servers`; unchanged when there are none.
+async fn api_failover(
+    config: kube::Config,
+    servers: &[keelson_node_agent::api_failover::ApiServer],
+) -> anyhow::Result<kube::Config> {
+    use keelson_node_agent::api_failover;
+    if servers.is_empty() {
+        return Ok(config);
+    }
+    let proxy = api_failover::start(servers.to_vec())
+        .await
+        .map_err(|e| anyhow::anyhow!("--api-servers: starting the failover proxy: {e}"))?;
+    tracing::info!(servers = ?servers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        proxy = %proxy.listen, "API connections fail over between --api-servers");
+    api_failover::through_proxy(config, proxy).map_err(|e| anyhow::anyhow!("--api-servers: {e}"))
 }
 
 /// `--uplink`'s error as one line naming the flag.

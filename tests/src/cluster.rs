@@ -57,7 +57,27 @@ impl ControlPlane {
 
     /// Like [`ControlPlane::start`] with extra command-line arguments (e.g. `--store etcd`).
     pub fn start_with(extra_args: &[&str]) -> Self {
+        Self::start_in(tempfile::tempdir().expect("temp data dir"), extra_args)
+    }
+
+    /// Like [`ControlPlane::start_with`], with a copy of `other`'s CA and client certificates
+    /// (its `pki/`) in the new data directory: both serve certificates of one cluster CA and
+    /// accept one admin kubeconfig, as control planes of one HA cluster do.
+    pub fn start_sharing_pki(other: &ControlPlane, extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp data dir");
+        let (from, to) = (other.data_dir().join("pki"), dir.path().join("pki"));
+        std::fs::create_dir_all(&to).expect("create pki/");
+        for entry in std::fs::read_dir(&from)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", from.display()))
+        {
+            let entry = entry.expect("a pki/ entry");
+            std::fs::copy(entry.path(), to.join(entry.file_name()))
+                .unwrap_or_else(|e| panic!("cannot copy {}: {e}", entry.path().display()));
+        }
+        Self::start_in(dir, extra_args)
+    }
+
+    fn start_in(dir: tempfile::TempDir, extra_args: &[&str]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
@@ -106,6 +126,16 @@ impl ControlPlane {
     /// The address the API is served on.
     pub fn listen(&self) -> SocketAddr {
         self.listen
+    }
+
+    /// The API's URL, `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.listen)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// A kube-rs client with the admin kubeconfig.

@@ -1,5 +1,6 @@
-//! A single-member etcd on loopback with a throw-away data directory, as the store contract and
-//! HA tests need. Killed and removed on drop.
+//! etcd on loopback with throw-away data directories, as the store contract and HA tests need:
+//! a single member ([`Etcd`]) or a cluster of several ([`EtcdCluster`]). Killed and removed on
+//! drop.
 
 use std::{
     net::{Ipv4Addr, TcpListener},
@@ -10,7 +11,8 @@ use std::{
 
 use crate::{require_program, unique_name};
 
-/// A running `etcd` process.
+/// A running `etcd` process: a single-member cluster ([`Etcd::start`]) or one member of an
+/// [`EtcdCluster`].
 #[derive(Debug)]
 pub struct Etcd {
     child: Child,
@@ -18,45 +20,80 @@ pub struct Etcd {
     client_url: String,
 }
 
+/// One member's name and URLs, chosen before any member starts (each needs the others' peer
+/// URLs).
+#[derive(Debug)]
+struct MemberPlan {
+    name: String,
+    client_url: String,
+    peer_url: String,
+}
+
+impl MemberPlan {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            client_url: format!("http://127.0.0.1:{}", free_port()),
+            peer_url: format!("http://127.0.0.1:{}", free_port()),
+        }
+    }
+}
+
 impl Etcd {
     /// Starts etcd on two free loopback ports and waits until it answers a status request.
     pub async fn start() -> Self {
+        let plan = MemberPlan::new("keelson-test");
+        let initial_cluster = format!("{}={}", plan.name, plan.peer_url);
+        let mut etcd = Self::spawn(&plan, &initial_cluster, &unique_name("ketcd"));
+        etcd.wait_ready(None).await;
+        etcd
+    }
+
+    /// Starts member `plan` of the cluster `initial_cluster` (`name=peer-url,...`, every member
+    /// with the same `token`) in a new data directory, without waiting.
+    fn spawn(plan: &MemberPlan, initial_cluster: &str, token: &str) -> Self {
         require_program("etcd", "etcd-server");
-        let client_port = free_port();
-        let peer_port = free_port();
         let data_dir = std::env::temp_dir().join(unique_name("ketcd"));
         std::fs::create_dir_all(&data_dir)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", data_dir.display()));
         let log = std::fs::File::create(data_dir.join("etcd.log"))
             .unwrap_or_else(|e| panic!("cannot create the etcd log: {e}"));
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let MemberPlan {
+            name,
+            client_url,
+            peer_url,
+        } = plan;
         let child = Command::new("etcd")
-            .arg("--name=keelson-test")
+            .arg(format!("--name={name}"))
             .arg(format!("--data-dir={}", data_dir.join("data").display()))
             .arg(format!("--listen-client-urls={client_url}"))
             .arg(format!("--advertise-client-urls={client_url}"))
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=keelson-test={peer_url}"))
+            .arg(format!("--initial-cluster={initial_cluster}"))
+            .arg("--initial-cluster-state=new")
+            .arg(format!("--initial-cluster-token={token}"))
             .arg("--log-level=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the etcd log handle"))
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start etcd: {e}"));
-        let mut etcd = Self {
+        Self {
             child,
             data_dir,
-            client_url,
-        };
-        etcd.wait_ready().await;
-        etcd
+            client_url: client_url.clone(),
+        }
     }
 
     /// The client URL, e.g. `http://127.0.0.1:40123`.
     pub fn endpoint(&self) -> &str {
         &self.client_url
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// A connected etcd-client.
@@ -66,19 +103,20 @@ impl Etcd {
             .unwrap_or_else(|e| panic!("cannot connect to etcd at {}: {e}", self.client_url))
     }
 
-    async fn wait_ready(&mut self) {
+    /// Waits (at most 20 s) until the member answers a status request and, when `members` is
+    /// given, knows a leader and has that many members.
+    async fn wait_ready(&mut self, members: Option<usize>) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut last_error = String::new();
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("poll etcd") {
                 panic!("etcd exited early with {status}:\n{}", self.log());
             }
-            match etcd_client::Client::connect([self.client_url.as_str()], None).await {
-                Ok(mut client) => match client.status().await {
-                    Ok(_) => return,
-                    Err(e) => last_error = e.to_string(),
-                },
-                Err(e) => last_error = e.to_string(),
+            let probe = tokio::time::timeout(Duration::from_secs(2), self.probe(members)).await;
+            match probe {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => last_error = e,
+                Err(_) => last_error = "no answer within 2 s".into(),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -87,6 +125,39 @@ impl Etcd {
             self.client_url,
             self.log()
         );
+    }
+
+    /// Whether the member answers a status request (and, with `members`, knows a leader and
+    /// lists that many members); the cause otherwise.
+    async fn probe(&self, members: Option<usize>) -> Result<(), String> {
+        let mut client = etcd_client::Client::connect([self.client_url.as_str()], None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = client.status().await.map_err(|e| e.to_string())?;
+        let Some(count) = members else {
+            return Ok(());
+        };
+        if status.leader() == 0 {
+            return Err("no leader yet".into());
+        }
+        let listed = client
+            .member_list()
+            .await
+            .map_err(|e| e.to_string())?
+            .members()
+            .len();
+        if listed == count {
+            Ok(())
+        } else {
+            Err(format!("{listed} of {count} members"))
+        }
+    }
+
+    /// Kills the member with SIGKILL (by its pid) and reaps it; its data directory stays until
+    /// drop.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn log(&self) -> String {
@@ -99,6 +170,59 @@ impl Drop for Etcd {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// An etcd cluster of several members on loopback, as stacked control-plane nodes run it.
+/// Each member is killed and its data directory removed on drop.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    /// The members, in the order of [`EtcdCluster::endpoints`].
+    pub members: Vec<Etcd>,
+}
+
+impl EtcdCluster {
+    /// Starts `size` members (`member-0`, ...) on free loopback ports and waits until every one
+    /// answers, knows a leader and lists all `size` members.
+    pub async fn start(size: usize) -> Self {
+        let plans: Vec<MemberPlan> = (0..size)
+            .map(|i| MemberPlan::new(&format!("member-{i}")))
+            .collect();
+        let initial_cluster = plans
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        let token = unique_name("ketcd");
+        let mut cluster = Self {
+            members: plans
+                .iter()
+                .map(|plan| Etcd::spawn(plan, &initial_cluster, &token))
+                .collect(),
+        };
+        for member in &mut cluster.members {
+            member.wait_ready(Some(size)).await;
+        }
+        cluster
+    }
+
+    /// Every member's client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    /// The client URLs comma-separated, member `first`'s first (a stacked control plane lists
+    /// its local member first), for `--etcd-endpoints`.
+    pub fn endpoints_arg(&self, first: usize) -> String {
+        let mut endpoints = self.endpoints();
+        let count = endpoints.len().max(1);
+        endpoints.rotate_left(first % count);
+        endpoints.join(",")
+    }
+
+    /// Kills member `index` with SIGKILL.
+    pub fn kill(&mut self, index: usize) {
+        self.members[index].kill();
     }
 }
 

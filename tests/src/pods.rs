@@ -205,6 +205,17 @@ impl PodAgent {
         agent
     }
 
+    /// Like [`PodAgent::start`] with node credentials from `planes[0]` (the planes share one CA)
+    /// and `--api-servers` naming every plane in the given order: the agent fails over between
+    /// them.
+    pub fn start_ha(planes: &[&ControlPlane], extra: &[&str]) -> Self {
+        let first = planes.first().expect("at least one control plane");
+        let servers = planes.iter().map(|p| p.url()).collect::<Vec<_>>().join(",");
+        let mut args = vec!["--api-servers", servers.as_str()];
+        args.extend_from_slice(extra);
+        Self::start(first, &args)
+    }
+
     fn spawn(&mut self) {
         let metrics_port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

@@ -120,13 +120,79 @@ fn rejection(response: &TxnResponse, key: &str, expected: Option<Revision>) -> S
     }
 }
 
+/// How often [`follow_endpoint_health`] probes each member, and how long a probe may take.
+const HEALTH_PROBE_PERIOD: Duration = Duration::from_millis(500);
+
+/// `host:port` of an endpoint URL (`http://127.0.0.1:2379` or `127.0.0.1:2379`).
+fn endpoint_address(endpoint: &str) -> &str {
+    let rest = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// Keeps the client's balancer to the members that accept connections. etcd-client balances
+/// requests over every endpoint, and a member that died still gets its share: each request
+/// routed to it fails ("the store failed") although the others keep quorum. Every
+/// [`HEALTH_PROBE_PERIOD`] this connects to each member's client port; one that does not
+/// accept is removed from the balancer (never the last one), and added back once it accepts.
+/// Runs as long as the runtime.
+pub async fn follow_endpoint_health(client: Client, endpoints: Vec<String>) {
+    let mut removed = vec![false; endpoints.len()];
+    let mut ticker = tokio::time::interval(HEALTH_PROBE_PERIOD);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let probes = endpoints.iter().map(|endpoint| async move {
+            let address = endpoint_address(endpoint);
+            matches!(
+                tokio::time::timeout(HEALTH_PROBE_PERIOD, tokio::net::TcpStream::connect(address))
+                    .await,
+                Ok(Ok(_))
+            )
+        });
+        let healthy = futures_util::future::join_all(probes).await;
+        for (index, endpoint) in endpoints.iter().enumerate() {
+            let in_use = removed.iter().filter(|r| !**r).count();
+            if !healthy[index] && !removed[index] && in_use > 1 {
+                match client.remove_endpoint(endpoint).await {
+                    Ok(()) => {
+                        removed[index] = true;
+                        tracing::warn!(%endpoint, "etcd member does not accept connections: not using it");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%endpoint, %error, "cannot stop using an etcd member")
+                    }
+                }
+            } else if healthy[index] && removed[index] {
+                match client.add_endpoint(endpoint).await {
+                    Ok(()) => {
+                        removed[index] = false;
+                        tracing::info!(%endpoint, "etcd member accepts connections again: using it");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%endpoint, %error, "cannot use an etcd member again")
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl EtcdStore {
     /// Connects to etcd at `endpoints` (e.g. `http://127.0.0.1:2379`).
+    ///
+    /// With several endpoints, a background task takes a member that stops accepting
+    /// connections out of the client's balancer and puts it back once it accepts again (see
+    /// [`follow_endpoint_health`]).
     pub async fn connect<E: AsRef<str>>(endpoints: &[E]) -> Result<Self, StoreError> {
         let client = Client::connect(endpoints, None)
             .await
             .map_err(StoreError::etcd("connect"))?;
-        let endpoints = endpoints.iter().map(|e| e.as_ref().to_owned()).collect();
+        let endpoints: Vec<String> = endpoints.iter().map(|e| e.as_ref().to_owned()).collect();
+        if endpoints.len() > 1 {
+            tokio::spawn(follow_endpoint_health(client.clone(), endpoints.clone()));
+        }
         Ok(Self::new(client, endpoints))
     }
 
@@ -524,4 +590,16 @@ fn convert(event: &etcd_client::Event) -> Result<Option<WatchEvent>, StoreError>
         mod_revision: kv.mod_revision(),
         prev_value,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_address;
+
+    #[test]
+    fn endpoint_addresses_drop_scheme_and_path() {
+        assert_eq!(endpoint_address("http://127.0.0.1:2379"), "127.0.0.1:2379");
+        assert_eq!(endpoint_address("https://etcd-0:2379/"), "etcd-0:2379");
+        assert_eq!(endpoint_address("127.0.0.1:2379"), "127.0.0.1:2379");
+    }
 }
