@@ -3,6 +3,9 @@
 //! - every pod reaches every other pod by its address, and the answering pod sees the caller's
 //!   own pod address (no NAT between pods); 256 KiB answers arrive whole (MTU);
 //! - the Service reaches backends on every node, by name;
+//! - NodePorts from a client outside the nodes: `externalTrafficPolicy: Cluster` reaches
+//!   backends on every node (source-NATed to the node for remote ones), `Local` only the node's
+//!   own, with the client's address preserved;
 //! - the eBPF path carried the traffic: `tc_redirect_peer` into local pods, and
 //!   `tc_redirect_node` (direct) or `tc_redirect_tunnel` (VXLAN) towards other nodes;
 //! - direct mode: a node's agent killed -> the Node goes NotReady, its endpoints leave the
@@ -10,7 +13,8 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddrV4, TcpStream},
     time::{Duration, Instant},
 };
 
@@ -27,8 +31,34 @@ use keelson_tests::{
 const REPLICAS: usize = 6;
 const BIG: usize = 256 * 1024;
 
-/// Busybox httpd serving its hostname at `/`, a 256 KiB file at `/big` and, through CGI, the
-/// caller's address at `/cgi-bin/ip`.
+/// Busybox httpd serving its hostname at `/`, a 256 KiB file at `/big` and, through CGI, its
+/// hostname and the caller's address at `/cgi-bin/ip`.
+/// NodePort Services for the same pods, with both external traffic policies.
+const NODE_PORTS: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: echo-cluster
+spec:
+  type: NodePort
+  externalTrafficPolicy: Cluster
+  selector: {app: echo}
+  ports:
+  - port: 80
+    targetPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo-local
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  selector: {app: echo}
+  ports:
+  - port: 80
+    targetPort: 80
+"#;
+
 const ECHO: &str = r#"apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -50,7 +80,7 @@ spec:
         - -c
         - |
           mkdir -p /www/cgi-bin
-          printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho $REMOTE_ADDR\n' > /www/cgi-bin/ip
+          printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho $(hostname) $REMOTE_ADDR\n' > /www/cgi-bin/ip
           chmod +x /www/cgi-bin/ip
           hostname > /www/index.html
           dd if=/dev/zero bs=1024 count=256 2>/dev/null > /www/big
@@ -100,10 +130,11 @@ fn cluster(routing: Routing) -> (Cluster, nix::fcntl::Flock<std::fs::File>, temp
     (cluster, lock, state)
 }
 
-/// The caller's address as busybox httpd's CGI reports it (`[::ffff:10.210.1.5]`).
+/// The caller's address as busybox httpd's CGI reports it (`<hostname> [::ffff:10.210.1.5]`).
 fn remote_addr(answer: &str) -> Option<Ipv4Addr> {
     answer
-        .trim()
+        .split_whitespace()
+        .last()?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .trim_start_matches("::ffff:")
@@ -283,10 +314,84 @@ fn pods_and_services_across_nodes(cluster: &Cluster, remote_counter: &str) -> Ve
     pods
 }
 
+/// `GET /cgi-bin/ip` from this process (on the cluster's bridge, outside every node) to
+/// `address`: the answering pod and the client address it saw; `None` if no answer.
+fn external_get(address: SocketAddrV4) -> Option<(String, Ipv4Addr)> {
+    let mut stream = TcpStream::connect_timeout(&address.into(), Duration::from_secs(3)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(b"GET /cgi-bin/ip HTTP/1.0\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    // The CGI's own headers end with a bare `\n\n`.
+    let answer = answer.replace("\r\n", "\n");
+    let body = answer.split_once("\n\n")?.1;
+    let host = body.split_whitespace().next()?.to_owned();
+    Some((host, remote_addr(body)?))
+}
+
+/// NodePorts on the first node, from a client outside the nodes: with `Cluster`, backends on
+/// every node answer, those on other nodes see the node's address (SNAT) and local ones the
+/// client's; with `Local`, only the node's own backends answer, seeing the client's address.
+fn node_ports_from_outside(cluster: &Cluster, pods: &[RunningPod]) {
+    apply(cluster, "node-ports", NODE_PORTS);
+    let node = &cluster.nodes()[0];
+    let client = Ipv4Addr::new(172, 30, cluster.spec().subnet, 1);
+    for (service, local) in [("echo-cluster", false), ("echo-local", true)] {
+        let port = kubectl_json(cluster, &["get", "svc", service, "-o", "json"])["spec"]["ports"]
+            [0]["nodePort"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or_else(|| panic!("{service} has a nodePort"));
+        let target = SocketAddrV4::new(node.address, port);
+        // The agents program a new Service within moments.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while external_get(target).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{service}: no answer on {target} after 15 s\n{}",
+                logs(cluster)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut nodes_seen = BTreeSet::new();
+        for _ in 0..30 {
+            let (host, seen) = external_get(target)
+                .unwrap_or_else(|| panic!("{service}: a request to {target} failed"));
+            let backend_node = node_of(pods, &host)
+                .unwrap_or_else(|| panic!("{service}: {host} is not an echo pod"));
+            let expected = if backend_node == node.name {
+                client
+            } else {
+                node.address
+            };
+            assert_eq!(
+                seen, expected,
+                "{service} via {}: {host} on {backend_node} sees the client as {seen}",
+                node.name
+            );
+            nodes_seen.insert(backend_node.to_owned());
+        }
+        if local {
+            assert_eq!(
+                nodes_seen,
+                BTreeSet::from([node.name.clone()]),
+                "{service}: only {}'s own backends answer",
+                node.name
+            );
+        } else {
+            assert!(
+                nodes_seen.len() >= 2,
+                "{service}: backends on other nodes answer too: {nodes_seen:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn direct_routing_connects_pods_and_services_across_nodes_and_survives_a_dead_agent() {
     let (mut cluster, _lock, _state) = cluster(Routing::Direct);
     let pods = pods_and_services_across_nodes(&cluster, "tc_redirect_node");
+    node_ports_from_outside(&cluster, &pods);
 
     // A node's agent dies: its Node goes NotReady once its Lease is older than the grace
     // period, its pods leave the Service's endpoints, and from then on no request fails.
