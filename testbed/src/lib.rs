@@ -908,11 +908,18 @@ fn teardown(state: &State, state_dir: &Path) -> anyhow::Result<()> {
         }
     }
     for (node, netns, _, host_veth) in &nodes {
-        if netns_list().contains(netns) && ip(&["netns", "del", netns]).is_err() {
-            errors.push(format!("cannot delete netns {netns}"));
+        // The veth first (its peer eth0 goes with it): deleting the namespace first destroys
+        // the pair asynchronously, racing a later `ip link del`.
+        if link_exists(host_veth)
+            && let Err(error) = ip(&["link", "del", host_veth])
+            && link_exists(host_veth)
+        {
+            errors.push(format!("{error:#}"));
         }
-        if link_exists(host_veth) && ip(&["link", "del", host_veth]).is_err() {
-            errors.push(format!("cannot delete link {host_veth}"));
+        if netns_list().contains(netns)
+            && let Err(error) = ip(&["netns", "del", netns])
+        {
+            errors.push(format!("{error:#}"));
         }
         for error in remove_cgroups(&format!("keelson-{node}")) {
             errors.push(error);
@@ -921,8 +928,11 @@ fn teardown(state: &State, state_dir: &Path) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(state_dir.join(format!("{node}.kubeconfig")));
     }
     let bridge = bridge_name(&state.name);
-    if link_exists(&bridge) && ip(&["link", "del", &bridge]).is_err() {
-        errors.push(format!("cannot delete bridge {bridge}"));
+    if link_exists(&bridge)
+        && let Err(error) = ip(&["link", "del", &bridge])
+        && link_exists(&bridge)
+    {
+        errors.push(format!("{error:#}"));
     }
     let planes: Vec<u32> = state.control_planes.iter().flatten().copied().collect();
     stop_all(&planes, CONTROL_PLANE, Duration::from_secs(10));
