@@ -598,6 +598,10 @@ impl Cluster {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         );
+        let api_servers = (1..=self.spec.control_planes)
+            .map(|cp| format!("https://{}", self.api_address(cp)))
+            .collect::<Vec<_>>()
+            .join(",");
         let spec = &self.spec;
         let mut cmd = self.background(Path::new("/usr/bin/nsenter"), &node.name)?;
         cmd.arg(format!("--net=/var/run/netns/{}", node.netns))
@@ -618,6 +622,12 @@ impl Cluster {
             .args(["--kubelet-listen", &format!("{}:10250", node.address)])
             .args(["--service-cidr", &spec.service_cidr])
             .args(&spec.agent_args)
+            // With several control planes, the agent fails over between them.
+            .args(if spec.control_planes > 1 {
+                vec!["--api-servers".to_owned(), api_servers]
+            } else {
+                Vec::new()
+            })
             .env("KEELSON_ROUTING", spec.routing.as_str())
             .env("RUST_LOG", "info");
         let child = cmd
