@@ -391,14 +391,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!(error_chain(&e)))
                     .context("--routing")?;
                 let maps = args.routing_bpf.then(|| lb.clone());
-                let address = args
-                    .node_addresses
-                    .first()
-                    .copied()
-                    .or_else(keelson_node_agent::node::host_address)
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("no IPv4 address found for the node: pass --node-address")
-                    })?;
+                let address = node_address(&args)?;
                 let routing = routing::Routing::start(mode, uplink, address, maps, &lb)
                     .await
                     .map_err(|e| anyhow::anyhow!(error_chain(&e)))
@@ -535,6 +528,16 @@ fn attach_uplinks(
     Ok(())
 }
 
+/// The node's address (its InternalIP, the tunnel's local end): the first --node-address, else
+/// the address of the interface holding the default route.
+fn node_address(args: &RunArgs) -> anyhow::Result<std::net::Ipv4Addr> {
+    args.node_addresses
+        .first()
+        .copied()
+        .or_else(keelson_node_agent::node::host_address)
+        .ok_or_else(|| anyhow::anyhow!("no IPv4 address found for the node: pass --node-address"))
+}
+
 /// Registers the Node and prepares the pod runner (Docker, pod network).
 async fn start_kubelet(
     client: kube::Client,
@@ -545,14 +548,7 @@ async fn start_kubelet(
 ) -> anyhow::Result<keelson_node_agent::pods::Kubelet> {
     use keelson_node_agent::pods::{Kubelet, KubeletSettings, PodsConfig};
     let node_name = args.pins.node_name.clone();
-    let host_ip = args
-        .node_addresses
-        .first()
-        .copied()
-        .or_else(keelson_node_agent::node::host_address)
-        .ok_or_else(|| {
-            anyhow::anyhow!("no IPv4 address found for the node: pass --node-address")
-        })?;
+    let host_ip = node_address(args)?;
     let settings = KubeletSettings {
         pods: PodsConfig {
             data_dir: args

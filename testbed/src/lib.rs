@@ -1109,7 +1109,7 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
 }
 
 /// Polls `check` every 250 ms until it says yes, fails, or `timeout` passes.
-fn wait_until(
+pub fn wait_until(
     timeout: Duration,
     what: &str,
     mut check: impl FnMut() -> anyhow::Result<bool>,

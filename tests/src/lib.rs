@@ -59,3 +59,56 @@ pub fn unique_name(prefix: &str) -> String {
     assert!(name.len() <= 15, "name {name} is too long for an interface");
     name
 }
+
+/// A number in `1..=count` that no other running test holds, and the lock that holds it: an
+/// exclusive `flock` on `/run/keelson-tests/<name(n)>`, released when dropped or when the
+/// process dies (tests run as separate processes at once). `None` if all are held.
+pub fn claim_slot(
+    count: u32,
+    name: impl Fn(u32) -> String,
+) -> Option<(u32, nix::fcntl::Flock<std::fs::File>)> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::path::Path::new("/run/keelson-tests");
+    std::fs::create_dir_all(dir).expect("create /run/keelson-tests");
+    let start = std::process::id() + NEXT.fetch_add(1, Ordering::Relaxed) * 37;
+    (0..count).find_map(|k| {
+        let n = (start + k) % count + 1;
+        let path = dir.join(name(n));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .ok()
+            .map(|lock| (n, lock))
+    })
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, for at most `limit`; on timeout panics
+/// naming `what`, with `logs()` for the reader.
+pub async fn eventually<T, F, Fut>(
+    what: &str,
+    limit: std::time::Duration,
+    logs: impl Fn() -> String,
+    mut check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}; logs:\n{}",
+            logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -17,24 +17,9 @@ use crate::cluster::control_plane_binary;
 /// A subnet `172.30.S.0/24` (S in 1..=255; 0 is `cargo xtask cluster`'s) no other running test
 /// holds: an exclusive flock on `/run/keelson-tests/subnet.S.lock`, held while the lock lives.
 pub fn claim_subnet() -> (u8, nix::fcntl::Flock<std::fs::File>) {
-    let dir = Path::new("/run/keelson-tests");
-    std::fs::create_dir_all(dir).expect("create /run/keelson-tests");
-    let start = std::process::id();
-    for k in 0..255 {
-        let subnet = ((start + k) % 255 + 1) as u8;
-        let path = dir.join(format!("subnet.{subnet}.lock"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-        if let Ok(lock) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        {
-            return (subnet, lock);
-        }
-    }
-    panic!("every subnet 172.30.1-255.0/24 is held by a running test");
+    let (subnet, lock) = crate::claim_slot(255, |n| format!("subnet.{n}.lock"))
+        .unwrap_or_else(|| panic!("every subnet 172.30.1-255.0/24 is held by a running test"));
+    (subnet as u8, lock)
 }
 
 /// Where the binaries the test runs against are (next to the test's deps directory).

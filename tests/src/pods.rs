@@ -44,30 +44,14 @@ pub fn require_docker_images() {
 /// the process dies). Tests run as separate processes at once; two agents on one CIDR would
 /// fight over its routes and its DNS address.
 pub fn test_cidr() -> (String, Ipv4Addr, nix::fcntl::Flock<std::fs::File>) {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let dir = Path::new("/run/keelson-tests");
-    std::fs::create_dir_all(dir).expect("create /run/keelson-tests");
-    let start = std::process::id() + NEXT.fetch_add(1, Ordering::Relaxed) * 37;
-    for k in 0..250 {
-        let third = ((start + k) % 250 + 1) as u8;
-        let path = dir.join(format!("10.250.{third}.lock"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-        if let Ok(lock) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        {
-            return (
-                format!("10.250.{third}.0/24"),
-                Ipv4Addr::new(10, 250, third, 0),
-                lock,
-            );
-        }
-    }
-    panic!("every /24 of 10.250.0.0/16 is held by a running test");
+    let (third, lock) = crate::claim_slot(250, |n| format!("10.250.{n}.lock"))
+        .unwrap_or_else(|| panic!("every /24 of 10.250.0.0/16 is held by a running test"));
+    let third = third as u8;
+    (
+        format!("10.250.{third}.0/24"),
+        Ipv4Addr::new(10, 250, third, 0),
+        lock,
+    )
 }
 
 /// Runs `docker` and returns stdout; panics when it fails.

@@ -6,10 +6,7 @@
 //! started with `--api-servers` (all three) fails over by itself: its Node stays Ready, its
 //! Lease keeps being renewed and it runs the new pods.
 
-use std::{
-    future::Future,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -19,6 +16,7 @@ use k8s_openapi::api::{
 use keelson_tests::{
     cluster::ControlPlane,
     etcd::EtcdCluster,
+    eventually,
     pods::{PodAgent, is_ready},
 };
 use kube::{
@@ -36,31 +34,6 @@ const NODE_GRACE: Duration = Duration::from_secs(25);
 /// The writer's bounds.
 const MAX_WRITES: usize = 400;
 const WRITE_TIME: Duration = Duration::from_secs(40);
-
-/// Polls `check` every 200 ms until it returns `Some`, for at most `limit`; panics with `logs`.
-async fn eventually<T, F, Fut>(
-    what: &str,
-    limit: Duration,
-    logs: impl Fn() -> String,
-    mut check: F,
-) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}; logs:\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// The holder of `kube-system/keelson-controller-manager`, if any.
 async fn controller_holder(client: &Client) -> Option<String> {

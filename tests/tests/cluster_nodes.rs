@@ -7,51 +7,20 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
 
 use keelson_testbed::{Cluster, ClusterSpec};
 use keelson_tests::{
-    cluster::control_plane_binary,
-    pods::{HTTPD, require_docker_images},
+    netcluster::{bin_dir, claim_subnet, kubectl_json, logs},
+    pods::{HTTPD, exec, require_docker_images},
     require_root,
 };
 use serde_json::Value;
 
 const REPLICAS: usize = 6;
-
-/// A subnet `172.30.S.0/24` (S in 1..=255; 0 is `cargo xtask cluster`'s) no other running test
-/// holds: an exclusive flock on `/run/keelson-tests/subnet.S.lock`, held while the lock lives.
-fn claim_subnet() -> (u8, nix::fcntl::Flock<std::fs::File>) {
-    let dir = Path::new("/run/keelson-tests");
-    std::fs::create_dir_all(dir).expect("create /run/keelson-tests");
-    let start = std::process::id();
-    for k in 0..255 {
-        let subnet = ((start + k) % 255 + 1) as u8;
-        let path = dir.join(format!("subnet.{subnet}.lock"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-        if let Ok(lock) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        {
-            return (subnet, lock);
-        }
-    }
-    panic!("every subnet 172.30.1-255.0/24 is held by a running test");
-}
-
-/// Where the binaries the test runs against are (next to the test's deps directory).
-fn bin_dir() -> PathBuf {
-    control_plane_binary()
-        .parent()
-        .expect("the binary's directory")
-        .to_path_buf()
-}
 
 fn in_cidr(ip: Ipv4Addr, cidr: &str) -> bool {
     let (base, len) = cidr.split_once('/').expect("a CIDR");
@@ -61,47 +30,8 @@ fn in_cidr(ip: Ipv4Addr, cidr: &str) -> bool {
     u32::from(ip) & mask == u32::from(base) & mask
 }
 
-fn json(cluster: &Cluster, args: &[&str]) -> Value {
-    let text = cluster
-        .kubectl(args)
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(cluster)));
-    serde_json::from_str(&text).expect("kubectl printed JSON")
-}
-
-/// The agents' last log lines, for a failure message.
-fn logs(cluster: &Cluster) -> String {
-    cluster
-        .nodes()
-        .iter()
-        .map(|n| {
-            format!(
-                "--- {} ---\n{}",
-                n.log.display(),
-                keelson_testbed::tail(&n.log, 20)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 fn str_at<'a>(value: &'a Value, pointer: &str) -> &'a str {
     value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
-
-/// `docker exec <container> sh -c <script>`: (success, output).
-fn exec(container: &str, script: &str) -> (bool, String) {
-    let output = Command::new("docker")
-        .args(["exec", container, "sh", "-c", script])
-        .output()
-        .expect("run docker exec");
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
 }
 
 fn docker_ids(filter: &str) -> Vec<String> {
@@ -133,7 +63,7 @@ fn three_namespaced_nodes_spread_a_deployment_and_leave_nothing_behind() {
     );
 
     // Nodes: Ready, InternalIP from their namespace, distinct pod CIDRs.
-    let nodes = json(&cluster, &["get", "nodes", "-o", "json"]);
+    let nodes = kubectl_json(&cluster, &["get", "nodes", "-o", "json"]);
     let items = nodes["items"].as_array().expect("a node list");
     assert_eq!(items.len(), 3, "nodes: {nodes:#}");
     let mut cidrs: BTreeMap<String, String> = BTreeMap::new();
@@ -211,7 +141,7 @@ spec:
         .unwrap_or_else(|e| panic!("{e:#}"));
     let deadline = Instant::now() + Duration::from_secs(180);
     let pods = loop {
-        let list = json(&cluster, &["get", "pods", "-l", "app=web", "-o", "json"]);
+        let list = kubectl_json(&cluster, &["get", "pods", "-l", "app=web", "-o", "json"]);
         let pods: Vec<Value> = list["items"].as_array().cloned().unwrap_or_default();
         let ready = pods
             .iter()

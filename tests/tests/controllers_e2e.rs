@@ -34,23 +34,12 @@ fn apply(kubectl: &Kubectl<'_>, plane: &ControlPlane, yaml: &str) -> String {
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, for at most `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, plane: &ControlPlane, mut check: F) -> T
+async fn eventually<T, F, Fut>(what: &str, limit: Duration, plane: &ControlPlane, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}; server log:\n{}",
-            plane.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    keelson_tests::eventually(what, limit, || plane.log(), check).await
 }
 
 /// Creates a Ready node with 4 CPUs, 8 GiB, 110 pods and its Lease.

@@ -19,30 +19,18 @@ use kube::{
 use serde_json::json;
 
 /// Polls `check` every 200 ms until it returns `Some`, for at most `limit`.
-async fn eventually<T, F, Fut>(
-    what: &str,
-    limit: Duration,
-    logs: &[&ControlPlane],
-    mut check: F,
-) -> T
+async fn eventually<T, F, Fut>(what: &str, limit: Duration, logs: &[&ControlPlane], check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            let logs: Vec<String> = logs.iter().map(|p| p.log()).collect();
-            panic!(
-                "timed out after {limit:?} waiting for {what}; logs:\n{}",
-                logs.join("\n-----\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let logs = || {
+        logs.iter()
+            .map(|p| p.log())
+            .collect::<Vec<_>>()
+            .join("\n-----\n")
+    };
+    keelson_tests::eventually(what, limit, logs, check).await
 }
 
 /// The holder of `kube-system/<name>`, if any.

@@ -32,6 +32,7 @@ use nix::{
 };
 
 use crate::cmd::{self, command, repo_root};
+use keelson_testbed::wait_until;
 
 const LISTEN: &str = "127.0.0.1:6443";
 /// The control plane's default Service range; blackholed so that an untranslated Service packet
@@ -469,24 +470,6 @@ fn background(binary: &Path, log: &str) -> anyhow::Result<Command> {
         .stderr(err)
         .process_group(0);
     Ok(cmd)
-}
-
-/// Polls `check` every 250 ms until it says yes, fails, or `timeout` passes.
-fn wait_until(
-    timeout: Duration,
-    what: &str,
-    mut check: impl FnMut() -> anyhow::Result<bool>,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// `GET /` over HTTP/1.0; the body, trimmed (the demo's backends answer with their pod name).
