@@ -696,7 +696,7 @@ impl Ctx {
             self.check_stop()?;
             match cluster
                 .kubectl(&["get", "pods", "-l", &format!("app={app}"), "-o", "json"])
-                .and_then(|text| running_pod(&text, node))
+                .and_then(|text: String| running_pod(&text, node))
             {
                 Ok(Some((name, uid, ip))) => {
                     let pid = container_pid(&uid)?;
@@ -1134,15 +1134,17 @@ fn docker(args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// Waits until something listens on TCP `port` in the network namespace of `pid` (its
-/// `/proc/<pid>/net/tcp`).
+/// `/proc/<pid>/net/tcp` and `tcp6`: iperf3 listens on `[::]`).
 fn wait_listening(pid: u32, port: u16, timeout: Duration) -> anyhow::Result<()> {
-    let path = format!("/proc/{pid}/net/tcp");
     let deadline = Instant::now() + timeout;
     loop {
-        let table = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {path}"))?;
-        if listens(&table, port) {
-            return Ok(());
+        for table in ["tcp", "tcp6"] {
+            let path = format!("/proc/{pid}/net/{table}");
+            let table = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {path}"))?;
+            if listens(&table, port) {
+                return Ok(());
+            }
         }
         if Instant::now() > deadline {
             bail!("nothing listens on port {port} after {timeout:?}");
@@ -1327,6 +1329,9 @@ mod tests {
         assert!(listens(table, 5201));
         assert!(!listens(table, 7000), "established, not listening");
         assert!(!listens(table, 80));
+        let table6 = "  sl  local_address remote_address st\n   \
+                      0: 00000000000000000000000000000000:1451 00000000000000000000000000000000:0000 0A 0\n";
+        assert!(listens(table6, 5201));
         assert!(deployment("bench-a", "bx0-n1").contains("kubernetes.io/hostname: bx0-n1"));
     }
 }
