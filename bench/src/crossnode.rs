@@ -73,7 +73,11 @@ pub struct Options {
     #[arg(long, env = "KEELSON_BENCH_OUTPUT_DIR", default_value = "results")]
     pub output_dir: PathBuf,
     /// Where the clusters keep their state and logs (one directory per cluster).
-    #[arg(long, env = "KEELSON_BENCH_STATE_DIR", default_value = "/tmp/keelson-bench-crossnode")]
+    #[arg(
+        long,
+        env = "KEELSON_BENCH_STATE_DIR",
+        default_value = "/tmp/keelson-bench-crossnode"
+    )]
     pub state_dir: PathBuf,
 }
 
@@ -663,15 +667,18 @@ impl Ctx {
     /// One single-replica Deployment per node, pinned by hostname; waits for both pods.
     fn deploy(&self, config: Config, cluster: Cluster) -> anyhow::Result<Setup> {
         let nodes: Vec<String> = cluster.nodes().iter().map(|n| n.name.clone()).collect();
-        ensure!(nodes.len() == 2, "{config}: the cluster has {} nodes", nodes.len());
+        ensure!(
+            nodes.len() == 2,
+            "{config}: the cluster has {} nodes",
+            nodes.len()
+        );
         let pin_dir = cluster.nodes()[0].pin_dir.clone();
         let mut yaml = String::new();
         for (app, node) in [("bench-a", &nodes[0]), ("bench-b", &nodes[1])] {
             yaml.push_str(&deployment(app, node));
         }
         let path = cluster.spec().state_dir.join("crossnode.yaml");
-        std::fs::write(&path, &yaml)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, &yaml).with_context(|| format!("cannot write {}", path.display()))?;
         cluster
             .kubectl(&["apply", "-f", &path.to_string_lossy()])
             .with_context(|| format!("{config}: deploying the pods"))?;
@@ -1015,7 +1022,12 @@ fn measure_all(
             println!(
                 "    [round {round}/{}] {config:<13} {:>6.2} Gbit/s | {:>7.0} req/s | p50 {:>7.1} \
                  µs p99 {:>7.1} µs | {} err | {redirected} TC redirects",
-                plan.rounds, gbps, rr.rate(), rr.latency_us.p50, rr.latency_us.p99, rr.errors
+                plan.rounds,
+                gbps,
+                rr.rate(),
+                rr.latency_us.p50,
+                rr.latency_us.p99,
+                rr.errors
             );
             if let Some(error) = &rr.first_error {
                 println!("      first error: {error}");
@@ -1140,8 +1152,8 @@ fn wait_listening(pid: u32, port: u16, timeout: Duration) -> anyhow::Result<()> 
     loop {
         for table in ["tcp", "tcp6"] {
             let path = format!("/proc/{pid}/net/{table}");
-            let table = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {path}"))?;
+            let table =
+                std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
             if listens(&table, port) {
                 return Ok(());
             }
@@ -1237,22 +1249,37 @@ mod tests {
             text.contains("| ebpf-direct | 16.50 | 1.50 | 16.50, 1.00, 20.00 |"),
             "{text}"
         );
-        assert!(text.contains("| kernel-tunnel | 5.50 | 0.50 | 5.50 |"), "{text}");
+        assert!(
+            text.contains("| kernel-tunnel | 5.50 | 0.50 | 5.50 |"),
+            "{text}"
+        );
         assert!(text.contains("| ebpf-tunnel | - | - | - |"), "{text}");
         assert!(
             text.contains("| ebpf-direct | 30\u{202f}000 | 1.50 |"),
             "{text}"
         );
         assert!(text.contains("| kernel-tunnel | 100.0 | 2.00 |"), "{text}");
-        assert!(text.contains("| kernel-tunnel | 200.0 | 2.00 |"), "p99 table: {text}");
+        assert!(
+            text.contains("| kernel-tunnel | 200.0 | 2.00 |"),
+            "p99 table: {text}"
+        );
         assert!(
             text.contains("| ebpf-direct | 0 | 1\u{202f}234 (tc_redirect_node) |"),
             "{text}"
         );
-        assert!(text.contains("| kernel-tunnel | 0 | 0 (tc_redirect_tunnel) |"), "{text}");
+        assert!(
+            text.contains("| kernel-tunnel | 0 | 0 (tc_redirect_tunnel) |"),
+            "{text}"
+        );
         assert!(text.contains("iperf3 -c <pod B> -p 5201 -t 2 -J"), "{text}");
-        assert!(text.contains("docker inspect -f '{{.State.Pid}}'"), "{text}");
-        assert!(text.contains("CPU steal over the measurements: 0.5 %"), "{text}");
+        assert!(
+            text.contains("docker inspect -f '{{.State.Pid}}'"),
+            "{text}"
+        );
+        assert!(
+            text.contains("CPU steal over the measurements: 0.5 %"),
+            "{text}"
+        );
         for config in Config::ALL {
             assert!(text.contains(&format!("- `{}`: ", config.name())), "{text}");
         }

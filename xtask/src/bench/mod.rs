@@ -138,7 +138,10 @@ fn crossnode_args(args: &[String]) -> Vec<String> {
                 kept.push(value.clone());
             }
         } else if !arg.contains('=')
-            && iter.as_slice().first().is_some_and(|v| !v.starts_with("--"))
+            && iter
+                .as_slice()
+                .first()
+                .is_some_and(|v| !v.starts_with("--"))
         {
             // Another flag's value.
             iter.next();
@@ -169,7 +172,14 @@ mod tests {
         .to_vec();
         assert_eq!(
             crossnode_args(&args),
-            ["--quick", "--duration", "3", "--rounds=5", "--output-dir", "/tmp/r"]
+            [
+                "--quick",
+                "--duration",
+                "3",
+                "--rounds=5",
+                "--output-dir",
+                "/tmp/r"
+            ]
         );
         assert!(crossnode_args(&[]).is_empty());
     }
