@@ -560,10 +560,10 @@ impl Server {
     }
 
     fn kill(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            if let Err(e) = self.child.kill() {
-                eprintln!("warning: cannot stop {}: {e}", self.name);
-            }
+        if matches!(self.child.try_wait(), Ok(None))
+            && let Err(e) = self.child.kill()
+        {
+            eprintln!("warning: cannot stop {}: {e}", self.name);
         }
         let _ = self.child.wait();
     }

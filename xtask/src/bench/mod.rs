@@ -150,41 +150,6 @@ fn crossnode_args(args: &[String]) -> Vec<String> {
     kept
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crossnode_gets_the_datapath_arguments_it_understands() {
-        let args: Vec<String> = [
-            "--quick",
-            "--scales",
-            "1,1000",
-            "--duration",
-            "3",
-            "--datapaths=tc",
-            "--rounds=5",
-            "--pin",
-            "--output-dir",
-            "/tmp/r",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        assert_eq!(
-            crossnode_args(&args),
-            [
-                "--quick",
-                "--duration",
-                "3",
-                "--rounds=5",
-                "--output-dir",
-                "/tmp/r"
-            ]
-        );
-        assert!(crossnode_args(&[]).is_empty());
-    }
-}
-
 /// `bench scheduler`: builds the control plane (release) and runs the scheduler_bench example
 /// of keelson-scheduler, which writes results/bench-scheduler.md. No root needed.
 fn scheduler(args: &[String]) -> anyhow::Result<()> {
@@ -238,5 +203,40 @@ fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => repo_root().join(dir),
         None => repo_root().join("target"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crossnode_gets_the_datapath_arguments_it_understands() {
+        let args: Vec<String> = [
+            "--quick",
+            "--scales",
+            "1,1000",
+            "--duration",
+            "3",
+            "--datapaths=tc",
+            "--rounds=5",
+            "--pin",
+            "--output-dir",
+            "/tmp/r",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            crossnode_args(&args),
+            [
+                "--quick",
+                "--duration",
+                "3",
+                "--rounds=5",
+                "--output-dir",
+                "/tmp/r"
+            ]
+        );
+        assert!(crossnode_args(&[]).is_empty());
     }
 }
