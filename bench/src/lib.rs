@@ -7,10 +7,15 @@
 //! Service served by keelson's eBPF datapath and by kube-proxy's iptables and nftables layouts,
 //! side by side, against clients that connect to the pods directly. See [`datapath`].
 //!
+//! `keelson-bench crossnode` (run it with `cargo xtask bench crossnode`, or after `datapath` by
+//! `cargo xtask bench datapath`) measures pod-to-pod traffic across two nodes through the kernel's
+//! routes and through keelson's eBPF, in direct and tunnel routing. See [`crossnode`].
+//!
 //! The pure parts — statistics, the table, the plot data, the load generator's report, the
 //! kube-proxy rule generators — are unit-tested; the driver needs root.
 
 pub mod api;
+pub mod crossnode;
 pub mod datapath;
 pub mod echo;
 pub mod kubeproxy;

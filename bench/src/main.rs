@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use keelson_bench::{api, datapath};
+use keelson_bench::{api, crossnode, datapath};
 
 #[derive(Debug, Parser)]
 #[command(name = "keelson-bench", about = "keelson's benchmarks (needs root)")]
@@ -23,6 +23,10 @@ enum Command {
     /// latency at 10k objects, watch delivery with 100 and 1000 watchers, RSS; writes
     /// results/bench-api.md.
     Api(api::Options),
+    /// Pod-to-pod across two nodes: the kernel's routing table against keelson's eBPF, in
+    /// direct and tunnel routing, on four 2-node clusters side by side (iperf3 throughput,
+    /// request/response latency and rate); writes results/bench-crossnode.md.
+    Crossnode(crossnode::Options),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Datapath(options) => datapath::run(options),
         Command::Api(options) => api::run(options),
+        Command::Crossnode(options) => crossnode::run(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -266,7 +266,7 @@ pub fn render_markdown(info: &RunInfo, rows: &[Row], changes: &[ChangeRow]) -> S
 
 /// `value` with `decimals` decimals, thousands separated by a thin space for whole numbers;
 /// `-` when missing.
-fn num(value: Option<f64>, decimals: usize) -> String {
+pub fn num(value: Option<f64>, decimals: usize) -> String {
     let Some(v) = value else {
         return "-".to_owned();
     };

@@ -6,8 +6,8 @@
 //!   namespace.
 //! - `test`: formatting, lints and every test tier, as CI runs them.
 //! - `images`: the offline test images (setup builds them too).
-//! - `bench`: benchmarks (`bench datapath`: keelson's service datapath against kube-proxy's;
-//!   `bench api`: the API server on SQLite and on etcd; `bench scheduler`; `bench pods`: pod
+//! - `bench`: benchmarks (`bench datapath`: keelson's service datapath against kube-proxy's,
+//!   then `bench crossnode`: pod to pod across nodes, kernel routes against eBPF; `bench api`: the API server on SQLite and on etcd; `bench scheduler`; `bench pods`: pod
 //!   startup latency and agent RSS).
 
 mod bench;
@@ -47,8 +47,8 @@ enum Command {
     /// (`cluster up [--nodes N] [--routing direct|tunnel] [--control-planes 1|3]`, `cluster
     /// down`, `cluster status`).
     Cluster(cluster::ClusterArgs),
-    /// Build and run a benchmark (`bench datapath|api|scheduler|pods`; datapath and pods as
-    /// root); results go to results/.
+    /// Build and run a benchmark (`bench datapath|crossnode|api|scheduler|pods`; datapath,
+    /// crossnode and pods as root); results go to results/.
     Bench(bench::BenchArgs),
 }
 

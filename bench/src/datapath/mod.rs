@@ -495,7 +495,7 @@ fn iperf3(lab: &Lab, target: std::net::SocketAddrV4, duration: Duration) -> anyh
 }
 
 /// The received throughput of an `iperf3 --json` client run, in Gbit/s.
-fn parse_iperf3(stdout: &str) -> anyhow::Result<f64> {
+pub(crate) fn parse_iperf3(stdout: &str) -> anyhow::Result<f64> {
     let value: serde_json::Value =
         serde_json::from_str(stdout).context("iperf3 did not print JSON")?;
     if let Some(error) = value.get("error").and_then(|e| e.as_str()) {

@@ -5,6 +5,12 @@
 //!   kube-proxy's iptables and nftables layouts, and writes `results/bench-datapath.md` and
 //!   `results/bench-datapath.png`. Arguments after `datapath` go to it (`--quick`, `--duration`,
 //!   `--rounds`, `--scales`, …; `-- --help` lists them).
+//!   Then it runs `keelson-bench crossnode` (see below) with the arguments both understand
+//!   (`--quick`, `--duration`, `--rounds`, `--output-dir`).
+//! - `crossnode`: as root, builds `keelson-bench`, `keelson-node-agent` and
+//!   `keelson-control-plane` (release) and runs `keelson-bench crossnode`: pod A on node 1 ->
+//!   pod B on node 2 on four 2-node clusters side by side (kernel routes and eBPF, direct and
+//!   tunnel routing); writes `results/bench-crossnode.md` (`--quick`, `--duration`, `--rounds`).
 //! - `api`: builds `keelson-bench` and `keelson-control-plane` in release mode and runs
 //!   `keelson-bench api`, which measures the control plane on SQLite and on a loopback etcd side
 //!   by side and writes `results/bench-api.md` (`--quick`, `--stores`, …; `-- --help`).
@@ -35,6 +41,12 @@ enum Which {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Pod to pod across two nodes: kernel routes against keelson's eBPF, direct and tunnel.
+    Crossnode {
+        /// Arguments for `keelson-bench crossnode` (e.g. `--quick`, `--rounds 5`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The API server on SQLite and on etcd: creates/s, latency, lists, watch fan-out, RSS.
     Api {
         /// Arguments for `keelson-bench api` (e.g. `--quick`, `--stores sqlite`).
@@ -56,15 +68,27 @@ enum Which {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    /// The cross-node benchmark starts clusters of the agent and control plane it finds next
+    /// to itself.
+    const CROSSNODE: &[&str] = &[
+        "keelson-bench",
+        "keelson-node-agent",
+        "keelson-control-plane",
+    ];
     let (which, args, packages): (&str, _, &[&str]) = match &args.which {
-        Which::Datapath { args } => ("datapath", args, &["keelson-bench"]),
+        Which::Datapath { args } => ("datapath", args, CROSSNODE),
+        Which::Crossnode { args } => ("crossnode", args, CROSSNODE),
         // The API benchmark starts the control plane binary it finds next to itself.
         Which::Api { args } => ("api", args, &["keelson-bench", "keelson-control-plane"]),
         Which::Scheduler { args } => return scheduler(args),
         Which::Pods { args } => return pods(args),
     };
-    if which == "datapath" {
-        cmd::require_root("cargo xtask bench datapath")?;
+    let crossnode = matches!(which, "datapath" | "crossnode");
+    if crossnode {
+        cmd::require_root(&format!("cargo xtask bench {which}"))?;
+        // The clusters' pods run the test images on Docker.
+        let (_, images) = crate::images::ensure()?;
+        println!("==> bench: test images {images}");
     }
     println!("==> bench: building {} (release)", packages.join(", "));
     let mut build = command("cargo");
@@ -74,16 +98,56 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     cmd::run(&mut build)?;
     let binary = target_dir().join("release/keelson-bench");
-    let mut bench = command(&binary.display().to_string());
-    bench.arg(which);
-    if !args.iter().any(|a| a.starts_with("--output-dir")) {
-        bench.arg("--output-dir").arg(repo_root().join("results"));
+    let bench = |which: &str, args: &[String]| {
+        let mut bench = command(&binary.display().to_string());
+        bench.arg(which);
+        if !args.iter().any(|a| a.starts_with("--output-dir")) {
+            bench.arg("--output-dir").arg(repo_root().join("results"));
+        }
+        bench.args(args);
+        bench
+    };
+    if which == "datapath" {
+        // Both in turn; each benchmark handles Ctrl-C itself (cleans up, then fails), which
+        // stops the sequence.
+        cmd::run(&mut bench("datapath", args))?;
+        return cmd::run(&mut bench("crossnode", &crossnode_args(args)));
     }
-    bench.args(args);
+    let mut bench = bench(which, args);
     println!("$ {}", cmd::display(&bench));
     // Replace this process: Ctrl-C then reaches the benchmark alone, which cleans up.
     let error = bench.exec();
     Err(error).with_context(|| format!("cannot start {}", binary.display()))
+}
+
+/// The arguments of `bench datapath` that `keelson-bench crossnode` takes too: `--quick`,
+/// `--duration`, `--rounds`, `--output-dir` (as `--flag value` or `--flag=value`).
+fn crossnode_args(args: &[String]) -> Vec<String> {
+    const WITH_VALUE: [&str; 3] = ["--duration", "--rounds", "--output-dir"];
+    let mut kept = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let flag = arg.split_once('=').map_or(arg.as_str(), |(f, _)| f);
+        if arg == "--quick" {
+            kept.push(arg.clone());
+        } else if WITH_VALUE.contains(&flag) {
+            kept.push(arg.clone());
+            if !arg.contains('=')
+                && let Some(value) = iter.next()
+            {
+                kept.push(value.clone());
+            }
+        } else if !arg.contains('=')
+            && iter
+                .as_slice()
+                .first()
+                .is_some_and(|v| !v.starts_with("--"))
+        {
+            // Another flag's value.
+            iter.next();
+        }
+    }
+    kept
 }
 
 /// `bench scheduler`: builds the control plane (release) and runs the scheduler_bench example
@@ -139,5 +203,40 @@ fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => repo_root().join(dir),
         None => repo_root().join("target"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crossnode_gets_the_datapath_arguments_it_understands() {
+        let args: Vec<String> = [
+            "--quick",
+            "--scales",
+            "1,1000",
+            "--duration",
+            "3",
+            "--datapaths=tc",
+            "--rounds=5",
+            "--pin",
+            "--output-dir",
+            "/tmp/r",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            crossnode_args(&args),
+            [
+                "--quick",
+                "--duration",
+                "3",
+                "--rounds=5",
+                "--output-dir",
+                "/tmp/r"
+            ]
+        );
+        assert!(crossnode_args(&[]).is_empty());
     }
 }
