@@ -711,7 +711,10 @@ fn check_capabilities() {
     };
     match probe::plan(&capabilities, &defaults) {
         Ok(plan) if plan.fallbacks.is_empty() => {
-            println!("run: every feature used (TC attached with {:?})", plan.tc_attach);
+            println!(
+                "run: every feature used (TC attached with {:?})",
+                plan.tc_attach
+            );
         }
         Ok(plan) => {
             for fallback in &plan.fallbacks {

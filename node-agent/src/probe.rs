@@ -206,8 +206,8 @@ pub struct Capabilities {
 impl Capabilities {
     /// Probes the running kernel (needs CAP_BPF, i.e. root, for the syscall probes).
     pub fn probe() -> Result<Self, String> {
-        let kernel = KernelVersion::current()
-            .map_err(|e| format!("reading the kernel version: {e}"))?;
+        let kernel =
+            KernelVersion::current().map_err(|e| format!("reading the kernel version: {e}"))?;
         let features = Feature::ALL
             .iter()
             .map(|&feature| (feature, probe_feature(feature, kernel)))
@@ -569,7 +569,10 @@ mod tests {
     fn debian_bookworm_6_1_uses_netlink_tc_and_warns_about_snat() {
         let plan = planned(KernelVersion::new(6, 1, 0), ALL_ON).expect("6.1 is supported");
         assert_eq!(plan.tc_attach, TcAttach::Netlink);
-        assert!(plan.routing_bpf, "6.1 has bpf_redirect_neigh with a next hop");
+        assert!(
+            plan.routing_bpf,
+            "6.1 has bpf_redirect_neigh with a next hop"
+        );
         assert!(!plan.snat);
         assert_eq!(plan.fallbacks.len(), 2, "{:?}", plan.fallbacks);
         assert!(plan.fallbacks[0].contains("netlink cls_bpf"));
@@ -600,8 +603,11 @@ mod tests {
         assert!(!direct.routing_bpf, "no next hop for bpf_redirect_neigh");
         assert!(!direct.snat);
         assert!(
-            direct.fallbacks.iter().any(|f| f.starts_with("--routing-bpf off")
-                && f.contains("with a next hop needs Linux >= 5.11")),
+            direct
+                .fallbacks
+                .iter()
+                .any(|f| f.starts_with("--routing-bpf off")
+                    && f.contains("with a next hop needs Linux >= 5.11")),
             "{:?}",
             direct.fallbacks
         );
@@ -639,7 +645,11 @@ mod tests {
     fn linux_5_8_is_refused_for_the_tc_helpers_it_lacks() {
         let refusal = planned(KernelVersion::new(5, 8, 0), ALL_ON).expect_err("5.8 lacks them");
         assert_eq!(refusal.feature, Feature::RedirectPeer);
-        assert!(refusal.to_string().contains("(Linux >= 5.10); this kernel is 5.8.0"));
+        assert!(
+            refusal
+                .to_string()
+                .contains("(Linux >= 5.10); this kernel is 5.8.0")
+        );
     }
 
     #[test]
