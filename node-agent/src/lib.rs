@@ -8,6 +8,7 @@ pub mod datapath;
 pub mod network;
 pub mod node;
 pub mod pods;
+pub mod probe;
 pub mod routing;
 pub mod service_sync;
 

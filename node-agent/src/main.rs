@@ -16,8 +16,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Load every embedded eBPF program into this kernel (the verifier checks each) and report
-    /// what it accepted. Attaches nothing; needs root (CAP_BPF and CAP_NET_ADMIN).
+    /// Print what this kernel offers the datapath (and what `run` does without it), then load
+    /// every embedded eBPF program into it (the verifier checks each) and report what it
+    /// accepted. Attaches nothing; needs root (CAP_BPF and CAP_NET_ADMIN).
     Check,
     /// Run the node agent: load the service datapath, attach socket-LB to the cgroup and the
     /// per-packet LB for traffic from outside the node to the uplinks (--uplink), follow
@@ -259,6 +260,10 @@ fn main() -> ExitCode {
         Command::Check => check(),
         Command::Run(args) => match run(*args) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(error) if error.is::<keelson_node_agent::probe::Refusal>() => {
+                eprintln!("{error}");
+                ExitCode::FAILURE
+            }
             Err(error) => {
                 eprintln!("keelson-node-agent run: {error:#}");
                 ExitCode::FAILURE
@@ -281,12 +286,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
+fn run(mut args: RunArgs) -> anyhow::Result<()> {
     use anyhow::Context as _;
 
     let pin_dir = args.pins.pin_dir();
     // Checked before anything is loaded or attached: a wrong flag changes nothing.
     let uplinks = uplinks(&args.uplink)?;
+    // What this kernel offers: refuse, or apply the fallbacks.
+    args.routing_bpf = kernel_plan(&args, &uplinks)?.routing_bpf;
     anyhow::ensure!(
         0.0 < args.ct_low_water
             && args.ct_low_water < args.ct_high_water
@@ -475,6 +482,27 @@ async fn api_failover(
     api_failover::through_proxy(config, proxy).map_err(|e| anyhow::anyhow!("--api-servers: {e}"))
 }
 
+/// Probes the kernel and plans around it: a [`keelson_node_agent::probe::Refusal`] when it
+/// lacks a required feature, else the plan, its fallbacks logged.
+fn kernel_plan(
+    args: &RunArgs,
+    uplinks: &[String],
+) -> anyhow::Result<keelson_node_agent::probe::Plan> {
+    use keelson_node_agent::probe;
+    let capabilities = probe::Capabilities::probe().map_err(|e| anyhow::anyhow!(e))?;
+    let wanted = probe::Wanted {
+        routing_bpf: args.routing_bpf,
+        tunnel: args.routing == routing::RoutingMode::Tunnel,
+        uplinks: !uplinks.is_empty(),
+    };
+    let plan = probe::plan(&capabilities, &wanted)?;
+    for fallback in &plan.fallbacks {
+        tracing::warn!(kernel = %capabilities.kernel, "{fallback}");
+    }
+    tracing::info!(kernel = %capabilities.kernel, tc = ?plan.tc_attach, "kernel capabilities probed");
+    Ok(plan)
+}
+
 /// `--uplink`'s error as one line naming the flag.
 fn uplink_error(error: datapath::lb::UplinkError) -> anyhow::Error {
     use datapath::lb::UplinkError;
@@ -630,6 +658,7 @@ fn print_lines(
 }
 
 fn check() -> ExitCode {
+    check_capabilities();
     match datapath::verify_all() {
         Ok(reports) => {
             println!(
@@ -660,4 +689,39 @@ fn check() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The capability table, and what `run` would do with its default flags on this kernel.
+fn check_capabilities() {
+    use keelson_node_agent::probe;
+    let capabilities = match probe::Capabilities::probe() {
+        Ok(capabilities) => capabilities,
+        Err(error) => {
+            println!("kernel capabilities not probed: {error}");
+            return;
+        }
+    };
+    for line in capabilities.table() {
+        println!("{line}");
+    }
+    let defaults = probe::Wanted {
+        routing_bpf: true,
+        tunnel: false,
+        uplinks: true,
+    };
+    match probe::plan(&capabilities, &defaults) {
+        Ok(plan) if plan.fallbacks.is_empty() => {
+            println!(
+                "run: every feature used (TC attached with {:?})",
+                plan.tc_attach
+            );
+        }
+        Ok(plan) => {
+            for fallback in &plan.fallbacks {
+                println!("run falls back: {fallback}");
+            }
+        }
+        Err(refusal) => println!("run refuses: {refusal}"),
+    }
+    println!();
 }
