@@ -53,7 +53,7 @@ enum Command {
     /// root); results go to results/.
     Bench(bench::BenchArgs),
     /// Run the privileged datapath tests inside qemu VMs on Debian's 6.1 and 6.12 kernels
-    /// (`vm-test [--kernel 6.1|6.12]...`); needs root for nothing but apt's cache.
+    /// (`vm-test [--kernel 6.1|6.12]...`), booted with qemu (TCG); logs go to target/vm/.
     VmTest(vmtest::VmTestArgs),
 }
 

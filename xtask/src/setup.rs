@@ -30,7 +30,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "tests build network namespaces and veths"),
     ("procps", "tests set sysctls in network namespaces"),
     ("bpftool", "inspecting loaded programs and pinned maps"),
-    ("busybox-static", "offline test images and the vm-test initramfs"),
+    (
+        "busybox-static",
+        "offline test images and the vm-test initramfs",
+    ),
     (
         "qemu-system-x86",
         "cargo xtask vm-test boots Debian kernels in qemu (TCG)",

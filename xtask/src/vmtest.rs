@@ -145,7 +145,10 @@ fn prebuilt(agent: &Path, tests: &[PathBuf]) -> anyhow::Result<Binaries> {
     let agent = fs::canonicalize(agent).with_context(|| format!("{}", agent.display()))?;
     let client = agent.with_file_name("keelson-test-client");
     if !client.is_file() {
-        bail!("{} is missing (it must be next to the agent)", client.display());
+        bail!(
+            "{} is missing (it must be next to the agent)",
+            client.display()
+        );
     }
     let tests = tests
         .iter()
@@ -193,27 +196,7 @@ fn build() -> anyhow::Result<Binaries> {
         if !output.status.success() {
             bail!("`cargo {}` failed with {}", args.join(" "), output.status);
         }
-        for line in String::from_utf8_lossy(&output.stdout).lines() {
-            let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            if msg["reason"] != "compiler-artifact" {
-                continue;
-            }
-            let Some(exe) = msg["executable"].as_str() else {
-                continue;
-            };
-            let name = msg["target"]["name"].as_str().unwrap_or_default().to_owned();
-            let kinds = msg["target"]["kind"]
-                .as_array()
-                .map(|k| {
-                    k.iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            executables.push((name, kinds, PathBuf::from(exe)));
-        }
+        executables.extend(executables_in(&String::from_utf8_lossy(&output.stdout)));
     }
     let find = |name: &str, kind: &str| {
         executables
@@ -230,6 +213,26 @@ fn build() -> anyhow::Result<Binaries> {
             .map(|t| Ok(((*t).to_owned(), find(t, "test")?)))
             .collect::<anyhow::Result<_>>()?,
     })
+}
+
+/// (target name, target kinds, executable) of each compiler-artifact message with an
+/// executable in cargo's `--message-format=json` output.
+fn executables_in(json_lines: &str) -> Vec<(String, Vec<String>, PathBuf)> {
+    json_lines
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact")
+        .filter_map(|msg| {
+            let exe = PathBuf::from(msg["executable"].as_str()?);
+            let name = msg["target"]["name"].as_str()?.to_owned();
+            let kinds = msg["target"]["kind"]
+                .as_array()?
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            Some((name, kinds, exe))
+        })
+        .collect()
 }
 
 /// An extracted kernel package.
@@ -255,9 +258,7 @@ fn fetch_kernel(vm_dir: &Path, series: &str) -> anyhow::Result<Kernel> {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .max_by_key(|name| numbers(name))
-        .with_context(|| {
-            format!("apt knows no package matching {pattern}: run `apt-get update`")
-        })?
+        .with_context(|| format!("apt knows no package matching {pattern}: run `apt-get update`"))?
         .to_owned();
     let root = vm_dir.join(&package);
     if !root.join("boot").is_dir() {
@@ -345,7 +346,11 @@ fn modules(kernel: &Kernel) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     }
     let mut ordered: Vec<(String, Vec<u8>)> = Vec::new();
     let mut seen = BTreeSet::new();
-    let mut stack: Vec<(String, bool)> = MODULES.iter().rev().map(|m| (module_key(m), false)).collect();
+    let mut stack: Vec<(String, bool)> = MODULES
+        .iter()
+        .rev()
+        .map(|m| (module_key(m), false))
+        .collect();
     let mut contents: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     // Depth-first, dependencies before dependents; bounded by the number of module files.
     let mut budget = 10_000_usize;
@@ -361,9 +366,12 @@ fn modules(kernel: &Kernel) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
             continue;
         }
         seen.insert(name.clone());
-        let path = files
-            .get(&name)
-            .with_context(|| format!("module {name} is neither built in nor in {}", kernel.release))?;
+        let path = files.get(&name).with_context(|| {
+            format!(
+                "module {name} is neither built in nor in {}",
+                kernel.release
+            )
+        })?;
         let bytes = if path.extension().is_some_and(|e| e == "xz") {
             let out = Command::new("xz")
                 .arg("-dc")
@@ -409,7 +417,13 @@ struct Cpio<W: Write> {
 }
 
 impl<W: Write> Cpio<W> {
-    fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) -> std::io::Result<()> {
+    fn entry(
+        &mut self,
+        name: &str,
+        mode: u32,
+        rdev: (u32, u32),
+        data: &[u8],
+    ) -> std::io::Result<()> {
         self.ino += 1;
         let name = name.trim_start_matches('/');
         let size = u32::try_from(data.len()).map_err(std::io::Error::other)?;
@@ -498,8 +512,8 @@ fn libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn build_initramfs(kernel: &Kernel, binaries: &Binaries, initrd: &Path) -> anyhow::Result<()> {
-    let file = fs::File::create(initrd)
-        .with_context(|| format!("cannot create {}", initrd.display()))?;
+    let file =
+        fs::File::create(initrd).with_context(|| format!("cannot create {}", initrd.display()))?;
     let mut gzip = Command::new("gzip")
         .arg("-1")
         .stdin(Stdio::piped())
@@ -529,7 +543,10 @@ fn build_initramfs(kernel: &Kernel, binaries: &Binaries, initrd: &Path) -> anyho
     cpio.file("/bin/busybox", 0o755, &busybox)?;
     let applets = cmd::output(Command::new("/bin/busybox").arg("--list-full"))
         .context("`busybox --list-full` failed")?;
-    for applet in applets.lines().filter(|a| !a.is_empty() && *a != "bin/busybox") {
+    for applet in applets
+        .lines()
+        .filter(|a| !a.is_empty() && *a != "bin/busybox")
+    {
         if Path::new(applet)
             .file_name()
             .is_some_and(|n| n == "ip" || n == "sh")
@@ -543,7 +560,10 @@ fn build_initramfs(kernel: &Kernel, binaries: &Binaries, initrd: &Path) -> anyho
         .or_else(|_| fs::canonicalize("/sbin/ip"))
         .context("iproute2's ip is missing: run `cargo xtask setup`")?;
     let dash = fs::canonicalize("/bin/dash").context("dash (Debian's /bin/sh) is missing")?;
-    let mut elves = vec![(PathBuf::from("/usr/sbin/ip"), ip), (PathBuf::from("/bin/sh"), dash)];
+    let mut elves = vec![
+        (PathBuf::from("/usr/sbin/ip"), ip),
+        (PathBuf::from("/bin/sh"), dash),
+    ];
     elves.push((binaries.agent.clone(), binaries.agent.clone()));
     elves.push((binaries.client.clone(), binaries.client.clone()));
     for (_, test) in &binaries.tests {
@@ -685,7 +705,8 @@ fn boot(
     let stdout = child.stdout.take().context("qemu's stdout")?;
     let mut stderr = child.stderr.take().context("qemu's stderr")?;
     let mut log = BufWriter::new(
-        fs::File::create(log_path).with_context(|| format!("cannot create {}", log_path.display()))?,
+        fs::File::create(log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?,
     );
     let (tx, rx) = mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -777,9 +798,9 @@ fn boot(
                     report.check_error.push(line.clone());
                 }
                 if let Some((_, result, _)) = current.as_mut() {
-                    if line.starts_with("test ") && line.ends_with(" ... FAILED") {
-                        println!("{at}   {line}");
-                    } else if line.starts_with("test ") && line.ends_with(" ... ok") {
+                    if line.starts_with("test ")
+                        && (line.ends_with(" ... FAILED") || line.ends_with(" ... ok"))
+                    {
                         println!("{at}   {line}");
                     }
                     if line.starts_with("thread '") && line.contains("panicked at") {
@@ -796,7 +817,10 @@ fn boot(
         }
     }
     if timed_out {
-        println!("[{series}] no end after {} s: killing qemu", timeout.as_secs());
+        println!(
+            "[{series}] no end after {} s: killing qemu",
+            timeout.as_secs()
+        );
         let _ = child.kill();
     }
     let status = child.wait()?;
@@ -895,6 +919,29 @@ mod tests {
         assert_eq!(
             names.iter().max_by_key(|n| numbers(n)),
             Some(&"linux-image-6.1.0-56-amd64-unsigned")
+        );
+    }
+
+    #[test]
+    fn executables_from_cargo_messages() {
+        let out = r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"keelson_tests"},"executable":null}
+{"reason":"compiler-artifact","target":{"kind":["bin"],"name":"keelson-test-client"},"executable":"/t/debug/keelson-test-client","fresh":true}
+{"reason":"compiler-artifact","target":{"kind":["test"],"name":"datapath_tc_lb"},"executable":"/t/debug/deps/datapath_tc_lb-0123","fresh":false}
+{"reason":"build-finished","success":true}"#;
+        assert_eq!(
+            executables_in(out),
+            vec![
+                (
+                    "keelson-test-client".to_owned(),
+                    vec!["bin".to_owned()],
+                    PathBuf::from("/t/debug/keelson-test-client")
+                ),
+                (
+                    "datapath_tc_lb".to_owned(),
+                    vec!["test".to_owned()],
+                    PathBuf::from("/t/debug/deps/datapath_tc_lb-0123")
+                ),
+            ]
         );
     }
 
