@@ -831,7 +831,8 @@ fn boot(
         let _ = writeln!(log, "--- qemu stderr ---\n{err}");
     }
     log.flush()?;
-    if let Some((name, result, _)) = current.take() {
+    if let Some((name, mut result, t)) = current.take() {
+        result.seconds = t.elapsed().as_secs_f64();
         report.results.push((name, result));
     }
     if !report.finished {
