@@ -9,6 +9,7 @@
 //! - `bench`: benchmarks (`bench datapath`: keelson's service datapath against kube-proxy's,
 //!   then `bench crossnode`: pod to pod across nodes, kernel routes against eBPF; `bench api`: the API server on SQLite and on etcd; `bench scheduler`; `bench pods`: pod
 //!   startup latency and agent RSS).
+//! - `vm-test`: the privileged datapath tests inside qemu VMs on Debian's 6.1 and 6.12 kernels.
 
 mod bench;
 mod cluster;
@@ -17,6 +18,7 @@ mod images;
 mod setup;
 mod test;
 mod up;
+mod vmtest;
 
 use std::process::ExitCode;
 
@@ -50,6 +52,9 @@ enum Command {
     /// Build and run a benchmark (`bench datapath|crossnode|api|scheduler|pods`; datapath,
     /// crossnode and pods as root); results go to results/.
     Bench(bench::BenchArgs),
+    /// Run the privileged datapath tests inside qemu VMs on Debian's 6.1 and 6.12 kernels
+    /// (`vm-test [--kernel 6.1|6.12]...`), booted with qemu (TCG); logs go to target/vm/.
+    VmTest(vmtest::VmTestArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +67,7 @@ fn main() -> ExitCode {
         Command::Down => up::down(),
         Command::Cluster(args) => cluster::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::VmTest(args) => vmtest::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,7 +30,14 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "tests build network namespaces and veths"),
     ("procps", "tests set sysctls in network namespaces"),
     ("bpftool", "inspecting loaded programs and pinned maps"),
-    ("busybox-static", "offline test images"),
+    (
+        "busybox-static",
+        "offline test images and the vm-test initramfs",
+    ),
+    (
+        "qemu-system-x86",
+        "cargo xtask vm-test boots Debian kernels in qemu (TCG)",
+    ),
     (
         "curl",
         "the kubelet endpoint test talks HTTPS with client certificates",
