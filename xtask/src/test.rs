@@ -1,6 +1,8 @@
 //! `cargo xtask test`: what CI runs. Setup, formatting, lints on the workspace and on the eBPF
 //! crate, then every test tier in one nextest run (unit, store contract, privileged datapath,
-//! end to end), ending with nextest's own summary line.
+//! end to end), then the privileged datapath tests again inside a qemu VM on Debian's 6.1 kernel
+//! (`cargo xtask vm-test --kernel 6.1`, about 1.5 min under TCG), ending with its per-kernel
+//! table.
 
 use clap::Args;
 
@@ -73,5 +75,14 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         command("cargo")
             .args(["nextest", "run", "--workspace", "--no-fail-fast"])
             .args(&args.nextest_args),
-    )
+    )?;
+
+    // A test filter asks for a subset: the VM suite runs only with the whole set.
+    if args.nextest_args.is_empty() {
+        println!(
+            "==> test: the datapath tests on Debian's 6.1 kernel in a VM (cargo xtask vm-test)"
+        );
+        crate::vmtest::run(&crate::vmtest::VmTestArgs::kernel("6.1"))?;
+    }
+    Ok(())
 }

@@ -63,6 +63,19 @@ pub struct VmTestArgs {
     test_binaries: Vec<PathBuf>,
 }
 
+impl VmTestArgs {
+    /// One kernel series with the default timeout, building the binaries (what `cargo xtask
+    /// test` runs).
+    pub fn kernel(series: &str) -> Self {
+        Self {
+            kernels: vec![series.to_owned()],
+            timeout_minutes: 20,
+            agent: None,
+            test_binaries: Vec::new(),
+        }
+    }
+}
+
 /// What the VMs run.
 #[derive(Debug)]
 struct Binaries {
@@ -188,6 +201,10 @@ fn build() -> anyhow::Result<Binaries> {
         cmd.args(&args)
             .arg("--message-format=json-render-diagnostics")
             .stdout(Stdio::piped());
+        // As `cargo xtask test` builds: no incremental state (gigabytes, useless for one build).
+        if std::env::var_os("CARGO_INCREMENTAL").is_none() {
+            cmd.env("CARGO_INCREMENTAL", "0");
+        }
         println!("$ {}", cmd::display(&cmd));
         let output = cmd
             .spawn()
