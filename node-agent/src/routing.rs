@@ -158,6 +158,16 @@ pub struct Routing {
     ifindex: u32,
     lb: Option<Arc<Mutex<LoadBalancer>>>,
     installed: BTreeMap<Ipv4Cidr, Ipv4Addr>,
+    /// What an earlier run left (kernel routes tagged [`ROUTE_PROTOCOL`], `NODE_ROUTES`
+    /// entries): kept working until the first [`Routing::apply`] replaced what is still wanted,
+    /// then the rest is removed, so an agent restart never cuts cross-node traffic.
+    leftovers: Option<Leftovers>,
+}
+
+#[derive(Debug, Default)]
+struct Leftovers {
+    routes: Vec<netlink_packet_route::route::RouteMessage>,
+    map_entries: Vec<(Ipv4Addr, u8)>,
 }
 
 impl Routing {
@@ -197,8 +207,9 @@ impl Routing {
             ifindex,
             lb,
             installed: BTreeMap::new(),
+            leftovers: None,
         };
-        routing.prune_foreign().await?;
+        routing.leftovers = Some(routing.find_leftovers().await?);
         Ok(routing)
     }
 
@@ -216,10 +227,9 @@ impl Routing {
         Ok(Some(mtu - tunnel::OVERHEAD))
     }
 
-    /// Removes keelson routes a former run left in the table and datapath routes of another
-    /// mode; what is wanted is installed again by [`Self::apply`].
-    async fn prune_foreign(&mut self) -> Result<(), RoutingError> {
-        let mut stale = Vec::new();
+    /// The routes and `NODE_ROUTES` entries a former run left.
+    async fn find_leftovers(&self) -> Result<Leftovers, RoutingError> {
+        let mut leftovers = Leftovers::default();
         let mut routes = self
             .handle
             .route()
@@ -227,10 +237,46 @@ impl Routing {
             .execute();
         while let Some(route) = routes.try_next().await.map_err(netlink("listing routes"))? {
             if route.header.protocol == RouteProtocol::Other(ROUTE_PROTOCOL) {
-                stale.push(route);
+                leftovers.routes.push(route);
             }
         }
-        for route in stale {
+        if let Some(lb) = &self.lb {
+            let lb = lb.lock().unwrap_or_else(PoisonError::into_inner);
+            leftovers.map_entries = lb
+                .node_routes()
+                .map_err(RoutingError::Datapath)?
+                .into_iter()
+                .map(|(network, prefix, _)| (network, prefix))
+                .collect();
+        }
+        Ok(leftovers)
+    }
+
+    /// Removes the leftovers of a former run that `desired` does not hold (once).
+    async fn remove_leftovers(
+        &mut self,
+        desired: &BTreeMap<Ipv4Cidr, Ipv4Addr>,
+    ) -> Result<(), RoutingError> {
+        let Some(leftovers) = self.leftovers.take() else {
+            return Ok(());
+        };
+        let wanted = |network: Ipv4Addr, prefix: u8| {
+            desired
+                .keys()
+                .any(|c| c.network() == network && c.prefix() == prefix)
+        };
+        for route in leftovers.routes {
+            let destination = route.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(netlink_packet_route::route::RouteAddress::Inet(
+                    address,
+                )) => Some(*address),
+                _ => None,
+            });
+            let keep =
+                destination.is_some_and(|d| wanted(d, route.header.destination_prefix_length));
+            if keep {
+                continue;
+            }
             match self.handle.route().del(route).execute().await {
                 Ok(()) | Err(rtnetlink::Error::NetlinkError(_)) => {}
                 Err(source) => {
@@ -243,15 +289,18 @@ impl Routing {
         }
         if let Some(lb) = &self.lb {
             let mut lb = lb.lock().unwrap_or_else(PoisonError::into_inner);
-            for (network, prefix, _) in lb.node_routes().map_err(RoutingError::Datapath)? {
-                lb.remove_node_route(network, prefix)
-                    .map_err(RoutingError::Datapath)?;
+            for (network, prefix) in leftovers.map_entries {
+                if !wanted(network, prefix) {
+                    lb.remove_node_route(network, prefix)
+                        .map_err(RoutingError::Datapath)?;
+                }
             }
         }
         Ok(())
     }
 
-    /// Makes the installed routes `desired`: adds and changes what differs, removes the rest.
+    /// Makes the installed routes `desired`: adds and changes what differs, removes the rest
+    /// (the first call also removes what a former run left and `desired` does not hold).
     pub async fn apply(
         &mut self,
         desired: &BTreeMap<Ipv4Cidr, Ipv4Addr>,
@@ -276,7 +325,7 @@ impl Routing {
             self.installed.insert(cidr, node);
             tracing::info!(%cidr, %node, mode = %self.mode, "pod CIDR routed to its node");
         }
-        Ok(())
+        self.remove_leftovers(desired).await
     }
 
     fn kernel_route(

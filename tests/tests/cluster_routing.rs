@@ -387,11 +387,71 @@ fn node_ports_from_outside(cluster: &Cluster, pods: &[RunningPod]) {
     }
 }
 
+/// keelson's routes in node `i`'s table (`proto 0x6b`), one line each.
+fn keelson_routes(cluster: &Cluster, i: usize) -> Vec<String> {
+    let output = cluster
+        .node_command(i, "ip")
+        .args(["route", "show", "proto", "0x6b"])
+        .output()
+        .expect("run ip route in the node");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The first node's agent killed and started again: its routes to the other nodes never leave
+/// the table (a new agent adopts them), and its pods still reach the other nodes' pods.
+fn restarted_agent_keeps_its_routes(cluster: &mut Cluster, pods: &[RunningPod]) {
+    let before = keelson_routes(cluster, 1);
+    assert_eq!(before.len(), 2, "routes to the 2 other nodes: {before:?}");
+    cluster
+        .kill_agent(1)
+        .unwrap_or_else(|e| panic!("kill the first agent: {e:#}"));
+    cluster
+        .start_agent(1)
+        .unwrap_or_else(|e| panic!("start the first agent: {e:#}"));
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(4) {
+        let now = keelson_routes(cluster, 1);
+        assert_eq!(
+            now.len(),
+            2,
+            "while the agent restarts, its routes stay: {now:?}\n{}",
+            logs(cluster)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let node = &cluster.nodes()[0].name;
+    let source = pods
+        .iter()
+        .find(|p| &p.node == node)
+        .expect("a pod on the first node");
+    let target = pods
+        .iter()
+        .find(|p| &p.node != node)
+        .expect("a pod on another node");
+    let (_, answer) = pod_exec(
+        source,
+        "echo",
+        &format!("timeout 5 wget -qO- http://{}/cgi-bin/ip", target.ip),
+    );
+    assert_eq!(
+        remote_addr(&answer),
+        Some(source.ip),
+        "after the restart, {} reaches {} on {}: {answer}",
+        source.name,
+        target.name,
+        target.node
+    );
+}
+
 #[test]
 fn direct_routing_connects_pods_and_services_across_nodes_and_survives_a_dead_agent() {
     let (mut cluster, _lock, _state) = cluster(Routing::Direct);
     let pods = pods_and_services_across_nodes(&cluster, "tc_redirect_node");
     node_ports_from_outside(&cluster, &pods);
+    restarted_agent_keeps_its_routes(&mut cluster, &pods);
 
     // A node's agent dies: its Node goes NotReady once its Lease is older than the grace
     // period, its pods leave the Service's endpoints, and from then on no request fails.
