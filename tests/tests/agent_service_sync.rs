@@ -161,26 +161,40 @@ fn services_applied_with_kubectl_reach_the_datapath_and_carry_traffic() {
     assert!(tcp.iter().all(|(peer, _)| peer == &format!("{VIP}:80")));
 
     // The agent serves the datapath counters.
-    let mut stream =
-        TcpStream::connect(("127.0.0.1", metrics_port)).expect("connect to the agent's /metrics");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: agent\r\n\r\n")
-        .expect("request /metrics");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).expect("read /metrics");
+    let metrics = || {
+        let mut stream = TcpStream::connect(("127.0.0.1", metrics_port))
+            .expect("connect to the agent's /metrics");
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: agent\r\n\r\n")
+            .expect("request /metrics");
+        let mut body = String::new();
+        stream.read_to_string(&mut body).expect("read /metrics");
+        body
+    };
+    let body = metrics();
     let translated = body
         .lines()
         .find_map(|l| l.strip_prefix("keelson_datapath_events_total{path=\"sock_translated\"} "))
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or_else(|| panic!("/metrics has no sock_translated counter:\n{body}"));
     assert!(translated >= 30, "{body}");
-    // Its conntrack GC runs and says so.
-    let passes = body
-        .lines()
-        .find_map(|l| l.strip_prefix("keelson_conntrack_gc_total{event=\"passes\"} "))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("/metrics has no conntrack GC counter:\n{body}"));
-    assert!(passes >= 1, "{body}");
+    // Its conntrack GC runs (every 200 ms here) and says so.
+    let gc_passes = |body: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix("keelson_conntrack_gc_total{event=\"passes\"} "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("/metrics has no conntrack GC counter:\n{body}"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut body = body;
+    while gc_passes(&body) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no conntrack GC pass within 5 s:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        body = metrics();
+    }
     assert!(
         body.contains("keelson_datapath_map_capacity{map=\"kct_v2\"} 8192"),
         "{body}"
