@@ -431,20 +431,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         nix::unistd::geteuid().is_root(),
         "keelson-bench crossnode needs root (network namespaces, eBPF, Docker)"
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second Ctrl-C exits at once (the next run removes the leftovers); the first one
-        // stops at the next step and removes the clusters.
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
-            .context("cannot install the Ctrl-C handler")?;
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("cannot install the Ctrl-C handler")?;
-    }
-    let bin_dir = std::env::current_exe()
-        .context("cannot find this executable")?
-        .parent()
-        .context("this executable has no directory")?
-        .to_path_buf();
+    let stop = crate::interrupt_flag()?;
+    let bin_dir = crate::own_dir()?;
     for binary in [
         keelson_testbed::CONTROL_PLANE,
         keelson_testbed::NODE_AGENT,
@@ -872,60 +860,10 @@ impl Ctx {
     }
 
     /// Runs `cmd` in its own process group (Ctrl-C reaches only the benchmark), stopping it
-    /// after `timeout` or on Ctrl-C; its stdout, or its stderr as the error.
+    /// after `timeout` or on Ctrl-C ([`crate::datapath::run_bounded`]); its stdout.
     fn run_bounded(&self, cmd: &mut Command, timeout: Duration) -> anyhow::Result<String> {
-        let shown = std::iter::once(cmd.get_program())
-            .chain(cmd.get_args())
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut child = cmd
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start `{shown}`"))?;
-        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                if let Some(mut pipe) = pipe {
-                    let _ = pipe.read_to_string(&mut text);
-                }
-                text
-            })
-        };
-        let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
-        let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = child.try_wait().context("cannot wait for a child")? {
-                break status;
-            }
-            let stopped = self.stop.load(Ordering::Relaxed);
-            if stopped || Instant::now() > deadline {
-                // Our own child, not yet reaped: its pid cannot have been reused.
-                let _ = child.kill();
-                let _ = child.wait();
-                if stopped {
-                    bail!("interrupted");
-                }
-                bail!("`{shown}` did not finish within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let stdout = out.join().unwrap_or_default();
-        let stderr = err.join().unwrap_or_default();
-        ensure!(
-            status.success(),
-            "`{shown}` failed with {status}: {}",
-            if stderr.trim().is_empty() {
-                stdout.trim()
-            } else {
-                stderr.trim()
-            }
-        );
-        Ok(stdout)
+        let output = crate::datapath::run_bounded(cmd, None, timeout, &self.stop)?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// Stops the servers and removes every cluster (in parallel); the first error.

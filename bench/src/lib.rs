@@ -24,3 +24,27 @@ pub mod plot;
 pub mod report;
 pub mod services;
 pub mod stats;
+
+/// Ctrl-C (SIGINT) and SIGTERM set the returned flag, for a driver to stop at its next step and
+/// clean up; a second one exits at once (the next run removes what is left).
+pub fn interrupt_flag() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use anyhow::Context as _;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, std::sync::Arc::clone(&stop))
+            .context("cannot install the Ctrl-C handler")?;
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))
+            .context("cannot install the Ctrl-C handler")?;
+    }
+    Ok(stop)
+}
+
+/// The directory of this executable, where the benchmark's other binaries are built.
+pub fn own_dir() -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context as _;
+    Ok(std::env::current_exe()
+        .context("cannot find this executable")?
+        .parent()
+        .context("this executable has no directory")?
+        .to_path_buf())
+}

@@ -466,73 +466,14 @@ impl Lab {
         Ok(())
     }
 
-    /// Runs `cmd` (in its own process group, so Ctrl-C reaches only this process), stopping it
-    /// after `timeout` or on Ctrl-C. Fails with its stderr if it fails.
+    /// [`run_bounded`] with this lab's Ctrl-C flag.
     fn run_bounded(
         &self,
         cmd: &mut Command,
         stdin: Option<&[u8]>,
         timeout: Duration,
     ) -> anyhow::Result<Output> {
-        let shown = display(cmd);
-        let mut child = cmd
-            .process_group(0)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start `{shown}`"))?;
-        let feeder = stdin.zip(child.stdin.take()).map(|(data, mut pipe)| {
-            let data = data.to_vec();
-            std::thread::spawn(move || {
-                let _ = pipe.write_all(&data);
-            })
-        });
-        let readers = [
-            child.stdout.take().map(drain),
-            child.stderr.take().map(drain),
-        ];
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = child.try_wait().context("cannot wait for a child")? {
-                break status;
-            }
-            let stopped = self.stop.load(Ordering::Relaxed);
-            if stopped || Instant::now() > deadline {
-                // Our own child, not yet reaped: its PID cannot have been reused.
-                let _ = child.kill();
-                let _ = child.wait();
-                if stopped {
-                    bail!("interrupted");
-                }
-                return Err(TimedOut {
-                    command: shown,
-                    after: timeout,
-                }
-                .into());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        if let Some(feeder) = feeder {
-            let _ = feeder.join();
-        }
-        let [stdout, stderr] = readers.map(|r| r.and_then(|h| h.join().ok()).unwrap_or_default());
-        if !status.success() {
-            bail!(
-                "`{}` failed with {status}: {}",
-                shorten(&shown),
-                String::from_utf8_lossy(&stderr).trim()
-            );
-        }
-        Ok(Output {
-            status,
-            stdout,
-            stderr,
-        })
+        run_bounded(cmd, stdin, timeout, &self.stop)
     }
 }
 
@@ -663,6 +604,81 @@ fn run(cmd: &mut Command) -> anyhow::Result<Output> {
         );
     }
     Ok(output)
+}
+
+/// Runs `cmd` (in its own process group, so Ctrl-C reaches only this process), stopping it
+/// after `timeout` or once `stop` is set. Fails with its stderr (its stdout if that is empty) if
+/// it fails.
+pub(crate) fn run_bounded(
+    cmd: &mut Command,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+    stop: &AtomicBool,
+) -> anyhow::Result<Output> {
+    let shown = display(cmd);
+    let mut child = cmd
+        .process_group(0)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start `{shown}`"))?;
+    let feeder = stdin.zip(child.stdin.take()).map(|(data, mut pipe)| {
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&data);
+        })
+    });
+    let readers = [
+        child.stdout.take().map(drain),
+        child.stderr.take().map(drain),
+    ];
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().context("cannot wait for a child")? {
+            break status;
+        }
+        let stopped = stop.load(Ordering::Relaxed);
+        if stopped || Instant::now() > deadline {
+            // Our own child, not yet reaped: its PID cannot have been reused.
+            let _ = child.kill();
+            let _ = child.wait();
+            if stopped {
+                bail!("interrupted");
+            }
+            return Err(TimedOut {
+                command: shown,
+                after: timeout,
+            }
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if let Some(feeder) = feeder {
+        let _ = feeder.join();
+    }
+    let [stdout, stderr] = readers.map(|r| r.and_then(|h| h.join().ok()).unwrap_or_default());
+    if !status.success() {
+        let said = if stderr.trim_ascii().is_empty() {
+            &stdout
+        } else {
+            &stderr
+        };
+        bail!(
+            "`{}` failed with {status}: {}",
+            shorten(&shown),
+            String::from_utf8_lossy(said).trim()
+        );
+    }
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 fn drain<R: std::io::Read + Send + 'static>(mut pipe: R) -> std::thread::JoinHandle<Vec<u8>> {

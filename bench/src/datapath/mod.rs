@@ -10,11 +10,11 @@
 
 mod config;
 mod lab;
+pub(crate) use lab::run_bounded;
 mod scale;
 
 use std::{
     path::PathBuf,
-    sync::{Arc, atomic::AtomicBool},
     time::{Duration, Instant},
 };
 
@@ -133,20 +133,8 @@ impl Plan {
 /// Runs the benchmark and writes its table and plot.
 pub fn run(options: &Options) -> anyhow::Result<()> {
     let plan = Plan::new(options)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second Ctrl-C exits at once (leftovers are removed by the next run); the first one
-        // stops at the next step and cleans up.
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
-            .context("cannot install the Ctrl-C handler")?;
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("cannot install the Ctrl-C handler")?;
-    }
-    let bin_dir = std::env::current_exe()
-        .context("cannot find this executable")?
-        .parent()
-        .context("this executable has no directory")?
-        .to_path_buf();
+    let stop = crate::interrupt_flag()?;
+    let bin_dir = crate::own_dir()?;
     std::fs::create_dir_all(&options.output_dir)
         .with_context(|| format!("cannot create {}", options.output_dir.display()))?;
     let started = Instant::now();
