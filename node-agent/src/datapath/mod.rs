@@ -67,15 +67,24 @@ pub struct ProgramReport {
 pub fn verify_all() -> Result<Vec<ProgramReport>, DatapathError> {
     let mut reports = Vec::new();
     for (_, object) in objects() {
-        let mut ebpf = Ebpf::load(object).map_err(|e| DatapathError::LoadObject(Box::new(e)))?;
-        verify_object(&mut ebpf, &mut reports)?;
+        reports.extend(verify_object(object)?);
     }
     reports.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(reports)
 }
 
-fn verify_object(ebpf: &mut Ebpf, reports: &mut Vec<ProgramReport>) -> Result<(), DatapathError> {
-    for (name, program) in ebpf.programs_mut() {
+/// Parses `object`, creates its maps and loads each of its programs into the kernel (in name
+/// order), so the verifier checks every one; reports what it accepted, by name. Nothing is
+/// attached and nothing is pinned; all of it is released on return.
+///
+/// The first program the kernel refuses ends the check with [`DatapathError::LoadProgram`],
+/// whose source carries the verifier log.
+pub fn verify_object(object: &[u8]) -> Result<Vec<ProgramReport>, DatapathError> {
+    let mut ebpf = Ebpf::load(object).map_err(|e| DatapathError::LoadObject(Box::new(e)))?;
+    let mut programs: Vec<_> = ebpf.programs_mut().collect();
+    programs.sort_by_key(|(name, _)| *name);
+    let mut reports = Vec::with_capacity(programs.len());
+    for (name, program) in programs {
         let load_error = |source| DatapathError::LoadProgram {
             program: name.to_owned(),
             source: Box::new(source),
@@ -96,12 +105,7 @@ fn verify_object(ebpf: &mut Ebpf, reports: &mut Vec<ProgramReport>) -> Result<()
                 });
             }
         };
-        let info = program
-            .info()
-            .map_err(|source| DatapathError::LoadProgram {
-                program: name.to_owned(),
-                source: Box::new(source),
-            })?;
+        let info = program.info().map_err(load_error)?;
         reports.push(ProgramReport {
             name: name.to_owned(),
             kind,
@@ -109,5 +113,5 @@ fn verify_object(ebpf: &mut Ebpf, reports: &mut Vec<ProgramReport>) -> Result<()
             verified_instructions: info.verified_instruction_count(),
         });
     }
-    Ok(())
+    Ok(reports)
 }
