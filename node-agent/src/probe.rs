@@ -13,18 +13,26 @@
 //! behaviour of helpers that older kernels know under the same id; the flag is only checked when
 //! a packet runs the helper).
 //!
+//! Below 6.6 (no TCX) TC programs are attached through netlink, which needs the `clsact` qdisc
+//! (`sch_ingress`) and the `cls_bpf` classifier: modules that minimal kernels may lack or not be
+//! able to load. [`probe_netlink_tc`] tries both for real, in a throwaway network namespace.
+//!
 //! Every helper the TC programs call must exist even when the agent never takes the path that
 //! calls it: the verifier rejects a call to an unknown helper wherever it is, so the object would
 //! not load. Only behaviour decided at run time has a fallback.
 
-use std::{collections::BTreeMap, fmt, path::Path};
+use std::{collections::BTreeMap, fmt, path::Path, sync::mpsc, time::Duration};
 
 use aya::{
     maps::MapType,
-    programs::ProgramType,
+    programs::{
+        ProgramError, ProgramType, SchedClassifier, TcAttachType,
+        tc::{self, NlOptions, TcAttachOptions, TcError},
+    },
     sys::{BpfHelper, is_helper_supported, is_map_supported, is_program_supported},
     util::KernelVersion,
 };
+use keelson_ebpf_common::programs::TC_COUNT_INGRESS;
 
 /// A kernel feature the datapath uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -41,6 +49,10 @@ pub enum Feature {
     SchedCls,
     /// TCX attachment of TC programs (pinned links).
     Tcx,
+    /// The `clsact` qdisc (`sch_ingress`), for netlink TC attachment without TCX.
+    Clsact,
+    /// The `cls_bpf` classifier, for netlink TC attachment without TCX.
+    ClsBpf,
     /// `bpf_redirect_peer` from TC.
     RedirectPeer,
     /// `bpf_redirect_neigh` from TC.
@@ -74,11 +86,14 @@ pub enum Probe {
     KernelVersion,
     /// A file's existence.
     File,
+    /// A netlink request in a throwaway network namespace, only on kernels without TCX
+    /// ([`probe_netlink_tc`]).
+    Netlink,
 }
 
 impl Feature {
     /// Every feature, in the order `check` prints them.
-    pub const ALL: [Feature; 17] = [
+    pub const ALL: [Feature; 19] = [
         Feature::CgroupSockAddr,
         Feature::CgroupLink,
         Feature::NetnsCookie,
@@ -94,6 +109,8 @@ impl Feature {
         Feature::RedirectNeigh,
         Feature::RedirectNeighNextHop,
         Feature::Tcx,
+        Feature::Clsact,
+        Feature::ClsBpf,
         Feature::FibLookupSrc,
         Feature::Btf,
     ];
@@ -107,6 +124,8 @@ impl Feature {
             Feature::NetnsCookie => "bpf_get_netns_cookie in sock_addr",
             Feature::SchedCls => "TC classifier programs",
             Feature::Tcx => "TCX attachment",
+            Feature::Clsact => "clsact qdisc",
+            Feature::ClsBpf => "cls_bpf (netlink TC attach)",
             Feature::RedirectPeer => "bpf_redirect_peer in TC",
             Feature::RedirectNeigh => "bpf_redirect_neigh in TC",
             Feature::RedirectNeighNextHop => "bpf_redirect_neigh with a next hop",
@@ -128,7 +147,9 @@ impl Feature {
             Feature::PerCpuArray => (4, 6),
             Feature::LruHash => (4, 10),
             Feature::LpmTrie => (4, 11),
-            Feature::SchedCls => (4, 1),
+            // Direct-action cls_bpf, which aya's netlink attachment asks for.
+            Feature::SchedCls | Feature::ClsBpf => (4, 1),
+            Feature::Clsact => (4, 5),
             Feature::TunnelKey => (4, 3),
             Feature::FibLookup => (4, 18),
             Feature::CgroupSockAddr => (4, 17),
@@ -154,7 +175,18 @@ impl Feature {
             // An unknown flag is only rejected when a packet runs the helper (-EINVAL).
             | Feature::FibLookupSrc => Probe::KernelVersion,
             Feature::Btf => Probe::File,
+            Feature::Clsact | Feature::ClsBpf => Probe::Netlink,
             _ => Probe::Syscall,
+        }
+    }
+
+    /// For what a kernel may be built or shipped without rather than lack by version: the
+    /// feature as a refusal names it, its kernel module and its config option.
+    pub fn kernel_option(self) -> Option<(&'static str, &'static str, &'static str)> {
+        match self {
+            Feature::Clsact => Some(("the clsact qdisc", "sch_ingress", "CONFIG_NET_SCH_INGRESS")),
+            Feature::ClsBpf => Some(("the cls_bpf classifier", "cls_bpf", "CONFIG_NET_CLS_BPF")),
+            _ => None,
         }
     }
 
@@ -162,6 +194,8 @@ impl Feature {
     pub fn usage(self) -> &'static str {
         match self {
             Feature::Tcx => "TC links pinned; else netlink cls_bpf (re-attached at start)",
+            Feature::Clsact => "netlink TC attach; required without TCX (CONFIG_NET_SCH_INGRESS)",
+            Feature::ClsBpf => "netlink TC attach; required without TCX (CONFIG_NET_CLS_BPF)",
             Feature::RedirectNeighNextHop => {
                 "--routing direct from TC; else kernel routes (--routing-bpf off)"
             }
@@ -193,6 +227,8 @@ pub enum Presence {
     Missing,
     /// The probe itself failed (e.g. not root); the text says why.
     Unknown(String),
+    /// Not probed: the agent does not use it on this kernel (netlink TC attachment with TCX).
+    NotNeeded,
 }
 
 /// What the running kernel offers the datapath.
@@ -208,9 +244,11 @@ impl Capabilities {
     pub fn probe() -> Result<Self, String> {
         let kernel =
             KernelVersion::current().map_err(|e| format!("reading the kernel version: {e}"))?;
+        let tcx = probe_feature(Feature::Tcx, kernel, None) == Presence::Present;
+        let netlink_tc = (!tcx).then(probe_netlink_tc);
         let features = Feature::ALL
             .iter()
-            .map(|&feature| (feature, probe_feature(feature, kernel)))
+            .map(|&feature| (feature, probe_feature(feature, kernel, netlink_tc.as_ref())))
             .collect();
         Ok(Self { kernel, features })
     }
@@ -266,6 +304,7 @@ impl Capabilities {
                 (Presence::Missing, Probe::KernelVersion) => "no*",
                 (Presence::Missing, _) => "no",
                 (Presence::Unknown(_), _) => "unknown",
+                (Presence::NotNeeded, _) => "n/a",
             };
             let mut line = format!(
                 "{:<38} {:<8} {:<8} {}",
@@ -274,8 +313,10 @@ impl Capabilities {
                 short_version(feature.minimum()),
                 feature.usage()
             );
-            if let Presence::Unknown(why) = self.presence(feature) {
-                line.push_str(&format!(" (probe failed: {why})"));
+            match self.presence(feature) {
+                Presence::Unknown(why) => line.push_str(&format!(" (probe failed: {why})")),
+                Presence::NotNeeded => line.push_str(" (not needed with TCX; not probed)"),
+                Presence::Present | Presence::Missing => {}
             }
             lines.push(line);
         }
@@ -292,7 +333,13 @@ fn short_version(version: KernelVersion) -> String {
     text.strip_suffix(".0").map_or(text.clone(), str::to_owned)
 }
 
-fn probe_feature(feature: Feature, kernel: KernelVersion) -> Presence {
+/// Probes `feature` on a kernel of version `kernel`; `netlink_tc` is what [`probe_netlink_tc`]
+/// found, `None` where it did not run (the kernel has TCX).
+fn probe_feature(
+    feature: Feature,
+    kernel: KernelVersion,
+    netlink_tc: Option<&NetlinkTc>,
+) -> Presence {
     let by_version = || presence(Ok::<_, String>(kernel >= feature.minimum()));
     let helper = |program: ProgramType, helper: BpfHelper| {
         presence(is_helper_supported(program, helper).map_err(|e| crate::error_chain(&e)))
@@ -303,6 +350,8 @@ fn probe_feature(feature: Feature, kernel: KernelVersion) -> Presence {
         Feature::Btf => presence(Ok::<_, String>(
             Path::new("/sys/kernel/btf/vmlinux").exists(),
         )),
+        Feature::Clsact => netlink_tc.map_or(Presence::NotNeeded, |tc| tc.clsact.clone()),
+        Feature::ClsBpf => netlink_tc.map_or(Presence::NotNeeded, |tc| tc.cls_bpf.clone()),
         Feature::CgroupSockAddr => presence(
             is_program_supported(ProgramType::CgroupSockAddr).map_err(|e| crate::error_chain(&e)),
         ),
@@ -386,6 +435,152 @@ fn link_create_knows(attach_type: u32) -> Result<bool, String> {
     }
 }
 
+/// What [`probe_netlink_tc`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetlinkTc {
+    /// Whether a `clsact` qdisc could be added.
+    pub clsact: Presence,
+    /// Whether a `cls_bpf` filter running a real TC program could be attached to it.
+    pub cls_bpf: Presence,
+}
+
+impl NetlinkTc {
+    fn unknown(why: &str) -> Self {
+        Self {
+            clsact: Presence::Unknown(why.to_owned()),
+            cls_bpf: Presence::Unknown(why.to_owned()),
+        }
+    }
+}
+
+/// How long [`probe_netlink_tc`] waits for its thread. Each step is one syscall or netlink
+/// round trip (a module the kernel autoloads included), so this only bounds a kernel that never
+/// answers.
+const NETLINK_TC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether TC programs can be attached through netlink, as the agent does without TCX: in a
+/// new, empty network namespace, adds a `clsact` qdisc to its `lo` and attaches
+/// `tc_count_ingress` (from the counters object, the smallest) to the qdisc's ingress hook with a
+/// `cls_bpf` filter. Where the kernel lacks the qdisc or the classifier and cannot load the
+/// module, the request fails with `ENOENT` (an unknown kind) or `EOPNOTSUPP` (no TC netlink at
+/// all): the feature is missing. Any other failure (not root, the program not loading) leaves it
+/// unknown, with the cause.
+///
+/// The namespace belongs to a thread of its own (`unshare(CLONE_NEWNET)` moves only the calling
+/// thread), so the host's interfaces are never touched, and it disappears with the qdisc and the
+/// filter when that thread ends. `lo` stays down: neither a qdisc nor a filter needs the link up.
+/// Needs root (CAP_SYS_ADMIN for the namespace, CAP_NET_ADMIN, CAP_BPF).
+pub fn probe_netlink_tc() -> NetlinkTc {
+    let (sender, receiver) = mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("probe-netlink-tc".into())
+        .spawn(move || {
+            // Everything the probe created is dropped before this send; the receiver is gone
+            // only after a timeout, and then there is no one left to tell.
+            sender.send(netlink_tc_in_new_netns()).ok();
+        });
+    let thread = match spawned {
+        Ok(thread) => thread,
+        Err(error) => return NetlinkTc::unknown(&format!("spawning the probe thread: {error}")),
+    };
+    match receiver.recv_timeout(NETLINK_TC_TIMEOUT) {
+        Ok(found) => {
+            // The thread has sent its last word: wait for it to end, and its namespace with it.
+            if thread.join().is_err() {
+                return NetlinkTc::unknown("the probe thread panicked after answering");
+            }
+            found
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => NetlinkTc::unknown(&format!(
+            "no answer within {} s (the thread is left to finish on its own)",
+            NETLINK_TC_TIMEOUT.as_secs()
+        )),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            NetlinkTc::unknown("the probe thread panicked")
+        }
+    }
+}
+
+/// The body of [`probe_netlink_tc`]'s thread.
+fn netlink_tc_in_new_netns() -> NetlinkTc {
+    // Programs are not bound to a namespace: load first, so that a failure here does not hide
+    // what the qdisc probe finds.
+    let program = load_counter_program();
+    if let Err(errno) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+        return NetlinkTc::unknown(&format!("unshare(CLONE_NEWNET): {errno}"));
+    }
+    if let Err(error) = tc::qdisc_add_clsact("lo") {
+        return NetlinkTc {
+            clsact: netlink_presence(
+                tc_errno(&error),
+                format!("adding a clsact qdisc: {}", crate::error_chain(&error)),
+            ),
+            cls_bpf: Presence::Unknown("not probed: no clsact qdisc to attach to".to_owned()),
+        };
+    }
+    let cls_bpf = match program {
+        Err(why) => Presence::Unknown(why),
+        Ok(mut ebpf) => {
+            match crate::datapath::program_mut::<SchedClassifier>(&mut ebpf, TC_COUNT_INGRESS) {
+                Err(error) => Presence::Unknown(crate::error_chain(&error)),
+                Ok(program) => match program.attach_with_options(
+                    "lo",
+                    TcAttachType::Ingress,
+                    TcAttachOptions::Netlink(NlOptions::default()),
+                ) {
+                    // Dropping `ebpf` (below) detaches the filter; the namespace goes anyway.
+                    Ok(_) => Presence::Present,
+                    Err(error) => {
+                        let errno = match &error {
+                            ProgramError::TcError(error) => tc_errno(error),
+                            _ => None,
+                        };
+                        netlink_presence(
+                            errno,
+                            format!(
+                                "attaching {TC_COUNT_INGRESS} with cls_bpf: {}",
+                                crate::error_chain(&error)
+                            ),
+                        )
+                    }
+                },
+            }
+        }
+    };
+    NetlinkTc {
+        clsact: Presence::Present,
+        cls_bpf,
+    }
+}
+
+/// The counters object with `tc_count_ingress` loaded (verified) into the kernel.
+fn load_counter_program() -> Result<aya::Ebpf, String> {
+    let mut ebpf = crate::datapath::load_object().map_err(|e| crate::error_chain(&e))?;
+    crate::datapath::program_mut::<SchedClassifier>(&mut ebpf, TC_COUNT_INGRESS)
+        .map_err(|e| crate::error_chain(&e))?
+        .load()
+        .map_err(|e| format!("loading {TC_COUNT_INGRESS}: {}", crate::error_chain(&e)))?;
+    Ok(ebpf)
+}
+
+/// The errno of a netlink request that failed, if that is what failed.
+fn tc_errno(error: &TcError) -> Option<i32> {
+    match error {
+        TcError::NetlinkError(error) => error.raw_os_error(),
+        _ => None,
+    }
+}
+
+/// A TC netlink request's failure as the presence of what it asked for: `ENOENT` is the kernel's
+/// answer to a qdisc or classifier kind it does not know (and could not load a module for),
+/// `EOPNOTSUPP` to TC requests without TC support built in; anything else is a failed probe.
+fn netlink_presence(errno: Option<i32>, why: String) -> Presence {
+    match errno {
+        Some(libc::ENOENT | libc::EOPNOTSUPP) => Presence::Missing,
+        _ => Presence::Unknown(why),
+    }
+}
+
 /// What the user asked `run` for, as far as the kernel matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Wanted {
@@ -432,6 +627,23 @@ pub struct Refusal {
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Only the netlink TC features have one, and they are only required without TCX.
+        if let Some((what, module, option)) = self.feature.kernel_option() {
+            let tcx = short_version(Feature::Tcx.minimum());
+            return match &self.probe_error {
+                None => write!(
+                    f,
+                    "keelson-node-agent needs TC attach: TCX (Linux >= {tcx}) or {what} \
+                     ({module}, {option}); this kernel is {} and has neither",
+                    self.kernel
+                ),
+                Some(why) => write!(
+                    f,
+                    "keelson-node-agent could not probe for {what} ({module}, {option}), which \
+                     TC attach needs without TCX (Linux >= {tcx}): {why}"
+                ),
+            };
+        }
         match &self.probe_error {
             None => write!(
                 f,
@@ -471,37 +683,43 @@ const REQUIRED: [Feature; 13] = [
     Feature::RedirectNeigh,
 ];
 
+/// What attaching TC programs through netlink needs (without TCX), in the order they are checked.
+const NETLINK_TC: [Feature; 2] = [Feature::Clsact, Feature::ClsBpf];
+
+/// A refusal unless the kernel has `feature`.
+fn require(capabilities: &Capabilities, feature: Feature) -> Result<(), Refusal> {
+    let probe_error = match capabilities.presence(feature) {
+        Presence::Present => return Ok(()),
+        Presence::Missing => None,
+        Presence::Unknown(why) => Some(why.clone()),
+        Presence::NotNeeded => Some("not probed".to_owned()),
+    };
+    Err(Refusal {
+        feature,
+        kernel: capabilities.kernel,
+        probe_error,
+    })
+}
+
 /// Decides what `run` does on a kernel with `capabilities`, given what the user `wanted`:
 /// refuses when a required feature is missing (the first, in [`Feature::ALL`] order), else
-/// picks TCX or netlink TC, falls back to kernel routes for `--routing direct` when
+/// picks TCX or netlink TC (refusing when the kernel has neither TCX nor the clsact qdisc and
+/// cls_bpf), falls back to kernel routes for `--routing direct` when
 /// `bpf_redirect_neigh` takes no next hop, and tells that NodePort SNAT is unavailable before
 /// 6.7. SNAT has no flag: refusing would shut out every kernel before 6.7 for a path many
 /// clusters never take, so it is a warning (the flows are dropped and counted in
 /// `tc_snat_failed`; `externalTrafficPolicy: Local` avoids them).
 pub fn plan(capabilities: &Capabilities, wanted: &Wanted) -> Result<Plan, Refusal> {
     for feature in REQUIRED {
-        match capabilities.presence(feature) {
-            Presence::Present => {}
-            Presence::Missing => {
-                return Err(Refusal {
-                    feature,
-                    kernel: capabilities.kernel,
-                    probe_error: None,
-                });
-            }
-            Presence::Unknown(why) => {
-                return Err(Refusal {
-                    feature,
-                    kernel: capabilities.kernel,
-                    probe_error: Some(why.clone()),
-                });
-            }
-        }
+        require(capabilities, feature)?;
     }
     let mut fallbacks = Vec::new();
     let tc_attach = if capabilities.has(Feature::Tcx) {
         TcAttach::Tcx
     } else {
+        for feature in NETLINK_TC {
+            require(capabilities, feature)?;
+        }
         fallbacks.push(format!(
             "TC programs attached with netlink cls_bpf ({} needs Linux >= {}): not pinned, \
              re-attached at every start",
@@ -683,6 +901,97 @@ mod tests {
             refusal.to_string(),
             "keelson-node-agent needs LPM trie maps (Linux >= 4.11); this kernel is 6.12.0"
         );
+    }
+
+    #[test]
+    fn linux_6_1_without_the_clsact_qdisc_is_refused_naming_tcx_and_the_module() {
+        let mut capabilities = Capabilities::of_version(KernelVersion::new(6, 1, 0));
+        capabilities.set(Feature::Clsact, Presence::Missing);
+        // What the probe reports when the qdisc is missing: it cannot try the classifier.
+        capabilities.set(
+            Feature::ClsBpf,
+            Presence::Unknown("not probed: no clsact qdisc to attach to".into()),
+        );
+        let refusal = plan(&capabilities, &ALL_ON).expect_err("no way to attach TC programs");
+        assert_eq!(refusal.feature, Feature::Clsact);
+        assert_eq!(
+            refusal.to_string(),
+            "keelson-node-agent needs TC attach: TCX (Linux >= 6.6) or the clsact qdisc \
+             (sch_ingress, CONFIG_NET_SCH_INGRESS); this kernel is 6.1.0 and has neither"
+        );
+    }
+
+    #[test]
+    fn linux_6_1_without_cls_bpf_is_refused_naming_tcx_and_the_module() {
+        let mut capabilities = Capabilities::of_version(KernelVersion::new(6, 1, 0));
+        capabilities.set(Feature::ClsBpf, Presence::Missing);
+        let refusal = plan(&capabilities, &ALL_ON).expect_err("no way to attach TC programs");
+        assert_eq!(refusal.feature, Feature::ClsBpf);
+        assert_eq!(
+            refusal.to_string(),
+            "keelson-node-agent needs TC attach: TCX (Linux >= 6.6) or the cls_bpf classifier \
+             (cls_bpf, CONFIG_NET_CLS_BPF); this kernel is 6.1.0 and has neither"
+        );
+    }
+
+    #[test]
+    fn a_failed_netlink_tc_probe_refuses_with_its_cause() {
+        let mut capabilities = Capabilities::of_version(KernelVersion::new(6, 1, 0));
+        let why = "unshare(CLONE_NEWNET): EPERM: Operation not permitted";
+        capabilities.set(Feature::Clsact, Presence::Unknown(why.into()));
+        capabilities.set(Feature::ClsBpf, Presence::Unknown(why.into()));
+        let refusal = plan(&capabilities, &ALL_ON).expect_err("unknown is not present");
+        assert_eq!(
+            refusal.to_string(),
+            "keelson-node-agent could not probe for the clsact qdisc (sch_ingress, \
+             CONFIG_NET_SCH_INGRESS), which TC attach needs without TCX (Linux >= 6.6): \
+             unshare(CLONE_NEWNET): EPERM: Operation not permitted"
+        );
+    }
+
+    #[test]
+    fn with_tcx_neither_the_clsact_qdisc_nor_cls_bpf_is_needed() {
+        for presence in [Presence::NotNeeded, Presence::Missing] {
+            let mut capabilities = Capabilities::of_version(KernelVersion::new(6, 6, 0));
+            capabilities.set(Feature::Clsact, presence.clone());
+            capabilities.set(Feature::ClsBpf, presence.clone());
+            let plan = plan(&capabilities, &ALL_ON).expect("TCX attaches without them");
+            assert_eq!(plan.tc_attach, TcAttach::Tcx, "{presence:?}");
+        }
+    }
+
+    #[test]
+    fn netlink_tc_errors_tell_missing_from_a_failed_probe() {
+        for errno in [libc::ENOENT, libc::EOPNOTSUPP] {
+            assert_eq!(
+                netlink_presence(Some(errno), "why".into()),
+                Presence::Missing,
+                "{errno}"
+            );
+        }
+        for errno in [Some(libc::EPERM), Some(libc::EINVAL), None] {
+            assert_eq!(
+                netlink_presence(errno, "why".into()),
+                Presence::Unknown("why".into()),
+                "{errno:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_table_shows_netlink_tc_rows_as_not_needed_with_tcx() {
+        let mut capabilities = Capabilities::of_version(KernelVersion::new(6, 18, 0));
+        capabilities.set(Feature::Clsact, Presence::NotNeeded);
+        capabilities.set(Feature::ClsBpf, Presence::NotNeeded);
+        let table = capabilities.table();
+        for name in ["clsact qdisc", "cls_bpf (netlink TC attach)"] {
+            let row = table
+                .iter()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("a {name} row in {table:#?}"));
+            assert!(row.contains(" n/a "), "{row}");
+            assert!(row.ends_with("(not needed with TCX; not probed)"), "{row}");
+        }
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! Privileged: the embedded TC counter program, loaded from the agent crate, attached to a veth
-//! in network namespaces this test creates, counts the traffic sent through it.
+//! in network namespaces this test creates, counts the traffic sent through it; the agent's
+//! netlink TC probe attaches it in a namespace of its own.
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use keelson_node_agent::datapath::{self, Direction, IfaceCounterProgram};
+use keelson_node_agent::{
+    datapath::{self, Direction, IfaceCounterProgram},
+    probe::{self, NetlinkTc, Presence},
+};
 use keelson_tests::{netns::NetNs, require_program, require_root, run, unique_name};
 
 const A_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -155,6 +159,40 @@ fn tc_counter_counts_udp_datagrams_on_a_veth() {
     receiver
         .recv(&mut buf)
         .expect("traffic still flows after detach");
+}
+
+/// The probe `run` and `check` use below 6.6 (no TCX), run here whatever the kernel: a clsact
+/// qdisc and a real `cls_bpf` filter in a throwaway namespace. This kernel has both (built in or
+/// loaded on demand), so the probe must find them, quickly, and leave the caller's namespace as
+/// it was: a clsact qdisc left on the caller's `lo` would make the second run fail with
+/// `EEXIST`.
+#[test]
+fn the_netlink_tc_probe_finds_clsact_and_cls_bpf_in_a_throwaway_namespace() {
+    require_root();
+    // The caller sits in a namespace of this test's: were the probe to leak, the host's `lo`
+    // would still be safe.
+    let caller = NetNs::new("kpr");
+    let _in_caller = caller.enter();
+    let own = std::fs::read_link("/proc/thread-self/ns/net").expect("this thread's namespace");
+    for run in 1..=2 {
+        let started = Instant::now();
+        let found = probe::probe_netlink_tc();
+        let took = started.elapsed();
+        assert_eq!(
+            found,
+            NetlinkTc {
+                clsact: Presence::Present,
+                cls_bpf: Presence::Present,
+            },
+            "run {run}"
+        );
+        assert!(took < Duration::from_secs(2), "run {run} took {took:?}");
+        assert_eq!(
+            std::fs::read_link("/proc/thread-self/ns/net").expect("this thread's namespace"),
+            own,
+            "run {run} moved the calling thread to another namespace"
+        );
+    }
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
