@@ -658,8 +658,8 @@ fn print_lines(
 }
 
 fn check() -> ExitCode {
-    check_capabilities();
-    match datapath::verify_all() {
+    let refused = !check_capabilities();
+    let verified = match datapath::verify_all() {
         Ok(reports) => {
             println!(
                 "{:<24} {:<18} {:>8} {:>9}",
@@ -675,7 +675,7 @@ fn check() -> ExitCode {
                 );
             }
             println!("{} programs accepted by this kernel", reports.len());
-            ExitCode::SUCCESS
+            true
         }
         Err(error) => {
             eprintln!(
@@ -686,19 +686,26 @@ fn check() -> ExitCode {
                     .collect::<Vec<_>>()
                     .join(": ")
             );
-            ExitCode::FAILURE
+            false
         }
+    };
+    // `run` would refuse this kernel: the check fails even when every program verifies.
+    if verified && !refused {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
-/// The capability table, and what `run` would do with its default flags on this kernel.
-fn check_capabilities() {
+/// The capability table, and what `run` would do with its default flags on this kernel;
+/// false when `run` would refuse it.
+fn check_capabilities() -> bool {
     use keelson_node_agent::probe;
     let capabilities = match probe::Capabilities::probe() {
         Ok(capabilities) => capabilities,
         Err(error) => {
             println!("kernel capabilities not probed: {error}");
-            return;
+            return true;
         }
     };
     for line in capabilities.table() {
@@ -721,7 +728,12 @@ fn check_capabilities() {
                 println!("run falls back: {fallback}");
             }
         }
-        Err(refusal) => println!("run refuses: {refusal}"),
+        Err(refusal) => {
+            println!("run refuses: {refusal}");
+            println!();
+            return false;
+        }
     }
     println!();
+    true
 }
