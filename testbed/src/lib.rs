@@ -10,10 +10,16 @@
 //!   mount stay visible) as node `<name>-n<i>`, its pods' containers under the cgroup parent
 //!   `/keelson-<name>-n<i>` and its socket-LB on `/sys/fs/cgroup/unified/keelson-<name>-n<i>`.
 //!
+//! With [`ClusterSpec::vm`] set, node `i` is a qemu VM instead (see [`VmNodes`]): its NIC is a
+//! tap device `kb<name>n<i>` on the bridge, the VM's `eth0` holds the same address, and the
+//! agent runs inside the VM with Docker; its log is the VM's serial console.
+//!
 //! Nothing else on the host changes: no host routes to pods, no sysctls. [`Cluster::up`] writes
 //! `<state_dir>/cluster.state` (names and pids) so that [`down_from_state`] can remove a cluster
 //! that another process started. Every process is stopped by pid, after checking that the pid
 //! still runs the binary that was started.
+
+pub mod cpio;
 
 use std::{
     fmt::Write as _,
@@ -45,6 +51,8 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const CGROUP2: &str = "/sys/fs/cgroup/unified";
 const PIN_ROOT: &str = "/sys/fs/bpf/keelson";
 const FIRST_API_PORT: u16 = 6443;
+/// The emulator VM nodes run in.
+const QEMU: &str = "qemu-system-x86_64";
 
 /// How pod traffic crosses nodes (the agent's `KEELSON_ROUTING`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +110,28 @@ pub struct ClusterSpec {
     /// Extra arguments for every `keelson-control-plane` (e.g. a short
     /// `--node-monitor-grace-period`).
     pub control_plane_args: Vec<String>,
+    /// Nodes as qemu VMs instead of network namespaces.
+    pub vm: Option<VmNodes>,
+}
+
+/// How VM nodes boot. Each node is a qemu VM (TCG, or KVM where `/dev/kvm` works) whose NIC is
+/// a tap device `kb<cluster>n<i>` on the cluster's bridge, so the VM's `eth0` is on the same L2
+/// network as the control plane. The initramfs (built by `cargo xtask vm-test`) brings up
+/// `eth0`, Docker and `keelson-node-agent run` from `/etc/keelson/node.env` and
+/// `/etc/keelson/kubeconfig`, which [`Cluster::up`] appends per node as a second cpio archive.
+/// The node's log is the VM's serial console.
+#[derive(Debug, Clone)]
+pub struct VmNodes {
+    /// The kernel image (`vmlinuz`).
+    pub kernel: PathBuf,
+    /// The node initramfs.
+    pub initrd: PathBuf,
+    /// Memory per VM, in MiB.
+    pub memory_mib: u32,
+    /// Virtual CPUs per VM.
+    pub cpus: u32,
+    /// qemu's accelerator: `tcg` or `kvm`.
+    pub accel: String,
 }
 
 impl ClusterSpec {
@@ -127,6 +157,7 @@ impl ClusterSpec {
             state_dir: state_dir.into(),
             agent_args: Vec::new(),
             control_plane_args: Vec::new(),
+            vm: None,
         }
     }
 
@@ -156,6 +187,24 @@ impl ClusterSpec {
             let path = self.bin_dir.join(binary);
             ensure!(path.is_file(), "{} is not built", path.display());
         }
+        if let Some(vm) = &self.vm {
+            for file in [&vm.kernel, &vm.initrd] {
+                ensure!(
+                    file.is_file(),
+                    "{} is missing (`cargo xtask vm-test` builds it)",
+                    file.display()
+                );
+            }
+            for arg in &self.agent_args {
+                ensure!(
+                    !arg.is_empty()
+                        && arg
+                            .bytes()
+                            .all(|b| b.is_ascii_graphic() && b != b'\'' && b != b'"'),
+                    "agent argument {arg:?} cannot be passed to a VM node (no spaces or quotes)"
+                );
+            }
+        }
         if self.store == StoreKind::Etcd {
             ensure!(
                 Path::new(ETCD).is_file(),
@@ -175,7 +224,8 @@ pub struct NodeHandle {
     pub netns: String,
     /// `eth0`'s address in the namespace, `172.30.S.(10+i)` (the Node's InternalIP).
     pub address: Ipv4Addr,
-    /// The host end of the node's veth, `kb<cluster>n<i>`, on the bridge.
+    /// The host end of the node's veth, `kb<cluster>n<i>`, on the bridge (a VM node's tap
+    /// device).
     pub host_veth: String,
     /// The agent's pinned maps, `/sys/fs/bpf/keelson/<node>`.
     pub pin_dir: PathBuf,
@@ -186,7 +236,7 @@ pub struct NodeHandle {
     pub data_dir: PathBuf,
     /// The node's credentials.
     pub kubeconfig: PathBuf,
-    /// The agent's log.
+    /// The agent's log (a VM node's serial console).
     pub log: PathBuf,
 }
 
@@ -200,9 +250,16 @@ struct State {
     control_planes: Vec<Option<u32>>,
     etcd: Vec<Option<u32>>,
     etcd_endpoints: Vec<String>,
+    /// The nodes are qemu VMs (the "agents" pids are qemu's).
+    vm: bool,
 }
 
 impl State {
+    /// What the "agents" pids run.
+    fn node_binary(&self) -> &'static str {
+        if self.vm { QEMU } else { NODE_AGENT }
+    }
+
     fn path(state_dir: &Path) -> PathBuf {
         state_dir.join(STATE_FILE)
     }
@@ -222,6 +279,7 @@ impl State {
         let _ = writeln!(text, "control-planes {}", pids(&self.control_planes));
         let _ = writeln!(text, "etcd {}", pids(&self.etcd));
         let _ = writeln!(text, "etcd-endpoints {}", self.etcd_endpoints.join(" "));
+        let _ = writeln!(text, "vm {}", u8::from(self.vm));
         let path = Self::path(state_dir);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
     }
@@ -249,6 +307,7 @@ impl State {
                 "etcd-endpoints" => {
                     state.etcd_endpoints = value.split_whitespace().map(str::to_owned).collect();
                 }
+                "vm" => state.vm = value == "1",
                 _ => {}
             }
         }
@@ -345,6 +404,7 @@ impl Cluster {
                 subnet: spec.subnet,
                 nodes: spec.nodes,
                 agents: vec![None; spec.nodes],
+                vm: spec.vm.is_some(),
                 ..State::default()
             },
             spec,
@@ -367,8 +427,14 @@ impl Cluster {
         let spec = self.spec.clone();
         let bridge = bridge_name(&spec.name);
         progress(&format!(
-            "creating bridge {bridge} (172.30.{}.1/24) and {} node namespaces",
-            spec.subnet, spec.nodes
+            "creating bridge {bridge} (172.30.{}.1/24) and {} node {}",
+            spec.subnet,
+            spec.nodes,
+            if spec.vm.is_some() {
+                "tap devices"
+            } else {
+                "namespaces"
+            }
         ));
         ip(&["link", "add", &bridge, "type", "bridge"])?;
         ip(&[
@@ -380,6 +446,11 @@ impl Cluster {
         ])?;
         ip(&["link", "set", &bridge, "up"])?;
         for node in &self.nodes {
+            if spec.vm.is_some() {
+                ip(&["tuntap", "add", "dev", &node.host_veth, "mode", "tap"])?;
+                ip(&["link", "set", &node.host_veth, "master", &bridge, "up"])?;
+                continue;
+            }
             ip(&["netns", "add", &node.netns])?;
             ip(&[
                 "link",
@@ -442,9 +513,13 @@ impl Cluster {
         for i in 1..=spec.nodes {
             let node = self.nodes[i - 1].clone();
             progress(&format!(
-                "starting {NODE_AGENT} for node {} in netns {} ({}, log {})",
+                "starting {NODE_AGENT} for node {} {} ({}, log {})",
                 node.name,
-                node.netns,
+                if spec.vm.is_some() {
+                    format!("in a VM on tap {}", node.host_veth)
+                } else {
+                    format!("in netns {}", node.netns)
+                },
                 node.address,
                 node.log.display()
             ));
@@ -462,15 +537,20 @@ impl Cluster {
                 node.name,
                 String::from_utf8_lossy(&output.stderr).trim()
             );
-            std::fs::create_dir_all(&node.cgroup)
-                .with_context(|| format!("cannot create {}", node.cgroup.display()))?;
+            if spec.vm.is_none() {
+                std::fs::create_dir_all(&node.cgroup)
+                    .with_context(|| format!("cannot create {}", node.cgroup.display()))?;
+            }
             self.start_agent(i)?;
         }
 
         progress(&format!("waiting for {} Nodes to be Ready", spec.nodes));
-        wait_until(Duration::from_secs(120), "every Node to be Ready", || {
+        // A VM boots, starts Docker and imports its images first (under TCG: a minute or so).
+        let ready_within = Duration::from_secs(if spec.vm.is_some() { 600 } else { 120 });
+        let node_binary = self.state.node_binary();
+        wait_until(ready_within, "every Node to be Ready", || {
             for (i, pid) in self.state.agents.iter().enumerate() {
-                if !pid.is_some_and(|p| runs(p, NODE_AGENT)) {
+                if !pid.is_some_and(|p| runs(p, node_binary)) {
                     bail!("the agent of node {} exited", self.nodes[i].name);
                 }
             }
@@ -590,6 +670,9 @@ impl Cluster {
     /// Starts node `i`'s agent (1-based) inside its namespace; its pid goes to the state file.
     /// Used by [`Cluster::up`] and after [`Cluster::kill_agent`].
     pub fn start_agent(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(vm) = self.spec.vm.clone() {
+            return self.start_vm(i, &vm);
+        }
         let node = self.node(i)?.clone();
         let cgroup_parent = format!(
             "/{}",
@@ -642,11 +725,76 @@ impl Cluster {
         .with_context(|| format!("the agent of {} did not start", node.name))
     }
 
-    /// Kills node `i`'s agent with SIGKILL (its pods' containers keep running).
+    /// Boots VM node `i`: the shared initramfs, then (after zero padding to a 4-byte boundary,
+    /// where the kernel looks for the next archive) an uncompressed archive with the node's
+    /// settings and credentials.
+    fn start_vm(&mut self, i: usize, vm: &VmNodes) -> anyhow::Result<()> {
+        let node = self.node(i)?.clone();
+        std::fs::create_dir_all(&node.data_dir)
+            .with_context(|| format!("cannot create {}", node.data_dir.display()))?;
+        let initrd = node.data_dir.join("initrd");
+        std::fs::copy(&vm.initrd, &initrd)
+            .with_context(|| format!("cannot copy {}", vm.initrd.display()))?;
+        let kubeconfig = std::fs::read(&node.kubeconfig)
+            .with_context(|| format!("cannot read {}", node.kubeconfig.display()))?;
+        let settings = format!(
+            "NODE_NAME={}\nNODE_ADDRESS={}\nSERVICE_CIDR={}\nKEELSON_ROUTING={}\nAGENT_ARGS='{}'\n",
+            node.name,
+            node.address,
+            self.spec.service_cidr,
+            self.spec.routing.as_str(),
+            self.spec.agent_args.join(" ")
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&initrd)
+            .with_context(|| format!("cannot open {}", initrd.display()))?;
+        let length = file.metadata()?.len();
+        let padding = vec![0_u8; (4 - (length % 4) as usize) % 4 + 4];
+        let mut archive = cpio::Cpio::new(padding);
+        archive.file("/etc/keelson/node.env", 0o644, settings.as_bytes())?;
+        archive.file("/etc/keelson/kubeconfig", 0o600, &kubeconfig)?;
+        file.write_all(&archive.finish()?)
+            .with_context(|| format!("cannot write {}", initrd.display()))?;
+        drop(file);
+
+        let [_, _, subnet, host] = node.address.octets();
+        let mut cmd = self.background(Path::new(QEMU), &node.name)?;
+        cmd.args(["-accel", &vm.accel, "-m", &vm.memory_mib.to_string()])
+            .args(["-smp", &vm.cpus.to_string(), "-kernel"])
+            .arg(&vm.kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args([
+                "-append",
+                "console=ttyS0 panic=-1 quiet",
+                "-nographic",
+                "-no-reboot",
+                "-netdev",
+                &format!(
+                    "tap,id=uplink,ifname={},script=no,downscript=no",
+                    node.host_veth
+                ),
+                "-device",
+                &format!("virtio-net-pci,netdev=uplink,mac=52:54:00:30:{subnet:02x}:{host:02x}"),
+                // Entropy from the host: without it getrandom() blocks early in the VM's life
+                // (dockerd, TLS), and the kernel's jitter-entropy fallback is slow under TCG.
+                "-device",
+                "virtio-rng-pci",
+            ]);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {QEMU} for {}", node.name))?;
+        self.state.agents[i - 1] = Some(child.id());
+        self.state.save(&self.spec.state_dir)
+    }
+
+    /// Kills node `i`'s agent with SIGKILL (its pods' containers keep running); for a VM node,
+    /// the whole VM.
     pub fn kill_agent(&mut self, i: usize) -> anyhow::Result<()> {
         self.node(i)?;
         if let Some(pid) = self.state.agents[i - 1].take() {
-            kill_now(pid, NODE_AGENT);
+            kill_now(pid, self.state.node_binary());
         }
         self.state.save(&self.spec.state_dir)
     }
@@ -707,7 +855,8 @@ impl Cluster {
             .with_context(|| format!("no node {i} in cluster {}", self.spec.name))
     }
 
-    /// `program` run inside node `i`'s network namespace (`nsenter --net=...`).
+    /// `program` run inside node `i`'s network namespace (`nsenter --net=...`; not for VM
+    /// nodes).
     pub fn node_command(&self, i: usize, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let netns = self.nodes.get(i.wrapping_sub(1)).map_or_else(
             || format!("keelson-{}-n{i}", self.spec.name),
@@ -864,7 +1013,9 @@ pub fn summary(state_dir: &Path) -> anyhow::Result<Option<Summary>> {
         .map(|i| node_names(&state.name, state.subnet, i).0)
         .collect();
     for (node, pid) in nodes.iter().zip(&state.agents) {
-        add(format!("{NODE_AGENT} {node}"), *pid, NODE_AGENT);
+        let binary = state.node_binary();
+        let what = if state.vm { "VM" } else { NODE_AGENT };
+        add(format!("{what} {node}"), *pid, binary);
     }
     Ok(Some(Summary {
         name: state.name,
@@ -878,11 +1029,12 @@ fn teardown(state: &State, state_dir: &Path) -> anyhow::Result<()> {
     let mut errors = Vec::new();
     // Agents first, all at once, so none restarts a pod while its neighbours go.
     let agents: Vec<u32> = state.agents.iter().flatten().copied().collect();
-    stop_all(&agents, NODE_AGENT, Duration::from_secs(10));
+    stop_all(&agents, state.node_binary(), Duration::from_secs(10));
     let nodes: Vec<(String, String, Ipv4Addr, String)> = (1..=state.nodes)
         .map(|i| node_names(&state.name, state.subnet, i))
         .collect();
-    for (node, _, _, _) in &nodes {
+    // A VM node's containers and pins went with the VM.
+    for (node, _, _, _) in nodes.iter().filter(|_| !state.vm) {
         let listed = Command::new("docker")
             .args([
                 "ps",
@@ -1179,6 +1331,7 @@ mod tests {
             control_planes: vec![Some(11)],
             etcd: vec![],
             etcd_endpoints: vec!["http://127.0.0.1:1".into()],
+            vm: true,
         };
         state.save(&dir).expect("save");
         let loaded = State::load(&dir).expect("load").expect("a state");
@@ -1188,5 +1341,7 @@ mod tests {
         assert_eq!(loaded.agents, vec![Some(10), None]);
         assert_eq!(loaded.control_planes, vec![Some(11)]);
         assert_eq!(loaded.etcd_endpoints, state.etcd_endpoints);
+        assert!(loaded.vm, "VM nodes are remembered: their pids are qemu's");
+        assert_eq!(loaded.node_binary(), QEMU);
     }
 }

@@ -4,7 +4,8 @@
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -141,6 +142,26 @@ pub fn pod_exec(pod: &RunningPod, container: &str, script: &str) -> (bool, Strin
 pub fn datapath_counters(pin_dir: &Path) -> BTreeMap<String, u64> {
     let text = keelson_node_agent::datapath::lb::metrics_text(pin_dir)
         .unwrap_or_else(|e| panic!("reading the counters in {}: {e}", pin_dir.display()));
+    counters_in_metrics(&text)
+}
+
+/// The node agent's datapath counters as its `/metrics` at `address` serves them (a VM
+/// node's, whose pins are inside the VM).
+pub fn served_datapath_counters(address: SocketAddr) -> BTreeMap<String, u64> {
+    let fetch = || -> std::io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok(text)
+    };
+    let text = fetch().unwrap_or_else(|e| panic!("GET http://{address}/metrics: {e}"));
+    counters_in_metrics(&text)
+}
+
+/// `keelson_datapath_events_total{path="..."} N` lines, by path.
+fn counters_in_metrics(text: &str) -> BTreeMap<String, u64> {
     text.lines()
         .filter_map(|line| line.strip_prefix("keelson_datapath_events_total{path=\""))
         .filter_map(|rest| {
@@ -148,4 +169,84 @@ pub fn datapath_counters(pin_dir: &Path) -> BTreeMap<String, u64> {
             Some((name.to_owned(), value.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// A Deployment `echo` of `replicas` busybox httpd pods serving their hostname at `/`, a 256 KiB
+/// file at `/big` and, through CGI, their hostname and the caller's address at `/cgi-bin/ip`;
+/// and the Service `echo` (port 80) in front of them.
+pub fn echo_manifest(replicas: usize) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: echo
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: echo}}
+  template:
+    metadata:
+      labels: {{app: echo}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: echo
+        image: keelson/busybox:1
+        command:
+        - sh
+        - -c
+        - |
+          mkdir -p /www/cgi-bin
+          printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho $(hostname) $REMOTE_ADDR\n' > /www/cgi-bin/ip
+          chmod +x /www/cgi-bin/ip
+          hostname > /www/index.html
+          dd if=/dev/zero bs=1024 count=256 2>/dev/null > /www/big
+          exec httpd -f -p 80 -h /www
+        readinessProbe:
+          httpGet: {{path: /, port: 80}}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+spec:
+  selector: {{app: echo}}
+  ports:
+  - port: 80
+    targetPort: 80
+"#
+    )
+}
+
+/// The caller's address as busybox httpd's CGI reports it (`<hostname> [::ffff:10.210.1.5]`).
+pub fn remote_addr(answer: &str) -> Option<Ipv4Addr> {
+    answer
+        .split_whitespace()
+        .last()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_start_matches("::ffff:")
+        .parse()
+        .ok()
+}
+
+/// Asserts that each pod's address lies in its node's `spec.podCIDR` (a /24 per node).
+pub fn assert_pods_in_node_cidrs(cluster: &Cluster, pods: &[RunningPod]) {
+    for pod in pods {
+        let cidr =
+            kubectl_json(cluster, &["get", "node", &pod.node, "-o", "json"])["spec"]["podCIDR"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+        let (network, _) = cidr.split_once('/').expect("the node's pod CIDR");
+        let network: Ipv4Addr = network.parse().expect("a CIDR");
+        assert_eq!(
+            pod.ip.octets()[..3],
+            network.octets()[..3],
+            "pod {} on {} has an address of its node's pod CIDR {cidr}",
+            pod.name,
+            pod.node
+        );
+    }
 }

@@ -21,8 +21,8 @@ use std::{
 use keelson_testbed::{Cluster, ClusterSpec, Routing};
 use keelson_tests::{
     netcluster::{
-        RunningPod, apply, bin_dir, claim_subnet, datapath_counters, kubectl_json, logs, pod_exec,
-        wait_ready_pods,
+        RunningPod, apply, assert_pods_in_node_cidrs, bin_dir, claim_subnet, datapath_counters,
+        echo_manifest, kubectl_json, logs, pod_exec, remote_addr, wait_ready_pods,
     },
     pods::require_docker_images,
     require_root,
@@ -31,8 +31,6 @@ use keelson_tests::{
 const REPLICAS: usize = 6;
 const BIG: usize = 256 * 1024;
 
-/// Busybox httpd serving its hostname at `/`, a 256 KiB file at `/big` and, through CGI, its
-/// hostname and the caller's address at `/cgi-bin/ip`.
 /// NodePort Services for the same pods, with both external traffic policies.
 const NODE_PORTS: &str = r#"apiVersion: v1
 kind: Service
@@ -53,47 +51,6 @@ metadata:
 spec:
   type: NodePort
   externalTrafficPolicy: Local
-  selector: {app: echo}
-  ports:
-  - port: 80
-    targetPort: 80
-"#;
-
-const ECHO: &str = r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: echo
-spec:
-  replicas: 6
-  selector:
-    matchLabels: {app: echo}
-  template:
-    metadata:
-      labels: {app: echo}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: echo
-        image: keelson/busybox:1
-        command:
-        - sh
-        - -c
-        - |
-          mkdir -p /www/cgi-bin
-          printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho $(hostname) $REMOTE_ADDR\n' > /www/cgi-bin/ip
-          chmod +x /www/cgi-bin/ip
-          hostname > /www/index.html
-          dd if=/dev/zero bs=1024 count=256 2>/dev/null > /www/big
-          exec httpd -f -p 80 -h /www
-        readinessProbe:
-          httpGet: {path: /, port: 80}
-          periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: echo
-spec:
   selector: {app: echo}
   ports:
   - port: 80
@@ -128,18 +85,6 @@ fn cluster(routing: Routing) -> (Cluster, nix::fcntl::Flock<std::fs::File>, temp
         started.elapsed().as_secs_f64()
     );
     (cluster, lock, state)
-}
-
-/// The caller's address as busybox httpd's CGI reports it (`<hostname> [::ffff:10.210.1.5]`).
-fn remote_addr(answer: &str) -> Option<Ipv4Addr> {
-    answer
-        .split_whitespace()
-        .last()?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .trim_start_matches("::ffff:")
-        .parse()
-        .ok()
 }
 
 /// Every pod asks every other pod for the caller's address: the answer must be the caller's own
@@ -230,7 +175,7 @@ fn counter(cluster: &Cluster, i: usize, name: &str) -> u64 {
 
 /// Pod-to-pod in every direction, the Service from every node, and the eBPF counters.
 fn pods_and_services_across_nodes(cluster: &Cluster, remote_counter: &str) -> Vec<RunningPod> {
-    apply(cluster, "echo", ECHO);
+    apply(cluster, "echo", &echo_manifest(REPLICAS));
     let pods = wait_ready_pods(cluster, "app=echo", REPLICAS, Duration::from_secs(120));
     let nodes: BTreeSet<&str> = pods.iter().map(|p| p.node.as_str()).collect();
     assert_eq!(
@@ -238,27 +183,7 @@ fn pods_and_services_across_nodes(cluster: &Cluster, remote_counter: &str) -> Ve
         3,
         "the scheduler spreads the 6 replicas over the 3 nodes: {pods:?}"
     );
-    for pod in &pods {
-        let handle = cluster
-            .nodes()
-            .iter()
-            .position(|n| n.name == pod.node)
-            .expect("a node of the cluster");
-        let cidr =
-            kubectl_json(cluster, &["get", "node", &pod.node, "-o", "json"])["spec"]["podCIDR"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-        let (network, _) = cidr.split_once('/').expect("the node's pod CIDR");
-        let network: Ipv4Addr = network.parse().expect("a CIDR");
-        assert_eq!(
-            pod.ip.octets()[..3],
-            network.octets()[..3],
-            "pod {} on node {} (#{handle}) has an address of its node's pod CIDR {cidr}",
-            pod.name,
-            pod.node
-        );
-    }
+    assert_pods_in_node_cidrs(cluster, &pods);
     let before: Vec<(u64, u64)> = (0..3)
         .map(|i| {
             (

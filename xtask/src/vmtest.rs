@@ -8,7 +8,14 @@
 //! KVM needed). The VM's `/init` runs `keelson-node-agent check` and every test binary with
 //! `--test-threads 1`, printing `KEELSON-*` markers on the serial console, which this command
 //! parses into a table per kernel. The serial output of each VM is kept in
-//! `target/vm/<series>.log`.
+//! `target/vm/<series>.log`. The first `check` runs before the netlink TC modules are loaded:
+//! below 6.6 (no TCX) `run` must refuse that kernel, naming what is missing.
+//!
+//! Then, per kernel, the two-VM scenario: a node initramfs (busybox, iproute2, Docker's
+//! programs, the agent; `/init` brings up `eth0`, dockerd and `keelson-node-agent run`) and the
+//! `vm_cluster` test binary run on the host, where keelson-testbed starts a control plane and
+//! two VM nodes on a bridge. The results end in a table per kernel, lines in nextest's format
+//! and `target/vm/junit-<series>.xml`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -25,6 +32,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Args;
 
+use keelson_testbed::cpio::Cpio;
+
 use crate::cmd::{self, command, repo_root};
 
 /// The datapath test binaries (integration tests of keelson-tests) the VMs run.
@@ -34,10 +43,15 @@ const DATAPATH_TESTS: &[&str] = &[
     "datapath_counters",
     "datapath_ct_gc",
     "datapath_nodeport_snat",
+    "datapath_verifier",
 ];
 
 /// Kernel modules the tests need (with their dependencies); built-in ones are skipped.
 const MODULES: &[&str] = &["veth", "sch_ingress", "cls_bpf", "vxlan", "bridge"];
+
+/// The modules netlink TC attach needs (the clsact qdisc, the BPF classifier): the suite's
+/// first `check` runs without them.
+const NETLINK_TC_MODULES: &[&str] = &["sch_ingress", "cls_bpf"];
 
 /// The kernel series this command knows: the series, the apt-cache pattern of its unsigned
 /// image packages (the newest match is used).
@@ -61,6 +75,15 @@ pub struct VmTestArgs {
     /// An already-built datapath test binary to run instead of building them (repeatable).
     #[arg(long = "test-binary", requires = "agent")]
     test_binaries: Vec<PathBuf>,
+    /// The already-built two-VM scenario test (`vm_cluster`); needs --agent.
+    #[arg(long, requires = "agent")]
+    cluster_test: Option<PathBuf>,
+    /// Only the datapath suite in one VM per kernel, not the two-VM cluster.
+    #[arg(long, conflicts_with = "no_suite")]
+    no_cluster: bool,
+    /// Only the two-VM cluster, not the datapath suite.
+    #[arg(long)]
+    no_suite: bool,
 }
 
 impl VmTestArgs {
@@ -72,6 +95,9 @@ impl VmTestArgs {
             timeout_minutes: 20,
             agent: None,
             test_binaries: Vec::new(),
+            cluster_test: None,
+            no_cluster: false,
+            no_suite: false,
         }
     }
 }
@@ -83,7 +109,13 @@ struct Binaries {
     client: PathBuf,
     /// (test name, executable)
     tests: Vec<(String, PathBuf)>,
+    /// The two-VM scenario's test binary (run on the host; keelson-control-plane is next to
+    /// the agent).
+    cluster_test: PathBuf,
 }
+
+/// The two-VM scenario's test binary (tests/tests/vm_cluster.rs).
+const CLUSTER_TEST: &str = "vm_cluster";
 
 pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
     for program in [
@@ -108,7 +140,13 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
     };
 
     let binaries = match &args.agent {
-        Some(agent) => prebuilt(agent, &args.test_binaries)?,
+        Some(agent) => prebuilt(
+            agent,
+            &args.test_binaries,
+            args.cluster_test
+                .as_deref()
+                .context("--agent needs --cluster-test too")?,
+        )?,
         None => build()?,
     };
     let vm_dir = target_dir().join("vm");
@@ -119,27 +157,50 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
         println!("==> vm-test: kernel {s}");
         let started = Instant::now();
         let kernel = fetch_kernel(&vm_dir, s)?;
-        let initrd = vm_dir.join(format!("initrd-{s}.gz"));
-        let t = Instant::now();
-        build_initramfs(&kernel, &binaries, &initrd)?;
-        println!(
-            "  initramfs {} ({} MB, {:.1} s)",
-            initrd.display(),
-            fs::metadata(&initrd)?.len() / 1_000_000,
-            t.elapsed().as_secs_f64()
-        );
         let log = vm_dir.join(format!("{s}.log"));
-        let mut report = boot(
-            s,
-            &kernel,
-            &initrd,
-            &log,
-            Duration::from_secs(args.timeout_minutes * 60),
-        )?;
+        let mut report = if args.no_suite {
+            Report::new(s, &kernel, &log, false)
+        } else {
+            let initrd = vm_dir.join(format!("initrd-{s}.gz"));
+            let t = Instant::now();
+            build_initramfs(&kernel, &suite_contents(&binaries), &initrd)?;
+            println!(
+                "  initramfs {} ({} MB, {:.1} s)",
+                initrd.display(),
+                fs::metadata(&initrd)?.len() / 1_000_000,
+                t.elapsed().as_secs_f64()
+            );
+            boot(
+                s,
+                &kernel,
+                &initrd,
+                &log,
+                Duration::from_secs(args.timeout_minutes * 60),
+            )?
+        };
         report.total = started.elapsed();
+        if !args.no_cluster {
+            let node_initrd = vm_dir.join(format!("initrd-{s}-node.gz"));
+            let t = Instant::now();
+            build_initramfs(&kernel, &node_contents(&binaries)?, &node_initrd)?;
+            println!(
+                "  node initramfs {} ({} MB, {:.1} s)",
+                node_initrd.display(),
+                fs::metadata(&node_initrd)?.len() / 1_000_000,
+                t.elapsed().as_secs_f64()
+            );
+            let result = run_cluster_test(
+                s,
+                &kernel,
+                &node_initrd,
+                &binaries.cluster_test,
+                Duration::from_secs(args.timeout_minutes * 60),
+            )?;
+            report.results.push((CLUSTER_TEST.to_owned(), result));
+        }
         reports.push(report);
     }
-    summarize(&reports)
+    summarize(&reports, &vm_dir)
 }
 
 fn program_on_path(program: &str) -> bool {
@@ -154,15 +215,20 @@ fn target_dir() -> PathBuf {
         .map_or_else(|| repo_root().join("target"), |d| repo_root().join(d))
 }
 
-fn prebuilt(agent: &Path, tests: &[PathBuf]) -> anyhow::Result<Binaries> {
+fn prebuilt(agent: &Path, tests: &[PathBuf], cluster_test: &Path) -> anyhow::Result<Binaries> {
     let agent = fs::canonicalize(agent).with_context(|| format!("{}", agent.display()))?;
-    let client = agent.with_file_name("keelson-test-client");
-    if !client.is_file() {
-        bail!(
-            "{} is missing (it must be next to the agent)",
-            client.display()
-        );
+    for sibling in ["keelson-test-client", "keelson-control-plane"] {
+        let path = agent.with_file_name(sibling);
+        if !path.is_file() {
+            bail!(
+                "{} is missing (it must be next to the agent)",
+                path.display()
+            );
+        }
     }
+    let client = agent.with_file_name("keelson-test-client");
+    let cluster_test =
+        fs::canonicalize(cluster_test).with_context(|| format!("{}", cluster_test.display()))?;
     let tests = tests
         .iter()
         .map(|t| {
@@ -176,6 +242,7 @@ fn prebuilt(agent: &Path, tests: &[PathBuf]) -> anyhow::Result<Binaries> {
         agent,
         client,
         tests,
+        cluster_test,
     })
 }
 
@@ -188,11 +255,15 @@ fn build() -> anyhow::Result<Binaries> {
         "build",
         "-p",
         "keelson-node-agent",
+        "-p",
+        "keelson-control-plane",
         "--bin",
         "keelson-node-agent",
+        "--bin",
+        "keelson-control-plane",
     ]];
     let mut tests = vec!["build", "-p", "keelson-tests"];
-    for t in DATAPATH_TESTS {
+    for t in DATAPATH_TESTS.iter().chain([&CLUSTER_TEST]) {
         tests.extend(["--test", t]);
     }
     builds.push(tests);
@@ -229,6 +300,7 @@ fn build() -> anyhow::Result<Binaries> {
             .iter()
             .map(|t| Ok(((*t).to_owned(), find(t, "test")?)))
             .collect::<anyhow::Result<_>>()?,
+        cluster_test: find(CLUSTER_TEST, "test")?,
     })
 }
 
@@ -338,7 +410,7 @@ fn module_key(name: &str) -> String {
 }
 
 /// The modules to load, dependencies first, each as (name, uncompressed contents).
-fn modules(kernel: &Kernel) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+fn modules(kernel: &Kernel, wanted: &[&str]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let builtin: BTreeSet<String> = fs::read_to_string(kernel.modules.join("modules.builtin"))
         .context("cannot read modules.builtin")?
         .lines()
@@ -363,7 +435,7 @@ fn modules(kernel: &Kernel) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     }
     let mut ordered: Vec<(String, Vec<u8>)> = Vec::new();
     let mut seen = BTreeSet::new();
-    let mut stack: Vec<(String, bool)> = MODULES
+    let mut stack: Vec<(String, bool)> = wanted
         .iter()
         .rev()
         .map(|m| (module_key(m), false))
@@ -426,93 +498,6 @@ fn modinfo(module: &[u8], key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A cpio "newc" archive writer.
-struct Cpio<W: Write> {
-    out: W,
-    ino: u32,
-    dirs: BTreeSet<PathBuf>,
-}
-
-impl<W: Write> Cpio<W> {
-    fn entry(
-        &mut self,
-        name: &str,
-        mode: u32,
-        rdev: (u32, u32),
-        data: &[u8],
-    ) -> std::io::Result<()> {
-        self.ino += 1;
-        let name = name.trim_start_matches('/');
-        let size = u32::try_from(data.len()).map_err(std::io::Error::other)?;
-        let header = format!(
-            "070701{:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{size:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-            self.ino,
-            0,
-            0,
-            1,
-            0,
-            0,
-            0,
-            rdev.0,
-            rdev.1,
-            name.len() + 1,
-            0
-        );
-        self.out.write_all(header.as_bytes())?;
-        self.out.write_all(name.as_bytes())?;
-        self.out.write_all(&[0])?;
-        pad(&mut self.out, 110 + name.len() + 1)?;
-        self.out.write_all(data)?;
-        pad(&mut self.out, data.len())
-    }
-
-    /// `path`'s parent directories, each once.
-    fn parents(&mut self, path: &str) -> std::io::Result<()> {
-        let mut missing = Vec::new();
-        let mut dir = Path::new(path).parent();
-        while let Some(d) = dir {
-            if d.as_os_str().is_empty() || d == Path::new("/") || self.dirs.contains(d) {
-                break;
-            }
-            missing.push(d.to_path_buf());
-            dir = d.parent();
-        }
-        for d in missing.into_iter().rev() {
-            self.entry(&d.to_string_lossy(), 0o040_755, (0, 0), &[])?;
-            self.dirs.insert(d);
-        }
-        Ok(())
-    }
-
-    fn dir(&mut self, path: &str) -> std::io::Result<()> {
-        self.parents(&format!("{path}/x"))
-    }
-
-    fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> std::io::Result<()> {
-        self.parents(path)?;
-        self.entry(path, 0o100_000 | mode, (0, 0), data)
-    }
-
-    fn symlink(&mut self, path: &str, target: &str) -> std::io::Result<()> {
-        self.parents(path)?;
-        self.entry(path, 0o120_777, (0, 0), target.as_bytes())
-    }
-
-    fn char_device(&mut self, path: &str, major: u32, minor: u32) -> std::io::Result<()> {
-        self.parents(path)?;
-        self.entry(path, 0o020_600, (major, minor), &[])
-    }
-
-    fn finish(mut self) -> std::io::Result<W> {
-        self.entry("TRAILER!!!", 0, (0, 0), &[])?;
-        Ok(self.out)
-    }
-}
-
-fn pad(out: &mut impl Write, len: usize) -> std::io::Result<()> {
-    out.write_all(&[0; 3][..(4 - len % 4) % 4])
-}
-
 /// The shared libraries and loader `ldd` lists for `binary` (none for static binaries).
 fn libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let out = Command::new("ldd")
@@ -528,7 +513,66 @@ fn libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .collect())
 }
 
-fn build_initramfs(kernel: &Kernel, binaries: &Binaries, initrd: &Path) -> anyhow::Result<()> {
+/// What goes into an initramfs besides busybox, dash and iproute2.
+struct Contents {
+    /// Executables, each at its host path, with the shared libraries they need.
+    executables: Vec<PathBuf>,
+    /// Modules to load (with their dependencies) unless built in.
+    modules: Vec<&'static str>,
+    /// Those of `modules` that `/init` loads itself, later (`/etc/keelson-modules-late`).
+    late_modules: Vec<&'static str>,
+    /// The `/init` script.
+    init: String,
+}
+
+/// The datapath suite's initramfs: the agent, the test client and the test binaries.
+fn suite_contents(binaries: &Binaries) -> Contents {
+    let mut executables = vec![binaries.agent.clone(), binaries.client.clone()];
+    executables.extend(binaries.tests.iter().map(|(_, path)| path.clone()));
+    let mut modules = MODULES.to_vec();
+    modules.extend(["virtio_pci", "virtio_rng"]);
+    Contents {
+        executables,
+        modules,
+        late_modules: NETLINK_TC_MODULES.to_vec(),
+        init: init_script(&binaries.agent, &binaries.tests),
+    }
+}
+
+/// Docker's programs as `docker.io` installs them: the daemon, containerd and its runc shim,
+/// runc, and the CLI (which imports the node's image).
+const DOCKER_PROGRAMS: &[&str] = &[
+    "dockerd",
+    "containerd",
+    "containerd-shim-runc-v2",
+    "runc",
+    "docker",
+];
+
+/// A node's initramfs: the agent and Docker; `/init` starts both (see [`node_init_script`]).
+fn node_contents(binaries: &Binaries) -> anyhow::Result<Contents> {
+    let mut executables = vec![binaries.agent.clone()];
+    for program in DOCKER_PROGRAMS {
+        let path = std::env::var_os("PATH")
+            .and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|dir| dir.join(program))
+                    .find(|p| p.is_file())
+            })
+            .with_context(|| format!("`{program}` is not installed: run `cargo xtask setup`"))?;
+        executables.push(path);
+    }
+    let mut modules = MODULES.to_vec();
+    modules.extend(["virtio_pci", "virtio_net", "virtio_rng", "overlay"]);
+    Ok(Contents {
+        executables,
+        modules,
+        late_modules: Vec::new(),
+        init: node_init_script(&binaries.agent),
+    })
+}
+
+fn build_initramfs(kernel: &Kernel, contents: &Contents, initrd: &Path) -> anyhow::Result<()> {
     let file =
         fs::File::create(initrd).with_context(|| format!("cannot create {}", initrd.display()))?;
     let mut gzip = Command::new("gzip")
@@ -538,11 +582,7 @@ fn build_initramfs(kernel: &Kernel, binaries: &Binaries, initrd: &Path) -> anyho
         .spawn()
         .context("cannot start gzip")?;
     let stdin = gzip.stdin.take().context("gzip's stdin")?;
-    let mut cpio = Cpio {
-        out: BufWriter::with_capacity(1 << 20, stdin),
-        ino: 0,
-        dirs: BTreeSet::new(),
-    };
+    let mut cpio = Cpio::new(BufWriter::with_capacity(1 << 20, stdin));
     for dir in [
         "/proc", "/sys", "/dev", "/run", "/tmp", "/var", "/etc", "/root",
     ] {
@@ -581,10 +621,8 @@ fn build_initramfs(kernel: &Kernel, binaries: &Binaries, initrd: &Path) -> anyho
         (PathBuf::from("/usr/sbin/ip"), ip),
         (PathBuf::from("/bin/sh"), dash),
     ];
-    elves.push((binaries.agent.clone(), binaries.agent.clone()));
-    elves.push((binaries.client.clone(), binaries.client.clone()));
-    for (_, test) in &binaries.tests {
-        elves.push((test.clone(), test.clone()));
+    for executable in &contents.executables {
+        elves.push((executable.clone(), fs::canonicalize(executable)?));
     }
     let mut libs = BTreeSet::new();
     for (_, source) in &elves {
@@ -599,18 +637,23 @@ fn build_initramfs(kernel: &Kernel, binaries: &Binaries, initrd: &Path) -> anyho
         cpio.file(&at.to_string_lossy(), mode | 0o500, &data)?;
     }
 
-    let modules = modules(kernel)?;
+    let modules = modules(kernel, &contents.modules)?;
+    // The suite's VM loads the netlink TC modules only after a first `check` without them (a
+    // kernel without TCX must then be refused, one with TCX must not care).
     let mut module_list = String::new();
+    let mut late_list = String::new();
     for (name, bytes) in &modules {
         cpio.file(&format!("/lib/modules/{name}.ko"), 0o644, bytes)?;
-        let _ = writeln!(module_list, "{name}");
+        let list = if contents.late_modules.contains(&name.as_str()) {
+            &mut late_list
+        } else {
+            &mut module_list
+        };
+        let _ = writeln!(list, "{name}");
     }
     cpio.file("/etc/keelson-modules", 0o644, module_list.as_bytes())?;
-    cpio.file(
-        "/init",
-        0o755,
-        init_script(&binaries.agent, &binaries.tests).as_bytes(),
-    )?;
+    cpio.file("/etc/keelson-modules-late", 0o644, late_list.as_bytes())?;
+    cpio.file("/init", 0o755, contents.init.as_bytes())?;
 
     let out = cpio.finish()?;
     drop(out.into_inner().map_err(|e| e.into_error())?);
@@ -621,12 +664,9 @@ fn build_initramfs(kernel: &Kernel, binaries: &Binaries, initrd: &Path) -> anyho
     Ok(())
 }
 
-/// The VM's `/init`: mounts, modules, then the agent's check and each test binary, with
-/// markers the host parses.
-fn init_script(agent: &Path, tests: &[(String, PathBuf)]) -> String {
-    let mut s = String::from(
-        r#"#!/bin/sh
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root RUST_BACKTRACE=0
+/// The start of every VM's `/init`: the kernel's file systems and the console.
+const INIT_MOUNTS: &str = r#"#!/bin/sh
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin:/usr/local/bin HOME=/root RUST_BACKTRACE=0
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
@@ -635,17 +675,33 @@ exec </dev/console >/dev/console 2>&1
 # tmpfs goes only where it hides nothing, e.g. not over /tmp when the checkout is in /tmp (the
 # initramfs itself is writable).
 for d in /run /tmp; do [ -z "$(ls -A $d)" ] && mount -t tmpfs tmpfs $d; done
-mount -t tmpfs cgroup /sys/fs/cgroup
-mkdir -p /sys/fs/cgroup/unified
-mount -t cgroup2 none /sys/fs/cgroup/unified
 mount -t bpf bpf /sys/fs/bpf
-mkdir -p /run/keelson-tests
-for m in $(cat /etc/keelson-modules); do
+"#;
+
+/// Loads the initramfs's modules (`/etc/keelson-modules`, dependencies first).
+const INIT_MODULES: &str = r#"for m in $(cat /etc/keelson-modules); do
   insmod /lib/modules/$m.ko || echo "KEELSON-MODULE-FAILED $m"
 done
 ip link set lo up
-echo "KEELSON-BOOTED $(cut -d' ' -f1 /proc/uptime) $(uname -r)"
+"#;
+
+/// The datapath suite VM's `/init`: mounts, modules, then the agent's check and each test
+/// binary, with markers the host parses.
+fn init_script(agent: &Path, tests: &[(String, PathBuf)]) -> String {
+    let mut s = format!(
+        r#"{INIT_MOUNTS}mount -t tmpfs cgroup /sys/fs/cgroup
+mkdir -p /sys/fs/cgroup/unified
+mount -t cgroup2 none /sys/fs/cgroup/unified
+mkdir -p /run/keelson-tests
+{INIT_MODULES}echo "KEELSON-BOOTED $(cut -d' ' -f1 /proc/uptime) $(uname -r)"
+echo "KEELSON-BEGIN bare-check $(wc -l < /etc/keelson-modules-late)"
+{agent} check
+echo "KEELSON-BARE-CHECK $?"
+for m in $(cat /etc/keelson-modules-late); do
+  insmod /lib/modules/$m.ko || echo "KEELSON-MODULE-FAILED $m"
+done
 "#,
+        agent = agent.display()
     );
     let _ = writeln!(
         s,
@@ -671,6 +727,49 @@ echo "KEELSON-RESULT {name} ${{passed:-0}} ${{failed:-0}} rc=$rc $(cut -d' ' -f1
     s
 }
 
+/// A VM node's `/init` (see `keelson_testbed::VmNodes`): `eth0` from `/etc/keelson/node.env`,
+/// dockerd on a tmpfs (`DOCKER_RAMDISK`: runc cannot pivot_root out of an initramfs; no
+/// iptables and no bridge: pods get their network from the agent), the test image imported
+/// from busybox as `cargo xtask images` builds it, then the agent. The VM powers off when the
+/// agent exits.
+fn node_init_script(agent: &Path) -> String {
+    format!(
+        r#"{INIT_MOUNTS}mount -t cgroup2 none /sys/fs/cgroup
+mkdir -p /var/lib/docker /var/lib/keelson /var/log
+mount -t tmpfs tmpfs /var/lib/docker
+{INIT_MODULES}. /etc/keelson/node.env
+hostname "$NODE_NAME"
+touch /etc/hosts /etc/resolv.conf
+ip link set eth0 mtu 1500 up
+ip addr add "$NODE_ADDRESS/24" dev eth0
+echo "KEELSON-NODE-BOOTED $(cut -d' ' -f1 /proc/uptime) $(uname -r) $NODE_NAME $NODE_ADDRESS"
+DOCKER_RAMDISK=true dockerd --iptables=false --ip6tables=false --bridge=none \
+  --ip-forward=false --ip-masq=false --storage-driver=overlay2 >/var/log/dockerd.log 2>&1 &
+i=0
+until docker version >/dev/null 2>&1; do
+  i=$((i + 1))
+  if [ $i -gt 120 ]; then echo "KEELSON-NODE-FAILED dockerd"; tail -n 20 /var/log/dockerd.log; poweroff -f; fi
+  sleep 1
+done
+mkdir -p /tmp/image/bin
+cp /bin/busybox /tmp/image/bin/busybox
+for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox /tmp/image/bin/$a; done
+tar -C /tmp/image -cf /tmp/image.tar . && docker import --change 'CMD ["sh"]' /tmp/image.tar keelson/busybox:1 >/dev/null \
+  || {{ echo "KEELSON-NODE-FAILED image"; poweroff -f; }}
+rm -rf /tmp/image /tmp/image.tar
+echo "KEELSON-NODE-DOCKER $(cut -d' ' -f1 /proc/uptime)"
+export KEELSON_ROUTING RUST_LOG=info
+{agent} run --node-name "$NODE_NAME" --kubeconfig /etc/keelson/kubeconfig \
+  --node-address "$NODE_ADDRESS" --uplink eth0 --cgroup /sys/fs/cgroup --data-dir /var/lib/keelson \
+  --metrics-listen "$NODE_ADDRESS:10249" --kubelet-listen "$NODE_ADDRESS:10250" \
+  --service-cidr "$SERVICE_CIDR" $AGENT_ARGS
+echo "KEELSON-NODE-AGENT-EXITED $?"
+poweroff -f
+"#,
+        agent = agent.display()
+    )
+}
+
 /// One binary's outcome in one VM.
 #[derive(Debug, Default)]
 struct BinaryResult {
@@ -678,12 +777,62 @@ struct BinaryResult {
     failed: u32,
     rc: String,
     seconds: f64,
-    /// `test name ... FAILED` names and the panic lines.
+    /// The panic lines of failed tests.
     failures: Vec<String>,
+    /// Each test's name and whether it passed, in the order they ended.
+    tests: Vec<(String, bool)>,
+    /// Lines still to keep after a panic line.
+    panic_lines: u8,
+}
+
+impl BinaryResult {
+    /// Takes one line of libtest's output; returns a `test ... ok|FAILED` line, for progress.
+    fn feed(&mut self, line: &str) -> Option<String> {
+        if let Some(rest) = line.strip_prefix("test ") {
+            for (suffix, ok) in [(" ... ok", true), (" ... FAILED", false)] {
+                if let Some(name) = rest.strip_suffix(suffix) {
+                    self.tests.push((name.to_owned(), ok));
+                    return Some(line.to_owned());
+                }
+            }
+        }
+        if let Some(r) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                r.split(';')
+                    .find_map(|part| part.trim().strip_suffix(word))
+                    .and_then(|n| n.split_whitespace().last()?.parse().ok())
+                    .unwrap_or(0)
+            };
+            self.passed = count(" passed");
+            self.failed = count(" failed");
+        }
+        if line.starts_with("thread '") && line.contains("panicked at") {
+            self.failures.push(line.to_owned());
+            self.panic_lines = 3;
+        } else if line.is_empty() || line.starts_with("test result:") || line == "failures:" {
+            self.panic_lines = 0;
+        } else if self.panic_lines > 0 {
+            self.panic_lines -= 1;
+            if !line.starts_with("note:") {
+                self.failures.push(format!("  {line}"));
+            }
+        }
+        None
+    }
 }
 
 #[derive(Debug)]
 struct Report {
+    /// The datapath suite ran (`--no-suite` skips it).
+    suite: bool,
+    /// Seconds from qemu's start to the first test (the agent's check).
+    first_test: Option<f64>,
+    /// How many modules the first check ran without (the netlink TC ones that are modules).
+    bare_withheld: u32,
+    /// The first check's exit status.
+    bare_check: Option<i32>,
+    /// Its `run ...` lines: what `run` would do.
+    bare_lines: Vec<String>,
     series: String,
     release: String,
     boot: Option<f64>,
@@ -693,6 +842,71 @@ struct Report {
     finished: bool,
     total: Duration,
     log: PathBuf,
+}
+
+/// Sends each line `stream` yields (lossily decoded: a serial console is not always UTF-8)
+/// until it ends or nobody listens.
+fn forward_lines(
+    stream: impl std::io::Read + Send + 'static,
+    tx: mpsc::Sender<String>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_owned();
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// [`next_line`] found `deadline` passed.
+struct PastDeadline;
+
+/// The next line from `rx`; `None` once every sender is gone.
+fn next_line(
+    rx: &mpsc::Receiver<String>,
+    deadline: Instant,
+) -> Result<Option<String>, PastDeadline> {
+    let wait = deadline
+        .checked_duration_since(Instant::now())
+        .ok_or(PastDeadline)?;
+    match rx.recv_timeout(wait) {
+        Ok(line) => Ok(Some(line)),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(PastDeadline),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Ok(None),
+    }
+}
+
+impl Report {
+    fn new(series: &str, kernel: &Kernel, log: &Path, suite: bool) -> Self {
+        Self {
+            suite,
+            first_test: None,
+            bare_withheld: 0,
+            bare_check: None,
+            bare_lines: Vec::new(),
+            series: series.to_owned(),
+            release: kernel.release.clone(),
+            boot: None,
+            check: None,
+            check_error: Vec::new(),
+            results: Vec::new(),
+            finished: false,
+            total: Duration::ZERO,
+            log: log.to_path_buf(),
+        }
+    }
 }
 
 fn boot(
@@ -714,6 +928,9 @@ fn boot(
             "-no-reboot",
             "-nic",
             "none",
+            // Entropy from the host, so nothing in the VM waits in getrandom().
+            "-device",
+            "virtio-rng-pci",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -728,51 +945,22 @@ fn boot(
             .with_context(|| format!("cannot create {}", log_path.display()))?,
     );
     let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let line = String::from_utf8_lossy(&buf)
-                        .trim_end_matches(['\r', '\n'])
-                        .to_owned();
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
+    let reader = forward_lines(stdout, tx);
 
-    let mut report = Report {
-        series: series.to_owned(),
-        release: kernel.release.clone(),
-        boot: None,
-        check: None,
-        check_error: Vec::new(),
-        results: Vec::new(),
-        finished: false,
-        total: Duration::ZERO,
-        log: log_path.to_path_buf(),
-    };
+    let mut report = Report::new(series, kernel, log_path, true);
     let mut current: Option<(String, BinaryResult, Instant)> = None;
     let mut in_check = false;
-    let mut panic_lines = 0;
+    let mut in_bare = false;
     let deadline = started + timeout;
     let mut timed_out = false;
     loop {
-        let now = Instant::now();
-        if now >= deadline {
-            timed_out = true;
-            break;
-        }
-        let line = match rx.recv_timeout(deadline - now) {
-            Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        let line = match next_line(&rx, deadline) {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(PastDeadline) => {
+                timed_out = true;
+                break;
+            }
         };
         let _ = writeln!(log, "{line}");
         let marker = line.find("KEELSON-").map_or("", |at| &line[at..]);
@@ -785,6 +973,22 @@ fn boot(
             }
             ["KEELSON-MODULE-FAILED", m] => println!("{at} module {m} failed to load"),
             ["KEELSON-BEGIN", "check"] => in_check = true,
+            ["KEELSON-BEGIN", "bare-check", withheld] => {
+                in_bare = true;
+                report.bare_withheld = withheld.parse().unwrap_or(0);
+                report.first_test = Some(started.elapsed().as_secs_f64());
+            }
+            ["KEELSON-BARE-CHECK", rc] => {
+                in_bare = false;
+                report.bare_check = Some(rc.parse().unwrap_or(-1));
+                println!(
+                    "{at} keelson-node-agent check without sch_ingress and cls_bpf: exit {rc}{}",
+                    report
+                        .bare_lines
+                        .last()
+                        .map_or_else(String::new, |l| format!(", {l}"))
+                );
+            }
             ["KEELSON-CHECK", rc] => {
                 in_check = false;
                 let rc = rc.parse().unwrap_or(-1);
@@ -813,24 +1017,16 @@ fn boot(
             }
             ["KEELSON-DONE", ..] => report.finished = true,
             _ => {
+                if in_bare && (line.starts_with("run ") || line.starts_with("run:")) {
+                    report.bare_lines.push(line.clone());
+                }
                 if in_check && line.contains("keelson-node-agent check:") {
                     report.check_error.push(line.clone());
                 }
-                if let Some((_, result, _)) = current.as_mut() {
-                    if line.starts_with("test ")
-                        && (line.ends_with(" ... FAILED") || line.ends_with(" ... ok"))
-                    {
-                        println!("{at}   {line}");
-                    }
-                    if line.starts_with("thread '") && line.contains("panicked at") {
-                        result.failures.push(line.clone());
-                        panic_lines = 3;
-                    } else if panic_lines > 0 {
-                        panic_lines -= 1;
-                        if !line.starts_with("note:") && !line.is_empty() {
-                            result.failures.push(format!("  {line}"));
-                        }
-                    }
+                if let Some((_, result, _)) = current.as_mut()
+                    && let Some(progress) = result.feed(&line)
+                {
+                    println!("{at}   {progress}");
                 }
             }
         }
@@ -868,39 +1064,148 @@ fn boot(
     Ok(report)
 }
 
-fn summarize(reports: &[Report]) -> anyhow::Result<()> {
+/// Runs the two-VM scenario (`vm_cluster`, on the host: it starts the control plane and the
+/// VMs through keelson-testbed) with this kernel and node initramfs, one test at a time.
+fn run_cluster_test(
+    series: &str,
+    kernel: &Kernel,
+    node_initrd: &Path,
+    test: &Path,
+    timeout: Duration,
+) -> anyhow::Result<BinaryResult> {
+    println!("==> vm-test: two VMs on kernel {series} ({CLUSTER_TEST}, on the host)");
+    let state = node_initrd.with_file_name(format!("cluster-{series}"));
+    let mut cmd = Command::new(test);
+    cmd.args(["--test-threads", "1"])
+        .env("KEELSON_VM_KERNEL", &kernel.vmlinuz)
+        .env("KEELSON_VM_INITRD", node_initrd)
+        .env("KEELSON_VM_STATE_DIR", &state)
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    println!("$ {}", cmd::display(&cmd));
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", test.display()))?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let readers = [
+        forward_lines(child.stdout.take().context("stdout")?, tx.clone()),
+        forward_lines(child.stderr.take().context("stderr")?, tx),
+    ];
+    let mut result = BinaryResult::default();
+    let deadline = started + timeout;
+    let mut timed_out = false;
+    loop {
+        let line = match next_line(&rx, deadline) {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(PastDeadline) => {
+                timed_out = true;
+                break;
+            }
+        };
+        let at = format!(
+            "[{series} two-VM {:>5.0}s]",
+            started.elapsed().as_secs_f64()
+        );
+        match result.feed(&line) {
+            Some(progress) => println!("{at} {progress}"),
+            // The test's own progress lines (stderr), and failures.
+            None if line.starts_with("vm_cluster:") || line.starts_with("thread '") => {
+                println!("{at} {line}");
+            }
+            None => {}
+        }
+    }
+    if timed_out {
+        println!(
+            "[{series} two-VM] no end after {} s: killing it",
+            timeout.as_secs()
+        );
+        let _ = child.kill();
+    }
+    let status = child.wait()?;
+    for reader in readers {
+        let _ = reader.join();
+    }
+    // A test that panics removes its cluster as it unwinds; a killed one leaves its state
+    // file, which names what to remove.
+    for routing in ["direct", "tunnel"] {
+        if let Err(error) = keelson_testbed::down_from_state(&state.join(routing)) {
+            println!("[{series} two-VM] removing the {routing} cluster: {error:#}");
+        }
+    }
+    result.seconds = started.elapsed().as_secs_f64();
+    result.rc = if timed_out {
+        String::new()
+    } else {
+        status
+            .code()
+            .map_or_else(|| status.to_string(), |c| c.to_string())
+    };
+    println!(
+        "[{series} two-VM] {} passed, {} failed ({:.0} s)",
+        result.passed, result.failed, result.seconds
+    );
+    Ok(result)
+}
+
+fn summarize(reports: &[Report], vm_dir: &Path) -> anyhow::Result<()> {
     let mut bad = false;
     println!("\n==> vm-test results");
     for r in reports {
+        if r.suite {
+            println!(
+                "\nkernel {} ({}): booted in {}, first test at {}, suite {:.0} s{}; log {}",
+                r.series,
+                r.release,
+                r.boot
+                    .map_or_else(|| "none".to_owned(), |b| format!("{b:.0} s")),
+                r.first_test
+                    .map_or_else(|| "none".to_owned(), |b| format!("{b:.0} s")),
+                r.total.as_secs_f64(),
+                if r.finished { "" } else { ", DID NOT FINISH" },
+                r.log.display()
+            );
+            bad |= !r.finished || r.check != Some(0);
+        } else {
+            println!(
+                "\nkernel {} ({}): datapath suite not run (--no-suite)",
+                r.series, r.release
+            );
+        }
         println!(
-            "\nkernel {} ({}): boot {}, total {:.0} s{}; log {}",
-            r.series,
-            r.release,
-            r.boot
-                .map_or_else(|| "none".to_owned(), |b| format!("{b:.0} s")),
-            r.total.as_secs_f64(),
-            if r.finished { "" } else { ", DID NOT FINISH" },
-            r.log.display()
-        );
-        bad |= !r.finished;
-        println!(
-            "  {:<26} {:>6} {:>6} {:>7}",
+            "  {:<34} {:>6} {:>6} {:>7}",
             "BINARY", "PASSED", "FAILED", "SECONDS"
         );
-        let check = match r.check {
-            Some(0) => "ok",
-            Some(_) => "FAILED",
-            None => "not run",
-        };
-        println!("  {:<26} {check:>21}", "keelson-node-agent check");
-        bad |= r.check != Some(0);
-        for line in &r.check_error {
-            println!("      {line}");
+        if r.suite {
+            let (bare_ok, bare) = bare_check_verdict(r);
+            bad |= !bare_ok;
+            println!("  {:<34} {bare:>21}", "check, no sch_ingress/cls_bpf");
+            for line in &r.bare_lines {
+                println!("      {line}");
+            }
+            let check = match r.check {
+                Some(0) => "ok",
+                Some(_) => "FAILED",
+                None => "not run",
+            };
+            println!("  {:<34} {check:>21}", "keelson-node-agent check");
+            for line in &r.check_error {
+                println!("      {line}");
+            }
         }
         for (name, result) in &r.results {
             let incomplete = result.rc.is_empty();
+            let label = if name == CLUSTER_TEST {
+                format!("{name} (two VMs, on the host)")
+            } else {
+                name.clone()
+            };
             println!(
-                "  {name:<26} {:>6} {:>6} {:>7.0}{}",
+                "  {label:<34} {:>6} {:>6} {:>7.0}{}",
                 result.passed,
                 result.failed,
                 result.seconds,
@@ -918,11 +1223,114 @@ fn summarize(reports: &[Report]) -> anyhow::Result<()> {
             }
         }
     }
+
+    // The same results as nextest reports its own: a line per test, a summary line per kernel,
+    // and a JUnit file per kernel for CI systems that collect them.
+    println!("\n------------");
+    for r in reports {
+        let mut cases: Vec<(String, bool)> = Vec::new();
+        if r.suite {
+            cases.push((
+                "keelson-node-agent check without sch_ingress and cls_bpf".to_owned(),
+                bare_check_verdict(r).0,
+            ));
+            cases.push(("keelson-node-agent check".to_owned(), r.check == Some(0)));
+        }
+        for (binary, result) in &r.results {
+            for (test, ok) in &result.tests {
+                cases.push((format!("{binary}::{test}"), *ok));
+            }
+            if result.rc.is_empty() || (result.failed == 0 && result.rc != "0") {
+                cases.push((format!("{binary} (did not finish)"), false));
+            }
+        }
+        for (name, ok) in &cases {
+            println!(
+                "        {} [{:>5}] {name}",
+                if *ok { "PASS" } else { "FAIL" },
+                r.series
+            );
+        }
+        let failed = cases.iter().filter(|(_, ok)| !ok).count();
+        let seconds = r.total.as_secs_f64()
+            + r.results
+                .iter()
+                .filter(|(n, _)| n == CLUSTER_TEST)
+                .map(|(_, res)| res.seconds)
+                .sum::<f64>();
+        println!(
+            "     Summary [{seconds:>8.3}s] {} tests run: {} passed, {failed} failed, 0 skipped \
+             (kernel {})",
+            cases.len(),
+            cases.len() - failed,
+            r.release
+        );
+        let junit = vm_dir.join(format!("junit-{}.xml", r.series));
+        fs::write(&junit, junit_xml(&r.release, &cases, seconds))
+            .with_context(|| format!("cannot write {}", junit.display()))?;
+        println!("     JUnit   {}", junit.display());
+    }
     if bad {
         bail!("some VM tests failed or did not finish (serial logs above)");
     }
     println!("\nall VM tests passed");
     Ok(())
+}
+
+/// Whether the first check (without the netlink TC modules) did what this kernel calls for,
+/// and a word on it: below 6.6 (no TCX) `run` must refuse, naming TCX and the missing module;
+/// from 6.6 on the modules are not needed.
+fn bare_check_verdict(r: &Report) -> (bool, &'static str) {
+    let version = numbers(&r.release);
+    let has_tcx = version.get(..2).is_some_and(|v| (v[0], v[1]) >= (6, 6));
+    let refused = r
+        .bare_lines
+        .iter()
+        .any(|l| l.starts_with("run refuses:") && l.contains("TCX (Linux >= 6.6)"));
+    match r.bare_check {
+        None => (false, "not run"),
+        Some(_) if r.bare_withheld == 0 => (false, "nothing withheld"),
+        Some(0) if has_tcx => (true, "ok (TCX)"),
+        Some(rc) if rc != 0 && !has_tcx && refused => (true, "refused (expected)"),
+        Some(_) => (false, "FAILED"),
+    }
+}
+
+/// A JUnit report of one kernel's test cases.
+fn junit_xml(release: &str, cases: &[(String, bool)], seconds: f64) -> String {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let failed = cases.iter().filter(|(_, ok)| !ok).count();
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"vm-test\" tests=\"{}\" \
+         failures=\"{failed}\" time=\"{seconds:.3}\">\n  <testsuite name=\"kernel {}\" tests=\"{}\" \
+         failures=\"{failed}\">\n",
+        cases.len(),
+        escape(release),
+        cases.len()
+    );
+    for (name, ok) in cases {
+        let (class, test) = name
+            .split_once("::")
+            .unwrap_or((name.as_str(), name.as_str()));
+        let _ = write!(
+            xml,
+            "    <testcase classname=\"{}\" name=\"{}\"",
+            escape(class),
+            escape(test)
+        );
+        if *ok {
+            xml.push_str("/>\n");
+        } else {
+            xml.push_str("><failure message=\"failed\"/></testcase>\n");
+        }
+    }
+    xml.push_str("  </testsuite>\n</testsuites>\n");
+    xml
 }
 
 #[cfg(test)]
@@ -963,6 +1371,49 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn libtest_output_gives_each_test_and_the_counts() {
+        let mut result = BinaryResult::default();
+        let out = "running 2 tests\ntest a ... ok\ntest b ... FAILED\n\
+                   thread 'b' (7) panicked at tests/x.rs:3:5:\nboom\n\
+                   test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out";
+        let progress: Vec<String> = out.lines().filter_map(|l| result.feed(l)).collect();
+        assert_eq!(progress, ["test a ... ok", "test b ... FAILED"]);
+        assert_eq!(
+            result.tests,
+            [("a".to_owned(), true), ("b".to_owned(), false)]
+        );
+        assert_eq!((result.passed, result.failed), (1, 1));
+        assert_eq!(
+            result.failures,
+            ["thread 'b' (7) panicked at tests/x.rs:3:5:", "  boom"]
+        );
+    }
+
+    fn bare(release: &str, rc: i32, line: &str) -> Report {
+        let kernel = Kernel {
+            release: release.to_owned(),
+            vmlinuz: PathBuf::new(),
+            modules: PathBuf::new(),
+        };
+        let mut r = Report::new("x", &kernel, Path::new("log"), true);
+        r.bare_withheld = 2;
+        r.bare_check = Some(rc);
+        r.bare_lines.push(line.to_owned());
+        r
+    }
+
+    #[test]
+    fn without_netlink_tc_a_kernel_before_6_6_must_be_refused() {
+        let refusal = "run refuses: keelson-node-agent needs TC attach: TCX (Linux >= 6.6) or \
+                       the clsact qdisc (sch_ingress, CONFIG_NET_SCH_INGRESS); this kernel is \
+                       6.1.0 and has neither";
+        assert!(bare_check_verdict(&bare("6.1.0-56-amd64", 1, refusal)).0);
+        assert!(!bare_check_verdict(&bare("6.1.0-56-amd64", 0, "run: every feature used")).0);
+        assert!(bare_check_verdict(&bare("6.12.117+deb12-amd64", 0, "run: every feature used")).0);
+        assert!(!bare_check_verdict(&bare("6.12.117+deb12-amd64", 1, refusal)).0);
     }
 
     #[test]
