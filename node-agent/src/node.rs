@@ -61,6 +61,19 @@ pub enum NodeError {
     },
 }
 
+impl NodeError {
+    /// Whether trying again may succeed: the connection failed, or the server answered 5xx or
+    /// 429. A refused credential or an invalid object will not get better.
+    pub fn is_transient(&self) -> bool {
+        let Self::Api { source, .. } = self;
+        match source {
+            kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+            kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+            _ => false,
+        }
+    }
+}
+
 fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> NodeError {
     let what = what.into();
     move |source| NodeError::Api { what, source }
@@ -345,6 +358,37 @@ pub async fn register(
     write_status(&nodes, &config.name, status).await
 }
 
+/// [`register`], tried again after transient failures (see [`NodeError::is_transient`]: a
+/// connection reset by a restarting API server, a 5xx) with a backoff from 250 ms up to 5 s,
+/// for up to `patience`, as the kubelet keeps trying to register. Any other failure, or the
+/// last transient one, is returned.
+pub async fn register_with_retry(
+    client: &Client,
+    config: &NodeConfig,
+    runtime: &Result<String, String>,
+    patience: std::time::Duration,
+) -> Result<Node, NodeError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut delay = std::time::Duration::from_millis(250);
+    loop {
+        match register(client, config, runtime).await {
+            Ok(node) => return Ok(node),
+            Err(error)
+                if error.is_transient() && tokio::time::Instant::now() + delay < deadline =>
+            {
+                tracing::warn!(
+                    error = %crate::error_chain(&error),
+                    retry_in = ?delay,
+                    "registering the Node failed; trying again"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 async fn write_status(
     nodes: &Api<Node>,
     name: &str,
@@ -466,6 +510,30 @@ async fn renew_lease(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_failures_and_server_errors_are_retried_refusals_are_not() {
+        let api = |code| NodeError::Api {
+            what: "registering".into(),
+            source: kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                ..Default::default()
+            })),
+        };
+        assert!(api(500).is_transient());
+        assert!(api(503).is_transient());
+        assert!(api(429).is_transient());
+        assert!(
+            !api(403).is_transient(),
+            "a refused credential stays refused"
+        );
+        assert!(!api(422).is_transient(), "an invalid Node stays invalid");
+        let service = NodeError::Api {
+            what: "registering".into(),
+            source: kube::Error::Service("peer closed connection".into()),
+        };
+        assert!(service.is_transient());
+    }
 
     #[test]
     fn the_default_route_names_the_uplink() {

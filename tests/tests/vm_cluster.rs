@@ -11,7 +11,8 @@
 //! The pods' output comes back through `kubectl logs` (the API server proxies to the agent in
 //! the VM). `cargo xtask vm-test` builds the kernel and the node initramfs and runs this binary
 //! with `KEELSON_VM_KERNEL` and `KEELSON_VM_INITRD` set (and `KEELSON_VM_STATE_DIR`, where it
-//! removes whatever a killed run left); nextest's default filter leaves it out.
+//! removes whatever a killed run left, and `KEELSON_VM_ACCEL`); nextest's default filter
+//! leaves it out.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -59,7 +60,7 @@ fn vm_cluster(routing: Routing) -> (Cluster, nix::fcntl::Flock<std::fs::File>) {
         // clear of cross-CPU code patching (a 2-vCPU node once hit an int3 oops while the
         // kernel patched a static key).
         cpus: 1,
-        accel: "tcg".to_owned(),
+        accel: std::env::var("KEELSON_VM_ACCEL").unwrap_or_else(|_| "tcg".to_owned()),
     });
     let started = Instant::now();
     let cluster = Cluster::up_with_progress(spec, |step| eprintln!("vm_cluster: {step}"))

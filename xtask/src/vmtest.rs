@@ -68,6 +68,10 @@ pub struct VmTestArgs {
     /// Minutes after which a VM that has not finished is killed (and counts as failed).
     #[arg(long, default_value_t = 20)]
     timeout_minutes: u64,
+    /// qemu's accelerator: `tcg` (emulation, works everywhere) or `kvm` (where `/dev/kvm`
+    /// works; nested KVM on these build machines does not boot).
+    #[arg(long, default_value = "tcg", value_parser = ["tcg", "kvm"])]
+    accel: String,
     /// Use this already-built node agent instead of building (keelson-test-client must be next
     /// to it); needs --test-binary.
     #[arg(long, requires = "test_binaries")]
@@ -93,6 +97,7 @@ impl VmTestArgs {
         Self {
             kernels: vec![series.to_owned()],
             timeout_minutes: 20,
+            accel: "tcg".to_owned(),
             agent: None,
             test_binaries: Vec::new(),
             cluster_test: None,
@@ -176,6 +181,7 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
                 &initrd,
                 &log,
                 Duration::from_secs(args.timeout_minutes * 60),
+                &args.accel,
             )?
         };
         report.total = started.elapsed();
@@ -195,6 +201,7 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
                 &node_initrd,
                 &binaries.cluster_test,
                 Duration::from_secs(args.timeout_minutes * 60),
+                &args.accel,
             )?;
             report.results.push((CLUSTER_TEST.to_owned(), result));
         }
@@ -915,9 +922,10 @@ fn boot(
     initrd: &Path,
     log_path: &Path,
     timeout: Duration,
+    accel: &str,
 ) -> anyhow::Result<Report> {
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-m", "2048", "-smp", "2", "-kernel"])
+    cmd.args(["-accel", accel, "-m", "2048", "-smp", "2", "-kernel"])
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(initrd)
@@ -1072,14 +1080,23 @@ fn run_cluster_test(
     node_initrd: &Path,
     test: &Path,
     timeout: Duration,
+    accel: &str,
 ) -> anyhow::Result<BinaryResult> {
     println!("==> vm-test: two VMs on kernel {series} ({CLUSTER_TEST}, on the host)");
     let state = node_initrd.with_file_name(format!("cluster-{series}"));
+    // A fresh state directory per run, so the logs left are this run's (after removing what a
+    // killed earlier run may have left running).
+    for routing in ["direct", "tunnel"] {
+        keelson_testbed::down_from_state(&state.join(routing))
+            .with_context(|| format!("removing a previous run's {routing} cluster"))?;
+    }
+    let _ = fs::remove_dir_all(&state);
     let mut cmd = Command::new(test);
     cmd.args(["--test-threads", "1"])
         .env("KEELSON_VM_KERNEL", &kernel.vmlinuz)
         .env("KEELSON_VM_INITRD", node_initrd)
         .env("KEELSON_VM_STATE_DIR", &state)
+        .env("KEELSON_VM_ACCEL", accel)
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

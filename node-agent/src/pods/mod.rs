@@ -453,10 +453,15 @@ impl Kubelet {
             kubelet_port,
             lease_duration_seconds: settings.lease_duration_seconds,
         };
-        let node = crate::node::register(&client, &node_config, &runtime.version().await)
-            .await
-            .map_err(|e| anyhow::anyhow!(error_chain(&e)))
-            .context("registering the Node")?;
+        let node = crate::node::register_with_retry(
+            &client,
+            &node_config,
+            &runtime.version().await,
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+        .context("registering the Node")?;
         let node_cidr = node
             .spec
             .as_ref()
