@@ -227,7 +227,8 @@ pub struct NodeHandle {
     /// The host end of the node's veth, `kb<cluster>n<i>`, on the bridge (a VM node's tap
     /// device).
     pub host_veth: String,
-    /// The agent's pinned maps, `/sys/fs/bpf/keelson/<node>`.
+    /// The agent's pinned maps, `/sys/fs/bpf/keelson/<node>` (inside the VM for a VM node:
+    /// read its counters from `/metrics` at `<address>:10249` instead).
     pub pin_dir: PathBuf,
     /// The cgroup2 directory the agent's socket-LB is attached to; the pods' containers live
     /// below it (Docker's cgroup parent `/<its file name>`).
@@ -667,7 +668,8 @@ impl Cluster {
         self.state.save(&self.spec.state_dir)
     }
 
-    /// Starts node `i`'s agent (1-based) inside its namespace; its pid goes to the state file.
+    /// Starts node `i`'s agent (1-based) inside its namespace (boots a VM node's VM); its pid
+    /// (qemu's) goes to the state file.
     /// Used by [`Cluster::up`] and after [`Cluster::kill_agent`].
     pub fn start_agent(&mut self, i: usize) -> anyhow::Result<()> {
         if let Some(vm) = self.spec.vm.clone() {

@@ -48,6 +48,8 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         "clippy",
         "--package",
         "keelson-ebpf",
+        "--package",
+        "keelson-ebpf-selftest",
         "--target",
         "bpfel-unknown-none",
         "-Z",
