@@ -454,9 +454,10 @@ impl NetlinkTc {
 }
 
 /// How long [`probe_netlink_tc`] waits for its thread. Each step is one syscall or netlink
-/// round trip (a module the kernel autoloads included), so this only bounds a kernel that never
-/// answers.
-const NETLINK_TC_TIMEOUT: Duration = Duration::from_secs(5);
+/// round trip (a module the kernel autoloads included) plus loading one small program, so this
+/// only bounds a kernel that never answers; it is generous because the verifier alone takes
+/// seconds under emulation (2 s in a TCG VM).
+const NETLINK_TC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether TC programs can be attached through netlink, as the agent does without TCX: in a
 /// new, empty network namespace, adds a `clsact` qdisc to its `lo` and attaches
