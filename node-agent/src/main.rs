@@ -236,9 +236,24 @@ fn default_node_name() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// `RUST_LOG` (default `info`). kube's client logs every failed request at ERROR, even one its
+/// caller retries or reports with more context (a connection reset the agent retries is not an
+/// error of the agent's), so that line is off unless `RUST_LOG` names `kube_client`.
+fn log_filter() -> EnvFilter {
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    if directives.contains("kube_client") {
+        return filter;
+    }
+    match "kube_client::client::builder=off".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         // Colours only on a terminal: logs redirected to a file stay plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

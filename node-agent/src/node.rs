@@ -66,11 +66,17 @@ impl NodeError {
     /// 429. A refused credential or an invalid object will not get better.
     pub fn is_transient(&self) -> bool {
         let Self::Api { source, .. } = self;
-        match source {
-            kube::Error::Api(status) => status.code >= 500 || status.code == 429,
-            kube::Error::HyperError(_) | kube::Error::Service(_) => true,
-            _ => false,
-        }
+        is_transient(source)
+    }
+}
+
+/// Whether an API request may succeed if tried again: the connection failed (e.g. reset by the
+/// server), or the server answered 5xx or 429.
+pub fn is_transient(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
     }
 }
 

@@ -114,11 +114,24 @@ impl Sources {
 /// style `{SVC}_PORT*` variables for every Service with a cluster IP in `namespace`.
 pub async fn service_env(client: &Client, namespace: &str) -> Vec<(String, String)> {
     let api: Api<Service> = Api::namespaced(client.clone(), namespace);
-    let services = match api.list(&Default::default()).await {
-        Ok(list) => list.items,
-        Err(error) => {
-            tracing::warn!(%error, namespace, "listing services for pod environment variables");
-            return Vec::new();
+    // A connection reset or a 5xx is tried again twice (250 ms, 500 ms) before the pod starts
+    // without the variables.
+    let mut delay = std::time::Duration::from_millis(250);
+    let services = loop {
+        match api.list(&Default::default()).await {
+            Ok(list) => break list.items,
+            Err(error)
+                if crate::node::is_transient(&error)
+                    && delay <= std::time::Duration::from_millis(500) =>
+            {
+                tracing::info!(%error, namespace, "listing services for pod environment variables; trying again");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(error) => {
+                tracing::warn!(%error, namespace, "listing services for pod environment variables");
+                return Vec::new();
+            }
         }
     };
     let mut env = Vec::new();
