@@ -628,7 +628,13 @@ impl Cluster {
                 }
             }
             Ok(endpoints.iter().all(|e| {
-                http_get(*e, "/health").is_ok_and(|body| body.contains("\"health\":\"true\""))
+                http_get(
+                    *e,
+                    "/health",
+                    Duration::from_secs(1),
+                    Duration::from_secs(2),
+                )
+                .is_ok_and(|body| body.contains("\"health\":\"true\""))
             }))
         })
     }
@@ -1281,10 +1287,16 @@ pub fn wait_until(
     }
 }
 
-/// `GET <path>` over plain HTTP/1.0; the body.
-fn http_get(address: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+/// `GET <path>` over plain HTTP/1.0, connecting within `connect` and waiting at most `read`
+/// for each read; the body.
+pub fn http_get(
+    address: SocketAddr,
+    path: &str,
+    connect: Duration,
+    read: Duration,
+) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&address, connect)?;
+    stream.set_read_timeout(Some(read))?;
     stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;

@@ -4,8 +4,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, TcpStream},
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -148,15 +147,13 @@ pub fn datapath_counters(pin_dir: &Path) -> BTreeMap<String, u64> {
 /// The node agent's datapath counters as its `/metrics` at `address` serves them (a VM
 /// node's, whose pins are inside the VM).
 pub fn served_datapath_counters(address: SocketAddr) -> BTreeMap<String, u64> {
-    let fetch = || -> std::io::Result<String> {
-        let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text)?;
-        Ok(text)
-    };
-    let text = fetch().unwrap_or_else(|e| panic!("GET http://{address}/metrics: {e}"));
+    let text = keelson_testbed::http_get(
+        address,
+        "/metrics",
+        Duration::from_secs(5),
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("GET http://{address}/metrics: {e:#}"));
     counters_in_metrics(&text)
 }
 

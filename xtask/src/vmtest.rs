@@ -211,8 +211,15 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
 }
 
 fn program_on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+    find_on_path(program).is_some()
+}
+
+/// Where `program` is on `PATH`.
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
 }
 
 /// Cargo's target directory (`CARGO_TARGET_DIR` or the repository's `target/`).
@@ -560,12 +567,7 @@ const DOCKER_PROGRAMS: &[&str] = &[
 fn node_contents(binaries: &Binaries) -> anyhow::Result<Contents> {
     let mut executables = vec![binaries.agent.clone()];
     for program in DOCKER_PROGRAMS {
-        let path = std::env::var_os("PATH")
-            .and_then(|path| {
-                std::env::split_paths(&path)
-                    .map(|dir| dir.join(program))
-                    .find(|p| p.is_file())
-            })
+        let path = find_on_path(program)
             .with_context(|| format!("`{program}` is not installed: run `cargo xtask setup`"))?;
         executables.push(path);
     }
@@ -877,21 +879,30 @@ fn forward_lines(
     })
 }
 
-/// [`next_line`] found `deadline` passed.
-struct PastDeadline;
-
-/// The next line from `rx`; `None` once every sender is gone.
-fn next_line(
-    rx: &mpsc::Receiver<String>,
+/// The lines [`forward_lines`] sends, until every sender is gone or `deadline` passes (then
+/// `timed_out` is set).
+struct LinesUntil {
+    rx: mpsc::Receiver<String>,
     deadline: Instant,
-) -> Result<Option<String>, PastDeadline> {
-    let wait = deadline
-        .checked_duration_since(Instant::now())
-        .ok_or(PastDeadline)?;
-    match rx.recv_timeout(wait) {
-        Ok(line) => Ok(Some(line)),
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(PastDeadline),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Ok(None),
+    timed_out: bool,
+}
+
+impl Iterator for LinesUntil {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        let received = self
+            .deadline
+            .checked_duration_since(Instant::now())
+            .map(|wait| self.rx.recv_timeout(wait));
+        match received {
+            Some(Ok(line)) => Some(line),
+            Some(Err(mpsc::RecvTimeoutError::Disconnected)) => None,
+            None | Some(Err(mpsc::RecvTimeoutError::Timeout)) => {
+                self.timed_out = true;
+                None
+            }
+        }
     }
 }
 
@@ -959,17 +970,12 @@ fn boot(
     let mut current: Option<(String, BinaryResult, Instant)> = None;
     let mut in_check = false;
     let mut in_bare = false;
-    let deadline = started + timeout;
-    let mut timed_out = false;
-    loop {
-        let line = match next_line(&rx, deadline) {
-            Ok(Some(line)) => line,
-            Ok(None) => break,
-            Err(PastDeadline) => {
-                timed_out = true;
-                break;
-            }
-        };
+    let mut lines = LinesUntil {
+        rx,
+        deadline: started + timeout,
+        timed_out: false,
+    };
+    for line in lines.by_ref() {
         let _ = writeln!(log, "{line}");
         let marker = line.find("KEELSON-").map_or("", |at| &line[at..]);
         let words: Vec<&str> = marker.split_whitespace().collect();
@@ -1039,6 +1045,7 @@ fn boot(
             }
         }
     }
+    let timed_out = lines.timed_out;
     if timed_out {
         println!(
             "[{series}] no end after {} s: killing qemu",
@@ -1112,17 +1119,12 @@ fn run_cluster_test(
         forward_lines(child.stderr.take().context("stderr")?, tx),
     ];
     let mut result = BinaryResult::default();
-    let deadline = started + timeout;
-    let mut timed_out = false;
-    loop {
-        let line = match next_line(&rx, deadline) {
-            Ok(Some(line)) => line,
-            Ok(None) => break,
-            Err(PastDeadline) => {
-                timed_out = true;
-                break;
-            }
-        };
+    let mut lines = LinesUntil {
+        rx,
+        deadline: started + timeout,
+        timed_out: false,
+    };
+    for line in lines.by_ref() {
         let at = format!(
             "[{series} two-VM {:>5.0}s]",
             started.elapsed().as_secs_f64()
@@ -1136,6 +1138,7 @@ fn run_cluster_test(
             None => {}
         }
     }
+    let timed_out = lines.timed_out;
     if timed_out {
         println!(
             "[{series} two-VM] no end after {} s: killing it",
