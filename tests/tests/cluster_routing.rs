@@ -402,18 +402,6 @@ fn direct_routing_connects_pods_and_services_across_nodes_and_survives_a_dead_ag
                 .kubectl(&["get", "endpointslices", "-o", "yaml"])
                 .unwrap_or_default()
         );
-        if not_ready_after.is_none() {
-            let node = kubectl_json(&cluster, &["get", "node", &dead, "-o", "json"]);
-            let ready = node["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["type"] == "Ready")
-                .map(|c| c["status"].as_str().unwrap_or_default().to_owned());
-            if ready.as_deref() != Some("True") {
-                not_ready_after = Some(killed.elapsed());
-            }
-        }
         let slices = kubectl_json(
             &cluster,
             &[
@@ -434,15 +422,32 @@ fn direct_routing_connects_pods_and_services_across_nodes_and_survives_a_dead_ag
             .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
             .filter_map(|a| a.as_str().map(str::to_owned))
             .collect();
+        // The Node is read after the slices: NotReady comes first, so once the slices no
+        // longer list its pods, this later read must see it NotReady.
+        if not_ready_after.is_none() {
+            let node = kubectl_json(&cluster, &["get", "node", &dead, "-o", "json"]);
+            let ready = node["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Ready")
+                .map(|c| c["status"].as_str().unwrap_or_default().to_owned());
+            if ready.as_deref() != Some("True") {
+                not_ready_after = Some(killed.elapsed());
+            }
+        }
         if ready_ips.is_disjoint(&dead_ips) && !ready_ips.is_empty() {
             endpoints_gone_after = Some(killed.elapsed());
         }
         std::thread::sleep(Duration::from_millis(250));
     }
     eprintln!(
-        "agent of {dead} killed: Node NotReady after {:.1} s, its endpoints left the Service \
+        "agent of {dead} killed: Node NotReady after {}, its endpoints left the Service \
          after {:.1} s (grace period 6 s)",
-        not_ready_after.unwrap_or_default().as_secs_f64(),
+        not_ready_after.map_or("(not seen)".to_owned(), |t| format!(
+            "{:.1} s",
+            t.as_secs_f64()
+        )),
         endpoints_gone_after.unwrap_or_default().as_secs_f64()
     );
     assert!(
