@@ -953,6 +953,15 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // A test that failed while the cluster was up gets the logs' ends next to its panic
+        // (the state directory is usually a temporary one that goes with it).
+        if std::thread::panicking() && !self.down {
+            eprintln!(
+                "keelson-testbed: cluster {} {}",
+                self.spec.name,
+                self.failure_logs()
+            );
+        }
         if let Err(error) = self.down_inner() {
             eprintln!(
                 "keelson-testbed: removing cluster {}: {error:#}",

@@ -180,6 +180,13 @@ fn spawn(dir: &Path, listen: SocketAddr, extra_args: &[String]) -> Child {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
+        // The log goes with the temporary directory: a failed test shows its end.
+        if std::thread::panicking() {
+            eprintln!(
+                "--- control plane log (last 60 lines) ---\n{}",
+                keelson_testbed::tail(&self.dir.path().join("control-plane.log"), 60)
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -422,6 +422,13 @@ impl PodAgent {
 
 impl Drop for PodAgent {
     fn drop(&mut self) {
+        // The log goes with the temporary directory: a failed test shows its end.
+        if std::thread::panicking() {
+            eprintln!(
+                "--- node agent log (last 60 lines) ---\n{}",
+                keelson_testbed::tail(&self.log, 60)
+            );
+        }
         self.kill();
         for id in self.containers() {
             let _ = Command::new("docker").args(["rm", "-f", &id]).output();
