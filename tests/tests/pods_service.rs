@@ -11,7 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::{
+    apps::v1::{Deployment, ReplicaSet},
+    core::v1::Pod,
+};
 use keelson_tests::{
     cluster::{ControlPlane, Kubectl},
     lbkit::node_agent,
@@ -127,6 +130,47 @@ async fn ready_backends(pods: &Api<Pod>) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// The Deployments and ReplicaSets in `default` with their replica counts, for a failure.
+async fn workloads(pods: &Api<Pod>) -> String {
+    let client = pods.clone().into_client();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let sets: Api<ReplicaSet> = Api::namespaced(client, "default");
+    let mut text = String::new();
+    match deployments.list(&ListParams::default()).await {
+        Ok(list) => {
+            for d in list.items {
+                let status = d.status.unwrap_or_default();
+                text.push_str(&format!(
+                    "Deployment {}: generation {:?} observed {:?}, replicas {:?} ready {:?}\n",
+                    d.metadata.name.unwrap_or_default(),
+                    d.metadata.generation,
+                    status.observed_generation,
+                    status.replicas,
+                    status.ready_replicas
+                ));
+            }
+        }
+        Err(error) => text.push_str(&format!("cannot list Deployments: {error}\n")),
+    }
+    match sets.list(&ListParams::default()).await {
+        Ok(list) if list.items.is_empty() => text.push_str("no ReplicaSet\n"),
+        Ok(list) => {
+            for rs in list.items {
+                let status = rs.status.unwrap_or_default();
+                text.push_str(&format!(
+                    "ReplicaSet {}: spec {:?}, replicas {} ready {:?}\n",
+                    rs.metadata.name.unwrap_or_default(),
+                    rs.spec.and_then(|s| s.replicas),
+                    status.replicas,
+                    status.ready_replicas
+                ));
+            }
+        }
+        Err(error) => text.push_str(&format!("cannot list ReplicaSets: {error}\n")),
+    }
+    text
+}
+
 /// Waits until exactly `n` web pods are Ready and no other web pod exists; returns them.
 async fn wait_backends(pods: &Api<Pod>, n: usize, agent: &PodAgent) -> BTreeSet<(String, String)> {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -141,11 +185,13 @@ async fn wait_backends(pods: &Api<Pod>, n: usize, agent: &PodAgent) -> BTreeSet<
         if ready.len() == n && all == n {
             return ready;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{n} web pods Ready within 90 s; ready {ready:?} of {all}\nagent log:\n{}",
-            agent.log()
-        );
+        if Instant::now() >= deadline {
+            panic!(
+                "{n} web pods Ready within 90 s; ready {ready:?} of {all}\n{}\nagent log:\n{}",
+                workloads(pods).await,
+                agent.log()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
