@@ -78,22 +78,53 @@ impl ControlPlane {
     }
 
     fn start_in(dir: tempfile::TempDir, extra_args: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let listen = SocketAddr::from(([127, 0, 0, 1], port));
+        let free_port = || {
+            TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free loopback port")
+                .port()
+        };
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let extra_args: Vec<String> = extra_args.iter().map(ToString::to_string).collect();
         let child = spawn(dir.path(), listen, &extra_args);
-        let plane = Self {
+        let mut plane = Self {
             child,
             kubeconfig: dir.path().join("admin.kubeconfig"),
             listen,
             extra_args,
             dir,
         };
+        // A port found free can be taken (say, as a connection's local port) before the control
+        // plane binds it: it then exits, and a new port is tried.
+        for _ in 0..4 {
+            if plane.wait_ready_or_exit() {
+                break;
+            }
+            let lost_the_port = plane.child.try_wait().ok().flatten().is_some()
+                && plane.log().contains("Address already in use");
+            if !lost_the_port {
+                break;
+            }
+            plane.listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            plane.child = spawn(plane.dir.path(), plane.listen, &plane.extra_args);
+        }
         plane.wait_ready();
         plane
+    }
+
+    /// Waits until the control plane serves (true) or its process exits (false), at most 20 s.
+    fn wait_ready_or_exit(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+            if self.kubeconfig.is_file() && healthy(self.listen) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     fn wait_ready(&self) {

@@ -42,11 +42,17 @@ impl MemberPlan {
 impl Etcd {
     /// Starts etcd on two free loopback ports and waits until it answers a status request.
     pub async fn start() -> Self {
-        let plan = MemberPlan::new("keelson-test");
-        let initial_cluster = format!("{}={}", plan.name, plan.peer_url);
-        let mut etcd = Self::spawn(&plan, &initial_cluster, &unique_name("ketcd"));
-        etcd.wait_ready(None).await;
-        etcd
+        let mut attempt = 1;
+        loop {
+            let plan = MemberPlan::new("keelson-test");
+            let initial_cluster = format!("{}={}", plan.name, plan.peer_url);
+            let mut etcd = Self::spawn(&plan, &initial_cluster, &unique_name("ketcd"));
+            match etcd.wait_ready(None).await {
+                Ok(()) => return etcd,
+                Err(exit) if attempt < BIND_ATTEMPTS && exit.lost_a_port() => attempt += 1,
+                Err(exit) => panic!("{exit}"),
+            }
+        }
     }
 
     /// Starts member `plan` of the cluster `initial_cluster` (`name=peer-url,...`, every member
@@ -105,16 +111,21 @@ impl Etcd {
 
     /// Waits (at most 20 s) until the member answers a status request and, when `members` is
     /// given, knows a leader and has that many members.
-    async fn wait_ready(&mut self, members: Option<usize>) {
+    /// An early exit of etcd is the error (the caller may try other ports); no answer within
+    /// 20 s panics.
+    async fn wait_ready(&mut self, members: Option<usize>) -> Result<(), EarlyExit> {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut last_error = String::new();
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("poll etcd") {
-                panic!("etcd exited early with {status}:\n{}", self.log());
+                return Err(EarlyExit {
+                    status,
+                    log: self.log(),
+                });
             }
             let probe = tokio::time::timeout(Duration::from_secs(2), self.probe(members)).await;
             match probe {
-                Ok(Ok(())) => return,
+                Ok(Ok(())) => return Ok(()),
                 Ok(Err(e)) => last_error = e,
                 Err(_) => last_error = "no answer within 2 s".into(),
             }
@@ -185,6 +196,18 @@ impl EtcdCluster {
     /// Starts `size` members (`member-0`, ...) on free loopback ports and waits until every one
     /// answers, knows a leader and lists all `size` members.
     pub async fn start(size: usize) -> Self {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(size).await {
+                Ok(cluster) => return cluster,
+                Err(exit) if attempt < BIND_ATTEMPTS && exit.lost_a_port() => attempt += 1,
+                Err(exit) => panic!("{exit}"),
+            }
+        }
+    }
+
+    /// One try of [`EtcdCluster::start`] on newly chosen ports.
+    async fn try_start(size: usize) -> Result<Self, EarlyExit> {
         let plans: Vec<MemberPlan> = (0..size)
             .map(|i| MemberPlan::new(&format!("member-{i}")))
             .collect();
@@ -201,9 +224,9 @@ impl EtcdCluster {
                 .collect(),
         };
         for member in &mut cluster.members {
-            member.wait_ready(Some(size)).await;
+            member.wait_ready(Some(size)).await?;
         }
-        cluster
+        Ok(cluster)
     }
 
     /// Every member's client URL.
@@ -223,6 +246,30 @@ impl EtcdCluster {
     /// Kills member `index` with SIGKILL.
     pub fn kill(&mut self, index: usize) {
         self.members[index].kill();
+    }
+}
+
+/// How many sets of ports a start tries: a port found free can be taken by another test before
+/// etcd binds it.
+const BIND_ATTEMPTS: u32 = 5;
+
+/// etcd exited before it answered.
+#[derive(Debug)]
+struct EarlyExit {
+    status: std::process::ExitStatus,
+    log: String,
+}
+
+impl EarlyExit {
+    /// Whether it exited because one of its ports was taken in the meantime.
+    fn lost_a_port(&self) -> bool {
+        self.log.contains("address already in use")
+    }
+}
+
+impl std::fmt::Display for EarlyExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "etcd exited early with {}:\n{}", self.status, self.log)
     }
 }
 
