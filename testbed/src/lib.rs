@@ -572,16 +572,13 @@ impl Cluster {
 
     fn start_etcd(&mut self) -> anyhow::Result<()> {
         // Six free loopback ports: three client, three peer.
-        let listeners: Vec<TcpListener> = (0..6)
-            .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-            .collect::<Result<_, _>>()
-            .context("no free loopback port for etcd")?;
-        let ports: Vec<u16> = listeners
-            .iter()
-            .map(|l| l.local_addr().map(|a| a.port()))
-            .collect::<Result<_, _>>()
-            .context("no free loopback port for etcd")?;
-        drop(listeners);
+        let mut ports: Vec<u16> = Vec::with_capacity(6);
+        while ports.len() < 6 {
+            let port = free_loopback_port().context("no free loopback port for etcd")?;
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
         let clients: Vec<String> = ports[..3]
             .iter()
             .map(|p| format!("http://127.0.0.1:{p}"))
@@ -1296,6 +1293,36 @@ pub fn wait_until(
     }
 }
 
+/// A loopback TCP port that is free now, chosen below the kernel's ephemeral port range
+/// (`net.ipv4.ip_local_port_range`). A port from `bind(0)` comes from that range, so between
+/// the probe and the bind of the process it is meant for, any connection on the machine may
+/// take it as its local port; a port below the range can only be taken by another listener.
+pub fn free_loopback_port() -> std::io::Result<u16> {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    const FIRST: u16 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral > FIRST + 1_000 {
+        let span = u64::from(ephemeral - FIRST);
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        let start = hasher.finish();
+        for i in 0..512_u64 {
+            // A prime stride visits different ports from a random start.
+            let offset = u16::try_from(start.wrapping_add(i * 7_919) % span).unwrap_or(0);
+            let port = FIRST + offset;
+            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+}
+
 /// `GET <path>` over plain HTTP/1.0, connecting within `connect` and waiting at most `read`
 /// for each read; the body.
 pub fn http_get(
@@ -1318,6 +1345,29 @@ pub fn http_get(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_bindable_and_below_the_ephemeral_range() {
+        let ephemeral: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .expect("ip_local_port_range")
+            .split_whitespace()
+            .next()
+            .and_then(|low| low.parse().ok())
+            .expect("the range's low end");
+        let ports: Vec<u16> = (0..20)
+            .map(|_| free_loopback_port().expect("a free port"))
+            .collect();
+        for port in &ports {
+            assert!(
+                (10_000..ephemeral).contains(port),
+                "{port} is outside 10000..{ephemeral}"
+            );
+            TcpListener::bind((Ipv4Addr::LOCALHOST, *port))
+                .unwrap_or_else(|e| panic!("bind {port}: {e}"));
+        }
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert!(distinct.len() > 1, "random ports, not one: {ports:?}");
+    }
 
     #[test]
     fn names_fit_interfaces_and_dns() {

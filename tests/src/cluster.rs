@@ -2,7 +2,7 @@
 //! port with a temporary data directory, and the machine image's kubectl against it.
 
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -78,12 +78,7 @@ impl ControlPlane {
     }
 
     fn start_in(dir: tempfile::TempDir, extra_args: &[&str]) -> Self {
-        let free_port = || {
-            TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free loopback port")
-                .port()
-        };
+        let free_port = || keelson_testbed::free_loopback_port().expect("a free loopback port");
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let extra_args: Vec<String> = extra_args.iter().map(ToString::to_string).collect();
         let child = spawn(dir.path(), listen, &extra_args);

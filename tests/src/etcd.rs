@@ -3,7 +3,6 @@
 //! drop.
 
 use std::{
-    net::{Ipv4Addr, TcpListener},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -274,8 +273,5 @@ impl std::fmt::Display for EarlyExit {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+    keelson_testbed::free_loopback_port().unwrap_or_else(|e| panic!("no free loopback port: {e}"))
 }

@@ -2,7 +2,7 @@
 //! cleanup of everything a test's pods leave behind (containers by label, veths, routes).
 
 use std::{
-    net::{Ipv4Addr, TcpListener},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -201,10 +201,7 @@ impl PodAgent {
     }
 
     fn spawn(&mut self) {
-        let metrics_port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let metrics_port = keelson_testbed::free_loopback_port().expect("a free port");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -4,7 +4,7 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, TcpListener, TcpStream},
+    net::{Ipv4Addr, TcpStream},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -114,10 +114,7 @@ fn services_applied_with_kubectl_reach_the_datapath_and_carry_traffic() {
     let kubectl = Kubectl::new(33, &plane);
     let topology = Topology::new(2);
     let pins = Pins::new();
-    let metrics_port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let metrics_port = keelson_testbed::free_loopback_port().expect("a free port");
     let log = plane.data_dir().join("agent.log");
     let child = Command::new(node_agent_binary())
         .arg("run")
