@@ -16,6 +16,7 @@ use keelson_api::{
 };
 use keelson_store::{ListOptions, Revision, Store, StoreError};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 use crate::{
     ApiError, AppState, MAX_BODY_BYTES, SYSTEM_NAMESPACES,
@@ -167,122 +168,129 @@ async fn serve(
         namespace = target.namespace.as_deref().unwrap_or(""),
         name = target.name.as_deref().unwrap_or(""),
     );
-    let _entered = span.enter();
-    if params.get("dryRun").is_some_and(|d| !d.is_empty()) {
-        return Err(ApiError::bad_request(
-            "dryRun is not supported by keelson yet",
-        ));
-    }
-    let watch = watch_path || params.get("watch").is_some_and(|w| w == "true" || w == "1");
-    let store = state.store.as_ref();
-    let verb = verb(method, &target, watch);
-    let access = auth::authorize(user, verb, &target)?;
-    // `kubectl get` asks for a Table (server-side printing) on get, list and watch.
-    let printer = match (method, target.subresource.as_deref()) {
-        (&Method::GET, None) => table::requested(headers, params)?.map(|request| Printer {
-            resource: target.resource,
-            request,
-        }),
-        _ => None,
-    };
-    if let Access::PodBoundTo(node) = &access {
-        let name = target.name.as_deref().unwrap_or_default();
-        let pod = decode_kv(&get_kv(store, &target, name).await?)?;
-        if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node.as_str()) {
-            return Err(auth::pod_not_bound(user, verb, &target, node));
+    // The span goes with the future: a guard from `span.enter()` held across an await stays
+    // on the worker thread's span stack after the task moves on, and tracing-subscriber's
+    // registry then panics when a later `Span::current()` clones the closed span, killing the
+    // connection (clients saw "peer closed connection without sending TLS close_notify").
+    async move {
+        if params.get("dryRun").is_some_and(|d| !d.is_empty()) {
+            return Err(ApiError::bad_request(
+                "dryRun is not supported by keelson yet",
+            ));
         }
-    }
-    match (
-        method,
-        target.name.as_deref(),
-        target.subresource.as_deref(),
-    ) {
-        (&Method::GET, None, None) if watch => {
-            watch_stream::watch(state, &target, params, None, printer).await
-        }
-        (&Method::GET, Some(name), None) if watch => {
-            watch_stream::watch(state, &target, params, Some(name), printer).await
-        }
-        (&Method::GET, None, None) => list(store, &target, params, printer).await,
-        (&Method::POST, None, None) => {
-            let body = read_body(headers, body, false).await?.1;
-            if let Access::CreateNamed(allowed) = &access {
-                auth::check_created_name(user, &target, &body, allowed)?;
-            }
-            create(store, &state.services, &target, &body).await
-        }
-        (&Method::DELETE, None, None) => {
-            let body = read_body(headers, body, true).await?.1;
-            delete_collection(store, &target, params, &body).await
-        }
-        (_, None, _) => Err(ApiError::method_not_allowed(method.as_str())),
-        (&Method::GET, Some(name), None | Some("status")) => {
-            let kv = get_kv(store, &target, name).await?;
-            let object = decode_kv(&kv)?;
-            Ok(match printer {
-                Some(printer) => ok(&printer.single(&object, true)),
-                None => ok(&object),
-            })
-        }
-        (&Method::GET, Some(name), Some("log")) if target.resource.plural == "pods" => {
+        let watch = watch_path || params.get("watch").is_some_and(|w| w == "true" || w == "1");
+        let store = state.store.as_ref();
+        let verb = verb(method, &target, watch);
+        let access = auth::authorize(user, verb, &target)?;
+        // `kubectl get` asks for a Table (server-side printing) on get, list and watch.
+        let printer = match (method, target.subresource.as_deref()) {
+            (&Method::GET, None) => table::requested(headers, params)?.map(|request| Printer {
+                resource: target.resource,
+                request,
+            }),
+            _ => None,
+        };
+        if let Access::PodBoundTo(node) = &access {
+            let name = target.name.as_deref().unwrap_or_default();
             let pod = decode_kv(&get_kv(store, &target, name).await?)?;
-            let node = match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
-                Some(node_name) => {
-                    let nodes = resources::find("", "v1", "nodes")
-                        .ok_or_else(|| ApiError::no_route("nodes"))?;
-                    store
-                        .get(&nodes.key(None, node_name), None)
-                        .await
-                        .map_err(|e| ApiError::from_store(e, nodes, node_name))?
-                        .map(|kv| decode_kv(&kv))
-                        .transpose()?
+            if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node.as_str()) {
+                return Err(auth::pod_not_bound(user, verb, &target, node));
+            }
+        }
+        match (
+            method,
+            target.name.as_deref(),
+            target.subresource.as_deref(),
+        ) {
+            (&Method::GET, None, None) if watch => {
+                watch_stream::watch(state, &target, params, None, printer).await
+            }
+            (&Method::GET, Some(name), None) if watch => {
+                watch_stream::watch(state, &target, params, Some(name), printer).await
+            }
+            (&Method::GET, None, None) => list(store, &target, params, printer).await,
+            (&Method::POST, None, None) => {
+                let body = read_body(headers, body, false).await?.1;
+                if let Access::CreateNamed(allowed) = &access {
+                    auth::check_created_name(user, &target, &body, allowed)?;
                 }
-                None => None,
-            };
-            let namespace = target.namespace.as_deref().unwrap_or("default");
-            crate::pod_log::proxy(
-                state.kubelet.as_ref(),
-                &pod,
-                node.as_ref(),
-                namespace,
-                name,
-                params,
-            )
-            .await
+                create(store, &state.services, &target, &body).await
+            }
+            (&Method::DELETE, None, None) => {
+                let body = read_body(headers, body, true).await?.1;
+                delete_collection(store, &target, params, &body).await
+            }
+            (_, None, _) => Err(ApiError::method_not_allowed(method.as_str())),
+            (&Method::GET, Some(name), None | Some("status")) => {
+                let kv = get_kv(store, &target, name).await?;
+                let object = decode_kv(&kv)?;
+                Ok(match printer {
+                    Some(printer) => ok(&printer.single(&object, true)),
+                    None => ok(&object),
+                })
+            }
+            (&Method::GET, Some(name), Some("log")) if target.resource.plural == "pods" => {
+                let pod = decode_kv(&get_kv(store, &target, name).await?)?;
+                let node = match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+                    Some(node_name) => {
+                        let nodes = resources::find("", "v1", "nodes")
+                            .ok_or_else(|| ApiError::no_route("nodes"))?;
+                        store
+                            .get(&nodes.key(None, node_name), None)
+                            .await
+                            .map_err(|e| ApiError::from_store(e, nodes, node_name))?
+                            .map(|kv| decode_kv(&kv))
+                            .transpose()?
+                    }
+                    None => None,
+                };
+                let namespace = target.namespace.as_deref().unwrap_or("default");
+                crate::pod_log::proxy(
+                    state.kubelet.as_ref(),
+                    &pod,
+                    node.as_ref(),
+                    namespace,
+                    name,
+                    params,
+                )
+                .await
+            }
+            (&Method::GET, Some(name), Some("scale")) if target.resource.scale => {
+                let kv = get_kv(store, &target, name).await?;
+                Ok(ok(&scale_of(&decode_kv(&kv)?)))
+            }
+            (&Method::PUT, Some(name), sub) => {
+                let part = part_of(&target, sub)?;
+                let body = read_body(headers, body, false).await?.1;
+                update(store, &state.services, &target, name, &body, part).await
+            }
+            (&Method::PATCH, Some(name), sub) => {
+                let part = part_of(&target, sub)?;
+                let (content_type, body) = read_body(headers, body, false).await?;
+                patch(
+                    store,
+                    &state.services,
+                    &target,
+                    name,
+                    &content_type,
+                    &body,
+                    part,
+                )
+                .await
+            }
+            (&Method::DELETE, Some(name), None) => {
+                let body = read_body(headers, body, true).await?.1;
+                delete(store, &target, name, params, &body).await
+            }
+            (&Method::POST, Some(name), Some("binding")) if target.resource.plural == "pods" => {
+                let body = read_body(headers, body, false).await?.1;
+                bind(store, &target, name, &body).await
+            }
+            _ => Err(ApiError::method_not_allowed(method.as_str())),
         }
-        (&Method::GET, Some(name), Some("scale")) if target.resource.scale => {
-            let kv = get_kv(store, &target, name).await?;
-            Ok(ok(&scale_of(&decode_kv(&kv)?)))
-        }
-        (&Method::PUT, Some(name), sub) => {
-            let part = part_of(&target, sub)?;
-            let body = read_body(headers, body, false).await?.1;
-            update(store, &state.services, &target, name, &body, part).await
-        }
-        (&Method::PATCH, Some(name), sub) => {
-            let part = part_of(&target, sub)?;
-            let (content_type, body) = read_body(headers, body, false).await?;
-            patch(
-                store,
-                &state.services,
-                &target,
-                name,
-                &content_type,
-                &body,
-                part,
-            )
-            .await
-        }
-        (&Method::DELETE, Some(name), None) => {
-            let body = read_body(headers, body, true).await?.1;
-            delete(store, &target, name, params, &body).await
-        }
-        (&Method::POST, Some(name), Some("binding")) if target.resource.plural == "pods" => {
-            let body = read_body(headers, body, false).await?.1;
-            bind(store, &target, name, &body).await
-        }
-        _ => Err(ApiError::method_not_allowed(method.as_str())),
     }
+    .instrument(span)
+    .await
 }
 
 /// Kubernetes' name for what `method` does to `target`.
