@@ -182,7 +182,32 @@ fn set_freebind(socket: &socket2::Socket, address: SocketAddr) -> std::io::Resul
 }
 
 /// A UDP socket and a TCP listener on the same address (the TCP one on the UDP one's port).
+/// With port 0 the kernel picks the UDP port, and that TCP port may be taken (by any
+/// connection's local end): then another UDP port is tried, up to 16 times.
 fn bind(
+    address: SocketAddr,
+    options: BindOptions,
+) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    let tries = if address.port() == 0 { 16 } else { 1 };
+    let mut attempt = 1;
+    loop {
+        match bind_once(address, options) {
+            Err(error) if attempt < tries && tcp_port_taken(&error) => attempt += 1,
+            result => return result,
+        }
+    }
+}
+
+/// Whether `error` is [`bind_once`]'s TCP bind failing with `EADDRINUSE`.
+fn tcp_port_taken(error: &anyhow::Error) -> bool {
+    error.to_string().starts_with("cannot bind DNS TCP")
+        && error
+            .root_cause()
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+}
+
+fn bind_once(
     address: SocketAddr,
     options: BindOptions,
 ) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
@@ -274,4 +299,36 @@ pub async fn run(client: Client, dns: Arc<ClusterDns>) -> anyhow::Result<()> {
         dns.update(&current_services, &current_slices);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_use(context: &'static str) -> anyhow::Error {
+        anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::AddrInUse)).context(context)
+    }
+
+    #[test]
+    fn only_a_taken_tcp_port_is_tried_again() {
+        assert!(tcp_port_taken(&in_use(
+            "cannot bind DNS TCP 127.0.0.1:5353"
+        )));
+        assert!(!tcp_port_taken(&in_use("cannot bind DNS UDP 127.0.0.1:53")));
+        let denied =
+            anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+                .context("cannot bind DNS TCP 127.0.0.1:53");
+        assert!(!tcp_port_taken(&denied));
+    }
+
+    #[tokio::test]
+    async fn port_zero_binds_udp_and_tcp_on_one_port() {
+        for _ in 0..20 {
+            let (udp, tcp) =
+                bind("127.0.0.1:0".parse().expect("addr"), BindOptions::default()).expect("bind");
+            let port = udp.local_addr().expect("udp").port();
+            assert_ne!(port, 0);
+            assert_eq!(tcp.local_addr().expect("tcp").port(), port);
+        }
+    }
 }
