@@ -209,13 +209,47 @@ impl Drop for ControlPlane {
         // The log goes with the temporary directory: a failed test shows its end.
         if std::thread::panicking() {
             eprintln!(
-                "--- control plane log (last 60 lines) ---\n{}",
-                keelson_testbed::tail(&self.dir.path().join("control-plane.log"), 60)
+                "--- control plane log (last 60 lines, backtrace frames left out) ---\n{}",
+                log_for_failure(&self.log(), 60)
             );
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A panic in the server kills only the connection it served, which a client sees as a
+        // dropped connection at best: any panic fails the test that caused it.
+        let log = self.log();
+        if !std::thread::panicking() && log.contains("panicked at") {
+            panic!(
+                "the control plane panicked during this test:\n{}",
+                log_for_failure(&log, 60)
+            );
+        }
     }
+}
+
+/// The last `lines` lines of a log without backtrace frames (`  12: symbol` and `at file:line`
+/// lines), and each panic's first lines wherever it is: a panic's backtrace would otherwise fill
+/// the tail and hide its message.
+pub fn log_for_failure(log: &str, lines: usize) -> String {
+    let frame = |line: &str| {
+        let line = line.trim_start();
+        line.starts_with("at ")
+            || line
+                .split_once(": ")
+                .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let all: Vec<&str> = log.lines().collect();
+    let mut text = String::new();
+    for (i, line) in all.iter().enumerate() {
+        if line.contains("panicked at") {
+            text.push_str("PANIC: ");
+            text.push_str(&all[i..all.len().min(i + 3)].join("\n"));
+            text.push('\n');
+        }
+    }
+    let kept: Vec<&str> = all.iter().copied().filter(|l| !frame(l)).collect();
+    text.push_str(&kept[kept.len().saturating_sub(lines)..].join("\n"));
+    text
 }
 
 /// Whether the control plane accepts connections. It binds its listener only after the store

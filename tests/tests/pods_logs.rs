@@ -129,7 +129,15 @@ spec:
     let admin = client_pem(&plane.kubeconfig, dir.path(), "admin");
     let node_creds = client_pem(agent.kubeconfig(), dir.path(), "node");
 
-    let (code, body) = get(port, "/containerLogs/default/talker/app", Some(&admin));
+    // `oops` comes 0.3 s after the first lines (later still on a loaded machine).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (code, body) = loop {
+        let (code, body) = get(port, "/containerLogs/default/talker/app", Some(&admin));
+        if code != 200 || body.contains("oops") || std::time::Instant::now() > deadline {
+            break (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(code, 200, "{body}\nagent log:\n{}", agent.log());
     assert_eq!(body, "line1\nline2\noops\n");
     let (code, body) = get(
