@@ -90,10 +90,10 @@ impl ControlPlane {
             dir,
         };
         // A port found free can be taken (say, as a connection's local port) before the control
-        // plane binds it: it then exits, and a new port is tried.
+        // plane binds it: it then exits, and a new port is tried (at most 5 ports in all).
         for _ in 0..4 {
-            if plane.wait_ready_or_exit() {
-                break;
+            if plane.ready_or_exited() {
+                return plane;
             }
             let lost_the_port = plane.child.try_wait().ok().flatten().is_some()
                 && plane.log().contains("Address already in use");
@@ -108,7 +108,7 @@ impl ControlPlane {
     }
 
     /// Waits until the control plane serves (true) or its process exits (false), at most 20 s.
-    fn wait_ready_or_exit(&mut self) -> bool {
+    fn ready_or_exited(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if self.child.try_wait().ok().flatten().is_some() {
@@ -122,17 +122,14 @@ impl ControlPlane {
         false
     }
 
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !(self.kubeconfig.is_file() && healthy(self.listen)) {
-            assert!(
-                Instant::now() < deadline,
-                "keelson-control-plane did not become ready on {} within 20 s; log:\n{}",
-                self.listen,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// [`ControlPlane::ready_or_exited`], or a panic with the log.
+    fn wait_ready(&mut self) {
+        assert!(
+            self.ready_or_exited(),
+            "keelson-control-plane did not become ready on {} within 20 s; log:\n{}",
+            self.listen,
+            self.log()
+        );
     }
 
     /// Kills the process with SIGKILL (no graceful shutdown) and reaps it.
@@ -230,7 +227,7 @@ impl Drop for ControlPlane {
 /// The last `lines` lines of a log without backtrace frames (`  12: symbol` and `at file:line`
 /// lines), and each panic's first lines wherever it is: a panic's backtrace would otherwise fill
 /// the tail and hide its message.
-pub fn log_for_failure(log: &str, lines: usize) -> String {
+fn log_for_failure(log: &str, lines: usize) -> String {
     let frame = |line: &str| {
         let line = line.trim_start();
         line.starts_with("at ")

@@ -41,17 +41,13 @@ impl MemberPlan {
 impl Etcd {
     /// Starts etcd on two free loopback ports and waits until it answers a status request.
     pub async fn start() -> Self {
-        let mut attempt = 1;
-        loop {
+        on_new_ports(|| async {
             let plan = MemberPlan::new("keelson-test");
             let initial_cluster = format!("{}={}", plan.name, plan.peer_url);
             let mut etcd = Self::spawn(&plan, &initial_cluster, &unique_name("ketcd"));
-            match etcd.wait_ready(None).await {
-                Ok(()) => return etcd,
-                Err(exit) if attempt < BIND_ATTEMPTS && exit.lost_a_port() => attempt += 1,
-                Err(exit) => panic!("{exit}"),
-            }
-        }
+            etcd.wait_ready(None).await.map(|()| etcd)
+        })
+        .await
     }
 
     /// Starts member `plan` of the cluster `initial_cluster` (`name=peer-url,...`, every member
@@ -195,14 +191,7 @@ impl EtcdCluster {
     /// Starts `size` members (`member-0`, ...) on free loopback ports and waits until every one
     /// answers, knows a leader and lists all `size` members.
     pub async fn start(size: usize) -> Self {
-        let mut attempt = 1;
-        loop {
-            match Self::try_start(size).await {
-                Ok(cluster) => return cluster,
-                Err(exit) if attempt < BIND_ATTEMPTS && exit.lost_a_port() => attempt += 1,
-                Err(exit) => panic!("{exit}"),
-            }
-        }
+        on_new_ports(|| Self::try_start(size)).await
     }
 
     /// One try of [`EtcdCluster::start`] on newly chosen ports.
@@ -251,6 +240,23 @@ impl EtcdCluster {
 /// How many sets of ports a start tries: a port found free can be taken by another test before
 /// etcd binds it.
 const BIND_ATTEMPTS: u32 = 5;
+
+/// Runs `start` until it does not fail for a port taken in the meantime (each try chooses new
+/// ports), at most [`BIND_ATTEMPTS`] times; panics with any other early exit.
+async fn on_new_ports<T, F, Fut>(mut start: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, EarlyExit>>,
+{
+    let mut attempt = 1;
+    loop {
+        match start().await {
+            Ok(started) => return started,
+            Err(exit) if attempt < BIND_ATTEMPTS && exit.lost_a_port() => attempt += 1,
+            Err(exit) => panic!("{exit}"),
+        }
+    }
+}
 
 /// etcd exited before it answered.
 #[derive(Debug)]
