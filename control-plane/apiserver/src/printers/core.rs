@@ -1,11 +1,13 @@
-//! The core group's kinds other than pods and events: services, nodes, namespaces,
-//! endpoints, config maps and secrets.
+//! The core group's kinds other than pods, events and volumes: services, nodes, namespaces,
+//! endpoints, config maps, secrets, service accounts, replication controllers, pod templates
+//! and resource quotas. LimitRange has no printer in Kubernetes (default table).
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::{
-    AGE, Column, LIST_MAX, NAME, age, col, count, flag, format_labels, int, list, name, or_none,
+    AGE, CONTAINERS, Column, IMAGES, LIST_MAX, NAME, TEMPLATE_CONTAINERS, age, col,
+    containers_and_images, count, flag, format_labels, int, int_or, list, name, or_none, quantity,
     text, with_more,
 };
 
@@ -316,6 +318,160 @@ pub(super) fn secret_cells(object: &Value, now: Timestamp) -> Vec<Value> {
         name(object),
         json!(text(object, "/type")),
         json!(count(object, "/data")),
+        age(object, now),
+    ]
+}
+
+pub(super) const SERVICE_ACCOUNT: &[Column] = &[
+    NAME,
+    col(
+        "Secrets",
+        "string",
+        0,
+        "Secrets is a list of the secrets in the same namespace that pods running using this \
+         ServiceAccount are allowed to use.",
+    ),
+    AGE,
+];
+
+/// ServiceAccount: Name, Secrets (how many are listed), Age.
+pub(super) fn service_account_cells(object: &Value, now: Timestamp) -> Vec<Value> {
+    vec![
+        name(object),
+        json!(count(object, "/secrets")),
+        age(object, now),
+    ]
+}
+
+pub(super) const REPLICATION_CONTROLLER: &[Column] = &[
+    NAME,
+    col(
+        "Desired",
+        "integer",
+        0,
+        "Replicas is the number of desired replicas.",
+    ),
+    col(
+        "Current",
+        "integer",
+        0,
+        "Replicas is the most recently observed number of replicas.",
+    ),
+    col(
+        "Ready",
+        "integer",
+        0,
+        "The number of ready replicas for this replication controller.",
+    ),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    col(
+        "Selector",
+        "string",
+        1,
+        "Selector is a label query over pods that should match the Replicas count.",
+    ),
+];
+
+/// ReplicationController: Name, Desired, Current, Ready, Age, Containers, Images, Selector
+/// (a plain label map; Kubernetes defaults an empty one to the template's labels).
+pub(super) fn replication_controller_cells(object: &Value, now: Timestamp) -> Vec<Value> {
+    let (containers, images) = containers_and_images(object, TEMPLATE_CONTAINERS);
+    let selector = match object.pointer("/spec/selector") {
+        Some(Value::Object(labels)) if !labels.is_empty() => object.pointer("/spec/selector"),
+        _ => object.pointer("/spec/template/metadata/labels"),
+    };
+    vec![
+        name(object),
+        json!(int_or(object, "/spec/replicas", 1)),
+        json!(int(object, "/status/replicas")),
+        json!(int(object, "/status/readyReplicas")),
+        age(object, now),
+        json!(containers),
+        json!(images),
+        json!(format_labels(selector)),
+    ]
+}
+
+pub(super) const POD_TEMPLATE: &[Column] = &[
+    NAME,
+    col(
+        "Containers",
+        "string",
+        0,
+        "Names of each container in the template.",
+    ),
+    col(
+        "Images",
+        "string",
+        0,
+        "Images referenced by each container in the template.",
+    ),
+    col(
+        "Pod Labels",
+        "string",
+        0,
+        "The labels for the pod template.",
+    ),
+];
+
+/// PodTemplate: Name, Containers, Images, Pod Labels (no Age, as in kube-apiserver).
+pub(super) fn pod_template_cells(object: &Value, _now: Timestamp) -> Vec<Value> {
+    let (containers, images) = containers_and_images(object, "/template/spec/containers");
+    vec![
+        name(object),
+        json!(containers),
+        json!(images),
+        json!(format_labels(object.pointer("/template/metadata/labels"))),
+    ]
+}
+
+pub(super) const RESOURCE_QUOTA: &[Column] = &[
+    NAME,
+    col(
+        "Request",
+        "string",
+        0,
+        "Request represents a minimum amount of cpu/memory that a container may consume.",
+    ),
+    col(
+        "Limit",
+        "string",
+        0,
+        "Limits control the maximum amount of cpu/memory that a container may use independent \
+         of contention on the node.",
+    ),
+    AGE,
+];
+
+/// ResourceQuota: Name, Request, Limit, Age. Every resource of `status.hard`, sorted by name,
+/// as `name: used/hard`; those named `limits.*` go to Limit, the others to Request.
+pub(super) fn resource_quota_cells(object: &Value, now: Timestamp) -> Vec<Value> {
+    let mut resources: Vec<&str> = object
+        .pointer("/status/hard")
+        .and_then(Value::as_object)
+        .map(|hard| hard.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    resources.sort_unstable();
+    let (mut requests, mut limits) = (Vec::new(), Vec::new());
+    for resource in resources {
+        let escaped = resource.replace('~', "~0").replace('/', "~1");
+        let entry = format!(
+            "{resource}: {}/{}",
+            quantity(object, &format!("/status/used/{escaped}"), "0"),
+            quantity(object, &format!("/status/hard/{escaped}"), "0"),
+        );
+        if resource.starts_with("limits.") {
+            limits.push(entry);
+        } else {
+            requests.push(entry);
+        }
+    }
+    vec![
+        name(object),
+        json!(requests.join(", ")),
+        json!(limits.join(", ")),
         age(object, now),
     ]
 }

@@ -1,4 +1,4 @@
-//! Events: core/v1 `Event`.
+//! Events: core/v1 `Event` and events.k8s.io/v1 `Event`.
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
@@ -63,34 +63,83 @@ pub(super) const EVENT: &[Column] = &[
     },
 ];
 
-/// Event: Last Seen, Type, Reason, Object, Subobject, Source, Message, First Seen, Count,
-/// Name.
+/// Where an event keeps what the table shows: core/v1 and events.k8s.io/v1 name the same
+/// fields differently (the latter converts to the former, and kube-apiserver prints both
+/// with core's printer).
+struct Fields {
+    regarding: &'static str,
+    message: &'static str,
+    source: &'static str,
+    first: &'static str,
+    last: &'static str,
+    count: &'static str,
+    reporting_controller: &'static str,
+}
+
+const CORE: Fields = Fields {
+    regarding: "/involvedObject",
+    message: "/message",
+    source: "/source",
+    first: "/firstTimestamp",
+    last: "/lastTimestamp",
+    count: "/count",
+    reporting_controller: "/reportingComponent",
+};
+
+const EVENTS: Fields = Fields {
+    regarding: "/regarding",
+    message: "/note",
+    source: "/deprecatedSource",
+    first: "/deprecatedFirstTimestamp",
+    last: "/deprecatedLastTimestamp",
+    count: "/deprecatedCount",
+    reporting_controller: "/reportingController",
+};
+
+/// core/v1 Event: Last Seen, Type, Reason, Object, Subobject, Source, Message, First Seen,
+/// Count, Name.
 pub(super) fn event_cells(event: &Value, now: Timestamp) -> Vec<Value> {
-    let first = match time(event, "/firstTimestamp") {
+    cells(event, &CORE, now)
+}
+
+/// events.k8s.io/v1 Event: the same columns and cells as core/v1's. An object still in core's
+/// shape (it has `involvedObject`) is read as such.
+pub(super) fn events_event_cells(event: &Value, now: Timestamp) -> Vec<Value> {
+    let fields = if event.get("involvedObject").is_some() {
+        &CORE
+    } else {
+        &EVENTS
+    };
+    cells(event, fields, now)
+}
+
+fn cells(event: &Value, fields: &Fields, now: Timestamp) -> Vec<Value> {
+    let at = |field: &str, member: &str| format!("{field}/{member}");
+    let first = match time(event, fields.first) {
         Some(at) => since(Some(at), now),
         None => since(time(event, "/eventTime"), now),
     };
-    let mut last = match time(event, "/lastTimestamp") {
+    let mut last = match time(event, fields.last) {
         Some(at) => since(Some(at), now),
         None => first.clone(),
     };
-    let mut occurrences = int(event, "/count");
+    let mut occurrences = int(event, fields.count);
     if event.pointer("/series").is_some_and(Value::is_object) {
         last = since(time(event, "/series/lastObservedTime"), now);
         occurrences = int(event, "/series/count");
     } else if occurrences == 0 {
         occurrences = 1;
     }
-    let kind = text(event, "/involvedObject/kind").to_lowercase();
-    let target = match text(event, "/involvedObject/name") {
+    let kind = text(event, &at(fields.regarding, "kind")).to_lowercase();
+    let target = match text(event, &at(fields.regarding, "name")) {
         "" => kind,
         object => format!("{kind}/{object}"),
     };
-    let component = match text(event, "/source/component") {
-        "" => text(event, "/reportingComponent"),
+    let component = match text(event, &at(fields.source, "component")) {
+        "" => text(event, fields.reporting_controller),
         c => c,
     };
-    let instance = match text(event, "/source/host") {
+    let instance = match text(event, &at(fields.source, "host")) {
         "" => text(event, "/reportingInstance"),
         h => h,
     };
@@ -104,9 +153,9 @@ pub(super) fn event_cells(event: &Value, now: Timestamp) -> Vec<Value> {
         json!(text(event, "/type")),
         json!(text(event, "/reason")),
         json!(target),
-        json!(text(event, "/involvedObject/fieldPath")),
+        json!(text(event, &at(fields.regarding, "fieldPath"))),
         json!(source),
-        json!(text(event, "/message").trim()),
+        json!(text(event, fields.message).trim()),
         json!(first),
         json!(occurrences),
         name(event),

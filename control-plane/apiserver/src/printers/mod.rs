@@ -7,7 +7,13 @@
 //! Resources without a printer get kube-apiserver's default table (Name, Created At).
 //!
 //! Cells are computed from the stored JSON (the shape k8s-openapi validated on write), so a
-//! missing field prints as Kubernetes prints a zero value rather than failing the request.
+//! missing field prints as Kubernetes prints a zero value rather than failing the request,
+//! or, for a field Kubernetes' defaulting fills on write (replicas, reclaim policies, volume
+//! modes, ...), as that default. Quantities print as written (kube-apiserver prints their
+//! canonical form, `1` for a written `1000m`).
+//!
+//! One module per API group or topic; `printer` maps each (group, kind) to its columns and
+//! cells.
 
 use std::collections::BTreeMap;
 
@@ -16,12 +22,17 @@ use serde_json::{Value, json};
 
 use crate::resources::Resource;
 
+mod admission;
 mod apps;
+mod autoscaling;
+mod batch;
 mod core;
 mod events;
 mod networking;
 mod other;
 mod pod;
+mod rbac;
+mod storage;
 
 /// One column of a Table (`meta.k8s.io/v1` `TableColumnDefinition`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,13 +142,110 @@ fn printer(group: &str, kind: &str) -> Printer {
         ("", "Endpoints") => printed(core::ENDPOINTS, core::endpoints_cells),
         ("", "ConfigMap") => printed(core::CONFIG_MAP, core::config_map_cells),
         ("", "Secret") => printed(core::SECRET, core::secret_cells),
+        ("", "ServiceAccount") => printed(core::SERVICE_ACCOUNT, core::service_account_cells),
+        ("", "ReplicationController") => printed(
+            core::REPLICATION_CONTROLLER,
+            core::replication_controller_cells,
+        ),
+        ("", "PodTemplate") => printed(core::POD_TEMPLATE, core::pod_template_cells),
+        ("", "ResourceQuota") => printed(core::RESOURCE_QUOTA, core::resource_quota_cells),
+        ("", "PersistentVolume") => {
+            printed(storage::PERSISTENT_VOLUME, storage::persistent_volume_cells)
+        }
+        ("", "PersistentVolumeClaim") => printed(
+            storage::PERSISTENT_VOLUME_CLAIM,
+            storage::persistent_volume_claim_cells,
+        ),
         ("", "Event") => printed(events::EVENT, events::event_cells),
+        ("events.k8s.io", "Event") => printed(events::EVENT, events::events_event_cells),
         ("apps", "Deployment") => printed(apps::DEPLOYMENT, apps::deployment_cells),
         ("apps", "ReplicaSet") => printed(apps::REPLICA_SET, apps::replica_set_cells),
+        ("apps", "DaemonSet") => printed(apps::DAEMON_SET, apps::daemon_set_cells),
+        ("apps", "StatefulSet") => printed(apps::STATEFUL_SET, apps::stateful_set_cells),
+        ("apps", "ControllerRevision") => {
+            printed(apps::CONTROLLER_REVISION, apps::controller_revision_cells)
+        }
+        ("batch", "Job") => printed(batch::JOB, batch::job_cells),
+        ("batch", "CronJob") => printed(batch::CRON_JOB, batch::cron_job_cells),
+        ("autoscaling", "HorizontalPodAutoscaler") => printed(
+            autoscaling::HORIZONTAL_POD_AUTOSCALER,
+            autoscaling::horizontal_pod_autoscaler_cells,
+        ),
+        ("policy", "PodDisruptionBudget") => printed(
+            autoscaling::POD_DISRUPTION_BUDGET,
+            autoscaling::pod_disruption_budget_cells,
+        ),
+        ("rbac.authorization.k8s.io", "RoleBinding") => {
+            printed(rbac::ROLE_BINDING, rbac::binding_cells)
+        }
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
+            printed(rbac::CLUSTER_ROLE_BINDING, rbac::binding_cells)
+        }
         ("discovery.k8s.io", "EndpointSlice") => {
             printed(networking::ENDPOINT_SLICE, networking::endpoint_slice_cells)
         }
+        ("networking.k8s.io", "NetworkPolicy") => {
+            printed(networking::NETWORK_POLICY, networking::network_policy_cells)
+        }
+        ("networking.k8s.io", "Ingress") => printed(networking::INGRESS, networking::ingress_cells),
+        ("networking.k8s.io", "IngressClass") => {
+            printed(networking::INGRESS_CLASS, networking::ingress_class_cells)
+        }
+        ("networking.k8s.io", "IPAddress") => {
+            printed(networking::IP_ADDRESS, networking::ip_address_cells)
+        }
+        ("networking.k8s.io", "ServiceCIDR") => {
+            printed(networking::SERVICE_CIDR, networking::service_cidr_cells)
+        }
+        ("storage.k8s.io", "StorageClass") => {
+            printed(storage::STORAGE_CLASS, storage::storage_class_cells)
+        }
+        ("storage.k8s.io", "CSIDriver") => printed(storage::CSI_DRIVER, storage::csi_driver_cells),
+        ("storage.k8s.io", "CSINode") => printed(storage::CSI_NODE, storage::csi_node_cells),
+        ("storage.k8s.io", "VolumeAttachment") => {
+            printed(storage::VOLUME_ATTACHMENT, storage::volume_attachment_cells)
+        }
+        ("storage.k8s.io", "CSIStorageCapacity") => printed(
+            storage::CSI_STORAGE_CAPACITY,
+            storage::csi_storage_capacity_cells,
+        ),
+        (
+            "admissionregistration.k8s.io",
+            "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration",
+        ) => printed(
+            admission::WEBHOOK_CONFIGURATION,
+            admission::webhook_configuration_cells,
+        ),
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => printed(
+            admission::VALIDATING_ADMISSION_POLICY,
+            admission::validating_admission_policy_cells,
+        ),
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => printed(
+            admission::VALIDATING_ADMISSION_POLICY_BINDING,
+            admission::validating_admission_policy_binding_cells,
+        ),
+        ("apiregistration.k8s.io", "APIService") => {
+            printed(other::API_SERVICE, other::api_service_cells)
+        }
+        ("certificates.k8s.io", "CertificateSigningRequest") => printed(
+            other::CERTIFICATE_SIGNING_REQUEST,
+            other::certificate_signing_request_cells,
+        ),
         ("coordination.k8s.io", "Lease") => printed(other::LEASE, other::lease_cells),
+        ("scheduling.k8s.io", "PriorityClass") => {
+            printed(other::PRIORITY_CLASS, other::priority_class_cells)
+        }
+        ("node.k8s.io", "RuntimeClass") => {
+            printed(other::RUNTIME_CLASS, other::runtime_class_cells)
+        }
+        ("flowcontrol.apiserver.k8s.io", "FlowSchema") => {
+            printed(other::FLOW_SCHEMA, other::flow_schema_cells)
+        }
+        ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration") => printed(
+            other::PRIORITY_LEVEL_CONFIGURATION,
+            other::priority_level_configuration_cells,
+        ),
+        // Kubernetes has no printer for LimitRange, Role and ClusterRole either.
         _ => printed(DEFAULT, |object, _| default_cells(object)),
     }
 }
@@ -306,11 +414,12 @@ fn format_labels(map: Option<&Value>) -> String {
     or_none(&text)
 }
 
-/// `LabelSelectorAsSelector(..).String()`: requirements sorted by key; empty for an empty
-/// selector.
-fn selector_string(selector: Option<&Value>) -> String {
+/// `LabelSelectorAsSelector(..).String()`: requirements sorted by key, empty for a missing or
+/// empty selector, `None` for a selector Kubernetes cannot convert (unknown operator, `In`
+/// without values, `Exists` with values).
+fn selector_requirements(selector: Option<&Value>) -> Option<String> {
     let Some(selector) = selector else {
-        return String::new();
+        return Some(String::new());
     };
     let mut requirements: Vec<(String, String)> = Vec::new();
     if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
@@ -328,32 +437,47 @@ fn selector_string(selector: Option<&Value>) -> String {
             .filter_map(Value::as_str)
             .collect();
         values.sort_unstable();
-        let values = values.join(",");
-        let rendered = match text(expression, "/operator") {
-            "In" => format!("{key} in ({values})"),
-            "NotIn" => format!("{key} notin ({values})"),
-            "Exists" => key.to_owned(),
-            "DoesNotExist" => format!("!{key}"),
-            _ => return "<invalid>".to_owned(),
+        values.dedup();
+        let joined = values.join(",");
+        let rendered = match (text(expression, "/operator"), values.is_empty()) {
+            ("In", false) => format!("{key} in ({joined})"),
+            ("NotIn", false) => format!("{key} notin ({joined})"),
+            ("Exists", true) => key.to_owned(),
+            ("DoesNotExist", true) => format!("!{key}"),
+            _ => return None,
         };
         requirements.push((key.to_owned(), rendered));
     }
     requirements.sort_by(|a, b| a.0.cmp(&b.0));
-    requirements
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect::<Vec<_>>()
-        .join(",")
+    Some(
+        requirements
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect::<Vec<_>>()
+            .join(","),
+    )
 }
 
-/// `metav1.FormatLabelSelector`: as [`selector_string`], `<none>` when empty.
+/// The selector as `printDeployment` prints it: `<invalid>` when it cannot be converted.
+fn selector_string(selector: Option<&Value>) -> String {
+    selector_requirements(selector).unwrap_or_else(|| "<invalid>".to_owned())
+}
+
+/// `metav1.FormatLabelSelector`: `<none>` when empty, `<error>` when it cannot be converted.
 fn format_label_selector(selector: Option<&Value>) -> String {
-    or_none(&selector_string(selector))
+    match selector_requirements(selector) {
+        Some(text) => or_none(&text),
+        None => "<error>".to_owned(),
+    }
 }
 
-/// Container names and images of a pod template, comma-separated.
-fn containers_and_images(object: &Value) -> (String, String) {
-    let containers = list(object, "/spec/template/spec/containers");
+/// Where a workload's pod template lists its containers.
+const TEMPLATE_CONTAINERS: &str = "/spec/template/spec/containers";
+
+/// `layoutContainerCells`: the names and the images of the containers listed at `pointer`,
+/// each comma-separated.
+fn containers_and_images(object: &Value, pointer: &str) -> (String, String) {
+    let containers = list(object, pointer);
     let names = containers
         .iter()
         .map(|c| text(c, "/name"))
@@ -378,6 +502,53 @@ fn condition_true(object: &Value, kind: &str) -> bool {
     list(object, "/status/conditions")
         .iter()
         .any(|c| text(c, "/type") == kind && text(c, "/status") == "True")
+}
+
+/// The first of `object`'s status conditions of type `kind`.
+fn condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
+    list(object, "/status/conditions")
+        .iter()
+        .find(|c| text(c, "/type") == kind)
+}
+
+/// An optional integer field: its value, or `default` (what Kubernetes' defaulting sets)
+/// when absent.
+fn int_or(value: &Value, pointer: &str, default: i64) -> i64 {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_i64)
+        .unwrap_or(default)
+}
+
+/// An optional boolean field: its value, or `default` when absent.
+fn flag_or(value: &Value, pointer: &str, default: bool) -> bool {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_bool)
+        .unwrap_or(default)
+}
+
+/// An optional string field: its value, or `default` when absent or empty.
+fn text_or<'a>(value: &'a Value, pointer: &str, default: &'a str) -> &'a str {
+    match text(value, pointer) {
+        "" => default,
+        found => found,
+    }
+}
+
+/// A `resource.Quantity` as stored (kubectl prints its canonical form; keelson keeps the
+/// written one), or `missing` when absent.
+fn quantity(value: &Value, pointer: &str, missing: &str) -> String {
+    match value.pointer(pointer) {
+        Some(Value::String(q)) => q.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => missing.to_owned(),
+    }
+}
+
+/// Go's `printBool`: `True` or `False`.
+fn bool_text(value: bool) -> &'static str {
+    if value { "True" } else { "False" }
 }
 
 /// At most three entries, then `+ N more...`.

@@ -22,6 +22,34 @@ fn cells(group_version: (&str, &str), plural: &str, object: &Value) -> Vec<Value
     row.cells
 }
 
+/// The cells of `object` printed as `group`'s `kind`, checked to be one per column.
+fn cells_of(group: &str, kind: &str, object: &Value) -> Vec<Value> {
+    let printer = printer(group, kind);
+    let cells = (printer.cells)(object, now());
+    assert_eq!(
+        cells.len(),
+        printer.columns.len(),
+        "one cell per column for {kind}"
+    );
+    cells
+}
+
+/// Shorthand for an expected row: `row!["web", 3, "5m"]` (in scope for the modules below).
+macro_rules! row {
+    ($($cell:expr),* $(,)?) => { vec![$(serde_json::json!($cell)),*] };
+}
+
+mod admission;
+mod apps;
+mod autoscaling;
+mod batch;
+mod core;
+mod events;
+mod networking;
+mod other;
+mod rbac;
+mod storage;
+
 fn column_names(plural: &str, group: &str, version: &str) -> Vec<(&'static str, i32)> {
     columns(resources::find(group, version, plural).expect("resource"))
         .iter()
@@ -455,6 +483,26 @@ fn event_row() {
 }
 
 #[test]
+fn selectors_kubernetes_cannot_convert() {
+    let mut object = template_object(json!({}));
+    object["spec"]["selector"] =
+        json!({"matchExpressions": [{"key": "env", "operator": "In", "values": []}]});
+    // printDeployment writes `<invalid>`, FormatLabelSelector (the others) `<error>`.
+    assert_eq!(
+        cells(("apps", "v1"), "deployments", &object)[7],
+        "<invalid>"
+    );
+    assert_eq!(cells(("apps", "v1"), "replicasets", &object)[7], "<error>");
+    object["spec"]["selector"] = json!({"matchExpressions": [
+        {"key": "env", "operator": "Exists"},
+        {"key": "tier", "operator": "In", "values": ["b", "a", "b"]}]});
+    assert_eq!(
+        cells(("apps", "v1"), "replicasets", &object)[7],
+        "env,tier in (a,b)"
+    );
+}
+
+#[test]
 fn other_resources_get_the_default_table() {
     assert_eq!(DEFAULT[0].name, "Name");
     assert_eq!(DEFAULT[1].name, "Created At");
@@ -478,4 +526,320 @@ fn every_served_resource_has_one_cell_per_column() {
             resource.plural
         );
     }
+}
+
+/// Every kind keelson serves with the columns kube-apiserver 1.33 gives it (printers.go;
+/// kube-aggregator's own table for APIService), separated by `|`; a trailing `+` marks a
+/// priority-1 column, the ones `kubectl get -o wide` adds.
+const TABLES: &[(&str, &str, &str)] = &[
+    ("", "Namespace", "Name|Status|Age"),
+    (
+        "",
+        "Pod",
+        "Name|Ready|Status|Restarts|Age|IP+|Node+|Nominated Node+|Readiness Gates+",
+    ),
+    (
+        "",
+        "Service",
+        "Name|Type|Cluster-IP|External-IP|Port(s)|Age|Selector+",
+    ),
+    ("", "Endpoints", "Name|Endpoints|Age"),
+    (
+        "",
+        "Node",
+        "Name|Status|Roles|Age|Version|Internal-IP+|External-IP+|OS-Image+|Kernel-Version+|\
+         Container-Runtime+",
+    ),
+    (
+        "",
+        "Event",
+        "Last Seen|Type|Reason|Object|Subobject+|Source+|Message|First Seen+|Count+|Name+",
+    ),
+    ("", "ConfigMap", "Name|Data|Age"),
+    ("", "Secret", "Name|Type|Data|Age"),
+    ("", "ServiceAccount", "Name|Secrets|Age"),
+    (
+        "",
+        "ReplicationController",
+        "Name|Desired|Current|Ready|Age|Containers+|Images+|Selector+",
+    ),
+    (
+        "",
+        "PersistentVolume",
+        "Name|Capacity|Access Modes|Reclaim Policy|Status|Claim|StorageClass|\
+         VolumeAttributesClass|Reason|Age|VolumeMode+",
+    ),
+    (
+        "",
+        "PersistentVolumeClaim",
+        "Name|Status|Volume|Capacity|Access Modes|StorageClass|VolumeAttributesClass|Age|\
+         VolumeMode+",
+    ),
+    ("", "PodTemplate", "Name|Containers|Images|Pod Labels"),
+    ("", "LimitRange", "Name|Created At"),
+    ("", "ResourceQuota", "Name|Request|Limit|Age"),
+    (
+        "apps",
+        "Deployment",
+        "Name|Ready|Up-to-date|Available|Age|Containers+|Images+|Selector+",
+    ),
+    (
+        "apps",
+        "ReplicaSet",
+        "Name|Desired|Current|Ready|Age|Containers+|Images+|Selector+",
+    ),
+    (
+        "apps",
+        "DaemonSet",
+        "Name|Desired|Current|Ready|Up-to-date|Available|Node Selector|Age|Containers+|Images+|\
+         Selector+",
+    ),
+    ("apps", "StatefulSet", "Name|Ready|Age|Containers+|Images+"),
+    ("apps", "ControllerRevision", "Name|Controller|Revision|Age"),
+    (
+        "batch",
+        "Job",
+        "Name|Status|Completions|Duration|Age|Containers+|Images+|Selector+",
+    ),
+    (
+        "batch",
+        "CronJob",
+        "Name|Schedule|Timezone|Suspend|Active|Last Schedule|Age|Containers+|Images+|Selector+",
+    ),
+    (
+        "autoscaling",
+        "HorizontalPodAutoscaler",
+        "Name|Reference|Targets|MinPods|MaxPods|Replicas|Age",
+    ),
+    (
+        "policy",
+        "PodDisruptionBudget",
+        "Name|Min Available|Max Unavailable|Allowed Disruptions|Age",
+    ),
+    ("rbac.authorization.k8s.io", "Role", "Name|Created At"),
+    (
+        "rbac.authorization.k8s.io",
+        "ClusterRole",
+        "Name|Created At",
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "RoleBinding",
+        "Name|Role|Age|Users+|Groups+|ServiceAccounts+",
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "ClusterRoleBinding",
+        "Name|Role|Age|Users+|Groups+|ServiceAccounts+",
+    ),
+    (
+        "networking.k8s.io",
+        "NetworkPolicy",
+        "Name|Pod-Selector|Age",
+    ),
+    (
+        "networking.k8s.io",
+        "Ingress",
+        "Name|Class|Hosts|Address|Ports|Age",
+    ),
+    (
+        "networking.k8s.io",
+        "IngressClass",
+        "Name|Controller|Parameters|Age",
+    ),
+    ("networking.k8s.io", "IPAddress", "Name|ParentRef"),
+    ("networking.k8s.io", "ServiceCIDR", "Name|CIDRs|Age"),
+    (
+        "storage.k8s.io",
+        "StorageClass",
+        "Name|Provisioner|ReclaimPolicy|VolumeBindingMode|AllowVolumeExpansion|Age",
+    ),
+    (
+        "storage.k8s.io",
+        "CSIDriver",
+        "Name|AttachRequired|PodInfoOnMount|StorageCapacity|TokenRequests|RequiresRepublish|\
+         Modes|Age",
+    ),
+    ("storage.k8s.io", "CSINode", "Name|Drivers|Age"),
+    (
+        "storage.k8s.io",
+        "VolumeAttachment",
+        "Name|Attacher|PV|Node|Attached|Age",
+    ),
+    (
+        "storage.k8s.io",
+        "CSIStorageCapacity",
+        "Name|StorageClassName|Capacity",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "MutatingWebhookConfiguration",
+        "Name|Webhooks|Age",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingWebhookConfiguration",
+        "Name|Webhooks|Age",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingAdmissionPolicy",
+        "Name|Validations|ParamKind|Age",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingAdmissionPolicyBinding",
+        "Name|PolicyName|ParamRef|Age",
+    ),
+    (
+        "apiregistration.k8s.io",
+        "APIService",
+        "Name|Service|Available|Age",
+    ),
+    (
+        "certificates.k8s.io",
+        "CertificateSigningRequest",
+        "Name|Age|SignerName|Requestor|RequestedDuration|Condition",
+    ),
+    (
+        "scheduling.k8s.io",
+        "PriorityClass",
+        "Name|Value|Global-Default|Age|PreemptionPolicy",
+    ),
+    ("node.k8s.io", "RuntimeClass", "Name|Handler|Age"),
+    (
+        "events.k8s.io",
+        "Event",
+        "Last Seen|Type|Reason|Object|Subobject+|Source+|Message|First Seen+|Count+|Name+",
+    ),
+    (
+        "flowcontrol.apiserver.k8s.io",
+        "FlowSchema",
+        "Name|PriorityLevel|MatchingPrecedence|DistinguisherMethod|Age|MissingPL",
+    ),
+    (
+        "flowcontrol.apiserver.k8s.io",
+        "PriorityLevelConfiguration",
+        "Name|Type|NominalConcurrencyShares|Queues|HandSize|QueueLengthLimit|Age",
+    ),
+    (
+        "discovery.k8s.io",
+        "EndpointSlice",
+        "Name|AddressType|Ports|Endpoints|Age",
+    ),
+    ("coordination.k8s.io", "Lease", "Name|Holder|Age"),
+];
+
+#[test]
+fn every_kind_has_kubernetes_columns() {
+    for (group, kind, expected) in TABLES {
+        let actual = printer(group, kind)
+            .columns
+            .iter()
+            .map(|c| match c.priority {
+                0 => c.name.to_owned(),
+                _ => format!("{}+", c.name),
+            })
+            .collect::<Vec<_>>()
+            .join("|");
+        assert_eq!(actual, *expected, "{group}/{kind}");
+    }
+}
+
+#[test]
+fn every_kind_prints_an_empty_object_with_one_cell_per_column() {
+    for (group, kind, _) in TABLES {
+        cells_of(group, kind, &json!({}));
+        cells_of(
+            group,
+            kind,
+            &json!({"metadata": {"name": "x"}, "spec": null, "status": {}}),
+        );
+    }
+}
+
+#[test]
+fn column_types_and_formats_are_kubernetes() {
+    // Every column of every kind is a string unless listed here, as `name:type|...`.
+    let typed = [
+        (
+            "",
+            "ReplicationController",
+            "Desired:integer|Current:integer|Ready:integer",
+        ),
+        (
+            "apps",
+            "ReplicaSet",
+            "Desired:integer|Current:integer|Ready:integer",
+        ),
+        (
+            "apps",
+            "DaemonSet",
+            "Desired:integer|Current:integer|Ready:integer|Up-to-date:integer|Available:integer",
+        ),
+        ("batch", "CronJob", "Suspend:boolean|Active:integer"),
+        (
+            "policy",
+            "PodDisruptionBudget",
+            "Allowed Disruptions:integer",
+        ),
+        (
+            "storage.k8s.io",
+            "CSIDriver",
+            "AttachRequired:boolean|PodInfoOnMount:boolean|StorageCapacity:boolean|\
+             RequiresRepublish:boolean",
+        ),
+        ("storage.k8s.io", "CSINode", "Drivers:integer"),
+        ("storage.k8s.io", "VolumeAttachment", "Attached:boolean"),
+        (
+            "admissionregistration.k8s.io",
+            "MutatingWebhookConfiguration",
+            "Webhooks:integer",
+        ),
+        (
+            "admissionregistration.k8s.io",
+            "ValidatingWebhookConfiguration",
+            "Webhooks:integer",
+        ),
+        (
+            "admissionregistration.k8s.io",
+            "ValidatingAdmissionPolicy",
+            "Validations:integer",
+        ),
+        (
+            "scheduling.k8s.io",
+            "PriorityClass",
+            "Value:integer|Global-Default:boolean",
+        ),
+        ("", "LimitRange", "Created At:date"),
+        ("rbac.authorization.k8s.io", "Role", "Created At:date"),
+        (
+            "rbac.authorization.k8s.io",
+            "ClusterRole",
+            "Created At:date",
+        ),
+    ];
+    for (group, kind, _) in TABLES {
+        let actual = printer(group, kind)
+            .columns
+            .iter()
+            .filter(|c| c.kind != "string")
+            .map(|c| format!("{}:{}", c.name, c.kind))
+            .collect::<Vec<_>>()
+            .join("|");
+        let expected = typed
+            .iter()
+            .find(|(g, k, _)| g == group && k == kind)
+            .map_or("", |t| t.2);
+        assert_eq!(actual, expected, "{group}/{kind}");
+    }
+    // The name column carries the `name` format; kube-apiserver gives it to VolumeAttachment's
+    // Attacher too.
+    let named: Vec<&str> = printer("storage.k8s.io", "VolumeAttachment")
+        .columns
+        .iter()
+        .filter(|c| c.format == "name")
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(named, ["Name", "Attacher"]);
 }
