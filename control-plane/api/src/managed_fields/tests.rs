@@ -270,7 +270,10 @@ fn keyed_list_items_are_owned_item_by_item() {
                 json!({"f:spec": {"f:containers": {
                     "k:{\"name\":\"web\"}": {
                         ".": {}, "f:name": {}, "f:resources": {},
-                        "f:env": {".": {}, "k:{\"name\":\"A\"}": {".": {}, "f:name": {}, "f:value": {}}},
+                        "f:env": {
+                            ".": {},
+                            "k:{\"name\":\"A\"}": {".": {}, "f:name": {}, "f:value": {}},
+                        },
                     },
                 }}})
             ),
@@ -279,7 +282,9 @@ fn keyed_list_items_are_owned_item_by_item() {
                 "v1",
                 T1,
                 json!({"f:spec": {"f:containers": {
-                    "k:{\"name\":\"sidecar\"}": {".": {}, "f:image": {}, "f:name": {}, "f:resources": {}},
+                    "k:{\"name\":\"sidecar\"}": {
+                        ".": {}, "f:image": {}, "f:name": {}, "f:resources": {},
+                    },
                     "k:{\"name\":\"web\"}": {"f:image": {}},
                 }}})
             ),
