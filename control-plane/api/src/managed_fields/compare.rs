@@ -6,10 +6,12 @@
 //! own path is *added* when the old object lacked it and *removed* when the new one does: that
 //! is what gives a FieldsV1 node its `.` marker.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde_json::{Map, Value};
 
 use super::fieldset::{FieldSet, field_element, key_element, value_element};
-use super::schema::{Shape, Zero, key_default};
+use super::schema::{Root, Shape, Zero, key_default};
 
 /// The paths that differ between two objects.
 #[derive(Debug, Default)]
@@ -119,15 +121,13 @@ impl Walker {
         }
         self.mismatch(old, new, Value::is_array);
         let (lhs, rhs) = (index(lhs, shape), index(rhs, shape));
-        let mut elements: Vec<&String> = lhs.iter().chain(rhs.iter()).map(|(pe, _)| pe).collect();
-        elements.sort();
-        elements.dedup();
+        let elements: BTreeSet<&String> = lhs.keys().chain(rhs.keys()).collect();
         let item_shape = match shape {
             Shape::Keyed(_, item) => *item,
             _ => Shape::Atomic,
         };
         for pe in elements {
-            let (l, r) = (find(&lhs, pe), find(&rhs, pe));
+            let (l, r) = (lhs.get(pe).copied(), rhs.get(pe).copied());
             self.path.push(pe.clone());
             self.walk(l, r, item_shape);
             self.path.pop();
@@ -137,22 +137,16 @@ impl Walker {
 }
 
 /// The path element of every item of a set or keyed list; an item that cannot have one (a
-/// keyed item that is not an object or lacks every key) and repeats of an element are left out.
-fn index(items: &[Value], shape: Shape) -> Vec<(String, &Value)> {
-    let mut out: Vec<(String, &Value)> = Vec::with_capacity(items.len());
+/// keyed item that is not an object or lacks every key) is left out, and of items with the
+/// same element the first counts.
+fn index(items: &[Value], shape: Shape) -> BTreeMap<String, &Value> {
+    let mut out = BTreeMap::new();
     for item in items {
-        let Some(pe) = path_element(item, shape) else {
-            continue;
-        };
-        if out.iter().all(|(seen, _)| *seen != pe) {
-            out.push((pe, item));
+        if let Some(pe) = path_element(item, shape) {
+            out.entry(pe).or_insert(item);
         }
     }
     out
-}
-
-fn find<'v>(items: &[(String, &'v Value)], pe: &str) -> Option<&'v Value> {
-    items.iter().find(|(p, _)| p == pe).map(|(_, v)| *v)
 }
 
 fn path_element(item: &Value, shape: Shape) -> Option<String> {
@@ -197,9 +191,8 @@ fn equal(a: &Value, b: &Value) -> bool {
 /// taken out, so that two objects compare as typed objects do whether or not a client sent
 /// those members. Custom kinds (a `Deduced` root) are compared as sent, as kube-apiserver
 /// compares unstructured objects.
-pub(crate) fn materialize(value: &mut Value, shape: Shape) {
-    let builtin = matches!(shape, Shape::Struct(_));
-    normalize(value, shape, builtin);
+pub(crate) fn materialize(value: &mut Value, root: Root) {
+    normalize(value, root.shape, root.builtin);
 }
 
 fn normalize(value: &mut Value, shape: Shape, builtin: bool) {

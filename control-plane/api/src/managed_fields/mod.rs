@@ -105,11 +105,11 @@ fn is_print(c: char) -> bool {
 /// `{"f:metadata":{"f:labels":{".":{},"f:app":{}}},"f:spec":{...}}`. The fields that are never
 /// owned (`apiVersion`, `kind`, `metadata.name`, `metadata.uid`, ...) are left out.
 pub fn fields_v1(object: &Value) -> Value {
-    let shape = shape_of(object, None);
-    let zero = zero_object(shape);
+    let root = root_of(object, None);
+    let zero = zero_object(root);
     let mut new = without_managed_fields(object);
-    materialize(&mut new, shape);
-    let comparison = compare(Some(&zero), Some(&new), shape, &[]);
+    materialize(&mut new, root);
+    let comparison = compare(Some(&zero), Some(&new), root.shape, &[]);
     owned_by_writer(&comparison).to_fields_v1()
 }
 
@@ -142,19 +142,19 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, update: &Update<'_>) 
         return;
     }
 
-    let shape = shape_of(new, Some(update.api_version));
+    let root = root_of(new, Some(update.api_version));
     let comparison = match update.subresource {
         Some("scale") => replicas_comparison(old, new),
         _ => {
-            let mut before = old.map_or_else(|| zero_object(shape), without_managed_fields);
-            materialize(&mut before, shape);
+            let mut before = old.map_or_else(|| zero_object(root), without_managed_fields);
+            materialize(&mut before, root);
             let mut after = new.clone();
-            materialize(&mut after, shape);
+            materialize(&mut after, root);
             let kind = new.get("kind").and_then(Value::as_str).unwrap_or_default();
             compare(
                 Some(&before),
                 Some(&after),
-                shape,
+                root.shape,
                 &reset_fields(kind, update),
             )
         }
@@ -250,7 +250,7 @@ fn never_owned() -> FieldSet {
     set
 }
 
-fn shape_of(object: &Value, api_version: Option<&str>) -> schema::Shape {
+fn root_of(object: &Value, api_version: Option<&str>) -> schema::Root {
     let api_version = api_version
         .or_else(|| object.get("apiVersion").and_then(Value::as_str))
         .unwrap_or_default();
@@ -262,9 +262,9 @@ fn shape_of(object: &Value, api_version: Option<&str>) -> schema::Shape {
 }
 
 /// The object kube-apiserver compares a created object with: the kind's zero value.
-fn zero_object(shape: schema::Shape) -> Value {
+fn zero_object(root: schema::Root) -> Value {
     let mut zero = Value::Object(Map::new());
-    materialize(&mut zero, shape);
+    materialize(&mut zero, root);
     zero
 }
 
@@ -281,10 +281,22 @@ fn without_managed_fields(object: &Value) -> Value {
 fn is_reset(sent: &Value) -> bool {
     match sent.as_array().map(Vec::as_slice) {
         Some([]) => true,
-        Some([Value::Object(entry)]) => entry.iter().all(|(name, value)| match value {
-            Value::Null => true,
-            Value::String(s) => s.is_empty() && name != "fieldsV1",
-            _ => false,
+        Some([Value::Object(entry)]) => entry.iter().all(|(name, value)| {
+            let known = [
+                "manager",
+                "operation",
+                "apiVersion",
+                "time",
+                "fieldsType",
+                "fieldsV1",
+                "subresource",
+            ];
+            match value {
+                _ if !known.contains(&name.as_str()) => true,
+                Value::Null => true,
+                Value::String(s) => s.is_empty() && name != "fieldsV1",
+                _ => false,
+            }
         }),
         _ => false,
     }

@@ -363,9 +363,20 @@ const SECRET: Ty = Ty {
     always: &[("metadata", Zero::Object)],
 };
 
-/// The shape of a whole object of `kind` in `api_version`; custom and unknown kinds are
-/// deduced from their JSON.
-pub(crate) fn root(api_version: &str, kind: &str) -> Shape {
+/// Custom and unknown kinds: `metadata` as for every kind, the rest deduced.
+const CUSTOM: Ty = ty(&[META]);
+
+/// What is known of a whole object.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Root {
+    pub(crate) shape: Shape,
+    /// A built-in type, which kube-apiserver handles as a Go struct (so Go's encoding rules
+    /// apply); custom kinds are handled as they were sent.
+    pub(crate) builtin: bool,
+}
+
+/// What is known of an object of `kind` in `api_version`.
+pub(crate) fn root(api_version: &str, kind: &str) -> Root {
     let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
     let ty: &'static Ty = match (group, kind) {
         ("", "Pod") => &POD,
@@ -386,7 +397,15 @@ pub(crate) fn root(api_version: &str, kind: &str) -> Shape {
         ("events.k8s.io", "Event") => &EVENTS_V1_EVENT,
         ("discovery.k8s.io", "EndpointSlice") => &ENDPOINT_SLICE,
         ("coordination.k8s.io", "Lease") => &LEASE,
-        _ => return Shape::Deduced,
+        _ => {
+            return Root {
+                shape: Struct(&CUSTOM),
+                builtin: false,
+            };
+        }
     };
-    Shape::Struct(ty)
+    Root {
+        shape: Struct(ty),
+        builtin: true,
+    }
 }

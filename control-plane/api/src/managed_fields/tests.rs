@@ -429,7 +429,11 @@ fn managed_fields_sent_by_the_client_are_kept_reset_or_ignored() {
     assert_eq!(entries(&new), entries(&old));
 
     // `[]` and `[{}]` clear the history; an update of an object without entries starts none.
-    for reset in [json!([]), json!([{}])] {
+    for reset in [
+        json!([]),
+        json!([{}]),
+        json!([{"manager": "", "unknownMember": 1}]),
+    ] {
         let mut new = old.clone();
         new["metadata"]["managedFields"] = reset;
         new["data"]["a"] = json!("changed");
@@ -542,12 +546,18 @@ fn an_object_without_metadata_is_left_alone() {
 fn custom_kinds_are_deduced_lists_atomic_objects_granular() {
     let object = json!({
         "apiVersion": "example.com/v1", "kind": "Widget",
-        "metadata": {"name": "w"},
-        "spec": {"size": 3, "ports": [{"name": "a"}], "nested": {"x": true}},
+        "metadata": {"name": "w", "ownerReferences": [{"uid": "o-1", "name": "owner"}]},
+        "spec": {"size": 3, "ports": [{"name": "a"}], "nested": {"x": true}, "empty": []},
     });
     assert_eq!(
         fields_v1(&object),
-        json!({"f:spec": {".": {}, "f:nested": {".": {}, "f:x": {}}, "f:ports": {}, "f:size": {}}})
+        json!({
+            "f:metadata": {"f:ownerReferences": {".": {}, "k:{\"uid\":\"o-1\"}": {}}},
+            "f:spec": {
+                ".": {}, "f:empty": {}, "f:nested": {".": {}, "f:x": {}}, "f:ports": {},
+                "f:size": {},
+            },
+        })
     );
 }
 
