@@ -29,8 +29,9 @@
 //! update of an object that has no entries starts none (`skipnonapplied.go`); a create always
 //! does.
 //!
-//! Which lists are keyed, which are sets and which values are atomic comes from [`schema`]'s
-//! table of the built-in types; other kinds are deduced from their JSON.
+//! Which lists are keyed, which are sets and which values are atomic comes from a hand-written
+//! table of the built-in types (`schema.rs`, from Kubernetes' own structured-merge-diff schema)
+//! until keelson serves OpenAPI; other kinds are deduced from their JSON, `metadata` aside.
 
 mod compare;
 mod entries;
