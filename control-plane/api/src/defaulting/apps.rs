@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::fields::{Object, ensure_object, fill, fill_zero, objects_mut, text};
+use super::fields::{Object, ensure_object, fill, fill_zero, object_mut, objects_mut, text, zero};
 use super::{core, pod};
 
 /// Applies the defaults of apps/v1 kind `kind`. ControllerRevision has none.
@@ -62,12 +62,12 @@ fn daemon_set(spec: &mut Object) {
 fn stateful_set(spec: &mut Object) {
     fill_zero(spec, "podManagementPolicy", json!("OrderedReady"));
     if let Some(strategy) = ensure_object(spec, "updateStrategy") {
-        if super::fields::zero(strategy, "type") {
+        if zero(strategy, "type") {
             strategy.insert("type".into(), json!("RollingUpdate"));
             fill(strategy, "rollingUpdate", json!({}));
         }
         if text(strategy, "type") == "RollingUpdate"
-            && let Some(rolling) = super::fields::object_mut(strategy, "rollingUpdate")
+            && let Some(rolling) = object_mut(strategy, "rollingUpdate")
         {
             fill(rolling, "partition", json!(0));
         }

@@ -5,10 +5,10 @@
 //! `defaulter-gen` turns into `zz_generated.defaults.go` (which also decides which nested
 //! defaulters run where), and a few steps that are not defaulting in Kubernetes but fill fields
 //! the same way on every write; each function names its source. Those steps are:
-//! - the `DefaultTolerationSeconds` admission plugin (Pods, see [`pod`]);
+//! - the `DefaultTolerationSeconds` admission plugin (Pods, in `pod.rs`);
 //! - the v1 conversions that mirror a deprecated field: a pod spec's `serviceAccount`, a
 //!   Node's `podCIDR`, a Pod's `status.podIP`, and a Secret's write-only `stringData`;
-//! - the Service registry's `clusterIPs` and IP-family fields on create (see [`service`]).
+//! - the Service registry's `clusterIPs` and IP-family fields on create (in `service.rs`).
 //!
 //! # What counts as left out
 //!

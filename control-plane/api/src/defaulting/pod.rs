@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use super::fields::{
-    Object, ensure_object, fill, fill_zero, object_mut, objects_mut, path_mut, text, unset,
+    Object, ensure_object, fill, fill_zero, object_mut, objects_mut, path_mut, text, unset, zero,
 };
 use super::image::default_pull_policy;
 
@@ -60,7 +60,7 @@ fn pod_only(spec: &mut Object) {
         for list in ["containers", "initContainers"] {
             for container in objects_mut(spec, list) {
                 for port in objects_mut(container, "ports") {
-                    if super::fields::zero(port, "hostPort")
+                    if zero(port, "hostPort")
                         && let Some(number) = port.get("containerPort").cloned()
                     {
                         port.insert("hostPort".into(), number);
@@ -124,7 +124,7 @@ fn service_account_alias(spec: &mut Object) {
 /// `SetDefaults_Container` (also used for ephemeral containers), the ports' protocol marker,
 /// `SetDefaults_ObjectFieldSelector` on env, and the probe and lifecycle-hook defaulters.
 fn container(container: &mut Object) {
-    if super::fields::zero(container, "imagePullPolicy") {
+    if zero(container, "imagePullPolicy") {
         let policy = default_pull_policy(text(container, "image"));
         container.insert("imagePullPolicy".into(), json!(policy));
     }
