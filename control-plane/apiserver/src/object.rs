@@ -195,7 +195,7 @@ pub(crate) fn default_and_validate(
     resource: &Resource,
     name: &str,
 ) -> Result<(), ApiError> {
-    apply_defaults(resource.kind, object);
+    apply_defaults(resource.group, resource.kind, object);
     (resource.validate)(object).map_err(|e| {
         let message = e.to_string();
         if message.contains("missing field") {
