@@ -285,16 +285,19 @@ fn delete_options_and_negative_ints() {
 #[test]
 fn unsupported_types_and_malformed_bodies() {
     assert_eq!(
-        decode(&envelope("batch/v1", "Job", &[])),
+        decode(&envelope("resource.k8s.io/v1", "ResourceClaim", &[])),
         Err(ProtobufError::UnsupportedType {
-            api_version: "batch/v1".into(),
-            kind: "Job".into()
+            api_version: "resource.k8s.io/v1".into(),
+            kind: "ResourceClaim".into()
         })
     );
-    let message = decode(&envelope("batch/v1", "Job", &[]))
+    let message = decode(&envelope("resource.k8s.io/v1", "ResourceClaim", &[]))
         .unwrap_err()
         .to_string();
-    assert!(message.contains("batch/v1, Kind=Job"), "{message}");
+    assert!(
+        message.contains("resource.k8s.io/v1, Kind=ResourceClaim"),
+        "{message}"
+    );
     assert!(matches!(
         decode(b"{\"kind\":\"Pod\"}"),
         Err(ProtobufError::Malformed(_))
@@ -318,5 +321,123 @@ fn unsupported_types_and_malformed_bodies() {
     assert_eq!(
         decode(&envelope("v1", "ConfigMap", &newer)).expect("decodes")["data"],
         json!({"k": "v"})
+    );
+}
+
+#[test]
+fn map_of_times_and_value_zeros_outside_keep_zero() {
+    let status = "api/policy/v1/PodDisruptionBudgetStatus";
+    let time = {
+        let mut t = Vec::new();
+        varint(1 << 3, &mut t);
+        varint(1_714_557_600, &mut t);
+        t
+    };
+    let body = [
+        bytes_field(
+            status,
+            "disruptedPods",
+            &[raw(1, b"web-0"), raw(2, &time)].concat(),
+        ),
+        bytes_field(status, "disruptedPods", &raw(1, b"web-1")),
+        int_field(status, "observedGeneration", 0),
+        int_field(status, "disruptionsAllowed", 0),
+    ]
+    .concat();
+    let pdb = bytes_field("api/policy/v1/PodDisruptionBudget", "status", &body);
+    assert_eq!(
+        decode(&envelope("policy/v1", "PodDisruptionBudget", &pdb)).expect("decodes")["status"],
+        json!({"disruptedPods": {"web-0": "2024-05-01T10:00:00Z", "web-1": null},
+               "disruptionsAllowed": 0})
+    );
+}
+
+/// Every kind the API server serves has a schema under its apiVersion (group names map to
+/// k8s-pb's packages: `rbac.authorization.k8s.io` -> rbac, `flowcontrol.apiserver.k8s.io` ->
+/// flowcontrol, `apiregistration.k8s.io` -> kube-aggregator).
+#[test]
+fn every_served_kind_decodes() {
+    let kinds = [
+        (
+            "v1",
+            "Namespace Pod Binding Service Endpoints Node Event ConfigMap Secret ServiceAccount \
+                ReplicationController PersistentVolume PersistentVolumeClaim PodTemplate LimitRange \
+                ResourceQuota",
+        ),
+        (
+            "apps/v1",
+            "Deployment ReplicaSet DaemonSet StatefulSet ControllerRevision",
+        ),
+        ("batch/v1", "Job CronJob"),
+        ("autoscaling/v1", "Scale"),
+        ("autoscaling/v2", "HorizontalPodAutoscaler"),
+        ("policy/v1", "PodDisruptionBudget Eviction"),
+        (
+            "rbac.authorization.k8s.io/v1",
+            "Role RoleBinding ClusterRole ClusterRoleBinding",
+        ),
+        (
+            "networking.k8s.io/v1",
+            "NetworkPolicy Ingress IngressClass IPAddress ServiceCIDR",
+        ),
+        (
+            "storage.k8s.io/v1",
+            "StorageClass CSIDriver CSINode VolumeAttachment CSIStorageCapacity",
+        ),
+        (
+            "admissionregistration.k8s.io/v1",
+            "MutatingWebhookConfiguration ValidatingWebhookConfiguration ValidatingAdmissionPolicy \
+             ValidatingAdmissionPolicyBinding",
+        ),
+        ("apiregistration.k8s.io/v1", "APIService"),
+        ("certificates.k8s.io/v1", "CertificateSigningRequest"),
+        ("scheduling.k8s.io/v1", "PriorityClass"),
+        ("node.k8s.io/v1", "RuntimeClass"),
+        ("events.k8s.io/v1", "Event"),
+        (
+            "flowcontrol.apiserver.k8s.io/v1",
+            "FlowSchema PriorityLevelConfiguration",
+        ),
+        ("discovery.k8s.io/v1", "EndpointSlice"),
+        ("coordination.k8s.io/v1", "Lease"),
+        ("authentication.k8s.io/v1", "TokenRequest"),
+        ("meta.k8s.io/v1", "DeleteOptions"),
+    ];
+    for (api_version, names) in kinds {
+        for kind in names.split_whitespace() {
+            let meta = bytes_field(META, "name", b"x");
+            // DeleteOptions has no metadata: its field 1 is gracePeriodSeconds.
+            let body = if kind == "DeleteOptions" {
+                Vec::new()
+            } else {
+                raw(1, &meta)
+            };
+            let object = decode(&envelope(api_version, kind, &body))
+                .unwrap_or_else(|e| panic!("{api_version} {kind}: {e}"));
+            assert_eq!(object["kind"], kind);
+            if kind != "DeleteOptions" {
+                assert_eq!(object["metadata"]["name"], "x", "{api_version} {kind}");
+            }
+        }
+    }
+}
+
+/// Each KEEP_ZERO entry names a field of the schema (a typo would silently keep nothing).
+#[test]
+fn keep_zero_entries_name_schema_fields() {
+    for entry in KEEP_ZERO {
+        let (message_name, field) = entry.split_once('.').expect("Message.field");
+        let found = schema::MESSAGES.iter().any(|m| {
+            m.name.rsplit('/').next() == Some(message_name)
+                && m.fields.iter().any(|f| f.json == field && !f.repeated)
+        });
+        assert!(
+            found,
+            "KEEP_ZERO entry {entry} names no singular schema field"
+        );
+    }
+    assert!(
+        KEEP_ZERO.windows(2).all(|w| w[0] < w[1]),
+        "KEEP_ZERO is sorted and without duplicates"
     );
 }
