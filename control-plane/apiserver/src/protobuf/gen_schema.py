@@ -15,6 +15,7 @@ import re
 import sys
 
 ROOTS = [
+    # core/v1
     "api/core/v1/Namespace",
     "api/core/v1/Pod",
     "api/core/v1/Binding",
@@ -24,11 +25,69 @@ ROOTS = [
     "api/core/v1/Event",
     "api/core/v1/ConfigMap",
     "api/core/v1/Secret",
+    "api/core/v1/ServiceAccount",
+    "api/core/v1/ReplicationController",
+    "api/core/v1/PersistentVolume",
+    "api/core/v1/PersistentVolumeClaim",
+    "api/core/v1/PodTemplate",
+    "api/core/v1/LimitRange",
+    "api/core/v1/ResourceQuota",
+    # serviceaccounts/token (`kubectl create token`)
+    "api/authentication/v1/TokenRequest",
+    # apps/v1
     "api/apps/v1/Deployment",
     "api/apps/v1/ReplicaSet",
+    "api/apps/v1/DaemonSet",
+    "api/apps/v1/StatefulSet",
+    "api/apps/v1/ControllerRevision",
+    # batch/v1
+    "api/batch/v1/Job",
+    "api/batch/v1/CronJob",
+    # autoscaling
+    "api/autoscaling/v1/Scale",
+    "api/autoscaling/v2/HorizontalPodAutoscaler",
+    # policy/v1
+    "api/policy/v1/PodDisruptionBudget",
+    "api/policy/v1/Eviction",
+    # rbac.authorization.k8s.io/v1
+    "api/rbac/v1/Role",
+    "api/rbac/v1/RoleBinding",
+    "api/rbac/v1/ClusterRole",
+    "api/rbac/v1/ClusterRoleBinding",
+    # networking.k8s.io/v1
+    "api/networking/v1/NetworkPolicy",
+    "api/networking/v1/Ingress",
+    "api/networking/v1/IngressClass",
+    "api/networking/v1/IPAddress",
+    "api/networking/v1/ServiceCIDR",
+    # storage.k8s.io/v1
+    "api/storage/v1/StorageClass",
+    "api/storage/v1/CSIDriver",
+    "api/storage/v1/CSINode",
+    "api/storage/v1/VolumeAttachment",
+    "api/storage/v1/CSIStorageCapacity",
+    # admissionregistration.k8s.io/v1
+    "api/admissionregistration/v1/MutatingWebhookConfiguration",
+    "api/admissionregistration/v1/ValidatingWebhookConfiguration",
+    "api/admissionregistration/v1/ValidatingAdmissionPolicy",
+    "api/admissionregistration/v1/ValidatingAdmissionPolicyBinding",
+    # apiregistration.k8s.io/v1
+    "kube_aggregator/pkg/apis/apiregistration/v1/APIService",
+    # certificates.k8s.io/v1
+    "api/certificates/v1/CertificateSigningRequest",
+    # scheduling.k8s.io/v1
+    "api/scheduling/v1/PriorityClass",
+    # node.k8s.io/v1
+    "api/node/v1/RuntimeClass",
+    # events.k8s.io/v1
+    "api/events/v1/Event",
+    # flowcontrol.apiserver.k8s.io/v1
+    "api/flowcontrol/v1/FlowSchema",
+    "api/flowcontrol/v1/PriorityLevelConfiguration",
+    # discovery.k8s.io/v1, coordination.k8s.io/v1
     "api/discovery/v1/EndpointSlice",
     "api/coordination/v1/Lease",
-    "api/autoscaling/v1/Scale",
+    # meta/v1
     "apimachinery/pkg/apis/meta/v1/DeleteOptions",
 ]
 
@@ -41,6 +100,8 @@ SPECIAL = {
     "apimachinery/pkg/runtime/RawExtension": "RawJson",
     "apimachinery/pkg/util/intstr/IntOrString": "IntOrString",
     "apimachinery/pkg/api/resource/Quantity": "Quantity",
+    # A Go []string given a message of its own (`repeated string items = 1`) so it can be a map value.
+    "api/certificates/v1/ExtraValue": "StringList",
 }
 
 SCALARS = {

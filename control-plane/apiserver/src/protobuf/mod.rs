@@ -1,22 +1,27 @@
 //! Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`) decoded into the
 //! JSON the JSON path stores.
 //!
-//! kubectl's typed clients (`kubectl create configmap|secret|namespace|deployment|service ...`)
-//! send protobuf and do not fall back to JSON. A body is the 4-byte magic `k8s\0` and a
-//! `runtime.Unknown` envelope: `typeMeta` (apiVersion, kind) and `raw`, the object's message.
+//! kubectl's typed clients (`kubectl create configmap|secret|namespace|deployment|service|job|
+//! cronjob|serviceaccount|role|rolebinding|clusterrole|clusterrolebinding|priorityclass|quota|
+//! poddisruptionbudget|ingress|token ...`) send protobuf and do not fall back to JSON. A body is
+//! the 4-byte magic `k8s\0` and a `runtime.Unknown` envelope: `typeMeta` (apiVersion, kind) and
+//! `raw`, the object's message.
 //! The message is walked with a generated wire schema ([`schema`]: field numbers and wire types
 //! from the k8s-pb crate, JSON names from k8s-openapi) and rendered as Kubernetes renders the
 //! object in JSON:
 //! - `metav1.Time` -> RFC 3339 seconds (`2024-05-01T10:00:00Z`), the zero time omitted;
-//!   `MicroTime` -> six fractional digits; `metav1.Duration` -> Go duration text (`1h0m0s`);
+//!   `MicroTime` -> six fractional digits (no served kind has a `metav1.Duration` field);
 //! - `IntOrString` -> a number or a string; `Quantity` -> its string;
 //! - `bytes` (secret data, binaryData, caBundle) -> base64; `FieldsV1`/`RawExtension` -> their
 //!   raw JSON;
 //! - embedded Go structs (`VolumeSource` in `Volume`, `ProbeHandler` in `Probe`) inlined;
 //! - maps -> objects, repeated fields (packed or not) -> arrays;
 //! - Go marshals every value field, so a zero scalar (`""`, `0`, `false`) is omitted as JSON's
-//!   `omitempty` would, except for the pointer fields where zero means something else than
-//!   absent ([`KEEP_ZERO`]: `replicas: 0`, `runAsUser: 0`, `enableServiceLinks: false`, ...).
+//!   `omitempty` would, except for the fields Kubernetes renders when zero ([`KEEP_ZERO`]:
+//!   pointer fields such as `replicas: 0`, `backoffLimit: 0`, PDB `maxUnavailable: 0`,
+//!   `automountServiceAccountToken: false`, and value fields without `omitempty` such as
+//!   PriorityClass `value: 0`);
+//! - `ExtraValue` (a `[]string` as a map value) -> an array of strings.
 //!
 //! Unknown field numbers are skipped (newer clients); a type outside the schema is a 415 naming
 //! it.
@@ -44,6 +49,9 @@ pub(crate) enum Kind {
     Quantity,
     /// `FieldsV1` / `RawExtension`: field 1 holds JSON bytes.
     RawJson,
+    /// A Go `[]string` wrapped in a message of its own (`repeated string items = 1`) so that it
+    /// can be a map value (`CertificateSigningRequestSpec.extra`): a JSON array of strings.
+    StringList,
 }
 
 /// One field of a message.
@@ -68,10 +76,43 @@ pub(crate) const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
 const MAGIC: &[u8] = b"k8s\0";
 
-/// Pointer fields (`Message.field`) whose zero value means something else than absent, so they
-/// are kept when zero.
+/// Fields kept when zero (`Message.field`, the message's name without its package: one entry
+/// covers every group's message of that name), because Kubernetes renders them when zero:
+/// - pointer fields (`*int32`, `*bool`, `*string`, `*IntOrString`): on the wire only when the
+///   client set them, so a zero is the client's value, and often not the default
+///   (`replicas: 0`, `backoffLimit: 0`, `maxUnavailable: 0`, `attachRequired: false`,
+///   `storageClassName: ""`), or one validation must see and reject (`timeoutSeconds: 0`);
+/// - value fields without `omitempty`, whose zero a reader shows (`PriorityClass.value: 0`,
+///   `PodDisruptionBudgetStatus.disruptionsAllowed: 0`, `VolumeAttachmentStatus.attached:
+///   false`).
+///
+/// Taken from the Go types (k8s.io/api `types.go` of each group, kube-aggregator's for
+/// APIService). RBAC has none.
 const KEEP_ZERO: &[&str] = &[
+    "APIServiceSpec.groupPriorityMinimum",
+    "APIServiceSpec.versionPriority",
+    "AzureFilePersistentVolumeSource.secretNamespace",
+    "CSIDriverSpec.attachRequired",
+    "CSIDriverSpec.fsGroupPolicy",
+    "CSIDriverSpec.nodeAllocatableUpdatePeriodSeconds",
+    "CSIDriverSpec.podInfoOnMount",
+    "CSIDriverSpec.requiresRepublish",
+    "CSIDriverSpec.seLinuxMount",
+    "CSIDriverSpec.serviceAccountTokenInSecrets",
+    "CSIDriverSpec.storageCapacity",
+    "CertificateSigningRequestSpec.expirationSeconds",
     "ConfigMapVolumeSource.defaultMode",
+    "ControllerRevision.revision",
+    "CronJobSpec.failedJobsHistoryLimit",
+    "CronJobSpec.startingDeadlineSeconds",
+    "CronJobSpec.successfulJobsHistoryLimit",
+    "CronJobSpec.suspend",
+    "CronJobSpec.timeZone",
+    "DaemonSetSpec.revisionHistoryLimit",
+    "DaemonSetStatus.currentNumberScheduled",
+    "DaemonSetStatus.desiredNumberScheduled",
+    "DaemonSetStatus.numberMisscheduled",
+    "DaemonSetStatus.numberReady",
     "DeleteOptions.gracePeriodSeconds",
     "DeleteOptions.orphanDependents",
     "DeploymentSpec.progressDeadlineSeconds",
@@ -82,10 +123,79 @@ const KEEP_ZERO: &[&str] = &[
     "EndpointConditions.ready",
     "EndpointConditions.serving",
     "EndpointConditions.terminating",
+    "EndpointPort.port",
+    "EventSeries.count",
+    "ExemptPriorityLevelConfiguration.lendablePercent",
+    "ExemptPriorityLevelConfiguration.nominalConcurrencyShares",
+    "FcVolumeSource.lun",
+    "GlusterfsPersistentVolumeSource.endpointsNamespace",
+    "HorizontalPodAutoscalerSpec.maxReplicas",
+    "HorizontalPodAutoscalerSpec.minReplicas",
+    "HorizontalPodAutoscalerStatus.desiredReplicas",
+    "HpaScalingPolicy.periodSeconds",
+    "HpaScalingPolicy.value",
+    "HpaScalingRules.selectPolicy",
+    "HpaScalingRules.stabilizationWindowSeconds",
+    "HttpIngressPath.pathType",
+    "IngressClassParametersReference.apiGroup",
+    "IngressClassParametersReference.namespace",
+    "IngressClassParametersReference.scope",
+    "IngressPortStatus.error",
+    "IngressPortStatus.port",
+    "IngressSpec.ingressClassName",
+    "IscsiPersistentVolumeSource.initiatorName",
+    "IscsiPersistentVolumeSource.lun",
+    "IscsiVolumeSource.initiatorName",
+    "IscsiVolumeSource.lun",
+    "JobSpec.activeDeadlineSeconds",
+    "JobSpec.backoffLimit",
+    "JobSpec.backoffLimitPerIndex",
+    "JobSpec.completionMode",
+    "JobSpec.completions",
+    "JobSpec.managedBy",
+    "JobSpec.manualSelector",
+    "JobSpec.maxFailedIndexes",
+    "JobSpec.parallelism",
+    "JobSpec.podReplacementPolicy",
+    "JobSpec.suspend",
+    "JobSpec.ttlSecondsAfterFinished",
+    "JobStatus.failedIndexes",
+    "JobStatus.ready",
+    "JobStatus.terminating",
     "KeyToPath.mode",
     "LeaseSpec.leaseDurationSeconds",
     "LeaseSpec.leaseTransitions",
+    "LimitedPriorityLevelConfiguration.borrowingLimitPercent",
+    "LimitedPriorityLevelConfiguration.lendablePercent",
+    "LimitedPriorityLevelConfiguration.nominalConcurrencyShares",
+    "LocalVolumeSource.fsType",
+    "MatchResources.matchPolicy",
+    "MetricTarget.averageUtilization",
+    "MetricValueStatus.averageUtilization",
+    "MutatingWebhook.failurePolicy",
+    "MutatingWebhook.matchPolicy",
+    "MutatingWebhook.reinvocationPolicy",
+    "MutatingWebhook.sideEffects",
+    "MutatingWebhook.timeoutSeconds",
+    "NetworkPolicyPort.endPort",
+    "NetworkPolicyPort.port",
+    "NetworkPolicyPort.protocol",
     "ObjectMeta.deletionGracePeriodSeconds",
+    "ParamRef.parameterNotFoundAction",
+    "PersistentVolumeClaimSpec.storageClassName",
+    "PersistentVolumeClaimSpec.volumeAttributesClassName",
+    "PersistentVolumeClaimSpec.volumeMode",
+    "PersistentVolumeClaimStatus.currentVolumeAttributesClassName",
+    "PersistentVolumeSpec.volumeAttributesClassName",
+    "PersistentVolumeSpec.volumeMode",
+    "PodDisruptionBudgetSpec.maxUnavailable",
+    "PodDisruptionBudgetSpec.minAvailable",
+    "PodDisruptionBudgetSpec.unhealthyPodEvictionPolicy",
+    "PodDisruptionBudgetStatus.currentHealthy",
+    "PodDisruptionBudgetStatus.desiredHealthy",
+    "PodDisruptionBudgetStatus.disruptionsAllowed",
+    "PodDisruptionBudgetStatus.expectedPods",
+    "PodFailurePolicyOnExitCodesRequirement.containerName",
     "PodSecurityContext.fsGroup",
     "PodSecurityContext.runAsGroup",
     "PodSecurityContext.runAsUser",
@@ -93,16 +203,61 @@ const KEEP_ZERO: &[&str] = &[
     "PodSpec.automountServiceAccountToken",
     "PodSpec.enableServiceLinks",
     "PodSpec.hostUsers",
+    "PodSpec.priority",
     "PodSpec.terminationGracePeriodSeconds",
+    "PriorityClass.preemptionPolicy",
+    "PriorityClass.value",
     "Probe.terminationGracePeriodSeconds",
     "ProjectedVolumeSource.defaultMode",
     "ReplicaSetSpec.replicas",
+    "ReplicaSetStatus.replicas",
+    "ReplicationControllerSpec.replicas",
+    "ReplicationControllerStatus.replicas",
+    "RollingUpdateDaemonSet.maxSurge",
+    "RollingUpdateDaemonSet.maxUnavailable",
+    "RollingUpdateDeployment.maxSurge",
+    "RollingUpdateDeployment.maxUnavailable",
+    "RollingUpdateStatefulSetStrategy.maxUnavailable",
+    "RollingUpdateStatefulSetStrategy.partition",
+    "Rule.scope",
     "ScaleSpec.replicas",
+    "ScaleStatus.replicas",
     "SecretVolumeSource.defaultMode",
     "SecurityContext.allowPrivilegeEscalation",
     "SecurityContext.runAsGroup",
     "SecurityContext.runAsUser",
+    "ServiceAccount.automountServiceAccountToken",
+    "ServiceAccountTokenProjection.expirationSeconds",
+    "ServiceReference.path",
+    "ServiceReference.port",
     "ServiceSpec.allocateLoadBalancerNodePorts",
+    "StatefulSetOrdinals.start",
+    "StatefulSetSpec.replicas",
+    "StatefulSetSpec.revisionHistoryLimit",
+    "StatefulSetStatus.availableReplicas",
+    "StatefulSetStatus.replicas",
+    "StorageClass.allowVolumeExpansion",
+    "StorageClass.reclaimPolicy",
+    "StorageClass.volumeBindingMode",
+    "SuccessPolicyRule.succeededCount",
+    "SuccessPolicyRule.succeededIndexes",
+    "TokenRequest.expirationSeconds",
+    "TokenRequestSpec.expirationSeconds",
+    "Toleration.tolerationSeconds",
+    "TypedLocalObjectReference.apiGroup",
+    "TypedObjectReference.apiGroup",
+    "TypedObjectReference.namespace",
+    "ValidatingAdmissionPolicySpec.failurePolicy",
+    "ValidatingWebhook.failurePolicy",
+    "ValidatingWebhook.matchPolicy",
+    "ValidatingWebhook.sideEffects",
+    "ValidatingWebhook.timeoutSeconds",
+    "Validation.reason",
+    "VolumeAttachmentSource.persistentVolumeName",
+    "VolumeAttachmentStatus.attached",
+    "VolumeError.errorCode",
+    "VolumeNodeResources.count",
+    "WebhookClientConfig.url",
 ];
 
 /// Why a protobuf body could not be decoded.
@@ -145,6 +300,9 @@ pub(crate) fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     let module = match api_version.split_once('/') {
         _ if kind == "DeleteOptions" => "apimachinery/pkg/apis/meta/v1".to_owned(),
         None => format!("api/core/{api_version}"),
+        Some(("apiregistration.k8s.io", version)) => {
+            format!("kube_aggregator/pkg/apis/apiregistration/{version}")
+        }
         Some((group, version)) => {
             let short = group.split('.').next().unwrap_or(group);
             format!("api/{short}/{version}")
@@ -337,8 +495,10 @@ fn map_entry(value_kind: &Kind, entry: &[u8]) -> Result<(String, Value), Protobu
             _ => {}
         }
     }
+    // An entry without its value holds the value type's zero, as Go renders it.
     let empty = || match value_kind {
         Kind::String | Kind::Bytes | Kind::Quantity => Value::String(String::new()),
+        Kind::StringList | Kind::Time | Kind::MicroTime => Value::Null,
         _ => Value::Object(Map::new()),
     };
     Ok((key, value_out.unwrap_or_else(empty)))
@@ -392,6 +552,16 @@ fn value(kind: &Kind, wire: Wire<'_>) -> Result<Option<Value>, ProtobufError> {
             }
         }
         Kind::Quantity => Value::String(decode_fields(bytes)?.text(1)?.unwrap_or_default()),
+        Kind::StringList => {
+            let mut items = Vec::new();
+            let mut reader = Reader { data: bytes };
+            while let Some((tag, wire)) = reader.field()? {
+                if let (1, Wire::Bytes(item)) = (tag, wire) {
+                    items.push(Value::String(utf8(item)?));
+                }
+            }
+            Value::Array(items)
+        }
         Kind::RawJson => {
             let raw = decode_fields(bytes)?.bytes(1).unwrap_or_default();
             if raw.is_empty() {

@@ -6,6 +6,177 @@ use super::{Field, Kind, Message};
 /// Every message keelson decodes, sorted by name.
 #[rustfmt::skip]
 pub(super) static MESSAGES: &[Message] = &[
+    Message { name: "api/admissionregistration/v1/AuditAnnotation", fields: &[
+        Field { tag: 1, json: "key", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "valueExpression", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/admissionregistration/v1/ExpressionWarning", fields: &[
+        Field { tag: 2, json: "fieldRef", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "warning", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/admissionregistration/v1/MatchCondition", fields: &[
+        Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "expression", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/admissionregistration/v1/MatchResources", fields: &[
+        Field { tag: 1, json: "namespaceSelector", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelector"), repeated: false },
+        Field { tag: 2, json: "objectSelector", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelector"), repeated: false },
+        Field { tag: 3, json: "resourceRules", kind: Kind::Message("api/admissionregistration/v1/NamedRuleWithOperations"), repeated: true },
+        Field { tag: 4, json: "excludeResourceRules", kind: Kind::Message("api/admissionregistration/v1/NamedRuleWithOperations"), repeated: true },
+        Field { tag: 7, json: "matchPolicy", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/admissionregistration/v1/MutatingWebhook", fields: &[
+        Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "clientConfig", kind: Kind::Message("api/admissionregistration/v1/WebhookClientConfig"), repeated: false },
+        Field { tag: 3, json: "rules", kind: Kind::Message("api/admissionregistration/v1/RuleWithOperations"), repeated: true },
+        Field { tag: 4, json: "failurePolicy", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "namespaceSelector", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelector"), repeated: false },
+        Field { tag: 6, json: "sideEffects", kind: Kind::String, repeated: false },
+        Field { tag: 7, json: "timeoutSeconds", kind: Kind::Int32, repeated: false },
+        Field { tag: 8, json: "admissionReviewVersions", kind: Kind::String, repeated: true },
+        Field { tag: 9, json: "matchPolicy", kind: Kind::String, repeated: false },
+        Field { tag: 10, json: "reinvocationPolicy", kind: Kind::String, repeated: false },
+        Field { tag: 11, json: "objectSelector", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelector"), repeated: false },
+        Field { tag: 12, json: "matchConditions", kind: Kind::Message("api/admissionregistration/v1/MatchCondition"), repeated: true },
+    ] },
+    Message { name: "api/admissionregistration/v1/MutatingWebhookConfiguration", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "webhooks", kind: Kind::Message("api/admissionregistration/v1/MutatingWebhook"), repeated: true },
+    ] },
+    Message { name: "api/admissionregistration/v1/NamedRuleWithOperations", fields: &[
+        Field { tag: 1, json: "resourceNames", kind: Kind::String, repeated: true },
+        Field { tag: 2, json: "", kind: Kind::Message("api/admissionregistration/v1/RuleWithOperations"), repeated: false },
+    ] },
+    Message { name: "api/admissionregistration/v1/ParamKind", fields: &[
+        Field { tag: 1, json: "apiVersion", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "kind", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/admissionregistration/v1/ParamRef", fields: &[
+        Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "namespace", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "selector", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelector"), repeated: false },
+        Field { tag: 4, json: "parameterNotFoundAction", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/admissionregistration/v1/Rule", fields: &[
+        Field { tag: 1, json: "apiGroups", kind: Kind::String, repeated: true },
+        Field { tag: 2, json: "apiVersions", kind: Kind::String, repeated: true },
+        Field { tag: 3, json: "resources", kind: Kind::String, repeated: true },
+        Field { tag: 4, json: "scope", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/admissionregistration/v1/RuleWithOperations", fields: &[
+        Field { tag: 1, json: "operations", kind: Kind::String, repeated: true },
+        Field { tag: 2, json: "", kind: Kind::Message("api/admissionregistration/v1/Rule"), repeated: false },
+    ] },
+    Message { name: "api/admissionregistration/v1/ServiceReference", fields: &[
+        Field { tag: 1, json: "namespace", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "path", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "port", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/admissionregistration/v1/TypeChecking", fields: &[
+        Field { tag: 1, json: "expressionWarnings", kind: Kind::Message("api/admissionregistration/v1/ExpressionWarning"), repeated: true },
+    ] },
+    Message { name: "api/admissionregistration/v1/ValidatingAdmissionPolicy", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/admissionregistration/v1/ValidatingAdmissionPolicySpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/admissionregistration/v1/ValidatingAdmissionPolicyStatus"), repeated: false },
+    ] },
+    Message { name: "api/admissionregistration/v1/ValidatingAdmissionPolicyBinding", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/admissionregistration/v1/ValidatingAdmissionPolicyBindingSpec"), repeated: false },
+    ] },
+    Message { name: "api/admissionregistration/v1/ValidatingAdmissionPolicyBindingSpec", fields: &[
+        Field { tag: 1, json: "policyName", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "paramRef", kind: Kind::Message("api/admissionregistration/v1/ParamRef"), repeated: false },
+        Field { tag: 3, json: "matchResources", kind: Kind::Message("api/admissionregistration/v1/MatchResources"), repeated: false },
+        Field { tag: 4, json: "validationActions", kind: Kind::String, repeated: true },
+    ] },
+    Message { name: "api/admissionregistration/v1/ValidatingAdmissionPolicySpec", fields: &[
+        Field { tag: 1, json: "paramKind", kind: Kind::Message("api/admissionregistration/v1/ParamKind"), repeated: false },
+        Field { tag: 2, json: "matchConstraints", kind: Kind::Message("api/admissionregistration/v1/MatchResources"), repeated: false },
+        Field { tag: 3, json: "validations", kind: Kind::Message("api/admissionregistration/v1/Validation"), repeated: true },
+        Field { tag: 4, json: "failurePolicy", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "auditAnnotations", kind: Kind::Message("api/admissionregistration/v1/AuditAnnotation"), repeated: true },
+        Field { tag: 6, json: "matchConditions", kind: Kind::Message("api/admissionregistration/v1/MatchCondition"), repeated: true },
+        Field { tag: 7, json: "variables", kind: Kind::Message("api/admissionregistration/v1/Variable"), repeated: true },
+    ] },
+    Message { name: "api/admissionregistration/v1/ValidatingAdmissionPolicyStatus", fields: &[
+        Field { tag: 1, json: "observedGeneration", kind: Kind::Int64, repeated: false },
+        Field { tag: 2, json: "typeChecking", kind: Kind::Message("api/admissionregistration/v1/TypeChecking"), repeated: false },
+        Field { tag: 3, json: "conditions", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/Condition"), repeated: true },
+    ] },
+    Message { name: "api/admissionregistration/v1/ValidatingWebhook", fields: &[
+        Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "clientConfig", kind: Kind::Message("api/admissionregistration/v1/WebhookClientConfig"), repeated: false },
+        Field { tag: 3, json: "rules", kind: Kind::Message("api/admissionregistration/v1/RuleWithOperations"), repeated: true },
+        Field { tag: 4, json: "failurePolicy", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "namespaceSelector", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelector"), repeated: false },
+        Field { tag: 6, json: "sideEffects", kind: Kind::String, repeated: false },
+        Field { tag: 7, json: "timeoutSeconds", kind: Kind::Int32, repeated: false },
+        Field { tag: 8, json: "admissionReviewVersions", kind: Kind::String, repeated: true },
+        Field { tag: 9, json: "matchPolicy", kind: Kind::String, repeated: false },
+        Field { tag: 10, json: "objectSelector", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelector"), repeated: false },
+        Field { tag: 11, json: "matchConditions", kind: Kind::Message("api/admissionregistration/v1/MatchCondition"), repeated: true },
+    ] },
+    Message { name: "api/admissionregistration/v1/ValidatingWebhookConfiguration", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "webhooks", kind: Kind::Message("api/admissionregistration/v1/ValidatingWebhook"), repeated: true },
+    ] },
+    Message { name: "api/admissionregistration/v1/Validation", fields: &[
+        Field { tag: 1, json: "expression", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "message", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "reason", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "messageExpression", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/admissionregistration/v1/Variable", fields: &[
+        Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "expression", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/admissionregistration/v1/WebhookClientConfig", fields: &[
+        Field { tag: 1, json: "service", kind: Kind::Message("api/admissionregistration/v1/ServiceReference"), repeated: false },
+        Field { tag: 2, json: "caBundle", kind: Kind::Bytes, repeated: false },
+        Field { tag: 3, json: "url", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/apps/v1/ControllerRevision", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "data", kind: Kind::RawJson, repeated: false },
+        Field { tag: 3, json: "revision", kind: Kind::Int64, repeated: false },
+    ] },
+    Message { name: "api/apps/v1/DaemonSet", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/apps/v1/DaemonSetSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/apps/v1/DaemonSetStatus"), repeated: false },
+    ] },
+    Message { name: "api/apps/v1/DaemonSetCondition", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "status", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "lastTransitionTime", kind: Kind::Time, repeated: false },
+        Field { tag: 4, json: "reason", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "message", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/apps/v1/DaemonSetSpec", fields: &[
+        Field { tag: 1, json: "selector", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelector"), repeated: false },
+        Field { tag: 2, json: "template", kind: Kind::Message("api/core/v1/PodTemplateSpec"), repeated: false },
+        Field { tag: 3, json: "updateStrategy", kind: Kind::Message("api/apps/v1/DaemonSetUpdateStrategy"), repeated: false },
+        Field { tag: 4, json: "minReadySeconds", kind: Kind::Int32, repeated: false },
+        Field { tag: 6, json: "revisionHistoryLimit", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/apps/v1/DaemonSetStatus", fields: &[
+        Field { tag: 1, json: "currentNumberScheduled", kind: Kind::Int32, repeated: false },
+        Field { tag: 2, json: "numberMisscheduled", kind: Kind::Int32, repeated: false },
+        Field { tag: 3, json: "desiredNumberScheduled", kind: Kind::Int32, repeated: false },
+        Field { tag: 4, json: "numberReady", kind: Kind::Int32, repeated: false },
+        Field { tag: 5, json: "observedGeneration", kind: Kind::Int64, repeated: false },
+        Field { tag: 6, json: "updatedNumberScheduled", kind: Kind::Int32, repeated: false },
+        Field { tag: 7, json: "numberAvailable", kind: Kind::Int32, repeated: false },
+        Field { tag: 8, json: "numberUnavailable", kind: Kind::Int32, repeated: false },
+        Field { tag: 9, json: "collisionCount", kind: Kind::Int32, repeated: false },
+        Field { tag: 10, json: "conditions", kind: Kind::Message("api/apps/v1/DaemonSetCondition"), repeated: true },
+    ] },
+    Message { name: "api/apps/v1/DaemonSetUpdateStrategy", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "rollingUpdate", kind: Kind::Message("api/apps/v1/RollingUpdateDaemonSet"), repeated: false },
+    ] },
     Message { name: "api/apps/v1/Deployment", fields: &[
         Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
         Field { tag: 2, json: "spec", kind: Kind::Message("api/apps/v1/DeploymentSpec"), repeated: false },
@@ -71,9 +242,85 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 6, json: "conditions", kind: Kind::Message("api/apps/v1/ReplicaSetCondition"), repeated: true },
         Field { tag: 7, json: "terminatingReplicas", kind: Kind::Int32, repeated: false },
     ] },
+    Message { name: "api/apps/v1/RollingUpdateDaemonSet", fields: &[
+        Field { tag: 1, json: "maxUnavailable", kind: Kind::IntOrString, repeated: false },
+        Field { tag: 2, json: "maxSurge", kind: Kind::IntOrString, repeated: false },
+    ] },
     Message { name: "api/apps/v1/RollingUpdateDeployment", fields: &[
         Field { tag: 1, json: "maxUnavailable", kind: Kind::IntOrString, repeated: false },
         Field { tag: 2, json: "maxSurge", kind: Kind::IntOrString, repeated: false },
+    ] },
+    Message { name: "api/apps/v1/RollingUpdateStatefulSetStrategy", fields: &[
+        Field { tag: 1, json: "partition", kind: Kind::Int32, repeated: false },
+        Field { tag: 2, json: "maxUnavailable", kind: Kind::IntOrString, repeated: false },
+    ] },
+    Message { name: "api/apps/v1/StatefulSet", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/apps/v1/StatefulSetSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/apps/v1/StatefulSetStatus"), repeated: false },
+    ] },
+    Message { name: "api/apps/v1/StatefulSetCondition", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "status", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "lastTransitionTime", kind: Kind::Time, repeated: false },
+        Field { tag: 4, json: "reason", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "message", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/apps/v1/StatefulSetOrdinals", fields: &[
+        Field { tag: 1, json: "start", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/apps/v1/StatefulSetPersistentVolumeClaimRetentionPolicy", fields: &[
+        Field { tag: 1, json: "whenDeleted", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "whenScaled", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/apps/v1/StatefulSetSpec", fields: &[
+        Field { tag: 1, json: "replicas", kind: Kind::Int32, repeated: false },
+        Field { tag: 2, json: "selector", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelector"), repeated: false },
+        Field { tag: 3, json: "template", kind: Kind::Message("api/core/v1/PodTemplateSpec"), repeated: false },
+        Field { tag: 4, json: "volumeClaimTemplates", kind: Kind::Message("api/core/v1/PersistentVolumeClaim"), repeated: true },
+        Field { tag: 5, json: "serviceName", kind: Kind::String, repeated: false },
+        Field { tag: 6, json: "podManagementPolicy", kind: Kind::String, repeated: false },
+        Field { tag: 7, json: "updateStrategy", kind: Kind::Message("api/apps/v1/StatefulSetUpdateStrategy"), repeated: false },
+        Field { tag: 8, json: "revisionHistoryLimit", kind: Kind::Int32, repeated: false },
+        Field { tag: 9, json: "minReadySeconds", kind: Kind::Int32, repeated: false },
+        Field { tag: 10, json: "persistentVolumeClaimRetentionPolicy", kind: Kind::Message("api/apps/v1/StatefulSetPersistentVolumeClaimRetentionPolicy"), repeated: false },
+        Field { tag: 11, json: "ordinals", kind: Kind::Message("api/apps/v1/StatefulSetOrdinals"), repeated: false },
+    ] },
+    Message { name: "api/apps/v1/StatefulSetStatus", fields: &[
+        Field { tag: 1, json: "observedGeneration", kind: Kind::Int64, repeated: false },
+        Field { tag: 2, json: "replicas", kind: Kind::Int32, repeated: false },
+        Field { tag: 3, json: "readyReplicas", kind: Kind::Int32, repeated: false },
+        Field { tag: 4, json: "currentReplicas", kind: Kind::Int32, repeated: false },
+        Field { tag: 5, json: "updatedReplicas", kind: Kind::Int32, repeated: false },
+        Field { tag: 6, json: "currentRevision", kind: Kind::String, repeated: false },
+        Field { tag: 7, json: "updateRevision", kind: Kind::String, repeated: false },
+        Field { tag: 9, json: "collisionCount", kind: Kind::Int32, repeated: false },
+        Field { tag: 10, json: "conditions", kind: Kind::Message("api/apps/v1/StatefulSetCondition"), repeated: true },
+        Field { tag: 11, json: "availableReplicas", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/apps/v1/StatefulSetUpdateStrategy", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "rollingUpdate", kind: Kind::Message("api/apps/v1/RollingUpdateStatefulSetStrategy"), repeated: false },
+    ] },
+    Message { name: "api/authentication/v1/BoundObjectReference", fields: &[
+        Field { tag: 1, json: "kind", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "apiVersion", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "uid", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/authentication/v1/TokenRequest", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/authentication/v1/TokenRequestSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/authentication/v1/TokenRequestStatus"), repeated: false },
+    ] },
+    Message { name: "api/authentication/v1/TokenRequestSpec", fields: &[
+        Field { tag: 1, json: "audiences", kind: Kind::String, repeated: true },
+        Field { tag: 3, json: "boundObjectRef", kind: Kind::Message("api/authentication/v1/BoundObjectReference"), repeated: false },
+        Field { tag: 4, json: "expirationSeconds", kind: Kind::Int64, repeated: false },
+    ] },
+    Message { name: "api/authentication/v1/TokenRequestStatus", fields: &[
+        Field { tag: 1, json: "token", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "expirationTimestamp", kind: Kind::Time, repeated: false },
     ] },
     Message { name: "api/autoscaling/v1/Scale", fields: &[
         Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
@@ -86,6 +333,251 @@ pub(super) static MESSAGES: &[Message] = &[
     Message { name: "api/autoscaling/v1/ScaleStatus", fields: &[
         Field { tag: 1, json: "replicas", kind: Kind::Int32, repeated: false },
         Field { tag: 2, json: "selector", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/ContainerResourceMetricSource", fields: &[
+        Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "target", kind: Kind::Message("api/autoscaling/v2/MetricTarget"), repeated: false },
+        Field { tag: 3, json: "container", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/ContainerResourceMetricStatus", fields: &[
+        Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "current", kind: Kind::Message("api/autoscaling/v2/MetricValueStatus"), repeated: false },
+        Field { tag: 3, json: "container", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/CrossVersionObjectReference", fields: &[
+        Field { tag: 1, json: "kind", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "apiVersion", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/ExternalMetricSource", fields: &[
+        Field { tag: 1, json: "metric", kind: Kind::Message("api/autoscaling/v2/MetricIdentifier"), repeated: false },
+        Field { tag: 2, json: "target", kind: Kind::Message("api/autoscaling/v2/MetricTarget"), repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/ExternalMetricStatus", fields: &[
+        Field { tag: 1, json: "metric", kind: Kind::Message("api/autoscaling/v2/MetricIdentifier"), repeated: false },
+        Field { tag: 2, json: "current", kind: Kind::Message("api/autoscaling/v2/MetricValueStatus"), repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/HorizontalPodAutoscaler", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/autoscaling/v2/HorizontalPodAutoscalerSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/autoscaling/v2/HorizontalPodAutoscalerStatus"), repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/HorizontalPodAutoscalerBehavior", fields: &[
+        Field { tag: 1, json: "scaleUp", kind: Kind::Message("api/autoscaling/v2/HpaScalingRules"), repeated: false },
+        Field { tag: 2, json: "scaleDown", kind: Kind::Message("api/autoscaling/v2/HpaScalingRules"), repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/HorizontalPodAutoscalerCondition", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "status", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "lastTransitionTime", kind: Kind::Time, repeated: false },
+        Field { tag: 4, json: "reason", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "message", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/HorizontalPodAutoscalerSpec", fields: &[
+        Field { tag: 1, json: "scaleTargetRef", kind: Kind::Message("api/autoscaling/v2/CrossVersionObjectReference"), repeated: false },
+        Field { tag: 2, json: "minReplicas", kind: Kind::Int32, repeated: false },
+        Field { tag: 3, json: "maxReplicas", kind: Kind::Int32, repeated: false },
+        Field { tag: 4, json: "metrics", kind: Kind::Message("api/autoscaling/v2/MetricSpec"), repeated: true },
+        Field { tag: 5, json: "behavior", kind: Kind::Message("api/autoscaling/v2/HorizontalPodAutoscalerBehavior"), repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/HorizontalPodAutoscalerStatus", fields: &[
+        Field { tag: 1, json: "observedGeneration", kind: Kind::Int64, repeated: false },
+        Field { tag: 2, json: "lastScaleTime", kind: Kind::Time, repeated: false },
+        Field { tag: 3, json: "currentReplicas", kind: Kind::Int32, repeated: false },
+        Field { tag: 4, json: "desiredReplicas", kind: Kind::Int32, repeated: false },
+        Field { tag: 5, json: "currentMetrics", kind: Kind::Message("api/autoscaling/v2/MetricStatus"), repeated: true },
+        Field { tag: 6, json: "conditions", kind: Kind::Message("api/autoscaling/v2/HorizontalPodAutoscalerCondition"), repeated: true },
+    ] },
+    Message { name: "api/autoscaling/v2/HpaScalingPolicy", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "value", kind: Kind::Int32, repeated: false },
+        Field { tag: 3, json: "periodSeconds", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/HpaScalingRules", fields: &[
+        Field { tag: 1, json: "selectPolicy", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "policies", kind: Kind::Message("api/autoscaling/v2/HpaScalingPolicy"), repeated: true },
+        Field { tag: 3, json: "stabilizationWindowSeconds", kind: Kind::Int32, repeated: false },
+        Field { tag: 4, json: "tolerance", kind: Kind::Quantity, repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/MetricIdentifier", fields: &[
+        Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "selector", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelector"), repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/MetricSpec", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "object", kind: Kind::Message("api/autoscaling/v2/ObjectMetricSource"), repeated: false },
+        Field { tag: 3, json: "pods", kind: Kind::Message("api/autoscaling/v2/PodsMetricSource"), repeated: false },
+        Field { tag: 4, json: "resource", kind: Kind::Message("api/autoscaling/v2/ResourceMetricSource"), repeated: false },
+        Field { tag: 5, json: "external", kind: Kind::Message("api/autoscaling/v2/ExternalMetricSource"), repeated: false },
+        Field { tag: 7, json: "containerResource", kind: Kind::Message("api/autoscaling/v2/ContainerResourceMetricSource"), repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/MetricStatus", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "object", kind: Kind::Message("api/autoscaling/v2/ObjectMetricStatus"), repeated: false },
+        Field { tag: 3, json: "pods", kind: Kind::Message("api/autoscaling/v2/PodsMetricStatus"), repeated: false },
+        Field { tag: 4, json: "resource", kind: Kind::Message("api/autoscaling/v2/ResourceMetricStatus"), repeated: false },
+        Field { tag: 5, json: "external", kind: Kind::Message("api/autoscaling/v2/ExternalMetricStatus"), repeated: false },
+        Field { tag: 7, json: "containerResource", kind: Kind::Message("api/autoscaling/v2/ContainerResourceMetricStatus"), repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/MetricTarget", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "value", kind: Kind::Quantity, repeated: false },
+        Field { tag: 3, json: "averageValue", kind: Kind::Quantity, repeated: false },
+        Field { tag: 4, json: "averageUtilization", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/MetricValueStatus", fields: &[
+        Field { tag: 1, json: "value", kind: Kind::Quantity, repeated: false },
+        Field { tag: 2, json: "averageValue", kind: Kind::Quantity, repeated: false },
+        Field { tag: 3, json: "averageUtilization", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/ObjectMetricSource", fields: &[
+        Field { tag: 1, json: "describedObject", kind: Kind::Message("api/autoscaling/v2/CrossVersionObjectReference"), repeated: false },
+        Field { tag: 2, json: "target", kind: Kind::Message("api/autoscaling/v2/MetricTarget"), repeated: false },
+        Field { tag: 3, json: "metric", kind: Kind::Message("api/autoscaling/v2/MetricIdentifier"), repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/ObjectMetricStatus", fields: &[
+        Field { tag: 1, json: "metric", kind: Kind::Message("api/autoscaling/v2/MetricIdentifier"), repeated: false },
+        Field { tag: 2, json: "current", kind: Kind::Message("api/autoscaling/v2/MetricValueStatus"), repeated: false },
+        Field { tag: 3, json: "describedObject", kind: Kind::Message("api/autoscaling/v2/CrossVersionObjectReference"), repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/PodsMetricSource", fields: &[
+        Field { tag: 1, json: "metric", kind: Kind::Message("api/autoscaling/v2/MetricIdentifier"), repeated: false },
+        Field { tag: 2, json: "target", kind: Kind::Message("api/autoscaling/v2/MetricTarget"), repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/PodsMetricStatus", fields: &[
+        Field { tag: 1, json: "metric", kind: Kind::Message("api/autoscaling/v2/MetricIdentifier"), repeated: false },
+        Field { tag: 2, json: "current", kind: Kind::Message("api/autoscaling/v2/MetricValueStatus"), repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/ResourceMetricSource", fields: &[
+        Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "target", kind: Kind::Message("api/autoscaling/v2/MetricTarget"), repeated: false },
+    ] },
+    Message { name: "api/autoscaling/v2/ResourceMetricStatus", fields: &[
+        Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "current", kind: Kind::Message("api/autoscaling/v2/MetricValueStatus"), repeated: false },
+    ] },
+    Message { name: "api/batch/v1/CronJob", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/batch/v1/CronJobSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/batch/v1/CronJobStatus"), repeated: false },
+    ] },
+    Message { name: "api/batch/v1/CronJobSpec", fields: &[
+        Field { tag: 1, json: "schedule", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "startingDeadlineSeconds", kind: Kind::Int64, repeated: false },
+        Field { tag: 3, json: "concurrencyPolicy", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "suspend", kind: Kind::Bool, repeated: false },
+        Field { tag: 5, json: "jobTemplate", kind: Kind::Message("api/batch/v1/JobTemplateSpec"), repeated: false },
+        Field { tag: 6, json: "successfulJobsHistoryLimit", kind: Kind::Int32, repeated: false },
+        Field { tag: 7, json: "failedJobsHistoryLimit", kind: Kind::Int32, repeated: false },
+        Field { tag: 8, json: "timeZone", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/batch/v1/CronJobStatus", fields: &[
+        Field { tag: 1, json: "active", kind: Kind::Message("api/core/v1/ObjectReference"), repeated: true },
+        Field { tag: 4, json: "lastScheduleTime", kind: Kind::Time, repeated: false },
+        Field { tag: 5, json: "lastSuccessfulTime", kind: Kind::Time, repeated: false },
+    ] },
+    Message { name: "api/batch/v1/Job", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/batch/v1/JobSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/batch/v1/JobStatus"), repeated: false },
+    ] },
+    Message { name: "api/batch/v1/JobCondition", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "status", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "lastProbeTime", kind: Kind::Time, repeated: false },
+        Field { tag: 4, json: "lastTransitionTime", kind: Kind::Time, repeated: false },
+        Field { tag: 5, json: "reason", kind: Kind::String, repeated: false },
+        Field { tag: 6, json: "message", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/batch/v1/JobSpec", fields: &[
+        Field { tag: 1, json: "parallelism", kind: Kind::Int32, repeated: false },
+        Field { tag: 2, json: "completions", kind: Kind::Int32, repeated: false },
+        Field { tag: 3, json: "activeDeadlineSeconds", kind: Kind::Int64, repeated: false },
+        Field { tag: 4, json: "selector", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelector"), repeated: false },
+        Field { tag: 5, json: "manualSelector", kind: Kind::Bool, repeated: false },
+        Field { tag: 6, json: "template", kind: Kind::Message("api/core/v1/PodTemplateSpec"), repeated: false },
+        Field { tag: 7, json: "backoffLimit", kind: Kind::Int32, repeated: false },
+        Field { tag: 8, json: "ttlSecondsAfterFinished", kind: Kind::Int32, repeated: false },
+        Field { tag: 9, json: "completionMode", kind: Kind::String, repeated: false },
+        Field { tag: 10, json: "suspend", kind: Kind::Bool, repeated: false },
+        Field { tag: 11, json: "podFailurePolicy", kind: Kind::Message("api/batch/v1/PodFailurePolicy"), repeated: false },
+        Field { tag: 12, json: "backoffLimitPerIndex", kind: Kind::Int32, repeated: false },
+        Field { tag: 13, json: "maxFailedIndexes", kind: Kind::Int32, repeated: false },
+        Field { tag: 14, json: "podReplacementPolicy", kind: Kind::String, repeated: false },
+        Field { tag: 15, json: "managedBy", kind: Kind::String, repeated: false },
+        Field { tag: 16, json: "successPolicy", kind: Kind::Message("api/batch/v1/SuccessPolicy"), repeated: false },
+    ] },
+    Message { name: "api/batch/v1/JobStatus", fields: &[
+        Field { tag: 1, json: "conditions", kind: Kind::Message("api/batch/v1/JobCondition"), repeated: true },
+        Field { tag: 2, json: "startTime", kind: Kind::Time, repeated: false },
+        Field { tag: 3, json: "completionTime", kind: Kind::Time, repeated: false },
+        Field { tag: 4, json: "active", kind: Kind::Int32, repeated: false },
+        Field { tag: 5, json: "succeeded", kind: Kind::Int32, repeated: false },
+        Field { tag: 6, json: "failed", kind: Kind::Int32, repeated: false },
+        Field { tag: 7, json: "completedIndexes", kind: Kind::String, repeated: false },
+        Field { tag: 8, json: "uncountedTerminatedPods", kind: Kind::Message("api/batch/v1/UncountedTerminatedPods"), repeated: false },
+        Field { tag: 9, json: "ready", kind: Kind::Int32, repeated: false },
+        Field { tag: 10, json: "failedIndexes", kind: Kind::String, repeated: false },
+        Field { tag: 11, json: "terminating", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/batch/v1/JobTemplateSpec", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/batch/v1/JobSpec"), repeated: false },
+    ] },
+    Message { name: "api/batch/v1/PodFailurePolicy", fields: &[
+        Field { tag: 1, json: "rules", kind: Kind::Message("api/batch/v1/PodFailurePolicyRule"), repeated: true },
+    ] },
+    Message { name: "api/batch/v1/PodFailurePolicyOnExitCodesRequirement", fields: &[
+        Field { tag: 1, json: "containerName", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "operator", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "values", kind: Kind::Int32, repeated: true },
+    ] },
+    Message { name: "api/batch/v1/PodFailurePolicyOnPodConditionsPattern", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "status", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/batch/v1/PodFailurePolicyRule", fields: &[
+        Field { tag: 1, json: "action", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "onExitCodes", kind: Kind::Message("api/batch/v1/PodFailurePolicyOnExitCodesRequirement"), repeated: false },
+        Field { tag: 3, json: "onPodConditions", kind: Kind::Message("api/batch/v1/PodFailurePolicyOnPodConditionsPattern"), repeated: true },
+    ] },
+    Message { name: "api/batch/v1/SuccessPolicy", fields: &[
+        Field { tag: 1, json: "rules", kind: Kind::Message("api/batch/v1/SuccessPolicyRule"), repeated: true },
+    ] },
+    Message { name: "api/batch/v1/SuccessPolicyRule", fields: &[
+        Field { tag: 1, json: "succeededIndexes", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "succeededCount", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/batch/v1/UncountedTerminatedPods", fields: &[
+        Field { tag: 1, json: "succeeded", kind: Kind::String, repeated: true },
+        Field { tag: 2, json: "failed", kind: Kind::String, repeated: true },
+    ] },
+    Message { name: "api/certificates/v1/CertificateSigningRequest", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/certificates/v1/CertificateSigningRequestSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/certificates/v1/CertificateSigningRequestStatus"), repeated: false },
+    ] },
+    Message { name: "api/certificates/v1/CertificateSigningRequestCondition", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "reason", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "message", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "lastUpdateTime", kind: Kind::Time, repeated: false },
+        Field { tag: 5, json: "lastTransitionTime", kind: Kind::Time, repeated: false },
+        Field { tag: 6, json: "status", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/certificates/v1/CertificateSigningRequestSpec", fields: &[
+        Field { tag: 1, json: "request", kind: Kind::Bytes, repeated: false },
+        Field { tag: 2, json: "username", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "uid", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "groups", kind: Kind::String, repeated: true },
+        Field { tag: 5, json: "usages", kind: Kind::String, repeated: true },
+        Field { tag: 6, json: "extra", kind: Kind::Map(&Kind::StringList), repeated: false },
+        Field { tag: 7, json: "signerName", kind: Kind::String, repeated: false },
+        Field { tag: 8, json: "expirationSeconds", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/certificates/v1/CertificateSigningRequestStatus", fields: &[
+        Field { tag: 1, json: "conditions", kind: Kind::Message("api/certificates/v1/CertificateSigningRequestCondition"), repeated: true },
+        Field { tag: 2, json: "certificate", kind: Kind::Bytes, repeated: false },
     ] },
     Message { name: "api/coordination/v1/Lease", fields: &[
         Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
@@ -127,6 +619,12 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 5, json: "readOnly", kind: Kind::Bool, repeated: false },
         Field { tag: 6, json: "kind", kind: Kind::String, repeated: false },
     ] },
+    Message { name: "api/core/v1/AzureFilePersistentVolumeSource", fields: &[
+        Field { tag: 1, json: "secretName", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "shareName", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "readOnly", kind: Kind::Bool, repeated: false },
+        Field { tag: 4, json: "secretNamespace", kind: Kind::String, repeated: false },
+    ] },
     Message { name: "api/core/v1/AzureFileVolumeSource", fields: &[
         Field { tag: 1, json: "secretName", kind: Kind::String, repeated: false },
         Field { tag: 2, json: "shareName", kind: Kind::String, repeated: false },
@@ -135,6 +633,18 @@ pub(super) static MESSAGES: &[Message] = &[
     Message { name: "api/core/v1/Binding", fields: &[
         Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
         Field { tag: 2, json: "target", kind: Kind::Message("api/core/v1/ObjectReference"), repeated: false },
+    ] },
+    Message { name: "api/core/v1/CSIPersistentVolumeSource", fields: &[
+        Field { tag: 1, json: "driver", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "volumeHandle", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "readOnly", kind: Kind::Bool, repeated: false },
+        Field { tag: 4, json: "fsType", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "volumeAttributes", kind: Kind::Map(&Kind::String), repeated: false },
+        Field { tag: 6, json: "controllerPublishSecretRef", kind: Kind::Message("api/core/v1/SecretReference"), repeated: false },
+        Field { tag: 7, json: "nodeStageSecretRef", kind: Kind::Message("api/core/v1/SecretReference"), repeated: false },
+        Field { tag: 8, json: "nodePublishSecretRef", kind: Kind::Message("api/core/v1/SecretReference"), repeated: false },
+        Field { tag: 9, json: "controllerExpandSecretRef", kind: Kind::Message("api/core/v1/SecretReference"), repeated: false },
+        Field { tag: 10, json: "nodeExpandSecretRef", kind: Kind::Message("api/core/v1/SecretReference"), repeated: false },
     ] },
     Message { name: "api/core/v1/CSIVolumeSource", fields: &[
         Field { tag: 1, json: "driver", kind: Kind::String, repeated: false },
@@ -147,6 +657,14 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 1, json: "add", kind: Kind::String, repeated: true },
         Field { tag: 2, json: "drop", kind: Kind::String, repeated: true },
     ] },
+    Message { name: "api/core/v1/CephFsPersistentVolumeSource", fields: &[
+        Field { tag: 1, json: "monitors", kind: Kind::String, repeated: true },
+        Field { tag: 2, json: "path", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "user", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "secretFile", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "secretRef", kind: Kind::Message("api/core/v1/SecretReference"), repeated: false },
+        Field { tag: 6, json: "readOnly", kind: Kind::Bool, repeated: false },
+    ] },
     Message { name: "api/core/v1/CephFsVolumeSource", fields: &[
         Field { tag: 1, json: "monitors", kind: Kind::String, repeated: true },
         Field { tag: 2, json: "path", kind: Kind::String, repeated: false },
@@ -154,6 +672,12 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 4, json: "secretFile", kind: Kind::String, repeated: false },
         Field { tag: 5, json: "secretRef", kind: Kind::Message("api/core/v1/LocalObjectReference"), repeated: false },
         Field { tag: 6, json: "readOnly", kind: Kind::Bool, repeated: false },
+    ] },
+    Message { name: "api/core/v1/CinderPersistentVolumeSource", fields: &[
+        Field { tag: 1, json: "volumeID", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "fsType", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "readOnly", kind: Kind::Bool, repeated: false },
+        Field { tag: 4, json: "secretRef", kind: Kind::Message("api/core/v1/SecretReference"), repeated: false },
     ] },
     Message { name: "api/core/v1/CinderVolumeSource", fields: &[
         Field { tag: 1, json: "volumeID", kind: Kind::String, repeated: false },
@@ -433,6 +957,13 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 3, json: "key", kind: Kind::String, repeated: false },
         Field { tag: 4, json: "optional", kind: Kind::Bool, repeated: false },
     ] },
+    Message { name: "api/core/v1/FlexPersistentVolumeSource", fields: &[
+        Field { tag: 1, json: "driver", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "fsType", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "secretRef", kind: Kind::Message("api/core/v1/SecretReference"), repeated: false },
+        Field { tag: 4, json: "readOnly", kind: Kind::Bool, repeated: false },
+        Field { tag: 5, json: "options", kind: Kind::Map(&Kind::String), repeated: false },
+    ] },
     Message { name: "api/core/v1/FlexVolumeSource", fields: &[
         Field { tag: 1, json: "driver", kind: Kind::String, repeated: false },
         Field { tag: 2, json: "fsType", kind: Kind::String, repeated: false },
@@ -454,6 +985,12 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 1, json: "repository", kind: Kind::String, repeated: false },
         Field { tag: 2, json: "revision", kind: Kind::String, repeated: false },
         Field { tag: 3, json: "directory", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/core/v1/GlusterfsPersistentVolumeSource", fields: &[
+        Field { tag: 1, json: "endpoints", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "path", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "readOnly", kind: Kind::Bool, repeated: false },
+        Field { tag: 4, json: "endpointsNamespace", kind: Kind::String, repeated: false },
     ] },
     Message { name: "api/core/v1/GlusterfsVolumeSource", fields: &[
         Field { tag: 1, json: "endpoints", kind: Kind::String, repeated: false },
@@ -490,6 +1027,19 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 1, json: "reference", kind: Kind::String, repeated: false },
         Field { tag: 2, json: "pullPolicy", kind: Kind::String, repeated: false },
     ] },
+    Message { name: "api/core/v1/IscsiPersistentVolumeSource", fields: &[
+        Field { tag: 1, json: "targetPortal", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "iqn", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "lun", kind: Kind::Int32, repeated: false },
+        Field { tag: 4, json: "iscsiInterface", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "fsType", kind: Kind::String, repeated: false },
+        Field { tag: 6, json: "readOnly", kind: Kind::Bool, repeated: false },
+        Field { tag: 7, json: "portals", kind: Kind::String, repeated: true },
+        Field { tag: 8, json: "chapAuthDiscovery", kind: Kind::Bool, repeated: false },
+        Field { tag: 10, json: "secretRef", kind: Kind::Message("api/core/v1/SecretReference"), repeated: false },
+        Field { tag: 11, json: "chapAuthSession", kind: Kind::Bool, repeated: false },
+        Field { tag: 12, json: "initiatorName", kind: Kind::String, repeated: false },
+    ] },
     Message { name: "api/core/v1/IscsiVolumeSource", fields: &[
         Field { tag: 1, json: "targetPortal", kind: Kind::String, repeated: false },
         Field { tag: 2, json: "iqn", kind: Kind::String, repeated: false },
@@ -519,6 +1069,21 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 3, json: "tcpSocket", kind: Kind::Message("api/core/v1/TcpSocketAction"), repeated: false },
         Field { tag: 4, json: "sleep", kind: Kind::Message("api/core/v1/SleepAction"), repeated: false },
     ] },
+    Message { name: "api/core/v1/LimitRange", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/core/v1/LimitRangeSpec"), repeated: false },
+    ] },
+    Message { name: "api/core/v1/LimitRangeItem", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "max", kind: Kind::Map(&Kind::Quantity), repeated: false },
+        Field { tag: 3, json: "min", kind: Kind::Map(&Kind::Quantity), repeated: false },
+        Field { tag: 4, json: "default", kind: Kind::Map(&Kind::Quantity), repeated: false },
+        Field { tag: 5, json: "defaultRequest", kind: Kind::Map(&Kind::Quantity), repeated: false },
+        Field { tag: 6, json: "maxLimitRequestRatio", kind: Kind::Map(&Kind::Quantity), repeated: false },
+    ] },
+    Message { name: "api/core/v1/LimitRangeSpec", fields: &[
+        Field { tag: 1, json: "limits", kind: Kind::Message("api/core/v1/LimitRangeItem"), repeated: true },
+    ] },
     Message { name: "api/core/v1/LinuxContainerUser", fields: &[
         Field { tag: 1, json: "uid", kind: Kind::Int64, repeated: false },
         Field { tag: 2, json: "gid", kind: Kind::Int64, repeated: false },
@@ -535,6 +1100,14 @@ pub(super) static MESSAGES: &[Message] = &[
     ] },
     Message { name: "api/core/v1/LocalObjectReference", fields: &[
         Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/core/v1/LocalVolumeSource", fields: &[
+        Field { tag: 1, json: "path", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "fsType", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/core/v1/ModifyVolumeStatus", fields: &[
+        Field { tag: 1, json: "targetVolumeAttributesClassName", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "status", kind: Kind::String, repeated: false },
     ] },
     Message { name: "api/core/v1/Namespace", fields: &[
         Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
@@ -670,6 +1243,24 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 6, json: "resourceVersion", kind: Kind::String, repeated: false },
         Field { tag: 7, json: "fieldPath", kind: Kind::String, repeated: false },
     ] },
+    Message { name: "api/core/v1/PersistentVolume", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/core/v1/PersistentVolumeSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/core/v1/PersistentVolumeStatus"), repeated: false },
+    ] },
+    Message { name: "api/core/v1/PersistentVolumeClaim", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/core/v1/PersistentVolumeClaimSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/core/v1/PersistentVolumeClaimStatus"), repeated: false },
+    ] },
+    Message { name: "api/core/v1/PersistentVolumeClaimCondition", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "status", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "lastProbeTime", kind: Kind::Time, repeated: false },
+        Field { tag: 4, json: "lastTransitionTime", kind: Kind::Time, repeated: false },
+        Field { tag: 5, json: "reason", kind: Kind::String, repeated: false },
+        Field { tag: 6, json: "message", kind: Kind::String, repeated: false },
+    ] },
     Message { name: "api/core/v1/PersistentVolumeClaimSpec", fields: &[
         Field { tag: 1, json: "accessModes", kind: Kind::String, repeated: true },
         Field { tag: 2, json: "resources", kind: Kind::Message("api/core/v1/VolumeResourceRequirements"), repeated: false },
@@ -681,6 +1272,16 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 8, json: "dataSourceRef", kind: Kind::Message("api/core/v1/TypedObjectReference"), repeated: false },
         Field { tag: 9, json: "volumeAttributesClassName", kind: Kind::String, repeated: false },
     ] },
+    Message { name: "api/core/v1/PersistentVolumeClaimStatus", fields: &[
+        Field { tag: 1, json: "phase", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "accessModes", kind: Kind::String, repeated: true },
+        Field { tag: 3, json: "capacity", kind: Kind::Map(&Kind::Quantity), repeated: false },
+        Field { tag: 4, json: "conditions", kind: Kind::Message("api/core/v1/PersistentVolumeClaimCondition"), repeated: true },
+        Field { tag: 5, json: "allocatedResources", kind: Kind::Map(&Kind::Quantity), repeated: false },
+        Field { tag: 7, json: "allocatedResourceStatuses", kind: Kind::Map(&Kind::String), repeated: false },
+        Field { tag: 8, json: "currentVolumeAttributesClassName", kind: Kind::String, repeated: false },
+        Field { tag: 9, json: "modifyVolumeStatus", kind: Kind::Message("api/core/v1/ModifyVolumeStatus"), repeated: false },
+    ] },
     Message { name: "api/core/v1/PersistentVolumeClaimTemplate", fields: &[
         Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
         Field { tag: 2, json: "spec", kind: Kind::Message("api/core/v1/PersistentVolumeClaimSpec"), repeated: false },
@@ -688,6 +1289,48 @@ pub(super) static MESSAGES: &[Message] = &[
     Message { name: "api/core/v1/PersistentVolumeClaimVolumeSource", fields: &[
         Field { tag: 1, json: "claimName", kind: Kind::String, repeated: false },
         Field { tag: 2, json: "readOnly", kind: Kind::Bool, repeated: false },
+    ] },
+    Message { name: "api/core/v1/PersistentVolumeSource", fields: &[
+        Field { tag: 1, json: "gcePersistentDisk", kind: Kind::Message("api/core/v1/GcePersistentDiskVolumeSource"), repeated: false },
+        Field { tag: 2, json: "awsElasticBlockStore", kind: Kind::Message("api/core/v1/AwsElasticBlockStoreVolumeSource"), repeated: false },
+        Field { tag: 3, json: "hostPath", kind: Kind::Message("api/core/v1/HostPathVolumeSource"), repeated: false },
+        Field { tag: 4, json: "glusterfs", kind: Kind::Message("api/core/v1/GlusterfsPersistentVolumeSource"), repeated: false },
+        Field { tag: 5, json: "nfs", kind: Kind::Message("api/core/v1/NfsVolumeSource"), repeated: false },
+        Field { tag: 6, json: "rbd", kind: Kind::Message("api/core/v1/RbdPersistentVolumeSource"), repeated: false },
+        Field { tag: 7, json: "iscsi", kind: Kind::Message("api/core/v1/IscsiPersistentVolumeSource"), repeated: false },
+        Field { tag: 8, json: "cinder", kind: Kind::Message("api/core/v1/CinderPersistentVolumeSource"), repeated: false },
+        Field { tag: 9, json: "cephfs", kind: Kind::Message("api/core/v1/CephFsPersistentVolumeSource"), repeated: false },
+        Field { tag: 10, json: "fc", kind: Kind::Message("api/core/v1/FcVolumeSource"), repeated: false },
+        Field { tag: 11, json: "flocker", kind: Kind::Message("api/core/v1/FlockerVolumeSource"), repeated: false },
+        Field { tag: 12, json: "flexVolume", kind: Kind::Message("api/core/v1/FlexPersistentVolumeSource"), repeated: false },
+        Field { tag: 13, json: "azureFile", kind: Kind::Message("api/core/v1/AzureFilePersistentVolumeSource"), repeated: false },
+        Field { tag: 14, json: "vsphereVolume", kind: Kind::Message("api/core/v1/VsphereVirtualDiskVolumeSource"), repeated: false },
+        Field { tag: 15, json: "quobyte", kind: Kind::Message("api/core/v1/QuobyteVolumeSource"), repeated: false },
+        Field { tag: 16, json: "azureDisk", kind: Kind::Message("api/core/v1/AzureDiskVolumeSource"), repeated: false },
+        Field { tag: 17, json: "photonPersistentDisk", kind: Kind::Message("api/core/v1/PhotonPersistentDiskVolumeSource"), repeated: false },
+        Field { tag: 18, json: "portworxVolume", kind: Kind::Message("api/core/v1/PortworxVolumeSource"), repeated: false },
+        Field { tag: 19, json: "scaleIO", kind: Kind::Message("api/core/v1/ScaleIoPersistentVolumeSource"), repeated: false },
+        Field { tag: 20, json: "local", kind: Kind::Message("api/core/v1/LocalVolumeSource"), repeated: false },
+        Field { tag: 21, json: "storageos", kind: Kind::Message("api/core/v1/StorageOsPersistentVolumeSource"), repeated: false },
+        Field { tag: 22, json: "csi", kind: Kind::Message("api/core/v1/CSIPersistentVolumeSource"), repeated: false },
+    ] },
+    Message { name: "api/core/v1/PersistentVolumeSpec", fields: &[
+        Field { tag: 1, json: "capacity", kind: Kind::Map(&Kind::Quantity), repeated: false },
+        Field { tag: 2, json: "", kind: Kind::Message("api/core/v1/PersistentVolumeSource"), repeated: false },
+        Field { tag: 3, json: "accessModes", kind: Kind::String, repeated: true },
+        Field { tag: 4, json: "claimRef", kind: Kind::Message("api/core/v1/ObjectReference"), repeated: false },
+        Field { tag: 5, json: "persistentVolumeReclaimPolicy", kind: Kind::String, repeated: false },
+        Field { tag: 6, json: "storageClassName", kind: Kind::String, repeated: false },
+        Field { tag: 7, json: "mountOptions", kind: Kind::String, repeated: true },
+        Field { tag: 8, json: "volumeMode", kind: Kind::String, repeated: false },
+        Field { tag: 9, json: "nodeAffinity", kind: Kind::Message("api/core/v1/VolumeNodeAffinity"), repeated: false },
+        Field { tag: 10, json: "volumeAttributesClassName", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/core/v1/PersistentVolumeStatus", fields: &[
+        Field { tag: 1, json: "phase", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "message", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "reason", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "lastPhaseTransitionTime", kind: Kind::Time, repeated: false },
     ] },
     Message { name: "api/core/v1/PhotonPersistentDiskVolumeSource", fields: &[
         Field { tag: 1, json: "pdID", kind: Kind::String, repeated: false },
@@ -847,6 +1490,10 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 19, json: "allocatedResources", kind: Kind::Map(&Kind::Quantity), repeated: false },
         Field { tag: 20, json: "resources", kind: Kind::Message("api/core/v1/ResourceRequirements"), repeated: false },
     ] },
+    Message { name: "api/core/v1/PodTemplate", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "template", kind: Kind::Message("api/core/v1/PodTemplateSpec"), repeated: false },
+    ] },
     Message { name: "api/core/v1/PodTemplateSpec", fields: &[
         Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
         Field { tag: 2, json: "spec", kind: Kind::Message("api/core/v1/PodSpec"), repeated: false },
@@ -892,6 +1539,16 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 5, json: "group", kind: Kind::String, repeated: false },
         Field { tag: 6, json: "tenant", kind: Kind::String, repeated: false },
     ] },
+    Message { name: "api/core/v1/RbdPersistentVolumeSource", fields: &[
+        Field { tag: 1, json: "monitors", kind: Kind::String, repeated: true },
+        Field { tag: 2, json: "image", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "fsType", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "pool", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "user", kind: Kind::String, repeated: false },
+        Field { tag: 6, json: "keyring", kind: Kind::String, repeated: false },
+        Field { tag: 7, json: "secretRef", kind: Kind::Message("api/core/v1/SecretReference"), repeated: false },
+        Field { tag: 8, json: "readOnly", kind: Kind::Bool, repeated: false },
+    ] },
     Message { name: "api/core/v1/RbdVolumeSource", fields: &[
         Field { tag: 1, json: "monitors", kind: Kind::String, repeated: true },
         Field { tag: 2, json: "image", kind: Kind::String, repeated: false },
@@ -901,6 +1558,32 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 6, json: "keyring", kind: Kind::String, repeated: false },
         Field { tag: 7, json: "secretRef", kind: Kind::Message("api/core/v1/LocalObjectReference"), repeated: false },
         Field { tag: 8, json: "readOnly", kind: Kind::Bool, repeated: false },
+    ] },
+    Message { name: "api/core/v1/ReplicationController", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/core/v1/ReplicationControllerSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/core/v1/ReplicationControllerStatus"), repeated: false },
+    ] },
+    Message { name: "api/core/v1/ReplicationControllerCondition", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "status", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "lastTransitionTime", kind: Kind::Time, repeated: false },
+        Field { tag: 4, json: "reason", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "message", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/core/v1/ReplicationControllerSpec", fields: &[
+        Field { tag: 1, json: "replicas", kind: Kind::Int32, repeated: false },
+        Field { tag: 2, json: "selector", kind: Kind::Map(&Kind::String), repeated: false },
+        Field { tag: 3, json: "template", kind: Kind::Message("api/core/v1/PodTemplateSpec"), repeated: false },
+        Field { tag: 4, json: "minReadySeconds", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/core/v1/ReplicationControllerStatus", fields: &[
+        Field { tag: 1, json: "replicas", kind: Kind::Int32, repeated: false },
+        Field { tag: 2, json: "fullyLabeledReplicas", kind: Kind::Int32, repeated: false },
+        Field { tag: 3, json: "observedGeneration", kind: Kind::Int64, repeated: false },
+        Field { tag: 4, json: "readyReplicas", kind: Kind::Int32, repeated: false },
+        Field { tag: 5, json: "availableReplicas", kind: Kind::Int32, repeated: false },
+        Field { tag: 6, json: "conditions", kind: Kind::Message("api/core/v1/ReplicationControllerCondition"), repeated: true },
     ] },
     Message { name: "api/core/v1/ResourceClaim", fields: &[
         Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
@@ -915,6 +1598,20 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 1, json: "resourceID", kind: Kind::String, repeated: false },
         Field { tag: 2, json: "health", kind: Kind::String, repeated: false },
     ] },
+    Message { name: "api/core/v1/ResourceQuota", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/core/v1/ResourceQuotaSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/core/v1/ResourceQuotaStatus"), repeated: false },
+    ] },
+    Message { name: "api/core/v1/ResourceQuotaSpec", fields: &[
+        Field { tag: 1, json: "hard", kind: Kind::Map(&Kind::Quantity), repeated: false },
+        Field { tag: 2, json: "scopes", kind: Kind::String, repeated: true },
+        Field { tag: 3, json: "scopeSelector", kind: Kind::Message("api/core/v1/ScopeSelector"), repeated: false },
+    ] },
+    Message { name: "api/core/v1/ResourceQuotaStatus", fields: &[
+        Field { tag: 1, json: "hard", kind: Kind::Map(&Kind::Quantity), repeated: false },
+        Field { tag: 2, json: "used", kind: Kind::Map(&Kind::Quantity), repeated: false },
+    ] },
     Message { name: "api/core/v1/ResourceRequirements", fields: &[
         Field { tag: 1, json: "limits", kind: Kind::Map(&Kind::Quantity), repeated: false },
         Field { tag: 2, json: "requests", kind: Kind::Map(&Kind::Quantity), repeated: false },
@@ -923,6 +1620,18 @@ pub(super) static MESSAGES: &[Message] = &[
     Message { name: "api/core/v1/ResourceStatus", fields: &[
         Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
         Field { tag: 2, json: "resources", kind: Kind::Message("api/core/v1/ResourceHealth"), repeated: true },
+    ] },
+    Message { name: "api/core/v1/ScaleIoPersistentVolumeSource", fields: &[
+        Field { tag: 1, json: "gateway", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "system", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "secretRef", kind: Kind::Message("api/core/v1/SecretReference"), repeated: false },
+        Field { tag: 4, json: "sslEnabled", kind: Kind::Bool, repeated: false },
+        Field { tag: 5, json: "protectionDomain", kind: Kind::String, repeated: false },
+        Field { tag: 6, json: "storagePool", kind: Kind::String, repeated: false },
+        Field { tag: 7, json: "storageMode", kind: Kind::String, repeated: false },
+        Field { tag: 8, json: "volumeName", kind: Kind::String, repeated: false },
+        Field { tag: 9, json: "fsType", kind: Kind::String, repeated: false },
+        Field { tag: 10, json: "readOnly", kind: Kind::Bool, repeated: false },
     ] },
     Message { name: "api/core/v1/ScaleIoVolumeSource", fields: &[
         Field { tag: 1, json: "gateway", kind: Kind::String, repeated: false },
@@ -935,6 +1644,14 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 8, json: "volumeName", kind: Kind::String, repeated: false },
         Field { tag: 9, json: "fsType", kind: Kind::String, repeated: false },
         Field { tag: 10, json: "readOnly", kind: Kind::Bool, repeated: false },
+    ] },
+    Message { name: "api/core/v1/ScopeSelector", fields: &[
+        Field { tag: 1, json: "matchExpressions", kind: Kind::Message("api/core/v1/ScopedResourceSelectorRequirement"), repeated: true },
+    ] },
+    Message { name: "api/core/v1/ScopedResourceSelectorRequirement", fields: &[
+        Field { tag: 1, json: "scopeName", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "operator", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "values", kind: Kind::String, repeated: true },
     ] },
     Message { name: "api/core/v1/SeLinuxOptions", fields: &[
         Field { tag: 1, json: "user", kind: Kind::String, repeated: false },
@@ -967,6 +1684,10 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 2, json: "items", kind: Kind::Message("api/core/v1/KeyToPath"), repeated: true },
         Field { tag: 4, json: "optional", kind: Kind::Bool, repeated: false },
     ] },
+    Message { name: "api/core/v1/SecretReference", fields: &[
+        Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "namespace", kind: Kind::String, repeated: false },
+    ] },
     Message { name: "api/core/v1/SecretVolumeSource", fields: &[
         Field { tag: 1, json: "secretName", kind: Kind::String, repeated: false },
         Field { tag: 2, json: "items", kind: Kind::Message("api/core/v1/KeyToPath"), repeated: true },
@@ -991,6 +1712,12 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
         Field { tag: 2, json: "spec", kind: Kind::Message("api/core/v1/ServiceSpec"), repeated: false },
         Field { tag: 3, json: "status", kind: Kind::Message("api/core/v1/ServiceStatus"), repeated: false },
+    ] },
+    Message { name: "api/core/v1/ServiceAccount", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "secrets", kind: Kind::Message("api/core/v1/ObjectReference"), repeated: true },
+        Field { tag: 3, json: "imagePullSecrets", kind: Kind::Message("api/core/v1/LocalObjectReference"), repeated: true },
+        Field { tag: 4, json: "automountServiceAccountToken", kind: Kind::Bool, repeated: false },
     ] },
     Message { name: "api/core/v1/ServiceAccountTokenProjection", fields: &[
         Field { tag: 1, json: "audience", kind: Kind::String, repeated: false },
@@ -1037,6 +1764,13 @@ pub(super) static MESSAGES: &[Message] = &[
     Message { name: "api/core/v1/SleepAction", fields: &[
         Field { tag: 1, json: "seconds", kind: Kind::Int64, repeated: false },
     ] },
+    Message { name: "api/core/v1/StorageOsPersistentVolumeSource", fields: &[
+        Field { tag: 1, json: "volumeName", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "volumeNamespace", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "fsType", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "readOnly", kind: Kind::Bool, repeated: false },
+        Field { tag: 5, json: "secretRef", kind: Kind::Message("api/core/v1/ObjectReference"), repeated: false },
+    ] },
     Message { name: "api/core/v1/StorageOsVolumeSource", fields: &[
         Field { tag: 1, json: "volumeName", kind: Kind::String, repeated: false },
         Field { tag: 2, json: "volumeNamespace", kind: Kind::String, repeated: false },
@@ -1064,6 +1798,13 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 3, json: "value", kind: Kind::String, repeated: false },
         Field { tag: 4, json: "effect", kind: Kind::String, repeated: false },
         Field { tag: 5, json: "tolerationSeconds", kind: Kind::Int64, repeated: false },
+    ] },
+    Message { name: "api/core/v1/TopologySelectorLabelRequirement", fields: &[
+        Field { tag: 1, json: "key", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "values", kind: Kind::String, repeated: true },
+    ] },
+    Message { name: "api/core/v1/TopologySelectorTerm", fields: &[
+        Field { tag: 1, json: "matchLabelExpressions", kind: Kind::Message("api/core/v1/TopologySelectorLabelRequirement"), repeated: true },
     ] },
     Message { name: "api/core/v1/TopologySpreadConstraint", fields: &[
         Field { tag: 1, json: "maxSkew", kind: Kind::Int32, repeated: false },
@@ -1108,6 +1849,9 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 2, json: "mountPath", kind: Kind::String, repeated: false },
         Field { tag: 3, json: "readOnly", kind: Kind::Bool, repeated: false },
         Field { tag: 4, json: "recursiveReadOnly", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/core/v1/VolumeNodeAffinity", fields: &[
+        Field { tag: 1, json: "required", kind: Kind::Message("api/core/v1/NodeSelector"), repeated: false },
     ] },
     Message { name: "api/core/v1/VolumeProjection", fields: &[
         Field { tag: 1, json: "secret", kind: Kind::Message("api/core/v1/SecretProjection"), repeated: false },
@@ -1211,6 +1955,416 @@ pub(super) static MESSAGES: &[Message] = &[
     Message { name: "api/discovery/v1/ForZone", fields: &[
         Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
     ] },
+    Message { name: "api/events/v1/Event", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "eventTime", kind: Kind::MicroTime, repeated: false },
+        Field { tag: 3, json: "series", kind: Kind::Message("api/events/v1/EventSeries"), repeated: false },
+        Field { tag: 4, json: "reportingController", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "reportingInstance", kind: Kind::String, repeated: false },
+        Field { tag: 6, json: "action", kind: Kind::String, repeated: false },
+        Field { tag: 7, json: "reason", kind: Kind::String, repeated: false },
+        Field { tag: 8, json: "regarding", kind: Kind::Message("api/core/v1/ObjectReference"), repeated: false },
+        Field { tag: 9, json: "related", kind: Kind::Message("api/core/v1/ObjectReference"), repeated: false },
+        Field { tag: 10, json: "note", kind: Kind::String, repeated: false },
+        Field { tag: 11, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 12, json: "deprecatedSource", kind: Kind::Message("api/core/v1/EventSource"), repeated: false },
+        Field { tag: 13, json: "deprecatedFirstTimestamp", kind: Kind::Time, repeated: false },
+        Field { tag: 14, json: "deprecatedLastTimestamp", kind: Kind::Time, repeated: false },
+        Field { tag: 15, json: "deprecatedCount", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/events/v1/EventSeries", fields: &[
+        Field { tag: 1, json: "count", kind: Kind::Int32, repeated: false },
+        Field { tag: 2, json: "lastObservedTime", kind: Kind::MicroTime, repeated: false },
+    ] },
+    Message { name: "api/flowcontrol/v1/ExemptPriorityLevelConfiguration", fields: &[
+        Field { tag: 1, json: "nominalConcurrencyShares", kind: Kind::Int32, repeated: false },
+        Field { tag: 2, json: "lendablePercent", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/flowcontrol/v1/FlowDistinguisherMethod", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/flowcontrol/v1/FlowSchema", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/flowcontrol/v1/FlowSchemaSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/flowcontrol/v1/FlowSchemaStatus"), repeated: false },
+    ] },
+    Message { name: "api/flowcontrol/v1/FlowSchemaCondition", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "status", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "lastTransitionTime", kind: Kind::Time, repeated: false },
+        Field { tag: 4, json: "reason", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "message", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/flowcontrol/v1/FlowSchemaSpec", fields: &[
+        Field { tag: 1, json: "priorityLevelConfiguration", kind: Kind::Message("api/flowcontrol/v1/PriorityLevelConfigurationReference"), repeated: false },
+        Field { tag: 2, json: "matchingPrecedence", kind: Kind::Int32, repeated: false },
+        Field { tag: 3, json: "distinguisherMethod", kind: Kind::Message("api/flowcontrol/v1/FlowDistinguisherMethod"), repeated: false },
+        Field { tag: 4, json: "rules", kind: Kind::Message("api/flowcontrol/v1/PolicyRulesWithSubjects"), repeated: true },
+    ] },
+    Message { name: "api/flowcontrol/v1/FlowSchemaStatus", fields: &[
+        Field { tag: 1, json: "conditions", kind: Kind::Message("api/flowcontrol/v1/FlowSchemaCondition"), repeated: true },
+    ] },
+    Message { name: "api/flowcontrol/v1/GroupSubject", fields: &[
+        Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/flowcontrol/v1/LimitResponse", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "queuing", kind: Kind::Message("api/flowcontrol/v1/QueuingConfiguration"), repeated: false },
+    ] },
+    Message { name: "api/flowcontrol/v1/LimitedPriorityLevelConfiguration", fields: &[
+        Field { tag: 1, json: "nominalConcurrencyShares", kind: Kind::Int32, repeated: false },
+        Field { tag: 2, json: "limitResponse", kind: Kind::Message("api/flowcontrol/v1/LimitResponse"), repeated: false },
+        Field { tag: 3, json: "lendablePercent", kind: Kind::Int32, repeated: false },
+        Field { tag: 4, json: "borrowingLimitPercent", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/flowcontrol/v1/NonResourcePolicyRule", fields: &[
+        Field { tag: 1, json: "verbs", kind: Kind::String, repeated: true },
+        Field { tag: 6, json: "nonResourceURLs", kind: Kind::String, repeated: true },
+    ] },
+    Message { name: "api/flowcontrol/v1/PolicyRulesWithSubjects", fields: &[
+        Field { tag: 1, json: "subjects", kind: Kind::Message("api/flowcontrol/v1/Subject"), repeated: true },
+        Field { tag: 2, json: "resourceRules", kind: Kind::Message("api/flowcontrol/v1/ResourcePolicyRule"), repeated: true },
+        Field { tag: 3, json: "nonResourceRules", kind: Kind::Message("api/flowcontrol/v1/NonResourcePolicyRule"), repeated: true },
+    ] },
+    Message { name: "api/flowcontrol/v1/PriorityLevelConfiguration", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/flowcontrol/v1/PriorityLevelConfigurationSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/flowcontrol/v1/PriorityLevelConfigurationStatus"), repeated: false },
+    ] },
+    Message { name: "api/flowcontrol/v1/PriorityLevelConfigurationCondition", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "status", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "lastTransitionTime", kind: Kind::Time, repeated: false },
+        Field { tag: 4, json: "reason", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "message", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/flowcontrol/v1/PriorityLevelConfigurationReference", fields: &[
+        Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/flowcontrol/v1/PriorityLevelConfigurationSpec", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "limited", kind: Kind::Message("api/flowcontrol/v1/LimitedPriorityLevelConfiguration"), repeated: false },
+        Field { tag: 3, json: "exempt", kind: Kind::Message("api/flowcontrol/v1/ExemptPriorityLevelConfiguration"), repeated: false },
+    ] },
+    Message { name: "api/flowcontrol/v1/PriorityLevelConfigurationStatus", fields: &[
+        Field { tag: 1, json: "conditions", kind: Kind::Message("api/flowcontrol/v1/PriorityLevelConfigurationCondition"), repeated: true },
+    ] },
+    Message { name: "api/flowcontrol/v1/QueuingConfiguration", fields: &[
+        Field { tag: 1, json: "queues", kind: Kind::Int32, repeated: false },
+        Field { tag: 2, json: "handSize", kind: Kind::Int32, repeated: false },
+        Field { tag: 3, json: "queueLengthLimit", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/flowcontrol/v1/ResourcePolicyRule", fields: &[
+        Field { tag: 1, json: "verbs", kind: Kind::String, repeated: true },
+        Field { tag: 2, json: "apiGroups", kind: Kind::String, repeated: true },
+        Field { tag: 3, json: "resources", kind: Kind::String, repeated: true },
+        Field { tag: 4, json: "clusterScope", kind: Kind::Bool, repeated: false },
+        Field { tag: 5, json: "namespaces", kind: Kind::String, repeated: true },
+    ] },
+    Message { name: "api/flowcontrol/v1/ServiceAccountSubject", fields: &[
+        Field { tag: 1, json: "namespace", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "name", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/flowcontrol/v1/Subject", fields: &[
+        Field { tag: 1, json: "kind", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "user", kind: Kind::Message("api/flowcontrol/v1/UserSubject"), repeated: false },
+        Field { tag: 3, json: "group", kind: Kind::Message("api/flowcontrol/v1/GroupSubject"), repeated: false },
+        Field { tag: 4, json: "serviceAccount", kind: Kind::Message("api/flowcontrol/v1/ServiceAccountSubject"), repeated: false },
+    ] },
+    Message { name: "api/flowcontrol/v1/UserSubject", fields: &[
+        Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/networking/v1/HttpIngressPath", fields: &[
+        Field { tag: 1, json: "path", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "backend", kind: Kind::Message("api/networking/v1/IngressBackend"), repeated: false },
+        Field { tag: 3, json: "pathType", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/networking/v1/HttpIngressRuleValue", fields: &[
+        Field { tag: 1, json: "paths", kind: Kind::Message("api/networking/v1/HttpIngressPath"), repeated: true },
+    ] },
+    Message { name: "api/networking/v1/IPAddress", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/networking/v1/IPAddressSpec"), repeated: false },
+    ] },
+    Message { name: "api/networking/v1/IPAddressSpec", fields: &[
+        Field { tag: 1, json: "parentRef", kind: Kind::Message("api/networking/v1/ParentReference"), repeated: false },
+    ] },
+    Message { name: "api/networking/v1/Ingress", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/networking/v1/IngressSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/networking/v1/IngressStatus"), repeated: false },
+    ] },
+    Message { name: "api/networking/v1/IngressBackend", fields: &[
+        Field { tag: 3, json: "resource", kind: Kind::Message("api/core/v1/TypedLocalObjectReference"), repeated: false },
+        Field { tag: 4, json: "service", kind: Kind::Message("api/networking/v1/IngressServiceBackend"), repeated: false },
+    ] },
+    Message { name: "api/networking/v1/IngressClass", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/networking/v1/IngressClassSpec"), repeated: false },
+    ] },
+    Message { name: "api/networking/v1/IngressClassParametersReference", fields: &[
+        Field { tag: 1, json: "apiGroup", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "kind", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "scope", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "namespace", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/networking/v1/IngressClassSpec", fields: &[
+        Field { tag: 1, json: "controller", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "parameters", kind: Kind::Message("api/networking/v1/IngressClassParametersReference"), repeated: false },
+    ] },
+    Message { name: "api/networking/v1/IngressLoadBalancerIngress", fields: &[
+        Field { tag: 1, json: "ip", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "hostname", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "ports", kind: Kind::Message("api/networking/v1/IngressPortStatus"), repeated: true },
+    ] },
+    Message { name: "api/networking/v1/IngressLoadBalancerStatus", fields: &[
+        Field { tag: 1, json: "ingress", kind: Kind::Message("api/networking/v1/IngressLoadBalancerIngress"), repeated: true },
+    ] },
+    Message { name: "api/networking/v1/IngressPortStatus", fields: &[
+        Field { tag: 1, json: "port", kind: Kind::Int32, repeated: false },
+        Field { tag: 2, json: "protocol", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "error", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/networking/v1/IngressRule", fields: &[
+        Field { tag: 1, json: "host", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "", kind: Kind::Message("api/networking/v1/IngressRuleValue"), repeated: false },
+    ] },
+    Message { name: "api/networking/v1/IngressRuleValue", fields: &[
+        Field { tag: 1, json: "http", kind: Kind::Message("api/networking/v1/HttpIngressRuleValue"), repeated: false },
+    ] },
+    Message { name: "api/networking/v1/IngressServiceBackend", fields: &[
+        Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "port", kind: Kind::Message("api/networking/v1/ServiceBackendPort"), repeated: false },
+    ] },
+    Message { name: "api/networking/v1/IngressSpec", fields: &[
+        Field { tag: 1, json: "defaultBackend", kind: Kind::Message("api/networking/v1/IngressBackend"), repeated: false },
+        Field { tag: 2, json: "tls", kind: Kind::Message("api/networking/v1/IngressTls"), repeated: true },
+        Field { tag: 3, json: "rules", kind: Kind::Message("api/networking/v1/IngressRule"), repeated: true },
+        Field { tag: 4, json: "ingressClassName", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/networking/v1/IngressStatus", fields: &[
+        Field { tag: 1, json: "loadBalancer", kind: Kind::Message("api/networking/v1/IngressLoadBalancerStatus"), repeated: false },
+    ] },
+    Message { name: "api/networking/v1/IngressTls", fields: &[
+        Field { tag: 1, json: "hosts", kind: Kind::String, repeated: true },
+        Field { tag: 2, json: "secretName", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/networking/v1/IpBlock", fields: &[
+        Field { tag: 1, json: "cidr", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "except", kind: Kind::String, repeated: true },
+    ] },
+    Message { name: "api/networking/v1/NetworkPolicy", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/networking/v1/NetworkPolicySpec"), repeated: false },
+    ] },
+    Message { name: "api/networking/v1/NetworkPolicyEgressRule", fields: &[
+        Field { tag: 1, json: "ports", kind: Kind::Message("api/networking/v1/NetworkPolicyPort"), repeated: true },
+        Field { tag: 2, json: "to", kind: Kind::Message("api/networking/v1/NetworkPolicyPeer"), repeated: true },
+    ] },
+    Message { name: "api/networking/v1/NetworkPolicyIngressRule", fields: &[
+        Field { tag: 1, json: "ports", kind: Kind::Message("api/networking/v1/NetworkPolicyPort"), repeated: true },
+        Field { tag: 2, json: "from", kind: Kind::Message("api/networking/v1/NetworkPolicyPeer"), repeated: true },
+    ] },
+    Message { name: "api/networking/v1/NetworkPolicyPeer", fields: &[
+        Field { tag: 1, json: "podSelector", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelector"), repeated: false },
+        Field { tag: 2, json: "namespaceSelector", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelector"), repeated: false },
+        Field { tag: 3, json: "ipBlock", kind: Kind::Message("api/networking/v1/IpBlock"), repeated: false },
+    ] },
+    Message { name: "api/networking/v1/NetworkPolicyPort", fields: &[
+        Field { tag: 1, json: "protocol", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "port", kind: Kind::IntOrString, repeated: false },
+        Field { tag: 3, json: "endPort", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/networking/v1/NetworkPolicySpec", fields: &[
+        Field { tag: 1, json: "podSelector", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelector"), repeated: false },
+        Field { tag: 2, json: "ingress", kind: Kind::Message("api/networking/v1/NetworkPolicyIngressRule"), repeated: true },
+        Field { tag: 3, json: "egress", kind: Kind::Message("api/networking/v1/NetworkPolicyEgressRule"), repeated: true },
+        Field { tag: 4, json: "policyTypes", kind: Kind::String, repeated: true },
+    ] },
+    Message { name: "api/networking/v1/ParentReference", fields: &[
+        Field { tag: 1, json: "group", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "resource", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "namespace", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "name", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/networking/v1/ServiceBackendPort", fields: &[
+        Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "number", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/networking/v1/ServiceCIDR", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/networking/v1/ServiceCIDRSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/networking/v1/ServiceCIDRStatus"), repeated: false },
+    ] },
+    Message { name: "api/networking/v1/ServiceCIDRSpec", fields: &[
+        Field { tag: 1, json: "cidrs", kind: Kind::String, repeated: true },
+    ] },
+    Message { name: "api/networking/v1/ServiceCIDRStatus", fields: &[
+        Field { tag: 1, json: "conditions", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/Condition"), repeated: true },
+    ] },
+    Message { name: "api/node/v1/Overhead", fields: &[
+        Field { tag: 1, json: "podFixed", kind: Kind::Map(&Kind::Quantity), repeated: false },
+    ] },
+    Message { name: "api/node/v1/RuntimeClass", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "handler", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "overhead", kind: Kind::Message("api/node/v1/Overhead"), repeated: false },
+        Field { tag: 4, json: "scheduling", kind: Kind::Message("api/node/v1/Scheduling"), repeated: false },
+    ] },
+    Message { name: "api/node/v1/Scheduling", fields: &[
+        Field { tag: 1, json: "nodeSelector", kind: Kind::Map(&Kind::String), repeated: false },
+        Field { tag: 2, json: "tolerations", kind: Kind::Message("api/core/v1/Toleration"), repeated: true },
+    ] },
+    Message { name: "api/policy/v1/Eviction", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "deleteOptions", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/DeleteOptions"), repeated: false },
+    ] },
+    Message { name: "api/policy/v1/PodDisruptionBudget", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/policy/v1/PodDisruptionBudgetSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/policy/v1/PodDisruptionBudgetStatus"), repeated: false },
+    ] },
+    Message { name: "api/policy/v1/PodDisruptionBudgetSpec", fields: &[
+        Field { tag: 1, json: "minAvailable", kind: Kind::IntOrString, repeated: false },
+        Field { tag: 2, json: "selector", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelector"), repeated: false },
+        Field { tag: 3, json: "maxUnavailable", kind: Kind::IntOrString, repeated: false },
+        Field { tag: 4, json: "unhealthyPodEvictionPolicy", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/policy/v1/PodDisruptionBudgetStatus", fields: &[
+        Field { tag: 1, json: "observedGeneration", kind: Kind::Int64, repeated: false },
+        Field { tag: 2, json: "disruptedPods", kind: Kind::Map(&Kind::Time), repeated: false },
+        Field { tag: 3, json: "disruptionsAllowed", kind: Kind::Int32, repeated: false },
+        Field { tag: 4, json: "currentHealthy", kind: Kind::Int32, repeated: false },
+        Field { tag: 5, json: "desiredHealthy", kind: Kind::Int32, repeated: false },
+        Field { tag: 6, json: "expectedPods", kind: Kind::Int32, repeated: false },
+        Field { tag: 7, json: "conditions", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/Condition"), repeated: true },
+    ] },
+    Message { name: "api/rbac/v1/AggregationRule", fields: &[
+        Field { tag: 1, json: "clusterRoleSelectors", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelector"), repeated: true },
+    ] },
+    Message { name: "api/rbac/v1/ClusterRole", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "rules", kind: Kind::Message("api/rbac/v1/PolicyRule"), repeated: true },
+        Field { tag: 3, json: "aggregationRule", kind: Kind::Message("api/rbac/v1/AggregationRule"), repeated: false },
+    ] },
+    Message { name: "api/rbac/v1/ClusterRoleBinding", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "subjects", kind: Kind::Message("api/rbac/v1/Subject"), repeated: true },
+        Field { tag: 3, json: "roleRef", kind: Kind::Message("api/rbac/v1/RoleRef"), repeated: false },
+    ] },
+    Message { name: "api/rbac/v1/PolicyRule", fields: &[
+        Field { tag: 1, json: "verbs", kind: Kind::String, repeated: true },
+        Field { tag: 2, json: "apiGroups", kind: Kind::String, repeated: true },
+        Field { tag: 3, json: "resources", kind: Kind::String, repeated: true },
+        Field { tag: 4, json: "resourceNames", kind: Kind::String, repeated: true },
+        Field { tag: 5, json: "nonResourceURLs", kind: Kind::String, repeated: true },
+    ] },
+    Message { name: "api/rbac/v1/Role", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "rules", kind: Kind::Message("api/rbac/v1/PolicyRule"), repeated: true },
+    ] },
+    Message { name: "api/rbac/v1/RoleBinding", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "subjects", kind: Kind::Message("api/rbac/v1/Subject"), repeated: true },
+        Field { tag: 3, json: "roleRef", kind: Kind::Message("api/rbac/v1/RoleRef"), repeated: false },
+    ] },
+    Message { name: "api/rbac/v1/RoleRef", fields: &[
+        Field { tag: 1, json: "apiGroup", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "kind", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "name", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/rbac/v1/Subject", fields: &[
+        Field { tag: 1, json: "kind", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "apiGroup", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "namespace", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/scheduling/v1/PriorityClass", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "value", kind: Kind::Int32, repeated: false },
+        Field { tag: 3, json: "globalDefault", kind: Kind::Bool, repeated: false },
+        Field { tag: 4, json: "description", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "preemptionPolicy", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/storage/v1/CSIDriver", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/storage/v1/CSIDriverSpec"), repeated: false },
+    ] },
+    Message { name: "api/storage/v1/CSIDriverSpec", fields: &[
+        Field { tag: 1, json: "attachRequired", kind: Kind::Bool, repeated: false },
+        Field { tag: 2, json: "podInfoOnMount", kind: Kind::Bool, repeated: false },
+        Field { tag: 3, json: "volumeLifecycleModes", kind: Kind::String, repeated: true },
+        Field { tag: 4, json: "storageCapacity", kind: Kind::Bool, repeated: false },
+        Field { tag: 5, json: "fsGroupPolicy", kind: Kind::String, repeated: false },
+        Field { tag: 6, json: "tokenRequests", kind: Kind::Message("api/storage/v1/TokenRequest"), repeated: true },
+        Field { tag: 7, json: "requiresRepublish", kind: Kind::Bool, repeated: false },
+        Field { tag: 8, json: "seLinuxMount", kind: Kind::Bool, repeated: false },
+        Field { tag: 9, json: "nodeAllocatableUpdatePeriodSeconds", kind: Kind::Int64, repeated: false },
+        Field { tag: 10, json: "serviceAccountTokenInSecrets", kind: Kind::Bool, repeated: false },
+    ] },
+    Message { name: "api/storage/v1/CSINode", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/storage/v1/CSINodeSpec"), repeated: false },
+    ] },
+    Message { name: "api/storage/v1/CSINodeDriver", fields: &[
+        Field { tag: 1, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "nodeID", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "topologyKeys", kind: Kind::String, repeated: true },
+        Field { tag: 4, json: "allocatable", kind: Kind::Message("api/storage/v1/VolumeNodeResources"), repeated: false },
+    ] },
+    Message { name: "api/storage/v1/CSINodeSpec", fields: &[
+        Field { tag: 1, json: "drivers", kind: Kind::Message("api/storage/v1/CSINodeDriver"), repeated: true },
+    ] },
+    Message { name: "api/storage/v1/CSIStorageCapacity", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "nodeTopology", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelector"), repeated: false },
+        Field { tag: 3, json: "storageClassName", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "capacity", kind: Kind::Quantity, repeated: false },
+        Field { tag: 5, json: "maximumVolumeSize", kind: Kind::Quantity, repeated: false },
+    ] },
+    Message { name: "api/storage/v1/StorageClass", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "provisioner", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "parameters", kind: Kind::Map(&Kind::String), repeated: false },
+        Field { tag: 4, json: "reclaimPolicy", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "mountOptions", kind: Kind::String, repeated: true },
+        Field { tag: 6, json: "allowVolumeExpansion", kind: Kind::Bool, repeated: false },
+        Field { tag: 7, json: "volumeBindingMode", kind: Kind::String, repeated: false },
+        Field { tag: 8, json: "allowedTopologies", kind: Kind::Message("api/core/v1/TopologySelectorTerm"), repeated: true },
+    ] },
+    Message { name: "api/storage/v1/TokenRequest", fields: &[
+        Field { tag: 1, json: "audience", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "expirationSeconds", kind: Kind::Int64, repeated: false },
+    ] },
+    Message { name: "api/storage/v1/VolumeAttachment", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/storage/v1/VolumeAttachmentSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/storage/v1/VolumeAttachmentStatus"), repeated: false },
+    ] },
+    Message { name: "api/storage/v1/VolumeAttachmentSource", fields: &[
+        Field { tag: 1, json: "persistentVolumeName", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "inlineVolumeSpec", kind: Kind::Message("api/core/v1/PersistentVolumeSpec"), repeated: false },
+    ] },
+    Message { name: "api/storage/v1/VolumeAttachmentSpec", fields: &[
+        Field { tag: 1, json: "attacher", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "source", kind: Kind::Message("api/storage/v1/VolumeAttachmentSource"), repeated: false },
+        Field { tag: 3, json: "nodeName", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/storage/v1/VolumeAttachmentStatus", fields: &[
+        Field { tag: 1, json: "attached", kind: Kind::Bool, repeated: false },
+        Field { tag: 2, json: "attachmentMetadata", kind: Kind::Map(&Kind::String), repeated: false },
+        Field { tag: 3, json: "attachError", kind: Kind::Message("api/storage/v1/VolumeError"), repeated: false },
+        Field { tag: 4, json: "detachError", kind: Kind::Message("api/storage/v1/VolumeError"), repeated: false },
+    ] },
+    Message { name: "api/storage/v1/VolumeError", fields: &[
+        Field { tag: 1, json: "time", kind: Kind::Time, repeated: false },
+        Field { tag: 2, json: "message", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "errorCode", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "api/storage/v1/VolumeNodeResources", fields: &[
+        Field { tag: 1, json: "count", kind: Kind::Int32, repeated: false },
+    ] },
     Message { name: "apimachinery/pkg/apis/meta/v1/Condition", fields: &[
         Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
         Field { tag: 2, json: "status", kind: Kind::String, repeated: false },
@@ -1273,5 +2427,34 @@ pub(super) static MESSAGES: &[Message] = &[
     Message { name: "apimachinery/pkg/apis/meta/v1/Preconditions", fields: &[
         Field { tag: 1, json: "uid", kind: Kind::String, repeated: false },
         Field { tag: 2, json: "resourceVersion", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "kube_aggregator/pkg/apis/apiregistration/v1/APIService", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("kube_aggregator/pkg/apis/apiregistration/v1/APIServiceSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("kube_aggregator/pkg/apis/apiregistration/v1/APIServiceStatus"), repeated: false },
+    ] },
+    Message { name: "kube_aggregator/pkg/apis/apiregistration/v1/APIServiceCondition", fields: &[
+        Field { tag: 1, json: "type", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "status", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "lastTransitionTime", kind: Kind::Time, repeated: false },
+        Field { tag: 4, json: "reason", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "message", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "kube_aggregator/pkg/apis/apiregistration/v1/APIServiceSpec", fields: &[
+        Field { tag: 1, json: "service", kind: Kind::Message("kube_aggregator/pkg/apis/apiregistration/v1/ServiceReference"), repeated: false },
+        Field { tag: 2, json: "group", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "version", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "insecureSkipTLSVerify", kind: Kind::Bool, repeated: false },
+        Field { tag: 5, json: "caBundle", kind: Kind::Bytes, repeated: false },
+        Field { tag: 7, json: "groupPriorityMinimum", kind: Kind::Int32, repeated: false },
+        Field { tag: 8, json: "versionPriority", kind: Kind::Int32, repeated: false },
+    ] },
+    Message { name: "kube_aggregator/pkg/apis/apiregistration/v1/APIServiceStatus", fields: &[
+        Field { tag: 1, json: "conditions", kind: Kind::Message("kube_aggregator/pkg/apis/apiregistration/v1/APIServiceCondition"), repeated: true },
+    ] },
+    Message { name: "kube_aggregator/pkg/apis/apiregistration/v1/ServiceReference", fields: &[
+        Field { tag: 1, json: "namespace", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "port", kind: Kind::Int32, repeated: false },
     ] },
 ];
