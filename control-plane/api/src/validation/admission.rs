@@ -60,13 +60,20 @@ fn rule(r: &Value, path: &Path, errs: &mut Errs) {
     }
     for (i, res) in resources.iter().enumerate() {
         if res.is_empty() {
-            errs.push(FieldError::required(path.child("resources").index(i).as_str(), ""));
+            errs.push(FieldError::required(
+                path.child("resources").index(i).as_str(),
+                "",
+            ));
         }
     }
     if let Some(scope) = str_opt(r, "scope")
         && !SCOPES.contains(&scope)
     {
-        errs.push(FieldError::not_supported(path.child("scope").as_str(), scope, SCOPES));
+        errs.push(FieldError::not_supported(
+            path.child("scope").as_str(),
+            scope,
+            SCOPES,
+        ));
     }
 }
 
@@ -82,7 +89,11 @@ fn webhook_url(url: &str, path: &Path, errs: &mut Errs) {
         ));
     }
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = if url.contains("://") { &rest[..authority_end] } else { "" };
+    let authority = if url.contains("://") {
+        &rest[..authority_end]
+    } else {
+        ""
+    };
     let (user, host) = match authority.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
         None => (None, authority),
@@ -153,11 +164,19 @@ fn webhook_service(svc: &Value, path: &Path, errs: &mut Errs) {
         return;
     }
     if url_path == "//" {
-        errs.push(FieldError::invalid(pp.as_str(), url_path, "segment[0] may not be empty"));
+        errs.push(FieldError::invalid(
+            pp.as_str(),
+            url_path,
+            "segment[0] may not be empty",
+        ));
         return;
     }
     if !url_path.starts_with('/') {
-        errs.push(FieldError::invalid(pp.as_str(), url_path, "must start with a '/'"));
+        errs.push(FieldError::invalid(
+            pp.as_str(),
+            url_path,
+            "must start with a '/'",
+        ));
     }
     let check = url_path.get(1..).unwrap_or_default();
     let check = check.strip_suffix('/').unwrap_or(check);
@@ -171,7 +190,11 @@ fn webhook_service(svc: &Value, path: &Path, errs: &mut Errs) {
             continue;
         }
         for m in formats::dns1123_subdomain(step) {
-            errs.push(FieldError::invalid(pp.as_str(), url_path, format!("segment[{i}]: {m}")));
+            errs.push(FieldError::invalid(
+                pp.as_str(),
+                url_path,
+                format!("segment[{i}]: {m}"),
+            ));
         }
     }
 }
@@ -257,12 +280,19 @@ fn webhook(hook: &Value, mutating: bool, path: &Path, errs: &mut Errs) {
     let versions = strings(hook, "admissionReviewVersions");
     let vp = path.child("admissionReviewVersions");
     if versions.is_empty() {
-        errs.push(FieldError::required(vp.as_str(), "must specify one of v1, v1beta1"));
+        errs.push(FieldError::required(
+            vp.as_str(),
+            "must specify one of v1, v1beta1",
+        ));
     } else {
         let mut seen: Vec<&str> = Vec::new();
         for (i, v) in versions.iter().enumerate() {
             if seen.contains(v) {
-                errs.push(FieldError::invalid(vp.index(i).as_str(), *v, "duplicate version"));
+                errs.push(FieldError::invalid(
+                    vp.index(i).as_str(),
+                    *v,
+                    "duplicate version",
+                ));
                 continue;
             }
             seen.push(v);
@@ -325,12 +355,18 @@ pub(crate) fn policy(object: &Value, errs: &mut Errs) {
     if let Some(pk) = get(spec, "paramKind") {
         for field in ["apiVersion", "kind"] {
             if str_or(pk, field).is_empty() {
-                errs.push(FieldError::required(sp.child("paramKind").child(field).as_str(), ""));
+                errs.push(FieldError::required(
+                    sp.child("paramKind").child(field).as_str(),
+                    "",
+                ));
             }
         }
     }
     match get(spec, "matchConstraints") {
-        None => errs.push(FieldError::required(sp.child("matchConstraints").as_str(), "")),
+        None => errs.push(FieldError::required(
+            sp.child("matchConstraints").as_str(),
+            "",
+        )),
         Some(mc) => {
             let mp = sp.child("matchConstraints");
             let rules = arr(mc, "resourceRules");
@@ -352,7 +388,10 @@ pub(crate) fn policy(object: &Value, errs: &mut Errs) {
     for (i, v) in validations.iter().enumerate() {
         if str_or(v, "expression").trim().is_empty() {
             errs.push(FieldError::required(
-                sp.child("validations").index(i).child("expression").as_str(),
+                sp.child("validations")
+                    .index(i)
+                    .child("expression")
+                    .as_str(),
                 "",
             ));
         }
@@ -369,7 +408,11 @@ pub(crate) fn policy_binding(object: &Value, errs: &mut Errs) {
         errs.push(FieldError::required(sp.child("policyName").as_str(), ""));
     } else {
         for m in formats::dns1123_subdomain(name) {
-            errs.push(FieldError::invalid(sp.child("policyName").as_str(), name, m));
+            errs.push(FieldError::invalid(
+                sp.child("policyName").as_str(),
+                name,
+                m,
+            ));
         }
     }
     let actions = strings(spec, "validationActions");

@@ -132,9 +132,9 @@ fn managed_by(mb: &str, path: &Path, errs: &mut Errs) {
             for m in formats::dns1123_subdomain(host) {
                 errs.push(FieldError::invalid(path.as_str(), host, m));
             }
-            let ok = rest.bytes().all(|c| {
-                c.is_ascii_alphanumeric() || b"/-._~%!$&'()*+,;=:".contains(&c)
-            });
+            let ok = rest
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"/-._~%!$&'()*+,;=:".contains(&c));
             if !ok {
                 errs.push(FieldError::invalid(
                     path.as_str(),
@@ -168,7 +168,8 @@ fn job_spec(object: &Value, errs: &mut Errs) {
     let template = at(spec, "template");
     if meta::selector_parses(sel) {
         let labels = get(at(template, "metadata"), "labels");
-        let matches = sel.is_some_and(meta::selector_is_empty) || meta::selector_matches(sel, labels);
+        let matches =
+            sel.is_some_and(meta::selector_is_empty) || meta::selector_matches(sel, labels);
         if !matches {
             errs.push(FieldError::invalid_rendered(
                 "spec.template.metadata.labels",
@@ -226,7 +227,9 @@ pub(crate) fn job_update(new: &Value, old: &Value, errs: &mut Errs) {
         ));
     }
     let (nsel, osel) = (get(ns, "selector"), get(os, "selector"));
-    if nsel.is_some() && osel.is_some() && nsel.map(super::normalized) != osel.map(super::normalized)
+    if nsel.is_some()
+        && osel.is_some()
+        && nsel.map(super::normalized) != osel.map(super::normalized)
     {
         errs.push(FieldError::invalid_rendered(
             path.child("selector").as_str(),
@@ -239,7 +242,11 @@ pub(crate) fn job_update(new: &Value, old: &Value, errs: &mut Errs) {
         super::normalized(at(os, "template")),
     );
     if nt != ot {
-        errs.push(FieldError::invalid(path.child("template").as_str(), nt, IMMUTABLE));
+        errs.push(FieldError::invalid(
+            path.child("template").as_str(),
+            nt,
+            IMMUTABLE,
+        ));
     }
     for field in [
         "completionMode",

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::errors::FieldError;
 use super::formats::{self, NameRule};
 use super::meta;
-use super::quantity::{FORMAT_ERROR, Quantity};
+use super::resources::{resources, security_context};
 use super::util::{Errs, Path, arr, bool_opt, get, int_opt, str_opt, str_or};
 use super::volume::{Volumes, local_descending_path};
 
@@ -75,7 +75,11 @@ pub(crate) fn container(
         }
     }
     resources(get(c, "resources"), &path.child("resources"), errs);
-    security_context(get(c, "securityContext"), &path.child("securityContext"), errs);
+    security_context(
+        get(c, "securityContext"),
+        &path.child("securityContext"),
+        errs,
+    );
 
     let restartable = str_opt(c, "restartPolicy") == Some("Always");
     match role {
@@ -90,7 +94,12 @@ pub(crate) fn container(
                 ));
             }
             if !restartable {
-                for field in ["lifecycle", "livenessProbe", "readinessProbe", "startupProbe"] {
+                for field in [
+                    "lifecycle",
+                    "livenessProbe",
+                    "readinessProbe",
+                    "startupProbe",
+                ] {
                     if get(c, field).is_some() {
                         errs.push(FieldError::forbidden(
                             path.child(field).as_str(),
@@ -150,7 +159,11 @@ fn ports(list: &[Value], path: &Path, errs: &mut Errs) {
             errs.push(FieldError::required(p.child("containerPort").as_str(), ""));
         } else {
             for m in formats::port_num(cp) {
-                errs.push(FieldError::invalid(p.child("containerPort").as_str(), cp, m));
+                errs.push(FieldError::invalid(
+                    p.child("containerPort").as_str(),
+                    cp,
+                    m,
+                ));
             }
         }
         if let Some(hp) = int_opt(port, "hostPort").filter(|h| *h != 0) {
@@ -435,8 +448,8 @@ fn env_from(list: &[Value], path: &Path, errs: &mut Errs) {
 
 /// `ValidateVolumeMounts`.
 fn volume_mounts(c: &Value, vols: &Volumes, path: &Path, errs: &mut Errs) {
-    let privileged = get(c, "securityContext").and_then(|sc| bool_opt(sc, "privileged"))
-        == Some(true);
+    let privileged =
+        get(c, "securityContext").and_then(|sc| bool_opt(sc, "privileged")) == Some(true);
     let mut mount_points: Vec<&str> = Vec::new();
     for (i, m) in arr(c, "volumeMounts").iter().enumerate() {
         let p = path.index(i);
@@ -509,7 +522,11 @@ fn probe(p: &Value, kind: ProbeKind, grace: i64, path: &Path, errs: &mut Errs) {
     ] {
         let v = int_opt(p, field).filter(|v| *v != 0).unwrap_or(default);
         if v < 0 {
-            errs.push(FieldError::invalid(path.child(field).as_str(), v, meta::NEGATIVE));
+            errs.push(FieldError::invalid(
+                path.child(field).as_str(),
+                v,
+                meta::NEGATIVE,
+            ));
         }
     }
     if let Some(t) = int_opt(p, "terminationGracePeriodSeconds") {
@@ -528,7 +545,9 @@ fn probe(p: &Value, kind: ProbeKind, grace: i64, path: &Path, errs: &mut Errs) {
             ));
         }
     }
-    let success = int_opt(p, "successThreshold").filter(|v| *v != 0).unwrap_or(1);
+    let success = int_opt(p, "successThreshold")
+        .filter(|v| *v != 0)
+        .unwrap_or(1);
     if kind != ProbeKind::Readiness && success != 1 {
         errs.push(FieldError::invalid(
             path.child("successThreshold").as_str(),
@@ -578,7 +597,11 @@ fn handler(h: &Value, lifecycle: bool, grace: i64, path: &Path, errs: &mut Errs)
                 for header in arr(body, "httpHeaders") {
                     let name = str_or(header, "name");
                     for m in formats::http_header_name(name) {
-                        errs.push(FieldError::invalid(p.child("httpHeaders").as_str(), name, m));
+                        errs.push(FieldError::invalid(
+                            p.child("httpHeaders").as_str(),
+                            name,
+                            m,
+                        ));
                     }
                 }
             }
@@ -605,7 +628,10 @@ fn handler(h: &Value, lifecycle: bool, grace: i64, path: &Path, errs: &mut Errs)
         }
     }
     if count == 0 {
-        errs.push(FieldError::required(path.as_str(), "must specify a handler type"));
+        errs.push(FieldError::required(
+            path.as_str(),
+            "must specify a handler type",
+        ));
     }
 }
 
@@ -623,231 +649,5 @@ pub(crate) fn port_num_or_name(port: Option<&Value>, path: &Path, errs: &mut Err
                 errs.push(FieldError::invalid(path.as_str(), n, m));
             }
         }
-    }
-}
-
-/// A quantity field: parseable, non-negative (`ValidateResourceQuantityValue`), whole for
-/// integer resources. Returns the parsed value when it parses.
-pub(crate) fn quantity_value(
-    resource: &str,
-    raw: &Value,
-    path: &Path,
-    errs: &mut Errs,
-) -> Option<Quantity> {
-    let text = match raw {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let q = match Quantity::parse(&text) {
-        Ok(q) => q,
-        Err(e) => {
-            let detail = if e == FORMAT_ERROR { FORMAT_ERROR } else { e };
-            errs.push(FieldError::invalid(path.as_str(), text, detail));
-            return None;
-        }
-    };
-    if q.is_negative() {
-        errs.push(FieldError::invalid(path.as_str(), q.canonical(), meta::NEGATIVE));
-    }
-    if is_integer_resource(resource) && q.milli_value() % 1000 != 0 {
-        errs.push(FieldError::invalid(
-            path.as_str(),
-            q.canonical(),
-            "must be an integer",
-        ));
-    }
-    Some(q)
-}
-
-fn is_native(name: &str) -> bool {
-    !name.contains('/') || name.contains("kubernetes.io/")
-}
-
-fn is_extended(name: &str) -> bool {
-    !is_native(name)
-        && !name.starts_with("requests.")
-        && formats::qualified_name(&format!("requests.{name}")).is_empty()
-}
-
-fn is_integer_resource(name: &str) -> bool {
-    const INTEGER: &[&str] = &[
-        "pods",
-        "services",
-        "replicationcontrollers",
-        "resourcequotas",
-        "secrets",
-        "configmaps",
-        "persistentvolumeclaims",
-        "services.nodeports",
-        "services.loadbalancers",
-    ];
-    INTEGER.contains(&name) || name.starts_with("count/") || is_extended(name)
-}
-
-fn overcommit_allowed(name: &str) -> bool {
-    is_native(name) && !name.starts_with("hugepages-")
-}
-
-/// `validateContainerResourceName`.
-fn container_resource_name(name: &str, path: &Path, errs: &mut Errs) {
-    let msgs = formats::qualified_name(name);
-    if !msgs.is_empty() {
-        for m in msgs {
-            errs.push(FieldError::invalid(path.as_str(), name, m));
-        }
-        return;
-    }
-    let standard_container =
-        matches!(name, "cpu" | "memory" | "ephemeral-storage") || name.starts_with("hugepages-");
-    if !name.contains('/') {
-        if !standard_container {
-            errs.push(FieldError::invalid(
-                path.as_str(),
-                name,
-                "must be a standard resource for containers",
-            ));
-        }
-    } else if !is_native(name) && !is_extended(name) {
-        errs.push(FieldError::invalid(
-            path.as_str(),
-            name,
-            "doesn't follow extended resource name standard",
-        ));
-    }
-}
-
-/// `ValidateContainerResourceRequirements`: names, quantities, requests <= limits.
-pub(crate) fn resources(res: Option<&Value>, path: &Path, errs: &mut Errs) {
-    let Some(res) = res else {
-        return;
-    };
-    let (lim_path, req_path) = (path.child("limits"), path.child("requests"));
-    let mut limits: Vec<(&str, Option<Quantity>)> = Vec::new();
-    if let Some(map) = res.get("limits").and_then(Value::as_object) {
-        for (name, raw) in map {
-            let p = lim_path.key(name);
-            container_resource_name(name, &p, errs);
-            limits.push((name, quantity_value(name, raw, &p, errs)));
-        }
-    }
-    if let Some(map) = res.get("requests").and_then(Value::as_object) {
-        for (name, raw) in map {
-            let p = req_path.key(name);
-            container_resource_name(name, &p, errs);
-            let Some(q) = quantity_value(name, raw, &p, errs) else {
-                continue;
-            };
-            match limits.iter().find(|(n, _)| n == name) {
-                Some((_, Some(limit))) => {
-                    if q != *limit && !overcommit_allowed(name) {
-                        errs.push(FieldError::invalid(
-                            req_path.as_str(),
-                            q.canonical(),
-                            format!("must be equal to {name} limit of {}", limit.canonical()),
-                        ));
-                    } else if q > *limit {
-                        errs.push(FieldError::invalid(
-                            req_path.as_str(),
-                            q.canonical(),
-                            format!(
-                                "must be less than or equal to {name} limit of {}",
-                                limit.canonical()
-                            ),
-                        ));
-                    }
-                }
-                Some((_, None)) => {}
-                None if !overcommit_allowed(name) => errs.push(FieldError::required(
-                    lim_path.as_str(),
-                    "Limit must be set for non overcommitable resources",
-                )),
-                None => {}
-            }
-        }
-    }
-}
-
-const MAX_ID: i64 = 0xffff_ffff;
-
-/// `ValidateSecurityContext` (the checks that apply on Linux nodes).
-fn security_context(sc: Option<&Value>, path: &Path, errs: &mut Errs) {
-    let Some(sc) = sc else {
-        return;
-    };
-    for field in ["runAsUser", "runAsGroup"] {
-        if let Some(id) = int_opt(sc, field)
-            && !(0..=MAX_ID).contains(&id)
-        {
-            errs.push(FieldError::invalid(
-                path.child(field).as_str(),
-                id,
-                formats::range_error(0, MAX_ID),
-            ));
-        }
-    }
-    if let Some(pm) = str_opt(sc, "procMount")
-        && pm != "Default"
-        && pm != "Unmasked"
-    {
-        errs.push(FieldError::not_supported(
-            path.child("procMount").as_str(),
-            pm,
-            &["Default", "Unmasked"],
-        ));
-    }
-    seccomp_profile(get(sc, "seccompProfile"), &path.child("seccompProfile"), errs);
-    if bool_opt(sc, "allowPrivilegeEscalation") == Some(false) {
-        if bool_opt(sc, "privileged") == Some(true) {
-            errs.push(FieldError::invalid(
-                path.as_str(),
-                sc.clone(),
-                "cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
-            ));
-        }
-        let adds = get(sc, "capabilities").map(|c| super::util::strings(c, "add"));
-        if adds.is_some_and(|a| a.contains(&"CAP_SYS_ADMIN")) {
-            errs.push(FieldError::invalid(
-                path.as_str(),
-                sc.clone(),
-                "cannot set `allowPrivilegeEscalation` to false and `capabilities.Add` \
-                 CAP_SYS_ADMIN",
-            ));
-        }
-    }
-}
-
-/// `validateSeccompProfileField`.
-pub(crate) fn seccomp_profile(sp: Option<&Value>, path: &Path, errs: &mut Errs) {
-    let Some(sp) = sp else {
-        return;
-    };
-    let t = str_or(sp, "type");
-    match t {
-        "Localhost" | "RuntimeDefault" | "Unconfined" => {}
-        "" => errs.push(FieldError::required(
-            path.child("type").as_str(),
-            "type is required when seccompProfile is set",
-        )),
-        other => errs.push(FieldError::not_supported(
-            path.child("type").as_str(),
-            other,
-            &["Localhost", "RuntimeDefault", "Unconfined"],
-        )),
-    }
-    let local = str_opt(sp, "localhostProfile");
-    if t == "Localhost" {
-        match local {
-            None => errs.push(FieldError::required(
-                path.child("localhostProfile").as_str(),
-                "must be set when seccomp type is Localhost",
-            )),
-            Some(l) => local_descending_path(l, &path.child("localhostProfile"), errs),
-        }
-    } else if local.is_some() {
-        errs.push(FieldError::invalid(
-            path.child("localhostProfile").as_str(),
-            sp.clone(),
-            "can only be set when seccomp type is Localhost",
-        ));
     }
 }

@@ -3,12 +3,12 @@
 
 use serde_json::Value;
 
-use super::container::quantity_value;
 use super::errors::FieldError;
 use super::formats::{self, NameRule};
 use super::meta::{self, IMMUTABLE};
 use super::placement;
 use super::quantity::Quantity;
+use super::resources::quantity_value;
 use super::util::{
     Errs, Path, arr, at, bool_opt, get, go_string_slice, obj, str_opt, str_or, strings,
 };
@@ -41,12 +41,20 @@ pub(crate) fn namespace_update(new: &Value, old: &Value, errs: &mut Errs) {
 
 fn node_spec(object: &Value, errs: &mut Errs) {
     let spec = at(object, "spec");
-    placement::taints(arr(spec, "taints"), &Path::root("metadata").child("taints"), errs);
+    placement::taints(
+        arr(spec, "taints"),
+        &Path::root("metadata").child("taints"),
+        errs,
+    );
     let cidrs = strings(spec, "podCIDRs");
     let cp = Path::root("spec").child("podCIDRs");
     for (i, c) in cidrs.iter().enumerate() {
         if formats::parse_cidr(c).is_none() {
-            errs.push(FieldError::invalid(cp.index(i).as_str(), *c, formats::CIDR_MSG));
+            errs.push(FieldError::invalid(
+                cp.index(i).as_str(),
+                *c,
+                formats::CIDR_MSG,
+            ));
         }
     }
     if cidrs.len() > 1 {
@@ -142,15 +150,27 @@ fn reporting_fields(object: &Value, controller_field: &str, errs: &mut Errs) {
     if action.is_empty() {
         errs.push(FieldError::required("action", ""));
     } else if action.len() > 128 {
-        errs.push(FieldError::invalid("action", "", "can have at most 128 characters"));
+        errs.push(FieldError::invalid(
+            "action",
+            "",
+            "can have at most 128 characters",
+        ));
     }
     let reason = str_or(object, "reason");
     if reason.is_empty() {
         errs.push(FieldError::required("reason", ""));
     } else if reason.len() > 128 {
-        errs.push(FieldError::invalid("reason", "", "can have at most 128 characters"));
+        errs.push(FieldError::invalid(
+            "reason",
+            "",
+            "can have at most 128 characters",
+        ));
     }
-    let note_field = if object.get("note").is_some() { "note" } else { "message" };
+    let note_field = if object.get("note").is_some() {
+        "note"
+    } else {
+        "message"
+    };
     if str_or(object, note_field).len() > 1024 {
         errs.push(FieldError::invalid(
             note_field,
@@ -175,10 +195,18 @@ pub(crate) fn events_v1(object: &Value, errs: &mut Errs) {
         ));
     }
     if get(object, "deprecatedFirstTimestamp").is_some() {
-        errs.push(FieldError::invalid("firstTimestamp", "", "needs to be unset"));
+        errs.push(FieldError::invalid(
+            "firstTimestamp",
+            "",
+            "needs to be unset",
+        ));
     }
     if get(object, "deprecatedLastTimestamp").is_some() {
-        errs.push(FieldError::invalid("lastTimestamp", "", "needs to be unset"));
+        errs.push(FieldError::invalid(
+            "lastTimestamp",
+            "",
+            "needs to be unset",
+        ));
     }
     reporting_fields(object, "reportingController", errs);
 }
@@ -217,7 +245,10 @@ pub(crate) fn config_map(object: &Value, errs: &mut Errs) {
         }
     }
     if total > MAX_SECRET_SIZE {
-        errs.push(FieldError::too_long(Path::root("").as_str(), MAX_SECRET_SIZE));
+        errs.push(FieldError::too_long(
+            Path::root("").as_str(),
+            MAX_SECRET_SIZE,
+        ));
     }
 }
 
@@ -281,7 +312,10 @@ fn secret_data(object: &Value) -> Vec<(String, Vec<u8>)> {
     if let Some(map) = obj(object, "data") {
         for (k, v) in map {
             let raw = v.as_str().unwrap_or_default();
-            data.push((k.clone(), base64_decode(raw).unwrap_or_else(|| raw.as_bytes().to_vec())));
+            data.push((
+                k.clone(),
+                base64_decode(raw).unwrap_or_else(|| raw.as_bytes().to_vec()),
+            ));
         }
     }
     if let Some(map) = obj(object, "stringData") {
@@ -312,7 +346,11 @@ pub(crate) fn secret(object: &Value, errs: &mut Errs) {
         errs.push(FieldError::too_long(dp.as_str(), MAX_SECRET_SIZE));
     }
     let has = |k: &str| data.iter().any(|(dk, _)| dk == k);
-    let value = |k: &str| data.iter().find(|(dk, _)| dk == k).map(|(_, v)| v.as_slice());
+    let value = |k: &str| {
+        data.iter()
+            .find(|(dk, _)| dk == k)
+            .map(|(_, v)| v.as_slice())
+    };
     match str_opt(object, "type").unwrap_or("Opaque") {
         "kubernetes.io/service-account-token" => {
             let annotations = at(at(object, "metadata"), "annotations");
@@ -330,16 +368,12 @@ pub(crate) fn secret(object: &Value, errs: &mut Errs) {
         "kubernetes.io/dockerconfigjson" => {
             json_key(value(".dockerconfigjson"), ".dockerconfigjson", &dp, errs);
         }
-        "kubernetes.io/basic-auth" => {
-            if !has("username") && !has("password") {
-                errs.push(FieldError::required(dp.key("username").as_str(), ""));
-                errs.push(FieldError::required(dp.key("password").as_str(), ""));
-            }
+        "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
+            errs.push(FieldError::required(dp.key("username").as_str(), ""));
+            errs.push(FieldError::required(dp.key("password").as_str(), ""));
         }
-        "kubernetes.io/ssh-auth" => {
-            if value("ssh-privatekey").is_none_or(<[u8]>::is_empty) {
-                errs.push(FieldError::required(dp.key("ssh-privatekey").as_str(), ""));
-            }
+        "kubernetes.io/ssh-auth" if value("ssh-privatekey").is_none_or(<[u8]>::is_empty) => {
+            errs.push(FieldError::required(dp.key("ssh-privatekey").as_str(), ""));
         }
         "kubernetes.io/tls" => {
             for k in ["tls.crt", "tls.key"] {
@@ -382,8 +416,9 @@ fn go_json_error(e: &serde_json::Error, bytes: &[u8]) -> String {
             "invalid character '{}' looking for beginning of value",
             char::from(*c)
         ),
-        Some(_) => "json: cannot unmarshal value into Go value of type map[string]interface {}"
-            .to_owned(),
+        Some(_) => {
+            "json: cannot unmarshal value into Go value of type map[string]interface {}".to_owned()
+        }
     }
 }
 
@@ -515,7 +550,13 @@ pub(crate) fn limit_range(object: &Value, errs: &mut Errs) {
             }
         }
         let mut parsed: Vec<(&str, &str, Quantity)> = Vec::new();
-        for section in ["max", "min", "default", "defaultRequest", "maxLimitRequestRatio"] {
+        for section in [
+            "max",
+            "min",
+            "default",
+            "defaultRequest",
+            "maxLimitRequestRatio",
+        ] {
             if kind == "Pod" && (section == "default" || section == "defaultRequest") {
                 continue;
             }
@@ -567,7 +608,11 @@ pub(crate) fn limit_range(object: &Value, errs: &mut Errs) {
                 errs.push(FieldError::invalid(
                     p.child("defaultRequest").key(name).as_str(),
                     c(r),
-                    format!("min value {} is greater than default request value {}", c(a), c(r)),
+                    format!(
+                        "min value {} is greater than default request value {}",
+                        c(a),
+                        c(r)
+                    ),
                 ));
             }
             if let (Some(r), Some(b)) = (req, max)
@@ -576,7 +621,11 @@ pub(crate) fn limit_range(object: &Value, errs: &mut Errs) {
                 errs.push(FieldError::invalid(
                     p.child("defaultRequest").key(name).as_str(),
                     c(r),
-                    format!("default request value {} is greater than max value {}", c(r), c(b)),
+                    format!(
+                        "default request value {} is greater than max value {}",
+                        c(r),
+                        c(b)
+                    ),
                 ));
             }
             if let (Some(r), Some(d)) = (req, def)
@@ -645,7 +694,10 @@ pub(crate) fn resource_quota(object: &Value, errs: &mut Errs) {
             ));
         }
     }
-    for (a, b) in [("BestEffort", "NotBestEffort"), ("Terminating", "NotTerminating")] {
+    for (a, b) in [
+        ("BestEffort", "NotBestEffort"),
+        ("Terminating", "NotTerminating"),
+    ] {
         if scopes.contains(&a) && scopes.contains(&b) {
             errs.push(FieldError::invalid_rendered(
                 sp.as_str(),

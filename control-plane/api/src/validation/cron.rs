@@ -264,12 +264,18 @@ mod tests {
             ("@fortnightly", "unrecognized descriptor: @fortnightly"),
             ("60 * * * *", "end of range (60) above maximum (59): 60"),
             ("0 0 0 * *", "beginning of range (0) below minimum (1): 0"),
-            ("5-3 * * * *", "beginning of range (5) beyond end of range (3): 5-3"),
+            (
+                "5-3 * * * *",
+                "beginning of range (5) beyond end of range (3): 5-3",
+            ),
             (
                 "x * * * *",
                 "failed to parse int from x: strconv.Atoi: parsing \"x\": invalid syntax",
             ),
-            ("*/0 * * * *", "step of range should be a positive number: */0"),
+            (
+                "*/0 * * * *",
+                "step of range should be a positive number: */0",
+            ),
             ("1-2-3 * * * *", "too many hyphens: 1-2-3"),
         ] {
             assert_eq!(parse_standard(bad), Err(msg.to_owned()), "{bad}");

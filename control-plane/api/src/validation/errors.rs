@@ -124,12 +124,22 @@ impl FieldError {
 
     /// `field.Duplicate`.
     pub fn duplicate(field: &str, value: impl Into<Value>) -> Self {
-        Self::new(ErrorType::Duplicate, field, Some(value.into()), String::new())
+        Self::new(
+            ErrorType::Duplicate,
+            field,
+            Some(value.into()),
+            String::new(),
+        )
     }
 
     /// `field.NotFound`.
     pub fn not_found(field: &str, value: impl Into<Value>) -> Self {
-        Self::new(ErrorType::NotFound, field, Some(value.into()), String::new())
+        Self::new(
+            ErrorType::NotFound,
+            field,
+            Some(value.into()),
+            String::new(),
+        )
     }
 
     /// `field.NotSupported`: the detail lists the supported values, each quoted.

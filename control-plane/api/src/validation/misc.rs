@@ -22,7 +22,10 @@ pub(crate) fn api_service(object: &Value, errs: &mut Errs) {
         errs.push(FieldError::invalid(
             "metadata.name",
             name,
-            format!("must be `spec.version+\".\"+spec.group`: {}", go_quote(&required)),
+            format!(
+                "must be `spec.version+\".\"+spec.group`: {}",
+                go_quote(&required)
+            ),
         ));
     }
     if group.is_empty() && version != "v1" {
@@ -153,7 +156,10 @@ pub(crate) fn csr(object: &Value, errs: &mut Errs) {
             ));
         }
         if usages[..i].contains(u) {
-            errs.push(FieldError::duplicate(sp.child("usages").index(i).as_str(), *u));
+            errs.push(FieldError::duplicate(
+                sp.child("usages").index(i).as_str(),
+                *u,
+            ));
         }
     }
     signer_name(str_or(spec, "signerName"), &sp.child("signerName"), errs);
@@ -229,7 +235,9 @@ pub(crate) fn flow_schema(object: &Value, errs: &mut Errs) {
     let sp = Path::root("spec");
     if str_or(at(spec, "priorityLevelConfiguration"), "name").is_empty() {
         errs.push(FieldError::required(
-            sp.child("priorityLevelConfiguration").child("name").as_str(),
+            sp.child("priorityLevelConfiguration")
+                .child("name")
+                .as_str(),
             "must reference a priority level",
         ));
     }

@@ -25,6 +25,7 @@ mod pod;
 mod policy;
 mod quantity;
 mod rbac;
+mod resources;
 mod service;
 mod storage;
 mod util;
@@ -74,68 +75,124 @@ fn rules(group: &str, kind: &str) -> Option<KindRules> {
         ("", "PersistentVolume") => r(storage::pv, Some(storage::pv_update), false),
         ("", "PersistentVolumeClaim") => r(storage::pvc, Some(storage::pvc_update), true),
         ("", "LimitRange") => r(core::limit_range, None, true),
-        ("", "ResourceQuota") => r(core::resource_quota, Some(core::resource_quota_update), true),
-        ("apps", "Deployment") => r(workloads::deployment, Some(workloads::deployment_update), true),
-        ("apps", "ReplicaSet") => r(workloads::replica_set, Some(workloads::replica_set_update), true),
-        ("apps", "DaemonSet") => r(workloads::daemon_set, Some(workloads::daemon_set_update), true),
-        ("apps", "StatefulSet") => r(workloads::stateful_set, Some(workloads::stateful_set_update), true),
-        ("apps", "ControllerRevision") => r(workloads::controller_revision, Some(workloads::controller_revision_update), true),
+        ("", "ResourceQuota") => r(
+            core::resource_quota,
+            Some(core::resource_quota_update),
+            true,
+        ),
+        ("apps", "Deployment") => r(
+            workloads::deployment,
+            Some(workloads::deployment_update),
+            true,
+        ),
+        ("apps", "ReplicaSet") => r(
+            workloads::replica_set,
+            Some(workloads::replica_set_update),
+            true,
+        ),
+        ("apps", "DaemonSet") => r(
+            workloads::daemon_set,
+            Some(workloads::daemon_set_update),
+            true,
+        ),
+        ("apps", "StatefulSet") => r(
+            workloads::stateful_set,
+            Some(workloads::stateful_set_update),
+            true,
+        ),
+        ("apps", "ControllerRevision") => r(
+            workloads::controller_revision,
+            Some(workloads::controller_revision_update),
+            true,
+        ),
         ("batch", "Job") => r(batch::job, Some(batch::job_update), true),
         ("batch", "CronJob") => r(batch::cron_job, Some(batch::cron_job_update), true),
-        ("autoscaling", "HorizontalPodAutoscaler") => {
-            r(policy::hpa, None, true)
-        }
+        ("autoscaling", "HorizontalPodAutoscaler") => r(policy::hpa, None, true),
         ("policy", "PodDisruptionBudget") => r(policy::pdb, None, true),
-        ("rbac.authorization.k8s.io", "Role") => {
-            r(rbac::role, None, true)
-        }
-        ("rbac.authorization.k8s.io", "ClusterRole") => {
-            r(rbac::cluster_role, None, false)
-        }
+        ("rbac.authorization.k8s.io", "Role") => r(rbac::role, None, true),
+        ("rbac.authorization.k8s.io", "ClusterRole") => r(rbac::cluster_role, None, false),
         ("rbac.authorization.k8s.io", "RoleBinding") => {
             r(rbac::role_binding, Some(rbac::role_binding_update), true)
         }
-        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => r(rbac::cluster_role_binding, Some(rbac::cluster_role_binding_update), false),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => r(
+            rbac::cluster_role_binding,
+            Some(rbac::cluster_role_binding_update),
+            false,
+        ),
         ("networking.k8s.io", "NetworkPolicy") => r(networking::network_policy, None, true),
         ("networking.k8s.io", "Ingress") => {
             r(networking::ingress, Some(networking::ingress_update), true)
         }
-        ("networking.k8s.io", "IngressClass") => r(networking::ingress_class, Some(networking::ingress_class_update), false),
-        ("networking.k8s.io", "IPAddress") => r(networking::ip_address, Some(networking::ip_address_update), false),
-        ("networking.k8s.io", "ServiceCIDR") => r(networking::service_cidr, Some(networking::service_cidr_update), false),
-        ("storage.k8s.io", "StorageClass") => {
-            r(storage::storage_class, Some(storage::storage_class_update), false)
-        }
+        ("networking.k8s.io", "IngressClass") => r(
+            networking::ingress_class,
+            Some(networking::ingress_class_update),
+            false,
+        ),
+        ("networking.k8s.io", "IPAddress") => r(
+            networking::ip_address,
+            Some(networking::ip_address_update),
+            false,
+        ),
+        ("networking.k8s.io", "ServiceCIDR") => r(
+            networking::service_cidr,
+            Some(networking::service_cidr_update),
+            false,
+        ),
+        ("storage.k8s.io", "StorageClass") => r(
+            storage::storage_class,
+            Some(storage::storage_class_update),
+            false,
+        ),
         ("storage.k8s.io", "CSIDriver") => {
             r(storage::csi_driver, Some(storage::csi_driver_update), false)
         }
-        ("storage.k8s.io", "CSINode") => {
-            r(storage::csi_node, None, false)
+        ("storage.k8s.io", "CSINode") => r(storage::csi_node, None, false),
+        ("storage.k8s.io", "VolumeAttachment") => r(
+            storage::volume_attachment,
+            Some(storage::volume_attachment_update),
+            false,
+        ),
+        ("storage.k8s.io", "CSIStorageCapacity") => r(
+            storage::csi_storage_capacity,
+            Some(storage::csi_storage_capacity_update),
+            true,
+        ),
+        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration") => {
+            r(admission::validating_webhooks, None, false)
         }
-        ("storage.k8s.io", "VolumeAttachment") => r(storage::volume_attachment, Some(storage::volume_attachment_update), false),
-        ("storage.k8s.io", "CSIStorageCapacity") => r(storage::csi_storage_capacity, Some(storage::csi_storage_capacity_update), true),
-        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration") => r(admission::validating_webhooks, None, false),
-        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => r(admission::mutating_webhooks, None, false),
-        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => r(admission::policy, None, false),
-        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => r(admission::policy_binding, None, false),
-        ("apiregistration.k8s.io", "APIService") => {
-            r(misc::api_service, None, false)
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => {
+            r(admission::mutating_webhooks, None, false)
         }
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
+            r(admission::policy, None, false)
+        }
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => {
+            r(admission::policy_binding, None, false)
+        }
+        ("apiregistration.k8s.io", "APIService") => r(misc::api_service, None, false),
         ("certificates.k8s.io", "CertificateSigningRequest") => {
             r(misc::csr, Some(misc::csr_update), false)
         }
-        ("scheduling.k8s.io", "PriorityClass") => {
-            r(policy::priority_class, Some(policy::priority_class_update), false)
-        }
-        ("node.k8s.io", "RuntimeClass") => {
-            r(policy::runtime_class, Some(policy::runtime_class_update), false)
-        }
+        ("scheduling.k8s.io", "PriorityClass") => r(
+            policy::priority_class,
+            Some(policy::priority_class_update),
+            false,
+        ),
+        ("node.k8s.io", "RuntimeClass") => r(
+            policy::runtime_class,
+            Some(policy::runtime_class_update),
+            false,
+        ),
         ("events.k8s.io", "Event") => r(core::events_v1, None, true),
-        ("flowcontrol.apiserver.k8s.io", "FlowSchema") => {
-            r(misc::flow_schema, None, false)
+        ("flowcontrol.apiserver.k8s.io", "FlowSchema") => r(misc::flow_schema, None, false),
+        ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration") => {
+            r(misc::priority_level, None, false)
         }
-        ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration") => r(misc::priority_level, None, false),
-        ("discovery.k8s.io", "EndpointSlice") => r(service::endpoint_slice, Some(service::endpoint_slice_update), true),
+        ("discovery.k8s.io", "EndpointSlice") => r(
+            service::endpoint_slice,
+            Some(service::endpoint_slice_update),
+            true,
+        ),
         ("coordination.k8s.io", "Lease") => r(policy::lease, None, true),
         _ => None,
     }

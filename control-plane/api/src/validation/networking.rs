@@ -24,7 +24,11 @@ fn np_port(port: &Value, path: &Path, errs: &mut Errs) {
                 ));
             }
             for m in formats::port_name(name) {
-                errs.push(FieldError::invalid(path.child("port").as_str(), name.as_str(), m));
+                errs.push(FieldError::invalid(
+                    path.child("port").as_str(),
+                    name.as_str(),
+                    m,
+                ));
             }
         }
         Some(n) => {
@@ -64,7 +68,11 @@ fn ip_block(block: &Value, path: &Path, errs: &mut Errs) {
         return;
     }
     let Some(outer) = formats::parse_cidr(cidr) else {
-        errs.push(FieldError::invalid(path.child("cidr").as_str(), cidr, "not a valid CIDR"));
+        errs.push(FieldError::invalid(
+            path.child("cidr").as_str(),
+            cidr,
+            "not a valid CIDR",
+        ));
         return;
     };
     for (i, e) in strings(block, "except").iter().enumerate() {
@@ -200,7 +208,11 @@ fn ingress_backend(backend: &Value, path: &Path, errs: &mut Errs) {
 fn typed_reference(r: &Value, path: &Path, errs: &mut Errs) {
     if let Some(group) = str_opt(r, "apiGroup") {
         for m in formats::dns1123_subdomain(group) {
-            errs.push(FieldError::invalid(path.child("apiGroup").as_str(), group, m));
+            errs.push(FieldError::invalid(
+                path.child("apiGroup").as_str(),
+                group,
+                m,
+            ));
         }
     }
     for (field, detail) in [("kind", "kind is required"), ("name", "name is required")] {
@@ -228,7 +240,11 @@ fn ingress_path(p: &Value, path: &Path, errs: &mut Errs) {
     match kind {
         "Exact" | "Prefix" => {
             if !value.starts_with('/') {
-                errs.push(FieldError::invalid(pp.as_str(), value, "must be an absolute path"));
+                errs.push(FieldError::invalid(
+                    pp.as_str(),
+                    value,
+                    "must be an absolute path",
+                ));
             }
             if !value.is_empty() {
                 for seq in ["//", "/./", "/../", "%2f", "%2F"] {
@@ -253,7 +269,11 @@ fn ingress_path(p: &Value, path: &Path, errs: &mut Errs) {
         }
         "ImplementationSpecific" => {
             if !value.is_empty() && !value.starts_with('/') {
-                errs.push(FieldError::invalid(pp.as_str(), value, "must be an absolute path"));
+                errs.push(FieldError::invalid(
+                    pp.as_str(),
+                    value,
+                    "must be an absolute path",
+                ));
             }
         }
         other => errs.push(FieldError::not_supported(
@@ -267,7 +287,11 @@ fn ingress_path(p: &Value, path: &Path, errs: &mut Errs) {
 
 fn host(h: &str, path: &Path, errs: &mut Errs) {
     if formats::parse_ip(h).is_some() {
-        errs.push(FieldError::invalid(path.as_str(), h, "must be a DNS name, not an IP address"));
+        errs.push(FieldError::invalid(
+            path.as_str(),
+            h,
+            "must be a DNS name, not an IP address",
+        ));
     }
     let msgs = if h.contains('*') {
         formats::wildcard_dns1123_subdomain(h)
@@ -326,19 +350,31 @@ fn ingress_check(object: &Value, errs: &mut Errs) {
                 formats::dns1123_subdomain(h)
             };
             for m in msgs {
-                errs.push(FieldError::invalid(tp.child("hosts").index(j).as_str(), *h, m));
+                errs.push(FieldError::invalid(
+                    tp.child("hosts").index(j).as_str(),
+                    *h,
+                    m,
+                ));
             }
         }
         let secret = str_or(tls, "secretName");
         if !secret.is_empty() {
             for m in formats::dns1123_subdomain(secret) {
-                errs.push(FieldError::invalid(tp.child("secretName").as_str(), secret, m));
+                errs.push(FieldError::invalid(
+                    tp.child("secretName").as_str(),
+                    secret,
+                    m,
+                ));
             }
         }
     }
     if let Some(class) = str_opt(spec, "ingressClassName") {
         for m in formats::dns1123_subdomain(class) {
-            errs.push(FieldError::invalid(sp.child("ingressClassName").as_str(), class, m));
+            errs.push(FieldError::invalid(
+                sp.child("ingressClassName").as_str(),
+                class,
+                m,
+            ));
         }
     }
 }
@@ -381,9 +417,9 @@ pub(crate) fn ingress_class(object: &Value, errs: &mut Errs) {
                 for m in formats::dns1123_subdomain(h) {
                     errs.push(FieldError::invalid(cp.as_str(), h, m));
                 }
-                let ok = rest.bytes().all(|c| {
-                    c.is_ascii_alphanumeric() || b"/-._~%!$&'()*+,;=:".contains(&c)
-                });
+                let ok = rest
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"/-._~%!$&'()*+,;=:".contains(&c));
                 if !ok {
                     errs.push(FieldError::invalid(
                         cp.as_str(),
@@ -439,7 +475,10 @@ pub(crate) fn ingress_class(object: &Value, errs: &mut Errs) {
 /// `ValidateIngressClassUpdate`: the controller is immutable.
 pub(crate) fn ingress_class_update(new: &Value, old: &Value, errs: &mut Errs) {
     meta::object_meta_update(new, old, errs);
-    let (n, o) = (str_or(at(new, "spec"), "controller"), str_or(at(old, "spec"), "controller"));
+    let (n, o) = (
+        str_or(at(new, "spec"), "controller"),
+        str_or(at(old, "spec"), "controller"),
+    );
     if n != o {
         errs.push(FieldError::invalid("spec.controller", n, IMMUTABLE));
     }
@@ -450,7 +489,10 @@ pub(crate) fn ingress_class_update(new: &Value, old: &Value, errs: &mut Errs) {
 pub(crate) fn ip_address(object: &Value, errs: &mut Errs) {
     let name = str_or(at(object, "metadata"), "name");
     if name.is_empty() {
-        errs.push(FieldError::required("metadata.name", "name or generateName is required"));
+        errs.push(FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        ));
     } else {
         match name.parse::<std::net::IpAddr>() {
             Err(_) => errs.push(FieldError::invalid(
@@ -512,17 +554,28 @@ pub(crate) fn service_cidr(object: &Value, errs: &mut Errs) {
     let cp = Path::root("spec").child("cidrs");
     let cidrs = strings(spec, "cidrs");
     if cidrs.is_empty() {
-        errs.push(FieldError::required(cp.as_str(), "at least one CIDR required"));
+        errs.push(FieldError::required(
+            cp.as_str(),
+            "at least one CIDR required",
+        ));
         return;
     }
     if cidrs.len() > 2 {
-        errs.push(FieldError::invalid(cp.as_str(), spec.clone(), "may only hold up to 2 values"));
+        errs.push(FieldError::invalid(
+            cp.as_str(),
+            spec.clone(),
+            "may only hold up to 2 values",
+        ));
         return;
     }
     let parsed: Vec<_> = cidrs.iter().map(|c| formats::parse_cidr(c)).collect();
     for (i, (c, p)) in cidrs.iter().zip(&parsed).enumerate() {
         if p.is_none() {
-            errs.push(FieldError::invalid(cp.index(i).as_str(), *c, formats::CIDR_MSG));
+            errs.push(FieldError::invalid(
+                cp.index(i).as_str(),
+                *c,
+                formats::CIDR_MSG,
+            ));
         }
     }
     if let [Some(a), Some(b)] = parsed.as_slice()
@@ -541,7 +594,10 @@ pub(crate) fn service_cidr(object: &Value, errs: &mut Errs) {
 pub(crate) fn service_cidr_update(new: &Value, old: &Value, errs: &mut Errs) {
     meta::object_meta_update(new, old, errs);
     service_cidr(new, errs);
-    let (n, o) = (strings(at(new, "spec"), "cidrs"), strings(at(old, "spec"), "cidrs"));
+    let (n, o) = (
+        strings(at(new, "spec"), "cidrs"),
+        strings(at(old, "spec"), "cidrs"),
+    );
     let cp = Path::root("spec").child("cidrs");
     for (i, c) in o.iter().enumerate() {
         if n.get(i) != Some(c) {

@@ -108,7 +108,11 @@ fn weight(term: &Value, path: &Path, errs: &mut Errs) {
 }
 
 fn pod_affinity_term(term: &Value, path: &Path, errs: &mut Errs) {
-    meta::label_selector(get(term, "labelSelector"), &path.child("labelSelector"), errs);
+    meta::label_selector(
+        get(term, "labelSelector"),
+        &path.child("labelSelector"),
+        errs,
+    );
     meta::label_selector(
         get(term, "namespaceSelector"),
         &path.child("namespaceSelector"),

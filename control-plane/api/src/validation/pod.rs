@@ -56,7 +56,12 @@ pub(crate) fn pod_spec(spec: &Value, path: &Path, is_pod: bool, errs: &mut Errs)
                 let hp = int_opt(port, "hostPort").unwrap_or(if is_pod { cp } else { 0 });
                 if (is_pod || hp != 0) && hp != cp {
                     errs.push(FieldError::invalid(
-                        cpath.index(i).child("ports").index(j).child("hostPort").as_str(),
+                        cpath
+                            .index(i)
+                            .child("ports")
+                            .index(j)
+                            .child("hostPort")
+                            .as_str(),
                         hp,
                         "must match `containerPort` when `hostNetwork` is true",
                     ));
@@ -67,7 +72,10 @@ pub(crate) fn pod_spec(spec: &Value, path: &Path, is_pod: bool, errs: &mut Errs)
 
     match str_opt(spec, "restartPolicy").unwrap_or("Always") {
         "Always" | "OnFailure" | "Never" => {}
-        "" => errs.push(FieldError::required(path.child("restartPolicy").as_str(), "")),
+        "" => errs.push(FieldError::required(
+            path.child("restartPolicy").as_str(),
+            "",
+        )),
         other => errs.push(FieldError::not_supported(
             path.child("restartPolicy").as_str(),
             other,
@@ -97,7 +105,12 @@ pub(crate) fn pod_spec(spec: &Value, path: &Path, is_pod: bool, errs: &mut Errs)
         }
     }
     placement::affinity(get(spec, "affinity"), &path.child("affinity"), errs);
-    placement::dns_config(get(spec, "dnsConfig"), dns_policy, &path.child("dnsConfig"), errs);
+    placement::dns_config(
+        get(spec, "dnsConfig"),
+        dns_policy,
+        &path.child("dnsConfig"),
+        errs,
+    );
     for (i, g) in arr(spec, "readinessGates").iter().enumerate() {
         meta::qualified_name(
             str_or(g, "conditionType"),
@@ -154,7 +167,11 @@ pub(crate) fn pod_spec(spec: &Value, path: &Path, is_pod: bool, errs: &mut Errs)
         let p = path.child("hostAliases").index(i);
         let ip = str_or(alias, "ip");
         if formats::parse_ip(ip).is_none() {
-            errs.push(FieldError::invalid(p.child("ip").as_str(), ip, formats::IP_MSG));
+            errs.push(FieldError::invalid(
+                p.child("ip").as_str(),
+                ip,
+                formats::IP_MSG,
+            ));
         }
         for (j, host) in strings(alias, "hostnames").iter().enumerate() {
             for m in formats::dns1123_subdomain(host) {
@@ -265,7 +282,7 @@ fn pod_security_context(sc: Option<&Value>, spec: &Value, path: &Path, errs: &mu
         }
         sysctl_names.push(name);
     }
-    container::seccomp_profile(get(sc, "seccompProfile"), &p.child("seccompProfile"), errs);
+    super::resources::seccomp_profile(get(sc, "seccompProfile"), &p.child("seccompProfile"), errs);
 }
 
 /// `ValidatePodTemplateSpec`: labels and annotations (Kubernetes reports them at
@@ -290,7 +307,11 @@ fn pod_only_containers(spec: &Value, errs: &mut Errs) {
             let image = str_or(c, "image");
             if image.trim() != image {
                 errs.push(FieldError::invalid(
-                    Path::root("spec").child(list).index(i).child("image").as_str(),
+                    Path::root("spec")
+                        .child(list)
+                        .index(i)
+                        .child("image")
+                        .as_str(),
                     image,
                     "must not have leading or trailing whitespace",
                 ));
@@ -343,7 +364,10 @@ pub(crate) fn pod_update(new: &Value, old: &Value, errs: &mut Errs) {
         }
     }
     let ads_path = "spec.activeDeadlineSeconds";
-    match (int_opt(ns, "activeDeadlineSeconds"), int_opt(os, "activeDeadlineSeconds")) {
+    match (
+        int_opt(ns, "activeDeadlineSeconds"),
+        int_opt(os, "activeDeadlineSeconds"),
+    ) {
         (Some(n), _) if !(0..=MAX_INT32).contains(&n) => {
             errs.push(FieldError::invalid(
                 ads_path,

@@ -134,7 +134,10 @@ fn metric_source(kind: &str, src: &Value, path: &Path, errs: &mut Errs) {
                 ));
             }
             metric_target(target, &tp, errs);
-            let (util, avg) = (get(target, "averageUtilization"), get(target, "averageValue"));
+            let (util, avg) = (
+                get(target, "averageUtilization"),
+                get(target, "averageValue"),
+            );
             if util.is_none() && avg.is_none() {
                 errs.push(FieldError::required(
                     tp.child("averageUtilization").as_str(),
@@ -159,7 +162,11 @@ fn metric_source(kind: &str, src: &Value, path: &Path, errs: &mut Errs) {
             }
         }
         "object" => {
-            cross_version_ref(at(src, "describedObject"), &path.child("describedObject"), errs);
+            cross_version_ref(
+                at(src, "describedObject"),
+                &path.child("describedObject"),
+                errs,
+            );
             metric_identifier(at(src, "metric"), &path.child("metric"), errs);
             metric_target(target, &tp, errs);
             if get(target, "value").is_none() && get(target, "averageValue").is_none() {
@@ -189,7 +196,13 @@ fn metric_source(kind: &str, src: &Value, path: &Path, errs: &mut Errs) {
     }
 }
 
-const METRIC_TYPES: &[&str] = &["ContainerResource", "External", "Object", "Pods", "Resource"];
+const METRIC_TYPES: &[&str] = &[
+    "ContainerResource",
+    "External",
+    "Object",
+    "Pods",
+    "Resource",
+];
 
 /// `validateMetricSpec`.
 fn metric_spec(m: &Value, path: &Path, errs: &mut Errs) {
@@ -201,10 +214,20 @@ fn metric_spec(m: &Value, path: &Path, errs: &mut Errs) {
         ));
     }
     if !METRIC_TYPES.contains(&kind) {
-        errs.push(FieldError::not_supported(path.child("type").as_str(), kind, METRIC_TYPES));
+        errs.push(FieldError::not_supported(
+            path.child("type").as_str(),
+            kind,
+            METRIC_TYPES,
+        ));
     }
     let mut present: Vec<&str> = Vec::new();
-    for field in ["object", "external", "pods", "resource", "containerResource"] {
+    for field in [
+        "object",
+        "external",
+        "pods",
+        "resource",
+        "containerResource",
+    ] {
         if let Some(src) = get(m, field) {
             present.push(field);
             if present.len() == 1 {
@@ -219,7 +242,11 @@ fn metric_spec(m: &Value, path: &Path, errs: &mut Errs) {
         "External" => "external",
         "ContainerResource" => "containerResource",
         _ => {
-            errs.push(FieldError::not_supported(path.child("type").as_str(), kind, METRIC_TYPES));
+            errs.push(FieldError::not_supported(
+                path.child("type").as_str(),
+                kind,
+                METRIC_TYPES,
+            ));
             ""
         }
     };
@@ -318,7 +345,11 @@ pub(crate) fn hpa(object: &Value, errs: &mut Errs) {
     }
     let max = int_opt(spec, "maxReplicas").unwrap_or(0);
     if max < 1 {
-        errs.push(FieldError::invalid(sp.child("maxReplicas").as_str(), max, "must be greater than 0"));
+        errs.push(FieldError::invalid(
+            sp.child("maxReplicas").as_str(),
+            max,
+            "must be greater than 0",
+        ));
     }
     if let Some(m) = min
         && max < m
@@ -329,7 +360,11 @@ pub(crate) fn hpa(object: &Value, errs: &mut Errs) {
             "must be greater than or equal to `minReplicas`",
         ));
     }
-    cross_version_ref(at(spec, "scaleTargetRef"), &sp.child("scaleTargetRef"), errs);
+    cross_version_ref(
+        at(spec, "scaleTargetRef"),
+        &sp.child("scaleTargetRef"),
+        errs,
+    );
     for (i, m) in arr(spec, "metrics").iter().enumerate() {
         metric_spec(m, &sp.child("metrics").index(i), errs);
     }
@@ -358,9 +393,9 @@ pub(crate) fn priority_class(object: &Value, errs: &mut Errs) {
         let problem = match known {
             None => Some(format!("{name} is not a known system priority class")),
             Some(v) if v != value => Some(format!("value of {name} PriorityClass must be {v}")),
-            Some(_) if global_default => {
-                Some(format!("globalDefault of {name} PriorityClass must be false"))
-            }
+            Some(_) if global_default => Some(format!(
+                "globalDefault of {name} PriorityClass must be false"
+            )),
             Some(_) => None,
         };
         if let Some(p) = problem {
@@ -387,9 +422,16 @@ pub(crate) fn priority_class(object: &Value, errs: &mut Errs) {
 pub(crate) fn priority_class_update(new: &Value, old: &Value, errs: &mut Errs) {
     meta::object_meta_update(new, old, errs);
     if int_opt(new, "value") != int_opt(old, "value") {
-        errs.push(FieldError::forbidden("value", "may not be changed in an update."));
+        errs.push(FieldError::forbidden(
+            "value",
+            "may not be changed in an update.",
+        ));
     }
-    let pp = |v: &Value| str_opt(v, "preemptionPolicy").unwrap_or("PreemptLowerPriority").to_owned();
+    let pp = |v: &Value| {
+        str_opt(v, "preemptionPolicy")
+            .unwrap_or("PreemptLowerPriority")
+            .to_owned()
+    };
     if pp(new) != pp(old) {
         errs.push(FieldError::invalid("preemptionPolicy", pp(new), IMMUTABLE));
     }
@@ -403,8 +445,10 @@ pub(crate) fn runtime_class(object: &Value, errs: &mut Errs) {
         errs.push(FieldError::invalid("handler", handler, m));
     }
     if let Some(overhead) = get(object, "overhead") {
-        super::container::resources(
-            Some(&serde_json::json!({ "limits": overhead.get("podFixed").cloned().unwrap_or_default() })),
+        super::resources::resources(
+            Some(
+                &serde_json::json!({ "limits": overhead.get("podFixed").cloned().unwrap_or_default() }),
+            ),
             &Path::root("overhead"),
             errs,
         );

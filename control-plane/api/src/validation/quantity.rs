@@ -35,9 +35,7 @@ impl Quantity {
         }
         let (negative, digits, frac, suffix) = split(s)?;
         let (base, exponent, format) = interpret(suffix).ok_or(SUFFIX_ERROR)?;
-        let mantissa: String = format!("{digits}{frac}")
-            .trim_start_matches('0')
-            .to_owned();
+        let mantissa: String = format!("{digits}{frac}").trim_start_matches('0').to_owned();
         let mut scale10 = -i32::try_from(frac.len()).unwrap_or(i32::MAX);
         let mut mult2 = 0u32;
         if base == 10 {
@@ -73,8 +71,7 @@ impl Quantity {
             return "0".to_owned();
         }
         let mut format = self.format;
-        if format == Format::BinarySi
-            && (self.nanos.abs() < 1024 * NANO || self.nanos % NANO != 0)
+        if format == Format::BinarySi && (self.nanos.abs() < 1024 * NANO || self.nanos % NANO != 0)
         {
             format = Format::DecimalSi;
         }

@@ -88,7 +88,11 @@ fn role_ref(object: &Value, kinds: &[&str], errs: &mut Errs) {
     let r = at(object, "roleRef");
     let group = str_or(r, "apiGroup");
     if group != RBAC_GROUP {
-        errs.push(FieldError::not_supported("roleRef.apiGroup", group, &[RBAC_GROUP]));
+        errs.push(FieldError::not_supported(
+            "roleRef.apiGroup",
+            group,
+            &[RBAC_GROUP],
+        ));
     }
     let kind = str_or(r, "kind");
     if !kinds.contains(&kind) {

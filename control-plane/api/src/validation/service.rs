@@ -15,7 +15,10 @@ use super::util::{Errs, Path, arr, at, get, go_string_slice, int_opt, str_opt, s
 
 /// `spec.clusterIPs` as the strategy leaves it: `[clusterIP]` when only `clusterIP` is set.
 fn cluster_ips(spec: &Value) -> Vec<String> {
-    let ips: Vec<String> = strings(spec, "clusterIPs").into_iter().map(str::to_owned).collect();
+    let ips: Vec<String> = strings(spec, "clusterIPs")
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     if ips.is_empty() {
         let ip = str_or(spec, "clusterIP");
         if !ip.is_empty() {
@@ -37,7 +40,11 @@ fn is_headless(spec: &Value) -> bool {
 /// `ValidateNonSpecialIP`.
 fn non_special_ip(ip: &str, path: &Path, errs: &mut Errs) {
     let Some(addr) = formats::parse_ip(ip) else {
-        errs.push(FieldError::invalid(path.as_str(), ip, "must be a valid IP address"));
+        errs.push(FieldError::invalid(
+            path.as_str(),
+            ip,
+            "must be a valid IP address",
+        ));
         return;
     };
     let (unspecified, loopback, link_local, link_local_mc) = match addr {
@@ -93,7 +100,13 @@ fn go_service_port(port: &Value) -> String {
     )
 }
 
-fn service_port(port: &Value, require_name: bool, names: &mut Vec<String>, path: &Path, errs: &mut Errs) {
+fn service_port(
+    port: &Value,
+    require_name: bool,
+    names: &mut Vec<String>,
+    path: &Path,
+    errs: &mut Errs,
+) {
     let name = str_or(port, "name");
     if require_name && name.is_empty() {
         errs.push(FieldError::required(path.child("name").as_str(), ""));
@@ -161,7 +174,11 @@ fn check_service(object: &Value, errs: &mut Errs) {
                 errs.push(FieldError::required(sp.child("externalName").as_str(), ""));
             } else {
                 for m in formats::dns1123_subdomain(cname) {
-                    errs.push(FieldError::invalid(sp.child("externalName").as_str(), cname, m));
+                    errs.push(FieldError::invalid(
+                        sp.child("externalName").as_str(),
+                        cname,
+                        m,
+                    ));
                 }
             }
         }
@@ -169,7 +186,13 @@ fn check_service(object: &Value, errs: &mut Errs) {
     }
     let mut names = Vec::new();
     for (i, port) in ports.iter().enumerate() {
-        service_port(port, ports.len() > 1, &mut names, &sp.child("ports").index(i), errs);
+        service_port(
+            port,
+            ports.len() > 1,
+            &mut names,
+            &sp.child("ports").index(i),
+            errs,
+        );
     }
     meta::labels(get(spec, "selector"), &sp.child("selector"), errs);
     let affinity = str_opt(spec, "sessionAffinity").unwrap_or("None");
@@ -198,7 +221,10 @@ fn check_service(object: &Value, errs: &mut Errs) {
                 ));
             }
         }
-        "" => errs.push(FieldError::required(sp.child("sessionAffinity").as_str(), "")),
+        "" => errs.push(FieldError::required(
+            sp.child("sessionAffinity").as_str(),
+            "",
+        )),
         other => errs.push(FieldError::not_supported(
             sp.child("sessionAffinity").as_str(),
             other,
@@ -220,7 +246,11 @@ fn check_service(object: &Value, errs: &mut Errs) {
     if kind.is_empty() {
         errs.push(FieldError::required(sp.child("type").as_str(), ""));
     } else if !TYPES.contains(&kind) {
-        errs.push(FieldError::not_supported(sp.child("type").as_str(), kind, TYPES));
+        errs.push(FieldError::not_supported(
+            sp.child("type").as_str(),
+            kind,
+            TYPES,
+        ));
     }
     let mut node_ports: Vec<(String, i64)> = Vec::new();
     let mut port_keys: Vec<(String, i64)> = Vec::new();
@@ -237,7 +267,10 @@ fn check_service(object: &Value, errs: &mut Errs) {
         if node_port != 0 {
             let key = (proto.clone(), node_port);
             if node_ports.contains(&key) {
-                errs.push(FieldError::duplicate(pp.child("nodePort").as_str(), node_port));
+                errs.push(FieldError::duplicate(
+                    pp.child("nodePort").as_str(),
+                    node_port,
+                ));
             }
             node_ports.push(key);
         }
@@ -260,7 +293,11 @@ fn check_service(object: &Value, errs: &mut Errs) {
         }
         for (i, r) in ranges.iter().enumerate() {
             if formats::parse_cidr(r.trim()).is_none() {
-                errs.push(FieldError::invalid(rp.index(i).as_str(), r.trim(), formats::CIDR_MSG));
+                errs.push(FieldError::invalid(
+                    rp.index(i).as_str(),
+                    r.trim(),
+                    formats::CIDR_MSG,
+                ));
             }
         }
     }
@@ -362,11 +399,17 @@ fn cluster_ip_fields(spec: &Value, ips: &[String], headless: bool, sp: &Path, er
             ));
         }
         if families[..i].contains(f) {
-            errs.push(FieldError::duplicate(sp.child("ipFamilies").index(i).as_str(), *f));
+            errs.push(FieldError::duplicate(
+                sp.child("ipFamilies").index(i).as_str(),
+                *f,
+            ));
         }
     }
     if let Some(policy) = str_opt(spec, "ipFamilyPolicy")
-        && !matches!(policy, "PreferDualStack" | "RequireDualStack" | "SingleStack")
+        && !matches!(
+            policy,
+            "PreferDualStack" | "RequireDualStack" | "SingleStack"
+        )
     {
         errs.push(FieldError::not_supported(
             sp.child("ipFamilyPolicy").as_str(),
@@ -389,7 +432,11 @@ fn cluster_ip_fields(spec: &Value, ips: &[String], headless: bool, sp: &Path, er
         }
         if formats::parse_ip(ip).is_none() {
             invalid = true;
-            errs.push(FieldError::invalid(cp.index(i).as_str(), ip.as_str(), formats::IP_MSG));
+            errs.push(FieldError::invalid(
+                cp.index(i).as_str(),
+                ip.as_str(),
+                formats::IP_MSG,
+            ));
         }
     }
     if ips.len() > 2 {
@@ -449,8 +496,9 @@ pub(crate) fn service_update(new: &Value, old: &Value, errs: &mut Errs) {
     let (ns, os) = (at(new, "spec"), at(old, "spec"));
     let external = |s: &Value| str_opt(s, "type") == Some("ExternalName");
     let (new_ips, old_ips) = (cluster_ips(ns), cluster_ips(os));
-    if !external(ns) && !external(os) && !new_ips.is_empty() && !(is_headless(ns) && is_headless(os))
-    {
+    let both_headless = is_headless(ns) && is_headless(os);
+    let skip = external(ns) || external(os) || new_ips.is_empty() || both_headless;
+    if !skip {
         for (i, ip) in old_ips.iter().enumerate() {
             if new_ips.get(i).is_some_and(|n| n != ip) {
                 errs.push(FieldError::invalid_rendered(
@@ -479,17 +527,29 @@ pub(crate) fn service_update(new: &Value, old: &Value, errs: &mut Errs) {
 fn endpoint_address(addr: &Value, path: &Path, errs: &mut Errs) {
     let ip = str_or(addr, "ip");
     if formats::parse_ip(ip).is_none() {
-        errs.push(FieldError::invalid(path.child("ip").as_str(), ip, formats::IP_MSG));
+        errs.push(FieldError::invalid(
+            path.child("ip").as_str(),
+            ip,
+            formats::IP_MSG,
+        ));
     }
     let hostname = str_or(addr, "hostname");
     if !hostname.is_empty() {
         for m in formats::dns1123_label(hostname) {
-            errs.push(FieldError::invalid(path.child("hostname").as_str(), hostname, m));
+            errs.push(FieldError::invalid(
+                path.child("hostname").as_str(),
+                hostname,
+                m,
+            ));
         }
     }
     if let Some(node) = str_opt(addr, "nodeName") {
         for m in formats::dns1123_subdomain(node) {
-            errs.push(FieldError::invalid(path.child("nodeName").as_str(), node, m));
+            errs.push(FieldError::invalid(
+                path.child("nodeName").as_str(),
+                node,
+                m,
+            ));
         }
     }
     non_special_ip(ip, &path.child("ip"), errs);
@@ -542,7 +602,11 @@ pub(crate) fn endpoint_slice(object: &Value, errs: &mut Errs) {
     if address_type.is_empty() {
         errs.push(FieldError::required("addressType", ""));
     } else if !TYPES.contains(&address_type) {
-        errs.push(FieldError::not_supported("addressType", address_type, TYPES));
+        errs.push(FieldError::not_supported(
+            "addressType",
+            address_type,
+            TYPES,
+        ));
     }
     let endpoints = arr(object, "endpoints");
     if endpoints.len() > 1000 {
@@ -553,7 +617,10 @@ pub(crate) fn endpoint_slice(object: &Value, errs: &mut Errs) {
         let ap = p.child("addresses");
         let addresses = strings(ep, "addresses");
         if addresses.is_empty() {
-            errs.push(FieldError::required(ap.as_str(), "must contain at least 1 address"));
+            errs.push(FieldError::required(
+                ap.as_str(),
+                "must contain at least 1 address",
+            ));
         } else if addresses.len() > 100 {
             errs.push(FieldError::too_many(ap.as_str(), addresses.len(), 100));
         }

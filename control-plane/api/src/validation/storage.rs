@@ -4,12 +4,12 @@
 
 use serde_json::Value;
 
-use super::container::quantity_value;
 use super::errors::FieldError;
 use super::formats::{self, NameRule};
 use super::meta::{self, IMMUTABLE};
 use super::placement;
 use super::quantity::Quantity;
+use super::resources::quantity_value;
 use super::util::{Errs, Path, arr, at, get, int_opt, obj, str_opt, str_or, strings};
 use super::volume::{csi_driver_name, no_backsteps};
 
@@ -143,11 +143,9 @@ fn pv_spec(object: &Value, errs: &mut Errs) {
     if let Some(na) = get(spec, "nodeAffinity") {
         affinity = true;
         match get(na, "required") {
-            Some(req) => placement::node_selector(
-                req,
-                &path.child("nodeAffinity").child("required"),
-                errs,
-            ),
+            Some(req) => {
+                placement::node_selector(req, &path.child("nodeAffinity").child("required"), errs)
+            }
             None => errs.push(FieldError::required(
                 path.child("nodeAffinity").child("required").as_str(),
                 "must specify required node constraints",
@@ -208,7 +206,10 @@ fn pv_spec(object: &Value, errs: &mut Errs) {
         }
     }
     if !found {
-        errs.push(FieldError::required(path.as_str(), "must specify a volume type"));
+        errs.push(FieldError::required(
+            path.as_str(),
+            "must specify a volume type",
+        ));
     }
     if let Some(hp) = get(spec, "hostPath")
         && str_or(hp, "path").trim_end_matches('/').is_empty()
@@ -363,10 +364,11 @@ pub(crate) fn pvc_update(new: &Value, old: &Value, errs: &mut Errs) {
         ));
     }
     let size = |spec: &Value| {
-        str_opt(at(at(spec, "resources"), "requests"), "storage").and_then(|s| Quantity::parse(s).ok())
+        str_opt(at(at(spec, "resources"), "requests"), "storage")
+            .and_then(|s| Quantity::parse(s).ok())
     };
-    let status = str_opt(at(at(old, "status"), "capacity"), "storage")
-        .and_then(|s| Quantity::parse(s).ok());
+    let status =
+        str_opt(at(at(old, "status"), "capacity"), "storage").and_then(|s| Quantity::parse(s).ok());
     if let (Some(new_size), Some(old_size)) = (size(ns), size(os))
         && new_size < old_size
         && status.is_some_and(|s| new_size <= s)
@@ -391,7 +393,11 @@ pub(crate) fn storage_class(object: &Value, errs: &mut Errs) {
     if provisioner.is_empty() {
         errs.push(FieldError::required("provisioner", ""));
     } else {
-        meta::qualified_name(&provisioner.to_lowercase(), &Path::root("provisioner"), errs);
+        meta::qualified_name(
+            &provisioner.to_lowercase(),
+            &Path::root("provisioner"),
+            errs,
+        );
     }
     if let Some(params) = obj(object, "parameters") {
         if params.len() > 512 {
@@ -400,7 +406,11 @@ pub(crate) fn storage_class(object: &Value, errs: &mut Errs) {
             let mut total = 0;
             for (k, v) in params {
                 if k.is_empty() {
-                    errs.push(FieldError::invalid("parameters", k.as_str(), "field can not be empty."));
+                    errs.push(FieldError::invalid(
+                        "parameters",
+                        k.as_str(),
+                        "field can not be empty.",
+                    ));
                 }
                 total += k.len() + v.as_str().map_or(0, str::len);
             }
@@ -411,7 +421,11 @@ pub(crate) fn storage_class(object: &Value, errs: &mut Errs) {
     }
     let reclaim = str_opt(object, "reclaimPolicy").unwrap_or("Delete");
     if !reclaim.is_empty() && reclaim != "Delete" && reclaim != "Retain" {
-        errs.push(FieldError::not_supported("reclaimPolicy", reclaim, &["Delete", "Retain"]));
+        errs.push(FieldError::not_supported(
+            "reclaimPolicy",
+            reclaim,
+            &["Delete", "Retain"],
+        ));
     }
     let mode = str_opt(object, "volumeBindingMode").unwrap_or("Immediate");
     if mode != "Immediate" && mode != "WaitForFirstConsumer" {
@@ -430,10 +444,16 @@ pub(crate) fn storage_class_update(new: &Value, old: &Value, errs: &mut Errs) {
     storage_class(new, errs);
     let params = |v: &Value| obj(v, "parameters").cloned().unwrap_or_default();
     if params(new) != params(old) {
-        errs.push(FieldError::forbidden("parameters", "updates to parameters are forbidden."));
+        errs.push(FieldError::forbidden(
+            "parameters",
+            "updates to parameters are forbidden.",
+        ));
     }
     if str_or(new, "provisioner") != str_or(old, "provisioner") {
-        errs.push(FieldError::forbidden("provisioner", "updates to provisioner are forbidden."));
+        errs.push(FieldError::forbidden(
+            "provisioner",
+            "updates to provisioner are forbidden.",
+        ));
     }
     let reclaim = |v: &Value| str_opt(v, "reclaimPolicy").unwrap_or("Delete").to_owned();
     if reclaim(new) != reclaim(old) {
@@ -442,15 +462,27 @@ pub(crate) fn storage_class_update(new: &Value, old: &Value, errs: &mut Errs) {
             "updates to reclaimPolicy are forbidden.",
         ));
     }
-    let mode = |v: &Value| str_opt(v, "volumeBindingMode").unwrap_or("Immediate").to_owned();
+    let mode = |v: &Value| {
+        str_opt(v, "volumeBindingMode")
+            .unwrap_or("Immediate")
+            .to_owned()
+    };
     if mode(new) != mode(old) {
-        errs.push(FieldError::invalid("volumeBindingMode", mode(new), IMMUTABLE));
+        errs.push(FieldError::invalid(
+            "volumeBindingMode",
+            mode(new),
+            IMMUTABLE,
+        ));
     }
 }
 
 /// `ValidateCSIDriver` (the driver name is reported at `name`).
 pub(crate) fn csi_driver(object: &Value, errs: &mut Errs) {
-    csi_driver_name(str_or(at(object, "metadata"), "name"), &Path::root("name"), errs);
+    csi_driver_name(
+        str_or(at(object, "metadata"), "name"),
+        &Path::root("name"),
+        errs,
+    );
     let spec = at(object, "spec");
     let sp = Path::root("spec");
     if let Some(policy) = str_opt(spec, "fsGroupPolicy")
@@ -476,7 +508,10 @@ pub(crate) fn csi_driver(object: &Value, errs: &mut Errs) {
         let audience = str_or(t, "audience");
         let tp = sp.child("tokenRequests").index(i);
         if audiences.contains(&audience) {
-            errs.push(FieldError::duplicate(tp.child("audience").as_str(), audience));
+            errs.push(FieldError::duplicate(
+                tp.child("audience").as_str(),
+                audience,
+            ));
         }
         audiences.push(audience);
         if let Some(exp) = int_opt(t, "expirationSeconds") {
@@ -503,9 +538,17 @@ pub(crate) fn csi_driver_update(new: &Value, old: &Value, errs: &mut Errs) {
     meta::object_meta_update(new, old, errs);
     csi_driver(new, errs);
     let (ns, os) = (at(new, "spec"), at(old, "spec"));
-    let attach = |s: &Value| s.get("attachRequired").and_then(Value::as_bool).unwrap_or(true);
+    let attach = |s: &Value| {
+        s.get("attachRequired")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+    };
     if attach(ns) != attach(os) {
-        errs.push(FieldError::invalid("spec.attachedRequired", attach(ns), IMMUTABLE));
+        errs.push(FieldError::invalid(
+            "spec.attachedRequired",
+            attach(ns),
+            IMMUTABLE,
+        ));
     }
     fn modes(s: &Value) -> Vec<&str> {
         let m = strings(s, "volumeLifecycleModes");
@@ -570,7 +613,10 @@ fn volume_attachment_check(object: &Value, errs: &mut Errs) {
     }
     let source = at(spec, "source");
     let src = sp.child("source");
-    match (get(source, "inlineVolumeSpec"), str_opt(source, "persistentVolumeName")) {
+    match (
+        get(source, "inlineVolumeSpec"),
+        str_opt(source, "persistentVolumeName"),
+    ) {
         (None, None) => errs.push(FieldError::required(
             src.as_str(),
             "must specify exactly one of inlineVolumeSpec and persistentVolumeName",
@@ -603,7 +649,10 @@ pub(crate) fn volume_attachment(object: &Value, errs: &mut Errs) {
 pub(crate) fn volume_attachment_update(new: &Value, old: &Value, errs: &mut Errs) {
     meta::object_meta_update(new, old, errs);
     volume_attachment_check(new, errs);
-    let (ns, os) = (super::normalized(at(new, "spec")), super::normalized(at(old, "spec")));
+    let (ns, os) = (
+        super::normalized(at(new, "spec")),
+        super::normalized(at(old, "spec")),
+    );
     if ns != os {
         errs.push(FieldError::invalid("spec", ns, IMMUTABLE));
     }
@@ -620,7 +669,11 @@ pub(crate) fn csi_storage_capacity(object: &Value, errs: &mut Errs) {
             errs.push(FieldError::invalid("storageClassName", class, m));
         }
     }
-    meta::label_selector(get(object, "nodeTopology"), &Path::root("nodeTopology"), errs);
+    meta::label_selector(
+        get(object, "nodeTopology"),
+        &Path::root("nodeTopology"),
+        errs,
+    );
     for field in ["capacity", "maximumVolumeSize"] {
         if let Some(raw) = get(object, field) {
             quantity_value(field, raw, &Path::root(field), errs);

@@ -240,10 +240,8 @@ fn check_source(src: &str, body: &Value, path: &Path, errs: &mut Errs) {
             }
             required_str(body, "image", path, errs);
         }
-        "cephfs" => {
-            if arr(body, "monitors").is_empty() {
-                errs.push(FieldError::required(path.child("monitors").as_str(), ""));
-            }
+        "cephfs" if arr(body, "monitors").is_empty() => {
+            errs.push(FieldError::required(path.child("monitors").as_str(), ""));
         }
         "flexVolume" => required_str(body, "driver", path, errs),
         "azureFile" => {
@@ -290,14 +288,22 @@ fn key_to_path(kp: &Value, path: &Path, errs: &mut Errs) {
 /// `validatePathNoBacksteps`.
 pub(crate) fn no_backsteps(p: &str, path: &Path, errs: &mut Errs) {
     if p.split(['/', '\\']).any(|part| part == "..") {
-        errs.push(FieldError::invalid(path.as_str(), p, "must not contain '..'"));
+        errs.push(FieldError::invalid(
+            path.as_str(),
+            p,
+            "must not contain '..'",
+        ));
     }
 }
 
 /// `validateLocalDescendingPath`: relative, no `..`.
 pub(crate) fn local_descending_path(p: &str, path: &Path, errs: &mut Errs) {
     if p.starts_with('/') {
-        errs.push(FieldError::invalid(path.as_str(), p, "must be a relative path"));
+        errs.push(FieldError::invalid(
+            path.as_str(),
+            p,
+            "must be a relative path",
+        ));
     }
     no_backsteps(p, path, errs);
 }
@@ -306,7 +312,11 @@ pub(crate) fn local_descending_path(p: &str, path: &Path, errs: &mut Errs) {
 fn local_non_reserved_path(p: &str, path: &Path, errs: &mut Errs) {
     local_descending_path(p, path, errs);
     if p.starts_with("..") && !p.starts_with("../") {
-        errs.push(FieldError::invalid(path.as_str(), p, "must not start with '..'"));
+        errs.push(FieldError::invalid(
+            path.as_str(),
+            p,
+            "must not start with '..'",
+        ));
     }
 }
 

@@ -66,7 +66,13 @@ fn required_selector(spec: &Value, noun: &str, path: &Path, errs: &mut Errs) -> 
 }
 
 /// `ValidatePodTemplateSpecForReplicaSet` (also Deployments and RCs).
-fn template_for_replicas(spec: &Value, kind: &str, check_match: bool, path: &Path, errs: &mut Errs) {
+fn template_for_replicas(
+    spec: &Value,
+    kind: &str,
+    check_match: bool,
+    path: &Path,
+    errs: &mut Errs,
+) {
     let template = at(spec, "template");
     let tp = path.child("template");
     let sel = get(spec, "selector");
@@ -114,7 +120,11 @@ fn int_or_percent(v: &Value, path: &Path, errs: &mut Errs) {
     match v {
         Value::String(s) => {
             for m in formats::percent(s) {
-                errs.push(FieldError::invalid_rendered(path.as_str(), go_int_or_string(v), m));
+                errs.push(FieldError::invalid_rendered(
+                    path.as_str(),
+                    go_int_or_string(v),
+                    m,
+                ));
             }
         }
         other => {
@@ -182,7 +192,8 @@ fn deployment_strategy(spec: &Value, path: &Path, errs: &mut Errs) {
             } else {
                 "(*apps.RollingUpdateDeployment)(nil)"
             };
-            let mut e = FieldError::not_supported(sp.as_str(), other, &["Recreate", "RollingUpdate"]);
+            let mut e =
+                FieldError::not_supported(sp.as_str(), other, &["Recreate", "RollingUpdate"]);
             e.rendered = Some(format!(
                 "apps.DeploymentStrategy{{Type:{}, RollingUpdate:{ru}}}",
                 super::errors::go_quote(other)
@@ -227,7 +238,10 @@ pub(crate) fn deployment(object: &Value, errs: &mut Errs) {
 
 /// The apps strategies' `spec.selector` immutability.
 fn selector_immutable(new: &Value, old: &Value, errs: &mut Errs) {
-    let (ns, os) = (get(at(new, "spec"), "selector"), get(at(old, "spec"), "selector"));
+    let (ns, os) = (
+        get(at(new, "spec"), "selector"),
+        get(at(old, "spec"), "selector"),
+    );
     if ns.map(super::normalized) != os.map(super::normalized) {
         errs.push(FieldError::invalid_rendered(
             "spec.selector",
@@ -328,7 +342,8 @@ fn daemon_set_spec(object: &Value, errs: &mut Errs) {
             }
         }
         other => {
-            let mut e = FieldError::not_supported(sp.as_str(), other, &["RollingUpdate", "OnDelete"]);
+            let mut e =
+                FieldError::not_supported(sp.as_str(), other, &["RollingUpdate", "OnDelete"]);
             e.rendered = Some(format!(
                 "apps.DaemonSetUpdateStrategy{{Type:{}, RollingUpdate:(*apps.RollingUpdateDaemonSet)(nil)}}",
                 super::errors::go_quote(other)
@@ -495,7 +510,12 @@ pub(crate) fn controller_revision(object: &Value, errs: &mut Errs) {
 pub(crate) fn controller_revision_update(new: &Value, old: &Value, errs: &mut Errs) {
     meta::object_meta_update(new, old, errs);
     controller_revision(new, errs);
-    meta::immutable(get(new, "data"), get(old, "data"), &Path::root("data"), errs);
+    meta::immutable(
+        get(new, "data"),
+        get(old, "data"),
+        &Path::root("data"),
+        errs,
+    );
 }
 
 /// `ValidateReplicationController`.
