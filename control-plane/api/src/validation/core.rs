@@ -126,12 +126,14 @@ pub(crate) fn event(object: &Value, errs: &mut Errs) {
         ));
     }
     if event_time {
-        reporting_fields(object, "source", errs);
+        reporting_fields(object, "reportingComponent", "source", errs);
     }
 }
 
-fn reporting_fields(object: &Value, controller_field: &str, errs: &mut Errs) {
-    let controller = str_or(object, "reportingController");
+/// The reporting fields of new-style events; `key` is the JSON name of the reporting
+/// controller (`reportingComponent` in core/v1), `controller_field` the path Kubernetes prints.
+fn reporting_fields(object: &Value, key: &str, controller_field: &str, errs: &mut Errs) {
+    let controller = str_or(object, key);
     if controller.is_empty() {
         errs.push(FieldError::required(controller_field, ""));
     }
@@ -208,7 +210,7 @@ pub(crate) fn events_v1(object: &Value, errs: &mut Errs) {
             "needs to be unset",
         ));
     }
-    reporting_fields(object, "reportingController", errs);
+    reporting_fields(object, "reportingController", "reportingController", errs);
 }
 
 /// `ValidateConfigMap`: keys, no key in both `data` and `binaryData`, 1 MiB in total.

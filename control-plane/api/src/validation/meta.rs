@@ -194,7 +194,8 @@ pub(crate) fn generic_meta(object: &Value, namespaced: bool, errs: &mut Errs) {
 pub(crate) fn object_meta_update(new: &Value, old: &Value, errs: &mut Errs) {
     let (nm, om) = (at(new, "metadata"), at(old, "metadata"));
     let path = Path::root("metadata");
-    for field in ["name", "namespace", "uid", "creationTimestamp"] {
+    // creationTimestamp is reset to the old value by `rest.BeforeUpdate`, not reported.
+    for field in ["name", "namespace", "uid"] {
         let (n, o) = (str_or(nm, field), str_or(om, field));
         if n != o && !(field != "name" && n.is_empty()) {
             errs.push(FieldError::invalid(

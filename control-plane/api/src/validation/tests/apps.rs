@@ -344,3 +344,38 @@ fn cron_jobs() {
         }
     }
 }
+
+#[test]
+fn a_fully_defaulted_deployment_as_stored_passes() {
+    let stored = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default", "uid": "3b1c", "resourceVersion": "7",
+                     "generation": 1, "creationTimestamp": "2025-01-01T00:00:00Z",
+                     "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+        "spec": {
+            "replicas": 1, "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600,
+            "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+            "template": {
+                "metadata": {"creationTimestamp": null, "labels": {"app": "web"}},
+                "spec": {
+                    "containers": [{"name": "web", "image": "nginx", "imagePullPolicy": "Always",
+                                    "ports": [{"containerPort": 80, "protocol": "TCP"}],
+                                    "resources": {}, "terminationMessagePath": "/dev/termination-log",
+                                    "terminationMessagePolicy": "File"}],
+                    "dnsPolicy": "ClusterFirst", "restartPolicy": "Always", "schedulerName": "default-scheduler",
+                    "securityContext": {}, "terminationGracePeriodSeconds": 30
+                }
+            }
+        },
+        "status": {"replicas": 1, "readyReplicas": 1}
+    });
+    assert_eq!(create("apps", "Deployment", &stored), Vec::<String>::new());
+    let mut next = stored.clone();
+    next["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:1.28");
+    next["metadata"]["creationTimestamp"] = json!("2025-02-02T00:00:00Z");
+    assert_eq!(
+        update("apps", "Deployment", &stored, &next),
+        Vec::<String>::new()
+    );
+}

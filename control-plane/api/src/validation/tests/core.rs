@@ -425,6 +425,21 @@ fn namespaces_nodes_accounts_and_events() {
         ),
         ["involvedObject.namespace: Invalid value: \"other\": does not match event.namespace"]
     );
+    let new_style = with(
+        &ev,
+        json!({"eventTime": "2025-01-01T00:00:00.000000Z", "reportingComponent": "kubelet",
+                                     "reportingInstance": "node-1", "action": "Started"}),
+    );
+    assert_eq!(create("", "Event", &new_style), Vec::<String>::new());
+    // Kubernetes also runs the qualified-name check on the empty value.
+    has(
+        &create(
+            "",
+            "Event",
+            &with(&new_style, json!({"reportingComponent": null})),
+        ),
+        "source: Required value",
+    );
     let ev2 = json!({"metadata": {"name": "e.2", "namespace": "d"}, "eventTime": "2025-01-01T00:00:00.000000Z",
                      "reportingController": "example.com/ctl", "reportingInstance": "i", "action": "Sync",
                      "reason": "Synced", "type": "Normal", "regarding": {"kind": "Pod", "name": "p"}});
