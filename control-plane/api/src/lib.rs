@@ -1,8 +1,9 @@
 //! Kubernetes API machinery for keelson's control plane: everything about objects that needs no IO.
 //!
-//! Object-name validation and label/field selectors, with Kubernetes' own rules and messages;
-//! defaulting and the merge/strategic-merge patches the API server applies to raw JSON; the
-//! `metadata.managedFields` entries that writes leave; Events in core/v1 and events.k8s.io/v1.
+//! Object-name validation, label/field selectors and per-kind object validation, with
+//! Kubernetes' own rules and messages; defaulting and the merge/strategic-merge patches the API
+//! server applies to raw JSON; the `metadata.managedFields` entries that writes leave; Events in
+//! core/v1 and events.k8s.io/v1.
 #![forbid(unsafe_code)]
 
 pub mod cidr;
@@ -12,3 +13,4 @@ pub mod managed_fields;
 pub mod names;
 pub mod patch;
 pub mod selectors;
+pub mod validation;

@@ -14,7 +14,7 @@ use keelson_api::cidr::Ipv4Cidr;
 use keelson_store::{ListOptions, Store, StoreError};
 use serde_json::{Value, json};
 
-use crate::{ApiError, resources::Resource};
+use crate::{ApiError, registry::Resource};
 
 const IP_PREFIX: &str = "/registry/ipaddresses/";
 const NODE_PORT_PREFIX: &str = "/registry/servicenodeports/";
@@ -569,7 +569,7 @@ pub async fn ensure_kubernetes_service(
     advertise: std::net::SocketAddr,
 ) -> Result<(), ApiError> {
     let find = |group: &str, plural: &str| {
-        crate::resources::find(group, "v1", plural).ok_or_else(|| ApiError::no_route(plural))
+        crate::registry::find(group, "v1", plural).ok_or_else(|| ApiError::no_route())
     };
     let services = find("", "services")?;
     let ip = network

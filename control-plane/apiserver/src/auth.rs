@@ -23,7 +23,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{ApiError, AppState, handlers::Target};
+use crate::{ApiError, AppState, request::Target};
 
 /// The group whose members may do everything (Kubernetes' superuser group).
 pub const MASTERS_GROUP: &str = "system:masters";
@@ -385,10 +385,10 @@ fn forbidden(user: &UserInfo, verb: &str, target: &Target, why: &str) -> ApiErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources;
+    use crate::registry;
 
     fn target(plural: &str, ns: Option<&str>, name: Option<&str>, sub: Option<&str>) -> Target {
-        let resource = resources::RESOURCES
+        let resource = registry::RESOURCES
             .iter()
             .find(|r| r.plural == plural)
             .expect("a served resource");

@@ -1,7 +1,6 @@
 //! Discovery, version, OpenAPI and health endpoints.
 
 use axum::{
-    extract::Request,
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -9,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::{
     ApiError, KUBERNETES_VERSION,
-    resources::{GROUPS, RESOURCES, Resource},
+    registry::{self, GROUPS, SUBRESOURCE_VERBS, VERBS},
 };
 
 pub(crate) fn json_response(code: StatusCode, body: &Value) -> Response {
@@ -27,8 +26,8 @@ pub(crate) async fn ok() -> &'static str {
 }
 
 /// Anything unrouted.
-pub(crate) async fn not_found(request: Request) -> ApiError {
-    ApiError::no_route(request.uri().path())
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::no_route()
 }
 
 /// `/version`.
@@ -70,8 +69,82 @@ pub(crate) async fn openapi_v2() -> Response {
         .into_response()
 }
 
+/// Which discovery document the Accept header asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Discovery {
+    /// `APIVersions` / `APIGroupList` (and one `APIResourceList` per group version).
+    Legacy,
+    /// `apidiscovery.k8s.io` `APIGroupDiscoveryList` in this version (`v2`, `v2beta1`): every
+    /// group, version and resource in one document (kubectl 1.27+ asks for it first).
+    Aggregated(&'static str),
+}
+
+/// The first acceptable entry of the Accept header wins, as in kube-apiserver.
+fn discovery_format(headers: &HeaderMap) -> Discovery {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let (mut as_kind, mut group, mut version) = (None, None, None);
+        for parameter in parts {
+            if let Some((key, value)) = parameter.split_once('=') {
+                let value = value.trim().trim_matches('"');
+                match key.trim() {
+                    "as" => as_kind = Some(value),
+                    "g" => group = Some(value),
+                    "v" => version = Some(value),
+                    _ => {}
+                }
+            }
+        }
+        let json = matches!(media.as_str(), "application/json" | "application/*" | "*/*");
+        match (as_kind, group, version) {
+            (None, _, _) if json => return Discovery::Legacy,
+            (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some("v2")) if json => {
+                return Discovery::Aggregated("v2");
+            }
+            (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some("v2beta1"))
+                if json =>
+            {
+                return Discovery::Aggregated("v2beta1");
+            }
+            _ => {}
+        }
+    }
+    Discovery::Legacy
+}
+
+fn aggregated_response(version: &str, items: Vec<Value>) -> Response {
+    let body = json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": format!("apidiscovery.k8s.io/{version}"),
+        "metadata": {},
+        "items": items,
+    });
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                format!(
+                    "application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"
+                ),
+            ),
+            (header::VARY, "Accept".to_owned()),
+        ],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 /// `/api`.
 pub(crate) async fn core_versions(headers: HeaderMap) -> Response {
+    if let Discovery::Aggregated(version) = discovery_format(&headers) {
+        return aggregated_response(version, vec![aggregated_group("")]);
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -86,13 +159,25 @@ pub(crate) async fn core_versions(headers: HeaderMap) -> Response {
     )
 }
 
-fn group(name: &str, version: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{name}/{version}"), "version": version});
-    json!({"name": name, "versions": [gv.clone()], "preferredVersion": gv})
+fn group(name: &str, versions: &[&str]) -> Value {
+    let gv =
+        |version: &str| json!({"groupVersion": format!("{name}/{version}"), "version": version});
+    json!({
+        "name": name,
+        "versions": versions.iter().map(|v| gv(v)).collect::<Vec<_>>(),
+        "preferredVersion": gv(versions.first().copied().unwrap_or("v1")),
+    })
 }
 
 /// `/apis`.
-pub(crate) async fn group_list() -> Response {
+pub(crate) async fn group_list(headers: HeaderMap) -> Response {
+    if let Discovery::Aggregated(version) = discovery_format(&headers) {
+        let items = GROUPS
+            .iter()
+            .map(|(name, _)| aggregated_group(name))
+            .collect();
+        return aggregated_response(version, items);
+    }
     let groups: Vec<Value> = GROUPS.iter().map(|(n, v)| group(n, v)).collect();
     json_response(
         StatusCode::OK,
@@ -109,75 +194,172 @@ pub(crate) fn group_info(name: &str) -> Option<Response> {
     Some(json_response(StatusCode::OK, &body))
 }
 
-const VERBS: &[&str] = &[
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
+/// A served resource as discovery describes it, whichever document carries it.
+struct Entry {
+    name: &'static str,
+    singular: &'static str,
+    namespaced: bool,
+    kind: &'static str,
+    verbs: &'static [&'static str],
+    short_names: &'static [&'static str],
+    categories: &'static [&'static str],
+    storage_version_hash: Option<String>,
+    /// (name, group, version, kind, verbs) of each subresource, sorted by name.
+    subresources: Vec<(
+        String,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+    )>,
+}
 
-fn categories(resource: &Resource) -> &'static [&'static str] {
-    match resource.plural {
-        "pods" | "services" | "deployments" | "replicasets" => &["all"],
-        _ => &[],
+fn entries(group: &str, version: &str) -> Vec<Entry> {
+    if (group, version) == (crate::reviews::GROUP, crate::reviews::VERSION) {
+        return vec![Entry {
+            name: "selfsubjectreviews",
+            singular: "selfsubjectreview",
+            namespaced: false,
+            kind: "SelfSubjectReview",
+            verbs: &["create"],
+            short_names: &[],
+            categories: &[],
+            storage_version_hash: None,
+            subresources: Vec::new(),
+        }];
     }
+    let mut entries: Vec<Entry> = registry::in_group_version(group, version)
+        .map(|r| {
+            let mut subresources = Vec::new();
+            if r.status {
+                subresources.push((
+                    "status".to_owned(),
+                    r.group,
+                    r.version,
+                    r.kind,
+                    SUBRESOURCE_VERBS,
+                ));
+            }
+            if r.scale {
+                subresources.push((
+                    "scale".to_owned(),
+                    "autoscaling",
+                    "v1",
+                    "Scale",
+                    SUBRESOURCE_VERBS,
+                ));
+            }
+            for sub in r.extra_subresources() {
+                subresources.push((sub.name.to_owned(), r.group, r.version, sub.kind, sub.verbs));
+            }
+            subresources.sort_by(|a, b| a.0.cmp(&b.0));
+            Entry {
+                name: r.plural,
+                singular: r.singular,
+                namespaced: r.namespaced,
+                kind: r.kind,
+                verbs: VERBS,
+                short_names: r.short_names,
+                categories: r.categories,
+                storage_version_hash: Some(r.storage_version_hash()),
+                subresources,
+            }
+        })
+        .collect();
+    entries.sort_by_key(|e| e.name);
+    entries
+}
+
+/// One group of the aggregated discovery document ("" is the core group).
+fn aggregated_group(name: &str) -> Value {
+    let versions: &[&str] = if name.is_empty() {
+        &["v1"]
+    } else {
+        GROUPS
+            .iter()
+            .find(|(g, _)| *g == name)
+            .map_or(&[], |(_, versions)| versions)
+    };
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|version| {
+            let resources: Vec<Value> = entries(name, version)
+                .into_iter()
+                .map(|e| {
+                    let mut resource = json!({
+                        "resource": e.name,
+                        "responseKind": {"group": name, "version": version, "kind": e.kind},
+                        "scope": if e.namespaced { "Namespaced" } else { "Cluster" },
+                        "singularResource": e.singular,
+                        "verbs": e.verbs,
+                    });
+                    if !e.short_names.is_empty() {
+                        resource["shortNames"] = json!(e.short_names);
+                    }
+                    if !e.categories.is_empty() {
+                        resource["categories"] = json!(e.categories);
+                    }
+                    if !e.subresources.is_empty() {
+                        resource["subresources"] = e
+                            .subresources
+                            .iter()
+                            .map(|(sub, group, version, kind, verbs)| {
+                                json!({
+                                    "subresource": sub,
+                                    "responseKind": {"group": group, "version": version, "kind": kind},
+                                    "verbs": verbs,
+                                })
+                            })
+                            .collect();
+                    }
+                    resource
+                })
+                .collect();
+            json!({"version": version, "resources": resources, "freshness": "Current"})
+        })
+        .collect();
+    let metadata = if name.is_empty() {
+        json!({"creationTimestamp": null})
+    } else {
+        json!({"name": name, "creationTimestamp": null})
+    };
+    json!({"metadata": metadata, "versions": versions})
 }
 
 /// `/api/v1` and `/apis/<group>/<version>`: the APIResourceList.
 pub(crate) fn resource_list(group: &str, version: &str) -> Response {
     let mut resources = Vec::new();
-    for r in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
-        resources.push(json!({
-            "name": r.plural,
-            "singularName": r.singular,
-            "namespaced": r.namespaced,
-            "kind": r.kind,
-            "verbs": VERBS,
-            "shortNames": r.short_names,
-            "categories": categories(r),
-        }));
-        if r.status {
-            resources.push(json!({
-                "name": format!("{}/status", r.plural),
-                "singularName": "",
-                "namespaced": r.namespaced,
-                "kind": r.kind,
-                "verbs": ["get", "patch", "update"],
-            }));
+    for e in entries(group, version) {
+        let mut resource = json!({
+            "name": e.name,
+            "singularName": e.singular,
+            "namespaced": e.namespaced,
+            "kind": e.kind,
+            "verbs": e.verbs,
+        });
+        if !e.short_names.is_empty() {
+            resource["shortNames"] = json!(e.short_names);
         }
-        if r.scale {
-            resources.push(json!({
-                "name": format!("{}/scale", r.plural),
-                "singularName": "",
-                "namespaced": r.namespaced,
-                "group": "autoscaling",
-                "version": "v1",
-                "kind": "Scale",
-                "verbs": ["get", "patch", "update"],
-            }));
+        if !e.categories.is_empty() {
+            resource["categories"] = json!(e.categories);
         }
-        if r.plural == "pods" {
-            resources.push(json!({
-                "name": "pods/log",
+        if let Some(hash) = &e.storage_version_hash {
+            resource["storageVersionHash"] = json!(hash);
+        }
+        resources.push(resource);
+        for (sub, sub_group, sub_version, kind, verbs) in &e.subresources {
+            let mut entry = json!({
+                "name": format!("{}/{sub}", e.name),
                 "singularName": "",
-                "namespaced": true,
-                "kind": "Pod",
-                "verbs": ["get"],
-            }));
-            resources.push(json!({
-                "name": "pods/binding",
-                "singularName": "",
-                "namespaced": true,
-                "kind": "Binding",
-                "verbs": ["create"],
-            }));
+                "namespaced": e.namespaced,
+                "kind": kind,
+                "verbs": verbs,
+            });
+            if (*sub_group, *sub_version) != (group, version) {
+                entry["group"] = json!(sub_group);
+                entry["version"] = json!(sub_version);
+            }
+            resources.push(entry);
         }
     }
     let group_version = if group.is_empty() {

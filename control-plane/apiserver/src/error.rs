@@ -5,9 +5,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use keelson_store::StoreError;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
-use crate::resources::Resource;
+use crate::registry::Resource;
 
 /// A request failure, rendered as a `Status` object with the matching HTTP code. Internal
 /// causes are logged where they happen; the client gets only the message.
@@ -24,16 +25,81 @@ pub struct ApiError {
     pub details: Option<Details>,
 }
 
-/// The `details` of a `Status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The `details` of a `Status`, in kube-apiserver's field order; empty fields are left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Details {
     /// The object's name.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// The API group ("" for core).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub group: String,
-    /// The resource (Kubernetes puts the plural resource name in `kind`).
+    /// The resource (Kubernetes puts the plural resource name in `kind`; the kind for
+    /// `Invalid`).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub kind: String,
+    /// One entry per invalid field.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<Cause>,
 }
+
+/// A `StatusCause`: why one field is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cause {
+    /// `FieldValueInvalid`, `FieldValueRequired`, ...
+    pub reason: String,
+    /// The field's error without the field: `Invalid value: "x": must be ...`.
+    pub message: String,
+    /// The field's path: `spec.template.spec.containers[0].name`.
+    pub field: String,
+}
+
+impl Cause {
+    /// The cause of one `<field>: <message>` line as kube-apiserver words them; the reason
+    /// comes from the message's opening words (`Required value`, `Invalid value`, ...).
+    pub fn from_line(line: &str) -> Self {
+        let (field, message) = line.split_once(": ").unwrap_or(("", line));
+        let reason = [
+            ("Required value", "FieldValueRequired"),
+            ("Invalid value", "FieldValueInvalid"),
+            ("Unsupported value", "FieldValueNotSupported"),
+            ("Duplicate value", "FieldValueDuplicate"),
+            ("Forbidden", "FieldValueForbidden"),
+            ("Too long", "FieldValueTooLong"),
+            ("Too many", "FieldValueTooMany"),
+            ("Not found", "FieldValueNotFound"),
+            ("Internal error", "InternalError"),
+            ("Invalid type", "FieldValueTypeInvalid"),
+        ]
+        .iter()
+        .find(|(prefix, _)| message.starts_with(prefix))
+        .map_or("FieldValueInvalid", |(_, reason)| reason);
+        Self {
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            field: field.to_owned(),
+        }
+    }
+}
+
+/// A `Status` body, in kube-apiserver's field order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusBody<'a> {
+    kind: &'static str,
+    api_version: &'static str,
+    metadata: Empty,
+    status: &'static str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    message: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    reason: &'a str,
+    details: &'a Details,
+    code: u16,
+}
+
+#[derive(Serialize)]
+struct Empty {}
 
 impl ApiError {
     fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
@@ -45,13 +111,8 @@ impl ApiError {
         }
     }
 
-    fn with_details(mut self, resource: &Resource, name: &str) -> Self {
-        self.details = Some(Details {
-            name: name.to_owned(),
-            group: resource.group.to_owned(),
-            kind: resource.plural.to_owned(),
-        });
-        self
+    fn with_details(self, resource: &Resource, name: &str) -> Self {
+        self.with_details_raw(name, resource.group, resource.plural)
     }
 
     /// 401 `Unauthorized`: no valid client certificate or bearer token.
@@ -83,12 +144,12 @@ impl ApiError {
         .with_details(resource, name)
     }
 
-    /// 404 `NotFound` for a path that names nothing served.
-    pub fn no_route(path: &str) -> Self {
+    /// 404 `NotFound` for a path that names nothing served (kube-apiserver says no more).
+    pub fn no_route() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "NotFound",
-            format!("the server could not find the requested resource (path {path})"),
+            "the server could not find the requested resource",
         )
     }
 
@@ -107,6 +168,7 @@ impl ApiError {
             name: name.to_owned(),
             group: group.to_owned(),
             kind: kind.to_owned(),
+            causes: Vec::new(),
         });
         self
     }
@@ -145,14 +207,69 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
     }
 
-    /// 422 `Invalid`.
+    /// 422 `Invalid` with one cause, a `<field>: <message>` line as kube-apiserver words it.
     pub fn invalid(resource: &Resource, name: &str, cause: impl std::fmt::Display) -> Self {
-        Self::new(
+        Self::invalid_lines(
+            &resource.qualified_kind(),
+            resource.group,
+            resource.kind,
+            name,
+            &[cause.to_string()],
+        )
+    }
+
+    /// 422 `Invalid` naming every invalid field (`lines`, each `<field>: <message>`), as
+    /// kube-apiserver's `NewInvalid` does: one line is the message's tail, several are
+    /// listed in brackets.
+    pub fn invalid_lines(
+        qualified_kind: &str,
+        group: &str,
+        kind: &str,
+        name: &str,
+        lines: &[String],
+    ) -> Self {
+        let list = match lines {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        let mut error = Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid",
-            format!("{} \"{name}\" is invalid: {cause}", resource.kind),
+            format!("{qualified_kind} \"{name}\" is invalid: {list}"),
         )
-        .with_details_raw(name, resource.group, resource.kind)
+        .with_details_raw(name, group, kind);
+        if let Some(details) = &mut error.details {
+            details.causes = lines.iter().map(|l| Cause::from_line(l)).collect();
+        }
+        error
+    }
+
+    /// 422 `Invalid` with its message and causes made by the caller.
+    pub fn invalid_with(
+        message: String,
+        group: &str,
+        kind: &str,
+        name: &str,
+        causes: Vec<Cause>,
+    ) -> Self {
+        let mut error = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message)
+            .with_details_raw(name, group, kind);
+        if let Some(details) = &mut error.details {
+            details.causes = causes;
+        }
+        error
+    }
+
+    /// 422 for request options (`dryRun`, `fieldValidation`, `fieldManager`) kube-apiserver
+    /// refuses: `CreateOptions.meta.k8s.io "" is invalid: dryRun: ...`.
+    pub fn invalid_options(options_kind: &str, line: &str) -> Self {
+        Self::invalid_lines(
+            &format!("{options_kind}.meta.k8s.io"),
+            "meta.k8s.io",
+            options_kind,
+            "",
+            &[line.to_owned()],
+        )
     }
 
     /// 405 `MethodNotAllowed`.
@@ -220,34 +337,60 @@ impl ApiError {
         }
     }
 
+    /// The `Status` body, its fields in kube-apiserver's order.
+    pub fn body(&self) -> String {
+        let empty = Details::default();
+        let body = StatusBody {
+            kind: "Status",
+            api_version: "v1",
+            metadata: Empty {},
+            status: "Failure",
+            message: &self.message,
+            reason: self.reason,
+            details: self.details.as_ref().unwrap_or(&empty),
+            code: self.code.as_u16(),
+        };
+        serde_json::to_string(&body).unwrap_or_default()
+    }
+
     /// The `Status` object.
     pub fn status(&self) -> Value {
-        let mut status = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code.as_u16(),
-        });
-        if let Some(d) = &self.details {
-            status["details"] = json!({"name": d.name, "group": d.group, "kind": d.kind});
-        } else {
-            status["details"] = json!({});
-        }
-        status
+        serde_json::from_str(&self.body()).unwrap_or_default()
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = self.status().to_string();
+        let body = self.body();
         (
             self.code,
             [(header::CONTENT_TYPE, "application/json")],
             body,
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_bodies_list_fields_in_kube_apiservers_order() {
+        assert_eq!(
+            ApiError::no_route().body(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","details":{},"code":404}"#
+        );
+        let invalid = ApiError::invalid_lines(
+            "Deployment.apps",
+            "apps",
+            "Deployment",
+            "web",
+            &["spec.replicas: Invalid value: -1: must be greater than or equal to 0".to_owned()],
+        );
+        assert_eq!(
+            invalid.body(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Deployment.apps \"web\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0","reason":"Invalid","details":{"name":"web","group":"apps","kind":"Deployment","causes":[{"reason":"FieldValueInvalid","message":"Invalid value: -1: must be greater than or equal to 0","field":"spec.replicas"}]},"code":422}"#
+        );
     }
 }

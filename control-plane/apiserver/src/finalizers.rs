@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::{
     ApiError,
     object::{meta_str, metadata_mut},
-    resources::Resource,
+    registry::Resource,
 };
 
 /// `metadata.finalizers` entry of a foreground deletion.

@@ -2,7 +2,7 @@
 //!
 //! [`app`] builds the axum [`Router`]: discovery (`/version`, `/api`, `/apis`, `/api/v1`,
 //! `/apis/<group>/<version>`), `/openapi/v2`, health endpoints, and for every resource in
-//! [`resources::RESOURCES`] get, list, watch, create, update, patch, delete and deletecollection,
+//! [`registry::RESOURCES`] get, list, watch, create, update, patch, delete and deletecollection,
 //! with the `status`, `scale` and `binding` subresources, and `/metrics` ([`metrics`]). Objects are stored as raw JSON (unknown
 //! fields survive) under `/registry/<resource>/[<namespace>/]<name>` in a [`keelson_store::Store`];
 //! `metadata.resourceVersion` is the key's mod revision in the store and is never stored itself.
@@ -31,11 +31,16 @@ mod object;
 mod pod_log;
 mod printers;
 mod protobuf;
-pub mod resources;
+pub mod registry;
+/// The registry under its former name.
+pub use registry as resources;
+mod read;
+mod request;
 mod reviews;
 mod table;
 pub mod tls;
 mod watch_stream;
+mod write;
 
 pub use allocator::ServiceNetwork;
 pub use auth::{Authenticator, UserInfo};

@@ -45,7 +45,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{AppState, resources};
+use crate::{AppState, registry};
 
 /// Latency buckets in seconds, from 0.5 ms (a cached read) to 10 s (a stuck etcd).
 const BUCKETS: [f64; 14] = [
@@ -207,7 +207,7 @@ pub(crate) fn classify(method: &Method, path: &str, query: Option<&str>) -> Requ
     let Some((plural, tail)) = rest.split_first() else {
         return plain;
     };
-    let Some(resource) = resources::find(group, version, plural) else {
+    let Some(resource) = registry::find(group, version, plural) else {
         return plain;
     };
     let subresource = match tail {

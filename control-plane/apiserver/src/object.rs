@@ -4,16 +4,15 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use keelson_api::{
-    defaulting::apply_defaults,
-    names::{validate_dns1123_label, validate_dns1123_subdomain},
-};
+use keelson_api::{defaulting::apply_defaults, validation};
 use keelson_store::{KeyValue, Revision};
 use serde_json::{Map, Value, json};
 
 use crate::{
     ApiError,
-    resources::{NameRule, Resource},
+    error::Cause,
+    registry::{Resource, typed},
+    request::{Body, FieldValidation, WriteOptions},
 };
 
 /// The current time as Kubernetes writes it: RFC 3339, whole seconds, UTC.
@@ -105,15 +104,15 @@ pub(crate) fn requested_revision(
     }
 }
 
-/// Parses a request body as a JSON object of `resource`'s kind, filling `apiVersion` and `kind`
-/// when absent.
-pub(crate) fn parse_body(body: &[u8], resource: &Resource) -> Result<Value, ApiError> {
-    let mut object: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+/// Checks that a decoded body is a JSON object of `resource`'s kind, filling `apiVersion` and
+/// `kind` when absent.
+pub(crate) fn check_kind(object: &mut Value, resource: &Resource) -> Result<(), ApiError> {
     let Some(root) = object.as_object_mut() else {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
+        return Err(ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {}): couldn't get \
+             version/kind; json parse error: expected an object",
+            resource.kind
+        )));
     };
     let api_version = resource.api_version();
     match root.get("apiVersion").and_then(Value::as_str) {
@@ -141,7 +140,76 @@ pub(crate) fn parse_body(body: &[u8], resource: &Resource) -> Result<Value, ApiE
             )));
         }
     }
+    Ok(())
+}
+
+/// Parses a create or update body (JSON, YAML or decoded protobuf) into an object of
+/// `resource`'s kind, decoded strictly ([`decode_strictly`]).
+pub(crate) fn parse_object(
+    body: &Body,
+    resource: &Resource,
+    options: &WriteOptions,
+    warnings: &mut Vec<String>,
+) -> Result<Value, ApiError> {
+    let (mut object, duplicates) = body.value(options.field_validation).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {}): {}",
+            resource.kind, e.message
+        ))
+    })?;
+    check_kind(&mut object, resource)?;
+    decode_strictly(
+        &mut object,
+        resource,
+        &duplicates,
+        options.field_validation,
+        warnings,
+    )?;
     Ok(object)
+}
+
+/// Decodes `object` (in `resource`'s own form) as its k8s-openapi type, as kube-apiserver's
+/// decoder does: a value of the wrong type is a 400; fields the kind does not have and keys
+/// given twice (`duplicates`) are dropped, and named in `warnings` (`Warn`) or refused with a
+/// 400 (`Strict`).
+pub(crate) fn decode_strictly(
+    object: &mut Value,
+    resource: &Resource,
+    duplicates: &[String],
+    validation: FieldValidation,
+    warnings: &mut Vec<String>,
+) -> Result<(), ApiError> {
+    let cannot = |why: String| {
+        ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: {why}",
+            kind = resource.kind,
+            version = resource.version,
+        ))
+    };
+    let unknown = (resource.decode)(object).map_err(|e| cannot(e.to_string()))?;
+    let mut problems: Vec<String> = duplicates
+        .iter()
+        .map(|path| format!("duplicate field \"{path}\""))
+        .collect();
+    problems.extend(
+        unknown
+            .iter()
+            .map(|path| format!("unknown field \"{}\"", typed::render(path))),
+    );
+    match validation {
+        FieldValidation::Strict if !problems.is_empty() => {
+            return Err(cannot(format!(
+                "strict decoding error: {}",
+                problems.join(", ")
+            )));
+        }
+        FieldValidation::Warn => warnings.extend(problems),
+        _ => {}
+    }
+    for path in unknown.iter().rev() {
+        typed::remove(object, path);
+    }
+    Ok(())
 }
 
 /// Puts the URL's namespace into the object (or removes it for cluster-scoped resources);
@@ -173,40 +241,48 @@ pub(crate) fn set_namespace(
     Ok(())
 }
 
-/// Validates a name with the resource's rule (422 on failure).
-pub(crate) fn validate_name(resource: &Resource, name: &str) -> Result<(), ApiError> {
-    let result = match resource.names {
-        NameRule::Label => validate_dns1123_label(name),
-        NameRule::Subdomain => validate_dns1123_subdomain(name),
-    };
-    result.map_err(|e| {
-        ApiError::invalid(
-            resource,
-            name,
-            format!("metadata.name: Invalid value: \"{name}\": {e}"),
-        )
-    })
+/// The group and kind objects of `resource` are stored as (events.k8s.io Events are core
+/// Events).
+pub(crate) fn storage_kind(resource: &Resource) -> (&'static str, &'static str) {
+    match resource.conversion {
+        Some(_) => ("", resource.kind),
+        None => (resource.group, resource.kind),
+    }
 }
 
-/// Defaults the object and checks it against the k8s-openapi type: a value of the wrong JSON
-/// type is a 400 (as Kubernetes' decoder says), a missing required field a 422.
+/// Fills Kubernetes' defaults into a stored-form object and validates it as kube-apiserver's
+/// strategies do (against `old` on updates): every invalid field is named in one 422.
 pub(crate) fn default_and_validate(
     object: &mut Value,
     resource: &Resource,
     name: &str,
+    old: Option<(&Value, Part)>,
 ) -> Result<(), ApiError> {
-    apply_defaults(resource.group, resource.kind, object);
-    (resource.validate)(object).map_err(|e| {
-        let message = e.to_string();
-        if message.contains("missing field") {
-            ApiError::invalid(resource, name, message)
-        } else {
-            ApiError::bad_request(format!(
-                "unable to decode the {} object: {message}",
-                resource.kind
-            ))
-        }
-    })
+    let (group, kind) = storage_kind(resource);
+    apply_defaults(group, kind, object);
+    let errors = match old {
+        None => validation::validate(group, kind, object),
+        Some((old, Part::Main)) => validation::validate_update(group, kind, old, object),
+        Some((old, Part::Status)) => validation::validate_status_update(old, object),
+    };
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let causes = errors
+        .iter()
+        .map(|e| Cause {
+            reason: e.reason().to_owned(),
+            message: e.message(),
+            field: e.field.clone(),
+        })
+        .collect();
+    Err(ApiError::invalid_with(
+        validation::summary(&resource.qualified_kind(), name, &errors),
+        resource.group,
+        resource.kind,
+        name,
+        causes,
+    ))
 }
 
 const GENERATE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -265,25 +341,22 @@ pub(crate) fn prepare_create(
     } else {
         meta.remove("generation");
     }
-    validate_name(resource, &name)?;
-    if let Some(root) = object.as_object_mut() {
-        match resource.kind {
-            "Pod" => {
-                root.insert("status".into(), json!({"phase": "Pending"}));
-            }
-            "Namespace" => {
-                root.insert("status".into(), json!({"phase": "Active"}));
-            }
-            "Deployment" | "ReplicaSet" => {
-                root.insert("status".into(), json!({}));
-            }
-            "Service" => {
-                root.insert("status".into(), json!({"loadBalancer": {}}));
-            }
-            _ => {}
-        }
+    // The strategies' PrepareForCreate: a client does not set the status of a kind with a
+    // status subresource (Nodes excepted: their agents register them with one).
+    if resource.status
+        && resource.kind != "Node"
+        && let Some(root) = object.as_object_mut()
+    {
+        let status = match resource.kind {
+            "Pod" => json!({"phase": "Pending"}),
+            "Namespace" => json!({"phase": "Active"}),
+            "Service" => json!({"loadBalancer": {}}),
+            "PersistentVolume" | "PersistentVolumeClaim" => json!({"phase": "Pending"}),
+            _ => json!({}),
+        };
+        root.insert("status".into(), status);
     }
-    default_and_validate(object, resource, &name)?;
+    default_and_validate(object, resource, &name, None)?;
     Ok(name)
 }
 
@@ -341,7 +414,7 @@ pub(crate) fn prepare_update(
         };
     }
     meta.remove("selfLink");
-    default_and_validate(&mut new, resource, name)?;
+    default_and_validate(&mut new, resource, name, Some((old, part)))?;
     if resource.has_spec && old.get("spec") != new.get("spec") {
         let generation = old
             .get("metadata")

@@ -23,7 +23,7 @@ use rustls::{
 use serde_json::Value;
 use tokio_rustls::TlsConnector;
 
-use crate::{ApiError, handlers::Params, tls::TlsError};
+use crate::{ApiError, request::Params, tls::TlsError};
 
 /// The kubelet's default port, when a Node does not report its endpoint.
 const KUBELET_PORT: i64 = 10250;

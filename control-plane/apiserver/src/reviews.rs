@@ -11,25 +11,6 @@ pub(crate) const GROUP: &str = "authentication.k8s.io";
 /// See [`GROUP`].
 pub(crate) const VERSION: &str = "v1";
 
-/// `/apis/authentication.k8s.io/v1`.
-pub(crate) fn resource_list() -> Response {
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "kind": "APIResourceList",
-            "apiVersion": "v1",
-            "groupVersion": format!("{GROUP}/{VERSION}"),
-            "resources": [{
-                "name": "selfsubjectreviews",
-                "singularName": "selfsubjectreview",
-                "namespaced": false,
-                "kind": "SelfSubjectReview",
-                "verbs": ["create"],
-            }],
-        }),
-    )
-}
-
 /// `POST .../selfsubjectreviews`: the request body carries nothing the answer depends on, so it
 /// is not read (kubectl sends it as protobuf).
 pub(crate) fn self_subject_review(user: &UserInfo) -> Response {

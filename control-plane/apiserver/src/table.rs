@@ -10,9 +10,9 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     ApiError,
-    handlers::Params,
     printers::{self, Column},
-    resources::Resource,
+    registry::Resource,
+    request::Params,
 };
 
 /// What each row carries in `object` (`?includeObject=`).
@@ -178,7 +178,7 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
-    use crate::resources;
+    use crate::registry;
 
     const KUBECTL: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,\
                            application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
@@ -267,7 +267,7 @@ mod tests {
 
     fn printer(include: IncludeObject, version: &'static str) -> Printer {
         Printer {
-            resource: resources::find("", "v1", "configmaps").expect("configmaps"),
+            resource: registry::find("", "v1", "configmaps").expect("configmaps"),
             request: TableRequest { version, include },
         }
     }

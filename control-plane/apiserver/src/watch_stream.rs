@@ -36,8 +36,9 @@ use tokio::sync::mpsc;
 
 use crate::{
     ApiError, AppState,
-    handlers::{Params, Selectors, Target, decode_event_object, revision_param},
-    object::decode_kv,
+    object::{decode, decode_kv},
+    registry::Resource,
+    request::{Params, Selectors, Target, revision_param},
     table::Printer,
 };
 
@@ -103,7 +104,7 @@ impl EventCache {
             return Arc::clone(decoded);
         }
         let decoded = Arc::new(Decoded {
-            object: decode_event_object(&event.value, event.mod_revision),
+            object: decode(&event.value, event.mod_revision),
             prev_value: event.prev_value.clone(),
             prev: OnceLock::new(),
             lines: Default::default(),
@@ -129,13 +130,26 @@ fn line(kind: &str, object: &Value) -> Bytes {
 /// How event objects are written: as they are, or as one-row Tables.
 #[derive(Debug)]
 struct Render {
+    resource: &'static Resource,
     printer: Option<Printer>,
     /// A Table with column definitions was sent; later ones leave them out.
     headers_sent: bool,
 }
 
 impl Render {
+    /// Whether lines are this watch's own (Tables, converted objects), not the cache's.
+    fn own_lines(&self) -> bool {
+        self.printer.is_some() || self.resource.conversion.is_some()
+    }
+
     fn line(&mut self, kind: &str, object: &Value) -> Bytes {
+        let converted;
+        let object = if self.resource.conversion.is_some() {
+            converted = self.resource.present(object.clone());
+            &converted
+        } else {
+            object
+        };
         match &self.printer {
             None => line(kind, object),
             Some(printer) => {
@@ -186,6 +200,7 @@ pub(crate) async fn watch(
 ) -> Result<Response, ApiError> {
     let resource = target.resource;
     let mut render = Render {
+        resource,
         printer,
         headers_sent: false,
     };
@@ -341,8 +356,9 @@ fn translate(
             }
         }
     }?;
-    Some(if render.printer.is_some() {
-        // A Table's Age cell changes with time: not shared through the cache.
+    Some(if render.own_lines() {
+        // A Table's Age cell changes with time, and converted objects are this resource's:
+        // not shared through the cache.
         render.line(kind, object)
     } else {
         decoded.line(kind, object)

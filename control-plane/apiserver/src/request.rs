@@ -1,0 +1,256 @@
+//! What a request on a resource is, once routed: its [`Target`], query [`Params`], label and
+//! field [`Selectors`], the options of a write ([`WriteOptions`]: `dryRun`,
+//! `fieldValidation`, `fieldManager`), and its body decoded into JSON ([`Body`]).
+
+use std::collections::HashMap;
+
+use axum::http::{HeaderMap, header};
+use bytes::Bytes;
+use keelson_api::selectors::{FieldRequirement, FieldSelector, LabelSelector};
+use keelson_store::Revision;
+use serde_json::Value;
+
+use crate::{ApiError, MAX_BODY_BYTES, object::labels, registry::Resource};
+
+mod strict;
+
+pub(crate) use strict::parse_json;
+
+/// Query parameters, as sent.
+pub(crate) type Params = HashMap<String, String>;
+
+/// One request on a resource, after routing.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub(crate) resource: &'static Resource,
+    pub(crate) namespace: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) subresource: Option<String>,
+}
+
+impl Target {
+    /// The store key of the object `name`.
+    pub(crate) fn key(&self, name: &str) -> String {
+        self.resource.key(self.namespace.as_deref(), name)
+    }
+
+    /// The store key prefix of the collection.
+    pub(crate) fn prefix(&self) -> String {
+        self.resource.collection_prefix(self.namespace.as_deref())
+    }
+}
+
+/// Parsed `labelSelector` and `fieldSelector` (and a name from a watch path).
+pub(crate) struct Selectors {
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Selectors {
+    pub(crate) fn parse(
+        resource: &Resource,
+        params: &Params,
+        name: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let labels = LabelSelector::parse(params.get("labelSelector").map_or("", String::as_str))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let mut fields = FieldSelector::parse(
+            params.get("fieldSelector").map_or("", String::as_str),
+            resource.field_selectors,
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if let Some(name) = name {
+            fields.requirements.push(FieldRequirement {
+                field: "metadata.name".into(),
+                value: name.to_owned(),
+                negated: false,
+            });
+        }
+        Ok(Self { labels, fields })
+    }
+
+    /// Whether every object matches (no label or field requirement).
+    pub(crate) fn is_everything(&self) -> bool {
+        self.labels.is_empty() && self.fields.requirements.is_empty()
+    }
+
+    pub(crate) fn matches(&self, object: &Value) -> bool {
+        (self.labels.is_empty() || self.labels.matches(&labels(object)))
+            && self.fields.matches(object)
+    }
+}
+
+/// Parses a revision parameter named `what`.
+pub(crate) fn parse_revision(text: &str, what: &str) -> Result<Revision, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid {what}: {text:?}")))
+}
+
+/// `resourceVersion` as a revision.
+pub(crate) fn revision_param(text: &str) -> Result<Revision, ApiError> {
+    parse_revision(text, "resourceVersion")
+}
+
+/// `fieldValidation`: what the server does with fields the kind does not have and with
+/// fields given twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldValidation {
+    /// Drop them silently.
+    Ignore,
+    /// Drop them and say so in `Warning:` headers (kube-apiserver's default).
+    Warn,
+    /// Refuse the request (400).
+    Strict,
+}
+
+/// The options of a create, update, patch or delete.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteOptions {
+    /// `dryRun=All`: everything but the write.
+    pub(crate) dry_run: bool,
+    pub(crate) field_validation: FieldValidation,
+    /// `fieldManager`, or the client's User-Agent product name.
+    pub(crate) field_manager: String,
+}
+
+use keelson_api::managed_fields::FIELD_MANAGER_MAX_LENGTH as MAX_FIELD_MANAGER;
+
+impl WriteOptions {
+    /// The options from the query (and the User-Agent for the default field manager);
+    /// `options_kind` names the options in errors (`CreateOptions`, `PatchOptions`, ...).
+    pub(crate) fn parse(
+        params: &Params,
+        headers: &HeaderMap,
+        options_kind: &str,
+    ) -> Result<Self, ApiError> {
+        let invalid = |field: &str, message: String| {
+            ApiError::invalid_options(options_kind, &format!("{field}: {message}"))
+        };
+        let dry_run = match params.get("dryRun").map(String::as_str) {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "dryRun",
+                    format!(
+                        "Unsupported value: []string{{\"{other}\"}}: supported values: \"All\""
+                    ),
+                ));
+            }
+        };
+        let field_validation = match params.get("fieldValidation").map(String::as_str) {
+            None | Some("") | Some("Warn") => FieldValidation::Warn,
+            Some("Ignore") => FieldValidation::Ignore,
+            Some("Strict") => FieldValidation::Strict,
+            Some(other) => {
+                return Err(invalid(
+                    "fieldValidation",
+                    format!(
+                        "Unsupported value: \"{other}\": supported values: \"Ignore\", \
+                         \"Strict\", \"Warn\""
+                    ),
+                ));
+            }
+        };
+        let field_manager = match params.get("fieldManager").filter(|m| !m.is_empty()) {
+            Some(manager) => {
+                if manager.chars().count() > MAX_FIELD_MANAGER {
+                    return Err(invalid(
+                        "fieldManager",
+                        format!("Too long: may not be more than {MAX_FIELD_MANAGER} bytes"),
+                    ));
+                }
+                if manager.chars().any(|c| !(' '..='~').contains(&c)) {
+                    return Err(invalid(
+                        "fieldManager",
+                        format!(
+                            "Invalid value: \"{manager}\": must only contain printable characters"
+                        ),
+                    ));
+                }
+                manager.clone()
+            }
+            None => keelson_api::managed_fields::manager_from_user_agent(
+                headers
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default(),
+            ),
+        };
+        Ok(Self {
+            dry_run,
+            field_validation,
+            field_manager,
+        })
+    }
+}
+
+/// A request body: its media type (parameters dropped, lower case) and bytes.
+#[derive(Debug)]
+pub(crate) struct Body {
+    pub(crate) content_type: String,
+    pub(crate) bytes: Bytes,
+}
+
+/// JSON and YAML object bodies; the patch types are JSON too.
+const YAML: &str = "application/yaml";
+
+impl Body {
+    /// Reads a request body up to [`MAX_BODY_BYTES`]. Kubernetes protobuf is decoded into
+    /// JSON here; JSON, YAML and the patch types are kept as sent.
+    pub(crate) async fn read(
+        headers: &HeaderMap,
+        body: axum::body::Body,
+        optional: bool,
+    ) -> Result<Self, ApiError> {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase())
+            .unwrap_or_else(|| "application/json".to_owned());
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+            return Err(ApiError::too_large(MAX_BODY_BYTES));
+        }
+        let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ApiError::too_large(MAX_BODY_BYTES))?;
+        if bytes.is_empty() && optional {
+            return Ok(Self {
+                content_type,
+                bytes,
+            });
+        }
+        if content_type == crate::protobuf::CONTENT_TYPE {
+            return crate::protobuf::to_json(&bytes).map(|json| Self {
+                content_type: "application/json".to_owned(),
+                bytes: json,
+            });
+        }
+        if !(content_type.ends_with("json")
+            || content_type == YAML
+            || content_type.ends_with("+yaml"))
+        {
+            return Err(ApiError::unsupported_media_type(&content_type));
+        }
+        Ok(Self {
+            content_type,
+            bytes,
+        })
+    }
+
+    /// The body as a JSON value, with the paths of keys given twice in one object (JSON) —
+    /// for YAML bodies a key given twice is an error unless `fieldValidation` drops it.
+    pub(crate) fn value(
+        &self,
+        validation: FieldValidation,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        if self.content_type == YAML {
+            return strict::parse_yaml(&self.bytes, validation).map(|v| (v, Vec::new()));
+        }
+        parse_json(&self.bytes)
+    }
+}

@@ -1,0 +1,738 @@
+//! The writing verbs: create, update (of the object, its status or its scale), patch (merge,
+//! strategic merge, JSON patch), delete (with grace periods, finalizers and propagation),
+//! deletecollection and pods' binding. Each honours `dryRun=All` (everything runs, nothing is
+//! stored), `fieldValidation` and records `managedFields`.
+
+use axum::http::StatusCode;
+use keelson_api::patch::{merge_patch, strategic_merge_patch};
+use keelson_store::{KeyValue, ListOptions, Revision, Store, StoreError};
+use serde_json::{Value, json};
+
+use crate::{
+    ApiError, SYSTEM_NAMESPACES,
+    allocator::{self, ServiceNetwork},
+    finalizers,
+    handlers::Written,
+    object::{
+        Part, check_kind, decode_kv, decode_strictly, encode, meta_str, metadata_mut, now_rfc3339,
+        parse_object, prepare_create, prepare_update, requested_revision, scale_of, set_namespace,
+        set_resource_version,
+    },
+    read::{get_kv, list_kind},
+    registry::{self, Resource},
+    request::{Body, Params, Selectors, Target, WriteOptions, parse_json},
+};
+
+/// What an update writes: a part of the object, or its replica count through `/scale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpdatePart {
+    Object(Part),
+    Scale,
+}
+
+impl UpdatePart {
+    /// Which part an update of subresource `sub` writes; other subresources are 404.
+    pub(crate) fn of(target: &Target, sub: Option<&str>) -> Result<Self, ApiError> {
+        match sub {
+            None => Ok(Self::Object(Part::Main)),
+            Some("status") if target.resource.status => Ok(Self::Object(Part::Status)),
+            Some("scale") if target.resource.scale => Ok(Self::Scale),
+            // The namespace controller's way to drop `spec.finalizers` (see `finalizers`).
+            Some("finalize") if target.resource.kind == "Namespace" => Ok(Self::Object(Part::Main)),
+            Some(_) => Err(ApiError::no_route()),
+        }
+    }
+
+    fn subresource(self) -> Option<&'static str> {
+        match self {
+            Self::Object(Part::Main) => None,
+            Self::Object(Part::Status) => Some("status"),
+            Self::Scale => Some("scale"),
+        }
+    }
+}
+
+/// Records the write in `metadata.managedFields` (kube-apiserver's Update entries).
+fn record_managed_fields(
+    resource: &Resource,
+    old: Option<&Value>,
+    new: &mut Value,
+    options: &WriteOptions,
+    subresource: Option<&str>,
+) {
+    let time = now_rfc3339(0);
+    let api_version = resource.api_version();
+    keelson_api::managed_fields::record_update(
+        old,
+        new,
+        &keelson_api::managed_fields::Update {
+            manager: &options.field_manager,
+            api_version: &api_version,
+            time: &time,
+            subresource,
+            has_status: resource.status,
+        },
+    );
+}
+
+async fn check_namespace(store: &dyn Store, namespace: &str) -> Result<(), ApiError> {
+    let ns = registry::find("", "v1", "namespaces").ok_or_else(ApiError::no_route)?;
+    let kv = store
+        .get(&ns.key(None, namespace), None)
+        .await
+        .map_err(|e| ApiError::from_store(e, ns, namespace))?
+        .ok_or_else(|| ApiError::namespace_not_found(namespace))?;
+    let object = decode_kv(&kv)?;
+    if meta_str(&object, "deletionTimestamp").is_some() {
+        return Err(ApiError::forbidden(format!(
+            "unable to create new content in namespace {namespace} because it is being terminated"
+        )));
+    }
+    Ok(())
+}
+
+/// `POST` of a collection.
+pub(crate) async fn create(
+    store: &dyn Store,
+    services: &ServiceNetwork,
+    target: &Target,
+    body: &Body,
+    options: &WriteOptions,
+) -> Result<Written, ApiError> {
+    let resource = target.resource;
+    let mut warnings = Vec::new();
+    let object = parse_object(body, resource, options, &mut warnings)?;
+    let mut object = resource.to_storage(object);
+    let name = prepare_create(&mut object, resource, target.namespace.as_deref())?;
+    if let Some(ns) = target.namespace.as_deref() {
+        check_namespace(store, ns).await?;
+    }
+    finalizers::on_create(resource, &mut object);
+    record_managed_fields(resource, None, &mut object, options, None);
+    let key = target.key(&name);
+    if options.dry_run {
+        let exists = store
+            .get(&key, None)
+            .await
+            .map_err(|e| ApiError::from_store(e, resource, &name))?;
+        if exists.is_some() {
+            return Err(ApiError::already_exists(resource, &name));
+        }
+    } else {
+        let claims =
+            allocator::claim_for_create(store, services, resource, &name, &mut object).await?;
+        let revision = match store.create(&key, encode(&object)).await {
+            Ok(revision) => revision,
+            Err(e) => {
+                claims.undo(store).await;
+                return Err(ApiError::from_store(e, resource, &name));
+            }
+        };
+        set_resource_version(&mut object, revision);
+        tracing::debug!(name, revision, "created");
+    }
+    Ok(Written {
+        code: StatusCode::CREATED,
+        body: resource.present(object),
+        warnings,
+    })
+}
+
+/// Writes `new` over the key whose current mod revision is `expected`.
+async fn write(
+    store: &dyn Store,
+    target: &Target,
+    name: &str,
+    mut new: Value,
+    expected: Revision,
+) -> Result<Value, ApiError> {
+    let revision = store
+        .update(&target.key(name), encode(&new), expected)
+        .await
+        .map_err(|e| ApiError::from_store(e, target.resource, name))?;
+    set_resource_version(&mut new, revision);
+    Ok(new)
+}
+
+/// `PUT` of an object (or its status or scale).
+pub(crate) async fn update(
+    store: &dyn Store,
+    services: &ServiceNetwork,
+    target: &Target,
+    name: &str,
+    body: &Body,
+    part: UpdatePart,
+    options: &WriteOptions,
+) -> Result<Written, ApiError> {
+    let resource = target.resource;
+    let mut warnings = Vec::new();
+    let kv = get_kv(store, target, name).await?;
+    let current = decode_kv(&kv)?;
+    let mut new = if part == UpdatePart::Scale {
+        body.value(options.field_validation)?.0
+    } else {
+        resource.to_storage(parse_object(body, resource, options, &mut warnings)?)
+    };
+    match meta_str(&new, "name") {
+        None | Some("") => {}
+        Some(n) if n == name => {}
+        Some(n) => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    if part != UpdatePart::Scale {
+        set_namespace(&mut new, resource, target.namespace.as_deref())?;
+    }
+    if requested_revision(&new, resource, name)?.is_some_and(|rv| rv != kv.mod_revision) {
+        return Err(ApiError::conflict(resource, name));
+    }
+    let stored = apply_update(
+        store,
+        services,
+        target,
+        name,
+        &current,
+        new,
+        part,
+        kv.mod_revision,
+        options,
+    )
+    .await?;
+    Ok(Written {
+        warnings,
+        ..Written::ok(present_part(resource, part, stored))
+    })
+}
+
+fn present_part(resource: &Resource, part: UpdatePart, stored: Value) -> Value {
+    match part {
+        UpdatePart::Scale => stored,
+        UpdatePart::Object(_) => resource.present(stored),
+    }
+}
+
+/// Applies an update of `part` to `current` (mod revision `expected`) and writes it; returns
+/// what the endpoint answers (the object, or its Scale).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the pieces of one update, passed through once"
+)]
+async fn apply_update(
+    store: &dyn Store,
+    services: &ServiceNetwork,
+    target: &Target,
+    name: &str,
+    current: &Value,
+    new: Value,
+    part: UpdatePart,
+    expected: Revision,
+    options: &WriteOptions,
+) -> Result<Value, ApiError> {
+    let resource = target.resource;
+    let (new, part_of_object) =
+        match part {
+            UpdatePart::Object(p) => (new, p),
+            UpdatePart::Scale => {
+                let replicas =
+                    new.pointer("/spec/replicas")
+                        .and_then(Value::as_i64)
+                        .filter(|r| *r >= 0)
+                        .ok_or_else(|| {
+                            ApiError::invalid_lines(
+                        "Scale.autoscaling",
+                        "autoscaling",
+                        "Scale",
+                        name,
+                        &["spec.replicas: Invalid value: must be greater than or equal to 0"
+                            .to_owned()],
+                    )
+                        })?;
+                let mut object = current.clone();
+                if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.insert("replicas".into(), json!(replicas));
+                }
+                (object, Part::Main)
+            }
+        };
+    let stored = match prepare_update(current, new, resource, name, part_of_object)? {
+        Some(mut next) => {
+            record_managed_fields(
+                resource,
+                Some(current),
+                &mut next,
+                options,
+                part.subresource(),
+            );
+            if options.dry_run {
+                next
+            } else {
+                let claims = allocator::claim_for_update(
+                    store, services, resource, name, current, &mut next,
+                )
+                .await?;
+                match write(store, target, name, next, expected).await {
+                    Ok(stored) => {
+                        allocator::release(store, resource, current, Some(&stored)).await;
+                        finalizers::finish(store, resource, &target.key(name), &stored).await?;
+                        stored
+                    }
+                    Err(e) => {
+                        claims.undo(store).await;
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        None => current.clone(),
+    };
+    Ok(if part == UpdatePart::Scale {
+        scale_of(&stored)
+    } else {
+        stored
+    })
+}
+
+/// Kubernetes retries a patch this many times when the object changes underneath it.
+const PATCH_ATTEMPTS: usize = 5;
+
+/// `PATCH` of an object (or its status or scale).
+pub(crate) async fn patch(
+    store: &dyn Store,
+    services: &ServiceNetwork,
+    target: &Target,
+    name: &str,
+    body: &Body,
+    part: UpdatePart,
+    options: &WriteOptions,
+) -> Result<Written, ApiError> {
+    let resource = target.resource;
+    if body.content_type == "application/apply-patch+yaml" {
+        return Err(ApiError::unsupported_media_type(
+            "application/apply-patch+yaml (server-side apply is not supported yet; use \
+             client-side kubectl apply)",
+        ));
+    }
+    let (patch, duplicates) = parse_json(&body.bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "error decoding patch: {}",
+            e.message
+                .trim_start_matches("couldn't get version/kind; json parse error: ")
+        ))
+    })?;
+    // Key order in a JSON patch is the patch's own business.
+    let duplicates = if body.content_type == "application/json-patch+json" {
+        Vec::new()
+    } else {
+        duplicates
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut warnings = Vec::new();
+        let kv = get_kv(store, target, name).await?;
+        let current = decode_kv(&kv)?;
+        let mut doc = if part == UpdatePart::Scale {
+            scale_of(&current)
+        } else {
+            resource.present(current.clone())
+        };
+        match body.content_type.as_str() {
+            "application/merge-patch+json" => merge_patch(&mut doc, &patch),
+            "application/strategic-merge-patch+json" => strategic_merge_patch(&mut doc, &patch)
+                .map_err(|e| ApiError::invalid(resource, name, e))?,
+            "application/json-patch+json" => {
+                let operations: json_patch::Patch = serde_json::from_value(patch.clone())
+                    .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+                json_patch::patch(&mut doc, &operations)
+                    .map_err(|e| ApiError::invalid(resource, name, e))?;
+            }
+            other => return Err(ApiError::unsupported_media_type(other)),
+        }
+        if requested_revision(&doc, resource, name)?.is_some_and(|rv| rv != kv.mod_revision) {
+            return Err(ApiError::conflict(resource, name));
+        }
+        if part != UpdatePart::Scale {
+            if let Some(meta) = metadata_mut(&mut doc) {
+                meta.insert("name".into(), json!(name));
+            }
+            set_namespace(&mut doc, resource, target.namespace.as_deref())?;
+            // apiVersion/kind must survive the patch.
+            if let Some(root) = doc.as_object_mut() {
+                root.insert("apiVersion".into(), json!(resource.api_version()));
+                root.insert("kind".into(), json!(resource.kind));
+            }
+            check_kind(&mut doc, resource)?;
+            decode_strictly(
+                &mut doc,
+                resource,
+                &duplicates,
+                options.field_validation,
+                &mut warnings,
+            )?;
+            doc = resource.to_storage(doc);
+        }
+        match apply_update(
+            store,
+            services,
+            target,
+            name,
+            &current,
+            doc,
+            part,
+            kv.mod_revision,
+            options,
+        )
+        .await
+        {
+            Err(e) if e.reason == "Conflict" && attempt < PATCH_ATTEMPTS => continue,
+            result => {
+                return result.map(|stored| Written {
+                    warnings,
+                    ..Written::ok(present_part(resource, part, stored))
+                });
+            }
+        }
+    }
+}
+
+/// Delete options from the query and the body (`DeleteOptions`).
+#[derive(Debug, Default)]
+struct DeleteOptions {
+    grace_period_seconds: Option<i64>,
+    precondition_uid: Option<String>,
+    precondition_rv: Option<String>,
+    propagation: Option<finalizers::Propagation>,
+    dry_run: bool,
+}
+
+fn delete_options(
+    params: &Params,
+    body: &[u8],
+    write: &WriteOptions,
+) -> Result<DeleteOptions, ApiError> {
+    let mut options = DeleteOptions {
+        dry_run: write.dry_run,
+        ..DeleteOptions::default()
+    };
+    let body_value = if body.is_empty() {
+        None
+    } else {
+        Some(serde_json::from_slice::<Value>(body).map_err(|e| {
+            ApiError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}"))
+        })?)
+    };
+    options.propagation = finalizers::propagation(
+        params.get("propagationPolicy").map(String::as_str),
+        body_value.as_ref(),
+    )?;
+    if let Some(value) = &body_value {
+        match value
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+        {
+            None | Some([]) => {}
+            Some([all]) if all == "All" => options.dry_run = true,
+            Some(other) => {
+                return Err(ApiError::invalid_options(
+                    "DeleteOptions",
+                    &format!(
+                        "dryRun: Unsupported value: {}: supported values: \"All\"",
+                        Value::Array(other.to_vec())
+                    ),
+                ));
+            }
+        }
+        options.grace_period_seconds = value.get("gracePeriodSeconds").and_then(Value::as_i64);
+        options.precondition_uid = value
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        options.precondition_rv = value
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+    }
+    if let Some(grace) = params.get("gracePeriodSeconds").filter(|g| !g.is_empty()) {
+        options.grace_period_seconds = Some(grace.parse().map_err(|_| {
+            ApiError::bad_request(format!("invalid gracePeriodSeconds: {grace:?}"))
+        })?);
+    }
+    Ok(options)
+}
+
+/// How often a DELETE re-reads the object after a concurrent write.
+const DELETE_ATTEMPTS: u32 = 5;
+
+/// `DELETE` of one object.
+pub(crate) async fn delete(
+    store: &dyn Store,
+    target: &Target,
+    name: &str,
+    params: &Params,
+    body: &[u8],
+    write: &WriteOptions,
+) -> Result<Written, ApiError> {
+    let options = delete_options(params, body, write)?;
+    // Marking an object for deletion is a read-modify-write; a controller writing the object in
+    // between makes it conflict. Without a client precondition that is not the client's
+    // conflict: read again and retry, as kube-apiserver's GuaranteedUpdate does.
+    let mut attempts = 0;
+    loop {
+        let kv = get_kv(store, target, name).await?;
+        match delete_one(store, target, name, &kv, &options).await {
+            Err(e)
+                if e.reason == "Conflict"
+                    && options.precondition_rv.is_none()
+                    && options.precondition_uid.is_none()
+                    && attempts < DELETE_ATTEMPTS =>
+            {
+                attempts += 1;
+            }
+            result => return result.map(|v| Written::ok(target.resource.present(v))),
+        }
+    }
+}
+
+async fn delete_one(
+    store: &dyn Store,
+    target: &Target,
+    name: &str,
+    kv: &KeyValue,
+    options: &DeleteOptions,
+) -> Result<Value, ApiError> {
+    let resource = target.resource;
+    let mut current = decode_kv(kv)?;
+    if let Some(uid) = &options.precondition_uid {
+        let actual = meta_str(&current, "uid").unwrap_or_default();
+        if uid != actual {
+            return Err(ApiError::conflict_message(
+                resource,
+                name,
+                format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                ),
+            ));
+        }
+    }
+    if let Some(rv) = &options.precondition_rv
+        && *rv != kv.mod_revision.to_string()
+    {
+        return Err(ApiError::conflict(resource, name));
+    }
+    let terminating = meta_str(&current, "deletionTimestamp").is_some();
+    if !terminating {
+        finalizers::on_delete(&mut current, options.propagation);
+    }
+    let has_finalizers = current
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    let bound_pod = resource.kind == "Pod"
+        && current
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+    let graceful = (bound_pod && options.grace_period_seconds != Some(0))
+        || resource.kind == "Namespace"
+        || has_finalizers;
+    if !graceful {
+        if options.dry_run {
+            return Ok(current);
+        }
+        store
+            .delete(&target.key(name), Some(kv.mod_revision))
+            .await
+            .map_err(|e| ApiError::from_store(e, resource, name))?;
+        tracing::debug!(name, "deleted");
+        allocator::release(store, resource, &current, None).await;
+        return Ok(current);
+    }
+    if terminating {
+        return Ok(current);
+    }
+    let mut next = current.clone();
+    let grace = if bound_pod {
+        options
+            .grace_period_seconds
+            .or_else(|| {
+                current
+                    .pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
+            .unwrap_or(30)
+            .max(0)
+    } else {
+        0
+    };
+    if let Some(meta) = metadata_mut(&mut next) {
+        meta.insert("deletionTimestamp".into(), json!(now_rfc3339(grace)));
+        meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+    }
+    if resource.kind == "Namespace"
+        && let Some(root) = next.as_object_mut()
+    {
+        root.insert("status".into(), json!({"phase": "Terminating"}));
+    }
+    if options.dry_run {
+        return Ok(next);
+    }
+    tracing::debug!(name, grace, "marked for deletion");
+    write(store, target, name, next, kv.mod_revision).await
+}
+
+/// `DELETE` of a collection.
+pub(crate) async fn delete_collection(
+    store: &dyn Store,
+    target: &Target,
+    params: &Params,
+    body: &[u8],
+    write: &WriteOptions,
+) -> Result<Written, ApiError> {
+    let options = delete_options(params, body, write)?;
+    let selectors = Selectors::parse(target.resource, params, None)?;
+    let listed = store
+        .list(&target.prefix(), ListOptions::default())
+        .await
+        .map_err(|e| ApiError::from_store(e, target.resource, ""))?;
+    let mut items = Vec::new();
+    for kv in &listed.items {
+        let object = decode_kv(kv)?;
+        if !selectors.matches(&object) {
+            continue;
+        }
+        let name = meta_str(&object, "name").unwrap_or_default().to_owned();
+        let scoped = Target {
+            resource: target.resource,
+            namespace: meta_str(&object, "namespace").map(str::to_owned),
+            name: Some(name.clone()),
+            subresource: None,
+        };
+        match delete_one(store, &scoped, &name, kv, &options).await {
+            Ok(deleted) => items.push(target.resource.present(deleted)),
+            // Changed or gone since the listing: as Kubernetes, skip it.
+            Err(e) if e.reason == "NotFound" || e.reason == "Conflict" => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Written::ok(json!({
+        "kind": list_kind(target.resource),
+        "apiVersion": target.resource.api_version(),
+        "metadata": {"resourceVersion": listed.revision.to_string()},
+        "items": items,
+    })))
+}
+
+/// `POST pods/<name>/binding`: sets `spec.nodeName` once.
+pub(crate) async fn bind(
+    store: &dyn Store,
+    target: &Target,
+    name: &str,
+    body: &[u8],
+) -> Result<Written, ApiError> {
+    let resource = target.resource;
+    let binding: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid_lines(
+                "Binding",
+                "",
+                "Binding",
+                name,
+                &["target.name: Required value".to_owned()],
+            )
+        })?;
+    let kv = get_kv(store, target, name).await?;
+    let mut pod = decode_kv(&kv)?;
+    if let Some(existing) = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
+        return Err(ApiError::conflict_message(
+            resource,
+            name,
+            format!(
+                "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{existing}\""
+            ),
+        ));
+    }
+    if meta_str(&pod, "deletionTimestamp").is_some() {
+        return Err(ApiError::conflict_message(
+            resource,
+            name,
+            format!("pod {name} is being deleted, cannot be assigned to a host"),
+        ));
+    }
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("nodeName".into(), json!(node));
+    }
+    write(store, target, name, pod, kv.mod_revision).await?;
+    Ok(Written {
+        code: StatusCode::CREATED,
+        body: json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        warnings: Vec::new(),
+    })
+}
+
+/// The PriorityClasses every cluster has (kube-apiserver's `SystemPriorityClasses`).
+fn system_priority_classes() -> [Value; 2] {
+    let class = |name: &str, value: i64, description: &str| {
+        json!({
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": name},
+            "value": value,
+            "description": description,
+        })
+    };
+    [
+        class(
+            "system-node-critical",
+            2_000_001_000,
+            "Used for system critical pods that must not be moved from their current node.",
+        ),
+        class(
+            "system-cluster-critical",
+            2_000_000_000,
+            "Used for system critical pods that must run in the cluster, but can be moved to \
+             another node if necessary.",
+        ),
+    ]
+}
+
+/// Creates the [`SYSTEM_NAMESPACES`] and system PriorityClasses that do not exist yet.
+pub(crate) async fn bootstrap(store: &dyn Store) -> Result<(), ApiError> {
+    let namespaces = registry::find("", "v1", "namespaces").ok_or_else(ApiError::no_route)?;
+    let priority_classes = registry::find("scheduling.k8s.io", "v1", "priorityclasses")
+        .ok_or_else(ApiError::no_route)?;
+    let objects = SYSTEM_NAMESPACES
+        .iter()
+        .map(|name| {
+            (
+                namespaces,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+            )
+        })
+        .chain(system_priority_classes().map(|class| (priority_classes, class)));
+    for (resource, mut object) in objects {
+        check_kind(&mut object, resource)?;
+        let name = prepare_create(&mut object, resource, None)?;
+        finalizers::on_create(resource, &mut object);
+        match store
+            .create(&resource.key(None, &name), encode(&object))
+            .await
+        {
+            Ok(revision) => tracing::info!(kind = resource.kind, name, revision, "created"),
+            Err(StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(ApiError::from_store(e, resource, &name)),
+        }
+    }
+    Ok(())
+}
