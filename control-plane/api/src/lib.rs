@@ -8,4 +8,5 @@ pub mod cidr;
 pub mod defaulting;
 pub mod names;
 pub mod patch;
+pub mod quantity;
 pub mod selectors;
