@@ -402,7 +402,10 @@ impl fmt::Display for Quantity {
         let sign = if self.nanos < 0 { "-" } else { "" };
         let magnitude = self.nanos.unsigned_abs();
         let nano = NANO as u128;
-        if self.format == Format::BinarySI && magnitude >= 1024 * nano && magnitude.is_multiple_of(nano) {
+        if self.format == Format::BinarySI
+            && magnitude >= 1024 * nano
+            && magnitude.is_multiple_of(nano)
+        {
             let mut units = magnitude / nano;
             let mut exponent = 0;
             while units.is_multiple_of(1024) {
