@@ -10,3 +10,4 @@ pub mod names;
 pub mod patch;
 pub mod quantity;
 pub mod selectors;
+pub mod tolerations;

@@ -8,6 +8,7 @@ use k8s_openapi::{
     api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration},
     apimachinery::pkg::api::resource::Quantity,
 };
+use keelson_api::tolerations;
 
 /// Resources as the scheduler counts them (Kubernetes' `framework.Resource`): exact integers,
 /// CPU from `MilliValue` and memory and pods from `Value` of the quantities.
@@ -206,29 +207,17 @@ impl std::fmt::Display for Unfit {
     }
 }
 
-fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let effect_ok = toleration
-        .effect
-        .as_deref()
-        .is_none_or(|e| e.is_empty() || e == taint.effect);
-    let key_ok = toleration
-        .key
-        .as_deref()
-        .is_none_or(|k| k.is_empty() || k == taint.key);
-    let value_ok = match toleration.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        _ => toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-    };
-    // An empty key with Exists tolerates everything.
-    effect_ok && key_ok && value_ok
+/// The pod's tolerations.
+fn tolerations(pod: &Pod) -> &[Toleration] {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or_default()
 }
 
-/// Whether the pod tolerates `taint`.
+/// Whether the pod tolerates `taint` (Kubernetes' rules: [`tolerations::tolerates`]).
 pub fn pod_tolerates(pod: &Pod, taint: &Taint) -> bool {
-    pod.spec
-        .iter()
-        .flat_map(|s| s.tolerations.iter().flatten())
-        .any(|t| tolerates(t, taint))
+    tolerations::tolerates_taint(tolerations(pod), taint)
 }
 
 /// Filter: Ready and schedulable.
@@ -238,7 +227,7 @@ pub fn filter_node_ready(pod: &Pod, node: &NodeInfo) -> Result<(), Unfit> {
     }
     let unschedulable_taint = Taint {
         key: "node.kubernetes.io/unschedulable".into(),
-        effect: "NoSchedule".into(),
+        effect: tolerations::NO_SCHEDULE.into(),
         ..Taint::default()
     };
     if node.unschedulable && !pod_tolerates(pod, &unschedulable_taint) {
@@ -332,12 +321,11 @@ pub fn filter_node_affinity(pod: &Pod, node: &NodeInfo) -> Result<(), Unfit> {
 
 /// Filter: every NoSchedule/NoExecute taint is tolerated.
 pub fn filter_taints(pod: &Pod, node: &NodeInfo) -> Result<(), Unfit> {
-    match node
-        .taints
-        .iter()
-        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-        .find(|t| !pod_tolerates(pod, t))
-    {
+    match tolerations::find_untolerated(
+        &node.taints,
+        tolerations(pod),
+        tolerations::blocks_scheduling,
+    ) {
         None => Ok(()),
         Some(t) => Err(Unfit::Taint(match &t.value {
             Some(v) if !v.is_empty() => format!("{}: {v}", t.key),
