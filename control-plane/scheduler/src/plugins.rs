@@ -5,10 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::{
-    api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration},
+    api::core::v1::{Node, Pod, Taint, Toleration},
     apimachinery::pkg::api::resource::Quantity,
 };
-use keelson_api::tolerations;
+use keelson_api::{
+    selectors::{self, LabelSelector},
+    tolerations,
+};
 
 /// Resources as the scheduler counts them (Kubernetes' `framework.Resource`): exact integers,
 /// CPU from `MilliValue` and memory and pods from `Value` of the quantities.
@@ -254,54 +257,16 @@ pub fn filter_resources(request: &Resources, node: &NodeInfo) -> Result<(), Unfi
     Ok(())
 }
 
-fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&String>) -> bool {
-    let values = req.values.as_deref().unwrap_or_default();
-    match req.operator.as_str() {
-        "In" => value.is_some_and(|v| values.contains(v)),
-        "NotIn" => value.is_none_or(|v| !values.contains(v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if req.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
-}
-
-fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
-    let expressions = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if expressions.is_empty() && fields.is_empty() {
-        return false;
-    }
-    expressions
-        .iter()
-        .all(|r| requirement_matches(r, node.labels.get(&r.key)))
-        && fields
-            .iter()
-            .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&node.name)))
-}
-
-/// Filter: `nodeSelector` and required node affinity (terms ORed, expressions ANDed).
+/// Filter: `nodeSelector` and required node affinity (terms ORed, expressions ANDed), by
+/// Kubernetes' rules ([`selectors::node_selector_matches`]).
 pub fn filter_node_affinity(pod: &Pod, node: &NodeInfo) -> Result<(), Unfit> {
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(());
     };
     let selector_ok = spec
         .node_selector
-        .iter()
-        .flatten()
-        .all(|(k, v)| node.labels.get(k) == Some(v));
+        .as_ref()
+        .is_none_or(|set| LabelSelector::from_set(set).matches(&node.labels));
     let required = spec
         .affinity
         .as_ref()
@@ -311,7 +276,7 @@ pub fn filter_node_affinity(pod: &Pod, node: &NodeInfo) -> Result<(), Unfit> {
                 .as_ref()
         });
     let affinity_ok =
-        required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)));
+        required.is_none_or(|r| selectors::node_selector_matches(r, &node.name, &node.labels));
     if selector_ok && affinity_ok {
         Ok(())
     } else {
@@ -417,7 +382,8 @@ mod tests {
     use k8s_openapi::{
         api::core::v1::{
             Affinity, Container, ContainerPort, NodeAffinity, NodeCondition, NodeSelector,
-            NodeSpec, NodeStatus, PodSpec, ResourceRequirements,
+            NodeSelectorRequirement, NodeSelectorTerm, NodeSpec, NodeStatus, PodSpec,
+            ResourceRequirements,
         },
         apimachinery::pkg::apis::meta::v1::ObjectMeta,
     };
