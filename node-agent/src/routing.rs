@@ -129,8 +129,7 @@ pub fn desired_routes(
         else {
             continue;
         };
-        if own_cidr.is_some_and(|own| own.contains(cidr.network()) || cidr.contains(own.network()))
-        {
+        if own_cidr.is_some_and(|own| own.overlaps(&cidr)) {
             continue;
         }
         let address = node

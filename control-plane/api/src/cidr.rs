@@ -87,6 +87,11 @@ impl Ipv4Cidr {
         u32::from(addr) & mask(self.prefix_len) == self.base
     }
 
+    /// Whether the two blocks share an address (one holds the other's base address).
+    pub fn overlaps(&self, other: &Self) -> bool {
+        self.contains(other.network()) || other.contains(self.network())
+    }
+
     /// How many `/subnet_len` blocks fit (0 when `subnet_len` is shorter than the block's own).
     pub fn subnet_count(&self, subnet_len: u8) -> u64 {
         if subnet_len < self.prefix_len || subnet_len > 32 {
@@ -187,6 +192,20 @@ mod tests {
         assert_eq!(Ipv4Cidr::containing(Ipv4Addr::new(10, 0, 0, 1), 33), None);
         for bad in ["10.244.1.7", "10.244.1.0/33", "10.244.300.0/24", "x/8"] {
             assert!(matches!(parse(bad), Err(CidrError::Syntax { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn overlaps() {
+        let block = |text: &str| text.parse::<Ipv4Cidr>().unwrap();
+        for (a, b, expected) in [
+            ("10.244.1.0/24", "10.244.1.0/24", true),
+            ("10.244.0.0/16", "10.244.7.0/24", true),
+            ("10.244.7.0/24", "10.244.0.0/16", true),
+            ("10.244.1.0/24", "10.244.2.0/24", false),
+            ("0.0.0.0/0", "192.0.2.1/32", true),
+        ] {
+            assert_eq!(block(a).overlaps(&block(b)), expected, "{a} {b}");
         }
     }
 
