@@ -2,6 +2,10 @@
 //!
 //! Object-name validation and label/field selectors, with Kubernetes' own rules and messages;
 //! defaulting and the merge/strategic-merge patches the API server applies to raw JSON.
+//!
+//! The typed helpers the scheduler, the controllers and the node agent share live here once:
+//! resource quantities ([`quantity`]), taints and tolerations ([`tolerations`]), typed label
+//! selectors and node affinity ([`selectors`]) and IPv4 blocks ([`cidr`]).
 #![forbid(unsafe_code)]
 
 pub mod cidr;
