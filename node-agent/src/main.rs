@@ -111,7 +111,7 @@ struct RunArgs {
     /// The cluster's Service CIDR (the control plane's --service-cluster-ip-range): unreachable
     /// towards the uplink, so an untranslated service address never leaves the node.
     #[arg(long, env = "KEELSON_SERVICE_CIDR", default_value = "10.96.0.0/12")]
-    service_cidr: keelson_node_agent::network::ipam::Ipv4Cidr,
+    service_cidr: keelson_api::cidr::Ipv4Cidr,
     /// How other nodes' pod CIDRs are reached (the same on every node of a cluster): `direct`
     /// routes them to the owning node's address out of the first uplink (nodes share L2);
     /// `tunnel` sends them through VXLAN (UDP 8472) to it, pods' MTU 50 bytes below the
@@ -146,8 +146,12 @@ struct KubeletArgs {
     )]
     docker_socket: String,
     /// Pod CIDR to use while the Node has no spec.podCIDR (no IPAM controller).
-    #[arg(long, env = "KEELSON_POD_CIDR")]
-    pod_cidr: Option<keelson_node_agent::network::ipam::Ipv4Cidr>,
+    #[arg(
+        long,
+        env = "KEELSON_POD_CIDR",
+        value_parser = keelson_node_agent::network::ipam::parse_pod_cidr
+    )]
+    pod_cidr: Option<keelson_api::cidr::Ipv4Cidr>,
     /// Image whose `sleep` holds each pod's namespaces (built by `cargo xtask images`).
     #[arg(
         long,

@@ -27,6 +27,7 @@ use std::{
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::Node;
+use keelson_api::cidr::Ipv4Cidr;
 use keelson_ebpf_common::{NodeRoute, route_mode, tunnel};
 use kube::{
     Api, Client,
@@ -42,7 +43,7 @@ use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 use crate::{
     datapath::lb::{LoadBalancer, TcHook},
     error_chain,
-    network::ipam::Ipv4Cidr,
+    network::ipam::parse_pod_cidr,
 };
 
 /// The vxlan device of `tunnel` mode.
@@ -124,12 +125,11 @@ pub fn desired_routes(
             .spec
             .as_ref()
             .and_then(|s| s.pod_cidr.as_deref())
-            .and_then(|c| c.parse::<Ipv4Cidr>().ok())
+            .and_then(|c| parse_pod_cidr(c).ok())
         else {
             continue;
         };
-        if own_cidr.is_some_and(|own| own.contains(cidr.network()) || cidr.contains(own.network()))
-        {
+        if own_cidr.is_some_and(|own| own.overlaps(&cidr)) {
             continue;
         }
         let address = node
@@ -263,7 +263,7 @@ impl Routing {
         let wanted = |network: Ipv4Addr, prefix: u8| {
             desired
                 .keys()
-                .any(|c| c.network() == network && c.prefix() == prefix)
+                .any(|c| c.network() == network && c.prefix_len() == prefix)
         };
         for route in leftovers.routes {
             let destination = route.attributes.iter().find_map(|a| match a {
@@ -334,7 +334,7 @@ impl Routing {
         node: Ipv4Addr,
     ) -> netlink_packet_route::route::RouteMessage {
         let builder = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(cidr.network(), cidr.prefix())
+            .destination_prefix(cidr.network(), cidr.prefix_len())
             .output_interface(self.ifindex)
             .protocol(RouteProtocol::Other(ROUTE_PROTOCOL));
         match self.mode {
@@ -383,7 +383,7 @@ impl Routing {
             };
             lb.lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .put_node_route(cidr.network(), cidr.prefix(), route)
+                .put_node_route(cidr.network(), cidr.prefix_len(), route)
                 .map_err(RoutingError::Datapath)?;
         }
         Ok(())
@@ -393,7 +393,7 @@ impl Routing {
         if let Some(lb) = &self.lb {
             lb.lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .remove_node_route(cidr.network(), cidr.prefix())
+                .remove_node_route(cidr.network(), cidr.prefix_len())
                 .map_err(RoutingError::Datapath)?;
         }
         let mut route = self.kernel_route(cidr, node);

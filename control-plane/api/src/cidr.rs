@@ -1,5 +1,5 @@
-//! IPv4 CIDR blocks: the service range the API server allocates ClusterIPs from and the cluster
-//! range node IPAM cuts per-node pod CIDRs from.
+//! IPv4 CIDR blocks: the service range the API server allocates ClusterIPs from, the cluster
+//! range node IPAM cuts per-node pod CIDRs from, and the pod CIDRs node agents route.
 
 use std::{fmt, net::Ipv4Addr, str::FromStr};
 
@@ -22,8 +22,9 @@ pub enum CidrError {
     },
 }
 
-/// An IPv4 block `base/prefix_len`, base without host bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// An IPv4 block `base/prefix_len`, base without host bits. Blocks order by base address, then
+/// prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ipv4Cidr {
     base: u32,
     prefix_len: u8,
@@ -34,6 +35,25 @@ impl Ipv4Cidr {
     pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Option<Self> {
         let base = u32::from(addr);
         (prefix_len <= 32 && base & !mask(prefix_len) == 0).then_some(Self { base, prefix_len })
+    }
+
+    /// The `/prefix_len` block that holds `addr` (host bits cleared); `None` if
+    /// `prefix_len > 32`.
+    pub fn containing(addr: Ipv4Addr, prefix_len: u8) -> Option<Self> {
+        (prefix_len <= 32).then(|| Self {
+            base: u32::from(addr) & mask(prefix_len),
+            prefix_len,
+        })
+    }
+
+    /// Parses `a.b.c.d/n` like Go's `net.ParseCIDR` (and so Kubernetes for a Node's
+    /// `spec.podCIDR`): host bits are cleared rather than refused (`10.244.1.7/24` is
+    /// `10.244.1.0/24`). [`FromStr`] refuses them.
+    pub fn parse_clearing_host_bits(text: &str) -> Result<Self, CidrError> {
+        let (addr, len) = split(text)?;
+        Self::containing(addr, len).ok_or_else(|| CidrError::Syntax {
+            text: text.to_owned(),
+        })
     }
 
     /// The first address.
@@ -65,6 +85,11 @@ impl Ipv4Cidr {
     /// Whether `addr` is inside.
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
         u32::from(addr) & mask(self.prefix_len) == self.base
+    }
+
+    /// Whether the two blocks share an address (one holds the other's base address).
+    pub fn overlaps(&self, other: &Self) -> bool {
+        self.contains(other.network()) || other.contains(self.network())
     }
 
     /// How many `/subnet_len` blocks fit (0 when `subnet_len` is shorter than the block's own).
@@ -105,20 +130,26 @@ impl FromStr for Ipv4Cidr {
     type Err = CidrError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let syntax = || CidrError::Syntax {
-            text: text.to_owned(),
-        };
-        let (addr, len) = text.trim().split_once('/').ok_or_else(syntax)?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| syntax())?;
-        let len: u8 = len.parse().map_err(|_| syntax())?;
-        if len > 32 {
-            return Err(syntax());
-        }
+        let (addr, len) = split(text)?;
         Self::new(addr, len).ok_or_else(|| CidrError::HostBits {
             text: text.to_owned(),
             canonical: format!("{}/{len}", Ipv4Addr::from(u32::from(addr) & mask(len))),
         })
     }
+}
+
+/// `a.b.c.d/n` (surrounding whitespace ignored) as its address and prefix length `n <= 32`.
+fn split(text: &str) -> Result<(Ipv4Addr, u8), CidrError> {
+    let syntax = || CidrError::Syntax {
+        text: text.to_owned(),
+    };
+    let (addr, len) = text.trim().split_once('/').ok_or_else(syntax)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| syntax())?;
+    let len: u8 = len.parse().map_err(|_| syntax())?;
+    if len > 32 {
+        return Err(syntax());
+    }
+    Ok((addr, len))
 }
 
 #[cfg(test)]
@@ -145,6 +176,48 @@ mod tests {
         ));
         assert!("10.96.0.0".parse::<Ipv4Cidr>().is_err());
         assert!("10.96.0.0/33".parse::<Ipv4Cidr>().is_err());
+    }
+
+    #[test]
+    fn clears_host_bits_when_asked() {
+        let parse = Ipv4Cidr::parse_clearing_host_bits;
+        assert_eq!(
+            parse("10.244.1.7/24").map(|c| c.to_string()),
+            Ok("10.244.1.0/24".to_owned())
+        );
+        assert_eq!(
+            Ipv4Cidr::containing(Ipv4Addr::new(10, 96, 7, 1), 12),
+            "10.96.0.0/12".parse().ok()
+        );
+        assert_eq!(Ipv4Cidr::containing(Ipv4Addr::new(10, 0, 0, 1), 33), None);
+        for bad in ["10.244.1.7", "10.244.1.0/33", "10.244.300.0/24", "x/8"] {
+            assert!(matches!(parse(bad), Err(CidrError::Syntax { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn overlaps() {
+        let block = |text: &str| text.parse::<Ipv4Cidr>().unwrap();
+        for (a, b, expected) in [
+            ("10.244.1.0/24", "10.244.1.0/24", true),
+            ("10.244.0.0/16", "10.244.7.0/24", true),
+            ("10.244.7.0/24", "10.244.0.0/16", true),
+            ("10.244.1.0/24", "10.244.2.0/24", false),
+            ("0.0.0.0/0", "192.0.2.1/32", true),
+        ] {
+            assert_eq!(block(a).overlaps(&block(b)), expected, "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn orders_by_address_then_length() {
+        let mut blocks: Vec<Ipv4Cidr> = ["10.244.2.0/24", "10.244.0.0/16", "10.244.0.0/24"]
+            .iter()
+            .map(|c| c.parse().unwrap())
+            .collect();
+        blocks.sort();
+        let texts: Vec<String> = blocks.iter().map(ToString::to_string).collect();
+        assert_eq!(texts, ["10.244.0.0/16", "10.244.0.0/24", "10.244.2.0/24"]);
     }
 
     #[test]

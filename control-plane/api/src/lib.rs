@@ -4,6 +4,10 @@
 //! Kubernetes' own rules and messages; defaulting and the merge/strategic-merge patches the API
 //! server applies to raw JSON; the `metadata.managedFields` entries that writes leave; Events in
 //! core/v1 and events.k8s.io/v1.
+//!
+//! The typed helpers the scheduler, the controllers and the node agent share live here once:
+//! resource quantities ([`quantity`]), taints and tolerations ([`tolerations`]), typed label
+//! selectors and node affinity ([`selectors`]) and IPv4 blocks ([`cidr`]).
 #![forbid(unsafe_code)]
 
 pub mod cidr;
@@ -12,5 +16,7 @@ pub mod events;
 pub mod managed_fields;
 pub mod names;
 pub mod patch;
+pub mod quantity;
 pub mod selectors;
+pub mod tolerations;
 pub mod validation;

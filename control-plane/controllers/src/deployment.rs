@@ -192,8 +192,9 @@ async fn reconcile(deployment: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action>
         return Ok(Action::await_change());
     }
     let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let query = pods::selector_query(&spec.selector, || format!("Deployment {namespace}/{name}"))?;
     let mut owned: Vec<ReplicaSet> = rs_api
-        .list(&ListParams::default().labels(&pods::selector_query(&spec.selector)))
+        .list(&ListParams::default().labels(&query))
         .await
         .action(|| format!("list the ReplicaSets of Deployment {namespace}/{name}"))?
         .items

@@ -22,6 +22,7 @@ use k8s_openapi::{
     },
     apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
+use keelson_api::selectors::service_selector;
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, PostParams},
@@ -98,21 +99,15 @@ fn services_selecting(services: &Store<Service>, pod: &Pod) -> Vec<ObjectRef<Ser
         .iter()
         .filter(|s| s.namespace() == namespace)
         .filter(|s| {
-            s.spec
-                .as_ref()
-                .and_then(|spec| spec.selector.as_ref())
-                .is_some_and(|sel| pods::map_selector_matches(sel, pod.labels()))
+            service_selector(s.spec.as_ref().and_then(|spec| spec.selector.as_ref()))
+                .is_some_and(|selector| selector.matches(pod.labels()))
         })
         .map(|s| ObjectRef::from_obj(s.as_ref()))
         .collect()
 }
 
 async fn reconcile(service: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
-    let Some(selector) = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.clone())
-        .filter(|s| !s.is_empty())
+    let Some(selector) = service_selector(service.spec.as_ref().and_then(|s| s.selector.as_ref()))
     else {
         return Ok(Action::await_change());
     };
@@ -124,11 +119,7 @@ async fn reconcile(service: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
     // (a pod turning Ready was then missed until its next change). A list reads the store's
     // current revision, which the triggering write precedes.
     let namespace = service.namespace().unwrap_or_default();
-    let query = selector
-        .iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let query = selector.to_string();
     let selected: Vec<Arc<Pod>> = Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
         .list(&ListParams::default().labels(&query))
         .await

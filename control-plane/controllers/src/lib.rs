@@ -186,6 +186,15 @@ pub enum Error {
     /// An object cannot be reconciled as it is (the message says why).
     #[error("{0}")]
     Invalid(String),
+    /// A workload's `spec.selector` is one Kubernetes would refuse.
+    #[error("invalid spec.selector of {object}")]
+    Selector {
+        /// The workload, e.g. `ReplicaSet default/web`.
+        object: String,
+        /// What is wrong with the selector.
+        #[source]
+        source: keelson_api::selectors::SelectorError,
+    },
 }
 
 /// `Result` of a reconcile.

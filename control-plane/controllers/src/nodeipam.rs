@@ -1,8 +1,10 @@
 //! Node IPAM: every Node without `spec.podCIDR` gets the first free `/mask` block of the
 //! cluster CIDR (`--cluster-cidr`, `--node-cidr-mask-size`). Nodes are handled one at a time
-//! and the taken blocks are read fresh from the API, so two nodes never get the same block.
+//! and the taken blocks are read fresh from the API, so two nodes never get the same block. A
+//! block is free when it overlaps no node's `spec.podCIDR`, whatever that CIDR's size or
+//! spelling (host bits are cleared, as Kubernetes reads it).
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
 use keelson_api::cidr::Ipv4Cidr;
@@ -41,11 +43,11 @@ pub async fn run(client: Client, cluster_cidr: Ipv4Cidr, mask: u8) -> anyhow::Re
     Ok(())
 }
 
-/// The first block of `/mask` in `cluster` that is not in `taken`.
-pub fn first_free(cluster: Ipv4Cidr, mask: u8, taken: &BTreeSet<String>) -> Option<Ipv4Cidr> {
+/// The first block of `/mask` in `cluster` that overlaps none of `taken`.
+pub fn first_free(cluster: Ipv4Cidr, mask: u8, taken: &[Ipv4Cidr]) -> Option<Ipv4Cidr> {
     (0..cluster.subnet_count(mask))
         .filter_map(|i| cluster.subnet(mask, i))
-        .find(|block| !taken.contains(&block.to_string()))
+        .find(|block| !taken.iter().any(|t| t.overlaps(block)))
 }
 
 async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
@@ -76,13 +78,15 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
     {
         return Ok(Action::await_change());
     }
-    let taken: BTreeSet<String> = api
+    // A podCIDR that does not parse takes nothing (Kubernetes logs it and goes on).
+    let taken: Vec<Ipv4Cidr> = api
         .list(&ListParams::default())
         .await
         .action(|| "list nodes".to_owned())?
         .items
         .iter()
-        .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
+        .filter_map(|n| n.spec.as_ref()?.pod_cidr.as_deref())
+        .filter_map(|c| Ipv4Cidr::parse_clearing_host_bits(c).ok())
         .collect();
     let block = first_free(ctx.cluster_cidr, ctx.mask, &taken).ok_or_else(|| {
         Error::Invalid(format!(
@@ -107,16 +111,35 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
 mod tests {
     use super::*;
 
+    fn blocks(texts: &[&str]) -> Vec<Ipv4Cidr> {
+        texts
+            .iter()
+            .map(|t| Ipv4Cidr::parse_clearing_host_bits(t).unwrap())
+            .collect()
+    }
+
+    /// Taken podCIDRs -> the block the next node gets.
     #[test]
     fn takes_the_first_free_block() {
         let cluster: Ipv4Cidr = "10.244.0.0/16".parse().unwrap();
-        let taken = BTreeSet::from(["10.244.0.0/24".to_owned(), "10.244.2.0/24".to_owned()]);
-        assert_eq!(
-            first_free(cluster, 24, &taken).unwrap().to_string(),
-            "10.244.1.0/24"
-        );
+        for (taken, expected) in [
+            (&[][..], Some("10.244.0.0/24")),
+            (&["10.244.0.0/24", "10.244.2.0/24"], Some("10.244.1.0/24")),
+            (&["10.244.0.7/24"], Some("10.244.1.0/24")),
+            (&["10.244.0.0/23"], Some("10.244.2.0/24")),
+            (&["10.244.0.128/25"], Some("10.244.1.0/24")),
+            (&["10.244.0.0/16"], None),
+        ] {
+            assert_eq!(
+                first_free(cluster, 24, &blocks(taken)).map(|b| b.to_string()),
+                expected.map(str::to_owned),
+                "{taken:?}"
+            );
+        }
         let small: Ipv4Cidr = "10.0.0.0/31".parse().unwrap();
-        let all = BTreeSet::from(["10.0.0.0/32".to_owned(), "10.0.0.1/32".to_owned()]);
-        assert_eq!(first_free(small, 32, &all), None);
+        assert_eq!(
+            first_free(small, 32, &blocks(&["10.0.0.0/32", "10.0.0.1/32"])),
+            None
+        );
     }
 }

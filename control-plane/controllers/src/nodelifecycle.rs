@@ -19,6 +19,7 @@ use k8s_openapi::api::{
     coordination::v1::Lease,
     core::v1::{Node, NodeCondition, Pod, Taint},
 };
+use keelson_api::tolerations::{self, NO_EXECUTE, NoExecuteTolerance};
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
@@ -118,7 +119,7 @@ pub fn unreachable_taint(node: &Node) -> Option<&Taint> {
         .taints
         .as_ref()?
         .iter()
-        .find(|t| t.key == UNREACHABLE_TAINT && t.effect == "NoExecute")
+        .find(|t| t.key == UNREACHABLE_TAINT && t.effect == NO_EXECUTE)
 }
 
 /// What a node needs.
@@ -148,39 +149,22 @@ pub fn node_action(node: &Node, unreachable: bool) -> NodeAction {
     }
 }
 
-/// How long `pod` tolerates `taint`: `None` for ever (a matching toleration without
-/// `tolerationSeconds`), the smallest matching `tolerationSeconds` (negative counts as 0), or
+/// How long `pod` tolerates the NoExecute `taint`, by Kubernetes' taint-eviction rules
+/// ([`tolerations::no_execute_tolerance`]: the first toleration that matches decides): `None`
+/// for ever (it has no `tolerationSeconds`), its `tolerationSeconds` (negative counts as 0), or
 /// `default` when no toleration matches (what Kubernetes' `DefaultTolerationSeconds` admission
 /// plugin gives every pod).
 pub fn toleration(pod: &Pod, taint: &Taint, default: Duration) -> Option<Duration> {
-    let mut matching = pod
+    let pod_tolerations = pod
         .spec
-        .iter()
-        .flat_map(|s| s.tolerations.iter().flatten())
-        .filter(|t| {
-            let effect_ok = t
-                .effect
-                .as_deref()
-                .is_none_or(|e| e.is_empty() || e == taint.effect);
-            let key_ok = match t.key.as_deref() {
-                None | Some("") => t.operator.as_deref() == Some("Exists"),
-                Some(key) => key == taint.key,
-            };
-            let value_ok = t.operator.as_deref() == Some("Exists")
-                || t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("");
-            effect_ok && key_ok && value_ok
-        })
-        .peekable();
-    if matching.peek().is_none() {
-        return Some(default);
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or_default();
+    match tolerations::no_execute_tolerance(pod_tolerations, std::slice::from_ref(taint)) {
+        NoExecuteTolerance::Evict => Some(default),
+        NoExecuteTolerance::For(duration) => Some(duration),
+        NoExecuteTolerance::Forever => None,
     }
-    let mut shortest: Option<Duration> = None;
-    for t in matching {
-        let seconds = t.toleration_seconds?;
-        let d = Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
-        shortest = Some(shortest.map_or(d, |s| s.min(d)));
-    }
-    shortest
 }
 
 /// Whether `pod`, on a node tainted unreachable since `tainted_at`, is due for eviction at `now`.
@@ -615,8 +599,24 @@ mod tests {
             ..for_ever.clone()
         };
         assert_eq!(
-            toleration(&pod(vec![short.clone(), shorter]), &taint, default),
+            toleration(&pod(vec![short.clone(), shorter.clone()]), &taint, default),
+            Some(Duration::from_secs(5)),
+            "the first matching toleration decides, as in Kubernetes"
+        );
+        assert_eq!(
+            toleration(&pod(vec![shorter, short.clone()]), &taint, default),
             Some(Duration::from_secs(2))
+        );
+        let empty_key_equal = Toleration {
+            key: None,
+            operator: None,
+            effect: Some("NoExecute".into()),
+            ..Toleration::default()
+        };
+        assert_eq!(
+            toleration(&pod(vec![empty_key_equal]), &taint, default),
+            None,
+            "an empty key with Equal matches the taint's empty value"
         );
         let other = Toleration {
             key: Some("node.kubernetes.io/not-ready".into()),

@@ -1,11 +1,12 @@
-//! Pod and object helpers the controllers share: readiness, ownership, label selectors.
-
-use std::collections::BTreeMap;
+//! Pod and object helpers the controllers share: readiness, ownership, selector queries.
 
 use k8s_openapi::{
     api::core::v1::Pod,
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
 };
+use keelson_api::selectors;
+
+use crate::{Error, Result};
 
 /// Whether the pod's `Ready` condition is `True`.
 pub fn is_ready(pod: &Pod) -> bool {
@@ -68,54 +69,16 @@ pub fn owner_reference(api_version: &str, kind: &str, owner: &ObjectMeta) -> Own
     }
 }
 
-/// Whether `labels` match a `LabelSelector` (matchLabels and matchExpressions). An empty
-/// selector matches everything, as in Kubernetes.
-pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_match = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let expressions_match = selector.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.as_deref().unwrap_or_default();
-        let value = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => false,
-        }
-    });
-    labels_match && expressions_match
-}
-
-/// Whether `labels` carry every pair of a Service-style `selector` map (non-empty).
-pub fn map_selector_matches(
-    selector: &BTreeMap<String, String>,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
-
-/// A label selector as the `labelSelector` query parameter (matchLabels and matchExpressions).
-pub fn selector_query(selector: &LabelSelector) -> String {
-    let mut parts: Vec<String> = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    for e in selector.match_expressions.iter().flatten() {
-        let values = e.values.as_deref().unwrap_or_default().join(",");
-        parts.push(match e.operator.as_str() {
-            "In" => format!("{} in ({values})", e.key),
-            "NotIn" => format!("{} notin ({values})", e.key),
-            "Exists" => e.key.clone(),
-            _ => format!("!{}", e.key),
-        });
-    }
-    parts.join(",")
+/// A workload's `spec.selector` as the `labelSelector` query of its list calls
+/// ([`keelson_api::selectors::LabelSelector::from_label_selector`]); `object` names the
+/// workload in the error when Kubernetes would refuse the selector.
+pub fn selector_query(selector: &LabelSelector, object: impl FnOnce() -> String) -> Result<String> {
+    selectors::LabelSelector::from_label_selector(selector)
+        .map(|s| s.to_string())
+        .map_err(|source| Error::Selector {
+            object: object(),
+            source,
+        })
 }
 
 /// Seconds since the Unix epoch of a timestamp (0 when absent).
@@ -130,39 +93,30 @@ pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
     #[test]
-    fn selectors() {
-        let selector = LabelSelector {
-            match_labels: Some(labels(&[("app", "web")])),
+    fn selector_queries() {
+        let mut selector = LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".into(), "web".into())])),
             match_expressions: Some(vec![LabelSelectorRequirement {
                 key: "tier".into(),
                 operator: "In".into(),
-                values: Some(vec!["a".into(), "b".into()]),
+                values: Some(vec!["b".into(), "a".into()]),
             }]),
         };
-        assert!(selector_matches(
-            &selector,
-            &labels(&[("app", "web"), ("tier", "b")])
-        ));
-        assert!(!selector_matches(&selector, &labels(&[("app", "web")])));
-        assert!(!selector_matches(
-            &selector,
-            &labels(&[("app", "db"), ("tier", "a")])
-        ));
-        assert_eq!(selector_query(&selector), "app=web,tier in (a,b)");
-        assert!(!map_selector_matches(
-            &BTreeMap::new(),
-            &labels(&[("a", "b")])
-        ));
+        let query = selector_query(&selector, || "ReplicaSet default/web".into());
+        assert_eq!(query.expect("valid"), "app=web,tier in (a,b)");
+        selector.match_expressions.as_mut().unwrap()[0].operator = "Matches".into();
+        let error = selector_query(&selector, || "ReplicaSet default/web".into())
+            .expect_err("unknown operator");
+        assert_eq!(
+            crate::error_chain(&error),
+            "invalid spec.selector of ReplicaSet default/web: \"Matches\" is not a valid label \
+             selector operator"
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! Reconciles read pods with a fresh list rather than from a cache, so pods created a moment
 //! ago are always counted and a scale-up never overshoots.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use k8s_openapi::{
     api::{
@@ -15,6 +15,7 @@ use k8s_openapi::{
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
+use keelson_api::selectors::LabelSelector;
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
@@ -80,9 +81,10 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
     let Some(spec) = rs.spec.as_ref() else {
         return Ok(Action::await_change());
     };
+    let query = pods::selector_query(&spec.selector, || format!("ReplicaSet {namespace}/{name}"))?;
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let owned: Vec<Pod> = pod_api
-        .list(&ListParams::default().labels(&pods::selector_query(&spec.selector)))
+        .list(&ListParams::default().labels(&query))
         .await
         .action(|| format!("list the pods of ReplicaSet {namespace}/{name}"))?
         .items
@@ -145,7 +147,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
     }
     // Status from a fresh look after the writes.
     let owned: Vec<Pod> = pod_api
-        .list(&ListParams::default().labels(&pods::selector_query(&spec.selector)))
+        .list(&ListParams::default().labels(&query))
         .await
         .action(|| format!("list the pods of ReplicaSet {namespace}/{name}"))?
         .items
@@ -154,22 +156,19 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
         .collect();
     let now = jiff::Timestamp::now().as_second();
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
-    let template_labels = spec
-        .template
-        .as_ref()
-        .and_then(|t| t.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default();
+    let template_selector = LabelSelector::from_set(
+        spec.template
+            .as_ref()
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref())
+            .unwrap_or(&BTreeMap::new()),
+    );
     let count = |f: &dyn Fn(&Pod) -> bool| {
         i32::try_from(owned.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX)
     };
     let status = ReplicaSetStatus {
         replicas: count(&|_| true),
-        fully_labeled_replicas: Some(count(&|p| {
-            template_labels
-                .iter()
-                .all(|(k, v)| p.labels().get(k) == Some(v))
-        })),
+        fully_labeled_replicas: Some(count(&|p| template_selector.matches(p.labels()))),
         ready_replicas: Some(count(&pods::is_ready)),
         available_replicas: Some(count(&|p| is_available(p, min_ready, now))),
         observed_generation: rs.metadata.generation,

@@ -5,26 +5,31 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::{
-    api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration},
+    api::core::v1::{Node, Pod, Taint, Toleration},
     apimachinery::pkg::api::resource::Quantity,
 };
+use keelson_api::{
+    selectors::{self, LabelSelector},
+    tolerations,
+};
 
-/// Resources as the scheduler counts them.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// Resources as the scheduler counts them (Kubernetes' `framework.Resource`): exact integers,
+/// CPU from `MilliValue` and memory and pods from `Value` of the quantities.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Resources {
     /// CPU in millicores.
-    pub milli_cpu: f64,
+    pub milli_cpu: i64,
     /// Memory in bytes.
-    pub memory: f64,
+    pub memory: i64,
     /// Pod slots.
-    pub pods: f64,
+    pub pods: i64,
 }
 
 impl Resources {
     fn add(&mut self, other: Resources) {
-        self.milli_cpu += other.milli_cpu;
-        self.memory += other.memory;
-        self.pods += other.pods;
+        self.milli_cpu = self.milli_cpu.saturating_add(other.milli_cpu);
+        self.memory = self.memory.saturating_add(other.memory);
+        self.pods = self.pods.saturating_add(other.pods);
     }
 }
 
@@ -54,46 +59,17 @@ pub struct NodeInfo {
     pub owners: BTreeMap<String, u32>,
 }
 
-/// Parses a Kubernetes quantity (`100m`, `1.5`, `128Mi`, `1G`, `2e3`) into base units.
-pub fn parse_quantity(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let suffixes: [(&str, f64); 14] = [
-        ("Ki", 1024.0),
-        ("Mi", 1024f64.powi(2)),
-        ("Gi", 1024f64.powi(3)),
-        ("Ti", 1024f64.powi(4)),
-        ("Pi", 1024f64.powi(5)),
-        ("Ei", 1024f64.powi(6)),
-        ("n", 1e-9),
-        ("u", 1e-6),
-        ("m", 1e-3),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-    ];
-    for (suffix, factor) in suffixes {
-        if let Some(number) = text.strip_suffix(suffix) {
-            return number.parse::<f64>().ok().map(|n| n * factor);
-        }
-    }
-    if let Some(number) = text.strip_suffix('E') {
-        return number.parse::<f64>().ok().map(|n| n * 1e18);
-    }
-    text.parse::<f64>().ok()
-}
-
+/// The CPU, memory and pod counts of a resource map; a missing or unparsable quantity counts
+/// as zero.
 fn resources_of(map: Option<&BTreeMap<String, Quantity>>) -> Resources {
     let get = |k: &str| {
         map.and_then(|m| m.get(k))
-            .and_then(|q| parse_quantity(&q.0))
-            .unwrap_or(0.0)
+            .and_then(|q| keelson_api::quantity::Quantity::try_from(q).ok())
     };
     Resources {
-        milli_cpu: get("cpu") * 1000.0,
-        memory: get("memory"),
-        pods: get("pods"),
+        milli_cpu: get("cpu").map_or(0, |q| q.milli_value()),
+        memory: get("memory").map_or(0, |q| q.value()),
+        pods: get("pods").map_or(0, |q| q.value()),
     }
 }
 
@@ -103,7 +79,7 @@ pub fn pod_requests(pod: &Pod) -> Resources {
     let mut total = Resources::default();
     let Some(spec) = pod.spec.as_ref() else {
         return Resources {
-            pods: 1.0,
+            pods: 1,
             ..Resources::default()
         };
     };
@@ -112,17 +88,17 @@ pub fn pod_requests(pod: &Pod) -> Resources {
         let requests = resources_of(r.and_then(|r| r.requests.as_ref()));
         let limits = resources_of(r.and_then(|r| r.limits.as_ref()));
         Resources {
-            milli_cpu: if requests.milli_cpu > 0.0 {
+            milli_cpu: if requests.milli_cpu > 0 {
                 requests.milli_cpu
             } else {
                 limits.milli_cpu
             },
-            memory: if requests.memory > 0.0 {
+            memory: if requests.memory > 0 {
                 requests.memory
             } else {
                 limits.memory
             },
-            pods: 0.0,
+            pods: 0,
         }
     };
     for c in &spec.containers {
@@ -134,7 +110,7 @@ pub fn pod_requests(pod: &Pod) -> Resources {
         total.memory = total.memory.max(init.memory);
     }
     total.add(resources_of(spec.overhead.as_ref()));
-    total.pods = 1.0;
+    total.pods = 1;
     total
 }
 
@@ -234,29 +210,17 @@ impl std::fmt::Display for Unfit {
     }
 }
 
-fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let effect_ok = toleration
-        .effect
-        .as_deref()
-        .is_none_or(|e| e.is_empty() || e == taint.effect);
-    let key_ok = toleration
-        .key
-        .as_deref()
-        .is_none_or(|k| k.is_empty() || k == taint.key);
-    let value_ok = match toleration.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        _ => toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-    };
-    // An empty key with Exists tolerates everything.
-    effect_ok && key_ok && value_ok
+/// The pod's tolerations.
+fn tolerations(pod: &Pod) -> &[Toleration] {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or_default()
 }
 
-/// Whether the pod tolerates `taint`.
+/// Whether the pod tolerates `taint` (Kubernetes' rules: [`tolerations::tolerates`]).
 pub fn pod_tolerates(pod: &Pod, taint: &Taint) -> bool {
-    pod.spec
-        .iter()
-        .flat_map(|s| s.tolerations.iter().flatten())
-        .any(|t| tolerates(t, taint))
+    tolerations::tolerates_taint(tolerations(pod), taint)
 }
 
 /// Filter: Ready and schedulable.
@@ -266,7 +230,7 @@ pub fn filter_node_ready(pod: &Pod, node: &NodeInfo) -> Result<(), Unfit> {
     }
     let unschedulable_taint = Taint {
         key: "node.kubernetes.io/unschedulable".into(),
-        effect: "NoSchedule".into(),
+        effect: tolerations::NO_SCHEDULE.into(),
         ..Taint::default()
     };
     if node.unschedulable && !pod_tolerates(pod, &unschedulable_taint) {
@@ -277,72 +241,32 @@ pub fn filter_node_ready(pod: &Pod, node: &NodeInfo) -> Result<(), Unfit> {
 
 /// Filter: requests fit in allocatable minus what bound pods request.
 pub fn filter_resources(request: &Resources, node: &NodeInfo) -> Result<(), Unfit> {
-    let free = |alloc: f64, used: f64| alloc - used;
-    if node.allocatable.pods > 0.0
-        && free(node.allocatable.pods, node.requested.pods) < request.pods
+    let free = |alloc: i64, used: i64| alloc.saturating_sub(used);
+    if node.allocatable.pods > 0 && free(node.allocatable.pods, node.requested.pods) < request.pods
     {
         return Err(Unfit::Insufficient("pods"));
     }
-    if request.milli_cpu > 0.0
+    if request.milli_cpu > 0
         && free(node.allocatable.milli_cpu, node.requested.milli_cpu) < request.milli_cpu
     {
         return Err(Unfit::Insufficient("cpu"));
     }
-    if request.memory > 0.0 && free(node.allocatable.memory, node.requested.memory) < request.memory
-    {
+    if request.memory > 0 && free(node.allocatable.memory, node.requested.memory) < request.memory {
         return Err(Unfit::Insufficient("memory"));
     }
     Ok(())
 }
 
-fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&String>) -> bool {
-    let values = req.values.as_deref().unwrap_or_default();
-    match req.operator.as_str() {
-        "In" => value.is_some_and(|v| values.contains(v)),
-        "NotIn" => value.is_none_or(|v| !values.contains(v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if req.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
-}
-
-fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
-    let expressions = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if expressions.is_empty() && fields.is_empty() {
-        return false;
-    }
-    expressions
-        .iter()
-        .all(|r| requirement_matches(r, node.labels.get(&r.key)))
-        && fields
-            .iter()
-            .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&node.name)))
-}
-
-/// Filter: `nodeSelector` and required node affinity (terms ORed, expressions ANDed).
+/// Filter: `nodeSelector` and required node affinity (terms ORed, expressions ANDed), by
+/// Kubernetes' rules ([`selectors::node_selector_matches`]).
 pub fn filter_node_affinity(pod: &Pod, node: &NodeInfo) -> Result<(), Unfit> {
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(());
     };
     let selector_ok = spec
         .node_selector
-        .iter()
-        .flatten()
-        .all(|(k, v)| node.labels.get(k) == Some(v));
+        .as_ref()
+        .is_none_or(|set| LabelSelector::from_set(set).matches(&node.labels));
     let required = spec
         .affinity
         .as_ref()
@@ -352,7 +276,7 @@ pub fn filter_node_affinity(pod: &Pod, node: &NodeInfo) -> Result<(), Unfit> {
                 .as_ref()
         });
     let affinity_ok =
-        required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)));
+        required.is_none_or(|r| selectors::node_selector_matches(r, &node.name, &node.labels));
     if selector_ok && affinity_ok {
         Ok(())
     } else {
@@ -362,12 +286,11 @@ pub fn filter_node_affinity(pod: &Pod, node: &NodeInfo) -> Result<(), Unfit> {
 
 /// Filter: every NoSchedule/NoExecute taint is tolerated.
 pub fn filter_taints(pod: &Pod, node: &NodeInfo) -> Result<(), Unfit> {
-    match node
-        .taints
-        .iter()
-        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-        .find(|t| !pod_tolerates(pod, t))
-    {
+    match tolerations::find_untolerated(
+        &node.taints,
+        tolerations(pod),
+        tolerations::blocks_scheduling,
+    ) {
         None => Ok(()),
         Some(t) => Err(Unfit::Taint(match &t.value {
             Some(v) if !v.is_empty() => format!("{}: {v}", t.key),
@@ -409,11 +332,11 @@ pub fn filter(
 /// Score: the share of CPU and memory left after placing the pod, 0..=100 (resources the node
 /// does not report count as fully free).
 pub fn score_least_allocated(request: &Resources, node: &NodeInfo) -> f64 {
-    let free = |alloc: f64, used: f64, req: f64| {
-        if alloc <= 0.0 {
+    let free = |alloc: i64, used: i64, req: i64| {
+        if alloc <= 0 {
             1.0
         } else {
-            ((alloc - used - req) / alloc).clamp(0.0, 1.0)
+            (alloc.saturating_sub(used).saturating_sub(req) as f64 / alloc as f64).clamp(0.0, 1.0)
         }
     };
     let cpu = free(
@@ -459,7 +382,8 @@ mod tests {
     use k8s_openapi::{
         api::core::v1::{
             Affinity, Container, ContainerPort, NodeAffinity, NodeCondition, NodeSelector,
-            NodeSpec, NodeStatus, PodSpec, ResourceRequirements,
+            NodeSelectorRequirement, NodeSelectorTerm, NodeSpec, NodeStatus, PodSpec,
+            ResourceRequirements,
         },
         apimachinery::pkg::apis::meta::v1::ObjectMeta,
     };
@@ -506,12 +430,47 @@ mod tests {
     }
 
     #[test]
-    fn quantities() {
-        assert_eq!(parse_quantity("100m"), Some(0.1));
-        assert_eq!(parse_quantity("2"), Some(2.0));
-        assert_eq!(parse_quantity("128Mi"), Some(128.0 * 1024.0 * 1024.0));
-        assert_eq!(parse_quantity("1G"), Some(1e9));
-        assert_eq!(parse_quantity("x"), None);
+    fn requests_are_exact_quantities() {
+        let mut p = pod("100m");
+        let container = p.spec.as_mut().unwrap().containers[0].clone();
+        let with = |cpu: &str, memory: &str| Container {
+            resources: Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".into(), Quantity(cpu.into())),
+                    ("memory".into(), Quantity(memory.into())),
+                ])),
+                ..ResourceRequirements::default()
+            }),
+            ..container.clone()
+        };
+        p.spec.as_mut().unwrap().containers = vec![with("0.1", "1.5Gi"), with("200m", "1")];
+        assert_eq!(
+            pod_requests(&p),
+            Resources {
+                milli_cpu: 300,
+                memory: 1_610_612_737,
+                pods: 1
+            }
+        );
+        p.spec.as_mut().unwrap().containers = vec![with("0.0001", "0.5"), with("lots", "1e3")];
+        assert_eq!(
+            pod_requests(&p),
+            Resources {
+                milli_cpu: 1,
+                memory: 1001,
+                pods: 1
+            },
+            "fractions round up; an unparsable quantity counts as zero"
+        );
+        let n = node("a", "1500m", "1Gi");
+        assert_eq!(
+            n.allocatable,
+            Resources {
+                milli_cpu: 1500,
+                memory: 1 << 30,
+                pods: 110
+            }
+        );
     }
 
     #[test]

@@ -4,99 +4,51 @@
 
 use std::{
     collections::BTreeMap,
-    fmt,
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    str::FromStr,
 };
 
+use keelson_api::cidr::{CidrError, Ipv4Cidr};
 use serde::{Deserialize, Serialize};
 
 use super::NetworkError;
 
-/// An IPv4 prefix such as `10.250.3.0/24`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Ipv4Cidr {
-    network: Ipv4Addr,
-    prefix: u8,
+/// Why a pod CIDR (a Node's `spec.podCIDR`, `--pod-cidr`) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PodCidrError {
+    /// Not an IPv4 block.
+    #[error(transparent)]
+    Cidr(#[from] CidrError),
+    /// Too large or too small for pods (and a gateway and a broadcast address).
+    #[error("{text:?}: a pod CIDR needs a prefix length between 8 and 30")]
+    PrefixLength {
+        /// What was given.
+        text: String,
+    },
 }
 
-impl Ipv4Cidr {
-    /// The prefix with host bits cleared.
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Self> {
-        if prefix > 32 {
-            return None;
-        }
-        let mask = Self::mask_of(prefix);
-        Some(Self {
-            network: Ipv4Addr::from(u32::from(addr) & mask),
-            prefix,
-        })
+/// Parses a pod CIDR: an IPv4 block with a prefix length between 8 and 30; host bits are
+/// cleared, as Kubernetes does for `spec.podCIDR` (`10.250.3.7/24` is `10.250.3.0/24`).
+pub fn parse_pod_cidr(text: &str) -> Result<Ipv4Cidr, PodCidrError> {
+    let cidr = Ipv4Cidr::parse_clearing_host_bits(text)?;
+    if !(8..=30).contains(&cidr.prefix_len()) {
+        return Err(PodCidrError::PrefixLength {
+            text: text.to_owned(),
+        });
     }
-
-    fn mask_of(prefix: u8) -> u32 {
-        if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(prefix))
-        }
-    }
-
-    /// The network address.
-    pub fn network(&self) -> Ipv4Addr {
-        self.network
-    }
-
-    /// The prefix length.
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-
-    /// Whether `addr` lies inside.
-    pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        u32::from(addr) & Self::mask_of(self.prefix) == u32::from(self.network)
-    }
-
-    /// The gateway every pod routes through: the first host address.
-    pub fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.network) + 1)
-    }
-
-    /// Addresses pods may get: after the gateway, before the broadcast address.
-    fn pod_range(&self) -> std::ops::Range<u32> {
-        let first = u32::from(self.network);
-        let size = 1u64 << (32 - u32::from(self.prefix));
-        let last = (u64::from(first) + size - 1) as u32;
-        (first + 2)..last
-    }
+    Ok(cidr)
 }
 
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
+/// The gateway every pod of `cidr` routes through: its first host address.
+pub fn gateway(cidr: Ipv4Cidr) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(cidr.network()).wrapping_add(1))
 }
 
-impl FromStr for Ipv4Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not an IPv4 CIDR (want a.b.c.d/n)"))?;
-        let addr: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| format!("{s:?}: {addr:?} is not an IPv4 address"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .map_err(|_| format!("{s:?}: {prefix:?} is not a prefix length"))?;
-        if !(8..=30).contains(&prefix) {
-            return Err(format!(
-                "{s:?}: a pod CIDR needs a prefix length between 8 and 30"
-            ));
-        }
-        Self::new(addr, prefix).ok_or_else(|| format!("{s:?} is not an IPv4 CIDR"))
-    }
+/// Addresses pods may get: after the gateway, before the broadcast address.
+fn pod_range(cidr: Ipv4Cidr) -> std::ops::Range<u32> {
+    let first = u32::from(cidr.network());
+    let last = (u64::from(first) + cidr.size() - 1) as u32;
+    first.saturating_add(2)..last
 }
 
 /// What the state file holds.
@@ -135,7 +87,7 @@ impl Ipam {
         let allocations = state
             .allocations
             .into_iter()
-            .filter(|(ip, _)| cidr.contains(*ip) && cidr.pod_range().contains(&u32::from(*ip)))
+            .filter(|(ip, _)| cidr.contains(*ip) && pod_range(cidr).contains(&u32::from(*ip)))
             .collect();
         let ipam = Self {
             cidr,
@@ -156,9 +108,7 @@ impl Ipam {
         if let Some(ip) = self.get(uid) {
             return Ok(ip);
         }
-        let ip = self
-            .cidr
-            .pod_range()
+        let ip = pod_range(self.cidr)
             .map(Ipv4Addr::from)
             .find(|ip| !self.allocations.contains_key(ip))
             .ok_or(NetworkError::Exhausted { cidr: self.cidr })?;
@@ -226,22 +176,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cidr_parses_and_clears_host_bits() {
-        let cidr: Ipv4Cidr = "10.250.3.7/24".parse().expect("valid");
+    fn pod_cidrs_parse_and_clear_host_bits() {
+        let cidr = parse_pod_cidr("10.250.3.7/24").expect("valid");
         assert_eq!(cidr.to_string(), "10.250.3.0/24");
-        assert_eq!(cidr.gateway(), Ipv4Addr::new(10, 250, 3, 1));
+        assert_eq!(gateway(cidr), Ipv4Addr::new(10, 250, 3, 1));
+        assert_eq!(
+            pod_range(cidr),
+            u32::from(Ipv4Addr::new(10, 250, 3, 2))..u32::from(Ipv4Addr::new(10, 250, 3, 255))
+        );
         assert!(cidr.contains(Ipv4Addr::new(10, 250, 3, 254)));
         assert!(!cidr.contains(Ipv4Addr::new(10, 250, 4, 1)));
-        assert!("10.250.3.0".parse::<Ipv4Cidr>().is_err());
-        assert!("10.250.3.0/31".parse::<Ipv4Cidr>().is_err());
-        assert!("10.250.300.0/24".parse::<Ipv4Cidr>().is_err());
+        assert!(matches!(
+            parse_pod_cidr("10.250.3.0"),
+            Err(PodCidrError::Cidr(_))
+        ));
+        assert!(matches!(
+            parse_pod_cidr("10.250.300.0/24"),
+            Err(PodCidrError::Cidr(_))
+        ));
+        let error = parse_pod_cidr("10.250.3.0/31").expect_err("too small");
+        assert_eq!(
+            error.to_string(),
+            "\"10.250.3.0/31\": a pod CIDR needs a prefix length between 8 and 30"
+        );
+        assert!(parse_pod_cidr("10.0.0.0/7").is_err());
     }
 
     #[test]
     fn allocations_persist_and_are_not_reused_while_held() {
         let dir = std::env::temp_dir().join(format!("keelson-ipam-{}", std::process::id()));
         let path = dir.join("ipam.json");
-        let cidr: Ipv4Cidr = "10.9.0.0/29".parse().expect("valid");
+        let cidr = parse_pod_cidr("10.9.0.0/29").expect("valid");
         let mut ipam = Ipam::open(&path, cidr).expect("open");
         let a = ipam.allocate("a").expect("a");
         let b = ipam.allocate("b").expect("b");

@@ -13,9 +13,10 @@ pub mod veth;
 
 use std::{net::Ipv4Addr, path::PathBuf, sync::Arc};
 
+use keelson_api::cidr::Ipv4Cidr;
 use tokio::sync::Mutex;
 
-use self::ipam::{Ipam, Ipv4Cidr};
+use self::ipam::Ipam;
 
 /// Pod networking failures.
 #[derive(Debug, thiserror::Error)]
@@ -291,7 +292,7 @@ impl PodNetwork {
         pid: u32,
         ip: Ipv4Addr,
     ) -> Result<PodLink, NetworkError> {
-        let gateway = self.cidr.gateway();
+        let gateway = ipam::gateway(self.cidr);
         let mtu = self.mtu;
         // A leftover from an attempt that failed half way.
         veth::delete_link(&self.handle, host).await?;

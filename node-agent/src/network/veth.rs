@@ -3,10 +3,11 @@
 use std::net::Ipv4Addr;
 
 use futures_util::TryStreamExt as _;
+use keelson_api::cidr::Ipv4Cidr;
 use netlink_packet_route::route::{RouteScope, RouteType};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-use super::{NetworkError, ipam::Ipv4Cidr};
+use super::NetworkError;
 
 fn netlink(what: &'static str) -> impl FnOnce(rtnetlink::Error) -> NetworkError {
     move |source| NetworkError::Request { what, source }
@@ -175,7 +176,7 @@ async fn replace_typed_route(
     kind: RouteType,
 ) -> Result<(), rtnetlink::Error> {
     let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(cidr.network(), cidr.prefix())
+        .destination_prefix(cidr.network(), cidr.prefix_len())
         .kind(kind)
         .build();
     handle.route().add(route).replace().execute().await

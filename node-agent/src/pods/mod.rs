@@ -298,7 +298,7 @@ pub struct KubeletSettings {
     /// The Docker socket.
     pub docker_socket: String,
     /// The pod CIDR when the Node has no `spec.podCIDR`.
-    pub pod_cidr: Option<crate::network::ipam::Ipv4Cidr>,
+    pub pod_cidr: Option<keelson_api::cidr::Ipv4Cidr>,
     /// Capacity `pods`.
     pub max_pods: u32,
     /// Where the kubelet endpoint (container logs for the API server) listens; `None`: off.
@@ -313,7 +313,7 @@ pub struct KubeletSettings {
     pub cgroup_parent: Option<String>,
     /// The cluster's Service CIDR, made unreachable towards the uplink (see
     /// [`crate::network::NetworkSettings::service_cidr`]).
-    pub service_cidr: Option<crate::network::ipam::Ipv4Cidr>,
+    pub service_cidr: Option<keelson_api::cidr::Ipv4Cidr>,
     /// Runs on every pod's node-side veth (the service datapath's per-packet load balancer).
     pub pod_hook: Option<Arc<dyn crate::network::PodHook>>,
     /// The MTU of pods' veths (see [`crate::network::NetworkSettings::mtu`]).
@@ -346,7 +346,7 @@ pub struct Kubelet {
 #[derive(Debug)]
 struct LateNetwork {
     state: std::path::PathBuf,
-    service_cidr: Option<crate::network::ipam::Ipv4Cidr>,
+    service_cidr: Option<keelson_api::cidr::Ipv4Cidr>,
     hook: Option<Arc<dyn crate::network::PodHook>>,
     mtu: Option<u32>,
     cluster_dns: dns::ClusterDnsMode,
@@ -357,7 +357,7 @@ impl LateNetwork {
     /// Sets up pod networking on `cidr` and the cluster DNS for it.
     async fn start(
         &self,
-        cidr: crate::network::ipam::Ipv4Cidr,
+        cidr: keelson_api::cidr::Ipv4Cidr,
         metrics: &Metrics,
     ) -> anyhow::Result<(
         Arc<PodNetwork>,
@@ -387,7 +387,7 @@ impl LateNetwork {
 async fn wait_for_pod_cidr(
     client: &Client,
     node: &str,
-) -> anyhow::Result<crate::network::ipam::Ipv4Cidr> {
+) -> anyhow::Result<keelson_api::cidr::Ipv4Cidr> {
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -395,8 +395,7 @@ async fn wait_for_pod_cidr(
         match nodes.get_opt(node).await {
             Ok(Some(n)) => {
                 if let Some(text) = n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()) {
-                    return text
-                        .parse()
+                    return crate::network::ipam::parse_pod_cidr(&text)
                         .map_err(|e| anyhow::anyhow!("the Node's spec.podCIDR: {e}"));
                 }
             }
@@ -469,8 +468,7 @@ impl Kubelet {
             .filter(|c| !c.is_empty());
         let cidr = match (node_cidr, settings.pod_cidr) {
             (Some(text), flag) => {
-                let cidr: crate::network::ipam::Ipv4Cidr = text
-                    .parse()
+                let cidr = crate::network::ipam::parse_pod_cidr(&text)
                     .map_err(|e| anyhow::anyhow!("the Node's spec.podCIDR: {e}"))?;
                 if flag.is_some_and(|f| f != cidr) {
                     tracing::warn!(%cidr, "--pod-cidr differs from the Node's spec.podCIDR; using the Node's");
@@ -591,7 +589,7 @@ impl Kubelet {
 async fn start_dns(
     mode: dns::ClusterDnsMode,
     domain: &str,
-    cidr: crate::network::ipam::Ipv4Cidr,
+    cidr: keelson_api::cidr::Ipv4Cidr,
     metrics: &Metrics,
 ) -> anyhow::Result<(Option<dns::ClusterDnsConfig>, Option<DnsServing>)> {
     use anyhow::Context as _;
@@ -613,7 +611,7 @@ async fn start_dns(
                 None,
             ));
         }
-        dns::ClusterDnsMode::Gateway => cidr.gateway(),
+        dns::ClusterDnsMode::Gateway => crate::network::ipam::gateway(cidr),
     };
     let zone = Arc::new(
         keelson_dns::ClusterDns::new(&domain)

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
+use keelson_api::quantity::Quantity;
 use kube::{Api, Client};
 
 /// Why a container's configuration cannot be built yet (the pod shows
@@ -363,103 +364,111 @@ fn resource_field(container: &Container, resource: &str) -> String {
         Some(("requests", key)) => (resources.requests, key.to_owned()),
         _ => return String::new(),
     };
-    let Some(quantity) = map.and_then(|m| m.get(&key).cloned()) else {
-        return String::new();
-    };
-    match key.as_str() {
-        "cpu" => cpu_millis(&quantity.0)
-            .map(|m| ((m + 999) / 1000).to_string())
-            .unwrap_or_default(),
-        _ => bytes(&quantity.0)
-            .map(|b| b.to_string())
-            .unwrap_or_default(),
-    }
-}
-
-/// A CPU quantity in millicores (`500m`, `2`, `0.25`).
-pub fn cpu_millis(quantity: &str) -> Option<i64> {
-    let q = quantity.trim();
-    if let Some(m) = q.strip_suffix('m') {
-        return m.parse::<f64>().ok().map(|v| v.round() as i64);
-    }
-    q.parse::<f64>().ok().map(|v| (v * 1000.0).round() as i64)
-}
-
-/// A memory quantity in bytes (`64Mi`, `1G`, `128974848`, `129e6`).
-pub fn bytes(quantity: &str) -> Option<i64> {
-    let q = quantity.trim();
-    let suffixes: [(&str, f64); 13] = [
-        ("Ki", 1024f64),
-        ("Mi", 1024f64.powi(2)),
-        ("Gi", 1024f64.powi(3)),
-        ("Ti", 1024f64.powi(4)),
-        ("Pi", 1024f64.powi(5)),
-        ("Ei", 1024f64.powi(6)),
-        ("k", 1e3),
-        ("K", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    for (suffix, factor) in suffixes {
-        if let Some(number) = q.strip_suffix(suffix) {
-            return number
-                .parse::<f64>()
-                .ok()
-                .map(|v| (v * factor).round() as i64);
-        }
-    }
-    if let Some(m) = q.strip_suffix('m') {
-        return m.parse::<f64>().ok().map(|v| (v / 1000.0).ceil() as i64);
-    }
-    q.parse::<f64>().ok().map(|v| v.round() as i64)
+    // Kubernetes rounds up: cpu to whole cores (`ceil(MilliValue / 1000)`), the rest to units.
+    map.and_then(|m| m.get(&key).and_then(|q| Quantity::try_from(q).ok()))
+        .map(|q| q.value().to_string())
+        .unwrap_or_default()
 }
 
 /// Docker's CPU and memory settings from the container's resources: `limits.cpu` -> CFS quota
-/// (NanoCpus), `requests.cpu` -> CPU shares, `limits.memory` -> memory limit.
+/// (NanoCpus), `requests.cpu` -> CPU shares, `limits.memory` -> memory limit. Quantities are
+/// Kubernetes' exact ones: CPU in millicores rounded up (`MilliValue`), memory in bytes
+/// rounded up (`Value`); one that does not parse sets nothing.
 pub fn resources(container: &Container) -> (Option<i64>, Option<i64>, Option<i64>) {
     let resources = container.resources.clone().unwrap_or_default();
-    let limit = |key: &str| {
-        resources
-            .limits
-            .as_ref()
+    let quantity = |map: &Option<BTreeMap<String, _>>, key: &str| {
+        map.as_ref()
             .and_then(|m| m.get(key))
-            .map(|q| q.0.clone())
+            .and_then(|q| Quantity::try_from(q).ok())
     };
-    let request = |key: &str| {
-        resources
-            .requests
-            .as_ref()
-            .and_then(|m| m.get(key))
-            .map(|q| q.0.clone())
-    };
-    let nano_cpus = limit("cpu")
-        .and_then(|q| cpu_millis(&q))
-        .map(|m| m * 1_000_000);
+    let limit = |key: &str| quantity(&resources.limits, key);
+    let request = |key: &str| quantity(&resources.requests, key);
+    let nano_cpus = limit("cpu").map(|q| q.milli_value().saturating_mul(1_000_000));
     let shares = request("cpu")
         .or_else(|| limit("cpu"))
-        .and_then(|q| cpu_millis(&q))
-        .map(|m| (m * 1024 / 1000).max(2));
-    let memory = limit("memory").and_then(|q| bytes(&q));
+        .map(|q| (q.milli_value().saturating_mul(1024) / 1000).max(2));
+    let memory = limit("memory").map(|q| q.value());
     (nano_cpus, shares, memory)
 }
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::{
+        api::core::v1::ResourceRequirements,
+        apimachinery::pkg::api::resource::Quantity as QuantityObject,
+    };
+
     use super::*;
 
+    fn container(limits: &[(&str, &str)], requests: &[(&str, &str)]) -> Container {
+        let map = |pairs: &[(&str, &str)]| {
+            Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), QuantityObject((*v).to_owned())))
+                    .collect(),
+            )
+        };
+        Container {
+            resources: Some(ResourceRequirements {
+                limits: map(limits),
+                requests: map(requests),
+                ..ResourceRequirements::default()
+            }),
+            ..Container::default()
+        }
+    }
+
+    /// (limits, requests) -> (NanoCpus, CPU shares, memory bytes) as Docker gets them.
     #[test]
-    fn quantities() {
-        assert_eq!(cpu_millis("500m"), Some(500));
-        assert_eq!(cpu_millis("2"), Some(2000));
-        assert_eq!(cpu_millis("0.25"), Some(250));
-        assert_eq!(bytes("64Mi"), Some(64 * 1024 * 1024));
-        assert_eq!(bytes("1G"), Some(1_000_000_000));
-        assert_eq!(bytes("128974848"), Some(128_974_848));
-        assert_eq!(bytes("129e6"), Some(129_000_000));
-        assert_eq!(bytes("lots"), None);
+    fn docker_resources_from_quantities() {
+        for (limits, requests, expected) in [
+            (
+                &[("cpu", "500m"), ("memory", "64Mi")][..],
+                &[("cpu", "250m")][..],
+                (Some(500_000_000), Some(256), Some(64 << 20)),
+            ),
+            (
+                &[("cpu", "2"), ("memory", "1G")],
+                &[],
+                (Some(2_000_000_000), Some(2048), Some(1_000_000_000)),
+            ),
+            (
+                &[("cpu", "0.25"), ("memory", "128974848")],
+                &[("cpu", "1m")],
+                (Some(250_000_000), Some(2), Some(128_974_848)),
+            ),
+            (
+                &[("memory", "129e6")],
+                &[("cpu", "100u")],
+                (None, Some(2), Some(129_000_000)),
+            ),
+            (
+                &[("cpu", "1.5m"), ("memory", "1.5Ki")],
+                &[],
+                (Some(2_000_000), Some(2), Some(1536)),
+            ),
+            (
+                &[("cpu", "lots"), ("memory", "1K")],
+                &[],
+                (None, None, None),
+            ),
+        ] {
+            assert_eq!(
+                resources(&container(limits, requests)),
+                expected,
+                "{limits:?} {requests:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn resource_field_refs_round_up() {
+        let c = container(&[("cpu", "1500m"), ("memory", "1.5")], &[("cpu", "1m")]);
+        assert_eq!(resource_field(&c, "limits.cpu"), "2");
+        assert_eq!(resource_field(&c, "requests.cpu"), "1");
+        assert_eq!(resource_field(&c, "limits.memory"), "2");
+        assert_eq!(resource_field(&c, "requests.memory"), "");
     }
 
     #[test]
