@@ -569,7 +569,7 @@ pub async fn ensure_kubernetes_service(
     advertise: std::net::SocketAddr,
 ) -> Result<(), ApiError> {
     let find = |group: &str, plural: &str| {
-        crate::registry::find(group, "v1", plural).ok_or_else(|| ApiError::no_route())
+        crate::registry::find(group, "v1", plural).ok_or_else(ApiError::no_route)
     };
     let services = find("", "services")?;
     let ip = network

@@ -22,7 +22,7 @@ pub struct ApiError {
     /// The human-readable message.
     pub message: String,
     /// `details`: the object's name, group and kind (plural resource name, as Kubernetes does).
-    pub details: Option<Details>,
+    pub details: Option<Box<Details>>,
 }
 
 /// The `details` of a `Status`, in kube-apiserver's field order; empty fields are left out.
@@ -164,12 +164,12 @@ impl ApiError {
     }
 
     fn with_details_raw(mut self, name: &str, group: &str, kind: &str) -> Self {
-        self.details = Some(Details {
+        self.details = Some(Box::new(Details {
             name: name.to_owned(),
             group: group.to_owned(),
             kind: kind.to_owned(),
             causes: Vec::new(),
-        });
+        }));
         self
     }
 
@@ -347,7 +347,7 @@ impl ApiError {
             status: "Failure",
             message: &self.message,
             reason: self.reason,
-            details: self.details.as_ref().unwrap_or(&empty),
+            details: self.details.as_deref().unwrap_or(&empty),
             code: self.code.as_u16(),
         };
         serde_json::to_string(&body).unwrap_or_default()
