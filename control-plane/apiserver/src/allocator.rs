@@ -636,7 +636,7 @@ async fn put(store: &dyn Store, resource: &Resource, mut object: Value) -> Resul
         .map_err(|e| ApiError::from_store(e, resource, &name))?;
     match current {
         None => {
-            crate::object::prepare_create(&mut object, resource, Some("default"))?;
+            crate::object::prepare_system_create(&mut object, resource, Some("default"))?;
             match store.create(&key, crate::object::encode(&object)).await {
                 Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
                 Err(e) => Err(ApiError::from_store(e, resource, &name)),

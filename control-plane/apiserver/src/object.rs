@@ -306,6 +306,31 @@ pub(crate) fn prepare_create(
     resource: &Resource,
     namespace: Option<&str>,
 ) -> Result<String, ApiError> {
+    let name = prepare_metadata(object, resource, namespace)?;
+    default_and_validate(object, resource, &name, None)?;
+    Ok(name)
+}
+
+/// [`prepare_create`] for the API server's own objects (the `kubernetes` Service's Endpoints
+/// and EndpointSlice), which are defaulted but not validated: in an all-in-one cluster they
+/// point at a loopback address, which Kubernetes' validation refuses from clients.
+pub(crate) fn prepare_system_create(
+    object: &mut Value,
+    resource: &Resource,
+    namespace: Option<&str>,
+) -> Result<String, ApiError> {
+    let name = prepare_metadata(object, resource, namespace)?;
+    let (group, kind) = storage_kind(resource);
+    apply_defaults(group, kind, object);
+    Ok(name)
+}
+
+/// Name (or generateName), namespace, system metadata and the reset status of a new object.
+fn prepare_metadata(
+    object: &mut Value,
+    resource: &Resource,
+    namespace: Option<&str>,
+) -> Result<String, ApiError> {
     set_namespace(object, resource, namespace)?;
     let Some(meta) = metadata_mut(object) else {
         return Err(ApiError::bad_request(
@@ -356,7 +381,6 @@ pub(crate) fn prepare_create(
         };
         root.insert("status".into(), status);
     }
-    default_and_validate(object, resource, &name, None)?;
     Ok(name)
 }
 
