@@ -74,7 +74,8 @@ impl Quantity {
     /// Parses Kubernetes quantity syntax exactly as `resource.ParseQuantity` does: an optional
     /// sign, digits with an optional fraction, then a decimal SI suffix, a binary suffix or a
     /// decimal exponent. Values finer than a nano-unit round up (away from zero); BinarySI
-    /// values above 2⁶³−1 are capped to it; leading or trailing whitespace is refused.
+    /// values above 2⁶³−1 are capped to it; leading or trailing whitespace is refused (see
+    /// [`Quantity::parse_trimmed`] for a field's text).
     pub fn parse(text: &str) -> Result<Self, QuantityError> {
         if text.is_empty() {
             return Err(QuantityError::Format);
@@ -120,6 +121,12 @@ impl Quantity {
         })
     }
 
+    /// Parses the text of an object's quantity field as Kubernetes' JSON and CBOR decoding
+    /// does: surrounding whitespace is ignored, then [`Quantity::parse`].
+    pub fn parse_trimmed(text: &str) -> Result<Self, QuantityError> {
+        Self::parse(text.trim())
+    }
+
     /// The value rounded up to a whole number, away from zero (Kubernetes' `Value()`:
     /// `1500m` → 2, `-1500m` → -2), saturating at `i64`'s bounds.
     pub fn value(&self) -> i64 {
@@ -145,6 +152,11 @@ impl Quantity {
     /// Whether the value is zero.
     pub fn is_zero(&self) -> bool {
         self.nanos == 0
+    }
+
+    /// Whether the value is below zero (Kubernetes' `Sign() < 0`).
+    pub fn is_negative(&self) -> bool {
+        self.nanos < 0
     }
 
     /// `self + other`, `None` on overflow. A zero `self` takes `other`'s format, as in
@@ -354,7 +366,7 @@ impl TryFrom<&k8s_openapi::apimachinery::pkg::api::resource::Quantity> for Quant
     fn try_from(
         quantity: &k8s_openapi::apimachinery::pkg::api::resource::Quantity,
     ) -> Result<Self, Self::Error> {
-        Self::parse(quantity.0.trim())
+        Self::parse_trimmed(&quantity.0)
     }
 }
 
@@ -761,6 +773,24 @@ mod tests {
             format: Format::DecimalSI,
         };
         assert_eq!(huge.checked_add(parse("1n")), None);
+    }
+
+    #[test]
+    fn sign_and_field_text() {
+        for (text, negative, zero) in [
+            ("-1", true, false),
+            ("-1n", true, false),
+            ("-0", false, true),
+            ("0", false, true),
+            ("1m", false, false),
+            ("-.0000000001", true, false),
+        ] {
+            let q = parse(text);
+            assert_eq!((q.is_negative(), q.is_zero()), (negative, zero), "{text}");
+        }
+        assert_eq!(Quantity::parse_trimmed(" \t1.5Gi\n"), Ok(parse("1536Mi")));
+        assert_eq!(Quantity::parse(" 1"), Err(QuantityError::Format));
+        assert_eq!(Quantity::parse_trimmed("  "), Err(QuantityError::Format));
     }
 
     #[test]

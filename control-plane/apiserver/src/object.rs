@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use keelson_api::{defaulting::apply_defaults, validation};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1 as metav1;
+use keelson_api::{defaulting::apply_defaults, selectors::LabelSelector, validation};
 use keelson_store::{KeyValue, Revision};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::{
@@ -457,45 +459,40 @@ pub(crate) fn prepare_update(
     Ok((&new != old).then_some(new))
 }
 
-/// The label selector of `spec.selector` as text, for `Scale.status.selector`.
-fn selector_text(object: &Value) -> String {
-    let Some(selector) = object.get("spec").and_then(|s| s.get("selector")) else {
-        return String::new();
+/// `metav1.LabelSelectorAsSelector(selector).String()` for a `metav1.LabelSelector` in an
+/// object's JSON: the requirements sorted by key, empty for an absent or empty selector.
+/// `Err` holds why Kubernetes cannot convert it (an unknown operator, `In` without values,
+/// `Exists` with values, an invalid key or value).
+pub(crate) fn label_selector_text(selector: Option<&Value>) -> Result<String, String> {
+    let Some(selector) = selector.filter(|s| !s.is_null()) else {
+        return Ok(String::new());
     };
-    let mut parts: Vec<String> = selector
-        .get("matchLabels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default();
-    for expr in selector
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let key = expr.get("key").and_then(Value::as_str).unwrap_or_default();
-        let values: Vec<&str> = expr
-            .get("values")
-            .and_then(Value::as_array)
-            .map(|v| v.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        match expr.get("operator").and_then(Value::as_str) {
-            Some("In") => parts.push(format!("{key} in ({})", values.join(","))),
-            Some("NotIn") => parts.push(format!("{key} notin ({})", values.join(","))),
-            Some("Exists") => parts.push(key.to_owned()),
-            Some("DoesNotExist") => parts.push(format!("!{key}")),
-            _ => {}
-        }
-    }
-    parts.join(",")
+    let typed = metav1::LabelSelector::deserialize(selector).map_err(|e| e.to_string())?;
+    LabelSelector::from_label_selector(&typed)
+        .map(|s| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
-/// The autoscaling/v1 Scale view of a Deployment or ReplicaSet.
-pub(crate) fn scale_of(object: &Value) -> Value {
+/// A Scale's `status.selector`, as kube-apiserver's scale storage builds it: a
+/// ReplicationController's `spec.selector` is a map of labels (`labels.SelectorFromSet`), the
+/// apps kinds' a `metav1.LabelSelector` (`LabelSelectorAsSelector`).
+fn scale_selector(resource: &Resource, object: &Value) -> Result<String, String> {
+    let selector = object.pointer("/spec/selector");
+    if resource.kind == "ReplicationController" {
+        let set: BTreeMap<String, String> = selector
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+            .collect();
+        return Ok(LabelSelector::from_set(&set).to_string());
+    }
+    label_selector_text(selector)
+}
+
+/// The autoscaling/v1 Scale view of an object of a kind with a `/scale` subresource. `Err`
+/// holds why its selector does not convert, which kube-apiserver answers with a 400.
+pub(crate) fn scale_of(resource: &Resource, object: &Value) -> Result<Value, String> {
     let meta = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
     let pick = |field: &str| meta.get(field).cloned().unwrap_or(Value::Null);
     let mut scale_meta = Map::new();
@@ -510,14 +507,14 @@ pub(crate) fn scale_of(object: &Value) -> Value {
             scale_meta.insert(field.into(), pick(field));
         }
     }
-    json!({
+    Ok(json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": scale_meta,
         "spec": {"replicas": object.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
         "status": {
             "replicas": object.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
-            "selector": selector_text(object),
+            "selector": scale_selector(resource, object)?,
         },
-    })
+    }))
 }

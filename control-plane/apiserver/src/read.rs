@@ -53,7 +53,8 @@ pub(crate) async fn scale(
     name: &str,
 ) -> Result<Response, ApiError> {
     let kv = get_kv(store, target, name).await?;
-    Ok(ok(&scale_of(&decode_kv(&kv)?)))
+    let scale = scale_of(target.resource, &decode_kv(&kv)?).map_err(ApiError::bad_request)?;
+    Ok(ok(&scale))
 }
 
 /// `GET pods/<name>/log`: proxied to the pod's node agent.

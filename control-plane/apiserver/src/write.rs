@@ -287,11 +287,11 @@ async fn apply_update(
         }
         None => current.clone(),
     };
-    Ok(if part == UpdatePart::Scale {
-        scale_of(&stored)
+    if part == UpdatePart::Scale {
+        scale_of(resource, &stored).map_err(ApiError::bad_request)
     } else {
-        stored
-    })
+        Ok(stored)
+    }
 }
 
 /// Kubernetes retries a patch this many times when the object changes underneath it.
@@ -334,7 +334,7 @@ pub(crate) async fn patch(
         let kv = get_kv(store, target, name).await?;
         let current = decode_kv(&kv)?;
         let mut doc = if part == UpdatePart::Scale {
-            scale_of(&current)
+            scale_of(resource, &current).map_err(ApiError::bad_request)?
         } else {
             resource.present(current.clone())
         };

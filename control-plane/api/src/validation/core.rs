@@ -3,11 +3,12 @@
 
 use serde_json::Value;
 
+use crate::quantity::Quantity;
+
 use super::errors::FieldError;
 use super::formats::{self, NameRule};
 use super::meta::{self, IMMUTABLE};
 use super::placement;
-use super::quantity::Quantity;
 use super::resources::quantity_value;
 use super::util::{
     Errs, Path, arr, at, bool_opt, get, go_string_slice, obj, str_opt, str_or, strings,
@@ -594,7 +595,7 @@ pub(crate) fn limit_range(object: &Value, errs: &mut Errs) {
         for name in names {
             let (min, max) = (find("min", name), find("max", name));
             let (def, req) = (find("default", name), find("defaultRequest", name));
-            let c = |q: Quantity| q.canonical();
+            let c = |q: Quantity| q.to_string();
             if let (Some(a), Some(b)) = (min, max)
                 && a > b
             {

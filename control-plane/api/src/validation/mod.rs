@@ -23,7 +23,6 @@ mod networking;
 mod placement;
 mod pod;
 mod policy;
-mod quantity;
 mod rbac;
 mod resources;
 mod service;

@@ -4,11 +4,12 @@
 
 use serde_json::Value;
 
+use crate::quantity::Quantity;
+
 use super::errors::FieldError;
 use super::formats::{self, NameRule};
 use super::meta::{self, IMMUTABLE, NEGATIVE};
 use super::pod::preemption_policy;
-use super::quantity::Quantity;
 use super::util::{Errs, Path, arr, at, bool_opt, get, int_opt, str_opt, str_or};
 use super::workloads::check_int_or_percent;
 
@@ -57,8 +58,8 @@ fn cross_version_ref(r: &Value, path: &Path, errs: &mut Errs) {
 }
 
 fn quantity_sign(v: &Value, field: &str) -> Option<(String, bool)> {
-    str_opt(v, field).map(|s| match Quantity::parse(s) {
-        Ok(q) => (q.canonical(), !q.is_negative() && !q.is_zero()),
+    str_opt(v, field).map(|s| match Quantity::parse_trimmed(s) {
+        Ok(q) => (q.to_string(), !q.is_negative() && !q.is_zero()),
         Err(_) => (s.to_owned(), false),
     })
 }

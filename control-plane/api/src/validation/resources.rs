@@ -3,10 +3,11 @@
 
 use serde_json::Value;
 
+use crate::quantity::Quantity;
+
 use super::errors::FieldError;
 use super::formats;
 use super::meta;
-use super::quantity::{FORMAT_ERROR, Quantity};
 use super::util::{Errs, Path, bool_opt, get, int_opt, str_opt, str_or};
 use super::volume::local_descending_path;
 
@@ -22,25 +23,24 @@ pub(crate) fn quantity_value(
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let q = match Quantity::parse(&text) {
+    let q = match Quantity::parse_trimmed(&text) {
         Ok(q) => q,
         Err(e) => {
-            let detail = if e == FORMAT_ERROR { FORMAT_ERROR } else { e };
-            errs.push(FieldError::invalid(path.as_str(), text, detail));
+            errs.push(FieldError::invalid(path.as_str(), text, e.to_string()));
             return None;
         }
     };
     if q.is_negative() {
         errs.push(FieldError::invalid(
             path.as_str(),
-            q.canonical(),
+            q.to_string(),
             meta::NEGATIVE,
         ));
     }
     if is_integer_resource(resource) && q.milli_value() % 1000 != 0 {
         errs.push(FieldError::invalid(
             path.as_str(),
-            q.canonical(),
+            q.to_string(),
             "must be an integer",
         ));
     }
@@ -130,17 +130,14 @@ pub(crate) fn resources(res: Option<&Value>, path: &Path, errs: &mut Errs) {
                     if q != *limit && !overcommit_allowed(name) {
                         errs.push(FieldError::invalid(
                             req_path.as_str(),
-                            q.canonical(),
-                            format!("must be equal to {name} limit of {}", limit.canonical()),
+                            q.to_string(),
+                            format!("must be equal to {name} limit of {limit}"),
                         ));
                     } else if q > *limit {
                         errs.push(FieldError::invalid(
                             req_path.as_str(),
-                            q.canonical(),
-                            format!(
-                                "must be less than or equal to {name} limit of {}",
-                                limit.canonical()
-                            ),
+                            q.to_string(),
+                            format!("must be less than or equal to {name} limit of {limit}"),
                         ));
                     }
                 }

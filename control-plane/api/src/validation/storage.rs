@@ -4,11 +4,12 @@
 
 use serde_json::Value;
 
+use crate::quantity::Quantity;
+
 use super::errors::FieldError;
 use super::formats::{self, NameRule};
 use super::meta::{self, IMMUTABLE};
 use super::placement;
-use super::quantity::Quantity;
 use super::resources::quantity_value;
 use super::util::{Errs, Path, arr, at, get, int_opt, obj, str_opt, str_or, strings};
 use super::volume::{csi_driver_name, no_backsteps};
@@ -93,15 +94,15 @@ fn class_name(spec: &Value, field: &str, path: &Path, errs: &mut Errs) {
 
 fn positive_quantity(raw: &Value, path: &Path, errs: &mut Errs) -> Option<Quantity> {
     let text = raw.as_str().map_or_else(|| raw.to_string(), str::to_owned);
-    match Quantity::parse(&text) {
+    match Quantity::parse_trimmed(&text) {
         Err(e) => {
-            errs.push(FieldError::invalid(path.as_str(), text, e));
+            errs.push(FieldError::invalid(path.as_str(), text, e.to_string()));
             None
         }
         Ok(q) if q.is_negative() || q.is_zero() => {
             errs.push(FieldError::invalid(
                 path.as_str(),
-                q.canonical(),
+                q.to_string(),
                 "must be greater than zero",
             ));
             None
@@ -365,10 +366,10 @@ pub(crate) fn pvc_update(new: &Value, old: &Value, errs: &mut Errs) {
     }
     let size = |spec: &Value| {
         str_opt(at(at(spec, "resources"), "requests"), "storage")
-            .and_then(|s| Quantity::parse(s).ok())
+            .and_then(|s| Quantity::parse_trimmed(s).ok())
     };
-    let status =
-        str_opt(at(at(old, "status"), "capacity"), "storage").and_then(|s| Quantity::parse(s).ok());
+    let status = str_opt(at(at(old, "status"), "capacity"), "storage")
+        .and_then(|s| Quantity::parse_trimmed(s).ok());
     if let (Some(new_size), Some(old_size)) = (size(ns), size(os))
         && new_size < old_size
         && status.is_some_and(|s| new_size <= s)

@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+use crate::quantity::Quantity;
+
 use super::errors::FieldError;
 use super::formats;
 use super::meta;
@@ -136,7 +138,7 @@ fn check_source(src: &str, body: &Value, path: &Path, errs: &mut Errs) {
     match src {
         "emptyDir" => {
             if let Some(limit) = body.get("sizeLimit").and_then(Value::as_str)
-                && super::quantity::Quantity::parse(limit).is_ok_and(|q| q.is_negative())
+                && Quantity::parse_trimmed(limit).is_ok_and(|q| q.is_negative())
             {
                 errs.push(FieldError::forbidden(
                     path.child("sizeLimit").as_str(),

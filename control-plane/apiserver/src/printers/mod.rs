@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::resources::Resource;
+use crate::{object::label_selector_text, resources::Resource};
 
 mod admission;
 mod apps;
@@ -414,60 +414,16 @@ fn format_labels(map: Option<&Value>) -> String {
     or_none(&text)
 }
 
-/// `LabelSelectorAsSelector(..).String()`: requirements sorted by key, empty for a missing or
-/// empty selector, `None` for a selector Kubernetes cannot convert (unknown operator, `In`
-/// without values, `Exists` with values).
-fn selector_requirements(selector: Option<&Value>) -> Option<String> {
-    let Some(selector) = selector else {
-        return Some(String::new());
-    };
-    let mut requirements: Vec<(String, String)> = Vec::new();
-    if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
-        for (key, value) in labels {
-            requirements.push((
-                key.clone(),
-                format!("{key}={}", value.as_str().unwrap_or("")),
-            ));
-        }
-    }
-    for expression in list(selector, "/matchExpressions") {
-        let key = text(expression, "/key");
-        let mut values: Vec<&str> = list(expression, "/values")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
-        values.sort_unstable();
-        values.dedup();
-        let joined = values.join(",");
-        let rendered = match (text(expression, "/operator"), values.is_empty()) {
-            ("In", false) => format!("{key} in ({joined})"),
-            ("NotIn", false) => format!("{key} notin ({joined})"),
-            ("Exists", true) => key.to_owned(),
-            ("DoesNotExist", true) => format!("!{key}"),
-            _ => return None,
-        };
-        requirements.push((key.to_owned(), rendered));
-    }
-    requirements.sort_by(|a, b| a.0.cmp(&b.0));
-    Some(
-        requirements
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect::<Vec<_>>()
-            .join(","),
-    )
-}
-
 /// The selector as `printDeployment` prints it: `<invalid>` when it cannot be converted.
 fn selector_string(selector: Option<&Value>) -> String {
-    selector_requirements(selector).unwrap_or_else(|| "<invalid>".to_owned())
+    label_selector_text(selector).unwrap_or_else(|_| "<invalid>".to_owned())
 }
 
 /// `metav1.FormatLabelSelector`: `<none>` when empty, `<error>` when it cannot be converted.
 fn format_label_selector(selector: Option<&Value>) -> String {
-    match selector_requirements(selector) {
-        Some(text) => or_none(&text),
-        None => "<error>".to_owned(),
+    match label_selector_text(selector) {
+        Ok(text) => or_none(&text),
+        Err(_) => "<error>".to_owned(),
     }
 }
 

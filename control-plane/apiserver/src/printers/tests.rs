@@ -493,12 +493,20 @@ fn selectors_kubernetes_cannot_convert() {
         "<invalid>"
     );
     assert_eq!(cells(("apps", "v1"), "replicasets", &object)[7], "<error>");
+    // An invalid key does not convert either (`labels.NewRequirement` validates it).
+    object["spec"]["selector"] = json!({"matchLabels": {"bad key": "x"}});
+    assert_eq!(
+        cells(("apps", "v1"), "deployments", &object)[7],
+        "<invalid>"
+    );
+    assert_eq!(cells(("apps", "v1"), "replicasets", &object)[7], "<error>");
+    // Values print sorted; `Requirement.String()` keeps duplicates.
     object["spec"]["selector"] = json!({"matchExpressions": [
-        {"key": "env", "operator": "Exists"},
-        {"key": "tier", "operator": "In", "values": ["b", "a", "b"]}]});
+        {"key": "tier", "operator": "In", "values": ["b", "a", "b"]},
+        {"key": "env", "operator": "Exists"}]});
     assert_eq!(
         cells(("apps", "v1"), "replicasets", &object)[7],
-        "env,tier in (a,b)"
+        "env,tier in (a,b,b)"
     );
 }
 

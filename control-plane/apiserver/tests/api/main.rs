@@ -855,6 +855,47 @@ async fn status_subresource_changes_only_status() {
     assert_eq!(patched["spec"]["replicas"], 1);
 }
 
+/// `status.selector` is the selector's query text, as kube-apiserver's scale storage writes it:
+/// `LabelSelectorAsSelector` for the apps kinds, `SelectorFromSet` for a ReplicationController
+/// (whose `spec.selector` is a plain map).
+#[tokio::test]
+async fn scale_selector_is_the_query_text() {
+    let s = server().await;
+    let mut web = deployment("web", 1);
+    web["spec"]["selector"] = json!({
+        "matchLabels": {"tier": "fe", "app": "web"},
+        "matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["qa", "dev"]}],
+    });
+    web["spec"]["template"]["metadata"]["labels"] = json!({"app": "web", "tier": "fe"});
+    s.ok(Method::POST, DEPLOYMENTS, Some(web)).await;
+    let scale = s
+        .ok(Method::GET, &format!("{DEPLOYMENTS}/web/scale"), None)
+        .await;
+    assert_eq!(
+        scale["status"]["selector"],
+        "app=web,env notin (dev,qa),tier=fe"
+    );
+    let rcs = "/api/v1/namespaces/default/replicationcontrollers";
+    let rc = json!({
+        "apiVersion": "v1", "kind": "ReplicationController",
+        "metadata": {"name": "legacy"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"tier": "be", "app": "legacy"},
+            "template": {
+                "metadata": {"labels": {"app": "legacy", "tier": "be"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+            }
+        }
+    });
+    s.ok(Method::POST, rcs, Some(rc)).await;
+    let scale = s
+        .ok(Method::GET, &format!("{rcs}/legacy/scale"), None)
+        .await;
+    assert_eq!(scale["spec"]["replicas"], 2);
+    assert_eq!(scale["status"]["selector"], "app=legacy,tier=be");
+}
+
 #[tokio::test]
 async fn scale_subresource_reads_and_writes_replicas() {
     let s = server().await;

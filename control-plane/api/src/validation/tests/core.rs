@@ -161,6 +161,40 @@ fn pod_mistakes_give_kubernetes_messages() {
     }
 }
 
+/// Requests and limits compare by value whatever the notation, after the whitespace
+/// Kubernetes' decoding drops; malformed ones get the parser's message.
+#[test]
+fn resource_quantities_compare_by_value() {
+    let gpu = "example.com/gpu";
+    for (request, limit, expected) in [
+        ("2", "2e0", vec![]),
+        (" 2 ", "2000m", vec![]),
+        (
+            "3",
+            "2e0",
+            vec![
+                "spec.containers[0].resources.requests: Invalid value: \"3\": must be equal to \
+                 example.com/gpu limit of 2",
+            ],
+        ),
+        (
+            "2",
+            "--1",
+            vec![
+                "spec.containers[0].resources.limits[example.com/gpu]: Invalid value: \"--1\": \
+                 unable to parse quantity's suffix",
+            ],
+        ),
+    ] {
+        let object = with(
+            &pod(),
+            json!({"spec": {"containers": [{"name": "web", "image": "x", "resources": {
+                "requests": {gpu: request}, "limits": {gpu: limit}}}]}}),
+        );
+        assert_eq!(create("", "Pod", &object), expected, "{request} / {limit}");
+    }
+}
+
 #[test]
 fn container_names_are_dns_labels() {
     let object = with(
