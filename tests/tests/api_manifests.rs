@@ -110,6 +110,53 @@ fn apply_twice(minor: u32) {
         "jsonpath={.metadata.generation}",
     ]);
     assert_eq!(generation, "1", "re-applying changed nothing");
+    // kube-apiserver's columns for the new kinds (no Job controller yet: the Jobs stay Running).
+    for (args, header, row) in [
+        (
+            &["get", "jobs", "-n", "edge-system"][..],
+            "NAME STATUS COMPLETIONS DURATION AGE",
+            "edge-admission-create Running 0/1",
+        ),
+        (
+            &["get", "cronjobs", "-n", "shop"],
+            "NAME SCHEDULE TIMEZONE SUSPEND ACTIVE LAST SCHEDULE AGE",
+            "load-report @hourly <none> False 0 <none>",
+        ),
+        (
+            &["get", "hpa", "-n", "shop"],
+            "NAME REFERENCE TARGETS MINPODS MAXPODS REPLICAS AGE",
+            "frontend Deployment/frontend cpu: <unknown>/70% 1 5 0",
+        ),
+        (
+            &["get", "pdb", "-n", "shop"],
+            "NAME MIN AVAILABLE MAX UNAVAILABLE ALLOWED DISRUPTIONS AGE",
+            "frontend N/A 1 0",
+        ),
+        (
+            &["get", "ingress", "-n", "shop"],
+            "NAME CLASS HOSTS ADDRESS PORTS AGE",
+            "frontend edge shop.example.com 80",
+        ),
+        (
+            &["get", "sc", "widget-local"],
+            "NAME PROVISIONER RECLAIMPOLICY VOLUMEBINDINGMODE ALLOWVOLUMEEXPANSION AGE",
+            "widget-local example.com/local-path Delete WaitForFirstConsumer false",
+        ),
+    ] {
+        let out = k.run(args);
+        let lines = squeezed(&out);
+        assert_eq!(
+            lines[0],
+            header,
+            "kubectl 1.{minor} {}:\n{out}",
+            args.join(" ")
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with(row)),
+            "kubectl 1.{minor} {}: no row {row:?}:\n{out}",
+            args.join(" ")
+        );
+    }
     // What a user of `get -o yaml` sees: kubectl's own field manager and Kubernetes' defaults.
     let deployment: serde_json::Value = serde_json::from_str(&k.run(&[
         "get",
@@ -392,5 +439,107 @@ fn describe_shows_a_pod_with_every_probe_type() {
                 out.join("\n")
             );
         }
+    }
+}
+
+#[test]
+fn imperative_creates_of_the_new_kinds() {
+    let plane = ControlPlane::start();
+    for minor in [33, 27] {
+        let k = Kubectl::new(minor, &plane);
+        let ns = format!("imperative-{minor}");
+        k.run(&["create", "namespace", &ns]);
+        for (args, created) in [
+            (
+                vec!["create", "serviceaccount", "robot"],
+                "serviceaccount/robot created",
+            ),
+            (
+                vec![
+                    "create",
+                    "job",
+                    "once",
+                    "--image=keelson/busybox:1",
+                    "--",
+                    "true",
+                ],
+                "job.batch/once created",
+            ),
+            (
+                vec![
+                    "create",
+                    "cronjob",
+                    "tick",
+                    "--image=keelson/busybox:1",
+                    "--schedule=*/5 * * * *",
+                ],
+                "cronjob.batch/tick created",
+            ),
+            (
+                vec![
+                    "create",
+                    "role",
+                    "reader",
+                    "--verb=get,list",
+                    "--resource=pods",
+                ],
+                "role.rbac.authorization.k8s.io/reader created",
+            ),
+            (
+                vec![
+                    "create",
+                    "rolebinding",
+                    "reader",
+                    "--role=reader",
+                    "--serviceaccount=NS:robot",
+                ],
+                "rolebinding.rbac.authorization.k8s.io/reader created",
+            ),
+            (
+                vec!["create", "quota", "small", "--hard=pods=5"],
+                "resourcequota/small created",
+            ),
+            (
+                vec![
+                    "create",
+                    "poddisruptionbudget",
+                    "keep",
+                    "--selector=app=x",
+                    "--min-available=1",
+                ],
+                "poddisruptionbudget.policy/keep created",
+            ),
+            (
+                vec!["create", "ingress", "web", "--rule=web.example.com/=web:80"],
+                "ingress.networking.k8s.io/web created",
+            ),
+        ] {
+            let args: Vec<String> = args.iter().map(|a| a.replace("NS", &ns)).collect();
+            // The namespace goes first: whatever follows `--` is the container's command.
+            let args: Vec<&str> = ["-n", ns.as_str()]
+                .into_iter()
+                .chain(args.iter().map(String::as_str))
+                .collect();
+            let out = k.run(&args);
+            assert_eq!(out.trim(), created, "kubectl 1.{minor} {}", args.join(" "));
+        }
+        let name = format!("critical-{minor}");
+        let out = k.run(&["create", "priorityclass", &name, "--value=1000"]);
+        assert_eq!(
+            out.trim(),
+            format!("priorityclass.scheduling.k8s.io/{name} created")
+        );
+        let job: serde_json::Value =
+            serde_json::from_str(&k.run(&["get", "job", "once", "-n", &ns, "-o", "json"]))
+                .expect("JSON");
+        assert_eq!(
+            job["spec"]["backoffLimit"], 6,
+            "Kubernetes' Job defaults: {job}"
+        );
+        assert_eq!(job["spec"]["completionMode"], "NonIndexed");
+        assert_eq!(
+            job["spec"]["template"]["spec"]["restartPolicy"], "Never",
+            "kubectl create job's own choice"
+        );
     }
 }
