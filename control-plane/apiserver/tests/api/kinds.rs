@@ -956,3 +956,63 @@ async fn invalid_objects_are_422_naming_every_field_as_kube_apiserver_does() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn mistyped_fields_of_every_kind_are_4xx_statuses_never_5xx() {
+    let s = server().await;
+    let wrong = [
+        json!(42),
+        json!("x"),
+        json!([1]),
+        json!({"a": 1}),
+        json!(true),
+        json!(-1),
+    ];
+    let mut requests = 0;
+    for (api_version, plural, fixture) in fixtures() {
+        let root = if api_version == "v1" { "/api" } else { "/apis" };
+        let discovered = s
+            .ok(Method::GET, &format!("{root}/{api_version}"), None)
+            .await;
+        let path = collection(&discovered, api_version, plural);
+        // Every field of the fixture, one level into objects: `spec.replicas`, `rules`, ...
+        let mut paths: Vec<Vec<String>> = Vec::new();
+        for (key, value) in fixture.as_object().into_iter().flatten() {
+            paths.push(vec![key.clone()]);
+            for inner in value.as_object().into_iter().flat_map(|o| o.keys()) {
+                paths.push(vec![key.clone(), inner.clone()]);
+            }
+        }
+        for field in &paths {
+            for bad in &wrong {
+                let mut object = fixture.clone();
+                let slot = field
+                    .iter()
+                    .try_fold(&mut object, |node, key| node.get_mut(key.as_str()))
+                    .expect("the field exists");
+                *slot = bad.clone();
+                object["metadata"] = json!({"generateName": "bad-"});
+                let (status, body) = s.call(Method::POST, &path, Some(object.clone())).await;
+                requests += 1;
+                assert!(
+                    status.is_success() || status.is_client_error(),
+                    "{plural} with {} = {bad}: {status} {body}",
+                    field.join(".")
+                );
+                if status.is_client_error() {
+                    assert_status(
+                        &body,
+                        status.as_u16(),
+                        body["reason"].as_str().unwrap_or("?"),
+                    );
+                    assert!(
+                        matches!(status.as_u16(), 400 | 422),
+                        "{plural} with {} = {bad}: {status} {body}",
+                        field.join(".")
+                    );
+                }
+            }
+        }
+    }
+    assert!(requests > 500, "only {requests} requests");
+}
