@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::{
     ApiError, KUBERNETES_VERSION,
     registry::{self, GROUPS, SUBRESOURCE_VERBS, VERBS},
+    request::media_ranges,
 };
 
 pub(crate) fn json_response(code: StatusCode, body: &Value) -> Response {
@@ -85,29 +86,16 @@ fn discovery_format(headers: &HeaderMap) -> Discovery {
         .get(header::ACCEPT)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    for range in accept.split(',') {
-        let mut parts = range.split(';').map(str::trim);
-        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
-        let (mut as_kind, mut group, mut version) = (None, None, None);
-        for parameter in parts {
-            if let Some((key, value)) = parameter.split_once('=') {
-                let value = value.trim().trim_matches('"');
-                match key.trim() {
-                    "as" => as_kind = Some(value),
-                    "g" => group = Some(value),
-                    "v" => version = Some(value),
-                    _ => {}
-                }
-            }
-        }
-        let json = matches!(media.as_str(), "application/json" | "application/*" | "*/*");
-        match (as_kind, group, version) {
-            (None, _, _) if json => return Discovery::Legacy,
-            (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some("v2")) if json => {
+    for range in media_ranges(accept) {
+        match (range.as_kind, range.group, range.version) {
+            (None, _, _) if range.json => return Discovery::Legacy,
+            (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some("v2"))
+                if range.json =>
+            {
                 return Discovery::Aggregated("v2");
             }
             (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some("v2beta1"))
-                if json =>
+                if range.json =>
             {
                 return Discovery::Aggregated("v2beta1");
             }

@@ -32,8 +32,6 @@ mod pod_log;
 mod printers;
 mod protobuf;
 pub mod registry;
-/// The registry under its former name.
-pub use registry as resources;
 mod read;
 mod request;
 mod reviews;

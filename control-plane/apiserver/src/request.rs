@@ -80,6 +80,46 @@ impl Selectors {
     }
 }
 
+/// One entry of an Accept header: whether its media type is JSON (or a wildcard), and its
+/// `as`, `g` and `v` parameters (`application/json;as=Table;g=meta.k8s.io;v=v1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MediaRange<'a> {
+    /// No media type at all (an empty entry).
+    pub(crate) empty: bool,
+    pub(crate) json: bool,
+    pub(crate) as_kind: Option<&'a str>,
+    pub(crate) group: Option<&'a str>,
+    pub(crate) version: Option<&'a str>,
+}
+
+/// The entries of an Accept header in the client's order of preference (kube-apiserver takes
+/// the first it can serve).
+pub(crate) fn media_ranges(accept: &str) -> impl Iterator<Item = MediaRange<'_>> {
+    accept.split(',').map(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let mut entry = MediaRange {
+            empty: media.is_empty(),
+            json: matches!(media.as_str(), "application/json" | "application/*" | "*/*"),
+            as_kind: None,
+            group: None,
+            version: None,
+        };
+        for parameter in parts {
+            if let Some((key, value)) = parameter.split_once('=') {
+                let value = value.trim().trim_matches('"');
+                match key.trim() {
+                    "as" => entry.as_kind = Some(value),
+                    "g" => entry.group = Some(value),
+                    "v" => entry.version = Some(value),
+                    _ => {}
+                }
+            }
+        }
+        entry
+    })
+}
+
 /// Parses a revision parameter named `what`.
 pub(crate) fn parse_revision(text: &str, what: &str) -> Result<Revision, ApiError> {
     text.parse()

@@ -12,7 +12,7 @@ use crate::{
     ApiError,
     printers::{self, Column},
     registry::Resource,
-    request::Params,
+    request::{Params, media_ranges},
 };
 
 /// What each row carries in `object` (`?includeObject=`).
@@ -73,30 +73,17 @@ pub(crate) fn requested(
 /// The `meta.k8s.io` Table version of the first acceptable entry of `accept`, or `None` when
 /// that entry is a plain media type.
 fn table_version(accept: &str) -> Option<&'static str> {
-    for range in accept.split(',') {
-        let mut parts = range.split(';').map(str::trim);
-        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
-        let (mut as_kind, mut group, mut version) = (None, None, None);
-        for parameter in parts {
-            if let Some((key, value)) = parameter.split_once('=') {
-                let value = value.trim().trim_matches('"');
-                match key.trim() {
-                    "as" => as_kind = Some(value),
-                    "g" => group = Some(value),
-                    "v" => version = Some(value),
+    for range in media_ranges(accept) {
+        match range.as_kind {
+            None if range.empty => {}
+            None => return None,
+            Some("Table") if range.json && range.group == Some("meta.k8s.io") => {
+                match range.version {
+                    Some("v1") => return Some("v1"),
+                    Some("v1beta1") => return Some("v1beta1"),
                     _ => {}
                 }
             }
-        }
-        let json = matches!(media.as_str(), "application/json" | "application/*" | "*/*");
-        match as_kind {
-            None if media.is_empty() => {}
-            None => return None,
-            Some("Table") if json && group == Some("meta.k8s.io") => match version {
-                Some("v1") => return Some("v1"),
-                Some("v1beta1") => return Some("v1beta1"),
-                _ => {}
-            },
             Some(_) => {}
         }
     }

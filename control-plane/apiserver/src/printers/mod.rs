@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::{object::label_selector_text, resources::Resource};
+use crate::{object::label_selector_text, registry::Resource};
 
 mod admission;
 mod apps;

@@ -2,7 +2,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::resources;
+use crate::registry;
 
 /// "now" in every test: five minutes after the objects' creation.
 fn now() -> Timestamp {
@@ -12,7 +12,7 @@ fn now() -> Timestamp {
 const CREATED: &str = "2024-05-01T10:00:00Z";
 
 fn cells(group_version: (&str, &str), plural: &str, object: &Value) -> Vec<Value> {
-    let resource = resources::find(group_version.0, group_version.1, plural).expect("resource");
+    let resource = registry::find(group_version.0, group_version.1, plural).expect("resource");
     let row = row(resource, object, now());
     assert_eq!(
         row.cells.len(),
@@ -51,7 +51,7 @@ mod rbac;
 mod storage;
 
 fn column_names(plural: &str, group: &str, version: &str) -> Vec<(&'static str, i32)> {
-    columns(resources::find(group, version, plural).expect("resource"))
+    columns(registry::find(group, version, plural).expect("resource"))
         .iter()
         .map(|c| (c.name, c.priority))
         .collect()
@@ -209,7 +209,7 @@ fn pod_init_containers_and_deletion() {
 
 #[test]
 fn finished_pods_carry_the_completed_condition() {
-    let resource = resources::find("", "v1", "pods").expect("pods");
+    let resource = registry::find("", "v1", "pods").expect("pods");
     let mut pod = pending_pod();
     assert!(row(resource, &pod, now()).conditions.is_empty());
     pod["status"]["phase"] = json!("Succeeded");
@@ -525,7 +525,7 @@ fn other_resources_get_the_default_table() {
 
 #[test]
 fn every_served_resource_has_one_cell_per_column() {
-    for resource in resources::RESOURCES {
+    for resource in registry::RESOURCES {
         let row = row(resource, &json!({}), now());
         assert_eq!(
             row.cells.len(),
