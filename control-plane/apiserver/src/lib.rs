@@ -1,14 +1,17 @@
 //! keelson's Kubernetes-compatible API server.
 //!
 //! [`app`] builds the axum [`Router`]: discovery (`/version`, `/api`, `/apis`, `/api/v1`,
-//! `/apis/<group>/<version>`), `/openapi/v2`, health endpoints, and for every resource in
-//! [`registry::RESOURCES`] get, list, watch, create, update, patch, delete and deletecollection,
-//! with the `status`, `scale` and `binding` subresources, and `/metrics` ([`metrics`]). Objects are stored as raw JSON (unknown
-//! fields survive) under `/registry/<resource>/[<namespace>/]<name>` in a [`keelson_store::Store`];
-//! `metadata.resourceVersion` is the key's mod revision in the store and is never stored itself.
-//! Every failure reaches the client as a Kubernetes `Status` ([`ApiError`]). Every request is
-//! authenticated and authorized by [`auth`]; [`tls::serve`] serves the router over HTTPS with
-//! client certificates.
+//! `/apis/<group>/<version>`, and the aggregated `apidiscovery.k8s.io` documents),
+//! `/openapi/v2`, health endpoints, and for every resource in [`registry::RESOURCES`] get, list,
+//! watch, create, update, patch, delete and deletecollection, with the `status`, `scale`,
+//! `binding`, `log` and `finalize` subresources, and `/metrics` ([`metrics`]). Writes are
+//! decoded against the kind's k8s-openapi type (unknown fields dropped, warned about or refused
+//! by `fieldValidation`), defaulted and validated as kube-apiserver does (`keelson-api`), and
+//! stored as JSON under `/registry/<resource>/[<namespace>/]<name>` in a
+//! [`keelson_store::Store`]; `metadata.resourceVersion` is the key's mod revision in the store
+//! and is never stored itself. Every failure reaches the client as a Kubernetes `Status`
+//! ([`ApiError`]). Every request is authenticated and authorized by [`auth`]; [`tls::serve`]
+//! serves the router over HTTPS with client certificates.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
