@@ -1,7 +1,7 @@
 //! The resource registry: one declarative entry per served kind ([`kinds::RESOURCES`]), which
 //! routing, discovery (legacy and aggregated), validation, field selectors, Tables and the
 //! store keys all read. Adding a kind is one entry here plus, where Kubernetes has them, its
-//! defaults and validation in `keelson-api` and its printer in [`crate::printers`]; never a
+//! defaults and validation in `keelson-api` and its printer in `printers`; never a
 //! new handler.
 
 use base64::Engine as _;
@@ -301,7 +301,7 @@ pub const SUBRESOURCE_VERBS: &[&str] = &["get", "patch", "update"];
 
 /// The API groups besides the core group in kube-apiserver's discovery order, each with the
 /// versions served (preferred first). Groups whose only resources are reviews are served by
-/// [`crate::reviews`].
+/// `reviews`.
 pub const GROUPS: &[(&str, &[&str])] = &[
     ("apiregistration.k8s.io", &["v1"]),
     ("apps", &["v1"]),
