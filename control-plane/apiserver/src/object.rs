@@ -264,7 +264,13 @@ pub(crate) fn default_and_validate(
     apply_defaults(group, kind, object);
     let errors = match old {
         None => validation::validate(group, kind, object),
-        Some((old, Part::Main)) => validation::validate_update(group, kind, old, object),
+        Some((old, Part::Main)) => {
+            // kube-apiserver defaults what it reads from storage too, so an object stored
+            // before a default existed is compared in its defaulted form.
+            let mut old = old.clone();
+            apply_defaults(group, kind, &mut old);
+            validation::validate_update(group, kind, &old, object)
+        }
         Some((old, Part::Status)) => validation::validate_status_update(old, object),
     };
     if errors.is_empty() {

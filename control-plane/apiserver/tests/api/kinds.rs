@@ -1027,3 +1027,33 @@ async fn mistyped_fields_of_every_kind_are_4xx_statuses_never_5xx() {
     }
     assert!(requests > 500, "only {requests} requests");
 }
+
+#[tokio::test]
+async fn objects_stored_before_a_default_existed_still_update() {
+    let s = server().await;
+    // A pod as an older keelson stored it: none of today's defaults.
+    let key = "/registry/pods/default/old";
+    let stored = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "old", "namespace": "default", "uid": "u-1",
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+        "status": {"phase": "Pending"},
+    });
+    s.store
+        .create(key, stored.to_string().into())
+        .await
+        .expect("store the old pod");
+    let (status, body) = s
+        .patch(
+            "/api/v1/namespaces/default/pods/old",
+            "application/merge-patch+json",
+            json!({"metadata": {"labels": {"touched": "yes"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["spec"]["enableServiceLinks"], true,
+        "defaulted on the way"
+    );
+}
