@@ -94,9 +94,17 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         let writer = Writer::new(resource.clone());
         let store = writer.as_reader();
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        // Only metadata matters here: as kube-controller-manager's metadata informers (and
+        // their managedFields-stripping transform), the cache keeps neither the body nor
+        // `metadata.managedFields` of the objects it watches.
         let stream = reflector(
             writer,
-            watcher(api, watcher::Config::default()).default_backoff(),
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .modify(|object: &mut DynamicObject| {
+                    object.managed_fields_mut().clear();
+                    object.data = serde_json::Value::Null;
+                }),
         )
         .touched_objects();
         let changed = Arc::clone(&changed);

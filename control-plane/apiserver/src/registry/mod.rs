@@ -4,6 +4,11 @@
 //! defaults and validation in `keelson-api` and its printer in `printers`; never a
 //! new handler.
 
+use std::{
+    collections::{HashMap, HashSet},
+    sync::LazyLock,
+};
+
 use base64::Engine as _;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -322,11 +327,23 @@ pub const GROUPS: &[(&str, &[&str])] = &[
     ("flowcontrol.apiserver.k8s.io", &["v1"]),
 ];
 
+/// The registry indexed by group, version and plural: every request looks its resource up,
+/// often more than once.
+static INDEX: LazyLock<HashMap<(&'static str, &'static str, &'static str), &'static Resource>> =
+    LazyLock::new(|| {
+        RESOURCES
+            .iter()
+            .map(|r| ((r.group, r.version, r.plural), r))
+            .collect()
+    });
+
+/// The group versions served.
+static GROUP_VERSIONS: LazyLock<HashSet<(&'static str, &'static str)>> =
+    LazyLock::new(|| RESOURCES.iter().map(|r| (r.group, r.version)).collect());
+
 /// The resource `plural` in `group`/`version`, if served.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+    INDEX.get(&(group, version, plural)).copied()
 }
 
 /// The resources served in `group`/`version`, in discovery order.
@@ -341,9 +358,7 @@ pub fn in_group_version<'a>(
 
 /// Whether `group`/`version` is served at all.
 pub fn serves(group: &str, version: &str) -> bool {
-    RESOURCES
-        .iter()
-        .any(|r| r.group == group && r.version == version)
+    GROUP_VERSIONS.contains(&(group, version))
 }
 
 #[cfg(test)]
