@@ -180,6 +180,7 @@ fn assert_status(value: &Value, code: u16, reason: &str) {
 }
 
 mod kinds;
+mod writes;
 
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
 const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
