@@ -227,8 +227,11 @@ fn owned_by_writer(comparison: &Comparison) -> FieldSet {
     owned.union_with(&comparison.modified);
     owned
         .difference(&comparison.removed)
-        .difference(&never_owned())
+        .difference(&NEVER_OWNED)
 }
+
+/// The fields no manager owns (`stripmeta.go`), built once.
+static NEVER_OWNED: std::sync::LazyLock<FieldSet> = std::sync::LazyLock::new(never_owned);
 
 fn never_owned() -> FieldSet {
     let mut set = FieldSet::new();
