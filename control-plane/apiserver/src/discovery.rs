@@ -237,7 +237,7 @@ fn entries(group: &str, version: &str) -> Vec<Entry> {
                     SUBRESOURCE_VERBS,
                 ));
             }
-            for sub in r.extra_subresources() {
+            for sub in r.extra_subresources {
                 subresources.push((sub.name.to_owned(), r.group, r.version, sub.kind, sub.verbs));
             }
             subresources.sort_by(|a, b| a.0.cmp(&b.0));

@@ -13,7 +13,7 @@ use k8s_openapi::{
     kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration,
 };
 
-use super::{Conversion, Resource, typed::typed};
+use super::{Conversion, NAMESPACE_SUBRESOURCES, POD_SUBRESOURCES, Resource, typed::typed};
 
 const POD_FIELDS: &[&str] = &[
     "spec.nodeName",
@@ -62,11 +62,13 @@ pub static RESOURCES: &[Resource] = &[
     .cluster()
     .short(&["ns"])
     .spec_status()
+    .subresources(NAMESPACE_SUBRESOURCES)
     .fields(&["status.phase"]),
     Resource::new("", "Pod", "pods", "pod", typed::<core::Pod>)
         .short(&["po"])
         .in_all()
         .spec_status()
+        .subresources(POD_SUBRESOURCES)
         .fields(POD_FIELDS),
     Resource::new("", "Service", "services", "service", typed::<core::Service>)
         .short(&["svc"])

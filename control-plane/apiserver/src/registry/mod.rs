@@ -60,6 +60,8 @@ pub struct Resource {
     pub decode: fn(&Value) -> Result<UnknownFields, serde_json::Error>,
     /// Stored in another resource's form (events.k8s.io Events are core Events).
     pub conversion: Option<Conversion>,
+    /// Subresources besides `status` and `scale` (`pods/log`, `namespaces/finalize`).
+    pub extra_subresources: &'static [Subresource],
     /// The version objects are stored in, which `storageVersionHash` names (kube-apiserver
     /// 1.33 still stores some newly GA kinds in their beta version).
     pub storage_version: &'static str,
@@ -97,6 +99,7 @@ impl Resource {
             field_selectors: &[],
             decode,
             conversion: None,
+            extra_subresources: &[],
             storage_version: "v1",
             note: None,
         }
@@ -152,6 +155,11 @@ impl Resource {
 
     const fn fields(mut self, fields: &'static [&'static str]) -> Self {
         self.field_selectors = fields;
+        self
+    }
+
+    const fn subresources(mut self, subresources: &'static [Subresource]) -> Self {
+        self.extra_subresources = subresources;
         self
     }
 
@@ -223,22 +231,12 @@ impl Resource {
         base64::engine::general_purpose::STANDARD.encode(&digest[..8])
     }
 
-    /// The subresources served besides `status` and `scale`, with the kind each answers
-    /// and its verbs.
-    pub fn extra_subresources(&self) -> &'static [Subresource] {
-        match (self.group, self.plural) {
-            ("", "pods") => POD_SUBRESOURCES,
-            ("", "namespaces") => NAMESPACE_SUBRESOURCES,
-            _ => &[],
-        }
-    }
-
     /// Whether `name` is a subresource this resource serves.
     pub fn serves_subresource(&self, name: &str) -> bool {
         match name {
             "status" => self.status,
             "scale" => self.scale,
-            other => self.extra_subresources().iter().any(|s| s.name == other),
+            other => self.extra_subresources.iter().any(|s| s.name == other),
         }
     }
 
@@ -270,7 +268,8 @@ pub struct Subresource {
     pub verbs: &'static [&'static str],
 }
 
-const POD_SUBRESOURCES: &[Subresource] = &[
+/// `pods/binding` and `pods/log`.
+pub(super) const POD_SUBRESOURCES: &[Subresource] = &[
     Subresource {
         name: "binding",
         kind: "Binding",
@@ -283,7 +282,8 @@ const POD_SUBRESOURCES: &[Subresource] = &[
     },
 ];
 
-const NAMESPACE_SUBRESOURCES: &[Subresource] = &[Subresource {
+/// `namespaces/finalize` (the namespace controller's way to drop `spec.finalizers`).
+pub(super) const NAMESPACE_SUBRESOURCES: &[Subresource] = &[Subresource {
     name: "finalize",
     kind: "Namespace",
     verbs: &["update"],
