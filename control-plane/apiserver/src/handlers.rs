@@ -14,6 +14,7 @@ use tracing::Instrument as _;
 
 use crate::{
     ApiError, AppState,
+    admission::{self, Admit},
     auth::{self, Access, Authenticated, UserInfo},
     discovery::{group_info, json_response, resource_list},
     object::decode_kv,
@@ -173,6 +174,7 @@ async fn dispatch(
         }
     }
     let options = |kind: &str| WriteOptions::parse(params, headers, kind);
+    let admit = |options_kind, options| admit(state, user, options_kind, options);
     let services = &state.services;
     let written = match (
         method,
@@ -196,29 +198,34 @@ async fn dispatch(
             if let Access::CreateNamed(allowed) = &access {
                 auth::check_created_name(user, target, &body.bytes, allowed)?;
             }
-            write::create(store, services, target, &body, &options).await?
+            let admit = admit("CreateOptions", &options);
+            write::create(store, services, target, &body, &options, &admit).await?
         }
         (&Method::DELETE, None, None) => {
             let options = options("DeleteOptions")?;
             let body = RequestBody::read(headers, body, true).await?;
-            write::delete_collection(store, target, params, &body.bytes, &options).await?
+            let admit = admit("DeleteOptions", &options);
+            write::delete_collection(store, target, params, &body.bytes, &options, &admit).await?
         }
         (&Method::PUT, Some(name), sub) => {
             let part = UpdatePart::of(target, sub)?;
             let options = options("UpdateOptions")?;
             let body = RequestBody::read(headers, body, false).await?;
-            write::update(store, services, target, name, &body, part, &options).await?
+            let admit = admit("UpdateOptions", &options);
+            write::update(store, services, target, name, &body, part, &options, &admit).await?
         }
         (&Method::PATCH, Some(name), sub) => {
             let part = UpdatePart::of(target, sub)?;
             let options = options("PatchOptions")?;
             let body = RequestBody::read(headers, body, false).await?;
-            write::patch(store, services, target, name, &body, part, &options).await?
+            let admit = admit("PatchOptions", &options);
+            write::patch(store, services, target, name, &body, part, &options, &admit).await?
         }
         (&Method::DELETE, Some(name), None) => {
             let options = options("DeleteOptions")?;
             let body = RequestBody::read(headers, body, true).await?;
-            write::delete(store, target, name, params, &body.bytes, &options).await?
+            let admit = admit("DeleteOptions", &options);
+            write::delete(store, target, name, params, &body.bytes, &options, &admit).await?
         }
         (&Method::POST, Some(name), Some("binding")) => {
             let body = RequestBody::read(headers, body, false).await?;
@@ -226,6 +233,9 @@ async fn dispatch(
         }
         _ => return Err(ApiError::method_not_allowed(method.as_str())),
     };
+    if admission::is_configuration(target.resource) {
+        state.webhooks.invalidate();
+    }
     let mut response = json_response(written.code, &written.body);
     let warnings = target
         .resource
@@ -240,6 +250,22 @@ async fn dispatch(
         }
     }
     Ok(response)
+}
+
+/// The admission context of a write with `options` (of kind `options_kind`).
+fn admit<'a>(
+    state: &'a AppState,
+    user: &'a UserInfo,
+    options_kind: &'static str,
+    options: &'a WriteOptions,
+) -> Admit<'a> {
+    Admit {
+        webhooks: &state.webhooks,
+        store: &state.store,
+        user,
+        options_kind,
+        field_manager: (options_kind != "DeleteOptions").then_some(options.field_manager.as_str()),
+    }
 }
 
 /// What a write answers: its status code, body and warnings.

@@ -23,6 +23,7 @@ use axum::{
 use keelson_store::Store;
 use tokio::sync::watch;
 
+mod admission;
 pub mod allocator;
 pub mod auth;
 mod discovery;
@@ -67,6 +68,7 @@ pub struct AppState {
     services: Arc<ServiceNetwork>,
     watch_events: Arc<watch_stream::EventCache>,
     kubelet: Option<KubeletClient>,
+    webhooks: Arc<admission::Webhooks>,
 }
 
 impl AppState {
@@ -83,6 +85,7 @@ impl AppState {
             services: Arc::new(ServiceNetwork::default()),
             watch_events: Arc::default(),
             kubelet: None,
+            webhooks: Arc::default(),
         }
     }
 

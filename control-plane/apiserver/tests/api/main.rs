@@ -179,6 +179,7 @@ fn assert_status(value: &Value, code: u16, reason: &str) {
     );
 }
 
+mod admission;
 mod kinds;
 mod writes;
 
