@@ -26,6 +26,7 @@ type Seen = Arc<Mutex<Vec<Value>>>;
 /// A webhook server on 127.0.0.1: `POST /<mode>` with mode `deny`, `label`, `slow` or
 /// anything else (allow).
 struct Webhook {
+    port: u16,
     base: String,
     ca_bundle: String,
     seen: Seen,
@@ -58,6 +59,18 @@ async fn answer(State(seen): State<Seen>, Path(mode): Path<String>, body: Bytes)
                    "patch": base64::engine::general_purpose::STANDARD.encode(patch.to_string()),
                    "warnings": ["labelled by the test webhook"]})
         }
+        // Notes in an annotation whether the object already carries the `injected` label.
+        "copy" => {
+            let injected = request["object"]["metadata"]["labels"]["injected"].clone();
+            if injected.is_null() {
+                json!({"uid": uid, "allowed": true})
+            } else {
+                let patch = json!([{"op": "add", "path": "/metadata/annotations",
+                                    "value": {"saw-injected": injected}}]);
+                json!({"uid": uid, "allowed": true, "patchType": "JSONPatch",
+                       "patch": base64::engine::general_purpose::STANDARD.encode(patch.to_string())})
+            }
+        }
         "slow" => {
             tokio::time::sleep(Duration::from_secs(5)).await;
             json!({"uid": uid, "allowed": true})
@@ -69,13 +82,22 @@ async fn answer(State(seen): State<Seen>, Path(mode): Path<String>, body: Bytes)
 }
 
 async fn webhook_server() -> Webhook {
+    webhook_server_named(&[]).await
+}
+
+/// [`webhook_server`] whose certificate also names `dns_names`.
+async fn webhook_server_named(dns_names: &[&str]) -> Webhook {
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
     let issuer = Issuer::new(ca_params, &ca_key);
     let key = KeyPair::generate().expect("serving key");
-    let serving = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+    let names: Vec<String> = std::iter::once("127.0.0.1")
+        .chain(dns_names.iter().copied())
+        .map(str::to_owned)
+        .collect();
+    let serving = CertificateParams::new(names)
         .expect("serving params")
         .signed_by(&key, &issuer)
         .expect("serving certificate");
@@ -103,6 +125,7 @@ async fn webhook_server() -> Webhook {
         },
     ));
     Webhook {
+        port,
         base: format!("https://127.0.0.1:{port}"),
         ca_bundle: base64::engine::general_purpose::STANDARD.encode(ca.pem()),
         seen,
@@ -527,4 +550,100 @@ async fn dry_runs_reach_webhooks_that_declare_no_side_effects() {
     let request = hook.seen().pop().expect("called in dry run");
     assert_eq!(request["dryRun"], true);
     assert_eq!(request["options"]["dryRun"], json!(["All"]));
+}
+
+#[tokio::test]
+async fn a_webhook_service_is_reached_at_a_ready_endpoint() {
+    let s = server().await;
+    let hook = webhook_server_named(&["hook.default.svc"]).await;
+    s.ok(
+        Method::POST,
+        "/api/v1/namespaces/default/services",
+        Some(
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hook"},
+                    "spec": {"ports": [{"name": "https", "port": 443, "targetPort": hook.port}]}}),
+        ),
+    )
+    .await;
+    // Kubernetes' validation refuses loopback endpoint addresses from clients; the test's
+    // webhook listens on loopback, so its EndpointSlice goes straight into the store.
+    let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "hook-1", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "hook"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": hook.port, "protocol": "TCP"}]});
+    s.store
+        .create(
+            "/registry/endpointslices/default/hook-1",
+            slice.to_string().into_bytes().into(),
+        )
+        .await
+        .expect("store the EndpointSlice");
+    let mut refusing = webhook(
+        "svc.keelson.test",
+        "",
+        Some(&hook.ca_bundle),
+        &["CREATE"],
+        json!({}),
+    );
+    refusing["clientConfig"] = json!({"caBundle": hook.ca_bundle,
+        "service": {"namespace": "default", "name": "hook", "path": "/deny"}});
+    configure(&s, VALIDATING, "by-service", json!([refusing])).await;
+    let (status, body) = s
+        .call(
+            Method::POST,
+            CONFIGMAPS,
+            Some(configmap("via-service", json!({}))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        body["message"],
+        "admission webhook \"svc.keelson.test\" denied the request: configmap via-service breaks the test policy"
+    );
+}
+
+#[tokio::test]
+async fn an_if_needed_webhook_runs_again_after_a_later_one_changed_the_object() {
+    let s = server().await;
+    let hook = webhook_server().await;
+    let mutating = |name: &str, mode: &str, reinvocation: &str| {
+        webhook(
+            name,
+            &format!("{}/{mode}", hook.base),
+            Some(&hook.ca_bundle),
+            &["CREATE"],
+            json!({"reinvocationPolicy": reinvocation}),
+        )
+    };
+    // Configurations run in name order: "a-copy" first, then "b-label".
+    configure(
+        &s,
+        MUTATING,
+        "a-copy",
+        json!([mutating("copy.keelson.test", "copy", "IfNeeded")]),
+    )
+    .await;
+    configure(
+        &s,
+        MUTATING,
+        "b-label",
+        json!([mutating("label.keelson.test", "label", "Never")]),
+    )
+    .await;
+    let created = s
+        .ok(
+            Method::POST,
+            CONFIGMAPS,
+            Some(configmap("twice", json!({}))),
+        )
+        .await;
+    assert_eq!(created["metadata"]["labels"], json!({"injected": "yes"}));
+    assert_eq!(
+        created["metadata"]["annotations"],
+        json!({"saw-injected": "yes"}),
+        "the IfNeeded webhook saw the later webhook's label on its second call"
+    );
+    assert_eq!(hook.seen().len(), 3, "copy, label, copy again");
 }
