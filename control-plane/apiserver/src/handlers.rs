@@ -5,7 +5,7 @@ use axum::{
     Extension,
     body::Body,
     extract::{Path, Query, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri},
     response::Response,
 };
 use keelson_store::Store;
@@ -15,6 +15,7 @@ use tracing::Instrument as _;
 use crate::{
     ApiError, AppState,
     admission::{self, Admit},
+    aggregation,
     auth::{self, Access, Authenticated, UserInfo},
     discovery::{group_info, json_response, resource_list},
     object::decode_kv,
@@ -52,11 +53,16 @@ pub(crate) async fn core(
 }
 
 /// `/apis/{*rest}`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "axum extractors, one per part of the request"
+)]
 pub(crate) async fn grouped(
     State(state): State<AppState>,
     user: Option<Extension<Authenticated>>,
     Path(rest): Path<String>,
     method: Method,
+    uri: Uri,
     Query(params): Query<Params>,
     headers: HeaderMap,
     body: Body,
@@ -64,7 +70,12 @@ pub(crate) async fn grouped(
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
         [] => Err(ApiError::no_route()),
-        [group] => group_info(group).ok_or_else(ApiError::no_route),
+        [group] => match group_info(group) {
+            Some(response) => Ok(response),
+            None => aggregation::group_info(&state, group)
+                .await?
+                .ok_or_else(ApiError::no_route),
+        },
         [group, version, rest @ ..] => {
             let Some(Extension(Authenticated(user))) = user else {
                 return Err(ApiError::unauthorized());
@@ -77,6 +88,13 @@ pub(crate) async fn grouped(
                     }
                     _ => Err(ApiError::no_route()),
                 };
+            }
+            if !crate::registry::serves(group, version) {
+                return aggregation::proxy(
+                    &state, &user, group, version, &method, &uri, &headers, body,
+                )
+                .await?
+                .ok_or_else(ApiError::no_route);
             }
             let request = Request {
                 method: &method,

@@ -24,6 +24,7 @@ use keelson_store::Store;
 use tokio::sync::watch;
 
 mod admission;
+pub mod aggregation;
 pub mod allocator;
 pub mod auth;
 mod discovery;
@@ -44,6 +45,7 @@ pub mod tls;
 mod watch_stream;
 mod write;
 
+pub use aggregation::AggregatorClient;
 pub use allocator::ServiceNetwork;
 pub use auth::{Authenticator, UserInfo};
 pub use error::ApiError;
@@ -69,6 +71,7 @@ pub struct AppState {
     watch_events: Arc<watch_stream::EventCache>,
     kubelet: Option<KubeletClient>,
     webhooks: Arc<admission::Webhooks>,
+    aggregator: Option<AggregatorClient>,
 }
 
 impl AppState {
@@ -86,12 +89,19 @@ impl AppState {
             watch_events: Arc::default(),
             kubelet: None,
             webhooks: Arc::default(),
+            aggregator: None,
         }
     }
 
     /// Reaches node agents' kubelet endpoints (`kubectl logs`) with `client`.
     pub fn with_kubelet_client(mut self, client: KubeletClient) -> Self {
         self.kubelet = Some(client);
+        self
+    }
+
+    /// Proxies aggregated APIs (APIServices with a Service) authenticated as `client`.
+    pub fn with_aggregator_client(mut self, client: AggregatorClient) -> Self {
+        self.aggregator = Some(client);
         self
     }
 
@@ -131,7 +141,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/version", get(discovery::version))
         .route("/api", get(discovery::core_versions))
-        .route("/apis", get(discovery::group_list))
+        .route("/apis", get(aggregation::discovery::group_list))
         .route("/api/{*rest}", any(handlers::core))
         .route("/apis/{*rest}", any(handlers::grouped))
         .route("/openapi/v2", get(discovery::openapi_v2))

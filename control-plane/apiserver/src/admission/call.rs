@@ -295,7 +295,9 @@ pub(crate) fn pick_endpoint(
     Err(format!("no endpoints available for service {name:?}"))
 }
 
-async fn service_destination(
+/// Where `service`'s port `port` is served ([`pick_endpoint`] over the stored Service and
+/// EndpointSlices), with `path`.
+pub(crate) async fn service_destination(
     store: &dyn Store,
     namespace: &str,
     name: &str,

@@ -178,8 +178,7 @@ pub static RESOURCES: &[Resource] = &[
     )
     .cluster()
     .api_extension()
-    .spec_status()
-    .note("keelson stores APIServices but does not proxy aggregated APIs yet"),
+    .spec_status(),
     // --- apps/v1 ---
     Resource::new(
         "apps",
