@@ -408,7 +408,7 @@ async fn exchange(
         .map_err(|e| format!("server name {:?}: {e}", destination.server_name))?;
     let tcp = tokio::net::TcpStream::connect(&destination.address)
         .await
-        .map_err(|e| format!("dial tcp {}: {e}", destination.address))?;
+        .map_err(|e| dial_error(&destination.address, &e))?;
     let tls = TlsConnector::from(config)
         .connect(server_name, tcp)
         .await
@@ -436,6 +436,19 @@ async fn exchange(
         .await
         .map_err(|e| format!("reading the response: {e}"))?;
     Ok((status, body))
+}
+
+/// A failed dial as Go's net package words it, which kube's messages carry.
+pub(crate) fn dial_error(address: &str, error: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let cause = match error.kind() {
+        ErrorKind::ConnectionRefused => "connect: connection refused".to_owned(),
+        ErrorKind::HostUnreachable => "connect: no route to host".to_owned(),
+        ErrorKind::NetworkUnreachable => "connect: network is unreachable".to_owned(),
+        ErrorKind::TimedOut => "i/o timeout".to_owned(),
+        _ => error.to_string(),
+    };
+    format!("dial tcp {address}: {cause}")
 }
 
 /// The `AdmissionReview` request body (`request` as kube-apiserver's

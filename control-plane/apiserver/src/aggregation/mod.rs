@@ -250,7 +250,7 @@ pub(crate) async fn send(
     let connect = async {
         let tcp = tokio::net::TcpStream::connect(&destination.address)
             .await
-            .map_err(|e| format!("dial tcp {}: {e}", destination.address))?;
+            .map_err(|e| call::dial_error(&destination.address, &e))?;
         TlsConnector::from(config)
             .connect(server_name, tcp)
             .await
