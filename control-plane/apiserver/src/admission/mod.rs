@@ -28,7 +28,7 @@ use std::{
     collections::BTreeMap,
     sync::{
         Arc, Weak,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -75,6 +75,8 @@ pub(crate) fn is_configuration(resource: &Resource) -> bool {
 /// The webhooks of the stored configurations, in calling order.
 #[derive(Debug, Default)]
 struct Snapshot {
+    /// The [`Webhooks::generation`] it was read at.
+    generation: u64,
     mutating: Vec<Hook>,
     validating: Vec<Hook>,
 }
@@ -83,9 +85,10 @@ struct Snapshot {
 #[derive(Debug)]
 pub struct Webhooks {
     snapshot: tokio::sync::RwLock<Option<Arc<Snapshot>>>,
-    /// Set when the configurations may have changed: the next request reads them again.
-    stale: AtomicBool,
-    /// Whether store watches keep `stale` up to date.
+    /// Counts the changes of the configurations: a snapshot of an older generation is read
+    /// again before use.
+    generation: AtomicU64,
+    /// Whether store watches keep `generation` up to date.
     watching: AtomicBool,
     /// Serialises re-reads.
     loading: tokio::sync::Mutex<()>,
@@ -95,7 +98,7 @@ impl Default for Webhooks {
     fn default() -> Self {
         Self {
             snapshot: tokio::sync::RwLock::new(None),
-            stale: AtomicBool::new(true),
+            generation: AtomicU64::new(0),
             watching: AtomicBool::new(false),
             loading: tokio::sync::Mutex::new(()),
         }
@@ -119,24 +122,31 @@ fn configurations<T: DeserializeOwned>(
 impl Webhooks {
     /// Marks the configurations as changed: the next admission reads them again.
     pub(crate) fn invalidate(&self) {
-        self.stale.store(true, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The cached snapshot, if it is of the current generation.
+    async fn current(&self) -> Option<Arc<Snapshot>> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        self.snapshot
+            .read()
+            .await
+            .as_ref()
+            .filter(|s| s.generation == generation)
+            .map(Arc::clone)
     }
 
     /// The current webhooks: cached, or read from the store when they may have changed.
     async fn snapshot(self: &Arc<Self>, store: &Arc<dyn Store>) -> Result<Arc<Snapshot>, ApiError> {
-        if !self.stale.load(Ordering::SeqCst)
-            && let Some(snapshot) = self.snapshot.read().await.as_ref()
-        {
-            return Ok(Arc::clone(snapshot));
+        if let Some(snapshot) = self.current().await {
+            return Ok(snapshot);
         }
         let _loading = self.loading.lock().await;
-        if !self.stale.load(Ordering::SeqCst)
-            && let Some(snapshot) = self.snapshot.read().await.as_ref()
-        {
-            return Ok(Arc::clone(snapshot));
+        if let Some(snapshot) = self.current().await {
+            return Ok(snapshot);
         }
-        // Cleared before reading: a change during the read marks it stale again.
-        self.stale.store(false, Ordering::SeqCst);
+        // Taken before reading: a change during the read makes this snapshot outdated at once.
+        let generation = self.generation.load(Ordering::SeqCst);
         let read = |plural: &'static str| async move {
             let resource = registry::find(GROUP, "v1", plural).ok_or_else(ApiError::no_route)?;
             store
@@ -147,6 +157,7 @@ impl Webhooks {
         let mutating = read("mutatingwebhookconfigurations").await?;
         let validating = read("validatingwebhookconfigurations").await?;
         let snapshot = Arc::new(Snapshot {
+            generation,
             mutating: matching::mutating_hooks(configurations::<
                 admissionregistration::MutatingWebhookConfiguration,
             >(&mutating.items)?),
