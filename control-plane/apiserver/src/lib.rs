@@ -11,7 +11,10 @@
 //! [`keelson_store::Store`]; `metadata.resourceVersion` is the key's mod revision in the store
 //! and is never stored itself. Every failure reaches the client as a Kubernetes `Status`
 //! ([`ApiError`]). Every request is authenticated and authorized by [`auth`]; [`tls::serve`]
-//! serves the router over HTTPS with client certificates.
+//! serves the router over HTTPS with client certificates. Writes go through the admission
+//! webhooks of the stored Mutating- and ValidatingWebhookConfigurations; group versions
+//! keelson does not serve are proxied to the APIServices that name a Service
+//! ([`aggregation`]).
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;

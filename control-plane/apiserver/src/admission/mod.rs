@@ -401,6 +401,11 @@ impl Admit<'_> {
             ),
         };
         let gvr = json!({"group": resource.group, "version": resource.version, "resource": resource.plural});
+        // Every authenticated user is in system:authenticated, as kube's authenticators say.
+        let mut groups = self.user.groups.clone();
+        if !groups.iter().any(|g| g == "system:authenticated") {
+            groups.push("system:authenticated".to_owned());
+        }
         let mut request = json!({
             "uid": uid,
             "kind": kind,
@@ -409,7 +414,7 @@ impl Admit<'_> {
             "requestResource": gvr,
             "name": attempt.name,
             "operation": attempt.operation.as_str(),
-            "userInfo": {"username": self.user.name, "groups": self.user.groups},
+            "userInfo": {"username": self.user.name, "groups": groups},
             "object": object.cloned().unwrap_or(Value::Null),
             "oldObject": old.cloned().unwrap_or(Value::Null),
             "dryRun": attempt.dry_run,

@@ -247,7 +247,10 @@ async fn a_validating_webhook_refuses_with_kubes_message_and_sees_the_request() 
     assert_eq!(request["requestKind"], request["kind"]);
     assert_eq!(request["name"], "strict");
     assert_eq!(request["namespace"], "default");
-    assert_eq!(request["userInfo"]["username"], "kubernetes-admin");
+    assert_eq!(
+        request["userInfo"],
+        json!({"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]})
+    );
     assert_eq!(request["dryRun"], false);
     assert_eq!(request["options"]["kind"], "CreateOptions");
     assert_eq!(request["object"]["data"], json!({"k": "v"}));
