@@ -113,6 +113,9 @@ pub(crate) struct Hook {
     pub(crate) review_versions: Vec<String>,
     /// `reinvocationPolicy: IfNeeded` (mutating webhooks).
     pub(crate) reinvoke: bool,
+    /// `matchPolicy: Equivalent` (the default): a rule on a resource also covers the same
+    /// objects served under another group or version.
+    pub(crate) equivalent: bool,
 }
 
 /// The default and the bounds of `timeoutSeconds`.
@@ -137,6 +140,7 @@ struct Common<'a> {
     client_config: &'a admissionregistration::WebhookClientConfig,
     review_versions: &'a [String],
     reinvoke: bool,
+    match_policy: Option<&'a str>,
 }
 
 fn hook(configuration: &str, c: Common<'_>) -> Hook {
@@ -179,6 +183,7 @@ fn hook(configuration: &str, c: Common<'_>) -> Hook {
             .filter(|b| !b.is_empty()),
         review_versions: c.review_versions.to_vec(),
         reinvoke: c.reinvoke,
+        equivalent: c.match_policy != Some("Exact"),
     }
 }
 
@@ -205,6 +210,7 @@ pub(crate) fn validating_hooks(
                     client_config: &w.client_config,
                     review_versions: &w.admission_review_versions,
                     reinvoke: false,
+                    match_policy: w.match_policy.as_deref(),
                 },
             ));
         }
@@ -235,6 +241,7 @@ pub(crate) fn mutating_hooks(
                     client_config: &w.client_config,
                     review_versions: &w.admission_review_versions,
                     reinvoke: w.reinvocation_policy.as_deref() == Some("IfNeeded"),
+                    match_policy: w.match_policy.as_deref(),
                 },
             ));
         }

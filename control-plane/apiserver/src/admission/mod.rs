@@ -19,10 +19,14 @@
 //! - The webhook configurations themselves (and admission policies) are never sent to
 //!   webhooks, so a broken webhook cannot lock itself in.
 //!
+//! - `matchPolicy: Equivalent` (the default) matches a request through a resource served
+//!   from the same storage (keelson has one pair: core and events.k8s.io Events); the
+//!   webhook then sees `kind`/`resource` and the object as its rule names them, and the
+//!   client's in `requestKind`/`requestResource`.
+//!
 //! Not done: `matchConditions` (CEL) are not evaluated (such a webhook is called as if they
-//! held); `matchPolicy: Equivalent` matches as `Exact` (keelson serves each resource in one
-//! version, so only events.k8s.io Events have an equivalent, core Events); pods' `binding`
-//! and CONNECT requests are not sent to webhooks.
+//! held); pods' `binding` and CONNECT requests are not sent to webhooks; the webhook
+//! configurations' `clientConfig` has no client certificate (kube's admission kubeconfig).
 
 use std::{
     collections::BTreeMap,
@@ -41,7 +45,7 @@ use serde_json::{Value, json};
 
 use crate::{
     ApiError, UserInfo,
-    object::{decode_kv, labels},
+    object::{decode_kv, labels, storage_kind},
     registry::{self, Resource},
     request::Target,
 };
@@ -337,16 +341,30 @@ impl Admit<'_> {
         }
     }
 
-    /// The webhooks of `hooks` that apply to the request (namespace labels read once).
+    /// The webhooks of `hooks` that apply to the request, each with the resource it sees the
+    /// request as (namespace labels read once).
     async fn applicable<'h>(
         &self,
         hooks: &'h [Hook],
         facts: &RequestFacts<'_>,
-    ) -> Result<Vec<&'h Hook>, ApiError> {
-        let candidates: Vec<&Hook> = hooks.iter().filter(|h| h.rules_match(facts)).collect();
+        resource: &'static Resource,
+    ) -> Result<Vec<Invocation<'h>>, ApiError> {
+        let candidates: Vec<Invocation<'h>> = hooks
+            .iter()
+            .filter_map(|hook| {
+                let view = if hook.rules_match(facts) {
+                    resource
+                } else if hook.equivalent {
+                    equivalents(resource).find(|eq| hook.rules_match(&as_resource(facts, eq)))?
+                } else {
+                    return None;
+                };
+                Some(Invocation { hook, view })
+            })
+            .collect();
         let mut namespace_labels: Option<BTreeMap<String, String>> = None;
         if let Some(namespace) = facts.namespace_to_look_up()
-            && candidates.iter().any(|h| h.selects_namespaces())
+            && candidates.iter().any(|i| i.hook.selects_namespaces())
         {
             let namespaces =
                 registry::find("", "v1", "namespaces").ok_or_else(ApiError::no_route)?;
@@ -359,12 +377,16 @@ impl Admit<'_> {
             namespace_labels = Some(labels(&decode_kv(&kv)?));
         }
         let mut out = Vec::new();
-        for hook in candidates {
-            if hook
-                .applies(facts, namespace_labels.as_ref())
+        for invocation in candidates {
+            if invocation
+                .hook
+                .applies(
+                    &as_resource(facts, invocation.view),
+                    namespace_labels.as_ref(),
+                )
                 .map_err(|e| internal(e.0))?
             {
-                out.push(hook);
+                out.push(invocation);
             }
         }
         Ok(out)
@@ -381,26 +403,24 @@ impl Admit<'_> {
         options
     }
 
-    /// The `request` of the AdmissionReview for `hook`.
+    /// The `request` of the AdmissionReview: `kind` and `resource` as the webhook sees them
+    /// (`view`), `requestKind` and `requestResource` as the client asked.
     fn request(
         &self,
         attempt: &Attempt<'_>,
+        view: &Resource,
         uid: &str,
         object: Option<&Value>,
         old: Option<&Value>,
     ) -> Value {
-        let resource = attempt.target.resource;
-        let (kind, sub) = match attempt.target.subresource.as_deref() {
-            Some("scale") => (
-                json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}),
-                Some("scale"),
-            ),
-            sub => (
-                json!({"group": resource.group, "version": resource.version, "kind": resource.kind}),
-                sub,
-            ),
+        let sub = attempt.target.subresource.as_deref();
+        let kind_of = |r: &Resource| match sub {
+            Some("scale") => json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}),
+            _ => json!({"group": r.group, "version": r.version, "kind": r.kind}),
         };
-        let gvr = json!({"group": resource.group, "version": resource.version, "resource": resource.plural});
+        let gvr =
+            |r: &Resource| json!({"group": r.group, "version": r.version, "resource": r.plural});
+        let requested = attempt.target.resource;
         // Every authenticated user is in system:authenticated, as kube's authenticators say.
         let mut groups = self.user.groups.clone();
         if !groups.iter().any(|g| g == "system:authenticated") {
@@ -408,10 +428,10 @@ impl Admit<'_> {
         }
         let mut request = json!({
             "uid": uid,
-            "kind": kind,
-            "resource": gvr,
-            "requestKind": kind,
-            "requestResource": gvr,
+            "kind": kind_of(view),
+            "resource": gvr(view),
+            "requestKind": kind_of(requested),
+            "requestResource": gvr(requested),
             "name": attempt.name,
             "operation": attempt.operation.as_str(),
             "userInfo": {"username": self.user.name, "groups": groups},
@@ -432,14 +452,16 @@ impl Admit<'_> {
         request
     }
 
+    /// Calls one webhook with the objects (in stored form) shown as its resource shows them.
     async fn call(
         &self,
-        hook: &Hook,
+        invocation: &Invocation<'_>,
         attempt: &Attempt<'_>,
         object: Option<&Value>,
         old: Option<&Value>,
         mutating: bool,
     ) -> Outcome {
+        let hook = invocation.hook;
         if attempt.dry_run && !matches!(hook.side_effects.as_str(), "None" | "NoneOnDryRun") {
             return Outcome::Refused(ApiError::bad_request(format!(
                 "admission webhook \"{}\" does not support dry run",
@@ -451,7 +473,16 @@ impl Admit<'_> {
             Err(e) => return Outcome::Failed(e.0),
         };
         let uid = uuid::Uuid::new_v4().to_string();
-        let review = call::review(version, self.request(attempt, &uid, object, old));
+        let object = object.map(|o| present(attempt, invocation.view, o.clone()));
+        let old = old.map(|o| present(attempt, invocation.view, o.clone()));
+        let request = self.request(
+            attempt,
+            invocation.view,
+            &uid,
+            object.as_ref(),
+            old.as_ref(),
+        );
+        let review = call::review(version, request);
         let answer = match call::post(
             self.store.as_ref(),
             &hook.endpoint,
@@ -482,7 +513,7 @@ impl Admit<'_> {
     pub(crate) async fn mutate(
         &self,
         attempt: &Attempt<'_>,
-        object: Option<&mut Value>,
+        mut object: Option<&mut Value>,
         old: Option<&Value>,
         warnings: &mut Vec<String>,
     ) -> Result<bool, ApiError> {
@@ -494,32 +525,25 @@ impl Admit<'_> {
         if snapshot.mutating.is_empty() {
             return Ok(false);
         }
-        let old_served = old.map(|o| present(attempt, o.clone()));
-        let mut served = object.as_deref().map(|o| present(attempt, o.clone()));
-        let hooks = {
-            let facts = self.facts(attempt, served.as_ref(), old_served.as_ref());
-            self.applicable(&snapshot.mutating, &facts).await?
+        let invocations = {
+            let facts = self.facts(attempt, object.as_deref(), old);
+            self.applicable(&snapshot.mutating, &facts, resource)
+                .await?
         };
         // kube's reinvocation: a change by one webhook marks every `IfNeeded` webhook that
         // ran before it; those run once more, in order, after the first pass.
         let mut changed = false;
         let mut invoked = Vec::new();
         let mut again = Vec::new();
-        for (i, hook) in hooks.iter().enumerate() {
+        for (i, invocation) in invocations.iter().enumerate() {
             if self
-                .mutate_once(
-                    hook,
-                    attempt,
-                    served.as_mut(),
-                    old_served.as_ref(),
-                    warnings,
-                )
+                .mutate_once(invocation, attempt, object.as_deref_mut(), old, warnings)
                 .await?
             {
                 changed = true;
                 again.extend(invoked.iter().copied());
             }
-            if hook.reinvoke {
+            if invocation.hook.reinvoke {
                 invoked.push(i);
             }
         }
@@ -528,29 +552,31 @@ impl Admit<'_> {
         for i in again {
             changed |= self
                 .mutate_once(
-                    hooks[i],
+                    &invocations[i],
                     attempt,
-                    served.as_mut(),
-                    old_served.as_ref(),
+                    object.as_deref_mut(),
+                    old,
                     warnings,
                 )
                 .await?;
         }
-        if changed && let (Some(object), Some(served)) = (object, served) {
-            *object = attempt.target.resource.to_storage(served);
-        }
         Ok(changed)
     }
 
+    /// One mutating webhook on `object` (stored form), patched in the webhook's view.
     async fn mutate_once(
         &self,
-        hook: &Hook,
+        invocation: &Invocation<'_>,
         attempt: &Attempt<'_>,
-        served: Option<&mut Value>,
+        object: Option<&mut Value>,
         old: Option<&Value>,
         warnings: &mut Vec<String>,
     ) -> Result<bool, ApiError> {
-        match self.call(hook, attempt, served.as_deref(), old, true).await {
+        let hook = invocation.hook;
+        match self
+            .call(invocation, attempt, object.as_deref(), old, true)
+            .await
+        {
             Outcome::Refused(e) => Err(e),
             Outcome::Failed(cause) => match hook.failure_policy {
                 FailurePolicy::Fail => Err(call_failed(&hook.name, &cause)),
@@ -573,7 +599,7 @@ impl Admit<'_> {
                 else {
                     return Ok(false);
                 };
-                let Some(object) = served else {
+                let Some(object) = object else {
                     return Err(internal(format!(
                         "admission webhook \"{}\" attempted to modify the object, which is not \
                          supported for this operation",
@@ -586,9 +612,14 @@ impl Admit<'_> {
                         &format!("received undecodable patch in webhook response: {e}"),
                     )
                 })?;
-                let before = object.clone();
-                json_patch::patch(object, &operations).map_err(|e| internal(e.to_string()))?;
-                Ok(*object != before)
+                let before = present(attempt, invocation.view, object.clone());
+                let mut served = before.clone();
+                json_patch::patch(&mut served, &operations).map_err(|e| internal(e.to_string()))?;
+                if served == before {
+                    return Ok(false);
+                }
+                *object = store_form(attempt, invocation.view, served);
+                Ok(true)
             }
         }
     }
@@ -610,18 +641,19 @@ impl Admit<'_> {
         if snapshot.validating.is_empty() {
             return Ok(());
         }
-        let served = object.map(|o| present(attempt, o.clone()));
-        let old_served = old.map(|o| present(attempt, o.clone()));
-        let facts = self.facts(attempt, served.as_ref(), old_served.as_ref());
-        let hooks = self.applicable(&snapshot.validating, &facts).await?;
+        let facts = self.facts(attempt, object, old);
+        let invocations = self
+            .applicable(&snapshot.validating, &facts, resource)
+            .await?;
         let outcomes = futures_util::future::join_all(
-            hooks
+            invocations
                 .iter()
-                .map(|hook| self.call(hook, attempt, served.as_ref(), old_served.as_ref(), false)),
+                .map(|invocation| self.call(invocation, attempt, object, old, false)),
         )
         .await;
         let mut first = None;
-        for (hook, outcome) in hooks.iter().zip(outcomes) {
+        for (invocation, outcome) in invocations.iter().zip(outcomes) {
+            let hook = invocation.hook;
             let error = match outcome {
                 Outcome::Allowed { warnings: said, .. } => {
                     warnings.extend(said);
@@ -647,13 +679,51 @@ impl Admit<'_> {
     }
 }
 
-/// The object as the webhook's version shows it (the Scale of a scale request is already
-/// in its own form).
-fn present(attempt: &Attempt<'_>, object: Value) -> Value {
+/// A webhook that applies, and the resource it sees the request as: the requested one, or
+/// with `matchPolicy: Equivalent` one served from the same storage (events.k8s.io Events for
+/// a webhook on core Events and the other way round).
+#[derive(Debug, Clone, Copy)]
+struct Invocation<'h> {
+    hook: &'h Hook,
+    view: &'static Resource,
+}
+
+/// The other resources stored as `resource` is (kube's `EquivalentResourcesFor`).
+fn equivalents(resource: &'static Resource) -> impl Iterator<Item = &'static Resource> {
+    let stored = storage_kind(resource);
+    registry::RESOURCES.iter().filter(move |r| {
+        r.plural == resource.plural
+            && storage_kind(r) == stored
+            && (r.group, r.version) != (resource.group, resource.version)
+    })
+}
+
+/// `facts` as if the request were for `resource`.
+fn as_resource<'a>(facts: &RequestFacts<'a>, resource: &'a Resource) -> RequestFacts<'a> {
+    RequestFacts {
+        group: resource.group,
+        version: resource.version,
+        resource: resource.plural,
+        ..*facts
+    }
+}
+
+/// The stored object as `view` shows it (the Scale of a scale request is already in its own
+/// form).
+fn present(attempt: &Attempt<'_>, view: &Resource, object: Value) -> Value {
     if attempt.target.subresource.as_deref() == Some("scale") {
         object
     } else {
-        attempt.target.resource.present(object)
+        view.present(object)
+    }
+}
+
+/// The inverse of [`present`].
+fn store_form(attempt: &Attempt<'_>, view: &Resource, object: Value) -> Value {
+    if attempt.target.subresource.as_deref() == Some("scale") {
+        object
+    } else {
+        view.to_storage(object)
     }
 }
 
@@ -695,6 +765,17 @@ mod tests {
                 (code, reason, message)
             );
         }
+    }
+
+    #[test]
+    fn only_resources_sharing_storage_are_equivalent() {
+        let names = |group: &str, plural: &str| -> Vec<String> {
+            let resource = registry::find(group, "v1", plural).expect("served");
+            equivalents(resource).map(|r| r.api_version()).collect()
+        };
+        assert_eq!(names("", "events"), ["events.k8s.io/v1"]);
+        assert_eq!(names("events.k8s.io", "events"), ["v1"]);
+        assert!(names("", "pods").is_empty());
     }
 
     #[test]

@@ -651,3 +651,61 @@ async fn an_if_needed_webhook_runs_again_after_a_later_one_changed_the_object() 
     );
     assert_eq!(hook.seen().len(), 3, "copy, label, copy again");
 }
+
+#[tokio::test]
+async fn equivalent_match_policy_sees_events_k8s_io_events_as_core_events() {
+    let s = server().await;
+    let hook = webhook_server().await;
+    let on_core_events = |name: &str, policy: &str| {
+        let mut w = webhook(
+            name,
+            &format!("{}/allow", hook.base),
+            Some(&hook.ca_bundle),
+            &["CREATE"],
+            json!({"matchPolicy": policy}),
+        );
+        w["rules"][0]["resources"] = json!(["events"]);
+        w
+    };
+    configure(
+        &s,
+        VALIDATING,
+        "events",
+        json!([
+            on_core_events("exact.keelson.test", "Exact"),
+            on_core_events("equivalent.keelson.test", "Equivalent")
+        ]),
+    )
+    .await;
+    s.ok(
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        Some(json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e1"}, "eventTime": "2026-01-01T00:00:00.000000Z",
+            "reportingController": "keelson.test/tests", "reportingInstance": "t1",
+            "action": "Test", "reason": "Tested", "type": "Normal", "note": "hello",
+            "regarding": {"kind": "Pod", "name": "p", "namespace": "default"}})),
+    )
+    .await;
+    let seen = hook.seen();
+    assert_eq!(
+        seen.len(),
+        1,
+        "only the Equivalent webhook is called: {seen:?}"
+    );
+    let request = &seen[0];
+    assert_eq!(
+        request["kind"],
+        json!({"group": "", "version": "v1", "kind": "Event"})
+    );
+    assert_eq!(
+        request["resource"],
+        json!({"group": "", "version": "v1", "resource": "events"})
+    );
+    assert_eq!(
+        request["requestKind"],
+        json!({"group": "events.k8s.io", "version": "v1", "kind": "Event"})
+    );
+    assert_eq!(request["object"]["apiVersion"], "v1");
+    assert_eq!(request["object"]["message"], "hello");
+}
