@@ -254,6 +254,15 @@ async fn dispatch(
     if admission::is_configuration(target.resource) {
         state.webhooks.invalidate();
     }
+    if aggregation::is_api_service(target.resource) {
+        // A new or changed APIService is checked now rather than at the next period.
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(error) = aggregation::available::refresh(&state).await {
+                tracing::debug!(%error, "checking APIServices after a write");
+            }
+        });
+    }
     let mut response = json_response(written.code, &written.body);
     let warnings = target
         .resource

@@ -163,6 +163,11 @@ pub(crate) fn backend_of(api_service: &Value) -> Option<Backend> {
     })
 }
 
+/// Whether `resource` is APIServices.
+pub(crate) fn is_api_service(resource: &registry::Resource) -> bool {
+    resource.group == GROUP && resource.plural == "apiservices"
+}
+
 fn api_services() -> Result<&'static registry::Resource, ApiError> {
     registry::find(GROUP, "v1", "apiservices").ok_or_else(ApiError::no_route)
 }
