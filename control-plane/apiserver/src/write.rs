@@ -552,6 +552,8 @@ pub(crate) async fn delete(
     // conflict: read again and retry, as kube-apiserver's GuaranteedUpdate does.
     let mut attempts = 0;
     loop {
+        // Only the last attempt's webhooks speak.
+        warnings.clear();
         let kv = get_kv(store, target, name).await?;
         match delete_one(store, target, name, &kv, &options, admit, &mut warnings).await {
             Err(e)
