@@ -5,7 +5,7 @@ use axum::{
     Extension,
     body::Body,
     extract::{Path, Query, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri},
     response::Response,
 };
 use keelson_store::Store;
@@ -14,6 +14,8 @@ use tracing::Instrument as _;
 
 use crate::{
     ApiError, AppState,
+    admission::{self, Admit},
+    aggregation,
     auth::{self, Access, Authenticated, UserInfo},
     discovery::{group_info, json_response, resource_list},
     object::decode_kv,
@@ -51,11 +53,16 @@ pub(crate) async fn core(
 }
 
 /// `/apis/{*rest}`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "axum extractors, one per part of the request"
+)]
 pub(crate) async fn grouped(
     State(state): State<AppState>,
     user: Option<Extension<Authenticated>>,
     Path(rest): Path<String>,
     method: Method,
+    uri: Uri,
     Query(params): Query<Params>,
     headers: HeaderMap,
     body: Body,
@@ -63,7 +70,12 @@ pub(crate) async fn grouped(
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
         [] => Err(ApiError::no_route()),
-        [group] => group_info(group).ok_or_else(ApiError::no_route),
+        [group] => match group_info(group) {
+            Some(response) => Ok(response),
+            None => aggregation::group_info(&state, group)
+                .await?
+                .ok_or_else(ApiError::no_route),
+        },
         [group, version, rest @ ..] => {
             let Some(Extension(Authenticated(user))) = user else {
                 return Err(ApiError::unauthorized());
@@ -76,6 +88,13 @@ pub(crate) async fn grouped(
                     }
                     _ => Err(ApiError::no_route()),
                 };
+            }
+            if !crate::registry::serves(group, version) {
+                return aggregation::proxy(
+                    &state, &user, group, version, &method, &uri, &headers, body,
+                )
+                .await?
+                .ok_or_else(ApiError::no_route);
             }
             let request = Request {
                 method: &method,
@@ -173,6 +192,7 @@ async fn dispatch(
         }
     }
     let options = |kind: &str| WriteOptions::parse(params, headers, kind);
+    let admit = |options_kind, options| admit(state, user, options_kind, options);
     let services = &state.services;
     let written = match (
         method,
@@ -196,29 +216,34 @@ async fn dispatch(
             if let Access::CreateNamed(allowed) = &access {
                 auth::check_created_name(user, target, &body.bytes, allowed)?;
             }
-            write::create(store, services, target, &body, &options).await?
+            let admit = admit("CreateOptions", &options);
+            write::create(store, services, target, &body, &options, &admit).await?
         }
         (&Method::DELETE, None, None) => {
             let options = options("DeleteOptions")?;
             let body = RequestBody::read(headers, body, true).await?;
-            write::delete_collection(store, target, params, &body.bytes, &options).await?
+            let admit = admit("DeleteOptions", &options);
+            write::delete_collection(store, target, params, &body.bytes, &options, &admit).await?
         }
         (&Method::PUT, Some(name), sub) => {
             let part = UpdatePart::of(target, sub)?;
             let options = options("UpdateOptions")?;
             let body = RequestBody::read(headers, body, false).await?;
-            write::update(store, services, target, name, &body, part, &options).await?
+            let admit = admit("UpdateOptions", &options);
+            write::update(store, services, target, name, &body, part, &options, &admit).await?
         }
         (&Method::PATCH, Some(name), sub) => {
             let part = UpdatePart::of(target, sub)?;
             let options = options("PatchOptions")?;
             let body = RequestBody::read(headers, body, false).await?;
-            write::patch(store, services, target, name, &body, part, &options).await?
+            let admit = admit("PatchOptions", &options);
+            write::patch(store, services, target, name, &body, part, &options, &admit).await?
         }
         (&Method::DELETE, Some(name), None) => {
             let options = options("DeleteOptions")?;
             let body = RequestBody::read(headers, body, true).await?;
-            write::delete(store, target, name, params, &body.bytes, &options).await?
+            let admit = admit("DeleteOptions", &options);
+            write::delete(store, target, name, params, &body.bytes, &options, &admit).await?
         }
         (&Method::POST, Some(name), Some("binding")) => {
             let body = RequestBody::read(headers, body, false).await?;
@@ -226,6 +251,18 @@ async fn dispatch(
         }
         _ => return Err(ApiError::method_not_allowed(method.as_str())),
     };
+    if admission::is_configuration(target.resource) {
+        state.webhooks.invalidate();
+    }
+    if aggregation::is_api_service(target.resource) {
+        // A new or changed APIService is checked now rather than at the next period.
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(error) = aggregation::available::refresh(&state).await {
+                tracing::debug!(%error, "checking APIServices after a write");
+            }
+        });
+    }
     let mut response = json_response(written.code, &written.body);
     let warnings = target
         .resource
@@ -240,6 +277,22 @@ async fn dispatch(
         }
     }
     Ok(response)
+}
+
+/// The admission context of a write with `options` (of kind `options_kind`).
+fn admit<'a>(
+    state: &'a AppState,
+    user: &'a UserInfo,
+    options_kind: &'static str,
+    options: &'a WriteOptions,
+) -> Admit<'a> {
+    Admit {
+        webhooks: &state.webhooks,
+        store: &state.store,
+        user,
+        options_kind,
+        field_manager: (options_kind != "DeleteOptions").then_some(options.field_manager.as_str()),
+    }
 }
 
 /// What a write answers: its status code, body and warnings.

@@ -11,7 +11,10 @@
 //! [`keelson_store::Store`]; `metadata.resourceVersion` is the key's mod revision in the store
 //! and is never stored itself. Every failure reaches the client as a Kubernetes `Status`
 //! ([`ApiError`]). Every request is authenticated and authorized by [`auth`]; [`tls::serve`]
-//! serves the router over HTTPS with client certificates.
+//! serves the router over HTTPS with client certificates. Writes go through the admission
+//! webhooks of the stored Mutating- and ValidatingWebhookConfigurations; group versions
+//! keelson does not serve are proxied to the APIServices that name a Service
+//! ([`aggregation`]).
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -23,6 +26,8 @@ use axum::{
 use keelson_store::Store;
 use tokio::sync::watch;
 
+mod admission;
+pub mod aggregation;
 pub mod allocator;
 pub mod auth;
 mod discovery;
@@ -43,6 +48,7 @@ pub mod tls;
 mod watch_stream;
 mod write;
 
+pub use aggregation::AggregatorClient;
 pub use allocator::ServiceNetwork;
 pub use auth::{Authenticator, UserInfo};
 pub use error::ApiError;
@@ -67,6 +73,8 @@ pub struct AppState {
     services: Arc<ServiceNetwork>,
     watch_events: Arc<watch_stream::EventCache>,
     kubelet: Option<KubeletClient>,
+    webhooks: Arc<admission::Webhooks>,
+    aggregator: Option<AggregatorClient>,
 }
 
 impl AppState {
@@ -83,12 +91,20 @@ impl AppState {
             services: Arc::new(ServiceNetwork::default()),
             watch_events: Arc::default(),
             kubelet: None,
+            webhooks: Arc::default(),
+            aggregator: None,
         }
     }
 
     /// Reaches node agents' kubelet endpoints (`kubectl logs`) with `client`.
     pub fn with_kubelet_client(mut self, client: KubeletClient) -> Self {
         self.kubelet = Some(client);
+        self
+    }
+
+    /// Proxies aggregated APIs (APIServices with a Service) authenticated as `client`.
+    pub fn with_aggregator_client(mut self, client: AggregatorClient) -> Self {
+        self.aggregator = Some(client);
         self
     }
 
@@ -128,7 +144,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/version", get(discovery::version))
         .route("/api", get(discovery::core_versions))
-        .route("/apis", get(discovery::group_list))
+        .route("/apis", get(aggregation::discovery::group_list))
         .route("/api/{*rest}", any(handlers::core))
         .route("/apis/{*rest}", any(handlers::grouped))
         .route("/openapi/v2", get(discovery::openapi_v2))

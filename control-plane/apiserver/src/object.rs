@@ -454,16 +454,26 @@ pub(crate) enum Part {
     Status,
 }
 
-/// Builds the object an update stores from the current one (`old`, as decoded) and the
-/// client's (`new`): system metadata is kept, the part the endpoint may not change is taken
-/// from `old`, `generation` bumps when `spec` changed. Returns `None` when nothing changed.
-pub(crate) fn prepare_update(
+/// [`prepare_create`] short of validation: the object mutating admission sees, which
+/// [`default_and_validate`] then finishes.
+pub(crate) fn prepare_create_for_admission(
+    object: &mut Value,
+    resource: &Resource,
+    namespace: Option<&str>,
+) -> Result<String, ApiError> {
+    prepare_system_create(object, resource, namespace)
+}
+
+/// The first half of building the object an update stores from the current one (`old`, as
+/// decoded) and the client's (`new`): system metadata is kept and the part the endpoint may
+/// not change is taken from `old`; defaulted, this is what mutating admission sees.
+pub(crate) fn merge_update(
     old: &Value,
     mut new: Value,
     resource: &Resource,
     name: &str,
     part: Part,
-) -> Result<Option<Value>, ApiError> {
+) -> Result<Value, ApiError> {
     if part == Part::Status {
         let mut merged = old.clone();
         if let (Some(root), Some(status)) = (merged.as_object_mut(), new.get("status")) {
@@ -499,6 +509,20 @@ pub(crate) fn prepare_update(
         };
     }
     meta.remove("selfLink");
+    let (group, kind) = storage_kind(resource);
+    apply_defaults(group, kind, &mut new);
+    Ok(new)
+}
+
+/// The second half ([`merge_update`] is the first): validation, and `generation` bumps when
+/// `spec` changed. Returns `None` when nothing changed.
+pub(crate) fn finish_update(
+    old: &Value,
+    mut new: Value,
+    resource: &Resource,
+    name: &str,
+    part: Part,
+) -> Result<Option<Value>, ApiError> {
     default_and_validate(&mut new, resource, name, Some((old, part)))?;
     if resource.has_spec && old.get("spec") != new.get("spec") {
         let generation = old

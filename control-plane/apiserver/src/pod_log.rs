@@ -71,7 +71,7 @@ impl KubeletClient {
 /// Accepts the kubelet's certificate whatever signed it, but still checks the handshake
 /// signatures with it.
 #[derive(Debug)]
-struct AnyKubeletCertificate(Arc<CryptoProvider>);
+pub(crate) struct AnyKubeletCertificate(pub(crate) Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AnyKubeletCertificate {
     fn verify_server_cert(

@@ -10,12 +10,14 @@ use serde_json::{Value, json};
 
 use crate::{
     ApiError, SYSTEM_NAMESPACES,
+    admission::{Admit, Attempt, matching::Operation},
     allocator::{self, ServiceNetwork},
     finalizers,
     handlers::Written,
     object::{
-        Part, check_kind, decode_kv, decode_strictly, encode, meta_str, metadata_mut, now_rfc3339,
-        parse_object, prepare_create, prepare_update, requested_revision, scale_of, set_namespace,
+        Part, check_kind, decode_kv, decode_strictly, default_and_validate, encode, finish_update,
+        merge_update, meta_str, metadata_mut, now_rfc3339, parse_object, prepare_create,
+        prepare_create_for_admission, requested_revision, scale_of, set_namespace,
         set_resource_version,
     },
     read::{get_kv, list_kind},
@@ -98,17 +100,31 @@ pub(crate) async fn create(
     target: &Target,
     body: &Body,
     options: &WriteOptions,
+    admit: &Admit<'_>,
 ) -> Result<Written, ApiError> {
     let resource = target.resource;
     let mut warnings = Vec::new();
     let object = parse_object(body, resource, options, &mut warnings)?;
     let mut object = resource.to_storage(object);
-    let name = prepare_create(&mut object, resource, target.namespace.as_deref())?;
+    let name = prepare_create_for_admission(&mut object, resource, target.namespace.as_deref())?;
     if let Some(ns) = target.namespace.as_deref() {
         check_namespace(store, ns).await?;
     }
+    let attempt = Attempt {
+        target,
+        name: &name,
+        operation: Operation::Create,
+        dry_run: options.dry_run,
+    };
+    admit
+        .mutate(&attempt, Some(&mut object), None, &mut warnings)
+        .await?;
+    default_and_validate(&mut object, resource, &name, None)?;
     finalizers::on_create(resource, &mut object);
     record_managed_fields(resource, None, &mut object, options, None);
+    admit
+        .validate(&attempt, Some(&object), None, &mut warnings)
+        .await?;
     let key = target.key(&name);
     if options.dry_run {
         let exists = store
@@ -155,6 +171,10 @@ async fn write(
 }
 
 /// `PUT` of an object (or its status or scale).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the request's parts and its admission, passed through once"
+)]
 pub(crate) async fn update(
     store: &dyn Store,
     services: &ServiceNetwork,
@@ -163,6 +183,7 @@ pub(crate) async fn update(
     body: &Body,
     part: UpdatePart,
     options: &WriteOptions,
+    admit: &Admit<'_>,
 ) -> Result<Written, ApiError> {
     let resource = target.resource;
     let mut warnings = Vec::new();
@@ -198,6 +219,8 @@ pub(crate) async fn update(
         part,
         kv.mod_revision,
         options,
+        admit,
+        &mut warnings,
     )
     .await?;
     Ok(Written {
@@ -229,12 +252,29 @@ async fn apply_update(
     part: UpdatePart,
     expected: Revision,
     options: &WriteOptions,
+    admit: &Admit<'_>,
+    warnings: &mut Vec<String>,
 ) -> Result<Value, ApiError> {
     let resource = target.resource;
+    let attempt = Attempt {
+        target,
+        name,
+        operation: Operation::Update,
+        dry_run: options.dry_run,
+    };
     let (new, part_of_object) =
         match part {
             UpdatePart::Object(p) => (new, p),
             UpdatePart::Scale => {
+                // Webhooks see the Scale itself, as kube-apiserver's scale storage admits it.
+                let mut new = new;
+                let old_scale = scale_of(resource, current).map_err(ApiError::bad_request)?;
+                admit
+                    .mutate(&attempt, Some(&mut new), Some(&old_scale), warnings)
+                    .await?;
+                admit
+                    .validate(&attempt, Some(&new), Some(&old_scale), warnings)
+                    .await?;
                 let replicas =
                     new.pointer("/spec/replicas")
                         .and_then(Value::as_i64)
@@ -256,7 +296,17 @@ async fn apply_update(
                 (object, Part::Main)
             }
         };
-    let stored = match prepare_update(current, new, resource, name, part_of_object)? {
+    let mut new = merge_update(current, new, resource, name, part_of_object)?;
+    let admitted = part != UpdatePart::Scale;
+    if admitted
+        && admit
+            .mutate(&attempt, Some(&mut new), Some(current), warnings)
+            .await?
+    {
+        // What the endpoint may not change stays unchanged, whatever a webhook did.
+        new = merge_update(current, new, resource, name, part_of_object)?;
+    }
+    let stored = match finish_update(current, new, resource, name, part_of_object)? {
         Some(mut next) => {
             record_managed_fields(
                 resource,
@@ -265,6 +315,11 @@ async fn apply_update(
                 options,
                 part.subresource(),
             );
+            if admitted {
+                admit
+                    .validate(&attempt, Some(&next), Some(current), warnings)
+                    .await?;
+            }
             if options.dry_run {
                 next
             } else {
@@ -285,7 +340,14 @@ async fn apply_update(
                 }
             }
         }
-        None => current.clone(),
+        None => {
+            if admitted {
+                admit
+                    .validate(&attempt, Some(current), Some(current), warnings)
+                    .await?;
+            }
+            current.clone()
+        }
     };
     if part == UpdatePart::Scale {
         scale_of(resource, &stored).map_err(ApiError::bad_request)
@@ -298,6 +360,10 @@ async fn apply_update(
 const PATCH_ATTEMPTS: usize = 5;
 
 /// `PATCH` of an object (or its status or scale).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the request's parts and its admission, passed through once"
+)]
 pub(crate) async fn patch(
     store: &dyn Store,
     services: &ServiceNetwork,
@@ -306,6 +372,7 @@ pub(crate) async fn patch(
     body: &Body,
     part: UpdatePart,
     options: &WriteOptions,
+    admit: &Admit<'_>,
 ) -> Result<Written, ApiError> {
     let resource = target.resource;
     if body.content_type == "application/apply-patch+yaml" {
@@ -383,6 +450,8 @@ pub(crate) async fn patch(
             part,
             kv.mod_revision,
             options,
+            admit,
+            &mut warnings,
         )
         .await
         {
@@ -474,15 +543,19 @@ pub(crate) async fn delete(
     params: &Params,
     body: &[u8],
     write: &WriteOptions,
+    admit: &Admit<'_>,
 ) -> Result<Written, ApiError> {
     let options = delete_options(params, body, write)?;
+    let mut warnings = Vec::new();
     // Marking an object for deletion is a read-modify-write; a controller writing the object in
     // between makes it conflict. Without a client precondition that is not the client's
     // conflict: read again and retry, as kube-apiserver's GuaranteedUpdate does.
     let mut attempts = 0;
     loop {
+        // Only the last attempt's webhooks speak.
+        warnings.clear();
         let kv = get_kv(store, target, name).await?;
-        match delete_one(store, target, name, &kv, &options).await {
+        match delete_one(store, target, name, &kv, &options, admit, &mut warnings).await {
             Err(e)
                 if e.reason == "Conflict"
                     && options.precondition_rv.is_none()
@@ -491,7 +564,12 @@ pub(crate) async fn delete(
             {
                 attempts += 1;
             }
-            result => return result.map(|v| Written::ok(target.resource.present(v))),
+            result => {
+                return result.map(|v| Written {
+                    warnings,
+                    ..Written::ok(target.resource.present(v))
+                });
+            }
         }
     }
 }
@@ -502,6 +580,8 @@ async fn delete_one(
     name: &str,
     kv: &KeyValue,
     options: &DeleteOptions,
+    admit: &Admit<'_>,
+    warnings: &mut Vec<String>,
 ) -> Result<Value, ApiError> {
     let resource = target.resource;
     let mut current = decode_kv(kv)?;
@@ -522,6 +602,18 @@ async fn delete_one(
     {
         return Err(ApiError::conflict(resource, name));
     }
+    let attempt = Attempt {
+        target,
+        name,
+        operation: Operation::Delete,
+        dry_run: options.dry_run,
+    };
+    admit
+        .mutate(&attempt, None, Some(&current), warnings)
+        .await?;
+    admit
+        .validate(&attempt, None, Some(&current), warnings)
+        .await?;
     let terminating = meta_str(&current, "deletionTimestamp").is_some();
     if !terminating {
         finalizers::on_delete(&mut current, options.propagation);
@@ -590,8 +682,10 @@ pub(crate) async fn delete_collection(
     params: &Params,
     body: &[u8],
     write: &WriteOptions,
+    admit: &Admit<'_>,
 ) -> Result<Written, ApiError> {
     let options = delete_options(params, body, write)?;
+    let mut warnings = Vec::new();
     let selectors = Selectors::parse(target.resource, params, None)?;
     let listed = store
         .list(&target.prefix(), ListOptions::default())
@@ -610,19 +704,22 @@ pub(crate) async fn delete_collection(
             name: Some(name.clone()),
             subresource: None,
         };
-        match delete_one(store, &scoped, &name, kv, &options).await {
+        match delete_one(store, &scoped, &name, kv, &options, admit, &mut warnings).await {
             Ok(deleted) => items.push(target.resource.present(deleted)),
             // Changed or gone since the listing: as Kubernetes, skip it.
             Err(e) if e.reason == "NotFound" || e.reason == "Conflict" => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(Written::ok(json!({
-        "kind": list_kind(target.resource),
-        "apiVersion": target.resource.api_version(),
-        "metadata": {"resourceVersion": listed.revision.to_string()},
-        "items": items,
-    })))
+    Ok(Written {
+        warnings,
+        ..Written::ok(json!({
+            "kind": list_kind(target.resource),
+            "apiVersion": target.resource.api_version(),
+            "metadata": {"resourceVersion": listed.revision.to_string()},
+            "items": items,
+        }))
+    })
 }
 
 /// `POST pods/<name>/binding`: sets `spec.nodeName` once.

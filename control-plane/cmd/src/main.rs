@@ -16,13 +16,19 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use keelson_api::cidr::Ipv4Cidr;
 use keelson_apiserver::{
-    AppState, Authenticator, KubeletClient, ServiceNetwork, UserInfo, app, auth::MASTERS_GROUP,
-    bootstrap, tls,
+    AggregatorClient, AppState, Authenticator, KubeletClient, ServiceNetwork, UserInfo,
+    aggregation, app, auth::MASTERS_GROUP, bootstrap, tls,
 };
 use keelson_controllers::ControllerSet;
 use keelson_store::{CompactionPolicy, EtcdStore, SqliteOptions, SqliteStore, Store};
 use pki::{Issued, Pki};
 use tracing_subscriber::EnvFilter;
+
+/// The common name of the API server's front-proxy client certificate (kube's default name,
+/// which aggregated API servers are told to accept).
+const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
+/// How often APIServices' `Available` condition is checked.
+const API_SERVICE_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Which store backend holds the cluster state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -516,10 +522,37 @@ async fn run() -> anyhow::Result<()> {
         kubelet_client.key_pem.as_bytes(),
     )
     .context("cannot use the kubelet client certificate")?;
+    // What kube-apiserver presents to aggregated API servers (--proxy-client-cert-file), from
+    // a CA of its own that the extension-apiserver-authentication ConfigMap publishes.
+    let front_proxy = Pki::load_or_create_ca(
+        &args.data_dir.join("pki"),
+        "front-proxy-ca",
+        "keelson-front-proxy-ca",
+    )?;
+    let proxy_client =
+        front_proxy.persistent_client("front-proxy-client", FRONT_PROXY_CLIENT, None)?;
+    aggregation::publish_authentication(
+        store.as_ref(),
+        pki.ca_pem(),
+        front_proxy.ca_pem(),
+        &[FRONT_PROXY_CLIENT],
+    )
+    .await
+    .context("cannot publish extension-apiserver-authentication")?;
+    let aggregator_client = AggregatorClient::new(
+        proxy_client.cert_pem.as_bytes(),
+        proxy_client.key_pem.as_bytes(),
+    )
+    .context("cannot use the front-proxy client certificate")?;
     let state = AppState::new(Arc::clone(&store))
         .with_authenticator(authenticator)
         .with_kubelet_client(kubelet_client)
+        .with_aggregator_client(aggregator_client)
         .with_service_network(args.cluster.service_network());
+    let availability = tokio::spawn(aggregation::available::run(
+        state.clone(),
+        API_SERVICE_CHECK_PERIOD,
+    ));
     let compactor = tokio::spawn(keelson_store::run_compactor(
         Arc::clone(state.store()),
         CompactionPolicy::default(),
@@ -555,5 +588,6 @@ async fn run() -> anyhow::Result<()> {
     components.abort();
     served.context("the API server failed")?;
     compactor.abort();
+    availability.abort();
     Ok(())
 }

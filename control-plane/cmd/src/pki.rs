@@ -72,8 +72,17 @@ fn validity(params: &mut CertificateParams, years: i32) {
 impl Pki {
     /// Loads the CA from `dir` (`ca.crt`, `ca.key`), creating both on first use.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
+        Self::load_or_create_ca(dir, "ca", "keelson-ca")
+    }
+
+    /// Loads the CA `DIR/<stem>.crt` and `.key`, creating both (common name `common_name`) on
+    /// first use: the cluster CA, or the front-proxy CA that vouches for the aggregator.
+    pub fn load_or_create_ca(dir: &Path, stem: &str, common_name: &str) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+        let (cert_path, key_path) = (
+            dir.join(format!("{stem}.crt")),
+            dir.join(format!("{stem}.key")),
+        );
         if cert_path.is_file() && key_path.is_file() {
             let ca_pem = std::fs::read_to_string(&cert_path)
                 .with_context(|| format!("cannot read {}", cert_path.display()))?;
@@ -93,7 +102,7 @@ impl Pki {
         let mut params = CertificateParams::default();
         params
             .distinguished_name
-            .push(DnType::CommonName, "keelson-ca");
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -107,7 +116,7 @@ impl Pki {
             .pem();
         write_private(&key_path, ca_key.serialize_pem().as_bytes())?;
         write_private(&cert_path, ca_pem.as_bytes())?;
-        tracing::info!(dir = %dir.display(), "created the cluster CA");
+        tracing::info!(dir = %dir.display(), common_name, "created a CA");
         Ok(Self {
             dir: dir.to_owned(),
             ca_pem,

@@ -45,8 +45,7 @@ const RBAC: &str = "keelson stores RBAC objects but does not enforce them yet: o
                     system:masters and nodes are authorized";
 const NETWORK_POLICY: &str =
     "keelson stores NetworkPolicy objects but does not enforce them yet: traffic is not filtered";
-const ADMISSION: &str = "keelson stores admission configuration but does not call webhooks or \
-                         evaluate admission policies yet";
+const ADMISSION: &str = "keelson stores admission policies but does not evaluate them yet";
 const NOT_ENFORCED: &str = "keelson stores this kind but does not enforce it yet";
 
 /// Every served resource.
@@ -179,8 +178,7 @@ pub static RESOURCES: &[Resource] = &[
     )
     .cluster()
     .api_extension()
-    .spec_status()
-    .note("keelson stores APIServices but does not proxy aggregated APIs yet"),
+    .spec_status(),
     // --- apps/v1 ---
     Resource::new(
         "apps",
@@ -442,8 +440,7 @@ pub static RESOURCES: &[Resource] = &[
         typed::<admission::MutatingWebhookConfiguration>,
     )
     .cluster()
-    .api_extension()
-    .note(ADMISSION),
+    .api_extension(),
     Resource::new(
         "admissionregistration.k8s.io",
         "ValidatingAdmissionPolicy",
@@ -474,8 +471,7 @@ pub static RESOURCES: &[Resource] = &[
         typed::<admission::ValidatingWebhookConfiguration>,
     )
     .cluster()
-    .api_extension()
-    .note(ADMISSION),
+    .api_extension(),
     // --- scheduling.k8s.io/v1 ---
     Resource::new(
         "scheduling.k8s.io",

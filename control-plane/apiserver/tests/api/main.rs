@@ -179,6 +179,8 @@ fn assert_status(value: &Value, code: u16, reason: &str) {
     );
 }
 
+mod admission;
+mod aggregation;
 mod kinds;
 mod writes;
 
