@@ -29,10 +29,15 @@
 //! update of an object that has no entries starts none (`skipnonapplied.go`); a create always
 //! does.
 //!
+//! Server-side apply (`Apply` entries, conflicts, `force`) is in `apply.rs`.
+//!
 //! Which lists are keyed, which are sets and which values are atomic comes from a hand-written
 //! table of the built-in types (`schema.rs`, from Kubernetes' own structured-merge-diff schema)
 //! until keelson serves OpenAPI; other kinds are deduced from their JSON, `metadata` aside.
 
+mod apply;
+#[cfg(test)]
+mod apply_tests;
 mod compare;
 mod entries;
 mod fieldset;
@@ -42,6 +47,7 @@ mod tests;
 
 use serde_json::{Map, Value};
 
+pub use apply::{Apply, ApplyError, Conflict, apply};
 use compare::{Comparison, compare, materialize};
 use entries::{Managed, Who};
 use fieldset::{FieldSet, field_element};
