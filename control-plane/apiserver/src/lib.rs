@@ -24,6 +24,7 @@ use keelson_store::Store;
 use tokio::sync::watch;
 
 pub mod allocator;
+mod apply;
 pub mod auth;
 mod discovery;
 pub mod error;

@@ -20,7 +20,7 @@ use crate::{
     },
     read::{get_kv, list_kind},
     registry::{self, Resource},
-    request::{Body, Params, Selectors, Target, WriteOptions, parse_json},
+    request::{APPLY_PATCH, Body, Params, Selectors, Target, WriteOptions, parse_json},
 };
 
 /// What an update writes: a part of the object, or its replica count through `/scale`.
@@ -43,7 +43,7 @@ impl UpdatePart {
         }
     }
 
-    fn subresource(self) -> Option<&'static str> {
+    pub(crate) fn subresource(self) -> Option<&'static str> {
         match self {
             Self::Object(Part::Main) => None,
             Self::Object(Part::Status) => Some("status"),
@@ -102,13 +102,32 @@ pub(crate) async fn create(
     let resource = target.resource;
     let mut warnings = Vec::new();
     let object = parse_object(body, resource, options, &mut warnings)?;
-    let mut object = resource.to_storage(object);
+    let object = resource.to_storage(object);
+    Ok(Written {
+        warnings,
+        ..insert(store, services, target, object, options, true).await?
+    })
+}
+
+/// Creates `object` (in storage form): name, defaults, validation, finalizers, allocations.
+/// `record_update` records the create in `managedFields`; server-side apply has done so.
+pub(crate) async fn insert(
+    store: &dyn Store,
+    services: &ServiceNetwork,
+    target: &Target,
+    mut object: Value,
+    options: &WriteOptions,
+    record_update: bool,
+) -> Result<Written, ApiError> {
+    let resource = target.resource;
     let name = prepare_create(&mut object, resource, target.namespace.as_deref())?;
     if let Some(ns) = target.namespace.as_deref() {
         check_namespace(store, ns).await?;
     }
     finalizers::on_create(resource, &mut object);
-    record_managed_fields(resource, None, &mut object, options, None);
+    if record_update {
+        record_managed_fields(resource, None, &mut object, options, None);
+    }
     let key = target.key(&name);
     if options.dry_run {
         let exists = store
@@ -134,7 +153,7 @@ pub(crate) async fn create(
     Ok(Written {
         code: StatusCode::CREATED,
         body: resource.present(object),
-        warnings,
+        warnings: Vec::new(),
     })
 }
 
@@ -198,6 +217,7 @@ pub(crate) async fn update(
         part,
         kv.mod_revision,
         options,
+        true,
     )
     .await?;
     Ok(Written {
@@ -214,12 +234,13 @@ fn present_part(resource: &Resource, part: UpdatePart, stored: Value) -> Value {
 }
 
 /// Applies an update of `part` to `current` (mod revision `expected`) and writes it; returns
-/// what the endpoint answers (the object, or its Scale).
+/// what the endpoint answers (the object, or its Scale). `record_update` records the write in
+/// `managedFields`; server-side apply has done so.
 #[expect(
     clippy::too_many_arguments,
     reason = "the pieces of one update, passed through once"
 )]
-async fn apply_update(
+pub(crate) async fn apply_update(
     store: &dyn Store,
     services: &ServiceNetwork,
     target: &Target,
@@ -229,6 +250,7 @@ async fn apply_update(
     part: UpdatePart,
     expected: Revision,
     options: &WriteOptions,
+    record_update: bool,
 ) -> Result<Value, ApiError> {
     let resource = target.resource;
     let (new, part_of_object) =
@@ -258,13 +280,15 @@ async fn apply_update(
         };
     let stored = match prepare_update(current, new, resource, name, part_of_object)? {
         Some(mut next) => {
-            record_managed_fields(
-                resource,
-                Some(current),
-                &mut next,
-                options,
-                part.subresource(),
-            );
+            if record_update {
+                record_managed_fields(
+                    resource,
+                    Some(current),
+                    &mut next,
+                    options,
+                    part.subresource(),
+                );
+            }
             if options.dry_run {
                 next
             } else {
@@ -295,7 +319,7 @@ async fn apply_update(
 }
 
 /// Kubernetes retries a patch this many times when the object changes underneath it.
-const PATCH_ATTEMPTS: usize = 5;
+pub(crate) const PATCH_ATTEMPTS: usize = 5;
 
 /// `PATCH` of an object (or its status or scale).
 pub(crate) async fn patch(
@@ -308,10 +332,13 @@ pub(crate) async fn patch(
     options: &WriteOptions,
 ) -> Result<Written, ApiError> {
     let resource = target.resource;
-    if body.content_type == "application/apply-patch+yaml" {
-        return Err(ApiError::unsupported_media_type(
-            "application/apply-patch+yaml (server-side apply is not supported yet; use \
-             client-side kubectl apply)",
+    if body.content_type == APPLY_PATCH {
+        return crate::apply::patch(store, services, target, name, body, part, options).await;
+    }
+    if options.force.is_some() {
+        return Err(ApiError::invalid_options(
+            "PatchOptions",
+            "force: Forbidden: may not be specified for non-apply patch",
         ));
     }
     let (patch, duplicates) = parse_json(&body.bytes).map_err(|e| {
@@ -383,6 +410,7 @@ pub(crate) async fn patch(
             part,
             kv.mod_revision,
             options,
+            true,
         )
         .await
         {
