@@ -55,7 +55,7 @@ pub(crate) async fn patch(
             ));
         }
     };
-    let (config, duplicates) = body
+    let (mut config, duplicates) = body
         .value(options.field_validation)
         .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {}", e.message)))?;
     if !config.is_object() {
@@ -64,11 +64,22 @@ pub(crate) async fn patch(
              unmarshal into Go value of type map[string]interface {}",
         ));
     }
+    managed_fields::check_configuration(&config, &resource.api_version(), resource.kind)
+        .map_err(|e| apply_error(e, target, name))?;
+    // Fields the kind does not have are dropped from the configuration (or refused), so that
+    // nobody owns them; a value of the wrong type is a 400.
+    let mut warnings = Vec::new();
+    decode_strictly(
+        &mut config,
+        resource,
+        &duplicates,
+        options.field_validation,
+        &mut warnings,
+    )?;
     let api_version = resource.api_version();
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut warnings = Vec::new();
         let kv = match get_kv(store, target, name).await {
             Ok(kv) => Some(kv),
             Err(e) if e.reason == "NotFound" && subresource.is_none() => None,
@@ -97,13 +108,6 @@ pub(crate) async fn patch(
         check_names(&object, &config, target, name)?;
         set_namespace(&mut object, resource, target.namespace.as_deref())?;
         check_kind(&mut object, resource)?;
-        decode_strictly(
-            &mut object,
-            resource,
-            &duplicates,
-            options.field_validation,
-            &mut warnings,
-        )?;
         let object = resource.to_storage(object);
         let result = match (kv, live) {
             (Some(kv), Some((_, current))) => {

@@ -107,10 +107,14 @@ fn conflict_message(conflicts: &[Conflict]) -> String {
     )
 }
 
-/// Applies `config` to `live` (`None`: the object does not exist yet) and returns the object
-/// to store, its `metadata.managedFields` updated. Defaults and validation are the caller's,
-/// after this, as kube-apiserver runs them after the field manager.
-pub fn apply(live: Option<&Value>, config: &Value, apply: &Apply<'_>) -> Result<Value, ApplyError> {
+/// What kube-apiserver checks of a configuration before anything else
+/// (`versioncheck.go`, then `structuredmerge.go`): it is of the endpoint's apiVersion and kind,
+/// and carries no `metadata.managedFields` (`null` is none).
+pub fn check_configuration(
+    config: &Value,
+    api_version: &str,
+    kind: &str,
+) -> Result<(), ApplyError> {
     let sent_version = config
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -119,7 +123,7 @@ pub fn apply(live: Option<&Value>, config: &Value, apply: &Apply<'_>) -> Result<
         .get("kind")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if sent_version != apply.api_version || sent_kind != apply.kind {
+    if sent_version != api_version || sent_kind != kind {
         return Err(ApplyError::ObjectType(group_version_kind(
             sent_version,
             sent_kind,
@@ -131,6 +135,14 @@ pub fn apply(live: Option<&Value>, config: &Value, apply: &Apply<'_>) -> Result<
     {
         return Err(ApplyError::ManagedFieldsSet);
     }
+    Ok(())
+}
+
+/// Applies `config` to `live` (`None`: the object does not exist yet) and returns the object
+/// to store, its `metadata.managedFields` updated. Defaults and validation are the caller's,
+/// after this, as kube-apiserver runs them after the field manager.
+pub fn apply(live: Option<&Value>, config: &Value, apply: &Apply<'_>) -> Result<Value, ApplyError> {
+    check_configuration(config, apply.api_version, apply.kind)?;
     let root = schema::root(apply.api_version, apply.kind);
     let shape = root.shape;
     let update = Update {

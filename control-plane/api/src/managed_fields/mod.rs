@@ -47,7 +47,7 @@ mod tests;
 
 use serde_json::{Map, Value};
 
-pub use apply::{Apply, ApplyError, Conflict, apply};
+pub use apply::{Apply, ApplyError, Conflict, apply, check_configuration};
 use compare::{Comparison, compare, materialize};
 use entries::{Managed, Who};
 use fieldset::{FieldSet, field_element};

@@ -237,3 +237,39 @@ async fn apply_takes_yaml_honours_dry_run_and_applies_status() {
         json!({"f:status": {"f:observedGeneration": {}}})
     );
 }
+
+#[tokio::test]
+async fn unknown_fields_in_an_apply_are_warned_about_and_owned_by_nobody() {
+    let s = server().await;
+    let mut config = web(1);
+    config["spec"]["replicaz"] = json!(5);
+    let uri = format!("{DEPLOYMENTS}/web?fieldManager=a");
+    let (status, headers, created) = s
+        .exchange(
+            super::ADMIN_TOKEN,
+            Method::PATCH,
+            &uri,
+            &[(axum::http::header::CONTENT_TYPE, APPLY)],
+            config.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let warnings: Vec<&str> = headers
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert_eq!(warnings, ["299 - \"unknown field \\\"spec.replicaz\\\"\""]);
+    assert_eq!(created["spec"].get("replicaz"), None);
+    assert_eq!(
+        created["metadata"]["managedFields"][0]["fieldsV1"].pointer("/f:spec/f:replicaz"),
+        None
+    );
+    let (status, refused) = apply(&s, "fieldManager=a&fieldValidation=Strict", &config).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(
+        refused["message"],
+        "Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: \
+         unknown field \"spec.replicaz\""
+    );
+}
