@@ -408,3 +408,91 @@ fn paths_print_as_structured_merge_diff_prints_them() {
         assert_eq!(path_string(&path), text);
     }
 }
+
+#[test]
+fn set_lists_and_keys_with_defaults_merge_item_by_item() {
+    let service = |ports: Value, finalizers: Value| {
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "finalizers": finalizers},
+            "spec": {"ports": ports},
+        })
+    };
+    let on = |manager| Apply {
+        manager,
+        api_version: "v1",
+        kind: "Service",
+        time: T0,
+        subresource: None,
+        has_status: true,
+        force: false,
+    };
+    let live = apply(
+        None,
+        &service(json!([{"port": 80, "name": "http"}]), json!(["a/x"])),
+        &on("one"),
+    )
+    .expect("created");
+    assert_eq!(
+        fields_of(&live, "one"),
+        Some(&json!({
+            "f:metadata": {"f:finalizers": {"v:\"a/x\"": {}}},
+            "f:spec": {"f:ports": {"k:{\"port\":80,\"protocol\":\"TCP\"}": {
+                ".": {}, "f:name": {}, "f:port": {}}}},
+        }))
+    );
+    // Another manager adds a UDP port 80 and a finalizer: both lists keep both items.
+    let object = apply(
+        Some(&live),
+        &service(json!([{"port": 80, "protocol": "UDP"}]), json!(["b/y"])),
+        &on("two"),
+    )
+    .expect("merged");
+    assert_eq!(
+        object["spec"]["ports"],
+        json!([{"port": 80, "name": "http"}, {"port": 80, "protocol": "UDP"}])
+    );
+    assert_eq!(object["metadata"]["finalizers"], json!(["a/x", "b/y"]));
+    // The first manager drops its finalizer: only its own goes.
+    let object = apply(
+        Some(&object),
+        &service(json!([{"port": 80, "name": "http"}]), json!([])),
+        &on("one"),
+    )
+    .expect("applied");
+    assert_eq!(object["metadata"]["finalizers"], json!(["b/y"]));
+}
+
+#[test]
+fn custom_kinds_are_merged_as_deduced_objects() {
+    let on = Apply {
+        manager: "op",
+        api_version: "example.com/v1",
+        kind: "Widget",
+        time: T0,
+        subresource: None,
+        has_status: false,
+        force: false,
+    };
+    let live = apply(
+        None,
+        &json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+                "spec": {"size": 1, "tags": ["a"]}}),
+        &on,
+    )
+    .expect("created");
+    let error = apply(
+        Some(&live),
+        &json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+                "spec": {"tags": ["b"]}}),
+        &Apply {
+            manager: "user",
+            ..on
+        },
+    )
+    .expect_err("lists of custom kinds are atomic");
+    assert_eq!(
+        error.to_string(),
+        "Apply failed with 1 conflict: conflict with \"op\": .spec.tags"
+    );
+}
