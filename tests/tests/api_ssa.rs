@@ -184,6 +184,32 @@ fn scenario(minor: u32) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+
+    client_side_to_server_side(&k, dir);
+}
+
+/// An object applied client-side moves to server-side apply without conflicts over what
+/// client-side apply set, and its last-applied annotation follows.
+fn client_side_to_server_side(k: &Kubectl<'_>, dir: &Path) {
+    let config = |value: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: moved\n  namespace: default\n\
+             data:\n  key: {value}\n"
+        )
+    };
+    let one = write(dir, "moved-one.yaml", &config("one"));
+    let two = write(dir, "moved-two.yaml", &config("two"));
+    k.run(&["apply", "-f", &one]);
+    let out = k.run(&["apply", "--server-side", "-f", &two]);
+    assert_contains(&out, "configmap/moved serverside-applied", "upgrade to SSA");
+    let annotation = k.run(&[
+        "get",
+        "configmap",
+        "moved",
+        "-o",
+        "jsonpath={.metadata.annotations.kubectl\\.kubernetes\\.io/last-applied-configuration}",
+    ]);
+    assert_contains(&annotation, "\"key\":\"two\"", "last-applied annotation");
 }
 
 #[test]

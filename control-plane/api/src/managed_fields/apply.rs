@@ -20,9 +20,7 @@
 //!   object changed; an apply that changes neither the object nor the ownership changes
 //!   nothing.
 //!
-//! Left out: the `kubectl.kubernetes.io/last-applied-configuration` annotation upgrade
-//! (`lastappliedmanager.go`, `lastappliedupdater.go`) and conversion between versions (each
-//! kind is served in one version).
+//! Left out: conversion between versions (each kind is served in one version).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -31,7 +29,7 @@ use serde_json::{Map, Value, json};
 
 use super::compare::{compare, materialize, path_element};
 use super::entries::{Entry, Managed, Who};
-use super::fieldset::{FieldSet, field_element, value_element};
+use super::fieldset::{FieldSet, field_element, value_element, write_go_json};
 use super::schema::{self, Shape, key_default};
 use super::{MAX_UPDATE_MANAGERS, NEVER_OWNED, Update, reset_fields, without_managed_fields};
 
@@ -141,8 +139,95 @@ pub fn check_configuration(
 /// Applies `config` to `live` (`None`: the object does not exist yet) and returns the object
 /// to store, its `metadata.managedFields` updated. Defaults and validation are the caller's,
 /// after this, as kube-apiserver runs them after the field manager.
+///
+/// For the manager `kubectl` two more rules hold, so that an object managed by client-side
+/// `kubectl apply` moves to server-side apply smoothly (`lastappliedmanager.go`,
+/// `lastappliedupdater.go`): conflicts over fields that the
+/// `kubectl.kubernetes.io/last-applied-configuration` annotation holds with their live values
+/// are not conflicts, and that annotation, when the object has it, is rewritten from the
+/// configuration.
 pub fn apply(live: Option<&Value>, config: &Value, apply: &Apply<'_>) -> Result<Value, ApplyError> {
     check_configuration(config, apply.api_version, apply.kind)?;
+    let mut object = match apply_once(live, config, apply) {
+        Err(ApplyError::Conflicts(conflicts)) if apply.manager == KUBECTL => {
+            let allowed = live
+                .and_then(|live| allowed_by_last_applied(live, apply))
+                .unwrap_or_default();
+            let left: Vec<Conflict> = conflicts
+                .into_iter()
+                .filter(|c| !allowed.contains(&c.field))
+                .collect();
+            if !left.is_empty() {
+                return Err(ApplyError::Conflicts(left));
+            }
+            apply_once(
+                live,
+                config,
+                &Apply {
+                    force: true,
+                    ..*apply
+                },
+            )?
+        }
+        result => result?,
+    };
+    if apply.manager == KUBECTL
+        && let Some(Value::String(annotation)) = object.pointer_mut(LAST_APPLIED_POINTER)
+        && !annotation.is_empty()
+    {
+        *annotation = last_applied(config);
+    }
+    Ok(object)
+}
+
+/// The manager whose applies keep client-side apply's annotation in step.
+const KUBECTL: &str = "kubectl";
+/// Client-side apply's record of the last configuration applied.
+const LAST_APPLIED_POINTER: &str =
+    "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration";
+
+/// The annotation's value for `config`: the configuration without the annotation, as Go's
+/// encoder writes it, with its newline (`buildLastApplied`).
+fn last_applied(config: &Value) -> String {
+    let mut config = config.clone();
+    if let Some(Value::Object(annotations)) = config.pointer_mut("/metadata/annotations") {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    let mut out = String::new();
+    write_go_json(&config, &mut out);
+    out.push('\n');
+    out
+}
+
+/// The fields (printed as in conflicts) of the live object's last-applied configuration whose
+/// values are the live ones: client-side apply set them, so the `kubectl` manager may take
+/// them over (`allowedConflictsFromLastApplied`). `None` without a usable annotation.
+fn allowed_by_last_applied(live: &Value, apply: &Apply<'_>) -> Option<HashSet<String>> {
+    let text = live.pointer(LAST_APPLIED_POINTER)?.as_str()?;
+    let last: Value = serde_json::from_str(text).ok()?;
+    if last.get("apiVersion").and_then(Value::as_str) != Some(apply.api_version) {
+        return None;
+    }
+    let root = schema::root(apply.api_version, apply.kind);
+    let fields = field_set(&last, root.shape, false).ok()?;
+    let mut last = last;
+    materialize(&mut last, root);
+    let mut live = without_managed_fields(live);
+    materialize(&mut live, root);
+    let comparison = compare(Some(&last), Some(&live), root.shape, &[]);
+    let allowed = fields
+        .difference(&comparison.modified)
+        .difference(&comparison.added)
+        .difference(&comparison.removed);
+    Some(allowed.paths().iter().map(|p| path_string(p)).collect())
+}
+
+/// One pass of the apply (without client-side apply's allowances).
+fn apply_once(
+    live: Option<&Value>,
+    config: &Value,
+    apply: &Apply<'_>,
+) -> Result<Value, ApplyError> {
     let root = schema::root(apply.api_version, apply.kind);
     let shape = root.shape;
     let update = Update {

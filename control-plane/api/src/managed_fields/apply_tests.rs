@@ -496,3 +496,63 @@ fn custom_kinds_are_merged_as_deduced_objects() {
         "Apply failed with 1 conflict: conflict with \"op\": .spec.tags"
     );
 }
+
+#[test]
+fn kubectl_takes_over_what_client_side_apply_set_and_keeps_its_annotation() {
+    const ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+    let mut last = web(Some(2), "nginx");
+    last["metadata"]
+        .as_object_mut()
+        .map(|m| m.remove("namespace"));
+    let mut live = web(Some(2), "nginx");
+    live["metadata"]["annotations"] = json!({ANNOTATION: format!("{last}\n")});
+    live["metadata"]["managedFields"] = json!([{
+        "manager": "kubectl-client-side-apply", "operation": "Update", "apiVersion": "apps/v1",
+        "time": T0, "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
+            "k:{\"name\":\"web\"}": {"f:image": {}}}}}}},
+    }]);
+    let config = web(Some(3), "nginx");
+    // Another manager conflicts as usual.
+    let error =
+        apply(Some(&live), &config, &deployment_apply("b", T1, false)).expect_err("conflict");
+    assert_eq!(
+        error.to_string(),
+        "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using \
+         apps/v1: .spec.replicas"
+    );
+    // kubectl takes the fields client-side apply set, and rewrites the annotation.
+    let object = apply(
+        Some(&live),
+        &config,
+        &deployment_apply("kubectl", T1, false),
+    )
+    .expect("upgraded");
+    assert_eq!(object["spec"]["replicas"], 3);
+    assert_eq!(
+        object["metadata"]["annotations"][ANNOTATION],
+        format!("{config}\n"),
+        "the configuration, keys sorted, with Go's newline"
+    );
+    assert!(
+        fields_of(&object, "kubectl-client-side-apply")
+            .and_then(|f| f.pointer("/f:spec/f:replicas"))
+            .is_none(),
+        "{object}"
+    );
+    // A value someone else changed since the last client-side apply still conflicts.
+    live["spec"]["replicas"] = json!(5);
+    let error = apply(
+        Some(&live),
+        &config,
+        &deployment_apply("kubectl", T1, false),
+    )
+    .expect_err("conflict");
+    assert_eq!(
+        error,
+        ApplyError::Conflicts(vec![Conflict {
+            manager: "\"kubectl-client-side-apply\" using apps/v1".into(),
+            field: ".spec.replicas".into(),
+        }])
+    );
+}
