@@ -273,3 +273,44 @@ async fn unknown_fields_in_an_apply_are_warned_about_and_owned_by_nobody() {
          unknown field \"spec.replicaz\""
     );
 }
+
+#[tokio::test]
+async fn bad_apply_bodies_are_4xx_statuses() {
+    let s = server().await;
+    let uri = format!("{DEPLOYMENTS}/web?fieldManager=a");
+    let mut twice = web(1);
+    twice["spec"]["template"]["spec"]["containers"] =
+        json!([{"name": "x", "image": "1"}, {"name": "x", "image": "2"}]);
+    let mut no_spec = web(1);
+    no_spec["spec"] = json!("everything");
+    let (twice, no_spec) = (twice.to_string(), no_spec.to_string());
+    let cases: [(&[u8], u16, &str); 5] = [
+        (b"- a\n- b\n", 400, "error decoding YAML: "),
+        (b"kind: [", 400, "error decoding YAML: "),
+        (
+            twice.as_bytes(),
+            400,
+            "failed to create typed patch object (apps/v1, Kind=Deployment default/web): \
+             .spec.template.spec.containers: duplicate entries for key [name=\"x\"]",
+        ),
+        (
+            no_spec.as_bytes(),
+            400,
+            "Deployment in version \"v1\" cannot be handled as a Deployment: ",
+        ),
+        (
+            br#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}"#,
+            422,
+            "Deployment.apps \"web\" is invalid: ",
+        ),
+    ];
+    for (body, code, message) in cases {
+        let (status, answer) = s.raw(Method::PATCH, &uri, APPLY, body.to_vec()).await;
+        assert_eq!(status.as_u16(), code, "{answer}");
+        let text = answer["message"].as_str().unwrap_or_default();
+        assert!(
+            text.starts_with(message),
+            "{text:?} should start with {message:?}"
+        );
+    }
+}
