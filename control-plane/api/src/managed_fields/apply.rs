@@ -561,10 +561,15 @@ fn without_subtrees(set: FieldSet, prefixes: &[&[&str]]) -> FieldSet {
 /// Merges `config` into `live` (`typed.Merge` with the configuration winning).
 fn merge(live: Option<&Value>, config: &Value, shape: Shape) -> Value {
     match (shape, live, config) {
-        (Shape::Atomic | Shape::AtomicMap, _, _) => config.clone(),
+        (Shape::Atomic | Shape::AtomicMap, _, _) => without_nulls(config),
         (_, Some(Value::Object(lhs)), Value::Object(rhs)) => {
             let mut out = lhs.clone();
             for (name, value) in rhs {
+                // A field applied as `null` is owned and unset: Go leaves it out.
+                if value.is_null() {
+                    out.remove(name);
+                    continue;
+                }
                 let merged = merge(lhs.get(name), value, shape.member(name));
                 out.insert(name.clone(), merged);
             }
@@ -573,7 +578,21 @@ fn merge(live: Option<&Value>, config: &Value, shape: Shape) -> Value {
         (Shape::Set | Shape::Keyed(..), Some(Value::Array(lhs)), Value::Array(rhs)) => {
             Value::Array(merge_list(lhs, rhs, shape))
         }
-        _ => config.clone(),
+        _ => without_nulls(config),
+    }
+}
+
+/// `value` without the object members set to `null` (Go leaves unset fields out).
+fn without_nulls(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
+        other => other.clone(),
     }
 }
 

@@ -556,3 +556,19 @@ fn kubectl_takes_over_what_client_side_apply_set_and_keeps_its_annotation() {
         }])
     );
 }
+
+#[test]
+fn a_field_applied_as_null_is_owned_and_unset() {
+    let live = created_by_a();
+    let mut config = web(Some(2), "nginx");
+    config["spec"]["replicas"] = Value::Null;
+    let object = apply(Some(&live), &config, &deployment_apply("a", T1, false)).expect("applied");
+    assert_eq!(object["spec"].get("replicas"), None, "{object}");
+    assert_eq!(
+        fields_of(&object, "a").and_then(|f| f.pointer("/f:spec/f:replicas")),
+        Some(&json!({}))
+    );
+    // The same on create, where the configuration is taken whole.
+    let object = apply(None, &config, &deployment_apply("a", T0, false)).expect("created");
+    assert_eq!(object["spec"].get("replicas"), None, "{object}");
+}
