@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::apply::path_string;
+use super::typed::path_string;
 use super::{Apply, ApplyError, Conflict, apply};
 
 const T0: &str = "2026-01-01T00:00:00Z";

@@ -29,7 +29,8 @@
 //! update of an object that has no entries starts none (`skipnonapplied.go`); a create always
 //! does.
 //!
-//! Server-side apply (`Apply` entries, conflicts, `force`) is in `apply.rs`.
+//! Server-side apply (`Apply` entries, conflicts, `force`) is in `apply.rs`, on the walks over
+//! typed objects in `typed.rs`.
 //!
 //! Which lists are keyed, which are sets and which values are atomic comes from a hand-written
 //! table of the built-in types (`schema.rs`, from Kubernetes' own structured-merge-diff schema)
@@ -44,6 +45,7 @@ mod fieldset;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod typed;
 
 use serde_json::{Map, Value};
 
