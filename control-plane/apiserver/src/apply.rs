@@ -7,12 +7,13 @@
 //! - the body is YAML or JSON; its apiVersion and kind must be the endpoint's, its
 //!   `metadata.managedFields` absent, its name the URL's;
 //! - a conflict is a 409 `Conflict` whose causes (`FieldManagerConflict`) name each field;
-//! - an apply of a missing object creates it (201); of a missing object's `status`, a 404;
+//! - an apply of a missing object creates it (201); of a missing object's `status` or
+//!   `scale`, a 404; a Scale's `managedFields` are its parent's, translated both ways;
 //! - the result goes through the same decoding, defaults, validation, dry-run and retries
 //!   as every other patch.
 
 use keelson_api::managed_fields::{self, ApplyError};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::allocator::ServiceNetwork;
 use crate::{
@@ -20,8 +21,8 @@ use crate::{
     error::{Cause, Details},
     handlers::Written,
     object::{
-        Part, check_kind, decode_kv, decode_strictly, meta_str, now_rfc3339, requested_revision,
-        set_namespace,
+        Part, check_kind, decode_kv, decode_strictly, meta_str, metadata_mut, now_rfc3339,
+        requested_revision, scale_of, set_namespace,
     },
     read::get_kv,
     request::{Body, Target, WriteOptions},
@@ -49,21 +50,9 @@ pub(crate) async fn patch(
     let subresource = match part {
         UpdatePart::Object(Part::Main) => None,
         UpdatePart::Object(Part::Status) => Some("status"),
-        UpdatePart::Scale => {
-            return Err(ApiError::unsupported_media_type(
-                "application/apply-patch+yaml (server-side apply of /scale is not supported)",
-            ));
-        }
+        UpdatePart::Scale => return scale(store, services, target, name, body, options).await,
     };
-    let (mut config, duplicates) = body
-        .value(options.field_validation)
-        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {}", e.message)))?;
-    if !config.is_object() {
-        return Err(ApiError::bad_request(
-            "error decoding YAML: error unmarshaling JSON: while decoding JSON: json: cannot \
-             unmarshal into Go value of type map[string]interface {}",
-        ));
-    }
+    let (mut config, duplicates) = configuration(body, options)?;
     managed_fields::check_configuration(&config, &resource.api_version(), resource.kind)
         .map_err(|e| apply_error(e, target, name))?;
     // Fields the kind does not have are dropped from the configuration (or refused), so that
@@ -147,6 +136,132 @@ pub(crate) async fn patch(
         }
     }
 }
+
+/// The body as a configuration: a YAML (or JSON) map, with the paths of keys given twice.
+fn configuration(body: &Body, options: &WriteOptions) -> Result<(Value, Vec<String>), ApiError> {
+    let (config, duplicates) = body
+        .value(options.field_validation)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {}", e.message)))?;
+    if !config.is_object() {
+        return Err(ApiError::bad_request(
+            "error decoding YAML: error unmarshaling JSON: while decoding JSON: json: cannot \
+             unmarshal into Go value of type map[string]interface {}",
+        ));
+    }
+    Ok((config, duplicates))
+}
+
+/// Apply of an autoscaling/v1 Scale to `/scale`: the Scale's `managedFields` are those of the
+/// parent's entries owning `spec.replicas`, and go back to the parent after the apply
+/// (`managed_fields::{scale_managed_fields, parent_managed_fields}`). A Scale applied without
+/// `spec.replicas` scales to 0, as Go's zero value does.
+async fn scale(
+    store: &dyn Store,
+    services: &ServiceNetwork,
+    target: &Target,
+    name: &str,
+    body: &Body,
+    options: &WriteOptions,
+) -> Result<Written, ApiError> {
+    let resource = target.resource;
+    let (config, _) = configuration(body, options)?;
+    managed_fields::check_configuration(&config, SCALE_VERSION, "Scale")
+        .map_err(|e| apply_error(e, target, name))?;
+    if let Some(replicas) = config.pointer("/spec/replicas")
+        && !replicas.is_i64()
+    {
+        return Err(ApiError::bad_request(format!(
+            "Scale in version \"v1\" cannot be handled as a Scale: spec.replicas: expected an \
+             integer, got {replicas}"
+        )));
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let kv = get_kv(store, target, name).await?;
+        let current = decode_kv(&kv)?;
+        let mut live = scale_of(resource, &current).map_err(ApiError::bad_request)?;
+        if let (Some(entries), Some(meta)) = (
+            managed_fields::scale_managed_fields(&current),
+            metadata_mut(&mut live),
+        ) {
+            meta.insert("managedFields".into(), entries);
+        }
+        let time = now_rfc3339(0);
+        let applied = managed_fields::apply(
+            Some(&live),
+            &config,
+            &managed_fields::Apply {
+                manager: &options.field_manager,
+                api_version: SCALE_VERSION,
+                kind: "Scale",
+                time: &time,
+                subresource: Some("scale"),
+                has_status: false,
+                force: options.force.unwrap_or(false),
+            },
+        )
+        .map_err(|e| apply_error(e, target, name))?;
+        check_names(&applied, &config, target, name)?;
+        let replicas = applied
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if replicas < 0 {
+            return Err(ApiError::invalid_lines(
+                "Scale.autoscaling",
+                "autoscaling",
+                "Scale",
+                name,
+                &[format!(
+                    "spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"
+                )],
+            ));
+        }
+        let mut parent = current.clone();
+        if let Some(spec) = parent.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("replicas".into(), json!(replicas));
+        }
+        let entries =
+            managed_fields::parent_managed_fields(&current, &applied, &resource.api_version());
+        if let Some(meta) = metadata_mut(&mut parent) {
+            match entries {
+                Some(entries) => meta.insert("managedFields".into(), entries),
+                None => meta.remove("managedFields"),
+            };
+        }
+        match apply_update(
+            store,
+            services,
+            target,
+            name,
+            &current,
+            parent,
+            UpdatePart::Object(Part::Main),
+            kv.mod_revision,
+            options,
+            false,
+        )
+        .await
+        {
+            Ok(stored) => {
+                let mut answer = scale_of(resource, &stored).map_err(ApiError::bad_request)?;
+                if let (Some(entries), Some(meta)) = (
+                    managed_fields::scale_managed_fields(&stored),
+                    metadata_mut(&mut answer),
+                ) {
+                    meta.insert("managedFields".into(), entries);
+                }
+                return Ok(Written::ok(answer));
+            }
+            Err(e) if e.reason == "Conflict" && attempt < PATCH_ATTEMPTS => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The apiVersion of the Scale subresource.
+const SCALE_VERSION: &str = "autoscaling/v1";
 
 /// The object's name must be the URL's (`checkName` in `patch.go`), and a namespace in the
 /// configuration the URL's.

@@ -42,6 +42,7 @@ mod apply_tests;
 mod compare;
 mod entries;
 mod fieldset;
+mod scale;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -53,6 +54,7 @@ pub use apply::{Apply, ApplyError, Conflict, apply, check_configuration};
 use compare::{Comparison, compare, materialize};
 use entries::{Managed, Who};
 use fieldset::{FieldSet, field_element};
+pub use scale::{parent_managed_fields, scale_managed_fields};
 
 /// At most this many Update entries are kept (`DefaultMaxUpdateManagers`).
 const MAX_UPDATE_MANAGERS: usize = 10;

@@ -314,3 +314,48 @@ async fn bad_apply_bodies_are_4xx_statuses() {
         );
     }
 }
+
+#[tokio::test]
+async fn apply_to_scale_conflicts_forces_and_hands_ownership_to_the_parent() {
+    let s = server().await;
+    let (status, _) = apply(&s, "fieldManager=a", &web(2)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+        "metadata": {"name": "web"}, "spec": {"replicas": 5}});
+    let uri = |query: &str| format!("{DEPLOYMENTS}/web/scale?{query}");
+    let (status, conflict) = s
+        .patch(&uri("fieldManager=hpa"), APPLY, scale.clone())
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{conflict}");
+    assert_eq!(
+        conflict["message"],
+        "Apply failed with 1 conflict: conflict with \"a\": .spec.replicas"
+    );
+    let (status, answer) = s
+        .patch(&uri("fieldManager=hpa&force=true"), APPLY, scale)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["kind"], "Scale");
+    assert_eq!(answer["spec"]["replicas"], 5);
+    let deployment = s.ok(Method::GET, &format!("{DEPLOYMENTS}/web"), None).await;
+    assert_eq!(deployment["spec"]["replicas"], 5);
+    assert_eq!(owner_of_replicas(&deployment), ["hpa"]);
+    let hpa = deployment["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["manager"] == "hpa")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(hpa["subresource"], "scale", "{deployment}");
+    assert_eq!(hpa["apiVersion"], "apps/v1");
+    assert_eq!(hpa["operation"], "Apply");
+    let (status, missing) = s
+        .patch(
+            &format!("{DEPLOYMENTS}/nope/scale?fieldManager=hpa"),
+            APPLY,
+            json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "nope"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+}
