@@ -250,6 +250,79 @@ fn helm(plane: &ControlPlane, args: &[&str]) -> String {
     stdout
 }
 
+/// The public install shapes of `tests/manifests` (an ingress controller, a demo shop, an
+/// operator's RBAC), applied server-side twice: every object is applied and owned, and the
+/// second time changes no object's spec (no generation moves) and no manager's fields.
+#[test]
+fn public_install_shapes_apply_server_side_twice() {
+    let plane = ControlPlane::start();
+    let k = Kubectl::new(33, &plane);
+    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    let mut rounds = Vec::new();
+    for round in 1..=2 {
+        let mut seen = Vec::new();
+        for name in [
+            "ingress-controller.yaml",
+            "demo-app.yaml",
+            "operator-rbac.yaml",
+        ] {
+            let path = manifests.join(name);
+            let path = path.to_string_lossy();
+            let out = k.run(&[
+                "apply",
+                "--server-side",
+                "--field-manager=installer",
+                "-f",
+                &path,
+            ]);
+            for line in out.lines().filter(|l| !l.is_empty()) {
+                assert!(
+                    line.ends_with(" serverside-applied"),
+                    "round {round} of {name}: {line:?}\n{out}"
+                );
+            }
+            let listed: Value = serde_json::from_str(&k.run(&[
+                "get",
+                "-f",
+                &path,
+                "-o",
+                "json",
+                "--show-managed-fields",
+            ]))
+            .expect("kubectl printed JSON");
+            for item in listed["items"].as_array().into_iter().flatten() {
+                let applied = item["metadata"]["managedFields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e["manager"] == "installer")
+                    .map(|e| e["fieldsV1"].clone());
+                seen.push((
+                    format!("{}/{}", item["kind"], item["metadata"]["name"]),
+                    item["metadata"]["generation"].clone(),
+                    applied,
+                ));
+            }
+        }
+        rounds.push(seen);
+    }
+    // An object whose configuration holds nothing but its identity (the bare Namespaces and
+    // ServiceAccounts) gets no entry, as kube-apiserver strips identity fields and drops empty
+    // entries; every other object has the installer's.
+    let missing: Vec<&String> = rounds[0]
+        .iter()
+        .filter(|(object, _, applied)| {
+            applied.is_none()
+                && !object.starts_with("\"Namespace\"")
+                && !object.starts_with("\"ServiceAccount\"")
+        })
+        .map(|(object, _, _)| object)
+        .collect();
+    assert!(missing.is_empty(), "no Apply entry for {missing:?}");
+    assert_eq!(rounds[0].len(), 43, "objects listed: {:?}", rounds[0]);
+    assert_eq!(rounds[0], rounds[1], "the second apply changed something");
+}
+
 #[test]
 fn helm_4_installs_upgrades_and_rolls_back_a_chart() {
     assert!(
