@@ -43,7 +43,7 @@ impl UpdatePart {
         }
     }
 
-    pub(crate) fn subresource(self) -> Option<&'static str> {
+    fn subresource(self) -> Option<&'static str> {
         match self {
             Self::Object(Part::Main) => None,
             Self::Object(Part::Status) => Some("status"),
