@@ -29,6 +29,7 @@ use tokio::sync::watch;
 mod admission;
 pub mod aggregation;
 pub mod allocator;
+mod apply;
 pub mod auth;
 mod discovery;
 pub mod error;

@@ -479,6 +479,14 @@ pub(crate) fn merge_update(
         if let (Some(root), Some(status)) = (merged.as_object_mut(), new.get("status")) {
             root.insert("status".into(), status.clone());
         }
+        // What server-side apply recorded (an Update's entries are recorded after this, from
+        // the live ones).
+        if let (Some(meta), Some(entries)) = (
+            metadata_mut(&mut merged),
+            new.pointer("/metadata/managedFields"),
+        ) {
+            meta.insert("managedFields".into(), entries.clone());
+        }
         new = merged;
     } else if resource.status
         && let Some(root) = new.as_object_mut()

@@ -151,6 +151,10 @@ pub(crate) struct WriteOptions {
     pub(crate) field_validation: FieldValidation,
     /// `fieldManager`, or the client's User-Agent product name.
     pub(crate) field_manager: String,
+    /// Whether the request named its `fieldManager` (server-side apply requires it).
+    pub(crate) field_manager_sent: bool,
+    /// `force` of a patch: `None` when absent (only apply patches may carry it).
+    pub(crate) force: Option<bool>,
 }
 
 use keelson_api::managed_fields::FIELD_MANAGER_MAX_LENGTH as MAX_FIELD_MANAGER;
@@ -192,6 +196,15 @@ impl WriteOptions {
                 ));
             }
         };
+        let force = match params.get("force").map(String::as_str) {
+            None | Some("") => None,
+            Some(text) => Some(parse_go_bool(text).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "strconv.ParseBool: parsing \"{text}\": invalid syntax"
+                ))
+            })?),
+        };
+        let field_manager_sent = params.get("fieldManager").is_some_and(|m| !m.is_empty());
         let field_manager = match params.get("fieldManager").filter(|m| !m.is_empty()) {
             Some(manager) => {
                 if manager.chars().count() > MAX_FIELD_MANAGER {
@@ -221,7 +234,18 @@ impl WriteOptions {
             dry_run,
             field_validation,
             field_manager,
+            field_manager_sent,
+            force,
         })
+    }
+}
+
+/// Go's `strconv.ParseBool`, which decodes boolean query parameters.
+fn parse_go_bool(text: &str) -> Option<bool> {
+    match text {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
     }
 }
 
@@ -234,6 +258,9 @@ pub(crate) struct Body {
 
 /// JSON and YAML object bodies; the patch types are JSON too.
 const YAML: &str = "application/yaml";
+
+/// Server-side apply's patch type: a YAML (or JSON) configuration.
+pub(crate) const APPLY_PATCH: &str = "application/apply-patch+yaml";
 
 impl Body {
     /// Reads a request body up to [`MAX_BODY_BYTES`]. Kubernetes protobuf is decoded into
@@ -288,7 +315,7 @@ impl Body {
         &self,
         validation: FieldValidation,
     ) -> Result<(Value, Vec<String>), ApiError> {
-        if self.content_type == YAML {
+        if self.content_type == YAML || self.content_type == APPLY_PATCH {
             return strict::parse_yaml(&self.bytes, validation).map(|v| (v, Vec::new()));
         }
         parse_json(&self.bytes)

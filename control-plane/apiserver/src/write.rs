@@ -22,7 +22,7 @@ use crate::{
     },
     read::{get_kv, list_kind},
     registry::{self, Resource},
-    request::{Body, Params, Selectors, Target, WriteOptions, parse_json},
+    request::{APPLY_PATCH, Body, Params, Selectors, Target, WriteOptions, parse_json},
 };
 
 /// What an update writes: a part of the object, or its replica count through `/scale`.
@@ -105,7 +105,29 @@ pub(crate) async fn create(
     let resource = target.resource;
     let mut warnings = Vec::new();
     let object = parse_object(body, resource, options, &mut warnings)?;
-    let mut object = resource.to_storage(object);
+    let object = resource.to_storage(object);
+    let written = insert(store, services, target, object, options, true, admit).await?;
+    warnings.extend(written.warnings);
+    Ok(Written {
+        warnings,
+        ..written
+    })
+}
+
+/// Creates `object` (in storage form): name, admission, defaults, validation, finalizers,
+/// allocations. `record_update` records the create in `managedFields`; server-side apply has
+/// done so.
+pub(crate) async fn insert(
+    store: &dyn Store,
+    services: &ServiceNetwork,
+    target: &Target,
+    mut object: Value,
+    options: &WriteOptions,
+    record_update: bool,
+    admit: &Admit<'_>,
+) -> Result<Written, ApiError> {
+    let resource = target.resource;
+    let mut warnings = Vec::new();
     let name = prepare_create_for_admission(&mut object, resource, target.namespace.as_deref())?;
     if let Some(ns) = target.namespace.as_deref() {
         check_namespace(store, ns).await?;
@@ -121,7 +143,9 @@ pub(crate) async fn create(
         .await?;
     default_and_validate(&mut object, resource, &name, None)?;
     finalizers::on_create(resource, &mut object);
-    record_managed_fields(resource, None, &mut object, options, None);
+    if record_update {
+        record_managed_fields(resource, None, &mut object, options, None);
+    }
     admit
         .validate(&attempt, Some(&object), None, &mut warnings)
         .await?;
@@ -150,7 +174,7 @@ pub(crate) async fn create(
     Ok(Written {
         code: StatusCode::CREATED,
         body: resource.present(object),
-        warnings,
+        warnings: Vec::new(),
     })
 }
 
@@ -219,6 +243,7 @@ pub(crate) async fn update(
         part,
         kv.mod_revision,
         options,
+        true,
         admit,
         &mut warnings,
     )
@@ -237,12 +262,13 @@ fn present_part(resource: &Resource, part: UpdatePart, stored: Value) -> Value {
 }
 
 /// Applies an update of `part` to `current` (mod revision `expected`) and writes it; returns
-/// what the endpoint answers (the object, or its Scale).
+/// what the endpoint answers (the object, or its Scale). `record_update` records the write in
+/// `managedFields`; server-side apply has done so.
 #[expect(
     clippy::too_many_arguments,
     reason = "the pieces of one update, passed through once"
 )]
-async fn apply_update(
+pub(crate) async fn apply_update(
     store: &dyn Store,
     services: &ServiceNetwork,
     target: &Target,
@@ -252,6 +278,7 @@ async fn apply_update(
     part: UpdatePart,
     expected: Revision,
     options: &WriteOptions,
+    record_update: bool,
     admit: &Admit<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Value, ApiError> {
@@ -308,13 +335,15 @@ async fn apply_update(
     }
     let stored = match finish_update(current, new, resource, name, part_of_object)? {
         Some(mut next) => {
-            record_managed_fields(
-                resource,
-                Some(current),
-                &mut next,
-                options,
-                part.subresource(),
-            );
+            if record_update {
+                record_managed_fields(
+                    resource,
+                    Some(current),
+                    &mut next,
+                    options,
+                    part.subresource(),
+                );
+            }
             if admitted {
                 admit
                     .validate(&attempt, Some(&next), Some(current), warnings)
@@ -357,7 +386,7 @@ async fn apply_update(
 }
 
 /// Kubernetes retries a patch this many times when the object changes underneath it.
-const PATCH_ATTEMPTS: usize = 5;
+pub(crate) const PATCH_ATTEMPTS: usize = 5;
 
 /// `PATCH` of an object (or its status or scale).
 #[expect(
@@ -375,10 +404,14 @@ pub(crate) async fn patch(
     admit: &Admit<'_>,
 ) -> Result<Written, ApiError> {
     let resource = target.resource;
-    if body.content_type == "application/apply-patch+yaml" {
-        return Err(ApiError::unsupported_media_type(
-            "application/apply-patch+yaml (server-side apply is not supported yet; use \
-             client-side kubectl apply)",
+    if body.content_type == APPLY_PATCH {
+        return crate::apply::patch(store, services, target, name, body, part, options, admit)
+            .await;
+    }
+    if options.force.is_some() {
+        return Err(ApiError::invalid_options(
+            "PatchOptions",
+            "force: Forbidden: may not be specified for non-apply patch",
         ));
     }
     let (patch, duplicates) = parse_json(&body.bytes).map_err(|e| {
@@ -450,6 +483,7 @@ pub(crate) async fn patch(
             part,
             kv.mod_revision,
             options,
+            true,
             admit,
             &mut warnings,
         )

@@ -149,7 +149,7 @@ fn index(items: &[Value], shape: Shape) -> BTreeMap<String, &Value> {
     out
 }
 
-fn path_element(item: &Value, shape: Shape) -> Option<String> {
+pub(crate) fn path_element(item: &Value, shape: Shape) -> Option<String> {
     match shape {
         Shape::Keyed(keys, _) => {
             let fields = item.as_object()?;

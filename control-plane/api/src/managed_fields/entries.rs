@@ -12,11 +12,11 @@ use super::fieldset::{FieldSet, write_go_string};
 /// Who an entry belongs to: its identity, as `BuildManagerIdentifier` spells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Who {
-    manager: String,
-    operation: String,
+    pub(crate) manager: String,
+    pub(crate) operation: String,
     /// The apiVersion in the identity: empty for Apply entries.
-    api_version: String,
-    subresource: String,
+    pub(crate) api_version: String,
+    pub(crate) subresource: String,
 }
 
 impl Who {
@@ -29,9 +29,20 @@ impl Who {
         }
     }
 
+    /// The identity of `manager`'s Apply entry: no apiVersion, so that every apply of that
+    /// manager is the same entry whatever version it applies in.
+    pub(crate) fn apply(manager: &str, subresource: &str) -> Self {
+        Who {
+            manager: manager.to_owned(),
+            operation: "Apply".to_owned(),
+            api_version: String::new(),
+            subresource: subresource.to_owned(),
+        }
+    }
+
     /// The identity as Go's `json.Marshal` writes the entry without fieldsType, fieldsV1 and
     /// time: `{"manager":"m","operation":"Update","apiVersion":"v1","subresource":"status"}`.
-    fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         let mut out = String::from("{");
         for (name, value) in [
             ("manager", &self.manager),
@@ -56,10 +67,10 @@ impl Who {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
-    who: Who,
-    api_version: String,
-    set: FieldSet,
-    time: Option<Value>,
+    pub(crate) who: Who,
+    pub(crate) api_version: String,
+    pub(crate) set: FieldSet,
+    pub(crate) time: Option<Value>,
 }
 
 impl Entry {

@@ -93,6 +93,74 @@ impl FieldSet {
         out
     }
 
+    /// The paths in both sets (`Set.Intersection`): exact per path, as [`Self::difference`].
+    pub(crate) fn intersection(&self, other: &FieldSet) -> FieldSet {
+        let mut out = FieldSet::new();
+        for (pe, mine) in &self.nodes {
+            let Some(theirs) = other.nodes.get(pe) else {
+                continue;
+            };
+            let node = Node {
+                member: mine.member && theirs.member,
+                children: mine.children.intersection(&theirs.children),
+            };
+            if node.member || !node.children.is_empty() {
+                out.nodes.insert(pe.clone(), node);
+            }
+        }
+        out
+    }
+
+    /// Whether the one-element path `pe` is in the set.
+    pub(crate) fn has_member(&self, pe: &str) -> bool {
+        self.nodes.get(pe).is_some_and(|node| node.member)
+    }
+
+    /// The paths under `pe`, without it (`Set.WithPrefix`); `None` when there are none.
+    pub(crate) fn under(&self, pe: &str) -> Option<&FieldSet> {
+        self.nodes
+            .get(pe)
+            .map(|node| &node.children)
+            .filter(|children| !children.is_empty())
+    }
+
+    /// Every path of the set, in order.
+    pub(crate) fn paths(&self) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        for (pe, node) in &self.nodes {
+            if node.member {
+                out.push(vec![pe.clone()]);
+            }
+            for mut path in node.children.paths() {
+                path.insert(0, pe.clone());
+                out.push(path);
+            }
+        }
+        out
+    }
+
+    /// The set with more members: walking down from `state`, `descend(state, pe)` gives the
+    /// state of child `pe` and whether `pe` itself becomes a member
+    /// (`EnsureNamedFieldsAreMembers`, with the schema as the state).
+    pub(crate) fn with_members<S: Copy>(
+        &self,
+        state: S,
+        descend: &impl Fn(S, &str) -> (S, bool),
+    ) -> FieldSet {
+        let mut out = FieldSet::new();
+        for (pe, node) in &self.nodes {
+            let (child, member) = descend(state, pe);
+            out.nodes.insert(
+                pe.clone(),
+                Node {
+                    member: node.member || member,
+                    children: node.children.with_members(child, descend),
+                },
+            );
+        }
+        out
+    }
+
     /// The FieldsV1 document of the set: `{"f:a":{},"f:b":{".":{},"f:c":{}}}`.
     pub(crate) fn to_fields_v1(&self) -> Value {
         let mut map = Map::new();

@@ -29,22 +29,32 @@
 //! update of an object that has no entries starts none (`skipnonapplied.go`); a create always
 //! does.
 //!
+//! Server-side apply (`Apply` entries, conflicts, `force`) is in `apply.rs`, on the walks over
+//! typed objects in `typed.rs`.
+//!
 //! Which lists are keyed, which are sets and which values are atomic comes from a hand-written
 //! table of the built-in types (`schema.rs`, from Kubernetes' own structured-merge-diff schema)
 //! until keelson serves OpenAPI; other kinds are deduced from their JSON, `metadata` aside.
 
+mod apply;
+#[cfg(test)]
+mod apply_tests;
 mod compare;
 mod entries;
 mod fieldset;
+mod scale;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod typed;
 
 use serde_json::{Map, Value};
 
+pub use apply::{Apply, ApplyError, Conflict, apply, check_configuration};
 use compare::{Comparison, compare, materialize};
 use entries::{Managed, Who};
 use fieldset::{FieldSet, field_element};
+pub use scale::{parent_managed_fields, scale_managed_fields};
 
 /// At most this many Update entries are kept (`DefaultMaxUpdateManagers`).
 const MAX_UPDATE_MANAGERS: usize = 10;

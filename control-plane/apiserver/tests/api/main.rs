@@ -181,6 +181,7 @@ fn assert_status(value: &Value, code: u16, reason: &str) {
 
 mod admission;
 mod aggregation;
+mod apply;
 mod kinds;
 mod writes;
 
@@ -1001,10 +1002,11 @@ async fn merge_json_and_strategic_patches() {
     );
     assert_eq!(containers[1]["name"], "side");
 
+    // Server-side apply has its own tests (apply.rs); without a fieldManager it is refused.
     let (status, body) = s
         .patch(&uri, "application/apply-patch+yaml", json!({}))
         .await;
-    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let (status, body) = s
         .patch(
             &format!("{DEPLOYMENTS}/nope"),
