@@ -68,7 +68,7 @@ impl<'a> Helm<'a> {
 
 fn json(k: &Kubectl<'_>, args: &[&str]) -> Value {
     let mut all = args.to_vec();
-    all.extend(["-n", "shop", "-o", "json"]);
+    all.extend(["-n", "shop", "-o", "json", "--show-managed-fields"]);
     serde_json::from_str(&k.run(&all)).expect("kubectl -o json")
 }
 

@@ -4,7 +4,7 @@
 //! `kubectl diff --server-side`; and Helm 4, which applies server-side, installing, upgrading
 //! and rolling back the chart fixture `tests/charts/tiny` (the acceptance list of issue 17).
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use keelson_tests::cluster::{ControlPlane, Kubectl};
 use serde_json::Value;
@@ -222,34 +222,6 @@ fn kubectl_1_27_applies_server_side() {
     scenario(27);
 }
 
-/// Helm 4, installed by `cargo xtask setup`.
-const HELM: &str = "/opt/keelson/helm/helm";
-
-/// Runs helm against `plane`, panicking with its output (and the server log) unless it
-/// succeeds; helm's own state (cache, config, data) stays in the data directory.
-fn helm(plane: &ControlPlane, args: &[&str]) -> String {
-    let home = plane.data_dir().join("helm");
-    let output = Command::new(HELM)
-        .env("KUBECONFIG", plane.data_dir().join("admin.kubeconfig"))
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .args(args)
-        .output()
-        .expect("run helm");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "`helm {}` failed ({}):\nstdout: {stdout}\nstderr: {}\nserver log:\n{}",
-        args.join(" "),
-        output.status,
-        String::from_utf8_lossy(&output.stderr),
-        plane.log()
-    );
-    stdout
-}
-
 /// The public install shapes of `tests/manifests` (an ingress controller, a demo shop, an
 /// operator's RBAC), applied server-side twice: every object is applied and owned, and the
 /// second time changes no object's spec (no generation moves) and no manager's fields.
@@ -321,75 +293,6 @@ fn public_install_shapes_apply_server_side_twice() {
     assert!(missing.is_empty(), "no Apply entry for {missing:?}");
     assert_eq!(rounds[0].len(), 43, "objects listed: {:?}", rounds[0]);
     assert_eq!(rounds[0], rounds[1], "the second apply changed something");
-}
-
-#[test]
-fn helm_4_installs_upgrades_and_rolls_back_a_chart() {
-    assert!(
-        Path::new(HELM).is_file(),
-        "{HELM} is missing: run `cargo xtask setup`"
-    );
-    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/tiny");
-    let chart = chart.to_string_lossy();
-    let plane = ControlPlane::start();
-    let k = Kubectl::new(33, &plane);
-    let state = |k: &Kubectl<'_>| {
-        (
-            k.run(&[
-                "get",
-                "configmap",
-                "demo-cfg",
-                "-o",
-                "jsonpath={.data.greeting}",
-            ]),
-            k.run(&[
-                "get",
-                "deployment",
-                "demo-web",
-                "-o",
-                "jsonpath={.spec.replicas}",
-            ]),
-        )
-    };
-
-    let out = helm(&plane, &["install", "demo", &chart, "--wait=hookOnly"]);
-    assert_contains(&out, "STATUS: deployed", "helm install");
-    assert_eq!(state(&k), ("hello".to_owned(), "1".to_owned()));
-    let object = deployment_named(&k, "demo-web");
-    let helm_applied = object["metadata"]["managedFields"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|e| e["manager"] == "helm" && e["operation"] == "Apply");
-    assert!(helm_applied, "helm applies server-side: {object}");
-
-    let out = helm(
-        &plane,
-        &[
-            "upgrade",
-            "demo",
-            &chart,
-            "--set",
-            "greeting=bye",
-            "--set",
-            "replicas=2",
-            "--wait=hookOnly",
-        ],
-    );
-    assert_contains(&out, "REVISION: 2", "helm upgrade");
-    assert_eq!(state(&k), ("bye".to_owned(), "2".to_owned()));
-
-    let out = helm(&plane, &["rollback", "demo", "1"]);
-    assert_contains(&out, "Rollback was a success", "helm rollback");
-    assert_eq!(state(&k), ("hello".to_owned(), "1".to_owned()));
-    let history = helm(&plane, &["history", "demo"]);
-    assert_contains(&history, "Rollback to 1", "helm history");
-    assert_eq!(history.lines().count(), 4, "three revisions: {history}");
-
-    let out = helm(&plane, &["uninstall", "demo"]);
-    assert_contains(&out, "release \"demo\" uninstalled", "helm uninstall");
-    let err = k.fail(&["get", "configmap", "demo-cfg"]);
-    assert_contains(&err, "NotFound", "uninstalled");
 }
 
 /// A deployment as JSON, managedFields included.
