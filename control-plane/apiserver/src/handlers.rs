@@ -1,6 +1,8 @@
 //! Routing of `/api/...` and `/apis/...` paths to the verbs on resources: reads in
 //! [`crate::read`], writes in [`crate::write`], watches in [`crate::watch_stream`].
 
+use std::sync::Arc;
+
 use axum::{
     Extension,
     body::Body,
@@ -15,6 +17,7 @@ use tracing::Instrument as _;
 use crate::{
     ApiError, AppState,
     auth::{self, Access, Authenticated, UserInfo},
+    crd,
     discovery::{group_info, json_response, resource_list},
     object::decode_kv,
     read, registry,
@@ -63,14 +66,21 @@ pub(crate) async fn grouped(
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
         [] => Err(ApiError::no_route()),
-        [group] => group_info(group).ok_or_else(ApiError::no_route),
+        [group] => {
+            let snapshot = state.crds.snapshot(state.store.as_ref()).await;
+            group_info(group, &snapshot).ok_or_else(ApiError::no_route)
+        }
         [group, version, rest @ ..] => {
             let Some(Extension(Authenticated(user))) = user else {
                 return Err(ApiError::unauthorized());
             };
             if (*group, *version) == (reviews::GROUP, reviews::VERSION) {
                 return match (rest, &method) {
-                    ([], &Method::GET) => Ok(resource_list(reviews::GROUP, reviews::VERSION)),
+                    ([], &Method::GET) => Ok(resource_list(
+                        reviews::GROUP,
+                        reviews::VERSION,
+                        &crd::Snapshot::default(),
+                    )),
                     (["selfsubjectreviews"], &Method::POST) => {
                         Ok(reviews::self_subject_review(&user))
                     }
@@ -104,7 +114,8 @@ async fn serve(
     request: Request<'_>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if !registry::serves(group, version) {
+    let snapshot = state.crds.snapshot(state.store.as_ref()).await;
+    if !registry::serves(group, version) && !snapshot.serves(group, version) {
         return Err(ApiError::no_route());
     }
     let (watch_path, segments) = match segments.split_first() {
@@ -113,12 +124,12 @@ async fn serve(
     };
     if segments.is_empty() {
         return if *request.method == Method::GET && !watch_path {
-            Ok(resource_list(group, version))
+            Ok(resource_list(group, version, &snapshot))
         } else {
             Err(ApiError::no_route())
         };
     }
-    let target = route(group, version, segments).ok_or_else(ApiError::no_route)?;
+    let target = route(group, version, segments, &snapshot).ok_or_else(ApiError::no_route)?;
     if let Some(sub) = target.subresource.as_deref()
         && !target.resource.serves_subresource(sub)
     {
@@ -162,6 +173,7 @@ async fn dispatch(
         (&Method::GET, None) => table::requested(headers, params)?.map(|request| Printer {
             resource: target.resource,
             request,
+            custom: target.custom.clone(),
         }),
         _ => None,
     };
@@ -215,6 +227,11 @@ async fn dispatch(
             let body = RequestBody::read(headers, body, false).await?;
             write::patch(store, services, target, name, &body, part, &options).await?
         }
+        (&Method::DELETE, Some(name), None) if crd::is_definitions(target.resource) => {
+            let options = options("DeleteOptions")?;
+            RequestBody::read(headers, body, true).await?;
+            crd::delete(&state.store, &state.crds, target, name, options.dry_run).await?
+        }
         (&Method::DELETE, Some(name), None) => {
             let options = options("DeleteOptions")?;
             let body = RequestBody::read(headers, body, true).await?;
@@ -226,6 +243,10 @@ async fn dispatch(
         }
         _ => return Err(ApiError::method_not_allowed(method.as_str())),
     };
+    // A CRD changed: bring its status up to date and serve what it now defines.
+    if crd::is_definitions(target.resource) && !params.get("dryRun").is_some_and(|d| d == "All") {
+        state.crds.rebuild(store).await?;
+    }
     let mut response = json_response(written.code, &written.body);
     let warnings = target
         .resource
@@ -282,13 +303,25 @@ fn verb(method: &Method, target: &Target, watch: bool) -> &'static str {
     }
 }
 
-fn route(group: &str, version: &str, segments: &[&str]) -> Option<Target> {
-    let namespaced = |plural: &str| registry::find(group, version, plural).filter(|r| r.namespaced);
-    let (resource, namespace, rest) = match segments {
+fn route(
+    group: &str,
+    version: &str,
+    segments: &[&str],
+    snapshot: &crd::Snapshot,
+) -> Option<Target> {
+    // A built-in resource, or a custom one with the CRD version serving it.
+    let find = |plural: &str| match registry::find(group, version, plural) {
+        Some(resource) => Some((resource, None)),
+        None => snapshot
+            .find(group, version, plural)
+            .map(|served| (served.resource, Some(Arc::clone(served)))),
+    };
+    let namespaced = |plural: &str| find(plural).filter(|(r, _)| r.namespaced);
+    let ((resource, custom), namespace, rest) = match segments {
         ["namespaces", ns, plural, rest @ ..] if namespaced(plural).is_some() => {
             (namespaced(plural)?, Some((*ns).to_owned()), rest)
         }
-        [plural, rest @ ..] => (registry::find(group, version, plural)?, None, rest),
+        [plural, rest @ ..] => (find(plural)?, None, rest),
         [] => return None,
     };
     if resource.namespaced && namespace.is_none() && !rest.is_empty() {
@@ -305,6 +338,7 @@ fn route(group: &str, version: &str, segments: &[&str]) -> Option<Target> {
         namespace,
         name,
         subresource,
+        custom,
     })
 }
 

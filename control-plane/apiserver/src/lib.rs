@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 pub mod allocator;
 pub mod auth;
+mod crd;
 mod discovery;
 pub mod error;
 pub mod finalizers;
@@ -67,6 +68,7 @@ pub struct AppState {
     services: Arc<ServiceNetwork>,
     watch_events: Arc<watch_stream::EventCache>,
     kubelet: Option<KubeletClient>,
+    crds: Arc<crd::Registry>,
 }
 
 impl AppState {
@@ -83,6 +85,7 @@ impl AppState {
             services: Arc::new(ServiceNetwork::default()),
             watch_events: Arc::default(),
             kubelet: None,
+            crds: Arc::default(),
         }
     }
 

@@ -11,11 +11,11 @@ use serde_json::{Value, json};
 use crate::{
     ApiError, SYSTEM_NAMESPACES,
     allocator::{self, ServiceNetwork},
-    finalizers,
+    crd, finalizers,
     handlers::Written,
     object::{
         Part, check_kind, decode_kv, decode_strictly, encode, meta_str, metadata_mut, now_rfc3339,
-        parse_object, prepare_create, prepare_update, requested_revision, scale_of, set_namespace,
+        parse_object, prepare_create, prepare_update, requested_revision, set_namespace,
         set_resource_version,
     },
     read::{get_kv, list_kind},
@@ -101,9 +101,27 @@ pub(crate) async fn create(
 ) -> Result<Written, ApiError> {
     let resource = target.resource;
     let mut warnings = Vec::new();
-    let object = parse_object(body, resource, options, &mut warnings)?;
+    let mut object = parse_object(body, resource, options, &mut warnings)?;
+    if let Some(custom) = &target.custom {
+        if custom.terminating {
+            let mut refused = ApiError::method_not_allowed("POST");
+            refused.message =
+                "create not allowed while custom resource definition is terminating".to_owned();
+            return Err(refused);
+        }
+        crd::admit(custom, &mut object, options, &mut warnings)?;
+    }
     let mut object = resource.to_storage(object);
     let name = prepare_create(&mut object, resource, target.namespace.as_deref())?;
+    if let Some(custom) = &target.custom {
+        // A client does not set the status of a custom resource with a status subresource.
+        if resource.status
+            && let Some(root) = object.as_object_mut()
+        {
+            root.remove("status");
+        }
+        crd::validate(custom, &object, None, &name)?;
+    }
     if let Some(ns) = target.namespace.as_deref() {
         check_namespace(store, ns).await?;
     }
@@ -171,7 +189,11 @@ pub(crate) async fn update(
     let mut new = if part == UpdatePart::Scale {
         body.value(options.field_validation)?.0
     } else {
-        resource.to_storage(parse_object(body, resource, options, &mut warnings)?)
+        let mut object = parse_object(body, resource, options, &mut warnings)?;
+        if let Some(custom) = &target.custom {
+            crd::admit(custom, &mut object, options, &mut warnings)?;
+        }
+        resource.to_storage(object)
     };
     match meta_str(&new, "name") {
         None | Some("") => {}
@@ -250,7 +272,9 @@ async fn apply_update(
                     )
                         })?;
                 let mut object = current.clone();
-                if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+                if let Some(custom) = &target.custom {
+                    crd::set_replicas(custom, &mut object, replicas);
+                } else if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
                     spec.insert("replicas".into(), json!(replicas));
                 }
                 (object, Part::Main)
@@ -258,6 +282,9 @@ async fn apply_update(
         };
     let stored = match prepare_update(current, new, resource, name, part_of_object)? {
         Some(mut next) => {
+            if let Some(custom) = &target.custom {
+                crd::validate(custom, &next, Some(current), name)?;
+            }
             record_managed_fields(
                 resource,
                 Some(current),
@@ -288,7 +315,7 @@ async fn apply_update(
         None => current.clone(),
     };
     if part == UpdatePart::Scale {
-        scale_of(resource, &stored).map_err(ApiError::bad_request)
+        crd::scale_view(target, &stored)
     } else {
         Ok(stored)
     }
@@ -314,6 +341,9 @@ pub(crate) async fn patch(
              client-side kubectl apply)",
         ));
     }
+    if target.custom.is_some() {
+        crd::refuse_strategic_merge(&body.content_type)?;
+    }
     let (patch, duplicates) = parse_json(&body.bytes).map_err(|e| {
         ApiError::bad_request(format!(
             "error decoding patch: {}",
@@ -334,7 +364,7 @@ pub(crate) async fn patch(
         let kv = get_kv(store, target, name).await?;
         let current = decode_kv(&kv)?;
         let mut doc = if part == UpdatePart::Scale {
-            scale_of(resource, &current).map_err(ApiError::bad_request)?
+            crd::scale_view(target, &current)?
         } else {
             resource.present(current.clone())
         };
@@ -371,6 +401,9 @@ pub(crate) async fn patch(
                 options.field_validation,
                 &mut warnings,
             )?;
+            if let Some(custom) = &target.custom {
+                crd::admit(custom, &mut doc, options, &mut warnings)?;
+            }
             doc = resource.to_storage(doc);
         }
         match apply_update(
@@ -609,6 +642,7 @@ pub(crate) async fn delete_collection(
             namespace: meta_str(&object, "namespace").map(str::to_owned),
             name: Some(name.clone()),
             subresource: None,
+            custom: target.custom.clone(),
         };
         match delete_one(store, &scoped, &name, kv, &options).await {
             Ok(deleted) => items.push(target.resource.present(deleted)),

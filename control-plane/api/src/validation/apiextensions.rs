@@ -53,9 +53,9 @@ pub(crate) fn crd(object: &Value, errs: &mut Errs) {
 pub(crate) fn crd_update(new: &Value, old: &Value, errs: &mut Errs) {
     crd(new, errs);
     let (spec, old_spec) = (at(new, "spec"), at(old, "spec"));
-    let established = arr(at(old, "status"), "conditions").iter().any(|c| {
-        str_or(c, "type") == "Established" && str_or(c, "status") == "True"
-    });
+    let established = arr(at(old, "status"), "conditions")
+        .iter()
+        .any(|c| str_or(c, "type") == "Established" && str_or(c, "status") == "True");
     let mut immutable = |path: &str, new: Option<&Value>, old: Option<&Value>| {
         if new != old {
             errs.push(FieldError::invalid(

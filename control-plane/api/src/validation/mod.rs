@@ -170,11 +170,9 @@ fn rules(group: &str, kind: &str) -> Option<KindRules> {
         ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => {
             r(admission::policy_binding, None, false)
         }
-        ("apiextensions.k8s.io", "CustomResourceDefinition") => r(
-            apiextensions::crd,
-            Some(apiextensions::crd_update),
-            false,
-        ),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            r(apiextensions::crd, Some(apiextensions::crd_update), false)
+        }
         ("apiregistration.k8s.io", "APIService") => r(misc::api_service, None, false),
         ("certificates.k8s.io", "CertificateSigningRequest") => {
             r(misc::csr, Some(misc::csr_update), false)

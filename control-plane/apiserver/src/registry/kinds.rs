@@ -10,6 +10,7 @@ use k8s_openapi::{
         policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
         storage::v1 as storage,
     },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions,
     kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration,
 };
 
@@ -476,6 +477,18 @@ pub static RESOURCES: &[Resource] = &[
     .cluster()
     .api_extension()
     .note(ADMISSION),
+    // --- apiextensions.k8s.io/v1 (custom resources themselves: `crate::crd`) ---
+    Resource::new(
+        "apiextensions.k8s.io",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        typed::<apiextensions::CustomResourceDefinition>,
+    )
+    .cluster()
+    .short(&["crd", "crds"])
+    .api_extension()
+    .spec_status(),
     // --- scheduling.k8s.io/v1 ---
     Resource::new(
         "scheduling.k8s.io",

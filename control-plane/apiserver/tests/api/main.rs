@@ -179,6 +179,7 @@ fn assert_status(value: &Value, code: u16, reason: &str) {
     );
 }
 
+mod crd;
 mod kinds;
 mod writes;
 
