@@ -281,7 +281,7 @@ pub(crate) fn total_errors(total: &Total, path: &str, errs: &mut Vec<FieldError>
     }
     // kube names the most expensive rules that together pass the limit.
     let mut rules = total.rules.clone();
-    rules.sort_by(|a, b| b.0.cmp(&a.0));
+    rules.sort_by_key(|r| std::cmp::Reverse(r.0));
     let mut sum = 0u64;
     for (cost, at) in rules {
         errs.push(FieldError::forbidden(
@@ -360,10 +360,22 @@ pub(crate) fn to_cel(v: &Value, s: Option<&Node>, resource: bool) -> cel::Value 
     }
 }
 
-/// The cost budget left while validating one object.
-pub(crate) struct Budget {
+/// One validation run over an object: the cost budget left and the errors found.
+pub(crate) struct Run {
     pub remaining: u64,
     pub exhausted: bool,
+    pub errs: Vec<FieldError>,
+}
+
+impl Run {
+    /// A run with kube's whole per-object budget.
+    pub(crate) fn new() -> Run {
+        Run {
+            remaining: RUNTIME_COST_BUDGET,
+            exhausted: false,
+            errs: Vec::new(),
+        }
+    }
 }
 
 /// `ruleErrorString`: the message if there is one, else the rule.
@@ -415,12 +427,13 @@ pub(crate) fn eval_rules(
     s: &Node,
     path: &str,
     resource: bool,
-    budget: &mut Budget,
-    errs: &mut Vec<FieldError>,
+    run: &mut Run,
 ) {
     if s.rules.is_empty() || v.is_null() {
         return;
     }
+    // A nil `field.Path` prints as `<nil>`: what kube shows for rules at the root.
+    let path = if path.is_empty() { "<nil>" } else { path };
     let this = to_cel(v, Some(s), resource);
     let before = old.map(|o| to_cel(o, Some(s), resource));
     let sizes = Sizes::observed(v, old);
@@ -430,7 +443,7 @@ pub(crate) fn eval_rules(
         ctx.add_variable_from_value("oldSelf", b);
     }
     for rule in &s.rules {
-        if budget.exhausted {
+        if run.exhausted {
             return;
         }
         if rule.uses_old_self && old.is_none() {
@@ -440,7 +453,7 @@ pub(crate) fn eval_rules(
             .estimate(rule.program.expression())
             .cost;
         if cost > PER_CALL_LIMIT {
-            errs.push(FieldError::invalid(
+            run.errs.push(FieldError::invalid(
                 path,
                 type_value(s),
                 format!(
@@ -448,19 +461,19 @@ pub(crate) fn eval_rules(
                     rule_error_string(&rule.spec)
                 ),
             ));
-            budget.exhausted = true;
+            run.exhausted = true;
             return;
         }
-        if cost > budget.remaining {
-            errs.push(FieldError::invalid(
+        if cost > run.remaining {
+            run.errs.push(FieldError::invalid(
                 path,
                 type_value(s),
                 "validation failed due to running out of cost budget, no further validation rules will be run",
             ));
-            budget.exhausted = true;
+            run.exhausted = true;
             return;
         }
-        budget.remaining -= cost;
+        run.remaining -= cost;
         match rule.program.execute(&ctx) {
             Ok(cel::Value::Bool(true)) => {}
             Ok(cel::Value::Bool(false)) => {
@@ -474,9 +487,9 @@ pub(crate) fn eval_rules(
                     .as_ref()
                     .and_then(|m| message_of(m, &ctx))
                     .unwrap_or_else(|| rule_message_or_default(&rule.spec));
-                errs.push(for_reason(&at, type_value(s), detail, rule.spec.reason.as_deref()));
+                run.errs.push(for_reason(&at, type_value(s), detail, rule.spec.reason.as_deref()));
             }
-            Ok(other) => errs.push(FieldError::invalid(
+            Ok(other) => run.errs.push(FieldError::invalid(
                 path,
                 type_value(s),
                 format!(
@@ -485,7 +498,7 @@ pub(crate) fn eval_rules(
                     rule_error_string(&rule.spec)
                 ),
             )),
-            Err(cel::ExecutionError::NoSuchOverload(_)) => errs.push(FieldError::invalid(
+            Err(cel::ExecutionError::NoSuchOverload(_)) => run.errs.push(FieldError::invalid(
                 path,
                 type_value(s),
                 format!(
@@ -493,7 +506,7 @@ pub(crate) fn eval_rules(
                     rule_error_string(&rule.spec)
                 ),
             )),
-            Err(e) => errs.push(FieldError::invalid(
+            Err(e) => run.errs.push(FieldError::invalid(
                 path,
                 type_value(s),
                 format!("{} evaluating rule: {}", runtime_error(&e), rule_error_string(&rule.spec)),
@@ -535,14 +548,13 @@ pub(crate) fn eval_tree(
     s: &Node,
     path: &str,
     resource: bool,
-    budget: &mut Budget,
-    errs: &mut Vec<FieldError>,
+    run: &mut Run,
     depth: usize,
 ) {
-    if v.is_null() || budget.exhausted || depth > 1000 {
+    if v.is_null() || run.exhausted || depth > 1000 {
         return;
     }
-    eval_rules(v, old, s, path, resource, budget, errs);
+    eval_rules(v, old, s, path, resource, run);
     match v {
         Value::Object(map) => {
             let correlatable = s.map_type.as_deref() != Some("atomic");
@@ -562,16 +574,7 @@ pub(crate) fn eval_tree(
                 } else {
                     None
                 };
-                eval_tree(
-                    field,
-                    old_field,
-                    sub,
-                    &at,
-                    sub.embedded,
-                    budget,
-                    errs,
-                    depth + 1,
-                );
+                eval_tree(field, old_field, sub, &at, sub.embedded, run, depth + 1);
             }
         }
         Value::Array(items) => {
@@ -594,8 +597,7 @@ pub(crate) fn eval_tree(
                     item,
                     &index(path, i),
                     item.embedded,
-                    budget,
-                    errs,
+                    run,
                     depth + 1,
                 );
             }

@@ -188,15 +188,15 @@ fn atomic_set_items(m: &Map<String, Value>, path: &str, errs: &mut Vec<FieldErro
                 ));
             }
         }
-        Some("object") => {
-            if items.get("x-kubernetes-map-type").and_then(Value::as_str) != Some("atomic") {
-                // kube prints the items' list type here (nil for an object): Go's `<nil>`.
-                errs.push(FieldError::invalid_rendered(
-                    &child(&child(path, "items"), "x-kubernetes-map-type"),
-                    "<nil>".to_owned(),
-                    detail,
-                ));
-            }
+        Some("object")
+            if items.get("x-kubernetes-map-type").and_then(Value::as_str) != Some("atomic") =>
+        {
+            // kube prints the items' list type here (nil for an object): Go's `<nil>`.
+            errs.push(FieldError::invalid_rendered(
+                &child(&child(path, "items"), "x-kubernetes-map-type"),
+                "<nil>".to_owned(),
+                detail,
+            ));
         }
         _ => {}
     }

@@ -51,6 +51,9 @@ impl Structural {
             cel::total_errors(&total, path, &mut errs);
         }
         if errs.is_empty() {
+            errs.extend(default_rule_errors(&root, path));
+        }
+        if errs.is_empty() {
             Ok(Structural { root })
         } else {
             Err(errs)
@@ -83,11 +86,9 @@ impl Structural {
         let mut errs = Vec::new();
         validate::validate(object, &self.root, "", true, &mut errs);
         if errs.is_empty() {
-            let mut budget = cel::Budget {
-                remaining: cel::RUNTIME_COST_BUDGET,
-                exhausted: false,
-            };
-            cel::eval_tree(object, old, &self.root, "", true, &mut budget, &mut errs, 0);
+            let mut run = cel::Run::new();
+            cel::eval_tree(object, old, &self.root, "", true, &mut run, 0);
+            errs = run.errs;
         }
         errs
     }
@@ -110,6 +111,31 @@ fn default_errors(root: &Node, path: &str) -> Vec<FieldError> {
                 };
                 errs.push(e);
             }
+        }
+        for (k, p) in &n.properties {
+            stack.push((p, path::key(&path::child(&at, "properties"), k)));
+        }
+        if let Some(ap) = n.additional_schema() {
+            stack.push((ap, path::child(&at, "additionalProperties")));
+        }
+        if let Some(items) = &n.items {
+            stack.push((items, path::child(&at, "items")));
+        }
+    }
+    errs
+}
+
+/// kube also runs the `x-kubernetes-validations` rules on every default (as a create: no
+/// `oldSelf`), reporting under the schema's `default`.
+fn default_rule_errors(root: &Node, path: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let mut stack: Vec<(&Node, String)> = vec![(root, path.to_owned())];
+    while let Some((n, at)) = stack.pop() {
+        if let Some(d) = &n.default {
+            let mut run = cel::Run::new();
+            let here = path::child(&at, "default");
+            cel::eval_tree(d, None, n, &here, n.embedded, &mut run, 0);
+            errs.extend(run.errs);
         }
         for (k, p) in &n.properties {
             stack.push((p, path::key(&path::child(&at, "properties"), k)));
