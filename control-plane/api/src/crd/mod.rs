@@ -1,16 +1,32 @@
-//! Structural schemas of CustomResourceDefinitions, as `k8s.io/apiextensions-apiserver` checks and
-//! applies them: a version's `openAPIV3Schema` is compiled once into a [`Structural`], which then
-//! defaults, prunes and validates custom resources (OpenAPI keywords plus
-//! `x-kubernetes-validations` CEL rules). Pure: no IO.
+//! Structural schemas of CustomResourceDefinitions, as `k8s.io/apiextensions-apiserver` checks
+//! and applies them (v1.33): a version's `openAPIV3Schema` is compiled once into a
+//! [`Structural`], which then prunes, defaults and validates custom resources (OpenAPI keywords
+//! plus `x-kubernetes-validations` CEL rules). Pure: no IO.
+//!
+//! Where keelson is simpler than kube, the module that does it says so (`checks`, `cost`,
+//! `cel`).
+
+mod cel;
+mod checks;
+mod cost;
+mod formats;
+mod mutate;
+mod path;
+mod schema;
+mod validate;
+
+#[cfg(test)]
+mod tests;
 
 use serde_json::Value;
 
 use crate::validation::FieldError;
+use schema::Node;
 
 /// One CRD version's schema, checked and compiled once.
 #[derive(Debug, Clone)]
 pub struct Structural {
-    schema: Value,
+    root: Node,
 }
 
 impl Structural {
@@ -18,32 +34,118 @@ impl Structural {
     /// for errors. Refuses a non-structural schema, bad formats/patterns, CEL rules that do not
     /// compile or whose estimated cost exceeds kube's limits -- as kube's field errors.
     pub fn compile(schema: &Value, path: &str) -> Result<Structural, Vec<FieldError>> {
-        if !schema.is_object() {
-            return Err(vec![FieldError::required(path, "")]);
+        let mut errs = checks::openapi_checks(schema, path);
+        let mut root = Node::read(schema);
+        errs.extend(checks::structural(&root, path));
+        if errs.is_empty() {
+            errs.extend(default_errors(&root, path));
         }
-        Ok(Structural {
-            schema: schema.clone(),
-        })
+        if errs.is_empty() {
+            let mut total = cel::Total::default();
+            let place = cel::Place {
+                cardinality: 1,
+                uncorrelatable: None,
+                resource: true,
+            };
+            cel::compile_tree(&mut root, path, &place, &mut total, &mut errs);
+            cel::total_errors(&total, path, &mut errs);
+        }
+        if errs.is_empty() {
+            errs.extend(default_rule_errors(&root, path));
+        }
+        if errs.is_empty() {
+            Ok(Structural { root })
+        } else {
+            Err(errs)
+        }
     }
 
     /// Applies `default`s (kube's order: after pruning, defaults of absent fields, recursively,
-    /// incl. in list items and map values).
+    /// incl. in list items and map values). A `null` field whose schema is neither nullable
+    /// nor defaulted is removed first, as kube does.
     pub fn default(&self, object: &mut Value) {
-        let _ = (&self.schema, object);
+        mutate::default(object, &self.root, 0);
     }
 
     /// Drops fields the schema does not know (honouring `x-kubernetes-preserve-unknown-fields`
     /// and `x-kubernetes-embedded-resource`, whose apiVersion/kind/metadata are kept); returns
-    /// the dropped paths (kube words them `unknown field "spec.foo"`).
+    /// the dropped paths, sorted (kube words them `unknown field "spec.foo"`).
     pub fn prune(&self, object: &mut Value) -> Vec<String> {
-        let _ = object;
-        Vec::new()
+        let mut dropped = Vec::new();
+        mutate::prune(object, &self.root, true, "", &mut dropped);
+        dropped.sort();
+        dropped
     }
 
-    /// OpenAPI validation plus every `x-kubernetes-validations` rule; transition rules (those
-    /// that use `oldSelf`) only when `old` is Some and the value existed there.
+    /// OpenAPI validation (type, format, enum, min/max, lengths, pattern, required, nullable,
+    /// int-or-string, maxItems, list-type set/map uniqueness) plus every
+    /// `x-kubernetes-validations` rule; transition rules (those that use `oldSelf`) only when
+    /// `old` is Some and the value existed there. CEL runs only when the OpenAPI validation
+    /// passed, within kube's per-call and per-object cost limits.
     pub fn validate(&self, object: &Value, old: Option<&Value>) -> Vec<FieldError> {
-        let _ = (object, old);
-        Vec::new()
+        let mut errs = Vec::new();
+        validate::validate(object, &self.root, "", true, &mut errs);
+        if errs.is_empty() {
+            let mut run = cel::Run::new();
+            cel::eval_tree(object, old, &self.root, "", true, &mut run, 0);
+            errs = run.errs;
+        }
+        errs
     }
+}
+
+/// `ValidateDefaults`: every default validates against its own schema.
+fn default_errors(root: &Node, path: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let mut stack: Vec<(&Node, String)> = vec![(root, path.to_owned())];
+    while let Some((n, at)) = stack.pop() {
+        if let Some(d) = &n.default {
+            let mut found = Vec::new();
+            validate::validate(d, n, "", false, &mut found);
+            let here = path::child(&at, "default");
+            for mut e in found {
+                e.field = if e.field.is_empty() {
+                    here.clone()
+                } else {
+                    path::child(&here, &e.field)
+                };
+                errs.push(e);
+            }
+        }
+        for (k, p) in &n.properties {
+            stack.push((p, path::key(&path::child(&at, "properties"), k)));
+        }
+        if let Some(ap) = n.additional_schema() {
+            stack.push((ap, path::child(&at, "additionalProperties")));
+        }
+        if let Some(items) = &n.items {
+            stack.push((items, path::child(&at, "items")));
+        }
+    }
+    errs
+}
+
+/// kube also runs the `x-kubernetes-validations` rules on every default (as a create: no
+/// `oldSelf`), reporting under the schema's `default`.
+fn default_rule_errors(root: &Node, path: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let mut stack: Vec<(&Node, String)> = vec![(root, path.to_owned())];
+    while let Some((n, at)) = stack.pop() {
+        if let Some(d) = &n.default {
+            let mut run = cel::Run::new();
+            let here = path::child(&at, "default");
+            cel::eval_tree(d, None, n, &here, n.embedded, &mut run, 0);
+            errs.extend(run.errs);
+        }
+        for (k, p) in &n.properties {
+            stack.push((p, path::key(&path::child(&at, "properties"), k)));
+        }
+        if let Some(ap) = n.additional_schema() {
+            stack.push((ap, path::child(&at, "additionalProperties")));
+        }
+        if let Some(items) = &n.items {
+            stack.push((items, path::child(&at, "items")));
+        }
+    }
+    errs
 }

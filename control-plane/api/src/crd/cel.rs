@@ -1,0 +1,616 @@
+//! `x-kubernetes-validations`: CEL rules compiled with the `cel` crate, their estimated cost,
+//! and their evaluation against custom resources (apiextensions `pkg/apiserver/schema/cel`).
+//!
+//! The environment is CEL's standard library with the `strings` and `lists` extensions; the
+//! Kubernetes libraries for quantities, URLs, IPs and authorization are not there, nor are
+//! `optionalOldSelf`'s optional types, timestamps and durations (a `date-time` string stays a
+//! string) or ratcheting.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use cel::common::ast::LiteralValue;
+use cel::{Context, Env, Program};
+use serde_json::Value;
+
+use super::cost::{Estimator, Sizes, cost_message};
+use super::path::{child, escape, index, key, rule_field_path};
+use super::schema::{Node, RuleSpec};
+use crate::validation::{ErrorType, FieldError, go_quote};
+
+/// `StaticEstimatedCostLimit`: the most one rule may cost, times how often it can run.
+pub(crate) const STATIC_ESTIMATED_COST_LIMIT: u64 = 10_000_000;
+/// `StaticEstimatedCRDCostLimit`: the most all rules of one schema may cost together.
+pub(crate) const STATIC_ESTIMATED_CRD_COST_LIMIT: u64 = 100_000_000;
+/// `PerCallLimit`: the most one evaluation of one rule may cost.
+pub(crate) const PER_CALL_LIMIT: u64 = 1_000_000;
+/// `RuntimeCELCostBudget`: the most all rules may cost on one object.
+pub(crate) const RUNTIME_COST_BUDGET: u64 = 10_000_000;
+/// `MaxEvaluatedMessageExpressionSizeBytes`.
+const MAX_MESSAGE_EXPRESSION_BYTES: usize = 5 * 1024;
+
+static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
+    let mut env = Env::stdlib();
+    // Both extensions only add overloads and a macro whose names are free in the stdlib.
+    let _ = env.add_extension(cel::extensions::strings);
+    let _ = env.add_extension(cel::extensions::lists);
+    Arc::new(env)
+});
+
+/// One compiled rule.
+#[derive(Debug)]
+pub(crate) struct CompiledRule {
+    pub spec: RuleSpec,
+    pub program: Program,
+    pub message_expression: Option<Program>,
+    pub uses_old_self: bool,
+    /// The rule's `fieldPath`, relative to where it sits (`a.b`).
+    pub field_path: Option<String>,
+}
+
+/// Where a node sits, for compiling its rules.
+#[derive(Clone)]
+pub(crate) struct Place {
+    /// How many times a rule here can run for one object.
+    pub cardinality: u64,
+    /// The highest ancestor whose old and new values cannot be correlated, if any.
+    pub uncorrelatable: Option<String>,
+    pub resource: bool,
+}
+
+/// The running total of estimated cost over one schema.
+#[derive(Default)]
+pub(crate) struct Total {
+    pub cost: u64,
+    /// (cost, rule path) of every rule, to name the most expensive ones.
+    pub rules: Vec<(u64, String)>,
+}
+
+/// Go's `%#v` of an `apiextensions.ValidationRule`, as kube prints the value of a rule error.
+fn render_rule(r: &RuleSpec) -> String {
+    let reason = if r.reason.is_some() {
+        "(*apiextensions.FieldValueErrorReason)(0xc000000000)"
+    } else {
+        "(*apiextensions.FieldValueErrorReason)(nil)"
+    };
+    let old = match r.optional_old_self {
+        Some(_) => "(*bool)(0xc000000000)",
+        None => "(*bool)(nil)",
+    };
+    format!(
+        "apiextensions.ValidationRule{{Rule:{}, Message:{}, MessageExpression:{}, Reason:{reason}, FieldPath:{}, OptionalOldSelf:{old}}}",
+        go_quote(&r.rule),
+        go_quote(r.message.as_deref().unwrap_or("")),
+        go_quote(r.message_expression.as_deref().unwrap_or("")),
+        go_quote(r.field_path.as_deref().unwrap_or("")),
+    )
+}
+
+/// cel-go's way of pointing at a position: `ERROR: <input>:1:5: msg` then the source line and
+/// a caret under the column.
+fn located(source: &str, offset: usize, msg: &str) -> String {
+    let before: String = source.chars().take(offset).collect();
+    let line_no = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count());
+    let line = source.lines().nth(line_no - 1).unwrap_or("");
+    format!(
+        "ERROR: <input>:{line_no}:{}: {msg}\n | {line}\n | {}^",
+        col + 1,
+        ".".repeat(col)
+    )
+}
+
+fn compile_source(source: &str) -> Result<Program, String> {
+    ENV.compile(source)
+        .map_err(|e| e.to_string().replace("\n| ", "\n | "))
+}
+
+/// Compiles the rules of `node` and every node below it, checking costs, recording errors
+/// under `path` (the schema path).
+pub(crate) fn compile_tree(
+    node: &mut Node,
+    path: &str,
+    place: &Place,
+    total: &mut Total,
+    errs: &mut Vec<FieldError>,
+) {
+    compile_here(node, path, place, total, errs);
+    let est_size = |n: &Node| Sizes::Static.size_of(n);
+    let map_atomic = node.map_type.as_deref() == Some("atomic");
+    let embedded = node.embedded;
+    let list_is_map = node.list_type.as_deref() == Some("map");
+    let list_size = est_size(node);
+    let forbid = |p: &Place| {
+        let mut p = p.clone();
+        if p.uncorrelatable.is_none() {
+            p.uncorrelatable = Some(path.to_owned());
+        }
+        p
+    };
+    for (k, sub) in &mut node.properties {
+        let mut p = if map_atomic {
+            forbid(place)
+        } else {
+            place.clone()
+        };
+        p.resource = sub.embedded;
+        compile_tree(sub, &key(&child(path, "properties"), k), &p, total, errs);
+    }
+    let _ = embedded;
+    if let Some(super::schema::Additional::Schema(ap)) = &mut node.additional {
+        let mut p = if map_atomic {
+            forbid(place)
+        } else {
+            place.clone()
+        };
+        p.cardinality = p.cardinality.saturating_mul(list_size.max(1));
+        p.resource = ap.embedded;
+        compile_tree(ap, &child(path, "additionalProperties"), &p, total, errs);
+    }
+    if let Some(items) = &mut node.items {
+        let mut p = if list_is_map {
+            place.clone()
+        } else {
+            forbid(place)
+        };
+        p.cardinality = p.cardinality.saturating_mul(list_size.max(1));
+        p.resource = items.embedded;
+        compile_tree(items, &child(path, "items"), &p, total, errs);
+    }
+}
+
+fn compile_here(
+    node: &mut Node,
+    path: &str,
+    place: &Place,
+    total: &mut Total,
+    errs: &mut Vec<FieldError>,
+) {
+    let specs = node.rule_specs.clone();
+    let mut compiled = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let at = index(&child(path, "x-kubernetes-validations"), i);
+        let rule_at = child(&at, "rule");
+        let rule = spec.rule.trim();
+        if rule.is_empty() {
+            continue;
+        }
+        let program = match compile_source(rule) {
+            Ok(p) => p,
+            Err(e) => {
+                errs.push(FieldError::invalid_rendered(
+                    &rule_at,
+                    render_rule(spec),
+                    format!("compilation failed: {e}"),
+                ));
+                continue;
+            }
+        };
+        let estimator = Estimator::new(node, place.resource, Sizes::Static);
+        let estimate = estimator.estimate(program.expression());
+        if let Some((id, msg)) = estimate.undefined.first() {
+            let offset = program
+                .source_info()
+                .offset_for(*id)
+                .map_or(0, |(start, _)| start as usize);
+            errs.push(FieldError::invalid_rendered(
+                &rule_at,
+                render_rule(spec),
+                format!("compilation failed: {}", located(rule, offset, msg)),
+            ));
+            continue;
+        }
+        let cost = estimate.cost.saturating_mul(place.cardinality);
+        if cost > STATIC_ESTIMATED_COST_LIMIT {
+            errs.push(FieldError::forbidden(
+                &rule_at,
+                cost_message("estimated rule cost", cost, STATIC_ESTIMATED_COST_LIMIT),
+            ));
+        }
+        total.cost = total.cost.saturating_add(cost);
+        total.rules.push((cost, rule_at.clone()));
+        let message_expression = match spec.message_expression.as_deref().map(str::trim) {
+            Some(src) if !src.is_empty() => match compile_source(src) {
+                Ok(p) => {
+                    let c = Estimator::new(node, place.resource, Sizes::Static)
+                        .estimate(p.expression())
+                        .cost
+                        .saturating_mul(place.cardinality);
+                    let me_at = child(&at, "messageExpression");
+                    if c > STATIC_ESTIMATED_COST_LIMIT {
+                        errs.push(FieldError::forbidden(
+                            &me_at,
+                            cost_message(
+                                "estimated messageExpression cost",
+                                c,
+                                STATIC_ESTIMATED_COST_LIMIT,
+                            ),
+                        ));
+                    }
+                    total.cost = total.cost.saturating_add(c);
+                    total.rules.push((c, me_at));
+                    Some(p)
+                }
+                Err(e) => {
+                    errs.push(FieldError::invalid_rendered(
+                        &child(&at, "messageExpression"),
+                        render_rule(spec),
+                        format!("messageExpression compilation failed: {e}"),
+                    ));
+                    None
+                }
+            },
+            _ => None,
+        };
+        let uses_old_self = program.references().has_variable("oldSelf");
+        if uses_old_self {
+            if let Some(up) = &place.uncorrelatable {
+                errs.push(FieldError::invalid(
+                    &rule_at,
+                    spec.rule.as_str(),
+                    format!("oldSelf cannot be used on the uncorrelatable portion of the schema within {up}"),
+                ));
+            }
+        } else if let Some(b) = spec.optional_old_self {
+            errs.push(FieldError::invalid(
+                &child(&at, "optionalOldSelf"),
+                b,
+                "may not be set if oldSelf is not used in rule",
+            ));
+        }
+        let field_path = spec
+            .field_path
+            .as_deref()
+            .filter(|p| !p.trim().is_empty())
+            .and_then(|p| rule_field_path(node, p.trim()).ok());
+        compiled.push(Arc::new(CompiledRule {
+            spec: spec.clone(),
+            program,
+            message_expression,
+            uses_old_self,
+            field_path,
+        }));
+    }
+    node.rules = compiled;
+}
+
+/// The errors for a schema whose rules together cost too much.
+pub(crate) fn total_errors(total: &Total, path: &str, errs: &mut Vec<FieldError>) {
+    if total.cost <= STATIC_ESTIMATED_CRD_COST_LIMIT {
+        return;
+    }
+    // kube names the most expensive rules that together pass the limit.
+    let mut rules = total.rules.clone();
+    rules.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let mut sum = 0u64;
+    for (cost, at) in rules {
+        errs.push(FieldError::forbidden(
+            &at,
+            "contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema",
+        ));
+        sum = sum.saturating_add(cost);
+        if sum > STATIC_ESTIMATED_CRD_COST_LIMIT {
+            break;
+        }
+    }
+    errs.push(FieldError::forbidden(
+        path,
+        cost_message(
+            "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema",
+            total.cost,
+            STATIC_ESTIMATED_CRD_COST_LIMIT,
+        ),
+    ));
+}
+
+/// A JSON value as CEL sees it under schema `s`: numbers of a `number` schema are doubles,
+/// property names are escaped, the metadata of a resource shows only `name` and `generateName`.
+pub(crate) fn to_cel(v: &Value, s: Option<&Node>, resource: bool) -> cel::Value {
+    match v {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => {
+            let double = s.is_some_and(|s| s.ty == "number");
+            match n.as_i64() {
+                Some(i) if !double => cel::Value::Int(i),
+                _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            }
+        }
+        Value::String(t) => cel::Value::from(t.clone()),
+        Value::Array(items) => {
+            let item = s.and_then(|s| s.items.as_deref());
+            let embedded = item.is_some_and(|i| i.embedded);
+            cel::Value::List(Arc::new(
+                items.iter().map(|x| to_cel(x, item, embedded)).collect(),
+            ))
+        }
+        Value::Object(map) => {
+            let mut out: HashMap<String, cel::Value> = HashMap::with_capacity(map.len());
+            for (k, field) in map {
+                if resource && k == "metadata" {
+                    let mut meta: HashMap<String, cel::Value> = HashMap::new();
+                    for name in ["name", "generateName"] {
+                        if let Some(Value::String(x)) = field.get(name) {
+                            meta.insert(name.to_owned(), cel::Value::from(x.clone()));
+                        }
+                    }
+                    out.insert(k.clone(), cel::Value::from(meta));
+                    continue;
+                }
+                match s {
+                    Some(s) if s.properties.contains_key(k) => {
+                        let sub = s.properties.get(k);
+                        if let Some(name) = escape(k) {
+                            let embedded = sub.is_some_and(|x| x.embedded);
+                            out.insert(name, to_cel(field, sub, embedded));
+                        }
+                    }
+                    Some(s) => {
+                        let sub = s.additional_schema();
+                        let embedded = sub.is_some_and(|x| x.embedded);
+                        out.insert(k.clone(), to_cel(field, sub, embedded));
+                    }
+                    None => {
+                        out.insert(k.clone(), to_cel(field, None, false));
+                    }
+                }
+            }
+            cel::Value::from(out)
+        }
+    }
+}
+
+/// One validation run over an object: the cost budget left and the errors found.
+pub(crate) struct Run {
+    pub remaining: u64,
+    pub exhausted: bool,
+    pub errs: Vec<FieldError>,
+}
+
+impl Run {
+    /// A run with kube's whole per-object budget.
+    pub(crate) fn new() -> Run {
+        Run {
+            remaining: RUNTIME_COST_BUDGET,
+            exhausted: false,
+            errs: Vec::new(),
+        }
+    }
+}
+
+/// `ruleErrorString`: the message if there is one, else the rule.
+fn rule_error_string(r: &RuleSpec) -> String {
+    match r.message.as_deref() {
+        Some(m) if !m.is_empty() => m.trim().to_owned(),
+        _ => r.rule.trim().to_owned(),
+    }
+}
+
+/// `ruleMessageOrDefault`.
+fn rule_message_or_default(r: &RuleSpec) -> String {
+    match r.message.as_deref() {
+        Some(m) if !m.is_empty() => m.trim().to_owned(),
+        _ => format!("failed rule: {}", rule_error_string(r)),
+    }
+}
+
+/// The schema type kube 1.33 prints as the value of a failed rule (`Invalid value: "object"`).
+fn type_value(s: &Node) -> Value {
+    Value::from(s.ty.clone())
+}
+
+/// cel-go's wording for the runtime errors users meet.
+fn runtime_error(e: &cel::ExecutionError) -> String {
+    use cel::ExecutionError as E;
+    match e {
+        E::NoSuchKey(k) => format!("no such key: {k}"),
+        E::DivisionByZero(_) => "division by zero".to_owned(),
+        E::RemainderByZero(_) => "modulus by zero".to_owned(),
+        E::IndexOutOfBounds(i) => format!("index out of bounds: {}", cel_scalar(i)),
+        E::Overflow(..) => "integer overflow".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn cel_scalar(v: &cel::Value) -> String {
+    match v {
+        cel::Value::Int(i) => i.to_string(),
+        cel::Value::UInt(u) => u.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Evaluates the rules of `s` on `v` (`old` being the correlated old value).
+pub(crate) fn eval_rules(
+    v: &Value,
+    old: Option<&Value>,
+    s: &Node,
+    path: &str,
+    resource: bool,
+    run: &mut Run,
+) {
+    if s.rules.is_empty() || v.is_null() {
+        return;
+    }
+    // A nil `field.Path` prints as `<nil>`: what kube shows for rules at the root.
+    let path = if path.is_empty() { "<nil>" } else { path };
+    let this = to_cel(v, Some(s), resource);
+    let before = old.map(|o| to_cel(o, Some(s), resource));
+    let sizes = Sizes::observed(v, old);
+    let mut ctx = Context::with_env(ENV.clone());
+    ctx.add_variable_from_value("self", this);
+    if let Some(b) = before {
+        ctx.add_variable_from_value("oldSelf", b);
+    }
+    for rule in &s.rules {
+        if run.exhausted {
+            return;
+        }
+        if rule.uses_old_self && old.is_none() {
+            continue;
+        }
+        let cost = Estimator::new(s, resource, sizes)
+            .estimate(rule.program.expression())
+            .cost;
+        if cost > PER_CALL_LIMIT {
+            run.errs.push(FieldError::invalid(
+                path,
+                type_value(s),
+                format!(
+                    "'operation cancelled: actual cost limit exceeded': no further validation rules will be run due to call cost exceeds limit for rule: {}",
+                    rule_error_string(&rule.spec)
+                ),
+            ));
+            run.exhausted = true;
+            return;
+        }
+        if cost > run.remaining {
+            run.errs.push(FieldError::invalid(
+                path,
+                type_value(s),
+                "validation failed due to running out of cost budget, no further validation rules will be run",
+            ));
+            run.exhausted = true;
+            return;
+        }
+        run.remaining -= cost;
+        match rule.program.execute(&ctx) {
+            Ok(cel::Value::Bool(true)) => {}
+            Ok(cel::Value::Bool(false)) => {
+                let at = match &rule.field_path {
+                    Some(fp) if fp.starts_with('[') => format!("{path}{fp}"),
+                    Some(fp) => child(path, fp),
+                    None => path.to_owned(),
+                };
+                let detail = rule
+                    .message_expression
+                    .as_ref()
+                    .and_then(|m| message_of(m, &ctx))
+                    .unwrap_or_else(|| rule_message_or_default(&rule.spec));
+                run.errs.push(for_reason(&at, type_value(s), detail, rule.spec.reason.as_deref()));
+            }
+            Ok(other) => run.errs.push(FieldError::invalid(
+                path,
+                type_value(s),
+                format!(
+                    "no such overload: rule returned {} evaluating rule: {}",
+                    other.type_of(),
+                    rule_error_string(&rule.spec)
+                ),
+            )),
+            Err(cel::ExecutionError::NoSuchOverload(_)) => run.errs.push(FieldError::invalid(
+                path,
+                type_value(s),
+                format!(
+                    "'no such overload': call arguments did not match a supported operator, function or macro signature for rule: {}",
+                    rule_error_string(&rule.spec)
+                ),
+            )),
+            Err(e) => run.errs.push(FieldError::invalid(
+                path,
+                type_value(s),
+                format!("{} evaluating rule: {}", runtime_error(&e), rule_error_string(&rule.spec)),
+            )),
+        }
+    }
+}
+
+/// The evaluated `messageExpression`, or `None` when kube falls back to the rule's message.
+fn message_of(m: &Program, ctx: &Context) -> Option<String> {
+    match m.execute(ctx) {
+        Ok(cel::Value::String(s)) => {
+            let t = s.trim();
+            (!t.is_empty() && !t.contains(['\n', '\r']) && t.len() <= MAX_MESSAGE_EXPRESSION_BYTES)
+                .then(|| t.to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// `fieldErrorForReason`.
+fn for_reason(path: &str, value: Value, detail: String, reason: Option<&str>) -> FieldError {
+    match reason {
+        Some("FieldValueForbidden") => FieldError::forbidden(path, detail),
+        Some("FieldValueRequired") => FieldError::required(path, detail),
+        Some("FieldValueDuplicate") => {
+            let mut e = FieldError::duplicate(path, value);
+            e.kind = ErrorType::Duplicate;
+            e
+        }
+        _ => FieldError::invalid(path, value, detail),
+    }
+}
+
+/// Walks `v` (and the correlated `old`) evaluating every node's rules.
+pub(crate) fn eval_tree(
+    v: &Value,
+    old: Option<&Value>,
+    s: &Node,
+    path: &str,
+    resource: bool,
+    run: &mut Run,
+    depth: usize,
+) {
+    if v.is_null() || run.exhausted || depth > 1000 {
+        return;
+    }
+    eval_rules(v, old, s, path, resource, run);
+    match v {
+        Value::Object(map) => {
+            let correlatable = s.map_type.as_deref() != Some("atomic");
+            for (k, field) in map {
+                if resource && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                let (sub, at) = match s.properties.get(k) {
+                    Some(p) => (Some(p), child(path, k)),
+                    None => (s.additional_schema(), key(path, k)),
+                };
+                let Some(sub) = sub else {
+                    continue;
+                };
+                let old_field = if correlatable {
+                    old.and_then(|o| o.get(k))
+                } else {
+                    None
+                };
+                eval_tree(field, old_field, sub, &at, sub.embedded, run, depth + 1);
+            }
+        }
+        Value::Array(items) => {
+            let Some(item) = &s.items else {
+                return;
+            };
+            let by_key = s.list_type.as_deref() == Some("map");
+            for (i, x) in items.iter().enumerate() {
+                let old_item = if by_key {
+                    old.and_then(Value::as_array).and_then(|olds| {
+                        olds.iter()
+                            .find(|o| s.list_map_keys.iter().all(|k| o.get(k) == x.get(k)))
+                    })
+                } else {
+                    None
+                };
+                eval_tree(
+                    x,
+                    old_item,
+                    item,
+                    &index(path, i),
+                    item.embedded,
+                    run,
+                    depth + 1,
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether a literal is a string, and its length (for cost estimates).
+pub(crate) fn literal_size(l: &LiteralValue) -> u64 {
+    match l {
+        LiteralValue::String(s) => s.inner().chars().count() as u64,
+        LiteralValue::Bytes(b) => b.inner().len() as u64,
+        _ => 0,
+    }
+}
