@@ -244,7 +244,7 @@ async fn dispatch(
         _ => return Err(ApiError::method_not_allowed(method.as_str())),
     };
     // A CRD changed: bring its status up to date and serve what it now defines.
-    if crd::is_definitions(target.resource) && !params.get("dryRun").is_some_and(|d| d == "All") {
+    if crd::is_definitions(target.resource) && params.get("dryRun").is_none_or(|d| d != "All") {
         state.crds.rebuild(store).await?;
     }
     let mut response = json_response(written.code, &written.body);

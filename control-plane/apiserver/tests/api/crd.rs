@@ -511,3 +511,115 @@ async fn a_body_over_the_limit_is_413_not_5xx() {
         "Request entity too large: limit is 3145728"
     );
 }
+
+#[tokio::test]
+async fn watches_of_custom_resources_speak_the_requested_version() {
+    let s = with_widgets().await;
+    s.ok(Method::POST, WIDGETS, Some(widget("w1", 3))).await;
+    let (status, events, _body) = super::watch_events(
+        &s.router,
+        "/apis/example.com/v1beta1/namespaces/default/widgets?watch=true",
+        1,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(events[0]["type"], "ADDED");
+    assert_eq!(events[0]["object"]["apiVersion"], "example.com/v1beta1");
+    assert_eq!(events[0]["object"]["metadata"]["name"], "w1");
+}
+
+#[tokio::test]
+async fn rules_of_the_schema_refuse_a_custom_resource_naming_the_rule() {
+    let s = server().await;
+    let mut crd = widget_crd();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"] = json!([
+        {"rule": "self.size <= 10", "message": "size must be at most 10"},
+        {"rule": "self.size >= oldSelf.size", "message": "size may not shrink"},
+    ]);
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["color"]
+        ["default"] = json!("green");
+    s.ok(Method::POST, CRDS, Some(crd)).await;
+    let (status, body) = s.call(Method::POST, WIDGETS, Some(widget("big", 11))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_status(&body, 422, "Invalid");
+    assert_eq!(body["details"]["kind"], "Widget");
+    assert_eq!(body["details"]["group"], "example.com");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Widget.example.com \"big\" is invalid: ")
+                && m.contains("size must be at most 10")),
+        "{body}"
+    );
+    let mut plain = widget("w1", 5);
+    plain["spec"]
+        .as_object_mut()
+        .map(|spec| spec.remove("color"));
+    let created = s.ok(Method::POST, WIDGETS, Some(plain)).await;
+    assert_eq!(created["spec"]["color"], "green", "defaulted: {created}");
+    // The transition rule compares with the stored object.
+    let (status, body) = s
+        .patch(
+            &format!("{WIDGETS}/w1"),
+            "application/merge-patch+json",
+            json!({"spec": {"size": 4}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("size may not shrink")),
+        "{body}"
+    );
+    let (status, _) = s
+        .patch(
+            &format!("{WIDGETS}/w1"),
+            "application/merge-patch+json",
+            json!({"spec": {"size": 6}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_non_structural_schema_is_refused() {
+    let s = server().await;
+    let mut crd = widget_crd();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"] =
+        json!({"properties": {"size": {"type": "integer"}}});
+    let (status, body) = s.call(Method::POST, CRDS, Some(crd)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| m.contains(
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value"
+        )),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn cluster_scoped_custom_resources_and_names() {
+    let s = server().await;
+    let mut crd = widget_crd();
+    crd["spec"]["scope"] = json!("Cluster");
+    s.ok(Method::POST, CRDS, Some(crd)).await;
+    let created = s
+        .ok(
+            Method::POST,
+            "/apis/example.com/v1/widgets",
+            Some(widget("global", 1)),
+        )
+        .await;
+    assert_eq!(created["metadata"].get("namespace"), None, "{created}");
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/apis/example.com/v1/widgets",
+            Some(widget("Not_A_Name", 1)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, _) = s.call(Method::GET, WIDGETS, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not namespaced");
+}
