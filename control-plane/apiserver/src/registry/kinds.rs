@@ -485,6 +485,8 @@ pub static RESOURCES: &[Resource] = &[
         "customresourcedefinition",
         typed::<apiextensions::CustomResourceDefinition>,
     )
+    // kube-apiserver 1.33 still stores CRDs as v1beta1 (its storageVersionHash says so).
+    .stored_as("v1beta1")
     .cluster()
     .short(&["crd", "crds"])
     .api_extension()
