@@ -162,7 +162,12 @@ fn group(name: &str, versions: &[&str]) -> Value {
 /// `/apis`: the built-in groups, then the groups of CustomResourceDefinitions.
 pub(crate) async fn group_list(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let snapshot = state.crds.snapshot(state.store.as_ref()).await;
-    let custom = snapshot.groups();
+    // A CRD in a built-in group adds resources to it, not a second entry.
+    let custom: Vec<&(String, Vec<String>)> = snapshot
+        .groups()
+        .iter()
+        .filter(|(name, _)| GROUPS.iter().all(|(g, _)| g != name))
+        .collect();
     if let Discovery::Aggregated(version) = discovery_format(&headers) {
         let items = GROUPS
             .iter()
