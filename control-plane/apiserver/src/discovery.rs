@@ -161,7 +161,7 @@ fn group(name: &str, versions: &[&str]) -> Value {
 
 /// `/apis`: the built-in groups, then the groups of CustomResourceDefinitions.
 pub(crate) async fn group_list(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let snapshot = state.crds.snapshot(state.store.as_ref()).await;
+    let snapshot = state.crds.snapshot(&state.store).await;
     // A CRD in a built-in group adds resources to it, not a second entry.
     let custom: Vec<&(String, Vec<String>)> = snapshot
         .groups()

@@ -67,7 +67,7 @@ pub(crate) async fn grouped(
     match segments.as_slice() {
         [] => Err(ApiError::no_route()),
         [group] => {
-            let snapshot = state.crds.snapshot(state.store.as_ref()).await;
+            let snapshot = state.crds.snapshot(&state.store).await;
             group_info(group, &snapshot).ok_or_else(ApiError::no_route)
         }
         [group, version, rest @ ..] => {
@@ -114,7 +114,7 @@ async fn serve(
     request: Request<'_>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let snapshot = state.crds.snapshot(state.store.as_ref()).await;
+    let snapshot = state.crds.snapshot(&state.store).await;
     if !registry::serves(group, version) && !snapshot.serves(group, version) {
         return Err(ApiError::no_route());
     }

@@ -22,7 +22,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, LazyLock, Mutex, RwLock},
+    sync::{Arc, LazyLock, Mutex, RwLock, Weak},
 };
 
 use keelson_api::crd::Structural;
@@ -377,13 +377,20 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The current snapshot, loaded from `store` on first use.
-    pub(crate) async fn snapshot(&self, store: &dyn Store) -> Arc<Snapshot> {
+    /// The current snapshot. The first call loads it from `store` and starts following the
+    /// CRDs there, so CRDs written through another API server (or by a restore) are served
+    /// here too.
+    pub(crate) async fn snapshot(self: &Arc<Self>, store: &Arc<dyn Store>) -> Arc<Snapshot> {
         self.loaded
             .get_or_init(|| async {
-                if let Err(e) = self.rebuild(store).await {
-                    tracing::warn!(error = %e.message, "loading CustomResourceDefinitions");
-                }
+                let revision = match self.rebuild(store.as_ref()).await {
+                    Ok(revision) => revision,
+                    Err(e) => {
+                        tracing::warn!(error = %e.message, "loading CustomResourceDefinitions");
+                        0
+                    }
+                };
+                tokio::spawn(follow(Arc::downgrade(self), Arc::clone(store), revision));
             })
             .await;
         self.current()
@@ -399,8 +406,8 @@ impl Registry {
     }
 
     /// Brings every CRD's status up to date (names, conditions, stored versions) and serves
-    /// what is established.
-    pub(crate) async fn rebuild(&self, store: &dyn Store) -> Result<(), ApiError> {
+    /// what is established. Returns the revision of the CRDs it listed.
+    pub(crate) async fn rebuild(&self, store: &dyn Store) -> Result<i64, ApiError> {
         let _one = self.rebuilding.lock().await;
         let definitions = definitions()?;
         let listed = store
@@ -417,7 +424,57 @@ impl Registry {
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(snapshot);
-        Ok(())
+        Ok(listed.revision)
+    }
+}
+
+/// How long the follower waits before watching again after its watch failed.
+const FOLLOW_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Rebuilds `registry` whenever a CRD changes in `store` (after `revision`). Runs as long as
+/// the registry (its API server) exists and the store serves watches: it ends when the
+/// registry is dropped or the store ends the watch stream for good.
+async fn follow(registry: Weak<Registry>, store: Arc<dyn Store>, mut revision: i64) {
+    use futures_util::StreamExt as _;
+    let Ok(definitions) = definitions() else {
+        return;
+    };
+    loop {
+        let mut events = match store.watch(&definitions.prefix(), revision).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::debug!(error = %e, "watching CustomResourceDefinitions");
+                tokio::time::sleep(FOLLOW_RETRY).await;
+                let Some(registry) = registry.upgrade() else {
+                    return;
+                };
+                revision = registry.rebuild(store.as_ref()).await.unwrap_or(revision);
+                continue;
+            }
+        };
+        loop {
+            let event = events.next().await;
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            match event {
+                Some(Ok(event)) => {
+                    // Status writes of the rebuild itself come back here once; the next
+                    // rebuild then finds nothing to write.
+                    revision = revision.max(event.mod_revision);
+                    if let Err(e) = registry.rebuild(store.as_ref()).await {
+                        tracing::warn!(error = %e.message, "rebuilding custom resources");
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "CustomResourceDefinition watch ended");
+                    tokio::time::sleep(FOLLOW_RETRY).await;
+                    revision = registry.rebuild(store.as_ref()).await.unwrap_or(revision);
+                    break;
+                }
+                None => return,
+            }
+        }
     }
 }
 

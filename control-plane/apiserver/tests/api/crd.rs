@@ -623,3 +623,43 @@ async fn cluster_scoped_custom_resources_and_names() {
     let (status, _) = s.call(Method::GET, WIDGETS, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "not namespaced");
 }
+
+#[tokio::test]
+async fn another_api_server_on_the_same_store_serves_the_crd_too() {
+    let s = server().await;
+    let authenticator = keelson_apiserver::Authenticator::default().with_token(
+        ADMIN_TOKEN,
+        keelson_apiserver::UserInfo::new(
+            "kubernetes-admin",
+            &[keelson_apiserver::auth::MASTERS_GROUP],
+        ),
+    );
+    let other = Server {
+        store: std::sync::Arc::clone(&s.store),
+        router: keelson_apiserver::app(
+            keelson_apiserver::AppState::new(std::sync::Arc::clone(&s.store))
+                .with_authenticator(authenticator),
+        ),
+        _dir: tempfile::tempdir().expect("temp dir"),
+    };
+    // The other server has loaded its (empty) registry before the CRD exists.
+    other.ok(Method::GET, "/apis", None).await;
+    s.ok(Method::POST, CRDS, Some(widget_crd())).await;
+    let mut served = false;
+    for _ in 0..100 {
+        let (status, _) = other.call(Method::GET, WIDGETS, None).await;
+        if status == StatusCode::OK {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "the other API server never served widgets");
+    other
+        .ok(Method::POST, WIDGETS, Some(widget("from-other", 1)))
+        .await;
+    let got = s
+        .ok(Method::GET, &format!("{WIDGETS}/from-other"), None)
+        .await;
+    assert_eq!(got["spec"]["size"], 1);
+}
