@@ -74,6 +74,9 @@ pub(crate) struct Served {
     pub(crate) scale: Option<ScalePaths>,
     /// The CRD is being deleted: no new objects.
     pub(crate) terminating: bool,
+    /// The CRD converts through a webhook, which keelson does not call: only its storage
+    /// version can be served.
+    pub(crate) needs_webhook: bool,
 }
 
 /// Every served custom version at one moment.
@@ -207,6 +210,7 @@ fn served_versions(crd: &Value) -> Vec<Served> {
         s => s.to_owned(),
     };
     let terminating = meta_str(crd, "deletionTimestamp").is_some();
+    let webhook = text(crd, "/spec/conversion/strategy") == "Webhook";
     versions
         .iter()
         .filter(|v| v["served"] == true)
@@ -226,6 +230,14 @@ fn served_versions(crd: &Value) -> Vec<Served> {
                 status: has("status"),
                 scale: has("scale"),
                 storage_version: storage.to_owned(),
+                field_selectors: v
+                    .get("selectableFields")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f.get("jsonPath")?.as_str())
+                    .map(|p| p.trim_start_matches('.').to_owned())
+                    .collect(),
             };
             let schema = v
                 .pointer("/schema/openAPIV3Schema")
@@ -247,6 +259,7 @@ fn served_versions(crd: &Value) -> Vec<Served> {
                 columns: columns::of_version(v),
                 scale,
                 terminating,
+                needs_webhook: webhook && version != storage,
             }
         })
         .collect()
@@ -266,6 +279,8 @@ struct Shape {
     status: bool,
     scale: bool,
     storage_version: String,
+    /// `selectableFields`, as field-selector paths (`spec.color`).
+    field_selectors: Vec<String>,
 }
 
 /// Interned descriptors and strings (see the module documentation).
@@ -324,7 +339,7 @@ fn intern(shape: Shape) -> &'static Resource {
         status: shape.status,
         scale: shape.scale,
         has_spec: true,
-        field_selectors: &[],
+        field_selectors: interned.list(&shape.field_selectors),
         decode: no_typed_fields,
         conversion: None,
         extra_subresources: &[],

@@ -663,3 +663,61 @@ async fn another_api_server_on_the_same_store_serves_the_crd_too() {
         .await;
     assert_eq!(got["spec"]["size"], 1);
 }
+
+#[tokio::test]
+async fn selectable_fields_are_field_selectors() {
+    let s = server().await;
+    let mut crd = widget_crd();
+    crd["spec"]["versions"][0]["selectableFields"] = json!([{"jsonPath": ".spec.color"}]);
+    s.ok(Method::POST, CRDS, Some(crd)).await;
+    s.ok(Method::POST, WIDGETS, Some(widget("blue", 1))).await;
+    let mut red = widget("red", 1);
+    red["spec"]["color"] = json!("red");
+    s.ok(Method::POST, WIDGETS, Some(red)).await;
+    let listed = s
+        .ok(
+            Method::GET,
+            &format!("{WIDGETS}?fieldSelector=spec.color%3Dred"),
+            None,
+        )
+        .await;
+    let names: Vec<&str> = listed["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["red"]);
+    let (status, body) = s
+        .call(
+            Method::GET,
+            &format!("{WIDGETS}?fieldSelector=spec.size%3D1"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "not selectable: {body}");
+}
+
+#[tokio::test]
+async fn versions_needing_a_conversion_webhook_are_not_served_wrongly() {
+    let s = server().await;
+    let mut crd = widget_crd();
+    crd["spec"]["conversion"] = json!({
+        "strategy": "Webhook",
+        "webhook": {
+            "conversionReviewVersions": ["v1"],
+            "clientConfig": {"url": "https://converter.example.com/convert"},
+        },
+    });
+    s.ok(Method::POST, CRDS, Some(crd)).await;
+    s.ok(Method::POST, WIDGETS, Some(widget("w1", 1))).await;
+    let (status, body) = s
+        .call(
+            Method::GET,
+            "/apis/example.com/v1beta1/namespaces/default/widgets/w1",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_status(&body, 503, "ServiceUnavailable");
+}
