@@ -219,6 +219,12 @@ async fn dispatch(
             }
             write::create(store, services, target, &body, &options).await?
         }
+        (&Method::DELETE, None, None) if crd::is_definitions(target.resource) => {
+            let options = options("DeleteOptions")?;
+            RequestBody::read(headers, body, true).await?;
+            crd::delete_collection(&state.store, &state.crds, target, params, options.dry_run)
+                .await?
+        }
         (&Method::DELETE, None, None) => {
             let options = options("DeleteOptions")?;
             let body = RequestBody::read(headers, body, true).await?;

@@ -15,7 +15,7 @@ use crate::{
     handlers::Written,
     object::{decode_kv, encode, meta_str, metadata_mut, now_rfc3339},
     read::get_kv,
-    request::Target,
+    request::{Params, Selectors, Target},
 };
 
 /// The finalizer that holds a CRD until its objects are gone.
@@ -104,6 +104,40 @@ pub(crate) async fn delete(
             Err(e) => return Err(ApiError::from_store(e, target.resource, name)),
         }
     }
+}
+
+/// `DELETE` of the CRD collection: each selected CRD as [`delete`] deletes it.
+pub(crate) async fn delete_collection(
+    store: &Arc<dyn Store>,
+    registry: &Arc<Registry>,
+    target: &Target,
+    params: &Params,
+    dry_run: bool,
+) -> Result<Written, ApiError> {
+    let selectors = Selectors::parse(target.resource, params, None)?;
+    let listed = store
+        .list(&target.prefix(), ListOptions::default())
+        .await
+        .map_err(|e| ApiError::from_store(e, target.resource, ""))?;
+    let mut items = Vec::new();
+    for kv in &listed.items {
+        let crd = decode_kv(kv)?;
+        if !selectors.matches(&crd) {
+            continue;
+        }
+        let name = meta_str(&crd, "name").unwrap_or_default().to_owned();
+        match delete(store, registry, target, &name, dry_run).await {
+            Ok(written) => items.push(written.body),
+            Err(e) if e.reason == "NotFound" => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Written::ok(json!({
+        "kind": "CustomResourceDefinitionList",
+        "apiVersion": target.resource.api_version(),
+        "metadata": {"resourceVersion": listed.revision.to_string()},
+        "items": items,
+    })))
 }
 
 fn spawn_cleanup(store: &Arc<dyn Store>, registry: &Arc<Registry>, key: String) {

@@ -42,7 +42,7 @@ mod status;
 
 pub(crate) use admit::{admit, refuse_strategic_merge, scale_view, set_replicas, validate};
 pub(crate) use columns::PrinterColumn;
-pub(crate) use delete::delete;
+pub(crate) use delete::{delete, delete_collection};
 pub(crate) use status::reconcile;
 
 /// The CustomResourceDefinition resource.

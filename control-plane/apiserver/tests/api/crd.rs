@@ -721,3 +721,33 @@ async fn versions_needing_a_conversion_webhook_are_not_served_wrongly() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_status(&body, 503, "ServiceUnavailable");
 }
+
+#[tokio::test]
+async fn deleting_the_crd_collection_cleans_up_too() {
+    let s = with_widgets().await;
+    s.ok(Method::POST, WIDGETS, Some(widget("a", 1))).await;
+    let deleted = s.ok(Method::DELETE, CRDS, None).await;
+    assert_eq!(deleted["kind"], "CustomResourceDefinitionList");
+    assert_eq!(
+        deleted["items"][0]["metadata"]["name"],
+        "widgets.example.com"
+    );
+    let mut empty = false;
+    for _ in 0..100 {
+        let left = s
+            .store
+            .list("/registry/", Default::default())
+            .await
+            .expect("list");
+        if left
+            .items
+            .iter()
+            .all(|kv| !kv.key.contains("widgets") && !kv.key.contains("example.com"))
+        {
+            empty = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(empty, "the CRD or its objects are left");
+}
