@@ -284,6 +284,7 @@ async fn apply_update(
         Some(mut next) => {
             if let Some(custom) = &target.custom {
                 crd::validate(custom, &next, Some(current), name)?;
+                crd::bump_generation(custom, current, &mut next);
             }
             record_managed_fields(
                 resource,

@@ -110,6 +110,33 @@ pub(crate) fn validate(
     ))
 }
 
+/// kube's generation rule for custom resources: any change outside `metadata` (and outside
+/// `status` when it is a subresource) bumps `metadata.generation`, not only a change of
+/// `spec` (which the built-in rule in `prepare_update` already counted).
+pub(crate) fn bump_generation(served: &Served, old: &Value, new: &mut Value) {
+    let content = |object: &Value| {
+        let mut map = object.as_object().cloned().unwrap_or_default();
+        map.remove("metadata");
+        map.remove("apiVersion");
+        if served.resource.status {
+            map.remove("status");
+        }
+        map
+    };
+    let generation = |object: &Value| {
+        object
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    };
+    if content(old) != content(new)
+        && generation(new) == generation(old)
+        && let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        meta.insert("generation".into(), json!(generation(old) + 1));
+    }
+}
+
 /// The patch types custom resources take: kube has no strategic merge patch for them (no
 /// Go struct to read patch strategies from).
 pub(crate) fn refuse_strategic_merge(content_type: &str) -> Result<(), ApiError> {

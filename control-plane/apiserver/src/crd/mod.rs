@@ -40,7 +40,9 @@ pub(crate) mod columns;
 mod delete;
 mod status;
 
-pub(crate) use admit::{admit, refuse_strategic_merge, scale_view, set_replicas, validate};
+pub(crate) use admit::{
+    admit, bump_generation, refuse_strategic_merge, scale_view, set_replicas, validate,
+};
 pub(crate) use columns::PrinterColumn;
 pub(crate) use delete::{delete, delete_collection};
 pub(crate) use status::reconcile;

@@ -751,3 +751,36 @@ async fn deleting_the_crd_collection_cleans_up_too() {
     }
     assert!(empty, "the CRD or its objects are left");
 }
+
+#[tokio::test]
+async fn without_a_status_subresource_any_change_but_metadata_bumps_the_generation() {
+    let s = server().await;
+    let mut crd = widget_crd();
+    for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
+        version.as_object_mut().map(|v| v.remove("subresources"));
+    }
+    s.ok(Method::POST, CRDS, Some(crd)).await;
+    let mut w = widget("w1", 1);
+    w["status"] = json!({"phase": "New"});
+    let created = s.ok(Method::POST, WIDGETS, Some(w)).await;
+    assert_eq!(created["status"]["phase"], "New", "kept: {created}");
+    let uri = format!("{WIDGETS}/w1");
+    let (_, labelled) = s
+        .patch(
+            &uri,
+            "application/merge-patch+json",
+            json!({"metadata": {"labels": {"x": "y"}}}),
+        )
+        .await;
+    assert_eq!(labelled["metadata"]["generation"], 1);
+    let (_, changed) = s
+        .patch(
+            &uri,
+            "application/merge-patch+json",
+            json!({"status": {"phase": "Old"}}),
+        )
+        .await;
+    assert_eq!(changed["metadata"]["generation"], 2, "{changed}");
+    let (status, _) = s.call(Method::GET, &format!("{uri}/status"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
