@@ -20,13 +20,15 @@ mod tests;
 
 use serde_json::Value;
 
-use crate::validation::FieldError;
+use crate::validation::{ErrorType, FieldError};
 use schema::Node;
 
 /// One CRD version's schema, checked and compiled once.
 #[derive(Debug, Clone)]
 pub struct Structural {
     root: Node,
+    /// Whether any node has `x-kubernetes-validations`.
+    has_rules: bool,
 }
 
 impl Structural {
@@ -54,7 +56,8 @@ impl Structural {
             errs.extend(default_rule_errors(&root, path));
         }
         if errs.is_empty() {
-            Ok(Structural { root })
+            let has_rules = has_rules(&root);
+            Ok(Structural { root, has_rules })
         } else {
             Err(errs)
         }
@@ -81,14 +84,35 @@ impl Structural {
     /// int-or-string, maxItems, list-type set/map uniqueness) plus every
     /// `x-kubernetes-validations` rule; transition rules (those that use `oldSelf`) only when
     /// `old` is Some and the value existed there. CEL runs only when the OpenAPI validation
-    /// passed, within kube's per-call and per-object cost limits.
+    /// has no type, required, enum or size error (as kube), within kube's per-call and
+    /// per-object cost limits.
     pub fn validate(&self, object: &Value, old: Option<&Value>) -> Vec<FieldError> {
         let mut errs = Vec::new();
         validate::validate(object, &self.root, "", true, &mut errs);
-        if errs.is_empty() {
+        if !self.has_rules {
+            return errs;
+        }
+        // kube skips CEL when the object does not have the shape its rules were written for.
+        let blocking = errs.iter().any(|e| {
+            matches!(
+                e.kind,
+                ErrorType::NotSupported
+                    | ErrorType::Required
+                    | ErrorType::TooLong
+                    | ErrorType::TooMany
+                    | ErrorType::TypeInvalid
+            )
+        });
+        if blocking {
+            errs.push(FieldError::invalid(
+                "<nil>",
+                "null",
+                "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+            ));
+        } else {
             let mut run = cel::Run::new();
             cel::eval_tree(object, old, &self.root, "", true, &mut run, 0);
-            errs = run.errs;
+            errs.extend(run.errs);
         }
         errs
     }
@@ -148,4 +172,11 @@ fn default_rule_errors(root: &Node, path: &str) -> Vec<FieldError> {
         }
     }
     errs
+}
+
+fn has_rules(n: &Node) -> bool {
+    !n.rules.is_empty()
+        || n.properties.values().any(has_rules)
+        || n.additional_schema().is_some_and(has_rules)
+        || n.items.as_deref().is_some_and(has_rules)
 }

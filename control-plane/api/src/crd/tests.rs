@@ -469,6 +469,8 @@ fn openapi_validation_messages() {
             "name": {"type": "string", "minLength": 2, "maxLength": 5, "pattern": "^[a-z]+$"},
             "replicas": {"type": "integer", "minimum": 1, "maximum": 10},
             "ratio": {"type": "number", "exclusiveMaximum": true, "maximum": 1},
+            "step": {"type": "integer", "multipleOf": 5},
+            "labels": {"type": "object", "maxProperties": 2, "additionalProperties": {"type": "string"}},
             "mode": {"type": "string", "enum": ["Fast", "Slow"]},
             "port": {"x-kubernetes-int-or-string": true},
             "when": {"type": "string", "format": "date-time"},
@@ -509,11 +511,11 @@ fn openapi_validation_messages() {
         ),
         (
             json!({"spec": {"name": "ab", "replicas": 0}}),
-            "spec.replicas: Invalid value: 1: spec.replicas in body should be greater than or equal to 1",
+            "spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1",
         ),
         (
             json!({"spec": {"name": "ab", "replicas": 11}}),
-            "spec.replicas: Invalid value: 10: spec.replicas in body should be less than or equal to 10",
+            "spec.replicas: Invalid value: 11: spec.replicas in body should be less than or equal to 10",
         ),
         (
             json!({"spec": {"name": "ab", "replicas": 1.5}}),
@@ -676,6 +678,22 @@ fn transition_rules_run_only_on_update_with_an_old_value() {
     // The field did not exist before: its transition rule is skipped.
     let old = json!({"metadata": {"name": "w"}, "spec": {}});
     assert_eq!(validate(&s, obj(1, "b"), Some(old)), Vec::<String>::new());
+}
+
+#[test]
+fn rules_are_skipped_when_the_object_has_the_wrong_shape() {
+    let s = cel_schema();
+    assert_eq!(
+        validate(
+            &s,
+            json!({"metadata": {"name": "app"}, "spec": {"min": "3", "max": 2}}),
+            None
+        ),
+        [
+            "spec.min: Invalid value: \"string\": spec.min in body must be of type integer: \"string\"",
+            "<nil>: Invalid value: \"null\": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+        ]
+    );
 }
 
 #[test]

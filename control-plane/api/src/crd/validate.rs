@@ -85,12 +85,15 @@ fn types_match(v: &Value, s: &Node, path: &str, errs: &mut Vec<FieldError>) -> b
         ));
         return false;
     }
+    // A float with an integral value passes as an integer (kube-openapi's `isIntFloat`).
+    let int_float = actual == "number" && v.as_f64().is_some_and(|f| f.fract() == 0.0);
     let ok = if s.int_or_string {
-        matches!(actual, "integer" | "string")
+        matches!(actual, "integer" | "string") || int_float
     } else {
         match s.ty.as_str() {
             "" => true,
             "number" => matches!(actual, "integer" | "number"),
+            "integer" => actual == "integer" || int_float,
             t => t == actual,
         }
     };
@@ -109,15 +112,29 @@ fn types_match(v: &Value, s: &Node, path: &str, errs: &mut Vec<FieldError>) -> b
     ok
 }
 
+/// Go's `%v` of a bound: an integer when the data is an integer (kube-openapi compares as
+/// int64 then), else a float64.
+fn bound(data: &Value, b: f64) -> String {
+    if data.is_i64() || data.is_u64() {
+        format!("{}", b.trunc() as i64)
+    } else if b.fract() == 0.0 && b.abs() < 1e21 {
+        format!("{}", b as i64)
+    } else {
+        format!("{b}")
+    }
+}
+
 fn number(v: &Value, s: &Node, path: &str, errs: &mut Vec<FieldError>) {
     let Some(x) = v.as_f64() else {
         return;
     };
-    if let Some((raw, max)) = &s.maximum {
+    let int = v.is_i64() || v.is_u64();
+    if let Some((_, max)) = &s.maximum {
+        let max = if int { max.trunc() } else { *max };
         let bad = if s.exclusive_maximum {
-            x >= *max
+            x >= max
         } else {
-            x > *max
+            x > max
         };
         if bad {
             let how = if s.exclusive_maximum {
@@ -127,16 +144,17 @@ fn number(v: &Value, s: &Node, path: &str, errs: &mut Vec<FieldError>) {
             };
             errs.push(FieldError::invalid(
                 path,
-                raw.clone(),
-                format!("{path} in body should be {how} {raw}"),
+                v.clone(),
+                format!("{path} in body should be {how} {}", bound(v, max)),
             ));
         }
     }
-    if let Some((raw, min)) = &s.minimum {
+    if let Some((_, min)) = &s.minimum {
+        let min = if int { min.trunc() } else { *min };
         let bad = if s.exclusive_minimum {
-            x <= *min
+            x <= min
         } else {
-            x < *min
+            x < min
         };
         if bad {
             let how = if s.exclusive_minimum {
@@ -146,20 +164,29 @@ fn number(v: &Value, s: &Node, path: &str, errs: &mut Vec<FieldError>) {
             };
             errs.push(FieldError::invalid(
                 path,
-                raw.clone(),
-                format!("{path} in body should be {how} {raw}"),
+                v.clone(),
+                format!("{path} in body should be {how} {}", bound(v, min)),
             ));
         }
     }
-    if let Some((raw, factor)) = &s.multiple_of
+    if let Some((_, factor)) = &s.multiple_of
         && *factor > 0.0
     {
-        let q = x / factor;
-        if (q - q.round()).abs() > 1e-9 {
+        let bad = match (v.as_i64(), int && factor.fract() == 0.0) {
+            (Some(i), true) => i % (*factor as i64).max(1) != 0,
+            _ => {
+                let q = x / factor;
+                (q - q.round()).abs() > 1e-9
+            }
+        };
+        if bad {
             errs.push(FieldError::invalid(
                 path,
-                raw.clone(),
-                format!("{path} in body should be a multiple of {raw}"),
+                v.clone(),
+                format!(
+                    "{path} in body should be a multiple of {}",
+                    bound(v, *factor)
+                ),
             ));
         }
     }
