@@ -438,6 +438,7 @@ pub(crate) fn eval_rules(
     let before = old.map(|o| to_cel(o, Some(s), resource));
     let sizes = Sizes::observed(v, old);
     let mut ctx = Context::with_env(ENV.clone());
+    super::library::install(&mut ctx);
     ctx.add_variable_from_value("self", this);
     if let Some(b) = before {
         ctx.add_variable_from_value("oldSelf", b);

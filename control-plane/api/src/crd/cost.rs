@@ -150,7 +150,8 @@ struct Ty<'a> {
 /// The result of an estimate.
 pub(crate) struct Estimate {
     pub cost: u64,
-    /// (expression id, message) of each selection of a field the schema does not have.
+    /// (expression id, message) of each selection of a field the schema does not have and
+    /// each call of a function keelson does not offer.
     pub undefined: Vec<(u64, String)>,
 }
 
@@ -321,7 +322,14 @@ impl<'a> Estimator<'a> {
                     .saturating_add(resc);
                 (cost, Self::sized(range.size))
             }
-            Expr::Call(call) => self.call(call, scope, undefined, d),
+            Expr::Call(call) => {
+                // Arguments first, as cel-go's checker reports them.
+                let out = self.call(call, scope, undefined, d);
+                if let Some(why) = super::library::unsupported(&call.func_name) {
+                    undefined.push((e.id, why));
+                }
+                out
+            }
         }
     }
 

@@ -10,6 +10,7 @@ mod cel;
 mod checks;
 mod cost;
 mod formats;
+mod library;
 mod mutate;
 mod path;
 mod schema;

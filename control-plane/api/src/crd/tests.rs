@@ -733,3 +733,74 @@ fn evaluation_stops_when_the_cost_budget_runs_out() {
         "{errs:#?}"
     );
 }
+
+fn lib_schema(rule: &str) -> Structural {
+    compiled(with_spec(json!({
+        "type": "object",
+        "properties": {
+            "nums": {"type": "array", "maxItems": 10, "items": {"type": "integer"}},
+            "text": {"type": "string", "maxLength": 64},
+            "mem": {"type": "string", "maxLength": 64},
+            "limit": {"type": "string", "maxLength": 64},
+        },
+        "x-kubernetes-validations": [{"rule": rule}],
+    })))
+}
+
+#[test]
+fn kubernetes_library_functions() {
+    let obj =
+        json!({"spec": {"nums": [1, 2, 5], "text": "ab12cd345", "mem": "1536Mi", "limit": "2Gi"}});
+    let holds = [
+        "self.nums.isSorted()",
+        "self.nums.sum() == 8",
+        "self.nums.min() == 1 && self.nums.max() == 5",
+        "self.text.find('[0-9]+') == '12'",
+        "self.text.findAll('[0-9]+') == ['12', '345']",
+        "self.text.findAll('[0-9]+', 1) == ['12']",
+        "isIP('10.0.0.1') && isIP('fd00::1') && !isIP('10.0.0.256')",
+        "isCIDR('10.0.0.0/8') && !isCIDR('10.0.0.0/33')",
+        "isURL('https://example.com/x') && !isURL('example.com')",
+        "isQuantity(self.mem) && !isQuantity('1.5.3')",
+        "quantity(self.mem).isLessThan(quantity(self.limit))",
+        "quantity(self.limit).compareTo(quantity('2048Mi')) == 0",
+        "quantity(self.limit) == quantity('2048Mi')",
+        "quantity('1').add(quantity('500m')).asApproximateFloat() == 1.5",
+        "quantity('3').sub(1).asInteger() == 2",
+        "quantity('-1').sign() == -1 && !quantity('1.5').isInteger()",
+        "type(self.nums[0]) == int",
+        "self.text.lowerAscii().startsWith('ab')",
+        "self.nums.distinct().size() == 3",
+    ];
+    for rule in holds {
+        let s = lib_schema(rule);
+        assert_eq!(
+            validate(&s, obj.clone(), None),
+            Vec::<String>::new(),
+            "{rule}"
+        );
+    }
+    let s = lib_schema("self.nums.sum() < 5");
+    assert_eq!(
+        validate(&s, obj, None),
+        ["spec: Invalid value: \"object\": failed rule: self.nums.sum() < 5"]
+    );
+}
+
+#[test]
+fn functions_keelson_does_not_offer_are_refused_when_the_crd_is_written() {
+    let errs = refused(rule_schema(json!([{"rule": "self.name.frobnicate()"}])));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].ends_with("compilation failed: ERROR: <input>:1:21: undeclared reference to 'frobnicate' (in container '')\n | self.name.frobnicate()\n | ....................^"),
+        "{}",
+        errs[0]
+    );
+    let errs = refused(rule_schema(
+        json!([{"rule": "url(self.name).getScheme() == 'https'"}]),
+    ));
+    assert!(
+        errs[0].contains("undeclared reference to 'url' (in container ''): keelson does not implement this Kubernetes CEL library function"),
+        "{errs:#?}"
+    );
+}
