@@ -100,9 +100,96 @@ fn located(source: &str, offset: usize, msg: &str) -> String {
     )
 }
 
+/// The deepest expression tree a rule may have. cel-go allows 250 levels of parser recursion;
+/// keelson allows fewer so that its recursive parser and interpreter stay within
+/// [`STACK_FOR_CEL`].
+pub(crate) const MAX_EXPRESSION_DEPTH: usize = 100;
+
+/// The stack CEL parsing and evaluation run on ([`with_stack`]): in a debug build the parser
+/// takes about 300 KiB and the interpreter about 32 KiB per level of nesting.
+const STACK_FOR_CEL: usize = 128 << 20;
+
+/// Runs `f` with at least 32 MiB of stack, on a fresh [`STACK_FOR_CEL`] segment when the
+/// current thread has less left (a Tokio worker has 2 MiB).
+pub(crate) fn with_stack<R>(f: impl FnOnce() -> R) -> R {
+    stacker::maybe_grow(32 << 20, STACK_FOR_CEL, f)
+}
+
+/// How deep an expression tree is, counted without recursion.
+fn depth_of(e: &cel::common::ast::IdedExpr) -> usize {
+    use cel::common::ast::{EntryExpr, Expr};
+    let mut deepest = 0;
+    let mut stack = vec![(e, 1usize)];
+    while let Some((e, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match &e.expr {
+            Expr::Call(c) => {
+                stack.extend(c.target.iter().map(|t| (&**t, d + 1)));
+                stack.extend(c.args.iter().map(|a| (a, d + 1)));
+            }
+            Expr::Select(s) => stack.push((&s.operand, d + 1)),
+            Expr::List(l) => stack.extend(l.elements.iter().map(|x| (x, d + 1))),
+            Expr::Map(m) => {
+                for entry in &m.entries {
+                    if let EntryExpr::MapEntry(me) = &entry.expr {
+                        stack.push((&me.key, d + 1));
+                        stack.push((&me.value, d + 1));
+                    }
+                }
+            }
+            Expr::Struct(st) => {
+                for entry in &st.entries {
+                    if let EntryExpr::StructField(f) = &entry.expr {
+                        stack.push((&f.value, d + 1));
+                    }
+                }
+            }
+            Expr::Comprehension(c) => {
+                for x in [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ] {
+                    stack.push((x, d + 1));
+                }
+            }
+            Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+    deepest
+}
+
+/// Parses one expression: cel-go's error text on failure.
 fn compile_source(source: &str) -> Result<Program, String> {
-    ENV.compile(source)
-        .map_err(|e| e.to_string().replace("\n| ", "\n | "))
+    // The parser recurses once per bracket; refuse deep nesting before it can run out of stack.
+    let mut open = 0usize;
+    for c in source.chars() {
+        match c {
+            '(' | '[' | '{' => open += 1,
+            ')' | ']' | '}' => open = open.saturating_sub(1),
+            _ => {}
+        }
+        if open > MAX_EXPRESSION_DEPTH / 2 {
+            return Err(located(
+                source,
+                0,
+                &format!("expression recursion limit exceeded: {MAX_EXPRESSION_DEPTH}"),
+            ));
+        }
+    }
+    let program = ENV
+        .compile(source)
+        .map_err(|e| e.to_string().replace("\n| ", "\n | "))?;
+    if depth_of(program.expression()) > MAX_EXPRESSION_DEPTH {
+        return Err(located(
+            source,
+            0,
+            &format!("expression recursion limit exceeded: {MAX_EXPRESSION_DEPTH}"),
+        ));
+    }
+    Ok(program)
 }
 
 /// Compiles the rules of `node` and every node below it, checking costs, recording errors

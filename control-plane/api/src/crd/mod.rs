@@ -37,6 +37,10 @@ impl Structural {
     /// for errors. Refuses a non-structural schema, bad formats/patterns, CEL rules that do not
     /// compile or whose estimated cost exceeds kube's limits -- as kube's field errors.
     pub fn compile(schema: &Value, path: &str) -> Result<Structural, Vec<FieldError>> {
+        cel::with_stack(|| Self::compile_here(schema, path))
+    }
+
+    fn compile_here(schema: &Value, path: &str) -> Result<Structural, Vec<FieldError>> {
         let mut errs = checks::openapi_checks(schema, path);
         let mut root = Node::read(schema);
         errs.extend(checks::structural(&root, path));
@@ -112,7 +116,7 @@ impl Structural {
             ));
         } else {
             let mut run = cel::Run::new();
-            cel::eval_tree(object, old, &self.root, "", true, &mut run, 0);
+            cel::with_stack(|| cel::eval_tree(object, old, &self.root, "", true, &mut run, 0));
             errs.extend(run.errs);
         }
         errs

@@ -804,3 +804,44 @@ fn functions_keelson_does_not_offer_are_refused_when_the_crd_is_written() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn deeply_nested_rules_are_refused_without_exhausting_the_stack() {
+    // Run where a Tokio worker would: on a 2 MiB stack.
+    let run = |rule: String| {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || Structural::compile(&rule_schema(json!([{"rule": rule}])), P).err())
+            .map(|h| h.join().unwrap_or_else(|_| panic!("compile panicked")))
+            .unwrap_or_else(|e| panic!("spawn: {e}"))
+    };
+    let parens = format!("{}self.min{} > 0", "(".repeat(60), ")".repeat(60));
+    let errs = run(parens).unwrap_or_else(|| panic!("accepted"));
+    assert!(
+        errs[0].to_string().ends_with("compilation failed: ERROR: <input>:1:1: expression recursion limit exceeded: 100\n | ((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((self.min)))))))))))))))))))))))))))))))))))))))))))))))))))))))))))) > 0\n | ^"),
+        "{errs:#?}"
+    );
+    let sum = format!("self.min + {} > 0", vec!["1"; 150].join(" + "));
+    let errs = run(sum).unwrap_or_else(|| panic!("accepted"));
+    assert!(
+        errs[0]
+            .to_string()
+            .contains("expression recursion limit exceeded: 100"),
+        "{errs:#?}"
+    );
+    // Moderate nesting compiles and evaluates on that stack.
+    let ok = format!(
+        "{}self.min{} > 0 && {} > 0",
+        "(".repeat(20),
+        ")".repeat(20),
+        vec!["1"; 40].join(" + ")
+    );
+    assert_eq!(run(ok.clone()).map(|e| strings(&e)), None);
+    let s = compiled(rule_schema(json!([{"rule": ok}])));
+    let errs = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || validate(&s, json!({"spec": {"min": 0}}), None))
+        .map(|h| h.join().unwrap_or_else(|_| panic!("validate panicked")))
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+}
