@@ -2,14 +2,14 @@
 //! and their evaluation against custom resources (apiextensions `pkg/apiserver/schema/cel`).
 //!
 //! The environment is CEL's standard library with the `strings` and `lists` extensions; the
-//! Kubernetes libraries for quantities, URLs, IPs and authorization are not there, nor are
-//! `optionalOldSelf`'s optional types, timestamps and durations (a `date-time` string stays a
-//! string) or ratcheting.
+//! Kubernetes libraries keelson offers are in `library`; timestamps and durations are not
+//! there (a `date-time` string stays a string), nor is ratcheting.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use cel::common::ast::LiteralValue;
+use cel::objects::OptionalValue;
 use cel::{Context, Env, Program};
 use serde_json::Value;
 
@@ -524,19 +524,37 @@ pub(crate) fn eval_rules(
     let this = to_cel(v, Some(s), resource);
     let before = old.map(|o| to_cel(o, Some(s), resource));
     let sizes = Sizes::observed(v, old);
-    let mut ctx = Context::with_env(ENV.clone());
-    super::library::install(&mut ctx);
-    ctx.add_variable_from_value("self", this);
-    if let Some(b) = before {
-        ctx.add_variable_from_value("oldSelf", b);
-    }
+    let context = |old_self: Option<cel::Value>| {
+        let mut ctx = Context::with_env(ENV.clone());
+        super::library::install(&mut ctx);
+        ctx.add_variable_from_value("self", this.clone());
+        if let Some(b) = old_self {
+            ctx.add_variable_from_value("oldSelf", b);
+        }
+        ctx
+    };
+    let ctx = context(before.clone());
+    // `optionalOldSelf: true` rules see `oldSelf` as an optional value, and run on create too.
+    let mut optional_ctx: Option<Context> = None;
     for rule in &s.rules {
         if run.exhausted {
             return;
         }
-        if rule.uses_old_self && old.is_none() {
+        let optional = rule.spec.optional_old_self == Some(true);
+        if rule.uses_old_self && old.is_none() && !optional {
             continue;
         }
+        let rule_ctx = if optional {
+            optional_ctx.get_or_insert_with(|| {
+                let opt = match &before {
+                    Some(b) => OptionalValue::of(b.clone()),
+                    None => OptionalValue::none(),
+                };
+                context(Some(cel::Value::Opaque(Arc::new(opt))))
+            })
+        } else {
+            &ctx
+        };
         let cost = Estimator::new(s, resource, sizes)
             .estimate(rule.program.expression())
             .cost;
@@ -562,7 +580,7 @@ pub(crate) fn eval_rules(
             return;
         }
         run.remaining -= cost;
-        match rule.program.execute(&ctx) {
+        match rule.program.execute(rule_ctx) {
             Ok(cel::Value::Bool(true)) => {}
             Ok(cel::Value::Bool(false)) => {
                 let at = match &rule.field_path {

@@ -845,3 +845,36 @@ fn deeply_nested_rules_are_refused_without_exhausting_the_stack() {
         .unwrap_or_else(|e| panic!("spawn: {e}"));
     assert_eq!(errs.len(), 1, "{errs:#?}");
 }
+
+#[test]
+fn a_compiled_schema_can_be_shared_between_request_tasks() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Structural>();
+}
+
+#[test]
+fn optional_old_self_rules_run_on_create_too() {
+    let s = compiled(with_spec(json!({
+        "type": "object",
+        "properties": {"size": {"type": "integer", "x-kubernetes-validations": [{
+            "rule": "!oldSelf.hasValue() || self >= oldSelf.value()",
+            "message": "size may not shrink",
+            "optionalOldSelf": true,
+        }, {
+            "rule": "oldSelf.hasValue() || self <= 10",
+            "message": "new objects start at 10 or less",
+            "optionalOldSelf": true,
+        }]}},
+    })));
+    let obj = |n: i64| json!({"spec": {"size": n}});
+    assert_eq!(validate(&s, obj(5), None), Vec::<String>::new());
+    assert_eq!(
+        validate(&s, obj(11), None),
+        ["spec.size: Invalid value: \"integer\": new objects start at 10 or less"]
+    );
+    assert_eq!(validate(&s, obj(20), Some(obj(15))), Vec::<String>::new());
+    assert_eq!(
+        validate(&s, obj(12), Some(obj(15))),
+        ["spec.size: Invalid value: \"integer\": size may not shrink"]
+    );
+}
