@@ -8,6 +8,8 @@
 //! pattern character for `matches`, linear `in` on lists). The same walk, fed the sizes seen in
 //! an actual value ([`Sizes::observed`]), bounds the work of one evaluation at run time.
 
+use std::sync::LazyLock;
+
 use cel::common::ast::{Expr, IdedExpr};
 use serde_json::Value;
 
@@ -42,15 +44,23 @@ pub(crate) enum Sizes {
     Observed { list: u64, map: u64, string: u64 },
 }
 
-/// The smallest JSON a value of schema `n` can take, as kube estimates it.
+/// The smallest JSON a value of schema `n` can take, as kube estimates it (`MinSerializedSize`):
+/// an object counts its required properties that have no default.
 fn min_size(n: &Node) -> u64 {
-    if n.nullable {
-        return 4;
+    if n.int_or_string {
+        return 1;
     }
     match n.ty.as_str() {
-        "string" => 2 + n.min_length.unwrap_or(0),
+        "string" => 2,
         "boolean" => 4,
-        "object" | "array" => 2,
+        "array" => 2,
+        "object" => n
+            .properties
+            .iter()
+            .filter(|(k, p)| n.required.contains(k) && p.default.is_none())
+            .fold(2u64, |acc, (k, p)| {
+                acc.saturating_add(k.len() as u64 + min_size(p) + 4)
+            }),
         _ => 1,
     }
 }
@@ -93,11 +103,24 @@ impl Sizes {
             let b = n.max_items.unwrap_or(unbounded / (each + 1));
             (b, self.list())
         } else if n.ty == "string" || n.int_or_string {
-            (n.max_length.unwrap_or(unbounded), self.string())
+            // maxLength counts characters; kube reasons in bytes, up to 4 per character.
+            let longest_enum = n.enumeration.as_ref().map(|e| {
+                e.iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| s.len() as u64)
+                    .max()
+                    .unwrap_or(0)
+            });
+            let b = match (n.max_length, longest_enum) {
+                (Some(max), _) => max.saturating_mul(4),
+                (None, Some(longest)) if !n.int_or_string => longest,
+                _ => unbounded,
+            };
+            (b, self.string())
         } else if n.ty == "object" || n.preserve_unknown {
             match n.additional_schema() {
                 Some(ap) => (
-                    n.max_properties.unwrap_or(unbounded / (min_size(ap) + 4)),
+                    n.max_properties.unwrap_or(unbounded / (min_size(ap) + 6)),
                     self.map(),
                 ),
                 None if n.preserve_unknown => {
@@ -139,6 +162,23 @@ impl Sizes {
         }
     }
 }
+
+/// What rules see of a resource's `metadata` (only `name` and `generateName`) and of its
+/// `apiVersion` and `kind`.
+static RESOURCE_META: LazyLock<(Node, Node)> = LazyLock::new(|| {
+    let string = Node {
+        ty: "string".to_owned(),
+        ..Node::default()
+    };
+    let mut meta = Node {
+        ty: "object".to_owned(),
+        ..Node::default()
+    };
+    meta.properties.insert("name".to_owned(), string.clone());
+    meta.properties
+        .insert("generateName".to_owned(), string.clone());
+    (meta, string)
+});
 
 /// What the estimator knows of a value: its schema, if any, and its largest size.
 #[derive(Clone, Copy)]
@@ -238,10 +278,15 @@ impl<'a> Estimator<'a> {
             return self.ty_of(ap);
         }
         let resource = (std::ptr::eq(n, self.root) && self.resource) || n.embedded;
-        if resource && matches!(field, "apiVersion" | "kind" | "metadata") {
-            return self.unknown();
+        if resource {
+            match field {
+                "apiVersion" | "kind" => return self.ty_of(&RESOURCE_META.1),
+                "metadata" => return self.ty_of(&RESOURCE_META.0),
+                _ => {}
+            }
         }
-        if n.preserve_unknown || n.ty != "object" {
+        // Unknown fields kept by x-kubernetes-preserve-unknown-fields are not visible to CEL.
+        if n.ty != "object" {
             return self.unknown();
         }
         undefined.push((id, format!("undefined field '{field}'")));
