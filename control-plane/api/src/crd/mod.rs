@@ -123,12 +123,23 @@ impl Structural {
     }
 }
 
-/// `ValidateDefaults`: every default validates against its own schema.
+/// `ValidateDefaults`: every default is pruned already and validates against its own schema.
+/// Like kube, this does not look into `additionalProperties`.
 fn default_errors(root: &Node, path: &str) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let mut stack: Vec<(&Node, String)> = vec![(root, path.to_owned())];
     while let Some((n, at)) = stack.pop() {
         if let Some(d) = &n.default {
+            let mut pruned = d.clone();
+            let mut dropped = Vec::new();
+            mutate::prune(&mut pruned, n, n.embedded, "", &mut dropped);
+            if !dropped.is_empty() {
+                errs.push(FieldError::invalid(
+                    &path::child(&at, "default"),
+                    d.clone(),
+                    "must not have unknown fields",
+                ));
+            }
             let mut found = Vec::new();
             validate::validate(d, n, "", false, &mut found);
             let here = path::child(&at, "default");
@@ -143,9 +154,6 @@ fn default_errors(root: &Node, path: &str) -> Vec<FieldError> {
         }
         for (k, p) in &n.properties {
             stack.push((p, path::key(&path::child(&at, "properties"), k)));
-        }
-        if let Some(ap) = n.additional_schema() {
-            stack.push((ap, path::child(&at, "additionalProperties")));
         }
         if let Some(items) = &n.items {
             stack.push((items, path::child(&at, "items")));

@@ -150,6 +150,28 @@ fn non_structural_schemas_are_refused_with_kubes_words() {
             "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-list-type: Unsupported value: \"bag\": supported values: \"atomic\", \"set\", \"map\"",
         ),
         (
+            "list-map key neither required nor defaulted",
+            with_spec(
+                json!({"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                "items": {"type": "object", "properties": {"name": {"type": "string"}}}}),
+            ),
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].items.properties[name].default: Required value: this property is in x-kubernetes-list-map-keys, so it must have a default or be a required property",
+        ),
+        (
+            "nullable set items",
+            with_spec(
+                json!({"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string", "nullable": true}}),
+            ),
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].items.nullable: Forbidden: cannot be nullable when x-kubernetes-list-type is set",
+        ),
+        (
+            "default with unknown fields",
+            with_spec(
+                json!({"type": "object", "default": {"a": "x", "zzz": 1}, "properties": {"a": {"type": "string"}}}),
+            ),
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].default: Invalid value: {\"a\":\"x\",\"zzz\":1}: must not have unknown fields",
+        ),
+        (
             "nullable root",
             json!({"type": "object", "nullable": true}),
             "spec.versions[0].schema.openAPIV3Schema.nullable: Forbidden: nullable cannot be true at the root",
