@@ -498,6 +498,7 @@ fn openapi_validation_messages() {
             "when": {"type": "string", "format": "date-time"},
             "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 2, "x-kubernetes-list-type": "set"},
             "maybe": {"type": "string", "nullable": true},
+            "set": {"type": "array", "items": {"type": "integer"}, "x-kubernetes-list-type": "set"},
             "never": {"type": "string"},
             "ports": {
                 "type": "array",

@@ -258,8 +258,9 @@ fn array(items: &[Value], s: &Node, path: &str, errs: &mut Vec<FieldError>) {
     }
     match s.list_type.as_deref() {
         Some("set") => {
+            // kube names the second appearance of a value only.
             for (i, x) in items.iter().enumerate() {
-                if items[..i].contains(x) {
+                if items[..i].iter().filter(|y| *y == x).count() == 1 {
                     errs.push(FieldError::duplicate(&index(path, i), x.clone()));
                 }
             }
@@ -277,7 +278,8 @@ fn list_map(items: &[Value], s: &Node, path: &str, errs: &mut Vec<FieldError>) {
             continue;
         };
         let keys: Vec<Option<&Value>> = s.list_map_keys.iter().map(|k| obj.get(k)).collect();
-        if seen.contains(&keys) {
+        // kube names the second appearance of a key only.
+        if seen.iter().filter(|k| **k == keys).count() == 1 {
             let shown: Vec<String> = s
                 .list_map_keys
                 .iter()
@@ -289,9 +291,8 @@ fn list_map(items: &[Value], s: &Node, path: &str, errs: &mut Vec<FieldError>) {
             let mut e = FieldError::duplicate(&index(path, i), Value::Null);
             e.rendered = Some(format!("map[string]interface {{}}{{{}}}", shown.join(", ")));
             errs.push(e);
-        } else {
-            seen.push(keys);
         }
+        seen.push(keys);
     }
 }
 
