@@ -2,8 +2,8 @@
 //! and their evaluation against custom resources (apiextensions `pkg/apiserver/schema/cel`).
 //!
 //! The environment is CEL's standard library with the `strings` and `lists` extensions; the
-//! Kubernetes libraries keelson offers are in `library`; timestamps and durations are not
-//! there (a `date-time` string stays a string), nor is ratcheting.
+//! Kubernetes libraries keelson offers are in `library` (with durations and timestamps as
+//! nanoseconds); ratcheting is not there.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -391,7 +391,8 @@ pub(crate) fn total_errors(total: &Total, path: &str, errs: &mut Vec<FieldError>
 }
 
 /// A JSON value as CEL sees it under schema `s`: numbers of a `number` schema are doubles,
-/// property names are escaped, the metadata of a resource shows only `name` and `generateName`.
+/// durations and timestamps are nanoseconds (see `library`), property names are escaped, the
+/// metadata of a resource shows only `name` and `generateName`.
 pub(crate) fn to_cel(v: &Value, s: Option<&Node>, resource: bool) -> cel::Value {
     match v {
         Value::Null => cel::Value::Null,
@@ -403,7 +404,17 @@ pub(crate) fn to_cel(v: &Value, s: Option<&Node>, resource: bool) -> cel::Value 
                 _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
             }
         }
-        Value::String(t) => cel::Value::from(t.clone()),
+        Value::String(t) => {
+            let nanos = match s.and_then(|s| s.format.as_deref()) {
+                Some("duration") => super::formats::go_duration_nanos(t),
+                Some("date" | "date-time" | "datetime") => super::formats::timestamp_nanos(t),
+                _ => None,
+            };
+            match nanos.and_then(|n| i64::try_from(n).ok()) {
+                Some(n) => cel::Value::Int(n),
+                None => cel::Value::from(t.clone()),
+            }
+        }
         Value::Array(items) => {
             let item = s.and_then(|s| s.items.as_deref());
             let embedded = item.is_some_and(|i| i.embedded);

@@ -111,7 +111,10 @@ impl Sizes {
                     .max()
                     .unwrap_or(0)
             });
+            let timeish = matches!(n.format.as_deref(), Some("duration" | "date" | "date-time"));
             let b = match (n.max_length, longest_enum) {
+                // kube bounds these by their longest JSON form; keelson's CEL sees integers.
+                _ if timeish => 64,
                 (Some(max), _) => max.saturating_mul(4),
                 (None, Some(longest)) if !n.int_or_string => longest,
                 _ => unbounded,

@@ -6,7 +6,9 @@
 //! `asApproximateFloat`, `sign`, `isInteger`).
 //!
 //! A quantity is a CEL map with one private key holding its value in nano-units, so that two
-//! equal quantities compare equal with `==`, as in kube.
+//! equal quantities compare equal with `==`, as in kube. Durations and timestamps (CEL's
+//! `duration()`/`timestamp()`, and fields of format `duration`, `date` and `date-time`) are
+//! integers of nanoseconds: they compare, add and subtract as in kube, but have no methods.
 //!
 //! Not offered: `url()` and its getters, `ip()`/`cidr()` objects, the `format` and
 //! `authorizer` libraries, `cel.bind`; a rule naming another function is refused when the CRD
@@ -98,6 +100,8 @@ const KNOWN: &[&str] = &[
     "asApproximateFloat",
     "sign",
     "isInteger",
+    "duration",
+    "timestamp",
 ];
 
 /// The Kubernetes library functions keelson does not offer, named so that the refusal says so.
@@ -137,8 +141,6 @@ const KUBE_ONLY: &[&str] = &[
     "subresource",
     "format.named",
     "validate",
-    "duration",
-    "timestamp",
     "cel.bind",
     "getMilliseconds",
     "getSeconds",
@@ -436,6 +438,22 @@ fn is_integer(This(this): This<Value>) -> Result<Value, ExecutionError> {
     ))
 }
 
+fn duration(s: Value) -> Result<Value, ExecutionError> {
+    let t = text(&s, "duration")?;
+    super::formats::go_duration_nanos(t)
+        .and_then(|n| i64::try_from(n).ok())
+        .map(Value::Int)
+        .ok_or_else(|| err("duration", format!("time: invalid duration \"{t}\"")))
+}
+
+fn timestamp(s: Value) -> Result<Value, ExecutionError> {
+    let t = text(&s, "timestamp")?;
+    super::formats::timestamp_nanos(t)
+        .and_then(|n| i64::try_from(n).ok())
+        .map(Value::Int)
+        .ok_or_else(|| err("timestamp", format!("cannot parse \"{t}\" as a timestamp")))
+}
+
 /// Adds keelson's share of the Kubernetes libraries to an evaluation context.
 pub(crate) fn install(ctx: &mut Context<'_, '_>) {
     // A name the environment already declares is kept as the environment's; none of these is.
@@ -459,4 +477,6 @@ pub(crate) fn install(ctx: &mut Context<'_, '_>) {
     let _ = ctx.add_function("asApproximateFloat", as_approximate_float);
     let _ = ctx.add_function("sign", sign);
     let _ = ctx.add_function("isInteger", is_integer);
+    let _ = ctx.add_function("duration", duration);
+    let _ = ctx.add_function("timestamp", timestamp);
 }

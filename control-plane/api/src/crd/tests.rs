@@ -926,3 +926,47 @@ fn rules_see_only_declared_fields_and_a_resources_name() {
         );
     }
 }
+
+#[test]
+fn durations_and_timestamps_compare() {
+    let s = compiled(with_spec(json!({
+        "type": "object",
+        "properties": {
+            "request": {"type": "string", "format": "duration", "maxLength": 32},
+            "backend": {"type": "string", "maxLength": 32},
+            "start": {"type": "string", "format": "date-time"},
+            "end": {"type": "string", "format": "date-time"},
+        },
+        "x-kubernetes-validations": [
+            {"rule": "!(has(self.request) && has(self.backend)) || duration(self.backend) <= self.request", "message": "backend timeout must not exceed the request timeout"},
+            {"rule": "!(has(self.start) && has(self.end)) || self.start < self.end", "message": "start must come before end"},
+            {"rule": "!has(self.request) || self.request != duration('0s')"},
+            {"rule": "timestamp('2024-01-01T00:00:00Z') < timestamp('2024-01-01T00:00:01Z')"},
+        ],
+    })));
+    assert_eq!(
+        validate(
+            &s,
+            json!({"spec": {"request": "1m30s", "backend": "90s", "start": "2024-01-02T00:00:00Z", "end": "2024-01-02T00:00:00.5Z"}}),
+            None
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        validate(
+            &s,
+            json!({"spec": {"request": "1m", "backend": "1.5m", "start": "2024-01-03T00:45:00+01:00", "end": "2024-01-02T23:30:00Z"}}),
+            None
+        ),
+        [
+            "spec: Invalid value: \"object\": backend timeout must not exceed the request timeout",
+            "spec: Invalid value: \"object\": start must come before end",
+        ]
+    );
+    assert_eq!(
+        validate(&s, json!({"spec": {"request": "0"}}), None),
+        [
+            "spec: Invalid value: \"object\": failed rule: !has(self.request) || self.request != duration('0s')"
+        ]
+    );
+}
