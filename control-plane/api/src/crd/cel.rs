@@ -31,11 +31,47 @@ const MAX_MESSAGE_EXPRESSION_BYTES: usize = 5 * 1024;
 
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
     let mut env = Env::stdlib();
-    // Both extensions only add overloads and a macro whose names are free in the stdlib.
+    // Both extensions only add overloads and a macro whose names are free in the stdlib, and
+    // no other macro is called `bind`.
     let _ = env.add_extension(cel::extensions::strings);
     let _ = env.add_extension(cel::extensions::lists);
+    let _ = env.add_macro(cel::parser::Macro::receiver("bind", 3, bind_macro));
     Arc::new(env)
 });
+
+/// `cel.bind(name, init, expr)`: `expr` with `name` bound to `init`, expanded as cel-go does,
+/// into a comprehension over an empty list whose accumulator is `name`.
+fn bind_macro(
+    helper: &mut cel::parser::MacroExprHelper<'_>,
+    target: &mut Option<cel::common::ast::IdedExpr>,
+    args: &mut Vec<cel::common::ast::IdedExpr>,
+) -> Result<Option<cel::common::ast::IdedExpr>, cel::ParseError> {
+    use cel::common::ast::{ComprehensionExpr, Expr, ListExpr};
+    if !matches!(target.as_ref().map(|t| &t.expr), Some(Expr::Ident(n)) if n == "cel") {
+        return Ok(None);
+    }
+    let [name, init, body]: [cel::common::ast::IdedExpr; 3] = std::mem::take(args)
+        .try_into()
+        .map_err(|_| helper.new_error(0, "cel.bind() takes three arguments"))?;
+    let Expr::Ident(var) = &name.expr else {
+        return Err(helper.new_error(
+            name.id,
+            "cel.bind() variable names must be simple identifiers",
+        ));
+    };
+    let var = var.clone();
+    let bind = ComprehensionExpr {
+        iter_range: helper.next_expr(Expr::List(ListExpr::new(Vec::new()))),
+        iter_var: "#unused".to_owned(),
+        iter_var2: None,
+        accu_var: var.clone(),
+        accu_init: init,
+        loop_cond: helper.next_expr(Expr::Literal(LiteralValue::Boolean(false.into()))),
+        loop_step: helper.next_expr(Expr::Ident(var)),
+        result: body,
+    };
+    Ok(Some(helper.next_expr(Expr::Comprehension(Box::new(bind)))))
+}
 
 /// One compiled rule.
 #[derive(Debug)]

@@ -11,8 +11,8 @@
 //! integers of nanoseconds: they compare, add and subtract as in kube, but have no methods.
 //!
 //! Not offered: `url()` and its getters, `ip()`/`cidr()` objects, the `format` and
-//! `authorizer` libraries, `cel.bind`; a rule naming another function is refused when the CRD
-//! is written ([`unsupported`]).
+//! `authorizer` libraries; a rule naming another function is refused when the CRD is written
+//! ([`unsupported`]). `cel.bind` is a macro of the environment (in `cel`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -141,7 +141,6 @@ const KUBE_ONLY: &[&str] = &[
     "subresource",
     "format.named",
     "validate",
-    "cel.bind",
     "getMilliseconds",
     "getSeconds",
     "getMinutes",

@@ -794,6 +794,7 @@ fn kubernetes_library_functions() {
         "type(self.nums[0]) == int",
         "self.text.lowerAscii().startsWith('ab')",
         "self.nums.distinct().size() == 3",
+        "cel.bind(total, self.nums.sum(), total > 7 && total < 9)",
     ];
     for rule in holds {
         let s = lib_schema(rule);
