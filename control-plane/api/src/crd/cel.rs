@@ -591,6 +591,11 @@ pub(crate) fn eval_rules(
         if rule.uses_old_self && old.is_none() && !optional {
             continue;
         }
+        // Ratcheting: a value unchanged since the old object is not held to rules that do not
+        // look at the old value (kube turns their errors into warnings).
+        if !rule.uses_old_self && old == Some(v) {
+            continue;
+        }
         let rule_ctx = if optional {
             optional_ctx.get_or_insert_with(|| {
                 let opt = match &before {

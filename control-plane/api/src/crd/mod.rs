@@ -88,12 +88,14 @@ impl Structural {
     /// OpenAPI validation (type, format, enum, min/max, lengths, pattern, required, nullable,
     /// int-or-string, maxItems, list-type set/map uniqueness) plus every
     /// `x-kubernetes-validations` rule; transition rules (those that use `oldSelf`) only when
-    /// `old` is Some and the value existed there. CEL runs only when the OpenAPI validation
+    /// `old` is Some and the value existed there. On update, values unchanged from `old` are
+    /// not held to the schema or to rules without `oldSelf` (kube's ratcheting: an object
+    /// stays updatable after its CRD tightens). CEL runs only when the OpenAPI validation
     /// has no type, required, enum or size error (as kube), within kube's per-call and
     /// per-object cost limits.
     pub fn validate(&self, object: &Value, old: Option<&Value>) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        validate::validate(object, &self.root, "", true, &mut errs);
+        validate::validate(object, old, &self.root, "", true, &mut errs);
         if !self.has_rules {
             return errs;
         }
@@ -141,7 +143,7 @@ fn default_errors(root: &Node, path: &str) -> Vec<FieldError> {
                 ));
             }
             let mut found = Vec::new();
-            validate::validate(d, n, "", false, &mut found);
+            validate::validate(d, None, n, "", false, &mut found);
             let here = path::child(&at, "default");
             for mut e in found {
                 e.field = if e.field.is_empty() {

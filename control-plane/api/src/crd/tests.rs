@@ -971,3 +971,63 @@ fn durations_and_timestamps_compare() {
         ]
     );
 }
+
+#[test]
+fn unchanged_values_are_ratcheted_on_update() {
+    // The schema was tightened after `legacy` was stored with a longer name.
+    let s = compiled(with_spec(json!({
+        "type": "object",
+        "properties": {
+            "legacy": {"type": "string", "maxLength": 3},
+            "other": {"type": "integer"},
+            "limits": {"type": "object", "properties": {"cpu": {"type": "integer", "maximum": 4}},
+                "x-kubernetes-validations": [{"rule": "self.cpu % 2 == 0", "message": "cpu must be even"}]},
+        },
+    })));
+    let old = json!({"spec": {"legacy": "toolong", "other": 1, "limits": {"cpu": 5}}});
+    // Changing another field: the old, now invalid, values are not reported.
+    assert_eq!(
+        validate(
+            &s,
+            json!({"spec": {"legacy": "toolong", "other": 2, "limits": {"cpu": 5}}}),
+            Some(old.clone())
+        ),
+        Vec::<String>::new()
+    );
+    // Changing them: they are.
+    assert_eq!(
+        validate(
+            &s,
+            json!({"spec": {"legacy": "stilltoolong", "other": 2, "limits": {"cpu": 7}}}),
+            Some(old.clone())
+        ),
+        [
+            "spec.legacy: Too long: may not be more than 3 bytes",
+            "spec.limits.cpu: Invalid value: 7: spec.limits.cpu in body should be less than or equal to 4",
+            "<nil>: Invalid value: \"null\": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+        ]
+    );
+    // A rule without oldSelf is ratcheted too; once the value changes it holds again.
+    let old = json!({"spec": {"limits": {"cpu": 3}}});
+    assert_eq!(
+        validate(
+            &s,
+            json!({"spec": {"other": 1, "limits": {"cpu": 3}}}),
+            Some(old.clone())
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        validate(
+            &s,
+            json!({"spec": {"limits": {"cpu": 1}}}),
+            Some(old.clone())
+        ),
+        ["spec.limits: Invalid value: \"object\": cpu must be even"]
+    );
+    // On create, everything is checked.
+    assert_eq!(
+        validate(&s, old, None),
+        ["spec.limits: Invalid value: \"object\": cpu must be even"]
+    );
+}

@@ -29,14 +29,20 @@ fn type_invalid(path: &str, value: impl Into<Value>, detail: String) -> FieldErr
     e
 }
 
-/// Validates `v` at `path` against `s`, appending errors.
+/// Validates `v` at `path` against `s`, appending errors. `old` is the value at the same place
+/// before an update, reached through object fields only: where it equals `v`, nothing is
+/// reported (kube's ratcheting, `CRDValidationRatcheting`, on by default since 1.30).
 pub(crate) fn validate(
     v: &Value,
+    old: Option<&Value>,
     s: &Node,
     path: &str,
     resource: bool,
     errs: &mut Vec<FieldError>,
 ) {
+    if old == Some(v) {
+        return;
+    }
     if !types_match(v, s, path, errs) {
         return;
     }
@@ -60,7 +66,7 @@ pub(crate) fn validate(
         Value::Number(_) => number(v, s, path, errs),
         Value::String(text) => string(text, s, path, errs),
         Value::Array(items) => array(items, s, path, errs),
-        Value::Object(_) => object(v, s, path, resource, errs),
+        Value::Object(_) => object(v, old, s, path, resource, errs),
         _ => {}
     }
     junctors(v, s, path, errs);
@@ -253,7 +259,7 @@ fn array(items: &[Value], s: &Node, path: &str, errs: &mut Vec<FieldError>) {
     }
     if let Some(item) = &s.items {
         for (i, x) in items.iter().enumerate() {
-            validate(x, item, &index(path, i), item.embedded, errs);
+            validate(x, None, item, &index(path, i), item.embedded, errs);
         }
     }
     match s.list_type.as_deref() {
@@ -305,7 +311,14 @@ fn go_any(v: &Value) -> String {
     }
 }
 
-fn object(v: &Value, s: &Node, path: &str, resource: bool, errs: &mut Vec<FieldError>) {
+fn object(
+    v: &Value,
+    old: Option<&Value>,
+    s: &Node,
+    path: &str,
+    resource: bool,
+    errs: &mut Vec<FieldError>,
+) {
     let Some(map) = v.as_object() else {
         return;
     };
@@ -350,7 +363,8 @@ fn object(v: &Value, s: &Node, path: &str, resource: bool, errs: &mut Vec<FieldE
             continue;
         }
         if let Some(sub) = s.properties.get(k).or_else(|| s.additional_schema()) {
-            validate(field, sub, &child(path, k), sub.embedded, errs);
+            let before = old.and_then(|o| o.get(k));
+            validate(field, before, sub, &child(path, k), sub.embedded, errs);
         }
     }
 }
@@ -361,11 +375,11 @@ fn resource_root_path(path: &str, resource: bool) -> bool {
 
 fn junctors(v: &Value, s: &Node, path: &str, errs: &mut Vec<FieldError>) {
     for a in &s.all_of {
-        validate(v, a, path, false, errs);
+        validate(v, None, a, path, false, errs);
     }
     let passes = |n: &Node| {
         let mut e = Vec::new();
-        validate(v, n, path, false, &mut e);
+        validate(v, None, n, path, false, &mut e);
         e.is_empty()
     };
     if !s.any_of.is_empty() && !s.any_of.iter().any(passes) {
