@@ -29,15 +29,19 @@ pub(crate) const RUNTIME_COST_BUDGET: u64 = 10_000_000;
 /// `MaxEvaluatedMessageExpressionSizeBytes`.
 const MAX_MESSAGE_EXPRESSION_BYTES: usize = 5 * 1024;
 
-static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
+/// CEL's standard library, the `strings` and `lists` extensions and the `cel.bind` macro.
+pub(crate) fn environment() -> Result<Env, cel::DeclarationError> {
     let mut env = Env::stdlib();
-    // Both extensions only add overloads and a macro whose names are free in the stdlib, and
-    // no other macro is called `bind`.
-    let _ = env.add_extension(cel::extensions::strings);
-    let _ = env.add_extension(cel::extensions::lists);
-    let _ = env.add_macro(cel::parser::Macro::receiver("bind", 3, bind_macro));
-    Arc::new(env)
-});
+    env.add_extension(cel::extensions::strings)?;
+    env.add_extension(cel::extensions::lists)?;
+    env.add_macro(cel::parser::Macro::receiver("bind", 3, bind_macro))?;
+    Ok(env)
+}
+
+/// The environment every rule compiles and runs in (a test checks that
+/// [`environment`] builds, so the fallback is never taken).
+static ENV: LazyLock<Arc<Env>> =
+    LazyLock::new(|| Arc::new(environment().unwrap_or_else(|_| Env::stdlib())));
 
 /// `cel.bind(name, init, expr)`: `expr` with `name` bound to `init`, expanded as cel-go does,
 /// into a comprehension over an empty list whose accumulator is `name`.
@@ -240,7 +244,6 @@ pub(crate) fn compile_tree(
     compile_here(node, path, place, total, errs);
     let est_size = |n: &Node| Sizes::Static.size_of(n);
     let map_atomic = node.map_type.as_deref() == Some("atomic");
-    let embedded = node.embedded;
     let list_is_map = node.list_type.as_deref() == Some("map");
     let list_size = est_size(node);
     let forbid = |p: &Place| {
@@ -259,7 +262,6 @@ pub(crate) fn compile_tree(
         p.resource = sub.embedded;
         compile_tree(sub, &key(&child(path, "properties"), k), &p, total, errs);
     }
-    let _ = embedded;
     if let Some(super::schema::Additional::Schema(ap)) = &mut node.additional {
         let mut p = if map_atomic {
             forbid(place)
@@ -573,7 +575,8 @@ pub(crate) fn eval_rules(
     let sizes = Sizes::observed(v, old);
     let context = |old_self: Option<cel::Value>| {
         let mut ctx = Context::with_env(ENV.clone());
-        super::library::install(&mut ctx);
+        // The names are free in the environment (a test checks it): nothing to report.
+        let _ = super::library::install(&mut ctx);
         ctx.add_variable_from_value("self", this.clone());
         if let Some(b) = old_self {
             ctx.add_variable_from_value("oldSelf", b);

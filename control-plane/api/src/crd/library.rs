@@ -454,28 +454,28 @@ fn timestamp(s: Value) -> Result<Value, ExecutionError> {
 }
 
 /// Adds keelson's share of the Kubernetes libraries to an evaluation context.
-pub(crate) fn install(ctx: &mut Context<'_, '_>) {
-    // A name the environment already declares is kept as the environment's; none of these is.
-    let _ = ctx.add_function("isSorted", is_sorted);
-    let _ = ctx.add_function("sum", sum);
-    let _ = ctx.add_function("min", min);
-    let _ = ctx.add_function("max", max);
-    let _ = ctx.add_function("find", find);
-    let _ = ctx.add_function("findAll", find_all);
-    let _ = ctx.add_function("isIP", is_ip);
-    let _ = ctx.add_function("isCIDR", is_cidr);
-    let _ = ctx.add_function("isURL", is_url);
-    let _ = ctx.add_function("isQuantity", is_quantity);
-    let _ = ctx.add_function("quantity", quantity);
-    let _ = ctx.add_function("compareTo", compare_to);
-    let _ = ctx.add_function("isLessThan", is_less_than);
-    let _ = ctx.add_function("isGreaterThan", is_greater_than);
-    let _ = ctx.add_function("add", add);
-    let _ = ctx.add_function("sub", sub);
-    let _ = ctx.add_function("asInteger", as_integer);
-    let _ = ctx.add_function("asApproximateFloat", as_approximate_float);
-    let _ = ctx.add_function("sign", sign);
-    let _ = ctx.add_function("isInteger", is_integer);
-    let _ = ctx.add_function("duration", duration);
-    let _ = ctx.add_function("timestamp", timestamp);
+pub(crate) fn install(ctx: &mut Context<'_, '_>) -> Result<(), cel::DeclarationError> {
+    ctx.add_function("isSorted", is_sorted)?;
+    ctx.add_function("sum", sum)?;
+    ctx.add_function("min", min)?;
+    ctx.add_function("max", max)?;
+    ctx.add_function("find", find)?;
+    ctx.add_function("findAll", find_all)?;
+    ctx.add_function("isIP", is_ip)?;
+    ctx.add_function("isCIDR", is_cidr)?;
+    ctx.add_function("isURL", is_url)?;
+    ctx.add_function("isQuantity", is_quantity)?;
+    ctx.add_function("quantity", quantity)?;
+    ctx.add_function("compareTo", compare_to)?;
+    ctx.add_function("isLessThan", is_less_than)?;
+    ctx.add_function("isGreaterThan", is_greater_than)?;
+    ctx.add_function("add", add)?;
+    ctx.add_function("sub", sub)?;
+    ctx.add_function("asInteger", as_integer)?;
+    ctx.add_function("asApproximateFloat", as_approximate_float)?;
+    ctx.add_function("sign", sign)?;
+    ctx.add_function("isInteger", is_integer)?;
+    ctx.add_function("duration", duration)?;
+    ctx.add_function("timestamp", timestamp)?;
+    Ok(())
 }

@@ -1031,3 +1031,12 @@ fn unchanged_values_are_ratcheted_on_update() {
         ["spec.limits: Invalid value: \"object\": cpu must be even"]
     );
 }
+
+#[test]
+fn the_cel_environment_and_library_declare_without_conflicts() {
+    let env = super::cel::environment().unwrap_or_else(|e| panic!("environment: {e}"));
+    let mut ctx = cel::Context::with_env(std::sync::Arc::new(env));
+    if let Err(e) = super::library::install(&mut ctx) {
+        panic!("library: {e}");
+    }
+}
