@@ -447,9 +447,10 @@ impl<'a> Estimator<'a> {
                 Self::sized(0),
             ),
             "size" => (sum.saturating_add(1), Self::sized(0)),
+            // cel-go: a tenth of the characters of both strings.
             "contains" => (
                 sum.saturating_add(1)
-                    .saturating_add(ceil_tenth(size(0).saturating_mul(size(1).max(1)))),
+                    .saturating_add(ceil_tenth(size(0).saturating_add(size(1)))),
                 Self::sized(0),
             ),
             "startsWith" | "endsWith" => (

@@ -1040,3 +1040,17 @@ fn the_cel_environment_and_library_declare_without_conflicts() {
         panic!("library: {e}");
     }
 }
+
+#[test]
+fn cost_estimate_is_close_to_kubes_for_a_documented_rule() {
+    // Kubernetes documents about 750 for this rule over 25 strings of at most 63 characters.
+    let list = super::schema::Node::read(&json!({
+        "type": "array", "maxItems": 25, "items": {"type": "string", "maxLength": 63},
+    }));
+    let program =
+        cel::Program::compile("self.all(x, x.contains('gpu'))").unwrap_or_else(|e| panic!("{e}"));
+    let cost = super::cost::Estimator::new(&list, false, super::cost::Sizes::Static)
+        .estimate(program.expression())
+        .cost;
+    assert!((600..=900).contains(&cost), "estimated {cost}");
+}
