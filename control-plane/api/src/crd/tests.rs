@@ -1054,3 +1054,23 @@ fn cost_estimate_is_close_to_kubes_for_a_documented_rule() {
         .cost;
     assert!((600..=900).contains(&cost), "estimated {cost}");
 }
+
+#[test]
+fn the_schema_may_restrict_the_name() {
+    let s = compiled(json!({
+        "type": "object",
+        "properties": {"metadata": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 5}}}},
+    }));
+    assert_eq!(
+        validate(
+            &s,
+            json!({"metadata": {"name": "short", "labels": {"a": "b"}}}),
+            None
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        validate(&s, json!({"metadata": {"name": "muchtoolong"}}), None),
+        ["metadata.name: Too long: may not be more than 5 bytes"]
+    );
+}

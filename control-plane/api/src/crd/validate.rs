@@ -355,11 +355,17 @@ fn object(
         }
     }
     for (k, field) in map {
-        if (resource || s.embedded)
-            && k == "metadata"
-            && s.properties.get(k).is_none_or(|m| m.ty == "object")
-        {
-            // ObjectMeta is validated as metadata, not by the schema.
+        if (resource || s.embedded) && k == "metadata" {
+            // ObjectMeta is validated as metadata; the schema may only restrict the name and
+            // generateName.
+            let at = child(path, k);
+            for name in ["name", "generateName"] {
+                let restriction = s.properties.get(k).and_then(|m| m.properties.get(name));
+                if let (Some(value), Some(restriction)) = (field.get(name), restriction) {
+                    let before = old.and_then(|o| o.get(k)).and_then(|m| m.get(name));
+                    validate(value, before, restriction, &child(&at, name), false, errs);
+                }
+            }
             continue;
         }
         if let Some(sub) = s.properties.get(k).or_else(|| s.additional_schema()) {
