@@ -3,8 +3,17 @@
 //! [`Structural`], which then prunes, defaults and validates custom resources (OpenAPI keywords
 //! plus `x-kubernetes-validations` CEL rules). Pure: no IO.
 //!
-//! Where keelson is simpler than kube, the module that does it says so (`checks`, `cost`,
-//! `cel`).
+//! Simpler than kube, each said again where it is done:
+//! - CEL is the `cel` crate (no static type checker): a rule that names an undeclared field or
+//!   function is refused as cel-go would, but type mismatches (`self.replicas == 'a'`) only
+//!   show when the rule runs. The Kubernetes libraries are partly there (`library`); durations
+//!   and timestamps are nanosecond integers.
+//! - The cost estimate follows cel-go's main factors, not its every function (`cost`); at run
+//!   time the same estimate over the sizes actually present bounds each evaluation before it
+//!   starts, instead of counting as it goes.
+//! - Not checked: structural completeness (properties named under junctors), `title` and
+//!   `description` under junctors, the root-schema restrictions of the status subresource,
+//!   ObjectMeta inside embedded resources; list-type set/map equality in CEL is ordered.
 
 mod cel;
 mod checks;
@@ -34,8 +43,9 @@ pub struct Structural {
 
 impl Structural {
     /// `schema` is `spec.versions[i].schema.openAPIV3Schema` (JSON); `path` is that field's path
-    /// for errors. Refuses a non-structural schema, bad formats/patterns, CEL rules that do not
-    /// compile or whose estimated cost exceeds kube's limits -- as kube's field errors.
+    /// for errors. Refuses a non-structural schema, bad patterns, defaults that do not validate,
+    /// CEL rules that do not compile or whose estimated cost exceeds kube's limits -- as kube's
+    /// field errors.
     pub fn compile(schema: &Value, path: &str) -> Result<Structural, Vec<FieldError>> {
         cel::with_stack(|| Self::compile_here(schema, path))
     }
