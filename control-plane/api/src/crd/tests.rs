@@ -1074,3 +1074,59 @@ fn the_schema_may_restrict_the_name() {
         ["metadata.name: Too long: may not be more than 5 bytes"]
     );
 }
+
+/// The shape of Gateway API's `targetRefs` (BackendTLSPolicy, standard channel) with its two
+/// rules, which kube accepts: a public bundle's rules must compile and cost within the limits.
+#[test]
+fn a_public_bundles_nested_rules_are_accepted_and_enforced() {
+    let name = |max: u64| json!({"type": "string", "maxLength": max, "minLength": 1});
+    let s = compiled(with_spec(json!({
+        "type": "object",
+        "properties": {"targetRefs": {
+            "type": "array", "minItems": 1, "maxItems": 16, "x-kubernetes-list-type": "atomic",
+            "items": {
+                "type": "object",
+                "required": ["group", "kind", "name"],
+                "properties": {
+                    "group": {"type": "string", "maxLength": 253},
+                    "kind": name(63),
+                    "name": name(253),
+                    "sectionName": name(253),
+                },
+            },
+            "x-kubernetes-validations": [
+                {
+                    "message": "sectionName must be specified when targetRefs includes 2 or more references to the same target",
+                    "rule": "self.all(p1, self.all(p2, p1.group == p2.group && p1.kind == p2.kind && p1.name == p2.name ? ((!has(p1.sectionName) || p1.sectionName == '') == (!has(p2.sectionName) || p2.sectionName == '')) : true))",
+                },
+                {
+                    "message": "sectionName must be unique when targetRefs includes 2 or more references to the same target",
+                    "rule": "self.all(p1, self.exists_one(p2, p1.group == p2.group && p1.kind == p2.kind && p1.name == p2.name && (((!has(p1.sectionName) || p1.sectionName == '') && (!has(p2.sectionName) || p2.sectionName == '')) || (has(p1.sectionName) && has(p2.sectionName) && p1.sectionName == p2.sectionName))))",
+                },
+            ],
+        }},
+    })));
+    let svc = |section: Option<&str>| {
+        let mut r = json!({"group": "", "kind": "Service", "name": "web"});
+        if let Some(sec) = section {
+            r["sectionName"] = json!(sec);
+        }
+        r
+    };
+    let ok = json!({"spec": {"targetRefs": [svc(Some("http")), svc(Some("https"))]}});
+    assert_eq!(validate(&s, ok, None), Vec::<String>::new());
+    let mixed = json!({"spec": {"targetRefs": [svc(None), svc(Some("https"))]}});
+    assert_eq!(
+        validate(&s, mixed, None),
+        [
+            "spec.targetRefs: Invalid value: \"array\": sectionName must be specified when targetRefs includes 2 or more references to the same target"
+        ]
+    );
+    let twice = json!({"spec": {"targetRefs": [svc(Some("http")), svc(Some("http"))]}});
+    assert_eq!(
+        validate(&s, twice, None),
+        [
+            "spec.targetRefs: Invalid value: \"array\": sectionName must be unique when targetRefs includes 2 or more references to the same target"
+        ]
+    );
+}
