@@ -1130,3 +1130,28 @@ fn a_public_bundles_nested_rules_are_accepted_and_enforced() {
         ]
     );
 }
+
+/// HTTPRoute's cap on the total number of matches: a sum of sixteen conditionals.
+#[test]
+fn a_long_sum_of_conditionals_compiles_and_runs() {
+    let terms: Vec<String> = (0..16)
+        .map(|i| format!("(self.size() > {i} ? self[{i}].matches.size() : 0)"))
+        .collect();
+    let rule = format!("{} <= 128", terms.join(" + "));
+    let s = compiled(with_spec(json!({
+        "type": "object",
+        "properties": {"rules": {
+            "type": "array", "maxItems": 16,
+            "items": {"type": "object", "properties": {"matches": {
+                "type": "array", "maxItems": 64,
+                "items": {"type": "object", "properties": {"path": {"type": "string", "maxLength": 1024}}},
+            }}},
+            "x-kubernetes-validations": [{"rule": rule, "message": "While 16 rules and 64 matches per rule are allowed, the total number of matches across all rules in a route must be less than 128"}],
+        }},
+    })));
+    let rule_with = |n: usize| json!({"matches": vec![json!({"path": "/"}); n]});
+    let fine = json!({"spec": {"rules": [rule_with(64), rule_with(64)]}});
+    assert_eq!(validate(&s, fine, None), Vec::<String>::new());
+    let over = json!({"spec": {"rules": [rule_with(64), rule_with(64), rule_with(1)]}});
+    assert_eq!(validate(&s, over, None).len(), 1);
+}
