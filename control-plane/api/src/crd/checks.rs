@@ -29,15 +29,20 @@ struct Ctx {
     forbid_defaults: Option<&'static str>,
 }
 
+/// The root may not be nullable.
+pub(crate) fn nullable_root(schema: &Value, path: &str) -> Vec<FieldError> {
+    if schema.get("nullable").and_then(Value::as_bool) == Some(true) {
+        return vec![FieldError::forbidden(
+            &child(path, "nullable"),
+            "nullable cannot be true at the root",
+        )];
+    }
+    Vec::new()
+}
+
 /// `ValidateCustomResourceDefinitionOpenAPISchema`'s schema errors (not the CEL ones).
 pub(crate) fn openapi_checks(schema: &Value, path: &str) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    if schema.get("nullable").and_then(Value::as_bool) == Some(true) {
-        errs.push(FieldError::forbidden(
-            &child(path, "nullable"),
-            "nullable cannot be true at the root",
-        ));
-    }
     let ctx = Ctx {
         root: true,
         inside_meta: false,

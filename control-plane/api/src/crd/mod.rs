@@ -51,12 +51,17 @@ impl Structural {
     }
 
     fn compile_here(schema: &Value, path: &str) -> Result<Structural, Vec<FieldError>> {
-        let mut errs = checks::openapi_checks(schema, path);
+        // kube's order: the root's nullable, the structural invariants (sorted), the defaults
+        // (only for a structural schema), the OpenAPI checks, then the rules.
+        let mut errs = checks::nullable_root(schema, path);
         let mut root = Node::read(schema);
-        errs.extend(checks::structural(&root, path));
-        if errs.is_empty() {
+        let structural = checks::structural(&root, path);
+        let defaults_checked = structural.is_empty();
+        errs.extend(structural);
+        if defaults_checked {
             errs.extend(default_errors(&root, path));
         }
+        errs.extend(checks::openapi_checks(schema, path));
         if errs.is_empty() {
             let mut total = cel::Total::default();
             let place = cel::Place {
