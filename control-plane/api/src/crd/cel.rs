@@ -83,6 +83,8 @@ pub(crate) struct CompiledRule {
     pub spec: RuleSpec,
     pub program: Program,
     pub message_expression: Option<Program>,
+    /// The depth of the deeper of the rule and its message expression.
+    pub depth: usize,
     pub uses_old_self: bool,
     /// The rule's `fieldPath`, relative to where it sits (`a.b`).
     pub field_path: Option<String>,
@@ -149,10 +151,18 @@ pub(crate) const MAX_EXPRESSION_DEPTH: usize = 100;
 /// takes about 300 KiB and the interpreter about 32 KiB per level of nesting.
 const STACK_FOR_CEL: usize = 128 << 20;
 
-/// Runs `f` with at least 32 MiB of stack, on a fresh [`STACK_FOR_CEL`] segment when the
-/// current thread has less left (a Tokio worker has 2 MiB).
+/// Runs `f` (parsing) with at least 32 MiB of stack, on a fresh [`STACK_FOR_CEL`] segment when
+/// the current thread has less left (a Tokio worker has 2 MiB).
 pub(crate) fn with_stack<R>(f: impl FnOnce() -> R) -> R {
     stacker::maybe_grow(32 << 20, STACK_FOR_CEL, f)
+}
+
+/// Runs `f` (evaluation of expressions at most `depth` deep) on the current stack when it has
+/// room for them -- 96 KiB a level (a debug build takes up to about 60 KiB), plus 512 KiB --
+/// else on a fresh segment. Shallow rules, the usual case, then cost no allocation.
+pub(crate) fn with_stack_for<R>(depth: usize, f: impl FnOnce() -> R) -> R {
+    let needed = (512 << 10) + depth.saturating_mul(96 << 10);
+    stacker::maybe_grow(needed, (2 * needed).max(8 << 20), f)
 }
 
 /// How deep an expression tree is, counted without recursion.
@@ -388,10 +398,16 @@ fn compile_here(
             .as_deref()
             .filter(|p| !p.trim().is_empty())
             .and_then(|p| rule_field_path(node, p.trim()).ok());
+        let depth = depth_of(program.expression()).max(
+            message_expression
+                .as_ref()
+                .map_or(0, |m| depth_of(m.expression())),
+        );
         compiled.push(Arc::new(CompiledRule {
             spec: spec.clone(),
             program,
             message_expression,
+            depth,
             uses_old_self,
             field_path,
         }));

@@ -39,6 +39,8 @@ pub struct Structural {
     root: Node,
     /// Whether any node has `x-kubernetes-validations`.
     has_rules: bool,
+    /// The depth of the deepest compiled expression, for the stack evaluation needs.
+    depth: usize,
 }
 
 impl Structural {
@@ -77,7 +79,12 @@ impl Structural {
         }
         if errs.is_empty() {
             let has_rules = has_rules(&root);
-            Ok(Structural { root, has_rules })
+            let depth = deepest_rule(&root);
+            Ok(Structural {
+                root,
+                has_rules,
+                depth,
+            })
         } else {
             Err(errs)
         }
@@ -133,7 +140,9 @@ impl Structural {
             ));
         } else {
             let mut run = cel::Run::new();
-            cel::with_stack(|| cel::eval_tree(object, old, &self.root, "", true, &mut run, 0));
+            cel::with_stack_for(self.depth, || {
+                cel::eval_tree(object, old, &self.root, "", true, &mut run, 0);
+            });
             errs.extend(run.errs);
         }
         errs
@@ -209,4 +218,17 @@ fn has_rules(n: &Node) -> bool {
         || n.properties.values().any(has_rules)
         || n.additional_schema().is_some_and(has_rules)
         || n.items.as_deref().is_some_and(has_rules)
+}
+
+fn deepest_rule(n: &Node) -> usize {
+    let here = n.rules.iter().map(|r| r.depth).max().unwrap_or(0);
+    let below = n
+        .properties
+        .values()
+        .map(deepest_rule)
+        .chain(n.additional_schema().map(deepest_rule))
+        .chain(n.items.as_deref().map(deepest_rule))
+        .max()
+        .unwrap_or(0);
+    here.max(below)
 }
