@@ -588,7 +588,7 @@ pub(crate) fn eval_rules(
     let path = if path.is_empty() { "<nil>" } else { path };
     let this = to_cel(v, Some(s), resource);
     let before = old.map(|o| to_cel(o, Some(s), resource));
-    let sizes = Sizes::observed(v, old);
+    let sizes = Sizes::observed(v, old, resource);
     let context = |old_self: Option<cel::Value>| {
         let mut ctx = Context::with_env(ENV.clone());
         // The names are free in the environment (a test checks it): nothing to report.

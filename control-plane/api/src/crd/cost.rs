@@ -66,11 +66,25 @@ fn min_size(n: &Node) -> u64 {
 }
 
 impl Sizes {
-    /// The largest list, map and string in `v` and `old`.
-    pub(crate) fn observed(v: &Value, old: Option<&Value>) -> Sizes {
+    /// The largest list, map and string in `v` and `old`; at a resource's root, without its
+    /// `metadata` (rules see only its name there).
+    pub(crate) fn observed(v: &Value, old: Option<&Value>, resource: bool) -> Sizes {
         let mut s = (0u64, 0u64, 0u64);
-        let mut stack: Vec<&Value> = vec![v];
-        stack.extend(old);
+        let mut stack: Vec<&Value> = Vec::new();
+        for top in std::iter::once(v).chain(old) {
+            match top {
+                Value::Object(map) if resource => {
+                    s.1 = s.1.max(map.len() as u64);
+                    stack.extend(map.iter().filter(|(k, _)| *k != "metadata").map(|(_, f)| f));
+                    if let Some(meta) = map.get("metadata") {
+                        for name in ["name", "generateName"] {
+                            stack.extend(meta.get(name));
+                        }
+                    }
+                }
+                other => stack.push(other),
+            }
+        }
         while let Some(x) = stack.pop() {
             match x {
                 Value::Array(items) => {

@@ -1155,3 +1155,26 @@ fn a_long_sum_of_conditionals_compiles_and_runs() {
     let over = json!({"spec": {"rules": [rule_with(64), rule_with(64), rule_with(1)]}});
     assert_eq!(validate(&s, over, None).len(), 1);
 }
+
+#[test]
+fn one_evaluation_is_bounded_by_the_per_call_limit() {
+    let rule = "self.names.all(x, x.matches('^a*$'))";
+    let s = compiled(with_spec(json!({
+        "type": "object",
+        "properties": {"names": {"type": "array", "maxItems": 1000, "items": {"type": "string", "maxLength": 1000}}},
+        "x-kubernetes-validations": [{"rule": rule}],
+    })));
+    // Small values: the rule runs.
+    assert_eq!(
+        validate(&s, json!({"spec": {"names": ["aa", "ab"]}}), None).len(),
+        1
+    );
+    // The largest values the schema allows: refused before running, in kube's words.
+    let names: Vec<Value> = (0..1000).map(|_| Value::from("a".repeat(1000))).collect();
+    assert_eq!(
+        validate(&s, json!({"spec": {"names": names}}), None),
+        [format!(
+            "spec: Invalid value: \"object\": 'operation cancelled: actual cost limit exceeded': no further validation rules will be run due to call cost exceeds limit for rule: {rule}"
+        )]
+    );
+}
