@@ -447,7 +447,7 @@ fn pruning_drops_unknown_fields_and_honours_preserve_and_embedded() {
             "free": {"anything": {"goes": true}},
             "list": [{"x": 1, "y": 2}],
             "template": {
-                "apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {"a": "b"}},
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {"a": "b"}, "colour": "red"},
                 "spec": {"image": "nginx", "extra": true},
                 "status": {},
             },
@@ -460,6 +460,7 @@ fn pruning_drops_unknown_fields_and_honours_preserve_and_embedded() {
         [
             "spec.b",
             "spec.list[0].y",
+            "spec.template.metadata.colour",
             "spec.template.spec.extra",
             "spec.template.status",
             "status"
