@@ -12,8 +12,9 @@
 //!   time the same estimate over the sizes actually present bounds each evaluation before it
 //!   starts, instead of counting as it goes.
 //! - Not checked: structural completeness (properties named under junctors), `title` and
-//!   `description` under junctors, the root-schema restrictions of the status subresource,
-//!   ObjectMeta inside embedded resources; list-type set/map equality in CEL is ordered.
+//!   `description` under junctors, the root-schema restrictions of the status subresource, the
+//!   values of an embedded resource's ObjectMeta (only its field names); list-type set/map
+//!   equality in CEL is ordered.
 
 mod cel;
 mod checks;
