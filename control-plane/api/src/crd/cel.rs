@@ -2,14 +2,14 @@
 //! and their evaluation against custom resources (apiextensions `pkg/apiserver/schema/cel`).
 //!
 //! The environment is CEL's standard library with the `strings` and `lists` extensions; the
-//! Kubernetes libraries for quantities, URLs, IPs and authorization are not there, nor are
-//! `optionalOldSelf`'s optional types, timestamps and durations (a `date-time` string stays a
-//! string) or ratcheting.
+//! Kubernetes libraries keelson offers are in `library` (with durations and timestamps as
+//! nanoseconds); ratcheting is not there.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use cel::common::ast::LiteralValue;
+use cel::objects::OptionalValue;
 use cel::{Context, Env, Program};
 use serde_json::Value;
 
@@ -29,13 +29,53 @@ pub(crate) const RUNTIME_COST_BUDGET: u64 = 10_000_000;
 /// `MaxEvaluatedMessageExpressionSizeBytes`.
 const MAX_MESSAGE_EXPRESSION_BYTES: usize = 5 * 1024;
 
-static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
+/// CEL's standard library, the `strings` and `lists` extensions and the `cel.bind` macro.
+pub(crate) fn environment() -> Result<Env, cel::DeclarationError> {
     let mut env = Env::stdlib();
-    // Both extensions only add overloads and a macro whose names are free in the stdlib.
-    let _ = env.add_extension(cel::extensions::strings);
-    let _ = env.add_extension(cel::extensions::lists);
-    Arc::new(env)
-});
+    env.add_extension(cel::extensions::strings)?;
+    env.add_extension(cel::extensions::lists)?;
+    env.add_macro(cel::parser::Macro::receiver("bind", 3, bind_macro))?;
+    Ok(env)
+}
+
+/// The environment every rule compiles and runs in (a test checks that
+/// [`environment`] builds, so the fallback is never taken).
+static ENV: LazyLock<Arc<Env>> =
+    LazyLock::new(|| Arc::new(environment().unwrap_or_else(|_| Env::stdlib())));
+
+/// `cel.bind(name, init, expr)`: `expr` with `name` bound to `init`, expanded as cel-go does,
+/// into a comprehension over an empty list whose accumulator is `name`.
+fn bind_macro(
+    helper: &mut cel::parser::MacroExprHelper<'_>,
+    target: &mut Option<cel::common::ast::IdedExpr>,
+    args: &mut Vec<cel::common::ast::IdedExpr>,
+) -> Result<Option<cel::common::ast::IdedExpr>, cel::ParseError> {
+    use cel::common::ast::{ComprehensionExpr, Expr, ListExpr};
+    if !matches!(target.as_ref().map(|t| &t.expr), Some(Expr::Ident(n)) if n == "cel") {
+        return Ok(None);
+    }
+    let [name, init, body]: [cel::common::ast::IdedExpr; 3] = std::mem::take(args)
+        .try_into()
+        .map_err(|_| helper.new_error(0, "cel.bind() takes three arguments"))?;
+    let Expr::Ident(var) = &name.expr else {
+        return Err(helper.new_error(
+            name.id,
+            "cel.bind() variable names must be simple identifiers",
+        ));
+    };
+    let var = var.clone();
+    let bind = ComprehensionExpr {
+        iter_range: helper.next_expr(Expr::List(ListExpr::new(Vec::new()))),
+        iter_var: "#unused".to_owned(),
+        iter_var2: None,
+        accu_var: var.clone(),
+        accu_init: init,
+        loop_cond: helper.next_expr(Expr::Literal(LiteralValue::Boolean(false.into()))),
+        loop_step: helper.next_expr(Expr::Ident(var)),
+        result: body,
+    };
+    Ok(Some(helper.next_expr(Expr::Comprehension(Box::new(bind)))))
+}
 
 /// One compiled rule.
 #[derive(Debug)]
@@ -43,6 +83,8 @@ pub(crate) struct CompiledRule {
     pub spec: RuleSpec,
     pub program: Program,
     pub message_expression: Option<Program>,
+    /// The depth of the deeper of the rule and its message expression.
+    pub depth: usize,
     pub uses_old_self: bool,
     /// The rule's `fieldPath`, relative to where it sits (`a.b`).
     pub field_path: Option<String>,
@@ -100,9 +142,104 @@ fn located(source: &str, offset: usize, msg: &str) -> String {
     )
 }
 
+/// The deepest expression tree a rule may have. cel-go allows 250 levels of parser recursion;
+/// keelson allows fewer so that its recursive parser and interpreter stay within
+/// [`STACK_FOR_CEL`].
+pub(crate) const MAX_EXPRESSION_DEPTH: usize = 100;
+
+/// The stack CEL parsing and evaluation run on ([`with_stack`]): in a debug build the parser
+/// takes about 300 KiB and the interpreter about 32 KiB per level of nesting.
+const STACK_FOR_CEL: usize = 128 << 20;
+
+/// Runs `f` (parsing) with at least 32 MiB of stack, on a fresh [`STACK_FOR_CEL`] segment when
+/// the current thread has less left (a Tokio worker has 2 MiB).
+pub(crate) fn with_stack<R>(f: impl FnOnce() -> R) -> R {
+    stacker::maybe_grow(32 << 20, STACK_FOR_CEL, f)
+}
+
+/// Runs `f` (evaluation of expressions at most `depth` deep) on the current stack when it has
+/// room for them -- 96 KiB a level (a debug build takes up to about 60 KiB), plus 512 KiB --
+/// else on a fresh segment. Shallow rules, the usual case, then cost no allocation.
+pub(crate) fn with_stack_for<R>(depth: usize, f: impl FnOnce() -> R) -> R {
+    let needed = (512 << 10) + depth.saturating_mul(96 << 10);
+    stacker::maybe_grow(needed, (2 * needed).max(8 << 20), f)
+}
+
+/// How deep an expression tree is, counted without recursion.
+fn depth_of(e: &cel::common::ast::IdedExpr) -> usize {
+    use cel::common::ast::{EntryExpr, Expr};
+    let mut deepest = 0;
+    let mut stack = vec![(e, 1usize)];
+    while let Some((e, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match &e.expr {
+            Expr::Call(c) => {
+                stack.extend(c.target.iter().map(|t| (&**t, d + 1)));
+                stack.extend(c.args.iter().map(|a| (a, d + 1)));
+            }
+            Expr::Select(s) => stack.push((&s.operand, d + 1)),
+            Expr::List(l) => stack.extend(l.elements.iter().map(|x| (x, d + 1))),
+            Expr::Map(m) => {
+                for entry in &m.entries {
+                    if let EntryExpr::MapEntry(me) = &entry.expr {
+                        stack.push((&me.key, d + 1));
+                        stack.push((&me.value, d + 1));
+                    }
+                }
+            }
+            Expr::Struct(st) => {
+                for entry in &st.entries {
+                    if let EntryExpr::StructField(f) = &entry.expr {
+                        stack.push((&f.value, d + 1));
+                    }
+                }
+            }
+            Expr::Comprehension(c) => {
+                for x in [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ] {
+                    stack.push((x, d + 1));
+                }
+            }
+            Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+    deepest
+}
+
+/// Parses one expression: cel-go's error text on failure.
 fn compile_source(source: &str) -> Result<Program, String> {
-    ENV.compile(source)
-        .map_err(|e| e.to_string().replace("\n| ", "\n | "))
+    // The parser recurses once per bracket; refuse deep nesting before it can run out of stack.
+    let mut open = 0usize;
+    for c in source.chars() {
+        match c {
+            '(' | '[' | '{' => open += 1,
+            ')' | ']' | '}' => open = open.saturating_sub(1),
+            _ => {}
+        }
+        if open > MAX_EXPRESSION_DEPTH / 2 {
+            return Err(located(
+                source,
+                0,
+                &format!("expression recursion limit exceeded: {MAX_EXPRESSION_DEPTH}"),
+            ));
+        }
+    }
+    let program = ENV
+        .compile(source)
+        .map_err(|e| e.to_string().replace("\n| ", "\n | "))?;
+    if depth_of(program.expression()) > MAX_EXPRESSION_DEPTH {
+        return Err(located(
+            source,
+            0,
+            &format!("expression recursion limit exceeded: {MAX_EXPRESSION_DEPTH}"),
+        ));
+    }
+    Ok(program)
 }
 
 /// Compiles the rules of `node` and every node below it, checking costs, recording errors
@@ -117,7 +254,6 @@ pub(crate) fn compile_tree(
     compile_here(node, path, place, total, errs);
     let est_size = |n: &Node| Sizes::Static.size_of(n);
     let map_atomic = node.map_type.as_deref() == Some("atomic");
-    let embedded = node.embedded;
     let list_is_map = node.list_type.as_deref() == Some("map");
     let list_size = est_size(node);
     let forbid = |p: &Place| {
@@ -136,7 +272,6 @@ pub(crate) fn compile_tree(
         p.resource = sub.embedded;
         compile_tree(sub, &key(&child(path, "properties"), k), &p, total, errs);
     }
-    let _ = embedded;
     if let Some(super::schema::Additional::Schema(ap)) = &mut node.additional {
         let mut p = if map_atomic {
             forbid(place)
@@ -263,10 +398,16 @@ fn compile_here(
             .as_deref()
             .filter(|p| !p.trim().is_empty())
             .and_then(|p| rule_field_path(node, p.trim()).ok());
+        let depth = depth_of(program.expression()).max(
+            message_expression
+                .as_ref()
+                .map_or(0, |m| depth_of(m.expression())),
+        );
         compiled.push(Arc::new(CompiledRule {
             spec: spec.clone(),
             program,
             message_expression,
+            depth,
             uses_old_self,
             field_path,
         }));
@@ -304,7 +445,8 @@ pub(crate) fn total_errors(total: &Total, path: &str, errs: &mut Vec<FieldError>
 }
 
 /// A JSON value as CEL sees it under schema `s`: numbers of a `number` schema are doubles,
-/// property names are escaped, the metadata of a resource shows only `name` and `generateName`.
+/// durations and timestamps are nanoseconds (see `library`), property names are escaped, the
+/// metadata of a resource shows only `name` and `generateName`.
 pub(crate) fn to_cel(v: &Value, s: Option<&Node>, resource: bool) -> cel::Value {
     match v {
         Value::Null => cel::Value::Null,
@@ -316,7 +458,17 @@ pub(crate) fn to_cel(v: &Value, s: Option<&Node>, resource: bool) -> cel::Value 
                 _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
             }
         }
-        Value::String(t) => cel::Value::from(t.clone()),
+        Value::String(t) => {
+            let nanos = match s.and_then(|s| s.format.as_deref()) {
+                Some("duration") => super::formats::go_duration_nanos(t),
+                Some("date" | "date-time" | "datetime") => super::formats::timestamp_nanos(t),
+                _ => None,
+            };
+            match nanos.and_then(|n| i64::try_from(n).ok()) {
+                Some(n) => cel::Value::Int(n),
+                None => cel::Value::from(t.clone()),
+            }
+        }
         Value::Array(items) => {
             let item = s.and_then(|s| s.items.as_deref());
             let embedded = item.is_some_and(|i| i.embedded);
@@ -436,19 +588,44 @@ pub(crate) fn eval_rules(
     let path = if path.is_empty() { "<nil>" } else { path };
     let this = to_cel(v, Some(s), resource);
     let before = old.map(|o| to_cel(o, Some(s), resource));
-    let sizes = Sizes::observed(v, old);
-    let mut ctx = Context::with_env(ENV.clone());
-    ctx.add_variable_from_value("self", this);
-    if let Some(b) = before {
-        ctx.add_variable_from_value("oldSelf", b);
-    }
+    let sizes = Sizes::observed(v, old, resource);
+    let context = |old_self: Option<cel::Value>| {
+        let mut ctx = Context::with_env(ENV.clone());
+        // The names are free in the environment (a test checks it): nothing to report.
+        let _ = super::library::install(&mut ctx);
+        ctx.add_variable_from_value("self", this.clone());
+        if let Some(b) = old_self {
+            ctx.add_variable_from_value("oldSelf", b);
+        }
+        ctx
+    };
+    let ctx = context(before.clone());
+    // `optionalOldSelf: true` rules see `oldSelf` as an optional value, and run on create too.
+    let mut optional_ctx: Option<Context> = None;
     for rule in &s.rules {
         if run.exhausted {
             return;
         }
-        if rule.uses_old_self && old.is_none() {
+        let optional = rule.spec.optional_old_self == Some(true);
+        if rule.uses_old_self && old.is_none() && !optional {
             continue;
         }
+        // Ratcheting: a value unchanged since the old object is not held to rules that do not
+        // look at the old value (kube turns their errors into warnings).
+        if !rule.uses_old_self && old == Some(v) {
+            continue;
+        }
+        let rule_ctx = if optional {
+            optional_ctx.get_or_insert_with(|| {
+                let opt = match &before {
+                    Some(b) => OptionalValue::of(b.clone()),
+                    None => OptionalValue::none(),
+                };
+                context(Some(cel::Value::Opaque(Arc::new(opt))))
+            })
+        } else {
+            &ctx
+        };
         let cost = Estimator::new(s, resource, sizes)
             .estimate(rule.program.expression())
             .cost;
@@ -474,7 +651,7 @@ pub(crate) fn eval_rules(
             return;
         }
         run.remaining -= cost;
-        match rule.program.execute(&ctx) {
+        match rule.program.execute(rule_ctx) {
             Ok(cel::Value::Bool(true)) => {}
             Ok(cel::Value::Bool(false)) => {
                 let at = match &rule.field_path {

@@ -29,15 +29,20 @@ struct Ctx {
     forbid_defaults: Option<&'static str>,
 }
 
+/// The root may not be nullable.
+pub(crate) fn nullable_root(schema: &Value, path: &str) -> Vec<FieldError> {
+    if schema.get("nullable").and_then(Value::as_bool) == Some(true) {
+        return vec![FieldError::forbidden(
+            &child(path, "nullable"),
+            "nullable cannot be true at the root",
+        )];
+    }
+    Vec::new()
+}
+
 /// `ValidateCustomResourceDefinitionOpenAPISchema`'s schema errors (not the CEL ones).
 pub(crate) fn openapi_checks(schema: &Value, path: &str) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    if schema.get("nullable").and_then(Value::as_bool) == Some(true) {
-        errs.push(FieldError::forbidden(
-            &child(path, "nullable"),
-            "nullable cannot be true at the root",
-        ));
-    }
     let ctx = Ctx {
         root: true,
         inside_meta: false,
@@ -158,7 +163,61 @@ fn walk(v: &Value, path: &str, ctx: Ctx, errs: &mut Vec<FieldError>) {
         ));
     }
     list_map_keys(m, path, list_type, errs);
+    if let Some(lt @ ("set" | "map")) = list_type {
+        set_and_map_items(m, path, lt, errs);
+    }
     rule_specs(m, path, errs);
+}
+
+/// `validateMapListKeysMapSet`: items of a set or map list are not nullable, and the keys of a
+/// map list are required or defaulted, and not nullable.
+fn set_and_map_items(
+    m: &Map<String, Value>,
+    path: &str,
+    list_type: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    let Some(items) = m.get("items").and_then(Value::as_object) else {
+        return;
+    };
+    let items_path = child(path, "items");
+    if items.get("nullable").and_then(Value::as_bool) == Some(true) {
+        errs.push(FieldError::forbidden(
+            &child(&items_path, "nullable"),
+            format!("cannot be nullable when x-kubernetes-list-type is {list_type}"),
+        ));
+    }
+    if list_type != "map" {
+        return;
+    }
+    let required: Vec<&str> = items
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let keys = m
+        .get("x-kubernetes-list-map-keys")
+        .and_then(Value::as_array)
+        .map(|k| k.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for k in keys {
+        let Some(p) = items.get("properties").and_then(|p| p.get(k)) else {
+            continue;
+        };
+        let at = key(&child(&items_path, "properties"), k);
+        if !required.contains(&k) && p.get("default").is_none() {
+            errs.push(FieldError::required(
+                &child(&at, "default"),
+                "this property is in x-kubernetes-list-map-keys, so it must have a default or be a required property",
+            ));
+        }
+        if p.get("nullable").and_then(Value::as_bool) == Some(true) {
+            errs.push(FieldError::forbidden(
+                &child(&at, "nullable"),
+                "this property is in x-kubernetes-list-map-keys, so it cannot be nullable",
+            ));
+        }
+    }
 }
 
 fn type_must_be(errs: &mut Vec<FieldError>, path: &str, ty: &str, detail: &str) {

@@ -8,6 +8,8 @@
 //! pattern character for `matches`, linear `in` on lists). The same walk, fed the sizes seen in
 //! an actual value ([`Sizes::observed`]), bounds the work of one evaluation at run time.
 
+use std::sync::LazyLock;
+
 use cel::common::ast::{Expr, IdedExpr};
 use serde_json::Value;
 
@@ -42,25 +44,47 @@ pub(crate) enum Sizes {
     Observed { list: u64, map: u64, string: u64 },
 }
 
-/// The smallest JSON a value of schema `n` can take, as kube estimates it.
+/// The smallest JSON a value of schema `n` can take, as kube estimates it (`MinSerializedSize`):
+/// an object counts its required properties that have no default.
 fn min_size(n: &Node) -> u64 {
-    if n.nullable {
-        return 4;
+    if n.int_or_string {
+        return 1;
     }
     match n.ty.as_str() {
-        "string" => 2 + n.min_length.unwrap_or(0),
+        "string" => 2,
         "boolean" => 4,
-        "object" | "array" => 2,
+        "array" => 2,
+        "object" => n
+            .properties
+            .iter()
+            .filter(|(k, p)| n.required.contains(k) && p.default.is_none())
+            .fold(2u64, |acc, (k, p)| {
+                acc.saturating_add(k.len() as u64 + min_size(p) + 4)
+            }),
         _ => 1,
     }
 }
 
 impl Sizes {
-    /// The largest list, map and string in `v` and `old`.
-    pub(crate) fn observed(v: &Value, old: Option<&Value>) -> Sizes {
+    /// The largest list, map and string in `v` and `old`; at a resource's root, without its
+    /// `metadata` (rules see only its name there).
+    pub(crate) fn observed(v: &Value, old: Option<&Value>, resource: bool) -> Sizes {
         let mut s = (0u64, 0u64, 0u64);
-        let mut stack: Vec<&Value> = vec![v];
-        stack.extend(old);
+        let mut stack: Vec<&Value> = Vec::new();
+        for top in std::iter::once(v).chain(old) {
+            match top {
+                Value::Object(map) if resource => {
+                    s.1 = s.1.max(map.len() as u64);
+                    stack.extend(map.iter().filter(|(k, _)| *k != "metadata").map(|(_, f)| f));
+                    if let Some(meta) = map.get("metadata") {
+                        for name in ["name", "generateName"] {
+                            stack.extend(meta.get(name));
+                        }
+                    }
+                }
+                other => stack.push(other),
+            }
+        }
         while let Some(x) = stack.pop() {
             match x {
                 Value::Array(items) => {
@@ -93,11 +117,27 @@ impl Sizes {
             let b = n.max_items.unwrap_or(unbounded / (each + 1));
             (b, self.list())
         } else if n.ty == "string" || n.int_or_string {
-            (n.max_length.unwrap_or(unbounded), self.string())
+            // maxLength counts characters; kube reasons in bytes, up to 4 per character.
+            let longest_enum = n.enumeration.as_ref().map(|e| {
+                e.iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| s.len() as u64)
+                    .max()
+                    .unwrap_or(0)
+            });
+            let timeish = matches!(n.format.as_deref(), Some("duration" | "date" | "date-time"));
+            let b = match (n.max_length, longest_enum) {
+                // kube bounds these by their longest JSON form; keelson's CEL sees integers.
+                _ if timeish => 64,
+                (Some(max), _) => max.saturating_mul(4),
+                (None, Some(longest)) if !n.int_or_string => longest,
+                _ => unbounded,
+            };
+            (b, self.string())
         } else if n.ty == "object" || n.preserve_unknown {
             match n.additional_schema() {
                 Some(ap) => (
-                    n.max_properties.unwrap_or(unbounded / (min_size(ap) + 4)),
+                    n.max_properties.unwrap_or(unbounded / (min_size(ap) + 6)),
                     self.map(),
                 ),
                 None if n.preserve_unknown => {
@@ -140,6 +180,23 @@ impl Sizes {
     }
 }
 
+/// What rules see of a resource's `metadata` (only `name` and `generateName`) and of its
+/// `apiVersion` and `kind`.
+static RESOURCE_META: LazyLock<(Node, Node)> = LazyLock::new(|| {
+    let string = Node {
+        ty: "string".to_owned(),
+        ..Node::default()
+    };
+    let mut meta = Node {
+        ty: "object".to_owned(),
+        ..Node::default()
+    };
+    meta.properties.insert("name".to_owned(), string.clone());
+    meta.properties
+        .insert("generateName".to_owned(), string.clone());
+    (meta, string)
+});
+
 /// What the estimator knows of a value: its schema, if any, and its largest size.
 #[derive(Clone, Copy)]
 struct Ty<'a> {
@@ -150,7 +207,8 @@ struct Ty<'a> {
 /// The result of an estimate.
 pub(crate) struct Estimate {
     pub cost: u64,
-    /// (expression id, message) of each selection of a field the schema does not have.
+    /// (expression id, message) of each selection of a field the schema does not have and
+    /// each call of a function keelson does not offer.
     pub undefined: Vec<(u64, String)>,
 }
 
@@ -237,10 +295,15 @@ impl<'a> Estimator<'a> {
             return self.ty_of(ap);
         }
         let resource = (std::ptr::eq(n, self.root) && self.resource) || n.embedded;
-        if resource && matches!(field, "apiVersion" | "kind" | "metadata") {
-            return self.unknown();
+        if resource {
+            match field {
+                "apiVersion" | "kind" => return self.ty_of(&RESOURCE_META.1),
+                "metadata" => return self.ty_of(&RESOURCE_META.0),
+                _ => {}
+            }
         }
-        if n.preserve_unknown || n.ty != "object" {
+        // Unknown fields kept by x-kubernetes-preserve-unknown-fields are not visible to CEL.
+        if n.ty != "object" {
             return self.unknown();
         }
         undefined.push((id, format!("undefined field '{field}'")));
@@ -321,7 +384,14 @@ impl<'a> Estimator<'a> {
                     .saturating_add(resc);
                 (cost, Self::sized(range.size))
             }
-            Expr::Call(call) => self.call(call, scope, undefined, d),
+            Expr::Call(call) => {
+                // Arguments first, as cel-go's checker reports them.
+                let out = self.call(call, scope, undefined, d);
+                if let Some(why) = super::library::unsupported(&call.func_name) {
+                    undefined.push((e.id, why));
+                }
+                out
+            }
         }
     }
 
@@ -391,9 +461,10 @@ impl<'a> Estimator<'a> {
                 Self::sized(0),
             ),
             "size" => (sum.saturating_add(1), Self::sized(0)),
+            // cel-go: a tenth of the characters of both strings.
             "contains" => (
                 sum.saturating_add(1)
-                    .saturating_add(ceil_tenth(size(0).saturating_mul(size(1).max(1)))),
+                    .saturating_add(ceil_tenth(size(0).saturating_add(size(1)))),
                 Self::sized(0),
             ),
             "startsWith" | "endsWith" => (

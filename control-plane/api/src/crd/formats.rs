@@ -84,33 +84,78 @@ fn is_date_time(text: &str) -> bool {
         && digits(s, 2).is_some_and(|s| s < 61)
 }
 
-/// Go's `time.ParseDuration` syntax: `[-+]` then one or more `<number><unit>`.
 fn is_duration(text: &str) -> bool {
-    let s = text.strip_prefix(['-', '+']).unwrap_or(text);
+    go_duration_nanos(text).is_some()
+}
+
+/// Go's `time.ParseDuration`: `[-+]` then one or more `<number><unit>` (`1h30m`, `1.5s`,
+/// `300ms`), or `0`; the duration in nanoseconds.
+pub(crate) fn go_duration_nanos(text: &str) -> Option<i128> {
+    let (negative, s) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
     if s == "0" {
-        return true;
+        return Some(0);
     }
     if s.is_empty() {
-        return false;
+        return None;
     }
+    let mut total: i128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
         let n = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
-        if n == 0 || rest[..n] == *"." {
-            return false;
+        let number = &rest[..n];
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return None;
         }
         rest = &rest[n..];
-        let unit = ["ns", "us", "µs", "μs", "ms", "s", "m", "h"]
-            .into_iter()
-            .find(|u| rest.starts_with(u) && !(u == &"m" && rest.starts_with("ms")));
-        let Some(u) = unit else {
-            return false;
+        let units: [(&str, i128); 8] = [
+            ("ns", 1),
+            ("us", 1_000),
+            ("µs", 1_000),
+            ("μs", 1_000),
+            ("ms", 1_000_000),
+            ("s", 1_000_000_000),
+            ("m", 60_000_000_000),
+            ("h", 3_600_000_000_000),
+        ];
+        let (unit, scale) = units.into_iter().find(|(u, _)| rest.starts_with(u))?;
+        rest = &rest[unit.len()..];
+        let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+        let whole: i128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().ok()?
         };
-        rest = &rest[u.len()..];
+        let mut part = whole.checked_mul(scale)?;
+        let mut denominator: i128 = 1;
+        for d in frac.bytes().take(18) {
+            denominator *= 10;
+            part = part.checked_add(i128::from(d - b'0') * scale / denominator)?;
+        }
+        total = total.checked_add(part)?;
     }
-    true
+    // Go refuses durations beyond ±2^63 ns (about 292 years).
+    if total > i128::from(i64::MAX) {
+        return None;
+    }
+    Some(if negative { -total } else { total })
+}
+
+/// An RFC 3339 date-time or a full date (midnight UTC), in nanoseconds since the epoch.
+pub(crate) fn timestamp_nanos(text: &str) -> Option<i128> {
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Some(t.as_nanosecond());
+    }
+    if is_date(text) {
+        let d: jiff::civil::Date = text.parse().ok()?;
+        let t = d.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+        return Some(t.as_nanosecond());
+    }
+    None
 }
 
 fn is_cidr(text: &str) -> bool {

@@ -6,6 +6,25 @@ use serde_json::Value;
 use super::path::{child, index};
 use super::schema::{Additional, Node};
 
+/// The fields of `ObjectMeta` (meta/v1).
+const OBJECT_META_FIELDS: [&str; 15] = [
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
+
 /// Drops the fields `s` does not specify, appending their paths to `dropped`.
 /// `resource` is true at the root and in embedded resources, whose `apiVersion`, `kind` and
 /// `metadata` are always kept.
@@ -18,6 +37,22 @@ pub(crate) fn prune(
 ) {
     match v {
         Value::Object(map) => {
+            // The root's metadata is the API server's to decode; an embedded resource's is
+            // pruned to ObjectMeta's fields here, as kube's `objectmeta.Coerce` does.
+            if s.embedded
+                && !resource
+                && let Some(Value::Object(meta)) = map.get_mut("metadata")
+            {
+                let unknown: Vec<String> = meta
+                    .keys()
+                    .filter(|k| !OBJECT_META_FIELDS.contains(&k.as_str()))
+                    .cloned()
+                    .collect();
+                for k in unknown {
+                    meta.remove(&k);
+                    dropped.push(child(&child(path, "metadata"), &k));
+                }
+            }
             let resource = resource || s.embedded;
             let keys: Vec<String> = map.keys().cloned().collect();
             for k in keys {

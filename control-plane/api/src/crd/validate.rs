@@ -29,14 +29,20 @@ fn type_invalid(path: &str, value: impl Into<Value>, detail: String) -> FieldErr
     e
 }
 
-/// Validates `v` at `path` against `s`, appending errors.
+/// Validates `v` at `path` against `s`, appending errors. `old` is the value at the same place
+/// before an update, reached through object fields only: where it equals `v`, nothing is
+/// reported (kube's ratcheting, `CRDValidationRatcheting`, on by default since 1.30).
 pub(crate) fn validate(
     v: &Value,
+    old: Option<&Value>,
     s: &Node,
     path: &str,
     resource: bool,
     errs: &mut Vec<FieldError>,
 ) {
+    if old == Some(v) {
+        return;
+    }
     if !types_match(v, s, path, errs) {
         return;
     }
@@ -60,7 +66,7 @@ pub(crate) fn validate(
         Value::Number(_) => number(v, s, path, errs),
         Value::String(text) => string(text, s, path, errs),
         Value::Array(items) => array(items, s, path, errs),
-        Value::Object(_) => object(v, s, path, resource, errs),
+        Value::Object(_) => object(v, old, s, path, resource, errs),
         _ => {}
     }
     junctors(v, s, path, errs);
@@ -85,12 +91,15 @@ fn types_match(v: &Value, s: &Node, path: &str, errs: &mut Vec<FieldError>) -> b
         ));
         return false;
     }
+    // A float with an integral value passes as an integer (kube-openapi's `isIntFloat`).
+    let int_float = actual == "number" && v.as_f64().is_some_and(|f| f.fract() == 0.0);
     let ok = if s.int_or_string {
-        matches!(actual, "integer" | "string")
+        matches!(actual, "integer" | "string") || int_float
     } else {
         match s.ty.as_str() {
             "" => true,
             "number" => matches!(actual, "integer" | "number"),
+            "integer" => actual == "integer" || int_float,
             t => t == actual,
         }
     };
@@ -109,15 +118,29 @@ fn types_match(v: &Value, s: &Node, path: &str, errs: &mut Vec<FieldError>) -> b
     ok
 }
 
+/// Go's `%v` of a bound: an integer when the data is an integer (kube-openapi compares as
+/// int64 then), else a float64.
+fn bound(data: &Value, b: f64) -> String {
+    if data.is_i64() || data.is_u64() {
+        format!("{}", b.trunc() as i64)
+    } else if b.fract() == 0.0 && b.abs() < 1e21 {
+        format!("{}", b as i64)
+    } else {
+        format!("{b}")
+    }
+}
+
 fn number(v: &Value, s: &Node, path: &str, errs: &mut Vec<FieldError>) {
     let Some(x) = v.as_f64() else {
         return;
     };
-    if let Some((raw, max)) = &s.maximum {
+    let int = v.is_i64() || v.is_u64();
+    if let Some((_, max)) = &s.maximum {
+        let max = if int { max.trunc() } else { *max };
         let bad = if s.exclusive_maximum {
-            x >= *max
+            x >= max
         } else {
-            x > *max
+            x > max
         };
         if bad {
             let how = if s.exclusive_maximum {
@@ -127,16 +150,17 @@ fn number(v: &Value, s: &Node, path: &str, errs: &mut Vec<FieldError>) {
             };
             errs.push(FieldError::invalid(
                 path,
-                raw.clone(),
-                format!("{path} in body should be {how} {raw}"),
+                v.clone(),
+                format!("{path} in body should be {how} {}", bound(v, max)),
             ));
         }
     }
-    if let Some((raw, min)) = &s.minimum {
+    if let Some((_, min)) = &s.minimum {
+        let min = if int { min.trunc() } else { *min };
         let bad = if s.exclusive_minimum {
-            x <= *min
+            x <= min
         } else {
-            x < *min
+            x < min
         };
         if bad {
             let how = if s.exclusive_minimum {
@@ -146,20 +170,29 @@ fn number(v: &Value, s: &Node, path: &str, errs: &mut Vec<FieldError>) {
             };
             errs.push(FieldError::invalid(
                 path,
-                raw.clone(),
-                format!("{path} in body should be {how} {raw}"),
+                v.clone(),
+                format!("{path} in body should be {how} {}", bound(v, min)),
             ));
         }
     }
-    if let Some((raw, factor)) = &s.multiple_of
+    if let Some((_, factor)) = &s.multiple_of
         && *factor > 0.0
     {
-        let q = x / factor;
-        if (q - q.round()).abs() > 1e-9 {
+        let bad = match (v.as_i64(), int && factor.fract() == 0.0) {
+            (Some(i), true) => i % (*factor as i64).max(1) != 0,
+            _ => {
+                let q = x / factor;
+                (q - q.round()).abs() > 1e-9
+            }
+        };
+        if bad {
             errs.push(FieldError::invalid(
                 path,
-                raw.clone(),
-                format!("{path} in body should be a multiple of {raw}"),
+                v.clone(),
+                format!(
+                    "{path} in body should be a multiple of {}",
+                    bound(v, *factor)
+                ),
             ));
         }
     }
@@ -226,13 +259,14 @@ fn array(items: &[Value], s: &Node, path: &str, errs: &mut Vec<FieldError>) {
     }
     if let Some(item) = &s.items {
         for (i, x) in items.iter().enumerate() {
-            validate(x, item, &index(path, i), item.embedded, errs);
+            validate(x, None, item, &index(path, i), item.embedded, errs);
         }
     }
     match s.list_type.as_deref() {
         Some("set") => {
+            // kube names the second appearance of a value only.
             for (i, x) in items.iter().enumerate() {
-                if items[..i].contains(x) {
+                if items[..i].iter().filter(|y| *y == x).count() == 1 {
                     errs.push(FieldError::duplicate(&index(path, i), x.clone()));
                 }
             }
@@ -250,7 +284,8 @@ fn list_map(items: &[Value], s: &Node, path: &str, errs: &mut Vec<FieldError>) {
             continue;
         };
         let keys: Vec<Option<&Value>> = s.list_map_keys.iter().map(|k| obj.get(k)).collect();
-        if seen.contains(&keys) {
+        // kube names the second appearance of a key only.
+        if seen.iter().filter(|k| **k == keys).count() == 1 {
             let shown: Vec<String> = s
                 .list_map_keys
                 .iter()
@@ -262,9 +297,8 @@ fn list_map(items: &[Value], s: &Node, path: &str, errs: &mut Vec<FieldError>) {
             let mut e = FieldError::duplicate(&index(path, i), Value::Null);
             e.rendered = Some(format!("map[string]interface {{}}{{{}}}", shown.join(", ")));
             errs.push(e);
-        } else {
-            seen.push(keys);
         }
+        seen.push(keys);
     }
 }
 
@@ -277,7 +311,14 @@ fn go_any(v: &Value) -> String {
     }
 }
 
-fn object(v: &Value, s: &Node, path: &str, resource: bool, errs: &mut Vec<FieldError>) {
+fn object(
+    v: &Value,
+    old: Option<&Value>,
+    s: &Node,
+    path: &str,
+    resource: bool,
+    errs: &mut Vec<FieldError>,
+) {
     let Some(map) = v.as_object() else {
         return;
     };
@@ -314,15 +355,22 @@ fn object(v: &Value, s: &Node, path: &str, resource: bool, errs: &mut Vec<FieldE
         }
     }
     for (k, field) in map {
-        if (resource || s.embedded)
-            && k == "metadata"
-            && s.properties.get(k).is_none_or(|m| m.ty == "object")
-        {
-            // ObjectMeta is validated as metadata, not by the schema.
+        if (resource || s.embedded) && k == "metadata" {
+            // ObjectMeta is validated as metadata; the schema may only restrict the name and
+            // generateName.
+            let at = child(path, k);
+            for name in ["name", "generateName"] {
+                let restriction = s.properties.get(k).and_then(|m| m.properties.get(name));
+                if let (Some(value), Some(restriction)) = (field.get(name), restriction) {
+                    let before = old.and_then(|o| o.get(k)).and_then(|m| m.get(name));
+                    validate(value, before, restriction, &child(&at, name), false, errs);
+                }
+            }
             continue;
         }
         if let Some(sub) = s.properties.get(k).or_else(|| s.additional_schema()) {
-            validate(field, sub, &child(path, k), sub.embedded, errs);
+            let before = old.and_then(|o| o.get(k));
+            validate(field, before, sub, &child(path, k), sub.embedded, errs);
         }
     }
 }
@@ -333,11 +381,11 @@ fn resource_root_path(path: &str, resource: bool) -> bool {
 
 fn junctors(v: &Value, s: &Node, path: &str, errs: &mut Vec<FieldError>) {
     for a in &s.all_of {
-        validate(v, a, path, false, errs);
+        validate(v, None, a, path, false, errs);
     }
     let passes = |n: &Node| {
         let mut e = Vec::new();
-        validate(v, n, path, false, &mut e);
+        validate(v, None, n, path, false, &mut e);
         e.is_empty()
     };
     if !s.any_of.is_empty() && !s.any_of.iter().any(passes) {
