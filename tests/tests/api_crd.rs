@@ -173,6 +173,30 @@ fn custom_resources(minor: u32) {
         v("a non-structural schema")
     );
 
+    // Deleting a namespace deletes the widgets in it.
+    k.run(&["create", "namespace", "crs"]);
+    let inner = dir.path().join("inner.yaml");
+    std::fs::write(
+        &inner,
+        "apiVersion: demo.keelson.dev/v1\nkind: Widget\nmetadata:\n  name: inner\n  \
+         namespace: crs\nspec:\n  size: 1\n",
+    )
+    .expect("write the widget");
+    k.run(&["apply", "-f", &inner.to_string_lossy()]);
+    k.run(&["delete", "namespace", "crs", "--timeout=60s"]);
+    let out = k
+        .command(&["get", "widgets", "-n", "crs"])
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.stdout.is_empty()
+            && String::from_utf8_lossy(&out.stderr).contains("No resources found"),
+        "{}: {}{}",
+        v("namespace deletion"),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Deleting the CRD deletes the widgets: created again, it has none.
     let out = k.run(&["delete", "-f", &manifest("crd-widgets.yaml")]);
     assert_eq!(
