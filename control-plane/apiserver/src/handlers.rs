@@ -258,9 +258,13 @@ async fn dispatch(
         }
         _ => return Err(ApiError::method_not_allowed(method.as_str())),
     };
-    // A CRD changed: bring its status up to date and serve what it now defines.
-    if crd::is_definitions(target.resource) && params.get("dryRun").is_none_or(|d| d != "All") {
-        state.crds.rebuild(store).await?;
+    // A CRD changed: bring its status up to date and serve what it now defines. The write
+    // stands either way; a failed rebuild is retried by the registry's watch of the CRDs.
+    if crd::is_definitions(target.resource)
+        && params.get("dryRun").is_none_or(|d| d != "All")
+        && let Err(e) = state.crds.rebuild(store).await
+    {
+        tracing::warn!(error = %e.message, "rebuilding the custom resource registry");
     }
     let mut response = json_response(written.code, &written.body);
     let warnings = target
