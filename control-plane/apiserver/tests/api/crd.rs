@@ -784,3 +784,34 @@ async fn without_a_status_subresource_any_change_but_metadata_bumps_the_generati
     let (status, _) = s.call(Method::GET, &format!("{uri}/status"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn pruned_fields_are_warned_about_by_default() {
+    let s = with_widgets().await;
+    let mut w = widget("w1", 1);
+    w["spec"]["unknown"] = json!(1);
+    w["metadata"]["bogus"] = json!("x");
+    let (status, headers, body) = s
+        .exchange(
+            ADMIN_TOKEN,
+            Method::POST,
+            WIDGETS,
+            &[(header::CONTENT_TYPE, "application/json")],
+            w.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let warnings: Vec<&str> = headers
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            r#"299 - "unknown field \"metadata.bogus\"""#,
+            r#"299 - "unknown field \"spec.unknown\"""#
+        ]
+    );
+    assert_eq!(body["metadata"].get("bogus"), None);
+}
