@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::admission::Admit;
 use crate::allocator::ServiceNetwork;
+use crate::crd;
 use crate::{
     ApiError,
     error::{Cause, Details},
@@ -105,9 +106,12 @@ pub(crate) async fn patch(
         check_names(&object, &config, target, name)?;
         set_namespace(&mut object, resource, target.namespace.as_deref())?;
         check_kind(&mut object, resource)?;
-        let object = resource.to_storage(object);
+        let mut object = resource.to_storage(object);
         let result = match (kv, live) {
             (Some(kv), Some((_, current))) => {
+                if let Some(custom) = &target.custom {
+                    crd::admit(custom, &mut object, options, &mut warnings)?;
+                }
                 if requested_revision(&object, resource, name)?
                     .is_some_and(|rv| rv != kv.mod_revision)
                 {

@@ -336,6 +336,7 @@ pub(crate) fn check_created_name(
         namespace: target.namespace.clone(),
         name: Some(name.clone()),
         subresource: None,
+        custom: None,
     };
     Err(forbidden(
         user,
@@ -397,6 +398,7 @@ mod tests {
             namespace: ns.map(str::to_owned),
             name: name.map(str::to_owned),
             subresource: sub.map(str::to_owned),
+            custom: None,
         }
     }
 

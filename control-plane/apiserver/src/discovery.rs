@@ -1,13 +1,15 @@
 //! Discovery, version, OpenAPI and health endpoints.
 
 use axum::{
+    extract::State,
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
 
 use crate::{
-    ApiError, KUBERNETES_VERSION,
+    ApiError, AppState, KUBERNETES_VERSION,
+    crd::Snapshot,
     registry::{self, GROUPS, SUBRESOURCE_VERBS, VERBS},
     request::media_ranges,
 };
@@ -131,7 +133,7 @@ fn aggregated_response(version: &str, items: Vec<Value>) -> Response {
 /// `/api`.
 pub(crate) async fn core_versions(headers: HeaderMap) -> Response {
     if let Discovery::Aggregated(version) = discovery_format(&headers) {
-        return aggregated_response(version, vec![aggregated_group("")]);
+        return aggregated_response(version, vec![aggregated_group("", &Snapshot::default())]);
     }
     let host = headers
         .get(header::HOST)
@@ -157,16 +159,32 @@ fn group(name: &str, versions: &[&str]) -> Value {
     })
 }
 
-/// `/apis`.
-pub(crate) async fn group_list(headers: HeaderMap) -> Response {
+/// `/apis`: the built-in groups, then the groups of CustomResourceDefinitions.
+pub(crate) async fn group_list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let snapshot = state.crds.snapshot(&state.store).await;
+    // A CRD in a built-in group adds resources to it, not a second entry.
+    let custom: Vec<&(String, Vec<String>)> = snapshot
+        .groups()
+        .iter()
+        .filter(|(name, _)| GROUPS.iter().all(|(g, _)| g != name))
+        .collect();
     if let Discovery::Aggregated(version) = discovery_format(&headers) {
         let items = GROUPS
             .iter()
-            .map(|(name, _)| aggregated_group(name))
+            .map(|(name, _)| *name)
+            .chain(custom.iter().map(|(name, _)| name.as_str()))
+            .map(|name| aggregated_group(name, &snapshot))
             .collect();
         return aggregated_response(version, items);
     }
-    let groups: Vec<Value> = GROUPS.iter().map(|(n, v)| group(n, v)).collect();
+    let groups: Vec<Value> = GROUPS
+        .iter()
+        .map(|(n, v)| group(n, v))
+        .chain(custom.iter().map(|(n, v)| {
+            let versions: Vec<&str> = v.iter().map(String::as_str).collect();
+            group(n, &versions)
+        }))
+        .collect();
     json_response(
         StatusCode::OK,
         &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
@@ -174,9 +192,18 @@ pub(crate) async fn group_list(headers: HeaderMap) -> Response {
 }
 
 /// `/apis/<group>`.
-pub(crate) fn group_info(name: &str) -> Option<Response> {
-    let (n, v) = GROUPS.iter().find(|(n, _)| *n == name)?;
-    let mut body = group(n, v);
+pub(crate) fn group_info(name: &str, snapshot: &Snapshot) -> Option<Response> {
+    let mut body = match GROUPS.iter().find(|(n, _)| *n == name) {
+        Some((n, v)) => group(n, v),
+        None => {
+            let versions: Vec<&str> = snapshot
+                .versions(name)?
+                .iter()
+                .map(String::as_str)
+                .collect();
+            group(name, &versions)
+        }
+    };
     body["kind"] = json!("APIGroup");
     body["apiVersion"] = json!("v1");
     Some(json_response(StatusCode::OK, &body))
@@ -202,7 +229,7 @@ struct Entry {
     )>,
 }
 
-fn entries(group: &str, version: &str) -> Vec<Entry> {
+fn entries(group: &str, version: &str, snapshot: &Snapshot) -> Vec<Entry> {
     if (group, version) == (crate::reviews::GROUP, crate::reviews::VERSION) {
         return vec![Entry {
             name: "selfsubjectreviews",
@@ -217,6 +244,7 @@ fn entries(group: &str, version: &str) -> Vec<Entry> {
         }];
     }
     let mut entries: Vec<Entry> = registry::in_group_version(group, version)
+        .chain(snapshot.in_group_version(group, version))
         .map(|r| {
             let mut subresources = Vec::new();
             if r.status {
@@ -259,19 +287,25 @@ fn entries(group: &str, version: &str) -> Vec<Entry> {
 }
 
 /// One group of the aggregated discovery document ("" is the core group).
-fn aggregated_group(name: &str) -> Value {
+fn aggregated_group(name: &str, snapshot: &Snapshot) -> Value {
+    let custom: Vec<&str>;
     let versions: &[&str] = if name.is_empty() {
         &["v1"]
+    } else if let Some((_, versions)) = GROUPS.iter().find(|(g, _)| *g == name) {
+        versions
     } else {
-        GROUPS
+        custom = snapshot
+            .versions(name)
+            .unwrap_or_default()
             .iter()
-            .find(|(g, _)| *g == name)
-            .map_or(&[], |(_, versions)| versions)
+            .map(String::as_str)
+            .collect();
+        &custom
     };
     let versions: Vec<Value> = versions
         .iter()
         .map(|version| {
-            let resources: Vec<Value> = entries(name, version)
+            let resources: Vec<Value> = entries(name, version, snapshot)
                 .into_iter()
                 .map(|e| {
                     let mut resource = json!({
@@ -315,9 +349,9 @@ fn aggregated_group(name: &str) -> Value {
 }
 
 /// `/api/v1` and `/apis/<group>/<version>`: the APIResourceList.
-pub(crate) fn resource_list(group: &str, version: &str) -> Response {
+pub(crate) fn resource_list(group: &str, version: &str, snapshot: &Snapshot) -> Response {
     let mut resources = Vec::new();
-    for e in entries(group, version) {
+    for e in entries(group, version, snapshot) {
         let mut resource = json!({
             "name": e.name,
             "singularName": e.singular,

@@ -295,7 +295,21 @@ impl ApiError {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
-            format!("the request body is larger than the limit of {limit} bytes"),
+            format!("Request entity too large: limit is {limit}"),
+        )
+    }
+
+    /// 415 `UnsupportedMediaType` for a patch type the resource does not take (strategic merge
+    /// patch on custom resources), naming the `accepted` ones.
+    pub fn unsupported_patch(accepted: &[&str]) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types \
+                 include: {}",
+                accepted.join(", ")
+            ),
         )
     }
 

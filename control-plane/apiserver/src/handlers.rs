@@ -1,6 +1,8 @@
 //! Routing of `/api/...` and `/apis/...` paths to the verbs on resources: reads in
 //! [`crate::read`], writes in [`crate::write`], watches in [`crate::watch_stream`].
 
+use std::sync::Arc;
+
 use axum::{
     Extension,
     body::Body,
@@ -17,6 +19,7 @@ use crate::{
     admission::{self, Admit},
     aggregation,
     auth::{self, Access, Authenticated, UserInfo},
+    crd,
     discovery::{group_info, json_response, resource_list},
     object::decode_kv,
     read, registry,
@@ -70,26 +73,39 @@ pub(crate) async fn grouped(
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
         [] => Err(ApiError::no_route()),
-        [group] => match group_info(group) {
-            Some(response) => Ok(response),
-            None => aggregation::group_info(&state, group)
-                .await?
-                .ok_or_else(ApiError::no_route),
-        },
+        [group] => {
+            let snapshot = state.crds.snapshot(&state.store).await;
+            match group_info(group, &snapshot) {
+                Some(response) => Ok(response),
+                None => aggregation::group_info(&state, group)
+                    .await?
+                    .ok_or_else(ApiError::no_route),
+            }
+        }
         [group, version, rest @ ..] => {
             let Some(Extension(Authenticated(user))) = user else {
                 return Err(ApiError::unauthorized());
             };
             if (*group, *version) == (reviews::GROUP, reviews::VERSION) {
                 return match (rest, &method) {
-                    ([], &Method::GET) => Ok(resource_list(reviews::GROUP, reviews::VERSION)),
+                    ([], &Method::GET) => Ok(resource_list(
+                        reviews::GROUP,
+                        reviews::VERSION,
+                        &crd::Snapshot::default(),
+                    )),
                     (["selfsubjectreviews"], &Method::POST) => {
                         Ok(reviews::self_subject_review(&user))
                     }
                     _ => Err(ApiError::no_route()),
                 };
             }
-            if !crate::registry::serves(group, version) {
+            if !crate::registry::serves(group, version)
+                && !state
+                    .crds
+                    .snapshot(&state.store)
+                    .await
+                    .serves(group, version)
+            {
                 return aggregation::proxy(
                     &state, &user, group, version, &method, &uri, &headers, body,
                 )
@@ -123,7 +139,8 @@ async fn serve(
     request: Request<'_>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if !registry::serves(group, version) {
+    let snapshot = state.crds.snapshot(&state.store).await;
+    if !registry::serves(group, version) && !snapshot.serves(group, version) {
         return Err(ApiError::no_route());
     }
     let (watch_path, segments) = match segments.split_first() {
@@ -132,16 +149,25 @@ async fn serve(
     };
     if segments.is_empty() {
         return if *request.method == Method::GET && !watch_path {
-            Ok(resource_list(group, version))
+            Ok(resource_list(group, version, &snapshot))
         } else {
             Err(ApiError::no_route())
         };
     }
-    let target = route(group, version, segments).ok_or_else(ApiError::no_route)?;
+    let target = route(group, version, segments, &snapshot).ok_or_else(ApiError::no_route)?;
     if let Some(sub) = target.subresource.as_deref()
         && !target.resource.serves_subresource(sub)
     {
         return Err(ApiError::no_route());
+    }
+    if target.custom.as_ref().is_some_and(|c| c.needs_webhook) {
+        return Err(ApiError::service_unavailable(format!(
+            "{} {} is converted by a conversion webhook, which keelson does not call yet; \
+             use version {}",
+            target.resource.qualified(),
+            target.resource.version,
+            target.resource.storage_version,
+        )));
     }
     let span = tracing::debug_span!(
         "request",
@@ -181,6 +207,7 @@ async fn dispatch(
         (&Method::GET, None) => table::requested(headers, params)?.map(|request| Printer {
             resource: target.resource,
             request,
+            custom: target.custom.clone(),
         }),
         _ => None,
     };
@@ -219,6 +246,12 @@ async fn dispatch(
             let admit = admit("CreateOptions", &options);
             write::create(store, services, target, &body, &options, &admit).await?
         }
+        (&Method::DELETE, None, None) if crd::is_definitions(target.resource) => {
+            let options = options("DeleteOptions")?;
+            RequestBody::read(headers, body, true).await?;
+            crd::delete_collection(&state.store, &state.crds, target, params, options.dry_run)
+                .await?
+        }
         (&Method::DELETE, None, None) => {
             let options = options("DeleteOptions")?;
             let body = RequestBody::read(headers, body, true).await?;
@@ -238,6 +271,11 @@ async fn dispatch(
             let body = RequestBody::read(headers, body, false).await?;
             let admit = admit("PatchOptions", &options);
             write::patch(store, services, target, name, &body, part, &options, &admit).await?
+        }
+        (&Method::DELETE, Some(name), None) if crd::is_definitions(target.resource) => {
+            let options = options("DeleteOptions")?;
+            RequestBody::read(headers, body, true).await?;
+            crd::delete(&state.store, &state.crds, target, name, options.dry_run).await?
         }
         (&Method::DELETE, Some(name), None) => {
             let options = options("DeleteOptions")?;
@@ -262,6 +300,14 @@ async fn dispatch(
                 tracing::debug!(%error, "checking APIServices after a write");
             }
         });
+    }
+    // A CRD changed: bring its status up to date and serve what it now defines. The write
+    // stands either way; a failed rebuild is retried by the registry's watch of the CRDs.
+    if crd::is_definitions(target.resource)
+        && params.get("dryRun").is_none_or(|d| d != "All")
+        && let Err(e) = state.crds.rebuild(store).await
+    {
+        tracing::warn!(error = %e.message, "rebuilding the custom resource registry");
     }
     let mut response = json_response(written.code, &written.body);
     let warnings = target
@@ -335,13 +381,25 @@ fn verb(method: &Method, target: &Target, watch: bool) -> &'static str {
     }
 }
 
-fn route(group: &str, version: &str, segments: &[&str]) -> Option<Target> {
-    let namespaced = |plural: &str| registry::find(group, version, plural).filter(|r| r.namespaced);
-    let (resource, namespace, rest) = match segments {
+fn route(
+    group: &str,
+    version: &str,
+    segments: &[&str],
+    snapshot: &crd::Snapshot,
+) -> Option<Target> {
+    // A built-in resource, or a custom one with the CRD version serving it.
+    let find = |plural: &str| match registry::find(group, version, plural) {
+        Some(resource) => Some((resource, None)),
+        None => snapshot
+            .find(group, version, plural)
+            .map(|served| (served.resource, Some(Arc::clone(served)))),
+    };
+    let namespaced = |plural: &str| find(plural).filter(|(r, _)| r.namespaced);
+    let ((resource, custom), namespace, rest) = match segments {
         ["namespaces", ns, plural, rest @ ..] if namespaced(plural).is_some() => {
             (namespaced(plural)?, Some((*ns).to_owned()), rest)
         }
-        [plural, rest @ ..] => (registry::find(group, version, plural)?, None, rest),
+        [plural, rest @ ..] => (find(plural)?, None, rest),
         [] => return None,
     };
     if resource.namespaced && namespace.is_none() && !rest.is_empty() {
@@ -358,6 +416,7 @@ fn route(group: &str, version: &str, segments: &[&str]) -> Option<Target> {
         namespace,
         name,
         subresource,
+        custom,
     })
 }
 

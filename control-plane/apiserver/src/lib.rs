@@ -4,7 +4,9 @@
 //! `/apis/<group>/<version>`, and the aggregated `apidiscovery.k8s.io` documents),
 //! `/openapi/v2`, health endpoints, and for every resource in [`registry::RESOURCES`] get, list,
 //! watch, create, update, patch, delete and deletecollection, with the `status`, `scale`,
-//! `binding`, `log` and `finalize` subresources, and `/metrics` ([`metrics`]). Writes are
+//! `binding`, `log` and `finalize` subresources, and `/metrics` ([`metrics`]); custom
+//! resources of every established CustomResourceDefinition are served beside them (`crd`).
+//! Writes are
 //! decoded against the kind's k8s-openapi type (unknown fields dropped, warned about or refused
 //! by `fieldValidation`), defaulted and validated as kube-apiserver does (`keelson-api`), and
 //! stored as JSON under `/registry/<resource>/[<namespace>/]<name>` in a
@@ -31,6 +33,7 @@ pub mod aggregation;
 pub mod allocator;
 mod apply;
 pub mod auth;
+mod crd;
 mod discovery;
 pub mod error;
 pub mod finalizers;
@@ -76,6 +79,7 @@ pub struct AppState {
     kubelet: Option<KubeletClient>,
     webhooks: Arc<admission::Webhooks>,
     aggregator: Option<AggregatorClient>,
+    crds: Arc<crd::Registry>,
 }
 
 impl AppState {
@@ -94,6 +98,7 @@ impl AppState {
             kubelet: None,
             webhooks: Arc::default(),
             aggregator: None,
+            crds: Arc::default(),
         }
     }
 

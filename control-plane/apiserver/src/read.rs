@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::{
     ApiError, AppState,
     discovery::json_response,
-    object::{decode_kv, scale_of, with_resource_version},
+    object::{decode_kv, with_resource_version},
     registry::{self, Resource},
     request::{Params, Selectors, Target, parse_revision},
     table::Printer,
@@ -56,7 +56,7 @@ pub(crate) async fn scale(
     name: &str,
 ) -> Result<Response, ApiError> {
     let kv = get_kv(store, target, name).await?;
-    let scale = scale_of(target.resource, &decode_kv(&kv)?).map_err(ApiError::bad_request)?;
+    let scale = crate::crd::scale_view(target, &decode_kv(&kv)?)?;
     Ok(ok(&scale))
 }
 
@@ -221,7 +221,7 @@ pub(crate) async fn list(
     if let Some(last) = result.items.last().filter(|_| result.more) {
         metadata["continue"] = json!(format!("{}:{}", result.revision, last.key));
     }
-    if printer.is_none() && selectors.is_everything() && target.resource.conversion.is_none() {
+    if printer.is_none() && selectors.is_everything() && !target.resource.converts() {
         return Ok(raw_list(target.resource, &metadata, &result.items));
     }
     let mut items = Vec::with_capacity(result.items.len());

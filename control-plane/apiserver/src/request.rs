@@ -26,6 +26,8 @@ pub(crate) struct Target {
     pub(crate) namespace: Option<String>,
     pub(crate) name: Option<String>,
     pub(crate) subresource: Option<String>,
+    /// The CRD version serving a custom resource (`None` for built-in kinds).
+    pub(crate) custom: Option<std::sync::Arc<crate::crd::Served>>,
 }
 
 impl Target {

@@ -91,10 +91,12 @@ fn table_version(accept: &str) -> Option<&'static str> {
 }
 
 /// Builds Tables of one resource for one request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Printer {
     pub(crate) resource: &'static Resource,
     pub(crate) request: TableRequest,
+    /// The CRD version of a custom resource, whose `additionalPrinterColumns` make the Table.
+    pub(crate) custom: Option<std::sync::Arc<crate::crd::Served>>,
 }
 
 impl Printer {
@@ -106,19 +108,31 @@ impl Printer {
 
     fn table_at(&self, objects: &[Value], metadata: Value, headers: bool, now: Timestamp) -> Value {
         let columns = printers::columns(self.resource);
-        let rows: Vec<Value> = objects
-            .iter()
-            .map(|object| self.row(object, columns, now))
-            .collect();
+        let (definitions, rows): (Vec<Value>, Vec<Value>) = match &self.custom {
+            Some(custom) => (
+                crate::crd::columns::definitions(&custom.columns),
+                objects
+                    .iter()
+                    .map(|object| {
+                        let cells = crate::crd::columns::cells(&custom.columns, object, now);
+                        self.embed(object, cells, Vec::new())
+                    })
+                    .collect(),
+            ),
+            None => (
+                columns.iter().map(|c| c.to_json()).collect(),
+                objects
+                    .iter()
+                    .map(|object| self.row(object, columns, now))
+                    .collect(),
+            ),
+        };
         let mut table = Map::new();
         table.insert("kind".into(), json!("Table"));
         table.insert("apiVersion".into(), json!(self.request.api_version()));
         table.insert("metadata".into(), metadata);
         if headers {
-            table.insert(
-                "columnDefinitions".into(),
-                Value::Array(columns.iter().map(|c| c.to_json()).collect()),
-            );
+            table.insert("columnDefinitions".into(), Value::Array(definitions));
         }
         table.insert("rows".into(), Value::Array(rows));
         Value::Object(table)
@@ -127,10 +141,15 @@ impl Printer {
     fn row(&self, object: &Value, columns: &[Column], now: Timestamp) -> Value {
         let row = printers::row(self.resource, object, now);
         debug_assert_eq!(row.cells.len(), columns.len(), "{}", self.resource.kind);
+        self.embed(object, row.cells, row.conditions)
+    }
+
+    /// One row of cells and conditions, with the object as the request asks for it.
+    fn embed(&self, object: &Value, cells: Vec<Value>, conditions: Vec<Value>) -> Value {
         let mut out = Map::new();
-        out.insert("cells".into(), Value::Array(row.cells));
-        if !row.conditions.is_empty() {
-            out.insert("conditions".into(), Value::Array(row.conditions));
+        out.insert("cells".into(), Value::Array(cells));
+        if !conditions.is_empty() {
+            out.insert("conditions".into(), Value::Array(conditions));
         }
         let embedded = match self.request.include {
             IncludeObject::None => Value::Null,
@@ -255,6 +274,7 @@ mod tests {
     fn printer(include: IncludeObject, version: &'static str) -> Printer {
         Printer {
             resource: registry::find("", "v1", "configmaps").expect("configmaps"),
+            custom: None,
             request: TableRequest { version, include },
         }
     }

@@ -139,12 +139,12 @@ struct Render {
 impl Render {
     /// Whether lines are this watch's own (Tables, converted objects), not the cache's.
     fn own_lines(&self) -> bool {
-        self.printer.is_some() || self.resource.conversion.is_some()
+        self.printer.is_some() || self.resource.converts()
     }
 
     fn line(&mut self, kind: &str, object: &Value) -> Bytes {
         let converted;
-        let object = if self.resource.conversion.is_some() {
+        let object = if self.resource.converts() {
             converted = self.resource.present(object.clone());
             &converted
         } else {

@@ -12,7 +12,7 @@ use crate::{
     ApiError, SYSTEM_NAMESPACES,
     admission::{Admit, Attempt, matching::Operation},
     allocator::{self, ServiceNetwork},
-    finalizers,
+    crd, finalizers,
     handlers::Written,
     object::{
         Part, check_kind, decode_kv, decode_strictly, default_and_validate, encode, finish_update,
@@ -128,7 +128,23 @@ pub(crate) async fn insert(
 ) -> Result<Written, ApiError> {
     let resource = target.resource;
     let mut warnings = Vec::new();
+    if let Some(custom) = &target.custom {
+        if custom.terminating {
+            let mut refused = ApiError::method_not_allowed("POST");
+            refused.message =
+                "create not allowed while custom resource definition is terminating".to_owned();
+            return Err(refused);
+        }
+        crd::admit(custom, &mut object, options, &mut warnings)?;
+    }
     let name = prepare_create_for_admission(&mut object, resource, target.namespace.as_deref())?;
+    if target.custom.is_some()
+        && resource.status
+        && let Some(root) = object.as_object_mut()
+    {
+        // A client does not set the status of a custom resource with a status subresource.
+        root.remove("status");
+    }
     if let Some(ns) = target.namespace.as_deref() {
         check_namespace(store, ns).await?;
     }
@@ -142,6 +158,9 @@ pub(crate) async fn insert(
         .mutate(&attempt, Some(&mut object), None, &mut warnings)
         .await?;
     default_and_validate(&mut object, resource, &name, None)?;
+    if let Some(custom) = &target.custom {
+        crd::validate(custom, &object, None, &name)?;
+    }
     finalizers::on_create(resource, &mut object);
     if record_update {
         record_managed_fields(resource, None, &mut object, options, None);
@@ -174,7 +193,7 @@ pub(crate) async fn insert(
     Ok(Written {
         code: StatusCode::CREATED,
         body: resource.present(object),
-        warnings: Vec::new(),
+        warnings,
     })
 }
 
@@ -216,7 +235,11 @@ pub(crate) async fn update(
     let mut new = if part == UpdatePart::Scale {
         body.value(options.field_validation)?.0
     } else {
-        resource.to_storage(parse_object(body, resource, options, &mut warnings)?)
+        let mut object = parse_object(body, resource, options, &mut warnings)?;
+        if let Some(custom) = &target.custom {
+            crd::admit(custom, &mut object, options, &mut warnings)?;
+        }
+        resource.to_storage(object)
     };
     match meta_str(&new, "name") {
         None | Some("") => {}
@@ -317,7 +340,9 @@ pub(crate) async fn apply_update(
                     )
                         })?;
                 let mut object = current.clone();
-                if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+                if let Some(custom) = &target.custom {
+                    crd::set_replicas(custom, &mut object, replicas);
+                } else if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
                     spec.insert("replicas".into(), json!(replicas));
                 }
                 (object, Part::Main)
@@ -335,6 +360,10 @@ pub(crate) async fn apply_update(
     }
     let stored = match finish_update(current, new, resource, name, part_of_object)? {
         Some(mut next) => {
+            if let Some(custom) = &target.custom {
+                crd::validate(custom, &next, Some(current), name)?;
+                crd::bump_generation(custom, current, &mut next);
+            }
             if record_update {
                 record_managed_fields(
                     resource,
@@ -379,7 +408,7 @@ pub(crate) async fn apply_update(
         }
     };
     if part == UpdatePart::Scale {
-        scale_of(resource, &stored).map_err(ApiError::bad_request)
+        crd::scale_view(target, &stored)
     } else {
         Ok(stored)
     }
@@ -414,6 +443,9 @@ pub(crate) async fn patch(
             "force: Forbidden: may not be specified for non-apply patch",
         ));
     }
+    if target.custom.is_some() {
+        crd::refuse_strategic_merge(&body.content_type)?;
+    }
     let (patch, duplicates) = parse_json(&body.bytes).map_err(|e| {
         ApiError::bad_request(format!(
             "error decoding patch: {}",
@@ -434,7 +466,7 @@ pub(crate) async fn patch(
         let kv = get_kv(store, target, name).await?;
         let current = decode_kv(&kv)?;
         let mut doc = if part == UpdatePart::Scale {
-            scale_of(resource, &current).map_err(ApiError::bad_request)?
+            crd::scale_view(target, &current)?
         } else {
             resource.present(current.clone())
         };
@@ -471,6 +503,9 @@ pub(crate) async fn patch(
                 options.field_validation,
                 &mut warnings,
             )?;
+            if let Some(custom) = &target.custom {
+                crd::admit(custom, &mut doc, options, &mut warnings)?;
+            }
             doc = resource.to_storage(doc);
         }
         match apply_update(
@@ -737,6 +772,7 @@ pub(crate) async fn delete_collection(
             namespace: meta_str(&object, "namespace").map(str::to_owned),
             name: Some(name.clone()),
             subresource: None,
+            custom: target.custom.clone(),
         };
         match delete_one(store, &scoped, &name, kv, &options, admit, &mut warnings).await {
             Ok(deleted) => items.push(target.resource.present(deleted)),

@@ -1,5 +1,6 @@
-//! Namespace deletion: once a Namespace is terminating, everything in it is deleted (pods bound
-//! to a node wait for their kubelet, as in Kubernetes), and when nothing is left the
+//! Namespace deletion: once a Namespace is terminating, everything in it is deleted (custom
+//! resources included; pods bound to a node wait for their kubelet, as in Kubernetes), and
+//! when nothing is left the
 //! `kubernetes` finalizer is removed through `namespaces/<name>/finalize`, which lets the API
 //! server delete the Namespace (`kubectl delete ns` returns then).
 
@@ -13,10 +14,11 @@ use k8s_openapi::{
         core::v1::{ConfigMap, Endpoints, Event, Namespace, Pod, Secret, Service},
         discovery::v1::EndpointSlice,
     },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, PostParams},
+    api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams},
     runtime::{Controller, controller::Action, watcher},
 };
 use serde::de::DeserializeOwned;
@@ -74,6 +76,68 @@ where
     Ok(items.len())
 }
 
+/// Deletes the custom resources in `namespace`, of every established namespaced
+/// CustomResourceDefinition (read in its storage version); returns how many are still there.
+async fn purge_custom(client: &Client, namespace: &str) -> Result<usize> {
+    let crds = Api::<CustomResourceDefinition>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .action(|| "list CustomResourceDefinitions".to_owned())?
+        .items;
+    let mut remaining = 0;
+    for crd in crds.iter().filter(|c| c.spec.scope == "Namespaced") {
+        let established = crd.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        });
+        let Some(version) = crd.spec.versions.iter().find(|v| v.storage) else {
+            continue;
+        };
+        if !established {
+            continue;
+        }
+        let group = &crd.spec.group;
+        let resource = ApiResource {
+            group: group.clone(),
+            version: version.name.clone(),
+            api_version: format!("{group}/{}", version.name),
+            kind: crd.spec.names.kind.clone(),
+            plural: crd.spec.names.plural.clone(),
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        let items = match api.list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            // The CRD went away meanwhile.
+            Err(e) if is_status(&e, 404) => continue,
+            Err(e) => {
+                return Err(e)
+                    .action(|| format!("list {} in namespace {namespace}", resource.plural));
+            }
+        };
+        for item in items
+            .iter()
+            .filter(|i| i.metadata.deletion_timestamp.is_none())
+        {
+            match api
+                .delete(&item.name_any(), &DeleteParams::background())
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+                Err(e) => {
+                    return Err(e).action(|| {
+                        format!("delete {} {namespace}/{}", resource.plural, item.name_any())
+                    });
+                }
+            }
+        }
+        remaining += items.len();
+    }
+    Ok(remaining)
+}
+
 async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
     if namespace.metadata.deletion_timestamp.is_none() {
         return Ok(Action::await_change());
@@ -90,7 +154,8 @@ async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
         + purge::<ConfigMap>(client, &name).await?
         + purge::<Secret>(client, &name).await?
         + purge::<Lease>(client, &name).await?
-        + purge::<Event>(client, &name).await?;
+        + purge::<Event>(client, &name).await?
+        + purge_custom(client, &name).await?;
     if remaining > 0 {
         tracing::debug!(
             namespace = name,

@@ -30,6 +30,7 @@
 //! are not applied.
 
 mod admission;
+mod apiextensions;
 mod apps;
 mod autoscaling;
 mod batch;
@@ -64,6 +65,7 @@ pub fn apply_defaults(group: &str, kind: &str, object: &mut Value) {
         "discovery.k8s.io" => networking::apply_discovery(kind, root),
         "storage.k8s.io" => storage::apply(kind, root),
         "admissionregistration.k8s.io" => admission::apply(kind, root),
+        "apiextensions.k8s.io" => apiextensions::apply(kind, root),
         "apiregistration.k8s.io" => admission::apply_apiregistration(kind, root),
         "rbac.authorization.k8s.io" => others::apply_rbac(kind, root),
         "scheduling.k8s.io" => others::apply_scheduling(kind, root),

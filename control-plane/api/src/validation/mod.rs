@@ -11,6 +11,7 @@
 //! checks (`rest.BeforeCreate`) only when those pass; an update runs both.
 
 mod admission;
+mod apiextensions;
 mod batch;
 mod container;
 mod core;
@@ -36,6 +37,7 @@ mod tests;
 
 use serde_json::{Map, Value};
 
+pub use apiextensions::{custom_resource, custom_resource_update};
 pub use errors::{ErrorType, FieldError, go_quote, go_value, summary};
 
 use util::Errs;
@@ -167,6 +169,9 @@ fn rules(group: &str, kind: &str) -> Option<KindRules> {
         }
         ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => {
             r(admission::policy_binding, None, false)
+        }
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            r(apiextensions::crd, Some(apiextensions::crd_update), false)
         }
         ("apiregistration.k8s.io", "APIService") => r(misc::api_service, None, false),
         ("certificates.k8s.io", "CertificateSigningRequest") => {

@@ -166,7 +166,7 @@ async fn fetch(state: &AppState, backend: &Backend) -> Option<Value> {
 
 /// `/apis`: keelson's own groups ([`crate::discovery::group_list`]) and the aggregated ones.
 pub(crate) async fn group_list(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let local = crate::discovery::group_list(headers).await;
+    let local = crate::discovery::group_list(State(state.clone()), headers).await;
     let api_services = match list(state.store.as_ref()).await {
         Ok(list) => list,
         Err(error) => {

@@ -76,10 +76,10 @@ const fn col(
 
 const NAME_DOC: &str = "Name must be unique within a namespace. More info: \
                         https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
-const AGE_DOC: &str = "CreationTimestamp is a timestamp representing the server time when this \
+pub(crate) const AGE_DOC: &str = "CreationTimestamp is a timestamp representing the server time when this \
                        object was created.";
 
-const NAME: Column = Column {
+pub(crate) const NAME: Column = Column {
     name: "Name",
     kind: "string",
     format: "name",

@@ -10,6 +10,7 @@ use k8s_openapi::{
         policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
         storage::v1 as storage,
     },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions,
     kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration,
 };
 
@@ -472,6 +473,20 @@ pub static RESOURCES: &[Resource] = &[
     )
     .cluster()
     .api_extension(),
+    // --- apiextensions.k8s.io/v1 (custom resources themselves: `crate::crd`) ---
+    Resource::new(
+        "apiextensions.k8s.io",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        typed::<apiextensions::CustomResourceDefinition>,
+    )
+    // kube-apiserver 1.33 still stores CRDs as v1beta1 (its storageVersionHash says so).
+    .stored_as("v1beta1")
+    .cluster()
+    .short(&["crd", "crds"])
+    .api_extension()
+    .spec_status(),
     // --- scheduling.k8s.io/v1 ---
     Resource::new(
         "scheduling.k8s.io",

@@ -68,6 +68,11 @@ pub struct Resource {
     /// Said in a `Warning:` header on every write: what keelson does not do with these
     /// objects yet.
     pub note: Option<&'static str>,
+    /// A custom resource served from a CustomResourceDefinition (see `crate::crd`): its
+    /// store keys carry the group, as kube-apiserver's do (a CRD's plural may be a built-in's),
+    /// every version shares them, and `apiVersion` is rewritten between the stored and the
+    /// served version (kube's `None` conversion).
+    pub custom: bool,
 }
 
 /// The `all` category: what `kubectl get all` lists.
@@ -102,6 +107,7 @@ impl Resource {
             extra_subresources: &[],
             storage_version: "v1",
             note: None,
+            custom: false,
         }
     }
 
@@ -202,14 +208,18 @@ impl Resource {
 
     /// The store key prefix of every object of this resource, ending in `/`.
     pub fn prefix(&self) -> String {
-        format!("/registry/{}/", self.plural)
+        if self.custom {
+            format!("/registry/{}/{}/", self.group, self.plural)
+        } else {
+            format!("/registry/{}/", self.plural)
+        }
     }
 
     /// The store key prefix of the objects in `namespace` (or of all objects when `None` or
     /// cluster-scoped).
     pub fn collection_prefix(&self, namespace: Option<&str>) -> String {
         match namespace {
-            Some(ns) if self.namespaced => format!("/registry/{}/{ns}/", self.plural),
+            Some(ns) if self.namespaced => format!("{}{ns}/", self.prefix()),
             _ => self.prefix(),
         }
     }
@@ -244,6 +254,7 @@ impl Resource {
     pub fn present(&self, stored: Value) -> Value {
         match self.conversion {
             Some(c) => (c.from_storage)(&stored),
+            None if self.custom => with_api_version(stored, self.api_version()),
             None => stored,
         }
     }
@@ -252,9 +263,26 @@ impl Resource {
     pub fn to_storage(&self, object: Value) -> Value {
         match self.conversion {
             Some(c) => (c.to_storage)(&object),
+            None if self.custom => {
+                with_api_version(object, format!("{}/{}", self.group, self.storage_version))
+            }
             None => object,
         }
     }
+
+    /// Whether stored objects differ from what clients see ([`Resource::present`] changes
+    /// them), so they cannot be passed through as stored.
+    pub fn converts(&self) -> bool {
+        self.conversion.is_some() || self.custom
+    }
+}
+
+/// `object` with `apiVersion` set to `api_version` (a custom resource's `None` conversion).
+fn with_api_version(mut object: Value, api_version: String) -> Value {
+    if let Some(root) = object.as_object_mut() {
+        root.insert("apiVersion".into(), Value::String(api_version));
+    }
+    object
 }
 
 /// A subresource other than `status` and `scale`.
@@ -320,6 +348,7 @@ pub const GROUPS: &[(&str, &[&str])] = &[
     ("rbac.authorization.k8s.io", &["v1"]),
     ("storage.k8s.io", &["v1"]),
     ("admissionregistration.k8s.io", &["v1"]),
+    ("apiextensions.k8s.io", &["v1"]),
     ("scheduling.k8s.io", &["v1"]),
     ("coordination.k8s.io", &["v1"]),
     ("node.k8s.io", &["v1"]),
@@ -433,6 +462,10 @@ mod tests {
             "v9715VZqakg=",
         ),
         ("events.k8s.io/v1/events", "r2yiGXH7wu8="),
+        (
+            "apiextensions.k8s.io/v1/customresourcedefinitions",
+            "jfWCUB31mvA=",
+        ),
         (
             "flowcontrol.apiserver.k8s.io/v1/flowschemas",
             "GJVAJZSZBIw=",

@@ -182,6 +182,7 @@ fn assert_status(value: &Value, code: u16, reason: &str) {
 mod admission;
 mod aggregation;
 mod apply;
+mod crd;
 mod kinds;
 mod writes;
 
@@ -217,6 +218,7 @@ async fn discovery_serves_what_kubectl_reads() {
             "rbac.authorization.k8s.io",
             "storage.k8s.io",
             "admissionregistration.k8s.io",
+            "apiextensions.k8s.io",
             "scheduling.k8s.io",
             "coordination.k8s.io",
             "node.k8s.io",

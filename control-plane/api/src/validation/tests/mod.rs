@@ -1,6 +1,7 @@
 //! Table tests: valid objects of every kind pass, and the common mistakes give kube-apiserver's
 //! field paths and messages.
 
+mod apiextensions;
 mod apps;
 mod core;
 mod others;
