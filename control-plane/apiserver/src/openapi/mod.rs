@@ -195,11 +195,20 @@ struct Documents {
     v2_proto: Rendered,
 }
 
+/// The custom kinds and the documents built from them.
+#[derive(Debug, Default)]
+struct Inner {
+    /// Bumped by every [`OpenApi::set_custom`], so a build that raced with a change is not
+    /// kept.
+    generation: u64,
+    custom: Vec<CustomKind>,
+    documents: Option<Arc<Documents>>,
+}
+
 /// The OpenAPI documents the server answers, rebuilt when the custom kinds change.
 #[derive(Debug, Default)]
 pub struct OpenApi {
-    custom: RwLock<Vec<CustomKind>>,
-    documents: RwLock<Option<Arc<Documents>>>,
+    inner: RwLock<Inner>,
 }
 
 impl OpenApi {
@@ -207,35 +216,35 @@ impl OpenApi {
     /// their next use. The CRD code calls this whenever a CRD is established, changed or
     /// deleted.
     pub fn set_custom(&self, kinds: Vec<CustomKind>) {
-        *self
-            .custom
+        let mut inner = self
+            .inner
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = kinds;
-        *self
-            .documents
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.generation += 1;
+        inner.custom = kinds;
+        inner.documents = None;
     }
 
+    /// The current documents, built (outside the lock) when missing.
     fn documents(&self) -> Arc<Documents> {
-        if let Some(documents) = self
-            .documents
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-        {
-            return Arc::clone(documents);
-        }
-        let custom = self
-            .custom
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let (generation, custom) = {
+            let inner = self
+                .inner
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(documents) = &inner.documents {
+                return Arc::clone(documents);
+            }
+            (inner.generation, inner.custom.clone())
+        };
         let built = Arc::new(build(&custom));
-        *self
-            .documents
+        let mut inner = self
+            .inner
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&built));
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if inner.generation == generation {
+            inner.documents = Some(Arc::clone(&built));
+        }
         built
     }
 
