@@ -156,20 +156,26 @@ fn build() -> Built {
             );
         }
     }
-    // Kubernetes' own special cases, as kube-apiserver publishes them.
-    definitions.insert(
-        "io.k8s.apimachinery.pkg.util.intstr.IntOrString".to_owned(),
-        json!({
-            "description": "IntOrString holds either an int32 or a string.",
-            "type": "string",
-            "format": "int-or-string",
-        }),
-    );
+    // The two types of either kind, as kube-apiserver's v3 documents write them (`oneOf` of
+    // the JSON types; [`to_v2`] makes them `type: string` again).
+    if let Some(Value::Object(int_or_string)) =
+        definitions.get_mut("io.k8s.apimachinery.pkg.util.intstr.IntOrString")
+    {
+        int_or_string.remove("x-kubernetes-int-or-string");
+        int_or_string.insert("format".to_owned(), json!("int-or-string"));
+        int_or_string.insert(
+            "oneOf".to_owned(),
+            json!([{ "type": "integer" }, { "type": "string" }]),
+        );
+    }
     if let Some(Value::Object(quantity)) =
         definitions.get_mut("io.k8s.apimachinery.pkg.api.resource.Quantity")
     {
         quantity.remove("x-kubernetes-int-or-string");
-        quantity.insert("type".to_owned(), json!("string"));
+        quantity.insert(
+            "oneOf".to_owned(),
+            json!([{ "type": "string" }, { "type": "number" }]),
+        );
     }
     annotate(&mut definitions);
     Built { kinds, definitions }
@@ -262,9 +268,10 @@ pub fn annotate(definitions: &mut BTreeMap<String, Value>) {
     }
 }
 
-/// One schema in OpenAPI v2 form: `$ref`s point into `#/definitions/`, and a single-`$ref`
+/// One schema in OpenAPI v2 form: `$ref`s point into `#/definitions/`, a single-`$ref`
 /// `allOf` becomes the `$ref` itself with its siblings kept (as kube-apiserver's swagger
-/// writes `"$ref"` next to `"description"`).
+/// writes `"$ref"` next to `"description"`), and a `oneOf` of scalar types that includes
+/// `string` (IntOrString, Quantity) becomes `type: string`, which v2 has instead.
 pub fn to_v2(schema: &Value) -> Value {
     match schema {
         Value::Object(object) => {
@@ -277,6 +284,12 @@ pub fn to_v2(schema: &Value) -> Value {
                     out.insert("$ref".to_owned(), json!(v2_ref(target)));
                 } else if key == "$ref" {
                     out.insert(key.clone(), json!(value.as_str().map(v2_ref)));
+                } else if key == "oneOf"
+                    && let Some(types) = scalar_types(value)
+                {
+                    if types.contains(&"string") && !object.contains_key("type") {
+                        out.insert("type".to_owned(), json!("string"));
+                    }
                 } else if key == "nullable" {
                     // Not a v2 keyword.
                 } else {
@@ -288,6 +301,19 @@ pub fn to_v2(schema: &Value) -> Value {
         Value::Array(items) => Value::Array(items.iter().map(to_v2).collect()),
         other => other.clone(),
     }
+}
+
+/// The types of a `oneOf` whose every branch is only a `type`.
+fn scalar_types(one_of: &Value) -> Option<Vec<&str>> {
+    one_of
+        .as_array()?
+        .iter()
+        .map(|branch| {
+            let branch = branch.as_object()?;
+            (branch.len() == 1).then_some(())?;
+            branch.get("type")?.as_str()
+        })
+        .collect()
 }
 
 fn v2_ref(target: &str) -> String {

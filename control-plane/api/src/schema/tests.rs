@@ -219,10 +219,23 @@ fn definitions_carry_facts_descriptions_and_gvks() {
         list["x-kubernetes-group-version-kind"][0]["kind"],
         json!("PodList")
     );
+    let int_or_string = definition("io.k8s.apimachinery.pkg.util.intstr.IntOrString");
+    assert_eq!(int_or_string["format"], json!("int-or-string"));
     assert_eq!(
-        definition("io.k8s.apimachinery.pkg.util.intstr.IntOrString")["format"],
-        json!("int-or-string")
+        int_or_string["oneOf"],
+        json!([{"type": "integer"}, {"type": "string"}])
     );
+    assert_eq!(
+        to_v2(int_or_string),
+        json!({
+            "description": int_or_string["description"],
+            "format": "int-or-string",
+            "type": "string",
+        })
+    );
+    let quantity = to_v2(definition("io.k8s.apimachinery.pkg.api.resource.Quantity"));
+    assert_eq!(quantity["type"], json!("string"));
+    assert!(quantity.get("oneOf").is_none(), "{quantity}");
 }
 
 #[test]
