@@ -119,6 +119,31 @@ fn property_facts_users_notice() {
             Some(PatchStrategy::Merge),
             Some("topologyKey"),
         ),
+        // Types whose prost names differ (PodDnsConfig, IpBlock, JsonSchemaProps).
+        (
+            "io.k8s.api.core.v1.PodDNSConfig",
+            "options",
+            Some(ListType::Atomic),
+            &[],
+            None,
+            None,
+        ),
+        (
+            "io.k8s.api.networking.v1.IPBlock",
+            "except",
+            Some(ListType::Atomic),
+            &[],
+            None,
+            None,
+        ),
+        (
+            "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaProps",
+            "x-kubernetes-validations",
+            Some(ListType::Map),
+            &["rule"],
+            Some(PatchStrategy::Merge),
+            Some("rule"),
+        ),
     ];
     for (definition, prop, list_type, keys, strategy, merge_key) in table {
         let facts = property(definition, prop)
