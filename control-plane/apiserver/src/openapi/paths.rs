@@ -299,7 +299,7 @@ pub(super) fn paths_of(kind: &ServedKind) -> Vec<PathItem> {
     let write_params = vec![DRY_RUN, FIELD_MANAGER, FIELD_VALIDATION];
     let create = |suffix: &str, what: &str| Operation {
         params: write_params.clone(),
-        body: None,
+        body: Some(object.clone()),
         body_required: true,
         responses: vec![
             (200, object.clone()),
@@ -310,6 +310,7 @@ pub(super) fn paths_of(kind: &ServedKind) -> Vec<PathItem> {
     };
     let replace = |suffix: &str, what: &str| Operation {
         params: write_params.clone(),
+        body: Some(object.clone()),
         body_required: true,
         responses: vec![(200, object.clone()), (201, object.clone())],
         ..op(Action::Put, suffix, format!("replace {what}"))
@@ -355,8 +356,7 @@ pub(super) fn paths_of(kind: &ServedKind) -> Vec<PathItem> {
         vec![PRETTY]
     };
     let mut items = Vec::new();
-    let mut create_op = create("", &format!("a {k}"));
-    create_op.body = Some(kind.definition.clone());
+    let create_op = create("", &format!("a {k}"));
     let delete_collection = Operation {
         params: [LIST, DELETE, &[DRY_RUN]].concat(),
         body: Some(DELETE_OPTIONS.to_owned()),
@@ -379,8 +379,7 @@ pub(super) fn paths_of(kind: &ServedKind) -> Vec<PathItem> {
     });
     let mut object_params = vec![name("object")];
     object_params.extend(scope_params.iter().copied());
-    let mut replace_op = replace("", &format!("the specified {k}"));
-    replace_op.body = Some(kind.definition.clone());
+    let replace_op = replace("", &format!("the specified {k}"));
     items.push(PathItem {
         path: format!("{collection}/{{name}}"),
         params: object_params,

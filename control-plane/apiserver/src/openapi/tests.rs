@@ -84,7 +84,15 @@ fn v3_paths_have_actions_gvks_and_parameters() {
         doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments"]["delete"]["operationId"],
         "deleteAppsV1CollectionNamespacedDeployment"
     );
+    assert_eq!(
+        scale["put"]["requestBody"]["content"]["*/*"]["schema"]["$ref"],
+        "#/components/schemas/io.k8s.api.autoscaling.v1.Scale"
+    );
     let create = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments"]["post"];
+    assert_eq!(
+        create["requestBody"]["content"]["*/*"]["schema"]["$ref"],
+        "#/components/schemas/io.k8s.api.apps.v1.Deployment"
+    );
     assert!(
         create["parameters"]
             .as_array()
