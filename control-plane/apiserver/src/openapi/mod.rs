@@ -32,7 +32,10 @@ use keelson_api::schema::{self, V2_REF_PREFIX, V3_REF_PREFIX, reference, to_v2};
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha512};
 
-use crate::{AppState, KUBERNETES_VERSION, registry};
+use crate::{
+    AppState, KUBERNETES_VERSION,
+    registry::{self, SUBRESOURCE_VERBS},
+};
 
 mod paths;
 #[cfg(test)]
@@ -58,9 +61,44 @@ pub struct ServedKind {
     pub definition: String,
     /// Its list's definition name.
     pub list_definition: String,
-    /// Subresources with an object body (`status`, `scale`): name, definition and the
-    /// `x-kubernetes-group-version-kind` of their operations.
-    pub subresources: Vec<(String, String, Value)>,
+    /// Subresources whose body is an object (`status`, `scale`, `binding`, `finalize`).
+    pub subresources: Vec<ServedSubresource>,
+}
+
+/// A subresource whose requests and answers are one kind of object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServedSubresource {
+    /// The path segment, e.g. `status`.
+    pub name: String,
+    /// The definition of its object (`io.k8s.api.autoscaling.v1.Scale` for `scale`).
+    pub definition: String,
+    /// That object's group, version and kind (`x-kubernetes-group-version-kind` of its
+    /// operations).
+    pub gvk: Value,
+    /// Its verbs among `get`, `update`, `patch` and `create`.
+    pub verbs: Vec<&'static str>,
+}
+
+impl ServedSubresource {
+    /// `status`: get, update and patch on the kind itself.
+    pub fn status(definition: &str, gvk: Value) -> Self {
+        Self {
+            name: "status".to_owned(),
+            definition: definition.to_owned(),
+            gvk,
+            verbs: SUBRESOURCE_VERBS.to_vec(),
+        }
+    }
+
+    /// `scale`: get, update and patch on an autoscaling/v1 Scale.
+    pub fn scale() -> Self {
+        Self {
+            name: "scale".to_owned(),
+            definition: "io.k8s.api.autoscaling.v1.Scale".to_owned(),
+            gvk: json!({ "group": "autoscaling", "version": "v1", "kind": "Scale" }),
+            verbs: SUBRESOURCE_VERBS.to_vec(),
+        }
+    }
 }
 
 impl ServedKind {
@@ -81,10 +119,10 @@ impl ServedKind {
         let gvk = json!({ "group": group, "version": version, "kind": kind });
         let mut subresources = Vec::new();
         if status {
-            subresources.push(("status".to_owned(), definition.clone(), gvk));
+            subresources.push(ServedSubresource::status(&definition, gvk));
         }
         if scale {
-            subresources.push(scale_subresource());
+            subresources.push(ServedSubresource::scale());
         }
         Self {
             group: group.to_owned(),
@@ -106,14 +144,6 @@ impl ServedKind {
             format!("apis/{}/{}", self.group, self.version)
         }
     }
-}
-
-fn scale_subresource() -> (String, String, Value) {
-    (
-        "scale".to_owned(),
-        "io.k8s.api.autoscaling.v1.Scale".to_owned(),
-        json!({ "group": "autoscaling", "version": "v1", "kind": "Scale" }),
-    )
 }
 
 /// A custom resource's kind with its OpenAPI v3 schema (a CRD version's `openAPIV3Schema`).
@@ -142,10 +172,40 @@ pub fn builtin_served_kinds() -> Vec<ServedKind> {
             });
             let mut subresources = Vec::new();
             if resource.status {
-                subresources.push(("status".to_owned(), builtin.definition.clone(), gvk));
+                subresources.push(ServedSubresource::status(&builtin.definition, gvk));
             }
             if resource.scale {
-                subresources.push(scale_subresource());
+                subresources.push(ServedSubresource::scale());
+            }
+            // `pods/binding` (a Binding), `namespaces/finalize` (the Namespace); not
+            // `pods/log`, whose answer is text.
+            for extra in resource.extra_subresources {
+                let Some(object) = schema::builtin_kinds().iter().find(|k| {
+                    k.group == resource.group
+                        && k.version == resource.version
+                        && k.kind == extra.kind
+                }) else {
+                    continue;
+                };
+                let verbs: Vec<&'static str> = extra
+                    .verbs
+                    .iter()
+                    .copied()
+                    .filter(|v| matches!(*v, "create" | "update" | "patch"))
+                    .collect();
+                if verbs.is_empty() {
+                    continue;
+                }
+                subresources.push(ServedSubresource {
+                    name: extra.name.to_owned(),
+                    definition: object.definition.clone(),
+                    gvk: json!({
+                        "group": resource.group,
+                        "version": resource.version,
+                        "kind": extra.kind,
+                    }),
+                    verbs,
+                });
             }
             Some(ServedKind {
                 group: resource.group.to_owned(),
@@ -303,7 +363,7 @@ fn build(custom: &[CustomKind]) -> Documents {
         for kind in kinds {
             roots.push(kind.definition.clone());
             roots.push(kind.list_definition.clone());
-            roots.extend(kind.subresources.iter().map(|s| s.1.clone()));
+            roots.extend(kind.subresources.iter().map(|s| s.definition.clone()));
         }
         let schemas: Map<String, Value> = closure(&definitions, &roots)
             .into_iter()

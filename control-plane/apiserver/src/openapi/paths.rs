@@ -405,29 +405,37 @@ pub(super) fn paths_of(kind: &ServedKind) -> Vec<PathItem> {
             }],
         });
     }
-    for (sub, sub_definition, sub_gvk) in &kind.subresources {
+    for sub in &kind.subresources {
         let mut parent_params = vec![name("parent")];
         parent_params.extend(scope_params.iter().copied());
-        let suffix = capitalize(sub);
-        let what = format!("{sub} of the specified {k}");
+        let suffix = capitalize(&sub.name);
+        let what = format!("{} of the specified {k}", sub.name);
         let with_object = |mut operation: Operation| {
-            operation.gvk = sub_gvk.clone();
+            operation.gvk = sub.gvk.clone();
             for response in &mut operation.responses {
-                response.1 = sub_definition.clone();
+                response.1 = sub.definition.clone();
             }
-            if operation.action == Action::Put {
-                operation.body = Some(sub_definition.clone());
+            if operation.body.as_deref() == Some(kind.definition.as_str()) {
+                operation.body = Some(sub.definition.clone());
             }
             operation
         };
+        let operations = sub
+            .verbs
+            .iter()
+            .filter_map(|verb| match *verb {
+                "get" => Some(read(&suffix, &what)),
+                "update" => Some(replace(&suffix, &what)),
+                "patch" => Some(patch(&suffix, &what)),
+                "create" => Some(create(&suffix, &what)),
+                _ => None,
+            })
+            .map(with_object)
+            .collect();
         items.push(PathItem {
-            path: format!("{collection}/{{name}}/{sub}"),
+            path: format!("{collection}/{{name}}/{}", sub.name),
             params: parent_params,
-            operations: vec![
-                with_object(read(&suffix, &what)),
-                with_object(replace(&suffix, &what)),
-                with_object(patch(&suffix, &what)),
-            ],
+            operations,
         });
     }
     items

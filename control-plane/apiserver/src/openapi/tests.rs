@@ -115,6 +115,18 @@ fn core_group_lives_under_api_v1_and_cluster_kinds_have_no_namespace() {
         core["paths"]["/api/v1/nodes/{name}"]["get"]["operationId"],
         "readCoreV1Node"
     );
+    let binding = &core["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/binding"]["post"];
+    assert_eq!(binding["operationId"], "createCoreV1NamespacedPodBinding");
+    assert_eq!(
+        binding["requestBody"]["content"]["*/*"]["schema"]["$ref"],
+        "#/components/schemas/io.k8s.api.core.v1.Binding"
+    );
+    let finalize = &core["paths"]["/api/v1/namespaces/{name}/finalize"];
+    assert_eq!(
+        finalize["put"]["operationId"],
+        "replaceCoreV1NamespaceFinalize"
+    );
+    assert!(finalize.get("get").is_none(), "{finalize}");
     let rbac = v3(&api, "apis/rbac.authorization.k8s.io/v1");
     assert!(
         rbac["paths"]
