@@ -67,6 +67,23 @@ fn custom_resources(minor: u32) {
         v("wait")
     );
 
+    // kubectl explain reads the CRD's schema from the OpenAPI documents.
+    let out = k.run(&["explain", "widgets.spec.size"]);
+    for expected in [
+        "KIND:",
+        "Widget",
+        "FIELD:",
+        "size",
+        "<integer>",
+        "How many parts the widget is made of.",
+    ] {
+        assert!(
+            out.contains(expected),
+            "{}: {expected:?} in\n{out}",
+            v("explain")
+        );
+    }
+
     let alpha = widget_file(dir.path(), "alpha", 3);
     let out = k.run(&["apply", "-f", &alpha.to_string_lossy()]);
     assert_eq!(

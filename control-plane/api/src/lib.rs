@@ -18,6 +18,7 @@ pub mod managed_fields;
 pub mod names;
 pub mod patch;
 pub mod quantity;
+pub mod schema;
 pub mod selectors;
 pub mod tolerations;
 pub mod validation;

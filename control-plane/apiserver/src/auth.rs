@@ -225,7 +225,7 @@ fn is_discovery(path: &str) -> bool {
     PUBLIC_PATHS.contains(&path)
         || matches!(
             segments.as_slice(),
-            ["api"] | ["api", _] | ["apis"] | ["apis", _] | ["apis", _, _] | ["openapi", "v2"]
+            ["api"] | ["api", _] | ["apis"] | ["apis", _] | ["apis", _, _] | ["openapi", ..]
         )
 }
 

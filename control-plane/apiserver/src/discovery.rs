@@ -1,4 +1,4 @@
-//! Discovery, version, OpenAPI and health endpoints.
+//! Discovery, version and health endpoints.
 
 use axum::{
     extract::State,
@@ -57,19 +57,6 @@ fn go_arch() -> &'static str {
         "aarch64" => "arm64",
         other => other,
     }
-}
-
-/// `/openapi/v2`: an empty protobuf document, which `kubectl apply`'s validation accepts.
-pub(crate) async fn openapi_v2() -> Response {
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
-        )],
-        "",
-    )
-        .into_response()
 }
 
 /// Which discovery document the Accept header asks for.

@@ -2,7 +2,7 @@
 //!
 //! [`app`] builds the axum [`Router`]: discovery (`/version`, `/api`, `/apis`, `/api/v1`,
 //! `/apis/<group>/<version>`, and the aggregated `apidiscovery.k8s.io` documents),
-//! `/openapi/v2`, health endpoints, and for every resource in [`registry::RESOURCES`] get, list,
+//! `/openapi/v2` and `/openapi/v3` ([`openapi`]), health endpoints, and for every resource in [`registry::RESOURCES`] get, list,
 //! watch, create, update, patch, delete and deletecollection, with the `status`, `scale`,
 //! `binding`, `log` and `finalize` subresources, and `/metrics` ([`metrics`]); custom
 //! resources of every established CustomResourceDefinition are served beside them (`crd`).
@@ -40,6 +40,7 @@ pub mod finalizers;
 mod handlers;
 pub mod metrics;
 mod object;
+pub mod openapi;
 mod pod_log;
 mod printers;
 mod protobuf;
@@ -80,6 +81,7 @@ pub struct AppState {
     webhooks: Arc<admission::Webhooks>,
     aggregator: Option<AggregatorClient>,
     crds: Arc<crd::Registry>,
+    openapi: Arc<openapi::OpenApi>,
 }
 
 impl AppState {
@@ -99,6 +101,7 @@ impl AppState {
             webhooks: Arc::default(),
             aggregator: None,
             crds: Arc::default(),
+            openapi: Arc::default(),
         }
     }
 
@@ -133,6 +136,12 @@ impl AppState {
         &self.store
     }
 
+    /// The OpenAPI documents `/openapi/v2` and `/openapi/v3` serve: give custom kinds to
+    /// [`openapi::OpenApi::set_custom`] when CRDs change.
+    pub fn openapi(&self) -> &Arc<openapi::OpenApi> {
+        &self.openapi
+    }
+
     /// The metrics `/metrics` serves.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -153,7 +162,12 @@ pub fn app(state: AppState) -> Router {
         .route("/apis", get(aggregation::discovery::group_list))
         .route("/api/{*rest}", any(handlers::core))
         .route("/apis/{*rest}", any(handlers::grouped))
-        .route("/openapi/v2", get(discovery::openapi_v2))
+        .route("/openapi/v2", get(openapi::v2))
+        .route("/openapi/v3", get(openapi::v3_index))
+        .route(
+            "/openapi/v3/{*group_version}",
+            get(openapi::v3_group_version),
+        )
         .route("/healthz", get(discovery::ok))
         .route("/readyz", get(discovery::ok))
         .route("/livez", get(discovery::ok))

@@ -32,6 +32,7 @@ use serde_json::Value;
 use crate::{
     ApiError,
     object::{decode_kv, meta_str},
+    openapi::{CustomKind, OpenApi, ServedKind},
     registry::{self, Resource, UnknownFields},
 };
 
@@ -79,11 +80,16 @@ pub(crate) struct Served {
     /// The CRD converts through a webhook, which keelson does not call: only its storage
     /// version can be served.
     pub(crate) needs_webhook: bool,
+    /// The version's `openAPIV3Schema` as written, for the OpenAPI documents.
+    pub(crate) openapi_schema: Option<Value>,
 }
 
 /// Every served custom version at one moment.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
+    /// Which build this is (0 for the empty snapshot before the first load): the OpenAPI
+    /// documents follow it.
+    generation: u64,
     served: HashMap<(String, String, String), Arc<Served>>,
     /// Each custom group with its served versions, preferred first; groups sorted by name.
     groups: Vec<(String, Vec<String>)>,
@@ -113,6 +119,42 @@ impl Snapshot {
     /// The custom groups with their versions (preferred first).
     pub(crate) fn groups(&self) -> &[(String, Vec<String>)] {
         &self.groups
+    }
+
+    /// Points the OpenAPI documents at this snapshot's kinds, unless they already are.
+    pub(crate) fn publish(&self, openapi: &OpenApi) {
+        openapi.follow(self.generation, || {
+            let mut kinds: Vec<CustomKind> = self
+                .served
+                .values()
+                .map(|s| {
+                    let r = s.resource;
+                    CustomKind {
+                        served: ServedKind::custom(
+                            r.group,
+                            r.version,
+                            r.kind,
+                            r.plural,
+                            r.namespaced,
+                            r.status,
+                            r.scale,
+                        ),
+                        schema: s
+                            .openapi_schema
+                            .clone()
+                            .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+                    }
+                })
+                .collect();
+            kinds.sort_by(|a, b| {
+                (&a.served.group, &a.served.version, &a.served.plural).cmp(&(
+                    &b.served.group,
+                    &b.served.version,
+                    &b.served.plural,
+                ))
+            });
+            kinds
+        });
     }
 
     /// The resources served in `group`/`version`, sorted by plural.
@@ -157,7 +199,13 @@ impl Snapshot {
             })
             .collect();
         groups.sort();
-        Self { served, groups }
+        static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let generation = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            generation,
+            served,
+            groups,
+        }
     }
 }
 
@@ -241,8 +289,9 @@ fn served_versions(crd: &Value) -> Vec<Served> {
                     .map(|p| p.trim_start_matches('.').to_owned())
                     .collect(),
             };
-            let schema = v
-                .pointer("/schema/openAPIV3Schema")
+            let openapi_schema = v.pointer("/schema/openAPIV3Schema").cloned();
+            let schema = openapi_schema
+                .as_ref()
                 .and_then(|s| Structural::compile(s, "").ok());
             let scale = subresources
                 .get("scale")
@@ -262,6 +311,7 @@ fn served_versions(crd: &Value) -> Vec<Served> {
                 scale,
                 terminating,
                 needs_webhook: webhook && version != storage,
+                openapi_schema,
             }
         })
         .collect()

@@ -815,3 +815,56 @@ async fn pruned_fields_are_warned_about_by_default() {
     );
     assert_eq!(body["metadata"].get("bogus"), None);
 }
+
+#[tokio::test]
+async fn crd_schemas_are_in_the_openapi_documents_and_leave_with_the_crd() {
+    let s = server().await;
+    let index = s.ok(Method::GET, "/openapi/v3", None).await;
+    assert!(
+        index["paths"].get("apis/example.com/v1").is_none(),
+        "{index}"
+    );
+    s.ok(Method::POST, CRDS, Some(widget_crd())).await;
+
+    let index = s.ok(Method::GET, "/openapi/v3", None).await;
+    let url = index["paths"]["apis/example.com/v1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no example.com/v1 in the index: {index}"))
+        .to_owned();
+    let document = s.ok(Method::GET, &url, None).await;
+    let widget = &document["components"]["schemas"]["com.example.v1.Widget"];
+    assert_eq!(
+        widget["properties"]["spec"]["properties"]["size"]["type"], "integer",
+        "{widget}"
+    );
+    assert_eq!(
+        widget["x-kubernetes-group-version-kind"],
+        json!([{"group": "example.com", "version": "v1", "kind": "Widget"}])
+    );
+    let paths = document["paths"].as_object().cloned().unwrap_or_default();
+    for path in [
+        "/apis/example.com/v1/namespaces/{namespace}/widgets",
+        "/apis/example.com/v1/namespaces/{namespace}/widgets/{name}/scale",
+    ] {
+        assert!(paths.contains_key(path), "{path} in {:?}", paths.keys());
+    }
+    let v2 = s.ok(Method::GET, "/openapi/v2", None).await;
+    assert_eq!(
+        v2["definitions"]["com.example.v1beta1.Widget"]["properties"]["spec"]["properties"]["color"]
+            ["type"],
+        "string"
+    );
+
+    s.ok(Method::DELETE, &format!("{CRDS}/widgets.example.com"), None)
+        .await;
+    let mut gone = false;
+    for _ in 0..100 {
+        let index = s.ok(Method::GET, "/openapi/v3", None).await;
+        if index["paths"].get("apis/example.com/v1").is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the deleted CRD's document stayed in the index");
+}
