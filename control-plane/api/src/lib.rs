@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cidr;
+pub mod crd;
 pub mod defaulting;
 pub mod events;
 pub mod managed_fields;
