@@ -16,11 +16,11 @@
 //!   values of an embedded resource's ObjectMeta (only its field names); list-type set/map
 //!   equality in CEL is ordered.
 
-mod cel;
+pub(crate) mod cel;
 mod checks;
 mod cost;
 mod formats;
-mod library;
+pub(crate) mod library;
 mod mutate;
 mod path;
 mod schema;

@@ -1,5 +1,6 @@
 //! Webhook configurations and ValidatingAdmissionPolicies (`pkg/apis/admissionregistration/
-//! validation`, `apiserver/pkg/util/webhook`; v1.33). CEL expressions are not compiled here.
+//! validation`, `apiserver/pkg/util/webhook`; v1.33). CEL expressions are compiled by
+//! `crate::admission_policy`.
 
 use serde_json::Value;
 
@@ -212,6 +213,10 @@ fn webhook(hook: &Value, mutating: bool, path: &Path, errs: &mut Errs) {
     for (i, r) in arr(hook, "rules").iter().enumerate() {
         rule(r, &path.child("rules").index(i), errs);
     }
+    errs.extend(crate::admission_policy::match_condition_errors(
+        hook,
+        path.as_str(),
+    ));
     if let Some(fp) = str_opt(hook, "failurePolicy")
         && fp != "Fail"
         && fp != "Ignore"
@@ -337,7 +342,7 @@ pub(crate) fn mutating_webhooks(object: &Value, errs: &mut Errs) {
     webhooks(object, true, errs);
 }
 
-/// `ValidateValidatingAdmissionPolicy` (structure only; expressions are not compiled).
+/// `ValidateValidatingAdmissionPolicy`; expressions are compiled by `admission_policy`.
 pub(crate) fn policy(object: &Value, errs: &mut Errs) {
     meta::object_meta(object, NameRule::Subdomain, false, errs);
     let spec = at(object, "spec");
@@ -378,6 +383,7 @@ pub(crate) fn policy(object: &Value, errs: &mut Errs) {
             }
         }
     }
+    errs.extend(crate::admission_policy::policy_errors(spec));
     let validations = arr(spec, "validations");
     if validations.is_empty() && arr(spec, "auditAnnotations").is_empty() {
         errs.push(FieldError::required(
