@@ -25,7 +25,7 @@ use cel::{Context, Program};
 use serde_json::Value;
 
 use crate::crd::cel::{
-    ENV, compile_source, depth_of, located, runtime_error, to_cel, with_stack_for,
+    ENV, compile_source, depth_of, located, runtime_error, to_cel, with_stack, with_stack_for,
 };
 use crate::validation::FieldError;
 
@@ -61,7 +61,7 @@ const TYPE_NAMES: &[&str] = &[
 
 /// Which variables an expression is compiled with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub enum Scope<'a> {
     /// A webhook's `matchConditions`: `object`, `oldObject`, `request`, `namespaceObject`,
     /// `authorizer`.
     Webhook,
@@ -70,32 +70,60 @@ pub enum Scope {
     Policy {
         /// Whether the policy declares `paramKind`.
         params: bool,
+        /// The `variables` declared so far (`variables.<name>` may name only these).
+        variables: &'a [String],
+        /// Whether `authorizer` is declared (not in a `messageExpression`).
+        authorizer: bool,
     },
 }
 
-impl Scope {
+impl Scope<'_> {
     fn declares(self, name: &str) -> bool {
-        BASE.contains(&name)
-            || TYPE_NAMES.contains(&name)
-            || match self {
-                Self::Webhook => false,
-                Self::Policy { params } => name == "variables" || (params && name == "params"),
+        if TYPE_NAMES.contains(&name) {
+            return true;
+        }
+        match self {
+            Self::Webhook => BASE.contains(&name),
+            Self::Policy {
+                params, authorizer, ..
+            } => {
+                (BASE.contains(&name) && (authorizer || name != "authorizer"))
+                    || name == "variables"
+                    || (params && name == "params")
             }
+        }
+    }
+
+    /// Whether `variables.<name>` is declared.
+    fn has_variable(self, name: &str) -> bool {
+        match self {
+            Self::Webhook => false,
+            Self::Policy { variables, .. } => variables.iter().any(|v| v == name),
+        }
     }
 }
 
 /// One compiled expression.
 #[derive(Debug, Clone)]
 pub struct Expression {
-    /// The expression as written, trimmed.
+    /// The expression as written.
     pub source: String,
     program: Arc<Program>,
     depth: usize,
 }
 
+/// What the type checker would not find.
+enum Undeclared {
+    /// An identifier: `undeclared reference to 'x'`.
+    Reference(String),
+    /// A `variables.<name>` that is not declared: `undefined field 'x'`.
+    Field(String),
+}
+
 /// The first identifier of `e` that is neither declared by `scope` nor bound by an
-/// enclosing comprehension, with its expression id.
-fn undeclared(e: &IdedExpr, scope: Scope) -> Option<(u64, String)> {
+/// enclosing comprehension (or `variables.<name>` of an undeclared variable), with its
+/// expression id.
+fn undeclared(e: &IdedExpr, scope: Scope<'_>) -> Option<(u64, Undeclared)> {
     let mut stack: Vec<(&IdedExpr, Vec<&str>)> = vec![(e, Vec::new())];
     while let Some((e, bound)) = stack.pop() {
         match &e.expr {
@@ -105,14 +133,24 @@ fn undeclared(e: &IdedExpr, scope: Scope) -> Option<(u64, String)> {
                     && !bound.contains(&name.as_str())
                     && !scope.declares(name)
                 {
-                    return Some((e.id, name.clone()));
+                    return Some((e.id, Undeclared::Reference(name.clone())));
                 }
             }
             Expr::Call(c) => {
                 stack.extend(c.target.iter().map(|t| (&**t, bound.clone())));
                 stack.extend(c.args.iter().map(|a| (a, bound.clone())));
             }
-            Expr::Select(s) => stack.push((&s.operand, bound)),
+            Expr::Select(s) => {
+                if let Expr::Ident(operand) = &s.operand.expr
+                    && operand == "variables"
+                    && !bound.contains(&"variables")
+                    && scope.declares("variables")
+                    && !scope.has_variable(&s.field)
+                {
+                    return Some((e.id, Undeclared::Field(s.field.clone())));
+                }
+                stack.push((&s.operand, bound));
+            }
             Expr::List(l) => stack.extend(l.elements.iter().map(|x| (x, bound.clone()))),
             Expr::Map(m) => {
                 for entry in &m.entries {
@@ -148,23 +186,25 @@ fn undeclared(e: &IdedExpr, scope: Scope) -> Option<(u64, String)> {
     None
 }
 
-/// Compiles `source` (trimmed) for `scope`; on failure kube's detail,
+/// Compiles `source` for `scope`; on failure kube's detail,
 /// `compilation failed: ERROR: <input>:1:5: ...`.
-pub fn compile(source: &str, scope: Scope) -> Result<Expression, String> {
-    let source = source.trim();
-    let program = compile_source(source).map_err(|e| format!("compilation failed: {e}"))?;
-    if let Some((id, name)) = undeclared(program.expression(), scope) {
+pub fn compile(source: &str, scope: Scope<'_>) -> Result<Expression, String> {
+    let program =
+        with_stack(|| compile_source(source)).map_err(|e| format!("compilation failed: {e}"))?;
+    if let Some((id, what)) = undeclared(program.expression(), scope) {
         let offset = program
             .source_info()
             .offset_for(id)
             .map_or(0, |(start, _)| usize::try_from(start).unwrap_or(0));
+        let message = match what {
+            Undeclared::Reference(name) => {
+                format!("undeclared reference to '{name}' (in container '')")
+            }
+            Undeclared::Field(name) => format!("undefined field '{name}'"),
+        };
         return Err(format!(
             "compilation failed: {}",
-            located(
-                source,
-                offset,
-                &format!("undeclared reference to '{name}' (in container '')")
-            )
+            located(source, offset, &message)
         ));
     }
     let depth = depth_of(program.expression());
@@ -280,7 +320,7 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    fn new(source: &str, scope: Scope) -> Self {
+    fn new(source: &str, scope: Scope<'_>) -> Self {
         Self {
             source: source.to_owned(),
             compiled: compile(source, scope),
@@ -333,7 +373,7 @@ pub struct MatchConditions(Vec<(String, Compiled)>);
 
 impl MatchConditions {
     /// Compiles the `matchConditions` array `conditions` (absent: none).
-    pub fn new(conditions: Option<&Value>, scope: Scope) -> Self {
+    pub fn new(conditions: Option<&Value>, scope: Scope<'_>) -> Self {
         Self(
             conditions
                 .and_then(Value::as_array)
@@ -345,7 +385,7 @@ impl MatchConditions {
                         .get("expression")
                         .and_then(Value::as_str)
                         .unwrap_or_default();
-                    (name.to_owned(), Compiled::new(source, scope))
+                    (name.to_owned(), Compiled::new(source.trim(), scope))
                 })
                 .collect(),
         )
@@ -449,16 +489,32 @@ impl Policy {
     /// Compiles the policy's `spec` (expressions that do not compile fail when evaluated).
     pub fn new(spec: &Value) -> Self {
         let has_params = spec.get("paramKind").is_some_and(|p| !p.is_null());
-        let scope = Scope::Policy { params: has_params };
+        let names = variable_names(spec);
+        let scope = Scope::Policy {
+            params: has_params,
+            variables: &names,
+            authorizer: true,
+        };
+        let message_scope = Scope::Policy {
+            params: has_params,
+            variables: &names,
+            authorizer: false,
+        };
         Self {
             failure_policy: FailurePolicy::parse(text(spec, "failurePolicy")),
             has_params,
             match_conditions: MatchConditions::new(spec.get("matchConditions"), scope),
             variables: items(spec, "variables")
-                .map(|v| {
+                .enumerate()
+                .map(|(i, v)| {
+                    let earlier = Scope::Policy {
+                        params: has_params,
+                        variables: &names[..i.min(names.len())],
+                        authorizer: true,
+                    };
                     (
                         text(v, "name").unwrap_or_default().to_owned(),
-                        Compiled::new(text(v, "expression").unwrap_or_default(), scope),
+                        Compiled::new(text(v, "expression").unwrap_or_default(), earlier),
                     )
                 })
                 .collect(),
@@ -468,7 +524,7 @@ impl Policy {
                     message: text(v, "message").map(str::to_owned),
                     message_expression: text(v, "messageExpression")
                         .filter(|m| !m.trim().is_empty())
-                        .map(|m| Compiled::new(m, scope)),
+                        .map(|m| Compiled::new(m, message_scope)),
                     reason: text(v, "reason").map(str::to_owned),
                 })
                 .collect(),
@@ -476,7 +532,7 @@ impl Policy {
                 .map(|a| {
                     (
                         text(a, "key").unwrap_or_default().to_owned(),
-                        Compiled::new(text(a, "valueExpression").unwrap_or_default(), scope),
+                        Compiled::new(text(a, "valueExpression").unwrap_or_default().trim(), scope),
                     )
                 })
                 .collect(),
@@ -588,66 +644,286 @@ impl Policy {
     }
 }
 
-/// The compilation errors of a ValidatingAdmissionPolicy's expressions, under `spec.`, as
-/// kube's `validateValidatingAdmissionPolicySpec` reports them (`field.Invalid` with the
-/// expression as value).
-pub fn policy_errors(spec: &Value) -> Vec<FieldError> {
+/// The names of `spec.variables`, in order.
+fn variable_names(spec: &Value) -> Vec<String> {
+    items(spec, "variables")
+        .map(|v| text(v, "name").unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// `isCELIdentifier`.
+fn is_cel_identifier(name: &str) -> bool {
+    const RESERVED: &[&str] = &[
+        "true",
+        "false",
+        "null",
+        "in",
+        "as",
+        "break",
+        "const",
+        "continue",
+        "else",
+        "for",
+        "function",
+        "if",
+        "import",
+        "let",
+        "loop",
+        "package",
+        "namespace",
+        "return",
+        "var",
+        "void",
+        "while",
+    ];
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+        && !RESERVED.contains(&name)
+}
+
+/// `field.Invalid` with the expression as value when `source` does not compile.
+fn check_expression(path: &str, source: &str, scope: Scope<'_>, errs: &mut Vec<FieldError>) {
+    if let Err(detail) = compile(source, scope) {
+        errs.push(FieldError::invalid(path, source, detail));
+    }
+}
+
+/// `validateMatchConditions`: at most 64, names qualified and unique, expressions that
+/// compile (trimmed).
+fn match_conditions(
+    conditions: Option<&Value>,
+    path: &str,
+    scope: Scope<'_>,
+    errs: &mut Vec<FieldError>,
+) {
+    let list = conditions
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    if list.len() > 64 {
+        errs.push(FieldError::too_many(path, list.len(), 64));
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (i, c) in list.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let expression = text(c, "expression").unwrap_or_default().trim();
+        if expression.is_empty() {
+            errs.push(FieldError::required(&format!("{at}.expression"), ""));
+        } else {
+            check_expression(&format!("{at}.expression"), expression, scope, errs);
+        }
+        let name = text(c, "name").unwrap_or_default();
+        if name.is_empty() {
+            errs.push(FieldError::required(&format!("{at}.name"), ""));
+        } else {
+            for m in crate::validation::formats::qualified_name(name) {
+                errs.push(FieldError::invalid(&format!("{at}.name"), name, m));
+            }
+            if names.contains(&name) {
+                errs.push(FieldError::duplicate(&format!("{at}.name"), name));
+            } else {
+                names.push(name);
+            }
+        }
+    }
+}
+
+/// The checks of kube's `validateValidatingAdmissionPolicySpec` on the CEL parts of `spec`:
+/// `matchConditions`, `variables`, `validations` and `auditAnnotations` (expressions
+/// compiled, names, messages, reasons). `name` is the policy's `metadata.name`.
+pub fn policy_errors(name: &str, spec: &Value) -> Vec<FieldError> {
+    let params = spec.get("paramKind").is_some_and(|p| !p.is_null());
+    let names = variable_names(spec);
     let scope = Scope::Policy {
-        params: spec.get("paramKind").is_some_and(|p| !p.is_null()),
+        params,
+        variables: &names,
+        authorizer: true,
     };
     let mut errs = Vec::new();
-    let mut check = |path: String, source: Option<&str>| {
-        if let Some(source) = source.filter(|s| !s.trim().is_empty())
-            && let Err(detail) = compile(source, scope)
-        {
-            errs.push(FieldError::invalid(&path, source.trim(), detail));
-        }
-    };
-    for (i, c) in items(spec, "matchConditions").enumerate() {
-        check(
-            format!("spec.matchConditions[{i}].expression"),
-            text(c, "expression"),
-        );
-    }
+    match_conditions(
+        spec.get("matchConditions"),
+        "spec.matchConditions",
+        scope,
+        &mut errs,
+    );
     for (i, v) in items(spec, "variables").enumerate() {
-        check(
-            format!("spec.variables[{i}].expression"),
-            text(v, "expression"),
+        let at = format!("spec.variables[{i}]");
+        let var = text(v, "name").unwrap_or_default();
+        if var.trim().is_empty() {
+            errs.push(FieldError::required(
+                &format!("{at}.name"),
+                "name is not specified",
+            ));
+        } else if !is_cel_identifier(var) {
+            errs.push(FieldError::invalid(
+                &format!("{at}.name"),
+                var,
+                "name is not a valid CEL identifier",
+            ));
+        }
+        let expression = text(v, "expression").unwrap_or_default();
+        if expression.trim().is_empty() {
+            errs.push(FieldError::required(
+                &format!("{at}.expression"),
+                "expression is not specified",
+            ));
+        } else {
+            let earlier = Scope::Policy {
+                params,
+                variables: &names[..i],
+                authorizer: true,
+            };
+            check_expression(&format!("{at}.expression"), expression, earlier, &mut errs);
+        }
+    }
+    let validations: Vec<&Value> = items(spec, "validations").collect();
+    let audit: Vec<&Value> = items(spec, "auditAnnotations").collect();
+    if validations.is_empty() && audit.is_empty() {
+        for field in ["spec.validations", "spec.auditAnnotations"] {
+            errs.push(FieldError::required(
+                field,
+                "validations or auditAnnotations must contain at least one item",
+            ));
+        }
+        return errs;
+    }
+    for (i, v) in validations.iter().enumerate() {
+        validation(
+            v,
+            &format!("spec.validations[{i}]"),
+            params,
+            &names,
+            &mut errs,
         );
     }
-    for (i, v) in items(spec, "validations").enumerate() {
-        check(
-            format!("spec.validations[{i}].expression"),
-            text(v, "expression"),
-        );
-        check(
-            format!("spec.validations[{i}].messageExpression"),
-            text(v, "messageExpression"),
-        );
+    if audit.len() > 20 {
+        errs.push(FieldError::invalid(
+            "spec.auditAnnotations",
+            spec["auditAnnotations"].clone(),
+            "must not have more than 20 auditAnnotations",
+        ));
     }
-    for (i, a) in items(spec, "auditAnnotations").enumerate() {
-        check(
-            format!("spec.auditAnnotations[{i}].valueExpression"),
-            text(a, "valueExpression"),
-        );
+    let mut keys: Vec<&str> = Vec::new();
+    for (i, a) in audit.iter().enumerate() {
+        let at = format!("spec.auditAnnotations[{i}]");
+        let key = text(a, "key").unwrap_or_default();
+        if name.is_empty() {
+            errs.push(FieldError::invalid(
+                &format!("{at}.key"),
+                key,
+                "requires metadata.name be non-empty",
+            ));
+        } else {
+            let qualified = format!("{name}/{key}");
+            for m in crate::validation::formats::qualified_name(&qualified) {
+                errs.push(FieldError::invalid(
+                    &format!("{at}.key"),
+                    qualified.as_str(),
+                    m,
+                ));
+            }
+        }
+        let expression = text(a, "valueExpression").unwrap_or_default().trim();
+        let vat = format!("{at}.valueExpression");
+        if expression.is_empty() {
+            errs.push(FieldError::required(
+                &vat,
+                "valueExpression is not specified",
+            ));
+        } else if expression.len() > 5 * 1024 {
+            errs.push(FieldError::required(
+                &vat,
+                "must not exceed 5120 bytes in length",
+            ));
+        } else {
+            check_expression(&vat, expression, scope, &mut errs);
+        }
+        if keys.contains(&key) {
+            errs.push(FieldError::duplicate(&format!("{at}.key"), key));
+        }
+        keys.push(key);
     }
     errs
 }
 
-/// The compilation errors of one webhook's `matchConditions` (`path` is the webhook's,
-/// e.g. `webhooks[0]`).
-pub fn match_condition_errors(webhook: &Value, path: &str) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    for (i, c) in items(webhook, "matchConditions").enumerate() {
-        if let Some(source) = text(c, "expression").filter(|s| !s.trim().is_empty())
-            && let Err(detail) = compile(source, Scope::Webhook)
-        {
-            errs.push(FieldError::invalid(
-                &format!("{path}.matchConditions[{i}].expression"),
-                source.trim(),
-                detail,
+/// `validateValidation`.
+fn validation(v: &Value, at: &str, params: bool, names: &[String], errs: &mut Vec<FieldError>) {
+    let expression = text(v, "expression").unwrap_or_default();
+    if expression.trim().is_empty() {
+        errs.push(FieldError::required(
+            &format!("{at}.expression"),
+            "expression is not specified",
+        ));
+    } else {
+        let scope = Scope::Policy {
+            params,
+            variables: names,
+            authorizer: true,
+        };
+        check_expression(&format!("{at}.expression"), expression, scope, errs);
+    }
+    let message_expression = text(v, "messageExpression").unwrap_or_default();
+    if !message_expression.is_empty() && message_expression.trim().is_empty() {
+        errs.push(FieldError::invalid(
+            &format!("{at}.messageExpression"),
+            message_expression,
+            "must be non-empty if specified",
+        ));
+    } else if !message_expression.is_empty() {
+        let scope = Scope::Policy {
+            params,
+            variables: names,
+            authorizer: false,
+        };
+        check_expression(
+            &format!("{at}.messageExpression"),
+            message_expression,
+            scope,
+            errs,
+        );
+    }
+    let message = text(v, "message").unwrap_or_default();
+    if !message.is_empty() && message.trim().is_empty() {
+        errs.push(FieldError::invalid(
+            &format!("{at}.message"),
+            message,
+            "message must be non-empty if specified",
+        ));
+    } else if message.trim().contains(['\n', '\r']) {
+        errs.push(FieldError::invalid(
+            &format!("{at}.message"),
+            message,
+            "message must not contain line breaks",
+        ));
+    }
+    if let Some(reason) = text(v, "reason") {
+        const REASONS: &[&str] = &[
+            "Forbidden",
+            "Invalid",
+            "RequestEntityTooLarge",
+            "Unauthorized",
+        ];
+        if !REASONS.contains(&reason) {
+            errs.push(FieldError::not_supported(
+                &format!("{at}.reason"),
+                reason,
+                REASONS,
             ));
         }
     }
+}
+
+/// The checks of one webhook's `matchConditions` (`path` is the webhook's, e.g.
+/// `webhooks[0]`).
+pub fn match_condition_errors(webhook: &Value, path: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    match_conditions(
+        webhook.get("matchConditions"),
+        &format!("{path}.matchConditions"),
+        Scope::Webhook,
+        &mut errs,
+    );
     errs
 }

@@ -59,7 +59,7 @@ fn expressions_that_do_not_compile_are_refused_with_kubes_detail() {
             "compilation failed: ERROR: <input>:1:1: undeclared reference to 'nope' (in container '')",
         ),
     ] {
-        let errs = policy_errors(&spec);
+        let errs = policy_errors("p", &spec);
         assert_eq!(errs.len(), 1, "{spec}: {errs:?}");
         assert_eq!(errs[0].field, field);
         assert!(
@@ -84,9 +84,9 @@ fn valid_policies_compile_cleanly() {
         json!({"validations": [{"expression": "cel.bind(x, object.spec.replicas, x < 3)"}]}),
     ] {
         assert!(
-            policy_errors(&spec).is_empty(),
+            policy_errors("p", &spec).is_empty(),
             "{spec}: {:?}",
-            policy_errors(&spec)
+            policy_errors("p", &spec)
         );
     }
     let webhook = json!({"matchConditions": [
@@ -292,5 +292,82 @@ fn namespace_object_and_audit_annotations() {
     assert_eq!(
         verdict.decisions[1].message,
         "valueExpression '1' resulted in unsupported return type: int. Return type must be either string or null."
+    );
+}
+
+#[test]
+fn policy_specs_are_checked_as_kube_checks_them() {
+    let t = |extra: Value| {
+        let mut spec = json!({"validations": [{"expression": "true"}]});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        policy_errors("p", &spec)
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message()))
+            .collect::<Vec<_>>()
+    };
+    let deep = format!("{}1{}", "(".repeat(60), ")".repeat(60));
+    for (extra, expected) in [
+        (
+            json!({"variables": [{"name": "4ever", "expression": "true"}]}),
+            vec!["spec.variables[0].name: Invalid value: \"4ever\": name is not a valid CEL identifier".to_owned()],
+        ),
+        (
+            json!({"variables": [{"name": " ", "expression": " "}]}),
+            vec![
+                "spec.variables[0].name: Required value: name is not specified".to_owned(),
+                "spec.variables[0].expression: Required value: expression is not specified".to_owned(),
+            ],
+        ),
+        // A variable sees only those declared before it.
+        (
+            json!({"variables": [{"name": "a", "expression": "variables.b"}, {"name": "b", "expression": "1"}]}),
+            vec!["spec.variables[0].expression: Invalid value: \"variables.b\": compilation failed: ERROR: <input>:1:10: undefined field 'b'\n | variables.b\n | .........^".to_owned()],
+        ),
+        (
+            json!({"validations": [{"expression": "variables.nope"}]}),
+            vec!["spec.validations[0].expression: Invalid value: \"variables.nope\": compilation failed: ERROR: <input>:1:10: undefined field 'nope'\n | variables.nope\n | .........^".to_owned()],
+        ),
+        (
+            json!({"validations": [{"expression": "true", "messageExpression": "string(authorizer)"}]}),
+            vec!["spec.validations[0].messageExpression: Invalid value: \"string(authorizer)\": compilation failed: ERROR: <input>:1:8: undeclared reference to 'authorizer' (in container '')\n | string(authorizer)\n | .......^".to_owned()],
+        ),
+        (
+            json!({"validations": [{"expression": "true", "message": "a\nb", "reason": "NotFound"}]}),
+            vec![
+                "spec.validations[0].message: Invalid value: \"a\\nb\": message must not contain line breaks".to_owned(),
+                "spec.validations[0].reason: Unsupported value: \"NotFound\": supported values: \"Forbidden\", \"Invalid\", \"RequestEntityTooLarge\", \"Unauthorized\"".to_owned(),
+            ],
+        ),
+        (
+            json!({"validations": [{"expression": "true", "messageExpression": "  "}]}),
+            vec!["spec.validations[0].messageExpression: Invalid value: \"  \": must be non-empty if specified".to_owned()],
+        ),
+        (
+            json!({"validations": [{"expression": deep}]}),
+            vec![format!("spec.validations[0].expression: Invalid value: \"{deep}\": compilation failed: ERROR: <input>:1:1: expression recursion limit exceeded: 100\n | {deep}\n | ^")],
+        ),
+        (
+            json!({"matchConditions": [{"name": "a", "expression": "true"}, {"name": "a", "expression": " "}, {"name": "-bad-", "expression": "true"}]}),
+            vec![
+                "spec.matchConditions[1].expression: Required value".to_owned(),
+                "spec.matchConditions[1].name: Duplicate value: \"a\"".to_owned(),
+                "spec.matchConditions[2].name: Invalid value: \"-bad-\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')".to_owned(),
+            ],
+        ),
+        (
+            json!({"validations": [], "auditAnnotations": [{"key": "a", "valueExpression": "'x'"}, {"key": "a", "valueExpression": "'y'"}]}),
+            vec!["spec.auditAnnotations[1].key: Duplicate value: \"a\"".to_owned()],
+        ),
+    ] {
+        assert_eq!(t(extra.clone()), expected, "{extra}");
+    }
+    assert_eq!(
+        policy_errors("p", &json!({}))
+            .iter()
+            .map(|e| e.field.as_str())
+            .collect::<Vec<_>>(),
+        ["spec.validations", "spec.auditAnnotations"]
     );
 }
