@@ -71,6 +71,8 @@ struct Constraints {
     rules: Vec<NamedRule>,
     exclude: Vec<NamedRule>,
     selectors: Hook,
+    /// `matchPolicy: Equivalent` (the default).
+    equivalent: bool,
 }
 
 impl Constraints {
@@ -83,6 +85,7 @@ impl Constraints {
                 m.namespace_selector.as_ref(),
                 m.object_selector.as_ref(),
             ),
+            equivalent: m.match_policy.as_deref() != Some("Exact"),
         }
     }
 
@@ -93,19 +96,40 @@ impl Constraints {
         })
     }
 
-    /// kube's `Matcher.Matches`: no `resourceRules` match every resource.
-    fn matches(
+    /// The resource part of kube's `Matcher.Matches`: not excluded, and covered by a rule
+    /// (no `resourceRules` cover every resource), directly or, with `matchPolicy:
+    /// Equivalent`, through a resource served from the same storage. Returns the resource
+    /// the request is seen as.
+    fn rules_match(
         &self,
         facts: &RequestFacts<'_>,
+        resource: &'static Resource,
         name: &str,
+    ) -> Option<&'static Resource> {
+        let views = || {
+            std::iter::once(resource).chain(
+                self.equivalent
+                    .then(|| super::equivalents(resource))
+                    .into_iter()
+                    .flatten(),
+            )
+        };
+        let seen = |r: &'static Resource| super::as_resource(facts, r);
+        if views().any(|r| Self::covers(&self.exclude, &seen(r), name)) {
+            return None;
+        }
+        if self.rules.is_empty() {
+            return Some(resource);
+        }
+        views().find(|r| Self::covers(&self.rules, &seen(r), name))
+    }
+
+    /// The selector part: `namespaceSelector` and `objectSelector`.
+    fn selectors_match(
+        &self,
+        facts: &RequestFacts<'_>,
         namespace_labels: Option<&BTreeMap<String, String>>,
     ) -> Result<bool, ApiError> {
-        if Self::covers(&self.exclude, facts, name) {
-            return Ok(false);
-        }
-        if !self.rules.is_empty() && !Self::covers(&self.rules, facts, name) {
-            return Ok(false);
-        }
         self.selectors
             .selectors_match(facts, namespace_labels)
             .map_err(|e| super::internal(e.0))
@@ -331,9 +355,6 @@ impl Admit<'_> {
         let facts = self.facts(attempt, object, old);
         let mut namespace: Option<Option<Value>> = None;
         let mut denials: Vec<Denial> = Vec::new();
-        let served = object.map(|o| present(attempt, resource, o.clone()));
-        let served_old = old.map(|o| present(attempt, resource, o.clone()));
-        let request = self.cel_request(attempt, resource);
         for hook in hooks {
             let config_error = |denials: &mut Vec<Denial>, binding: Option<&str>, e: String| {
                 if hook.policy.failure_policy == FailurePolicy::Fail {
@@ -350,28 +371,34 @@ impl Admit<'_> {
                     });
                 }
             };
+            // Validation requires matchConstraints; a policy without them matches nothing.
+            let Some(constraints) = &hook.constraints else {
+                continue;
+            };
+            let Some(view) = constraints.rules_match(&facts, resource, attempt.name) else {
+                continue;
+            };
+            // Read once, and only when a policy's rules cover the request.
             if namespace.is_none() {
                 namespace = Some(self.namespace_object(&facts).await?);
             }
             let ns = namespace.as_ref().and_then(Option::as_ref);
             let ns_labels = ns.map(labels);
-            let Some(constraints) = &hook.constraints else {
-                config_error(
-                    &mut denials,
-                    None,
-                    "matchConstraints is required".to_owned(),
-                );
-                continue;
-            };
-            if !constraints.matches(&facts, attempt.name, ns_labels.as_ref())? {
+            if !constraints.selectors_match(&facts, ns_labels.as_ref())? {
                 continue;
             }
             for binding in &hook.bindings {
                 if let Some(c) = &binding.constraints
-                    && !c.matches(&facts, attempt.name, ns_labels.as_ref())?
+                    && !(c.rules_match(&facts, resource, attempt.name).is_some()
+                        && c.selectors_match(&facts, ns_labels.as_ref())?)
                 {
                     continue;
                 }
+                // The objects and request as the matched resource shows them (kube's
+                // versioned attributes of the matched kind).
+                let served = object.map(|o| present(attempt, view, o.clone()));
+                let served_old = old.map(|o| present(attempt, view, o.clone()));
+                let request = self.cel_request(attempt, view);
                 let params = match self.params(hook, binding, facts.namespace).await {
                     Ok(params) => params,
                     Err(e) => {

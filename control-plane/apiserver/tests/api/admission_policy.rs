@@ -423,3 +423,49 @@ async fn a_match_condition_error_fails_closed_with_kubes_403() {
          no such key: absent"
     );
 }
+
+#[tokio::test]
+async fn an_equivalent_resource_is_matched_and_seen_as_the_policy_names_it() {
+    let s = server().await;
+    let on_core_events = |name: &str, match_policy: &str| {
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {"matchConstraints": {"matchPolicy": match_policy, "resourceRules": [{
+                        "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["events"]}]},
+                     // `message` is the core Event's name for events.k8s.io's `note`.
+                     "validations": [{"expression": "object.message != 'hello'",
+                                      "messageExpression": "request.kind.group + '/' + request.kind.kind + ': ' + object.message"}]}})
+    };
+    install(
+        &s,
+        on_core_events("exact", "Exact"),
+        binding("exact", "exact", &["Deny"], json!({})),
+    )
+    .await;
+    let event = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "e1"}, "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "keelson.test/tests", "reportingInstance": "t1",
+        "action": "Test", "reason": "Tested", "type": "Normal", "note": "hello",
+        "regarding": {"kind": "Pod", "name": "p", "namespace": "default"}});
+    let uri = "/apis/events.k8s.io/v1/namespaces/default/events";
+    // Exact: an events.k8s.io request is not covered by a rule on core events.
+    s.ok(
+        Method::POST,
+        &format!("{uri}?dryRun=All"),
+        Some(event.clone()),
+    )
+    .await;
+    install(
+        &s,
+        on_core_events("equivalent", "Equivalent"),
+        binding("equivalent", "equivalent", &["Deny"], json!({})),
+    )
+    .await;
+    let (status, _, body) = create(&s, uri, &event).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        body["message"],
+        "events.events.k8s.io \"e1\" is forbidden: ValidatingAdmissionPolicy 'equivalent' with \
+         binding 'equivalent' denied request: /Event: hello"
+    );
+}
