@@ -11,11 +11,13 @@
 //!   crate has no type checker, so what kube's checker refuses is refused here only where it
 //!   is a reference to an undeclared name (`undeclared reference to 'x'`); an expression of the
 //!   wrong type fails when it runs.
-//! - `authorizer` is declared (expressions using it compile) but not bound: using it is an
-//!   evaluation error, which the failure policy decides.
+//! - `authorizer` is declared but keelson offers none of its functions: an expression calling
+//!   them (like any function keelson lacks) is refused when the policy or webhook
+//!   configuration is written, in cel-go's words plus why.
 //! - `variables` are evaluated once, in order, before the validations; a variable whose
 //!   expression fails is left out, so a use of it fails with `no such key`.
-//! - No runtime cost limit: expressions run over objects whose size the API server bounds.
+//! - Cost: kube's per-call limit and per-evaluation budget, applied to the crd module's
+//!   estimate over the sizes in the input (an upper bound of cel-go's actual cost).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,8 +27,11 @@ use cel::{Context, Program};
 use serde_json::Value;
 
 use crate::crd::cel::{
-    ENV, compile_source, depth_of, located, runtime_error, to_cel, with_stack, with_stack_for,
+    ENV, PER_CALL_LIMIT, RUNTIME_COST_BUDGET, compile_source, depth_of, located, runtime_error,
+    to_cel, with_stack, with_stack_for,
 };
+use crate::crd::cost::{Estimator, Sizes};
+use crate::crd::schema::Node;
 use crate::validation::FieldError;
 
 #[cfg(test)]
@@ -100,6 +105,77 @@ impl Scope<'_> {
             Self::Webhook => false,
             Self::Policy { variables, .. } => variables.iter().any(|v| v == name),
         }
+    }
+}
+
+/// The schema of values the estimator knows nothing about (admission objects have none).
+static ANY: std::sync::LazyLock<Node> = std::sync::LazyLock::new(Node::default);
+
+/// kube's cost limits at run time: each expression's cost, estimated over the largest list,
+/// map and string of the input (an upper bound of cel-go's actual cost), is held to the
+/// per-call limit and, summed, to the budget of one evaluation.
+struct Meter {
+    sizes: Sizes,
+    remaining: u64,
+    /// Whether the budget ran out.
+    exhausted: bool,
+}
+
+/// The error of an evaluation that ran out of budget (`ErrOutOfBudget`).
+const OUT_OF_BUDGET: &str =
+    "validation failed due to running out of cost budget, no further validation rules will be run";
+
+impl Meter {
+    fn new(input: &Input<'_>) -> Self {
+        let (mut list, mut map, mut string) = (0, 0, 0);
+        for v in [
+            input.object,
+            input.old_object,
+            input.request,
+            input.params,
+            input.namespace,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Sizes::Observed {
+                list: l,
+                map: m,
+                string: s,
+            } = Sizes::observed(v, None, false)
+            {
+                list = list.max(l);
+                map = map.max(m);
+                string = string.max(s);
+            }
+        }
+        Self {
+            sizes: Sizes::Observed { list, map, string },
+            remaining: RUNTIME_COST_BUDGET,
+            exhausted: false,
+        }
+    }
+
+    /// Charges one evaluation of `e`, or says why it may not run.
+    fn charge(&mut self, e: &Expression) -> Result<(), String> {
+        if self.exhausted {
+            return Err(OUT_OF_BUDGET.to_owned());
+        }
+        let cost = Estimator::new(&ANY, false, self.sizes)
+            .estimate(e.program.expression())
+            .cost;
+        if cost > PER_CALL_LIMIT {
+            return Err(format!(
+                "expression '{}' resulted in error: operation cancelled: actual cost limit exceeded",
+                e.source
+            ));
+        }
+        if cost > self.remaining {
+            self.exhausted = true;
+            return Err(OUT_OF_BUDGET.to_owned());
+        }
+        self.remaining -= cost;
+        Ok(())
     }
 }
 
@@ -207,6 +283,18 @@ pub fn compile(source: &str, scope: Scope<'_>) -> Result<Expression, String> {
             located(source, offset, &message)
         ));
     }
+    // Functions keelson does not offer, in cel-go's words (the crd module's list).
+    let estimate = Estimator::new(&ANY, false, Sizes::Static).estimate(program.expression());
+    if let Some((id, message)) = estimate.undefined.first() {
+        let offset = program
+            .source_info()
+            .offset_for(*id)
+            .map_or(0, |(start, _)| usize::try_from(start).unwrap_or(0));
+        return Err(format!(
+            "compilation failed: {}",
+            located(source, offset, message)
+        ));
+    }
     let depth = depth_of(program.expression());
     Ok(Expression {
         source: source.to_owned(),
@@ -299,7 +387,8 @@ impl Activation {
 }
 
 impl Expression {
-    fn run(&self, ctx: &Context<'_, '_>) -> Result<cel::Value, String> {
+    fn run(&self, ctx: &Context<'_, '_>, meter: &mut Meter) -> Result<cel::Value, String> {
+        meter.charge(self)?;
         with_stack_for(self.depth, || self.program.execute(ctx)).map_err(|e| {
             format!(
                 "expression '{}' resulted in error: {}",
@@ -327,9 +416,9 @@ impl Compiled {
         }
     }
 
-    fn run(&self, ctx: &Context<'_, '_>) -> Result<cel::Value, String> {
+    fn run(&self, ctx: &Context<'_, '_>, meter: &mut Meter) -> Result<cel::Value, String> {
         match &self.compiled {
-            Ok(e) => e.run(ctx),
+            Ok(e) => e.run(ctx, meter),
             Err(detail) => Err(detail.clone()),
         }
     }
@@ -403,13 +492,13 @@ impl MatchConditions {
             return Match::Matches;
         }
         let ctx = Activation::new(input).context(None);
-        self.evaluate_in(&ctx)
+        self.evaluate_in(&ctx, &mut Meter::new(input))
     }
 
-    fn evaluate_in(&self, ctx: &Context<'_, '_>) -> Match {
+    fn evaluate_in(&self, ctx: &Context<'_, '_>, meter: &mut Meter) -> Match {
         let mut errors: Vec<String> = Vec::new();
         for (name, condition) in &self.0 {
-            match condition.run(ctx) {
+            match condition.run(ctx, meter) {
                 Ok(cel::Value::Bool(false)) => return Match::NoMatch(name.clone()),
                 Ok(cel::Value::Bool(true)) => {}
                 Ok(other) => errors.push(format!(
@@ -551,10 +640,11 @@ impl Policy {
     /// kube's `validator.Validate` for one params object.
     pub fn evaluate(&self, input: &Input<'_>) -> Verdict {
         let activation = Activation::new(input);
+        let mut meter = Meter::new(input);
         let mut variables: HashMap<String, cel::Value> = HashMap::new();
         if !self.match_conditions.is_empty() {
             let ctx = activation.context(Some(&variables));
-            match self.match_conditions.evaluate_in(&ctx) {
+            match self.match_conditions.evaluate_in(&ctx, &mut meter) {
                 Match::Matches => {}
                 Match::NoMatch(_) => return Verdict::default(),
                 Match::Error(e) => {
@@ -567,14 +657,14 @@ impl Policy {
         }
         for (name, expression) in &self.variables {
             let ctx = activation.context(Some(&variables));
-            if let Ok(value) = expression.run(&ctx) {
+            if let Ok(value) = expression.run(&ctx, &mut meter) {
                 variables.insert(name.clone(), value);
             }
         }
         let ctx = activation.context(Some(&variables));
         let mut verdict = Verdict::default();
         for v in &self.validations {
-            let decision = match v.expression.run(&ctx) {
+            let decision = match v.expression.run(&ctx, &mut meter) {
                 Err(e) => self.for_error(e),
                 Ok(cel::Value::Bool(true)) => Decision {
                     deny: false,
@@ -585,14 +675,21 @@ impl Policy {
                 Ok(_) => Decision {
                     deny: true,
                     error: false,
-                    message: self.message_of(v, &ctx),
+                    message: self.message_of(v, &ctx, &mut meter),
                     reason: Some(v.reason.clone().unwrap_or_else(|| "Invalid".to_owned())),
                 },
             };
+            if meter.exhausted {
+                // kube's filter gives up on the whole policy: one decision, the budget's.
+                return Verdict {
+                    decisions: vec![self.for_error(OUT_OF_BUDGET.to_owned())],
+                    audit_annotations: Vec::new(),
+                };
+            }
             verdict.decisions.push(decision);
         }
         for (key, expression) in &self.audit_annotations {
-            let failure = match expression.run(&ctx) {
+            let failure = match expression.run(&ctx, &mut meter) {
                 Ok(cel::Value::String(s)) => {
                     let value = s.trim();
                     if !value.is_empty() {
@@ -619,11 +716,11 @@ impl Policy {
 
     /// The message of a false validation: its `messageExpression` when that gives a short
     /// one-line string, else its `message`, else `failed expression: <expression>`.
-    fn message_of(&self, v: &Validation, ctx: &Context<'_, '_>) -> String {
+    fn message_of(&self, v: &Validation, ctx: &Context<'_, '_>, meter: &mut Meter) -> String {
         let evaluated = v
             .message_expression
             .as_ref()
-            .and_then(|m| m.run(ctx).ok())
+            .and_then(|m| m.run(ctx, meter).ok())
             .and_then(|value| match value {
                 cel::Value::String(s) => {
                     let t = s.trim();

@@ -371,3 +371,78 @@ fn policy_specs_are_checked_as_kube_checks_them() {
         ["spec.validations", "spec.auditAnnotations"]
     );
 }
+
+#[test]
+fn functions_keelson_lacks_are_refused_when_written() {
+    for (source, message) in [
+        (
+            "object.metadata.name.frobnicate() == ''",
+            "compilation failed: ERROR: <input>:1:32: undeclared reference to 'frobnicate' (in container '')\n | object.metadata.name.frobnicate() == ''\n | ...............................^",
+        ),
+        (
+            "authorizer.group('apps').resource('deployments').check('create').allowed()",
+            "compilation failed: ERROR: <input>:1:",
+        ),
+    ] {
+        let detail = match compile(source, Scope::Webhook) {
+            Ok(_) => String::new(),
+            Err(detail) => detail,
+        };
+        assert!(detail.starts_with(message), "{source}: {detail}");
+    }
+}
+
+#[test]
+fn costs_are_held_to_kubes_limits() {
+    let items: Vec<i64> = (0..1500).collect();
+    // The estimate takes every list to be as long as the longest: `small` costs as `items`.
+    let object = json!({"spec": {"items": items, "small": [1, 2, 3]}});
+    let expensive = "object.spec.items.all(x, object.spec.items.exists(y, y == x))";
+    let policy = |validations: Value| Policy::new(&json!({"validations": validations}));
+    let run = |p: &Policy| {
+        p.evaluate(&Input {
+            object: Some(&object),
+            ..Input::default()
+        })
+    };
+    let verdict = run(&policy(json!([{"expression": expensive}])));
+    assert_eq!(
+        verdict.decisions[0].message,
+        format!(
+            "expression '{expensive}' resulted in error: operation cancelled: actual cost limit exceeded"
+        )
+    );
+    // Under the per-call limit one by one, over the budget together.
+    let moderate = "object.spec.small.all(x, x < 100000 && x >= 0 && x != -7)";
+    let cost = |s: &str| {
+        let e = compile(s, Scope::Webhook).expect("compiles");
+        Estimator::new(
+            &ANY,
+            false,
+            Meter::new(&Input {
+                object: Some(&object),
+                ..Input::default()
+            })
+            .sizes,
+        )
+        .estimate(e.program.expression())
+        .cost
+    };
+    let each = cost(moderate);
+    assert!(each < PER_CALL_LIMIT, "{each}");
+    let many = usize::try_from(RUNTIME_COST_BUDGET / each + 1).expect("small");
+    let verdict = run(&policy(Value::Array(vec![
+        json!({"expression": moderate});
+        many
+    ])));
+    assert_eq!(verdict.decisions.len(), 1);
+    assert_eq!(verdict.decisions[0].message, OUT_OF_BUDGET);
+    assert!(verdict.decisions[0].deny);
+    // Within budget: every validation decides.
+    let verdict = run(&policy(Value::Array(vec![
+        json!({"expression": moderate});
+        2
+    ])));
+    assert_eq!(verdict.decisions.len(), 2);
+    assert!(verdict.decisions.iter().all(|d| !d.deny));
+}

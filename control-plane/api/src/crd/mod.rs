@@ -18,12 +18,12 @@
 
 pub(crate) mod cel;
 mod checks;
-mod cost;
+pub(crate) mod cost;
 mod formats;
 pub(crate) mod library;
 mod mutate;
 mod path;
-mod schema;
+pub(crate) mod schema;
 mod validate;
 
 #[cfg(test)]
