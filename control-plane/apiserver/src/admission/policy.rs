@@ -12,9 +12,13 @@
 //!   status turned into the validation's `reason` (`Invalid`, 422, by default), its message
 //!   `<resource> "<name>" is forbidden: ValidatingAdmissionPolicy '<p>' with binding '<b>'
 //!   denied request: <message>`. `Warn` adds a `Warning` header; `Audit` logs (keelson has
-//!   no audit log). Errors follow the policy's `failurePolicy`.
-//! - Not done: `matchPolicy: Equivalent` for policies (keelson serves one equivalent pair,
-//!   Events); params of custom resources; `authorizer` in expressions.
+//!   no audit log; audit annotations are logged too). Errors follow the policy's
+//!   `failurePolicy`.
+//! - `matchPolicy: Equivalent` (the default) matches a request through a resource served
+//!   from the same storage; the expressions then see the objects and `request` as that
+//!   resource shows them.
+//! - Not done: params of custom resources (`paramKind` names a built-in kind or is "not
+//!   known"); `status.typeChecking` (no type checker); the `authorizer` functions.
 
 use std::collections::BTreeMap;
 
