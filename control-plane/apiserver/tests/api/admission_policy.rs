@@ -469,3 +469,46 @@ async fn an_equivalent_resource_is_matched_and_seen_as_the_policy_names_it() {
          binding 'equivalent' denied request: /Event: hello"
     );
 }
+
+#[tokio::test]
+async fn resource_names_exclusions_and_object_selectors_narrow_a_policy() {
+    let s = server().await;
+    install(
+        &s,
+        policy(
+            "named-only",
+            json!({"matchConstraints": {
+                "resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE"],
+                                   "resources": ["deployments"], "resourceNames": ["guarded", "labelled", "exempt"]}],
+                "excludeResourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE"],
+                                          "resources": ["deployments"], "resourceNames": ["exempt"]}]}}),
+        ),
+        binding(
+            "named-only",
+            "named-only",
+            &["Deny"],
+            json!({"matchResources": {"objectSelector": {"matchExpressions": [
+                {"key": "tier", "operator": "NotIn", "values": ["free"]}]}}}),
+        ),
+    )
+    .await;
+    let labelled = |name: &str, tier: &str| {
+        let mut d = deployment(name, 6);
+        d["metadata"]["labels"]["tier"] = json!(tier);
+        d
+    };
+    for (object, refused) in [
+        (deployment("guarded", 6), true),
+        (deployment("other", 6), false),
+        (deployment("exempt", 6), false),
+        (labelled("labelled", "free"), false),
+    ] {
+        let (status, _, body) = create(&s, DEPLOYMENTS, &object).await;
+        let expected = if refused {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::CREATED
+        };
+        assert_eq!(status, expected, "{}: {body}", object["metadata"]["name"]);
+    }
+}
