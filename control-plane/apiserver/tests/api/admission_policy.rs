@@ -89,6 +89,11 @@ async fn a_deny_binding_refuses_with_kubes_422_and_message() {
                 .unwrap_or_default()
         );
         assert_eq!(body["details"]["kind"], "deployments");
+        assert_eq!(
+            body["details"]["causes"][0].as_object().map(|c| c.len()),
+            Some(1),
+            "a cause with only a message: {body}"
+        );
     }
     let (status, _) = s
         .call(Method::GET, &format!("{DEPLOYMENTS}/big"), None)
