@@ -245,9 +245,10 @@ fn undeclared(e: &IdedExpr, scope: Scope<'_>) -> Option<(u64, Undeclared)> {
             }
             Expr::Comprehension(c) => {
                 stack.push((&c.iter_range, bound.clone()));
+                // The initial value is outside the loop: only the loop sees its variables.
+                stack.push((&c.accu_init, bound.clone()));
                 let mut inner = bound.clone();
                 inner.push(c.accu_var.as_str());
-                stack.push((&c.accu_init, inner.clone()));
                 inner.push(c.iter_var.as_str());
                 if let Some(v) = &c.iter_var2 {
                     inner.push(v.as_str());

@@ -54,6 +54,16 @@ fn expressions_that_do_not_compile_are_refused_with_kubes_detail() {
             "compilation failed: ERROR: <input>:1:",
         ),
         (
+            json!({"validations": [{"expression": "cel.bind(x, x, x > 1)"}]}),
+            "spec.validations[0].expression",
+            "compilation failed: ERROR: <input>:1:",
+        ),
+        (
+            json!({"validations": [{"expression": "object.items.all(i, i > 0) && i > 0"}]}),
+            "spec.validations[0].expression",
+            "compilation failed: ERROR: <input>:1:31: undeclared reference to 'i' (in container '')",
+        ),
+        (
             json!({"auditAnnotations": [{"key": "k", "valueExpression": "nope"}]}),
             "spec.auditAnnotations[0].valueExpression",
             "compilation failed: ERROR: <input>:1:1: undeclared reference to 'nope' (in container '')",
