@@ -132,10 +132,7 @@ fn helm_installs_upgrades_rolls_back_and_uninstalls_a_chart() {
         3
     );
     let gone = k.fail(&["get", "service", "web-web", "-n", "shop"]);
-    assert!(
-        gone.contains("NotFound") || gone.contains("not found"),
-        "{gone}"
-    );
+    assert!(gone.contains("NotFound") || gone.contains("not found"), "{gone}");
 
     // Rollback to the first revision: the first values and the Service are back.
     let out = helm.run(&["rollback", "web", "1"]);
@@ -179,31 +176,16 @@ fn helm_installs_upgrades_rolls_back_and_uninstalls_a_chart() {
         "-o",
         "name",
     ]);
-    assert_eq!(
-        releases.lines().count(),
-        3,
-        "one Secret per revision:\n{releases}"
-    );
+    assert_eq!(releases.lines().count(), 3, "one Secret per revision:\n{releases}");
 
     // Uninstall: the chart's objects and the release records are gone.
     helm.run(&["uninstall", "web"]);
-    for object in [
-        "configmap/web-config",
-        "deployment/web-web",
-        "service/web-web",
-    ] {
+    for object in ["configmap/web-config", "deployment/web-web", "service/web-web"] {
         let err = k.fail(&["get", object, "-n", "shop"]);
         assert!(err.contains("not found"), "{object} after uninstall: {err}");
     }
     let releases = k.run(&[
-        "get",
-        "secrets",
-        "-n",
-        "shop",
-        "-l",
-        "owner=helm",
-        "-o",
-        "name",
+        "get", "secrets", "-n", "shop", "-l", "owner=helm", "-o", "name",
     ]);
     assert!(releases.trim().is_empty(), "{releases}");
 }
