@@ -10,6 +10,7 @@
 //! selectors and node affinity ([`selectors`]) and IPv4 blocks ([`cidr`]).
 #![forbid(unsafe_code)]
 
+pub mod admission_policy;
 pub mod cidr;
 pub mod crd;
 pub mod defaulting;

@@ -46,11 +46,13 @@ pub struct Details {
 /// A `StatusCause`: why one field is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Cause {
-    /// `FieldValueInvalid`, `FieldValueRequired`, ...
+    /// `FieldValueInvalid`, `FieldValueRequired`, ... (left out when empty, as kube does).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub reason: String,
     /// The field's error without the field: `Invalid value: "x": must be ...`.
     pub message: String,
-    /// The field's path: `spec.template.spec.containers[0].name`.
+    /// The field's path: `spec.template.spec.containers[0].name` (left out when empty).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub field: String,
 }
 

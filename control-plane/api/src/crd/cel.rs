@@ -40,7 +40,7 @@ pub(crate) fn environment() -> Result<Env, cel::DeclarationError> {
 
 /// The environment every rule compiles and runs in (a test checks that
 /// [`environment`] builds, so the fallback is never taken).
-static ENV: LazyLock<Arc<Env>> =
+pub(crate) static ENV: LazyLock<Arc<Env>> =
     LazyLock::new(|| Arc::new(environment().unwrap_or_else(|_| Env::stdlib())));
 
 /// `cel.bind(name, init, expr)`: `expr` with `name` bound to `init`, expanded as cel-go does,
@@ -130,7 +130,7 @@ fn render_rule(r: &RuleSpec) -> String {
 
 /// cel-go's way of pointing at a position: `ERROR: <input>:1:5: msg` then the source line and
 /// a caret under the column.
-fn located(source: &str, offset: usize, msg: &str) -> String {
+pub(crate) fn located(source: &str, offset: usize, msg: &str) -> String {
     let before: String = source.chars().take(offset).collect();
     let line_no = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count());
@@ -166,7 +166,7 @@ pub(crate) fn with_stack_for<R>(depth: usize, f: impl FnOnce() -> R) -> R {
 }
 
 /// How deep an expression tree is, counted without recursion.
-fn depth_of(e: &cel::common::ast::IdedExpr) -> usize {
+pub(crate) fn depth_of(e: &cel::common::ast::IdedExpr) -> usize {
     use cel::common::ast::{EntryExpr, Expr};
     let mut deepest = 0;
     let mut stack = vec![(e, 1usize)];
@@ -212,7 +212,7 @@ fn depth_of(e: &cel::common::ast::IdedExpr) -> usize {
 }
 
 /// Parses one expression: cel-go's error text on failure.
-fn compile_source(source: &str) -> Result<Program, String> {
+pub(crate) fn compile_source(source: &str) -> Result<Program, String> {
     // The parser recurses once per bracket; refuse deep nesting before it can run out of stack.
     let mut open = 0usize;
     for c in source.chars() {
@@ -552,7 +552,7 @@ fn type_value(s: &Node) -> Value {
 }
 
 /// cel-go's wording for the runtime errors users meet.
-fn runtime_error(e: &cel::ExecutionError) -> String {
+pub(crate) fn runtime_error(e: &cel::ExecutionError) -> String {
     use cel::ExecutionError as E;
     match e {
         E::NoSuchKey(k) => format!("no such key: {k}"),

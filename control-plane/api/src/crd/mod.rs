@@ -16,14 +16,14 @@
 //!   values of an embedded resource's ObjectMeta (only its field names); list-type set/map
 //!   equality in CEL is ordered.
 
-mod cel;
+pub(crate) mod cel;
 mod checks;
-mod cost;
+pub(crate) mod cost;
 mod formats;
-mod library;
+pub(crate) mod library;
 mod mutate;
 mod path;
-mod schema;
+pub(crate) mod schema;
 mod validate;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Webhook configurations and ValidatingAdmissionPolicies (`pkg/apis/admissionregistration/
-//! validation`, `apiserver/pkg/util/webhook`; v1.33). CEL expressions are not compiled here.
+//! validation`, `apiserver/pkg/util/webhook`; v1.33). CEL expressions are compiled by
+//! `crate::admission_policy`.
 
 use serde_json::Value;
 
@@ -212,6 +213,10 @@ fn webhook(hook: &Value, mutating: bool, path: &Path, errs: &mut Errs) {
     for (i, r) in arr(hook, "rules").iter().enumerate() {
         rule(r, &path.child("rules").index(i), errs);
     }
+    errs.extend(crate::admission_policy::match_condition_errors(
+        hook,
+        path.as_str(),
+    ));
     if let Some(fp) = str_opt(hook, "failurePolicy")
         && fp != "Fail"
         && fp != "Ignore"
@@ -337,7 +342,7 @@ pub(crate) fn mutating_webhooks(object: &Value, errs: &mut Errs) {
     webhooks(object, true, errs);
 }
 
-/// `ValidateValidatingAdmissionPolicy` (structure only; expressions are not compiled).
+/// `ValidateValidatingAdmissionPolicy`; expressions are compiled by `admission_policy`.
 pub(crate) fn policy(object: &Value, errs: &mut Errs) {
     meta::object_meta(object, NameRule::Subdomain, false, errs);
     let spec = at(object, "spec");
@@ -378,24 +383,10 @@ pub(crate) fn policy(object: &Value, errs: &mut Errs) {
             }
         }
     }
-    let validations = arr(spec, "validations");
-    if validations.is_empty() && arr(spec, "auditAnnotations").is_empty() {
-        errs.push(FieldError::required(
-            sp.child("validations").as_str(),
-            "validations or auditAnnotations must contain at least one item",
-        ));
-    }
-    for (i, v) in validations.iter().enumerate() {
-        if str_or(v, "expression").trim().is_empty() {
-            errs.push(FieldError::required(
-                sp.child("validations")
-                    .index(i)
-                    .child("expression")
-                    .as_str(),
-                "",
-            ));
-        }
-    }
+    errs.extend(crate::admission_policy::policy_errors(
+        str_or(at(object, "metadata"), "name"),
+        spec,
+    ));
 }
 
 /// `ValidateValidatingAdmissionPolicyBinding`.
@@ -414,6 +405,9 @@ pub(crate) fn policy_binding(object: &Value, errs: &mut Errs) {
                 m,
             ));
         }
+    }
+    if let Some(pr) = get(spec, "paramRef") {
+        param_ref(pr, &sp.child("paramRef"), errs);
     }
     let actions = strings(spec, "validationActions");
     let ap = sp.child("validationActions");
@@ -443,6 +437,47 @@ pub(crate) fn policy_binding(object: &Value, errs: &mut Errs) {
             spec["validationActions"].clone(),
             "must not contain both Deny and Warn (repeating the same validation failure \
              information in the API response and headers serves no purpose)",
+        ));
+    }
+}
+
+/// `validateParamRef`.
+fn param_ref(pr: &Value, path: &Path, errs: &mut Errs) {
+    let name = str_or(pr, "name");
+    let selector = get(pr, "selector");
+    const EXCLUSIVE: &str = "name and selector are mutually exclusive";
+    if !name.is_empty() {
+        for m in formats::path_segment_name(name) {
+            errs.push(FieldError::invalid(path.child("name").as_str(), name, m));
+        }
+        if selector.is_some() {
+            errs.push(FieldError::forbidden(
+                path.child("name").as_str(),
+                EXCLUSIVE,
+            ));
+        }
+    }
+    if selector.is_some() && !name.is_empty() {
+        errs.push(FieldError::forbidden(
+            path.child("selector").as_str(),
+            EXCLUSIVE,
+        ));
+    }
+    if name.is_empty() && selector.is_none() {
+        errs.push(FieldError::required(
+            path.as_str(),
+            "one of name or selector must be specified",
+        ));
+    }
+    let action = str_or(pr, "parameterNotFoundAction");
+    let at = path.child("parameterNotFoundAction");
+    if action.is_empty() {
+        errs.push(FieldError::required(at.as_str(), ""));
+    } else if action != "Deny" && action != "Allow" {
+        errs.push(FieldError::not_supported(
+            at.as_str(),
+            action,
+            &["Deny", "Allow"],
         ));
     }
 }

@@ -17,7 +17,7 @@ mod container;
 mod core;
 mod cron;
 mod errors;
-mod formats;
+pub(crate) mod formats;
 mod meta;
 mod misc;
 mod networking;

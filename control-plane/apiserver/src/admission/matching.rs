@@ -11,6 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1 as metav1;
 use keelson_api::selectors::LabelSelector;
 use serde_json::Value;
 
+use keelson_api::admission_policy::{MatchConditions, Scope};
+
 use crate::object::labels;
 
 /// The admission operation of a request (`admission.k8s.io/v1` `Operation`; keelson has no
@@ -116,6 +118,8 @@ pub(crate) struct Hook {
     /// `matchPolicy: Equivalent` (the default): a rule on a resource also covers the same
     /// objects served under another group or version.
     pub(crate) equivalent: bool,
+    /// `matchConditions`, compiled (a webhook is called only when they all hold).
+    pub(crate) match_conditions: MatchConditions,
 }
 
 /// The default and the bounds of `timeoutSeconds`.
@@ -141,6 +145,7 @@ struct Common<'a> {
     review_versions: &'a [String],
     reinvoke: bool,
     match_policy: Option<&'a str>,
+    match_conditions: Option<&'a Vec<admissionregistration::MatchCondition>>,
 }
 
 fn hook(configuration: &str, c: Common<'_>) -> Hook {
@@ -184,6 +189,37 @@ fn hook(configuration: &str, c: Common<'_>) -> Hook {
         review_versions: c.review_versions.to_vec(),
         reinvoke: c.reinvoke,
         equivalent: c.match_policy != Some("Exact"),
+        match_conditions: MatchConditions::new(
+            c.match_conditions
+                .and_then(|m| serde_json::to_value(m).ok())
+                .as_ref(),
+            Scope::Webhook,
+        ),
+    }
+}
+
+/// A matcher with only selectors (no rules, no endpoint): the `namespaceSelector` and
+/// `objectSelector` of an admission policy's or binding's `matchResources`.
+pub(crate) fn selectors(
+    name: &str,
+    namespace_selector: Option<&metav1::LabelSelector>,
+    object_selector: Option<&metav1::LabelSelector>,
+) -> Hook {
+    Hook {
+        name: name.to_owned(),
+        configuration: name.to_owned(),
+        rules: Vec::new(),
+        namespace_selector: selector(namespace_selector),
+        object_selector: selector(object_selector),
+        failure_policy: FailurePolicy::Fail,
+        side_effects: "None".to_owned(),
+        timeout: Duration::from_secs(u64::from(DEFAULT_TIMEOUT_SECONDS.unsigned_abs())),
+        endpoint: Endpoint::Url(String::new()),
+        ca_bundle: None,
+        review_versions: Vec::new(),
+        reinvoke: false,
+        equivalent: false,
+        match_conditions: MatchConditions::default(),
     }
 }
 
@@ -211,6 +247,7 @@ pub(crate) fn validating_hooks(
                     review_versions: &w.admission_review_versions,
                     reinvoke: false,
                     match_policy: w.match_policy.as_deref(),
+                    match_conditions: w.match_conditions.as_ref(),
                 },
             ));
         }
@@ -242,6 +279,7 @@ pub(crate) fn mutating_hooks(
                     review_versions: &w.admission_review_versions,
                     reinvoke: w.reinvocation_policy.as_deref() == Some("IfNeeded"),
                     match_policy: w.match_policy.as_deref(),
+                    match_conditions: w.match_conditions.as_ref(),
                 },
             ));
         }
@@ -258,7 +296,10 @@ fn exact_or_wildcard(items: Option<&Vec<String>>, requested: &str) -> bool {
 
 /// Whether `rule` covers the request (kube's `rules.Matcher`): scope, operation, group,
 /// version, and resource with subresource (`pods`, `pods/status`, `pods/*`, `*`, `*/*`).
-fn rule_matches(rule: &admissionregistration::RuleWithOperations, r: &RequestFacts<'_>) -> bool {
+pub(crate) fn rule_matches(
+    rule: &admissionregistration::RuleWithOperations,
+    r: &RequestFacts<'_>,
+) -> bool {
     let scope = match rule.scope.as_deref() {
         None | Some("*") => true,
         // A Namespace is cluster-scoped, though its requests carry its name as namespace.
@@ -305,6 +346,16 @@ impl Hook {
         if !self.rules_match(r) {
             return Ok(false);
         }
+        self.selectors_match(r, namespace_labels)
+    }
+
+    /// Whether the request passes the `namespaceSelector` and `objectSelector` (see
+    /// [`Hook::applies`]).
+    pub(crate) fn selectors_match(
+        &self,
+        r: &RequestFacts<'_>,
+        namespace_labels: Option<&BTreeMap<String, String>>,
+    ) -> Result<bool, BadSelector> {
         let namespaces = self
             .namespace_selector
             .as_ref()

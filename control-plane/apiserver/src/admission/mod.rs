@@ -24,8 +24,12 @@
 //!   webhook then sees `kind`/`resource` and the object as its rule names them, and the
 //!   client's in `requestKind`/`requestResource`.
 //!
-//! Not done: `matchConditions` (CEL) are not evaluated (such a webhook is called as if they
-//! held); pods' `binding` and CONNECT requests are not sent to webhooks; the webhook
+//! - `matchConditions` (CEL, `keelson_api::admission_policy`) decide whether a webhook is
+//!   called: a false one skips it, an error skips it (`Ignore`) or refuses the request with
+//!   kube's 403 (`Fail`). ValidatingAdmissionPolicies ([`policy`]) run before the validating
+//!   webhooks, from the same cached snapshot.
+//!
+//! Not done: `authorizer` in CEL expressions; pods' `binding` and CONNECT requests are not sent to webhooks; the webhook
 //! configurations' `clientConfig` has no client certificate (kube's admission kubeconfig).
 
 use std::{
@@ -52,7 +56,9 @@ use crate::{
 
 pub(crate) mod call;
 pub(crate) mod matching;
+pub(crate) mod policy;
 
+use keelson_api::admission_policy::Match;
 use matching::{FailurePolicy, Hook, Operation, RequestFacts};
 
 /// The kinds no webhook is called for (kube's `IsExemptAdmissionConfigurationResource`).
@@ -67,14 +73,30 @@ const EXEMPT: &[&str] = &[
 
 const GROUP: &str = "admissionregistration.k8s.io";
 
-/// Whether writes of `resource` change which webhooks exist.
+/// Whether writes of `resource` change which webhooks or admission policies exist.
 pub(crate) fn is_configuration(resource: &Resource) -> bool {
     resource.group == GROUP
-        && matches!(
-            resource.kind,
-            "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration"
-        )
+        && CONFIGURATIONS
+            .iter()
+            .any(|(_, kind)| *kind == resource.kind)
 }
+
+/// The resources the admission configuration is read from (plural, kind).
+const CONFIGURATIONS: &[(&str, &str)] = &[
+    (
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "validatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration",
+    ),
+    ("validatingadmissionpolicies", "ValidatingAdmissionPolicy"),
+    (
+        "validatingadmissionpolicybindings",
+        "ValidatingAdmissionPolicyBinding",
+    ),
+];
 
 /// The webhooks of the stored configurations, in calling order.
 #[derive(Debug, Default)]
@@ -83,6 +105,8 @@ struct Snapshot {
     generation: u64,
     mutating: Vec<Hook>,
     validating: Vec<Hook>,
+    /// The ValidatingAdmissionPolicies with their bindings.
+    policies: Vec<policy::PolicyHook>,
 }
 
 /// The cached webhook configurations of a server.
@@ -160,6 +184,8 @@ impl Webhooks {
         };
         let mutating = read("mutatingwebhookconfigurations").await?;
         let validating = read("validatingwebhookconfigurations").await?;
+        let policies = read("validatingadmissionpolicies").await?;
+        let bindings = read("validatingadmissionpolicybindings").await?;
         let snapshot = Arc::new(Snapshot {
             generation,
             mutating: matching::mutating_hooks(configurations::<
@@ -168,14 +194,19 @@ impl Webhooks {
             validating: matching::validating_hooks(configurations::<
                 admissionregistration::ValidatingWebhookConfiguration,
             >(&validating.items)?),
+            policies: policy::policy_hooks(
+                configurations(&policies.items)?,
+                configurations(&bindings.items)?,
+            ),
         });
         *self.snapshot.write().await = Some(Arc::clone(&snapshot));
         if !self.watching.swap(true, Ordering::SeqCst) {
-            let from = mutating.revision.min(validating.revision);
-            for plural in [
-                "mutatingwebhookconfigurations",
-                "validatingwebhookconfigurations",
-            ] {
+            let from = [&mutating, &validating, &policies, &bindings]
+                .iter()
+                .map(|l| l.revision)
+                .min()
+                .unwrap_or(mutating.revision);
+            for (plural, _) in CONFIGURATIONS {
                 if let Some(resource) = registry::find(GROUP, "v1", plural) {
                     tokio::spawn(watch(
                         Arc::clone(store),
@@ -302,6 +333,16 @@ fn internal(message: String) -> ApiError {
         reason: "InternalError",
         message: format!("Internal error occurred: {message}"),
         details: None,
+    }
+}
+
+impl Outcome {
+    /// A webhook not called (its `matchConditions` exclude the request).
+    fn skipped() -> Self {
+        Self::Allowed {
+            patch: None,
+            warnings: Vec::new(),
+        }
     }
 }
 
@@ -462,6 +503,32 @@ impl Admit<'_> {
         mutating: bool,
     ) -> Outcome {
         let hook = invocation.hook;
+        if !hook.match_conditions.is_empty() {
+            let served = object.map(|o| present(attempt, invocation.view, o.clone()));
+            let served_old = old.map(|o| present(attempt, invocation.view, o.clone()));
+            let request = self.cel_request(attempt, invocation.view);
+            let input = keelson_api::admission_policy::Input {
+                object: served.as_ref(),
+                old_object: served_old.as_ref(),
+                request: Some(&request),
+                ..Default::default()
+            };
+            match hook.match_conditions.evaluate(&input) {
+                Match::Matches => {}
+                Match::NoMatch(_) => return Outcome::skipped(),
+                Match::Error(e) => match hook.failure_policy {
+                    FailurePolicy::Ignore => return Outcome::skipped(),
+                    FailurePolicy::Fail => {
+                        tracing::warn!(
+                            webhook = hook.name,
+                            error = e,
+                            "failed evaluating match conditions, failing closed"
+                        );
+                        return Outcome::Refused(policy::forbidden(attempt, &e));
+                    }
+                },
+            }
+        }
         if attempt.dry_run && !matches!(hook.side_effects.as_str(), "None" | "NoneOnDryRun") {
             return Outcome::Refused(ApiError::bad_request(format!(
                 "admission webhook \"{}\" does not support dry run",
@@ -638,6 +705,9 @@ impl Admit<'_> {
             return Ok(());
         }
         let snapshot = self.webhooks.snapshot(self.store).await?;
+        // kube runs the ValidatingAdmissionPolicy plugin before the validating webhooks.
+        self.run_policies(&snapshot.policies, attempt, object, old, warnings)
+            .await?;
         if snapshot.validating.is_empty() {
             return Ok(());
         }

@@ -46,7 +46,6 @@ const RBAC: &str = "keelson stores RBAC objects but does not enforce them yet: o
                     system:masters and nodes are authorized";
 const NETWORK_POLICY: &str =
     "keelson stores NetworkPolicy objects but does not enforce them yet: traffic is not filtered";
-const ADMISSION: &str = "keelson stores admission policies but does not evaluate them yet";
 const NOT_ENFORCED: &str = "keelson stores this kind but does not enforce it yet";
 
 /// Every served resource.
@@ -451,8 +450,7 @@ pub static RESOURCES: &[Resource] = &[
     )
     .cluster()
     .api_extension()
-    .spec_status()
-    .note(ADMISSION),
+    .spec_status(),
     Resource::new(
         "admissionregistration.k8s.io",
         "ValidatingAdmissionPolicyBinding",
@@ -462,8 +460,7 @@ pub static RESOURCES: &[Resource] = &[
     )
     .cluster()
     .api_extension()
-    .spec()
-    .note(ADMISSION),
+    .spec(),
     Resource::new(
         "admissionregistration.k8s.io",
         "ValidatingWebhookConfiguration",

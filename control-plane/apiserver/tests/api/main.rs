@@ -180,6 +180,7 @@ fn assert_status(value: &Value, code: u16, reason: &str) {
 }
 
 mod admission;
+mod admission_policy;
 mod aggregation;
 mod apply;
 mod crd;

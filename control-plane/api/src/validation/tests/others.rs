@@ -488,11 +488,44 @@ fn admission_configurations_and_policies() {
             &with(&policy, json!({"spec": {"validations": null}}))
         ),
         [
-            "spec.validations: Required value: validations or auditAnnotations must contain at least one item"
+            "spec.validations: Required value: validations or auditAnnotations must contain at least one item",
+            "spec.auditAnnotations: Required value: validations or auditAnnotations must contain at least one item"
         ]
     );
     let binding = json!({"metadata": {"name": "replicas"}, "spec": {"policyName": "replicas", "validationActions": ["Deny"]}});
     ok(AR, "ValidatingAdmissionPolicyBinding", &binding);
+    for (param_ref, expected) in [
+        (
+            json!({"name": "limits", "selector": {}, "parameterNotFoundAction": "Deny"}),
+            vec![
+                "spec.paramRef.name: Forbidden: name and selector are mutually exclusive",
+                "spec.paramRef.selector: Forbidden: name and selector are mutually exclusive",
+            ],
+        ),
+        (
+            json!({"parameterNotFoundAction": "Skip"}),
+            vec![
+                "spec.paramRef: Required value: one of name or selector must be specified",
+                "spec.paramRef.parameterNotFoundAction: Unsupported value: \"Skip\": supported values: \"Deny\", \"Allow\"",
+            ],
+        ),
+        (
+            json!({"name": "a/b"}),
+            vec![
+                "spec.paramRef.name: Invalid value: \"a/b\": may not contain '/'",
+                "spec.paramRef.parameterNotFoundAction: Required value",
+            ],
+        ),
+    ] {
+        assert_eq!(
+            create(
+                AR,
+                "ValidatingAdmissionPolicyBinding",
+                &with(&binding, json!({"spec": {"paramRef": param_ref}}))
+            ),
+            expected
+        );
+    }
     assert_eq!(
         create(
             AR,
