@@ -2,13 +2,18 @@
 //! strategic merge patch that `kubectl apply`, `label`, `annotate`, `scale` and `edit` send.
 //!
 //! Strategic merge patch is a merge patch where some lists are merged element by element on a
-//! key (containers by `name`, container ports by `containerPort`, ...) and where `$`-directives
-//! say what a plain merge cannot: `$patch: replace|delete|merge`, `$retainKeys`,
-//! `$deleteFromPrimitiveList/<field>` and `$setElementOrder/<field>`. Kubernetes takes the merge
-//! keys from struct tags; here they come from the field name (see [`merge_key`]), which is what
-//! those tags say for every built-in type keelson serves.
+//! key (containers by `name`, container ports by `containerPort`, ...) or as sets (finalizers),
+//! and where `$`-directives say what a plain merge cannot: `$patch: replace|delete|merge`,
+//! `$retainKeys`, `$deleteFromPrimitiveList/<field>` and `$setElementOrder/<field>`. Which lists
+//! merge, and on which key, is what Kubernetes' `patchStrategy`/`patchMergeKey` tags say: the
+//! `x-kubernetes-patch-strategy` and `x-kubernetes-patch-merge-key` facts that
+//! [`crate::schema`] writes into the kind's OpenAPI definitions, which the patch walks down
+//! with the object. Where the schema says nothing (or for a kind without one), lists are
+//! replaced and maps merged, as Kubernetes does for untyped fields.
 
 use serde_json::{Map, Value};
+
+use crate::schema;
 
 /// Why a strategic merge patch could not be applied. `Display` is the message for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,46 +50,92 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// The key that a strategic merge patch merges the list in field `field` by, or `None` when
-/// the list is replaced as a whole. `items` are the patch's elements (container ports and
-/// service ports are both called `ports` and differ in their key).
-pub fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
-    Some(match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "env"
-        | "volumes"
-        | "imagePullSecrets"
-        | "resourceClaims"
-        | "schedulingGates" => "name",
-        "volumeMounts" => "mountPath",
-        "volumeDevices" => "devicePath",
-        "conditions" => "type",
-        "ownerReferences" => "uid",
-        "hostAliases" => "ip",
-        "topologySpreadConstraints" => "topologyKey",
-        "ports" => {
-            if items.iter().any(|i| i.get("containerPort").is_some()) {
-                "containerPort"
-            } else {
-                "port"
-            }
+/// A place in a kind's OpenAPI v3 schema ([`schema::builtin_definitions`]), or nowhere when
+/// the schema does not describe the value.
+#[derive(Debug, Clone, Copy)]
+struct At(Option<&'static Value>);
+
+impl At {
+    /// The definition `definition`.
+    fn definition(definition: &str) -> Self {
+        Self(schema::builtin_definitions().get(definition))
+    }
+
+    /// The schema a node stands for: `$ref`s (bare or as the one member of an `allOf`)
+    /// followed to their definition.
+    fn resolved(self) -> Option<&'static Value> {
+        let mut node = self.0?;
+        // Definitions refer to each other one level deep; the bound only guards a cycle.
+        for _ in 0..8 {
+            let reference = node.get("$ref").or_else(|| match node.get("allOf") {
+                Some(Value::Array(all)) if all.len() == 1 => all[0].get("$ref"),
+                _ => None,
+            });
+            let Some(name) = reference
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix(schema::V3_REF_PREFIX))
+            else {
+                return Some(node);
+            };
+            node = schema::builtin_definitions().get(name)?;
         }
-        _ => return None,
-    })
+        None
+    }
+
+    /// The node of member `key` of an object here (a struct's property or a map's values).
+    fn member(self, key: &str) -> Self {
+        let Some(node) = self.resolved() else {
+            return Self(None);
+        };
+        Self(
+            node.get("properties")
+                .and_then(|p| p.get(key))
+                .or_else(|| node.get("additionalProperties").filter(|a| a.is_object())),
+        )
+    }
+
+    /// The node of a list's items.
+    fn items(self) -> Self {
+        Self(self.resolved().and_then(|n| n.get("items")))
+    }
+
+    /// How a list here merges: `None` when it is replaced, else its merge key (`None` inside
+    /// for lists of scalars, merged as sets).
+    fn list_merge(self) -> Option<Option<&'static str>> {
+        let node = self.0?;
+        let strategy = node.get("x-kubernetes-patch-strategy")?.as_str()?;
+        strategy.split(',').any(|s| s == "merge").then(|| {
+            node.get("x-kubernetes-patch-merge-key")
+                .and_then(Value::as_str)
+        })
+    }
 }
 
-/// Applies a strategic merge patch to `target` (see the module documentation).
-pub fn strategic_merge_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
+/// The OpenAPI definition name of a built-in kind, e.g. `io.k8s.api.apps.v1.Deployment` for
+/// (`apps`, `v1`, `Deployment`): what [`strategic_merge_patch`] walks.
+pub fn kind_definition(group: &str, version: &str, kind: &str) -> Option<&'static str> {
+    schema::builtin_kinds()
+        .iter()
+        .find(|k| k.group == group && k.version == version && k.kind == kind)
+        .map(|k| k.definition.as_str())
+}
+
+/// Applies a strategic merge patch to `target`, an object of the kind whose OpenAPI
+/// definition is `definition` ([`kind_definition`]; `None`: no list merges by key).
+pub fn strategic_merge_patch(
+    target: &mut Value,
+    patch: &Value,
+    definition: Option<&str>,
+) -> Result<(), PatchError> {
     let Value::Object(patch) = patch else {
         return Err(PatchError::NotAnObject);
     };
     if !target.is_object() {
         *target = Value::Object(Map::new());
     }
+    let at = definition.map_or(At(None), At::definition);
     if let Value::Object(target) = target {
-        merge_map(target, patch)?;
+        merge_map(target, patch, at)?;
     }
     Ok(())
 }
@@ -109,6 +160,7 @@ fn string_list(value: &Value, name: &str) -> Result<Vec<Value>, PatchError> {
 fn merge_map(
     target: &mut Map<String, Value>,
     patch: &Map<String, Value>,
+    at: At,
 ) -> Result<(), PatchError> {
     match directive(patch)? {
         Some("replace") => {
@@ -143,10 +195,12 @@ fn merge_map(
                 if directive(p)? == Some("delete") {
                     target.remove(key);
                 } else {
-                    merge_map(existing, p)?;
+                    merge_map(existing, p, at.member(key))?;
                 }
             }
-            (Some(Value::Array(existing)), Value::Array(p)) => merge_list(key, existing, p)?,
+            (Some(Value::Array(existing)), Value::Array(p)) => {
+                merge_list(existing, p, at.member(key))?;
+            }
             (_, Value::Object(p)) if directive(p)? == Some("delete") => {
                 target.remove(key);
             }
@@ -162,12 +216,11 @@ fn merge_map(
     Ok(())
 }
 
-fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(), PatchError> {
+fn merge_list(target: &mut Vec<Value>, patch: &[Value], at: At) -> Result<(), PatchError> {
     let replace = patch
         .iter()
         .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"));
-    let key = merge_key(field, patch);
-    let Some(key) = key.filter(|_| !replace) else {
+    let Some(key) = at.list_merge().filter(|_| !replace) else {
         *target = patch
             .iter()
             .filter(|i| i.get("$patch").is_none())
@@ -175,6 +228,16 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(
             .collect();
         return Ok(());
     };
+    let Some(key) = key else {
+        // A list of scalars with the merge strategy is a set: the patch's values join it.
+        for item in patch {
+            if !target.contains(item) {
+                target.push(item.clone());
+            }
+        }
+        return Ok(());
+    };
+    let items = at.items();
     for item in patch {
         let Value::Object(item_map) = item else {
             target.push(item.clone());
@@ -186,7 +249,7 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(
             continue;
         }
         match target.iter_mut().find(|t| id.is_some() && t.get(key) == id) {
-            Some(Value::Object(existing)) => merge_map(existing, item_map)?,
+            Some(Value::Object(existing)) => merge_map(existing, item_map, items)?,
             _ => target.push(strip_directives(item)),
         }
     }
@@ -222,6 +285,87 @@ mod tests {
 
     use super::*;
 
+    const POD: &str = "io.k8s.api.core.v1.Pod";
+    const DEPLOYMENT: &str = "io.k8s.api.apps.v1.Deployment";
+    const SERVICE: &str = "io.k8s.api.core.v1.Service";
+
+    #[test]
+    fn kinds_name_their_definitions() {
+        assert_eq!(
+            kind_definition("apps", "v1", "Deployment"),
+            Some(DEPLOYMENT)
+        );
+        assert_eq!(kind_definition("", "v1", "Pod"), Some(POD));
+        assert_eq!(kind_definition("example.com", "v1", "Widget"), None);
+    }
+
+    /// Each list merges as its field's tags say, wherever it sits: the same name `ports`
+    /// merges on `containerPort` in a container and on `port` in a Service; tolerations
+    /// (no strategy) are replaced; finalizers (merge, scalars) are a set; a Deployment's
+    /// pod template merges like a Pod.
+    #[test]
+    fn lists_merge_as_the_schema_says() {
+        type Case = (&'static str, Value, Value, Value);
+        let table: Vec<Case> = vec![
+            (
+                SERVICE,
+                json!({"spec": {"ports": [{"port": 80, "name": "http"}]}}),
+                json!({"spec": {"ports": [{"port": 443, "name": "https"}]}}),
+                json!({"spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443, "name": "https"}]}}),
+            ),
+            (
+                POD,
+                json!({"spec": {"containers": [{"name": "a", "ports": [{"containerPort": 80}]}]}}),
+                json!({"spec": {"containers": [{"name": "a", "ports": [{"containerPort": 81}]}]}}),
+                json!({"spec": {"containers": [{"name": "a", "ports": [{"containerPort": 80}, {"containerPort": 81}]}]}}),
+            ),
+            (
+                POD,
+                json!({"spec": {"tolerations": [{"key": "a", "operator": "Exists"}]}}),
+                json!({"spec": {"tolerations": [{"key": "b", "operator": "Exists"}]}}),
+                json!({"spec": {"tolerations": [{"key": "b", "operator": "Exists"}]}}),
+            ),
+            (
+                POD,
+                json!({"metadata": {"finalizers": ["a", "b"]}}),
+                json!({"metadata": {"finalizers": ["b", "c"]}}),
+                json!({"metadata": {"finalizers": ["a", "b", "c"]}}),
+            ),
+            (
+                DEPLOYMENT,
+                json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": "a", "volumeMounts": [{"mountPath": "/x", "name": "v"}]}
+                ]}}}}),
+                json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": "a", "volumeMounts": [{"mountPath": "/y", "name": "w"}]}
+                ]}}}}),
+                json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": "a", "volumeMounts": [{"mountPath": "/x", "name": "v"}, {"mountPath": "/y", "name": "w"}]}
+                ]}}}}),
+            ),
+            (
+                // A field the schema does not describe: replaced.
+                DEPLOYMENT,
+                json!({"spec": {"extra": [{"name": "a"}]}}),
+                json!({"spec": {"extra": [{"name": "b"}]}}),
+                json!({"spec": {"extra": [{"name": "b"}]}}),
+            ),
+        ];
+        for (definition, mut doc, patch, want) in table {
+            strategic_merge_patch(&mut doc, &patch, Some(definition)).expect("valid patch");
+            assert_eq!(doc, want, "{definition}: {patch}");
+        }
+        // Without a schema nothing merges by key.
+        let mut doc = json!({"spec": {"containers": [{"name": "a"}]}});
+        strategic_merge_patch(
+            &mut doc,
+            &json!({"spec": {"containers": [{"name": "b"}]}}),
+            None,
+        )
+        .expect("valid patch");
+        assert_eq!(doc, json!({"spec": {"containers": [{"name": "b"}]}}));
+    }
+
     #[test]
     fn merge_patch_follows_rfc_7386() {
         let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}, "l": [1, 2]});
@@ -249,7 +393,7 @@ mod tests {
                 {"name": "new", "image": "n:1"}
             ]
         }});
-        strategic_merge_patch(&mut doc, &patch).expect("valid patch");
+        strategic_merge_patch(&mut doc, &patch, Some(POD)).expect("valid patch");
         assert_eq!(
             doc,
             json!({"spec": {"containers": [
@@ -262,18 +406,18 @@ mod tests {
     #[test]
     fn strategic_patch_handles_retain_keys_and_primitive_deletes() {
         let mut doc = json!({
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}},
+            "spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}},
             "metadata": {"finalizers": ["a", "b"], "labels": {"x": "1", "y": "2"}}
         });
         let patch = json!({
-            "strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": null},
+            "spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": null}},
             "metadata": {"$deleteFromPrimitiveList/finalizers": ["a"], "labels": {"y": null}}
         });
-        strategic_merge_patch(&mut doc, &patch).expect("valid patch");
+        strategic_merge_patch(&mut doc, &patch, Some(DEPLOYMENT)).expect("valid patch");
         assert_eq!(
             doc,
             json!({
-                "strategy": {"type": "Recreate"},
+                "spec": {"strategy": {"type": "Recreate"}},
                 "metadata": {"finalizers": ["b"], "labels": {"x": "1"}}
             })
         );
@@ -283,11 +427,11 @@ mod tests {
     fn strategic_patch_rejects_unknown_directives() {
         let mut doc = json!({});
         assert_eq!(
-            strategic_merge_patch(&mut doc, &json!({"a": {"$patch": "explode"}})),
+            strategic_merge_patch(&mut doc, &json!({"a": {"$patch": "explode"}}), None),
             Err(PatchError::UnknownDirective("\"explode\"".into()))
         );
         assert_eq!(
-            strategic_merge_patch(&mut doc, &json!([1])),
+            strategic_merge_patch(&mut doc, &json!([1]), None),
             Err(PatchError::NotAnObject)
         );
     }

@@ -4,7 +4,7 @@
 //! stored), `fieldValidation` and records `managedFields`.
 
 use axum::http::StatusCode;
-use keelson_api::patch::{merge_patch, strategic_merge_patch};
+use keelson_api::patch::{kind_definition, merge_patch, strategic_merge_patch};
 use keelson_store::{KeyValue, ListOptions, Revision, Store, StoreError};
 use serde_json::{Value, json};
 
@@ -472,8 +472,15 @@ pub(crate) async fn patch(
         };
         match body.content_type.as_str() {
             "application/merge-patch+json" => merge_patch(&mut doc, &patch),
-            "application/strategic-merge-patch+json" => strategic_merge_patch(&mut doc, &patch)
-                .map_err(|e| ApiError::invalid(resource, name, e))?,
+            "application/strategic-merge-patch+json" => {
+                let definition = if part == UpdatePart::Scale {
+                    kind_definition("autoscaling", "v1", "Scale")
+                } else {
+                    kind_definition(resource.group, resource.version, resource.kind)
+                };
+                strategic_merge_patch(&mut doc, &patch, definition)
+                    .map_err(|e| ApiError::invalid(resource, name, e))?;
+            }
             "application/json-patch+json" => {
                 let operations: json_patch::Patch = serde_json::from_value(patch.clone())
                     .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
