@@ -187,7 +187,29 @@ async fn invalid_crds_are_422_naming_the_field() {
                 "subresources": {"scale": {"specReplicasPath": ".status.replicas", "statusReplicasPath": ".status.replicas"}}}]}}),
             "spec.versions[0].subresources.scale.specReplicasPath: Invalid value: \".status.replicas\": should be a json path under .spec",
         ),
+        (
+            // A CEL rule that does not compile (the message goes on with the rule and the
+            // parser's error, checked below).
+            json!({"spec": {"versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {
+                    "type": "object",
+                    "x-kubernetes-validations": [{"rule": "self.min <"}],
+                    "properties": {"min": {"type": "integer"}}}}}}}]}}),
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: Invalid value: ",
+        ),
+        (
+            // A rule over an unbounded list of unbounded strings costs too much.
+            json!({"spec": {"versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {
+                    "type": "object",
+                    "properties": {"tags": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "x-kubernetes-validations": [{"rule": "self.all(x, x.contains('gpu'))"}]}}}}}}}]}}),
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[tags].x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds budget by factor of more than 100x",
+        ),
     ];
+    let mut uncompiled = None;
     for (change, expected) in cases {
         let mut crd = json!({
             "apiVersion": "apiextensions.k8s.io/v1",
@@ -211,7 +233,15 @@ async fn invalid_crds_are_422_naming_the_field() {
         assert_status(&body, 422, "Invalid");
         let message = body["message"].as_str().unwrap_or_default();
         assert!(message.contains(expected), "{message}\nwanted: {expected}");
+        if expected.ends_with("rule: Invalid value: ") {
+            uncompiled = Some(message.to_owned());
+        }
     }
+    let uncompiled = uncompiled.unwrap_or_default();
+    assert!(
+        uncompiled.contains("compilation failed: ERROR: <input>:1:11: Syntax error:"),
+        "{uncompiled}"
+    );
 }
 
 fn merge(target: &mut Value, patch: &Value) {
