@@ -326,6 +326,16 @@ pub(crate) fn default_and_validate(
         }
         Some((old, Part::Status)) => validation::validate_status_update(old, object),
     };
+    refuse_invalid(resource, name, &errors)
+}
+
+/// A 422 `Invalid` naming every one of `errors` (as kube-apiserver's `errors.NewInvalid`), or
+/// `Ok` when there are none.
+pub(crate) fn refuse_invalid(
+    resource: &Resource,
+    name: &str,
+    errors: &[validation::FieldError],
+) -> Result<(), ApiError> {
     if errors.is_empty() {
         return Ok(());
     }
@@ -338,7 +348,7 @@ pub(crate) fn default_and_validate(
         })
         .collect();
     Err(ApiError::invalid_with(
-        validation::summary(&resource.qualified_kind(), name, &errors),
+        validation::summary(&resource.qualified_kind(), name, errors),
         resource.group,
         resource.kind,
         name,

@@ -18,7 +18,7 @@ use rustls::{
     ClientConfig, DigitallySignedStruct, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::CryptoProvider,
-    pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject},
+    pki_types::{CertificateDer, ServerName, UnixTime},
 };
 use serde_json::Value;
 use tokio_rustls::TlsConnector;
@@ -47,15 +47,8 @@ impl KubeletClient {
     /// A client authenticating with `cert_pem`/`key_pem` (the API server's kubelet client
     /// certificate, common name `kube-apiserver-kubelet-client`).
     pub fn new(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsError> {
-        let pem = |what, cause: rustls::pki_types::pem::Error| TlsError::Pem {
-            what,
-            cause: cause.to_string(),
-        };
-        let chain = CertificateDer::pem_slice_iter(cert_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| pem("kubelet client certificate", e))?;
-        let key =
-            PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| pem("kubelet client key", e))?;
+        let (chain, key) =
+            crate::tls::client_identity(cert_pem, key_pem, "kubelet client certificate and key")?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()?

@@ -44,6 +44,24 @@ pub enum TlsError {
     Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
+/// A client identity from PEM: the certificate chain of `cert_pem` and the key of `key_pem`,
+/// with `what` ("kubelet client", ...) naming them in errors.
+pub(crate) fn client_identity(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    what: &'static str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let pem = |cause: rustls::pki_types::pem::Error| TlsError::Pem {
+        what,
+        cause: cause.to_string(),
+    };
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(pem)?;
+    Ok((chain, key))
+}
+
 /// A rustls server configuration for `cert_chain`/`key` (PEM) that verifies optional client
 /// certificates against `client_ca` (PEM), speaking HTTP/1.1.
 pub fn server_config(

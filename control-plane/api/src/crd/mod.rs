@@ -22,7 +22,7 @@ pub(crate) mod cost;
 mod formats;
 pub(crate) mod library;
 mod mutate;
-mod path;
+pub(crate) mod path;
 pub(crate) mod schema;
 mod validate;
 

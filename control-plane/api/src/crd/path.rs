@@ -72,7 +72,8 @@ pub(crate) fn rule_field_path(schema: &Node, path: &str) -> Result<String, Strin
     Ok(out)
 }
 
-const RESERVED: [&str; 21] = [
+/// CEL's reserved words, which no identifier may be.
+pub(crate) const RESERVED: [&str; 21] = [
     "true",
     "false",
     "null",

@@ -64,15 +64,11 @@ impl fmt::Debug for AggregatorClient {
 impl AggregatorClient {
     /// A client authenticating with `cert_pem`/`key_pem` (common name `front-proxy-client`).
     pub fn new(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsError> {
-        let pem = |what, cause: rustls::pki_types::pem::Error| TlsError::Pem {
-            what,
-            cause: cause.to_string(),
-        };
-        let chain = CertificateDer::pem_slice_iter(cert_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| pem("front-proxy client certificate", e))?;
-        let key =
-            PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| pem("front-proxy client key", e))?;
+        let (chain, key) = crate::tls::client_identity(
+            cert_pem,
+            key_pem,
+            "front-proxy client certificate and key",
+        )?;
         // Checked once here, so building a configuration per backend cannot fail on it.
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         ClientConfig::builder_with_provider(provider)

@@ -9,8 +9,7 @@ use serde_json::{Map, Value, json};
 use super::{ScalePaths, Served};
 use crate::{
     ApiError,
-    error::Cause,
-    object::label_selector_text,
+    object::{label_selector_text, refuse_invalid},
     registry::typed,
     request::{FieldValidation, Target, WriteOptions},
 };
@@ -90,24 +89,7 @@ pub(crate) fn validate(
     if let Some(schema) = &served.schema {
         errors.extend(schema.validate(object, old));
     }
-    if errors.is_empty() {
-        return Ok(());
-    }
-    let causes = errors
-        .iter()
-        .map(|e| Cause {
-            reason: e.reason().to_owned(),
-            message: e.message(),
-            field: e.field.clone(),
-        })
-        .collect();
-    Err(ApiError::invalid_with(
-        validation::summary(&resource.qualified_kind(), name, &errors),
-        resource.group,
-        resource.kind,
-        name,
-        causes,
-    ))
+    refuse_invalid(resource, name, &errors)
 }
 
 /// kube's generation rule for custom resources: any change outside `metadata` (and outside
