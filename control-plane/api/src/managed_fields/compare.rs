@@ -151,10 +151,7 @@ pub(crate) fn path_element(item: &Value, shape: Shape<'_>) -> Option<String> {
         Some(keys) => {
             let fields = item.as_object()?;
             let present = keys.iter().filter_map(|(k, default)| {
-                fields
-                    .get(k)
-                    .or(default.as_ref())
-                    .map(|v| (k.as_str(), v))
+                fields.get(k).or(default.as_ref()).map(|v| (k.as_str(), v))
             });
             let pe = key_element(present);
             (pe != "k:{}").then_some(pe)

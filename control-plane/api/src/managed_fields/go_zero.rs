@@ -29,13 +29,25 @@ static ALWAYS: &[(&str, &[(&str, Zero)])] = &[
     ("io.k8s.api.apps.v1.StatefulSet", SPEC_STATUS),
     ("io.k8s.api.apps.v1.StatefulSetSpec", SET_SPEC),
     ("io.k8s.api.batch.v1.CronJob", SPEC_STATUS),
-    ("io.k8s.api.batch.v1.CronJobSpec", &[("jobTemplate", Zero::Object)]),
+    (
+        "io.k8s.api.batch.v1.CronJobSpec",
+        &[("jobTemplate", Zero::Object)],
+    ),
     ("io.k8s.api.batch.v1.Job", SPEC_STATUS),
     ("io.k8s.api.batch.v1.JobSpec", TEMPLATE),
     ("io.k8s.api.batch.v1.JobTemplateSpec", META_SPEC),
-    ("io.k8s.api.coordination.v1.Lease", &[("spec", Zero::Object)]),
-    ("io.k8s.api.core.v1.Container", &[("resources", Zero::Object)]),
-    ("io.k8s.api.core.v1.EphemeralContainer", &[("resources", Zero::Object)]),
+    (
+        "io.k8s.api.coordination.v1.Lease",
+        &[("spec", Zero::Object)],
+    ),
+    (
+        "io.k8s.api.core.v1.Container",
+        &[("resources", Zero::Object)],
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        &[("resources", Zero::Object)],
+    ),
     (
         "io.k8s.api.core.v1.Event",
         &[
@@ -50,18 +62,27 @@ static ALWAYS: &[(&str, &[(&str, Zero)])] = &[
     ("io.k8s.api.core.v1.Node", SPEC_STATUS),
     (
         "io.k8s.api.core.v1.NodeStatus",
-        &[("daemonEndpoints", Zero::Object), ("nodeInfo", Zero::Object)],
+        &[
+            ("daemonEndpoints", Zero::Object),
+            ("nodeInfo", Zero::Object),
+        ],
     ),
     (
         "io.k8s.api.core.v1.PersistentVolumeClaimSpec",
         &[("resources", Zero::Object)],
     ),
-    ("io.k8s.api.core.v1.PersistentVolumeClaimTemplate", META_SPEC),
+    (
+        "io.k8s.api.core.v1.PersistentVolumeClaimTemplate",
+        META_SPEC,
+    ),
     ("io.k8s.api.core.v1.Pod", SPEC_STATUS),
     ("io.k8s.api.core.v1.PodSpec", &[("containers", Zero::Null)]),
     ("io.k8s.api.core.v1.PodTemplateSpec", META_SPEC),
     ("io.k8s.api.core.v1.Service", SPEC_STATUS),
-    ("io.k8s.api.core.v1.ServiceStatus", &[("loadBalancer", Zero::Object)]),
+    (
+        "io.k8s.api.core.v1.ServiceStatus",
+        &[("loadBalancer", Zero::Object)],
+    ),
     (
         "io.k8s.api.discovery.v1.EndpointSlice",
         &[("endpoints", Zero::Null), ("ports", Zero::Null)],
@@ -92,7 +113,11 @@ pub(super) fn always(definition: &str, kind: bool) -> Vec<(&'static str, Zero)> 
     if let Ok(i) = ALWAYS.binary_search_by(|(d, _)| (*d).cmp(definition))
         && let Some((_, members)) = ALWAYS.get(i)
     {
-        out.extend(members.iter().filter(|(name, _)| !(kind && *name == "metadata")));
+        out.extend(
+            members
+                .iter()
+                .filter(|(name, _)| !(kind && *name == "metadata")),
+        );
     }
     out
 }

@@ -41,6 +41,8 @@ mod apply;
 #[cfg(test)]
 mod apply_tests;
 mod compare;
+#[cfg(test)]
+mod custom_tests;
 mod entries;
 mod fieldset;
 mod go_zero;

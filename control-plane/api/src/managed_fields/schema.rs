@@ -293,7 +293,11 @@ struct Compiler {
 
 /// The definition a schema refers to: its own `$ref`, or that of its single `allOf` item.
 fn reference(schema: &Map<String, Value>) -> Option<&str> {
-    let target = match schema.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
+    let target = match schema
+        .get("allOf")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+    {
         Some([single]) => single.get("$ref"),
         _ => schema.get("$ref"),
     };
@@ -372,11 +376,7 @@ impl Compiler {
         let Some(body) = body.as_object() else {
             return Node::Deduced;
         };
-        let ext = |name: &str| {
-            outer
-                .and_then(|o| o.get(name))
-                .or_else(|| body.get(name))
-        };
+        let ext = |name: &str| outer.and_then(|o| o.get(name)).or_else(|| body.get(name));
         let flag = |name: &str| ext(name).and_then(Value::as_bool).unwrap_or(false);
         if flag("x-kubernetes-int-or-string") {
             return Node::Atomic;
@@ -450,7 +450,9 @@ impl Compiler {
             .flatten()
             .filter_map(Value::as_str)
             .map(|key| {
-                let stated = item_body.pointer(&format!("/properties/{key}/default")).cloned();
+                let stated = item_body
+                    .pointer(&format!("/properties/{key}/default"))
+                    .cloned();
                 let default = stated.or_else(|| {
                     self.go
                         .then(|| go_zero::key_default(key).map(Value::from))
@@ -494,7 +496,10 @@ mod tests {
             port_keys,
             [("containerPort", None), ("protocol", Some(&json!("TCP")))]
         );
-        assert!(matches!(pod_spec.member("nodeSelector").node(), Node::AtomicMap));
+        assert!(matches!(
+            pod_spec.member("nodeSelector").node(),
+            Node::AtomicMap
+        ));
         assert!(deployment.member("spec").member("selector").is_atomic());
         assert!(matches!(
             deployment.member("metadata").member("finalizers").node(),

@@ -100,7 +100,6 @@ impl fmt::Display for ValueText<'_> {
     }
 }
 
-
 /// `EnsureNamedFieldsAreMembers`: every named struct field in `set` becomes a member.
 pub(super) fn with_named(set: &FieldSet, shape: Shape<'_>) -> FieldSet {
     set.with_members(
