@@ -106,8 +106,16 @@ impl Walker {
         keys.sort();
         keys.dedup();
         for key in keys {
+            let (l, r) = (lhs.get(key), rhs.get(key));
+            let container = |v: Option<&Value>| v.is_some_and(|v| v.is_object() || v.is_array());
+            // Two scalars compare as leaves whatever their shape: it is not looked up.
+            let member = if container(l) || container(r) {
+                shape.member(key)
+            } else {
+                shape.scalar()
+            };
             self.path.push(field_element(key));
-            self.walk(lhs.get(key), rhs.get(key), shape.member(key));
+            self.walk(l, r, member);
             self.path.pop();
         }
         self.container(old, new);
@@ -200,25 +208,25 @@ fn normalize(value: &mut Value, shape: Shape<'_>, builtin: bool) {
                 return;
             }
             map.retain(|name, child| {
-                let kept = always.iter().any(|(n, _)| n == name);
-                let member = shape.member(name);
+                let kept = || always.iter().any(|(n, _)| n == name);
                 match child {
-                    Value::Array(items) if items.is_empty() => kept || !builtin,
+                    Value::Array(items) if items.is_empty() => !builtin || kept(),
                     Value::Object(fields) if fields.is_empty() => {
-                        kept || !member.omitted_when_empty()
+                        !shape.member(name).omitted_when_empty() || kept()
                     }
                     _ => true,
                 }
             });
             for (name, child) in map.iter_mut() {
-                normalize(child, shape.member(name), builtin);
+                // Scalars have nothing to normalize: their shape is not looked up.
+                if child.is_object() || child.is_array() {
+                    normalize(child, shape.member(name), builtin);
+                }
             }
         }
-        Value::Array(items) => {
-            if shape.keys().is_some() {
-                for child in items {
-                    normalize(child, shape.item(), builtin);
-                }
+        Value::Array(items) if shape.keys().is_some() => {
+            for child in items {
+                normalize(child, shape.item(), builtin);
             }
         }
         _ => {}

@@ -236,6 +236,11 @@ impl<'a> Shape<'a> {
         }
     }
 
+    /// The shape of a scalar (a leaf), without looking it up.
+    pub(crate) fn scalar(self) -> Self {
+        self.at(ATOMIC)
+    }
+
     /// The shape of the items of a list of this shape (a set's items are leaves).
     pub(crate) fn item(self) -> Self {
         match self.node() {
