@@ -28,6 +28,10 @@ static ALWAYS: &[(&str, &[(&str, Zero)])] = &[
     ("io.k8s.api.apps.v1.ReplicaSetSpec", TEMPLATE),
     ("io.k8s.api.apps.v1.StatefulSet", SPEC_STATUS),
     ("io.k8s.api.apps.v1.StatefulSetSpec", SET_SPEC),
+    (
+        "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler",
+        SPEC_STATUS,
+    ),
     ("io.k8s.api.batch.v1.CronJob", SPEC_STATUS),
     (
         "io.k8s.api.batch.v1.CronJobSpec",
@@ -67,6 +71,8 @@ static ALWAYS: &[(&str, &[(&str, Zero)])] = &[
             ("nodeInfo", Zero::Object),
         ],
     ),
+    ("io.k8s.api.core.v1.PersistentVolume", SPEC_STATUS),
+    ("io.k8s.api.core.v1.PersistentVolumeClaim", SPEC_STATUS),
     (
         "io.k8s.api.core.v1.PersistentVolumeClaimSpec",
         &[("resources", Zero::Object)],
@@ -78,6 +84,7 @@ static ALWAYS: &[(&str, &[(&str, Zero)])] = &[
     ("io.k8s.api.core.v1.Pod", SPEC_STATUS),
     ("io.k8s.api.core.v1.PodSpec", &[("containers", Zero::Null)]),
     ("io.k8s.api.core.v1.PodTemplateSpec", META_SPEC),
+    ("io.k8s.api.core.v1.ReplicationController", SPEC_STATUS),
     ("io.k8s.api.core.v1.Service", SPEC_STATUS),
     (
         "io.k8s.api.core.v1.ServiceStatus",
@@ -96,6 +103,26 @@ static ALWAYS: &[(&str, &[(&str, Zero)])] = &[
             ("deprecatedFirstTimestamp", Zero::Null),
             ("deprecatedLastTimestamp", Zero::Null),
         ],
+    ),
+    ("io.k8s.api.networking.v1.Ingress", SPEC_STATUS),
+    (
+        "io.k8s.api.networking.v1.IngressStatus",
+        &[("loadBalancer", Zero::Object)],
+    ),
+    (
+        "io.k8s.api.networking.v1.NetworkPolicy",
+        &[("spec", Zero::Object)],
+    ),
+    ("io.k8s.api.policy.v1.PodDisruptionBudget", SPEC_STATUS),
+    ("io.k8s.api.rbac.v1.ClusterRole", &[("rules", Zero::Null)]),
+    (
+        "io.k8s.api.rbac.v1.ClusterRoleBinding",
+        &[("roleRef", Zero::Object)],
+    ),
+    ("io.k8s.api.rbac.v1.Role", &[("rules", Zero::Null)]),
+    (
+        "io.k8s.api.rbac.v1.RoleBinding",
+        &[("roleRef", Zero::Object)],
     ),
     (
         "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
@@ -129,10 +156,56 @@ pub(super) fn key_default(key: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::ALWAYS;
+    use crate::managed_fields::fields_v1;
+    use crate::schema::builtin_definitions;
+
+    #[test]
+    fn what_go_always_writes_is_not_owned_as_added_but_kept_when_sent() {
+        let cases = [
+            // `rules` has no omitempty: an aggregated ClusterRole's `[]` is kept and owned.
+            (
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                       "metadata": {"name": "agg"}, "rules": []}),
+                json!({"f:rules": {}}),
+            ),
+            // `spec` is a Go struct: always there, so the creator does not add it (no `.`).
+            (
+                json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                       "metadata": {"name": "i"}, "spec": {"ingressClassName": "x"}}),
+                json!({"f:spec": {"f:ingressClassName": {}}}),
+            ),
+            // A kind without a schema: `spec` is added.
+            (
+                json!({"apiVersion": "example.com/v1", "kind": "Widget",
+                       "metadata": {"name": "w"}, "spec": {"size": 1}}),
+                json!({"f:spec": {".": {}, "f:size": {}}}),
+            ),
+        ];
+        for (object, want) in cases {
+            assert_eq!(fields_v1(&object), want, "{object}");
+        }
+    }
 
     #[test]
     fn the_table_is_sorted_for_binary_search() {
         assert!(ALWAYS.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
+    fn every_member_of_the_table_is_a_property_of_its_definition() {
+        for (definition, members) in ALWAYS {
+            for (member, _) in *members {
+                assert!(
+                    builtin_definitions()
+                        .get(*definition)
+                        .and_then(|d| d.pointer(&format!("/properties/{member}")))
+                        .is_some(),
+                    "{definition}.{member}"
+                );
+            }
+        }
     }
 }
