@@ -246,3 +246,36 @@ fn updates_record_keyed_items_of_custom_resources() {
         }})
     );
 }
+
+#[test]
+fn keyed_and_set_items_of_custom_resources_are_checked_as_kube_checks_them() {
+    let schema = schema();
+    let cases = [
+        (
+            json!({"items": [{"value": 1}]}),
+            ".spec.items: associative list with keys has an element that omits key field \
+             \"name\" (and doesn't have default value)",
+        ),
+        (
+            json!({"items": [{"name": "a"}, {"name": "a", "value": 2}]}),
+            ".spec.items: duplicate entries for key [name=\"a\"]",
+        ),
+        (
+            json!({"tags": ["x", "x"]}),
+            ".spec.tags: duplicate entries for key [=\"x\"]",
+        ),
+    ];
+    for (spec, message) in cases {
+        let error = apply(None, &widget(spec.clone()), &on(&schema, "a")).expect_err(message);
+        assert_eq!(error.to_string(), message, "{spec}");
+    }
+    // A port left without `protocol` takes the schema's default and is no error.
+    assert!(
+        apply(
+            None,
+            &widget(json!({"ports": [{"port": 80}]})),
+            &on(&schema, "a")
+        )
+        .is_ok()
+    );
+}
