@@ -584,4 +584,140 @@ mod tests {
             Node::Set
         ));
     }
+
+    /// What the hand-written table of built-in shapes said before the facts replaced it: each
+    /// path (`[]` steps into list items) with the shape it must still have.
+    #[test]
+    fn the_facts_cover_the_former_hand_table() {
+        use super::Shape;
+        fn at(kind: (&str, &str), path: &str) -> Shape<'static> {
+            let mut shape = SchemaRef::builtin(kind.0, kind.1)
+                .unwrap_or_else(|| panic!("{kind:?} has a schema"))
+                .shape;
+            for step in path.split('.') {
+                shape = if step == "[]" {
+                    shape.item()
+                } else {
+                    shape.member(step)
+                };
+            }
+            shape
+        }
+        fn describe(shape: Shape<'_>) -> String {
+            match shape.node() {
+                Node::Deduced => "deduced".into(),
+                Node::Atomic => "atomic".into(),
+                Node::Struct { .. } => "struct".into(),
+                Node::Map { .. } => "map".into(),
+                Node::AtomicMap => "atomic map".into(),
+                Node::Set => "set".into(),
+                Node::Keyed { keys, .. } => {
+                    let keys: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+                    format!("keyed by {}", keys.join(","))
+                }
+            }
+        }
+        let pod = ("", "Pod");
+        let cases = [
+            (pod, "metadata.finalizers", "set"),
+            (pod, "metadata.ownerReferences", "keyed by uid"),
+            (pod, "metadata.ownerReferences.[]", "atomic"),
+            (pod, "metadata.managedFields", "atomic"),
+            (pod, "metadata.annotations", "map"),
+            (pod, "spec.containers.[].env", "keyed by name"),
+            (
+                pod,
+                "spec.containers.[].env.[].valueFrom.configMapKeyRef",
+                "atomic",
+            ),
+            (
+                pod,
+                "spec.containers.[].env.[].valueFrom.fieldRef",
+                "atomic",
+            ),
+            (
+                pod,
+                "spec.containers.[].ports",
+                "keyed by containerPort,protocol",
+            ),
+            (pod, "spec.containers.[].volumeMounts", "keyed by mountPath"),
+            (
+                pod,
+                "spec.containers.[].volumeDevices",
+                "keyed by devicePath",
+            ),
+            (pod, "spec.containers.[].resources.claims", "keyed by name"),
+            (pod, "spec.containers.[].resources.limits", "map"),
+            (pod, "spec.initContainers", "keyed by name"),
+            (pod, "spec.ephemeralContainers", "keyed by name"),
+            (pod, "spec.volumes", "keyed by name"),
+            (pod, "spec.volumes.[].csi.volumeAttributes", "map"),
+            (pod, "spec.volumes.[].csi.nodePublishSecretRef", "atomic"),
+            (pod, "spec.volumes.[].flexVolume.options", "map"),
+            (pod, "spec.volumes.[].cephfs.secretRef", "atomic"),
+            (
+                pod,
+                "spec.volumes.[].ephemeral.volumeClaimTemplate.spec.selector",
+                "atomic",
+            ),
+            (
+                pod,
+                "spec.volumes.[].ephemeral.volumeClaimTemplate.spec.dataSource",
+                "atomic",
+            ),
+            (pod, "spec.imagePullSecrets", "keyed by name"),
+            (pod, "spec.imagePullSecrets.[]", "atomic"),
+            (pod, "spec.hostAliases", "keyed by ip"),
+            (
+                pod,
+                "spec.topologySpreadConstraints",
+                "keyed by topologyKey,whenUnsatisfiable",
+            ),
+            (
+                pod,
+                "spec.topologySpreadConstraints.[].labelSelector",
+                "atomic",
+            ),
+            (pod, "spec.resourceClaims", "keyed by name"),
+            (pod, "spec.schedulingGates", "keyed by name"),
+            (pod, "spec.nodeSelector", "atomic map"),
+            (pod, "spec.overhead", "map"),
+            (
+                pod,
+                "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution",
+                "atomic",
+            ),
+            (pod, "status.conditions", "keyed by type"),
+            (pod, "status.podIPs", "keyed by ip"),
+            (("apps", "Deployment"), "spec.selector", "atomic"),
+            (
+                ("apps", "StatefulSet"),
+                "spec.volumeClaimTemplates",
+                "atomic",
+            ),
+            (
+                ("batch", "Job"),
+                "status.uncountedTerminatedPods.failed",
+                "set",
+            ),
+            (
+                ("batch", "CronJob"),
+                "spec.jobTemplate.spec.template.spec.containers",
+                "keyed by name",
+            ),
+            (("", "Service"), "spec.ports", "keyed by port,protocol"),
+            (("", "Service"), "spec.selector", "atomic map"),
+            (("", "Node"), "spec.podCIDRs", "set"),
+            (("", "Node"), "status.addresses", "keyed by type"),
+            (("", "Node"), "status.capacity", "map"),
+            (("", "Event"), "involvedObject", "atomic"),
+            (("events.k8s.io", "Event"), "regarding", "atomic"),
+            (("", "ServiceAccount"), "secrets", "keyed by name"),
+            (("", "ConfigMap"), "binaryData", "map"),
+            (("", "Secret"), "stringData", "map"),
+        ];
+        for (kind, path, want) in cases {
+            assert_eq!(describe(at(kind, path)), want, "{kind:?} {path}");
+        }
+    }
 }
