@@ -100,6 +100,7 @@ pub(crate) async fn patch(
                 subresource,
                 has_status: resource.status,
                 force: options.force.unwrap_or(false),
+                schema: crate::write::field_schema(target),
             },
         );
         let mut object = applied.map_err(|e| apply_error(e, target, name))?;
@@ -217,6 +218,7 @@ async fn scale(
                 subresource: Some("scale"),
                 has_status: false,
                 force: options.force.unwrap_or(false),
+                schema: managed_fields::SchemaRef::of(SCALE_VERSION, "Scale"),
             },
         )
         .map_err(|e| apply_error(e, target, name))?;

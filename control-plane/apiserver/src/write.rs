@@ -4,6 +4,7 @@
 //! stored), `fieldValidation` and records `managedFields`.
 
 use axum::http::StatusCode;
+use keelson_api::managed_fields::SchemaRef;
 use keelson_api::patch::{kind_definition, merge_patch, strategic_merge_patch};
 use keelson_store::{KeyValue, ListOptions, Revision, Store, StoreError};
 use serde_json::{Value, json};
@@ -54,14 +55,25 @@ impl UpdatePart {
     }
 }
 
+/// The schema server-side apply and `managedFields` walk objects of `target` by: the CRD
+/// version's compiled one for a custom resource, else the built-in kind's.
+pub(crate) fn field_schema(target: &Target) -> SchemaRef<'_> {
+    match &target.custom {
+        Some(custom) => custom.field_schema(),
+        None => SchemaRef::builtin(target.resource.group, target.resource.kind)
+            .unwrap_or_else(SchemaRef::deduced),
+    }
+}
+
 /// Records the write in `metadata.managedFields` (kube-apiserver's Update entries).
 fn record_managed_fields(
-    resource: &Resource,
+    target: &Target,
     old: Option<&Value>,
     new: &mut Value,
     options: &WriteOptions,
     subresource: Option<&str>,
 ) {
+    let resource = target.resource;
     let time = now_rfc3339(0);
     let api_version = resource.api_version();
     keelson_api::managed_fields::record_update(
@@ -73,6 +85,7 @@ fn record_managed_fields(
             time: &time,
             subresource,
             has_status: resource.status,
+            schema: field_schema(target),
         },
     );
 }
@@ -163,7 +176,7 @@ pub(crate) async fn insert(
     }
     finalizers::on_create(resource, &mut object);
     if record_update {
-        record_managed_fields(resource, None, &mut object, options, None);
+        record_managed_fields(target, None, &mut object, options, None);
     }
     admit
         .validate(&attempt, Some(&object), None, &mut warnings)
@@ -366,7 +379,7 @@ pub(crate) async fn apply_update(
             }
             if record_update {
                 record_managed_fields(
-                    resource,
+                    target,
                     Some(current),
                     &mut next,
                     options,

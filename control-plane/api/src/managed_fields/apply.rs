@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use super::compare::{compare, materialize};
 use super::entries::{Entry, Managed, Who};
 use super::fieldset::write_go_json;
-use super::schema;
+use super::schema::SchemaRef;
 use super::typed::{field_set, go_quote, merge, path_string, prune, without_subtrees};
 use super::{MAX_UPDATE_MANAGERS, NEVER_OWNED, Update, reset_fields, without_managed_fields};
 
@@ -51,6 +51,9 @@ pub struct Apply<'a> {
     pub has_status: bool,
     /// `force=true`: take conflicting fields from their managers instead of failing.
     pub force: bool,
+    /// The kind's schema: [`SchemaRef::builtin`] (or [`SchemaRef::of`]) for a built-in kind,
+    /// the CRD version's compiled schema for a custom resource.
+    pub schema: SchemaRef<'a>,
 }
 
 /// A field the configuration changes and another manager owns.
@@ -209,7 +212,7 @@ fn allowed_by_last_applied(live: &Value, apply: &Apply<'_>) -> Option<HashSet<St
     if last.get("apiVersion").and_then(Value::as_str) != Some(apply.api_version) {
         return None;
     }
-    let root = schema::root(apply.api_version, apply.kind);
+    let root = apply.schema;
     let fields = field_set(&last, root.shape, false).ok()?;
     let mut last = last;
     materialize(&mut last, root);
@@ -229,7 +232,7 @@ fn apply_once(
     config: &Value,
     apply: &Apply<'_>,
 ) -> Result<Value, ApplyError> {
-    let root = schema::root(apply.api_version, apply.kind);
+    let root = apply.schema;
     let shape = root.shape;
     let update = Update {
         manager: apply.manager,
@@ -237,6 +240,7 @@ fn apply_once(
         time: apply.time,
         subresource: apply.subresource,
         has_status: apply.has_status,
+        schema: apply.schema,
     };
     let ignored = reset_fields(apply.kind, &update);
     let applied = without_subtrees(

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::typed::path_string;
-use super::{Apply, ApplyError, Conflict, apply};
+use super::{Apply, ApplyError, Conflict, SchemaRef, apply};
 
 const T0: &str = "2026-01-01T00:00:00Z";
 const T1: &str = "2026-01-01T00:05:00Z";
@@ -17,6 +17,7 @@ fn deployment_apply<'a>(manager: &'a str, time: &'a str, force: bool) -> Apply<'
         subresource: None,
         has_status: true,
         force,
+        schema: SchemaRef::of("apps/v1", "Deployment"),
     }
 }
 
@@ -426,6 +427,7 @@ fn set_lists_and_keys_with_defaults_merge_item_by_item() {
         subresource: None,
         has_status: true,
         force: false,
+        schema: SchemaRef::of("v1", "Service"),
     };
     let live = apply(
         None,
@@ -473,6 +475,7 @@ fn custom_kinds_are_merged_as_deduced_objects() {
         subresource: None,
         has_status: false,
         force: false,
+        schema: SchemaRef::deduced(),
     };
     let live = apply(
         None,

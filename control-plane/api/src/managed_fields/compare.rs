@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use super::fieldset::{FieldSet, field_element, key_element, value_element};
-use super::schema::{Root, Shape, Zero, key_default};
+use super::schema::{SchemaRef, Shape, Zero};
 
 /// The paths that differ between two objects.
 #[derive(Debug, Default)]
@@ -26,7 +26,7 @@ pub(crate) struct Comparison {
 pub(crate) fn compare(
     old: Option<&Value>,
     new: Option<&Value>,
-    root: Shape,
+    root: Shape<'_>,
     ignored: &[&[&str]],
 ) -> Comparison {
     let mut walker = Walker {
@@ -48,7 +48,7 @@ struct Walker {
 }
 
 impl Walker {
-    fn walk(&mut self, old: Option<&Value>, new: Option<&Value>, shape: Shape) {
+    fn walk(&mut self, old: Option<&Value>, new: Option<&Value>, shape: Shape<'_>) {
         if self.ignored.contains(&self.path) {
             return;
         }
@@ -57,9 +57,9 @@ impl Walker {
         }
         let either = |f: fn(&Value) -> bool| old.is_some_and(f) || new.is_some_and(f);
         match shape {
-            Shape::Atomic | Shape::AtomicMap => self.leaf(old, new),
+            _ if shape.is_atomic() => self.leaf(old, new),
             _ if either(Value::is_object) => self.map(old, new, shape),
-            Shape::Set | Shape::Keyed(..) if either(Value::is_array) => self.list(old, new, shape),
+            _ if shape.is_list() && either(Value::is_array) => self.list(old, new, shape),
             _ => self.leaf(old, new),
         }
     }
@@ -93,7 +93,7 @@ impl Walker {
         }
     }
 
-    fn map(&mut self, old: Option<&Value>, new: Option<&Value>, shape: Shape) {
+    fn map(&mut self, old: Option<&Value>, new: Option<&Value>, shape: Shape<'_>) {
         let empty = Map::new();
         let lhs = old.and_then(Value::as_object);
         let rhs = new.and_then(Value::as_object);
@@ -106,14 +106,22 @@ impl Walker {
         keys.sort();
         keys.dedup();
         for key in keys {
+            let (l, r) = (lhs.get(key), rhs.get(key));
+            let container = |v: Option<&Value>| v.is_some_and(|v| v.is_object() || v.is_array());
+            // Two scalars compare as leaves whatever their shape: it is not looked up.
+            let member = if container(l) || container(r) {
+                shape.member(key)
+            } else {
+                shape.scalar()
+            };
             self.path.push(field_element(key));
-            self.walk(lhs.get(key), rhs.get(key), shape.member(key));
+            self.walk(l, r, member);
             self.path.pop();
         }
         self.container(old, new);
     }
 
-    fn list(&mut self, old: Option<&Value>, new: Option<&Value>, shape: Shape) {
+    fn list(&mut self, old: Option<&Value>, new: Option<&Value>, shape: Shape<'_>) {
         let lhs = old.and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
         let rhs = new.and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
         if lhs.is_empty() && rhs.is_empty() {
@@ -122,10 +130,7 @@ impl Walker {
         self.mismatch(old, new, Value::is_array);
         let (lhs, rhs) = (index(lhs, shape), index(rhs, shape));
         let elements: BTreeSet<&String> = lhs.keys().chain(rhs.keys()).collect();
-        let item_shape = match shape {
-            Shape::Keyed(_, item) => *item,
-            _ => Shape::Atomic,
-        };
+        let item_shape = shape.item();
         for pe in elements {
             let (l, r) = (lhs.get(pe).copied(), rhs.get(pe).copied());
             self.path.push(pe.clone());
@@ -139,7 +144,7 @@ impl Walker {
 /// The path element of every item of a set or keyed list; an item that cannot have one (a
 /// keyed item that is not an object or lacks every key) is left out, and of items with the
 /// same element the first counts.
-fn index(items: &[Value], shape: Shape) -> BTreeMap<String, &Value> {
+fn index<'v>(items: &'v [Value], shape: Shape<'_>) -> BTreeMap<String, &'v Value> {
     let mut out = BTreeMap::new();
     for item in items {
         if let Some(pe) = path_element(item, shape) {
@@ -149,23 +154,17 @@ fn index(items: &[Value], shape: Shape) -> BTreeMap<String, &Value> {
     out
 }
 
-pub(crate) fn path_element(item: &Value, shape: Shape) -> Option<String> {
-    match shape {
-        Shape::Keyed(keys, _) => {
+pub(crate) fn path_element(item: &Value, shape: Shape<'_>) -> Option<String> {
+    match shape.keys() {
+        Some(keys) => {
             let fields = item.as_object()?;
-            let defaults: Vec<(&str, Value)> = keys
-                .iter()
-                .filter(|k| !fields.contains_key(**k))
-                .filter_map(|k| key_default(k).map(|d| (*k, Value::from(d))))
-                .collect();
-            let present = keys
-                .iter()
-                .filter_map(|k| fields.get(*k).map(|v| (*k, v)))
-                .chain(defaults.iter().map(|(k, v)| (*k, v)));
+            let present = keys.iter().filter_map(|(k, default)| {
+                fields.get(k).or(default.as_ref()).map(|v| (k.as_str(), v))
+            });
             let pe = key_element(present);
             (pe != "k:{}").then_some(pe)
         }
-        _ => Some(value_element(item)),
+        None => Some(value_element(item)),
     }
 }
 
@@ -191,46 +190,43 @@ fn equal(a: &Value, b: &Value) -> bool {
 /// taken out, so that two objects compare as typed objects do whether or not a client sent
 /// those members. Custom kinds (a `Deduced` root) are compared as sent, as kube-apiserver
 /// compares unstructured objects.
-pub(crate) fn materialize(value: &mut Value, root: Root) {
+pub(crate) fn materialize(value: &mut Value, root: SchemaRef<'_>) {
     normalize(value, root.shape, root.builtin);
 }
 
-fn normalize(value: &mut Value, shape: Shape, builtin: bool) {
+fn normalize(value: &mut Value, shape: Shape<'_>, builtin: bool) {
     match value {
         Value::Object(map) => {
-            let always: &[(&str, Zero)] = match shape {
-                Shape::Struct(ty) => ty.always,
-                _ => &[],
-            };
+            let always: &[(&str, Zero)] = shape.always();
             for (name, zero) in always {
                 map.entry(*name).or_insert_with(|| match zero {
                     Zero::Object => Value::Object(Map::new()),
                     Zero::Null => Value::Null,
                 });
             }
-            if matches!(shape, Shape::Atomic | Shape::AtomicMap) {
+            if shape.is_atomic() {
                 return;
             }
             map.retain(|name, child| {
-                let kept = always.iter().any(|(n, _)| n == name);
-                let member = shape.member(name);
+                let kept = || always.iter().any(|(n, _)| n == name);
                 match child {
-                    Value::Array(items) if items.is_empty() => kept || !builtin,
+                    Value::Array(items) if items.is_empty() => !builtin || kept(),
                     Value::Object(fields) if fields.is_empty() => {
-                        kept || !matches!(member, Shape::Map | Shape::AtomicMap)
+                        !shape.member(name).omitted_when_empty() || kept()
                     }
                     _ => true,
                 }
             });
             for (name, child) in map.iter_mut() {
-                normalize(child, shape.member(name), builtin);
+                // Scalars have nothing to normalize: their shape is not looked up.
+                if child.is_object() || child.is_array() {
+                    normalize(child, shape.member(name), builtin);
+                }
             }
         }
-        Value::Array(items) => {
-            if let Shape::Keyed(_, item) = shape {
-                for child in items {
-                    normalize(child, *item, builtin);
-                }
+        Value::Array(items) if shape.keys().is_some() => {
+            for child in items {
+                normalize(child, shape.item(), builtin);
             }
         }
         _ => {}

@@ -32,16 +32,20 @@
 //! Server-side apply (`Apply` entries, conflicts, `force`) is in `apply.rs`, on the walks over
 //! typed objects in `typed.rs`.
 //!
-//! Which lists are keyed, which are sets and which values are atomic comes from a hand-written
-//! table of the built-in types (`schema.rs`, from Kubernetes' own structured-merge-diff schema)
-//! until keelson serves OpenAPI; other kinds are deduced from their JSON, `metadata` aside.
+//! Which lists are keyed, which are sets and which values are atomic comes from the kind's
+//! OpenAPI schema (`schema.rs`): the built-in definitions with their `x-kubernetes-*` facts, or
+//! a custom resource version's `openAPIV3Schema`; kinds without a schema are deduced from their
+//! JSON, `metadata` aside. What Go always writes is in `go_zero.rs`.
 
 mod apply;
 #[cfg(test)]
 mod apply_tests;
 mod compare;
+#[cfg(test)]
+mod custom_tests;
 mod entries;
 mod fieldset;
+mod go_zero;
 mod scale;
 mod schema;
 #[cfg(test)]
@@ -55,6 +59,7 @@ use compare::{Comparison, compare, materialize};
 use entries::{Managed, Who};
 use fieldset::{FieldSet, field_element};
 pub use scale::{parent_managed_fields, scale_managed_fields};
+pub use schema::{Schema, SchemaRef};
 
 /// At most this many Update entries are kept (`DefaultMaxUpdateManagers`).
 const MAX_UPDATE_MANAGERS: usize = 10;
@@ -77,6 +82,9 @@ pub struct Update<'a> {
     /// Whether the resource serves a `status` subresource: then a write of the main resource
     /// owns nothing under `status`.
     pub has_status: bool,
+    /// The kind's schema: [`SchemaRef::builtin`] (or [`SchemaRef::of`]) for a built-in kind,
+    /// the CRD version's compiled schema for a custom resource.
+    pub schema: SchemaRef<'a>,
 }
 
 /// The field manager kube-apiserver names after a request's `User-Agent` when the request has
@@ -116,7 +124,7 @@ fn is_print(c: char) -> bool {
 /// `{"f:metadata":{"f:labels":{".":{},"f:app":{}}},"f:spec":{...}}`. The fields that are never
 /// owned (`apiVersion`, `kind`, `metadata.name`, `metadata.uid`, ...) are left out.
 pub fn fields_v1(object: &Value) -> Value {
-    let root = root_of(object, None);
+    let root = root_of(object);
     let zero = zero_object(root);
     let mut new = without_managed_fields(object);
     materialize(&mut new, root);
@@ -153,7 +161,7 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, update: &Update<'_>) 
         return;
     }
 
-    let root = root_of(new, Some(update.api_version));
+    let root = update.schema;
     let comparison = match update.subresource {
         Some("scale") => replicas_comparison(old, new),
         _ => {
@@ -264,19 +272,21 @@ fn never_owned() -> FieldSet {
     set
 }
 
-fn root_of(object: &Value, api_version: Option<&str>) -> schema::Root {
-    let api_version = api_version
-        .or_else(|| object.get("apiVersion").and_then(Value::as_str))
+/// The schema of `object`'s built-in kind, else the deduced one.
+fn root_of(object: &Value) -> SchemaRef<'static> {
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
         .unwrap_or_default();
     let kind = object
         .get("kind")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    schema::root(api_version, kind)
+    SchemaRef::of(api_version, kind)
 }
 
 /// The object kube-apiserver compares a created object with: the kind's zero value.
-fn zero_object(root: schema::Root) -> Value {
+fn zero_object(root: SchemaRef<'_>) -> Value {
     let mut zero = Value::Object(Map::new());
     materialize(&mut zero, root);
     zero

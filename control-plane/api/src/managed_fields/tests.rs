@@ -14,7 +14,16 @@ fn update<'a>(manager: &'a str, api_version: &'a str, time: &'a str) -> Update<'
         time,
         subresource: None,
         has_status: false,
+        // Replaced by the object's own in `record_update` below.
+        schema: SchemaRef::deduced(),
     }
+}
+
+/// [`super::record_update`] with the schema of `new`'s kind.
+fn record_update(old: Option<&Value>, new: &mut Value, update: &Update<'_>) {
+    let kind = new["kind"].as_str().unwrap_or_default().to_owned();
+    let schema = SchemaRef::of(update.api_version, &kind);
+    super::record_update(old, new, &Update { schema, ..*update });
 }
 
 fn entries(object: &Value) -> &Value {

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::compare::path_element;
 use super::fieldset::{FieldSet, field_element, value_element};
-use super::schema::{Shape, key_default};
+use super::schema::Shape;
 
 /// Go's `%q` of a string.
 pub(super) fn go_quote(s: &str) -> String {
@@ -100,46 +100,31 @@ impl fmt::Display for ValueText<'_> {
     }
 }
 
-/// Whether the members of a value of this shape are named struct fields (not a Go map's
-/// keys, which are members themselves).
-fn named_members(shape: Shape) -> bool {
-    !matches!(shape, Shape::Map | Shape::AtomicMap)
-}
-
-/// The shape of the items of a list of this shape.
-fn item_shape(shape: Shape) -> Shape {
-    match shape {
-        Shape::Keyed(_, item) => *item,
-        Shape::Set => Shape::Atomic,
-        _ => Shape::Deduced,
-    }
-}
-
 /// `EnsureNamedFieldsAreMembers`: every named struct field in `set` becomes a member.
-pub(super) fn with_named(set: &FieldSet, shape: Shape) -> FieldSet {
+pub(super) fn with_named(set: &FieldSet, shape: Shape<'_>) -> FieldSet {
     set.with_members(
         shape,
-        &|shape: Shape, pe: &str| match pe.strip_prefix("f:") {
-            Some(name) => (shape.member(name), named_members(shape)),
-            None => (item_shape(shape), false),
+        &|shape: Shape<'_>, pe: &str| match pe.strip_prefix("f:") {
+            Some(name) => (shape.member(name), shape.named_members()),
+            None => (shape.item(), false),
         },
     )
 }
 
 /// The path element of a list item; `Err` says why the item has none.
-pub(super) fn list_element(item: &Value, shape: Shape) -> Result<String, String> {
-    if let Shape::Keyed(keys, _) = shape {
+pub(super) fn list_element(item: &Value, shape: Shape<'_>) -> Result<String, String> {
+    if let Some(keys) = shape.keys() {
         let Some(fields) = item.as_object() else {
             return Err("associative list with keys has an element that is not a map".into());
         };
         if let Some(missing) = keys
             .iter()
-            .find(|k| !fields.contains_key(**k) && key_default(k).is_none())
+            .find(|(k, default)| !fields.contains_key(k) && default.is_none())
         {
             return Err(format!(
                 "associative list with keys has an element that omits key field {} (and \
                  doesn't have default value)",
-                go_quote(missing)
+                go_quote(&missing.0)
             ));
         }
         return path_element(item, shape).ok_or_else(|| "element has no key".into());
@@ -149,7 +134,7 @@ pub(super) fn list_element(item: &Value, shape: Shape) -> Result<String, String>
 
 /// The field set of a value (`ToFieldSet`). `strict` (the applied configuration) refuses list
 /// items without a path element and items given twice; the live object is read leniently.
-pub(super) fn field_set(value: &Value, shape: Shape, strict: bool) -> Result<FieldSet, String> {
+pub(super) fn field_set(value: &Value, shape: Shape<'_>, strict: bool) -> Result<FieldSet, String> {
     let mut out = FieldSet::new();
     collect(value, shape, strict, &mut Vec::new(), &mut out)?;
     Ok(out)
@@ -157,25 +142,25 @@ pub(super) fn field_set(value: &Value, shape: Shape, strict: bool) -> Result<Fie
 
 fn collect(
     value: &Value,
-    shape: Shape,
+    shape: Shape<'_>,
     strict: bool,
     path: &mut Vec<String>,
     out: &mut FieldSet,
 ) -> Result<(), String> {
     match (shape, value) {
-        (Shape::Atomic | Shape::AtomicMap, _) => out.insert(path),
+        _ if shape.is_atomic() => out.insert(path),
         (_, Value::Object(map)) => {
             for (name, child) in map {
                 path.push(field_element(name));
                 collect(child, shape.member(name), strict, path, out)?;
                 let empty = child.is_null() || child.as_object().is_some_and(Map::is_empty);
-                if empty || !named_members(shape) {
+                if empty || !shape.named_members() {
                     out.insert(path);
                 }
                 path.pop();
             }
         }
-        (Shape::Set | Shape::Keyed(..), Value::Array(items)) => {
+        (_, Value::Array(items)) if shape.is_list() => {
             let mut seen = HashSet::new();
             for item in items {
                 let pe = match list_element(item, shape) {
@@ -194,7 +179,7 @@ fn collect(
                     continue;
                 }
                 path.push(pe);
-                collect(item, item_shape(shape), strict, path, out)?;
+                collect(item, shape.item(), strict, path, out)?;
                 out.insert(path);
                 path.pop();
             }
@@ -219,10 +204,10 @@ pub(super) fn without_subtrees(set: FieldSet, prefixes: &[&[&str]]) -> FieldSet 
 }
 
 /// Merges `config` into `live` (`typed.Merge` with the configuration winning).
-pub(super) fn merge(live: Option<&Value>, config: &Value, shape: Shape) -> Value {
-    match (shape, live, config) {
-        (Shape::Atomic | Shape::AtomicMap, _, _) => without_nulls(config),
-        (_, Some(Value::Object(lhs)), Value::Object(rhs)) => {
+pub(super) fn merge(live: Option<&Value>, config: &Value, shape: Shape<'_>) -> Value {
+    match (live, config) {
+        _ if shape.is_atomic() => without_nulls(config),
+        (Some(Value::Object(lhs)), Value::Object(rhs)) => {
             let mut out = lhs.clone();
             for (name, value) in rhs {
                 // A field applied as `null` is owned and unset: Go leaves it out.
@@ -235,7 +220,7 @@ pub(super) fn merge(live: Option<&Value>, config: &Value, shape: Shape) -> Value
             }
             Value::Object(out)
         }
-        (Shape::Set | Shape::Keyed(..), Some(Value::Array(lhs)), Value::Array(rhs)) => {
+        (Some(Value::Array(lhs)), Value::Array(rhs)) if shape.is_list() => {
             Value::Array(merge_list(lhs, rhs, shape))
         }
         _ => without_nulls(config),
@@ -260,8 +245,8 @@ fn without_nulls(value: &Value) -> Value {
 /// keep their order, items only in the configuration go where it puts them relative to the
 /// items both have, and an item in both takes the configuration's place when the two orders
 /// disagree.
-fn merge_list(lhs: &[Value], rhs: &[Value], shape: Shape) -> Vec<Value> {
-    let item = item_shape(shape);
+fn merge_list(lhs: &[Value], rhs: &[Value], shape: Shape<'_>) -> Vec<Value> {
+    let item = shape.item();
     let lpes: Vec<Option<String>> = lhs.iter().map(|v| list_element(v, shape).ok()).collect();
     let rpes: Vec<String> = rhs
         .iter()
@@ -344,7 +329,7 @@ fn merge_list(lhs: &[Value], rhs: &[Value], shape: Shape) -> Vec<Value> {
 /// Removes what the manager applied last time (`last`) and nobody owns now (`owned`, the
 /// applier's new set included) from the merged object (`Updater.prune`, with
 /// `addBackOwnedItems` and `addBackDanglingItems`).
-pub(super) fn prune(merged: &Value, last: &FieldSet, owned: &FieldSet, shape: Shape) -> Value {
+pub(super) fn prune(merged: &Value, last: &FieldSet, owned: &FieldSet, shape: Shape<'_>) -> Value {
     let set_of =
         |value: &Value| with_named(&field_set(value, shape, false).unwrap_or_default(), shape);
     let last = with_named(last, shape);
@@ -369,8 +354,8 @@ pub(super) fn prune(merged: &Value, last: &FieldSet, owned: &FieldSet, shape: Sh
 /// Removes the paths of `set` from `value` (`RemoveItems`): a member goes with everything
 /// under it. A Go map or list emptied this way is dropped from its parent when `tidy` (the
 /// object to store; Go leaves such fields out), kept empty otherwise.
-fn remove(value: &mut Value, set: &FieldSet, shape: Shape, tidy: bool) {
-    if matches!(shape, Shape::Atomic | Shape::AtomicMap) {
+fn remove(value: &mut Value, set: &FieldSet, shape: Shape<'_>, tidy: bool) {
+    if shape.is_atomic() {
         return;
     }
     match value {
@@ -384,7 +369,7 @@ fn remove(value: &mut Value, set: &FieldSet, shape: Shape, tidy: bool) {
                 let child_shape = shape.member(name);
                 remove(child, under, child_shape, tidy);
                 let empty_map = child.as_object().is_some_and(Map::is_empty)
-                    && matches!(child_shape, Shape::Map | Shape::AtomicMap);
+                    && child_shape.omitted_when_empty();
                 let empty_list = child.as_array().is_some_and(Vec::is_empty);
                 if tidy && (empty_map || empty_list) {
                     emptied.push(name.clone());
@@ -394,8 +379,8 @@ fn remove(value: &mut Value, set: &FieldSet, shape: Shape, tidy: bool) {
                 map.remove(&name);
             }
         }
-        Value::Array(items) if matches!(shape, Shape::Set | Shape::Keyed(..)) => {
-            let item = item_shape(shape);
+        Value::Array(items) if shape.is_list() => {
+            let item = shape.item();
             items.retain(|it| list_element(it, shape).map_or(true, |pe| !set.has_member(&pe)));
             for it in items.iter_mut() {
                 if let Ok(pe) = list_element(it, shape)

@@ -26,6 +26,7 @@ use std::{
 };
 
 use keelson_api::crd::Structural;
+use keelson_api::managed_fields::{self, SchemaRef};
 use keelson_store::{ListOptions, Store};
 use serde_json::Value;
 
@@ -82,6 +83,19 @@ pub(crate) struct Served {
     pub(crate) needs_webhook: bool,
     /// The version's `openAPIV3Schema` as written, for the OpenAPI documents.
     pub(crate) openapi_schema: Option<Value>,
+    /// The version's schema as server-side apply walks objects (keyed and set lists, atomic
+    /// maps), compiled once per snapshot; `None` without a schema.
+    pub(crate) field_shapes: Option<managed_fields::Schema>,
+}
+
+impl Served {
+    /// The schema server-side apply and `managedFields` walk this version's objects by.
+    pub(crate) fn field_schema(&self) -> SchemaRef<'_> {
+        match &self.field_shapes {
+            Some(shapes) => shapes.root(),
+            None => SchemaRef::deduced(),
+        }
+    }
 }
 
 /// Every served custom version at one moment.
@@ -304,9 +318,11 @@ fn served_versions(crd: &Value) -> Vec<Served> {
                         .and_then(Value::as_str)
                         .map(str::to_owned),
                 });
+            let field_shapes = openapi_schema.as_ref().map(managed_fields::Schema::custom);
             Served {
                 resource: intern(shape),
                 schema,
+                field_shapes,
                 columns: columns::of_version(v),
                 scale,
                 terminating,
