@@ -30,7 +30,7 @@ use axum::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
-use keelson_store::{EventKind, ListOptions, Revision, StoreError, WatchEvent, WatchStream};
+use keelson_store::{EventKind, ListOptions, Revision, Store, StoreError, WatchEvent, WatchStream};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -134,9 +134,22 @@ struct Render {
     printer: Option<Printer>,
     /// A Table with column definitions was sent; later ones leave them out.
     headers_sent: bool,
+    /// Where objects of a custom resource converted by a webhook go through it.
+    webhook: Option<(Arc<dyn Store>, Target)>,
 }
 
 impl Render {
+    /// The objects as this watch's client sees them: converted by the CRD's webhook when it
+    /// has one (one review for all of them), else as they are.
+    async fn convert(&self, objects: Vec<Value>) -> Result<Vec<Value>, ApiError> {
+        match &self.webhook {
+            Some((store, target)) => {
+                crate::crd::convert::present_all(store.as_ref(), target, objects).await
+            }
+            None => Ok(objects),
+        }
+    }
+
     /// Whether lines are this watch's own (Tables, converted objects), not the cache's.
     fn own_lines(&self) -> bool {
         self.printer.is_some() || self.resource.converts()
@@ -203,6 +216,11 @@ pub(crate) async fn watch(
         resource,
         printer,
         headers_sent: false,
+        webhook: target
+            .custom
+            .as_ref()
+            .filter(|c| c.webhook.is_some())
+            .map(|_| (state.store.clone(), target.clone())),
     };
     let selectors = Selectors::parse(resource, params, name)?;
     let timeout = match params.get("timeoutSeconds").filter(|t| !t.is_empty()) {
@@ -228,11 +246,15 @@ pub(crate) async fn watch(
                 .list(&prefix, ListOptions::default())
                 .await
                 .map_err(|e| ApiError::from_store(e, resource, ""))?;
+            let mut matching = Vec::new();
             for kv in &listed.items {
                 let object = decode_kv(kv)?;
                 if selectors.matches(&object) {
-                    initial.push(render.line("ADDED", &object));
+                    matching.push(object);
                 }
+            }
+            for object in render.convert(matching).await? {
+                initial.push(render.line("ADDED", &object));
             }
             if send_initial {
                 initial.push(render.bookmark(&json!({
@@ -316,7 +338,10 @@ async fn follow(
                     true,
                 )
             }
-            Some(Ok(event)) => (translate(&event, &selectors, &cache, &mut render), false),
+            Some(Ok(event)) => (
+                translate(&event, &selectors, &cache, &mut render).await,
+                false,
+            ),
         };
         if let Some(bytes) = out
             && tx.send(bytes).await.is_err()
@@ -330,7 +355,7 @@ async fn follow(
 }
 
 /// The line for one store event, or `None` when the selectors hide it.
-fn translate(
+async fn translate(
     event: &WatchEvent,
     selectors: &Selectors,
     cache: &EventCache,
@@ -356,7 +381,15 @@ fn translate(
             }
         }
     }?;
-    Some(if render.own_lines() {
+    Some(if render.webhook.is_some() {
+        match render.convert(vec![object.clone()]).await {
+            Ok(converted) => match converted.first() {
+                Some(converted) => render.line(kind, converted),
+                None => render.line(kind, object),
+            },
+            Err(e) => error_line(&e),
+        }
+    } else if render.own_lines() {
         // A Table's Age cell changes with time, and converted objects are this resource's:
         // not shared through the cache.
         render.line(kind, object)

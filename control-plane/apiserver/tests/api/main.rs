@@ -184,6 +184,7 @@ mod admission_policy;
 mod aggregation;
 mod apply;
 mod crd;
+mod crd_conversion;
 mod kinds;
 mod openapi;
 mod writes;
