@@ -56,7 +56,8 @@ pub(crate) async fn scale(
     name: &str,
 ) -> Result<Response, ApiError> {
     let kv = get_kv(store, target, name).await?;
-    let scale = crate::crd::scale_view(target, &decode_kv(&kv)?)?;
+    let object = crate::crd::convert::load(store, target, decode_kv(&kv)?).await?;
+    let scale = crate::crd::scale_view(target, &object)?;
     Ok(ok(&scale))
 }
 

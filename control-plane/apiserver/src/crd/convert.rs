@@ -464,6 +464,15 @@ mod tests {
         ] {
             assert_eq!(verify(&answer, "v1", "u"), Err(message.to_owned()));
         }
+        // v1beta1 answers are not checked for their kind or uid, as in kube.
+        assert_eq!(
+            verify(
+                &json!({"response": {"uid": "x", "result": {"status": "Success"}, "convertedObjects": []}}),
+                "v1beta1",
+                "u"
+            ),
+            Ok(Vec::new())
+        );
     }
 
     #[test]

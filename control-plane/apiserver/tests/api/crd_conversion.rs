@@ -380,3 +380,27 @@ async fn a_webhook_that_renames_the_object_is_refused() {
          invalid object: must have the same name: w1 != renamed"
     );
 }
+
+#[tokio::test]
+async fn server_side_apply_and_delete_in_another_version_speak_that_version() {
+    let (s, _c) = with_converter("convert").await;
+    let apply = |length: i64| {
+        json!({"apiVersion": "example.com/v2", "kind": "Widget",
+               "metadata": {"name": "w1"}, "spec": {"length": length}})
+    };
+    let uri = format!("{V2}/w1?fieldManager=tester");
+    for length in [4, 6] {
+        let (status, applied) = s
+            .patch(&uri, "application/apply-patch+yaml", apply(length))
+            .await;
+        assert!(status.is_success(), "{status}: {applied}");
+        assert_eq!(applied["spec"], json!({"length": length}), "{applied}");
+        assert_eq!(stored(&s, "w1").await["spec"], json!({"size": length}));
+    }
+    let deleted = s.ok(Method::DELETE, &format!("{V2}/w1"), None).await;
+    assert_eq!(
+        (&deleted["apiVersion"], &deleted["spec"]),
+        (&json!("example.com/v2"), &json!({"length": 6})),
+        "{deleted}"
+    );
+}
