@@ -271,51 +271,69 @@ async fn objects_are_stored_in_the_storage_version_and_read_in_any() {
     assert_eq!(c.seen.lock().expect("lock").len(), before + 1);
 }
 
+/// `(type, apiVersion, name, spec)` of each watch event.
+fn events_seen(events: &[Value]) -> Vec<(String, String, String, Value)> {
+    events
+        .iter()
+        .map(|e| {
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            (
+                text(&e["type"]),
+                text(&e["object"]["apiVersion"]),
+                text(&e["object"]["metadata"]["name"]),
+                e["object"]["spec"].clone(),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_watch_in_another_version_sees_converted_objects() {
     let (s, _c) = with_converter("convert").await;
     s.ok(Method::POST, V1, Some(widget("v1", "w1", "size", 1)))
         .await;
+    let event = |kind: &str, name: &str, length: i64| {
+        (
+            kind.to_owned(),
+            "example.com/v2".to_owned(),
+            name.to_owned(),
+            json!({"length": length}),
+        )
+    };
+    // Without a resourceVersion: the synthetic ADDED of what exists, converted.
+    let (status, events, _) = watch_events(&s.router, &format!("{V2}?watch=1"), 1).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(events_seen(&events), [event("ADDED", "w1", 1)]);
+
+    // From a list's resourceVersion: the store's events, converted.
+    let list = s.ok(Method::GET, V2, None).await;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_owned();
     let watcher = {
         let router = s.router.clone();
+        let uri = format!("{V2}?watch=1&resourceVersion={rv}");
         tokio::spawn(async move {
-            let (status, events, _body) = watch_events(&router, &format!("{V2}?watch=1"), 2).await;
+            let (status, events, _) = watch_events(&router, &uri, 2).await;
             (status, events)
         })
     };
-    // The initial ADDED comes from a list; the next from the store's watch.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     s.ok(Method::POST, V1, Some(widget("v1", "w2", "size", 2)))
         .await;
+    let (status, patched) = s
+        .patch(
+            &format!("{V1}/w1"),
+            "application/merge-patch+json",
+            json!({"spec": {"size": 9}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
     let (status, events) = watcher.await.expect("the watch task");
     assert_eq!(status, StatusCode::OK);
-    let seen: Vec<(&Value, &Value, &Value, &Value)> = events
-        .iter()
-        .map(|e| {
-            (
-                &e["type"],
-                &e["object"]["apiVersion"],
-                &e["object"]["metadata"]["name"],
-                &e["object"]["spec"],
-            )
-        })
-        .collect();
     assert_eq!(
-        seen,
-        [
-            (
-                &json!("ADDED"),
-                &json!("example.com/v2"),
-                &json!("w1"),
-                &json!({"length": 1})
-            ),
-            (
-                &json!("ADDED"),
-                &json!("example.com/v2"),
-                &json!("w2"),
-                &json!({"length": 2})
-            ),
-        ]
+        events_seen(&events),
+        [event("ADDED", "w2", 2), event("MODIFIED", "w1", 9)]
     );
 }
 
