@@ -26,6 +26,7 @@ use super::Served;
 use crate::{
     ApiError,
     admission::{call, matching::Endpoint},
+    error::{Cause, Details},
     object::encode,
     request::Target,
 };
@@ -88,14 +89,22 @@ impl Webhook {
     }
 }
 
-/// A conversion failure: kube's message, served as a 500 `InternalError`.
+/// A conversion failure: kube's message, served as a 500 `InternalError` with the message as
+/// its one cause (kube's `NewInternalError`).
 fn failure(message: String) -> ApiError {
     tracing::warn!(%message, "custom resource conversion");
     ApiError {
         code: StatusCode::INTERNAL_SERVER_ERROR,
         reason: "InternalError",
         message: format!("Internal error occurred: {message}"),
-        details: None,
+        details: Some(Box::new(Details {
+            causes: vec![Cause {
+                reason: String::new(),
+                message,
+                field: String::new(),
+            }],
+            ..Details::default()
+        })),
     }
 }
 

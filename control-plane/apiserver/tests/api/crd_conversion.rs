@@ -378,6 +378,11 @@ async fn an_unreachable_webhook_is_a_500_in_kubes_words() {
         );
         assert_status(&body, 500, "InternalError");
         assert_eq!(body["message"], expected(from).as_str(), "{method} {uri}");
+        assert_eq!(
+            body["details"],
+            json!({"causes": [{"message": expected(from).trim_start_matches("Internal error occurred: ")}]}),
+            "{method} {uri}"
+        );
     }
     // Nothing was stored by the failed create.
     let listed = s.ok(Method::GET, V1, None).await;
