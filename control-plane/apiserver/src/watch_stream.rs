@@ -246,15 +246,19 @@ pub(crate) async fn watch(
                 .list(&prefix, ListOptions::default())
                 .await
                 .map_err(|e| ApiError::from_store(e, resource, ""))?;
-            let mut matching = Vec::new();
+            // Objects converted by a webhook are selected in the version asked for.
+            let converting = render.webhook.is_some();
+            let mut objects = Vec::new();
             for kv in &listed.items {
                 let object = decode_kv(kv)?;
-                if selectors.matches(&object) {
-                    matching.push(object);
+                if converting || selectors.matches(&object) {
+                    objects.push(object);
                 }
             }
-            for object in render.convert(matching).await? {
-                initial.push(render.line("ADDED", &object));
+            for object in render.convert(objects).await? {
+                if !converting || selectors.matches(&object) {
+                    initial.push(render.line("ADDED", &object));
+                }
             }
             if send_initial {
                 initial.push(render.bookmark(&json!({
@@ -366,13 +370,34 @@ async fn translate(
         Ok(object) => object,
         Err(e) => return Some(error_line(e)),
     };
+    if render.webhook.is_some() {
+        return translate_converted(event, &decoded, object, selectors, render).await;
+    }
+    let kind = event_type(event.kind, selectors, object, || decoded.prev())?;
+    Some(if render.own_lines() {
+        // A Table's Age cell changes with time, and converted objects are this resource's:
+        // not shared through the cache.
+        render.line(kind, object)
+    } else {
+        decoded.line(kind, object)
+    })
+}
+
+/// The event's type as the selectors see the change from `prev` to `object`, or `None` when
+/// they hide it.
+fn event_type<'a>(
+    kind: EventKind,
+    selectors: &Selectors,
+    object: &Value,
+    prev: impl FnOnce() -> Option<&'a Value>,
+) -> Option<&'static str> {
     let everything = selectors.is_everything();
     let now = everything || selectors.matches(object);
-    let kind = match event.kind {
+    match kind {
         EventKind::Added => now.then_some("ADDED"),
         EventKind::Deleted => now.then_some("DELETED"),
         EventKind::Modified => {
-            let before = everything || decoded.prev().is_some_and(|p| selectors.matches(p));
+            let before = everything || prev().is_some_and(|p| selectors.matches(p));
             match (before, now) {
                 (true, true) => Some("MODIFIED"),
                 (false, true) => Some("ADDED"),
@@ -380,20 +405,31 @@ async fn translate(
                 (false, false) => None,
             }
         }
-    }?;
-    Some(if render.webhook.is_some() {
-        match render.convert(vec![object.clone()]).await {
-            Ok(converted) => match converted.first() {
-                Some(converted) => render.line(kind, converted),
-                None => render.line(kind, object),
-            },
-            Err(e) => error_line(&e),
-        }
-    } else if render.own_lines() {
-        // A Table's Age cell changes with time, and converted objects are this resource's:
-        // not shared through the cache.
-        render.line(kind, object)
-    } else {
-        decoded.line(kind, object)
-    })
+    }
+}
+
+/// [`translate`] for a custom resource converted by a webhook: the object (and, when
+/// selectors must see it, the previous one) is converted first (one review), so selectors
+/// match the version the client asked for.
+async fn translate_converted(
+    event: &WatchEvent,
+    decoded: &Decoded,
+    object: &Value,
+    selectors: &Selectors,
+    render: &mut Render,
+) -> Option<Bytes> {
+    let mut objects = vec![object.clone()];
+    if event.kind == EventKind::Modified
+        && !selectors.is_everything()
+        && let Some(prev) = decoded.prev()
+    {
+        objects.push(prev.clone());
+    }
+    let converted = match render.convert(objects).await {
+        Ok(converted) => converted,
+        Err(e) => return Some(error_line(&e)),
+    };
+    let object = converted.first()?;
+    let kind = event_type(event.kind, selectors, object, || converted.get(1))?;
+    Some(render.line(kind, object))
 }

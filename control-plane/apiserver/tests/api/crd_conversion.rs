@@ -131,6 +131,7 @@ fn widget_crd(url: &str, ca_bundle: Option<&str>) -> Value {
             "schema": {"openAPIV3Schema": {"type": "object", "properties": {
                 "spec": {"type": "object", "properties": {field: {"type": "integer"}}},
             }}},
+            "selectableFields": [{"jsonPath": format!(".spec.{field}")}],
         })
     };
     let mut client_config = json!({"url": url});
@@ -266,9 +267,22 @@ async fn objects_are_stored_in_the_storage_version_and_read_in_any() {
     assert_eq!(last["desiredAPIVersion"], "example.com/v2");
     assert_eq!(last["objects"].as_array().map(Vec::len), Some(2));
 
+    // Field selectors see the version asked for.
+    let selected = s
+        .ok(
+            Method::GET,
+            &format!("{V2}?fieldSelector=spec.length%3D3"),
+            None,
+        )
+        .await;
+    assert_eq!(selected["items"][0]["metadata"]["name"], "w2", "{selected}");
+    assert_eq!(selected["items"].as_array().map(Vec::len), Some(1));
+    let before = c.seen.lock().expect("lock").len();
+
     // Reads in the storage version do not call the webhook.
     s.ok(Method::GET, V1, None).await;
-    assert_eq!(c.seen.lock().expect("lock").len(), before + 1);
+    s.ok(Method::GET, &format!("{V1}/w1"), None).await;
+    assert_eq!(c.seen.lock().expect("lock").len(), before);
 }
 
 /// `(type, apiVersion, name, spec)` of each watch event.
@@ -335,6 +349,15 @@ async fn a_watch_in_another_version_sees_converted_objects() {
         events_seen(&events),
         [event("ADDED", "w2", 2), event("MODIFIED", "w1", 9)]
     );
+
+    // A field selector of v2 sees the converted objects: w1 starts matching at length 9 (an
+    // ADDED), w2 never does; from the start, only w1 is there.
+    let uri = format!("{V2}?watch=1&resourceVersion={rv}&fieldSelector=spec.length%3D9");
+    let (_, events, _) = watch_events(&s.router, &uri, 1).await;
+    assert_eq!(events_seen(&events), [event("ADDED", "w1", 9)]);
+    let uri = format!("{V2}?watch=1&fieldSelector=spec.length%3D9");
+    let (_, events, _) = watch_events(&s.router, &uri, 1).await;
+    assert_eq!(events_seen(&events), [event("ADDED", "w1", 9)]);
 }
 
 #[tokio::test]
