@@ -714,12 +714,16 @@ async fn delete_one(
         operation: Operation::Delete,
         dry_run: options.dry_run,
     };
-    admit
-        .mutate(&attempt, None, Some(&current), warnings)
-        .await?;
-    admit
-        .validate(&attempt, None, Some(&current), warnings)
-        .await?;
+    // Admission sees a custom resource in the version of the request.
+    let loaded;
+    let old = if target.custom.as_ref().is_some_and(|c| c.webhook.is_some()) {
+        loaded = crd::convert::load(store, target, current.clone()).await?;
+        &loaded
+    } else {
+        &current
+    };
+    admit.mutate(&attempt, None, Some(old), warnings).await?;
+    admit.validate(&attempt, None, Some(old), warnings).await?;
     let terminating = meta_str(&current, "deletionTimestamp").is_some();
     if !terminating {
         finalizers::on_delete(&mut current, options.propagation);

@@ -25,7 +25,7 @@ const V2: &str = "/apis/example.com/v2/namespaces/default/widgets";
 type Seen = Arc<Mutex<Vec<Value>>>;
 
 /// A converter on 127.0.0.1: `POST /<mode>`, mode `convert` or `rename` (which also renames
-/// every object, as a broken webhook might).
+/// every object, as a broken webhook might); mode `admit` answers AdmissionReviews instead.
 struct Converter {
     base: String,
     ca_bundle: String,
@@ -46,6 +46,12 @@ async fn answer(State(seen): State<Seen>, Path(mode): Path<String>, body: Bytes)
     let review: Value = serde_json::from_slice(&body).expect("a ConversionReview");
     let request = review["request"].clone();
     seen.lock().expect("lock").push(request.clone());
+    if mode == "admit" {
+        // An admission webhook on the same server: allows, having recorded the request.
+        return json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                      "response": {"uid": request["uid"], "allowed": true}})
+        .to_string();
+    }
     let desired = request["desiredAPIVersion"].as_str().unwrap_or_default();
     let converted: Vec<Value> = request["objects"]
         .as_array()
@@ -448,5 +454,63 @@ async fn server_side_apply_and_delete_in_another_version_speak_that_version() {
         (&deleted["apiVersion"], &deleted["spec"]),
         (&json!("example.com/v2"), &json!({"length": 6})),
         "{deleted}"
+    );
+}
+
+#[tokio::test]
+async fn admission_webhooks_see_the_version_of_the_request() {
+    let (s, c) = with_converter("convert").await;
+    let hook = json!({
+        "name": "widgets.admit.example.com",
+        "clientConfig": {"url": format!("{}/admit", c.base), "caBundle": c.ca_bundle},
+        "rules": [{"operations": ["CREATE", "DELETE"], "apiGroups": ["example.com"],
+                   "apiVersions": ["*"], "resources": ["widgets"]}],
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+    });
+    s.ok(
+        Method::POST,
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+        Some(json!({"apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "ValidatingWebhookConfiguration",
+                    "metadata": {"name": "widgets"}, "webhooks": [hook]})),
+    )
+    .await;
+    s.ok(Method::POST, V2, Some(widget("v2", "w1", "length", 4)))
+        .await;
+    s.ok(Method::DELETE, &format!("{V2}/w1"), None).await;
+    let admitted: Vec<(Value, Value, Value)> = c
+        .seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|r| r.get("operation").is_some())
+        .map(|r| {
+            let object = if r["object"].is_null() {
+                &r["oldObject"]
+            } else {
+                &r["object"]
+            };
+            (
+                r["operation"].clone(),
+                object["apiVersion"].clone(),
+                object["spec"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        admitted,
+        [
+            (
+                json!("CREATE"),
+                json!("example.com/v2"),
+                json!({"length": 4})
+            ),
+            (
+                json!("DELETE"),
+                json!("example.com/v2"),
+                json!({"length": 4})
+            ),
+        ]
     );
 }
