@@ -83,11 +83,13 @@ pub(crate) async fn patch(
             Err(e) if e.reason == "NotFound" && subresource.is_none() => None,
             Err(e) => return Err(e),
         };
-        let live = kv
-            .as_ref()
-            .map(decode_kv)
-            .transpose()?
-            .map(|current| (resource.present(current.clone()), current));
+        let live = match kv.as_ref() {
+            Some(kv) => {
+                let current = crd::convert::load(store, target, decode_kv(kv)?).await?;
+                Some((resource.present(current.clone()), current))
+            }
+            None => None,
+        };
         let time = now_rfc3339(0);
         let applied = managed_fields::apply(
             live.as_ref().map(|(presented, _)| presented),

@@ -160,15 +160,6 @@ async fn serve(
     {
         return Err(ApiError::no_route());
     }
-    if target.custom.as_ref().is_some_and(|c| c.needs_webhook) {
-        return Err(ApiError::service_unavailable(format!(
-            "{} {} is converted by a conversion webhook, which keelson does not call yet; \
-             use version {}",
-            target.resource.qualified(),
-            target.resource.version,
-            target.resource.storage_version,
-        )));
-    }
     let span = tracing::debug_span!(
         "request",
         verb = %request.method,

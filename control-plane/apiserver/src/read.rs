@@ -42,7 +42,7 @@ pub(crate) async fn get(
     printer: Option<Printer>,
 ) -> Result<Response, ApiError> {
     let kv = get_kv(store, target, name).await?;
-    let object = target.resource.present(decode_kv(&kv)?);
+    let object = crate::crd::convert::present(store, target, decode_kv(&kv)?).await?;
     Ok(match printer {
         Some(printer) => ok(&printer.single(&object, true)),
         None => ok(&object),
@@ -56,7 +56,8 @@ pub(crate) async fn scale(
     name: &str,
 ) -> Result<Response, ApiError> {
     let kv = get_kv(store, target, name).await?;
-    let scale = crate::crd::scale_view(target, &decode_kv(&kv)?)?;
+    let object = crate::crd::convert::load(store, target, decode_kv(&kv)?).await?;
+    let scale = crate::crd::scale_view(target, &object)?;
     Ok(ok(&scale))
 }
 
@@ -224,13 +225,26 @@ pub(crate) async fn list(
     if printer.is_none() && selectors.is_everything() && !target.resource.converts() {
         return Ok(raw_list(target.resource, &metadata, &result.items));
     }
-    let mut items = Vec::with_capacity(result.items.len());
-    for kv in &result.items {
-        let object = decode_kv(kv)?;
-        if selectors.matches(&object) {
-            items.push(target.resource.present(object));
-        }
-    }
+    let objects = result
+        .items
+        .iter()
+        .map(decode_kv)
+        .collect::<Result<Vec<_>, _>>()?;
+    let items: Vec<Value> = if target.custom.is_some() {
+        // Custom resources are selected in the version asked for (its `selectableFields`),
+        // after conversion: one conversion review for the page.
+        crate::crd::convert::present_all(store, target, objects)
+            .await?
+            .into_iter()
+            .filter(|o| selectors.matches(o))
+            .collect()
+    } else {
+        objects
+            .into_iter()
+            .filter(|o| selectors.matches(o))
+            .map(|o| target.resource.present(o))
+            .collect()
+    };
     if let Some(printer) = printer {
         return Ok(ok(&printer.table(&items, metadata, true)));
     }

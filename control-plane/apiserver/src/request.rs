@@ -20,7 +20,7 @@ pub(crate) use strict::parse_json;
 pub(crate) type Params = HashMap<String, String>;
 
 /// One request on a resource, after routing.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub(crate) resource: &'static Resource,
     pub(crate) namespace: Option<String>,

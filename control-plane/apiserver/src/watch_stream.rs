@@ -30,7 +30,7 @@ use axum::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
-use keelson_store::{EventKind, ListOptions, Revision, StoreError, WatchEvent, WatchStream};
+use keelson_store::{EventKind, ListOptions, Revision, Store, StoreError, WatchEvent, WatchStream};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -134,9 +134,22 @@ struct Render {
     printer: Option<Printer>,
     /// A Table with column definitions was sent; later ones leave them out.
     headers_sent: bool,
+    /// Where objects of a custom resource converted by a webhook go through it.
+    webhook: Option<(Arc<dyn Store>, Target)>,
 }
 
 impl Render {
+    /// The objects as this watch's client sees them: converted by the CRD's webhook when it
+    /// has one (one review for all of them), else as they are.
+    async fn convert(&self, objects: Vec<Value>) -> Result<Vec<Value>, ApiError> {
+        match &self.webhook {
+            Some((store, target)) => {
+                crate::crd::convert::present_all(store.as_ref(), target, objects).await
+            }
+            None => Ok(objects),
+        }
+    }
+
     /// Whether lines are this watch's own (Tables, converted objects), not the cache's.
     fn own_lines(&self) -> bool {
         self.printer.is_some() || self.resource.converts()
@@ -203,6 +216,11 @@ pub(crate) async fn watch(
         resource,
         printer,
         headers_sent: false,
+        webhook: target
+            .custom
+            .as_ref()
+            .filter(|c| c.webhook.is_some())
+            .map(|_| (state.store.clone(), target.clone())),
     };
     let selectors = Selectors::parse(resource, params, name)?;
     let timeout = match params.get("timeoutSeconds").filter(|t| !t.is_empty()) {
@@ -228,9 +246,17 @@ pub(crate) async fn watch(
                 .list(&prefix, ListOptions::default())
                 .await
                 .map_err(|e| ApiError::from_store(e, resource, ""))?;
+            // Objects converted by a webhook are selected in the version asked for.
+            let converting = render.webhook.is_some();
+            let mut objects = Vec::new();
             for kv in &listed.items {
                 let object = decode_kv(kv)?;
-                if selectors.matches(&object) {
+                if converting || selectors.matches(&object) {
+                    objects.push(object);
+                }
+            }
+            for object in render.convert(objects).await? {
+                if !converting || selectors.matches(&object) {
                     initial.push(render.line("ADDED", &object));
                 }
             }
@@ -316,7 +342,10 @@ async fn follow(
                     true,
                 )
             }
-            Some(Ok(event)) => (translate(&event, &selectors, &cache, &mut render), false),
+            Some(Ok(event)) => (
+                translate(&event, &selectors, &cache, &mut render).await,
+                false,
+            ),
         };
         if let Some(bytes) = out
             && tx.send(bytes).await.is_err()
@@ -330,7 +359,7 @@ async fn follow(
 }
 
 /// The line for one store event, or `None` when the selectors hide it.
-fn translate(
+async fn translate(
     event: &WatchEvent,
     selectors: &Selectors,
     cache: &EventCache,
@@ -341,21 +370,10 @@ fn translate(
         Ok(object) => object,
         Err(e) => return Some(error_line(e)),
     };
-    let everything = selectors.is_everything();
-    let now = everything || selectors.matches(object);
-    let kind = match event.kind {
-        EventKind::Added => now.then_some("ADDED"),
-        EventKind::Deleted => now.then_some("DELETED"),
-        EventKind::Modified => {
-            let before = everything || decoded.prev().is_some_and(|p| selectors.matches(p));
-            match (before, now) {
-                (true, true) => Some("MODIFIED"),
-                (false, true) => Some("ADDED"),
-                (true, false) => Some("DELETED"),
-                (false, false) => None,
-            }
-        }
-    }?;
+    if render.webhook.is_some() {
+        return translate_converted(event, &decoded, object, selectors, render).await;
+    }
+    let kind = event_type(event.kind, selectors, object, || decoded.prev())?;
     Some(if render.own_lines() {
         // A Table's Age cell changes with time, and converted objects are this resource's:
         // not shared through the cache.
@@ -363,4 +381,55 @@ fn translate(
     } else {
         decoded.line(kind, object)
     })
+}
+
+/// The event's type as the selectors see the change from `prev` to `object`, or `None` when
+/// they hide it.
+fn event_type<'a>(
+    kind: EventKind,
+    selectors: &Selectors,
+    object: &Value,
+    prev: impl FnOnce() -> Option<&'a Value>,
+) -> Option<&'static str> {
+    let everything = selectors.is_everything();
+    let now = everything || selectors.matches(object);
+    match kind {
+        EventKind::Added => now.then_some("ADDED"),
+        EventKind::Deleted => now.then_some("DELETED"),
+        EventKind::Modified => {
+            let before = everything || prev().is_some_and(|p| selectors.matches(p));
+            match (before, now) {
+                (true, true) => Some("MODIFIED"),
+                (false, true) => Some("ADDED"),
+                (true, false) => Some("DELETED"),
+                (false, false) => None,
+            }
+        }
+    }
+}
+
+/// [`translate`] for a custom resource converted by a webhook: the object (and, when
+/// selectors must see it, the previous one) is converted first (one review), so selectors
+/// match the version the client asked for.
+async fn translate_converted(
+    event: &WatchEvent,
+    decoded: &Decoded,
+    object: &Value,
+    selectors: &Selectors,
+    render: &mut Render,
+) -> Option<Bytes> {
+    let mut objects = vec![object.clone()];
+    if event.kind == EventKind::Modified
+        && !selectors.is_everything()
+        && let Some(prev) = decoded.prev()
+    {
+        objects.push(prev.clone());
+    }
+    let converted = match render.convert(objects).await {
+        Ok(converted) => converted,
+        Err(e) => return Some(error_line(&e)),
+    };
+    let object = converted.first()?;
+    let kind = event_type(event.kind, selectors, object, || converted.get(1))?;
+    Some(render.line(kind, object))
 }

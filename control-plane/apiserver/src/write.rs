@@ -193,7 +193,14 @@ pub(crate) async fn insert(
     } else {
         let claims =
             allocator::claim_for_create(store, services, resource, &name, &mut object).await?;
-        let revision = match store.create(&key, encode(&object)).await {
+        let encoded = match crd::convert::encode_for_storage(store, target, &object).await {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                claims.undo(store).await;
+                return Err(e);
+            }
+        };
+        let revision = match store.create(&key, encoded).await {
             Ok(revision) => revision,
             Err(e) => {
                 claims.undo(store).await;
@@ -215,11 +222,25 @@ async fn write(
     store: &dyn Store,
     target: &Target,
     name: &str,
+    new: Value,
+    expected: Revision,
+) -> Result<Value, ApiError> {
+    let encoded = encode(&new);
+    write_encoded(store, target, name, new, encoded, expected).await
+}
+
+/// Writes `encoded` (`new` as stored) over the key whose current mod revision is `expected`;
+/// returns `new` with the written resourceVersion.
+async fn write_encoded(
+    store: &dyn Store,
+    target: &Target,
+    name: &str,
     mut new: Value,
+    encoded: bytes::Bytes,
     expected: Revision,
 ) -> Result<Value, ApiError> {
     let revision = store
-        .update(&target.key(name), encode(&new), expected)
+        .update(&target.key(name), encoded, expected)
         .await
         .map_err(|e| ApiError::from_store(e, target.resource, name))?;
     set_resource_version(&mut new, revision);
@@ -244,7 +265,7 @@ pub(crate) async fn update(
     let resource = target.resource;
     let mut warnings = Vec::new();
     let kv = get_kv(store, target, name).await?;
-    let current = decode_kv(&kv)?;
+    let current = crd::convert::load(store, target, decode_kv(&kv)?).await?;
     let mut new = if part == UpdatePart::Scale {
         body.value(options.field_validation)?.0
     } else {
@@ -398,7 +419,15 @@ pub(crate) async fn apply_update(
                     store, services, resource, name, current, &mut next,
                 )
                 .await?;
-                match write(store, target, name, next, expected).await {
+                // A custom resource converted by a webhook is stored in its storage
+                // version; the write path goes on with the version it worked on.
+                let written = match crd::convert::encode_for_storage(store, target, &next).await {
+                    Ok(encoded) => {
+                        write_encoded(store, target, name, next, encoded, expected).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match written {
                     Ok(stored) => {
                         allocator::release(store, resource, current, Some(&stored)).await;
                         finalizers::finish(store, resource, &target.key(name), &stored).await?;
@@ -477,7 +506,7 @@ pub(crate) async fn patch(
         attempt += 1;
         let mut warnings = Vec::new();
         let kv = get_kv(store, target, name).await?;
-        let current = decode_kv(&kv)?;
+        let current = crd::convert::load(store, target, decode_kv(&kv)?).await?;
         let mut doc = if part == UpdatePart::Scale {
             crd::scale_view(target, &current)?
         } else {
@@ -654,9 +683,10 @@ pub(crate) async fn delete(
                 attempts += 1;
             }
             result => {
-                return result.map(|v| Written {
+                let body = crd::convert::present(store, target, result?).await?;
+                return Ok(Written {
                     warnings,
-                    ..Written::ok(target.resource.present(v))
+                    ..Written::ok(body)
                 });
             }
         }
@@ -697,12 +727,16 @@ async fn delete_one(
         operation: Operation::Delete,
         dry_run: options.dry_run,
     };
-    admit
-        .mutate(&attempt, None, Some(&current), warnings)
-        .await?;
-    admit
-        .validate(&attempt, None, Some(&current), warnings)
-        .await?;
+    // Admission sees a custom resource in the version of the request.
+    let loaded;
+    let old = if target.custom.as_ref().is_some_and(|c| c.webhook.is_some()) {
+        loaded = crd::convert::load(store, target, current.clone()).await?;
+        &loaded
+    } else {
+        &current
+    };
+    admit.mutate(&attempt, None, Some(old), warnings).await?;
+    admit.validate(&attempt, None, Some(old), warnings).await?;
     let terminating = meta_str(&current, "deletionTimestamp").is_some();
     if !terminating {
         finalizers::on_delete(&mut current, options.propagation);
@@ -795,12 +829,13 @@ pub(crate) async fn delete_collection(
             custom: target.custom.clone(),
         };
         match delete_one(store, &scoped, &name, kv, &options, admit, &mut warnings).await {
-            Ok(deleted) => items.push(target.resource.present(deleted)),
+            Ok(deleted) => items.push(deleted),
             // Changed or gone since the listing: as Kubernetes, skip it.
             Err(e) if e.reason == "NotFound" || e.reason == "Conflict" => {}
             Err(e) => return Err(e),
         }
     }
+    let items = crd::convert::present_all(store, target, items).await?;
     Ok(Written {
         warnings,
         ..Written::ok(json!({

@@ -16,7 +16,8 @@
 //! puts on the request's `Target` (`custom`) for the write paths and Tables to use.
 //!
 //! Custom resources are stored under `/registry/<group>/<plural>/` in the storage version;
-//! a request on another served version gets `apiVersion` rewritten (`None` conversion).
+//! a request on another served version gets `apiVersion` rewritten (`None` conversion) or
+//! goes through the CRD's conversion webhook ([`convert`]).
 //!
 //! [`registry::RESOURCES`]: crate::registry::RESOURCES
 
@@ -39,6 +40,7 @@ use crate::{
 
 mod admit;
 pub(crate) mod columns;
+pub(crate) mod convert;
 mod delete;
 mod status;
 
@@ -78,9 +80,9 @@ pub(crate) struct Served {
     pub(crate) scale: Option<ScalePaths>,
     /// The CRD is being deleted: no new objects.
     pub(crate) terminating: bool,
-    /// The CRD converts through a webhook, which keelson does not call: only its storage
-    /// version can be served.
-    pub(crate) needs_webhook: bool,
+    /// The CRD's conversion webhook (`spec.conversion.strategy: Webhook`), shared by its
+    /// versions: objects in another version than the one wanted go through it.
+    pub(crate) webhook: Option<Arc<convert::Webhook>>,
     /// The version's `openAPIV3Schema` as written, for the OpenAPI documents.
     pub(crate) openapi_schema: Option<Value>,
     /// The version's schema as server-side apply walks objects (keyed and set lists, atomic
@@ -274,7 +276,7 @@ fn served_versions(crd: &Value) -> Vec<Served> {
         s => s.to_owned(),
     };
     let terminating = meta_str(crd, "deletionTimestamp").is_some();
-    let webhook = text(crd, "/spec/conversion/strategy") == "Webhook";
+    let webhook = convert::Webhook::of(crd).map(Arc::new);
     versions
         .iter()
         .filter(|v| v["served"] == true)
@@ -326,7 +328,7 @@ fn served_versions(crd: &Value) -> Vec<Served> {
                 columns: columns::of_version(v),
                 scale,
                 terminating,
-                needs_webhook: webhook && version != storage,
+                webhook: webhook.clone(),
                 openapi_schema,
             }
         })

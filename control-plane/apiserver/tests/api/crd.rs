@@ -729,30 +729,6 @@ async fn selectable_fields_are_field_selectors() {
 }
 
 #[tokio::test]
-async fn versions_needing_a_conversion_webhook_are_not_served_wrongly() {
-    let s = server().await;
-    let mut crd = widget_crd();
-    crd["spec"]["conversion"] = json!({
-        "strategy": "Webhook",
-        "webhook": {
-            "conversionReviewVersions": ["v1"],
-            "clientConfig": {"url": "https://converter.example.com/convert"},
-        },
-    });
-    s.ok(Method::POST, CRDS, Some(crd)).await;
-    s.ok(Method::POST, WIDGETS, Some(widget("w1", 1))).await;
-    let (status, body) = s
-        .call(
-            Method::GET,
-            "/apis/example.com/v1beta1/namespaces/default/widgets/w1",
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_status(&body, 503, "ServiceUnavailable");
-}
-
-#[tokio::test]
 async fn deleting_the_crd_collection_cleans_up_too() {
     let s = with_widgets().await;
     s.ok(Method::POST, WIDGETS, Some(widget("a", 1))).await;

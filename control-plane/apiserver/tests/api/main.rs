@@ -185,6 +185,7 @@ mod aggregation;
 mod apply;
 mod crd;
 mod crd_apply;
+mod crd_conversion;
 mod kinds;
 mod openapi;
 mod writes;
