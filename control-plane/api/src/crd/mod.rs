@@ -27,6 +27,8 @@ pub(crate) mod schema;
 mod validate;
 
 #[cfg(test)]
+mod rule_tests;
+#[cfg(test)]
 mod tests;
 
 use serde_json::Value;
