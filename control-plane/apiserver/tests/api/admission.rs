@@ -15,11 +15,9 @@ use axum::{
     routing::post,
 };
 use base64::Engine as _;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
-use super::{ADMIN_TOKEN, CONFIGMAPS, Server, assert_status, configmap, server};
+use super::{ADMIN_TOKEN, CONFIGMAPS, Server, assert_status, configmap, https, server};
 
 type Seen = Arc<Mutex<Vec<Value>>>;
 
@@ -30,7 +28,7 @@ struct Webhook {
     base: String,
     ca_bundle: String,
     seen: Seen,
-    _stop: oneshot::Sender<()>,
+    _server: https::HttpsServer,
 }
 
 impl Webhook {
@@ -87,49 +85,17 @@ async fn webhook_server() -> Webhook {
 
 /// [`webhook_server`] whose certificate also names `dns_names`.
 async fn webhook_server_named(dns_names: &[&str]) -> Webhook {
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca_params, &ca_key);
-    let key = KeyPair::generate().expect("serving key");
-    let names: Vec<String> = std::iter::once("127.0.0.1")
-        .chain(dns_names.iter().copied())
-        .map(str::to_owned)
-        .collect();
-    let serving = CertificateParams::new(names)
-        .expect("serving params")
-        .signed_by(&key, &issuer)
-        .expect("serving certificate");
-    let config = keelson_apiserver::tls::server_config(
-        serving.pem().as_bytes(),
-        key.serialize_pem().as_bytes(),
-        ca.pem().as_bytes(),
-    )
-    .expect("TLS config");
     let seen = Seen::default();
     let router = Router::new()
         .route("/{mode}", post(answer))
         .with_state(Arc::clone(&seen));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(keelson_apiserver::tls::serve(
-        listener,
-        router,
-        config,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let server = https::serve(router, dns_names).await;
     Webhook {
-        port,
-        base: format!("https://127.0.0.1:{port}"),
-        ca_bundle: base64::engine::general_purpose::STANDARD.encode(ca.pem()),
+        port: server.port,
+        base: server.base.clone(),
+        ca_bundle: server.ca_bundle.clone(),
         seen,
-        _stop: stop,
+        _server: server,
     }
 }
 

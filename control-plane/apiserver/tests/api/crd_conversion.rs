@@ -11,12 +11,9 @@ use axum::{
     http::{Method, StatusCode},
     routing::post,
 };
-use base64::Engine as _;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
-use super::{Server, assert_status, server, watch_events};
+use super::{Server, assert_status, https, server, watch_events};
 
 const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
 const V1: &str = "/apis/example.com/v1/namespaces/default/widgets";
@@ -30,7 +27,7 @@ struct Converter {
     base: String,
     ca_bundle: String,
     seen: Seen,
-    _stop: oneshot::Sender<()>,
+    _server: https::HttpsServer,
 }
 
 /// Moves `spec.<from>` to `spec.<to>`.
@@ -85,44 +82,16 @@ async fn answer(State(seen): State<Seen>, Path(mode): Path<String>, body: Bytes)
 }
 
 async fn converter() -> Converter {
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca_params, &ca_key);
-    let key = KeyPair::generate().expect("serving key");
-    let serving = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .expect("serving params")
-        .signed_by(&key, &issuer)
-        .expect("serving certificate");
-    let config = keelson_apiserver::tls::server_config(
-        serving.pem().as_bytes(),
-        key.serialize_pem().as_bytes(),
-        ca.pem().as_bytes(),
-    )
-    .expect("TLS config");
     let seen = Seen::default();
     let router = Router::new()
         .route("/{mode}", post(answer))
         .with_state(Arc::clone(&seen));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(keelson_apiserver::tls::serve(
-        listener,
-        router,
-        config,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let server = https::serve(router, &[]).await;
     Converter {
-        base: format!("https://127.0.0.1:{port}"),
-        ca_bundle: base64::engine::general_purpose::STANDARD.encode(ca.pem()),
+        base: server.base.clone(),
+        ca_bundle: server.ca_bundle.clone(),
         seen,
-        _stop: stop,
+        _server: server,
     }
 }
 
