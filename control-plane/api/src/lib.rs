@@ -11,8 +11,10 @@
 #![forbid(unsafe_code)]
 
 pub mod admission_policy;
+pub mod bootstrap_token;
 pub mod cidr;
 pub mod crd;
+pub mod csr;
 pub mod defaulting;
 pub mod events;
 pub mod managed_fields;

@@ -12,7 +12,8 @@
 //! (which Kubernetes also opens to everyone). Members of `system:masters` may do everything;
 //! `system:node:<name>` users in `system:nodes` may read, and change only their own Node, their
 //! own Lease in `kube-node-lease`, the status of pods bound to them (and delete those pods), and
-//! events. Any other authenticated user may use discovery only: keelson has no RBAC.
+//! events. Bootstrap tokens and the few fixed permissions joining nodes need are in
+//! [`bootstrap`]. Any other authenticated user may use discovery only: keelson has no RBAC.
 
 use std::{collections::HashMap, path::Path, sync::Arc};
 
@@ -24,6 +25,8 @@ use axum::{
 };
 
 use crate::{ApiError, AppState, request::Target};
+
+pub mod bootstrap;
 
 /// The group whose members may do everything (Kubernetes' superuser group).
 pub const MASTERS_GROUP: &str = "system:masters";
@@ -195,10 +198,16 @@ pub async fn authenticate(
 ) -> Response {
     let user = match state.authenticator.authenticate(&request) {
         Ok(user) => user,
-        Err(error) => return error.into_response(),
+        Err(error) => {
+            let now = jiff::Timestamp::now();
+            match bootstrap::authenticate(state.store.as_ref(), request.headers(), now).await {
+                Some(user) => Some(user),
+                None => return error.into_response(),
+            }
+        }
     };
     let path = request.uri().path();
-    let Some(user) = user else {
+    let Some(user) = user.or_else(|| bootstrap::anonymous_for(request.method(), path)) else {
         if PUBLIC_PATHS.contains(&path) {
             return next.run(request).await;
         }
@@ -206,6 +215,7 @@ pub async fn authenticate(
     };
     if !user.is_admin()
         && user.node_name().is_none()
+        && !bootstrap::has_fixed_rules(&user)
         && !(request.method() == Method::GET && is_discovery(path))
     {
         return ApiError::forbidden(format!(
@@ -245,6 +255,9 @@ pub(crate) enum Access {
 pub(crate) fn authorize(user: &UserInfo, verb: &str, target: &Target) -> Result<Access, ApiError> {
     if user.is_admin() {
         return Ok(Access::Granted);
+    }
+    if let Some(access) = bootstrap::fixed_rule(user, verb, target) {
+        return Ok(access);
     }
     let Some(node) = user.node_name() else {
         return Err(forbidden(

@@ -221,7 +221,7 @@ async fn dispatch(
             return watch_stream::watch(state, target, params, name, printer).await;
         }
         (&Method::GET, None, None) => return read::list(store, target, params, printer).await,
-        (&Method::GET, Some(name), None | Some("status")) => {
+        (&Method::GET, Some(name), None | Some("status" | "approval")) => {
             return read::get(store, target, name, printer).await;
         }
         (&Method::GET, Some(name), Some("log")) => {

@@ -135,12 +135,13 @@ pub(crate) fn csr(object: &Value, errs: &mut Errs) {
     let sp = Path::root("spec");
     let request = str_or(spec, "request");
     let pem = base64_decode(request).unwrap_or_default();
-    let text = String::from_utf8_lossy(&pem);
-    if !text.contains("-----BEGIN CERTIFICATE REQUEST-----") {
+    // The request must parse and its self-signature verify (Kubernetes' `ParseCSR` +
+    // `CheckSignature`).
+    if let Err(error) = crate::csr::parse_pem(&pem) {
         errs.push(FieldError::invalid(
             sp.child("request").as_str(),
             request,
-            "PEM block type must be CERTIFICATE REQUEST",
+            error.to_string(),
         ));
     }
     let usages = strings(spec, "usages");

@@ -14,7 +14,9 @@ use k8s_openapi::{
     kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration,
 };
 
-use super::{Conversion, NAMESPACE_SUBRESOURCES, POD_SUBRESOURCES, Resource, typed::typed};
+use super::{
+    CSR_SUBRESOURCES, Conversion, NAMESPACE_SUBRESOURCES, POD_SUBRESOURCES, Resource, typed::typed,
+};
 
 const POD_FIELDS: &[&str] = &[
     "spec.nodeName",
@@ -287,8 +289,8 @@ pub static RESOURCES: &[Resource] = &[
     .cluster()
     .short(&["csr"])
     .spec_status()
-    .fields(&["spec.signerName"])
-    .note("keelson stores CertificateSigningRequests but signs none yet"),
+    .subresources(CSR_SUBRESOURCES)
+    .fields(&["spec.signerName"]),
     // --- networking.k8s.io/v1 ---
     Resource::new(
         "networking.k8s.io",

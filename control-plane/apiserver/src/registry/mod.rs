@@ -317,6 +317,13 @@ pub(super) const NAMESPACE_SUBRESOURCES: &[Subresource] = &[Subresource {
     verbs: &["update"],
 }];
 
+/// `certificatesigningrequests/approval` (`kubectl certificate approve|deny`).
+pub(super) const CSR_SUBRESOURCES: &[Subresource] = &[Subresource {
+    name: "approval",
+    kind: "CertificateSigningRequest",
+    verbs: &["get", "patch", "update"],
+}];
+
 /// The verbs of every served resource.
 pub const VERBS: &[&str] = &[
     "create",

@@ -27,6 +27,7 @@ use crate::{
 };
 
 mod bootstrap;
+mod csr;
 mod delete;
 
 pub(crate) use bootstrap::bootstrap;
@@ -45,6 +46,8 @@ impl UpdatePart {
         match sub {
             None => Ok(Self::Object(Part::Main)),
             Some("status") if target.resource.status => Ok(Self::Object(Part::Status)),
+            // A CSR's approval conditions live in its status; `update` keeps the certificate.
+            Some("approval") if csr::is_csr(target) => Ok(Self::Object(Part::Status)),
             Some("scale") if target.resource.scale => Ok(Self::Scale),
             // The namespace controller's way to drop `spec.finalizers` (see `finalizers`).
             Some("finalize") if target.resource.kind == "Namespace" => Ok(Self::Object(Part::Main)),
@@ -157,6 +160,9 @@ pub(crate) async fn insert(
         crd::admit(custom, &mut object, options, &mut warnings)?;
     }
     let name = prepare_create_for_admission(&mut object, resource, target.namespace.as_deref())?;
+    if csr::is_csr(target) {
+        csr::prepare_for_create(&mut object, admit.user);
+    }
     if target.custom.is_some()
         && resource.status
         && let Some(root) = object.as_object_mut()
@@ -281,6 +287,9 @@ pub(crate) async fn update(
         }
         resource.to_storage(object)
     };
+    if csr::is_csr(target) && target.subresource.as_deref() == Some("approval") {
+        csr::keep_certificate(&mut new, &current);
+    }
     match meta_str(&new, "name") {
         None | Some("") => {}
         Some(n) if n == name => {}

@@ -183,6 +183,7 @@ mod admission;
 mod admission_policy;
 mod aggregation;
 mod apply;
+mod bootstrap;
 mod crd;
 mod crd_apply;
 mod crd_conversion;

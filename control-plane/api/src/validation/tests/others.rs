@@ -554,7 +554,7 @@ fn aggregation_certificates_flowcontrol_discovery() {
             "metadata.name: Invalid value: \"metrics\": must be `spec.version+\".\"+spec.group`: \"v1beta1.metrics.k8s.io\""
         ]
     );
-    let pem = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURSBSRVFVRVNULS0tLS0KLS0tLS1FTkQgQ0VSVElGSUNBVEUgUkVRVUVTVC0tLS0tCg==";
+    let pem = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURSBSRVFVRVNULS0tLS0KTUlIcU1JR1NBZ0VBTURBeEZUQVRCZ05WQkFvTURITjVjM1JsYlRwdWIyUmxjekVYTUJVR0ExVUVBd3dPYzNsegpkR1Z0T201dlpHVTZiakV3V1RBVEJnY3Foa2pPUFFJQkJnZ3Foa2pPUFFNQkJ3TkNBQVJ5aEZwMDVmSE9CMlFLCjg0WlBYV0NTSVBKVFB5YUFRNnNiVUlTRFpEU2I3bXpQSlNDZVgwdHRsMTQ4R1Mrcmdvc1ZtZzRIUGFxTGgzeWoKUEhibDdqUW5vQUF3Q2dZSUtvWkl6ajBFQXdJRFJ3QXdSQUlnVXJITmo1VzhGZkZuNW1MOHFqS0RYOHg3UnNwOQo1K2ZDdDZacnNuRk42MDRDSUZYT25uQlZQR1FJUHV5cm51bG1ONWRvL3JVcmhEVXpiemNnSTlyZm9PdmkKLS0tLS1FTkQgQ0VSVElGSUNBVEUgUkVRVUVTVC0tLS0tCg==";
     let csr = json!({"metadata": {"name": "alice"},
                      "spec": {"request": pem, "signerName": "kubernetes.io/kube-apiserver-client", "usages": ["client auth"]}});
     ok("certificates.k8s.io", "CertificateSigningRequest", &csr);
@@ -567,6 +567,17 @@ fn aggregation_certificates_flowcontrol_discovery() {
         [
             "spec.signerName: Invalid value: \"example\": must be a fully qualified domain and path of the form 'example.com/signer-name'"
         ]
+    );
+    let empty_pem = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURSBSRVFVRVNULS0tLS0KLS0tLS1FTkQgQ0VSVElGSUNBVEUgUkVRVUVTVC0tLS0tCg==";
+    let errors = create(
+        "certificates.k8s.io",
+        "CertificateSigningRequest",
+        &with(&csr, json!({"spec": {"request": empty_pem}})),
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("spec.request: Invalid value: ") && errors[0].contains("x509: "),
+        "{errors:?}"
     );
     let fs = json!({"metadata": {"name": "fs"},
                     "spec": {"priorityLevelConfiguration": {"name": "global-default"}, "matchingPrecedence": 1000,
