@@ -9,7 +9,10 @@
 //! - [`gc`]: garbage collection through `ownerReferences` (background, foreground, orphan);
 //! - [`nodeipam`]: a `spec.podCIDR` per Node from the cluster CIDR;
 //! - [`nodelifecycle`]: Nodes whose Lease stops renewing go NotReady and get tainted; their pods
-//!   are marked not ready, then evicted.
+//!   are marked not ready, then evicted;
+//! - [`bootstrapsigner`], [`tokencleaner`], [`csrapproving`], [`csrsigning`]: joining nodes with
+//!   a bootstrap token (kubeadm's protocol): `kube-public/cluster-info` and its signatures,
+//!   expired tokens removed, node client certificate requests approved and signed.
 //!
 //! [`run`] starts the ones [`Options::enabled`] names and returns when one of them fails.
 #![forbid(unsafe_code)]
@@ -20,6 +23,9 @@ use futures_util::StreamExt;
 use keelson_api::cidr::Ipv4Cidr;
 use kube::runtime::controller::Action;
 
+pub mod bootstrapsigner;
+pub mod csrapproving;
+pub mod csrsigning;
 pub mod deployment;
 pub mod endpointslice;
 pub mod gc;
@@ -29,6 +35,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
+pub mod tokencleaner;
 
 /// One controller [`run`] can start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,11 +56,19 @@ pub enum ControllerKind {
     NodeIpam,
     /// `nodelifecycle`: Lease-based node health, taints and eviction.
     NodeLifecycle,
+    /// `bootstrapsigner`: `kube-public/cluster-info` and its token signatures.
+    BootstrapSigner,
+    /// `tokencleaner`: expired bootstrap-token Secrets deleted.
+    TokenCleaner,
+    /// `csrapproving`: node client certificate requests approved.
+    CsrApproving,
+    /// `csrsigning`: approved node client certificate requests signed by the cluster CA.
+    CsrSigning,
 }
 
 impl ControllerKind {
     /// Every controller, in start order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 12] = [
         Self::EndpointSlice,
         Self::Endpoints,
         Self::ReplicaSet,
@@ -62,6 +77,10 @@ impl ControllerKind {
         Self::GarbageCollector,
         Self::NodeIpam,
         Self::NodeLifecycle,
+        Self::BootstrapSigner,
+        Self::TokenCleaner,
+        Self::CsrApproving,
+        Self::CsrSigning,
     ];
 
     /// The name used on the command line.
@@ -75,6 +94,10 @@ impl ControllerKind {
             Self::GarbageCollector => "garbagecollector",
             Self::NodeIpam => "nodeipam",
             Self::NodeLifecycle => "nodelifecycle",
+            Self::BootstrapSigner => "bootstrapsigner",
+            Self::TokenCleaner => "tokencleaner",
+            Self::CsrApproving => "csrapproving",
+            Self::CsrSigning => "csrsigning",
         }
     }
 }
@@ -155,6 +178,18 @@ pub struct Options {
     /// Node lifecycle: how long pods that do not tolerate `node.kubernetes.io/unreachable`
     /// explicitly stay on an unreachable node before they are evicted.
     pub default_toleration: Duration,
+    /// Joining: what `bootstrapsigner` publishes and `csrsigning` signs with; without it those
+    /// two do not start (a warning says so).
+    pub bootstrap: Option<Arc<BootstrapSettings>>,
+}
+
+/// The control plane's identity for joining nodes.
+#[derive(Debug)]
+pub struct BootstrapSettings {
+    /// The URL nodes reach the API server at (the advertise address), for `cluster-info`.
+    pub server: String,
+    /// The cluster CA certificate (PEM) and the signer built from it and its key.
+    pub ca: csrsigning::CertificateAuthority,
 }
 
 impl Default for Options {
@@ -167,6 +202,7 @@ impl Default for Options {
             node_monitor_grace_period: Duration::from_secs(40),
             node_monitor_period: Duration::from_secs(5),
             default_toleration: Duration::from_secs(300),
+            bootstrap: None,
         }
     }
 }
@@ -306,6 +342,30 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
                 default_toleration: options.default_toleration,
             },
         ));
+    }
+    if enabled(ControllerKind::TokenCleaner) {
+        tasks.spawn(tokencleaner::run(client.clone()));
+    }
+    if enabled(ControllerKind::CsrApproving) {
+        tasks.spawn(csrapproving::run(client.clone()));
+    }
+    match &options.bootstrap {
+        Some(settings) => {
+            if enabled(ControllerKind::BootstrapSigner) {
+                tasks.spawn(bootstrapsigner::run(
+                    client.clone(),
+                    settings.server.clone(),
+                    settings.ca.ca_pem().to_owned(),
+                ));
+            }
+            if enabled(ControllerKind::CsrSigning) {
+                tasks.spawn(csrsigning::run(client.clone(), Arc::clone(settings)));
+            }
+        }
+        None if enabled(ControllerKind::BootstrapSigner) || enabled(ControllerKind::CsrSigning) => {
+            tracing::warn!("no cluster CA given: bootstrapsigner and csrsigning do not run");
+        }
+        None => {}
     }
     tracing::info!(
         controllers = %options.enabled.iter().map(|k| k.name()).collect::<Vec<_>>().join(","),
