@@ -213,11 +213,11 @@ pub async fn authenticate(
         }
         return ApiError::unauthorized().into_response();
     };
-    if !user.is_admin()
-        && user.node_name().is_none()
-        && !bootstrap::has_fixed_rules(&user)
-        && !(request.method() == Method::GET && is_discovery(path))
-    {
+    let may_pass = user.is_admin()
+        || user.node_name().is_some()
+        || bootstrap::has_fixed_rules(&user)
+        || (request.method() == Method::GET && is_discovery(path));
+    if !may_pass {
         return ApiError::forbidden(format!(
             "forbidden: User \"{}\" cannot {} path \"{path}\"",
             user.name,

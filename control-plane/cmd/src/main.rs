@@ -1,10 +1,12 @@
 //! `keelson-control-plane`: runs keelson's Kubernetes-compatible API server over an embedded
 //! SQLite store (default) or etcd, serves it over HTTPS with certificates from its own CA, and
 //! writes an admin kubeconfig for kubectl. `keelson-control-plane node-kubeconfig --node NAME`
-//! issues a node's credentials.
+//! issues a node's credentials; `keelson-control-plane token create` prints the one-line join
+//! command of a new bootstrap token (see `token`).
 #![forbid(unsafe_code)]
 
 mod pki;
+mod token;
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -119,10 +121,15 @@ struct ClusterArgs {
           value_parser = clap::value_parser!(u8).range(1..=30))]
     node_cidr_mask_size: u8,
     /// Controllers to run: `all`, `none`, or a comma-separated list of endpointslice,
-    /// endpoints, replicaset, deployment, namespace, garbagecollector, nodeipam, nodelifecycle;
-    /// `-name` removes one (`all,-nodelifecycle`).
+    /// endpoints, replicaset, deployment, namespace, garbagecollector, nodeipam, nodelifecycle,
+    /// bootstrapsigner, tokencleaner, csrapproving, csrsigning; `-name` removes one (`all,-nodelifecycle`).
     #[arg(long, env = "KEELSON_CONTROLLERS", default_value = "all")]
     controllers: ControllerSet,
+    /// The longest lifetime of certificates the CSR signer issues (Kubernetes'
+    /// --cluster-signing-duration); a request's spec.expirationSeconds may ask for less.
+    #[arg(long, env = "KEELSON_CLUSTER_SIGNING_DURATION", default_value = "8760h",
+          value_parser = parse_duration)]
+    cluster_signing_duration: std::time::Duration,
     /// Do not run the scheduler (pods stay unbound unless another scheduler binds them).
     #[arg(long, env = "KEELSON_NO_SCHEDULER")]
     no_scheduler: bool,
@@ -223,6 +230,7 @@ async fn start_cluster_components(
     store: &dyn Store,
     listen: SocketAddr,
     kubeconfig: &Path,
+    pki: &Pki,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let advertise_ip = args
         .advertise_address
@@ -248,6 +256,15 @@ async fn start_cluster_components(
         default_toleration: std::time::Duration::from_secs(
             args.default_unreachable_toleration_seconds,
         ),
+        bootstrap: Some(Arc::new(keelson_controllers::BootstrapSettings {
+            server: format!("https://{}", SocketAddr::new(advertise_ip, listen.port())),
+            ca: keelson_controllers::csrsigning::CertificateAuthority::new(
+                pki.ca_pem(),
+                &pki.ca_key_pem(),
+                args.cluster_signing_duration,
+            )
+            .context("cannot use the cluster CA to sign node certificates")?,
+        })),
     };
     let scheduler = !args.no_scheduler;
     let election = args.leader_elect.then(|| {
@@ -328,6 +345,82 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Bootstrap tokens for `keelson-node-agent join` (through the running API server, with
+    /// DATA_DIR/admin.kubeconfig).
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Creates a token and prints the one-line join command for it.
+    Create {
+        /// How long the token is valid (`0` never expires).
+        #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+        ttl: TokenTtl,
+        /// What the token is for, shown by `token list`.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Lists the bootstrap tokens.
+    List,
+    /// Deletes a token (its id or the whole token).
+    Delete {
+        /// `ID` or `ID.SECRET`.
+        token: String,
+    },
+}
+
+/// A `--ttl`: a duration, or `0` for a token that never expires.
+#[derive(Debug, Clone, Copy)]
+struct TokenTtl(Option<std::time::Duration>);
+
+fn parse_ttl(text: &str) -> Result<TokenTtl, String> {
+    if text.trim() == "0" || text.trim() == "0s" {
+        return Ok(TokenTtl(None));
+    }
+    parse_duration(text).map(|d| TokenTtl(Some(d)))
+}
+
+/// The address nodes reach the API at: --advertise-address, else the --listen address
+/// (127.0.0.1 when that is unspecified), with the --listen port.
+fn advertised(args: &Args) -> SocketAddr {
+    let ip = args
+        .cluster
+        .advertise_address
+        .unwrap_or(if args.listen.ip().is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            args.listen.ip()
+        });
+    SocketAddr::new(ip, args.listen.port())
+}
+
+async fn token_command(args: &Args, action: &TokenCommand) -> anyhow::Result<()> {
+    let kubeconfig = args.data_dir.join("admin.kubeconfig");
+    match action {
+        TokenCommand::Create { ttl, description } => {
+            let ca_path = args.data_dir.join("pki").join("ca.crt");
+            let ca_pem = std::fs::read_to_string(&ca_path).with_context(|| {
+                format!(
+                    "cannot read the cluster CA {} (start keelson-control-plane with this --data-dir first)",
+                    ca_path.display()
+                )
+            })?;
+            token::create(
+                &kubeconfig,
+                &ca_pem,
+                advertised(args),
+                ttl.0,
+                description.as_deref(),
+            )
+            .await
+        }
+        TokenCommand::List => token::list(&kubeconfig).await,
+        TokenCommand::Delete { token } => token::delete(&kubeconfig, token).await,
+    }
 }
 
 /// The URL clients use for an API server listening on `listen`.
@@ -496,8 +589,12 @@ async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
-    if let Some(Command::NodeKubeconfig { node, server, out }) = &args.command {
-        return node_kubeconfig(&args, node, server.as_deref(), out.as_deref());
+    match &args.command {
+        Some(Command::NodeKubeconfig { node, server, out }) => {
+            return node_kubeconfig(&args, node, server.as_deref(), out.as_deref());
+        }
+        Some(Command::Token { action }) => return token_command(&args, action).await,
+        None => {}
     }
     let authenticator = match &args.token_auth_file {
         Some(path) => Authenticator::from_token_file(path)?,
@@ -583,7 +680,7 @@ async fn run() -> anyhow::Result<()> {
         state.shutdown();
     }));
     let components =
-        start_cluster_components(&args.cluster, store.as_ref(), listen, &kubeconfig).await?;
+        start_cluster_components(&args.cluster, store.as_ref(), listen, &kubeconfig, &pki).await?;
     let served = server.await.context("the API server task panicked")?;
     components.abort();
     served.context("the API server failed")?;

@@ -129,6 +129,11 @@ impl Pki {
         &self.ca_pem
     }
 
+    /// The CA private key (PKCS#8 PEM), for the CSR signer.
+    pub fn ca_key_pem(&self) -> String {
+        self.ca_key.serialize_pem()
+    }
+
     fn issue(&self, mut params: CertificateParams) -> anyhow::Result<Issued> {
         let issuer = Issuer::from_ca_cert_pem(&self.ca_pem, &self.ca_key)
             .context("cannot use the CA certificate")?;
@@ -182,8 +187,9 @@ impl Pki {
         self.issue(params)
     }
 
-    /// Reuses `DIR/<name>.crt` and `.key` when both exist, otherwise issues a client
-    /// certificate and keeps it there.
+    /// Reuses `DIR/<name>.crt` and `.key` when both exist and the certificate has more than a
+    /// third of its lifetime left ([`needs_renewal`]), otherwise issues a client certificate and
+    /// keeps it there.
     pub fn persistent_client(
         &self,
         name: &str,
@@ -198,13 +204,33 @@ impl Pki {
             std::fs::read_to_string(&cert_path),
             std::fs::read_to_string(&key_path),
         ) {
-            return Ok(Issued { cert_pem, key_pem });
+            if !needs_renewal(&cert_pem, jiff::Timestamp::now()) {
+                return Ok(Issued { cert_pem, key_pem });
+            }
+            tracing::info!(certificate = %cert_path.display(), "renewing a certificate near its expiry");
         }
         let issued = self.client(user, group)?;
         write_private(&key_path, issued.key_pem.as_bytes())?;
         write_private(&cert_path, issued.cert_pem.as_bytes())?;
         Ok(issued)
     }
+}
+
+/// Whether the certificate `cert_pem` should be re-issued at `now`: less than a third of its
+/// lifetime left (kubelet's and kubeadm's habit is similar), or it does not parse.
+pub fn needs_renewal(cert_pem: &str, now: jiff::Timestamp) -> bool {
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) else {
+        return true;
+    };
+    let Ok(cert) = pem.parse_x509() else {
+        return true;
+    };
+    let (start, end) = (
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    );
+    let left = end - now.as_second();
+    left * 3 < end - start
 }
 
 /// A kubeconfig for `server` trusting `ca_pem`, authenticating as `user` with `credentials`.
@@ -249,6 +275,23 @@ mod tests {
             .persistent_client("admin", "kubernetes-admin", Some("system:masters"))
             .expect("admin again");
         assert_eq!(admin.cert_pem, again.cert_pem);
+    }
+
+    #[test]
+    fn certificates_renew_in_the_last_third_of_their_lifetime() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pki = Pki::load_or_create(dir.path()).expect("create");
+        let mut params = CertificateParams::default();
+        params.not_before = date_time_ymd(2030, 1, 1);
+        params.not_after = date_time_ymd(2033, 1, 1);
+        let key = KeyPair::generate().expect("key");
+        let issuer = Issuer::from_ca_cert_pem(&pki.ca_pem, &pki.ca_key).expect("issuer");
+        let pem = params.signed_by(&key, &issuer).expect("signed").pem();
+        let at = |t: &str| t.parse::<jiff::Timestamp>().expect("time");
+        assert!(!needs_renewal(&pem, at("2031-12-01T00:00:00Z")));
+        assert!(needs_renewal(&pem, at("2032-02-01T00:00:00Z")));
+        assert!(needs_renewal(&pem, at("2034-01-01T00:00:00Z")));
+        assert!(needs_renewal("garbage", at("2031-01-01T00:00:00Z")));
     }
 
     #[test]
