@@ -20,6 +20,10 @@ use tower::ServiceExt as _;
 
 use crate::auth::{ClientCertificate, UserInfo};
 
+mod reload;
+
+pub use reload::{ServingCertificate, reloadable_server_config};
+
 /// How long a client may take for its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections (watches end at once) get to finish at shutdown.

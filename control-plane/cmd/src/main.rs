@@ -664,12 +664,20 @@ async fn run() -> anyhow::Result<()> {
         args.cluster.service_network().kubernetes_service_ip(),
         &args.tls_sans,
     )?;
-    let tls_config = tls::server_config(
+    let (tls_config, serving_cert) = tls::reloadable_server_config(
         serving.cert_pem.as_bytes(),
         serving.key_pem.as_bytes(),
         pki.ca_pem().as_bytes(),
     )
     .context("cannot configure TLS")?;
+    let renewal = tokio::spawn(renew_serving_certificate(
+        args.data_dir.join("pki"),
+        listen,
+        args.cluster.service_network().kubernetes_service_ip(),
+        args.tls_sans.clone(),
+        serving.cert_pem,
+        serving_cert,
+    ));
     let kubeconfig = write_admin_kubeconfig(&args.data_dir, &pki, &server_url(listen))?;
     tracing::info!(%listen, "serving the Kubernetes API over HTTPS");
     tracing::info!(kubeconfig = %kubeconfig.display(), "wrote the admin kubeconfig");
@@ -686,5 +694,49 @@ async fn run() -> anyhow::Result<()> {
     served.context("the API server failed")?;
     compactor.abort();
     availability.abort();
+    renewal.abort();
     Ok(())
+}
+
+/// How often the serving certificate's remaining lifetime is checked.
+const SERVING_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Re-issues the serving certificate when less than a third of its lifetime is left
+/// ([`pki::needs_renewal`]) and hands it to the TLS layer, which presents it from the next
+/// handshake on.
+async fn renew_serving_certificate(
+    pki_dir: PathBuf,
+    listen: SocketAddr,
+    service_ip: Option<Ipv4Addr>,
+    sans: Vec<String>,
+    mut current_pem: String,
+    serving: Arc<tls::ServingCertificate>,
+) {
+    let mut tick = tokio::time::interval(SERVING_CHECK_PERIOD);
+    loop {
+        tick.tick().await;
+        if !pki::needs_renewal(&current_pem, jiff::Timestamp::now()) {
+            continue;
+        }
+        let renewed = Pki::load_or_create(&pki_dir)
+            .and_then(|pki| serving_certificate(&pki, listen, service_ip, &sans))
+            .and_then(|issued| {
+                serving
+                    .swap(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())
+                    .context("cannot use the renewed serving certificate")?;
+                Ok(issued.cert_pem)
+            });
+        match renewed {
+            Ok(pem) => {
+                tracing::info!("renewed the serving certificate");
+                current_pem = pem;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot renew the serving certificate"
+                );
+            }
+        }
+    }
 }
