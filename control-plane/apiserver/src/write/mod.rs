@@ -290,6 +290,18 @@ pub(crate) async fn update(
     if csr::is_csr(target) && target.subresource.as_deref() == Some("approval") {
         csr::keep_certificate(&mut new, &current);
     }
+    if csr::is_csr(target) && target.subresource.is_some() {
+        let errors = csr::status_update_errors(&current, &new);
+        if !errors.is_empty() {
+            return Err(ApiError::invalid_lines(
+                &resource.qualified_kind(),
+                resource.group,
+                resource.kind,
+                name,
+                &errors,
+            ));
+        }
+    }
     match meta_str(&new, "name") {
         None | Some("") => {}
         Some(n) if n == name => {}

@@ -215,4 +215,24 @@ async fn csrs_are_validated_and_approved_through_the_approval_subresource() {
         .ok(Method::GET, &format!("{CSRS}/node-csr-b/approval"), None)
         .await;
     assert_eq!(got["status"]["conditions"][0]["reason"], "KubectlApprove");
+    let mut both = got.clone();
+    both["status"]["conditions"]
+        .as_array_mut()
+        .expect("conditions")
+        .push(json!({"type": "Denied", "status": "True", "reason": "KubectlDeny"}));
+    let (status, refused) = server
+        .call(
+            Method::PUT,
+            &format!("{CSRS}/node-csr-b/approval"),
+            Some(both),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Approved and Denied conditions are mutually exclusive"),
+        "{refused}"
+    );
 }
