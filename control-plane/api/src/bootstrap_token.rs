@@ -207,7 +207,10 @@ mod tests {
 
     #[test]
     fn secret_not_in_debug() {
-        assert_eq!(format!("{:?}", token()), "BootstrapToken(abcdef.<redacted>)");
+        assert_eq!(
+            format!("{:?}", token()),
+            "BootstrapToken(abcdef.<redacted>)"
+        );
     }
 
     #[test]
@@ -224,9 +227,18 @@ mod tests {
     fn jws_round_trip_and_tampering() {
         let payload = b"apiVersion: v1\nkind: Config\n";
         let jws = sign_detached(&token(), payload);
-        assert!(jws.starts_with("eyJhbGciOiJIUzI1NiIsImtpZCI6ImFiY2RlZiJ9.."), "{jws}");
+        assert!(
+            jws.starts_with("eyJhbGciOiJIUzI1NiIsImtpZCI6ImFiY2RlZiJ9.."),
+            "{jws}"
+        );
         let other: BootstrapToken = "abcdef.fedcba9876543210".parse().expect("valid");
-        let cases: [(&BootstrapToken, &[u8], &str, Result<(), BootstrapTokenError>); 5] = [
+        type Case<'a> = (
+            &'a BootstrapToken,
+            &'a [u8],
+            &'a str,
+            Result<(), BootstrapTokenError>,
+        );
+        let cases: [Case<'_>; 5] = [
             (&token(), payload, &jws, Ok(())),
             (
                 &token(),
@@ -234,8 +246,18 @@ mod tests {
                 &jws,
                 Err(BootstrapTokenError::SignatureMismatch),
             ),
-            (&other, payload, &jws, Err(BootstrapTokenError::SignatureMismatch)),
-            (&token(), payload, "abc", Err(BootstrapTokenError::MalformedSignature)),
+            (
+                &other,
+                payload,
+                &jws,
+                Err(BootstrapTokenError::SignatureMismatch),
+            ),
+            (
+                &token(),
+                payload,
+                "abc",
+                Err(BootstrapTokenError::MalformedSignature),
+            ),
             (
                 &token(),
                 payload,
