@@ -18,6 +18,9 @@ pub mod files;
 pub mod identity;
 pub mod rotate;
 
+#[cfg(test)]
+mod fake_api_tests;
+
 use std::{
     path::PathBuf,
     time::{Duration, Instant},
