@@ -61,6 +61,8 @@ struct Fake {
 struct Server {
     url: String,
     ca_hash: String,
+    /// The client certificates connections presented (common name, DER).
+    presented: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
 }
 
 fn status(code: u16, reason: &str, message: &str) -> Response {
@@ -93,16 +95,22 @@ async fn cluster_info(State(fake): State<Arc<Fake>>) -> Response {
     )
 }
 
+/// The common name of the client certificate a connection presented.
+#[derive(Clone)]
+struct Presented(Option<String>);
+
 async fn create_csr(
     State(fake): State<Arc<Fake>>,
+    axum::Extension(presented): axum::Extension<Presented>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     let mut csr: CertificateSigningRequest = serde_json::from_slice(&body).expect("a CSR");
     let bearer = format!("Bearer {}", fake.token);
-    if fake.mode == Mode::Unauthorized
-        || headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(bearer.as_str())
-    {
+    let token_ok = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&bearer);
+    // A node may ask for its own next certificate.
+    let node_ok = presented.0.is_some_and(|cn| cn.starts_with("system:node:"));
+    if fake.mode == Mode::Unauthorized || !(token_ok || node_ok) {
         return status(401, "Unauthorized", "Unauthorized");
     }
     let name = csr.metadata.name.clone().unwrap_or_default();
@@ -159,8 +167,15 @@ async fn serve(mode: Mode, signed: bool, token: &BootstrapToken) -> Server {
     let server_cert = server_params
         .signed_by(&server_key, &issuer)
         .expect("server cert");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).expect("CA root");
+    // A client certificate is verified when given; discovery and the token come without one.
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .allow_unauthenticated()
+        .build()
+        .expect("client verifier");
     let tls = rustls::ServerConfig::builder()
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(
             vec![server_cert.der().clone()],
             rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der())
@@ -195,28 +210,49 @@ async fn serve(mode: Mode, signed: bool, token: &BootstrapToken) -> Server {
         .expect("bind");
     let url = format!("https://{}", listener.local_addr().expect("addr"));
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let presented = Arc::new(Mutex::new(Vec::new()));
+    let seen = presented.clone();
     tokio::spawn(async move {
         // Ends with the test's runtime.
         while let Ok((stream, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             let router = router.clone();
+            let seen = seen.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(stream).await else {
                     return;
                 };
+                let mut who = None;
+                if let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                    let (_, cert) = x509_parser::parse_x509_certificate(leaf).expect("X.509");
+                    let cn = cert.subject().iter_common_name().next();
+                    let cn = cn.and_then(|cn| cn.as_str().ok()).unwrap_or_default();
+                    seen.lock()
+                        .expect("lock")
+                        .push((cn.to_owned(), leaf.to_vec()));
+                    who = Some(cn.to_owned());
+                }
                 let service = tower::ServiceExt::map_request(
                     router,
-                    |request: axum::http::Request<hyper::body::Incoming>| {
-                        request.map(axum::body::Body::new)
+                    move |request: axum::http::Request<hyper::body::Incoming>| {
+                        let mut request = request.map(axum::body::Body::new);
+                        request.extensions_mut().insert(Presented(who.clone()));
+                        request
                     },
                 );
                 let _ = hyper::server::conn::http1::Builder::new()
+                    // One request per connection: each shows the certificate presented now.
+                    .keep_alive(false)
                     .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
                     .await;
             });
         }
     });
-    Server { url, ca_hash }
+    Server {
+        url,
+        ca_hash,
+        presented,
+    }
 }
 
 fn options(server: &Server, token: &str, hash: &str, dir: &std::path::Path) -> JoinOptions {
@@ -280,10 +316,59 @@ async fn join_writes_a_working_node_kubeconfig_and_keeps_the_packaged_config() {
     let (client, rotation) = rotate::client(config, &joined.kubeconfig).expect("client");
     assert!(rotation.is_some(), "a node certificate is rotated");
     let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
-        kube::Api::namespaced(client, "kube-public");
+        kube::Api::namespaced(client.clone(), "kube-public");
+    assert!(server.presented.lock().expect("lock").is_empty());
     api.get("cluster-info")
         .await
         .expect("read over the verified TLS");
+    // The swappable identity is what the connection presented.
+    let first = server.presented.lock().expect("lock").clone();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].0, "system:node:worker-1");
+    assert_eq!(
+        first[0].1,
+        discovery::pem_certificates(&pems.cert_pem).expect("PEM")[0]
+    );
+
+    // Rotation: a CSR made with the node's certificate, the kubeconfig rewritten, and the
+    // running client's next connection presents the new certificate.
+    let rotation = rotation.expect("a rotation");
+    let rotating = tokio::spawn(rotation.run_now(client.clone()));
+    let mut renewed = None;
+    for _ in 0..100 {
+        let (_, now_pems) = rotate::node_certificate(&joined.kubeconfig)
+            .expect("readable")
+            .expect("a node certificate");
+        if now_pems.cert_pem != pems.cert_pem {
+            renewed = Some(now_pems);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let renewed = renewed.expect("the kubeconfig's certificate renewed within 10 s");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&joined.kubeconfig)
+            .expect("kubeconfig")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "still private after rotation");
+    // The swap follows the write; give it a moment, then a new connection shows it.
+    let new_der = discovery::pem_certificates(&renewed.cert_pem).expect("PEM")[0].clone();
+    let mut presented_new = false;
+    for _ in 0..50 {
+        api.get("cluster-info").await.expect("read after rotation");
+        let last = server.presented.lock().expect("lock").last().cloned();
+        if last.is_some_and(|(_, der)| der == new_der) {
+            presented_new = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        presented_new,
+        "the running client presents the renewed certificate"
+    );
+    rotating.abort();
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! A kube client whose TLS client certificate can be replaced while it runs: the rustls
 //! configuration kube would build, with its client-certificate resolver swapped for one that
-//! reads shared state. New connections present the current certificate; connections already
-//! open keep the one they were made with (it stays valid: rotation happens well before expiry).
+//! reads shared state. New connections present the current certificate (TLS session resumption
+//! is off, as a resumed session keeps its first identity); connections already open keep the one
+//! they were made with (it stays valid: rotation happens well before expiry).
 
 use std::sync::{Arc, RwLock};
 
@@ -93,6 +94,9 @@ pub fn client(
         .rustls_client_config()
         .map_err(|e| anyhow!("the TLS configuration: {}", crate::error_chain(&e)))?;
     tls.client_auth_cert_resolver = identity;
+    // A resumed TLS session keeps the identity of the handshake it resumes: without resumption
+    // every new connection presents the current certificate.
+    tls.resumption = rustls::client::Resumption::disabled();
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(config.connect_timeout);

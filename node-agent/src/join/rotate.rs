@@ -73,7 +73,8 @@ fn jitter() -> f64 {
     (random >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn now() -> i64 {
+/// Now, Unix seconds.
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -243,12 +244,30 @@ pub fn client(
 }
 
 impl Rotation {
+    /// Starts renewing at once (tests).
+    #[cfg(test)]
+    pub(crate) async fn run_now(self, client: kube::Client) -> anyhow::Result<()> {
+        self.run_from(client, Some(now())).await
+    }
+
     /// Renews the certificate whenever it passes its rotation deadline, through `client` (the
     /// one [`client`] returned, which presents it), for as long as the agent runs. Fails only
     /// once the certificate has expired without a renewal.
-    pub async fn run(mut self, client: kube::Client) -> anyhow::Result<()> {
+    pub async fn run(self, client: kube::Client) -> anyhow::Result<()> {
+        self.run_from(client, None).await
+    }
+
+    /// [`Rotation::run`], the first renewal due at `first_due` (Unix seconds) when given.
+    async fn run_from(
+        mut self,
+        client: kube::Client,
+        first_due: Option<i64>,
+    ) -> anyhow::Result<()> {
+        let mut first_due = first_due;
         loop {
-            let due = rotation_deadline(self.current.not_before, self.current.not_after, jitter());
+            let due = first_due.take().unwrap_or_else(|| {
+                rotation_deadline(self.current.not_before, self.current.not_after, jitter())
+            });
             tracing::info!(node = %self.current.node, expires = self.current.not_after,
                 rotation_due = due, in_seconds = due - now(), "node client certificate: next rotation");
             loop {
