@@ -58,11 +58,14 @@ struct Fake {
     csrs: Mutex<BTreeMap<String, CertificateSigningRequest>>,
 }
 
+/// A client certificate a connection presented: its common name and DER.
+type Shown = (String, Vec<u8>);
+
 struct Server {
     url: String,
     ca_hash: String,
-    /// The client certificates connections presented (common name, DER).
-    presented: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    /// The client certificates connections presented.
+    presented: Arc<Mutex<Vec<Shown>>>,
 }
 
 fn status(code: u16, reason: &str, message: &str) -> Response {
