@@ -200,7 +200,7 @@ pub async fn request_certificate(
                 .with_context(|| format!("creating CertificateSigningRequest {}", request.name));
         }
     }
-    tracing::info!(csr = %request.name, "waiting for the node's client certificate");
+    tracing::debug!(csr = %request.name, "waiting for the node's client certificate");
     tokio::time::timeout(timeout, wait_issued(&api, &request.name))
         .await
         .map_err(|_| {

@@ -151,10 +151,18 @@ async fn fetch(server: &str, trusted: Option<&[Vec<u8>]>) -> anyhow::Result<Conf
         ),
         other if trusted.is_some() => anyhow!(
             "{server} failed verification with the cluster CA from {CLUSTER_INFO}: {}",
-            crate::error_chain(&other)
+            root_cause(&other)
         ),
-        other => anyhow!("cannot reach {server}: {}", crate::error_chain(&other)),
+        other => anyhow!("cannot reach {server}: {}", root_cause(&other)),
     })
+}
+
+/// The innermost cause of `error` (the layers above it repeat each other for a failed
+/// connection: `client error (Connect): client error (Connect): tcp connect error: ...`).
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(error), |e| e.source())
+        .last()
+        .map_or_else(String::new, ToString::to_string)
 }
 
 /// Discovery: the unverified read, the checks, then the verified read that must agree.
@@ -173,7 +181,7 @@ pub async fn discover(
              try again"
         );
     }
-    tracing::info!(
+    tracing::debug!(
         server,
         ca = ca_cert_hash,
         "cluster CA verified by token and hash"
