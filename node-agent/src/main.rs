@@ -26,6 +26,11 @@ enum Command {
     /// on Docker with their own network namespace (the per-packet LB on each pod's veth), and
     /// serve /metrics.
     Run(Box<RunArgs>),
+    /// Join a cluster with a bootstrap token (from `keelson-control-plane token create`):
+    /// verify the cluster CA by the token's signature and --ca-cert-hash, get this node's client
+    /// certificate through a CertificateSigningRequest, then write <config-dir>/node.kubeconfig
+    /// and <config-dir>/node-agent.yaml for `run --config`.
+    Join(keelson_node_agent::join::cli::JoinArgs),
     /// Inspect the service load balancer's pinned maps.
     Lb {
         #[command(subcommand)]
@@ -288,6 +293,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Join(args) => keelson_node_agent::join::cli::main(&args),
         Command::Lb {
             command: LbCommand::List(args),
         } => lb_list(&args),
@@ -406,7 +412,10 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
         .context("using the kubeconfig")?;
         let config = api_failover(config, &args.api_servers).await?;
         let client_ca = config.root_cert.clone().unwrap_or_default();
-        let client = kube::Client::try_from(config).context("building the API client")?;
+        // With a node client certificate, a client whose certificate the rotation renews in
+        // place before it expires.
+        let (client, rotation) =
+            keelson_node_agent::join::rotate::client(config, &args.kubeconfig)?;
         // Pods of other nodes are reached out of the first uplink (or through the tunnel
         // over it).
         let routing = match uplinks.first() {
@@ -433,6 +442,13 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
         let pod_mtu = routing.as_ref().and_then(|(_, mtu)| *mtu);
         let kubelet = start_kubelet(client.clone(), &args, client_ca, pod_hook, pod_mtu).await?;
         let routing_client = client.clone();
+        let rotation_client = client.clone();
+        let rotated = async move {
+            match rotation {
+                Some(rotation) => rotation.run(rotation_client).await,
+                None => std::future::pending().await,
+            }
+        };
         let routed = async {
             match routing {
                 Some((routing, _)) => {
@@ -476,6 +492,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
             synced = keelson_node_agent::service_sync::run(client, &lb, node) => synced,
             pods = kubelet.run() => pods,
             routed = routed => routed,
+            rotated = rotated => rotated,
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("stopping; pinned maps and links stay for the next start");
                 Ok(())
