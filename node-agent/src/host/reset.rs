@@ -3,13 +3,16 @@
 //! What goes, in this order (each thing removed is one line of the report):
 //! - the pod containers and sandboxes of the node (Docker containers labelled
 //!   `io.keelson.node=<node>`; no other container is looked at);
-//! - the node-side pod veths (`kv` + 11 hex digits; their peers go with the pods' namespaces)
-//!   and the `keelson-vxlan` device of `--routing tunnel`;
+//! - the node-side veths of the node's pods (named after the uids of the containers found and
+//!   of the IPAM state's allocations; their peers go with the pods' namespaces), so the veths of
+//!   another agent's pods on the same host stay, and the `keelson-vxlan` device of
+//!   `--routing tunnel`;
 //! - the routes it added: every route tagged with keelson's protocol number (pod CIDRs of
 //!   other nodes), the blackhole route of the node's pod CIDR (read from the IPAM state) and the
 //!   unreachable route of the Service CIDR;
-//! - the TC filters of kernels without TCX (`tc_from_pod`, `tc_from_netdev` on any interface;
-//!   the then empty `clsact` qdisc stays, as other programs may share it);
+//! - the TC filters of kernels without TCX (`tc_from_pod`, `tc_from_netdev` on any interface
+//!   but other pods' veths; the then empty `clsact` qdisc stays, as other programs may share
+//!   it);
 //! - the pinned links under the pin directory (detaching socket-LB from the cgroup and TCX
 //!   programs from interfaces), then the pinned maps and the directory (and `/sys/fs/bpf/keelson`
 //!   once empty);
@@ -198,11 +201,13 @@ pub fn reset(
         removed += 1;
         report(line);
     };
+    let mut uids = allocated_uids(&config.data_dir);
     runtime.block_on(async {
-        if let Err(e) = remove_containers(config, &mut say).await {
-            errors.push(e);
+        match remove_containers(config, &mut say).await {
+            Ok(found) => uids.extend(found),
+            Err(e) => errors.push(e),
         }
-        if let Err(e) = remove_network(config, &mut say).await {
+        if let Err(e) = remove_network(config, &uids, &mut say).await {
             errors.push(e);
         }
     });
@@ -223,10 +228,11 @@ pub fn reset(
     }
 }
 
+/// Removes the node's containers; the pod uids they belonged to.
 async fn remove_containers(
     config: &ResetConfig,
     say: &mut dyn FnMut(String),
-) -> Result<(), ResetError> {
+) -> Result<Vec<String>, ResetError> {
     use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
     let docker_error = |source| ResetError::Docker {
         socket: config.docker_socket.clone(),
@@ -261,8 +267,10 @@ async fn remove_containers(
             .and_then(|l| l.get(runtime::LABEL_CONTAINER))
             .is_some_and(|name| name == runtime::SANDBOX)
     });
+    let mut uids = Vec::new();
     for (id, container) in containers {
         let labels = container.labels.unwrap_or_default();
+        uids.extend(labels.get(runtime::LABEL_POD_UID).cloned());
         let label = |key: &str| labels.get(key).cloned().unwrap_or_default();
         let options = RemoveContainerOptions {
             force: true,
@@ -290,12 +298,29 @@ async fn remove_containers(
             label(runtime::LABEL_POD_NAME),
         ));
     }
-    Ok(())
+    Ok(uids)
 }
 
 fn netlink(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> ResetError {
     let what = what.into();
     move |source| ResetError::Netlink { what, source }
+}
+
+/// The pod uids the IPAM state of `data_dir` holds addresses for.
+fn allocated_uids(data_dir: &Path) -> std::collections::BTreeSet<String> {
+    let state = std::fs::read_to_string(data_dir.join("ipam.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+    state
+        .as_ref()
+        .and_then(|s| s.get("allocations")?.as_object())
+        .map(|allocations| {
+            allocations
+                .values()
+                .filter_map(|uid| uid.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The pod CIDR recorded in the IPAM state of `data_dir`.
@@ -316,8 +341,13 @@ fn destination(route: &RouteMessage) -> Option<Ipv4Cidr> {
 
 async fn remove_network(
     config: &ResetConfig,
+    uids: &std::collections::BTreeSet<String>,
     say: &mut dyn FnMut(String),
 ) -> Result<(), ResetError> {
+    let veths: std::collections::BTreeSet<String> = uids
+        .iter()
+        .map(|uid| crate::network::host_veth_name(uid))
+        .collect();
     let (connection, handle, _) = rtnetlink::new_connection().map_err(|source| ResetError::Io {
         what: "opening a netlink socket for",
         path: config.data_dir.clone(),
@@ -333,7 +363,7 @@ async fn remove_network(
                 LinkAttribute::IfName(name) => Some(name.clone()),
                 _ => None,
             });
-            if let Some(name) = name.filter(|n| is_pod_veth(n) || n == routing::TUNNEL_DEVICE) {
+            if let Some(name) = name.filter(|n| veths.contains(n) || n == routing::TUNNEL_DEVICE) {
                 doomed.push((link.header.index, name));
             }
         }
@@ -394,6 +424,10 @@ fn remove_tc_filters(say: &mut dyn FnMut(String)) {
         let Ok(name) = interface.name().to_str() else {
             continue;
         };
+        // Another agent's pod veth (this node's are gone by now).
+        if is_pod_veth(name) {
+            continue;
+        }
         for hook in [TcHook::FromPod, TcHook::FromNetdev] {
             if tc::qdisc_detach_program(name, TcAttachType::Ingress, hook.program()).is_ok() {
                 say(format!(
