@@ -1,15 +1,14 @@
 //! `keelson-node-agent reset`: removes what the agent put on this host, saying what it removed.
 //!
 //! What goes, in this order (each thing removed is one line of the report):
-//! - the pod containers and sandboxes of the node (Docker containers labelled
-//!   `io.keelson.node=<node>`; no other container is looked at);
-//! - the node-side veths of the node's pods (named after the uids of the containers found and
-//!   of the IPAM state's allocations; their peers go with the pods' namespaces), so the veths of
-//!   another agent's pods on the same host stay, and the `keelson-vxlan` device of
-//!   `--routing tunnel`;
+//! - the node-side veths of the node's pods (named after the pod uids of its containers and of
+//!   the IPAM state's allocations, so another agent's pods on the same host keep theirs; the
+//!   peers go with them) and the `keelson-vxlan` device of `--routing tunnel`;
 //! - the routes it added: every route tagged with keelson's protocol number (pod CIDRs of
 //!   other nodes), the blackhole route of the node's pod CIDR (read from the IPAM state) and the
 //!   unreachable route of the Service CIDR;
+//! - the pod containers and sandboxes of the node (Docker containers labelled
+//!   `io.keelson.node=<node>`; no other container is looked at);
 //! - the TC filters of kernels without TCX (`tc_from_pod`, `tc_from_netdev` on any interface
 //!   but other pods' veths; the then empty `clsact` qdisc stays, as other programs may share
 //!   it);
@@ -203,12 +202,22 @@ pub fn reset(
     };
     let mut uids = allocated_uids(&config.data_dir);
     runtime.block_on(async {
-        match remove_containers(config, &mut say).await {
-            Ok(found) => uids.extend(found),
-            Err(e) => errors.push(e),
+        // The veths first (a pod's goes with its sandbox's namespace, unreported), then the
+        // containers.
+        let listed = list_containers(config).await;
+        if let Ok((_, containers)) = &listed {
+            uids.extend(container_uids(containers));
         }
         if let Err(e) = remove_network(config, &uids, &mut say).await {
             errors.push(e);
+        }
+        match listed {
+            Ok((docker, containers)) => {
+                if let Err(e) = remove_containers(config, &docker, containers, &mut say).await {
+                    errors.push(e);
+                }
+            }
+            Err(e) => errors.push(e),
         }
     });
     remove_tc_filters(&mut say);
@@ -229,11 +238,13 @@ pub fn reset(
 }
 
 /// Removes the node's containers; the pod uids they belonged to.
-async fn remove_containers(
+type Containers = Vec<(String, bollard::models::ContainerSummary)>;
+
+/// The node's containers (application containers first, sandboxes last) and Docker.
+async fn list_containers(
     config: &ResetConfig,
-    say: &mut dyn FnMut(String),
-) -> Result<Vec<String>, ResetError> {
-    use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+) -> Result<(bollard::Docker, Containers), ResetError> {
+    use bollard::query_parameters::ListContainersOptions;
     let docker_error = |source| ResetError::Docker {
         socket: config.docker_socket.clone(),
         source,
@@ -267,10 +278,33 @@ async fn remove_containers(
             .and_then(|l| l.get(runtime::LABEL_CONTAINER))
             .is_some_and(|name| name == runtime::SANDBOX)
     });
-    let mut uids = Vec::new();
+    Ok((docker, containers))
+}
+
+/// The pod uids of `containers`.
+fn container_uids(containers: &Containers) -> impl Iterator<Item = String> + '_ {
+    containers.iter().filter_map(|(_, c)| {
+        c.labels
+            .as_ref()
+            .and_then(|l| l.get(runtime::LABEL_POD_UID))
+            .cloned()
+    })
+}
+
+/// Removes `containers`, sandboxes last.
+async fn remove_containers(
+    config: &ResetConfig,
+    docker: &bollard::Docker,
+    containers: Containers,
+    say: &mut dyn FnMut(String),
+) -> Result<(), ResetError> {
+    use bollard::query_parameters::RemoveContainerOptions;
+    let docker_error = |source| ResetError::Docker {
+        socket: config.docker_socket.clone(),
+        source,
+    };
     for (id, container) in containers {
         let labels = container.labels.unwrap_or_default();
-        uids.extend(labels.get(runtime::LABEL_POD_UID).cloned());
         let label = |key: &str| labels.get(key).cloned().unwrap_or_default();
         let options = RemoveContainerOptions {
             force: true,
@@ -298,7 +332,7 @@ async fn remove_containers(
             label(runtime::LABEL_POD_NAME),
         ));
     }
-    Ok(uids)
+    Ok(())
 }
 
 fn netlink(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> ResetError {
