@@ -372,9 +372,15 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
         args.kubelet.cgroup_parent.as_deref(),
     )
     .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+    let pods_cgroup = keelson_node_agent::host::docker::pods_cgroup(
+        &host.cgroup_root,
+        host.engine.driver,
+        args.kubelet.cgroup_parent.as_deref(),
+    );
     tracing::info!(cgroup = %host.cgroup.display(), layout = ?host.layout,
         docker = %host.engine.version, driver = %host.engine.driver,
-        memlock = %host.memlock, mounted_bpffs = host.mounted_bpffs, "host checked");
+        pods_cgroup = %pods_cgroup.display(), memlock = %host.memlock,
+        mounted_bpffs = host.mounted_bpffs, "host checked");
     args.cgroup = host.cgroup;
     let _lock = keelson_node_agent::host::AgentLock::take(&data_dir(&args))
         .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;

@@ -58,7 +58,7 @@ pub enum DockerError {
     #[error("Docker's cgroup driver is {0:?}: keelson needs `systemd` or `cgroupfs`")]
     Driver(String),
     /// `--cgroup-parent` is of the wrong form for the engine's driver.
-    #[error("{0}")]
+    #[error(transparent)]
     Parent(#[from] ParentError),
 }
 

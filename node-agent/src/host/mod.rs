@@ -53,6 +53,9 @@ pub struct Host {
     pub cgroup: PathBuf,
     /// The layout detected (`None` when `--cgroup` named a directory).
     pub layout: Option<cgroup::Layout>,
+    /// The host's cgroup2 root (detected; `cgroup` when detection failed and `--cgroup` named
+    /// a directory).
+    pub cgroup_root: PathBuf,
     /// The Docker engine.
     pub engine: docker::Engine,
     /// The locked-memory limit's state.
@@ -79,12 +82,17 @@ pub fn preflight(
     cgroup_parent: Option<&str>,
 ) -> Result<Host, HostError> {
     let (cgroup, layout) = resolve_cgroup(cgroup_flag)?;
+    let cgroup_root = match layout {
+        Some(_) => cgroup.clone(),
+        None => cgroup::detect_host().map_or_else(|_| cgroup.clone(), |found| found.root),
+    };
     let engine = block_on(docker::preflight(docker_socket, cgroup_parent))??;
     let memlock = memlock::raise()?;
     let mounted_bpffs = bpffs::ensure().map_err(HostError::Bpffs)?;
     Ok(Host {
         cgroup,
         layout,
+        cgroup_root,
         engine,
         memlock,
         mounted_bpffs,
