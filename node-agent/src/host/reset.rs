@@ -716,6 +716,23 @@ users:
     }
 
     #[test]
+    fn the_ipam_state_names_the_pod_cidr_and_the_pods() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(pod_cidr(dir.path()), None);
+        assert!(allocated_uids(dir.path()).is_empty());
+        std::fs::write(
+            dir.path().join("ipam.json"),
+            r#"{"cidr":"10.244.1.0/24","allocations":{"10.244.1.2":"uid-a","10.244.1.3":"uid-b"}}"#,
+        )
+        .expect("ipam");
+        assert_eq!(pod_cidr(dir.path()), "10.244.1.0/24".parse().ok());
+        assert_eq!(
+            allocated_uids(dir.path()).into_iter().collect::<Vec<_>>(),
+            ["uid-a", "uid-b"]
+        );
+    }
+
+    #[test]
     fn a_held_lock_refuses_in_one_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         let lock = super::super::AgentLock::take(dir.path()).expect("lock");
