@@ -5,6 +5,7 @@
 pub mod api_failover;
 pub mod config_file;
 pub mod datapath;
+pub mod host;
 pub mod join;
 pub mod network;
 pub mod node;

@@ -18,8 +18,15 @@ struct Cli {
 enum Command {
     /// Print what this kernel offers the datapath (and what `run` does without it), then load
     /// every embedded eBPF program into it (the verifier checks each) and report what it
-    /// accepted. Attaches nothing; needs root (CAP_BPF and CAP_NET_ADMIN).
-    Check,
+    /// accepted. Also prints what it found on the host: the cgroup layout and cgroup2 root,
+    /// Docker and its cgroup driver, the BPF filesystem and the locked-memory limit. Attaches
+    /// nothing; needs root (CAP_BPF and CAP_NET_ADMIN).
+    Check(CheckArgs),
+    /// Remove everything the agent put on this host and print each thing removed: the node's
+    /// pod containers, pod veths, routes, the vxlan device, TC filters, pinned maps and links
+    /// (detaching socket-LB and TC programs), the credentials `join` wrote and the data
+    /// directory. Refuses while an agent is running.
+    Reset(ResetArgs),
     /// Run the node agent: load the service datapath, attach socket-LB to the cgroup and the
     /// per-packet LB for traffic from outside the node to the uplinks (--uplink), follow
     /// Services and EndpointSlices through the API, register the Node, run the pods bound to it
@@ -60,8 +67,9 @@ struct RunArgs {
     #[arg(long, env = "KEELSON_API_SERVERS", value_delimiter = ',', value_name = "URL",
           value_parser = keelson_node_agent::api_failover::parse_server)]
     api_servers: Vec<keelson_node_agent::api_failover::ApiServer>,
-    /// cgroup2 directory whose sockets are load-balanced (the node's cgroup2 root in production).
-    #[arg(long, env = "KEELSON_CGROUP", default_value = "/sys/fs/cgroup/unified")]
+    /// cgroup2 directory whose sockets are load-balanced: `auto` for the host's cgroup2 root
+    /// (`/sys/fs/cgroup` on pure cgroup v2, `/sys/fs/cgroup/unified` on a hybrid hierarchy).
+    #[arg(long, env = "KEELSON_CGROUP", default_value = keelson_node_agent::host::CGROUP_AUTO)]
     cgroup: PathBuf,
     /// This node's addresses, where NodePorts answer (repeat the flag for several) [default: the
     /// address of the interface with the default route].
@@ -188,12 +196,57 @@ struct KubeletArgs {
     /// The cluster domain: pods search `<namespace>.svc.<domain>`, `svc.<domain>`, `<domain>`.
     #[arg(long, env = "KEELSON_CLUSTER_DOMAIN", default_value = keelson_dns::DEFAULT_DOMAIN)]
     cluster_domain: String,
-    /// The cgroup every pod container is created under (Docker's `--cgroup-parent`, e.g.
-    /// `/keelson-worker-1`) [default: Docker's own]. With Docker's cgroupfs driver on a hybrid
+    /// The cgroup every pod container is created under (Docker's `--cgroup-parent`): a slice
+    /// (`keelson-pods.slice`) under Docker's systemd cgroup driver, a path (`/keelson-worker-1`)
+    /// under its cgroupfs driver [default: Docker's own]. With Docker's cgroupfs driver on a hybrid
     /// hierarchy the containers land in `<cgroup2 root>/<PATH>/<id>` too, so pointing --cgroup
     /// at that directory load-balances this node's pods only.
     #[arg(long, env = "KEELSON_CGROUP_PARENT", value_name = "PATH")]
     cgroup_parent: Option<String>,
+}
+
+/// The flags of `check`.
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// The Docker engine's socket.
+    #[arg(
+        long,
+        env = "KEELSON_DOCKER_SOCKET",
+        default_value = "/var/run/docker.sock"
+    )]
+    docker_socket: String,
+}
+
+/// The flags of `reset`: those of `run` that place things on the host.
+#[derive(Debug, clap::Args)]
+struct ResetArgs {
+    #[command(flatten)]
+    pins: PinArgs,
+    /// The agent's data directory [default: /var/lib/keelson-agent/<node-name>].
+    #[arg(long, env = "KEELSON_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The Docker engine's socket.
+    #[arg(
+        long,
+        env = "KEELSON_DOCKER_SOCKET",
+        default_value = "/var/run/docker.sock"
+    )]
+    docker_socket: String,
+    /// Where `join` wrote the node's credentials (`node.kubeconfig` and the files it names
+    /// there go; `node-agent.yaml` stays).
+    #[arg(long, env = "KEELSON_CONFIG_DIR", default_value = "/etc/keelson")]
+    config_dir: PathBuf,
+    /// The Service CIDR whose unreachable route `run` added.
+    #[arg(long, env = "KEELSON_SERVICE_CIDR", default_value = "10.96.0.0/12")]
+    service_cidr: keelson_api::cidr::Ipv4Cidr,
+    /// The agent's metrics address: if something answers there an agent is running and
+    /// nothing is removed (`off` skips this check).
+    #[arg(
+        long,
+        env = "KEELSON_METRICS_LISTEN",
+        default_value = "127.0.0.1:10249"
+    )]
+    metrics_listen: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -281,7 +334,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Check => check(),
+        Command::Check(args) => check(&args),
+        Command::Reset(args) => reset(&args),
         Command::Run(args) => match run(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) if error.is::<keelson_node_agent::probe::Refusal>() => {
@@ -317,6 +371,25 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
     let pin_dir = args.pins.pin_dir();
     // Checked before anything is loaded or attached: a wrong flag changes nothing.
     let uplinks = uplinks(&args.uplink)?;
+    // The host: cgroup2, Docker and its cgroup driver; then RLIMIT_MEMLOCK and bpffs.
+    let host = keelson_node_agent::host::preflight(
+        &args.cgroup,
+        &args.kubelet.docker_socket,
+        args.kubelet.cgroup_parent.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+    let pods_cgroup = keelson_node_agent::host::docker::pods_cgroup(
+        &host.cgroup_root,
+        host.engine.driver,
+        args.kubelet.cgroup_parent.as_deref(),
+    );
+    tracing::info!(cgroup = %host.cgroup.display(), layout = ?host.layout,
+        docker = %host.engine.version, driver = %host.engine.driver,
+        pods_cgroup = %pods_cgroup.display(), memlock = %host.memlock,
+        mounted_bpffs = host.mounted_bpffs, "host checked");
+    args.cgroup = host.cgroup;
+    let _lock = keelson_node_agent::host::AgentLock::take(&data_dir(&args))
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
     // What this kernel offers: refuse, or apply the fallbacks.
     args.routing_bpf = kernel_plan(&args, &uplinks)?.routing_bpf;
     anyhow::ensure!(
@@ -602,6 +675,18 @@ fn node_address(args: &RunArgs) -> anyhow::Result<std::net::Ipv4Addr> {
         .ok_or_else(|| anyhow::anyhow!("no IPv4 address found for the node: pass --node-address"))
 }
 
+/// `--data-dir`, defaulting to `/var/lib/keelson-agent/<node-name>`.
+fn data_dir(args: &RunArgs) -> PathBuf {
+    args.kubelet
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| default_data_dir(&args.pins.node_name))
+}
+
+fn default_data_dir(node_name: &str) -> PathBuf {
+    PathBuf::from("/var/lib/keelson-agent").join(node_name)
+}
+
 /// Registers the Node and prepares the pod runner (Docker, pod network).
 async fn start_kubelet(
     client: kube::Client,
@@ -615,11 +700,7 @@ async fn start_kubelet(
     let host_ip = node_address(args)?;
     let settings = KubeletSettings {
         pods: PodsConfig {
-            data_dir: args
-                .kubelet
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("/var/lib/keelson-agent").join(&node_name)),
+            data_dir: data_dir(args),
             node_name,
             host_ip,
             sandbox_image: args.kubelet.sandbox_image.clone(),
@@ -693,8 +774,55 @@ fn print_lines(
     }
 }
 
-fn check() -> ExitCode {
-    let refused = !check_capabilities();
+fn reset(args: &ResetArgs) -> ExitCode {
+    use keelson_node_agent::host::reset;
+    let metrics_listen = match args.metrics_listen.as_str() {
+        "off" => None,
+        addr => match addr.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                eprintln!(
+                    "keelson-node-agent reset: --metrics-listen {addr:?} is not an address:port \
+                     (or `off`)"
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let config = reset::ResetConfig {
+        node_name: args.pins.node_name.clone(),
+        pin_dir: args.pins.pin_dir(),
+        data_dir: args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| default_data_dir(&args.pins.node_name)),
+        docker_socket: args.docker_socket.clone(),
+        config_dir: args.config_dir.clone(),
+        service_cidr: args.service_cidr,
+        metrics_listen,
+    };
+    match reset::reset(&config, &mut |line| println!("{line}")) {
+        Ok(0) => {
+            println!("nothing to remove for node {}", config.node_name);
+            ExitCode::SUCCESS
+        }
+        Ok(_) => ExitCode::SUCCESS,
+        Err(errors) => {
+            for error in errors {
+                eprintln!("keelson-node-agent reset: {}", error_chain(&error));
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(args: &CheckArgs) -> ExitCode {
+    let (host, host_ok) = keelson_node_agent::host::check_lines(&args.docker_socket);
+    for line in host {
+        println!("{line}");
+    }
+    println!();
+    let refused = !check_capabilities() || !host_ok;
     let verified = match datapath::verify_all() {
         Ok(reports) => {
             println!(

@@ -304,6 +304,18 @@ impl PodAgent {
         self.pins.path()
     }
 
+    /// The cgroup2 directory the agent attached socket-LB to.
+    pub fn cgroup(&self) -> &Path {
+        self.cgroup.path()
+    }
+
+    /// Whether the agent process runs.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
     /// The pinned TC links of pod veths (`tc_from_pod@<veth>`) the agent holds.
     pub fn pod_tc_links(&self) -> Vec<String> {
         std::fs::read_dir(self.pins.path().join("links"))
