@@ -60,7 +60,7 @@ pub fn verify(
         })?;
     bootstrap_token::verify_detached(token, kubeconfig.as_bytes(), signature).map_err(|error| {
         match error {
-            BootstrapTokenError::SignatureMismatch => anyhow!(
+            BootstrapTokenError::SignatureMismatch { .. } => anyhow!(
                 "{CLUSTER_INFO} from {server} is not signed with this token's secret \
                  (wrong secret, or cluster-info was altered on the way)"
             ),
