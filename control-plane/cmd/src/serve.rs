@@ -1,0 +1,251 @@
+//! Serving: the store, the certificates, the admin kubeconfig, the HTTPS server and the
+//! in-process components, until SIGTERM or Ctrl-C.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use keelson_apiserver::{
+    AggregatorClient, AppState, Authenticator, KubeletClient, aggregation, app,
+    auth::MASTERS_GROUP, bootstrap, tls,
+};
+use keelson_store::{CompactionPolicy, EtcdStore, SqliteOptions, SqliteStore, Store};
+use tracing_subscriber::EnvFilter;
+
+use crate::{
+    args::{Args, Command, StoreKind},
+    components::start_cluster_components,
+    node_kubeconfig::{node_kubeconfig, server_url},
+    pki::{self, Issued, Pki},
+};
+
+/// The common name of the API server's front-proxy client certificate (kube's default name,
+/// which aggregated API servers are told to accept).
+const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
+/// How often APIServices' `Available` condition is checked.
+const API_SERVICE_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Issues the serving certificate: loopback, the listen address (every host address when it
+/// is unspecified), the names and the Service address in-cluster clients use, and --tls-san.
+pub(crate) fn serving_certificate(
+    pki: &Pki,
+    listen: SocketAddr,
+    kubernetes_service_ip: Option<Ipv4Addr>,
+    sans: &[String],
+) -> anyhow::Result<Issued> {
+    let mut dns: Vec<String> = [
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .map(str::to_owned)
+    .into();
+    if let Ok(host) = nix::unistd::gethostname()
+        && let Some(host) = host.to_str()
+    {
+        dns.push(host.to_owned());
+    }
+    let mut ips = vec![
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ];
+    // In-cluster clients reach the API through the `kubernetes` Service.
+    ips.extend(kubernetes_service_ip.map(IpAddr::V4));
+    if listen.ip().is_unspecified() {
+        let addresses = nix::ifaddrs::getifaddrs().context("cannot list the host's addresses")?;
+        ips.extend(addresses.filter_map(|a| {
+            let address = a.address?;
+            address
+                .as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        }));
+    } else {
+        ips.push(listen.ip());
+    }
+    for san in sans {
+        match san.parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => dns.push(san.clone()),
+        }
+    }
+    ips.sort_unstable();
+    ips.dedup();
+    dns.sort_unstable();
+    dns.dedup();
+    pki.serving(&dns, &ips)
+}
+
+pub(crate) fn write_admin_kubeconfig(
+    dir: &Path,
+    pki: &Pki,
+    server: &str,
+) -> anyhow::Result<PathBuf> {
+    let admin = pki.persistent_client("admin", "kubernetes-admin", Some(MASTERS_GROUP))?;
+    let path = dir.join("admin.kubeconfig");
+    pki::write_private(
+        &path,
+        pki::kubeconfig(server, pki.ca_pem(), "kubernetes-admin", &admin).as_bytes(),
+    )?;
+    Ok(path)
+}
+
+pub(crate) async fn open_store(args: &Args) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match args.store {
+        StoreKind::Sqlite => {
+            let path = args.data_dir.join("state.db");
+            let store = SqliteStore::open(&path, SqliteOptions::default())
+                .await
+                .with_context(|| format!("cannot open the SQLite store {}", path.display()))?;
+            tracing::info!(path = %path.display(), "opened the SQLite store");
+            Arc::new(store)
+        }
+        StoreKind::Etcd => {
+            if args.etcd_endpoints.is_empty() {
+                bail!("--store etcd needs --etcd-endpoints");
+            }
+            let store = EtcdStore::connect(&args.etcd_endpoints)
+                .await
+                .with_context(|| format!("cannot connect to etcd at {:?}", args.etcd_endpoints))?;
+            tracing::info!(endpoints = ?args.etcd_endpoints, "connected to etcd");
+            Arc::new(store)
+        }
+    })
+}
+
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+pub(crate) async fn run() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        // Colours only on a terminal: logs redirected to a file stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    if let Some(Command::NodeKubeconfig { node, server, out }) = &args.command {
+        return node_kubeconfig(&args, node, server.as_deref(), out.as_deref());
+    }
+    let authenticator = match &args.token_auth_file {
+        Some(path) => Authenticator::from_token_file(path)?,
+        None => Authenticator::default(),
+    };
+    let pki = Pki::load_or_create(&args.data_dir.join("pki"))?;
+    let store = open_store(&args).await?;
+    bootstrap(store.as_ref())
+        .await
+        .context("cannot create the system namespaces")?;
+    // The API server's state wraps the store so /metrics times every store call, the
+    // compactor's included.
+    // What kube-apiserver presents to kubelets (`kubectl logs`): the node agents accept this
+    // common name from the cluster CA.
+    let kubelet_client = pki.persistent_client(
+        "apiserver-kubelet-client",
+        "kube-apiserver-kubelet-client",
+        None,
+    )?;
+    let kubelet_client = KubeletClient::new(
+        kubelet_client.cert_pem.as_bytes(),
+        kubelet_client.key_pem.as_bytes(),
+    )
+    .context("cannot use the kubelet client certificate")?;
+    // What kube-apiserver presents to aggregated API servers (--proxy-client-cert-file), from
+    // a CA of its own that the extension-apiserver-authentication ConfigMap publishes.
+    let front_proxy = Pki::load_or_create_ca(
+        &args.data_dir.join("pki"),
+        "front-proxy-ca",
+        "keelson-front-proxy-ca",
+    )?;
+    let proxy_client =
+        front_proxy.persistent_client("front-proxy-client", FRONT_PROXY_CLIENT, None)?;
+    aggregation::publish_authentication(
+        store.as_ref(),
+        pki.ca_pem(),
+        front_proxy.ca_pem(),
+        &[FRONT_PROXY_CLIENT],
+    )
+    .await
+    .context("cannot publish extension-apiserver-authentication")?;
+    let aggregator_client = AggregatorClient::new(
+        proxy_client.cert_pem.as_bytes(),
+        proxy_client.key_pem.as_bytes(),
+    )
+    .context("cannot use the front-proxy client certificate")?;
+    let state = AppState::new(Arc::clone(&store))
+        .with_authenticator(authenticator)
+        .with_kubelet_client(kubelet_client)
+        .with_aggregator_client(aggregator_client)
+        .with_service_network(args.cluster.service_network());
+    let availability = tokio::spawn(aggregation::available::run(
+        state.clone(),
+        API_SERVICE_CHECK_PERIOD,
+    ));
+    let compactor = tokio::spawn(keelson_store::run_compactor(
+        Arc::clone(state.store()),
+        CompactionPolicy::default(),
+    ));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listen = listener.local_addr().context("no local address")?;
+    let serving = serving_certificate(
+        &pki,
+        listen,
+        args.cluster.service_network().kubernetes_service_ip(),
+        &args.tls_sans,
+    )?;
+    let tls_config = tls::server_config(
+        serving.cert_pem.as_bytes(),
+        serving.key_pem.as_bytes(),
+        pki.ca_pem().as_bytes(),
+    )
+    .context("cannot configure TLS")?;
+    let kubeconfig = write_admin_kubeconfig(&args.data_dir, &pki, &server_url(listen))?;
+    tracing::info!(%listen, "serving the Kubernetes API over HTTPS");
+    tracing::info!(kubeconfig = %kubeconfig.display(), "wrote the admin kubeconfig");
+    let router = app(state.clone());
+    let server = tokio::spawn(tls::serve(listener, router, tls_config, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        state.shutdown();
+    }));
+    let components =
+        start_cluster_components(&args.cluster, store.as_ref(), listen, &kubeconfig).await?;
+    let served = server.await.context("the API server task panicked")?;
+    components.abort();
+    served.context("the API server failed")?;
+    compactor.abort();
+    availability.abort();
+    Ok(())
+}
