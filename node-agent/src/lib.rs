@@ -3,7 +3,6 @@
 //! namespace and address ([`network`]).
 
 pub mod api_failover;
-pub mod config_file;
 pub mod datapath;
 pub mod network;
 pub mod node;

@@ -262,11 +262,11 @@ fn main() -> ExitCode {
         // Colours only on a terminal: logs redirected to a file stay plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let argv = keelson_node_agent::config_file::expand(
+    let argv = keelson_daemon::config_file::expand(
         &Cli::command(),
-        "run",
+        Some("run"),
         std::env::args_os().collect(),
-        std::env::var_os(keelson_node_agent::config_file::ENV),
+        std::env::var_os(keelson_daemon::config_file::ENV),
     );
     let cli = match argv {
         Ok(argv) => Cli::parse_from(argv),
