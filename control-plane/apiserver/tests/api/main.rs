@@ -186,6 +186,7 @@ mod apply;
 mod crd;
 mod crd_apply;
 mod crd_conversion;
+mod health;
 mod https;
 mod kinds;
 mod openapi;
