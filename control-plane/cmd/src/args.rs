@@ -1,6 +1,9 @@
 //! The command line: flags (each with an env var) and subcommands.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use keelson_api::cidr::Ipv4Cidr;
@@ -34,14 +37,32 @@ pub(crate) struct Args {
         default_value = "/var/lib/keelson"
     )]
     pub(crate) data_dir: PathBuf,
-    /// Address to serve the API on (HTTPS).
+    /// A YAML file whose keys are these flags' names (`secure-port: 6443`); flags given on the
+    /// command line win over it, and it wins over environment variables and defaults. An
+    /// unknown key is refused.
+    #[arg(long, global = true, env = "KEELSON_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// The IP address to serve the API on (`0.0.0.0`: every IPv4 address of the host, `::`:
+    /// every address).
     #[arg(
         long,
         global = true,
-        env = "KEELSON_LISTEN",
-        default_value = "127.0.0.1:6443"
+        env = "KEELSON_BIND_ADDRESS",
+        default_value = "0.0.0.0"
     )]
-    pub(crate) listen: SocketAddr,
+    pub(crate) bind_address: IpAddr,
+    /// The port to serve the API on (HTTPS).
+    #[arg(
+        long,
+        global = true,
+        env = "KEELSON_SECURE_PORT",
+        default_value_t = 6443
+    )]
+    pub(crate) secure_port: u16,
+    /// Address and port to serve the API on, in one (`127.0.0.1:6443`); overrides
+    /// --bind-address and --secure-port.
+    #[arg(long, global = true, env = "KEELSON_LISTEN")]
+    pub(crate) listen: Option<SocketAddr>,
     /// Static bearer tokens, Kubernetes' CSV format: token,user,uid[,"group1,group2"].
     #[arg(long, env = "KEELSON_TOKEN_AUTH_FILE")]
     pub(crate) token_auth_file: Option<PathBuf>,
@@ -84,8 +105,10 @@ pub(crate) struct ClusterArgs {
         value_parser = parse_port_range
     )]
     pub(crate) service_node_port_range: std::ops::RangeInclusive<u16>,
-    /// The address the `kubernetes` Service's endpoints point at (default: the --listen
-    /// address, or 127.0.0.1 when that is unspecified).
+    /// The address this control plane is reached at by nodes and pods: in the serving
+    /// certificate, the `kubernetes` Service's endpoints and join commands [default: the bind
+    /// address if it is a specific one, else the address of the interface with the default
+    /// route, else 127.0.0.1].
     #[arg(long, env = "KEELSON_ADVERTISE_ADDRESS")]
     pub(crate) advertise_address: Option<std::net::IpAddr>,
     /// The block node pod CIDRs are cut from (node IPAM).
@@ -172,6 +195,19 @@ pub(crate) fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u1
     Ok(low..=high)
 }
 
+impl Args {
+    /// The address and port to serve on (`--listen`, else `--bind-address`:`--secure-port`).
+    pub(crate) fn listen(&self) -> SocketAddr {
+        self.listen
+            .unwrap_or(SocketAddr::new(self.bind_address, self.secure_port))
+    }
+
+    /// The address nodes and pods reach this control plane at (see [`crate::address`]).
+    pub(crate) fn advertise_address(&self) -> IpAddr {
+        crate::address::advertise(self.cluster.advertise_address, self.listen().ip())
+    }
+}
+
 impl ClusterArgs {
     pub(crate) fn service_network(&self) -> ServiceNetwork {
         ServiceNetwork {
@@ -189,7 +225,7 @@ pub(crate) enum Command {
         /// The node's name.
         #[arg(long)]
         node: String,
-        /// The API server URL the node uses [default: https://<--listen>].
+        /// The API server URL the node uses [default: https://ADVERTISE_ADDRESS:PORT].
         #[arg(long)]
         server: Option<String>,
         /// Write the kubeconfig here (mode 0600) instead of printing it.

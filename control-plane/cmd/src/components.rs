@@ -20,21 +20,15 @@ pub(crate) async fn admin_client(kubeconfig: &Path) -> anyhow::Result<kube::Clie
 }
 
 /// Creates the `kubernetes` Service, then starts the scheduler and the controllers the flags
-/// ask for, as API clients of the server listening on `listen`. Returns the task to abort on
-/// shutdown.
+/// ask for, as API clients of the server listening on `listen` (advertised at
+/// `advertise_ip`). Returns the task to abort on shutdown.
 pub(crate) async fn start_cluster_components(
     args: &ClusterArgs,
     store: &dyn Store,
     listen: SocketAddr,
+    advertise_ip: std::net::IpAddr,
     kubeconfig: &Path,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let advertise_ip = args
-        .advertise_address
-        .unwrap_or(if listen.ip().is_unspecified() {
-            std::net::IpAddr::from([127, 0, 0, 1])
-        } else {
-            listen.ip()
-        });
     keelson_apiserver::allocator::ensure_kubernetes_service(
         store,
         &args.service_network(),

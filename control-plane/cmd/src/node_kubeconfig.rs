@@ -33,7 +33,16 @@ pub(crate) fn node_kubeconfig(
     let pki = Pki::load_or_create(&args.data_dir.join("pki"))?;
     let user = UserInfo::node(node);
     let credentials = pki.client(&user.name, user.groups.first().map(String::as_str))?;
-    let server = server.map_or_else(|| server_url(args.listen), str::to_owned);
+    let server = server.map_or_else(
+        || {
+            let port = args.listen().port();
+            format!(
+                "https://{}",
+                SocketAddr::new(args.advertise_address(), port)
+            )
+        },
+        str::to_owned,
+    );
     let kubeconfig = pki::kubeconfig(&server, pki.ca_pem(), &user.name, &credentials);
     match out {
         Some(path) => {

@@ -8,7 +8,6 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use clap::Parser;
 use keelson_apiserver::{
     AggregatorClient, AppState, Authenticator, KubeletClient, aggregation, app,
     auth::MASTERS_GROUP, bootstrap, tls,
@@ -30,10 +29,12 @@ const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
 const API_SERVICE_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Issues the serving certificate: loopback, the listen address (every host address when it
-/// is unspecified), the names and the Service address in-cluster clients use, and --tls-san.
+/// is unspecified), the advertised address, the names and the Service address in-cluster
+/// clients use, and --tls-san.
 pub(crate) fn serving_certificate(
     pki: &Pki,
     listen: SocketAddr,
+    advertise: IpAddr,
     kubernetes_service_ip: Option<Ipv4Addr>,
     sans: &[String],
 ) -> anyhow::Result<Issued> {
@@ -55,6 +56,7 @@ pub(crate) fn serving_certificate(
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(Ipv6Addr::LOCALHOST),
     ];
+    ips.push(advertise);
     // In-cluster clients reach the API through the `kubernetes` Service.
     ips.extend(kubernetes_service_ip.map(IpAddr::V4));
     if listen.ip().is_unspecified() {
@@ -143,15 +145,11 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-pub(crate) async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        // Colours only on a terminal: logs redirected to a file stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
-    let args = Args::parse();
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    keelson_daemon::log::init(
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        keelson_daemon::log::Output::Stdout,
+    );
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     if let Some(Command::NodeKubeconfig { node, server, out }) = &args.command {
@@ -215,13 +213,15 @@ pub(crate) async fn run() -> anyhow::Result<()> {
         Arc::clone(state.store()),
         CompactionPolicy::default(),
     ));
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(args.listen())
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {}", args.listen()))?;
     let listen = listener.local_addr().context("no local address")?;
+    let advertise = args.advertise_address();
     let serving = serving_certificate(
         &pki,
         listen,
+        advertise,
         args.cluster.service_network().kubernetes_service_ip(),
         &args.tls_sans,
     )?;
@@ -232,20 +232,33 @@ pub(crate) async fn run() -> anyhow::Result<()> {
     )
     .context("cannot configure TLS")?;
     let kubeconfig = write_admin_kubeconfig(&args.data_dir, &pki, &server_url(listen))?;
-    tracing::info!(%listen, "serving the Kubernetes API over HTTPS");
+    tracing::info!(%listen, %advertise, "serving the Kubernetes API over HTTPS");
     tracing::info!(kubeconfig = %kubeconfig.display(), "wrote the admin kubeconfig");
     let router = app(state.clone());
+    let health = state.health().clone();
     let server = tokio::spawn(tls::serve(listener, router, tls_config, async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
+        keelson_daemon::systemd::stopping();
         state.shutdown();
     }));
-    let components =
-        start_cluster_components(&args.cluster, store.as_ref(), listen, &kubeconfig).await?;
+    let components = start_cluster_components(
+        &args.cluster,
+        store.as_ref(),
+        listen,
+        advertise,
+        &kubeconfig,
+    )
+    .await?;
+    // READY=1 once /readyz passes, the watchdog while /livez does (no-op outside systemd).
+    let notifier = keelson_daemon::systemd::spawn(health);
     let served = server.await.context("the API server task panicked")?;
     components.abort();
     served.context("the API server failed")?;
     compactor.abort();
     availability.abort();
+    if let Some(notifier) = notifier {
+        notifier.abort();
+    }
     Ok(())
 }
