@@ -350,7 +350,9 @@ mod tests {
                 "1h"
             ]
         );
-        top.clone().try_get_matches_from(out).expect("clap accepts it");
+        top.clone()
+            .try_get_matches_from(out)
+            .expect("clap accepts it");
         let unknown = file("bind-adress: 0.0.0.0\n");
         let error = expand(
             &top,

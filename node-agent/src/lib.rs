@@ -4,6 +4,7 @@
 
 pub mod api_failover;
 pub mod datapath;
+pub mod health;
 pub mod network;
 pub mod node;
 pub mod pods;
