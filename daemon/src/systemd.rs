@@ -10,8 +10,10 @@ use sd_notify::NotifyState;
 
 use crate::health::{Health, Probe};
 
-/// How often readiness is re-checked while not watchdog-driven.
+/// How often the checks run until the process is ready (and at most between watchdog pings).
 const POLL: Duration = Duration::from_secs(1);
+/// How often readiness is re-checked for `STATUS=` once the process was ready.
+const STATUS_PERIOD: Duration = Duration::from_secs(10);
 
 /// Whether systemd listens for notifications from this process.
 pub fn enabled() -> bool {
@@ -59,6 +61,7 @@ async fn notify_loop(health: Health, watchdog: Option<Duration>) {
     let mut ready = false;
     let mut last_status = String::new();
     let mut last_ping = tokio::time::Instant::now();
+    let mut last_status_check: Option<tokio::time::Instant> = None;
     notify(&[NotifyState::Status("starting")]);
     loop {
         ticks.tick().await;
@@ -70,6 +73,11 @@ async fn notify_loop(health: Health, watchdog: Option<Duration>) {
             notify(&[NotifyState::Watchdog]);
             last_ping = tokio::time::Instant::now();
         }
+        if ready && live.is_ok() && last_status_check.is_some_and(|at| at.elapsed() < STATUS_PERIOD)
+        {
+            continue;
+        }
+        last_status_check = Some(tokio::time::Instant::now());
         let status = match (&live, health.passes(Probe::Readyz).await) {
             (Err(failed), _) => status_line(Probe::Livez, failed),
             (Ok(()), Err(failed)) => status_line(Probe::Readyz, &failed),
