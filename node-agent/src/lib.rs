@@ -3,8 +3,8 @@
 //! namespace and address ([`network`]).
 
 pub mod api_failover;
-pub mod config_file;
 pub mod datapath;
+pub mod health;
 pub mod host;
 pub mod join;
 pub mod network;

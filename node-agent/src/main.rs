@@ -314,17 +314,12 @@ fn log_filter() -> EnvFilter {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter())
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: logs redirected to a file stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let argv = keelson_node_agent::config_file::expand(
+    keelson_daemon::log::init(log_filter(), keelson_daemon::log::Output::Stderr);
+    let argv = keelson_daemon::config_file::expand(
         &Cli::command(),
-        "run",
+        Some("run"),
         std::env::args_os().collect(),
-        std::env::var_os(keelson_node_agent::config_file::ENV),
+        std::env::var_os(keelson_daemon::config_file::ENV),
     );
     let cli = match argv {
         Ok(argv) => Cli::parse_from(argv),
@@ -541,8 +536,17 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {}", args.metrics_listen))?;
         let metrics_pins = pin_dir.clone();
-        let app = axum::Router::new()
-            .route("/healthz", axum::routing::get(|| async { "ok" }))
+        let health = keelson_node_agent::health::checks(
+            pin_dir.clone(),
+            args.kubelet.docker_socket.clone(),
+            std::time::Duration::from_secs(
+                u64::try_from(args.kubelet.node_lease_duration_seconds).unwrap_or(40),
+            ),
+        );
+        // READY=1 once /readyz passes, the watchdog while /livez does (no-op outside systemd).
+        let _notifier = keelson_daemon::systemd::spawn(health.clone());
+        let app = health
+            .routes()
             .route(
                 "/metrics",
                 axum::routing::get(move || {
@@ -566,12 +570,32 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
             pods = kubelet.run() => pods,
             routed = routed => routed,
             rotated = rotated => rotated,
-            _ = tokio::signal::ctrl_c() => {
+            () = stop_signal() => {
+                keelson_daemon::systemd::stopping();
                 tracing::info!("stopping; pinned maps and links stay for the next start");
                 Ok(())
             }
         }
     })
+}
+
+/// Ctrl-C or SIGTERM (systemd's stop).
+async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }
 
 /// `config` relaying through a failover proxy to `servers`; unchanged when there are none.

@@ -431,8 +431,11 @@ where
     let mut ticker = tokio::time::interval(renew);
     loop {
         ticker.tick().await;
-        if let Err(error) = renew_lease(&leases, &config, &node).await {
-            tracing::warn!(error = %crate::error_chain(&error), "renewing the node Lease");
+        match renew_lease(&leases, &config, &node).await {
+            Ok(()) => crate::health::SIGNALS.lease_renewed(),
+            Err(error) => {
+                tracing::warn!(error = %crate::error_chain(&error), "renewing the node Lease");
+            }
         }
         let runtime = runtime_version().await;
         let desired = desired_status(&config, &runtime);

@@ -187,6 +187,7 @@ pub async fn run(
         }
         if !cache.initial_sync_done {
             cache.initial_sync_done = true;
+            crate::health::SIGNALS.services_synced();
             let finished = lb
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -34,7 +34,8 @@ use nix::{
 use crate::cmd::{self, command, repo_root};
 use keelson_testbed::wait_until;
 
-const LISTEN: &str = "127.0.0.1:6443";
+/// The API server's port.
+const API_PORT: u16 = 6443;
 /// The control plane's default Service range; blackholed so that an untranslated Service packet
 /// never leaves through the uplink.
 const SERVICE_CIDR: &str = "10.96.0.0/12";
@@ -48,6 +49,26 @@ pub struct UpArgs {
     /// (`cargo xtask down` stops it).
     #[arg(long)]
     detach: bool,
+    /// The address the control plane listens on (`0.0.0.0`: every address, so other hosts,
+    /// VMs and pods reach the API; it then advertises the default-route interface's address).
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_address: std::net::IpAddr,
+}
+
+impl UpArgs {
+    /// What the control plane listens on.
+    fn listen(&self) -> SocketAddr {
+        SocketAddr::new(self.bind_address, API_PORT)
+    }
+
+    /// Where this machine reaches the control plane (loopback when it listens everywhere).
+    fn probe(&self) -> SocketAddr {
+        if self.bind_address.is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], API_PORT))
+        } else {
+            self.listen()
+        }
+    }
 }
 
 /// What `up` started, as `.keelson/up.state` records it for `down`.
@@ -151,8 +172,11 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         println!("==> up: cleaning up after a previous `up` that did not stop cleanly");
         stop(&previous);
     }
-    if TcpStream::connect(LISTEN).is_ok() {
-        bail!("{LISTEN} is already in use by another program; keelson's API needs it");
+    if TcpStream::connect(args.probe()).is_ok() {
+        bail!(
+            "{} is already in use by another program; keelson's API needs it",
+            args.probe()
+        );
     }
 
     println!("==> up: building release binaries");
@@ -255,7 +279,8 @@ fn start(
     cmd::run(command("ip").args(["route", "replace", "blackhole", SERVICE_CIDR]))?;
 
     println!(
-        "==> up: starting keelson-control-plane on https://{LISTEN} (state in {}, log in {})",
+        "==> up: starting keelson-control-plane on https://{} (state in {}, log in {})",
+        args.listen(),
         data_dir.display(),
         log_dir().join("control-plane.log").display()
     );
@@ -263,7 +288,11 @@ fn start(
     let child = background(&control_plane, "control-plane.log")?
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", LISTEN, "--leader-elect=false"])
+        .args([
+            "--listen",
+            &args.listen().to_string(),
+            "--leader-elect=false",
+        ])
         .spawn()
         .context("cannot start keelson-control-plane")?;
     running.control_plane = Some(child.id());
@@ -276,7 +305,7 @@ fn start(
                 tail(&log_dir().join("control-plane.log"))
             );
         }
-        Ok(TcpStream::connect(LISTEN).is_ok() && admin.is_file())
+        Ok(TcpStream::connect(args.probe()).is_ok() && admin.is_file())
     })?;
 
     println!("==> up: issuing node credentials for {node}");
@@ -287,7 +316,7 @@ fn start(
             .arg(data_dir)
             .args([
                 "--listen",
-                LISTEN,
+                &args.listen().to_string(),
                 "node-kubeconfig",
                 "--node",
                 &node,

@@ -23,11 +23,6 @@ pub(crate) fn json_response(code: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
-/// `/healthz`, `/readyz`, `/livez`.
-pub(crate) async fn ok() -> &'static str {
-    "ok"
-}
-
 /// Anything unrouted.
 pub(crate) async fn not_found() -> ApiError {
     ApiError::no_route()

@@ -2,7 +2,7 @@
 //!
 //! [`app`] builds the axum [`Router`]: discovery (`/version`, `/api`, `/apis`, `/api/v1`,
 //! `/apis/<group>/<version>`, and the aggregated `apidiscovery.k8s.io` documents),
-//! `/openapi/v2` and `/openapi/v3` ([`openapi`]), health endpoints, and for every resource in [`registry::RESOURCES`] get, list,
+//! `/openapi/v2` and `/openapi/v3` ([`openapi`]), the health endpoints (`health`), and for every resource in [`registry::RESOURCES`] get, list,
 //! watch, create, update, patch, delete and deletecollection, with the `status`, `scale`,
 //! `binding`, `log` and `finalize` subresources, and `/metrics` ([`metrics`]); custom
 //! resources of every established CustomResourceDefinition are served beside them (`crd`).
@@ -38,6 +38,7 @@ mod discovery;
 pub mod error;
 pub mod finalizers;
 mod handlers;
+mod health;
 pub mod metrics;
 mod object;
 pub mod openapi;
@@ -82,6 +83,7 @@ pub struct AppState {
     aggregator: Option<AggregatorClient>,
     crds: Arc<crd::Registry>,
     openapi: Arc<openapi::OpenApi>,
+    health: keelson_daemon::health::Health,
 }
 
 impl AppState {
@@ -90,11 +92,13 @@ impl AppState {
     /// authenticated until [`AppState::with_authenticator`] adds bearer tokens.
     pub fn new(store: Arc<dyn Store>) -> Self {
         let metrics = Arc::new(Metrics::new());
+        let shutdown = Arc::new(watch::Sender::new(false));
+        let health = health::checks(Arc::clone(&store), Arc::clone(&shutdown));
         Self {
             store: Arc::new(InstrumentedStore::new(store, Arc::clone(&metrics))),
             authenticator: Arc::new(Authenticator::default()),
             metrics,
-            shutdown: Arc::new(watch::Sender::new(false)),
+            shutdown,
             services: Arc::new(ServiceNetwork::default()),
             watch_events: Arc::default(),
             kubelet: None,
@@ -102,6 +106,7 @@ impl AppState {
             aggregator: None,
             crds: Arc::default(),
             openapi: Arc::default(),
+            health,
         }
     }
 
@@ -142,6 +147,18 @@ impl AppState {
         &self.openapi
     }
 
+    /// The checks `/livez`, `/readyz` and `/healthz` run (`ping`, `runtime`, `etcd`,
+    /// `poststarthook/bootstrap`, `shutdown`): add the binary's own with
+    /// [`keelson_daemon::health::Health::add`].
+    pub fn health(&self) -> &keelson_daemon::health::Health {
+        &self.health
+    }
+
+    /// Whether [`AppState::shutdown`] was called.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     /// The metrics `/metrics` serves.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -168,9 +185,7 @@ pub fn app(state: AppState) -> Router {
             "/openapi/v3/{*group_version}",
             get(openapi::v3_group_version),
         )
-        .route("/healthz", get(discovery::ok))
-        .route("/readyz", get(discovery::ok))
-        .route("/livez", get(discovery::ok))
+        .merge(state.health.routes())
         .route("/metrics", get(metrics::serve))
         .fallback(discovery::not_found)
         .layer(middleware::from_fn_with_state(

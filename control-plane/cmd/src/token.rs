@@ -20,6 +20,66 @@ use kube::{
     api::{DeleteParams, ListParams, ObjectMeta, PostParams},
 };
 
+/// `keelson-control-plane token ...`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Creates a token and prints the one-line join command for it.
+    Create {
+        /// How long the token is valid (`0` never expires).
+        #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+        ttl: TokenTtl,
+        /// What the token is for, shown by `token list`.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Lists the bootstrap tokens.
+    List,
+    /// Deletes a token (its id or the whole token).
+    Delete {
+        /// `ID` or `ID.SECRET`.
+        token: String,
+    },
+}
+
+/// A `--ttl`: a duration, or `0` for a token that never expires.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TokenTtl(Option<Duration>);
+
+fn parse_ttl(text: &str) -> Result<TokenTtl, String> {
+    if text.trim() == "0" || text.trim() == "0s" {
+        return Ok(TokenTtl(None));
+    }
+    crate::args::parse_duration(text).map(|d| TokenTtl(Some(d)))
+}
+
+/// Runs `token <action>` against the control plane whose data directory `args` names, which
+/// nodes reach at its advertise address.
+pub(crate) async fn command(args: &crate::args::Args, action: &TokenCommand) -> anyhow::Result<()> {
+    let kubeconfig = args.data_dir.join("admin.kubeconfig");
+    match action {
+        TokenCommand::Create { ttl, description } => {
+            let ca_path = args.data_dir.join("pki").join("ca.crt");
+            let ca_pem = std::fs::read_to_string(&ca_path).with_context(|| {
+                format!(
+                    "cannot read the cluster CA {} (start keelson-control-plane with this --data-dir first)",
+                    ca_path.display()
+                )
+            })?;
+            let advertised = SocketAddr::new(args.advertise_address(), args.listen().port());
+            create(
+                &kubeconfig,
+                &ca_pem,
+                advertised,
+                ttl.0,
+                description.as_deref(),
+            )
+            .await
+        }
+        TokenCommand::List => list(&kubeconfig).await,
+        TokenCommand::Delete { token } => delete(&kubeconfig, token).await,
+    }
+}
+
 /// kubeadm's default extra group for node-joining tokens.
 const DEFAULT_NODE_TOKEN_GROUP: &str = "system:bootstrappers:kubeadm:default-node-token";
 
@@ -94,12 +154,14 @@ pub fn join_command(server: SocketAddr, token: &BootstrapToken, ca_hash: &str) -
 }
 
 async fn secrets(kubeconfig: &Path) -> anyhow::Result<Api<Secret>> {
-    let client = crate::admin_client(kubeconfig).await.with_context(|| {
-        format!(
-            "cannot use {} (is keelson-control-plane running with this --data-dir?)",
-            kubeconfig.display()
-        )
-    })?;
+    let client = crate::components::admin_client(kubeconfig)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot use {} (is keelson-control-plane running with this --data-dir?)",
+                kubeconfig.display()
+            )
+        })?;
     Ok(Api::namespaced(client, bt::SECRET_NAMESPACE))
 }
 

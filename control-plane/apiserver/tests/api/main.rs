@@ -187,6 +187,7 @@ mod bootstrap;
 mod crd;
 mod crd_apply;
 mod crd_conversion;
+mod health;
 mod https;
 mod kinds;
 mod openapi;

@@ -1,8 +1,9 @@
-//! `keelson-node-agent run --config FILE`: the flags of `run` from a YAML file, as the kubelet
-//! takes its configuration from a file.
+//! `--config FILE`: a command's flags from a YAML file, as the kubelet takes its configuration
+//! from a file (`keelson-node-agent run --config /etc/keelson/node-agent.yaml`,
+//! `keelson-control-plane --config /etc/keelson/control-plane.yaml`).
 //!
-//! The file is a map whose keys are `run`'s long flag names without the dashes and whose values
-//! are what the flag takes (a list for a flag that may be repeated):
+//! The file is a map whose keys are the command's long flag names without the dashes and whose
+//! values are what the flag takes (a list for a flag that may be repeated):
 //!
 //! ```yaml
 //! kubeconfig: /etc/keelson/node.kubeconfig
@@ -25,23 +26,37 @@ pub const FLAG: &str = "config";
 /// The environment variable that may name the file instead of the flag.
 pub const ENV: &str = "KEELSON_CONFIG";
 
-/// Rewrites `argv` (program name first) so that a `subcommand` invocation with `--config FILE`
-/// (or `KEELSON_CONFIG=FILE` in `env_config`) also carries the file's settings as flags, placed
-/// before the command line's own. Other invocations are returned unchanged.
+/// Flags that are no settings.
+const NOT_KEYS: &[&str] = &[FLAG, "help", "version"];
+
+/// Rewrites `argv` (program name first) so that an invocation with `--config FILE` (or
+/// `KEELSON_CONFIG=FILE` in `env_config`) also carries the file's settings as flags, placed
+/// before the command line's own. With `Some(subcommand)` the file holds that subcommand's
+/// flags and only its invocations are rewritten; with `None` it holds `command`'s own
+/// (top-level) flags. Other invocations are returned unchanged.
 pub fn expand(
     command: &clap::Command,
-    subcommand: &str,
+    subcommand: Option<&str>,
     argv: Vec<OsString>,
     env_config: Option<OsString>,
 ) -> anyhow::Result<Vec<OsString>> {
-    if argv.get(1).is_none_or(|arg| arg != subcommand) {
+    let (sub, head) = match subcommand {
+        Some(name) => {
+            if argv.get(1).is_none_or(|arg| arg != name) {
+                return Ok(argv);
+            }
+            let Some(sub) = command.find_subcommand(name) else {
+                return Ok(argv);
+            };
+            (sub, 2)
+        }
+        None => (command, 1),
+    };
+    if argv.len() < head {
         return Ok(argv);
     }
-    let Some(sub) = command.find_subcommand(subcommand) else {
-        return Ok(argv);
-    };
-    let given = given_flags(&argv[2..]);
-    let path = match config_path(&argv[2..]) {
+    let given = given_flags(&argv[head..]);
+    let path = match config_path(&argv[head..]) {
         Some(path) => path,
         None => match env_config.filter(|value| !value.is_empty()) {
             Some(path) => path,
@@ -55,14 +70,14 @@ pub fn expand(
         flags_from_yaml(sub, &text).with_context(|| format!("config file {}", path.display()))?;
 
     let mut out = Vec::with_capacity(argv.len() + settings.len());
-    out.extend(argv[..2].iter().cloned());
+    out.extend(argv[..head].iter().cloned());
     for (name, values) in settings {
         if given.iter().any(|flag| flag == &name) {
             continue;
         }
         out.extend(values);
     }
-    out.extend(argv[2..].iter().cloned());
+    out.extend(argv[head..].iter().cloned());
     Ok(out)
 }
 
@@ -112,7 +127,7 @@ fn flags_from_yaml(
             let known: Vec<&str> = command
                 .get_arguments()
                 .filter_map(clap::Arg::get_long)
-                .filter(|long| *long != FLAG && *long != "help")
+                .filter(|long| !NOT_KEYS.contains(long))
                 .collect();
             bail!(
                 "unknown key `{key}` (the keys are the flags of `{}`: {})",
@@ -120,7 +135,7 @@ fn flags_from_yaml(
                 known.join(", ")
             );
         };
-        if key == FLAG || key == "help" {
+        if NOT_KEYS.contains(&key.as_str()) {
             bail!("key `{key}` cannot be set from a config file");
         }
         let takes_value = arg.get_action().takes_values();
@@ -214,7 +229,7 @@ mod tests {
         let path = config.path().to_str().expect("path");
         let out = expand(
             &cli(),
-            "run",
+            Some("run"),
             argv(&["agent", "run", "--config", path, "--node-name=cli"]),
             None,
         )
@@ -252,7 +267,7 @@ mod tests {
         let config = file("node-name: from-env-file\n");
         let out = expand(
             &cli(),
-            "run",
+            Some("run"),
             argv(&["agent", "run"]),
             Some(config.path().as_os_str().to_owned()),
         )
@@ -264,12 +279,12 @@ mod tests {
     fn other_subcommands_and_runs_without_a_file_are_untouched() {
         let plain = argv(&["agent", "run", "--node-name", "x"]);
         assert_eq!(
-            expand(&cli(), "run", plain.clone(), None).expect("expand"),
+            expand(&cli(), Some("run"), plain.clone(), None).expect("expand"),
             plain
         );
         let other = argv(&["agent", "check", "--config", "/nonexistent"]);
         assert_eq!(
-            expand(&cli(), "run", other.clone(), None).expect("expand"),
+            expand(&cli(), Some("run"), other.clone(), None).expect("expand"),
             other
         );
     }
@@ -281,7 +296,7 @@ mod tests {
             let path = config.path().to_str().expect("path").to_owned();
             let error = expand(
                 &cli(),
-                "run",
+                Some("run"),
                 argv(&["agent", "run", "--config", &path]),
                 None,
             )
@@ -298,11 +313,61 @@ mod tests {
         assert!(error("node-name: {a: 1}\n").contains("takes a string"));
         let missing = expand(
             &cli(),
-            "run",
+            Some("run"),
             argv(&["agent", "run", "--config=/nonexistent/agent.yaml"]),
             None,
         )
         .expect_err("a missing file is refused");
         assert!(format!("{missing:#}").contains("cannot read config file /nonexistent/agent.yaml"));
+    }
+
+    #[test]
+    fn a_top_level_file_sets_the_commands_own_flags_before_a_subcommand() {
+        let top = Command::new("control-plane")
+            .arg(Arg::new("config").long("config").global(true))
+            .arg(Arg::new("data-dir").long("data-dir").global(true))
+            .arg(Arg::new("secure-port").long("secure-port"))
+            .subcommand(Command::new("token").arg(Arg::new("ttl").long("ttl")));
+        let config = file("data-dir: /srv/keelson\nsecure-port: 7443\n");
+        let path = config.path().to_str().expect("path");
+        let out = expand(
+            &top,
+            None,
+            argv(&["cp", "--config", path, "token", "--ttl", "1h"]),
+            None,
+        )
+        .expect("expand");
+        assert_eq!(
+            strings(out.clone()),
+            [
+                "cp",
+                "--data-dir=/srv/keelson",
+                "--secure-port=7443",
+                "--config",
+                path,
+                "token",
+                "--ttl",
+                "1h"
+            ]
+        );
+        top.clone()
+            .try_get_matches_from(out)
+            .expect("clap accepts it");
+        let unknown = file("bind-adress: 0.0.0.0\n");
+        let error = expand(
+            &top,
+            None,
+            argv(&["cp", "--config", unknown.path().to_str().expect("path")]),
+            None,
+        )
+        .expect_err("an unknown key is refused");
+        assert_eq!(
+            format!("{error:#}"),
+            format!(
+                "config file {}: unknown key `bind-adress` (the keys are the flags of \
+                 `control-plane`: data-dir, secure-port)",
+                unknown.path().display()
+            )
+        );
     }
 }

@@ -1,0 +1,338 @@
+//! Serving: the store, the certificates, the admin kubeconfig, the HTTPS server and the
+//! in-process components, until SIGTERM or Ctrl-C.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::{Context, bail};
+use keelson_apiserver::{
+    AggregatorClient, AppState, Authenticator, KubeletClient, aggregation, app,
+    auth::MASTERS_GROUP, bootstrap, tls,
+};
+use keelson_store::{CompactionPolicy, EtcdStore, SqliteOptions, SqliteStore, Store};
+use tracing_subscriber::EnvFilter;
+
+use crate::{
+    args::{Args, Command, StoreKind},
+    components::start_cluster_components,
+    node_kubeconfig::{node_kubeconfig, server_url},
+    pki::{self, Issued, Pki},
+};
+
+/// The common name of the API server's front-proxy client certificate (kube's default name,
+/// which aggregated API servers are told to accept).
+const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
+/// How often APIServices' `Available` condition is checked.
+const API_SERVICE_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Issues the serving certificate: loopback, the listen address (every host address when it
+/// is unspecified), the advertised address, the names and the Service address in-cluster
+/// clients use, and --tls-san.
+pub(crate) fn serving_certificate(
+    pki: &Pki,
+    listen: SocketAddr,
+    advertise: IpAddr,
+    kubernetes_service_ip: Option<Ipv4Addr>,
+    sans: &[String],
+) -> anyhow::Result<Issued> {
+    let mut dns: Vec<String> = [
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .map(str::to_owned)
+    .into();
+    if let Ok(host) = nix::unistd::gethostname()
+        && let Some(host) = host.to_str()
+    {
+        dns.push(host.to_owned());
+    }
+    let mut ips = vec![
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ];
+    ips.push(advertise);
+    // In-cluster clients reach the API through the `kubernetes` Service.
+    ips.extend(kubernetes_service_ip.map(IpAddr::V4));
+    if listen.ip().is_unspecified() {
+        let addresses = nix::ifaddrs::getifaddrs().context("cannot list the host's addresses")?;
+        ips.extend(addresses.filter_map(|a| {
+            let address = a.address?;
+            address
+                .as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        }));
+    } else {
+        ips.push(listen.ip());
+    }
+    for san in sans {
+        match san.parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => dns.push(san.clone()),
+        }
+    }
+    ips.sort_unstable();
+    ips.dedup();
+    dns.sort_unstable();
+    dns.dedup();
+    pki.serving(&dns, &ips)
+}
+
+pub(crate) fn write_admin_kubeconfig(
+    dir: &Path,
+    pki: &Pki,
+    server: &str,
+) -> anyhow::Result<PathBuf> {
+    let admin = pki.persistent_client("admin", "kubernetes-admin", Some(MASTERS_GROUP))?;
+    let path = dir.join("admin.kubeconfig");
+    pki::write_private(
+        &path,
+        pki::kubeconfig(server, pki.ca_pem(), "kubernetes-admin", &admin).as_bytes(),
+    )?;
+    Ok(path)
+}
+
+pub(crate) async fn open_store(args: &Args) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match args.store {
+        StoreKind::Sqlite => {
+            let path = args.data_dir.join("state.db");
+            let store = SqliteStore::open(&path, SqliteOptions::default())
+                .await
+                .with_context(|| format!("cannot open the SQLite store {}", path.display()))?;
+            tracing::info!(path = %path.display(), "opened the SQLite store");
+            Arc::new(store)
+        }
+        StoreKind::Etcd => {
+            if args.etcd_endpoints.is_empty() {
+                bail!("--store etcd needs --etcd-endpoints");
+            }
+            let store = EtcdStore::connect(&args.etcd_endpoints)
+                .await
+                .with_context(|| format!("cannot connect to etcd at {:?}", args.etcd_endpoints))?;
+            tracing::info!(endpoints = ?args.etcd_endpoints, "connected to etcd");
+            Arc::new(store)
+        }
+    })
+}
+
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    keelson_daemon::log::init(
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        keelson_daemon::log::Output::Stdout,
+    );
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    match &args.command {
+        Some(Command::NodeKubeconfig { node, server, out }) => {
+            return node_kubeconfig(&args, node, server.as_deref(), out.as_deref());
+        }
+        Some(Command::Token { action }) => return crate::token::command(&args, action).await,
+        None => {}
+    }
+    let authenticator = match &args.token_auth_file {
+        Some(path) => Authenticator::from_token_file(path)?,
+        None => Authenticator::default(),
+    };
+    let pki = Pki::load_or_create(&args.data_dir.join("pki"))?;
+    let store = open_store(&args).await?;
+    bootstrap(store.as_ref())
+        .await
+        .context("cannot create the system namespaces")?;
+    // The API server's state wraps the store so /metrics times every store call, the
+    // compactor's included.
+    // What kube-apiserver presents to kubelets (`kubectl logs`): the node agents accept this
+    // common name from the cluster CA.
+    let kubelet_client = pki.persistent_client(
+        "apiserver-kubelet-client",
+        "kube-apiserver-kubelet-client",
+        None,
+    )?;
+    let kubelet_client = KubeletClient::new(
+        kubelet_client.cert_pem.as_bytes(),
+        kubelet_client.key_pem.as_bytes(),
+    )
+    .context("cannot use the kubelet client certificate")?;
+    // What kube-apiserver presents to aggregated API servers (--proxy-client-cert-file), from
+    // a CA of its own that the extension-apiserver-authentication ConfigMap publishes.
+    let front_proxy = Pki::load_or_create_ca(
+        &args.data_dir.join("pki"),
+        "front-proxy-ca",
+        "keelson-front-proxy-ca",
+    )?;
+    let proxy_client =
+        front_proxy.persistent_client("front-proxy-client", FRONT_PROXY_CLIENT, None)?;
+    aggregation::publish_authentication(
+        store.as_ref(),
+        pki.ca_pem(),
+        front_proxy.ca_pem(),
+        &[FRONT_PROXY_CLIENT],
+    )
+    .await
+    .context("cannot publish extension-apiserver-authentication")?;
+    let aggregator_client = AggregatorClient::new(
+        proxy_client.cert_pem.as_bytes(),
+        proxy_client.key_pem.as_bytes(),
+    )
+    .context("cannot use the front-proxy client certificate")?;
+    let state = AppState::new(Arc::clone(&store))
+        .with_authenticator(authenticator)
+        .with_kubelet_client(kubelet_client)
+        .with_aggregator_client(aggregator_client)
+        .with_service_network(args.cluster.service_network());
+    let availability = tokio::spawn(aggregation::available::run(
+        state.clone(),
+        API_SERVICE_CHECK_PERIOD,
+    ));
+    let compactor = tokio::spawn(keelson_store::run_compactor(
+        Arc::clone(state.store()),
+        CompactionPolicy::default(),
+    ));
+    let listener = tokio::net::TcpListener::bind(args.listen())
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen()))?;
+    let listen = listener.local_addr().context("no local address")?;
+    let advertise = args.advertise_address();
+    let serving = serving_certificate(
+        &pki,
+        listen,
+        advertise,
+        args.cluster.service_network().kubernetes_service_ip(),
+        &args.tls_sans,
+    )?;
+    let (tls_config, serving_cert) = tls::reloadable_server_config(
+        serving.cert_pem.as_bytes(),
+        serving.key_pem.as_bytes(),
+        pki.ca_pem().as_bytes(),
+    )
+    .context("cannot configure TLS")?;
+    let renewal = tokio::spawn(renew_serving_certificate(
+        args.data_dir.join("pki"),
+        Serving {
+            listen,
+            advertise,
+            service_ip: args.cluster.service_network().kubernetes_service_ip(),
+            sans: args.tls_sans.clone(),
+        },
+        serving.cert_pem,
+        serving_cert,
+    ));
+    let kubeconfig = write_admin_kubeconfig(&args.data_dir, &pki, &server_url(listen))?;
+    tracing::info!(%listen, %advertise, "serving the Kubernetes API over HTTPS");
+    tracing::info!(kubeconfig = %kubeconfig.display(), "wrote the admin kubeconfig");
+    let router = app(state.clone());
+    let health = state.health().clone();
+    let server = tokio::spawn(tls::serve(listener, router, tls_config, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        keelson_daemon::systemd::stopping();
+        state.shutdown();
+    }));
+    let components = start_cluster_components(
+        &args.cluster,
+        store.as_ref(),
+        listen,
+        advertise,
+        &kubeconfig,
+        &pki,
+    )
+    .await?;
+    // READY=1 once /readyz passes, the watchdog while /livez does (no-op outside systemd).
+    let notifier = keelson_daemon::systemd::spawn(health);
+    let served = server.await.context("the API server task panicked")?;
+    components.abort();
+    served.context("the API server failed")?;
+    compactor.abort();
+    availability.abort();
+    renewal.abort();
+    if let Some(notifier) = notifier {
+        notifier.abort();
+    }
+    Ok(())
+}
+
+/// What the serving certificate names (see [`serving_certificate`]).
+struct Serving {
+    listen: SocketAddr,
+    advertise: IpAddr,
+    service_ip: Option<Ipv4Addr>,
+    sans: Vec<String>,
+}
+
+/// How often the serving certificate's remaining lifetime is checked.
+const SERVING_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Re-issues the serving certificate when less than a third of its lifetime is left
+/// ([`pki::needs_renewal`]) and hands it to the TLS layer, which presents it from the next
+/// handshake on.
+async fn renew_serving_certificate(
+    pki_dir: PathBuf,
+    names: Serving,
+    mut current_pem: String,
+    serving: Arc<tls::ServingCertificate>,
+) {
+    let mut tick = tokio::time::interval(SERVING_CHECK_PERIOD);
+    loop {
+        tick.tick().await;
+        if !pki::needs_renewal(&current_pem, jiff::Timestamp::now()) {
+            continue;
+        }
+        let renewed = Pki::load_or_create(&pki_dir)
+            .and_then(|pki| {
+                serving_certificate(
+                    &pki,
+                    names.listen,
+                    names.advertise,
+                    names.service_ip,
+                    &names.sans,
+                )
+            })
+            .and_then(|issued| {
+                serving
+                    .swap(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())
+                    .context("cannot use the renewed serving certificate")?;
+                Ok(issued.cert_pem)
+            });
+        match renewed {
+            Ok(pem) => {
+                tracing::info!("renewed the serving certificate");
+                current_pem = pem;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot renew the serving certificate"
+                );
+            }
+        }
+    }
+}
