@@ -307,10 +307,12 @@ fn log_filter() -> EnvFilter {
     if directives.contains("kube_client") {
         return filter;
     }
-    match "kube_client::client::builder=off".parse() {
-        Ok(directive) => filter.add_directive(directive),
-        Err(_) => filter,
-    }
+    // `join` reads cluster-info once without verifying the server, on purpose (the token's
+    // signature and the CA hash verify it); kube warns about that read.
+    ["kube_client::client::builder=off", "kube_client::client::tls=off"]
+        .into_iter()
+        .filter_map(|directive| directive.parse().ok())
+        .fold(filter, EnvFilter::add_directive)
 }
 
 fn main() -> ExitCode {
@@ -325,7 +327,7 @@ fn main() -> ExitCode {
         Ok(argv) => Cli::parse_from(argv),
         Err(error) => {
             eprintln!("keelson-node-agent run: {error:#}");
-            return ExitCode::from(2);
+            return ExitCode::FAILURE;
         }
     };
     match cli.command {

@@ -165,13 +165,31 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
         .map_or_else(String::new, ToString::to_string)
 }
 
-/// Discovery: the unverified read, the checks, then the verified read that must agree.
+/// How long discovery waits for the token's signature to appear in cluster-info: the control
+/// plane's bootstrap signer adds it within seconds of `token create` (kubeadm keeps polling
+/// for the same reason). A token that stays unsigned is unknown, expired or deleted.
+const SIGNATURE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Discovery: the unverified read (polled until the token's signature is there, at most
+/// [`SIGNATURE_WAIT`]), the checks, then the verified read that must agree.
 pub async fn discover(
     server: &str,
     token: &BootstrapToken,
     ca_cert_hash: &str,
 ) -> anyhow::Result<ClusterInfo> {
-    let insecure = fetch(server, None).await?;
+    let signature_key = format!("{JWS_PREFIX}{}", token.id);
+    let deadline = tokio::time::Instant::now() + SIGNATURE_WAIT;
+    let insecure = loop {
+        let read = fetch(server, None).await?;
+        let signed = read
+            .data
+            .as_ref()
+            .is_some_and(|data| data.contains_key(&signature_key));
+        if signed || tokio::time::Instant::now() >= deadline {
+            break read;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
     let info = verify(server, &insecure, token, ca_cert_hash)?;
     let secure = fetch(server, Some(&info.ca_der)).await?;
     let again = secure.data.as_ref().and_then(|data| data.get("kubeconfig"));
