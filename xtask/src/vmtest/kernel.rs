@@ -5,18 +5,99 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::Command,
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 
 use crate::cmd;
 
-/// The kernel series this command knows: the series, the apt-cache pattern of its unsigned
-/// image packages (the newest match is used).
-pub(super) const KERNELS: &[(&str, &str)] = &[
-    ("6.1", r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$"),
-    ("6.12", r"^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$"),
+/// Where apt finds a series' image packages.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Archive {
+    /// The host's own apt sources (bookworm, its updates and backports).
+    Host,
+    /// A Debian suite the host's sources do not carry (with its `-security` suite, where an
+    /// LTS release's newest kernels are), read from deb.debian.org through a private apt
+    /// configuration under `target/vm/apt-<suite>/`: the system's sources stay untouched.
+    Suite(&'static str),
+}
+
+/// A kernel series this command knows.
+#[derive(Debug)]
+pub(super) struct Series {
+    /// What `--kernel` takes, e.g. `6.1`.
+    pub(super) name: &'static str,
+    /// The apt-cache pattern of its unsigned image packages (the newest match is used).
+    pattern: &'static str,
+    archive: Archive,
+}
+
+/// The kernel series this command knows: Debian 11's 5.10 (the oldest the README promises),
+/// Debian 12's 6.1 and its backport 6.12.
+pub(super) const KERNELS: &[Series] = &[
+    Series {
+        name: "5.10",
+        pattern: r"^linux-image-5\.10\.0-[0-9]+-amd64-unsigned$",
+        archive: Archive::Suite("bullseye"),
+    },
+    Series {
+        name: "6.1",
+        pattern: r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$",
+        archive: Archive::Host,
+    },
+    Series {
+        name: "6.12",
+        pattern: r"^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$",
+        archive: Archive::Host,
+    },
 ];
+
+/// How long a private suite's package lists are used before `apt-get update` refreshes them.
+const LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// The `-o` options that point apt at `archive` (none for the host's sources); for a private
+/// suite, its configuration is written and its lists fetched when missing or older than
+/// [`LISTS_MAX_AGE`].
+fn apt_options(vm_dir: &Path, archive: Archive) -> anyhow::Result<Vec<String>> {
+    let Archive::Suite(suite) = archive else {
+        return Ok(Vec::new());
+    };
+    let dir = vm_dir.join(format!("apt-{suite}"));
+    let lists = dir.join("lists");
+    for d in [
+        lists.join("partial"),
+        dir.join("cache/archives/partial"),
+        dir.join("sources.list.d"),
+    ] {
+        fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
+    let sources = format!(
+        "deb [signed-by={keyring}] http://deb.debian.org/debian {suite} main\n\
+         deb [signed-by={keyring}] http://deb.debian.org/debian-security {suite}-security main\n"
+    );
+    fs::write(dir.join("sources.list"), sources)?;
+    let options: Vec<String> = [
+        ("Dir::Etc::SourceList", dir.join("sources.list")),
+        ("Dir::Etc::SourceParts", dir.join("sources.list.d")),
+        ("Dir::State::Lists", lists.clone()),
+        ("Dir::Cache", dir.join("cache")),
+    ]
+    .into_iter()
+    .flat_map(|(key, path)| ["-o".to_owned(), format!("{key}={}", path.display())])
+    .collect();
+    let fresh = fs::read_dir(&lists)?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+        .filter_map(|e| e.metadata().ok()?.modified().ok())
+        .any(|modified| modified.elapsed().is_ok_and(|age| age < LISTS_MAX_AGE));
+    if !fresh {
+        cmd::run(Command::new("apt-get").args(&options).arg("update"))
+            .with_context(|| format!("fetching {suite}'s package lists"))?;
+    }
+    Ok(options)
+}
 
 /// An extracted kernel package.
 #[derive(Debug)]
@@ -27,15 +108,21 @@ pub(super) struct Kernel {
     pub(super) modules: PathBuf,
 }
 
-/// The newest image package of `series` apt knows, downloaded and extracted under `vm_dir`
+/// The newest image package of `series` in its archive, downloaded and extracted under `vm_dir`
 /// (both steps skipped when already done).
 pub(super) fn fetch_kernel(vm_dir: &Path, series: &str) -> anyhow::Result<Kernel> {
-    let pattern = KERNELS
+    let known = KERNELS
         .iter()
-        .find(|(s, _)| *s == series)
-        .map(|(_, p)| *p)
+        .find(|k| k.name == series)
         .with_context(|| format!("unknown kernel series {series}"))?;
-    let listing = cmd::output(Command::new("apt-cache").args(["search", "--names-only", pattern]))
+    let pattern = known.pattern;
+    let apt = apt_options(vm_dir, known.archive)?;
+    let listing =
+        cmd::output(
+            Command::new("apt-cache")
+                .args(&apt)
+                .args(["search", "--names-only", pattern]),
+        )
         .with_context(|| format!("`apt-cache search --names-only '{pattern}'` failed"))?;
     let package = listing
         .lines()
@@ -61,6 +148,7 @@ pub(super) fn fetch_kernel(vm_dir: &Path, series: &str) -> anyhow::Result<Kernel
             None => {
                 cmd::run(
                     Command::new("apt-get")
+                        .args(&apt)
                         .args(["download", &package])
                         .current_dir(&debs),
                 )?;

@@ -1,7 +1,8 @@
 //! `cargo xtask vm-test`: the privileged datapath tests inside qemu VMs, one per Debian kernel.
 //!
-//! For each kernel series (6.1, bookworm's own; 6.12, bookworm's backport) this downloads the
-//! newest `linux-image-*-amd64-unsigned` package with `apt-get download` into `target/vm/`,
+//! For each kernel series (5.10, Debian 11 bullseye's, from a private apt configuration; 6.1,
+//! bookworm's own; 6.12, bookworm's backport) this downloads the newest
+//! `linux-image-*-amd64-unsigned` package with `apt-get download` into `target/vm/`,
 //! extracts it, builds an initramfs (busybox, iproute2's `ip` with its libraries, the modules the
 //! tests need, the node agent, the test client and the datapath test binaries, each at its host
 //! path because the tests find the agent and the client by path) and boots it in qemu (TCG: no
@@ -46,8 +47,8 @@ use self::{
 
 #[derive(Debug, Args)]
 pub struct VmTestArgs {
-    /// A kernel series to test on (6.1 or 6.12); repeat for several. Default: both.
-    #[arg(long = "kernel", value_parser = ["6.1", "6.12"])]
+    /// A kernel series to test on (5.10, 6.1 or 6.12); repeat for several. Default: all three.
+    #[arg(long = "kernel", value_parser = ["5.10", "6.1", "6.12"])]
     kernels: Vec<String>,
     /// Minutes after which a VM that has not finished is killed (and counts as failed).
     #[arg(long, default_value_t = 20)]
@@ -110,7 +111,7 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
         }
     }
     let series: Vec<&str> = if args.kernels.is_empty() {
-        KERNELS.iter().map(|(s, _)| *s).collect()
+        KERNELS.iter().map(|k| k.name).collect()
     } else {
         args.kernels.iter().map(String::as_str).collect()
     };
