@@ -311,6 +311,9 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
     let pin_dir = args.pins.pin_dir();
     // Checked before anything is loaded or attached: a wrong flag changes nothing.
     let uplinks = uplinks(&args.uplink)?;
+    // Before 5.11 BPF maps are charged to RLIMIT_MEMLOCK: raised before the probes create any.
+    let memlock = datapath::memlock::ensure().map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+    tracing::info!("{memlock}");
     // What this kernel offers: refuse, or apply the fallbacks.
     args.routing_bpf = kernel_plan(&args, &uplinks)?.routing_bpf;
     anyhow::ensure!(
@@ -677,7 +680,18 @@ fn print_lines(
 }
 
 fn check() -> ExitCode {
-    let refused = !check_capabilities();
+    // First: before 5.11 the probes' and the programs' maps are charged to RLIMIT_MEMLOCK.
+    let memlock = match datapath::memlock::ensure() {
+        Ok(memlock) => {
+            println!("{memlock}");
+            true
+        }
+        Err(error) => {
+            println!("run refuses: {}", error_chain(&error));
+            false
+        }
+    };
+    let refused = !check_capabilities() || !memlock;
     let verified = match datapath::verify_all() {
         Ok(reports) => {
             println!(
