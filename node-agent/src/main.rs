@@ -309,10 +309,13 @@ fn log_filter() -> EnvFilter {
     }
     // `join` reads cluster-info once without verifying the server, on purpose (the token's
     // signature and the CA hash verify it); kube warns about that read.
-    ["kube_client::client::builder=off", "kube_client::client::tls=off"]
-        .into_iter()
-        .filter_map(|directive| directive.parse().ok())
-        .fold(filter, EnvFilter::add_directive)
+    [
+        "kube_client::client::builder=off",
+        "kube_client::client::tls=off",
+    ]
+    .into_iter()
+    .filter_map(|directive| directive.parse().ok())
+    .fold(filter, EnvFilter::add_directive)
 }
 
 fn main() -> ExitCode {

@@ -244,6 +244,8 @@ impl Capabilities {
     pub fn probe() -> Result<Self, String> {
         let kernel =
             KernelVersion::current().map_err(|e| format!("reading the kernel version: {e}"))?;
+        // The map-type probes create maps, charged to RLIMIT_MEMLOCK before 5.11.
+        crate::datapath::memlock::ensure().map_err(|e| crate::error_chain(&e))?;
         let tcx = probe_feature(Feature::Tcx, kernel, None) == Presence::Present;
         let netlink_tc = (!tcx).then(probe_netlink_tc);
         let features = Feature::ALL

@@ -9,7 +9,8 @@
 //! - `bench`: benchmarks (`bench datapath`: keelson's service datapath against kube-proxy's,
 //!   then `bench crossnode`: pod to pod across nodes, kernel routes against eBPF; `bench api`: the API server on SQLite and on etcd; `bench scheduler`; `bench pods`: pod
 //!   startup latency and agent RSS).
-//! - `vm-test`: the privileged datapath tests inside qemu VMs on Debian's 6.1 and 6.12 kernels.
+//! - `vm-test`: the privileged datapath tests inside qemu VMs on Debian's 5.10, 6.1 and
+//!   6.12 kernels.
 
 mod bench;
 mod cluster;
@@ -52,8 +53,8 @@ enum Command {
     /// Build and run a benchmark (`bench datapath|crossnode|api|scheduler|pods`; datapath,
     /// crossnode and pods as root); results go to results/.
     Bench(bench::BenchArgs),
-    /// Run the privileged datapath tests inside qemu VMs on Debian's 6.1 and 6.12 kernels
-    /// (`vm-test [--kernel 6.1|6.12]...`), booted with qemu (TCG); logs go to target/vm/.
+    /// Run the privileged datapath tests inside qemu VMs on Debian's 5.10, 6.1 and 6.12 kernels
+    /// (`vm-test [--kernel 5.10|6.1|6.12]...`), booted with qemu (TCG); logs go to target/vm/.
     VmTest(vmtest::VmTestArgs),
 }
 

@@ -5,6 +5,10 @@ use aya::{EbpfError, maps::MapError, programs::ProgramError};
 /// aya's errors are boxed: they are large, and this error travels through every datapath call.
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
+    /// RLIMIT_MEMLOCK is too low on a kernel that charges BPF maps to it.
+    #[error(transparent)]
+    Memlock(#[from] super::memlock::MemlockError),
+
     /// The embedded object could not be parsed, or its maps could not be created.
     #[error("loading the eBPF object failed")]
     LoadObject(#[source] Box<EbpfError>),

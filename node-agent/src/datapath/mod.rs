@@ -5,6 +5,7 @@ mod counters;
 mod error;
 pub mod lb;
 pub mod maglev;
+pub mod memlock;
 
 pub use counters::{Direction, IfaceCounterProgram};
 pub use error::DatapathError;
@@ -46,6 +47,7 @@ where
 
 /// Parses the counters object and creates its maps in the kernel.
 pub(crate) fn load_object() -> Result<Ebpf, DatapathError> {
+    memlock::ensure()?;
     Ebpf::load(counters_object()).map_err(|e| DatapathError::LoadObject(Box::new(e)))
 }
 
@@ -80,6 +82,7 @@ pub fn verify_all() -> Result<Vec<ProgramReport>, DatapathError> {
 /// The first program the kernel refuses ends the check with [`DatapathError::LoadProgram`],
 /// whose source carries the verifier log.
 pub fn verify_object(object: &[u8]) -> Result<Vec<ProgramReport>, DatapathError> {
+    memlock::ensure()?;
     let mut ebpf = Ebpf::load(object).map_err(|e| DatapathError::LoadObject(Box::new(e)))?;
     let mut programs: Vec<_> = ebpf.programs_mut().collect();
     programs.sort_by_key(|(name, _)| *name);

@@ -1,6 +1,6 @@
 //! The host the agent runs on: where cgroup v2 is mounted ([`cgroup`]), Docker's cgroup driver
 //! ([`docker`]), the BPF filesystem ([`bpffs`]), the locked-memory limit BPF maps are charged
-//! to on old kernels ([`memlock`]), and removing everything the agent put on the host
+//! to on old kernels ([`crate::datapath::memlock`]), and removing everything the agent put on the host
 //! ([`reset`]).
 //!
 //! `run` calls [`preflight`] before it loads or attaches anything: a host it cannot use is
@@ -9,7 +9,6 @@
 pub mod bpffs;
 pub mod cgroup;
 pub mod docker;
-pub mod memlock;
 pub mod reset;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +27,7 @@ pub enum HostError {
     Docker(#[from] docker::DockerError),
     /// RLIMIT_MEMLOCK could not be raised on a kernel that charges BPF maps to it.
     #[error(transparent)]
-    Memlock(#[from] memlock::MemlockError),
+    Memlock(#[from] crate::datapath::memlock::MemlockError),
     /// The BPF filesystem could not be mounted.
     #[error("mounting the BPF filesystem at {}", bpffs::ROOT)]
     Bpffs(#[source] nix::Error),
@@ -59,7 +58,7 @@ pub struct Host {
     /// The Docker engine.
     pub engine: docker::Engine,
     /// The locked-memory limit's state.
-    pub memlock: memlock::Memlock,
+    pub memlock: crate::datapath::memlock::Memlock,
     /// Whether the BPF filesystem had to be mounted.
     pub mounted_bpffs: bool,
 }
@@ -87,7 +86,7 @@ pub fn preflight(
         None => cgroup::detect_host().map_or_else(|_| cgroup.clone(), |found| found.root),
     };
     let engine = block_on(docker::preflight(docker_socket, cgroup_parent))??;
-    let memlock = memlock::raise()?;
+    let memlock = crate::datapath::memlock::ensure()?;
     let mounted_bpffs = bpffs::ensure().map_err(HostError::Bpffs)?;
     Ok(Host {
         cgroup,
@@ -192,6 +191,12 @@ pub fn check_lines(docker_socket: &str) -> (Vec<String>, bool) {
     } else {
         format!("bpffs:   not mounted at {} (run mounts it)", bpffs::ROOT)
     });
-    lines.push(format!("memlock: {}", memlock::status()));
+    lines.push(match crate::datapath::memlock::ensure() {
+        Ok(memlock) => format!("memlock: {memlock}"),
+        Err(error) => {
+            ok = false;
+            format!("memlock: run refuses: {}", crate::error_chain(&error))
+        }
+    });
     (lines, ok)
 }

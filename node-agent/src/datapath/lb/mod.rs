@@ -136,6 +136,7 @@ impl LoadBalancer {
     /// those that do not exist. Existing maps are reused with their contents, and the agent's
     /// state is rebuilt from them: established connections and affinities survive a restart.
     pub fn load(config: &LbConfig) -> Result<Self, DatapathError> {
+        super::memlock::ensure()?;
         ensure_bpffs(&config.pin_dir)?;
         std::fs::create_dir_all(&config.pin_dir).map_err(|source| DatapathError::Io {
             what: "creating the pin directory",
