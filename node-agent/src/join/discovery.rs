@@ -123,7 +123,9 @@ pub fn pem_certificates(pem: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
 }
 
 /// Reads cluster-info from `server`, unverified (`trusted` None) or trusting only `trusted`.
-async fn fetch(server: &str, trusted: Option<&[Vec<u8>]>) -> anyhow::Result<ConfigMap> {
+/// cluster-info read from `server`, `None` while it does not exist (a control plane that has
+/// just started publishes it within seconds).
+async fn fetch(server: &str, trusted: Option<&[Vec<u8>]>) -> anyhow::Result<Option<ConfigMap>> {
     let uri: hyper::Uri = server
         .parse()
         .map_err(|e| anyhow!("--server {server:?}: {e}"))?;
@@ -138,23 +140,21 @@ async fn fetch(server: &str, trusted: Option<&[Vec<u8>]>) -> anyhow::Result<Conf
     let client = kube::Client::try_from(config)
         .map_err(|e| anyhow!("building a client for {server}: {}", crate::error_chain(&e)))?;
     let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, KUBE_PUBLIC);
-    api.get(CLUSTER_INFO).await.map_err(|error| match error {
-        kube::Error::Api(status) if status.is_not_found() => anyhow!(
-            "{server} has no {KUBE_PUBLIC}/{CLUSTER_INFO} ConfigMap (is it a keelson control \
-             plane with join enabled?)"
-        ),
-        kube::Error::Api(status) => anyhow!(
-            "{server} refused to show {KUBE_PUBLIC}/{CLUSTER_INFO} ({} {}): {}",
-            status.code,
-            status.reason,
-            status.message
-        ),
-        other if trusted.is_some() => anyhow!(
-            "{server} failed verification with the cluster CA from {CLUSTER_INFO}: {}",
-            root_cause(&other)
-        ),
-        other => anyhow!("cannot reach {server}: {}", root_cause(&other)),
-    })
+    api.get_opt(CLUSTER_INFO)
+        .await
+        .map_err(|error| match error {
+            kube::Error::Api(status) => anyhow!(
+                "{server} refused to show {KUBE_PUBLIC}/{CLUSTER_INFO} ({} {}): {}",
+                status.code,
+                status.reason,
+                status.message
+            ),
+            other if trusted.is_some() => anyhow!(
+                "{server} failed verification with the cluster CA from {CLUSTER_INFO}: {}",
+                root_cause(&other)
+            ),
+            other => anyhow!("cannot reach {server}: {}", root_cause(&other)),
+        })
 }
 
 /// The innermost cause of `error` (the layers above it repeat each other for a failed
@@ -179,19 +179,27 @@ pub async fn discover(
 ) -> anyhow::Result<ClusterInfo> {
     let signature_key = format!("{JWS_PREFIX}{}", token.id);
     let deadline = tokio::time::Instant::now() + SIGNATURE_WAIT;
+    let missing = || {
+        anyhow!(
+            "{server} has no {KUBE_PUBLIC}/{CLUSTER_INFO} ConfigMap (is it a keelson control \
+             plane with the bootstrapsigner controller?)"
+        )
+    };
     let insecure = loop {
         let read = fetch(server, None).await?;
         let signed = read
-            .data
             .as_ref()
+            .and_then(|read| read.data.as_ref())
             .is_some_and(|data| data.contains_key(&signature_key));
         if signed || tokio::time::Instant::now() >= deadline {
-            break read;
+            break read.ok_or_else(missing)?;
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     };
     let info = verify(server, &insecure, token, ca_cert_hash)?;
-    let secure = fetch(server, Some(&info.ca_der)).await?;
+    let secure = fetch(server, Some(&info.ca_der))
+        .await?
+        .ok_or_else(missing)?;
     let again = secure.data.as_ref().and_then(|data| data.get("kubeconfig"));
     if again != Some(&info.kubeconfig) {
         bail!(
