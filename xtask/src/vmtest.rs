@@ -88,6 +88,10 @@ pub struct VmTestArgs {
     /// Only the two-VM cluster, not the datapath suite.
     #[arg(long)]
     no_suite: bool,
+    /// Instead: the packages from `dist` on a Debian 12 OS (systemd, Docker from apt) in one
+    /// VM, joined to a control plane on the host (see xtask/src/vm_os/).
+    #[arg(long, conflicts_with_all = ["kernels", "agent", "no_cluster", "no_suite"])]
+    os: bool,
 }
 
 impl VmTestArgs {
@@ -103,6 +107,7 @@ impl VmTestArgs {
             cluster_test: None,
             no_cluster: false,
             no_suite: false,
+            os: false,
         }
     }
 }
@@ -123,6 +128,9 @@ struct Binaries {
 const CLUSTER_TEST: &str = "vm_cluster";
 
 pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
+    if args.os {
+        return crate::vm_os::run(&args.accel, Duration::from_secs(args.timeout_minutes * 60));
+    }
     for program in [
         "qemu-system-x86_64",
         "busybox",
