@@ -662,6 +662,10 @@ fn debian12_node_joins_serves_restarts_reboots_and_resets() {
     steps.run("dpkg -i (nothing enabled)", || {
         let out = vm.ssh("dpkg -i /root/*.deb 2>&1")?;
         eprintln!("{}", out.trim());
+        vm.ssh(
+            "systemd-analyze verify keelson-node-agent.service keelson-control-plane.service 2>&1",
+        )
+        .map_err(|e| format!("the installed units do not verify: {e}"))?;
         let state = vm.ssh(
             "systemctl is-enabled keelson-node-agent keelson-control-plane || true; \
              test -f /etc/keelson/node-agent.yaml && echo config",
