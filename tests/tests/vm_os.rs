@@ -636,10 +636,17 @@ fn debian12_node_joins_serves_restarts_reboots_and_resets() {
     steps.run("boot → ssh", || vm.wait_ssh(Duration::from_secs(420)));
     let boot_to_ssh = boot_started.elapsed();
     steps.run("pure cgroup v2, systemd, docker", || {
-        let out = vm.ssh(
-            "stat -fc %T /sys/fs/cgroup; cat /proc/1/comm; uname -r; \
-             systemctl is-active docker",
+        // Docker may still be starting when sshd already answers.
+        wait_for(
+            Duration::from_secs(240),
+            "docker.service to be active",
+            || {
+                Ok(vm
+                    .ssh("systemctl is-active docker")
+                    .is_ok_and(|s| s.trim() == "active"))
+            },
         )?;
+        let out = vm.ssh("stat -fc %T /sys/fs/cgroup; cat /proc/1/comm; uname -r")?;
         eprintln!(
             "vm_os: VM: {}",
             out.split_whitespace().collect::<Vec<_>>().join(" ")
