@@ -10,15 +10,18 @@
 //!   then `bench crossnode`: pod to pod across nodes, kernel routes against eBPF; `bench api`: the API server on SQLite and on etcd; `bench scheduler`; `bench pods`: pod
 //!   startup latency and agent RSS).
 //! - `vm-test`: the privileged datapath tests inside qemu VMs on Debian's 5.10, 6.1 and
-//!   6.12 kernels.
+//!   6.12 kernels (`vm-test --os`: the packages on a Debian 12 OS in a VM, joined with a token).
+//! - `dist`: Debian packages of both binaries in `target/dist/`.
 
 mod bench;
 mod cluster;
 mod cmd;
+mod dist;
 mod images;
 mod setup;
 mod test;
 mod up;
+mod vm_os;
 mod vmtest;
 
 use std::process::ExitCode;
@@ -56,6 +59,9 @@ enum Command {
     /// Run the privileged datapath tests inside qemu VMs on Debian's 5.10, 6.1 and 6.12 kernels
     /// (`vm-test [--kernel 5.10|6.1|6.12]...`), booted with qemu (TCG); logs go to target/vm/.
     VmTest(vmtest::VmTestArgs),
+    /// Build Debian packages of both binaries (binary, systemd unit, default config in
+    /// /etc/keelson) into target/dist/.
+    Dist,
 }
 
 fn main() -> ExitCode {
@@ -69,6 +75,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => cluster::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::VmTest(args) => vmtest::run(&args),
+        Command::Dist => dist::run().map(drop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

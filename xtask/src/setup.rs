@@ -39,6 +39,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "cargo xtask vm-test boots Debian kernels in qemu (TCG)",
     ),
     (
+        "debootstrap",
+        "cargo xtask vm-test --os builds its Debian 12 image from the package archive",
+    ),
+    (
         "curl",
         "the kubelet endpoint test talks HTTPS with client certificates",
     ),

@@ -73,6 +73,10 @@ pub struct VmTestArgs {
     /// Only the two-VM cluster, not the datapath suite.
     #[arg(long)]
     no_suite: bool,
+    /// Instead: the packages from `dist` on a Debian 12 OS (systemd, Docker from apt) in one
+    /// VM, joined to a control plane on the host (see xtask/src/vm_os/).
+    #[arg(long, conflicts_with_all = ["kernels", "agent", "no_cluster", "no_suite"])]
+    os: bool,
 }
 
 impl VmTestArgs {
@@ -88,6 +92,7 @@ impl VmTestArgs {
             cluster_test: None,
             no_cluster: false,
             no_suite: false,
+            os: false,
         }
     }
 }
@@ -95,6 +100,9 @@ impl VmTestArgs {
 const CLUSTER_TEST: &str = "vm_cluster";
 
 pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
+    if args.os {
+        return crate::vm_os::run(&args.accel, Duration::from_secs(args.timeout_minutes * 60));
+    }
     for program in [
         "qemu-system-x86_64",
         "busybox",
