@@ -432,8 +432,7 @@ fn token_create(
     let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if !out.status.success() || !line.starts_with("keelson-node-agent join ") {
         return Err(format!(
-            "`keelson-control-plane token create` ({}) printed no join line \
-             (it arrives with the cpjoin branch): {}",
+            "`keelson-control-plane token create` ({}) printed no join line: {}",
             out.status,
             text(&out).trim()
         ));
@@ -456,40 +455,6 @@ fn name_address_and_uplink(vm: &Vm) -> Result<(), String> {
     ))
     .map(drop)
     .map_err(|e| format!("join wrote no node.kubeconfig and node-agent.yaml: {e}"))
-}
-
-/// Until `token create`, `join`, sd_notify and cgroup detection are merged: the node's
-/// kubeconfig from `keelson-control-plane node-kubeconfig`, a config naming the cgroup2 root,
-/// and a drop-in that runs the unit as `Type=simple` without the watchdog.
-fn premerge_join(
-    vm: &Vm,
-    control_plane: &Path,
-    cp_args: &dyn Fn(&mut Command),
-    run_dir: &Path,
-    api: SocketAddr,
-) -> Result<(), String> {
-    let kubeconfig = run_dir.join("node.kubeconfig");
-    let mut cmd = Command::new(control_plane);
-    cp_args(&mut cmd);
-    let out = cmd
-        .args(["node-kubeconfig", "--node", NODE_NAME])
-        .arg("--server")
-        .arg(format!("https://{api}"))
-        .arg("--out")
-        .arg(&kubeconfig)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!("node-kubeconfig failed: {}", text(&out)));
-    }
-    vm.scp(&[&kubeconfig], "/etc/keelson/node.kubeconfig")?;
-    vm.ssh(&format!(
-        "printf 'kubeconfig: /etc/keelson/node.kubeconfig\\nnode-name: {NODE_NAME}\\ncgroup: /sys/fs/cgroup\\n' \
-         > /etc/keelson/node-agent.yaml && mkdir -p /etc/systemd/system/keelson-node-agent.service.d && \
-         printf '[Service]\\nType=simple\\nWatchdogSec=0\\n' \
-         > /etc/systemd/system/keelson-node-agent.service.d/premerge.conf && systemctl daemon-reload"
-    ))?;
-    name_address_and_uplink(vm)
 }
 
 #[test]
@@ -693,23 +658,15 @@ fn debian12_node_joins_serves_restarts_reboots_and_resets() {
         .0;
 
     // 3. Join with a token.
-    let (_, join_time) = if std::env::var_os("KEELSON_VM_OS_PREMERGE").is_some() {
-        steps.run("join without a token (KEELSON_VM_OS_PREMERGE)", || {
-            premerge_join(&vm, &control_plane, &cp_args, &run_dir, api)
+    let join_line = steps
+        .run("token create (host)", || {
+            token_create(&control_plane, &cp_args, api)
         })
-    } else {
-        let join_line = steps
-            .run("token create (host)", || {
-                token_create(&control_plane, &cp_args, api)
-            })
-            .0;
-        steps.run("join (on the VM)", || {
-            vm.ssh(&format!("{join_line} 2>&1")).map_err(|e| {
-                format!("{e}\n(`keelson-node-agent join` arrives with the nodejoin branch)")
-            })?;
-            name_address_and_uplink(&vm)
-        })
-    };
+        .0;
+    let (_, join_time) = steps.run("join (on the VM)", || {
+        vm.ssh(&format!("{join_line} 2>&1"))?;
+        name_address_and_uplink(&vm)
+    });
     steps.run("systemctl enable --now keelson-node-agent", || {
         vm.ssh("systemctl enable --now keelson-node-agent 2>&1")
             .map_err(|e| {
