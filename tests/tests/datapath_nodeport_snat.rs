@@ -191,6 +191,12 @@ fn node_port_to_backends_on_another_node_is_source_natted_under_cluster_policy()
     assert_eq!(m["tc_snat_new_flow"], 75, "{m:?}");
     assert!(m["tc_snat_forwarded"] >= 2 * 75, "{m:?}");
     assert_eq!(m["tc_snat_failed"], 0, "{m:?}");
+    // Where the kernel's bpf_fib_lookup lacks BPF_FIB_LOOKUP_SRC (5.10), every new flow's
+    // source came from the agent's interface addresses; elsewhere none did.
+    let fib_source = keelson_node_agent::probe::fib_src::probe_fib_lookup_src()
+        .unwrap_or_else(|e| panic!("probing BPF_FIB_LOOKUP_SRC: {e}"));
+    let from_map = if fib_source { 0 } else { 75 };
+    assert_eq!(m["tc_snat_source_map"], from_map, "{m:?}");
 
     let pin_dir = pins.path().to_string_lossy().into_owned();
     let ct = node_agent(&["ct", "list", "--pin-dir", &pin_dir]);

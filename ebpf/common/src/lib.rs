@@ -100,6 +100,10 @@ pub mod maps {
     /// pod CIDR (LPM key: prefix length, address in network order) -> [`super::NodeRoute`],
     /// LPM trie: which node owns a pod address on another node, and how to get there.
     pub const NODE_ROUTES: &str = "knoderoute_v1";
+    /// ifindex (`u32`) -> this node's IPv4 address on that interface (`u32`, network order),
+    /// hash: the SNAT source where the kernel's `bpf_fib_lookup` lacks `BPF_FIB_LOOKUP_SRC`
+    /// (before 6.7, unless backported). Written by the agent from the node's addresses.
+    pub const SNAT_SOURCES: &str = "ksnatsrc_v1";
 }
 
 /// Service lookup scopes ([`ServiceKey::scope`]).
@@ -195,6 +199,9 @@ pub mod metric {
     pub const TC_REDIRECT_TUNNEL: u32 = 21;
     /// TC: a packet to route had its TTL run out: left to the kernel (ICMP time exceeded).
     pub const TC_ROUTE_TTL: u32 = 22;
+    /// TC: a new source-NATed flow took its source address from [`super::maps::SNAT_SOURCES`]
+    /// because the kernel's `bpf_fib_lookup` rejected `BPF_FIB_LOOKUP_SRC`.
+    pub const TC_SNAT_SOURCE_MAP: u32 = 23;
     /// Agent (not a packet path): conntrack flows the agent's GC deleted because their
     /// protocol-state timeout passed. Written by the agent only.
     pub const CT_GC_EXPIRED: u32 = 24;
@@ -212,7 +219,7 @@ pub mod metric {
         (CT_GC_PASSES, "ct_gc_passes"),
     ];
     /// Names of the packet-path counters, indexed by id, as exported on `/metrics`.
-    pub const NAMES: [&str; 23] = [
+    pub const NAMES: [&str; 24] = [
         "sock_translated",
         "sock_no_backend",
         "sock_rev_nat",
@@ -236,6 +243,7 @@ pub mod metric {
         "tc_redirect_node",
         "tc_redirect_tunnel",
         "tc_route_ttl",
+        "tc_snat_source_map",
     ];
 }
 
@@ -526,6 +534,8 @@ pub mod capacity {
     pub const LOCAL_PODS: u32 = 4096;
     /// Pod CIDRs of other nodes.
     pub const NODE_ROUTES: u32 = 4096;
+    /// Interfaces with an address for SNAT.
+    pub const SNAT_SOURCES: u32 = 256;
 }
 
 #[cfg(feature = "user")]
@@ -616,6 +626,10 @@ mod tests {
             "tc_snat_failed"
         );
         assert_eq!(metric::NAMES[metric::TC_ROUTE_TTL as usize], "tc_route_ttl");
+        assert_eq!(
+            metric::NAMES[metric::TC_SNAT_SOURCE_MAP as usize],
+            "tc_snat_source_map"
+        );
         for (id, _) in metric::AGENT_NAMES {
             assert!(id >= metric::NAMES.len() as u32 && id < metric::COUNT);
         }

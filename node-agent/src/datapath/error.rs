@@ -79,4 +79,8 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
+
+    /// Listing the addresses of this network namespace's interfaces failed.
+    #[error("listing the interfaces' IPv4 addresses")]
+    InterfaceAddresses(#[source] nix::errno::Errno),
 }

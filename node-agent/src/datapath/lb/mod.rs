@@ -9,6 +9,7 @@ mod ct_gc;
 mod frontends;
 mod list;
 mod pod_hook;
+mod snat_sources;
 mod state;
 mod uplink;
 
@@ -42,6 +43,7 @@ pub use list::{
     ListedBackend, ListedFlow, ListedFrontend, list_conntrack, list_pinned, metrics_text,
 };
 pub use pod_hook::PodTc;
+pub use snat_sources::snat_sources;
 pub use state::{LbState, MapOp, ServiceId, StateError};
 pub use uplink::{UplinkError, Uplinks, attach_uplinks, require_interfaces, resolve_uplinks};
 
@@ -154,6 +156,7 @@ impl LoadBalancer {
             maps::MAGLEV,
             maps::LOCAL_PODS,
             maps::NODE_ROUTES,
+            maps::SNAT_SOURCES,
         ]
         .into_iter()
         .map(|name| (name, config.pin_dir.join(name)))
@@ -260,7 +263,13 @@ impl LoadBalancer {
     /// interface was deleted and created again). Older kernels attach through a `clsact` qdisc
     /// and netlink, which also outlives the process; a filter of the same program attached
     /// earlier is replaced, so calling this again never stacks filters.
+    ///
+    /// Attaching `tc_from_netdev` also records the namespace's interface addresses as SNAT
+    /// sources ([`Self::sync_snat_sources`]), for kernels without `BPF_FIB_LOOKUP_SRC`.
     pub fn attach_tc(&mut self, interface: &str, hook: TcHook) -> Result<(), DatapathError> {
+        if hook == TcHook::FromNetdev {
+            self.sync_snat_sources()?;
+        }
         let program_name = hook.program();
         let links = self.pin_dir.join("links");
         std::fs::create_dir_all(&links).map_err(|source| DatapathError::Io {

@@ -59,3 +59,9 @@ pub static LOCAL_PODS: HashMap<u32, LocalPod> =
 #[map(name = "knoderoute_v1")]
 pub static NODE_ROUTES: LpmTrie<u32, NodeRoute> =
     LpmTrie::with_max_entries(capacity::NODE_ROUTES, BPF_F_NO_PREALLOC);
+
+/// ifindex -> this node's IPv4 address there (network order): the SNAT source on kernels whose
+/// `bpf_fib_lookup` lacks `BPF_FIB_LOOKUP_SRC`.
+#[map(name = "ksnatsrc_v1")]
+pub static SNAT_SOURCES: HashMap<u32, u32> =
+    HashMap::with_max_entries(capacity::SNAT_SOURCES, BPF_F_NO_PREALLOC);

@@ -17,7 +17,8 @@
 //!
 //! SNAT: a new flow from outside the node (external scope) to a backend on another node, with
 //! `externalTrafficPolicy: Cluster`, leaves with this node's address (the FIB's preferred source
-//! towards the backend, kernel >= 6.7) and a port from [`snat_ports`] as its source, through
+//! towards the backend, kernel >= 6.7; before, the address the agent recorded for the outgoing
+//! interface) and a port from [`snat_ports`] as its source, through
 //! the interface the FIB chose (`bpf_redirect_neigh`); the reply entry of the flow is keyed by
 //! that address and port, so the backend's answers are translated back (source: the frontend,
 //! destination: the client) and sent out of the interface the request came in by. ICMP errors
@@ -46,7 +47,7 @@ use keelson_ebpf_common::{
 };
 
 use crate::{
-    maps::{BACKENDS, CT, LOCAL_PODS, MAGLEV, NODE_ROUTES, SERVICES, count},
+    maps::{BACKENDS, CT, LOCAL_PODS, MAGLEV, NODE_ROUTES, SERVICES, SNAT_SOURCES, count},
     select::select_backend,
 };
 
@@ -443,8 +444,12 @@ fn redirect_neigh(ifindex: u32) -> i32 {
     unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
 }
 
-/// The route towards a backend on another node: this node's source address for it (the FIB's
-/// preferred source, `BPF_FIB_LOOKUP_SRC`, kernel >= 6.7) and the interface it leaves through.
+/// The route towards a backend on another node: this node's source address for it and the
+/// interface it leaves through. The source is the FIB's preferred source (`BPF_FIB_LOOKUP_SRC`,
+/// Linux >= 6.7 or a backport); a kernel without the flag rejects it (`-EINVAL`, the helper's
+/// flag check runs before any lookup), and then the lookup is repeated without it and the
+/// source is the address the agent recorded for the outgoing interface
+/// (`SNAT_SOURCES`, counted in `tc_snat_source_map`).
 #[inline(always)]
 fn snat_route(
     ctx: &TcContext,
@@ -452,6 +457,30 @@ fn snat_route(
     client: u32,
     backend: &Backend,
 ) -> Option<(u32, u32)> {
+    if let Some(route) = fib_route(ctx, in_ifindex, client, backend, BPF_FIB_LOOKUP_SRC) {
+        // SAFETY: the kernel wrote the source address into this union member.
+        let source = unsafe { route.__bindgen_anon_3.ipv4_src };
+        return (source != 0 && route.ifindex != 0).then_some((source, route.ifindex));
+    }
+    let route = fib_route(ctx, in_ifindex, client, backend, 0)?;
+    let out_ifindex = route.ifindex;
+    // SAFETY: copied out at once.
+    let source = (unsafe { SNAT_SOURCES.get(&out_ifindex) }).copied()?;
+    count(metric::TC_SNAT_SOURCE_MAP);
+    (source != 0 && out_ifindex != 0).then_some((source, out_ifindex))
+}
+
+/// `bpf_fib_lookup` from `client` (entering by `in_ifindex`) to `backend` with `flags`: the
+/// filled-in parameters when the route is usable (`SUCCESS` or `NO_NEIGH`: the redirect
+/// resolves the neighbour), `None` otherwise (including a helper error such as an unknown flag).
+#[inline(always)]
+fn fib_route(
+    ctx: &TcContext,
+    in_ifindex: u32,
+    client: u32,
+    backend: &Backend,
+    flags: u32,
+) -> Option<bpf_fib_lookup> {
     // SAFETY: a plain C struct of integers and unions of integers: all zeroes is valid.
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
@@ -465,15 +494,11 @@ fn snat_route(
             ctx.skb.skb.cast(),
             &mut params,
             core::mem::size_of::<bpf_fib_lookup>() as i32,
-            BPF_FIB_LOOKUP_SRC,
+            flags,
         )
     };
-    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) && rc != i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
-        return None;
-    }
-    // SAFETY: the kernel wrote the source address into this union member.
-    let source = unsafe { params.__bindgen_anon_3.ipv4_src };
-    (source != 0 && params.ifindex != 0).then_some((source, params.ifindex))
+    (rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS) || rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH))
+        .then_some(params)
 }
 
 /// Picks a SNAT port for a new flow and stores the flow's reply entry under it (so two clients'
