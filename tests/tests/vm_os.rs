@@ -57,6 +57,8 @@ fn env_path(name: &str) -> PathBuf {
 struct Steps {
     console: PathBuf,
     control_plane_log: PathBuf,
+    /// For the agent's journal when a step fails (if the VM answers ssh by then).
+    vm: Vm,
 }
 
 impl Steps {
@@ -70,10 +72,13 @@ impl Steps {
                 (value, took)
             }
             Err(why) => panic!(
-                "vm_os: step `{name}` failed after {:.1} s: {why}\n--- VM console (last 40 lines) ---\n{}\n--- control plane log (last 20 lines) ---\n{}",
+                "vm_os: step `{name}` failed after {:.1} s: {why}\n--- VM console (last 40 lines) ---\n{}\n--- control plane log (last 20 lines) ---\n{}\n--- the agent's journal (last 60 lines) ---\n{}",
                 started.elapsed().as_secs_f64(),
                 tail(&self.console, 40),
                 tail(&self.control_plane_log, 20),
+                self.vm
+                    .ssh("journalctl -u keelson-node-agent -n 60 --no-pager -o short-monotonic")
+                    .unwrap_or_else(|e| e),
             ),
         }
     }
@@ -172,6 +177,7 @@ fn text(output: &Output) -> String {
 }
 
 /// The VM as ssh sees it.
+#[derive(Clone)]
 struct Vm {
     address: Ipv4Addr,
     key: PathBuf,
@@ -484,6 +490,7 @@ fn debian12_node_joins_serves_restarts_reboots_and_resets() {
     let steps = Steps {
         console: run_dir.join("console.log"),
         control_plane_log: run_dir.join("control-plane.log"),
+        vm: vm.clone(),
     };
     let mut host = Host {
         run_dir: run_dir.clone(),

@@ -14,10 +14,11 @@ rm -rf "$tmp"
 mkdir -p "$tmp"
 root=$tmp/root
 
-# systemd as init, Docker from apt, the kernel and its modules, sshd, the tools the
+# systemd as init, Docker from apt (with AppArmor, as a standard Debian install has it: the
+# kernel enables it and Docker then needs apparmor_parser), the kernel and its modules, sshd, the tools the
 # scenario checks with (ip, bpftool, curl).
 debootstrap --variant=minbase \
-  --include=systemd,systemd-sysv,udev,kmod,dbus,iproute2,openssh-server,docker.io,linux-image-amd64,bpftool,curl,ca-certificates,procps \
+  --include=systemd,systemd-sysv,udev,kmod,dbus,apparmor,iproute2,openssh-server,docker.io,linux-image-amd64,bpftool,curl,ca-certificates,procps \
   bookworm "$root" "$mirror"
 
 echo keelson-vm >"$root/etc/hostname"

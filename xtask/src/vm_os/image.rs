@@ -104,6 +104,19 @@ pub fn ensure() -> anyhow::Result<Image> {
         started.elapsed().as_secs_f64(),
         allocated_mb(&image.rootfs)
     );
+    // Images of earlier recipes are never booted again: a gigabyte each.
+    for entry in fs::read_dir(CACHE)
+        .with_context(|| format!("cannot read {CACHE}"))?
+        .filter_map(Result::ok)
+    {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("debian12-") && path != image.dir {
+            println!("  removing the outdated image {}", path.display());
+            fs::remove_dir_all(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
     Ok(image)
 }
 
