@@ -1,8 +1,8 @@
 //! `cargo xtask test`: what CI runs. Setup, formatting, lints on the workspace and on the eBPF
 //! crate, then every test tier in one nextest run (unit, store contract, privileged datapath,
-//! end to end), then the privileged datapath tests again inside a qemu VM on Debian's 6.1 kernel
-//! (`cargo xtask vm-test --kernel 6.1`, about 1.5 min under TCG), ending with its per-kernel
-//! table.
+//! end to end), then the privileged datapath tests again inside qemu VMs on Debian's 6.1 kernel
+//! (`cargo xtask vm-test --kernel 6.1`, with the two-VM cluster) and on Debian 11's 5.10 (the
+//! suite alone), then the packages on a Debian 12 OS in a VM (`cargo xtask vm-test --os`).
 
 use clap::Args;
 
@@ -85,6 +85,16 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             "==> test: the datapath tests on Debian's 6.1 kernel in a VM (cargo xtask vm-test)"
         );
         crate::vmtest::run(&crate::vmtest::VmTestArgs::kernel("6.1"))?;
+        println!(
+            "==> test: the datapath tests on Debian 11's 5.10 kernel in a VM (the oldest kernel \
+             the README promises; RLIMIT_MEMLOCK and the SNAT source fallback)"
+        );
+        crate::vmtest::run(&crate::vmtest::VmTestArgs::suite_only("5.10"))?;
+        println!(
+            "==> test: the packages on a Debian 12 OS in a VM, joined with a token \
+             (cargo xtask vm-test --os)"
+        );
+        crate::vmtest::run(&crate::vmtest::VmTestArgs::os())?;
     }
     Ok(())
 }

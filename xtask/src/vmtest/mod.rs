@@ -95,6 +95,23 @@ impl VmTestArgs {
             os: false,
         }
     }
+
+    /// The datapath suite alone on one kernel series (no two-VM cluster).
+    pub fn suite_only(series: &str) -> Self {
+        Self {
+            no_cluster: true,
+            ..Self::kernel(series)
+        }
+    }
+
+    /// The packages on a Debian 12 OS in a VM (`vm-test --os`).
+    pub fn os() -> Self {
+        Self {
+            kernels: Vec::new(),
+            os: true,
+            ..Self::kernel("6.1")
+        }
+    }
 }
 
 const CLUSTER_TEST: &str = "vm_cluster";
