@@ -575,32 +575,13 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
             pods = kubelet.run() => pods,
             routed = routed => routed,
             rotated = rotated => rotated,
-            () = stop_signal() => {
+            () = keelson_daemon::systemd::stop_signal() => {
                 keelson_daemon::systemd::stopping();
                 tracing::info!("stopping; pinned maps and links stay for the next start");
                 Ok(())
             }
         }
     })
-}
-
-/// Ctrl-C or SIGTERM (systemd's stop).
-async fn stop_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
 }
 
 /// `config` relaying through a failover proxy to `servers`; unchanged when there are none.

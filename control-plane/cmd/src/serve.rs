@@ -121,30 +121,6 @@ pub(crate) async fn open_store(args: &Args) -> anyhow::Result<Arc<dyn Store>> {
     })
 }
 
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-}
-
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     keelson_daemon::log::init(
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -252,7 +228,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let router = app(state.clone());
     let health = state.health().clone();
     let server = tokio::spawn(tls::serve(listener, router, tls_config, async move {
-        shutdown_signal().await;
+        keelson_daemon::systemd::stop_signal().await;
         tracing::info!("shutting down");
         keelson_daemon::systemd::stopping();
         state.shutdown();
