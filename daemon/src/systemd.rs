@@ -97,26 +97,6 @@ async fn notify_loop(health: Health, watchdog: Option<Duration>) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_names_the_failing_checks() {
-        assert_eq!(status_line(Probe::Readyz, &[]), "ready");
-        assert_eq!(
-            status_line(
-                Probe::Readyz,
-                &[
-                    ("etcd".to_owned(), "timeout".to_owned()),
-                    ("informers".to_owned(), "not synced".to_owned())
-                ]
-            ),
-            "readyz failing: etcd, informers"
-        );
-    }
-}
-
 /// Resolves on Ctrl-C or SIGTERM (what `systemctl stop` sends); a signal that cannot be
 /// listened for is logged and never fires.
 pub async fn stop_signal() {
@@ -140,5 +120,25 @@ pub async fn stop_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_the_failing_checks() {
+        assert_eq!(status_line(Probe::Readyz, &[]), "ready");
+        assert_eq!(
+            status_line(
+                Probe::Readyz,
+                &[
+                    ("etcd".to_owned(), "timeout".to_owned()),
+                    ("informers".to_owned(), "not synced".to_owned())
+                ]
+            ),
+            "readyz failing: etcd, informers"
+        );
     }
 }
