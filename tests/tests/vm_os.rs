@@ -419,7 +419,7 @@ fn client_pod_manifest(cluster_ip: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: client\nspec:\n  restartPolicy: Never\n  \
          containers:\n  - name: client\n    image: keelson/busybox:1\n    command: [sh, -c, \
-         'for i in 1 2 3 4 5; do wget -qO- -T 5 http://{cluster_ip}/ || echo FAILED; done']\n"
+         'for i in 1 2 3 4 5; do timeout 5 wget -qO- http://{cluster_ip}/ || echo FAILED; done']\n"
     )
 }
 
