@@ -6,6 +6,8 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 use keelson_node_agent::{datapath, error_chain, routing};
 use tracing_subscriber::EnvFilter;
 
+mod commands;
+
 /// keelson's node agent: pods, pod networking and the eBPF service datapath.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -334,8 +336,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Check(args) => check(&args),
-        Command::Reset(args) => reset(&args),
+        Command::Check(args) => commands::check(&args),
+        Command::Reset(args) => commands::reset(&args),
         Command::Run(args) => match run(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) if error.is::<keelson_node_agent::probe::Refusal>() => {
@@ -350,16 +352,16 @@ fn main() -> ExitCode {
         Command::Join(args) => keelson_node_agent::join::cli::main(&args),
         Command::Lb {
             command: LbCommand::List(args),
-        } => lb_list(&args),
+        } => commands::lb_list(&args),
         Command::Ct {
             command: CtCommand::List(args),
-        } => print_lines("ct list", &args, |dir| {
+        } => commands::print_lines("ct list", &args, |dir| {
             datapath::lb::list_conntrack(dir)
                 .map(|flows| flows.iter().map(ToString::to_string).collect())
         }),
         Command::Lb {
             command: LbCommand::Metrics(args),
-        } => print_lines("lb metrics", &args, |dir| {
+        } => commands::print_lines("lb metrics", &args, |dir| {
             datapath::lb::metrics_text(dir).map(|text| vec![text.trim_end().to_owned()])
         }),
     }
@@ -738,176 +740,4 @@ async fn start_kubelet(
         lease_duration_seconds: args.kubelet.node_lease_duration_seconds,
     };
     Kubelet::start(client, settings).await
-}
-
-fn lb_list(args: &PinArgs) -> ExitCode {
-    let pin_dir = args.pin_dir();
-    match datapath::lb::list_pinned(&pin_dir) {
-        Ok(frontends) => {
-            for frontend in &frontends {
-                println!("{frontend}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!(
-                "keelson-node-agent lb list: no load-balancer maps readable under {} ({})",
-                pin_dir.display(),
-                error_chain(&error)
-            );
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn print_lines(
-    what: &str,
-    args: &PinArgs,
-    read: impl FnOnce(&std::path::Path) -> Result<Vec<String>, datapath::DatapathError>,
-) -> ExitCode {
-    let pin_dir = args.pin_dir();
-    match read(&pin_dir) {
-        Ok(lines) => {
-            for line in lines {
-                println!("{line}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!(
-                "keelson-node-agent {what}: no load-balancer maps readable under {} ({})",
-                pin_dir.display(),
-                error_chain(&error)
-            );
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn reset(args: &ResetArgs) -> ExitCode {
-    use keelson_node_agent::host::reset;
-    let metrics_listen = match args.metrics_listen.as_str() {
-        "off" => None,
-        addr => match addr.parse() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                eprintln!(
-                    "keelson-node-agent reset: --metrics-listen {addr:?} is not an address:port \
-                     (or `off`)"
-                );
-                return ExitCode::from(2);
-            }
-        },
-    };
-    let config = reset::ResetConfig {
-        node_name: args.pins.node_name.clone(),
-        pin_dir: args.pins.pin_dir(),
-        data_dir: args
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| default_data_dir(&args.pins.node_name)),
-        docker_socket: args.docker_socket.clone(),
-        config_dir: args.config_dir.clone(),
-        service_cidr: args.service_cidr,
-        metrics_listen,
-    };
-    match reset::reset(&config, &mut |line| println!("{line}")) {
-        Ok(0) => {
-            println!("nothing to remove for node {}", config.node_name);
-            ExitCode::SUCCESS
-        }
-        Ok(_) => ExitCode::SUCCESS,
-        Err(errors) => {
-            for error in errors {
-                eprintln!("keelson-node-agent reset: {}", error_chain(&error));
-            }
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn check(args: &CheckArgs) -> ExitCode {
-    let (host, host_ok) = keelson_node_agent::host::check_lines(&args.docker_socket);
-    for line in host {
-        println!("{line}");
-    }
-    println!();
-    let refused = !check_capabilities() || !host_ok;
-    let verified = match datapath::verify_all() {
-        Ok(reports) => {
-            println!(
-                "{:<24} {:<18} {:>8} {:>9}",
-                "PROGRAM", "TYPE", "INSNS", "VERIFIED"
-            );
-            for r in &reports {
-                let verified = r
-                    .verified_instructions
-                    .map_or_else(|| "-".to_owned(), |n| n.to_string());
-                println!(
-                    "{:<24} {:<18} {:>8} {:>9}",
-                    r.name, r.kind, r.instructions, verified
-                );
-            }
-            println!("{} programs accepted by this kernel", reports.len());
-            true
-        }
-        Err(error) => {
-            eprintln!(
-                "keelson-node-agent check: {}",
-                anyhow::Error::new(error)
-                    .chain()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(": ")
-            );
-            false
-        }
-    };
-    // `run` would refuse this kernel: the check fails even when every program verifies.
-    if verified && !refused {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-/// The capability table, and what `run` would do with its default flags on this kernel;
-/// false when `run` would refuse it.
-fn check_capabilities() -> bool {
-    use keelson_node_agent::probe;
-    let capabilities = match probe::Capabilities::probe() {
-        Ok(capabilities) => capabilities,
-        Err(error) => {
-            println!("kernel capabilities not probed: {error}");
-            return true;
-        }
-    };
-    for line in capabilities.table() {
-        println!("{line}");
-    }
-    let defaults = probe::Wanted {
-        routing_bpf: true,
-        tunnel: false,
-        uplinks: true,
-    };
-    match probe::plan(&capabilities, &defaults) {
-        Ok(plan) if plan.fallbacks.is_empty() => {
-            println!(
-                "run: every feature used (TC attached with {:?})",
-                plan.tc_attach
-            );
-        }
-        Ok(plan) => {
-            for fallback in &plan.fallbacks {
-                println!("run falls back: {fallback}");
-            }
-        }
-        Err(refusal) => {
-            println!("run refuses: {refusal}");
-            println!();
-            return false;
-        }
-    }
-    println!();
-    true
 }

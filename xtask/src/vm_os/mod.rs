@@ -3,7 +3,7 @@
 //! Builds the Debian packages (`dist`), the Debian 12 image if this machine has none cached
 //! (see [`image`]), and a tarball of the test images (`docker save` of what `cargo xtask images`
 //! builds: the VM has no registry either), then runs the host-side scenario test
-//! `tests/tests/vm_os.rs`. That test boots the image under qemu on a bridge it creates, installs
+//! `tests/tests/vm_os/`. That test boots the image under qemu on a bridge it creates, installs
 //! the packages with dpkg, joins the VM to a control plane on the host with a token and checks
 //! the node's life (see its doc). Its lines go to the terminal and `target/vm/os/`.
 
@@ -19,7 +19,7 @@ use anyhow::{Context as _, bail};
 
 use crate::cmd::{self, command, repo_root};
 
-/// The scenario's test binary (tests/tests/vm_os.rs).
+/// The scenario's test binary (tests/tests/vm_os/).
 const TEST: &str = "vm_os";
 
 /// The images the scenario's pods use, saved into the tarball the VM loads.
