@@ -465,7 +465,7 @@ fn snat_route(
     let route = fib_route(ctx, in_ifindex, client, backend, 0)?;
     let out_ifindex = route.ifindex;
     // SAFETY: copied out at once.
-    let source = (unsafe { SNAT_SOURCES.get(&out_ifindex) }).copied()?;
+    let source = (unsafe { SNAT_SOURCES.get(out_ifindex) }).copied()?;
     count(metric::TC_SNAT_SOURCE_MAP);
     (source != 0 && out_ifindex != 0).then_some((source, out_ifindex))
 }
