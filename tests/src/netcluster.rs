@@ -77,9 +77,8 @@ pub struct RunningPod {
     pub node: String,
 }
 
-/// The Ready pods matching `selector` in `default`.
-pub fn ready_pods(cluster: &Cluster, selector: &str) -> Vec<RunningPod> {
-    let pods = kubectl_json(cluster, &["get", "pods", "-l", selector, "-o", "json"]);
+/// The pods of a pod list (`kubectl get pods -o json`) that are Ready and not being deleted.
+pub fn ready_items(pods: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
     pods["items"]
         .as_array()
         .into_iter()
@@ -92,6 +91,12 @@ pub fn ready_pods(cluster: &Cluster, selector: &str) -> Vec<RunningPod> {
                 .flatten()
                 .any(|c| c["type"] == "Ready" && c["status"] == "True")
         })
+}
+
+/// The Ready pods matching `selector` in `default`.
+pub fn ready_pods(cluster: &Cluster, selector: &str) -> Vec<RunningPod> {
+    let pods = kubectl_json(cluster, &["get", "pods", "-l", selector, "-o", "json"]);
+    ready_items(&pods)
         .filter_map(|p| {
             Some(RunningPod {
                 name: p["metadata"]["name"].as_str()?.to_owned(),

@@ -12,7 +12,6 @@
 use std::{io::Read as _, net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::Context as _;
-use base64::{Engine as _, engine::general_purpose::STANDARD};
 use k8s_openapi::api::core::v1::Secret;
 use keelson_api::bootstrap_token::{self as bt, BootstrapToken};
 use kube::{
@@ -95,15 +94,10 @@ fn generate() -> anyhow::Result<BootstrapToken> {
 
 /// The DER of the first PEM block of `pem`.
 fn pem_der(pem: &str) -> anyhow::Result<Vec<u8>> {
-    let body: String = pem
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
-    STANDARD
-        .decode(body)
-        .context("the CA certificate is not PEM")
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .map(|der| der.to_vec())
+        .map_err(|e| anyhow::anyhow!("the CA certificate is not PEM: {e}"))
 }
 
 /// The Secret for `token`, expiring `ttl` after `now` (`None`: never).

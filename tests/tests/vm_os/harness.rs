@@ -298,18 +298,7 @@ impl Kubectl {
     /// The names of the Ready pods labelled `app=echo`.
     pub(crate) fn ready_echo_pods(&self) -> Result<Vec<String>, String> {
         let pods = self.json(&["get", "pods", "-l", "app=echo"])?;
-        Ok(pods["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-            .filter(|p| {
-                p["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
+        Ok(keelson_tests::netcluster::ready_items(&pods)
             .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
             .collect())
     }
