@@ -26,6 +26,7 @@ use axum::{
 
 use crate::{ApiError, AppState, request::Target};
 
+pub mod authz;
 pub mod bootstrap;
 
 /// The group whose members may do everything (Kubernetes' superuser group).
@@ -45,6 +46,11 @@ pub struct UserInfo {
     pub name: String,
     /// The groups the user belongs to.
     pub groups: Vec<String>,
+    /// A unique identifier of the user (a service account's uid), or `""`.
+    pub uid: String,
+    /// Additional attributes (kube's `user.Info` extra: a service account token's pod name
+    /// and uid under `authentication.kubernetes.io/pod-name` and `.../pod-uid`, ...).
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -53,6 +59,8 @@ impl UserInfo {
         Self {
             name: name.into(),
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            uid: String::new(),
+            extra: std::collections::BTreeMap::new(),
         }
     }
 

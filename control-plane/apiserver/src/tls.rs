@@ -106,7 +106,12 @@ pub fn certificate_user(der: &[u8]) -> Option<UserInfo> {
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_owned))
         .collect();
-    Some(UserInfo { name, groups })
+    Some(UserInfo {
+        name,
+        groups,
+        uid: String::new(),
+        extra: std::collections::BTreeMap::new(),
+    })
 }
 
 /// Serves `router` on `listener` over TLS until `shutdown` completes, then stops accepting,
