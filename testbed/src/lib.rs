@@ -3,7 +3,8 @@
 //! A cluster `name` with subnet `S` is:
 //! - in the host network namespace, a Linux bridge `kb-<name>` holding `172.30.S.1/24` (the
 //!   cluster's "physical" L2 network), and the control plane(s) listening on `172.30.S.1:6443`
-//!   (`:6444`, `:6445` for three control planes on a three-member etcd on loopback);
+//!   (`172.30.S.2:6443`, `172.30.S.3:6443` for three control planes on a three-member etcd on
+//!   loopback: one address each, as the `kubernetes` Service's endpoints share one port);
 //! - per node `i` (1-based), a network namespace `keelson-<name>-n<i>` whose `eth0` (a veth whose
 //!   host end `kb<name>n<i>` is on the bridge) holds `172.30.S.(10+i)/24`, with no default route,
 //!   and `keelson-node-agent` running inside it (`nsenter --net`, so `/sys/fs/bpf` and the cgroup2
@@ -14,7 +15,10 @@
 //! tap device `kb<name>n<i>` on the bridge, the VM's `eth0` holds the same address, and the
 //! agent runs inside the VM with Docker; its log is the VM's serial console.
 //!
-//! Nothing else on the host changes: no host routes to pods, no sysctls. [`Cluster::up`] writes
+//! Once the Nodes have their pod CIDRs, the host routes each CIDR to its node's address over the
+//! bridge, as a router of the node network would (pods reach the API servers on the bridge and
+//! the replies find their way back instead of following the host's default route); the routes
+//! go with the bridge. Nothing else on the host changes: no sysctls. [`Cluster::up`] writes
 //! `<state_dir>/cluster.state` (names and pids) so that [`down_from_state`] can remove a cluster
 //! that another process started. Every process is stopped by pid, after checking that the pid
 //! still runs the binary that was started.
@@ -50,7 +54,7 @@ const STATE_FILE: &str = "cluster.state";
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const CGROUP2: &str = "/sys/fs/cgroup/unified";
 const PIN_ROOT: &str = "/sys/fs/bpf/keelson";
-const FIRST_API_PORT: u16 = 6443;
+const API_PORT: u16 = 6443;
 /// The emulator VM nodes run in.
 const QEMU: &str = "qemu-system-x86_64";
 
@@ -445,6 +449,15 @@ impl Cluster {
             "dev",
             &bridge,
         ])?;
+        for i in 2..=spec.control_planes {
+            ip(&[
+                "addr",
+                "add",
+                &format!("172.30.{}.{i}/24", spec.subnet),
+                "dev",
+                &bridge,
+            ])?;
+        }
         ip(&["link", "set", &bridge, "up"])?;
         for node in &self.nodes {
             if spec.vm.is_some() {
@@ -567,7 +580,39 @@ impl Cluster {
                         .any(|w| w == format!("{}=True", n.name))
                 })
             }))
-        })
+        })?;
+        self.route_pod_cidrs(&bridge)
+    }
+
+    /// Routes each Node's `spec.podCIDR` to the node's address over the bridge (see the module
+    /// documentation).
+    fn route_pod_cidrs(&self, bridge: &str) -> anyhow::Result<()> {
+        let cidrs = self.kubectl(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.spec.podCIDR} {end}",
+        ])?;
+        for pair in cidrs.split_whitespace() {
+            let Some((name, cidr)) = pair.split_once('=') else {
+                continue;
+            };
+            let Some(node) = self.nodes.iter().find(|n| n.name == name) else {
+                continue;
+            };
+            if !cidr.is_empty() {
+                ip(&[
+                    "route",
+                    "replace",
+                    cidr,
+                    "via",
+                    &node.address.to_string(),
+                    "dev",
+                    bridge,
+                ])?;
+            }
+        }
+        Ok(())
     }
 
     fn start_etcd(&mut self) -> anyhow::Result<()> {
@@ -831,11 +876,11 @@ impl Cluster {
         &self.state.etcd_endpoints
     }
 
-    /// Where control plane `i` (1-based) serves the API: `172.30.S.1:(6442+i)`.
+    /// Where control plane `i` (1-based) serves the API: `172.30.S.i:6443`.
     pub fn api_address(&self, i: usize) -> SocketAddr {
         SocketAddr::from((
-            Ipv4Addr::new(172, 30, self.spec.subnet, 1),
-            FIRST_API_PORT + (i as u16).saturating_sub(1),
+            Ipv4Addr::new(172, 30, self.spec.subnet, u8::try_from(i).unwrap_or(1)),
+            API_PORT,
         ))
     }
 

@@ -150,7 +150,11 @@ fn pods_reach_the_api_as_their_service_account_on_every_node() {
     let (subnet, _lock) = claim_subnet();
     let name = format!("t{subnet}");
     let state = tempfile::tempdir().expect("state dir");
-    let spec = ClusterSpec::new(&name, subnet, 2, bin_dir(), state.path());
+    let mut spec = ClusterSpec::new(&name, subnet, 2, bin_dir(), state.path());
+    // A pod CIDR no other test cluster uses: the host routes it to the nodes (replies from the
+    // API server on the bridge), and clusters running at once must not take each other's.
+    spec.cluster_cidr = format!("100.64.{subnet}.0/24");
+    spec.control_plane_args = vec!["--node-cidr-mask-size".into(), "26".into()];
     let cluster = Cluster::up(spec).unwrap_or_else(|e| panic!("cluster up: {e:#}"));
     let nodes: Vec<String> = cluster.nodes().iter().map(|n| n.name.clone()).collect();
     apply(
