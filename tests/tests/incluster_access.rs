@@ -60,17 +60,19 @@ spec:
   containers:
   - name: main
     image: keelson/busybox:1
-    command: [sleep, '3600']
+    command: [/bin/sleep, '3600']
     volumeMounts:
     - {{name: gcloud, mountPath: /gcloud, readOnly: true}}
     - {{name: keelson-bin, mountPath: /keelson-bin, readOnly: true}}
     - {{name: usr, mountPath: /usr, readOnly: true}}
+    - {{name: lib, mountPath: /lib, readOnly: true}}
     - {{name: lib64, mountPath: /lib64, readOnly: true}}
     - {{name: venv, mountPath: {VENV}, readOnly: true}}
   volumes:
   - {{name: gcloud, hostPath: {{path: /usr/lib/google-cloud-sdk/bin, type: Directory}}}}
   - {{name: keelson-bin, hostPath: {{path: {bin}, type: Directory}}}}
   - {{name: usr, hostPath: {{path: /usr, type: Directory}}}}
+  - {{name: lib, hostPath: {{path: /lib}}}}
   - {{name: lib64, hostPath: {{path: /lib64}}}}
   - {{name: venv, hostPath: {{path: {VENV}, type: Directory}}}}
 "
@@ -84,7 +86,16 @@ fn ready_clients(cluster: &Cluster, count: usize) -> Vec<RunningPod> {
     loop {
         let pods = kubectl_json(
             cluster,
-            &["get", "pods", "-n", NAMESPACE, "-l", "app=client", "-o", "json"],
+            &[
+                "get",
+                "pods",
+                "-n",
+                NAMESPACE,
+                "-l",
+                "app=client",
+                "-o",
+                "json",
+            ],
         );
         let ready: Vec<RunningPod> = keelson_tests::netcluster::ready_items(&pods)
             .filter_map(|p| {
