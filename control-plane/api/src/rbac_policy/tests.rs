@@ -1029,3 +1029,136 @@ fn the_controllers_may_make_every_call_they_make() {
         );
     }
 }
+
+#[test]
+fn nodes_join_as_kubeadm_lets_them() {
+    let bootstrap = [
+        "system:bootstrappers",
+        "system:bootstrappers:worker",
+        "system:authenticated",
+    ];
+    let anonymous = ["system:unauthenticated"];
+    let node = ["system:nodes", "system:authenticated"];
+    let csrs = ("certificates.k8s.io", "certificatesigningrequests");
+    // (user, groups, verb, resource, namespace, name, allowed)
+    type Case<'a> = (
+        &'a str,
+        &'a [&'a str],
+        &'a str,
+        Resource<'a>,
+        &'a str,
+        &'a str,
+        bool,
+    );
+    let cases: [Case; 10] = [
+        (
+            "system:anonymous",
+            &anonymous,
+            "get",
+            ("", "configmaps"),
+            "kube-public",
+            "cluster-info",
+            true,
+        ),
+        (
+            "system:anonymous",
+            &anonymous,
+            "get",
+            ("", "configmaps"),
+            "kube-public",
+            "other",
+            false,
+        ),
+        (
+            "system:anonymous",
+            &anonymous,
+            "list",
+            ("", "configmaps"),
+            "kube-public",
+            "",
+            false,
+        ),
+        (
+            "system:bootstrap:abcdef",
+            &bootstrap,
+            "create",
+            csrs,
+            "",
+            "",
+            true,
+        ),
+        (
+            "system:bootstrap:abcdef",
+            &bootstrap,
+            "get",
+            csrs,
+            "",
+            "node-csr-n1",
+            true,
+        ),
+        (
+            "system:bootstrap:abcdef",
+            &bootstrap,
+            "create",
+            (
+                "certificates.k8s.io",
+                "certificatesigningrequests/nodeclient",
+            ),
+            "",
+            "",
+            true,
+        ),
+        (
+            "system:bootstrap:abcdef",
+            &bootstrap,
+            "create",
+            (
+                "certificates.k8s.io",
+                "certificatesigningrequests/selfnodeclient",
+            ),
+            "",
+            "",
+            false,
+        ),
+        (
+            "system:bootstrap:abcdef",
+            &bootstrap,
+            "list",
+            ("", "secrets"),
+            "kube-system",
+            "",
+            false,
+        ),
+        (
+            "system:node:n1",
+            &node,
+            "create",
+            (
+                "certificates.k8s.io",
+                "certificatesigningrequests/selfnodeclient",
+            ),
+            "",
+            "",
+            true,
+        ),
+        (
+            "system:node:n1",
+            &node,
+            "create",
+            (
+                "certificates.k8s.io",
+                "certificatesigningrequests/nodeclient",
+            ),
+            "",
+            "",
+            false,
+        ),
+    ];
+    for (user, groups, verb, resource, namespace, object, allowed) in cases {
+        assert_eq!(
+            may(user, groups, verb, resource, namespace, object),
+            allowed,
+            "{user} {verb} {resource:?} {namespace}/{object}"
+        );
+    }
+}
