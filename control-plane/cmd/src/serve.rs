@@ -238,7 +238,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         store.as_ref(),
         listen,
         advertise,
-        &kubeconfig,
+        &args.data_dir,
         &pki,
     )
     .await?;
