@@ -151,3 +151,70 @@ async fn a_node_cannot_read_another_nodes_pods_configmaps() {
     .await;
     node_get_until(&s, &format!("{CONFIGMAPS}/mine"), StatusCode::FORBIDDEN).await;
 }
+
+#[tokio::test]
+async fn a_node_sets_only_kubelet_labels_on_its_node() {
+    let s = server().await;
+    let create = json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "n1", "labels": {"node-role.kubernetes.io/control-plane": ""}}});
+    let (status, body) = s
+        .raw_as(
+            NODE_TOKEN,
+            Method::POST,
+            "/api/v1/nodes",
+            "application/json",
+            create.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| m.ends_with(
+            "node \"n1\" is not allowed to set the following labels: node-role.kubernetes.io/control-plane"
+        )),
+        "{body}"
+    );
+    let create = json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1"}}});
+    let (status, body) = s
+        .raw_as(
+            NODE_TOKEN,
+            Method::POST,
+            "/api/v1/nodes",
+            "application/json",
+            create.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let label = |key: &str| {
+        json!({"metadata": {"labels": {key: "x"}}})
+            .to_string()
+            .into_bytes()
+    };
+    let (status, body) = s
+        .raw_as(
+            NODE_TOKEN,
+            Method::PATCH,
+            "/api/v1/nodes/n1",
+            "application/merge-patch+json",
+            label("topology.kubernetes.io/zone"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "a kubelet label: {body}");
+    let (status, body) = s
+        .raw_as(
+            NODE_TOKEN,
+            Method::PATCH,
+            "/api/v1/nodes/n1",
+            "application/merge-patch+json",
+            label("node-restriction.kubernetes.io/pool"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m
+                .ends_with("is not allowed to modify labels: node-restriction.kubernetes.io/pool")),
+        "{body}"
+    );
+}

@@ -53,6 +53,121 @@ pub(crate) fn restrict(
     }
 }
 
+/// Labels a kubelet may set on its own Node (kube's `kubeletapis.IsKubeletLabel` list).
+const KUBELET_LABELS: &[&str] = &[
+    "kubernetes.io/hostname",
+    "topology.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/region",
+    "beta.kubernetes.io/instance-type",
+    "node.kubernetes.io/instance-type",
+    "kubernetes.io/os",
+    "kubernetes.io/arch",
+    "beta.kubernetes.io/os",
+    "beta.kubernetes.io/arch",
+];
+
+/// Label namespaces (and their subdomains) a kubelet may set.
+const KUBELET_LABEL_NAMESPACES: &[&str] = &["kubelet.kubernetes.io", "node.kubernetes.io"];
+
+/// The namespace no kubelet may set labels in (nor its subdomains).
+const NODE_RESTRICTION_NAMESPACE: &str = "node-restriction.kubernetes.io";
+
+/// Whether `namespace` is `domain` or a subdomain of it.
+fn in_domain(namespace: &str, domain: &str) -> bool {
+    namespace == domain
+        || namespace
+            .strip_suffix(domain)
+            .is_some_and(|sub| sub.ends_with('.'))
+}
+
+/// Whether a node may add, change or remove the label `key` on its Node.
+fn node_may_set(key: &str) -> bool {
+    let namespace = key.split_once('/').map_or("", |(ns, _)| ns);
+    if in_domain(namespace, NODE_RESTRICTION_NAMESPACE) {
+        return false;
+    }
+    let kubernetes = in_domain(namespace, "kubernetes.io") || in_domain(namespace, "k8s.io");
+    !kubernetes
+        || KUBELET_LABELS.contains(&key)
+        || KUBELET_LABEL_NAMESPACES
+            .iter()
+            .any(|allowed| in_domain(namespace, allowed))
+}
+
+/// The labels of `object` (`metadata.labels`).
+fn labels(object: Option<&Value>) -> serde_json::Map<String, Value> {
+    object
+        .and_then(|o| o.pointer("/metadata/labels"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The label keys a node may not change between `old` and `new`, sorted.
+fn forbidden_label_changes(new: Option<&Value>, old: Option<&Value>) -> Vec<String> {
+    let (new, old) = (labels(new), labels(old));
+    let mut keys: Vec<String> = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .chain(old.keys().filter(|k| !new.contains_key(*k)))
+        .filter(|k| !node_may_set(k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// NodeRestriction's checks on the objects of a node's write (the admission step, with the
+/// new `object` and the `old` one as stored): a node registers and relabels itself only with
+/// kubelet labels, never changes its taints, and never relabels a pod through its status.
+pub(crate) fn validate(
+    user: &UserInfo,
+    target: &Target,
+    object: Option<&Value>,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let Some(node) = user.node_name() else {
+        return Ok(());
+    };
+    let resource = target.resource;
+    let verb = if old.is_some() { "update" } else { "create" };
+    let refuse = |why: String| Err(forbidden(user, verb, target, &why));
+    match (
+        resource.group,
+        resource.plural,
+        target.subresource.as_deref(),
+    ) {
+        ("", "nodes", _) if object.is_some() => {
+            let changed = forbidden_label_changes(object, old);
+            if old.is_none() && !changed.is_empty() {
+                return refuse(format!(
+                    "node \"{node}\" is not allowed to set the following labels: {}",
+                    changed.join(", ")
+                ));
+            }
+            let taints = |o: Option<&Value>| o.and_then(|o| o.pointer("/spec/taints")).cloned();
+            if old.is_some() && taints(object) != taints(old) {
+                return refuse(format!("node \"{node}\" is not allowed to modify taints"));
+            }
+            if !changed.is_empty() {
+                return refuse(format!(
+                    "is not allowed to modify labels: {}",
+                    changed.join(", ")
+                ));
+            }
+            Ok(())
+        }
+        ("", "pods", Some("status")) if old.is_some() && labels(object) != labels(old) => refuse(
+            format!("node \"{node}\" cannot update labels through pod status"),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// The 403 for a pod that is not bound to the node asking ([`Access::PodBoundTo`]), in
 /// NodeRestriction's words.
 pub(crate) fn pod_not_bound(user: &UserInfo, verb: &str, target: &Target, node: &str) -> ApiError {
@@ -319,6 +434,98 @@ mod tests {
         admit(UserInfo::new("alice", &[]), "{}".into())
             .await
             .expect("not a node: not NodeRestriction's business");
+    }
+
+    #[test]
+    fn nodes_label_themselves_only_with_kubelet_labels() {
+        let n1 = UserInfo::node("n1");
+        let node = |labels: Value, taints: Value| json!({"metadata": {"name": "n1", "labels": labels}, "spec": {"taints": taints}});
+        let base = node(
+            json!({"kubernetes.io/hostname": "n1", "team": "a"}),
+            json!([]),
+        );
+        let nodes = target("nodes", None, Some("n1"), None);
+        let check = |new: &Value, old: Option<&Value>| {
+            validate(&n1, &nodes, Some(new), old).map_err(|e| {
+                e.message
+                    .rsplit_once(": ")
+                    .map(|(_, why)| why.to_owned())
+                    .unwrap_or_default()
+            })
+        };
+        let cases = [
+            (
+                node(
+                    json!({"kubernetes.io/hostname": "n1", "team": "b", "topology.kubernetes.io/zone": "z", "feature.node.kubernetes.io/gpu": "1"}),
+                    json!([]),
+                ),
+                Ok(()),
+            ),
+            (
+                node(
+                    json!({"kubernetes.io/hostname": "n1", "team": "a", "node-role.kubernetes.io/control-plane": ""}),
+                    json!([]),
+                ),
+                Err("node-role.kubernetes.io/control-plane".to_owned()),
+            ),
+            // A kubelet label may go as well as come.
+            (node(json!({"team": "a"}), json!([])), Ok(())),
+            (
+                node(
+                    json!({"kubernetes.io/hostname": "n1", "team": "a", "x.node-restriction.kubernetes.io/a": "1"}),
+                    json!([]),
+                ),
+                Err("x.node-restriction.kubernetes.io/a".to_owned()),
+            ),
+            (
+                node(
+                    json!({"kubernetes.io/hostname": "n1", "team": "a"}),
+                    json!([{"key": "k", "effect": "NoSchedule"}]),
+                ),
+                Err("node \"n1\" is not allowed to modify taints".to_owned()),
+            ),
+        ];
+        for (new, expected) in cases {
+            assert_eq!(check(&new, Some(&base)), expected, "{new}");
+        }
+        assert_eq!(
+            check(
+                &node(
+                    json!({"node-role.kubernetes.io/worker": "", "kubernetes.io/os": "linux"}),
+                    json!(null)
+                ),
+                None
+            ),
+            Err("node-role.kubernetes.io/worker".to_owned()),
+            "registering: not allowed to set the following labels"
+        );
+        let pod = |labels: Value| json!({"metadata": {"name": "p", "labels": labels}});
+        let status = target("pods", Some("default"), Some("p"), Some("status"));
+        let labelled = node(
+            json!({"kubernetes.io/hostname": "n1", "node-role.kubernetes.io/worker": ""}),
+            json!([]),
+        );
+        assert_eq!(
+            check(&base, Some(&labelled)),
+            Err("node-role.kubernetes.io/worker".to_owned()),
+            "nor remove what an administrator set"
+        );
+        let relabel = validate(
+            &n1,
+            &status,
+            Some(&pod(json!({"a": "2"}))),
+            Some(&pod(json!({"a": "1"}))),
+        )
+        .expect_err("relabel through status");
+        assert!(
+            relabel
+                .message
+                .ends_with("node \"n1\" cannot update labels through pod status"),
+            "{}",
+            relabel.message
+        );
+        let admin = UserInfo::new("admin", &["system:masters"]);
+        validate(&admin, &nodes, Some(&base), None).expect("not a node");
     }
 
     #[test]
