@@ -181,3 +181,39 @@ pub(crate) fn authorize_request(
     }
     restriction::restrict(user, node, verb, target)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_metadata_name_selector_names_the_object() {
+        let cases = [
+            (Some("metadata.name=tls"), Some("tls")),
+            (Some("metadata.name==tls"), Some("tls")),
+            (Some("type=Opaque, metadata.name=tls"), Some("tls")),
+            (Some("metadata.name!=tls"), None),
+            (Some("metadata.name="), None),
+            (Some("metadata.namespace=default"), None),
+            (None, None),
+        ];
+        for (selector, expected) in cases {
+            assert_eq!(selector_name(selector), expected, "{selector:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn nodes_rules_cannot_be_listed() {
+        let authorizer = NodeAuthorizer::with_graph(graph::Graph::default());
+        let rules = authorizer.rules_for(&UserInfo::node("n1"), "default").await;
+        assert!(rules.incomplete);
+        assert_eq!(
+            rules.evaluation_error,
+            "node authorizer does not support user rule resolution"
+        );
+        let alice = authorizer
+            .rules_for(&UserInfo::new("alice", &[]), "default")
+            .await;
+        assert_eq!(alice, Rules::default());
+    }
+}
