@@ -10,9 +10,9 @@
 //!
 //! A request with neither is anonymous and gets 401, except the health and version endpoints
 //! (which Kubernetes also opens to everyone). Members of `system:masters` may do everything;
-//! `system:node:<name>` users in `system:nodes` may read, and change only their own Node, their
-//! own Lease in `kube-node-lease`, the status of pods bound to them (and delete those pods), and
-//! events. Bootstrap tokens and the few fixed permissions joining nodes need are in
+//! `system:node:<name>` users in `system:nodes` are decided by Kubernetes' Node authorizer and
+//! NodeRestriction ([`node`]): secrets, configmaps, volumes and tokens only for their own pods,
+//! writes only to their own Node, Lease and pods' status. Bootstrap tokens and the few fixed permissions joining nodes need are in
 //! [`bootstrap`]. Any other authenticated user may use discovery only: keelson has no RBAC.
 
 use std::{collections::HashMap, path::Path, sync::Arc};
@@ -28,6 +28,7 @@ use crate::{ApiError, AppState, request::Target};
 
 pub mod authz;
 pub mod bootstrap;
+pub mod node;
 
 /// The group whose members may do everything (Kubernetes' superuser group).
 pub const MASTERS_GROUP: &str = "system:masters";
@@ -258,9 +259,17 @@ pub(crate) enum Access {
     CreateNamed(String),
 }
 
-/// NodeRestriction for node users; administrators may do everything. `verb` is Kubernetes'
-/// verb name (get, list, watch, create, update, patch, delete, deletecollection).
-pub(crate) fn authorize(user: &UserInfo, verb: &str, target: &Target) -> Result<Access, ApiError> {
+/// Administrators may do everything; node users are decided by the Node authorizer and
+/// NodeRestriction ([`node::authorize_request`]). `verb` is Kubernetes' verb name (get, list,
+/// watch, create, update, patch, delete, deletecollection); `field_selector` is the request's
+/// `fieldSelector` (a `metadata.name` one names the object of a list or watch).
+pub(crate) fn authorize(
+    nodes: &node::NodeAuthorizer,
+    user: &UserInfo,
+    verb: &str,
+    target: &Target,
+    field_selector: Option<&str>,
+) -> Result<Access, ApiError> {
     if user.is_admin() {
         return Ok(Access::Granted);
     }
@@ -275,67 +284,7 @@ pub(crate) fn authorize(user: &UserInfo, verb: &str, target: &Target) -> Result<
             "keelson grants API access to administrators and nodes only",
         ));
     };
-    if matches!(verb, "get" | "list" | "watch") {
-        return Ok(Access::Granted);
-    }
-    let resource = target.resource.plural;
-    let name = target.name.as_deref();
-    let own = name == Some(node);
-    let sub = target.subresource.as_deref();
-    match (resource, verb) {
-        ("events", "create" | "update" | "patch") => Ok(Access::Granted),
-        ("nodes", "create") if name.is_none() => Ok(Access::CreateNamed(node.to_owned())),
-        ("nodes", "update" | "patch") if own => Ok(Access::Granted),
-        ("nodes", "create" | "update" | "patch") => Err(forbidden(
-            user,
-            verb,
-            target,
-            &format!(
-                "node \"{node}\" is not allowed to modify node \"{}\"",
-                name.unwrap_or("")
-            ),
-        )),
-        ("leases", "create" | "update" | "patch")
-            if target.namespace.as_deref() == Some("kube-node-lease") =>
-        {
-            if own {
-                Ok(Access::Granted)
-            } else if verb == "create" && name.is_none() {
-                Ok(Access::CreateNamed(node.to_owned()))
-            } else {
-                Err(forbidden(
-                    user,
-                    verb,
-                    target,
-                    &format!("node \"{node}\" may only modify its own lease in kube-node-lease"),
-                ))
-            }
-        }
-        ("leases", _) => Err(forbidden(
-            user,
-            verb,
-            target,
-            &format!("node \"{node}\" may only modify its own lease in kube-node-lease"),
-        )),
-        ("pods", "update" | "patch") if name.is_some() && sub == Some("status") => {
-            Ok(Access::PodBoundTo(node.to_owned()))
-        }
-        ("pods", "delete") if name.is_some() && sub.is_none() => {
-            Ok(Access::PodBoundTo(node.to_owned()))
-        }
-        ("pods", _) => Err(forbidden(
-            user,
-            verb,
-            target,
-            &format!("node \"{node}\" may only update the status of, and delete, pods bound to it"),
-        )),
-        _ => Err(forbidden(
-            user,
-            verb,
-            target,
-            &format!("node \"{node}\" cannot {verb} {resource}"),
-        )),
-    }
+    node::authorize_request(nodes, user, node, verb, target, field_selector)
 }
 
 /// The 403 for a create of an object not named `allowed` ([`Access::CreateNamed`]).
@@ -370,19 +319,11 @@ pub(crate) fn check_created_name(
     ))
 }
 
-/// The 403 for a pod that is not bound to the node asking.
-pub(crate) fn pod_not_bound(user: &UserInfo, verb: &str, target: &Target, node: &str) -> ApiError {
-    forbidden(
-        user,
-        verb,
-        target,
-        &format!("node \"{node}\" can only {verb} pods bound to it"),
-    )
-}
+pub(crate) use node::restriction::pod_not_bound;
 
 /// Kubernetes' wording: `pods "p" is forbidden: User "u" cannot patch resource "pods" in API
-/// group "" in the namespace "ns": <why>`.
-fn forbidden(user: &UserInfo, verb: &str, target: &Target, why: &str) -> ApiError {
+/// group "" in the namespace "ns": <why>` (no `: <why>` when `why` is empty).
+pub(crate) fn forbidden(user: &UserInfo, verb: &str, target: &Target, why: &str) -> ApiError {
     let resource = target.resource;
     let object = match target.name.as_deref() {
         Some(name) => format!("{} \"{name}\"", resource.qualified()),
@@ -397,9 +338,14 @@ fn forbidden(user: &UserInfo, verb: &str, target: &Target, why: &str) -> ApiErro
         .as_deref()
         .map(|s| format!("/{s}"))
         .unwrap_or_default();
+    let why = if why.is_empty() {
+        String::new()
+    } else {
+        format!(": {why}")
+    };
     ApiError::forbidden(format!(
         "{object} is forbidden: User \"{}\" cannot {verb} resource \"{}{sub}\" in API group \"{}\" \
-         {scope}: {why}",
+         {scope}{why}",
         user.name, resource.plural, resource.group
     ))
 }
@@ -426,7 +372,8 @@ mod tests {
     #[test]
     fn node_users_change_only_their_own_objects() {
         let n1 = UserInfo::node("n1");
-        let granted = |verb, t: Target| authorize(&n1, verb, &t);
+        let nodes = node::NodeAuthorizer::with_graph(node::graph::Graph::default());
+        let granted = |verb, t: Target| authorize(&nodes, &n1, verb, &t, None);
         assert_eq!(
             granted("patch", target("nodes", None, Some("n1"), Some("status"))),
             Ok(Access::Granted)
@@ -481,9 +428,19 @@ mod tests {
         assert!(granted("create", target("pods", Some("default"), None, None)).is_err());
         assert!(granted("delete", target("nodes", None, Some("n1"), None)).is_err());
         assert!(granted("create", target("secrets", Some("default"), None, None)).is_err());
+        let secrets = granted("list", target("secrets", None, None, None))
+            .expect_err("secrets only of its pods");
+        assert!(
+            secrets
+                .message
+                .ends_with("can only read namespaced object of this type"),
+            "{}",
+            secrets.message
+        );
         assert_eq!(
-            granted("list", target("secrets", None, None, None)),
-            Ok(Access::Granted)
+            granted("list", target("pods", None, None, None)),
+            Ok(Access::Granted),
+            "the datapath role"
         );
         assert_eq!(
             granted("create", target("events", Some("default"), None, None)),
@@ -493,12 +450,28 @@ mod tests {
 
     #[test]
     fn a_node_user_needs_the_nodes_group() {
+        let nodes = node::NodeAuthorizer::with_graph(node::graph::Graph::default());
         let impostor = UserInfo::new("system:node:n1", &[]);
         assert_eq!(impostor.node_name(), None);
-        assert!(authorize(&impostor, "get", &target("pods", None, None, None)).is_err());
+        assert!(
+            authorize(
+                &nodes,
+                &impostor,
+                "get",
+                &target("pods", None, None, None),
+                None
+            )
+            .is_err()
+        );
         let admin = UserInfo::new("kubernetes-admin", &[MASTERS_GROUP]);
         assert_eq!(
-            authorize(&admin, "delete", &target("nodes", None, Some("n2"), None)),
+            authorize(
+                &nodes,
+                &admin,
+                "delete",
+                &target("nodes", None, Some("n2"), None),
+                None
+            ),
             Ok(Access::Granted)
         );
     }

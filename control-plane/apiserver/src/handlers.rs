@@ -192,7 +192,8 @@ async fn dispatch(
     let watch = watch_path || params.get("watch").is_some_and(|w| w == "true" || w == "1");
     let store = state.store.as_ref();
     let verb = verb(method, target, watch);
-    let access = auth::authorize(user, verb, target)?;
+    let field_selector = params.get("fieldSelector").map(String::as_str);
+    let access = auth::authorize(&state.nodes, user, verb, target, field_selector)?;
     // `kubectl get` asks for a Table (server-side printing) on get, list and watch.
     let printer = match (method, target.subresource.as_deref()) {
         (&Method::GET, None) => table::requested(headers, params)?.map(|request| Printer {

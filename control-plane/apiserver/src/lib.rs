@@ -84,6 +84,8 @@ pub struct AppState {
     crds: Arc<crd::Registry>,
     openapi: Arc<openapi::OpenApi>,
     health: keelson_daemon::health::Health,
+    /// The Node authorizer (and its graph of what each node's pods use).
+    nodes: Arc<auth::node::NodeAuthorizer>,
 }
 
 impl AppState {
@@ -95,6 +97,7 @@ impl AppState {
         let shutdown = Arc::new(watch::Sender::new(false));
         let health = health::checks(Arc::clone(&store), Arc::clone(&shutdown));
         Self {
+            nodes: auth::node::NodeAuthorizer::new(Arc::clone(&store)),
             store: Arc::new(InstrumentedStore::new(store, Arc::clone(&metrics))),
             authenticator: Arc::new(Authenticator::default()),
             metrics,

@@ -534,6 +534,7 @@ impl Admit<'_> {
         warnings: &mut Vec<String>,
     ) -> Result<(), ApiError> {
         let resource = attempt.target.resource;
+        crate::auth::node::restriction::validate(self.user, attempt.target, object, old)?;
         if EXEMPT.contains(&resource.kind) && resource.group == GROUP {
             return Ok(());
         }

@@ -190,6 +190,7 @@ mod crd_conversion;
 mod health;
 mod https;
 mod kinds;
+mod node_authz;
 mod openapi;
 mod writes;
 
@@ -1239,9 +1240,9 @@ async fn node_credentials_change_only_their_node_lease_and_bound_pods() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(
-        body["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("pods bound to it")),
+        body["message"].as_str().is_some_and(|m| m.ends_with(
+            "node \"n1\" can only update pod status for pods with spec.nodeName set to itself"
+        )),
         "{body}"
     );
     let (status, _) = s
