@@ -260,3 +260,32 @@ pub async fn run(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn pods_wait_for_the_first_list_of_services() {
+        let cache = Arc::new(ServiceCache::default());
+        assert!(!cache.wait_listed(Duration::from_millis(20)).await);
+        let waiter = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.wait_listed(Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut svc = Service::default();
+        svc.metadata.name = Some("kubernetes".into());
+        svc.metadata.namespace = Some("default".into());
+        cache.insert(svc);
+        cache.mark_listed();
+        assert!(waiter.await.expect("join"), "woken by the first list");
+        assert!(cache.wait_listed(Duration::ZERO).await);
+        assert_eq!(
+            cache.read(|s| s.keys().cloned().collect::<Vec<_>>()),
+            ["default/kubernetes"]
+        );
+    }
+}

@@ -11,6 +11,7 @@ pub mod probes;
 pub mod projection;
 pub mod runtime;
 pub mod server;
+pub mod service_env;
 pub mod spec;
 pub mod status;
 pub mod tokens;

@@ -19,7 +19,7 @@ use crate::{
     pods::{
         dns,
         projection::Inputs,
-        runtime,
+        runtime, service_env,
         spec::{self, ConfigError, Sources},
         volumes,
     },
@@ -218,7 +218,7 @@ impl Worker {
             ));
         }
         let services = self.ctx.services.read(|all| {
-            spec::service_env(&spec::env_services(
+            service_env::service_env(&service_env::env_services(
                 all.values(),
                 &self.namespace,
                 enable_links,
@@ -275,5 +275,22 @@ impl Worker {
             }),
             ..ContainerCreateBody::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_retries_back_off_to_two_minutes() {
+        let delays: Vec<u128> = (1..=10).map(|n| mount_backoff(n).as_millis()).collect();
+        assert_eq!(
+            delays,
+            [
+                500, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 122_000, 122_000
+            ]
+        );
+        assert_eq!(mount_backoff(u32::MAX), MOUNT_BACKOFF_MAX);
     }
 }
