@@ -1,6 +1,6 @@
 //! Turning a pod's container spec into what Docker runs: environment (literal values, ConfigMap
-//! and Secret references, the downward API, service variables from [`super::service_env`]), resource limits, and `$(VAR)`
-//! expansion in command and args.
+//! and Secret references, the downward API, service variables from [`super::service_env`]),
+//! resource limits, and `$(VAR)` expansion in command and args.
 
 use std::collections::{BTreeMap, HashMap};
 
