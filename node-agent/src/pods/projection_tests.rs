@@ -369,6 +369,16 @@ async fn service_account_volume_on_disk() {
         "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n"
     );
     assert_eq!(read(vol, "namespace"), "shop");
+    use std::os::unix::fs::PermissionsExt as _;
+    let pod_dir_mode = std::fs::metadata(dir.path())
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(
+        pod_dir_mode & 0o777,
+        0o750,
+        "only root reads the pod's tokens"
+    );
     for name in ["token", "ca.crt", "namespace"] {
         assert_eq!(
             std::fs::read_link(vol.join(name)).expect("a link"),

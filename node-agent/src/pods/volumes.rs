@@ -164,6 +164,14 @@ async fn prepare_one(
 /// paths; the first volume that fails stops it.
 pub async fn prepare(inputs: &mut Inputs<'_>, pod_dir: &Path) -> Result<VolumePaths, VolumeError> {
     let mut paths = VolumePaths::new();
+    // Tokens and Secrets live below: only root on the node reads the pod's directory (the
+    // kubelet's 0750); containers reach their volumes through their bind mounts.
+    std::fs::create_dir_all(pod_dir)
+        .and_then(|()| std::fs::set_permissions(pod_dir, std::fs::Permissions::from_mode(0o750)))
+        .map_err(|e| VolumeError {
+            volume: String::new(),
+            message: format!("preparing {}: {e}", pod_dir.display()),
+        })?;
     let volumes = inputs
         .pod
         .spec

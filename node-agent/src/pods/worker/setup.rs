@@ -197,6 +197,8 @@ impl Worker {
         }
     }
 
+    /// The container's Docker configuration: environment (service variables from the Service
+    /// cache), binds of the pod's volumes and resolver, resources, user.
     pub(super) async fn container_body(
         &mut self,
         pod: &Pod,
