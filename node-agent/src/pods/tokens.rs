@@ -24,6 +24,9 @@ const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
 /// The most the refresh time is moved earlier, so that many pods do not refresh at once.
 const MAX_JITTER: Duration = Duration::from_secs(10);
+/// The soonest a new token is requested again, whatever lifetime the API granted: a server
+/// that grants tokens already due does not get a request every pass.
+const MIN_REFRESH: Duration = Duration::from_secs(10);
 /// Tries of one TokenRequest when the API answers with a transient error.
 const TRIES: u32 = 3;
 
@@ -144,10 +147,14 @@ impl TokenCache {
         match request(client, pod, &key).await {
             Ok((status, ttl)) => {
                 let expires = status.expiration_timestamp.0;
+                let soonest = SignedDuration::try_from(MIN_REFRESH)
+                    .ok()
+                    .and_then(|d| now.checked_add(d).ok())
+                    .unwrap_or(now);
                 let issued = Issued {
                     token: status.token,
                     expires,
-                    refresh_at: refresh_at(now, expires, ttl, jitter()),
+                    refresh_at: refresh_at(now, expires, ttl, jitter()).max(soonest),
                 };
                 let token = issued.token.clone();
                 self.issued.insert(key, issued);

@@ -196,7 +196,7 @@ async fn request_is_bound_to_the_pod_and_cached() {
 }
 
 #[tokio::test]
-async fn default_service_account_and_short_grant_refreshes() {
+async fn default_service_account_and_a_token_granted_already_due() {
     let fake = Arc::new(Fake {
         grant: Some(0),
         ..Fake::default()
@@ -208,12 +208,23 @@ async fn default_service_account_and_short_grant_refreshes() {
         .token(&client, &pod, &projection(None, None))
         .await
         .expect("token");
-    // Granted for 0 s: due at once, so the next use requests again.
+    // Granted for 0 s: due at once by the rule, yet not requested again for 10 s.
     let second = cache
         .token(&client, &pod, &projection(None, None))
         .await
         .expect("token");
-    assert_eq!((first.as_str(), second.as_str()), ("token-1", "token-2"));
+    assert_eq!((first.as_str(), second.as_str()), ("token-1", "token-1"));
+    let next = cache.next_refresh().expect("a refresh time");
+    let in_secs = next.duration_since(Timestamp::now()).as_secs();
+    assert!((9..=10).contains(&in_secs), "{in_secs}");
+    for issued in cache.issued.values_mut() {
+        issued.refresh_at = Timestamp::now();
+    }
+    let third = cache
+        .token(&client, &pod, &projection(None, None))
+        .await
+        .expect("token");
+    assert_eq!(third, "token-2");
     assert_eq!(
         fake.seen.lock().expect("lock")[0].0,
         "POST /api/v1/namespaces/shop/serviceaccounts/default/token"
