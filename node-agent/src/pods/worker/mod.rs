@@ -1,8 +1,8 @@
 //! One task per pod: it reconciles the pod's Docker containers with its spec (sandbox, network,
 //! init containers in order, app containers with restart back-off, probes), writes the status
 //! when it changes, and on deletion stops the containers gracefully, frees the address and
-//! removes the pod object. Its parts: [`setup`] (image, volumes, environment, the container's
-//! Docker configuration), [`report`] (the pod status), [`teardown`] (the pod's end).
+//! removes the pod object. Its parts: `setup` (image, volumes, environment, the container's
+//! Docker configuration), `report` (the pod status), `teardown` (the pod's end).
 
 mod report;
 mod setup;
