@@ -539,6 +539,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
             }
         };
         let pod_metrics = kubelet.metrics();
+        let services = kubelet.services();
         let listener = tokio::net::TcpListener::bind(args.metrics_listen)
             .await
             .with_context(|| format!("listening on {}", args.metrics_listen))?;
@@ -573,7 +574,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(node = %node.node_name, pins = %pin_dir.display(), metrics = %args.metrics_listen, "node agent running");
         tokio::select! {
             served = axum::serve(listener, app) => served.context("serving /metrics"),
-            synced = keelson_node_agent::service_sync::run(client, &lb, node) => synced,
+            synced = keelson_node_agent::service_sync::run(client, &lb, node, services) => synced,
             pods = kubelet.run() => pods,
             routed = routed => routed,
             rotated = rotated => rotated,

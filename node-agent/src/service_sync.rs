@@ -1,7 +1,8 @@
 //! The agent's service sync: watches Services and EndpointSlices through the Kubernetes API
 //! (kube-rs watchers), turns each changed Service into frontends and applies only that Service's
 //! map writes. After both initial lists, entries adopted from a previous run that no Service
-//! claims are removed.
+//! claims are removed. The Services it sees are the agent's one view of them ([`ServiceCache`]),
+//! which the pod runner reads for pods' service environment variables.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,10 +30,66 @@ enum Change {
     Slice(Box<Event<EndpointSlice>>),
 }
 
+/// Every Service of the cluster as the watch last saw it, by `namespace/name`, shared by the
+/// datapath sync (which feeds it) and the pod runner (service environment variables, as the
+/// kubelet's Service informer serves `getServiceEnvVarMap`).
+#[derive(Debug, Default)]
+pub struct ServiceCache {
+    services: std::sync::RwLock<BTreeMap<String, Service>>,
+    listed: tokio::sync::Notify,
+    listed_once: std::sync::atomic::AtomicBool,
+}
+
+impl ServiceCache {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Service>> {
+        self.services
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reads the Services under the lock (keep `f` short; it must not block).
+    pub fn read<R>(&self, f: impl FnOnce(&BTreeMap<String, Service>) -> R) -> R {
+        f(&self
+            .services
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Adds or replaces a Service.
+    pub fn insert(&self, service: Service) {
+        let id = service_id(
+            &service.namespace().unwrap_or_default(),
+            &service.name_any(),
+        );
+        self.write().insert(id, service);
+    }
+
+    /// Marks the first full list as seen (wakes [`Self::wait_listed`]).
+    pub fn mark_listed(&self) {
+        self.listed_once
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.listed.notify_waiters();
+    }
+
+    /// Whether the Services have been listed at least once.
+    pub fn is_listed(&self) -> bool {
+        self.listed_once.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits up to `timeout` for the first list; returns whether it has been seen.
+    pub async fn wait_listed(&self, timeout: std::time::Duration) -> bool {
+        let notified = self.listed.notified();
+        if self.is_listed() {
+            return true;
+        }
+        let _ = tokio::time::timeout(timeout, notified).await;
+        self.is_listed()
+    }
+}
+
 /// What the watchers have seen, by `namespace/name`.
-#[derive(Default)]
 struct Cache {
-    services: BTreeMap<String, Service>,
+    services: std::sync::Arc<ServiceCache>,
     /// Slices by service id, then by slice name.
     slices: BTreeMap<String, BTreeMap<String, EndpointSlice>>,
     services_listed: bool,
@@ -59,8 +116,9 @@ pub async fn run(
     client: Client,
     lb: &std::sync::Mutex<LoadBalancer>,
     node: NodeContext,
+    services: std::sync::Arc<ServiceCache>,
 ) -> anyhow::Result<()> {
-    let services = watcher::watcher(
+    let service_events = watcher::watcher(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     )
@@ -72,8 +130,14 @@ pub async fn run(
     )
     .default_backoff()
     .map_ok(|e| Change::Slice(Box::new(e)));
-    let mut changes = stream::select(services, slices).boxed();
-    let mut cache = Cache::default();
+    let mut changes = stream::select(service_events, slices).boxed();
+    let mut cache = Cache {
+        services,
+        slices: BTreeMap::new(),
+        services_listed: false,
+        slices_listed: false,
+        initial_sync_done: false,
+    };
     let mut pending_services: BTreeSet<String> = BTreeSet::new();
     let mut pending_slices: BTreeMap<String, BTreeMap<String, EndpointSlice>> = BTreeMap::new();
     while let Some(change) = changes.next().await {
@@ -90,12 +154,12 @@ pub async fn run(
             Change::Service(event) => match *event {
                 Event::Apply(svc) => {
                     let id = service_id(&svc.namespace().unwrap_or_default(), &svc.name_any());
-                    cache.services.insert(id.clone(), svc);
+                    cache.services.insert(svc);
                     dirty.insert(id);
                 }
                 Event::Delete(svc) => {
                     let id = service_id(&svc.namespace().unwrap_or_default(), &svc.name_any());
-                    cache.services.remove(&id);
+                    cache.services.write().remove(&id);
                     dirty.insert(id);
                 }
                 Event::Init => pending_services.clear(),
@@ -104,21 +168,15 @@ pub async fn run(
                         &svc.namespace().unwrap_or_default(),
                         &svc.name_any(),
                     ));
-                    let id = service_id(&svc.namespace().unwrap_or_default(), &svc.name_any());
-                    cache.services.insert(id, svc);
+                    cache.services.insert(svc);
                 }
                 Event::InitDone => {
                     // Services gone during a re-list: drop them.
-                    let gone: Vec<String> = cache
-                        .services
-                        .keys()
-                        .filter(|id| !pending_services.contains(*id))
-                        .cloned()
-                        .collect();
-                    for id in gone {
-                        cache.services.remove(&id);
-                    }
-                    dirty.extend(cache.services.keys().cloned());
+                    let mut services = cache.services.write();
+                    services.retain(|id, _| pending_services.contains(id));
+                    dirty.extend(services.keys().cloned());
+                    drop(services);
+                    cache.services.mark_listed();
                     cache.services_listed = true;
                 }
             },
@@ -160,7 +218,7 @@ pub async fn run(
             continue;
         }
         for id in dirty {
-            let frontends = match cache.services.get(&id) {
+            let frontends = cache.services.read(|services| match services.get(&id) {
                 Some(svc) => {
                     let slices: Vec<&EndpointSlice> = cache
                         .slices
@@ -170,7 +228,7 @@ pub async fn run(
                     lb::frontends(svc, &slices, &node)
                 }
                 None => Vec::new(),
-            };
+            });
             let updated = lb
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -201,4 +259,33 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn pods_wait_for_the_first_list_of_services() {
+        let cache = Arc::new(ServiceCache::default());
+        assert!(!cache.wait_listed(Duration::from_millis(20)).await);
+        let waiter = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.wait_listed(Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut svc = Service::default();
+        svc.metadata.name = Some("kubernetes".into());
+        svc.metadata.namespace = Some("default".into());
+        cache.insert(svc);
+        cache.mark_listed();
+        assert!(waiter.await.expect("join"), "woken by the first list");
+        assert!(cache.wait_listed(Duration::ZERO).await);
+        assert_eq!(
+            cache.read(|s| s.keys().cloned().collect::<Vec<_>>()),
+            ["default/kubernetes"]
+        );
+    }
 }

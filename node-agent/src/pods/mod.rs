@@ -3,12 +3,18 @@
 //! and after an agent restart adopt what is still running (containers carry their pod's labels)
 //! while removing what belongs to pods that are gone.
 
+pub mod atomic_writer;
 pub mod dns;
+#[cfg(test)]
+mod fake_api;
 pub mod probes;
+pub mod projection;
 pub mod runtime;
 pub mod server;
+pub mod service_env;
 pub mod spec;
 pub mod status;
+pub mod tokens;
 pub mod volumes;
 pub mod worker;
 
@@ -134,6 +140,8 @@ pub struct Ctx {
     pub dns: std::sync::OnceLock<dns::ClusterDnsConfig>,
     /// The node's resolver configuration (`dnsPolicy: Default`).
     pub host_resolv: dns::HostResolv,
+    /// The cluster's Services (fed by the service sync), for pods' service variables.
+    pub services: Arc<crate::service_sync::ServiceCache>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -518,6 +526,7 @@ impl Kubelet {
                     .map(std::sync::OnceLock::from)
                     .unwrap_or_default(),
                 host_resolv: dns::HostResolv::read(),
+                services: Arc::default(),
             }),
             endpoint,
             node,
@@ -530,6 +539,11 @@ impl Kubelet {
     /// The pod counters, for /metrics.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.ctx.metrics.clone()
+    }
+
+    /// The Services cache pods' environment variables come from; the service sync fills it.
+    pub fn services(&self) -> Arc<crate::service_sync::ServiceCache> {
+        self.ctx.services.clone()
     }
 
     /// Heartbeats and pods, until the process stops.

@@ -1,10 +1,10 @@
 //! Turning a pod's container spec into what Docker runs: environment (literal values, ConfigMap
-//! and Secret references, the downward API, service variables), resource limits, and `$(VAR)`
-//! expansion in command and args.
+//! and Secret references, the downward API, service variables from [`super::service_env`]),
+//! resource limits, and `$(VAR)` expansion in command and args.
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use keelson_api::quantity::Quantity;
 use kube::{Api, Client};
 
@@ -111,75 +111,44 @@ impl Sources {
     }
 }
 
-/// `{SVC}_SERVICE_HOST`, `{SVC}_SERVICE_PORT`, `{SVC}_SERVICE_PORT_{NAME}` and the Docker-link
-/// style `{SVC}_PORT*` variables for every Service with a cluster IP in `namespace`.
-pub async fn service_env(client: &Client, namespace: &str) -> Vec<(String, String)> {
-    let api: Api<Service> = Api::namespaced(client.clone(), namespace);
-    // A connection reset or a 5xx is tried again twice (250 ms, 500 ms) before the pod starts
-    // without the variables.
-    let mut delay = std::time::Duration::from_millis(250);
-    let services = loop {
-        match api.list(&Default::default()).await {
-            Ok(list) => break list.items,
-            Err(error)
-                if crate::node::is_transient(&error)
-                    && delay <= std::time::Duration::from_millis(500) =>
-            {
-                tracing::info!(%error, namespace, "listing services for pod environment variables; trying again");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(error) => {
-                tracing::warn!(%error, namespace, "listing services for pod environment variables");
-                return Vec::new();
+/// `key="value"` lines sorted by key, values quoted as Go's `%q` does: how the downward API
+/// writes a whole `metadata.labels` or `metadata.annotations` (`fieldpath.FormatMap`).
+pub fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
+    let mut lines = Vec::new();
+    for (key, value) in map.into_iter().flatten() {
+        let mut quoted = String::with_capacity(value.len() + 2);
+        quoted.push('"');
+        for c in value.chars() {
+            match c {
+                '"' => quoted.push_str("\\\""),
+                '\\' => quoted.push_str("\\\\"),
+                '\n' => quoted.push_str("\\n"),
+                '\r' => quoted.push_str("\\r"),
+                '\t' => quoted.push_str("\\t"),
+                '\u{7}' => quoted.push_str("\\a"),
+                '\u{8}' => quoted.push_str("\\b"),
+                '\u{b}' => quoted.push_str("\\v"),
+                '\u{c}' => quoted.push_str("\\f"),
+                c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                    quoted.push_str(&format!("\\x{:02x}", c as u32));
+                }
+                c => quoted.push(c),
             }
         }
-    };
-    let mut env = Vec::new();
-    for service in services {
-        let Some(spec) = service.spec else { continue };
-        let Some(ip) = spec.cluster_ip.filter(|ip| !ip.is_empty() && ip != "None") else {
-            continue;
-        };
-        let name = service
-            .metadata
-            .name
-            .unwrap_or_default()
-            .to_uppercase()
-            .replace('-', "_");
-        let ports = spec.ports.unwrap_or_default();
-        let Some(first) = ports.first() else { continue };
-        env.push((format!("{name}_SERVICE_HOST"), ip.clone()));
-        env.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
-        for port in &ports {
-            let protocol = port.protocol.clone().unwrap_or_else(|| "TCP".into());
-            if let Some(port_name) = &port.name {
-                env.push((
-                    format!(
-                        "{name}_SERVICE_PORT_{}",
-                        port_name.to_uppercase().replace('-', "_")
-                    ),
-                    port.port.to_string(),
-                ));
-            }
-            let prefix = format!("{name}_PORT_{}_{}", port.port, protocol);
-            let proto = protocol.to_lowercase();
-            env.push((prefix.clone(), format!("{proto}://{ip}:{}", port.port)));
-            env.push((format!("{prefix}_PROTO"), proto));
-            env.push((format!("{prefix}_PORT"), port.port.to_string()));
-            env.push((format!("{prefix}_ADDR"), ip.clone()));
-        }
-        let protocol = first.protocol.clone().unwrap_or_else(|| "TCP".into());
-        env.push((
-            format!("{name}_PORT"),
-            format!("{}://{ip}:{}", protocol.to_lowercase(), first.port),
-        ));
+        quoted.push('"');
+        lines.push(format!("{key}={quoted}"));
     }
-    env
+    lines.join("\n")
 }
 
-/// A pod field for the downward API (`fieldRef.fieldPath`).
-fn pod_field(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Result<String, ConfigError> {
+/// A pod field for the downward API (`fieldRef.fieldPath`), for environment variables and
+/// volume files alike.
+pub fn pod_field(
+    pod: &Pod,
+    path: &str,
+    pod_ip: &str,
+    host_ip: &str,
+) -> Result<String, ConfigError> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
     let label = |map: &Option<BTreeMap<String, String>>, key: &str| {
@@ -191,6 +160,8 @@ fn pod_field(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Result<Strin
         "metadata.name" => meta.name.clone().unwrap_or_default(),
         "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
         "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "metadata.labels" => format_map(meta.labels.as_ref()),
+        "metadata.annotations" => format_map(meta.annotations.as_ref()),
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
         "spec.serviceAccountName" => spec
             .and_then(|s| s.service_account_name.clone())
@@ -337,7 +308,7 @@ pub async fn container_env(
             } else if let Some(r) = &source.field_ref {
                 pod_field(pod, &r.field_path, pod_ip, host_ip)?
             } else if let Some(r) = &source.resource_field_ref {
-                resource_field(container, &r.resource)
+                resource_value(pod, Some(container), r)?
             } else {
                 String::new()
             }
@@ -357,17 +328,92 @@ pub async fn container_env(
     Ok(result)
 }
 
-fn resource_field(container: &Container, resource: &str) -> String {
-    let resources = container.resources.clone().unwrap_or_default();
-    let (map, key) = match resource.split_once('.') {
-        Some(("limits", key)) => (resources.limits, key.to_owned()),
-        Some(("requests", key)) => (resources.requests, key.to_owned()),
-        _ => return String::new(),
+/// The node's allocatable CPU (cores) and memory (bytes): what an unset limit stands for in
+/// the downward API (the kubelet uses the Node's allocatable; the agent reports the host's).
+fn node_allocatable() -> (i64, i64) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as i64);
+    // SAFETY: sysconf only reads system configuration.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    // SAFETY: as above.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let memory = (pages.max(0) as i64).saturating_mul(page_size.max(0) as i64);
+    (cpus, memory)
+}
+
+/// The value of a `resourceFieldRef` (`limits.cpu`, `requests.memory`, ...) as the kubelet
+/// computes it: divided by `divisor` (default 1) and rounded up — CPU in millicores, the rest
+/// in units; an unset limit is the node's allocatable, an unset request 0. `container` is the
+/// container asking (environment variables); `containerName` names another.
+pub fn resource_value(
+    pod: &Pod,
+    container: Option<&Container>,
+    selector: &k8s_openapi::api::core::v1::ResourceFieldSelector,
+) -> Result<String, ConfigError> {
+    let named = selector.container_name.as_deref().filter(|n| !n.is_empty());
+    let spec = pod.spec.as_ref();
+    let found = match named {
+        Some(name) => spec.and_then(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+                .find(|c| c.name == name)
+        }),
+        None => container,
     };
-    // Kubernetes rounds up: cpu to whole cores (`ceil(MilliValue / 1000)`), the rest to units.
-    map.and_then(|m| m.get(&key).and_then(|q| Quantity::try_from(q).ok()))
-        .map(|q| q.value().to_string())
-        .unwrap_or_default()
+    let Some(found) = found else {
+        return Err(ConfigError(format!(
+            "container {} not found in pod",
+            named.unwrap_or_default()
+        )));
+    };
+    let resources = found.resources.clone().unwrap_or_default();
+    let (map, key, is_limit) = match selector.resource.split_once('.') {
+        Some(("limits", key)) => (resources.limits, key, true),
+        Some(("requests", key)) => (resources.requests, key, false),
+        _ => {
+            return Err(ConfigError(format!(
+                "unsupported container resource : {}",
+                selector.resource
+            )));
+        }
+    };
+    if !matches!(key, "cpu" | "memory" | "ephemeral-storage") && !key.starts_with("hugepages-") {
+        return Err(ConfigError(format!(
+            "unsupported container resource : {}",
+            selector.resource
+        )));
+    }
+    let divisor = selector
+        .divisor
+        .as_ref()
+        .and_then(|d| Quantity::try_from(d).ok())
+        .filter(|d| !d.is_zero());
+    let set = map.and_then(|m| m.get(key).and_then(|q| Quantity::try_from(q).ok()));
+    let cpu = key == "cpu";
+    // The quantity in the unit its divisor counts in: millicores for CPU, units otherwise.
+    let amount: i128 = match (set, is_limit) {
+        (Some(q), _) if cpu => i128::from(q.milli_value()),
+        (Some(q), _) => i128::from(q.value()),
+        (None, true) => {
+            let (cpus, memory) = node_allocatable();
+            match key {
+                "cpu" => i128::from(cpus) * 1000,
+                "memory" => i128::from(memory),
+                _ => 0,
+            }
+        }
+        (None, false) => 0,
+    };
+    let per = match divisor {
+        Some(d) if cpu => i128::from(d.milli_value()),
+        Some(d) => i128::from(d.value()),
+        None if cpu => 1000,
+        None => 1,
+    }
+    .max(1);
+    // Ceiling division of a non-negative amount.
+    let value = (amount.max(0) + per - 1) / per;
+    Ok(value.to_string())
 }
 
 /// Docker's CPU and memory settings from the container's resources: `limits.cpu` -> CFS quota
@@ -465,10 +511,58 @@ mod tests {
     #[test]
     fn resource_field_refs_round_up() {
         let c = container(&[("cpu", "1500m"), ("memory", "1.5")], &[("cpu", "1m")]);
-        assert_eq!(resource_field(&c, "limits.cpu"), "2");
-        assert_eq!(resource_field(&c, "requests.cpu"), "1");
-        assert_eq!(resource_field(&c, "limits.memory"), "2");
-        assert_eq!(resource_field(&c, "requests.memory"), "");
+        let pod = Pod {
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                containers: vec![Container {
+                    name: "other".into(),
+                    ..container(&[("memory", "64Mi")], &[])
+                }],
+                ..Default::default()
+            }),
+            ..Pod::default()
+        };
+        let field = |resource: &str, divisor: Option<&str>, name: Option<&str>| {
+            let selector = k8s_openapi::api::core::v1::ResourceFieldSelector {
+                resource: resource.into(),
+                divisor: divisor.map(|d| QuantityObject(d.into())),
+                container_name: name.map(str::to_owned),
+            };
+            resource_value(&pod, Some(&c), &selector).map_err(|e| e.0)
+        };
+        assert_eq!(field("limits.cpu", None, None).as_deref(), Ok("2"));
+        assert_eq!(field("limits.cpu", Some("1m"), None).as_deref(), Ok("1500"));
+        assert_eq!(field("requests.cpu", None, None).as_deref(), Ok("1"));
+        assert_eq!(field("limits.memory", None, None).as_deref(), Ok("2"));
+        assert_eq!(field("requests.memory", None, None).as_deref(), Ok("0"));
+        assert_eq!(
+            field("limits.memory", Some("1Mi"), Some("other")).as_deref(),
+            Ok("64")
+        );
+        assert_eq!(
+            field("limits.gpu", None, None),
+            Err("unsupported container resource : limits.gpu".to_owned())
+        );
+        assert_eq!(
+            field("limits.cpu", None, Some("nope")),
+            Err("container nope not found in pod".to_owned())
+        );
+        // No limit: the node's allocatable, at least one core.
+        let unset = field("limits.cpu", None, Some("other")).expect("node cpus");
+        assert!(unset.parse::<u32>().expect("a number") >= 1, "{unset}");
+    }
+
+    #[test]
+    fn whole_maps_are_quoted_lines_in_key_order() {
+        let map = BTreeMap::from([
+            ("zone".to_owned(), "eu-1".to_owned()),
+            ("app".to_owned(), "web".to_owned()),
+            ("note".to_owned(), "say \"hi\"\n\tnow\\\u{1}é".to_owned()),
+        ]);
+        assert_eq!(
+            format_map(Some(&map)),
+            "app=\"web\"\nnote=\"say \\\"hi\\\"\\n\\tnow\\\\\\x01é\"\nzone=\"eu-1\""
+        );
+        assert_eq!(format_map(None), "");
     }
 
     #[test]

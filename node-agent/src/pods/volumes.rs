@@ -1,153 +1,201 @@
 //! Pod volumes as directories under the agent's data directory (`pods/<uid>/volumes/<name>`),
-//! bind-mounted into every container that mounts them: emptyDir, configMap, secret, hostPath.
+//! bind-mounted into every container that mounts them: emptyDir and hostPath as plain
+//! directories; configMap, secret, downwardAPI and projected written atomically
+//! ([`super::atomic_writer`]) so that a refresh (a new token, a changed ConfigMap) never shows
+//! a container half of it.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
 };
 
-use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod};
+use k8s_openapi::api::core::v1::{Container, Volume};
 
-use super::spec::{ConfigError, Sources};
+use super::{
+    atomic_writer::{self, Payload},
+    projection::{self, DEFAULT_MODE, Inputs, KeyKind},
+    spec::ConfigError,
+};
+
+/// Where a volume is on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mounted {
+    /// The host path.
+    pub path: PathBuf,
+    /// API data (configMap, secret, downwardAPI, projected): always mounted read-only, as the
+    /// kubelet does.
+    pub read_only: bool,
+}
 
 /// The host paths of a pod's volumes, by volume name.
-pub type VolumePaths = HashMap<String, PathBuf>;
+pub type VolumePaths = HashMap<String, Mounted>;
 
-fn io(what: String) -> impl FnOnce(std::io::Error) -> ConfigError {
-    move |e| ConfigError(format!("{what}: {e}"))
+/// A volume that could not be set up (the kubelet's `FailedMount`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeError {
+    /// The volume's name.
+    pub volume: String,
+    /// Why.
+    pub message: String,
 }
 
-/// Writes `data` (selected by `items`) into `dir`. The directory itself stays (running
-/// containers have it bind-mounted); files are rewritten in place.
-fn write_projection(
-    dir: &Path,
-    data: &BTreeMap<String, Vec<u8>>,
-    items: Option<&Vec<KeyToPath>>,
-    mode: u32,
-    what: &str,
-) -> Result<(), ConfigError> {
-    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-    let files: Vec<(String, &Vec<u8>, u32)> = match items {
-        Some(items) => {
-            let mut files = Vec::new();
-            for item in items {
-                let value = data.get(&item.key).ok_or_else(|| {
-                    ConfigError(format!("{what}: key \"{}\" not found", item.key))
-                })?;
-                files.push((
-                    item.path.clone(),
-                    value,
-                    item.mode.map_or(mode, |m| m as u32),
+impl std::fmt::Display for VolumeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "MountVolume.SetUp failed for volume \"{}\" : {}",
+            self.volume, self.message
+        )
+    }
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+/// The files of a ConfigMap or Secret volume (`None`: the object does not exist).
+fn key_volume(
+    kind: KeyKind,
+    name: &str,
+    data: Option<std::collections::BTreeMap<String, Vec<u8>>>,
+    items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>,
+    default_mode: Option<i32>,
+    optional: bool,
+) -> Result<Payload, String> {
+    let default_mode = projection::mode(default_mode, DEFAULT_MODE);
+    match data {
+        Some(data) => projection::key_payload(kind, &data, items, default_mode, optional),
+        None if optional => Ok(Payload::new()),
+        None => Err(match kind {
+            KeyKind::ConfigMap => format!("configmaps \"{name}\" not found"),
+            KeyKind::Secret => format!("secrets \"{name}\" not found"),
+        }),
+    }
+}
+
+/// Sets up one volume under `dir`; returns its host path (`None`: a kind keelson does not
+/// support, reported when a container mounts it).
+async fn prepare_one(
+    inputs: &mut Inputs<'_>,
+    volume: &Volume,
+    dir: PathBuf,
+) -> Result<Option<PathBuf>, String> {
+    let write = |payload: &Payload| {
+        atomic_writer::write(&dir, payload)
+            .map(|_| Some(dir.clone()))
+            .map_err(|e| crate::error_chain(&e))
+    };
+    if volume.empty_dir.is_some() {
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+            .map_err(io(format!("chmod {}", dir.display())))?;
+        Ok(Some(dir))
+    } else if let Some(cm) = &volume.config_map {
+        let data = inputs
+            .sources
+            .config_map_data(&cm.name)
+            .await
+            .map_err(|e| e.0)?;
+        write(&key_volume(
+            KeyKind::ConfigMap,
+            &cm.name,
+            data,
+            cm.items.as_deref(),
+            cm.default_mode,
+            cm.optional == Some(true),
+        )?)
+    } else if let Some(secret) = &volume.secret {
+        let name = secret.secret_name.clone().unwrap_or_default();
+        let data = inputs.sources.secret_data(&name).await.map_err(|e| e.0)?;
+        write(&key_volume(
+            KeyKind::Secret,
+            &name,
+            data,
+            secret.items.as_deref(),
+            secret.default_mode,
+            secret.optional == Some(true),
+        )?)
+    } else if let Some(downward) = &volume.downward_api {
+        write(&projection::downward_payload(
+            downward.items.as_deref().unwrap_or_default(),
+            inputs.pod,
+            projection::mode(downward.default_mode, DEFAULT_MODE),
+            inputs.pod_ip,
+            inputs.host_ip,
+        )?)
+    } else if let Some(projected) = &volume.projected {
+        let payload = projection::projected_payload(inputs, projected).await?;
+        write(&payload)
+    } else if let Some(host) = &volume.host_path {
+        let path = PathBuf::from(&host.path);
+        match host.type_.as_deref().unwrap_or("") {
+            "DirectoryOrCreate" => std::fs::create_dir_all(&path)
+                .map_err(io(format!("creating hostPath {}", path.display())))?,
+            "FileOrCreate" if !path.exists() => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(io(format!("creating {}", parent.display())))?;
+                }
+                std::fs::write(&path, b"")
+                    .map_err(io(format!("creating hostPath {}", path.display())))?;
+            }
+            "Directory" if !path.is_dir() => {
+                return Err(format!(
+                    "hostPath type check failed: {} is not a directory",
+                    path.display()
                 ));
             }
-            files
+            "File" if !path.is_file() => {
+                return Err(format!(
+                    "hostPath type check failed: {} is not a file",
+                    path.display()
+                ));
+            }
+            _ => {}
         }
-        None => data.iter().map(|(k, v)| (k.clone(), v, mode)).collect(),
-    };
-    for (relative, value, mode) in files {
-        if relative.split('/').any(|part| part == "..") || relative.starts_with('/') {
-            return Err(ConfigError(format!("{what}: invalid path \"{relative}\"")));
-        }
-        let path = dir.join(&relative);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(io(format!("creating {}", parent.display())))?;
-        }
-        std::fs::write(&path, value).map_err(io(format!("writing {}", path.display())))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-            .map_err(io(format!("chmod {}", path.display())))?;
+        Ok(Some(path))
+    } else {
+        Ok(None)
     }
-    Ok(())
 }
 
-/// Creates (or refreshes) every volume of `pod` under `pod_dir` and returns their host paths.
-pub async fn prepare(
-    sources: &mut Sources,
-    pod: &Pod,
-    pod_dir: &Path,
-) -> Result<VolumePaths, ConfigError> {
+/// Creates (or refreshes) every volume of the pod under `pod_dir` and returns their host
+/// paths; the first volume that fails stops it.
+pub async fn prepare(inputs: &mut Inputs<'_>, pod_dir: &Path) -> Result<VolumePaths, VolumeError> {
     let mut paths = VolumePaths::new();
-    let volumes = pod
+    // Tokens and Secrets live below: only root on the node reads the pod's directory (the
+    // kubelet's 0750); containers reach their volumes through their bind mounts.
+    std::fs::create_dir_all(pod_dir)
+        .and_then(|()| std::fs::set_permissions(pod_dir, std::fs::Permissions::from_mode(0o750)))
+        .map_err(|e| VolumeError {
+            volume: String::new(),
+            message: format!("preparing {}: {e}", pod_dir.display()),
+        })?;
+    let volumes = inputs
+        .pod
         .spec
         .as_ref()
         .and_then(|s| s.volumes.clone())
         .unwrap_or_default();
     for volume in volumes {
         let dir = pod_dir.join("volumes").join(&volume.name);
-        let path = if volume.empty_dir.is_some() {
-            std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
-                .map_err(io(format!("chmod {}", dir.display())))?;
-            dir
-        } else if let Some(cm) = &volume.config_map {
-            let what = format!("configmap \"{}\"", cm.name);
-            match sources.config_map_data(&cm.name).await? {
-                Some(data) => write_projection(
-                    &dir,
-                    &data,
-                    cm.items.as_ref(),
-                    cm.default_mode.map_or(0o644, |m| m as u32),
-                    &what,
-                )?,
-                None if cm.optional == Some(true) => {
-                    std::fs::create_dir_all(&dir)
-                        .map_err(io(format!("creating {}", dir.display())))?;
-                }
-                None => return Err(ConfigError(format!("{what} not found"))),
+        match prepare_one(inputs, &volume, dir).await {
+            Ok(Some(path)) => {
+                let read_only = volume.config_map.is_some()
+                    || volume.secret.is_some()
+                    || volume.downward_api.is_some()
+                    || volume.projected.is_some();
+                paths.insert(volume.name.clone(), Mounted { path, read_only });
             }
-            dir
-        } else if let Some(secret) = &volume.secret {
-            let name = secret.secret_name.clone().unwrap_or_default();
-            let what = format!("secret \"{name}\"");
-            match sources.secret_data(&name).await? {
-                Some(data) => write_projection(
-                    &dir,
-                    &data,
-                    secret.items.as_ref(),
-                    secret.default_mode.map_or(0o644, |m| m as u32),
-                    &what,
-                )?,
-                None if secret.optional == Some(true) => {
-                    std::fs::create_dir_all(&dir)
-                        .map_err(io(format!("creating {}", dir.display())))?;
-                }
-                None => return Err(ConfigError(format!("{what} not found"))),
+            Ok(None) => {}
+            Err(message) => {
+                return Err(VolumeError {
+                    volume: volume.name.clone(),
+                    message,
+                });
             }
-            dir
-        } else if let Some(host) = &volume.host_path {
-            let path = PathBuf::from(&host.path);
-            match host.type_.as_deref().unwrap_or("") {
-                "DirectoryOrCreate" => std::fs::create_dir_all(&path)
-                    .map_err(io(format!("creating hostPath {}", path.display())))?,
-                "FileOrCreate" if !path.exists() => {
-                    if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent)
-                            .map_err(io(format!("creating {}", parent.display())))?;
-                    }
-                    std::fs::write(&path, b"")
-                        .map_err(io(format!("creating hostPath {}", path.display())))?;
-                }
-                "Directory" if !path.is_dir() => {
-                    return Err(ConfigError(format!(
-                        "hostPath type check failed: {} is not a directory",
-                        path.display()
-                    )));
-                }
-                "File" if !path.is_file() => {
-                    return Err(ConfigError(format!(
-                        "hostPath type check failed: {} is not a file",
-                        path.display()
-                    )));
-                }
-                _ => {}
-            }
-            path
-        } else {
-            // Unsupported kinds are reported when a container mounts them.
-            continue;
-        };
-        paths.insert(volume.name.clone(), path);
+        }
     }
     Ok(paths)
 }
@@ -156,13 +204,14 @@ pub async fn prepare(
 pub fn binds(container: &Container, paths: &VolumePaths) -> Result<Vec<String>, ConfigError> {
     let mut binds = Vec::new();
     for mount in container.volume_mounts.iter().flatten() {
-        let base = paths.get(&mount.name).ok_or_else(|| {
+        let mounted = paths.get(&mount.name).ok_or_else(|| {
             ConfigError(format!(
                 "volume \"{}\" mounted at {} is not defined or of a kind keelson does not \
-                 support (emptyDir, configMap, secret, hostPath)",
+                 support (emptyDir, configMap, secret, downwardAPI, projected, hostPath)",
                 mount.name, mount.mount_path
             ))
         })?;
+        let base = &mounted.path;
         let mut source = base.clone();
         if let Some(sub) = mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
             if sub.split('/').any(|p| p == "..") || sub.starts_with('/') {
@@ -170,12 +219,13 @@ pub fn binds(container: &Container, paths: &VolumePaths) -> Result<Vec<String>, 
             }
             source = base.join(sub);
             if !source.exists() {
-                std::fs::create_dir_all(&source)
-                    .map_err(io(format!("creating subPath {}", source.display())))?;
+                std::fs::create_dir_all(&source).map_err(|e| {
+                    ConfigError(format!("creating subPath {}: {e}", source.display()))
+                })?;
             }
         }
         let mut spec = format!("{}:{}", source.display(), mount.mount_path);
-        if mount.read_only == Some(true) {
+        if mount.read_only == Some(true) || mounted.read_only {
             spec.push_str(":ro");
         }
         binds.push(spec);

@@ -1,7 +1,14 @@
 //! One task per pod: it reconciles the pod's Docker containers with its spec (sandbox, network,
 //! init containers in order, app containers with restart back-off, probes), writes the status
 //! when it changes, and on deletion stops the containers gracefully, frees the address and
-//! removes the pod object.
+//! removes the pod object. Its parts: `setup` (image, volumes, environment, the container's
+//! Docker configuration), `report` (the pod status), `teardown` (the pod's end).
+
+mod report;
+mod setup;
+mod teardown;
+
+pub use self::teardown::teardown_containers;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -13,28 +20,23 @@ use std::{
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 use k8s_openapi::{
-    api::core::v1::{
-        Container, ContainerStatus, Event, EventSource, HostIP, ObjectReference, Pod, PodIP,
-        PodStatus,
-    },
+    api::core::v1::{Container, Event, EventSource, ObjectReference, Pod, PodStatus},
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
     jiff::Timestamp,
 };
-use kube::{
-    Api,
-    api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions},
-};
+use kube::{Api, api::PostParams};
 use tokio::sync::watch;
 
 use super::{
-    Ctx, dns,
+    Ctx,
     probes::Probes,
     runtime::{
-        self, Details, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_POD_NAME, LABEL_POD_NAMESPACE,
+        Details, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_POD_NAME, LABEL_POD_NAMESPACE,
         LABEL_POD_UID, LABEL_ROLE, Observed, SANDBOX,
     },
-    spec::{self, ConfigError, Sources},
-    status, volumes,
+    spec::ConfigError,
+    tokens::TokenCache,
+    volumes,
 };
 use crate::error_chain;
 
@@ -70,7 +72,15 @@ struct Worker {
     host_network: bool,
     pod_ip: Option<Ipv4Addr>,
     network_error: Option<String>,
-    services: Option<Vec<(String, String)>>,
+    /// The pod's volumes once set up.
+    volumes: Option<volumes::VolumePaths>,
+    /// The pod's service-account tokens.
+    tokens: TokenCache,
+    /// When the volumes are next written (a token refresh, the periodic resync, a retry).
+    volumes_due: Instant,
+    /// Failed mounts in a row, and the last one's message (an event only when it changes).
+    mount_failures: u32,
+    mount_error: Option<String>,
     /// Docker's details per container id, refreshed when the container starts or ends.
     finished: HashMap<String, Details>,
     /// Probes per container name (for its current instance).
@@ -116,7 +126,11 @@ pub async fn run(
             .unwrap_or(false),
         pod_ip: None,
         network_error: None,
-        services: None,
+        volumes: None,
+        tokens: TokenCache::default(),
+        volumes_due: Instant::now(),
+        mount_failures: 0,
+        mount_error: None,
         finished: HashMap::new(),
         probes: HashMap::new(),
         waiting: HashMap::new(),
@@ -181,22 +195,6 @@ fn should_restart(policy: &str, exit_code: i32) -> bool {
 impl Worker {
     fn pod_dir(&self) -> PathBuf {
         self.ctx.config.data_dir.join("pods").join(&self.uid)
-    }
-
-    /// Writes the pod's `resolv.conf` (for its `dnsPolicy`) into its directory; returns the
-    /// read-only bind that puts it at `/etc/resolv.conf` in a container.
-    fn resolv_conf(&self, pod: &Pod) -> Result<String, ConfigError> {
-        let spec = pod.spec.clone().unwrap_or_default();
-        let content = dns::resolv_conf(
-            &spec,
-            &self.namespace,
-            self.ctx.dns.get(),
-            &self.ctx.host_resolv,
-        );
-        let path = self.pod_dir().join("resolv.conf");
-        dns::write_if_changed(&path, &content)
-            .map_err(|e| ConfigError(format!("writing {}: {e}", path.display())))?;
-        Ok(format!("{}:{RESOLV_CONF}:ro", path.display()))
     }
 
     fn labels(&self, container: &str, role: &str, attempt: u32) -> HashMap<String, String> {
@@ -420,6 +418,11 @@ impl Worker {
 
     async fn act(&mut self, pod: &Pod, observed: &[Observed]) -> Result<(), String> {
         let spec = pod.spec.clone().unwrap_or_default();
+        // Volumes first, as the kubelet mounts them before the sandbox: a pod whose token or
+        // ConfigMap cannot be had stays ContainerCreating with a FailedMount event.
+        if !self.mount_volumes(pod).await {
+            return Ok(());
+        }
         self.ensure_sandbox(pod, observed).await?;
         let policy = spec
             .restart_policy
@@ -629,166 +632,6 @@ impl Worker {
         }
     }
 
-    /// Pulls the image if the policy asks for it; `Err` is the waiting state to show.
-    async fn ensure_image(&mut self, pod: &Pod, container: &Container) -> Result<(), Waiting> {
-        let image = container.image.clone().unwrap_or_default();
-        let policy = container
-            .image_pull_policy
-            .clone()
-            .unwrap_or_else(|| runtime::default_pull_policy(&image).to_owned());
-        let present = self
-            .ctx
-            .runtime
-            .has_image(&image)
-            .await
-            .map_err(|e| Waiting {
-                reason: "ErrImagePull".into(),
-                message: error_chain(&e),
-            })?;
-        match policy.as_str() {
-            "Never" if present => return Ok(()),
-            "Never" => {
-                return Err(Waiting {
-                    reason: "ErrImageNeverPull".into(),
-                    message: format!(
-                        "Container image \"{image}\" is not present with pull policy of Never"
-                    ),
-                });
-            }
-            "IfNotPresent" if present => return Ok(()),
-            _ => {}
-        }
-        if let Some((failures, last)) = self.pull_failures.get(&container.name).copied() {
-            let factor = 1u32 << failures.saturating_sub(1).min(16);
-            let delay = (self.ctx.config.backoff_initial * factor).min(self.ctx.config.backoff_max);
-            if last.elapsed() < delay {
-                self.wake_at(last + delay);
-                return Err(Waiting {
-                    reason: "ImagePullBackOff".into(),
-                    message: format!("Back-off pulling image \"{image}\""),
-                });
-            }
-        }
-        self.event(
-            pod,
-            Some(&container.name),
-            "Normal",
-            "Pulling",
-            format!("Pulling image \"{image}\""),
-        );
-        match self.ctx.runtime.pull(&image).await {
-            Ok(()) => {
-                self.pull_failures.remove(&container.name);
-                self.event(
-                    pod,
-                    Some(&container.name),
-                    "Normal",
-                    "Pulled",
-                    format!("Successfully pulled image \"{image}\""),
-                );
-                Ok(())
-            }
-            Err(message) => {
-                let entry = self
-                    .pull_failures
-                    .entry(container.name.clone())
-                    .or_insert((0, Instant::now()));
-                entry.0 += 1;
-                entry.1 = Instant::now();
-                self.event(
-                    pod,
-                    Some(&container.name),
-                    "Warning",
-                    "Failed",
-                    message.clone(),
-                );
-                Err(Waiting {
-                    reason: "ErrImagePull".into(),
-                    message,
-                })
-            }
-        }
-    }
-
-    async fn container_body(
-        &mut self,
-        pod: &Pod,
-        container: &Container,
-    ) -> Result<ContainerCreateBody, ConfigError> {
-        let Some(sandbox) = self.sandbox.clone() else {
-            return Err(ConfigError("the pod has no sandbox".into()));
-        };
-        let mut sources = Sources::new(self.ctx.client.clone(), &self.namespace);
-        let enable_links = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.enable_service_links)
-            .unwrap_or(true);
-        if self.services.is_none() {
-            self.services = Some(if enable_links {
-                spec::service_env(&self.ctx.client, &self.namespace).await
-            } else {
-                Vec::new()
-            });
-        }
-        let pod_ip = self.pod_ip.map(|i| i.to_string()).unwrap_or_default();
-        let host_ip = self.ctx.config.host_ip.to_string();
-        let env = spec::container_env(
-            &mut sources,
-            pod,
-            container,
-            self.services.as_deref().unwrap_or_default(),
-            &pod_ip,
-            &host_ip,
-        )
-        .await?;
-        let paths = volumes::prepare(&mut sources, pod, &self.pod_dir()).await?;
-        let mut binds = volumes::binds(container, &paths)?;
-        // A volume the container mounts there itself wins (Docker refuses two mounts).
-        if !binds.iter().any(|b| {
-            b.split(':')
-                .nth(1)
-                .is_some_and(|target| target.trim_end_matches('/') == RESOLV_CONF)
-        }) {
-            binds.push(self.resolv_conf(pod)?);
-        }
-        let vars: HashMap<String, String> = env.iter().cloned().collect();
-        let expand = |list: &Option<Vec<String>>| {
-            list.as_ref()
-                .map(|l| l.iter().map(|a| spec::expand(a, &vars)).collect::<Vec<_>>())
-        };
-        let (nano_cpus, cpu_shares, memory) = spec::resources(container);
-        let user = container
-            .security_context
-            .as_ref()
-            .and_then(|s| s.run_as_user)
-            .or_else(|| {
-                pod.spec
-                    .as_ref()
-                    .and_then(|s| s.security_context.as_ref())
-                    .and_then(|s| s.run_as_user)
-            })
-            .map(|u| u.to_string());
-        Ok(ContainerCreateBody {
-            image: container.image.clone(),
-            entrypoint: expand(&container.command),
-            cmd: expand(&container.args),
-            env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            working_dir: container.working_dir.clone().filter(|w| !w.is_empty()),
-            tty: container.tty,
-            open_stdin: container.stdin,
-            user,
-            host_config: Some(HostConfig {
-                binds: Some(binds),
-                nano_cpus,
-                cpu_shares,
-                memory,
-                ..runtime::joined_host_config(&sandbox.id)
-            }),
-            ..ContainerCreateBody::default()
-        })
-    }
-
     /// Creates and starts attempt `attempt` of `container`; returns whether a container was
     /// created (it may still have failed to start, which Docker then reports).
     async fn start(&mut self, pod: &Pod, container: &Container, role: &str, attempt: u32) -> bool {
@@ -879,366 +722,6 @@ impl Worker {
             }
         }
     }
-
-    async fn container_status(
-        &mut self,
-        container: &Container,
-        latest: Option<&(Observed, Option<Observed>)>,
-        policy: &str,
-        init: bool,
-    ) -> Result<ContainerStatus, String> {
-        let image = container.image.clone().unwrap_or_default();
-        let mut cs = ContainerStatus {
-            name: container.name.clone(),
-            image: image.clone(),
-            image_id: String::new(),
-            ready: false,
-            restart_count: 0,
-            started: Some(false),
-            ..ContainerStatus::default()
-        };
-        let Some((c, previous)) = latest else {
-            let w = self
-                .waiting
-                .get(&container.name)
-                .cloned()
-                .unwrap_or(Waiting {
-                    reason: if init {
-                        "PodInitializing"
-                    } else {
-                        "ContainerCreating"
-                    }
-                    .into(),
-                    message: String::new(),
-                });
-            cs.state = Some(status::waiting(&w.reason, &w.message));
-            return Ok(cs);
-        };
-        let details = self.details(c).await?;
-        cs.container_id = Some(format!("docker://{}", c.id));
-        cs.image_id = format!("docker://{}", details.image_id);
-        cs.restart_count = c.attempt as i32;
-        if let Some(prev) = previous {
-            let prev_details = self.details(prev).await?;
-            cs.last_state = Some(status::terminated(
-                &prev_details,
-                &prev.id,
-                prev.created_only,
-            ));
-        }
-        if c.running {
-            let probes = self
-                .probes
-                .get(&container.name)
-                .filter(|p| p.container_id == c.id);
-            cs.state = Some(status::running(&details));
-            cs.started = Some(probes.is_none_or(|p| p.started));
-            cs.ready = !init && probes.is_none_or(Probes::ready);
-            if init {
-                cs.started = Some(true);
-            }
-            return Ok(cs);
-        }
-        let exit = if c.created_only {
-            128
-        } else {
-            details.exit_code
-        };
-        let terminated = status::terminated(&details, &c.id, c.created_only);
-        let restarting = !self.terminal && should_restart(policy, exit) && !(init && exit == 0);
-        match self.waiting.get(&container.name).filter(|_| restarting) {
-            Some(w) => {
-                cs.state = Some(status::waiting(&w.reason, &w.message));
-                cs.last_state = Some(terminated);
-            }
-            None => cs.state = Some(terminated),
-        }
-        Ok(cs)
-    }
-
-    async fn write_status(&mut self, pod: &Pod, observed: &[Observed]) -> Result<(), String> {
-        let spec = pod.spec.clone().unwrap_or_default();
-        let policy = spec
-            .restart_policy
-            .clone()
-            .unwrap_or_else(|| "Always".into());
-        let latest = latest_by_name(observed);
-        let sandbox_ready = self.sandbox.is_some() && self.pod_ip.is_some();
-
-        let mut init_statuses = Vec::new();
-        let mut initialized = true;
-        let mut init_failed = false;
-        let mut pending_init = Vec::new();
-        for container in spec.init_containers.iter().flatten() {
-            let cs = self
-                .container_status(
-                    container,
-                    latest.get(container.name.as_str()),
-                    &policy,
-                    true,
-                )
-                .await?;
-            let done = cs
-                .state
-                .as_ref()
-                .and_then(|s| s.terminated.as_ref())
-                .is_some_and(|t| t.exit_code == 0);
-            if !done {
-                initialized = false;
-                pending_init.push(container.name.clone());
-                if cs
-                    .state
-                    .as_ref()
-                    .and_then(|s| s.terminated.as_ref())
-                    .is_some_and(|t| t.exit_code != 0)
-                    && policy == "Never"
-                {
-                    init_failed = true;
-                }
-            }
-            init_statuses.push(cs);
-        }
-
-        let mut statuses = Vec::new();
-        let mut unready = Vec::new();
-        for container in &spec.containers {
-            let mut cs = self
-                .container_status(
-                    container,
-                    latest.get(container.name.as_str()),
-                    &policy,
-                    false,
-                )
-                .await?;
-            if !initialized {
-                cs.state = Some(status::waiting("PodInitializing", ""));
-                cs.container_id = None;
-            }
-            if !cs.ready {
-                unready.push(container.name.clone());
-            }
-            statuses.push(cs);
-        }
-
-        let any_running = statuses
-            .iter()
-            .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
-        let all_created = statuses.iter().all(|c| c.container_id.is_some());
-        let terminated: Vec<i32> = statuses
-            .iter()
-            .filter_map(|c| c.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code))
-            .collect();
-        let all_terminated = terminated.len() == statuses.len() && !statuses.is_empty();
-        let phase = if init_failed {
-            "Failed"
-        } else if !sandbox_ready || !initialized || !all_created {
-            "Pending"
-        } else if any_running {
-            "Running"
-        } else if all_terminated && terminated.iter().all(|c| *c == 0) && policy != "Always" {
-            "Succeeded"
-        } else if all_terminated && policy == "Never" {
-            "Failed"
-        } else {
-            "Running"
-        };
-        if matches!(phase, "Succeeded" | "Failed") {
-            self.terminal = true;
-        }
-
-        let containers_ready = unready.is_empty() && phase == "Running";
-        let unready_message = Some(format!(
-            "containers with unready status: [{}]",
-            unready.join(" ")
-        ));
-        let mut conditions = vec![
-            status::condition(
-                "PodReadyToStartContainers",
-                sandbox_ready,
-                None,
-                self.network_error.clone(),
-            ),
-            status::condition(
-                "Initialized",
-                initialized,
-                Some("ContainersNotInitialized".into()),
-                Some(format!(
-                    "containers with incomplete status: [{}]",
-                    pending_init.join(" ")
-                )),
-            ),
-            status::condition(
-                "Ready",
-                containers_ready,
-                Some(if phase == "Succeeded" || phase == "Failed" {
-                    "PodCompleted".into()
-                } else {
-                    "ContainersNotReady".into()
-                }),
-                unready_message.clone(),
-            ),
-            status::condition(
-                "ContainersReady",
-                containers_ready,
-                Some(if phase == "Succeeded" || phase == "Failed" {
-                    "PodCompleted".into()
-                } else {
-                    "ContainersNotReady".into()
-                }),
-                unready_message,
-            ),
-            status::condition("PodScheduled", true, None, None),
-        ];
-        if let Some(readiness) = self
-            .probes
-            .values()
-            .find_map(Probes::readiness_message)
-            .filter(|_| !containers_ready)
-        {
-            for c in conditions.iter_mut().filter(|c| c.type_ == "Ready") {
-                c.message = Some(readiness.clone());
-            }
-        }
-        if self.start_time.is_none() {
-            self.start_time = Some(Time(Timestamp::now()));
-        }
-        let host_ip = self.ctx.config.host_ip.to_string();
-        let mut next = PodStatus {
-            phase: Some(phase.into()),
-            conditions: Some(conditions),
-            host_ip: Some(host_ip.clone()),
-            host_ips: Some(vec![HostIP { ip: host_ip }]),
-            pod_ip: self.pod_ip.map(|i| i.to_string()),
-            pod_ips: self.pod_ip.map(|i| vec![PodIP { ip: i.to_string() }]),
-            start_time: self.start_time.clone(),
-            qos_class: Some(status::qos_class(pod).into()),
-            container_statuses: Some(statuses),
-            init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
-            ..PodStatus::default()
-        };
-        status::stamp(&mut next, self.written.as_ref());
-        let same = self
-            .written
-            .as_ref()
-            .is_some_and(|w| comparable(w) == comparable(&next));
-        if same {
-            return Ok(());
-        }
-        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        match api
-            .patch_status(
-                &self.name,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({ "status": next })),
-            )
-            .await
-        {
-            Ok(_) => {
-                self.ctx.metrics.record_status_write();
-                self.written = Some(next);
-                Ok(())
-            }
-            // Deleted meanwhile: the watch delivers that next.
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(format!("writing the pod status: {e}")),
-        }
-    }
-
-    /// Graceful deletion: stop the containers (SIGTERM, then SIGKILL after the grace period),
-    /// remove them, free the network, then remove the pod object.
-    async fn terminate(&mut self, pod: &Pod) {
-        let grace = pod
-            .metadata
-            .deletion_grace_period_seconds
-            .or_else(|| pod.spec.as_ref()?.termination_grace_period_seconds)
-            .unwrap_or(DEFAULT_GRACE)
-            .max(0);
-        self.event(
-            pod,
-            None,
-            "Normal",
-            "Killing",
-            format!("Stopping pod {} (grace period {grace}s)", self.name),
-        );
-        self.teardown(Duration::from_secs(grace as u64)).await;
-        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: Some(self.uid.clone()),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        for attempt in 0..10u32 {
-            match api.delete(&self.name, &params).await {
-                Ok(_) => return,
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return,
-                Err(error) => {
-                    tracing::warn!(pod = %self.name, %error, attempt, "removing the pod object");
-                    tokio::time::sleep(Duration::from_secs(1 << attempt.min(4))).await;
-                }
-            }
-        }
-    }
-
-    /// Stops and removes every container of the pod, releases its address and its directory.
-    async fn teardown(&mut self, grace: Duration) {
-        for attempt in 0..30u32 {
-            match self.try_teardown(grace).await {
-                Ok(()) => {
-                    tracing::info!(pod = %self.name, namespace = %self.namespace, "pod stopped and cleaned up");
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(pod = %self.name, %error, attempt, "cleaning up the pod");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    }
-
-    async fn try_teardown(&mut self, grace: Duration) -> Result<(), String> {
-        let observed = self
-            .ctx
-            .runtime
-            .list_pod(&self.uid)
-            .await
-            .map_err(|e| error_chain(&e))?;
-        teardown_containers(&self.ctx, &observed, grace).await?;
-        if let Some(network) = self.ctx.network.get() {
-            network
-                .detach(&self.uid)
-                .await
-                .map_err(|e| error_chain(&e))?;
-        }
-        let _ = std::fs::remove_dir_all(self.pod_dir());
-        self.sandbox = None;
-        self.pod_ip = None;
-        Ok(())
-    }
-}
-
-/// Stops the app and init containers in parallel with `grace`, then removes everything.
-pub async fn teardown_containers(
-    ctx: &Ctx,
-    observed: &[Observed],
-    grace: Duration,
-) -> Result<(), String> {
-    let stops = observed
-        .iter()
-        .filter(|c| c.running && c.role != "sandbox")
-        .map(|c| ctx.runtime.stop(&c.id, grace));
-    for result in futures_util::future::join_all(stops).await {
-        result.map_err(|e| error_chain(&e))?;
-    }
-    for c in observed {
-        ctx.runtime
-            .remove(&c.id)
-            .await
-            .map_err(|e| error_chain(&e))?;
-    }
-    Ok(())
 }
 
 /// The newest instance of each container name, with the one before it.
@@ -1254,9 +737,4 @@ fn latest_by_name(observed: &[Observed]) -> BTreeMap<&str, (Observed, Option<Obs
             (name, (list[0].clone(), list.get(1).map(|c| (*c).clone())))
         })
         .collect()
-}
-
-/// The status as compared for "changed": serialized, which includes the stamped times.
-fn comparable(status: &PodStatus) -> serde_json::Value {
-    serde_json::to_value(status).unwrap_or_default()
 }
