@@ -19,7 +19,11 @@ pub const AUTOUPDATE_ANNOTATION: &str = "rbac.authorization.kubernetes.io/autoup
 /// ClusterRoles the selector matches, taken in name order, each rule once (the first time it
 /// is seen), as Kubernetes' clusterroleaggregation controller computes them.
 pub fn aggregated_rules(role: &ClusterRole, all: &[ClusterRole]) -> Option<Vec<PolicyRule>> {
-    let selectors = role.aggregation_rule.as_ref()?.cluster_role_selectors.as_ref();
+    let selectors = role
+        .aggregation_rule
+        .as_ref()?
+        .cluster_role_selectors
+        .as_ref();
     let name = role.metadata.name.as_deref().unwrap_or_default();
     let mut sorted: Vec<&ClusterRole> = all.iter().collect();
     sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -105,7 +109,11 @@ mod tests {
                 vec![rule("get", "services"), rule("get", "pods")],
             ),
             role("other", Some("elsewhere"), vec![rule("delete", "pods")]),
-            role("b-nodes", Some("to-mon-2"), vec![rule("get", "pods"), rule("list", "nodes")]),
+            role(
+                "b-nodes",
+                Some("to-mon-2"),
+                vec![rule("get", "pods"), rule("list", "nodes")],
+            ),
             monitoring.clone(),
         ];
         let cases: [(&ClusterRole, Option<Vec<PolicyRule>>); 3] = [
@@ -118,10 +126,18 @@ mod tests {
                 ]),
             ),
             (&all[0], None),
-            (&aggregating("nothing", &["no-such-label"]), Some(Vec::new())),
+            (
+                &aggregating("nothing", &["no-such-label"]),
+                Some(Vec::new()),
+            ),
         ];
         for (role, want) in cases {
-            assert_eq!(aggregated_rules(role, &all), want, "{:?}", role.metadata.name);
+            assert_eq!(
+                aggregated_rules(role, &all),
+                want,
+                "{:?}",
+                role.metadata.name
+            );
         }
     }
 

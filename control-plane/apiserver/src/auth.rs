@@ -1,5 +1,6 @@
-//! Authentication (client certificates and bearer tokens) and authorization (administrators,
-//! and node identities restricted to their own objects as Kubernetes' NodeRestriction does).
+//! Authentication (client certificates and bearer tokens) and authorization (the chain of
+//! [`chain`]: `system:masters`, the node rules, RBAC), with node identities restricted to
+//! their own objects as Kubernetes' NodeRestriction does.
 //!
 //! A client is authenticated, in this order, by
 //! - the X.509 client certificate it presented in the TLS handshake, verified against the
@@ -8,26 +9,34 @@
 //! - an `Authorization: Bearer <token>` header that names a token of the static token file
 //!   (Kubernetes' `--token-auth-file` CSV format: `token,user,uid,"group1,group2"`).
 //!
-//! A request with neither is anonymous and gets 401, except the health and version endpoints
-//! (which Kubernetes also opens to everyone). Members of `system:masters` may do everything;
-//! `system:node:<name>` users in `system:nodes` may read, and change only their own Node, their
-//! own Lease in `kube-node-lease`, the status of pods bound to them (and delete those pods), and
-//! events. Bootstrap tokens and the few fixed permissions joining nodes need are in
-//! [`bootstrap`]. Any other authenticated user may use discovery only: keelson has no RBAC.
+//! Every authenticated user is also in `system:authenticated`. A request with neither is
+//! anonymous (`system:anonymous` in `system:unauthenticated`, kube's `--anonymous-auth`) and is
+//! authorized like any other: the bootstrap policy lets it read the health and version
+//! endpoints only. A bearer token that names nobody is 401. Every request, resource or not,
+//! is then authorized by the chain ([`request_info`] reads what it asks); a denial is kube's
+//! 403. Bootstrap tokens are in [`bootstrap`].
 
 use std::{collections::HashMap, path::Path, sync::Arc};
 
 use axum::{
-    extract::{Request, State},
-    http::{Method, header},
+    extract::{Query, Request, State},
+    http::header,
     middleware::Next,
     response::{IntoResponse, Response},
 };
 
-use crate::{ApiError, AppState, request::Target};
+use crate::{
+    ApiError, AppState,
+    request::{Params, Target},
+};
+use authz::Decision;
 
 pub mod authz;
 pub mod bootstrap;
+pub mod chain;
+pub mod node_link;
+pub mod rbac;
+pub(crate) mod request_info;
 
 /// The group whose members may do everything (Kubernetes' superuser group).
 pub const MASTERS_GROUP: &str = "system:masters";
@@ -36,8 +45,8 @@ pub const NODES_GROUP: &str = "system:nodes";
 /// Node users are named `system:node:<node name>`.
 pub const NODE_USER_PREFIX: &str = "system:node:";
 
-/// Paths anyone may read without credentials.
-const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz", "/livez", "/version"];
+/// The group every authenticated user is in.
+pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
 
 /// An authenticated user, as Kubernetes' `user.Info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +76,15 @@ impl UserInfo {
     /// The identity of node `node`: `system:node:<node>` in `system:nodes`.
     pub fn node(node: &str) -> Self {
         Self::new(format!("{NODE_USER_PREFIX}{node}"), &[NODES_GROUP])
+    }
+
+    /// The user of requests without credentials: `system:anonymous` in
+    /// `system:unauthenticated`.
+    pub fn anonymous() -> Self {
+        Self::new(
+            bootstrap::ANONYMOUS_USER,
+            &[bootstrap::UNAUTHENTICATED_GROUP],
+        )
     }
 
     fn in_group(&self, group: &str) -> bool {
@@ -197,8 +215,20 @@ impl Authenticator {
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Arc<UserInfo>);
 
-/// Middleware: authenticates every request (401 without valid credentials, except
-/// [`PUBLIC_PATHS`]) and keeps users that are neither administrators nor nodes to discovery.
+/// `user` in [`AUTHENTICATED_GROUP`] (kube's authenticator adds it to every user it
+/// authenticates); unchanged, without a copy, when it is in it already.
+fn in_authenticated_group(user: Arc<UserInfo>) -> Arc<UserInfo> {
+    if user.in_group(AUTHENTICATED_GROUP) {
+        return user;
+    }
+    let mut user = Arc::unwrap_or_clone(user);
+    user.groups.push(AUTHENTICATED_GROUP.to_owned());
+    Arc::new(user)
+}
+
+/// Middleware: authenticates every request (401 for credentials that name nobody; none at
+/// all is the anonymous user unless anonymous requests are off) and authorizes it with the
+/// chain (kube's 403 when nobody allows it).
 pub async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
@@ -214,37 +244,28 @@ pub async fn authenticate(
             }
         }
     };
-    let path = request.uri().path();
-    let Some(user) = user.or_else(|| bootstrap::anonymous_for(request.method(), path)) else {
-        if PUBLIC_PATHS.contains(&path) {
-            return next.run(request).await;
-        }
-        return ApiError::unauthorized().into_response();
+    let user = match user {
+        Some(user) => in_authenticated_group(user),
+        None if state.anonymous_auth => Arc::clone(&state.anonymous),
+        None => return ApiError::unauthorized().into_response(),
     };
-    let may_pass = user.is_admin()
-        || user.node_name().is_some()
-        || bootstrap::has_fixed_rules(&user)
-        || (request.method() == Method::GET && is_discovery(path));
-    if !may_pass {
-        return ApiError::forbidden(format!(
-            "forbidden: User \"{}\" cannot {} path \"{path}\"",
-            user.name,
-            request.method().as_str().to_ascii_lowercase()
-        ))
-        .into_response();
+    let params = Query::<Params>::try_from_uri(request.uri())
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let attributes = request_info::attributes(
+        Arc::clone(&user),
+        request.method(),
+        request.uri().path(),
+        &params,
+    );
+    match state.authorizer.authorize(&attributes).await {
+        Decision::Allow(_) => {}
+        Decision::Deny(reason) | Decision::NoOpinion(reason) => {
+            return request_info::forbidden(&attributes, &reason).into_response();
+        }
     }
     request.extensions_mut().insert(Authenticated(user));
     next.run(request).await
-}
-
-/// Discovery and health paths, which every authenticated user may read.
-fn is_discovery(path: &str) -> bool {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    PUBLIC_PATHS.contains(&path)
-        || matches!(
-            segments.as_slice(),
-            ["api"] | ["api", _] | ["apis"] | ["apis", _] | ["apis", _, _] | ["openapi", ..]
-        )
 }
 
 /// What a request on a resource may do, once [`authorize`] has looked at it.
@@ -258,83 +279,87 @@ pub(crate) enum Access {
     CreateNamed(String),
 }
 
-/// NodeRestriction for node users; administrators may do everything. `verb` is Kubernetes'
-/// verb name (get, list, watch, create, update, patch, delete, deletecollection).
-pub(crate) fn authorize(user: &UserInfo, verb: &str, target: &Target) -> Result<Access, ApiError> {
-    if user.is_admin() {
-        return Ok(Access::Granted);
-    }
-    if let Some(access) = bootstrap::fixed_rule(user, verb, target) {
-        return Ok(access);
-    }
-    let Some(node) = user.node_name() else {
-        return Err(forbidden(
-            user,
-            verb,
-            target,
-            "keelson grants API access to administrators and nodes only",
-        ));
-    };
+/// What keelson's node rules say about a request of node `node` (`system:node:<node>`):
+/// nodes read everything, create events and CertificateSigningRequests, change only their own
+/// Node and Lease (in `kube-node-lease`), and only the status of (and delete) pods bound to
+/// them. Anything else is left to the next authorizer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NodeRule {
+    /// Allowed, within these limits.
+    Allow(Access),
+    /// Refused, for this reason.
+    Deny(String),
+    /// Not a request the node rules decide.
+    NoOpinion,
+}
+
+/// The node rules (see [`NodeRule`]); `verb` is Kubernetes' verb name.
+pub(crate) fn node_rule(node: &str, verb: &str, target: &Target) -> NodeRule {
+    use NodeRule::{Allow, Deny, NoOpinion};
     if matches!(verb, "get" | "list" | "watch") {
-        return Ok(Access::Granted);
+        return Allow(Access::Granted);
     }
     let resource = target.resource.plural;
     let name = target.name.as_deref();
     let own = name == Some(node);
     let sub = target.subresource.as_deref();
+    let lease = || format!("node \"{node}\" may only modify its own lease in kube-node-lease");
     match (resource, verb) {
-        ("events", "create" | "update" | "patch") => Ok(Access::Granted),
-        ("nodes", "create") if name.is_none() => Ok(Access::CreateNamed(node.to_owned())),
-        ("nodes", "update" | "patch") if own => Ok(Access::Granted),
-        ("nodes", "create" | "update" | "patch") => Err(forbidden(
-            user,
-            verb,
-            target,
-            &format!(
-                "node \"{node}\" is not allowed to modify node \"{}\"",
-                name.unwrap_or("")
-            ),
+        ("events", "create" | "update" | "patch") => Allow(Access::Granted),
+        ("certificatesigningrequests", "create") if sub.is_none() => Allow(Access::Granted),
+        ("nodes", "create") if name.is_none() => Allow(Access::CreateNamed(node.to_owned())),
+        ("nodes", "update" | "patch") if own => Allow(Access::Granted),
+        ("nodes", "create" | "update" | "patch") => Deny(format!(
+            "node \"{node}\" is not allowed to modify node \"{}\"",
+            name.unwrap_or("")
         )),
         ("leases", "create" | "update" | "patch")
             if target.namespace.as_deref() == Some("kube-node-lease") =>
         {
             if own {
-                Ok(Access::Granted)
+                Allow(Access::Granted)
             } else if verb == "create" && name.is_none() {
-                Ok(Access::CreateNamed(node.to_owned()))
+                Allow(Access::CreateNamed(node.to_owned()))
             } else {
-                Err(forbidden(
-                    user,
-                    verb,
-                    target,
-                    &format!("node \"{node}\" may only modify its own lease in kube-node-lease"),
-                ))
+                Deny(lease())
             }
         }
-        ("leases", _) => Err(forbidden(
-            user,
-            verb,
-            target,
-            &format!("node \"{node}\" may only modify its own lease in kube-node-lease"),
-        )),
+        ("leases", _) => Deny(lease()),
         ("pods", "update" | "patch") if name.is_some() && sub == Some("status") => {
-            Ok(Access::PodBoundTo(node.to_owned()))
+            Allow(Access::PodBoundTo(node.to_owned()))
         }
         ("pods", "delete") if name.is_some() && sub.is_none() => {
-            Ok(Access::PodBoundTo(node.to_owned()))
+            Allow(Access::PodBoundTo(node.to_owned()))
         }
-        ("pods", _) => Err(forbidden(
-            user,
-            verb,
-            target,
-            &format!("node \"{node}\" may only update the status of, and delete, pods bound to it"),
+        ("pods", _) => Deny(format!(
+            "node \"{node}\" may only update the status of, and delete, pods bound to it"
         )),
-        _ => Err(forbidden(
-            user,
-            verb,
-            target,
-            &format!("node \"{node}\" cannot {verb} {resource}"),
-        )),
+        _ => NoOpinion,
+    }
+}
+
+/// NodeRestriction for a request the chain allowed: the limits the node rules put on node
+/// users' writes; everything else (and every other user) is [`Access::Granted`].
+pub(crate) fn restriction(user: &UserInfo, verb: &str, target: &Target) -> Access {
+    match user.node_name().map(|node| node_rule(node, verb, target)) {
+        Some(NodeRule::Allow(access)) => access,
+        _ => Access::Granted,
+    }
+}
+
+/// The node rules as a decision with kube's 403 wording (administrators may do everything).
+#[cfg(test)]
+fn authorize(user: &UserInfo, verb: &str, target: &Target) -> Result<Access, ApiError> {
+    if user.is_admin() {
+        return Ok(Access::Granted);
+    }
+    let Some(node) = user.node_name() else {
+        return Err(forbidden(user, verb, target, "not a node"));
+    };
+    match node_rule(node, verb, target) {
+        NodeRule::Allow(access) => Ok(access),
+        NodeRule::Deny(why) => Err(forbidden(user, verb, target, &why)),
+        NodeRule::NoOpinion => Err(forbidden(user, verb, target, "no node rule")),
     }
 }
 

@@ -133,8 +133,17 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
             vec![urls(
                 &["get"],
                 &[
-                    "/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi",
-                    "/openapi/*", "/readyz", "/version", "/version/",
+                    "/api",
+                    "/api/*",
+                    "/apis",
+                    "/apis/*",
+                    "/healthz",
+                    "/livez",
+                    "/openapi",
+                    "/openapi/*",
+                    "/readyz",
+                    "/version",
+                    "/version/",
                 ],
             )],
         ),
@@ -147,7 +156,11 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
                     &["authorization.k8s.io"],
                     &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
                 ),
-                rule(&["create"], &["authentication.k8s.io"], &["selfsubjectreviews"]),
+                rule(
+                    &["create"],
+                    &["authentication.k8s.io"],
+                    &["selfsubjectreviews"],
+                ),
             ],
         ),
         cluster_role(
@@ -166,7 +179,11 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
                 rule(READ, &[""], core_read),
                 rule(READ, &[""], &["namespaces"]),
                 rule(READ, &["apps"], apps),
-                rule(READ, &["batch"], &["cronjobs", "cronjobs/status", "jobs", "jobs/status"]),
+                rule(
+                    READ,
+                    &["batch"],
+                    &["cronjobs", "cronjobs/status", "jobs", "jobs/status"],
+                ),
             ],
         ),
         aggregated("edit", &[TO_ADMIN], TO_EDIT),
@@ -175,8 +192,16 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
             &[TO_EDIT],
             vec![
                 rule(&["impersonate"], &[""], &["serviceaccounts"]),
-                rule(WRITE, &[""], &["pods", "pods/attach", "pods/exec", "pods/portforward"]),
-                rule(&["create"], &[""], &["pods/eviction", "serviceaccounts/token"]),
+                rule(
+                    WRITE,
+                    &[""],
+                    &["pods", "pods/attach", "pods/exec", "pods/portforward"],
+                ),
+                rule(
+                    &["create"],
+                    &[""],
+                    &["pods/eviction", "serviceaccounts/token"],
+                ),
                 rule(
                     WRITE,
                     &[""],
