@@ -216,8 +216,9 @@ impl Authenticator {
 pub struct Authenticated(pub Arc<UserInfo>);
 
 /// `user` in [`AUTHENTICATED_GROUP`] (kube's authenticator adds it to every user it
-/// authenticates); unchanged, without a copy, when it is in it already.
-fn in_authenticated_group(user: Arc<UserInfo>) -> Arc<UserInfo> {
+/// authenticates); unchanged, without a copy, when it is in it already (the TLS layer adds
+/// it once per connection).
+pub(crate) fn in_authenticated_group(user: Arc<UserInfo>) -> Arc<UserInfo> {
     if user.in_group(AUTHENTICATED_GROUP) {
         return user;
     }

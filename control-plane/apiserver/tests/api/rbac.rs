@@ -584,3 +584,144 @@ async fn anonymous_requests_are_authorized_as_system_anonymous() {
         "a bad token is no anonymous request: {body}"
     );
 }
+
+/// A store that counts the listings of RBAC objects (what rebuilding the index reads).
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn Store>,
+    rbac_lists: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Store for Counting {
+    async fn create(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+    ) -> Result<keelson_store::Revision, keelson_store::StoreError> {
+        self.inner.create(key, value).await
+    }
+    async fn get(
+        &self,
+        key: &str,
+        revision: Option<keelson_store::Revision>,
+    ) -> Result<Option<keelson_store::KeyValue>, keelson_store::StoreError> {
+        self.inner.get(key, revision).await
+    }
+    async fn update(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+        expected: keelson_store::Revision,
+    ) -> Result<keelson_store::Revision, keelson_store::StoreError> {
+        self.inner.update(key, value, expected).await
+    }
+    async fn delete(
+        &self,
+        key: &str,
+        expected: Option<keelson_store::Revision>,
+    ) -> Result<keelson_store::Deleted, keelson_store::StoreError> {
+        self.inner.delete(key, expected).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        options: keelson_store::ListOptions,
+    ) -> Result<keelson_store::ListResult, keelson_store::StoreError> {
+        if prefix.contains("roles/") || prefix.contains("rolebindings/") {
+            self.rbac_lists
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.list(prefix, options).await
+    }
+    async fn watch(
+        &self,
+        prefix: &str,
+        from: keelson_store::Revision,
+    ) -> Result<keelson_store::WatchStream, keelson_store::StoreError> {
+        self.inner.watch(prefix, from).await
+    }
+    async fn compact(
+        &self,
+        revision: keelson_store::Revision,
+    ) -> Result<(), keelson_store::StoreError> {
+        self.inner.compact(revision).await
+    }
+    async fn current_revision(&self) -> Result<keelson_store::Revision, keelson_store::StoreError> {
+        self.inner.current_revision().await
+    }
+}
+
+#[tokio::test]
+async fn authorization_reads_the_store_only_after_rbac_objects_change() {
+    let base = rbac_server().await;
+    let counting = Arc::new(Counting {
+        inner: Arc::clone(&base.store),
+        rbac_lists: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let router = app(
+        AppState::new(Arc::clone(&counting) as Arc<dyn Store>).with_authenticator(
+            Authenticator::default()
+                .with_token(
+                    ADMIN_TOKEN,
+                    UserInfo::new("kubernetes-admin", &[MASTERS_GROUP]),
+                )
+                .with_token(ALICE_TOKEN, UserInfo::new("alice", &["developers"])),
+        ),
+    );
+    let s = Server {
+        store: Arc::clone(&counting) as Arc<dyn Store>,
+        router,
+        _dir: tempfile::tempdir().expect("temp dir"),
+    };
+    s.ok(
+        Method::POST,
+        &format!("{RBAC}/namespaces/a/rolebindings"),
+        Some(binding(
+            "RoleBinding",
+            "alice-view",
+            Some("a"),
+            "ClusterRole",
+            "view",
+            user("alice"),
+        )),
+    )
+    .await;
+    let pods = "/api/v1/namespaces/a/pods";
+    let (status, _) = as_user(&s, ALICE_TOKEN, Method::GET, pods, None).await;
+    assert_eq!(status, StatusCode::OK);
+    // Let the store watches deliver the write above, then nothing changes any more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = as_user(&s, ALICE_TOKEN, Method::GET, pods, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let settled = counting
+        .rbac_lists
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        settled >= 4,
+        "the index was built from the four RBAC kinds: {settled}"
+    );
+    for _ in 0..50 {
+        let (status, _) = as_user(&s, ALICE_TOKEN, Method::GET, pods, None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(
+        counting
+            .rbac_lists
+            .load(std::sync::atomic::Ordering::SeqCst),
+        settled,
+        "no store reads per request while RBAC objects do not change"
+    );
+    s.ok(
+        Method::DELETE,
+        &format!("{RBAC}/namespaces/a/rolebindings/alice-view"),
+        None,
+    )
+    .await;
+    let (status, _) = as_user(&s, ALICE_TOKEN, Method::GET, pods, None).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a write is seen by the next request"
+    );
+}
