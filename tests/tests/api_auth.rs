@@ -1,6 +1,7 @@
 //! End to end: HTTPS and authentication of the real `keelson-control-plane` binary, as the real
 //! kubectl 1.33 and kube-rs see them — the admin client certificate, a static bearer token,
-//! anonymous requests (401), and node credentials restricted to their own objects (403).
+//! anonymous requests (authorized as system:anonymous: 403), unknown tokens (401), and node
+//! credentials restricted to their own objects (403).
 
 use std::{
     path::{Path, PathBuf},
@@ -98,7 +99,7 @@ fn assert_status(error: kube::Error, code: u16, reason: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn anonymous_is_401_tokens_and_certificates_authenticate() {
+async fn anonymous_is_403_tokens_and_certificates_authenticate() {
     let tokens = tempfile::tempdir().expect("temp dir");
     let token_file = tokens.path().join("tokens.csv");
     std::fs::write(
@@ -117,7 +118,7 @@ async fn anonymous_is_401_tokens_and_certificates_authenticate() {
         .list(&Default::default())
         .await
         .expect_err("anonymous");
-    assert_status(error, 401, "Unauthorized");
+    assert_status(error, 403, "Forbidden");
     let wrong = kubeconfig_with(&plane, "wrong", "token: not-a-token");
     refused(&wrong, &["get", "pods"], "Unauthorized");
 
@@ -166,12 +167,13 @@ async fn node_credentials_may_change_only_their_own_node() {
     };
     let whoami = ok(&node_config, &["auth", "whoami"]);
     assert!(
-        whoami.contains("system:node:n1") && whoami.contains("[system:nodes]"),
+        whoami.contains("system:node:n1") && whoami.contains("[system:nodes system:authenticated]"),
         "{whoami}"
     );
     let whoami = admin.run(&["auth", "whoami"]);
     assert!(
-        whoami.contains("kubernetes-admin") && whoami.contains("[system:masters]"),
+        whoami.contains("kubernetes-admin")
+            && whoami.contains("[system:masters system:authenticated]"),
         "{whoami}"
     );
     ok(

@@ -1,5 +1,6 @@
-//! Authentication (client certificates and bearer tokens) and authorization (administrators,
-//! and node identities restricted to their own objects as Kubernetes' NodeRestriction does).
+//! Authentication (client certificates and bearer tokens) and authorization (the chain of
+//! [`chain`]: `system:masters`, the node rules, RBAC), with node identities restricted to
+//! their own objects as Kubernetes' NodeRestriction does.
 //!
 //! A client is authenticated, in this order, by
 //! - the X.509 client certificate it presented in the TLS handshake, verified against the
@@ -8,27 +9,34 @@
 //! - an `Authorization: Bearer <token>` header that names a token of the static token file
 //!   (Kubernetes' `--token-auth-file` CSV format: `token,user,uid,"group1,group2"`).
 //!
-//! A request with neither is anonymous and gets 401, except the health and version endpoints
-//! (which Kubernetes also opens to everyone). Members of `system:masters` may do everything;
-//! `system:node:<name>` users in `system:nodes` are decided by Kubernetes' Node authorizer and
-//! NodeRestriction ([`node`]): secrets, configmaps, volumes and tokens only for their own pods,
-//! writes only to their own Node, Lease and pods' status. Bootstrap tokens and the few fixed permissions joining nodes need are in
-//! [`bootstrap`]. Any other authenticated user may use discovery only: keelson has no RBAC.
+//! Every authenticated user is also in `system:authenticated`. A request with neither is
+//! anonymous (`system:anonymous` in `system:unauthenticated`, kube's `--anonymous-auth`) and is
+//! authorized like any other: the bootstrap policy lets it read the health and version
+//! endpoints only. A bearer token that names nobody is 401. Every request, resource or not,
+//! is then authorized by the chain ([`request_info`] reads what it asks); a denial is kube's
+//! 403. Bootstrap tokens are in [`bootstrap`].
 
 use std::{collections::HashMap, path::Path, sync::Arc};
 
 use axum::{
-    extract::{Request, State},
-    http::{Method, header},
+    extract::{Query, Request, State},
+    http::header,
     middleware::Next,
     response::{IntoResponse, Response},
 };
 
-use crate::{ApiError, AppState, request::Target};
+use crate::{
+    ApiError, AppState,
+    request::{Params, Target},
+};
+use authz::Decision;
 
 pub mod authz;
 pub mod bootstrap;
+pub mod chain;
 pub mod node;
+pub mod rbac;
+pub(crate) mod request_info;
 
 /// The group whose members may do everything (Kubernetes' superuser group).
 pub const MASTERS_GROUP: &str = "system:masters";
@@ -37,8 +45,8 @@ pub const NODES_GROUP: &str = "system:nodes";
 /// Node users are named `system:node:<node name>`.
 pub const NODE_USER_PREFIX: &str = "system:node:";
 
-/// Paths anyone may read without credentials.
-const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz", "/livez", "/version"];
+/// The group every authenticated user is in.
+pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
 
 /// An authenticated user, as Kubernetes' `user.Info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +76,15 @@ impl UserInfo {
     /// The identity of node `node`: `system:node:<node>` in `system:nodes`.
     pub fn node(node: &str) -> Self {
         Self::new(format!("{NODE_USER_PREFIX}{node}"), &[NODES_GROUP])
+    }
+
+    /// The user of requests without credentials: `system:anonymous` in
+    /// `system:unauthenticated`.
+    pub fn anonymous() -> Self {
+        Self::new(
+            bootstrap::ANONYMOUS_USER,
+            &[bootstrap::UNAUTHENTICATED_GROUP],
+        )
     }
 
     fn in_group(&self, group: &str) -> bool {
@@ -198,8 +215,21 @@ impl Authenticator {
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Arc<UserInfo>);
 
-/// Middleware: authenticates every request (401 without valid credentials, except
-/// [`PUBLIC_PATHS`]) and keeps users that are neither administrators nor nodes to discovery.
+/// `user` in [`AUTHENTICATED_GROUP`] (kube's authenticator adds it to every user it
+/// authenticates); unchanged, without a copy, when it is in it already (the TLS layer adds
+/// it once per connection).
+pub(crate) fn in_authenticated_group(user: Arc<UserInfo>) -> Arc<UserInfo> {
+    if user.in_group(AUTHENTICATED_GROUP) {
+        return user;
+    }
+    let mut user = Arc::unwrap_or_clone(user);
+    user.groups.push(AUTHENTICATED_GROUP.to_owned());
+    Arc::new(user)
+}
+
+/// Middleware: authenticates every request (401 for credentials that name nobody; none at
+/// all is the anonymous user unless anonymous requests are off) and authorizes it with the
+/// chain (kube's 403 when nobody allows it).
 pub async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
@@ -215,37 +245,28 @@ pub async fn authenticate(
             }
         }
     };
-    let path = request.uri().path();
-    let Some(user) = user.or_else(|| bootstrap::anonymous_for(request.method(), path)) else {
-        if PUBLIC_PATHS.contains(&path) {
-            return next.run(request).await;
-        }
-        return ApiError::unauthorized().into_response();
+    let user = match user {
+        Some(user) => in_authenticated_group(user),
+        None if state.anonymous_auth => Arc::clone(&state.anonymous),
+        None => return ApiError::unauthorized().into_response(),
     };
-    let may_pass = user.is_admin()
-        || user.node_name().is_some()
-        || bootstrap::has_fixed_rules(&user)
-        || (request.method() == Method::GET && is_discovery(path));
-    if !may_pass {
-        return ApiError::forbidden(format!(
-            "forbidden: User \"{}\" cannot {} path \"{path}\"",
-            user.name,
-            request.method().as_str().to_ascii_lowercase()
-        ))
-        .into_response();
+    let params = Query::<Params>::try_from_uri(request.uri())
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let attributes = request_info::attributes(
+        Arc::clone(&user),
+        request.method(),
+        request.uri().path(),
+        &params,
+    );
+    match state.authorizer.authorize(&attributes).await {
+        Decision::Allow(_) => {}
+        Decision::Deny(reason) | Decision::NoOpinion(reason) => {
+            return request_info::forbidden(&attributes, &reason).into_response();
+        }
     }
     request.extensions_mut().insert(Authenticated(user));
     next.run(request).await
-}
-
-/// Discovery and health paths, which every authenticated user may read.
-fn is_discovery(path: &str) -> bool {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    PUBLIC_PATHS.contains(&path)
-        || matches!(
-            segments.as_slice(),
-            ["api"] | ["api", _] | ["apis"] | ["apis", _] | ["apis", _, _] | ["openapi", ..]
-        )
 }
 
 /// What a request on a resource may do, once [`authorize`] has looked at it.
@@ -259,32 +280,18 @@ pub(crate) enum Access {
     CreateNamed(String),
 }
 
-/// Administrators may do everything; node users are decided by the Node authorizer and
-/// NodeRestriction ([`node::authorize_request`]). `verb` is Kubernetes' verb name (get, list,
-/// watch, create, update, patch, delete, deletecollection); `field_selector` is the request's
-/// `fieldSelector` (a `metadata.name` one names the object of a list or watch).
-pub(crate) fn authorize(
-    nodes: &node::NodeAuthorizer,
+/// NodeRestriction for a request the chain allowed: node users' writes limited to their own
+/// Node, Lease and bound pods ([`node::restriction::restrict`]); every other user is
+/// [`Access::Granted`].
+pub(crate) fn restriction(
     user: &UserInfo,
     verb: &str,
     target: &Target,
-    field_selector: Option<&str>,
 ) -> Result<Access, ApiError> {
-    if user.is_admin() {
-        return Ok(Access::Granted);
+    match user.node_name() {
+        Some(node) => node::restriction::restrict(user, node, verb, target),
+        None => Ok(Access::Granted),
     }
-    if let Some(access) = bootstrap::fixed_rule(user, verb, target) {
-        return Ok(access);
-    }
-    let Some(node) = user.node_name() else {
-        return Err(forbidden(
-            user,
-            verb,
-            target,
-            "keelson grants API access to administrators and nodes only",
-        ));
-    };
-    node::authorize_request(nodes, user, node, verb, target, field_selector)
 }
 
 /// The 403 for a create of an object not named `allowed` ([`Access::CreateNamed`]).
@@ -353,128 +360,6 @@ pub(crate) fn forbidden(user: &UserInfo, verb: &str, target: &Target, why: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry;
-
-    fn target(plural: &str, ns: Option<&str>, name: Option<&str>, sub: Option<&str>) -> Target {
-        let resource = registry::RESOURCES
-            .iter()
-            .find(|r| r.plural == plural)
-            .expect("a served resource");
-        Target {
-            resource,
-            namespace: ns.map(str::to_owned),
-            name: name.map(str::to_owned),
-            subresource: sub.map(str::to_owned),
-            custom: None,
-        }
-    }
-
-    #[test]
-    fn node_users_change_only_their_own_objects() {
-        let n1 = UserInfo::node("n1");
-        let nodes = node::NodeAuthorizer::with_graph(node::graph::Graph::default());
-        let granted = |verb, t: Target| authorize(&nodes, &n1, verb, &t, None);
-        assert_eq!(
-            granted("patch", target("nodes", None, Some("n1"), Some("status"))),
-            Ok(Access::Granted)
-        );
-        assert_eq!(
-            granted("create", target("nodes", None, None, None)),
-            Ok(Access::CreateNamed("n1".into()))
-        );
-        let other = granted("patch", target("nodes", None, Some("n2"), Some("status")))
-            .expect_err("another node");
-        assert_eq!(other.code, 403);
-        assert!(
-            other
-                .message
-                .contains("User \"system:node:n1\" cannot patch"),
-            "{}",
-            other.message
-        );
-        assert_eq!(
-            granted(
-                "update",
-                target("leases", Some("kube-node-lease"), Some("n1"), None)
-            ),
-            Ok(Access::Granted)
-        );
-        assert!(
-            granted(
-                "update",
-                target("leases", Some("kube-node-lease"), Some("n2"), None)
-            )
-            .is_err()
-        );
-        assert!(
-            granted(
-                "update",
-                target("leases", Some("default"), Some("n1"), None)
-            )
-            .is_err()
-        );
-        assert_eq!(
-            granted(
-                "patch",
-                target("pods", Some("default"), Some("p"), Some("status"))
-            ),
-            Ok(Access::PodBoundTo("n1".into()))
-        );
-        assert_eq!(
-            granted("delete", target("pods", Some("default"), Some("p"), None)),
-            Ok(Access::PodBoundTo("n1".into()))
-        );
-        assert!(granted("patch", target("pods", Some("default"), Some("p"), None)).is_err());
-        assert!(granted("create", target("pods", Some("default"), None, None)).is_err());
-        assert!(granted("delete", target("nodes", None, Some("n1"), None)).is_err());
-        assert!(granted("create", target("secrets", Some("default"), None, None)).is_err());
-        let secrets = granted("list", target("secrets", None, None, None))
-            .expect_err("secrets only of its pods");
-        assert!(
-            secrets
-                .message
-                .ends_with("can only read namespaced object of this type"),
-            "{}",
-            secrets.message
-        );
-        assert_eq!(
-            granted("list", target("pods", None, None, None)),
-            Ok(Access::Granted),
-            "the datapath role"
-        );
-        assert_eq!(
-            granted("create", target("events", Some("default"), None, None)),
-            Ok(Access::Granted)
-        );
-    }
-
-    #[test]
-    fn a_node_user_needs_the_nodes_group() {
-        let nodes = node::NodeAuthorizer::with_graph(node::graph::Graph::default());
-        let impostor = UserInfo::new("system:node:n1", &[]);
-        assert_eq!(impostor.node_name(), None);
-        assert!(
-            authorize(
-                &nodes,
-                &impostor,
-                "get",
-                &target("pods", None, None, None),
-                None
-            )
-            .is_err()
-        );
-        let admin = UserInfo::new("kubernetes-admin", &[MASTERS_GROUP]);
-        assert_eq!(
-            authorize(
-                &nodes,
-                &admin,
-                "delete",
-                &target("nodes", None, Some("n2"), None),
-                None
-            ),
-            Ok(Access::Granted)
-        );
-    }
 
     #[test]
     fn token_files_use_kubernetes_csv_format() {

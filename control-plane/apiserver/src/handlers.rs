@@ -192,8 +192,7 @@ async fn dispatch(
     let watch = watch_path || params.get("watch").is_some_and(|w| w == "true" || w == "1");
     let store = state.store.as_ref();
     let verb = verb(method, target, watch);
-    let field_selector = params.get("fieldSelector").map(String::as_str);
-    let access = auth::authorize(&state.nodes, user, verb, target, field_selector)?;
+    let access = auth::restriction(user, verb, target)?;
     // `kubectl get` asks for a Table (server-side printing) on get, list and watch.
     let printer = match (method, target.subresource.as_deref()) {
         (&Method::GET, None) => table::requested(headers, params)?.map(|request| Printer {
@@ -284,6 +283,9 @@ async fn dispatch(
     if admission::is_configuration(target.resource) {
         state.webhooks.invalidate();
     }
+    if auth::rbac::is_rbac(target.resource) {
+        state.rbac.invalidate();
+    }
     if aggregation::is_api_service(target.resource) {
         // A new or changed APIService is checked now rather than at the next period.
         let state = state.clone();
@@ -328,6 +330,10 @@ fn admit<'a>(
         webhooks: &state.webhooks,
         store: &state.store,
         user,
+        escalation: auth::rbac::escalation::Escalation {
+            authorizer: &state.authorizer,
+            rbac: &state.rbac,
+        },
         options_kind,
         field_manager: (options_kind != "DeleteOptions").then_some(options.field_manager.as_str()),
     }

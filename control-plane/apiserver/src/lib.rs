@@ -49,6 +49,7 @@ mod read;
 pub mod registry;
 mod request;
 mod reviews;
+mod store_cache;
 mod table;
 pub mod tls;
 mod watch_stream;
@@ -84,8 +85,14 @@ pub struct AppState {
     crds: Arc<crd::Registry>,
     openapi: Arc<openapi::OpenApi>,
     health: keelson_daemon::health::Health,
-    /// The Node authorizer (and its graph of what each node's pods use).
-    nodes: Arc<auth::node::NodeAuthorizer>,
+    /// Every request is authorized by this chain (masters, node rules, RBAC).
+    authorizer: Arc<auth::authz::Authorizer>,
+    /// The chain's RBAC link: writes of RBAC objects invalidate its index.
+    rbac: Arc<auth::rbac::RbacAuthorizer>,
+    /// Whether requests without credentials are served as `system:anonymous`.
+    anonymous_auth: bool,
+    /// The anonymous user, built once.
+    anonymous: Arc<UserInfo>,
 }
 
 impl AppState {
@@ -96,9 +103,10 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let shutdown = Arc::new(watch::Sender::new(false));
         let health = health::checks(Arc::clone(&store), Arc::clone(&shutdown));
+        let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store, Arc::clone(&metrics)));
+        let (authorizer, rbac) = auth::chain::default_chain(Arc::clone(&store));
         Self {
-            nodes: auth::node::NodeAuthorizer::new(Arc::clone(&store)),
-            store: Arc::new(InstrumentedStore::new(store, Arc::clone(&metrics))),
+            store,
             authenticator: Arc::new(Authenticator::default()),
             metrics,
             shutdown,
@@ -110,7 +118,23 @@ impl AppState {
             crds: Arc::default(),
             openapi: Arc::default(),
             health,
+            authorizer,
+            rbac,
+            anonymous_auth: true,
+            anonymous: Arc::new(UserInfo::anonymous()),
         }
+    }
+
+    /// Whether requests without credentials are served as `system:anonymous` (kube's
+    /// `--anonymous-auth`, on by default) or refused with 401.
+    pub fn with_anonymous_auth(mut self, enabled: bool) -> Self {
+        self.anonymous_auth = enabled;
+        self
+    }
+
+    /// The authorizer chain requests go through (for the access reviews).
+    pub fn authorizer(&self) -> &Arc<auth::authz::Authorizer> {
+        &self.authorizer
     }
 
     /// Reaches node agents' kubelet endpoints (`kubectl logs`) with `client`.
@@ -207,7 +231,9 @@ pub fn app(state: AppState) -> Router {
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
-/// Creates the [`SYSTEM_NAMESPACES`] that do not exist yet.
+/// Creates the [`SYSTEM_NAMESPACES`] that do not exist yet, and stores the bootstrap RBAC
+/// policy (kube-apiserver's `rbac/bootstrap-roles`, see [`auth::rbac::reconcile`]).
 pub async fn bootstrap(store: &dyn Store) -> Result<(), ApiError> {
-    handlers::bootstrap(store).await
+    handlers::bootstrap(store).await?;
+    auth::rbac::reconcile::bootstrap_policy(store).await
 }

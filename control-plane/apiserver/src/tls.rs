@@ -160,7 +160,7 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| certificate_user(leaf))
-                .map(|user| ClientCertificate(Arc::new(user)));
+                .map(|user| ClientCertificate(crate::auth::in_authenticated_group(Arc::new(user))));
             let service = router.map_request(move |mut request: Request<_>| {
                 if let Some(user) = &user {
                     request.extensions_mut().insert(user.clone());

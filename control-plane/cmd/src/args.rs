@@ -24,7 +24,8 @@ pub(crate) enum StoreKind {
 /// The API is served over HTTPS. On first start it creates a CA in DATA_DIR/pki and writes
 /// DATA_DIR/admin.kubeconfig (a client certificate in group system:masters). Clients
 /// authenticate with a certificate from that CA or a bearer token from --token-auth-file;
-/// anonymous requests get 401 (except /healthz, /readyz, /livez, /version).
+/// requests are authorized by RBAC; anonymous ones may read /healthz, /readyz, /livez and
+/// /version only (--anonymous-auth=false: 401).
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 pub(crate) struct Args {
@@ -66,6 +67,11 @@ pub(crate) struct Args {
     /// Static bearer tokens, Kubernetes' CSV format: token,user,uid[,"group1,group2"].
     #[arg(long, env = "KEELSON_TOKEN_AUTH_FILE")]
     pub(crate) token_auth_file: Option<PathBuf>,
+    /// Serve requests without credentials as system:anonymous, authorized like any user
+    /// (Kubernetes' --anonymous-auth); false answers them 401.
+    #[arg(long, env = "KEELSON_ANONYMOUS_AUTH", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub(crate) anonymous_auth: bool,
     /// Extra DNS names or IP addresses for the serving certificate (repeatable).
     #[arg(long = "tls-san", value_name = "NAME_OR_IP")]
     pub(crate) tls_sans: Vec<String>,
@@ -120,8 +126,8 @@ pub(crate) struct ClusterArgs {
     pub(crate) node_cidr_mask_size: u8,
     /// Controllers to run: `all`, `none`, or a comma-separated list of endpointslice,
     /// endpoints, replicaset, deployment, namespace, garbagecollector, nodeipam, nodelifecycle,
-    /// bootstrapsigner, tokencleaner, csrapproving, csrsigning; `-name` removes one
-    /// (`all,-nodelifecycle`).
+    /// bootstrapsigner, tokencleaner, csrapproving, csrsigning, clusterrole-aggregation; `-name`
+    /// removes one (`all,-nodelifecycle`).
     #[arg(long, env = "KEELSON_CONTROLLERS", default_value = "all")]
     pub(crate) controllers: ControllerSet,
     /// The longest lifetime of certificates the CSR signer issues (Kubernetes'

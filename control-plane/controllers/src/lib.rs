@@ -12,7 +12,8 @@
 //!   are marked not ready, then evicted;
 //! - [`bootstrapsigner`], [`tokencleaner`], [`csrapproving`], [`csrsigning`]: joining nodes with
 //!   a bootstrap token (kubeadm's protocol): `kube-public/cluster-info` and its signatures,
-//!   expired tokens removed, node client certificate requests approved and signed.
+//!   expired tokens removed, node client certificate requests approved and signed;
+//! - [`clusterroleaggregation`]: aggregated ClusterRoles hold the rules of those they select.
 //!
 //! [`run`] starts the ones [`Options::enabled`] names and returns when one of them fails.
 #![forbid(unsafe_code)]
@@ -24,6 +25,7 @@ use keelson_api::cidr::Ipv4Cidr;
 use kube::runtime::controller::Action;
 
 pub mod bootstrapsigner;
+pub mod clusterroleaggregation;
 pub mod csrapproving;
 pub mod csrsigning;
 pub mod deployment;
@@ -64,11 +66,13 @@ pub enum ControllerKind {
     CsrApproving,
     /// `csrsigning`: approved node client certificate requests signed by the cluster CA.
     CsrSigning,
+    /// `clusterrole-aggregation`: aggregated ClusterRoles' rules.
+    ClusterRoleAggregation,
 }
 
 impl ControllerKind {
     /// Every controller, in start order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::EndpointSlice,
         Self::Endpoints,
         Self::ReplicaSet,
@@ -81,6 +85,7 @@ impl ControllerKind {
         Self::TokenCleaner,
         Self::CsrApproving,
         Self::CsrSigning,
+        Self::ClusterRoleAggregation,
     ];
 
     /// The name used on the command line.
@@ -98,6 +103,7 @@ impl ControllerKind {
             Self::TokenCleaner => "tokencleaner",
             Self::CsrApproving => "csrapproving",
             Self::CsrSigning => "csrsigning",
+            Self::ClusterRoleAggregation => "clusterrole-aggregation",
         }
     }
 }
@@ -348,6 +354,9 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
     }
     if enabled(ControllerKind::CsrApproving) {
         tasks.spawn(csrapproving::run(client.clone()));
+    }
+    if enabled(ControllerKind::ClusterRoleAggregation) {
+        tasks.spawn(clusterroleaggregation::run(client.clone()));
     }
     match &options.bootstrap {
         Some(settings) => {

@@ -42,11 +42,9 @@ pub const SCHEDULER_LEASE: &str = "keelson-scheduler";
 /// The prefix of the bindings of Kubernetes' controller roles to the controller manager.
 pub const CONTROLLER_BINDING_PREFIX: &str = "keelson:controller:";
 
-const BOOTSTRAPPERS: &str = "system:bootstrappers";
 const NODES: &str = "system:nodes";
 const CERTIFICATES: &str = "certificates.k8s.io";
 const COORDINATION: &str = "coordination.k8s.io";
-const CLUSTER_INFO_READER: &str = "keelson:cluster-info-reader";
 const CONTROLLER_MANAGER_LEADER: &str = "keelson:leader-locking-controller-manager";
 const SCHEDULER_LEADER: &str = "keelson:leader-locking-scheduler";
 
@@ -122,23 +120,6 @@ pub(super) fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
             CONTROLLER_MANAGER_EXTRAS,
             vec![user(CONTROLLER_MANAGER_USER)],
         ),
-        // kubeadm's node-join bindings: a bootstrap token may ask for a node client
-        // certificate, and that request (and a node's own renewal) may be approved.
-        cluster_binding(
-            "keelson:node-bootstrapper",
-            "system:node-bootstrapper",
-            vec![group(BOOTSTRAPPERS)],
-        ),
-        cluster_binding(
-            "keelson:node-autoapprove-bootstrap",
-            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
-            vec![group(BOOTSTRAPPERS)],
-        ),
-        cluster_binding(
-            "keelson:node-autoapprove-certificate-rotation",
-            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
-            vec![group(NODES)],
-        ),
     ];
     // One identity for every controller: each controller role bound to the controller manager.
     bindings.extend(CONTROLLERS.iter().map(|(name, _)| {
@@ -172,12 +153,6 @@ pub(super) fn roles() -> Vec<Role> {
             KUBE_PUBLIC,
             BOOTSTRAP_SIGNER_EXTRAS,
             vec![rule(&["create"], &[CORE], &["configmaps"])],
-        ),
-        // kubeadm's: a joining node reads `cluster-info` before it has any credential.
-        role(
-            KUBE_PUBLIC,
-            CLUSTER_INFO_READER,
-            vec![named(&["get"], &[CORE], &["configmaps"], &["cluster-info"])],
         ),
     ]
     .into_iter()
@@ -225,12 +200,6 @@ pub(super) fn role_bindings() -> Vec<RoleBinding> {
             BOOTSTRAP_SIGNER_EXTRAS,
             BOOTSTRAP_SIGNER_EXTRAS,
             vec![user(CONTROLLER_MANAGER_USER)],
-        ),
-        role_binding(
-            KUBE_PUBLIC,
-            CLUSTER_INFO_READER,
-            CLUSTER_INFO_READER,
-            vec![user("system:anonymous")],
         ),
     ]
     .into_iter()

@@ -35,9 +35,8 @@
 //!   each controller's writes. Where a keelson controller writes in a way Kubernetes' role does
 //!   not allow (PATCH where Kubernetes' controller sends PUT, creating `cluster-info`), a
 //!   separate `keelson:controller:<name>` role says so; Kubernetes' roles are never edited.
-//! - kubeadm's node-join bindings, since keelson joins nodes with kubeadm's bootstrap-token
-//!   protocol: bootstrappers may request and read node client certificates and read
-//!   `kube-public/cluster-info` anonymously; nodes may renew their own certificates.
+//! - kubeadm's node-join objects are not here: the API server stores them with this policy
+//!   (`keelson_apiserver::auth::rbac::reconcile::kubeadm_objects`), under kubeadm's names.
 //!
 //! Every object carries `kubernetes.io/bootstrapping: rbac-defaults` and the annotation
 //! `rbac.authorization.kubernetes.io/autoupdate: "true"`, as Kubernetes' do, so a reconciler

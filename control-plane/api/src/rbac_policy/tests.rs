@@ -627,9 +627,9 @@ fn counts() {
     assert_eq!(namespaced::roles().len(), 7);
     assert_eq!(namespaced::bindings().len(), 7);
     assert_eq!(cluster_roles().len(), 30 + 11 + 2);
-    assert_eq!(cluster_role_bindings().len(), 12 + 11 + 5 + 11);
-    assert_eq!(roles().len(), 7 + 4);
-    assert_eq!(role_bindings().len(), 7 + 7);
+    assert_eq!(cluster_role_bindings().len(), 12 + 11 + 2 + 11);
+    assert_eq!(roles().len(), 7 + 3);
+    assert_eq!(role_bindings().len(), 7 + 6);
 }
 
 #[test]
@@ -1026,139 +1026,6 @@ fn the_controllers_may_make_every_call_they_make() {
         assert!(
             !may(kcm, &groups, verb, resource, namespace, object),
             "{verb} {resource:?} {namespace}/{object}"
-        );
-    }
-}
-
-#[test]
-fn nodes_join_as_kubeadm_lets_them() {
-    let bootstrap = [
-        "system:bootstrappers",
-        "system:bootstrappers:worker",
-        "system:authenticated",
-    ];
-    let anonymous = ["system:unauthenticated"];
-    let node = ["system:nodes", "system:authenticated"];
-    let csrs = ("certificates.k8s.io", "certificatesigningrequests");
-    // (user, groups, verb, resource, namespace, name, allowed)
-    type Case<'a> = (
-        &'a str,
-        &'a [&'a str],
-        &'a str,
-        Resource<'a>,
-        &'a str,
-        &'a str,
-        bool,
-    );
-    let cases: [Case; 10] = [
-        (
-            "system:anonymous",
-            &anonymous,
-            "get",
-            ("", "configmaps"),
-            "kube-public",
-            "cluster-info",
-            true,
-        ),
-        (
-            "system:anonymous",
-            &anonymous,
-            "get",
-            ("", "configmaps"),
-            "kube-public",
-            "other",
-            false,
-        ),
-        (
-            "system:anonymous",
-            &anonymous,
-            "list",
-            ("", "configmaps"),
-            "kube-public",
-            "",
-            false,
-        ),
-        (
-            "system:bootstrap:abcdef",
-            &bootstrap,
-            "create",
-            csrs,
-            "",
-            "",
-            true,
-        ),
-        (
-            "system:bootstrap:abcdef",
-            &bootstrap,
-            "get",
-            csrs,
-            "",
-            "node-csr-n1",
-            true,
-        ),
-        (
-            "system:bootstrap:abcdef",
-            &bootstrap,
-            "create",
-            (
-                "certificates.k8s.io",
-                "certificatesigningrequests/nodeclient",
-            ),
-            "",
-            "",
-            true,
-        ),
-        (
-            "system:bootstrap:abcdef",
-            &bootstrap,
-            "create",
-            (
-                "certificates.k8s.io",
-                "certificatesigningrequests/selfnodeclient",
-            ),
-            "",
-            "",
-            false,
-        ),
-        (
-            "system:bootstrap:abcdef",
-            &bootstrap,
-            "list",
-            ("", "secrets"),
-            "kube-system",
-            "",
-            false,
-        ),
-        (
-            "system:node:n1",
-            &node,
-            "create",
-            (
-                "certificates.k8s.io",
-                "certificatesigningrequests/selfnodeclient",
-            ),
-            "",
-            "",
-            true,
-        ),
-        (
-            "system:node:n1",
-            &node,
-            "create",
-            (
-                "certificates.k8s.io",
-                "certificatesigningrequests/nodeclient",
-            ),
-            "",
-            "",
-            false,
-        ),
-    ];
-    for (user, groups, verb, resource, namespace, object, allowed) in cases {
-        assert_eq!(
-            may(user, groups, verb, resource, namespace, object),
-            allowed,
-            "{user} {verb} {resource:?} {namespace}/{object}"
         );
     }
 }

@@ -82,6 +82,8 @@ pub(crate) struct Admit<'a> {
     pub(crate) webhooks: &'a Arc<Webhooks>,
     pub(crate) store: &'a Arc<dyn Store>,
     pub(crate) user: &'a UserInfo,
+    /// Escalation prevention for writes of RBAC objects, run before the validating webhooks.
+    pub(crate) escalation: crate::auth::rbac::escalation::Escalation<'a>,
     /// `CreateOptions`, `UpdateOptions`, `PatchOptions` or `DeleteOptions`.
     pub(crate) options_kind: &'static str,
     pub(crate) field_manager: Option<&'a str>,
@@ -535,6 +537,9 @@ impl Admit<'_> {
     ) -> Result<(), ApiError> {
         let resource = attempt.target.resource;
         crate::auth::node::restriction::validate(self.user, attempt.target, object, old)?;
+        self.escalation
+            .check(self.user, attempt.target, attempt.name, object, old)
+            .await?;
         if EXEMPT.contains(&resource.kind) && resource.group == GROUP {
             return Ok(());
         }

@@ -1,4 +1,4 @@
-//! Bootstrap-token authentication and the fixed rules that let joining nodes in.
+//! Bootstrap-token authentication.
 //!
 //! A bearer token of the form `<id>.<secret>` that the static token file does not know is looked
 //! up as the Secret `kube-system/bootstrap-token-<id>` (Kubernetes'
@@ -8,118 +8,24 @@
 //! "true"`. The user is then `system:bootstrap:<id>` in `system:bootstrappers` and the token's
 //! `auth-extra-groups`. Anything else is the plain 401 Kubernetes answers.
 //!
-//! Until keelson has RBAC (issue 19), [`RULES`] grants what Kubernetes' bootstrap RBAC policy
-//! does for joining: each line becomes one (Cluster)RoleBinding there.
+//! What joining needs beyond authentication is granted by RBAC objects kubeadm creates too
+//! (see [`super::rbac::reconcile`]).
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, header};
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use keelson_api::bootstrap_token::{self as bt, BootstrapToken};
 use keelson_store::Store;
 use serde_json::Value;
 
-use super::{Access, NODES_GROUP, UserInfo};
-use crate::{registry, request::Target};
+use super::UserInfo;
+use crate::registry;
 
 /// The user of requests without credentials (Kubernetes' `system:anonymous`).
 pub const ANONYMOUS_USER: &str = "system:anonymous";
 /// The group of requests without credentials.
 pub const UNAUTHENTICATED_GROUP: &str = "system:unauthenticated";
-
-/// Who a [`Rule`] is for.
-#[derive(Debug, Clone, Copy)]
-enum Subject {
-    User(&'static str),
-    Group(&'static str),
-}
-
-/// One fixed permission: `verbs` on `resource` of `group`, optionally only in `namespace` and on
-/// the object `name`, for `subject`. No subresources.
-#[derive(Debug)]
-struct Rule {
-    subject: Subject,
-    verbs: &'static [&'static str],
-    group: &'static str,
-    resource: &'static str,
-    namespace: Option<&'static str>,
-    name: Option<&'static str>,
-}
-
-/// The bootstrap permissions. With RBAC (issue 19) these become bindings:
-/// 1. Role `kubeadm:bootstrap-signer-clusterinfo` in kube-public bound to `system:anonymous`;
-/// 2. ClusterRole `system:node-bootstrapper` bound to `system:bootstrappers`;
-/// 3. ClusterRole `system:certificates.k8s.io:certificatesigningrequests:selfnodeclient` (and
-///    the node authorizer) for `system:nodes`, which renew their own client certificates.
-///
-/// Nodes keep reading everything, as today's node rules allow.
-const RULES: &[Rule] = &[
-    Rule {
-        subject: Subject::User(ANONYMOUS_USER),
-        verbs: &["get"],
-        group: "",
-        resource: "configmaps",
-        namespace: Some(bt::KUBE_PUBLIC),
-        name: Some(bt::CLUSTER_INFO),
-    },
-    Rule {
-        subject: Subject::Group(bt::BOOTSTRAP_GROUP),
-        verbs: &["create", "get", "list", "watch"],
-        group: "certificates.k8s.io",
-        resource: "certificatesigningrequests",
-        namespace: None,
-        name: None,
-    },
-    Rule {
-        subject: Subject::Group(NODES_GROUP),
-        verbs: &["create"],
-        group: "certificates.k8s.io",
-        resource: "certificatesigningrequests",
-        namespace: None,
-        name: None,
-    },
-];
-
-/// What [`RULES`] grant `user` for `verb` on `target`, if anything.
-pub(crate) fn fixed_rule(user: &UserInfo, verb: &str, target: &Target) -> Option<Access> {
-    RULES
-        .iter()
-        .any(|rule| {
-            let subject = match rule.subject {
-                Subject::User(name) => user.name == name,
-                Subject::Group(group) => user.in_group(group),
-            };
-            subject
-                && rule.verbs.contains(&verb)
-                && target.resource.group == rule.group
-                && target.resource.plural == rule.resource
-                && target.subresource.is_none()
-                && target.custom.is_none()
-                && rule
-                    .namespace
-                    .is_none_or(|ns| target.namespace.as_deref() == Some(ns))
-                && rule.name.is_none_or(|n| target.name.as_deref() == Some(n))
-        })
-        .then_some(Access::Granted)
-}
-
-/// Whether a user may get past the authentication middleware to [`fixed_rule`]s: bootstrap
-/// users and (for the one path they may read) anonymous ones.
-pub(crate) fn has_fixed_rules(user: &UserInfo) -> bool {
-    user.in_group(bt::BOOTSTRAP_GROUP) || user.name == ANONYMOUS_USER
-}
-
-/// The anonymous user, for the one request anonymous clients may make: `GET` of
-/// `kube-public/cluster-info` (kubeadm's discovery).
-pub(crate) fn anonymous_for(method: &Method, path: &str) -> Option<Arc<UserInfo>> {
-    let cluster_info = format!(
-        "/api/v1/namespaces/{}/configmaps/{}",
-        bt::KUBE_PUBLIC,
-        bt::CLUSTER_INFO
-    );
-    (*method == Method::GET && path == cluster_info)
-        .then(|| Arc::new(UserInfo::new(ANONYMOUS_USER, &[UNAUTHENTICATED_GROUP])))
-}
 
 /// The user a bootstrap token in the `Authorization` header stands for, if it is one whose
 /// Secret lets it authenticate at `now`.
@@ -278,100 +184,6 @@ mod tests {
         ];
         for (case, secret) in refused {
             assert!(user_of_secret(&token, &secret, now).is_err(), "{case}");
-        }
-    }
-
-    fn target(group: &str, plural: &str, ns: Option<&str>, name: Option<&str>) -> Target {
-        let resource = registry::RESOURCES
-            .iter()
-            .find(|r| r.group == group && r.plural == plural)
-            .expect("a served resource");
-        Target {
-            resource,
-            namespace: ns.map(str::to_owned),
-            name: name.map(str::to_owned),
-            subresource: None,
-            custom: None,
-        }
-    }
-
-    #[test]
-    fn fixed_rules_grant_only_what_joining_needs() {
-        let anonymous = anonymous_for(
-            &Method::GET,
-            "/api/v1/namespaces/kube-public/configmaps/cluster-info",
-        )
-        .expect("anonymous may read cluster-info");
-        assert!(anonymous_for(&Method::GET, "/api/v1/namespaces/kube-public/configmaps").is_none());
-        assert!(
-            anonymous_for(
-                &Method::PUT,
-                "/api/v1/namespaces/kube-public/configmaps/cluster-info"
-            )
-            .is_none()
-        );
-        let bootstrapper = UserInfo::new("system:bootstrap:abcdef", &[bt::BOOTSTRAP_GROUP]);
-        let node = UserInfo::node("n1");
-        let csr = "certificatesigningrequests";
-        let certs = "certificates.k8s.io";
-        let cases = [
-            (
-                &*anonymous,
-                "get",
-                target("", "configmaps", Some("kube-public"), Some("cluster-info")),
-                true,
-            ),
-            (
-                &*anonymous,
-                "list",
-                target("", "configmaps", Some("kube-public"), None),
-                false,
-            ),
-            (
-                &*anonymous,
-                "get",
-                target("", "configmaps", Some("kube-system"), Some("cluster-info")),
-                false,
-            ),
-            (&*anonymous, "create", target(certs, csr, None, None), false),
-            (
-                &bootstrapper,
-                "create",
-                target(certs, csr, None, None),
-                true,
-            ),
-            (
-                &bootstrapper,
-                "get",
-                target(certs, csr, None, Some("node-csr-1")),
-                true,
-            ),
-            (&bootstrapper, "watch", target(certs, csr, None, None), true),
-            (
-                &bootstrapper,
-                "delete",
-                target(certs, csr, None, Some("node-csr-1")),
-                false,
-            ),
-            (&bootstrapper, "list", target("", "pods", None, None), false),
-            (
-                &bootstrapper,
-                "get",
-                target("", "configmaps", Some("kube-public"), Some("cluster-info")),
-                false,
-            ),
-            (&node, "create", target(certs, csr, None, None), true),
-            (&node, "delete", target(certs, csr, None, Some("x")), false),
-        ];
-        for (user, verb, target, granted) in cases {
-            assert_eq!(
-                fixed_rule(user, verb, &target).is_some(),
-                granted,
-                "{} {verb} {:?}/{:?}",
-                user.name,
-                target.resource.plural,
-                target.name
-            );
         }
     }
 }

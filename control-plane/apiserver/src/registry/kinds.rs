@@ -44,8 +44,6 @@ const EVENT_FIELDS: &[&str] = &[
 ];
 
 const NO_CONTROLLER: &str = "keelson stores this kind, but no controller acts on it yet";
-const RBAC: &str = "keelson stores RBAC objects but does not enforce them yet: only \
-                    system:masters and nodes are authorized";
 const NETWORK_POLICY: &str =
     "keelson stores NetworkPolicy objects but does not enforce them yet: traffic is not filtered";
 const NOT_ENFORCED: &str = "keelson stores this kind but does not enforce it yet";
@@ -361,8 +359,7 @@ pub static RESOURCES: &[Resource] = &[
         "clusterrolebinding",
         typed::<rbac::ClusterRoleBinding>,
     )
-    .cluster()
-    .note(RBAC),
+    .cluster(),
     Resource::new(
         "rbac.authorization.k8s.io",
         "ClusterRole",
@@ -370,24 +367,21 @@ pub static RESOURCES: &[Resource] = &[
         "clusterrole",
         typed::<rbac::ClusterRole>,
     )
-    .cluster()
-    .note(RBAC),
+    .cluster(),
     Resource::new(
         "rbac.authorization.k8s.io",
         "RoleBinding",
         "rolebindings",
         "rolebinding",
         typed::<rbac::RoleBinding>,
-    )
-    .note(RBAC),
+    ),
     Resource::new(
         "rbac.authorization.k8s.io",
         "Role",
         "roles",
         "role",
         typed::<rbac::Role>,
-    )
-    .note(RBAC),
+    ),
     // --- storage.k8s.io/v1 ---
     Resource::new(
         "storage.k8s.io",

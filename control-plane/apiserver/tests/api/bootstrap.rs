@@ -16,6 +16,7 @@ fn token_secret(expiration: &str) -> Value {
         "stringData": {
             "token-id": "abcdef", "token-secret": "0123456789abcdef", "expiration": expiration,
             "usage-bootstrap-authentication": "true", "usage-bootstrap-signing": "true",
+            "auth-extra-groups": "system:bootstrappers:kubeadm:default-node-token",
         },
     })
 }
@@ -70,7 +71,11 @@ async fn a_bootstrap_token_creates_csrs_while_its_secret_is_valid() {
     );
     assert_eq!(
         created["spec"]["groups"],
-        json!(["system:bootstrappers"]),
+        json!([
+            "system:bootstrappers",
+            "system:bootstrappers:kubeadm:default-node-token",
+            "system:authenticated"
+        ]),
         "{created}"
     );
     let (status, got) = as_token(
@@ -149,11 +154,17 @@ async fn anonymous_clients_read_cluster_info_only() {
         "/api/v1/namespaces/kube-system/configmaps/cluster-info",
         CSRS,
     ] {
-        let (status, _) = as_token(&server, "", Method::GET, uri, None).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+        let (status, body) = as_token(&server, "", Method::GET, uri, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("User \"system:anonymous\" cannot")),
+            "{body}"
+        );
     }
     let (status, _) = as_token(&server, "", Method::DELETE, cluster_info, None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

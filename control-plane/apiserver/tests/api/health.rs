@@ -126,9 +126,9 @@ async fn readyz_fails_naming_etcd_while_the_store_does_not_answer_and_after_shut
     );
     // The process is alive: systemd's watchdog must not restart it for a store outage.
     assert_eq!(get(&router, "/livez", None).await, (200, "ok".to_owned()));
-    // One check's own path gives the reason, to an authenticated client only (as kube's
-    // system:public-info-viewer grants the root paths alone).
-    assert_eq!(get(&router, "/readyz/etcd", None).await.0, 401);
+    // One check's own path gives the reason, to an authorized client only (kube's
+    // system:public-info-viewer grants anonymous clients the root paths alone).
+    assert_eq!(get(&router, "/readyz/etcd", None).await.0, 403);
     assert_eq!(
         get(&router, "/readyz/etcd", Some(ADMIN_TOKEN)).await,
         (
@@ -162,8 +162,11 @@ async fn readyz_waits_for_the_system_namespaces() {
             .await
             .expect("open the SQLite store"),
     );
-    let router = app(AppState::new(Arc::clone(&store)));
-    let (status, body) = get(&router, "/readyz?verbose", None).await;
+    // Before bootstrap no RBAC policy lets anonymous clients in: ask as an administrator.
+    let router = app(AppState::new(Arc::clone(&store)).with_authenticator(
+        Authenticator::default().with_token(ADMIN_TOKEN, UserInfo::new("admin", &[MASTERS_GROUP])),
+    ));
+    let (status, body) = get(&router, "/readyz?verbose", Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 500, "{body}");
     assert!(
         body.contains("[-]poststarthook/bootstrap failed: reason withheld\n"),
@@ -171,7 +174,7 @@ async fn readyz_waits_for_the_system_namespaces() {
     );
     bootstrap(store.as_ref()).await.expect("bootstrap");
     assert_eq!(
-        get(&router, "/readyz?verbose", None).await,
+        get(&router, "/readyz?verbose", Some(ADMIN_TOKEN)).await,
         (200, ALL_PASS.to_owned())
     );
 }

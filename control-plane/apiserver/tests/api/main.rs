@@ -192,6 +192,7 @@ mod https;
 mod kinds;
 mod node_authz;
 mod openapi;
+mod rbac;
 mod writes;
 
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
@@ -244,7 +245,8 @@ async fn discovery_serves_what_kubectl_reads() {
     assert_eq!(status, StatusCode::CREATED, "{review}");
     assert_eq!(
         review["status"]["userInfo"],
-        json!({"username": "kubernetes-admin", "groups": ["system:masters"]})
+        json!({"username": "kubernetes-admin",
+               "groups": ["system:masters", "system:authenticated"]})
     );
     let apps = s.ok(Method::GET, "/apis/apps/v1", None).await;
     let scale = apps["resources"]
@@ -1086,21 +1088,44 @@ async fn bound_pods_and_namespaces_delete_gracefully() {
 }
 
 #[tokio::test]
-async fn requests_without_valid_credentials_are_401_and_health_stays_open() {
+async fn bad_tokens_are_401_anonymous_requests_403_and_health_stays_open() {
     let s = server().await;
-    for token in ["", "not-a-token"] {
-        let (status, body) = s
-            .raw_as(token, Method::GET, "/api/v1/namespaces", "", Vec::new())
-            .await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "token {token:?}: {body}");
-        assert_status(&body, 401, "Unauthorized");
-        let (status, _) = s.raw_as(token, Method::GET, "/apis", "", Vec::new()).await;
-        assert_eq!(
-            status,
-            StatusCode::UNAUTHORIZED,
-            "discovery needs credentials"
-        );
-    }
+    let (status, body) = s
+        .raw_as(
+            "not-a-token",
+            Method::GET,
+            "/api/v1/namespaces",
+            "",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_status(&body, 401, "Unauthorized");
+    let (status, _) = s
+        .raw_as("not-a-token", Method::GET, "/apis", "", Vec::new())
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "discovery needs valid credentials"
+    );
+    // Without credentials a request is system:anonymous's, which RBAC grants nothing here.
+    let (status, body) = s
+        .raw_as("", Method::GET, "/api/v1/namespaces", "", Vec::new())
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_status(&body, 403, "Forbidden");
+    assert_eq!(
+        body["message"],
+        "namespaces is forbidden: User \"system:anonymous\" cannot list resource \"namespaces\" \
+         in API group \"\" at the cluster scope"
+    );
+    let (status, _) = s.raw_as("", Method::GET, "/apis", "", Vec::new()).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "discovery is for authenticated users"
+    );
     for path in ["/healthz", "/readyz", "/livez", "/version"] {
         let (status, body) = s.raw_as("", Method::GET, path, "", Vec::new()).await;
         assert_eq!(status, StatusCode::OK, "{path} is public: {body}");

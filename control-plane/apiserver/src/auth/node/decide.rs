@@ -6,16 +6,23 @@
 //! [`NODE_RULES`] or no opinion. It never denies: a `NoOpinion` with Kubernetes' reason lets
 //! the next authorizer (RBAC) decide.
 
-use k8s_openapi::api::rbac::v1::PolicyRule;
-
-use super::{
-    graph::{Graph, Kind},
-    rules::{rule, rules_allow},
-};
+use super::graph::{Graph, Kind};
 use crate::auth::{
     NODE_USER_PREFIX, NODES_GROUP, UserInfo,
     authz::{Attributes, Decision, RequestKind, ResourceAttributes},
+    rbac::rules::Rule,
 };
+
+/// A rule granting `verbs` on `resources` of `groups`.
+fn rule(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Rule {
+    let owned = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    Rule {
+        verbs: owned(verbs),
+        api_groups: owned(groups),
+        resources: owned(resources),
+        ..Rule::default()
+    }
+}
 
 /// The namespace of node leases.
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -31,7 +38,7 @@ pub fn node_identity(user: &UserInfo) -> Option<&str> {
 
 /// What every node may do on resources the graph does not subdivide (kube's `NodeRules()`
 /// for the resources keelson serves, minus those the authorizer decides itself).
-pub fn node_rules() -> Vec<PolicyRule> {
+pub(crate) fn node_rules() -> Vec<Rule> {
     vec![
         rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
         rule(
@@ -67,7 +74,7 @@ pub fn node_rules() -> Vec<PolicyRule> {
 }
 
 /// The decision on `attributes` for the graph `graph` (see the module documentation).
-pub fn decide(graph: &Graph, static_rules: &[PolicyRule], attributes: &Attributes) -> Decision {
+pub(crate) fn decide(graph: &Graph, static_rules: &[Rule], attributes: &Attributes) -> Decision {
     let Some(node) = node_identity(&attributes.user) else {
         return Decision::NoOpinion(String::new());
     };
@@ -101,7 +108,10 @@ pub fn decide(graph: &Graph, static_rules: &[PolicyRule], attributes: &Attribute
             _ => {}
         }
     }
-    if rules_allow(static_rules, attributes) {
+    if static_rules
+        .iter()
+        .any(|rule| rule.allows(&attributes.verb, &attributes.request))
+    {
         Decision::Allow(String::new())
     } else {
         Decision::NoOpinion(String::new())

@@ -12,21 +12,16 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-use k8s_openapi::api::rbac::v1::PolicyRule;
 use keelson_store::Store;
 
 use super::{
-    Access, UserInfo,
-    authz::{Attributes, Authorize, Decision, RequestKind, ResourceAttributes, Rules},
-    forbidden,
+    UserInfo,
+    authz::{Attributes, Authorize, Decision, Rules},
 };
-use crate::{ApiError, request::Target};
 
 pub mod decide;
 pub mod graph;
 pub mod restriction;
-pub mod roles;
-pub mod rules;
 mod watch;
 
 pub use restriction::check_token_request;
@@ -36,7 +31,7 @@ pub use restriction::check_token_request;
 #[derive(Debug)]
 pub struct NodeAuthorizer {
     graph: RwLock<graph::Graph>,
-    static_rules: Vec<PolicyRule>,
+    static_rules: Vec<crate::auth::rbac::rules::Rule>,
     /// The store the watches follow (`None`: a fixed graph, for tests).
     store: Option<Arc<dyn Store>>,
     watching: AtomicBool,
@@ -121,86 +116,9 @@ impl Authorize for NodeAuthorizer {
     }
 }
 
-/// The name a `metadata.name=<name>` (or `==`) field selector asks for: kube authorizes a
-/// list or watch with one as a request on that object.
-pub fn selector_name(field_selector: Option<&str>) -> Option<&str> {
-    field_selector?.split(',').find_map(|term| {
-        let value = term.trim().strip_prefix("metadata.name")?;
-        let value = value
-            .strip_prefix("==")
-            .or_else(|| value.strip_prefix('='))?;
-        (!value.is_empty()).then_some(value)
-    })
-}
-
-/// The authorization attributes of `verb` on `target` by `user`; `selected` is the name a
-/// list or watch selects with `metadata.name` ([`selector_name`]).
-pub(crate) fn attributes(
-    user: &UserInfo,
-    verb: &str,
-    target: &Target,
-    selected: Option<&str>,
-) -> Attributes {
-    let name = match (target.name.as_deref(), verb) {
-        (Some(name), _) => name,
-        (None, "list" | "watch") => selected.unwrap_or_default(),
-        (None, _) => "",
-    };
-    Attributes {
-        user: Arc::new(user.clone()),
-        verb: verb.to_owned(),
-        request: RequestKind::Resource(ResourceAttributes {
-            group: target.resource.group.to_owned(),
-            version: target.resource.version.to_owned(),
-            resource: target.resource.plural.to_owned(),
-            subresource: target.subresource.clone().unwrap_or_default(),
-            namespace: target.namespace.clone().unwrap_or_default(),
-            name: name.to_owned(),
-        }),
-    }
-}
-
-/// Authorizes a request of node user `user` (node `node`): the Node authorizer, then (for
-/// now, see the module documentation) the `keelson:node-datapath` rules, then
-/// NodeRestriction on what either allowed.
-pub(crate) fn authorize_request(
-    nodes: &NodeAuthorizer,
-    user: &UserInfo,
-    node: &str,
-    verb: &str,
-    target: &Target,
-    field_selector: Option<&str>,
-) -> Result<Access, ApiError> {
-    let attributes = attributes(user, verb, target, selector_name(field_selector));
-    match nodes.decide(&attributes) {
-        Decision::Allow(_) => {}
-        Decision::NoOpinion(_) if rules::rules_allow(&roles::datapath_rules(), &attributes) => {}
-        Decision::NoOpinion(reason) | Decision::Deny(reason) => {
-            return Err(forbidden(user, verb, target, &reason));
-        }
-    }
-    restriction::restrict(user, node, verb, target)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_metadata_name_selector_names_the_object() {
-        let cases = [
-            (Some("metadata.name=tls"), Some("tls")),
-            (Some("metadata.name==tls"), Some("tls")),
-            (Some("type=Opaque, metadata.name=tls"), Some("tls")),
-            (Some("metadata.name!=tls"), None),
-            (Some("metadata.name="), None),
-            (Some("metadata.namespace=default"), None),
-            (None, None),
-        ];
-        for (selector, expected) in cases {
-            assert_eq!(selector_name(selector), expected, "{selector:?}");
-        }
-    }
 
     #[tokio::test]
     async fn nodes_rules_cannot_be_listed() {
