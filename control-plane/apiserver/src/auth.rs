@@ -28,6 +28,7 @@ use crate::{ApiError, AppState, request::Target};
 
 pub mod authz;
 pub mod bootstrap;
+pub mod serviceaccount;
 
 /// The group whose members may do everything (Kubernetes' superuser group).
 pub const MASTERS_GROUP: &str = "system:masters";
@@ -208,7 +209,11 @@ pub async fn authenticate(
         Ok(user) => user,
         Err(error) => {
             let now = jiff::Timestamp::now();
-            match bootstrap::authenticate(state.store.as_ref(), request.headers(), now).await {
+            let user = match serviceaccount::authenticate(&state, request.headers()).await {
+                Some(user) => Some(user),
+                None => bootstrap::authenticate(state.store.as_ref(), request.headers(), now).await,
+            };
+            match user {
                 Some(user) => Some(user),
                 None => return error.into_response(),
             }

@@ -84,6 +84,7 @@ pub struct AppState {
     crds: Arc<crd::Registry>,
     openapi: Arc<openapi::OpenApi>,
     health: keelson_daemon::health::Health,
+    service_accounts: Option<Arc<auth::serviceaccount::ServiceAccountTokens>>,
 }
 
 impl AppState {
@@ -107,7 +108,18 @@ impl AppState {
             crds: Arc::default(),
             openapi: Arc::default(),
             health,
+            service_accounts: None,
         }
+    }
+
+    /// Issues and authenticates service-account tokens with `tokens` (TokenRequest, bearer
+    /// JWTs, TokenReview, OIDC discovery) and turns on the ServiceAccount admission of pods.
+    pub fn with_service_accounts(
+        mut self,
+        tokens: auth::serviceaccount::ServiceAccountTokens,
+    ) -> Self {
+        self.service_accounts = Some(Arc::new(tokens));
+        self
     }
 
     /// Reaches node agents' kubelet endpoints (`kubectl logs`) with `client`.
@@ -184,6 +196,14 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/openapi/v3/{*group_version}",
             get(openapi::v3_group_version),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(auth::serviceaccount::oidc::serve_configuration),
+        )
+        .route(
+            auth::serviceaccount::oidc::JWKS_PATH,
+            get(auth::serviceaccount::oidc::serve_keys),
         )
         .merge(state.health.routes())
         .route("/metrics", get(metrics::serve))

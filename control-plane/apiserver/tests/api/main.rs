@@ -191,6 +191,7 @@ mod health;
 mod https;
 mod kinds;
 mod openapi;
+mod serviceaccount;
 mod writes;
 
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
