@@ -12,7 +12,9 @@
 //!   are marked not ready, then evicted;
 //! - [`bootstrapsigner`], [`tokencleaner`], [`csrapproving`], [`csrsigning`]: joining nodes with
 //!   a bootstrap token (kubeadm's protocol): `kube-public/cluster-info` and its signatures,
-//!   expired tokens removed, node client certificate requests approved and signed.
+//!   expired tokens removed, node client certificate requests approved and signed;
+//! - [`serviceaccount`]: a `default` ServiceAccount in every namespace;
+//! - [`rootcacertpublisher`]: the `kube-root-ca.crt` ConfigMap in every namespace.
 //!
 //! [`run`] starts the ones [`Options::enabled`] names and returns when one of them fails.
 #![forbid(unsafe_code)]
@@ -35,6 +37,8 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
+pub mod rootcacertpublisher;
+pub mod serviceaccount;
 pub mod tokencleaner;
 
 /// One controller [`run`] can start.
@@ -64,11 +68,15 @@ pub enum ControllerKind {
     CsrApproving,
     /// `csrsigning`: approved node client certificate requests signed by the cluster CA.
     CsrSigning,
+    /// `serviceaccount`: a `default` ServiceAccount in every namespace.
+    ServiceAccount,
+    /// `root-ca-cert-publisher`: the `kube-root-ca.crt` ConfigMap in every namespace.
+    RootCaCertPublisher,
 }
 
 impl ControllerKind {
     /// Every controller, in start order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 14] = [
         Self::EndpointSlice,
         Self::Endpoints,
         Self::ReplicaSet,
@@ -81,6 +89,8 @@ impl ControllerKind {
         Self::TokenCleaner,
         Self::CsrApproving,
         Self::CsrSigning,
+        Self::ServiceAccount,
+        Self::RootCaCertPublisher,
     ];
 
     /// The name used on the command line.
@@ -98,6 +108,8 @@ impl ControllerKind {
             Self::TokenCleaner => "tokencleaner",
             Self::CsrApproving => "csrapproving",
             Self::CsrSigning => "csrsigning",
+            Self::ServiceAccount => "serviceaccount",
+            Self::RootCaCertPublisher => "root-ca-cert-publisher",
         }
     }
 }
@@ -346,6 +358,9 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
     if enabled(ControllerKind::TokenCleaner) {
         tasks.spawn(tokencleaner::run(client.clone()));
     }
+    if enabled(ControllerKind::ServiceAccount) {
+        tasks.spawn(serviceaccount::run(client.clone()));
+    }
     if enabled(ControllerKind::CsrApproving) {
         tasks.spawn(csrapproving::run(client.clone()));
     }
@@ -361,9 +376,20 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
             if enabled(ControllerKind::CsrSigning) {
                 tasks.spawn(csrsigning::run(client.clone(), Arc::clone(settings)));
             }
+            if enabled(ControllerKind::RootCaCertPublisher) {
+                tasks.spawn(rootcacertpublisher::run(
+                    client.clone(),
+                    settings.ca.ca_pem().to_owned(),
+                ));
+            }
         }
-        None if enabled(ControllerKind::BootstrapSigner) || enabled(ControllerKind::CsrSigning) => {
-            tracing::warn!("no cluster CA given: bootstrapsigner and csrsigning do not run");
+        None if enabled(ControllerKind::BootstrapSigner)
+            || enabled(ControllerKind::CsrSigning)
+            || enabled(ControllerKind::RootCaCertPublisher) =>
+        {
+            tracing::warn!(
+                "no cluster CA given: bootstrapsigner, csrsigning and root-ca-cert-publisher do not run"
+            );
         }
         None => {}
     }
