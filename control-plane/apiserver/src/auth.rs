@@ -7,6 +7,9 @@
 //!   the groups (Kubernetes' convention);
 //! - an `Authorization: Bearer <token>` header that names a token of the static token file
 //!   (Kubernetes' `--token-auth-file` CSV format: `token,user,uid,"group1,group2"`).
+//! - a service-account JWT in that header ([`serviceaccount`]: kube's TokenRequest tokens,
+//!   checked against the ServiceAccount and bound objects on every request);
+//! - a bootstrap token in that header ([`bootstrap`]).
 //!
 //! A request with neither is anonymous and gets 401, except the health and version endpoints
 //! (which Kubernetes also opens to everyone). Members of `system:masters` may do everything;

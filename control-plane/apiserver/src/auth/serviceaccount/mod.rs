@@ -511,3 +511,141 @@ pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Optio
         Checked::NotOurs => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    /// What a change to the claims makes of the token.
+    type Case<'a> = (
+        &'a str,
+        &'a dyn Fn(&mut Value),
+        Result<Option<Vec<String>>, String>,
+    );
+
+    fn tokens() -> ServiceAccountTokens {
+        let pem = rcgen::KeyPair::generate().expect("key").serialize_pem();
+        ServiceAccountTokens::new(&pem, DEFAULT_ISSUER).expect("tokens")
+    }
+
+    fn token_claims(change: impl FnOnce(&mut Value)) -> Value {
+        let sa = ObjectRef {
+            name: "robot".into(),
+            uid: "u1".into(),
+        };
+        let mut claims = claims(
+            DEFAULT_ISSUER,
+            "team",
+            &sa,
+            &Bound::default(),
+            &[DEFAULT_ISSUER.to_owned()],
+            NOW - 100,
+            3600,
+            None,
+            "j1",
+        );
+        change(&mut claims);
+        claims
+    }
+
+    #[test]
+    fn times_get_a_minute_of_leeway_as_in_kube() {
+        let t = tokens();
+        let check = |change: &dyn Fn(&mut Value)| {
+            let token = t.key().sign(&token_claims(change)).expect("sign");
+            t.verify(&token, &[], NOW).map(|c| c.map(|c| c.audiences))
+        };
+        let accepted = Ok(Some(vec![DEFAULT_ISSUER.to_owned()]));
+        let cases: [Case<'_>; 8] = [
+            ("valid", &|_| {}, accepted.clone()),
+            (
+                "expired 60 s ago",
+                &|c| c["exp"] = json!(NOW - 60),
+                accepted.clone(),
+            ),
+            (
+                "expired 61 s ago",
+                &|c| c["exp"] = json!(NOW - 61),
+                Err("service account token has expired".into()),
+            ),
+            (
+                "valid in 60 s",
+                &|c| c["nbf"] = json!(NOW + 60),
+                accepted.clone(),
+            ),
+            (
+                "valid in 61 s",
+                &|c| c["nbf"] = json!(NOW + 61),
+                Err("service account token is not valid yet".into()),
+            ),
+            (
+                "issued in the future",
+                &|c| c["iat"] = json!(NOW + 61),
+                Err("service account token is issued in the future".into()),
+            ),
+            (
+                "another issuer",
+                &|c| c["iss"] = json!("https://elsewhere"),
+                Ok(None),
+            ),
+            (
+                "another audience",
+                &|c| c["aud"] = json!(["vault", "s3"]),
+                Err(format!(
+                    "token audiences [\"vault\" \"s3\"] is invalid for the target audiences \
+                     [\"{DEFAULT_ISSUER}\"]"
+                )),
+            ),
+        ];
+        for (what, change, expected) in cases {
+            assert_eq!(check(change), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn service_account_users_are_named_and_grouped_as_in_kube() {
+        let claims = TokenClaims {
+            namespace: "team".into(),
+            service_account: ObjectRef {
+                name: "robot".into(),
+                uid: "u1".into(),
+            },
+            bound: Bound {
+                pod: Some(ObjectRef {
+                    name: "p".into(),
+                    uid: "p1".into(),
+                }),
+                secret: None,
+                node: Some(ObjectRef {
+                    name: "n1".into(),
+                    uid: String::new(),
+                }),
+            },
+            jti: "j1".into(),
+            audiences: Vec::new(),
+        };
+        let user = user_of(&claims);
+        assert_eq!(user.name, "system:serviceaccount:team:robot");
+        assert_eq!(
+            user.groups,
+            ["system:serviceaccounts", "system:serviceaccounts:team"]
+        );
+        assert_eq!(user.uid, "u1");
+        let extra: Vec<(&str, &str)> = user
+            .extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), v[0].as_str()))
+            .collect();
+        assert_eq!(
+            extra,
+            [
+                (CREDENTIAL_ID_KEY, "JTI=j1"),
+                (NODE_NAME_KEY, "n1"),
+                (POD_NAME_KEY, "p"),
+                (POD_UID_KEY, "p1"),
+            ]
+        );
+    }
+}
