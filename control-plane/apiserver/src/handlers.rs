@@ -102,6 +102,12 @@ pub(crate) async fn grouped(
                             auth::serviceaccount::review::create(&state, &body.bytes).await?;
                         Ok(json_response(written.code, &written.body))
                     }
+                    (["tokenreviews"], &Method::POST) => Err(ApiError::forbidden(format!(
+                        "tokenreviews.authentication.k8s.io is forbidden: User \"{}\" cannot \
+                         create resource \"tokenreviews\" in API group \"authentication.k8s.io\" \
+                         at the cluster scope",
+                        user.name
+                    ))),
                     _ => Err(ApiError::no_route()),
                 };
             }
