@@ -8,6 +8,9 @@
 //!   the groups (Kubernetes' convention);
 //! - an `Authorization: Bearer <token>` header that names a token of the static token file
 //!   (Kubernetes' `--token-auth-file` CSV format: `token,user,uid,"group1,group2"`).
+//! - a service-account JWT in that header ([`serviceaccount`]: kube's TokenRequest tokens,
+//!   checked against the ServiceAccount and bound objects on every request);
+//! - a bootstrap token in that header ([`bootstrap`]).
 //!
 //! Every authenticated user is also in `system:authenticated`. A request with neither is
 //! anonymous (`system:anonymous` in `system:unauthenticated`, kube's `--anonymous-auth`) and is
@@ -37,6 +40,7 @@ pub mod chain;
 pub mod node;
 pub mod rbac;
 pub(crate) mod request_info;
+pub mod serviceaccount;
 
 /// The group whose members may do everything (Kubernetes' superuser group).
 pub const MASTERS_GROUP: &str = "system:masters";
@@ -239,7 +243,11 @@ pub async fn authenticate(
         Ok(user) => user,
         Err(error) => {
             let now = jiff::Timestamp::now();
-            match bootstrap::authenticate(state.store.as_ref(), request.headers(), now).await {
+            let user = match serviceaccount::authenticate(&state, request.headers()).await {
+                Some(user) => Some(user),
+                None => bootstrap::authenticate(state.store.as_ref(), request.headers(), now).await,
+            };
+            match user {
                 Some(user) => Some(user),
                 None => return error.into_response(),
             }

@@ -213,17 +213,30 @@ struct Entry {
 
 fn entries(group: &str, version: &str, snapshot: &Snapshot) -> Vec<Entry> {
     if (group, version) == (crate::reviews::GROUP, crate::reviews::VERSION) {
-        return vec![Entry {
-            name: "selfsubjectreviews",
-            singular: "selfsubjectreview",
-            namespaced: false,
-            kind: "SelfSubjectReview",
-            verbs: &["create"],
-            short_names: &[],
-            categories: &[],
-            storage_version_hash: None,
-            subresources: Vec::new(),
-        }];
+        return vec![
+            Entry {
+                name: "selfsubjectreviews",
+                singular: "selfsubjectreview",
+                namespaced: false,
+                kind: "SelfSubjectReview",
+                verbs: &["create"],
+                short_names: &[],
+                categories: &[],
+                storage_version_hash: None,
+                subresources: Vec::new(),
+            },
+            Entry {
+                name: "tokenreviews",
+                singular: "tokenreview",
+                namespaced: false,
+                kind: "TokenReview",
+                verbs: &["create"],
+                short_names: &[],
+                categories: &[],
+                storage_version_hash: None,
+                subresources: Vec::new(),
+            },
+        ];
     }
     let mut entries: Vec<Entry> = registry::in_group_version(group, version)
         .chain(snapshot.in_group_version(group, version))
@@ -248,7 +261,12 @@ fn entries(group: &str, version: &str, snapshot: &Snapshot) -> Vec<Entry> {
                 ));
             }
             for sub in r.extra_subresources {
-                subresources.push((sub.name.to_owned(), r.group, r.version, sub.kind, sub.verbs));
+                // kube answers `serviceaccounts/token` with an authentication.k8s.io/v1 kind.
+                let (group, version) = match sub.kind {
+                    "TokenRequest" => ("authentication.k8s.io", "v1"),
+                    _ => (r.group, r.version),
+                };
+                subresources.push((sub.name.to_owned(), group, version, sub.kind, sub.verbs));
             }
             subresources.sort_by(|a, b| a.0.cmp(&b.0));
             Entry {

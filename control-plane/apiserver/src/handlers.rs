@@ -96,6 +96,12 @@ pub(crate) async fn grouped(
                     (["selfsubjectreviews"], &Method::POST) => {
                         Ok(reviews::self_subject_review(&user))
                     }
+                    (["tokenreviews"], &Method::POST) => {
+                        let body = RequestBody::read(&headers, body, false).await?;
+                        let written =
+                            auth::serviceaccount::review::create(&state, &body.bytes).await?;
+                        Ok(json_response(written.code, &written.body))
+                    }
                     _ => Err(ApiError::no_route()),
                 };
             }
@@ -278,6 +284,11 @@ async fn dispatch(
             let body = RequestBody::read(headers, body, false).await?;
             write::bind(store, target, name, &body.bytes).await?
         }
+        (&Method::POST, Some(_), Some("token")) => {
+            let body = RequestBody::read(headers, body, false).await?;
+            auth::node::restriction::admit_token_request(store, user, target, &body.bytes).await?;
+            auth::serviceaccount::token_request::create(state, target, &body.bytes).await?
+        }
         _ => return Err(ApiError::method_not_allowed(method.as_str())),
     };
     if admission::is_configuration(target.resource) {
@@ -336,6 +347,7 @@ fn admit<'a>(
         },
         options_kind,
         field_manager: (options_kind != "DeleteOptions").then_some(options.field_manager.as_str()),
+        service_accounts: state.service_accounts.is_some(),
     }
 }
 

@@ -93,6 +93,7 @@ pub struct AppState {
     anonymous_auth: bool,
     /// The anonymous user, built once.
     anonymous: Arc<UserInfo>,
+    service_accounts: Option<Arc<auth::serviceaccount::ServiceAccountTokens>>,
 }
 
 impl AppState {
@@ -122,6 +123,7 @@ impl AppState {
             rbac,
             anonymous_auth: true,
             anonymous: Arc::new(UserInfo::anonymous()),
+            service_accounts: None,
         }
     }
 
@@ -135,6 +137,16 @@ impl AppState {
     /// The authorizer chain requests go through (for the access reviews).
     pub fn authorizer(&self) -> &Arc<auth::authz::Authorizer> {
         &self.authorizer
+    }
+
+    /// Issues and authenticates service-account tokens with `tokens` (TokenRequest, bearer
+    /// JWTs, TokenReview, OIDC discovery) and turns on the ServiceAccount admission of pods.
+    pub fn with_service_accounts(
+        mut self,
+        tokens: auth::serviceaccount::ServiceAccountTokens,
+    ) -> Self {
+        self.service_accounts = Some(Arc::new(tokens));
+        self
     }
 
     /// Reaches node agents' kubelet endpoints (`kubectl logs`) with `client`.
@@ -211,6 +223,14 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/openapi/v3/{*group_version}",
             get(openapi::v3_group_version),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(auth::serviceaccount::oidc::serve_configuration),
+        )
+        .route(
+            auth::serviceaccount::oidc::JWKS_PATH,
+            get(auth::serviceaccount::oidc::serve_keys),
         )
         .merge(state.health.routes())
         .route("/metrics", get(metrics::serve))

@@ -90,6 +90,8 @@ pub(crate) struct Args {
     pub(crate) etcd_endpoints: Vec<String>,
     #[command(flatten)]
     pub(crate) cluster: ClusterArgs,
+    #[command(flatten)]
+    pub(crate) service_accounts: crate::service_accounts::ServiceAccountArgs,
 }
 
 /// Networks, the scheduler and the controllers.
@@ -126,8 +128,8 @@ pub(crate) struct ClusterArgs {
     pub(crate) node_cidr_mask_size: u8,
     /// Controllers to run: `all`, `none`, or a comma-separated list of endpointslice,
     /// endpoints, replicaset, deployment, namespace, garbagecollector, nodeipam, nodelifecycle,
-    /// bootstrapsigner, tokencleaner, csrapproving, csrsigning, clusterrole-aggregation; `-name`
-    /// removes one (`all,-nodelifecycle`).
+    /// bootstrapsigner, tokencleaner, csrapproving, csrsigning, clusterrole-aggregation,
+    /// serviceaccount, root-ca-cert-publisher; `-name` removes one (`all,-nodelifecycle`).
     #[arg(long, env = "KEELSON_CONTROLLERS", default_value = "all")]
     pub(crate) controllers: ControllerSet,
     /// The longest lifetime of certificates the CSR signer issues (Kubernetes'

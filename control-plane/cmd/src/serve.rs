@@ -185,7 +185,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .with_anonymous_auth(args.anonymous_auth)
         .with_kubelet_client(kubelet_client)
         .with_aggregator_client(aggregator_client)
-        .with_service_network(args.cluster.service_network());
+        .with_service_network(args.cluster.service_network())
+        .with_service_accounts(args.service_accounts.tokens(&args.data_dir.join("pki"))?);
     let availability = tokio::spawn(aggregation::available::run(
         state.clone(),
         API_SERVICE_CHECK_PERIOD,

@@ -13,7 +13,9 @@
 //! - [`bootstrapsigner`], [`tokencleaner`], [`csrapproving`], [`csrsigning`]: joining nodes with
 //!   a bootstrap token (kubeadm's protocol): `kube-public/cluster-info` and its signatures,
 //!   expired tokens removed, node client certificate requests approved and signed;
-//! - [`clusterroleaggregation`]: aggregated ClusterRoles hold the rules of those they select.
+//! - [`clusterroleaggregation`]: aggregated ClusterRoles hold the rules of those they select;
+//! - [`serviceaccount`]: a `default` ServiceAccount in every namespace;
+//! - [`rootcacertpublisher`]: the `kube-root-ca.crt` ConfigMap in every namespace.
 //!
 //! [`run`] starts the ones [`Options::enabled`] names and returns when one of them fails.
 #![forbid(unsafe_code)]
@@ -37,6 +39,8 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
+pub mod rootcacertpublisher;
+pub mod serviceaccount;
 pub mod tokencleaner;
 
 /// One controller [`run`] can start.
@@ -68,11 +72,15 @@ pub enum ControllerKind {
     CsrSigning,
     /// `clusterrole-aggregation`: aggregated ClusterRoles' rules.
     ClusterRoleAggregation,
+    /// `serviceaccount`: a `default` ServiceAccount in every namespace.
+    ServiceAccount,
+    /// `root-ca-cert-publisher`: the `kube-root-ca.crt` ConfigMap in every namespace.
+    RootCaCertPublisher,
 }
 
 impl ControllerKind {
     /// Every controller, in start order.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 15] = [
         Self::EndpointSlice,
         Self::Endpoints,
         Self::ReplicaSet,
@@ -86,6 +94,8 @@ impl ControllerKind {
         Self::CsrApproving,
         Self::CsrSigning,
         Self::ClusterRoleAggregation,
+        Self::ServiceAccount,
+        Self::RootCaCertPublisher,
     ];
 
     /// The name used on the command line.
@@ -104,6 +114,8 @@ impl ControllerKind {
             Self::CsrApproving => "csrapproving",
             Self::CsrSigning => "csrsigning",
             Self::ClusterRoleAggregation => "clusterrole-aggregation",
+            Self::ServiceAccount => "serviceaccount",
+            Self::RootCaCertPublisher => "root-ca-cert-publisher",
         }
     }
 }
@@ -352,6 +364,9 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
     if enabled(ControllerKind::TokenCleaner) {
         tasks.spawn(tokencleaner::run(client.clone()));
     }
+    if enabled(ControllerKind::ServiceAccount) {
+        tasks.spawn(serviceaccount::run(client.clone()));
+    }
     if enabled(ControllerKind::CsrApproving) {
         tasks.spawn(csrapproving::run(client.clone()));
     }
@@ -370,9 +385,20 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
             if enabled(ControllerKind::CsrSigning) {
                 tasks.spawn(csrsigning::run(client.clone(), Arc::clone(settings)));
             }
+            if enabled(ControllerKind::RootCaCertPublisher) {
+                tasks.spawn(rootcacertpublisher::run(
+                    client.clone(),
+                    settings.ca.ca_pem().to_owned(),
+                ));
+            }
         }
-        None if enabled(ControllerKind::BootstrapSigner) || enabled(ControllerKind::CsrSigning) => {
-            tracing::warn!("no cluster CA given: bootstrapsigner and csrsigning do not run");
+        None if enabled(ControllerKind::BootstrapSigner)
+            || enabled(ControllerKind::CsrSigning)
+            || enabled(ControllerKind::RootCaCertPublisher) =>
+        {
+            tracing::warn!(
+                "no cluster CA given: bootstrapsigner, csrsigning and root-ca-cert-publisher do not run"
+            );
         }
         None => {}
     }

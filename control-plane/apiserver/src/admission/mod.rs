@@ -49,6 +49,7 @@ mod cache;
 pub(crate) mod call;
 pub(crate) mod matching;
 pub(crate) mod policy;
+pub(crate) mod serviceaccount;
 
 use cache::CONFIGURATIONS;
 pub use cache::Webhooks;
@@ -87,6 +88,8 @@ pub(crate) struct Admit<'a> {
     /// `CreateOptions`, `UpdateOptions`, `PatchOptions` or `DeleteOptions`.
     pub(crate) options_kind: &'static str,
     pub(crate) field_manager: Option<&'a str>,
+    /// Whether the ServiceAccount admission of pods runs ([`serviceaccount`]).
+    pub(crate) service_accounts: bool,
 }
 
 /// One admission of an object.

@@ -15,7 +15,8 @@ use k8s_openapi::{
 };
 
 use super::{
-    CSR_SUBRESOURCES, Conversion, NAMESPACE_SUBRESOURCES, POD_SUBRESOURCES, Resource, typed::typed,
+    CSR_SUBRESOURCES, Conversion, NAMESPACE_SUBRESOURCES, POD_SUBRESOURCES, Resource,
+    SERVICE_ACCOUNT_SUBRESOURCES, typed::typed,
 };
 
 const POD_FIELDS: &[&str] = &[
@@ -106,7 +107,8 @@ pub static RESOURCES: &[Resource] = &[
         "serviceaccount",
         typed::<core::ServiceAccount>,
     )
-    .short(&["sa"]),
+    .short(&["sa"])
+    .subresources(SERVICE_ACCOUNT_SUBRESOURCES),
     Resource::new(
         "",
         "ReplicationController",

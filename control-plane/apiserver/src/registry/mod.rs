@@ -324,6 +324,13 @@ pub(super) const CSR_SUBRESOURCES: &[Subresource] = &[Subresource {
     verbs: &["get", "patch", "update"],
 }];
 
+/// `serviceaccounts/token` (the TokenRequest API, `kubectl create token`).
+pub(super) const SERVICE_ACCOUNT_SUBRESOURCES: &[Subresource] = &[Subresource {
+    name: "token",
+    kind: "TokenRequest",
+    verbs: &["create"],
+}];
+
 /// The verbs of every served resource.
 pub const VERBS: &[&str] = &[
     "create",

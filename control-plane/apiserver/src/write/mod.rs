@@ -173,6 +173,7 @@ pub(crate) async fn insert(
     if let Some(ns) = target.namespace.as_deref() {
         check_namespace(store, ns).await?;
     }
+    crate::admission::serviceaccount::admit(admit, target, &name, &mut object).await?;
     let attempt = Attempt {
         target,
         name: &name,

@@ -193,6 +193,7 @@ mod kinds;
 mod node_authz;
 mod openapi;
 mod rbac;
+mod serviceaccount;
 mod writes;
 
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";

@@ -258,13 +258,6 @@ pub fn check_token_request(
 /// NodeRestriction for `POST .../serviceaccounts/<sa>/token` by a node: the token must be
 /// bound to a pod on that node running as that service account. Call it from the
 /// TokenRequest handler for node users (`user.node_name()`), with the request body.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the TokenRequest handler (service-account branch) calls it at merge"
-    )
-)]
 pub(crate) async fn admit_token_request(
     store: &dyn Store,
     user: &UserInfo,
