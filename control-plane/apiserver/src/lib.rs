@@ -74,6 +74,7 @@ pub const KUBERNETES_VERSION: &str = "v1.33.0-keelson";
 pub struct AppState {
     store: Arc<dyn Store>,
     authenticator: Arc<Authenticator>,
+    authorizer: Arc<auth::authz::Authorizer>,
     metrics: Arc<Metrics>,
     shutdown: Arc<watch::Sender<bool>>,
     services: Arc<ServiceNetwork>,
@@ -97,6 +98,7 @@ impl AppState {
         Self {
             store: Arc::new(InstrumentedStore::new(store, Arc::clone(&metrics))),
             authenticator: Arc::new(Authenticator::default()),
+            authorizer: Arc::new(auth::masters::masters_only()),
             metrics,
             shutdown,
             services: Arc::new(ServiceNetwork::default()),
@@ -125,6 +127,13 @@ impl AppState {
     /// The same state authenticating bearer tokens with `authenticator`.
     pub fn with_authenticator(mut self, authenticator: Authenticator) -> Self {
         self.authenticator = Arc::new(authenticator);
+        self
+    }
+
+    /// The same state deciding with `authorizer` (the chain the access reviews and
+    /// impersonation ask) instead of the default, which allows `system:masters` only.
+    pub fn with_authorizer(mut self, authorizer: auth::authz::Authorizer) -> Self {
+        self.authorizer = Arc::new(authorizer);
         self
     }
 
@@ -188,6 +197,10 @@ pub fn app(state: AppState) -> Router {
         .merge(state.health.routes())
         .route("/metrics", get(metrics::serve))
         .fallback(discovery::not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::impersonate::impersonate,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

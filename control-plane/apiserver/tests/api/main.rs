@@ -191,6 +191,7 @@ mod health;
 mod https;
 mod kinds;
 mod openapi;
+mod reviews;
 mod writes;
 
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
@@ -217,6 +218,7 @@ async fn discovery_serves_what_kubectl_reads() {
             "apps",
             "events.k8s.io",
             "authentication.k8s.io",
+            "authorization.k8s.io",
             "autoscaling",
             "batch",
             "certificates.k8s.io",
