@@ -67,7 +67,19 @@ pub(super) async fn serve(
         }
         ["namespaces", namespace, "localsubjectaccessreviews"] => {
             may_create(state, user, "localsubjectaccessreviews", namespace).await?;
-            let review: LocalSubjectAccessReview = decode(headers, body).await?;
+            let mut review: LocalSubjectAccessReview = decode(headers, body).await?;
+            // kube's create handler: an object without a namespace takes the URL's, another
+            // one is refused before validation.
+            match review.metadata.namespace.as_deref() {
+                None | Some("") => review.metadata.namespace = Some((*namespace).to_owned()),
+                Some(own) if own == *namespace => {}
+                Some(_) => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent \
+                         on the request",
+                    ));
+                }
+            }
             let spec = &review.spec;
             let mut lines = spec_errors(
                 spec.resource_attributes.is_some(),
@@ -93,11 +105,6 @@ pub(super) async fn serve(
                 ));
             }
             invalid("LocalSubjectAccessReview", &lines)?;
-            if *namespace != own {
-                return Err(ApiError::bad_request(format!(
-                    "spec.resourceAttributes.namespace must match namespace: {namespace}"
-                )));
-            }
             let status = decide(state, subject(spec), spec).await;
             created(&LocalSubjectAccessReview {
                 status: Some(status),

@@ -208,7 +208,8 @@ async fn access_reviews_are_validated_as_kube_validates_them() {
                    "metadata": {"namespace": "b"},
                    "spec": {"user": "alice", "resourceAttributes": pods("list", "b")}}),
             StatusCode::BAD_REQUEST,
-            "spec.resourceAttributes.namespace must match namespace: a",
+            "the namespace of the provided object does not match the namespace sent on the \
+             request",
         ),
         (
             "a rules review without a namespace",
@@ -281,7 +282,6 @@ async fn subject_access_reviews_answer_with_the_chain() {
             &lsar_path("a"),
             &[],
             &json!({"apiVersion": "authorization.k8s.io/v1", "kind": "LocalSubjectAccessReview",
-                    "metadata": {"namespace": "a"},
                     "spec": {"user": "alice", "resourceAttributes": pods("list", "a")}}),
         )
         .await;
@@ -424,7 +424,8 @@ async fn impersonation_switches_the_user_when_allowed() {
     let s = server().await;
     let whoami = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
     // (token, headers, status, userInfo or message)
-    let cases: Vec<(&str, Vec<(&str, &str)>, StatusCode, Value)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, StatusCode, Value);
+    let cases: Vec<Case<'_>> = vec![
         (
             ADMIN_TOKEN,
             vec![("Impersonate-User", "bob"), ("Impersonate-Group", "g")],
