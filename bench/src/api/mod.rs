@@ -7,9 +7,14 @@
 //! writes (HTTP/1.1 keep-alive pools), so the benchmark follows the server to HTTPS unchanged.
 //! The clients run in this process on the same CPUs as the server; the table reports the CPU
 //! both used during the create phase, so a client-bound figure shows as such.
+//!
+//! The closed-loop creates run once more per store after a realistic RBAC policy is loaded
+//! ([`rbac`]): as the `system:masters` admin and as a user only RBAC allows, side by side,
+//! with their ratio.
 
 pub mod load;
 pub mod procs;
+pub mod rbac;
 pub mod report;
 
 use std::{
@@ -21,7 +26,7 @@ use anyhow::{Context as _, bail};
 
 use crate::datapath::{load_average, read_cpu, utc_now};
 use procs::{ControlPlane, CpuMeter, Etcd, Memory};
-use report::{Percentiles, RunInfo, StoreFigures, WatchFigures};
+use report::{Percentiles, RbacFigures, RunInfo, StoreFigures, WatchFigures};
 
 /// A store backend of the control plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -220,7 +225,11 @@ async fn measure_store(
         StoreKind::Sqlite => None,
         StoreKind::Etcd => Some(Etcd::start()?),
     };
-    let mut extra = Vec::new();
+    let tokens = procs::ScratchDir::new("tokens")?;
+    let mut extra = vec![
+        "--token-auth-file".to_owned(),
+        rbac::token_file(tokens.path())?.display().to_string(),
+    ];
     if let Some(etcd) = &etcd {
         extra.extend([
             "--store".to_owned(),
@@ -293,6 +302,9 @@ async fn measure_store(
             creates.ok
         );
     }
+
+    // The same creates as the admin and as a user RBAC authorizes, with the policy stored.
+    figures.rbac = Some(compare_rbac(&plane, plan, options).await?);
 
     // Paced creates.
     load::create_namespace(client, "bench-paced").await?;
@@ -370,6 +382,63 @@ async fn measure_store(
     );
     drop(plane);
     drop(etcd);
+    Ok(figures)
+}
+
+/// Loads the RBAC policy, probes the bench user (failing when RBAC does not let it create),
+/// then runs the closed-loop creates as the admin and as the bench user.
+async fn compare_rbac(
+    plane: &ControlPlane,
+    plan: &Plan,
+    options: &Options,
+) -> anyhow::Result<RbacFigures> {
+    let admin = &plane.client;
+    let loading = Instant::now();
+    rbac::load_policy(admin).await?;
+    println!(
+        "    RBAC policy: {} Roles, {} bindings to other subjects, `edit` for {} in {} ({:.1} s)",
+        rbac::ROLES,
+        rbac::BINDINGS,
+        rbac::USER,
+        rbac::NAMESPACE,
+        loading.elapsed().as_secs_f64()
+    );
+    let user = rbac::user_client(&plane.data_dir().join("admin.kubeconfig")).await?;
+    rbac::probe(&user).await?;
+    let run = |client: &kube::Client, ns: &'static str| {
+        let client = client.clone();
+        async move {
+            let result =
+                load::creates_at_concurrency(&client, ns, plan.objects, options.concurrency).await;
+            if result.errors > 0 {
+                bail!(
+                    "{} of the creates in {ns} failed: {}",
+                    result.errors,
+                    result.first_error.unwrap_or_default()
+                );
+            }
+            Ok((result.rate(), Percentiles::of(&result.latency)))
+        }
+    };
+    let (masters_rate, masters_latency) = run(admin, rbac::ADMIN_NAMESPACE).await?;
+    let (rbac_rate, rbac_latency) = run(&user, rbac::NAMESPACE).await?;
+    let figures = RbacFigures {
+        roles: rbac::ROLES,
+        bindings: rbac::BINDINGS,
+        masters_rate,
+        masters_latency,
+        rbac_rate,
+        rbac_latency,
+    };
+    println!(
+        "    creates as system:masters {:.0}/s (p99 {:.2} ms), as an RBAC user {:.0}/s (p99 {:.2} \
+         ms): {:.1} % of the admin's rate",
+        masters_rate,
+        masters_latency.p99_ms,
+        rbac_rate,
+        rbac_latency.p99_ms,
+        figures.rate_ratio() * 100.0
+    );
     Ok(figures)
 }
 

@@ -50,6 +50,36 @@ pub struct WatchFigures {
     pub cpu: CpuShare,
 }
 
+/// The closed-loop creates as `system:masters` and as a user RBAC authorizes, in the same
+/// run, with the policy stored.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RbacFigures {
+    /// Roles in the policy.
+    pub roles: usize,
+    /// Bindings to other subjects in the policy.
+    pub bindings: usize,
+    /// Creates per second as the admin.
+    pub masters_rate: f64,
+    /// Create latency as the admin.
+    pub masters_latency: Percentiles,
+    /// Creates per second as the RBAC user.
+    pub rbac_rate: f64,
+    /// Create latency as the RBAC user.
+    pub rbac_latency: Percentiles,
+}
+
+impl RbacFigures {
+    /// The RBAC user's create rate over the admin's (1.0 = as fast).
+    pub fn rate_ratio(&self) -> f64 {
+        self.rbac_rate / self.masters_rate.max(1e-9)
+    }
+
+    /// The RBAC user's p99 over the admin's (1.0 = as fast).
+    pub fn p99_ratio(&self) -> f64 {
+        self.rbac_latency.p99_ms / self.masters_latency.p99_ms.max(1e-9)
+    }
+}
+
 /// Everything measured for one store.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StoreFigures {
@@ -89,6 +119,8 @@ pub struct StoreFigures {
     pub peak_rss_mib: f64,
     /// The first error seen, if any.
     pub first_error: Option<String>,
+    /// The RBAC comparison.
+    pub rbac: Option<RbacFigures>,
 }
 
 /// Everything the header says about the run.
@@ -200,6 +232,43 @@ pub fn table_rows(stores: &[StoreFigures]) -> Vec<(String, String, Vec<String>)>
             format!("CPU during {watchers}-watcher delivery: server / bench client / machine"),
             "",
             &|s| s.watch.get(i).map_or_else(|| "-".into(), |w| cpu(&w.cpu)),
+        );
+    }
+    if stores.iter().any(|s| s.rbac.is_some()) {
+        let policy = stores
+            .iter()
+            .find_map(|s| s.rbac.as_ref())
+            .map(|r| format!("{} Roles, {} bindings", r.roles, r.bindings))
+            .unwrap_or_default();
+        row(
+            format!("creates/s, p99, {concurrency} in flight, as system:masters ({policy} stored)"),
+            "",
+            &|s| {
+                s.rbac.as_ref().map_or_else(
+                    || "-".into(),
+                    |r| format!("{:.0}/s, {}", r.masters_rate, ms(r.masters_latency.p99_ms)),
+                )
+            },
+        );
+        row(
+            format!("creates/s, p99, {concurrency} in flight, as a user RBAC allows (`edit`)"),
+            "",
+            &|s| {
+                s.rbac.as_ref().map_or_else(
+                    || "-".into(),
+                    |r| format!("{:.0}/s, {}", r.rbac_rate, ms(r.rbac_latency.p99_ms)),
+                )
+            },
+        );
+        row(
+            "RBAC / system:masters: creates/s, p99".into(),
+            "creates/s >= 95 %",
+            &|s| {
+                s.rbac.as_ref().map_or_else(
+                    || "-".into(),
+                    |r| format!("{:.1} %, {:.2}x", r.rate_ratio() * 100.0, r.p99_ratio()),
+                )
+            },
         );
     }
     row("RSS idle after start".into(), "<= 64 MiB", &|s| {
@@ -317,6 +386,40 @@ mod tests {
             idle_rss_mib: 20.0,
             ..StoreFigures::default()
         }
+    }
+
+    #[test]
+    fn the_rbac_rows_show_both_clients_and_the_ratio() {
+        let mut sqlite = figures("sqlite");
+        sqlite.rbac = Some(RbacFigures {
+            roles: 500,
+            bindings: 1000,
+            masters_rate: 4000.0,
+            masters_latency: Percentiles {
+                p99_ms: 20.0,
+                ..Percentiles::default()
+            },
+            rbac_rate: 3900.0,
+            rbac_latency: Percentiles {
+                p99_ms: 21.0,
+                ..Percentiles::default()
+            },
+        });
+        let table = render_table(&[sqlite, figures("etcd")]);
+        assert!(
+            table.contains(
+                "| creates/s, p99, 64 in flight, as system:masters (500 Roles, 1000 bindings \
+                 stored) |  | 4000/s, 20.0 ms | - |"
+            ),
+            "{table}"
+        );
+        assert!(table.contains("as a user RBAC allows (`edit`) |  | 3900/s, 21.0 ms | - |"));
+        assert!(
+            table.contains(
+                "| RBAC / system:masters: creates/s, p99 | creates/s >= 95 % | 97.5 %, 1.05x | - |"
+            ),
+            "{table}"
+        );
     }
 
     #[test]

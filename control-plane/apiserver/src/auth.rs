@@ -37,6 +37,8 @@ use authz::Decision;
 pub mod authz;
 pub mod bootstrap;
 pub mod chain;
+pub mod impersonate;
+pub mod masters;
 pub mod node;
 pub mod rbac;
 pub(crate) mod request_info;
@@ -258,22 +260,27 @@ pub async fn authenticate(
         None if state.anonymous_auth => Arc::clone(&state.anonymous),
         None => return ApiError::unauthorized().into_response(),
     };
+    request.extensions_mut().insert(Authenticated(user));
+    next.run(request).await
+}
+
+/// Middleware, after [`authenticate`] and impersonation: asks the authorizer chain about the
+/// request of the (possibly impersonated) user, resource or not; a denial is kube's 403.
+pub async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(Authenticated(user)) = request.extensions().get::<Authenticated>().cloned() else {
+        return ApiError::unauthorized().into_response();
+    };
     let params = Query::<Params>::try_from_uri(request.uri())
         .map(|q| q.0)
         .unwrap_or_default();
-    let attributes = request_info::attributes(
-        Arc::clone(&user),
-        request.method(),
-        request.uri().path(),
-        &params,
-    );
+    let attributes =
+        request_info::attributes(user, request.method(), request.uri().path(), &params);
     match state.authorizer.authorize(&attributes).await {
         Decision::Allow(_) => {}
         Decision::Deny(reason) | Decision::NoOpinion(reason) => {
             return request_info::forbidden(&attributes, &reason).into_response();
         }
     }
-    request.extensions_mut().insert(Authenticated(user));
     next.run(request).await
 }
 

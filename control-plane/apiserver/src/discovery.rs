@@ -212,31 +212,22 @@ struct Entry {
 }
 
 fn entries(group: &str, version: &str, snapshot: &Snapshot) -> Vec<Entry> {
-    if (group, version) == (crate::reviews::GROUP, crate::reviews::VERSION) {
-        return vec![
-            Entry {
-                name: "selfsubjectreviews",
-                singular: "selfsubjectreview",
-                namespaced: false,
-                kind: "SelfSubjectReview",
+    if crate::reviews::serves(group, version) {
+        return crate::reviews::REVIEWS
+            .iter()
+            .filter(|r| r.group == group)
+            .map(|r| Entry {
+                name: r.plural,
+                singular: r.singular,
+                namespaced: r.namespaced,
+                kind: r.kind,
                 verbs: &["create"],
                 short_names: &[],
                 categories: &[],
                 storage_version_hash: None,
                 subresources: Vec::new(),
-            },
-            Entry {
-                name: "tokenreviews",
-                singular: "tokenreview",
-                namespaced: false,
-                kind: "TokenReview",
-                verbs: &["create"],
-                short_names: &[],
-                categories: &[],
-                storage_version_hash: None,
-                subresources: Vec::new(),
-            },
-        ];
+            })
+            .collect();
     }
     let mut entries: Vec<Entry> = registry::in_group_version(group, version)
         .chain(snapshot.in_group_version(group, version))

@@ -86,24 +86,8 @@ pub(crate) async fn grouped(
             let Some(Extension(Authenticated(user))) = user else {
                 return Err(ApiError::unauthorized());
             };
-            if (*group, *version) == (reviews::GROUP, reviews::VERSION) {
-                return match (rest, &method) {
-                    ([], &Method::GET) => Ok(resource_list(
-                        reviews::GROUP,
-                        reviews::VERSION,
-                        &crd::Snapshot::default(),
-                    )),
-                    (["selfsubjectreviews"], &Method::POST) => {
-                        Ok(reviews::self_subject_review(&user))
-                    }
-                    (["tokenreviews"], &Method::POST) => {
-                        let body = RequestBody::read(&headers, body, false).await?;
-                        let written =
-                            auth::serviceaccount::review::create(&state, &body.bytes).await?;
-                        Ok(json_response(written.code, &written.body))
-                    }
-                    _ => Err(ApiError::no_route()),
-                };
+            if reviews::serves(group, version) {
+                return reviews::serve(&state, &user, group, rest, &method, &headers, body).await;
             }
             if !crate::registry::serves(group, version)
                 && !state

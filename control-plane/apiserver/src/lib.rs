@@ -167,6 +167,13 @@ impl AppState {
         self
     }
 
+    /// The same state deciding with `authorizer` (the chain every request, the access
+    /// reviews and impersonation ask) instead of the default (masters, Node, RBAC).
+    pub fn with_authorizer(mut self, authorizer: auth::authz::Authorizer) -> Self {
+        self.authorizer = Arc::new(authorizer);
+        self
+    }
+
     /// Allocates Services' ClusterIPs and NodePorts from `network` instead of the defaults
     /// (10.96.0.0/12, 30000-32767).
     pub fn with_service_network(mut self, network: ServiceNetwork) -> Self {
@@ -235,6 +242,14 @@ pub fn app(state: AppState) -> Router {
         .merge(state.health.routes())
         .route("/metrics", get(metrics::serve))
         .fallback(discovery::not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::impersonate::impersonate,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

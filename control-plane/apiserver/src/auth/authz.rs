@@ -122,6 +122,24 @@ impl Authorizer {
         Decision::Deny(reasons.join(", "))
     }
 
+    /// What a SubjectAccessReview reports: like [`Authorizer::authorize`], but `NoOpinion`
+    /// (with the reasons joined) when no authorizer decided, so that `status.denied` is only
+    /// set by an explicit `Deny` (kube's union authorizer).
+    pub async fn review(&self, attributes: &Attributes) -> Decision {
+        let mut reasons = Vec::new();
+        for authorizer in &self.chain {
+            match authorizer.authorize(attributes).await {
+                Decision::NoOpinion(reason) => {
+                    if !reason.is_empty() {
+                        reasons.push(reason);
+                    }
+                }
+                decided => return decided,
+            }
+        }
+        Decision::NoOpinion(reasons.join(", "))
+    }
+
     /// Every authorizer's rules for `user` in `namespace`, concatenated.
     pub async fn rules_for(&self, user: &UserInfo, namespace: &str) -> Rules {
         let mut all = Rules::default();

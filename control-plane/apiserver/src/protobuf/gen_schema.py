@@ -89,6 +89,11 @@ ROOTS = [
     "api/coordination/v1/Lease",
     # meta/v1
     "apimachinery/pkg/apis/meta/v1/DeleteOptions",
+    # authorization.k8s.io/v1 (`kubectl auth can-i`)
+    "api/authorization/v1/SubjectAccessReview",
+    "api/authorization/v1/LocalSubjectAccessReview",
+    "api/authorization/v1/SelfSubjectAccessReview",
+    "api/authorization/v1/SelfSubjectRulesReview",
 ]
 
 # Messages the decoder renders itself (their JSON form is not an object of their fields).
@@ -102,6 +107,7 @@ SPECIAL = {
     "apimachinery/pkg/api/resource/Quantity": "Quantity",
     # A Go []string given a message of its own (`repeated string items = 1`) so it can be a map value.
     "api/certificates/v1/ExtraValue": "StringList",
+    "api/authorization/v1/ExtraValue": "StringList",
 }
 
 SCALARS = {

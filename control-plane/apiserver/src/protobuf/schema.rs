@@ -322,6 +322,86 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 1, json: "token", kind: Kind::String, repeated: false },
         Field { tag: 2, json: "expirationTimestamp", kind: Kind::Time, repeated: false },
     ] },
+    Message { name: "api/authorization/v1/FieldSelectorAttributes", fields: &[
+        Field { tag: 1, json: "rawSelector", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "requirements", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/FieldSelectorRequirement"), repeated: true },
+    ] },
+    Message { name: "api/authorization/v1/LabelSelectorAttributes", fields: &[
+        Field { tag: 1, json: "rawSelector", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "requirements", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/LabelSelectorRequirement"), repeated: true },
+    ] },
+    Message { name: "api/authorization/v1/LocalSubjectAccessReview", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/authorization/v1/SubjectAccessReviewSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/authorization/v1/SubjectAccessReviewStatus"), repeated: false },
+    ] },
+    Message { name: "api/authorization/v1/NonResourceAttributes", fields: &[
+        Field { tag: 1, json: "path", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "verb", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/authorization/v1/NonResourceRule", fields: &[
+        Field { tag: 1, json: "verbs", kind: Kind::String, repeated: true },
+        Field { tag: 2, json: "nonResourceURLs", kind: Kind::String, repeated: true },
+    ] },
+    Message { name: "api/authorization/v1/ResourceAttributes", fields: &[
+        Field { tag: 1, json: "namespace", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "verb", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "group", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "version", kind: Kind::String, repeated: false },
+        Field { tag: 5, json: "resource", kind: Kind::String, repeated: false },
+        Field { tag: 6, json: "subresource", kind: Kind::String, repeated: false },
+        Field { tag: 7, json: "name", kind: Kind::String, repeated: false },
+        Field { tag: 8, json: "fieldSelector", kind: Kind::Message("api/authorization/v1/FieldSelectorAttributes"), repeated: false },
+        Field { tag: 9, json: "labelSelector", kind: Kind::Message("api/authorization/v1/LabelSelectorAttributes"), repeated: false },
+    ] },
+    Message { name: "api/authorization/v1/ResourceRule", fields: &[
+        Field { tag: 1, json: "verbs", kind: Kind::String, repeated: true },
+        Field { tag: 2, json: "apiGroups", kind: Kind::String, repeated: true },
+        Field { tag: 3, json: "resources", kind: Kind::String, repeated: true },
+        Field { tag: 4, json: "resourceNames", kind: Kind::String, repeated: true },
+    ] },
+    Message { name: "api/authorization/v1/SelfSubjectAccessReview", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/authorization/v1/SelfSubjectAccessReviewSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/authorization/v1/SubjectAccessReviewStatus"), repeated: false },
+    ] },
+    Message { name: "api/authorization/v1/SelfSubjectAccessReviewSpec", fields: &[
+        Field { tag: 1, json: "resourceAttributes", kind: Kind::Message("api/authorization/v1/ResourceAttributes"), repeated: false },
+        Field { tag: 2, json: "nonResourceAttributes", kind: Kind::Message("api/authorization/v1/NonResourceAttributes"), repeated: false },
+    ] },
+    Message { name: "api/authorization/v1/SelfSubjectRulesReview", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/authorization/v1/SelfSubjectRulesReviewSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/authorization/v1/SubjectRulesReviewStatus"), repeated: false },
+    ] },
+    Message { name: "api/authorization/v1/SelfSubjectRulesReviewSpec", fields: &[
+        Field { tag: 1, json: "namespace", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/authorization/v1/SubjectAccessReview", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("api/authorization/v1/SubjectAccessReviewSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("api/authorization/v1/SubjectAccessReviewStatus"), repeated: false },
+    ] },
+    Message { name: "api/authorization/v1/SubjectAccessReviewSpec", fields: &[
+        Field { tag: 1, json: "resourceAttributes", kind: Kind::Message("api/authorization/v1/ResourceAttributes"), repeated: false },
+        Field { tag: 2, json: "nonResourceAttributes", kind: Kind::Message("api/authorization/v1/NonResourceAttributes"), repeated: false },
+        Field { tag: 3, json: "user", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "groups", kind: Kind::String, repeated: true },
+        Field { tag: 5, json: "extra", kind: Kind::Map(&Kind::StringList), repeated: false },
+        Field { tag: 6, json: "uid", kind: Kind::String, repeated: false },
+    ] },
+    Message { name: "api/authorization/v1/SubjectAccessReviewStatus", fields: &[
+        Field { tag: 1, json: "allowed", kind: Kind::Bool, repeated: false },
+        Field { tag: 2, json: "reason", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "evaluationError", kind: Kind::String, repeated: false },
+        Field { tag: 4, json: "denied", kind: Kind::Bool, repeated: false },
+    ] },
+    Message { name: "api/authorization/v1/SubjectRulesReviewStatus", fields: &[
+        Field { tag: 1, json: "resourceRules", kind: Kind::Message("api/authorization/v1/ResourceRule"), repeated: true },
+        Field { tag: 2, json: "nonResourceRules", kind: Kind::Message("api/authorization/v1/NonResourceRule"), repeated: true },
+        Field { tag: 3, json: "incomplete", kind: Kind::Bool, repeated: false },
+        Field { tag: 4, json: "evaluationError", kind: Kind::String, repeated: false },
+    ] },
     Message { name: "api/autoscaling/v1/Scale", fields: &[
         Field { tag: 1, json: "metadata", kind: Kind::Message("apimachinery/pkg/apis/meta/v1/ObjectMeta"), repeated: false },
         Field { tag: 2, json: "spec", kind: Kind::Message("api/autoscaling/v1/ScaleSpec"), repeated: false },
@@ -2380,6 +2460,11 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { tag: 4, json: "propagationPolicy", kind: Kind::String, repeated: false },
         Field { tag: 5, json: "dryRun", kind: Kind::String, repeated: true },
         Field { tag: 6, json: "ignoreStoreReadErrorWithClusterBreakingPotential", kind: Kind::Bool, repeated: false },
+    ] },
+    Message { name: "apimachinery/pkg/apis/meta/v1/FieldSelectorRequirement", fields: &[
+        Field { tag: 1, json: "key", kind: Kind::String, repeated: false },
+        Field { tag: 2, json: "operator", kind: Kind::String, repeated: false },
+        Field { tag: 3, json: "values", kind: Kind::String, repeated: true },
     ] },
     Message { name: "apimachinery/pkg/apis/meta/v1/LabelSelector", fields: &[
         Field { tag: 1, json: "matchLabels", kind: Kind::Map(&Kind::String), repeated: false },

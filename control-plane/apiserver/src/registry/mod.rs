@@ -354,6 +354,7 @@ pub const GROUPS: &[(&str, &[&str])] = &[
     ("apps", &["v1"]),
     ("events.k8s.io", &["v1"]),
     ("authentication.k8s.io", &["v1"]),
+    ("authorization.k8s.io", &["v1"]),
     ("autoscaling", &["v2"]),
     ("batch", &["v1"]),
     ("certificates.k8s.io", &["v1"]),

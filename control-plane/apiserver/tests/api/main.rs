@@ -193,6 +193,7 @@ mod kinds;
 mod node_authz;
 mod openapi;
 mod rbac;
+mod reviews;
 mod serviceaccount;
 mod writes;
 
@@ -220,6 +221,7 @@ async fn discovery_serves_what_kubectl_reads() {
             "apps",
             "events.k8s.io",
             "authentication.k8s.io",
+            "authorization.k8s.io",
             "autoscaling",
             "batch",
             "certificates.k8s.io",

@@ -124,7 +124,8 @@ impl Authorize for RbacAuthorizer {
                         verbs: rule.verbs.clone(),
                         api_groups: Some(rule.api_groups.clone()),
                         resources: Some(rule.resources.clone()),
-                        resource_names: Some(rule.resource_names.clone()),
+                        resource_names: (!rule.resource_names.is_empty())
+                            .then(|| rule.resource_names.clone()),
                     });
             }
             if !rule.non_resource_urls.is_empty() {
