@@ -11,6 +11,7 @@ mod components;
 mod node_kubeconfig;
 mod pki;
 mod serve;
+mod storage;
 mod token;
 
 use anyhow::Context;

@@ -141,7 +141,9 @@ pub(super) struct Rule {
 }
 
 /// A validated encryption configuration with its keys ready for use. `Debug` names the keys,
-/// never their secrets.
+/// never their secrets. The default governs nothing: values are written as they are, and a
+/// stored encrypted value is an error naming its key.
+#[derive(Default)]
 pub struct EncryptionConfig {
     pub(super) rules: Vec<Rule>,
 }
@@ -215,6 +217,17 @@ impl EncryptionConfig {
                            secret: {secret}\n      \
                    - identity: {{}}\n"
         ))
+    }
+
+    /// The same keys for reading only: every entry writes plaintext (`identity` first), the
+    /// way Kubernetes documents to decrypt a cluster's data.
+    #[must_use]
+    pub fn decrypt_only(mut self) -> Self {
+        for rule in &mut self.rules {
+            rule.providers.retain(|p| !matches!(p, Provider::Identity));
+            rule.providers.insert(0, Provider::Identity);
+        }
+        self
     }
 
     /// One line for the log: each entry's resources and providers, key names only.
