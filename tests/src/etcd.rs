@@ -21,48 +21,14 @@ pub struct EtcdPki {
 }
 
 impl EtcdPki {
-    /// Generates the CA and the three certificates.
+    /// Generates the CA and the three certificates (`keelson_testbed::etcd_pki`).
     pub fn generate() -> Self {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose as Eku, IsCa,
-            Issuer, KeyPair, SanType,
-        };
         let dir = tempfile::Builder::new()
             .prefix("ketcd-pki")
             .tempdir()
             .expect("a directory for etcd's certificates");
-        let write = |name: &str, pem: &str| {
-            std::fs::write(dir.path().join(name), pem)
-                .unwrap_or_else(|e| panic!("cannot write {name}: {e}"));
-        };
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut ca = CertificateParams::default();
-        ca.distinguished_name
-            .push(DnType::CommonName, "keelson-test-etcd-ca");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        write(
-            "ca.crt",
-            &ca.self_signed(&ca_key).expect("CA certificate").pem(),
-        );
-        let issuer = Issuer::new(ca, ca_key);
-        let leaf = |name: &str, usages: Vec<Eku>| {
-            let key = KeyPair::generate().expect("key");
-            let mut params = CertificateParams::default();
-            params.distinguished_name.push(DnType::CommonName, name);
-            params.subject_alt_names = vec![
-                SanType::IpAddress([127, 0, 0, 1].into()),
-                SanType::DnsName("localhost".try_into().expect("a DNS name")),
-            ];
-            params.extended_key_usages = usages;
-            let cert = params.signed_by(&key, &issuer).expect("certificate");
-            write(&format!("{name}.crt"), &cert.pem());
-            write(&format!("{name}.key"), &key.serialize_pem());
-        };
-        // etcd 3.4's gateway dials its own client port with the serving certificate: it needs
-        // the client use too.
-        leaf("server", vec![Eku::ServerAuth, Eku::ClientAuth]);
-        leaf("peer", vec![Eku::ServerAuth, Eku::ClientAuth]);
-        leaf("client", vec![Eku::ClientAuth]);
+        keelson_testbed::etcd_pki::write(dir.path())
+            .unwrap_or_else(|e| panic!("cannot write etcd's certificates: {e:#}"));
         Self { dir }
     }
 
@@ -74,15 +40,7 @@ impl EtcdPki {
     /// The control plane's flags to use this etcd: `--etcd-cafile`, `--etcd-certfile`,
     /// `--etcd-keyfile`.
     pub fn control_plane_args(&self) -> Vec<String> {
-        let path = |name: &str| self.file(name).display().to_string();
-        vec![
-            "--etcd-cafile".into(),
-            path("ca.crt"),
-            "--etcd-certfile".into(),
-            path("client.crt"),
-            "--etcd-keyfile".into(),
-            path("client.key"),
-        ]
+        keelson_testbed::etcd_pki::control_plane_args(self.dir.path())
     }
 
     /// etcd-client options with the CA and the client certificate.
@@ -101,17 +59,7 @@ impl EtcdPki {
 
     /// etcd's flags for serving clients and peers over TLS with certificate checks both ways.
     fn etcd_args(&self) -> Vec<String> {
-        let path = |name: &str| self.file(name).display().to_string();
-        vec![
-            format!("--cert-file={}", path("server.crt")),
-            format!("--key-file={}", path("server.key")),
-            "--client-cert-auth".into(),
-            format!("--trusted-ca-file={}", path("ca.crt")),
-            format!("--peer-cert-file={}", path("peer.crt")),
-            format!("--peer-key-file={}", path("peer.key")),
-            "--peer-client-cert-auth".into(),
-            format!("--peer-trusted-ca-file={}", path("ca.crt")),
-        ]
+        keelson_testbed::etcd_pki::etcd_args(self.dir.path())
     }
 }
 
