@@ -108,6 +108,61 @@ fn secrets_are_encrypted_in_the_sqlite_file() {
     let read =
         Kubectl::new(33, &plane).run(&["get", "secret", "db", "-o", "jsonpath={.data.password}"]);
     assert_eq!(read.trim(), encoded);
+
+    // A configuration without the Secret's key: reading it is a 500 naming the key.
+    let old_name = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("- name: "))
+        .expect("the generated key's name")
+        .to_owned();
+    let old_key = format!(
+        "            - name: {old_name}\n              secret: {}\n",
+        config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("secret: "))
+            .expect("the generated key")
+    );
+    let new_key = "            - name: rotated\n              secret: \
+                   c2Vjb25kIGtleSBvZiAzMiBieXRlcyBmb3IgdGVzdHM=\n";
+    let with_keys = |keys: &str| {
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  \
+             - resources: [secrets]\n    providers:\n      - aesgcm:\n          keys:\n{keys}"
+        )
+    };
+    std::fs::write(&key_file, with_keys(new_key)).expect("write the key file");
+    plane.restart();
+    let error = Kubectl::new(33, &plane).fail(&["get", "secret", "db"]);
+    assert_eq!(
+        error.trim(),
+        format!(
+            "Error from server (InternalError): Internal error occurred: unable to transform key \
+             \"/registry/secrets/default/db\": no aesgcm key named \"{old_name}\" in the \
+             encryption configuration"
+        )
+    );
+    // Rotation: the new key first, the old one still there; a write re-encrypts.
+    std::fs::write(&key_file, with_keys(&format!("{new_key}{old_key}"))).expect("write");
+    plane.restart();
+    let kubectl = Kubectl::new(33, &plane);
+    kubectl.run(&["label", "secret", "db", "rotated=yes"]);
+    let read = kubectl.run(&["get", "secret", "db", "-o", "jsonpath={.data.password}"]);
+    assert_eq!(read.trim(), encoded);
+    let connection =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the database");
+    let stored: Vec<u8> = connection
+        .query_row(
+            "SELECT value FROM log WHERE name = CAST(?1 AS BLOB) ORDER BY id DESC LIMIT 1",
+            ["/registry/secrets/default/db"],
+            |row| row.get(0),
+        )
+        .expect("the Secret's row");
+    assert!(
+        stored.starts_with(b"k8s:enc:aesgcm:v1:rotated:"),
+        "{}",
+        String::from_utf8_lossy(&stored)
+    );
 }
 
 /// Runs the control plane on an etcd it cannot use; returns its stderr after it exits (at most
