@@ -24,6 +24,7 @@
 //! still runs the binary that was started.
 
 pub mod cpio;
+pub mod etcd_pki;
 
 use std::{
     fmt::Write as _,
@@ -615,10 +616,18 @@ impl Cluster {
         Ok(())
     }
 
+    /// Where the etcd certificates are (clients and peers talk TLS, both sides checked).
+    fn etcd_pki_dir(&self) -> PathBuf {
+        self.spec.state_dir.join("etcd-pki")
+    }
+
     fn start_etcd(&mut self) -> anyhow::Result<()> {
-        // Six free loopback ports: three client, three peer.
-        let mut ports: Vec<u16> = Vec::with_capacity(6);
-        while ports.len() < 6 {
+        let pki = self.etcd_pki_dir();
+        etcd_pki::write(&pki)?;
+        // Nine free loopback ports: three client, three peer (both TLS), three plain-HTTP
+        // metrics ports for /health.
+        let mut ports: Vec<u16> = Vec::with_capacity(9);
+        while ports.len() < 9 {
             let port = free_loopback_port().context("no free loopback port for etcd")?;
             if !ports.contains(&port) {
                 ports.push(port);
@@ -626,11 +635,11 @@ impl Cluster {
         }
         let clients: Vec<String> = ports[..3]
             .iter()
-            .map(|p| format!("http://127.0.0.1:{p}"))
+            .map(|p| format!("https://127.0.0.1:{p}"))
             .collect();
-        let peers: Vec<String> = ports[3..]
+        let peers: Vec<String> = ports[3..6]
             .iter()
-            .map(|p| format!("http://127.0.0.1:{p}"))
+            .map(|p| format!("https://127.0.0.1:{p}"))
             .collect();
         let initial = (0..3)
             .map(|k| format!("m{}={}", k + 1, peers[k]))
@@ -654,12 +663,17 @@ impl Cluster {
                     "--initial-cluster-token=keelson-{}",
                     self.spec.name
                 ))
+                .arg(format!(
+                    "--listen-metrics-urls=http://127.0.0.1:{}",
+                    ports[6 + k]
+                ))
+                .args(etcd_pki::etcd_args(&pki))
                 .arg("--log-level=warn");
             let child = cmd.spawn().context("cannot start etcd")?;
             self.state.etcd.push(Some(child.id()));
             self.state.save(&self.spec.state_dir)?;
         }
-        let endpoints: Vec<SocketAddr> = ports[..3]
+        let endpoints: Vec<SocketAddr> = ports[6..]
             .iter()
             .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, *p)))
             .collect();
@@ -704,7 +718,8 @@ impl Cluster {
             .env("RUST_LOG", "info");
         if spec.store == StoreKind::Etcd {
             cmd.args(["--store", "etcd", "--etcd-endpoints"])
-                .arg(self.state.etcd_endpoints.join(","));
+                .arg(self.state.etcd_endpoints.join(","))
+                .args(etcd_pki::control_plane_args(&self.etcd_pki_dir()));
         }
         let child = cmd
             .spawn()
@@ -1159,6 +1174,7 @@ fn teardown(state: &State, state_dir: &Path) -> anyhow::Result<()> {
     stop_all(&planes, CONTROL_PLANE, Duration::from_secs(10));
     let etcd: Vec<u32> = state.etcd.iter().flatten().copied().collect();
     stop_all(&etcd, "etcd", Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(state_dir.join("etcd-pki"));
     for k in 1..=3 {
         let _ = std::fs::remove_dir_all(state_dir.join(format!("etcd-{k}")));
         let _ = std::fs::remove_dir_all(cp_dir(state_dir, k));

@@ -1,14 +1,67 @@
 //! etcd on loopback with throw-away data directories, as the store contract and HA tests need:
 //! a single member ([`Etcd`]) or a cluster of several ([`EtcdCluster`]). Killed and removed on
-//! drop.
+//! drop. A cluster of several members runs over TLS, clients and peers alike, each side
+//! checking the other's certificate ([`EtcdPki`]), as a production etcd does.
 
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use crate::{require_program, unique_name};
+
+/// Certificates for etcd over TLS, in a temporary directory removed on drop: a CA, a serving
+/// certificate for the client port, a peer certificate (server and client use: members dial
+/// each other), and a client certificate for the control plane. All for 127.0.0.1.
+#[derive(Debug)]
+pub struct EtcdPki {
+    dir: tempfile::TempDir,
+}
+
+impl EtcdPki {
+    /// Generates the CA and the three certificates (`keelson_testbed::etcd_pki`).
+    pub fn generate() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("ketcd-pki")
+            .tempdir()
+            .expect("a directory for etcd's certificates");
+        keelson_testbed::etcd_pki::write(dir.path())
+            .unwrap_or_else(|e| panic!("cannot write etcd's certificates: {e:#}"));
+        Self { dir }
+    }
+
+    /// `<dir>/<name>`: `ca.crt`, `server.crt`/`.key`, `peer.crt`/`.key`, `client.crt`/`.key`.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The control plane's flags to use this etcd: `--etcd-cafile`, `--etcd-certfile`,
+    /// `--etcd-keyfile`.
+    pub fn control_plane_args(&self) -> Vec<String> {
+        keelson_testbed::etcd_pki::control_plane_args(self.dir.path())
+    }
+
+    /// etcd-client options with the CA and the client certificate.
+    pub fn connect_options(&self) -> etcd_client::ConnectOptions {
+        let read = |name: &str| {
+            std::fs::read(self.file(name)).unwrap_or_else(|e| panic!("cannot read {name}: {e}"))
+        };
+        let tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read("ca.crt")))
+            .identity(etcd_client::Identity::from_pem(
+                read("client.crt"),
+                read("client.key"),
+            ));
+        etcd_client::ConnectOptions::new().with_tls(tls)
+    }
+
+    /// etcd's flags for serving clients and peers over TLS with certificate checks both ways.
+    fn etcd_args(&self) -> Vec<String> {
+        keelson_testbed::etcd_pki::etcd_args(self.dir.path())
+    }
+}
 
 /// A running `etcd` process: a single-member cluster ([`Etcd::start`]) or one member of an
 /// [`EtcdCluster`].
@@ -17,6 +70,7 @@ pub struct Etcd {
     child: Child,
     data_dir: PathBuf,
     client_url: String,
+    tls: Option<Arc<EtcdPki>>,
 }
 
 /// One member's name and URLs, chosen before any member starts (each needs the others' peer
@@ -29,11 +83,12 @@ struct MemberPlan {
 }
 
 impl MemberPlan {
-    fn new(name: &str) -> Self {
+    fn new(name: &str, tls: bool) -> Self {
+        let scheme = if tls { "https" } else { "http" };
         Self {
             name: name.to_owned(),
-            client_url: format!("http://127.0.0.1:{}", free_port()),
-            peer_url: format!("http://127.0.0.1:{}", free_port()),
+            client_url: format!("{scheme}://127.0.0.1:{}", free_port()),
+            peer_url: format!("{scheme}://127.0.0.1:{}", free_port()),
         }
     }
 }
@@ -41,18 +96,42 @@ impl MemberPlan {
 impl Etcd {
     /// Starts etcd on two free loopback ports and waits until it answers a status request.
     pub async fn start() -> Self {
+        Self::start_single(None).await
+    }
+
+    /// Like [`Etcd::start`], serving clients and its peer port over TLS with client
+    /// certificates required ([`EtcdPki`]); [`Etcd::tls`] has the certificates.
+    pub async fn start_tls() -> Self {
+        Self::start_single(Some(Arc::new(EtcdPki::generate()))).await
+    }
+
+    async fn start_single(tls: Option<Arc<EtcdPki>>) -> Self {
         on_new_ports(|| async {
-            let plan = MemberPlan::new("keelson-test");
+            let plan = MemberPlan::new("keelson-test", tls.is_some());
             let initial_cluster = format!("{}={}", plan.name, plan.peer_url);
-            let mut etcd = Self::spawn(&plan, &initial_cluster, &unique_name("ketcd"));
+            let mut etcd = Self::spawn(&plan, &initial_cluster, &unique_name("ketcd"), tls.clone());
             etcd.wait_ready(None).await.map(|()| etcd)
         })
         .await
     }
 
+    /// The certificates of an etcd over TLS.
+    pub fn tls(&self) -> Option<&EtcdPki> {
+        self.tls.as_deref()
+    }
+
+    fn connect_options(&self) -> Option<etcd_client::ConnectOptions> {
+        self.tls.as_ref().map(|pki| pki.connect_options())
+    }
+
     /// Starts member `plan` of the cluster `initial_cluster` (`name=peer-url,...`, every member
     /// with the same `token`) in a new data directory, without waiting.
-    fn spawn(plan: &MemberPlan, initial_cluster: &str, token: &str) -> Self {
+    fn spawn(
+        plan: &MemberPlan,
+        initial_cluster: &str,
+        token: &str,
+        tls: Option<Arc<EtcdPki>>,
+    ) -> Self {
         require_program("etcd", "etcd-server");
         let data_dir = std::env::temp_dir().join(unique_name("ketcd"));
         std::fs::create_dir_all(&data_dir)
@@ -75,6 +154,7 @@ impl Etcd {
             .arg("--initial-cluster-state=new")
             .arg(format!("--initial-cluster-token={token}"))
             .arg("--log-level=warn")
+            .args(tls.as_ref().map(|pki| pki.etcd_args()).unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the etcd log handle"))
             .stderr(log)
@@ -84,10 +164,11 @@ impl Etcd {
             child,
             data_dir,
             client_url: client_url.clone(),
+            tls,
         }
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:40123`.
+    /// The client URL, e.g. `http://127.0.0.1:40123` (`https://` over TLS).
     pub fn endpoint(&self) -> &str {
         &self.client_url
     }
@@ -99,7 +180,7 @@ impl Etcd {
 
     /// A connected etcd-client.
     pub async fn client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect([self.client_url.as_str()], None)
+        etcd_client::Client::connect([self.client_url.as_str()], self.connect_options())
             .await
             .unwrap_or_else(|e| panic!("cannot connect to etcd at {}: {e}", self.client_url))
     }
@@ -136,9 +217,10 @@ impl Etcd {
     /// Whether the member answers a status request (and, with `members`, knows a leader and
     /// lists that many members); the cause otherwise.
     async fn probe(&self, members: Option<usize>) -> Result<(), String> {
-        let mut client = etcd_client::Client::connect([self.client_url.as_str()], None)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut client =
+            etcd_client::Client::connect([self.client_url.as_str()], self.connect_options())
+                .await
+                .map_err(|e| e.to_string())?;
         let status = client.status().await.map_err(|e| e.to_string())?;
         let Some(count) = members else {
             return Ok(());
@@ -188,16 +270,19 @@ pub struct EtcdCluster {
 }
 
 impl EtcdCluster {
-    /// Starts `size` members (`member-0`, ...) on free loopback ports and waits until every one
-    /// answers, knows a leader and lists all `size` members.
+    /// Starts `size` members (`member-0`, ...) on free loopback ports, clients and peers over
+    /// TLS with certificates checked both ways ([`EtcdPki`]; a control plane needs
+    /// [`EtcdCluster::control_plane_args`]), and waits until every one answers, knows a leader
+    /// and lists all `size` members.
     pub async fn start(size: usize) -> Self {
-        on_new_ports(|| Self::try_start(size)).await
+        let pki = Arc::new(EtcdPki::generate());
+        on_new_ports(|| Self::try_start(size, Arc::clone(&pki))).await
     }
 
     /// One try of [`EtcdCluster::start`] on newly chosen ports.
-    async fn try_start(size: usize) -> Result<Self, EarlyExit> {
+    async fn try_start(size: usize, pki: Arc<EtcdPki>) -> Result<Self, EarlyExit> {
         let plans: Vec<MemberPlan> = (0..size)
-            .map(|i| MemberPlan::new(&format!("member-{i}")))
+            .map(|i| MemberPlan::new(&format!("member-{i}"), true))
             .collect();
         let initial_cluster = plans
             .iter()
@@ -208,7 +293,7 @@ impl EtcdCluster {
         let mut cluster = Self {
             members: plans
                 .iter()
-                .map(|plan| Etcd::spawn(plan, &initial_cluster, &token))
+                .map(|plan| Etcd::spawn(plan, &initial_cluster, &token, Some(Arc::clone(&pki))))
                 .collect(),
         };
         for member in &mut cluster.members {
@@ -229,6 +314,16 @@ impl EtcdCluster {
         let count = endpoints.len().max(1);
         endpoints.rotate_left(first % count);
         endpoints.join(",")
+    }
+
+    /// The control plane's `--etcd-cafile`, `--etcd-certfile` and `--etcd-keyfile` for this
+    /// cluster.
+    pub fn control_plane_args(&self) -> Vec<String> {
+        self.members
+            .first()
+            .and_then(Etcd::tls)
+            .map(EtcdPki::control_plane_args)
+            .unwrap_or_default()
     }
 
     /// Kills member `index` with SIGKILL.

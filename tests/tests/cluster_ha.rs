@@ -174,8 +174,9 @@ async fn ha_control_plane_survives_losing_a_stacked_node() {
     // Each plane lists its own etcd member first, as a stacked control-plane node does. No node
     // IPAM: the agent uses its test pod CIDR.
     let endpoints: Vec<String> = (0..3).map(|i| etcd.endpoints_arg(i)).collect();
+    let tls = etcd.control_plane_args();
     let args = |i: usize| {
-        vec![
+        let mut args = vec![
             "--store",
             "etcd",
             "--etcd-endpoints",
@@ -193,7 +194,9 @@ async fn ha_control_plane_survives_losing_a_stacked_node() {
             grace.as_str(),
             "--node-monitor-period",
             "1s",
-        ]
+        ];
+        args.extend(tls.iter().map(String::as_str));
+        args
     };
     let first = ControlPlane::start_with(&args(0));
     let second = ControlPlane::start_sharing_pki(&first, &args(1));

@@ -349,8 +349,27 @@ impl ApiError {
                 "Timeout",
                 format!("Too large resource version: {requested}, current: {current}"),
             ),
+            error @ StoreError::Transform { .. } => Self::transform(&error),
             other => Self::internal("the store failed", &other),
         }
+    }
+
+    /// 500 `InternalError` for a stored value that cannot be decrypted (or encrypted), naming
+    /// the store key and the cause (a missing encryption key, failed authentication) as
+    /// kube-apiserver does: `Internal error occurred: unable to transform key "...": ...`.
+    fn transform(error: &StoreError) -> Self {
+        tracing::error!(
+            error = error as &dyn std::error::Error,
+            "encryption at rest failed"
+        );
+        let cause = std::error::Error::source(error)
+            .map(|source| format!(": {source}"))
+            .unwrap_or_default();
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("Internal error occurred: {error}{cause}"),
+        )
     }
 
     /// The `Status` body, its fields in kube-apiserver's order.
@@ -390,6 +409,26 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_undecryptable_value_is_a_500_naming_the_key() {
+        let resource = crate::registry::find("", "v1", "secrets").expect("secrets");
+        let error = StoreError::Transform {
+            key: "/registry/secrets/default/db".into(),
+            source: keelson_store::encryption::TransformError::UnknownKey {
+                name: "key-1".into(),
+            },
+        };
+        let error = ApiError::from_store(error, resource, "db");
+        assert_eq!(
+            (error.code, error.message.as_str()),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error occurred: unable to transform key \"/registry/secrets/default/db\": \
+                 no aesgcm key named \"key-1\" in the encryption configuration"
+            )
+        );
+    }
 
     #[test]
     fn status_bodies_list_fields_in_kube_apiservers_order() {

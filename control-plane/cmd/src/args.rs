@@ -88,6 +88,26 @@ pub(crate) struct Args {
         default_value = "http://127.0.0.1:2379"
     )]
     pub(crate) etcd_endpoints: Vec<String>,
+    /// The CA that signed etcd's serving certificates (PEM), for `https://` etcd endpoints.
+    #[arg(long, env = "KEELSON_ETCD_CAFILE")]
+    pub(crate) etcd_cafile: Option<PathBuf>,
+    /// The client certificate (PEM) to present to etcd (etcd's --client-cert-auth).
+    #[arg(long, env = "KEELSON_ETCD_CERTFILE", requires = "etcd_keyfile")]
+    pub(crate) etcd_certfile: Option<PathBuf>,
+    /// The private key (PEM) of --etcd-certfile.
+    #[arg(long, env = "KEELSON_ETCD_KEYFILE", requires = "etcd_certfile")]
+    pub(crate) etcd_keyfile: Option<PathBuf>,
+    /// Encrypt Secrets in the store with AES-GCM, keyed by DATA_DIR/pki/encryption-config.yaml,
+    /// which is written with a new random key when missing. `--secrets-encryption=false`
+    /// writes Secrets in plaintext (a key file already there still decrypts the old ones).
+    #[arg(long, env = "KEELSON_SECRETS_ENCRYPTION", default_value_t = true,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) secrets_encryption: bool,
+    /// Kubernetes' EncryptionConfiguration file (apiserver.config.k8s.io/v1, providers
+    /// `aesgcm` and `identity`): which resources are encrypted with which keys. Overrides
+    /// --secrets-encryption.
+    #[arg(long, env = "KEELSON_ENCRYPTION_PROVIDER_CONFIG")]
+    pub(crate) encryption_provider_config: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) cluster: ClusterArgs,
     #[command(flatten)]

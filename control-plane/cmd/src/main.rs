@@ -12,6 +12,7 @@ mod node_kubeconfig;
 mod pki;
 mod serve;
 mod service_accounts;
+mod storage;
 mod token;
 
 use anyhow::Context;

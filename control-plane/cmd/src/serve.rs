@@ -99,7 +99,7 @@ pub(crate) fn write_admin_kubeconfig(
 }
 
 pub(crate) async fn open_store(args: &Args) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(match args.store {
+    let store: Arc<dyn Store> = match args.store {
         StoreKind::Sqlite => {
             let path = args.data_dir.join("state.db");
             let store = SqliteStore::open(&path, SqliteOptions::default())
@@ -112,13 +112,16 @@ pub(crate) async fn open_store(args: &Args) -> anyhow::Result<Arc<dyn Store>> {
             if args.etcd_endpoints.is_empty() {
                 bail!("--store etcd needs --etcd-endpoints");
             }
-            let store = EtcdStore::connect(&args.etcd_endpoints)
+            let tls = crate::storage::etcd_tls(args)?;
+            let store = EtcdStore::connect_with(&args.etcd_endpoints, tls.as_ref())
                 .await
                 .with_context(|| format!("cannot connect to etcd at {:?}", args.etcd_endpoints))?;
+            crate::storage::probe_etcd(&store, &args.etcd_endpoints, tls.as_ref()).await?;
             tracing::info!(endpoints = ?args.etcd_endpoints, "connected to etcd");
             Arc::new(store)
         }
-    })
+    };
+    crate::storage::encrypt(args, store)
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {

@@ -94,6 +94,16 @@ pub enum StoreError {
         #[source]
         source: std::sync::Arc<StoreError>,
     },
+    /// A value could not be encrypted or decrypted (`encryption`): a key missing from the
+    /// encryption configuration, a changed value, another provider's value.
+    #[error("unable to transform key {key:?}")]
+    Transform {
+        /// The store key whose value it is.
+        key: String,
+        /// Why.
+        #[source]
+        source: crate::encryption::TransformError,
+    },
     /// The store has shut down (its writer thread is gone).
     #[error("the store is closed")]
     Closed,

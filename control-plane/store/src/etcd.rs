@@ -10,8 +10,9 @@ use std::{collections::VecDeque, fmt, time::Duration};
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, DeleteOptions, EventType, GetOptions, KvClient,
-    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchClient, WatchOptions,
+    Certificate, Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions,
+    EventType, GetOptions, Identity, KvClient, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    WatchClient, WatchOptions,
 };
 use futures_util::stream;
 
@@ -22,6 +23,36 @@ use crate::{
 
 /// How long to wait for etcd to name its compaction point.
 const COMPACTION_POINT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS to etcd, as kube-apiserver's `--etcd-cafile`, `--etcd-certfile` and `--etcd-keyfile`
+/// give it: the CA that signed the members' serving certificates and, for a cluster started
+/// with `--client-cert-auth`, a client certificate and its key. All PEM. `Debug` leaves the
+/// key out.
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// The CA certificate(s) to verify the members with.
+    pub ca_pem: Vec<u8>,
+    /// The client certificate chain and private key, if any.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("client_certificate", &self.client.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdTls {
+    fn options(&self) -> TlsOptions {
+        let options = TlsOptions::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        match &self.client {
+            Some((cert, key)) => options.identity(Identity::from_pem(cert, key)),
+            None => options,
+        }
+    }
+}
 
 /// A store on etcd (3.4 or later).
 #[derive(Clone)]
@@ -186,7 +217,17 @@ impl EtcdStore {
     /// connections out of the client's balancer and puts it back once it accepts again (see
     /// [`follow_endpoint_health`]).
     pub async fn connect<E: AsRef<str>>(endpoints: &[E]) -> Result<Self, StoreError> {
-        let client = Client::connect(endpoints, None)
+        Self::connect_with(endpoints, None).await
+    }
+
+    /// Like [`EtcdStore::connect`], over TLS when `tls` is given (then the endpoints are
+    /// `https://` URLs).
+    pub async fn connect_with<E: AsRef<str>>(
+        endpoints: &[E],
+        tls: Option<&EtcdTls>,
+    ) -> Result<Self, StoreError> {
+        let options = tls.map(|tls| ConnectOptions::new().with_tls(tls.options()));
+        let client = Client::connect(endpoints, options)
             .await
             .map_err(StoreError::etcd("connect"))?;
         let endpoints: Vec<String> = endpoints.iter().map(|e| e.as_ref().to_owned()).collect();

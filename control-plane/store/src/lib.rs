@@ -24,12 +24,14 @@ use futures_util::Stream;
 
 #[cfg(feature = "contract-tests")]
 pub mod contract;
+pub mod encryption;
 mod error;
 pub mod etcd;
 pub mod sqlite;
 
+pub use encryption::{EncryptedStore, EncryptionConfig};
 pub use error::StoreError;
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdStore, EtcdTls};
 pub use sqlite::{SqliteOptions, SqliteStats, SqliteStore};
 
 /// A store revision: a write's position in the global order of writes. Starts above 0 and only
