@@ -221,6 +221,7 @@ pub async fn authenticate(
         }
         return ApiError::unauthorized().into_response();
     };
+    crate::audit::record_user(&user);
     let may_pass = user.is_admin()
         || user.node_name().is_some()
         || bootstrap::has_fixed_rules(&user)

@@ -32,6 +32,7 @@ mod admission;
 pub mod aggregation;
 pub mod allocator;
 mod apply;
+pub mod audit;
 pub mod auth;
 mod crd;
 mod discovery;
@@ -39,6 +40,7 @@ pub mod error;
 pub mod finalizers;
 mod handlers;
 mod health;
+pub mod master_leases;
 pub mod metrics;
 mod object;
 pub mod openapi;
@@ -84,6 +86,7 @@ pub struct AppState {
     crds: Arc<crd::Registry>,
     openapi: Arc<openapi::OpenApi>,
     health: keelson_daemon::health::Health,
+    auditor: Option<Arc<audit::Auditor>>,
 }
 
 impl AppState {
@@ -107,6 +110,7 @@ impl AppState {
             crds: Arc::default(),
             openapi: Arc::default(),
             health,
+            auditor: None,
         }
     }
 
@@ -119,6 +123,12 @@ impl AppState {
     /// Proxies aggregated APIs (APIServices with a Service) authenticated as `client`.
     pub fn with_aggregator_client(mut self, client: AggregatorClient) -> Self {
         self.aggregator = Some(client);
+        self
+    }
+
+    /// Records requests in the audit log of `auditor` ([`audit`]).
+    pub fn with_auditor(mut self, auditor: Arc<audit::Auditor>) -> Self {
+        self.auditor = Some(auditor);
         self
     }
 
@@ -191,6 +201,11 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
+        ))
+        // Outside authentication, so refused requests are on record too.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            audit::middleware,
         ))
         // Outermost, so that refused requests (401/403) are counted too.
         .layer(middleware::from_fn_with_state(
