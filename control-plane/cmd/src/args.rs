@@ -84,6 +84,8 @@ pub(crate) struct Args {
     pub(crate) etcd_endpoints: Vec<String>,
     #[command(flatten)]
     pub(crate) cluster: ClusterArgs,
+    #[command(flatten)]
+    pub(crate) audit: crate::audit::AuditArgs,
 }
 
 /// Networks, the scheduler and the controllers.
