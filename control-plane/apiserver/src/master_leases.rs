@@ -160,9 +160,32 @@ async fn write_endpoints(
     let find = |group: &str, plural: &str| {
         crate::registry::find(group, "v1", plural).ok_or_else(ApiError::no_route)
     };
-    crate::allocator::put(store, find("", "endpoints")?, endpoints).await?;
-    crate::allocator::put(store, find("discovery.k8s.io", "endpointslices")?, slice).await?;
+    put(store, find("", "endpoints")?, endpoints).await?;
+    put(store, find("discovery.k8s.io", "endpointslices")?, slice).await?;
     Ok(ips)
+}
+
+/// How often a write that lost a race with another plane is tried again.
+const CONFLICT_RETRIES: usize = 5;
+
+/// [`crate::allocator::put`], again on the latest version when another plane wrote between
+/// the read and the write.
+async fn put(
+    store: &dyn Store,
+    resource: &crate::registry::Resource,
+    object: Value,
+) -> Result<(), ApiError> {
+    let mut attempt = 0;
+    loop {
+        match crate::allocator::put(store, resource, object.clone()).await {
+            Err(error)
+                if error.code == axum::http::StatusCode::CONFLICT && attempt < CONFLICT_RETRIES =>
+            {
+                attempt += 1
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Renews this plane's lease and writes the `kubernetes` endpoints with every live plane.

@@ -444,12 +444,29 @@ fn omit_managed_fields(value: &mut Value) {
     }
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
+/// The media type of a body, parameters dropped, lower case.
+fn media_type(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase())
-        .is_some_and(|media| media.ends_with("json"))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    media_type(headers).is_some_and(|media| media.ends_with("json"))
+}
+
+/// A request body as JSON: JSON as sent, Kubernetes protobuf decoded (as kube-apiserver
+/// records the object, not its wire form); `None` for anything else.
+fn request_json(media: &str, bytes: &[u8]) -> Option<Value> {
+    if media == crate::protobuf::CONTENT_TYPE {
+        let json = crate::protobuf::to_json(bytes).ok()?;
+        return serde_json::from_slice(&json).ok();
+    }
+    media
+        .ends_with("json")
+        .then(|| serde_json::from_slice(bytes).ok())
+        .flatten()
 }
 
 fn set_audit_id(response: &mut Response, audit_id: &str) {
@@ -505,10 +522,12 @@ async fn audit(auditor: Arc<Auditor>, audit_id: &str, request: Request, next: Ne
         .map(|q| q.0)
         .unwrap_or_default();
     let info = classify(parts.method.as_str(), parts.uri.path(), &query);
-    // Bodies are read here only when they may be recorded: JSON writes to resources.
+    // Bodies are read here only when they may be recorded: JSON (or Kubernetes protobuf,
+    // which kubectl sends) writes to resources.
+    let media = media_type(&parts.headers).unwrap_or_default();
     let recordable_body = info.resource.is_some()
         && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
-        && is_json(&parts.headers);
+        && (media.ends_with("json") || media == crate::protobuf::CONTENT_TYPE);
     let (body, request_bytes) = if recordable_body {
         let declared = parts
             .headers
@@ -599,7 +618,7 @@ async fn audit(auditor: Arc<Auditor>, audit_id: &str, request: Request, next: Ne
     event.impersonated_user = recorded.impersonated.as_deref().map(User::from);
     event.annotations = recorded.annotations;
     if let Some(bytes) = &request_bytes
-        && let Ok(mut object) = serde_json::from_slice::<Value>(bytes)
+        && let Some(mut object) = request_json(&media, bytes)
     {
         if let Some(reference) = event.object_ref.as_mut() {
             let meta = |field: &str| {

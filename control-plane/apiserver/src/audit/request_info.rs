@@ -75,12 +75,12 @@ pub fn classify(method: &str, path: &str, query: &HashMap<String, String>) -> Re
     }
     .to_owned();
     let mut namespace = "";
-    if rest.first() == Some(&"namespaces") {
-        if let Some(ns) = rest.get(1) {
-            namespace = ns;
-            if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
-                rest = &rest[2..];
-            }
+    if rest.first() == Some(&"namespaces")
+        && let Some(ns) = rest.get(1)
+    {
+        namespace = ns;
+        if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
+            rest = &rest[2..];
         }
     }
     let resource = rest.first().copied().unwrap_or_default();
@@ -136,7 +136,16 @@ fn name_from_field_selector(selector: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn info(method: &str, path: &str, query: &[(&str, &str)]) -> (String, Option<[String; 6]>) {
+    /// Method, path and query parameters.
+    type Case = (
+        &'static str,
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+    );
+    /// The verb, and group, version, resource, subresource, namespace and name.
+    type Classified = (String, Option<[String; 6]>);
+
+    fn info(method: &str, path: &str, query: &[(&str, &str)]) -> Classified {
         let query = query
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -157,16 +166,13 @@ mod tests {
         )
     }
 
-    fn r(verb: &str, parts: [&str; 6]) -> (String, Option<[String; 6]>) {
+    fn r(verb: &str, parts: [&str; 6]) -> Classified {
         (verb.to_owned(), Some(parts.map(str::to_owned)))
     }
 
     #[test]
     fn requests_are_classified_as_kubernetes_does() {
-        let cases: Vec<(
-            (&str, &str, Vec<(&str, &str)>),
-            (String, Option<[String; 6]>),
-        )> = vec![
+        let cases: Vec<(Case, Classified)> = vec![
             (
                 ("GET", "/api/v1/namespaces/d/pods", vec![]),
                 r("list", ["", "v1", "pods", "", "d", ""]),

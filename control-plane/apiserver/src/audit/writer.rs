@@ -223,7 +223,7 @@ impl RotatingFile {
                 Some((at, entry.path()))
             })
             .collect();
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|b| std::cmp::Reverse(b.0));
         found
     }
 
