@@ -561,8 +561,10 @@ pub(crate) async fn release(
 }
 
 /// Creates (or repairs) the `kubernetes` Service in `default` with the first address of the
-/// service range, port 443 (`https`) to the API server's `advertise` address, and its Endpoints
-/// and EndpointSlice (selectorless Services are not touched by the EndpointSlice controller).
+/// service range, port 443 (`https`) to the API server's `advertise` address, and renews this
+/// plane's lease and writes its Endpoints and EndpointSlice with every live control plane
+/// ([`crate::master_leases::reconcile`]; selectorless Services are not touched by the
+/// EndpointSlice controller).
 pub async fn ensure_kubernetes_service(
     store: &dyn Store,
     network: &ServiceNetwork,
@@ -601,31 +603,17 @@ pub async fn ensure_kubernetes_service(
             }
         }
     }
-    let address = advertise.ip().to_string();
-    let port = advertise.port();
-    let endpoints = json!({
-        "apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": "kubernetes", "namespace": "default",
-                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": address}],
-                     "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
-    });
-    let slice = json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "kubernetes", "namespace": "default",
-                     "labels": {"kubernetes.io/service-name": "kubernetes",
-                                "endpointslice.kubernetes.io/managed-by": "keelson-apiserver"}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": [address], "conditions": {"ready": true, "serving": true,
-                                                              "terminating": false}}],
-        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
-    });
-    put(store, find("", "endpoints")?, endpoints).await?;
-    put(store, find("discovery.k8s.io", "endpointslices")?, slice).await
+    crate::master_leases::reconcile(store, advertise, crate::master_leases::DEFAULT_TTL)
+        .await
+        .map(drop)
 }
 
 /// Creates `object` in `default`, or replaces its content when it differs.
-async fn put(store: &dyn Store, resource: &Resource, mut object: Value) -> Result<(), ApiError> {
+pub(crate) async fn put(
+    store: &dyn Store,
+    resource: &Resource,
+    mut object: Value,
+) -> Result<(), ApiError> {
     let name = crate::object::meta_str(&object, "name")
         .unwrap_or_default()
         .to_owned();

@@ -260,6 +260,7 @@ pub async fn authenticate(
         None if state.anonymous_auth => Arc::clone(&state.anonymous),
         None => return ApiError::unauthorized().into_response(),
     };
+    crate::audit::record_user(&user);
     request.extensions_mut().insert(Authenticated(user));
     next.run(request).await
 }
@@ -275,7 +276,9 @@ pub async fn authorize(State(state): State<AppState>, request: Request, next: Ne
         .unwrap_or_default();
     let attributes =
         request_info::attributes(user, request.method(), request.uri().path(), &params);
-    match state.authorizer.authorize(&attributes).await {
+    let decision = state.authorizer.authorize(&attributes).await;
+    crate::audit::record_decision(&decision);
+    match decision {
         Decision::Allow(_) => {}
         Decision::Deny(reason) | Decision::NoOpinion(reason) => {
             return request_info::forbidden(&attributes, &reason).into_response();

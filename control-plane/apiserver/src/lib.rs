@@ -32,6 +32,7 @@ mod admission;
 pub mod aggregation;
 pub mod allocator;
 mod apply;
+pub mod audit;
 pub mod auth;
 mod crd;
 mod discovery;
@@ -39,6 +40,7 @@ pub mod error;
 pub mod finalizers;
 mod handlers;
 mod health;
+pub mod master_leases;
 pub mod metrics;
 mod object;
 pub mod openapi;
@@ -94,6 +96,7 @@ pub struct AppState {
     /// The anonymous user, built once.
     anonymous: Arc<UserInfo>,
     service_accounts: Option<Arc<auth::serviceaccount::ServiceAccountTokens>>,
+    auditor: Option<Arc<audit::Auditor>>,
 }
 
 impl AppState {
@@ -124,6 +127,7 @@ impl AppState {
             anonymous_auth: true,
             anonymous: Arc::new(UserInfo::anonymous()),
             service_accounts: None,
+            auditor: None,
         }
     }
 
@@ -158,6 +162,12 @@ impl AppState {
     /// Proxies aggregated APIs (APIServices with a Service) authenticated as `client`.
     pub fn with_aggregator_client(mut self, client: AggregatorClient) -> Self {
         self.aggregator = Some(client);
+        self
+    }
+
+    /// Records requests in the audit log of `auditor` ([`audit`]).
+    pub fn with_auditor(mut self, auditor: Arc<audit::Auditor>) -> Self {
+        self.auditor = Some(auditor);
         self
     }
 
@@ -253,6 +263,11 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
+        ))
+        // Outside authentication, so refused requests are on record too.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            audit::middleware,
         ))
         // Outermost, so that refused requests (401/403) are counted too.
         .layer(middleware::from_fn_with_state(

@@ -150,6 +150,19 @@ impl Metrics {
         text
     }
 
+    /// Registers another metric (the audit log's) to be rendered with these.
+    pub(crate) fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .register(name, help, metric);
+    }
+
     fn observe_store(&self, operation: &'static str, started: Instant) {
         self.store
             .get_or_create(&StoreLabels { operation })

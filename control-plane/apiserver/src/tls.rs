@@ -165,6 +165,9 @@ pub async fn serve(
                 if let Some(user) = &user {
                     request.extensions_mut().insert(user.clone());
                 }
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
                 request.map(axum::body::Body::new)
             });
             let connection = hyper::server::conn::http1::Builder::new()

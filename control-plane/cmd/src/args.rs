@@ -112,6 +112,8 @@ pub(crate) struct Args {
     pub(crate) cluster: ClusterArgs,
     #[command(flatten)]
     pub(crate) service_accounts: crate::service_accounts::ServiceAccountArgs,
+    #[command(flatten)]
+    pub(crate) audit: crate::audit::AuditArgs,
 }
 
 /// Networks, the scheduler and the controllers.

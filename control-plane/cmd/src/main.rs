@@ -7,6 +7,7 @@
 
 mod address;
 mod args;
+mod audit;
 mod components;
 mod node_kubeconfig;
 mod pki;

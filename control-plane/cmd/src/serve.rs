@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context, bail};
 use keelson_apiserver::{
     AggregatorClient, AppState, Authenticator, KubeletClient, aggregation, app,
-    auth::MASTERS_GROUP, bootstrap, tls,
+    auth::MASTERS_GROUP, bootstrap, master_leases, tls,
 };
 use keelson_store::{CompactionPolicy, EtcdStore, SqliteOptions, SqliteStore, Store};
 use tracing_subscriber::EnvFilter;
@@ -190,6 +190,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .with_aggregator_client(aggregator_client)
         .with_service_network(args.cluster.service_network())
         .with_service_accounts(args.service_accounts.tokens(&args.data_dir.join("pki"))?);
+    let auditor = args.audit.start(state.metrics())?;
+    let state = match &auditor {
+        Some(auditor) => state.with_auditor(Arc::clone(auditor)),
+        None => state,
+    };
     let availability = tokio::spawn(aggregation::available::run(
         state.clone(),
         API_SERVICE_CHECK_PERIOD,
@@ -232,10 +237,28 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(kubeconfig = %kubeconfig.display(), "wrote the admin kubeconfig");
     let router = app(state.clone());
     let health = state.health().clone();
+    // This plane's lease on the `kubernetes` Service's endpoints, given up first on shutdown.
+    let endpoint = SocketAddr::new(advertise, listen.port());
+    let (stop_leases, leases_stopped) = tokio::sync::oneshot::channel::<()>();
+    let leases = tokio::spawn(master_leases::run(
+        Arc::clone(&store),
+        endpoint,
+        master_leases::DEFAULT_INTERVAL,
+        master_leases::DEFAULT_TTL,
+        async move {
+            let _ = leases_stopped.await;
+        },
+    ));
+    let lease_store = Arc::clone(&store);
     let server = tokio::spawn(tls::serve(listener, router, tls_config, async move {
         keelson_daemon::systemd::stop_signal().await;
         tracing::info!("shutting down");
         keelson_daemon::systemd::stopping();
+        let _ = stop_leases.send(());
+        let _ = leases.await;
+        if let Err(error) = master_leases::remove(lease_store.as_ref(), endpoint).await {
+            tracing::warn!(%error, "cannot remove this control plane from the kubernetes endpoints");
+        }
         state.shutdown();
     }));
     let components = start_cluster_components(
@@ -252,6 +275,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let served = server.await.context("the API server task panicked")?;
     components.abort();
     served.context("the API server failed")?;
+    if let Some(auditor) = &auditor {
+        auditor.flush().await;
+    }
     compactor.abort();
     availability.abort();
     renewal.abort();
@@ -314,6 +340,70 @@ async fn renew_serving_certificate(
                     "cannot renew the serving certificate"
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The DNS names and IP addresses of a PEM certificate's subjectAltName.
+    fn sans(pem: &str) -> (Vec<String>, Vec<IpAddr>) {
+        let der = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+            .map(|c: rustls::pki_types::CertificateDer<'_>| c.to_vec())
+            .expect("PEM");
+        let (_, certificate) = x509_parser::parse_x509_certificate(&der).expect("X.509");
+        let names = certificate
+            .subject_alternative_name()
+            .expect("one subjectAltName")
+            .expect("a subjectAltName")
+            .value
+            .general_names
+            .clone();
+        let mut dns = Vec::new();
+        let mut ips = Vec::new();
+        for name in names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(name) => dns.push(name.to_owned()),
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                    ips.push(match bytes.len() {
+                        4 => IpAddr::from(<[u8; 4]>::try_from(bytes).expect("4 bytes")),
+                        _ => IpAddr::from(<[u8; 16]>::try_from(bytes).expect("16 bytes")),
+                    });
+                }
+                _ => {}
+            }
+        }
+        (dns, ips)
+    }
+
+    #[test]
+    fn the_serving_certificate_names_what_in_cluster_clients_dial() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pki = Pki::load_or_create(dir.path()).expect("create the CA");
+        let issued = serving_certificate(
+            &pki,
+            SocketAddr::from(([127, 0, 0, 1], 6443)),
+            IpAddr::from([192, 0, 2, 10]),
+            Some(Ipv4Addr::new(10, 96, 0, 1)),
+            &["api.example.com".to_owned(), "203.0.113.7".to_owned()],
+        )
+        .expect("issue");
+        let (dns, ips) = sans(&issued.cert_pem);
+        for name in [
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "localhost",
+            "api.example.com",
+        ] {
+            assert!(dns.iter().any(|d| d == name), "{name} missing from {dns:?}");
+        }
+        for ip in ["10.96.0.1", "192.0.2.10", "127.0.0.1", "::1", "203.0.113.7"] {
+            let ip: IpAddr = ip.parse().expect("an address");
+            assert!(ips.contains(&ip), "{ip} missing from {ips:?}");
         }
     }
 }

@@ -122,9 +122,9 @@ pub async fn impersonate(
     match impersonated(&state.authorizer, &requestor, request.headers(), &parts).await {
         Ok(user) => {
             tracing::debug!(user = %requestor.name, acting_as = %user.name, "impersonation");
-            request
-                .extensions_mut()
-                .insert(Authenticated(Arc::new(user)));
+            let user = Arc::new(user);
+            crate::audit::record_impersonated_user(&user);
+            request.extensions_mut().insert(Authenticated(user));
             next.run(request).await
         }
         Err(error) => error.into_response(),

@@ -183,6 +183,7 @@ mod admission;
 mod admission_policy;
 mod aggregation;
 mod apply;
+mod audit;
 mod bootstrap;
 mod crd;
 mod crd_apply;
