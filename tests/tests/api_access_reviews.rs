@@ -137,3 +137,217 @@ fn kubectl_impersonates_users_and_groups() {
     let pods = k.run(&["get", "pods", "--as", "bob", "--as-group", "system:masters"]);
     assert_eq!(pods, "", "no pods: kubectl says so on stderr");
 }
+
+const POLICY: &str = "apiVersion: v1
+kind: Namespace
+metadata: {name: team}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: robot, namespace: team}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: root-admin}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+subjects: [{kind: User, name: root, apiGroup: rbac.authorization.k8s.io}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: eddie-edit, namespace: team}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}
+subjects: [{kind: User, name: eddie, apiGroup: rbac.authorization.k8s.io}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: viewers, namespace: team}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects:
+- {kind: User, name: vera, apiGroup: rbac.authorization.k8s.io}
+- {kind: ServiceAccount, name: robot, namespace: team}
+";
+
+/// `kubectl auth can-i --as ...` for Kubernetes' bootstrap roles, as Kubernetes 1.33 answers:
+/// cluster-admin, edit and view bound in a namespace, a ServiceAccount, a node and a user bound
+/// to nothing; and a user bound to `edit` cannot bind `cluster-admin` (escalation).
+#[test]
+fn can_i_follows_the_bootstrap_roles_and_bindings() {
+    let plane = ControlPlane::start();
+    let k = Kubectl::new(33, &plane);
+    let dir = tempfile::tempdir().expect("temp dir");
+    keelson_tests::pods::apply(&k, dir.path(), "policy.yaml", POLICY);
+    let sa = "system:serviceaccount:team:robot";
+    // (impersonation, can-i arguments, allowed)
+    let cases: &[(&[&str], &[&str], bool)] = &[
+        (&["--as", "root"], &["*", "*"], true),
+        (&["--as", "root"], &["delete", "nodes"], true),
+        (&["--as", "root"], &["get", "/metrics"], true),
+        (
+            &["--as", "eddie"],
+            &["create", "deployments.apps", "-n", "team"],
+            true,
+        ),
+        (&["--as", "eddie"], &["get", "secrets", "-n", "team"], true),
+        (
+            &["--as", "eddie"],
+            &["create", "pods/exec", "-n", "team"],
+            true,
+        ),
+        (
+            &["--as", "eddie"],
+            &["impersonate", "serviceaccounts", "-n", "team"],
+            true,
+        ),
+        (
+            &["--as", "eddie"],
+            &[
+                "create",
+                "rolebindings.rbac.authorization.k8s.io",
+                "-n",
+                "team",
+            ],
+            false,
+        ),
+        (
+            &["--as", "eddie"],
+            &["update", "resourcequotas", "-n", "team"],
+            false,
+        ),
+        (
+            &["--as", "eddie"],
+            &["create", "pods", "-n", "default"],
+            false,
+        ),
+        (&["--as", "eddie"], &["list", "nodes"], false),
+        (&["--as", "vera"], &["list", "pods", "-n", "team"], true),
+        (&["--as", "vera"], &["get", "pods/log", "-n", "team"], true),
+        (&["--as", "vera"], &["get", "secrets", "-n", "team"], false),
+        (&["--as", "vera"], &["create", "pods", "-n", "team"], false),
+        (
+            &["--as", "vera"],
+            &["create", "pods/exec", "-n", "team"],
+            false,
+        ),
+        (&["--as", sa], &["list", "pods", "-n", "team"], true),
+        (
+            &["--as", sa],
+            &["create", "selfsubjectaccessreviews.authorization.k8s.io"],
+            true,
+        ),
+        (&["--as", sa], &["list", "secrets", "-n", "team"], false),
+        (&["--as", sa], &["list", "pods", "-n", "default"], false),
+        (
+            &["--as", "system:node:n1", "--as-group", "system:nodes"],
+            &["get", "nodes"],
+            true,
+        ),
+        (
+            &["--as", "system:node:n1", "--as-group", "system:nodes"],
+            &["list", "pods", "-A"],
+            true,
+        ),
+        (
+            &["--as", "system:node:n1", "--as-group", "system:nodes"],
+            &["list", "secrets", "-A"],
+            false,
+        ),
+        (
+            &["--as", "system:node:n1", "--as-group", "system:nodes"],
+            &["get", "secrets/s1", "-n", "default"],
+            false,
+        ),
+        (
+            &["--as", "system:node:n1", "--as-group", "system:nodes"],
+            &["delete", "namespaces"],
+            false,
+        ),
+        (
+            &["--as", "alice"],
+            &["create", "selfsubjectrulesreviews.authorization.k8s.io"],
+            true,
+        ),
+        (&["--as", "alice"], &["get", "/version"], true),
+        (&["--as", "alice"], &["get", "pods"], false),
+    ];
+    for (who, question, allowed) in cases {
+        let mut args = vec!["auth", "can-i"];
+        args.extend_from_slice(question);
+        args.extend_from_slice(who);
+        let (code, stdout, stderr) = outcome(&k, &args);
+        // A denial may carry the authorizer's reason: `no - <reason>`.
+        let answer = stdout.split(" - ").next().unwrap_or_default().trim();
+        let want = if *allowed { (0, "yes") } else { (1, "no") };
+        assert_eq!(
+            (code, answer),
+            want,
+            "kubectl {}: {stdout}{stderr}",
+            args.join(" ")
+        );
+    }
+    // The admin's rules: everything, listed as Kubernetes lists cluster-admin's.
+    let (code, listed, stderr) = outcome(&k, &["auth", "can-i", "--list"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["*.*", "[]", "[]", "[*]"]),
+        "{listed}"
+    );
+
+    // Escalation: eddie may write RoleBindings once allowed to, but not to cluster-admin.
+    keelson_tests::pods::apply(
+        &k,
+        dir.path(),
+        "binder.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: binder, namespace: team}
+rules:
+- {apiGroups: [rbac.authorization.k8s.io], resources: [rolebindings], verbs: [create]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: eddie-binder, namespace: team}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: binder}
+subjects: [{kind: User, name: eddie, apiGroup: rbac.authorization.k8s.io}]
+",
+    );
+    let (code, _, stderr) = outcome(
+        &k,
+        &[
+            "create",
+            "rolebinding",
+            "grab",
+            "-n",
+            "team",
+            "--clusterrole",
+            "cluster-admin",
+            "--user",
+            "eddie",
+            "--as",
+            "eddie",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("is attempting to grant RBAC permissions not currently held"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = outcome(
+        &k,
+        &[
+            "create",
+            "rolebinding",
+            "fine",
+            "-n",
+            "team",
+            "--clusterrole",
+            "view",
+            "--user",
+            "vera",
+            "--as",
+            "eddie",
+        ],
+    );
+    assert_eq!(code, 0, "edit may grant view, which it holds: {stderr}");
+}

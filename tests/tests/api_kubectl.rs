@@ -410,7 +410,12 @@ fn scenario(minor: u32) {
         "-o",
         "name",
     ]);
-    assert_eq!(out.trim(), "", "negative label selector");
+    // kube-root-ca.crt (in every namespace, as in Kubernetes) has no tier label.
+    assert_eq!(
+        out.trim(),
+        "configmap/kube-root-ca.crt",
+        "negative label selector"
+    );
     let out = k.run(&[
         "get",
         "namespaces",
@@ -489,7 +494,8 @@ fn scenario(minor: u32) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = k.run(&["get", "all,configmaps,secrets", "-n", "demo", "-o", "name"]);
-        if out.trim().is_empty() {
+        // What Kubernetes keeps in every namespace: the root CA ConfigMap.
+        if out.trim() == "configmap/kube-root-ca.crt" {
             break;
         }
         assert!(

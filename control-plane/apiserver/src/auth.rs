@@ -200,21 +200,26 @@ impl Authenticator {
         if let Some(ClientCertificate(user)) = request.extensions().get::<ClientCertificate>() {
             return Ok(Some(Arc::clone(user)));
         }
-        let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        if request.headers().get(header::AUTHORIZATION).is_none() {
             return Ok(None);
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(ApiError::unauthorized)?;
+        }
+        let token = bearer_token(request.headers()).ok_or_else(ApiError::unauthorized)?;
         self.tokens
             .get(token)
             .cloned()
             .map(Some)
             .ok_or_else(ApiError::unauthorized)
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header. The scheme is matched without
+/// regard to case, as Kubernetes' bearer-token authenticator does (the Python client sends
+/// `bearer`); an empty token is none.
+pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The authenticated user of a request, in its extensions once [`authenticate`] let it through.
@@ -378,6 +383,26 @@ pub(crate) fn forbidden(user: &UserInfo, verb: &str, target: &Target, why: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_without_case() {
+        let cases = [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER  abc ", Some("abc")),
+            ("Basic abc", None),
+            ("Bearer ", None),
+            ("Bearerabc", None),
+        ];
+        for (value, expected) in cases {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(
+                header::AUTHORIZATION,
+                value.parse().expect("a header value"),
+            );
+            assert_eq!(bearer_token(&headers), expected, "{value:?}");
+        }
+    }
 
     #[test]
     fn token_files_use_kubernetes_csv_format() {

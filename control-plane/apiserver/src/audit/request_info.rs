@@ -1,11 +1,11 @@
-//! What a request is in Kubernetes' terms (kube-apiserver's `RequestInfoFactory`): the verb,
-//! and for `/api/...` and `/apis/...` paths the group, version, resource, subresource,
-//! namespace and name — for any resource, served or not, so the audit log names what was
-//! asked for.
+//! What a request is in Kubernetes' terms (kube-apiserver's `RequestInfoFactory`, shared with
+//! authorization): the verb, and for `/api/...` and `/apis/...` paths the group, version,
+//! resource, subresource, namespace and name — for any resource, served or not, so the audit
+//! log names what was asked for.
 
 use std::collections::HashMap;
 
-use crate::auth::authz::ResourceAttributes;
+use crate::auth::authz::{RequestKind, ResourceAttributes};
 
 /// A request, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,102 +34,20 @@ impl RequestInfo {
     }
 }
 
-/// Go's `strconv.ParseBool`.
-fn go_bool(text: &str) -> bool {
-    matches!(text, "1" | "t" | "T" | "TRUE" | "true" | "True")
-}
-
-/// Classifies a request by method, path and decoded query parameters.
+/// Classifies a request by method, path and decoded query parameters, as authorization does
+/// ([`crate::auth::request_info::classify`]).
 pub fn classify(method: &str, path: &str, query: &HashMap<String, String>) -> RequestInfo {
-    let non_resource = || RequestInfo {
-        verb: method.to_ascii_lowercase(),
-        path: path.to_owned(),
-        resource: None,
-    };
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if parts.len() < 3 {
-        return non_resource();
-    }
-    let (group, rest) = match parts[0] {
-        "api" => ("", &parts[1..]),
-        "apis" if parts.len() >= 4 => (parts[1], &parts[2..]),
-        _ => return non_resource(),
-    };
-    let (version, mut rest) = (rest[0], &rest[1..]);
-    let mut verb = match rest.first() {
-        Some(&special @ ("watch" | "proxy")) => {
-            if rest.len() < 2 {
-                return non_resource();
-            }
-            rest = &rest[1..];
-            special
-        }
-        _ => match method {
-            "POST" => "create",
-            "GET" | "HEAD" => "get",
-            "PUT" => "update",
-            "PATCH" => "patch",
-            "DELETE" => "delete",
-            _ => "",
-        },
-    }
-    .to_owned();
-    let mut namespace = "";
-    if rest.first() == Some(&"namespaces")
-        && let Some(ns) = rest.get(1)
-    {
-        namespace = ns;
-        if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
-            rest = &rest[2..];
-        }
-    }
-    let resource = rest.first().copied().unwrap_or_default();
-    let mut name = rest.get(1).copied().unwrap_or_default().to_owned();
-    let subresource = if verb != "proxy" {
-        rest.get(2).copied().unwrap_or_default()
-    } else {
-        ""
-    };
-    if name.is_empty() && verb == "get" {
-        verb = if query.get("watch").is_some_and(|w| go_bool(w)) {
-            "watch".into()
-        } else {
-            "list".into()
-        };
-        if let Some(selected) = query
-            .get("fieldSelector")
-            .and_then(|s| name_from_field_selector(s))
-        {
-            name = selected;
-        }
-    }
-    if name.is_empty() && verb == "delete" {
-        verb = "deletecollection".into();
-    }
+    let method =
+        axum::http::Method::from_bytes(method.as_bytes()).unwrap_or(axum::http::Method::GET);
+    let (verb, request) = crate::auth::request_info::classify(&method, path, query);
     RequestInfo {
         verb,
         path: path.to_owned(),
-        resource: Some(ResourceAttributes {
-            group: group.to_owned(),
-            version: version.to_owned(),
-            resource: resource.to_owned(),
-            subresource: subresource.to_owned(),
-            namespace: namespace.to_owned(),
-            name,
-        }),
+        resource: match request {
+            RequestKind::Resource(resource) => Some(resource),
+            RequestKind::NonResource { .. } => None,
+        },
     }
-}
-
-/// The name a `metadata.name=<name>` (or `==`) requirement of a field selector asks for.
-fn name_from_field_selector(selector: &str) -> Option<String> {
-    selector.split(',').find_map(|term| {
-        let value = term.trim().strip_prefix("metadata.name")?;
-        let value = value
-            .strip_prefix("==")
-            .or_else(|| value.strip_prefix('='))?;
-        (!value.is_empty() && !value.contains('/') && value != "." && value != "..")
-            .then(|| value.to_owned())
-    })
 }
 
 #[cfg(test)]

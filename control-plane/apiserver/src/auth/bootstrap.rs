@@ -13,7 +13,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use keelson_api::bootstrap_token::{self as bt, BootstrapToken};
 use keelson_store::Store;
@@ -34,14 +34,7 @@ pub(crate) async fn authenticate(
     headers: &HeaderMap,
     now: jiff::Timestamp,
 ) -> Option<Arc<UserInfo>> {
-    let token: BootstrapToken = headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")?
-        .trim()
-        .parse()
-        .ok()?;
+    let token: BootstrapToken = super::bearer_token(headers)?.parse().ok()?;
     let secrets = registry::RESOURCES
         .iter()
         .find(|r| r.group.is_empty() && r.plural == "secrets")?;

@@ -39,18 +39,35 @@ pub(crate) fn attributes(
     path: &str,
     params: &Params,
 ) -> Attributes {
-    let non_resource = |user| Attributes {
+    let (verb, request) = classify(method, path, params);
+    Attributes {
         user,
-        verb: method.as_str().to_ascii_lowercase(),
-        request: RequestKind::NonResource {
-            path: path.to_owned(),
-        },
+        verb,
+        request,
+    }
+}
+
+/// Go's `strconv.ParseBool` (how kube reads `watch=`).
+fn go_bool(text: &str) -> bool {
+    matches!(text, "1" | "t" | "T" | "TRUE" | "true" | "True")
+}
+
+/// Kubernetes' verb and what `method path?query` addresses (see [`attributes`]); the audit
+/// log classifies requests with it too.
+pub(crate) fn classify(method: &Method, path: &str, params: &Params) -> (String, RequestKind) {
+    let non_resource = || {
+        (
+            method.as_str().to_ascii_lowercase(),
+            RequestKind::NonResource {
+                path: path.to_owned(),
+            },
+        )
     };
     let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let (group, rest) = match parts.as_slice() {
         ["api", version, rest @ ..] if !rest.is_empty() => ("", (version, rest)),
         ["apis", group, version, rest @ ..] if !rest.is_empty() => (*group, (version, rest)),
-        _ => return non_resource(user),
+        _ => return non_resource(),
     };
     let (version, mut rest) = rest;
     let mut verb = match *method {
@@ -95,9 +112,7 @@ pub(crate) fn attributes(
         attributes.subresource = (*sub).to_owned();
     }
     if attributes.name.is_empty() && verb == "get" {
-        let watch = params
-            .get("watch")
-            .is_some_and(|w| !matches!(w.to_ascii_lowercase().as_str(), "false" | "0"));
+        let watch = params.get("watch").is_some_and(|w| go_bool(w));
         verb = if watch { "watch" } else { "list" }.to_owned();
         if let Some(name) = params.get("fieldSelector").and_then(|s| selected_name(s)) {
             attributes.name = name;
@@ -106,11 +121,7 @@ pub(crate) fn attributes(
     if attributes.name.is_empty() && verb == "delete" {
         verb = "deletecollection".to_owned();
     }
-    Attributes {
-        user,
-        verb,
-        request: RequestKind::Resource(attributes),
-    }
+    (verb, RequestKind::Resource(attributes))
 }
 
 /// Kubernetes' 403 for a denied request (`ForbiddenStatusError`): `pods "p" is forbidden:

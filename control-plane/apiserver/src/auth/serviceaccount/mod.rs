@@ -12,7 +12,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use keelson_store::Store;
 use serde_json::{Value, json};
 
@@ -487,12 +487,7 @@ fn user_of(claims: &TokenClaims) -> UserInfo {
 
 /// The bearer token of a request, if it has one.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    crate::auth::bearer_token(headers)
 }
 
 /// The service-account user a request's bearer token stands for, or `None` (not a
