@@ -27,7 +27,7 @@ use super::{
     Authenticated, UserInfo,
     authz::{Attributes, Decision, RequestKind, ResourceAttributes},
 };
-use crate::{ApiError, AppState, error::Details};
+use crate::{ApiError, AppState};
 
 const USER: &str = "impersonate-user";
 const GROUP: &str = "impersonate-group";
@@ -223,7 +223,7 @@ async fn impersonated(
         if let Decision::Deny(reason) | Decision::NoOpinion(reason) =
             authorizer.authorize(&attributes).await
         {
-            return Err(forbidden(&attributes, &reason));
+            return Err(super::request_info::forbidden(&attributes, &reason));
         }
         match part {
             Part::User(name) => user.name.clone_from(name),
@@ -251,61 +251,6 @@ async fn impersonated(
     }
     user.extra = extra;
     Ok(user)
-}
-
-/// kube's Forbidden for an authorizer's refusal: `users "bob" is forbidden: User "alice"
-/// cannot impersonate resource "users" in API group "" at the cluster scope[: reason]`.
-pub(crate) fn forbidden(attributes: &Attributes, reason: &str) -> ApiError {
-    let user = &attributes.user.name;
-    let verb = &attributes.verb;
-    let (message, details) = match &attributes.request {
-        RequestKind::NonResource { path } => (
-            format!("forbidden: User \"{user}\" cannot {verb} path \"{path}\""),
-            None,
-        ),
-        RequestKind::Resource(r) => {
-            let qualified = if r.group.is_empty() {
-                r.resource.clone()
-            } else {
-                format!("{}.{}", r.resource, r.group)
-            };
-            let object = if r.name.is_empty() {
-                qualified
-            } else {
-                format!("{qualified} \"{}\"", r.name)
-            };
-            let resource = if r.subresource.is_empty() {
-                r.resource.clone()
-            } else {
-                format!("{}/{}", r.resource, r.subresource)
-            };
-            let scope = if r.namespace.is_empty() {
-                "at the cluster scope".to_owned()
-            } else {
-                format!("in the namespace \"{}\"", r.namespace)
-            };
-            (
-                format!(
-                    "{object} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" \
-                     in API group \"{}\" {scope}",
-                    r.group
-                ),
-                Some(Box::new(Details {
-                    name: r.name.clone(),
-                    group: r.group.clone(),
-                    kind: r.resource.clone(),
-                    causes: Vec::new(),
-                })),
-            )
-        }
-    };
-    let mut error = ApiError::forbidden(if reason.is_empty() {
-        message
-    } else {
-        format!("{message}: {reason}")
-    });
-    error.details = details;
-    error
 }
 
 #[cfg(test)]
@@ -396,7 +341,7 @@ mod tests {
             ),
         ];
         for (part, want) in cases {
-            let error = forbidden(&attributes(part), "");
+            let error = crate::auth::request_info::forbidden(&attributes(part), "");
             assert_eq!(error.code, StatusCode::FORBIDDEN);
             assert_eq!(error.message, want);
         }

@@ -10,7 +10,7 @@ use super::{
     UserInfo,
     authz::{Attributes, RequestKind, ResourceAttributes},
 };
-use crate::{ApiError, request::Params};
+use crate::{ApiError, error::Details, request::Params};
 
 /// Subresources of a namespace itself (`/api/v1/namespaces/ns/status`).
 const NAMESPACE_SUBRESOURCES: &[&str] = &["status", "finalize"];
@@ -126,14 +126,16 @@ pub(crate) fn classify(method: &Method, path: &str, params: &Params) -> (String,
 
 /// Kubernetes' 403 for a denied request (`ForbiddenStatusError`): `pods "p" is forbidden:
 /// User "u" cannot get resource "pods" in API group "" in the namespace "ns"`, or `forbidden:
-/// User "u" cannot get path "/x"`, with `: <reason>` when the authorizers gave one.
+/// User "u" cannot get path "/x"`, with `: <reason>` when the authorizers gave one, and the
+/// object in the Status details.
 pub(crate) fn forbidden(attributes: &Attributes, reason: &str) -> ApiError {
     let user = &attributes.user.name;
     let verb = &attributes.verb;
-    let mut message = match &attributes.request {
-        RequestKind::NonResource { path } => {
-            format!("forbidden: User \"{user}\" cannot {verb} path \"{path}\"")
-        }
+    let (message, details) = match &attributes.request {
+        RequestKind::NonResource { path } => (
+            format!("forbidden: User \"{user}\" cannot {verb} path \"{path}\""),
+            None,
+        ),
         RequestKind::Resource(r) => {
             let qualified = if r.group.is_empty() {
                 r.resource.clone()
@@ -155,18 +157,28 @@ pub(crate) fn forbidden(attributes: &Attributes, reason: &str) -> ApiError {
             } else {
                 format!("in the namespace \"{}\"", r.namespace)
             };
-            format!(
-                "{object} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in \
-                 API group \"{}\" {scope}",
-                r.group
+            (
+                format!(
+                    "{object} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" \
+                     in API group \"{}\" {scope}",
+                    r.group
+                ),
+                Some(Box::new(Details {
+                    name: r.name.clone(),
+                    group: r.group.clone(),
+                    kind: r.resource.clone(),
+                    causes: Vec::new(),
+                })),
             )
         }
     };
-    if !reason.is_empty() {
-        message.push_str(": ");
-        message.push_str(reason);
-    }
-    ApiError::forbidden(message)
+    let mut error = ApiError::forbidden(if reason.is_empty() {
+        message
+    } else {
+        format!("{message}: {reason}")
+    });
+    error.details = details;
+    error
 }
 
 #[cfg(test)]

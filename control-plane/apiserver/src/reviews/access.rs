@@ -34,7 +34,7 @@ use crate::{
     auth::{
         UserInfo,
         authz::{Attributes, Decision, RequestKind, ResourceAttributes},
-        impersonate,
+        request_info,
     },
     discovery::json_response,
     request::{Body as RequestBody, FieldValidation},
@@ -173,7 +173,7 @@ async fn may_create(
     match state.authorizer.authorize(&attributes).await {
         Decision::Allow(_) => Ok(()),
         Decision::Deny(reason) | Decision::NoOpinion(reason) => {
-            Err(impersonate::forbidden(&attributes, &reason))
+            Err(request_info::forbidden(&attributes, &reason))
         }
     }
 }
