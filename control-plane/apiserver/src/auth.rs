@@ -1,23 +1,24 @@
-//! Authentication (client certificates and bearer tokens) and authorization (the chain of
-//! [`chain`]: `system:masters`, the node rules, RBAC), with node identities restricted to
-//! their own objects as Kubernetes' NodeRestriction does.
+//! Authentication (client certificates and bearer tokens), impersonation ([`impersonate`]) and
+//! authorization (the chain of [`chain`]: `system:masters`, Kubernetes' Node authorizer
+//! ([`node`]), RBAC ([`rbac`])), with node identities restricted to their own objects as
+//! Kubernetes' NodeRestriction does.
 //!
 //! A client is authenticated, in this order, by
 //! - the X.509 client certificate it presented in the TLS handshake, verified against the
 //!   cluster CA by [`crate::tls`]: the subject's common name is the user, its organizations are
 //!   the groups (Kubernetes' convention);
 //! - an `Authorization: Bearer <token>` header that names a token of the static token file
-//!   (Kubernetes' `--token-auth-file` CSV format: `token,user,uid,"group1,group2"`).
+//!   (Kubernetes' `--token-auth-file` CSV format: `token,user,uid,"group1,group2"`);
 //! - a service-account JWT in that header ([`serviceaccount`]: kube's TokenRequest tokens,
 //!   checked against the ServiceAccount and bound objects on every request);
 //! - a bootstrap token in that header ([`bootstrap`]).
 //!
-//! Every authenticated user is also in `system:authenticated`. A request with neither is
+//! Every authenticated user is also in `system:authenticated`. A request with none of these is
 //! anonymous (`system:anonymous` in `system:unauthenticated`, kube's `--anonymous-auth`) and is
 //! authorized like any other: the bootstrap policy lets it read the health and version
 //! endpoints only. A bearer token that names nobody is 401. Every request, resource or not,
-//! is then authorized by the chain ([`request_info`] reads what it asks); a denial is kube's
-//! 403. Bootstrap tokens are in [`bootstrap`].
+//! is then authorized by the chain ([`authorize`], after impersonation; [`request_info`] reads
+//! what it asks); a denial is kube's 403.
 
 use std::{collections::HashMap, path::Path, sync::Arc};
 
@@ -239,8 +240,7 @@ pub(crate) fn in_authenticated_group(user: Arc<UserInfo>) -> Arc<UserInfo> {
 }
 
 /// Middleware: authenticates every request (401 for credentials that name nobody; none at
-/// all is the anonymous user unless anonymous requests are off) and authorizes it with the
-/// chain (kube's 403 when nobody allows it).
+/// all is the anonymous user unless anonymous requests are off); [`authorize`] decides later.
 pub async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
