@@ -87,7 +87,7 @@ pub struct AppState {
     crds: Arc<crd::Registry>,
     openapi: Arc<openapi::OpenApi>,
     health: keelson_daemon::health::Health,
-    /// Every request is authorized by this chain (masters, node rules, RBAC).
+    /// Every request is authorized by this chain (masters, the Node authorizer, RBAC).
     authorizer: Arc<auth::authz::Authorizer>,
     /// The chain's RBAC link: writes of RBAC objects invalidate its index.
     rbac: Arc<auth::rbac::RbacAuthorizer>,
