@@ -71,8 +71,14 @@ impl ControlPlane {
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", from.display()))
         {
             let entry = entry.expect("a pki/ entry");
-            std::fs::copy(entry.path(), to.join(entry.file_name()))
-                .unwrap_or_else(|e| panic!("cannot copy {}: {e}", entry.path().display()));
+            // The other plane may be writing a client certificate right now (`<name>.tmp`,
+            // renamed when complete): a file that is gone by the time it is copied is one of
+            // those, and certificates of components are the plane's own anyway.
+            match std::fs::copy(entry.path(), to.join(entry.file_name())) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("cannot copy {}: {e}", entry.path().display()),
+            }
         }
         Self::start_in(dir, extra_args)
     }
