@@ -30,16 +30,20 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-async fn server() -> Server {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// A SQLite store in `dir`, with the system namespaces and the bootstrap RBAC policy.
+async fn bootstrapped_store(dir: &std::path::Path) -> Arc<dyn Store> {
     let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(dir.path().join("state.db"), SqliteOptions::default())
+        SqliteStore::open(dir.join("state.db"), SqliteOptions::default())
             .await
             .expect("open the SQLite store"),
     );
-    bootstrap(store.as_ref())
-        .await
-        .expect("bootstrap namespaces");
+    bootstrap(store.as_ref()).await.expect("bootstrap");
+    store
+}
+
+async fn server() -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = bootstrapped_store(dir.path()).await;
     let authenticator = Authenticator::default()
         .with_token(
             ADMIN_TOKEN,

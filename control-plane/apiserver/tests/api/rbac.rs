@@ -12,12 +12,7 @@ const ROBOT_TOKEN: &str = "robot-token";
 
 async fn rbac_server() -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(dir.path().join("state.db"), SqliteOptions::default())
-            .await
-            .expect("open the SQLite store"),
-    );
-    bootstrap(store.as_ref()).await.expect("bootstrap");
+    let store = bootstrapped_store(dir.path()).await;
     let authenticator = Authenticator::default()
         .with_token(
             ADMIN_TOKEN,

@@ -13,12 +13,10 @@ use keelson_apiserver::{
         masters::masters_only,
         rbac::RbacAuthorizer,
     },
-    bootstrap,
 };
-use keelson_store::{SqliteOptions, SqliteStore, Store};
 use serde_json::{Value, json};
 
-use super::{ADMIN_TOKEN, ALICE_TOKEN, NODE_TOKEN, Server};
+use super::{ADMIN_TOKEN, ALICE_TOKEN, NODE_TOKEN, Server, bootstrapped_store};
 
 /// alice may list pods in `a` and impersonate the user carol; bob is explicitly denied deleting
 /// nodes; nobody else gets an opinion.
@@ -63,12 +61,7 @@ impl Authorize for Policy {
 
 async fn server() -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(dir.path().join("state.db"), SqliteOptions::default())
-            .await
-            .expect("open the SQLite store"),
-    );
-    bootstrap(store.as_ref()).await.expect("bootstrap");
+    let store = bootstrapped_store(dir.path()).await;
     let authenticator = Authenticator::default()
         .with_token(
             ADMIN_TOKEN,
