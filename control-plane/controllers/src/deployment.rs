@@ -53,16 +53,7 @@ pub fn template_hash(template: &PodTemplateSpec) -> String {
     let text = serde_json::to_value(template)
         .map(|v| v.to_string())
         .unwrap_or_default();
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in text.bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    hash.to_string()
-        .bytes()
-        .map(|d| char::from(ALPHABET[usize::from(d) % ALPHABET.len()]))
-        .collect()
+    crate::history::safe_hash(text.as_bytes())
 }
 
 /// `maxSurge`/`maxUnavailable` against `replicas`: percentages round up for surge and down for

@@ -6,6 +6,7 @@
 //! - [`replicaset`]: ReplicaSets -> Pods;
 //! - [`deployment`]: Deployments -> ReplicaSets, rolling updates;
 //! - [`namespace`]: deleting a Namespace deletes its content, then the Namespace;
+//! - [`history`]: ControllerRevisions for DaemonSets and StatefulSets (pure helpers);
 //! - [`gc`]: garbage collection through `ownerReferences` (background, foreground, orphan);
 //! - [`nodeipam`]: a `spec.podCIDR` per Node from the cluster CIDR;
 //! - [`nodelifecycle`]: Nodes whose Lease stops renewing go NotReady and get tainted; their pods
@@ -33,6 +34,7 @@ pub mod csrsigning;
 pub mod deployment;
 pub mod endpointslice;
 pub mod gc;
+pub mod history;
 pub mod leaderelection;
 pub mod namespace;
 pub mod nodeipam;
