@@ -93,7 +93,19 @@ pub async fn creates_at_concurrency(
     count: usize,
     concurrency: usize,
 ) -> CreateResult {
-    let next = Arc::new(AtomicUsize::new(0));
+    creates_numbered_from(client, ns, 0..count, concurrency).await
+}
+
+/// [`creates_at_concurrency`] of the ConfigMaps numbered `numbers` (`cm-<number>`), so that
+/// several rounds in one namespace create distinct objects.
+pub async fn creates_numbered_from(
+    client: &kube::Client,
+    ns: &str,
+    numbers: std::ops::Range<usize>,
+    concurrency: usize,
+) -> CreateResult {
+    let count = numbers.end;
+    let next = Arc::new(AtomicUsize::new(numbers.start));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {

@@ -403,25 +403,36 @@ async fn compare_rbac(
         rbac::NAMESPACE,
         loading.elapsed().as_secs_f64()
     );
-    let user = rbac::user_client(&plane.data_dir().join("admin.kubeconfig")).await?;
+    let kubeconfig = plane.data_dir().join("admin.kubeconfig");
+    let user = rbac::user_client(&kubeconfig).await?;
+    let masters = rbac::masters_client(&kubeconfig).await?;
     rbac::probe(&user).await?;
-    let run = |client: &kube::Client, ns: &'static str| {
-        let client = client.clone();
-        async move {
-            let result =
-                load::creates_at_concurrency(&client, ns, plan.objects, options.concurrency).await;
-            if result.errors > 0 {
-                bail!(
-                    "{} of the creates in {ns} failed: {}",
-                    result.errors,
-                    result.first_error.unwrap_or_default()
-                );
-            }
-            Ok((result.rate(), Percentiles::of(&result.latency)))
+    // ABBA rounds: each identity runs first as often as second.
+    let per_round = plan.objects.div_ceil(RBAC_ROUNDS).max(1);
+    let mut totals = [RbacTotals::default(), RbacTotals::default()];
+    for round in 0..RBAC_ROUNDS * 2 {
+        let user_turn = matches!(round % 4, 1 | 2);
+        let (client, ns, total) = if user_turn {
+            (&user, rbac::NAMESPACE, &mut totals[1])
+        } else {
+            (&masters, rbac::ADMIN_NAMESPACE, &mut totals[0])
+        };
+        let first = total.rounds * per_round;
+        let result =
+            load::creates_numbered_from(client, ns, first..first + per_round, options.concurrency)
+                .await;
+        if result.errors > 0 {
+            bail!(
+                "{} of the creates in {ns} failed: {}",
+                result.errors,
+                result.first_error.unwrap_or_default()
+            );
         }
-    };
-    let (masters_rate, masters_latency) = run(admin, rbac::ADMIN_NAMESPACE).await?;
-    let (rbac_rate, rbac_latency) = run(&user, rbac::NAMESPACE).await?;
+        total.add(&result)?;
+    }
+    let [masters_total, rbac_total] = totals;
+    let (masters_rate, masters_latency) = masters_total.figures();
+    let (rbac_rate, rbac_latency) = rbac_total.figures();
     let figures = RbacFigures {
         roles: rbac::ROLES,
         bindings: rbac::BINDINGS,
@@ -429,6 +440,7 @@ async fn compare_rbac(
         masters_latency,
         rbac_rate,
         rbac_latency,
+        rounds: RBAC_ROUNDS,
     };
     println!(
         "    creates as system:masters {:.0}/s (p99 {:.2} ms), as an RBAC user {:.0}/s (p99 {:.2} \
@@ -440,6 +452,46 @@ async fn compare_rbac(
         figures.rate_ratio() * 100.0
     );
     Ok(figures)
+}
+
+/// Rounds each identity runs in the RBAC comparison.
+const RBAC_ROUNDS: usize = 4;
+
+/// One identity's creates summed over its rounds.
+struct RbacTotals {
+    rounds: usize,
+    ok: u64,
+    wall: Duration,
+    latency: hdrhistogram::Histogram<u64>,
+}
+
+impl Default for RbacTotals {
+    fn default() -> Self {
+        Self {
+            rounds: 0,
+            ok: 0,
+            wall: Duration::ZERO,
+            latency: load::histogram(),
+        }
+    }
+}
+
+impl RbacTotals {
+    fn add(&mut self, result: &load::CreateResult) -> anyhow::Result<()> {
+        self.rounds += 1;
+        self.ok += result.ok;
+        self.wall += result.wall;
+        self.latency
+            .add(&result.latency)
+            .context("latency histograms with different bounds")
+    }
+
+    fn figures(&self) -> (f64, Percentiles) {
+        (
+            self.ok as f64 / self.wall.as_secs_f64().max(1e-9),
+            Percentiles::of(&self.latency),
+        )
+    }
 }
 
 fn mib(kib: u64) -> f64 {

@@ -2,8 +2,10 @@
 //! same control plane once a realistic policy is stored — as the `system:masters` admin (which
 //! the first link of the authorizer chain allows without looking at RBAC) and as a user that
 //! only RBAC allows (`edit` bound in its namespace), among 500 Roles and 1000 bindings to
-//! other users and groups. The bench user authenticates with a static bearer token
-//! (`--token-auth-file`), the cheapest credential the control plane accepts.
+//! other users and groups. Both authenticate the same way, with a static bearer token
+//! (`--token-auth-file`; the admin's names the group `system:masters`), so the comparison
+//! measures the authorizer and nothing else, and they take turns in alternating rounds (ABBA
+//! order), so a store growing or a noisy neighbour weighs on both alike.
 
 use std::path::{Path, PathBuf};
 
@@ -32,14 +34,21 @@ pub const BINDINGS: usize = 1000;
 const POLICY_NAMESPACES: usize = 50;
 /// The bench user's bearer token (a scratch control plane on loopback only).
 const TOKEN: &str = "keelson-bench-rbac-token";
+/// The bench admin's bearer token, a member of `system:masters`.
+const MASTERS_TOKEN: &str = "keelson-bench-masters-token";
+/// The bench admin's name.
+const MASTERS_USER: &str = "bench-admin";
 
-/// Writes the static token file naming [`USER`] into `dir`; give the path to the control
-/// plane's `--token-auth-file`.
+/// Writes the static token file naming [`USER`] and the bench admin into `dir`; give the path
+/// to the control plane's `--token-auth-file`.
 pub fn token_file(dir: &Path) -> anyhow::Result<PathBuf> {
     let path = dir.join("bench-tokens.csv");
     std::fs::write(
         &path,
-        format!("{TOKEN},{USER},bench-rbac-uid,\"bench-users\"\n"),
+        format!(
+            "{TOKEN},{USER},bench-rbac-uid,\"bench-users\"\n\
+             {MASTERS_TOKEN},{MASTERS_USER},bench-admin-uid,\"system:masters\"\n"
+        ),
     )
     .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
@@ -48,16 +57,26 @@ pub fn token_file(dir: &Path) -> anyhow::Result<PathBuf> {
 /// A client of the control plane as [`USER`]: `admin`'s kubeconfig (server, CA) with the
 /// bench user's token instead of the admin's credentials.
 pub async fn user_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    token_client(kubeconfig, TOKEN).await
+}
+
+/// A client of the control plane as the bench admin (`system:masters`, by bearer token like
+/// [`user_client`]).
+pub async fn masters_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    token_client(kubeconfig, MASTERS_TOKEN).await
+}
+
+async fn token_client(kubeconfig: &Path, token: &str) -> anyhow::Result<kube::Client> {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("cannot read {}", kubeconfig.display()))?;
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .context("no client config from the admin kubeconfig")?;
     config.auth_info = kube::config::AuthInfo {
-        token: Some(TOKEN.to_owned().into()),
+        token: Some(token.to_owned().into()),
         ..Default::default()
     };
-    kube::Client::try_from(config).context("cannot build the bench user's client")
+    kube::Client::try_from(config).context("cannot build a bench client with a token")
 }
 
 fn role(namespace: &str, i: usize) -> Role {
