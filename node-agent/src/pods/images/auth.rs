@@ -187,7 +187,7 @@ pub fn credentials_for(image: &str, entries: &[Entry]) -> Vec<DockerCredentials>
                     || repo.starts_with(&format!("{}/", path.trim_end_matches('/'))))
         })
         .collect();
-    matching.sort_by(|a, b| b.key.len().cmp(&a.key.len()));
+    matching.sort_by_key(|e| std::cmp::Reverse(e.key.len()));
     matching
         .into_iter()
         .map(|e| DockerCredentials {

@@ -133,12 +133,16 @@ impl Worker {
                 reason: "ErrImagePull".into(),
                 message: error_chain(&e),
             })?;
-        let present_event = |w: &Self| {
-            let message = images::present_message(&image);
-            w.event(pod, Some(&container.name), "Normal", "Pulled", message);
+        let needs_pull = match policy.as_str() {
+            "Never" | "IfNotPresent" => !present,
+            _ => true,
         };
+        if !needs_pull {
+            let message = images::present_message(&image);
+            self.event(pod, Some(&container.name), "Normal", "Pulled", message);
+        }
         match policy.as_str() {
-            "Never" if present => return Ok(present_event(self)),
+            "Never" if present => return Ok(()),
             "Never" => {
                 return Err(Waiting {
                     reason: "ErrImageNeverPull".into(),
@@ -147,7 +151,7 @@ impl Worker {
                     ),
                 });
             }
-            "IfNotPresent" if present => return Ok(present_event(self)),
+            "IfNotPresent" if present => return Ok(()),
             _ => {}
         }
         if let Some((failures, last)) = self.pull_failures.get(&container.name).copied() {
