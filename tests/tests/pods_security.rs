@@ -144,6 +144,24 @@ fn terminated(pod: &Pod) -> Option<ContainerStateTerminated> {
         .clone()
 }
 
+/// The output of the pod's (ended) container, from Docker: the agent restarted above, and the
+/// API server may still know its previous kubelet port for a moment.
+fn logs(pod: &Pod) -> String {
+    let id = terminated(pod)
+        .and_then(|t| t.container_id)
+        .expect("a container id");
+    let id = id.trim_start_matches("docker://");
+    let output = std::process::Command::new("docker")
+        .args(["logs", id])
+        .output()
+        .expect("docker logs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 fn waiting(pod: &Pod) -> Option<(String, String)> {
     let w = pod
         .status
@@ -175,6 +193,17 @@ async fn events_of(events: &Api<Event>, pod: &str) -> Vec<(String, String, Strin
         .collect()
 }
 
+/// Removes the test's image tag when the test ends, also when it fails.
+struct ImageTag(String);
+
+impl Drop for ImageTag {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", &self.0])
+            .output();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_context_oom_and_image_archives_behave_as_the_kubelet() {
     let plane = ControlPlane::start_with(&["--controllers", "all,-nodeipam"]);
@@ -186,6 +215,7 @@ async fn security_context_oom_and_image_archives_behave_as_the_kubelet() {
     std::fs::create_dir_all(&images).expect("images dir");
     let archive = images.join("imported.tar");
     docker(&["tag", BUSYBOX, &imported]);
+    let _tag = ImageTag(imported.clone());
     docker(&["save", "-o", &archive.to_string_lossy(), &imported]);
     docker(&["rmi", &imported]);
     agent.restart();
@@ -217,7 +247,7 @@ async fn security_context_oom_and_image_archives_behave_as_the_kubelet() {
     let ro = wait_pod(&pods, "readonly", timeout, &agent, "readonly ends", ended).await;
     let t = terminated(&ro).expect("terminated");
     assert_eq!(t.exit_code, 1, "touch /x must fail, not /tmp/ok (9): {t:?}");
-    let log = kubectl.run(&["logs", "readonly"]);
+    let log = logs(&ro);
     assert!(log.contains("Read-only file system"), "{log}");
 
     // runAsNonRoot and a root image: refused before it runs, with the kubelet's words.
@@ -247,13 +277,13 @@ async fn security_context_oom_and_image_archives_behave_as_the_kubelet() {
     let nocaps = wait_pod(&pods, "nocaps", timeout, &agent, "nocaps ends", ended).await;
     let t = terminated(&nocaps).expect("terminated");
     assert_eq!(t.exit_code, 1, "{t:?}");
-    let log = kubectl.run(&["logs", "nocaps"]);
+    let log = logs(&nocaps);
     assert!(log.contains("Operation not permitted"), "{log}");
 
     // User, groups (fsGroup and supplementalGroups) and a safe sysctl in the pod's netns.
     let users = wait_pod(&pods, "users", timeout, &agent, "users ends", ended).await;
     let t = terminated(&users).expect("terminated");
-    let log = kubectl.run(&["logs", "users"]);
+    let log = logs(&users);
     assert_eq!(t.exit_code, 0, "{t:?} {log}");
     assert!(log.contains("uid=1000 gid=3000"), "{log}");
     assert!(
@@ -281,7 +311,7 @@ async fn security_context_oom_and_image_archives_behave_as_the_kubelet() {
 
     // A memory emptyDir: a tmpfs of its sizeLimit.
     let mem = wait_pod(&pods, "memdir", timeout, &agent, "memdir ends", ended).await;
-    let log = kubectl.run(&["logs", "memdir"]);
+    let log = logs(&mem);
     assert_eq!(terminated(&mem).map(|t| t.exit_code), Some(0), "{log}");
     assert!(log.contains("tmpfs /cache tmpfs"), "{log}");
     assert!(
@@ -319,5 +349,4 @@ async fn security_context_oom_and_image_archives_behave_as_the_kubelet() {
         kubectl.run(&["delete", "pod", name, "--wait=false"]);
     }
     agent.assert_pods_gone_cleanly(&pods).await;
-    docker(&["rmi", "-f", &imported]);
 }
