@@ -151,14 +151,6 @@ fn flags_from_yaml(
                 .map(|item| scalar(&key, item))
                 .collect::<anyhow::Result<_>>()?,
             Value::Array(_) => bail!("key `{key}` takes one value, not a list"),
-            // A map, as the kubelet's configuration writes `kubeReserved: {cpu: 100m}`:
-            // `name=value` pairs joined by commas.
-            Value::Object(map) if takes_value => vec![
-                map.into_iter()
-                    .map(|(k, v)| Ok(format!("{k}={}", scalar(&key, v)?)))
-                    .collect::<anyhow::Result<Vec<_>>>()?
-                    .join(","),
-            ],
             Value::Bool(on) if !takes_value => {
                 if on {
                     flags.insert(key.clone(), vec![OsString::from(format!("--{key}"))]);
@@ -275,7 +267,7 @@ mod tests {
     }
 
     #[test]
-    fn aliases_and_maps_read_as_the_kubelet_configuration_writes_them() {
+    fn an_alias_names_the_flag_as_the_kubelet_configuration_does() {
         let command = Command::new("agent").subcommand(
             Command::new("run")
                 .arg(Arg::new("config").long("config"))
@@ -285,7 +277,7 @@ mod tests {
                         .alias("kubeReserved"),
                 ),
         );
-        let config = file("kubeReserved: {cpu: 100m, memory: 1Gi}\n");
+        let config = file("kubeReserved: cpu=100m,memory=1Gi\n");
         let path = config.path().to_str().expect("path");
         let out = expand(
             &command,
