@@ -120,10 +120,12 @@ fn flags_from_yaml(
         serde_saphyr::from_str(text).context("not a YAML map of flag names to values")?;
     let mut flags = BTreeMap::new();
     for (key, value) in document.unwrap_or_default() {
-        let Some(arg) = command
-            .get_arguments()
-            .find(|arg| arg.get_long() == Some(key.as_str()))
-        else {
+        let Some(arg) = command.get_arguments().find(|arg| {
+            arg.get_long() == Some(key.as_str())
+                || arg
+                    .get_all_aliases()
+                    .is_some_and(|a| a.contains(&key.as_str()))
+        }) else {
             let known: Vec<&str> = command
                 .get_arguments()
                 .filter_map(clap::Arg::get_long)
@@ -135,6 +137,8 @@ fn flags_from_yaml(
                 known.join(", ")
             );
         };
+        // An alias (the kubelet's `kubeReserved`) stands for the flag's long name.
+        let key = arg.get_long().map_or(key, str::to_owned);
         if NOT_KEYS.contains(&key.as_str()) {
             bail!("key `{key}` cannot be set from a config file");
         }
@@ -259,6 +263,38 @@ mod tests {
                 .expect("addresses")
                 .count(),
             2
+        );
+    }
+
+    #[test]
+    fn an_alias_names_the_flag_as_the_kubelet_configuration_does() {
+        let command = Command::new("agent").subcommand(
+            Command::new("run")
+                .arg(Arg::new("config").long("config"))
+                .arg(
+                    Arg::new("kube-reserved")
+                        .long("kube-reserved")
+                        .alias("kubeReserved"),
+                ),
+        );
+        let config = file("kubeReserved: cpu=100m,memory=1Gi\n");
+        let path = config.path().to_str().expect("path");
+        let out = expand(
+            &command,
+            Some("run"),
+            argv(&["agent", "run", "--config", path]),
+            None,
+        )
+        .expect("expand");
+        assert_eq!(
+            strings(out),
+            [
+                "agent",
+                "run",
+                "--kube-reserved=cpu=100m,memory=1Gi",
+                "--config",
+                path
+            ]
         );
     }
 

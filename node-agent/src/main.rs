@@ -205,6 +205,23 @@ struct KubeletArgs {
     /// at that directory load-balances this node's pods only.
     #[arg(long, env = "KEELSON_CGROUP_PARENT", value_name = "PATH")]
     cgroup_parent: Option<String>,
+    /// Resources set aside for Kubernetes components, subtracted from allocatable
+    /// (`cpu=100m,memory=256Mi,ephemeral-storage=1Gi,pid=1000`; the kubelet's kubeReserved).
+    #[arg(long, alias = "kubeReserved", env = "KEELSON_KUBE_RESERVED", default_value = "",
+          value_parser = keelson_node_agent::node::pressure::parse_reserved)]
+    kube_reserved: std::collections::BTreeMap<String, i64>,
+    /// Resources set aside for the operating system, subtracted from allocatable (the
+    /// kubelet's systemReserved).
+    #[arg(long, alias = "systemReserved", env = "KEELSON_SYSTEM_RESERVED", default_value = "",
+          value_parser = keelson_node_agent::node::pressure::parse_reserved)]
+    system_reserved: std::collections::BTreeMap<String, i64>,
+    /// Hard eviction thresholds (`memory.available<100Mi,nodefs.available<10%,...`): the node
+    /// reports MemoryPressure/DiskPressure/PIDPressure below them, and allocatable excludes
+    /// them (the kubelet's evictionHard and its Linux defaults).
+    #[arg(long, alias = "evictionHard", env = "KEELSON_EVICTION_HARD",
+          default_value = keelson_node_agent::node::pressure::DEFAULT_EVICTION_HARD,
+          value_parser = keelson_node_agent::node::pressure::parse_thresholds)]
+    eviction_hard: keelson_node_agent::node::pressure::Thresholds,
 }
 
 /// The flags of `check`.
@@ -739,6 +756,11 @@ async fn start_kubelet(
         pod_hook,
         pod_mtu,
         lease_duration_seconds: args.kubelet.node_lease_duration_seconds,
+        reservations: keelson_node_agent::node::pressure::Reservations {
+            kube: args.kubelet.kube_reserved.clone(),
+            system: args.kubelet.system_reserved.clone(),
+            eviction_hard: args.kubelet.eviction_hard.clone(),
+        },
     };
     Kubelet::start(client, settings).await
 }

@@ -2,6 +2,8 @@
 //! capacity, addresses, labels and conditions (its status written only when it changes, or every
 //! five minutes), and the node's Lease in `kube-node-lease` renewed every 10 s.
 
+pub mod pressure;
+
 use std::{
     collections::BTreeMap,
     net::Ipv4Addr,
@@ -45,6 +47,8 @@ pub struct NodeConfig {
     pub kubelet_port: Option<u16>,
     /// The Lease's `leaseDurationSeconds`; renewed every quarter of it.
     pub lease_duration_seconds: i32,
+    /// Reservations, eviction thresholds and the filesystems watched for pressure.
+    pub resources: pressure::NodeResources,
 }
 
 /// Errors talking to the API about the Node and its Lease.
@@ -228,7 +232,10 @@ fn desired_status(config: &NodeConfig, runtime: &Result<String, String>) -> Node
                 address: config.name.clone(),
             },
         ]),
-        allocatable: Some(capacity.clone()),
+        allocatable: Some(pressure::allocatable(
+            &capacity,
+            &config.resources.reservations,
+        )),
         daemon_endpoints: config.kubelet_port.map(|port| {
             k8s_openapi::api::core::v1::NodeDaemonEndpoints {
                 kubelet_endpoint: Some(k8s_openapi::api::core::v1::DaemonEndpoint {
@@ -237,27 +244,16 @@ fn desired_status(config: &NodeConfig, runtime: &Result<String, String>) -> Node
             }
         }),
         capacity: Some(capacity),
-        conditions: Some(vec![
-            condition(
-                "MemoryPressure",
-                false,
-                "KubeletHasSufficientMemory",
-                "keelson-node-agent has sufficient memory available",
-            ),
-            condition(
-                "DiskPressure",
-                false,
-                "KubeletHasNoDiskPressure",
-                "keelson-node-agent has no disk pressure",
-            ),
-            condition(
-                "PIDPressure",
-                false,
-                "KubeletHasSufficientPID",
-                "keelson-node-agent has sufficient PID available",
-            ),
-            ready,
-        ]),
+        conditions: Some(
+            pressure::conditions(
+                &pressure::observe(&config.resources.nodefs, &config.resources.imagefs),
+                &config.resources.reservations.eviction_hard,
+            )
+            .into_iter()
+            .map(|(kind, on, reason, message)| condition(kind, on, reason, message))
+            .chain([ready])
+            .collect(),
+        ),
         node_info: Some(NodeSystemInfo {
             architecture: arch().to_owned(),
             boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
@@ -570,6 +566,7 @@ mod tests {
             max_pods: 110,
             kubelet_port: Some(10250),
             lease_duration_seconds: LEASE_DURATION_SECONDS,
+            resources: pressure::NodeResources::default(),
         };
         let up = Ok("20.10.24".to_owned());
         let first = stamp(desired_status(&config, &up), None);

@@ -51,7 +51,20 @@ async fn node_registers_with_node_credentials_and_renews_its_lease() {
     assert_eq!(capacity["cpu"].0, cpus.to_string());
     assert_eq!(capacity["pods"].0, "110");
     assert!(capacity["memory"].0.ends_with("Ki"), "{capacity:?}");
-    assert_eq!(status.allocatable.as_ref(), Some(&capacity));
+    // Allocatable is capacity less the kubelet's default evictionHard (memory.available<100Mi,
+    // nodefs.available<10%); nothing is reserved by default.
+    let allocatable = status.allocatable.clone().expect("allocatable");
+    assert_eq!(allocatable["cpu"], capacity["cpu"]);
+    assert_eq!(allocatable["pods"], capacity["pods"]);
+    let kib = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
+        q.0.strip_suffix("Ki")
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{q:?} in Ki"))
+    };
+    assert_eq!(
+        kib(&allocatable["memory"]),
+        kib(&capacity["memory"]) - 100 * 1024
+    );
     let addresses = status.addresses.clone().expect("addresses");
     assert!(
         addresses.iter().any(|a| a.type_ == "InternalIP"),

@@ -7,9 +7,13 @@ pub mod atomic_writer;
 pub mod dns;
 #[cfg(test)]
 mod fake_api;
+pub mod fs_group;
+pub mod images;
+pub mod memory_volume;
 pub mod probes;
 pub mod projection;
 pub mod runtime;
+pub mod security;
 pub mod server;
 pub mod service_env;
 pub mod spec;
@@ -291,6 +295,7 @@ async fn collect_orphans(ctx: &Ctx, known: &HashSet<String>) -> Result<(), Strin
         for dir in dirs.flatten() {
             let uid = dir.file_name().to_string_lossy().into_owned();
             if !known.contains(&uid) {
+                memory_volume::unmount_under(&dir.path());
                 let _ = std::fs::remove_dir_all(dir.path());
             }
         }
@@ -328,6 +333,8 @@ pub struct KubeletSettings {
     pub pod_mtu: Option<u32>,
     /// The node Lease's duration in seconds (renewed every quarter of it).
     pub lease_duration_seconds: i32,
+    /// `kubeReserved`, `systemReserved` and `evictionHard` (allocatable and pressure).
+    pub reservations: crate::node::pressure::Reservations,
 }
 
 /// The cluster DNS this agent serves: its zone and the UDP/TCP server.
@@ -459,6 +466,17 @@ impl Kubelet {
             max_pods: settings.max_pods,
             kubelet_port,
             lease_duration_seconds: settings.lease_duration_seconds,
+            resources: crate::node::pressure::NodeResources {
+                nodefs: settings.pods.data_dir.clone(),
+                imagefs: runtime
+                    .docker()
+                    .info()
+                    .await
+                    .ok()
+                    .and_then(|i| i.docker_root_dir)
+                    .map_or_else(|| "/var/lib/docker".into(), Into::into),
+                reservations: settings.reservations.clone(),
+            },
         };
         let node = crate::node::register_with_retry(
             &client,
@@ -509,6 +527,7 @@ impl Kubelet {
         };
         std::fs::create_dir_all(settings.pods.data_dir.join("pods"))
             .with_context(|| format!("creating {}", settings.pods.data_dir.display()))?;
+        images::archive::load_all(runtime.docker(), &settings.pods.data_dir).await;
         tracing::info!(
             node = %settings.pods.node_name,
             cidr = %cidr.map(|c| c.to_string()).unwrap_or_default(),

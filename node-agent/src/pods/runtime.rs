@@ -444,15 +444,48 @@ impl Runtime {
         }
     }
 
+    /// The image's `USER` (Docker's `Config.User`; empty for root), for `runAsNonRoot`.
+    pub async fn image_user(&self, image: &str) -> Result<String, RuntimeError> {
+        self.docker
+            .inspect_image(image)
+            .await
+            .map(|i| i.config.and_then(|c| c.user).unwrap_or_default())
+            .map_err(docker_error(format!("inspecting image {image}")))
+    }
+
+    /// The Docker client (image archives, registry pulls with credentials).
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// The image's size in bytes (0 when unknown).
+    pub async fn image_size(&self, image: &str) -> i64 {
+        self.docker
+            .inspect_image(image)
+            .await
+            .ok()
+            .and_then(|i| i.size)
+            .unwrap_or(0)
+    }
+
     /// Pulls `image`; the error text is what the pod's status shows.
     pub async fn pull(&self, image: &str) -> Result<(), String> {
+        self.pull_as(image, None).await
+    }
+
+    /// Pulls `image` with registry `credentials` (anonymous with `None`).
+    pub async fn pull_as(
+        &self,
+        image: &str,
+        credentials: Option<bollard::auth::DockerCredentials>,
+    ) -> Result<(), String> {
         let (name, tag) = split_image(image);
         let options = CreateImageOptions {
             from_image: Some(name.to_owned()),
             tag: Some(tag.to_owned()),
             ..CreateImageOptions::default()
         };
-        let mut stream = self.docker.create_image(Some(options), None, None);
+        let mut stream = self.docker.create_image(Some(options), None, credentials);
         let pulled = tokio::time::timeout(Duration::from_secs(120), async {
             while let Some(item) = stream.next().await {
                 match item {

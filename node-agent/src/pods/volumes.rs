@@ -86,8 +86,16 @@ async fn prepare_one(
             .map(|_| Some(dir.clone()))
             .map_err(|e| crate::error_chain(&e))
     };
-    if volume.empty_dir.is_some() {
+    if let Some(empty_dir) = &volume.empty_dir {
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        if super::memory_volume::is_memory(empty_dir) {
+            let size = super::memory_volume::size_bytes(
+                empty_dir,
+                inputs.pod,
+                super::memory_volume::node_memory(),
+            );
+            super::memory_volume::mount(&dir, size)?;
+        }
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
             .map_err(io(format!("chmod {}", dir.display())))?;
         Ok(Some(dir))
@@ -186,6 +194,17 @@ pub async fn prepare(inputs: &mut Inputs<'_>, pod_dir: &Path) -> Result<VolumePa
                     || volume.secret.is_some()
                     || volume.downward_api.is_some()
                     || volume.projected.is_some();
+                if volume.host_path.is_none() {
+                    super::fs_group::apply(inputs.pod, &path, read_only).map_err(|e| {
+                        VolumeError {
+                            volume: volume.name.clone(),
+                            message: format!(
+                                "applying fsGroup ownership to {}: {e}",
+                                path.display()
+                            ),
+                        }
+                    })?;
+                }
                 paths.insert(volume.name.clone(), Mounted { path, read_only });
             }
             Ok(None) => {}

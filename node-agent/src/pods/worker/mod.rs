@@ -355,6 +355,7 @@ impl Worker {
             host_config: Some(HostConfig {
                 network_mode: Some(if self.host_network { "host" } else { "none" }.into()),
                 binds: Some(vec![resolv]),
+                sysctls: super::security::sandbox_sysctls(pod),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()
@@ -418,6 +419,11 @@ impl Worker {
 
     async fn act(&mut self, pod: &Pod, observed: &[Observed]) -> Result<(), String> {
         let spec = pod.spec.clone().unwrap_or_default();
+        if let Some(message) = super::security::rejection(pod) {
+            let reason = super::security::SYSCTL_FORBIDDEN;
+            self.event(pod, None, "Warning", reason, message);
+            return Ok(());
+        }
         // Volumes first, as the kubelet mounts them before the sandbox: a pod whose token or
         // ConfigMap cannot be had stays ContainerCreating with a FailedMount event.
         if !self.mount_volumes(pod).await {

@@ -255,6 +255,7 @@ impl Worker {
             init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
             ..PodStatus::default()
         };
+        self.terminal |= crate::pods::security::reject_status(pod, &mut next);
         status::stamp(&mut next, self.written.as_ref());
         let same = self
             .written

@@ -18,8 +18,9 @@ use crate::{
     error_chain,
     pods::{
         dns,
+        images::{self, auth},
         projection::Inputs,
-        runtime, service_env,
+        runtime, security, service_env,
         spec::{self, ConfigError, Sources},
         volumes,
     },
@@ -132,6 +133,14 @@ impl Worker {
                 reason: "ErrImagePull".into(),
                 message: error_chain(&e),
             })?;
+        let needs_pull = match policy.as_str() {
+            "Never" | "IfNotPresent" => !present,
+            _ => true,
+        };
+        if !needs_pull {
+            let message = images::present_message(&image);
+            self.event(pod, Some(&container.name), "Normal", "Pulled", message);
+        }
         match policy.as_str() {
             "Never" if present => return Ok(()),
             "Never" => {
@@ -150,6 +159,8 @@ impl Worker {
             let delay = (self.ctx.config.backoff_initial * factor).min(self.ctx.config.backoff_max);
             if last.elapsed() < delay {
                 self.wake_at(last + delay);
+                let message = format!("Back-off pulling image \"{image}\"");
+                self.event(pod, Some(&container.name), "Normal", "BackOff", message);
                 return Err(Waiting {
                     reason: "ImagePullBackOff".into(),
                     message: format!("Back-off pulling image \"{image}\""),
@@ -163,16 +174,21 @@ impl Worker {
             "Pulling",
             format!("Pulling image \"{image}\""),
         );
-        match self.ctx.runtime.pull(&image).await {
+        let mut sources = Sources::new(self.ctx.client.clone(), &self.namespace);
+        let (credentials, missing) = auth::pod_credentials(&mut sources, pod, &image).await;
+        if !missing.is_empty() {
+            let message = auth::missing_secrets_message(&missing);
+            let reason = "FailedToRetrieveImagePullSecret";
+            self.event(pod, Some(&container.name), "Warning", reason, message);
+        }
+        let started = Instant::now();
+        match images::pull(&self.ctx.runtime, &image, credentials).await {
             Ok(()) => {
                 self.pull_failures.remove(&container.name);
-                self.event(
-                    pod,
-                    Some(&container.name),
-                    "Normal",
-                    "Pulled",
-                    format!("Successfully pulled image \"{image}\""),
-                );
+                let took = started.elapsed();
+                let size = self.ctx.runtime.image_size(&image).await;
+                let message = images::pulled_message(&image, took, took, size);
+                self.event(pod, Some(&container.name), "Normal", "Pulled", message);
                 Ok(())
             }
             Err(message) => {
@@ -187,8 +203,10 @@ impl Worker {
                     Some(&container.name),
                     "Warning",
                     "Failed",
-                    message.clone(),
+                    images::failed_message(&image, &message),
                 );
+                let error = "Error: ErrImagePull".to_owned();
+                self.event(pod, Some(&container.name), "Warning", "Failed", error);
                 Err(Waiting {
                     reason: "ErrImagePull".into(),
                     message,
@@ -259,7 +277,7 @@ impl Worker {
                     .and_then(|s| s.run_as_user)
             })
             .map(|u| u.to_string());
-        Ok(ContainerCreateBody {
+        let mut body = ContainerCreateBody {
             image: container.image.clone(),
             entrypoint: expand(&container.command),
             cmd: expand(&container.args),
@@ -276,7 +294,20 @@ impl Worker {
                 ..runtime::joined_host_config(&sandbox.id)
             }),
             ..ContainerCreateBody::default()
-        })
+        };
+        let image_user = self
+            .ctx
+            .runtime
+            .image_user(body.image.as_deref().unwrap_or_default());
+        let image_user = image_user.await.map_err(|e| ConfigError(error_chain(&e)))?;
+        security::apply(
+            &mut body,
+            pod,
+            container,
+            &image_user,
+            &self.ctx.config.data_dir,
+        )?;
+        Ok(body)
     }
 }
 

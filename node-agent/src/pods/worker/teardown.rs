@@ -84,6 +84,7 @@ impl Worker {
                 .await
                 .map_err(|e| error_chain(&e))?;
         }
+        crate::pods::memory_volume::unmount_under(&self.pod_dir());
         let _ = std::fs::remove_dir_all(self.pod_dir());
         self.sandbox = None;
         self.pod_ip = None;
