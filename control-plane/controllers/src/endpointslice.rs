@@ -470,7 +470,6 @@ pub fn subsets(groups: &Groups) -> Vec<EndpointSubset> {
             hostname: e.hostname.clone(),
             node_name: e.node_name.clone(),
             target_ref: e.target_ref.clone(),
-            ..EndpointAddress::default()
         };
         let cond = |e: &Endpoint| e.conditions.clone().unwrap_or_default();
         let ready: Vec<EndpointAddress> = endpoints

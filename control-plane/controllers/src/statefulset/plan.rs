@@ -384,7 +384,7 @@ pub fn decide(
             condemned.push((*ordinal, pod));
         }
     }
-    condemned.sort_by(|a, b| b.0.cmp(&a.0));
+    condemned.sort_by_key(|(ordinal, _)| std::cmp::Reverse(*ordinal));
     let unavailable = |pod: Option<&Pod>| pod.is_none_or(|p| !available(p, min_ready, now));
     // The first unavailable pod: of the wanted range, else of the condemned, lowest first.
     let first_unavailable: Option<i32> = (start..end)
