@@ -129,10 +129,9 @@ async fn create_revision(
             number,
             (*collision_count > 0).then_some(*collision_count),
         );
-        revision.metadata.annotations = set.metadata.annotations.clone().map(|mut a| {
-            a.remove("kubectl.kubernetes.io/last-applied-configuration");
-            a
-        });
+        // As Kubernetes: the set's annotations (a `kubernetes.io/change-cause` among them is
+        // what `rollout history` shows).
+        revision.metadata.annotations = set.metadata.annotations.clone();
         let name = revision.metadata.name.clone().unwrap_or_default();
         match api.create(&PostParams::default(), &revision).await {
             Ok(created) => return Ok(created),
