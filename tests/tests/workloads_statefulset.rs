@@ -193,7 +193,7 @@ fn statefulset_rolls_out_in_order_with_stable_dns_names_and_updates_highest_firs
         let (ok, out) = pod_exec(
             &web0,
             "web",
-            &format!("nslookup {fqdn} && timeout 5 wget -qO- http://{fqdn}/"),
+            &format!("nslookup {fqdn}; timeout 5 wget -qO- http://{fqdn}/"),
         );
         if ok && out.contains(&web1_ip) && out.trim_end().ends_with("web-1") {
             break;
