@@ -218,8 +218,24 @@ pub fn resolve_ports(service: &Service, pod: &Pod) -> Vec<PortKey> {
     keys
 }
 
-/// The endpoint a pod contributes, if it has an IP and has not finished.
-pub fn endpoint_of(pod: &Pod, zones: &BTreeMap<String, String>) -> Option<Endpoint> {
+/// Whether a pod's endpoint carries its hostname (Kubernetes' `ShouldSetHostname`): the pod
+/// sets `spec.hostname` and its `spec.subdomain` names this Service, in the pod's namespace.
+/// This is what gives StatefulSet pods their `<hostname>.<service>.<ns>.svc` DNS names.
+pub fn hostname_for(service: &Service, pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let hostname = spec.hostname.clone().filter(|h| !h.is_empty())?;
+    (spec.subdomain.is_some()
+        && spec.subdomain == service.metadata.name
+        && pod.metadata.namespace == service.metadata.namespace)
+        .then_some(hostname)
+}
+
+/// The endpoint a pod contributes to `service`, if it has an IP and has not finished.
+pub fn endpoint_of(
+    service: &Service,
+    pod: &Pod,
+    zones: &BTreeMap<String, String>,
+) -> Option<Endpoint> {
     let ip = pod
         .status
         .as_ref()?
@@ -240,6 +256,7 @@ pub fn endpoint_of(pod: &Pod, zones: &BTreeMap<String, String>) -> Option<Endpoi
             terminating: Some(terminating),
         }),
         zone: node_name.as_ref().and_then(|n| zones.get(n).cloned()),
+        hostname: hostname_for(service, pod),
         node_name,
         target_ref: Some(ObjectReference {
             kind: Some("Pod".into()),
@@ -256,7 +273,7 @@ pub fn endpoint_of(pod: &Pod, zones: &BTreeMap<String, String>) -> Option<Endpoi
 pub fn desired(service: &Service, pods: &[Arc<Pod>], zones: &BTreeMap<String, String>) -> Groups {
     let mut groups = Groups::new();
     for pod in pods {
-        if let Some(endpoint) = endpoint_of(pod, zones) {
+        if let Some(endpoint) = endpoint_of(service, pod, zones) {
             groups
                 .entry(resolve_ports(service, pod))
                 .or_default()
@@ -450,9 +467,9 @@ pub fn subsets(groups: &Groups) -> Vec<EndpointSubset> {
     for (ports, endpoints) in groups {
         let address = |e: &Endpoint| EndpointAddress {
             ip: e.addresses[0].clone(),
+            hostname: e.hostname.clone(),
             node_name: e.node_name.clone(),
             target_ref: e.target_ref.clone(),
-            ..EndpointAddress::default()
         };
         let cond = |e: &Endpoint| e.conditions.clone().unwrap_or_default();
         let ready: Vec<EndpointAddress> = endpoints
@@ -645,6 +662,42 @@ mod tests {
             .map(|s| s.not_ready_addresses.as_ref().map_or(0, Vec::len))
             .sum();
         assert_eq!((ready, not_ready), (2, 1), "terminating pods are left out");
+    }
+
+    #[test]
+    fn endpoints_carry_the_hostname_of_pods_in_the_services_subdomain() {
+        let with = |hostname: Option<&str>, subdomain: Option<&str>, namespace: &str| {
+            let mut p = (*pod("web-0", "10.0.0.1", true, 8080)).clone();
+            p.metadata.namespace = Some(namespace.into());
+            let spec = p.spec.as_mut().expect("spec");
+            spec.hostname = hostname.map(str::to_owned);
+            spec.subdomain = subdomain.map(str::to_owned);
+            let endpoint = endpoint_of(&service(), &p, &zones()).expect("an endpoint");
+            let address = &subsets(&Groups::from([(Vec::new(), vec![endpoint.clone()])]))[0]
+                .addresses
+                .clone()
+                .expect("ready")[0];
+            assert_eq!(
+                endpoint.hostname, address.hostname,
+                "slice and Endpoints agree"
+            );
+            endpoint.hostname
+        };
+        let cases = [
+            (Some("web-0"), Some("web"), "default", Some("web-0")),
+            (Some("web-0"), Some("other"), "default", None),
+            (Some("web-0"), None, "default", None),
+            (None, Some("web"), "default", None),
+            (Some(""), Some("web"), "default", None),
+            (Some("web-0"), Some("web"), "elsewhere", None),
+        ];
+        for (hostname, subdomain, namespace, want) in cases {
+            assert_eq!(
+                with(hostname, subdomain, namespace).as_deref(),
+                want,
+                "hostname {hostname:?}, subdomain {subdomain:?}, namespace {namespace}"
+            );
+        }
     }
 
     fn many(n: usize) -> Vec<Arc<Pod>> {

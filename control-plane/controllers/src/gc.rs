@@ -43,6 +43,21 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 const KINDS: &[(&str, &str, &str, &str, bool)] = &[
     ("apps", "v1", "Deployment", "deployments", true),
     ("apps", "v1", "ReplicaSet", "replicasets", true),
+    ("apps", "v1", "StatefulSet", "statefulsets", true),
+    (
+        "apps",
+        "v1",
+        "ControllerRevision",
+        "controllerrevisions",
+        true,
+    ),
+    (
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        true,
+    ),
     ("", "v1", "Pod", "pods", true),
     ("", "v1", "Service", "services", true),
     ("", "v1", "Endpoints", "endpoints", true),

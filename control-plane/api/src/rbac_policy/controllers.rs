@@ -33,6 +33,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("node-controller", "nodeipam, nodelifecycle"),
     ("replicaset-controller", "replicaset"),
     ("service-account-controller", "serviceaccount"),
+    ("statefulset-controller", "statefulset"),
     ("certificate-controller", "csrapproving, csrsigning"),
     ("root-ca-cert-publisher", "root-ca-cert-publisher"),
 ];
@@ -143,6 +144,28 @@ fn controller_rules(name: &str) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
                 &[CORE],
                 &["pods"],
             ),
+            events(),
+        ],
+        "statefulset-controller" => vec![
+            rule(&["list", "watch"], &[CORE], &["pods"]),
+            rule(READ, &[APPS], &["statefulsets"]),
+            rule(&["update"], &[APPS], &["statefulsets/status"]),
+            rule(&["update"], &[APPS], &["statefulsets/finalizers"]),
+            rule(
+                &["get", "create", "delete", "update", "patch"],
+                &[CORE],
+                &["pods"],
+            ),
+            rule(
+                &[
+                    "get", "create", "delete", "update", "patch", "list", "watch",
+                ],
+                &[APPS],
+                &["controllerrevisions"],
+            ),
+            rule(&["get", "create"], &[CORE], &["persistentvolumeclaims"]),
+            // StatefulSetAutoDeletePVC (on by default): the claims' owner references.
+            rule(&["update", "delete"], &[CORE], &["persistentvolumeclaims"]),
             events(),
         ],
         "service-account-controller" => {

@@ -88,12 +88,14 @@ pub(super) fn cluster_roles() -> Vec<ClusterRole> {
         cluster_role(
             CONTROLLER_MANAGER_EXTRAS,
             vec![
-                // deployment and replicaset: their status is written with a merge patch.
+                // deployment, replicaset and statefulset: their status is written with a
+                // merge patch.
                 rule(
                     &["patch"],
                     &["apps"],
                     &["deployments/status", "replicasets/status"],
                 ),
+                rule(&["patch"], &["apps"], &["statefulsets/status"]),
                 // csrapproving patches the approval, csrsigning the status (the certificate).
                 rule(
                     &["patch"],

@@ -623,11 +623,11 @@ fn counts() {
     // Kubernetes' testdata/cluster-roles.yaml lists 31; system:heapster is left out.
     assert_eq!(cluster::roles().len(), 30, "Kubernetes' cluster roles kept");
     assert_eq!(cluster::bindings().len(), 12);
-    assert_eq!(controllers::roles().len(), 11);
+    assert_eq!(controllers::roles().len(), 12);
     assert_eq!(namespaced::roles().len(), 7);
     assert_eq!(namespaced::bindings().len(), 7);
-    assert_eq!(cluster_roles().len(), 30 + 11 + 2);
-    assert_eq!(cluster_role_bindings().len(), 12 + 11 + 2 + 11);
+    assert_eq!(cluster_roles().len(), 30 + 12 + 2);
+    assert_eq!(cluster_role_bindings().len(), 12 + 12 + 2 + 12);
     assert_eq!(roles().len(), 7 + 3);
     assert_eq!(role_bindings().len(), 7 + 6);
 }
@@ -989,6 +989,58 @@ fn the_controllers_may_make_every_call_they_make() {
             ("certificates.k8s.io", "signers"),
             "",
             "kubernetes.io/kube-apiserver-client-kubelet",
+        ),
+        ("statefulset", "list", ("", "pods"), "default", ""),
+        ("statefulset", "create", ("", "pods"), "default", ""),
+        ("statefulset", "delete", ("", "pods"), "default", "web-2"),
+        (
+            "statefulset",
+            "create",
+            ("apps", "controllerrevisions"),
+            "default",
+            "",
+        ),
+        (
+            "statefulset",
+            "patch",
+            ("apps", "controllerrevisions"),
+            "default",
+            "web-1",
+        ),
+        (
+            "statefulset",
+            "delete",
+            ("apps", "controllerrevisions"),
+            "default",
+            "web-1",
+        ),
+        (
+            "statefulset",
+            "get",
+            ("", "persistentvolumeclaims"),
+            "default",
+            "data-web-0",
+        ),
+        (
+            "statefulset",
+            "create",
+            ("", "persistentvolumeclaims"),
+            "default",
+            "",
+        ),
+        (
+            "statefulset",
+            "update",
+            ("", "persistentvolumeclaims"),
+            "default",
+            "data-web-0",
+        ),
+        (
+            "statefulset",
+            "patch",
+            ("apps", "statefulsets/status"),
+            "default",
+            "web",
         ),
     ];
     for &(controller, verb, resource, namespace, object) in calls {
