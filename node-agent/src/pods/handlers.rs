@@ -205,7 +205,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         .write_all(request.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
-    let mut head = vec![0u8; 64];
+    let mut head = [0u8; 64];
     let mut n = 0;
     // Enough for `HTTP/1.x NNN`, however the answer is split.
     while n < 12 {

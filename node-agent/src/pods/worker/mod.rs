@@ -437,10 +437,8 @@ impl Worker {
                         .await;
                 }
                 (Action::Probe(..), Some(c)) => self.probe(pod, container, &c).await?,
-                (Action::StopSidecar(_), Some(c)) => {
-                    if self.stopping.insert(c.id.clone()) {
-                        self.stop_in_background(pod, container, &c.id, "Stopping container");
-                    }
+                (Action::StopSidecar(_), Some(c)) if self.stopping.insert(c.id.clone()) => {
+                    self.stop_in_background(pod, container, &c.id, "Stopping container");
                 }
                 _ => {}
             }
