@@ -5,11 +5,15 @@
 
 pub mod atomic_writer;
 pub mod dns;
+pub mod error;
 #[cfg(test)]
 mod fake_api;
 pub mod fs_group;
+pub mod handlers;
+pub mod hooks;
 pub mod images;
 pub mod memory_volume;
+pub mod plan;
 pub mod probes;
 pub mod projection;
 pub mod runtime;
@@ -207,6 +211,7 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
                         }
                         let known: HashSet<String> = workers.keys().cloned().collect();
                         if let Err(error) = collect_orphans(&ctx, &known).await {
+                            let error = error_chain(&error);
                             tracing::warn!(%error, "removing containers of pods that are gone");
                         }
                         tracing::info!(pods = workers.len(), "pods bound to this node listed");
@@ -264,8 +269,8 @@ impl Drop for AbortOnDrop {
 
 /// Removes the containers, addresses and directories of pods this node no longer runs (deleted
 /// while the agent was down).
-async fn collect_orphans(ctx: &Ctx, known: &HashSet<String>) -> Result<(), String> {
-    let all = ctx.runtime.list().await.map_err(|e| error_chain(&e))?;
+async fn collect_orphans(ctx: &Ctx, known: &HashSet<String>) -> Result<(), error::PodError> {
+    let all = ctx.runtime.list().await?;
     for (uid, containers) in all.iter().filter(|(uid, _)| !known.contains(*uid)) {
         tracing::info!(
             uid,
@@ -288,7 +293,7 @@ async fn collect_orphans(ctx: &Ctx, known: &HashSet<String>) -> Result<(), Strin
                 .filter(|uid| !known.contains(uid)),
         );
         for uid in &stale {
-            network.detach(uid).await.map_err(|e| error_chain(&e))?;
+            network.detach(uid).await?;
         }
     }
     if let Ok(dirs) = std::fs::read_dir(ctx.config.data_dir.join("pods")) {

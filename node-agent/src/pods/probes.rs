@@ -1,19 +1,18 @@
-//! Container probes: exec through Docker, httpGet and tcpSocket from the node to the pod's
-//! address, with Kubernetes' timing (initial delay, period, timeout, success and failure
+//! Container probes: exec through Docker, httpGet (HTTP or HTTPS), tcpSocket and gRPC from the
+//! node to the pod's address, with Kubernetes' timing (initial delay, period, timeout, success and failure
 //! thresholds).
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::Ipv4Addr,
     time::{Duration, Instant},
 };
 
-use k8s_openapi::{
-    api::core::v1::{Container, Probe},
-    apimachinery::pkg::util::intstr::IntOrString,
-};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use k8s_openapi::api::core::v1::{Container, Probe};
 
-use super::runtime::Runtime;
+use super::{
+    handlers::{self, ActionError},
+    runtime::Runtime,
+};
 
 /// Which probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,23 +204,11 @@ async fn step(
         Err(message) => {
             state.successes = 0;
             state.failures += 1;
-            state.last_message = message;
+            state.last_message = message.to_string();
             if state.failures >= state.probe.failure_threshold.unwrap_or(3).max(1) {
                 state.passing = false;
             }
         }
-    }
-}
-
-fn port_of(port: &IntOrString, container_ports: &[(String, i32)]) -> Result<u16, String> {
-    match port {
-        IntOrString::Int(p) => u16::try_from(*p).map_err(|_| format!("invalid port {p}")),
-        IntOrString::String(name) => container_ports
-            .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, p)| u16::try_from(*p).ok())
-            .or_else(|| name.parse().ok())
-            .ok_or_else(|| format!("no port named {name:?}")),
     }
 }
 
@@ -232,77 +219,33 @@ async fn probe_once(
     id: &str,
     pod_ip: Option<Ipv4Addr>,
     ports: &[(String, i32)],
-) -> Result<(), String> {
+) -> Result<(), ActionError> {
     if let Some(exec) = &probe.exec {
         let command = exec.command.clone().unwrap_or_default();
-        let (code, output) = runtime.exec(id, command, timeout).await?;
+        let (code, output) = runtime
+            .exec(id, command, timeout)
+            .await
+            .map_err(ActionError::Exec)?;
         return if code == 0 {
             Ok(())
         } else {
-            Err(format!("command exited with {code}: {}", output.trim()))
+            Err(ActionError::ExecExit {
+                code,
+                output: output.trim().to_owned(),
+            })
         };
     }
-    let ip = pod_ip.ok_or("the pod has no address yet")?;
+    let ip = pod_ip.ok_or(ActionError::NoAddress)?;
     if let Some(tcp) = &probe.tcp_socket {
-        let port = port_of(&tcp.port, ports)?;
-        let addr = SocketAddr::from((ip, port));
-        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("dial tcp {addr}: {e}")),
-            Err(_) => Err(format!("dial tcp {addr}: i/o timeout")),
-        };
+        return handlers::tcp(ip, handlers::port_of(&tcp.port, ports)?, timeout).await;
     }
     if let Some(http) = &probe.http_get {
-        let port = port_of(&http.port, ports)?;
-        if http
-            .scheme
-            .as_deref()
-            .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"))
-        {
-            return Err("HTTPS probes are not supported by keelson".into());
-        }
-        let addr = SocketAddr::from((ip, port));
-        let path = http.path.clone().unwrap_or_else(|| "/".into());
-        let mut request = format!(
-            "GET {path} HTTP/1.0\r\nHost: {}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\n",
-            http.host.clone().unwrap_or_else(|| ip.to_string())
-        );
-        for header in http.http_headers.iter().flatten() {
-            request.push_str(&format!("{}: {}\r\n", header.name, header.value));
-        }
-        request.push_str("\r\n");
-        let exchange = async {
-            let mut stream = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|e| format!("Get \"http://{addr}{path}\": {e}"))?;
-            stream
-                .write_all(request.as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut head = vec![0u8; 64];
-            let n = stream.read(&mut head).await.map_err(|e| e.to_string())?;
-            let line = String::from_utf8_lossy(&head[..n]).into_owned();
-            let code: u16 = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .ok_or_else(|| format!("malformed HTTP response {line:?}"))?;
-            if (200..400).contains(&code) {
-                Ok(())
-            } else {
-                Err(format!("HTTP probe failed with statuscode: {code}"))
-            }
-        };
-        return tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "Get \"http://{addr}{path}\": context deadline exceeded"
-                ))
-            });
+        return handlers::http_get(http, ip, ports, timeout).await;
     }
-    if probe.grpc.is_some() {
-        return Err("gRPC probes are not supported by keelson".into());
+    if let Some(grpc) = &probe.grpc {
+        let port = u16::try_from(grpc.port).map_err(|_| ActionError::InvalidPort(grpc.port))?;
+        let service = grpc.service.clone().unwrap_or_default();
+        return handlers::grpc_check(ip, port, &service, timeout).await;
     }
     Ok(())
 }

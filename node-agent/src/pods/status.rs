@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::core::v1::{
         ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-        Pod, PodCondition, PodStatus,
+        ContainerStatus, Pod, PodCondition, PodStatus,
     },
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::Timestamp,
@@ -66,6 +66,41 @@ pub fn terminated(details: &Details, id: &str, never_started: bool) -> Container
             signal: None,
         }),
         ..ContainerState::default()
+    }
+}
+
+/// The pod's phase from its app containers' statuses (sidecars do not count, as in the
+/// kubelet's `getPhase`): `Failed` when an init container failed under `Never`, `Pending`
+/// until the sandbox is up, the pod initialized and every app container created, `Running`
+/// while one runs or will restart, then `Succeeded` (all exited 0, policy not `Always`) or
+/// `Failed` (all exited, one non-zero, policy `Never`).
+pub fn phase(
+    init_failed: bool,
+    ready_to_start: bool,
+    statuses: &[ContainerStatus],
+    policy: &str,
+) -> &'static str {
+    let any_running = statuses
+        .iter()
+        .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
+    let all_created = statuses.iter().all(|c| c.container_id.is_some());
+    let terminated: Vec<i32> = statuses
+        .iter()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code))
+        .collect();
+    let all_terminated = terminated.len() == statuses.len() && !statuses.is_empty();
+    if init_failed {
+        "Failed"
+    } else if !ready_to_start || !all_created {
+        "Pending"
+    } else if any_running {
+        "Running"
+    } else if all_terminated && terminated.iter().all(|c| *c == 0) && policy != "Always" {
+        "Succeeded"
+    } else if all_terminated && policy == "Never" {
+        "Failed"
+    } else {
+        "Running"
     }
 }
 
@@ -135,5 +170,102 @@ pub fn qos_class(pod: &Pod) -> &'static str {
         "Guaranteed"
     } else {
         "Burstable"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: ContainerState, created: bool) -> ContainerStatus {
+        ContainerStatus {
+            container_id: created.then(|| "docker://x".to_owned()),
+            state: Some(state),
+            ..ContainerStatus::default()
+        }
+    }
+
+    fn exited(code: i32) -> ContainerStatus {
+        let details = Details {
+            exit_code: code,
+            ..Details::default()
+        };
+        status(terminated(&details, "x", false), true)
+    }
+
+    #[test]
+    fn phases_follow_the_app_containers() {
+        let run = || status(running(&Details::default()), true);
+        let creating = || status(waiting("ContainerCreating", ""), false);
+        let backoff = || status(waiting("CrashLoopBackOff", "back-off"), true);
+        let cases = [
+            (
+                "init failed under Never",
+                true,
+                true,
+                vec![run()],
+                "Never",
+                "Failed",
+            ),
+            (
+                "sandbox or init not ready",
+                false,
+                false,
+                vec![run()],
+                "Always",
+                "Pending",
+            ),
+            (
+                "a container not created",
+                false,
+                true,
+                vec![run(), creating()],
+                "Always",
+                "Pending",
+            ),
+            (
+                "one runs",
+                false,
+                true,
+                vec![run(), exited(1)],
+                "Never",
+                "Running",
+            ),
+            (
+                "all exited 0",
+                false,
+                true,
+                vec![exited(0), exited(0)],
+                "OnFailure",
+                "Succeeded",
+            ),
+            (
+                "all exited 0 under Always",
+                false,
+                true,
+                vec![exited(0)],
+                "Always",
+                "Running",
+            ),
+            (
+                "one failed under Never",
+                false,
+                true,
+                vec![exited(0), exited(2)],
+                "Never",
+                "Failed",
+            ),
+            (
+                "restarting under OnFailure",
+                false,
+                true,
+                vec![backoff()],
+                "OnFailure",
+                "Running",
+            ),
+        ];
+        for (case, init_failed, ready, statuses, policy, want) in cases {
+            assert_eq!(phase(init_failed, ready, &statuses, policy), want, "{case}");
+        }
     }
 }

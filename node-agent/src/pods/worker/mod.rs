@@ -29,6 +29,9 @@ use tokio::sync::watch;
 
 use super::{
     Ctx,
+    error::PodError,
+    hooks,
+    plan::{self, Action, Role, Seen},
     probes::Probes,
     runtime::{
         Details, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_POD_NAME, LABEL_POD_NAMESPACE,
@@ -39,6 +42,10 @@ use super::{
     volumes,
 };
 use crate::error_chain;
+
+/// How long a postStart hook may take before it counts as failed (the kubelet sets no bound;
+/// one keeps a hung hook from holding the pod's worker for ever).
+const POST_START_LIMIT: Duration = Duration::from_secs(120);
 
 /// How often a pod is looked at when nothing wakes its worker earlier (Docker's events, the
 /// pod's changes, probes and back-offs do).
@@ -92,6 +99,8 @@ struct Worker {
     next_attempt: HashMap<String, u32>,
     /// Back-off events already sent, per container name and attempt.
     backoff_reported: HashMap<String, u32>,
+    /// Sidecar container ids being stopped because the app containers have ended.
+    stopping: std::collections::HashSet<String>,
     /// The status as last written (or as read from the API at start).
     written: Option<PodStatus>,
     start_time: Option<Time>,
@@ -137,6 +146,7 @@ pub async fn run(
         pull_failures: HashMap::new(),
         backoff_reported: HashMap::new(),
         next_attempt: HashMap::new(),
+        stopping: std::collections::HashSet::new(),
         written: first.status.clone(),
         start_time: first.status.as_ref().and_then(|s| s.start_time.clone()),
         terminal: false,
@@ -161,6 +171,7 @@ pub async fn run(
                 match worker.sync(&pod).await {
                     Ok(()) => worker.last_error.clear(),
                     Err(error) => {
+                        let error = error_chain(&error);
                         worker.wake_at(Instant::now() + Duration::from_secs(1));
                         if error != worker.last_error {
                             tracing::warn!(pod = %worker.name, namespace = %worker.namespace, %error, "pod sync");
@@ -184,12 +195,9 @@ fn docker_name(container: &str, pod: &str, namespace: &str, uid: &str, attempt: 
     format!("k8s_{container}_{pod}_{namespace}_{uid}_{attempt}")
 }
 
-fn should_restart(policy: &str, exit_code: i32) -> bool {
-    match policy {
-        "Never" => false,
-        "OnFailure" => exit_code != 0,
-        _ => true,
-    }
+/// Whether an init container is a sidecar (`restartPolicy: Always`).
+fn is_sidecar(container: &Container) -> bool {
+    container.restart_policy.as_deref() == Some("Always")
 }
 
 impl Worker {
@@ -216,58 +224,17 @@ impl Worker {
 
     /// An Event about this pod (what `kubectl describe` lists); sent in the background.
     fn event(&self, pod: &Pod, container: Option<&str>, kind: &str, reason: &str, message: String) {
-        let now = Time(Timestamp::now());
-        let nanos = Timestamp::now().as_nanosecond();
-        let event = Event {
-            metadata: ObjectMeta {
-                name: Some(format!("{}.{:x}", self.name, nanos)),
-                namespace: Some(self.namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(self.name.clone()),
-                namespace: Some(self.namespace.clone()),
-                uid: Some(self.uid.clone()),
-                resource_version: pod.metadata.resource_version.clone(),
-                field_path: container.map(|c| format!("spec.containers{{{c}}}")),
-            },
-            reason: Some(reason.to_owned()),
-            message: Some(message),
-            type_: Some(kind.to_owned()),
-            source: Some(EventSource {
-                component: Some("kubelet".into()),
-                host: Some(self.ctx.config.node_name.clone()),
-            }),
-            first_timestamp: Some(now.clone()),
-            last_timestamp: Some(now),
-            count: Some(1),
-            reporting_component: Some("keelson-node-agent".into()),
-            reporting_instance: Some(self.ctx.config.node_name.clone()),
-            ..Event::default()
-        };
-        let api: Api<Event> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        tokio::spawn(async move {
-            if let Err(error) = api.create(&PostParams::default(), &event).await {
-                tracing::debug!(%error, "posting an event");
-            }
-        });
+        post_event(&self.ctx, pod, &self.uid, container, kind, reason, message);
     }
 
-    async fn details(&mut self, container: &Observed) -> Result<Details, String> {
+    async fn details(&mut self, container: &Observed) -> Result<Details, PodError> {
         // A container's details change only when it starts or ends, which the list shows.
         if let Some(d) = self.finished.get(&container.id)
             && d.running == container.running
         {
             return Ok(d.clone());
         }
-        let details = self
-            .ctx
-            .runtime
-            .inspect(&container.id)
-            .await
-            .map_err(|e| error_chain(&e))?;
+        let details = self.ctx.runtime.inspect(&container.id).await?;
         if details.running == container.running {
             self.finished.insert(container.id.clone(), details.clone());
         }
@@ -275,31 +242,21 @@ impl Worker {
     }
 
     /// One reconcile pass, then the status.
-    async fn sync(&mut self, pod: &Pod) -> Result<(), String> {
-        let observed = self
-            .ctx
-            .runtime
-            .list_pod(&self.uid)
-            .await
-            .map_err(|e| error_chain(&e))?;
+    async fn sync(&mut self, pod: &Pod) -> Result<(), PodError> {
+        let observed = self.ctx.runtime.list_pod(&self.uid).await?;
         let result = if self.terminal {
             Ok(())
         } else {
             self.act(pod, &observed).await
         };
         // The status reflects what Docker has now, also when acting failed half way.
-        let observed = self
-            .ctx
-            .runtime
-            .list_pod(&self.uid)
-            .await
-            .map_err(|e| error_chain(&e))?;
+        let observed = self.ctx.runtime.list_pod(&self.uid).await?;
         self.write_status(pod, &observed).await?;
         result
     }
 
     /// A running sandbox with its network, created (again) if there is none.
-    async fn ensure_sandbox(&mut self, pod: &Pod, observed: &[Observed]) -> Result<(), String> {
+    async fn ensure_sandbox(&mut self, pod: &Pod, observed: &[Observed]) -> Result<(), PodError> {
         let running = observed
             .iter()
             .find(|c| c.role == "sandbox" && c.running)
@@ -323,29 +280,16 @@ impl Worker {
                 let next = self.next_attempt.entry(c.name.clone()).or_insert(0);
                 *next = (*next).max(c.attempt + 1);
             }
-            self.ctx
-                .runtime
-                .remove(&c.id)
-                .await
-                .map_err(|e| error_chain(&e))?;
+            self.ctx.runtime.remove(&c.id).await?;
         }
         self.sandbox = None;
         self.pod_ip = None;
         self.probes.clear();
         let image = self.ctx.config.sandbox_image.clone();
-        if !self
-            .ctx
-            .runtime
-            .has_image(&image)
-            .await
-            .map_err(|e| error_chain(&e))?
-        {
-            return Err(format!(
-                "sandbox image {image} is not present on the node (run `cargo xtask images` or \
-                 pass --sandbox-image)"
-            ));
+        if !self.ctx.runtime.has_image(&image).await? {
+            return Err(PodError::SandboxImage { image });
         }
-        let resolv = self.resolv_conf(pod).map_err(|e| e.0)?;
+        let resolv = self.resolv_conf(pod)?;
         let body = ContainerCreateBody {
             image: Some(image),
             // A pause process: sleeps until the pod ends (it is killed, not asked).
@@ -368,39 +312,28 @@ impl Worker {
                 self.labels(SANDBOX, "sandbox", 0),
                 body,
             )
-            .await
-            .map_err(|e| error_chain(&e))?;
+            .await?;
         self.sandbox = Some(Sandbox { id: id.clone() });
         self.attach_network(&id).await
     }
 
-    async fn attach_network(&mut self, sandbox_id: &str) -> Result<(), String> {
+    async fn attach_network(&mut self, sandbox_id: &str) -> Result<(), PodError> {
         if self.host_network {
             self.pod_ip = Some(self.ctx.config.host_ip);
             return Ok(());
         }
         let Some(network) = self.ctx.network.get().cloned() else {
-            self.network_error =
-                Some("the node has no pod CIDR (spec.podCIDR) and the agent no --pod-cidr".into());
-            return Err(self.network_error.clone().unwrap_or_default());
+            self.network_error = Some(PodError::NoPodCidr.to_string());
+            return Err(PodError::NoPodCidr);
         };
-        if let Some(ip) = network
-            .adopt(&self.uid)
-            .await
-            .map_err(|e| error_chain(&e))?
-        {
+        if let Some(ip) = network.adopt(&self.uid).await? {
             self.pod_ip = Some(ip);
             self.network_error = None;
             return Ok(());
         }
-        let details = self
-            .ctx
-            .runtime
-            .inspect(sandbox_id)
-            .await
-            .map_err(|e| error_chain(&e))?;
+        let details = self.ctx.runtime.inspect(sandbox_id).await?;
         if details.pid == 0 {
-            return Err("the sandbox has no process".into());
+            return Err(PodError::NoSandboxProcess);
         }
         match network.attach(&self.uid, details.pid).await {
             Ok(ip) => {
@@ -410,14 +343,45 @@ impl Worker {
                 Ok(())
             }
             Err(e) => {
-                let message = format!("setting up the pod network: {}", error_chain(&e));
-                self.network_error = Some(message.clone());
-                Err(message)
+                let error = PodError::Network(e);
+                self.network_error = Some(error_chain(&error));
+                Err(error)
             }
         }
     }
 
-    async fn act(&mut self, pod: &Pod, observed: &[Observed]) -> Result<(), String> {
+    /// What the planner needs to know of a container's newest instance.
+    async fn seen(
+        &mut self,
+        container: &Container,
+        latest: Option<&(Observed, Option<Observed>)>,
+    ) -> Result<Seen, PodError> {
+        let Some((c, _)) = latest else {
+            return Ok(Seen::Absent);
+        };
+        if c.running {
+            let started = match self
+                .probes
+                .get(&container.name)
+                .filter(|p| p.container_id == c.id)
+            {
+                Some(probes) => probes.started,
+                None => container.startup_probe.is_none(),
+            };
+            return Ok(Seen::Running { started });
+        }
+        let details = self.details(c).await?;
+        self.probes.remove(&container.name);
+        Ok(Seen::Exited {
+            code: if c.created_only {
+                128
+            } else {
+                details.exit_code
+            },
+        })
+    }
+
+    async fn act(&mut self, pod: &Pod, observed: &[Observed]) -> Result<(), PodError> {
         let spec = pod.spec.clone().unwrap_or_default();
         if let Some(message) = super::security::rejection(pod) {
             let reason = super::security::SYSCTL_FORBIDDEN;
@@ -435,60 +399,94 @@ impl Worker {
             .clone()
             .unwrap_or_else(|| "Always".into());
         let latest = latest_by_name(observed);
-
-        // Init containers, one after the other.
-        for container in spec.init_containers.iter().flatten() {
-            match latest.get(container.name.as_str()) {
-                None => {
-                    let attempt = self.next_attempt.get(&container.name).copied().unwrap_or(0);
-                    self.start(pod, container, "init", attempt).await;
-                    return Ok(());
-                }
-                Some((c, _)) if c.running => return Ok(()),
-                Some((c, _)) => {
-                    let c = c.clone();
-                    let details = self.details(&c).await?;
-                    if !c.created_only && details.exit_code == 0 {
-                        continue;
-                    }
-                    if policy == "Never" {
-                        self.terminal = true;
-                        return Ok(());
-                    }
-                    self.restart_after_backoff(pod, container, "init", &c, &details)
-                        .await;
-                    return Ok(());
-                }
-            }
+        let inits: Vec<Container> = spec.init_containers.clone().unwrap_or_default();
+        let mut init_seen = Vec::with_capacity(inits.len());
+        for container in &inits {
+            let seen = self
+                .seen(container, latest.get(container.name.as_str()))
+                .await?;
+            init_seen.push((is_sidecar(container), seen));
         }
-
+        let mut app_seen = Vec::with_capacity(spec.containers.len());
         for container in &spec.containers {
-            match latest.get(container.name.as_str()) {
-                None => {
+            app_seen.push(
+                self.seen(container, latest.get(container.name.as_str()))
+                    .await?,
+            );
+        }
+        let planned = plan::plan(&init_seen, &app_seen, &policy);
+        if planned.failed {
+            self.terminal = true;
+            return Ok(());
+        }
+        for action in planned.actions {
+            let (role, index) = match action {
+                Action::Start(role, index)
+                | Action::Restart(role, index)
+                | Action::Probe(role, index) => (role, index),
+                Action::StopSidecar(index) => (Role::Init, index),
+            };
+            let (container, label) = match role {
+                Role::Init => (inits.get(index), "init"),
+                Role::App => (spec.containers.get(index), "app"),
+            };
+            let Some(container) = container else { continue };
+            let current = latest.get(container.name.as_str()).map(|(c, _)| c.clone());
+            match (action, current) {
+                (Action::Start(..), _) => {
                     let attempt = self.next_attempt.get(&container.name).copied().unwrap_or(0);
-                    self.start(pod, container, "app", attempt).await;
+                    self.start(pod, container, label, attempt).await;
                 }
-                Some((c, _)) if c.running => {
-                    let c = c.clone();
-                    self.probe(pod, container, &c).await?;
-                }
-                Some((c, _)) => {
-                    let c = c.clone();
+                (Action::Restart(..), Some(c)) => {
                     let details = self.details(&c).await?;
-                    let exit = if c.created_only {
-                        128
-                    } else {
-                        details.exit_code
-                    };
-                    self.probes.remove(&container.name);
-                    if should_restart(&policy, exit) {
-                        self.restart_after_backoff(pod, container, "app", &c, &details)
-                            .await;
-                    }
+                    self.restart_after_backoff(pod, container, label, &c, &details)
+                        .await;
                 }
+                (Action::Probe(..), Some(c)) => self.probe(pod, container, &c).await?,
+                (Action::StopSidecar(_), Some(c)) if self.stopping.insert(c.id.clone()) => {
+                    self.stop_in_background(pod, container, &c.id, "Stopping container");
+                }
+                _ => {}
             }
         }
         Ok(())
+    }
+
+    /// The grace period of a container stop that is not the pod's deletion (a failed probe,
+    /// a failed postStart hook, a sidecar after the app containers ended).
+    fn spec_grace(pod: &Pod) -> Duration {
+        Duration::from_secs(
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(DEFAULT_GRACE)
+                .max(0)
+                .unsigned_abs(),
+        )
+    }
+
+    /// Stops container `id` of `container` in the background: its preStop hook, then SIGTERM,
+    /// then SIGKILL after what is left of the grace period.
+    fn stop_in_background(&self, pod: &Pod, container: &Container, id: &str, why: &str) {
+        tracing::info!(pod = %self.name, container = %container.name, why, "stopping container");
+        let ctx = self.ctx.clone();
+        let pod = pod.clone();
+        let uid = self.uid.clone();
+        let container = container.clone();
+        let id = id.to_owned();
+        let pod_ip = self.pod_ip;
+        let grace = Self::spec_grace(&pod);
+        tokio::spawn(async move {
+            let stop = StopRequest {
+                ctx: &ctx,
+                pod: &pod,
+                uid: &uid,
+                pod_ip,
+            };
+            if let Err(e) = stop.stop(Some(&container), &id, grace).await {
+                tracing::warn!(error = %error_chain(&e), "stopping a container");
+            }
+        });
     }
 
     async fn probe(
@@ -496,7 +494,7 @@ impl Worker {
         pod: &Pod,
         container: &Container,
         c: &Observed,
-    ) -> Result<(), String> {
+    ) -> Result<(), PodError> {
         let needs_new = self
             .probes
             .get(&container.name)
@@ -545,20 +543,7 @@ impl Worker {
                 ),
             );
             self.probes.remove(&container.name);
-            let grace = Duration::from_secs(
-                pod.spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds)
-                    .unwrap_or(DEFAULT_GRACE)
-                    .max(0) as u64,
-            );
-            let runtime = self.ctx.runtime.clone();
-            let id = c.id.clone();
-            tokio::spawn(async move {
-                if let Err(e) = runtime.stop(&id, grace).await {
-                    tracing::warn!(error = %error_chain(&e), "stopping an unhealthy container");
-                }
-            });
+            self.stop_in_background(pod, container, &c.id, "failed probe");
         }
         Ok(())
     }
@@ -680,7 +665,7 @@ impl Worker {
             .run(&name, self.labels(&container.name, role, attempt), body)
             .await;
         match result {
-            Ok(_) => {
+            Ok(id) => {
                 self.waiting.remove(&container.name);
                 self.event(
                     pod,
@@ -689,6 +674,7 @@ impl Worker {
                     "Started",
                     format!("Started container {}", container.name),
                 );
+                self.post_start(pod, container, &id).await;
                 true
             }
             Err(e) => {
@@ -728,6 +714,154 @@ impl Worker {
             }
         }
     }
+}
+
+impl Worker {
+    /// Runs the container's postStart hook, if any, as the kubelet does right after the start;
+    /// a failure is a `FailedPostStartHook` event and the container is killed (and restarted as
+    /// its policy says).
+    async fn post_start(&mut self, pod: &Pod, container: &Container, id: &str) {
+        let Some(handler) = container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+        else {
+            return;
+        };
+        let ports = hooks::named_ports(container);
+        let result = hooks::run(
+            handler,
+            &self.ctx.runtime,
+            id,
+            self.pod_ip,
+            &ports,
+            POST_START_LIMIT,
+        )
+        .await;
+        if let Err(error) = result {
+            tracing::info!(pod = %self.name, container = %container.name, %error, "postStart hook failed");
+            // As the kubelet: the handler's output stays out of the event (it may hold secrets).
+            self.event(
+                pod,
+                Some(&container.name),
+                "Warning",
+                "FailedPostStartHook",
+                "PostStartHook failed".into(),
+            );
+            let ctx = self.ctx.clone();
+            let id = id.to_owned();
+            let grace = Self::spec_grace(pod);
+            tokio::spawn(async move {
+                if let Err(e) = ctx.runtime.stop(&id, grace).await {
+                    tracing::warn!(error = %error_chain(&e), "stopping a container after its postStart hook failed");
+                }
+            });
+        }
+    }
+}
+
+/// What stopping a container of a pod needs (also from a background task).
+pub(super) struct StopRequest<'a> {
+    pub(super) ctx: &'a Ctx,
+    pub(super) pod: &'a Pod,
+    pub(super) uid: &'a str,
+    pub(super) pod_ip: Option<Ipv4Addr>,
+}
+
+impl StopRequest<'_> {
+    /// Stops container `id`: its preStop hook first (bounded by `grace`; a failure is a
+    /// `FailedPreStopHook` event), then SIGTERM and SIGKILL after what the hook left of the
+    /// grace period (at least 2 s after a hook, as the kubelet).
+    pub(super) async fn stop(
+        &self,
+        container: Option<&Container>,
+        id: &str,
+        grace: Duration,
+    ) -> Result<(), super::runtime::RuntimeError> {
+        let mut left = grace;
+        let pre_stop = container
+            .and_then(|c| c.lifecycle.as_ref())
+            .and_then(|l| l.pre_stop.as_ref());
+        if let (Some(container), Some(handler)) = (container, pre_stop)
+            && !grace.is_zero()
+        {
+            let began = Instant::now();
+            let ports = hooks::named_ports(container);
+            let run = hooks::run(handler, &self.ctx.runtime, id, self.pod_ip, &ports, grace);
+            match tokio::time::timeout(grace, run).await {
+                Ok(Ok(())) | Err(_) => {}
+                Ok(Err(error)) => {
+                    tracing::info!(container = %container.name, %error, "preStop hook failed");
+                    post_event(
+                        self.ctx,
+                        self.pod,
+                        self.uid,
+                        Some(&container.name),
+                        "Warning",
+                        "FailedPreStopHook",
+                        "PreStopHook failed".into(),
+                    );
+                }
+            }
+            left = hooks::grace_after_hook(grace, began.elapsed());
+        }
+        self.ctx.runtime.stop(id, left).await
+    }
+}
+
+/// Posts an Event about `pod` (what `kubectl describe` lists) in the background.
+pub(super) fn post_event(
+    ctx: &Ctx,
+    pod: &Pod,
+    uid: &str,
+    container: Option<&str>,
+    kind: &str,
+    reason: &str,
+    message: String,
+) {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let namespace = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let now = Time(Timestamp::now());
+    let nanos = Timestamp::now().as_nanosecond();
+    let event = Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}.{nanos:x}")),
+            namespace: Some(namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(name),
+            namespace: Some(namespace.clone()),
+            uid: Some(uid.to_owned()),
+            resource_version: pod.metadata.resource_version.clone(),
+            field_path: container.map(|c| format!("spec.containers{{{c}}}")),
+        },
+        reason: Some(reason.to_owned()),
+        message: Some(message),
+        type_: Some(kind.to_owned()),
+        source: Some(EventSource {
+            component: Some("kubelet".into()),
+            host: Some(ctx.config.node_name.clone()),
+        }),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        reporting_component: Some("keelson-node-agent".into()),
+        reporting_instance: Some(ctx.config.node_name.clone()),
+        ..Event::default()
+    };
+    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &namespace);
+    tokio::spawn(async move {
+        if let Err(error) = api.create(&PostParams::default(), &event).await {
+            tracing::debug!(%error, "posting an event");
+        }
+    });
 }
 
 /// The newest instance of each container name, with the one before it.

@@ -11,8 +11,10 @@ use kube::{
     api::{Patch, PatchParams},
 };
 
-use super::{Waiting, Worker, latest_by_name, should_restart};
-use crate::pods::{probes::Probes, runtime::Observed, status};
+use super::{Waiting, Worker, is_sidecar, latest_by_name};
+use crate::pods::{
+    error::PodError, plan::should_restart, probes::Probes, runtime::Observed, status,
+};
 
 impl Worker {
     pub(super) async fn container_status(
@@ -21,7 +23,7 @@ impl Worker {
         latest: Option<&(Observed, Option<Observed>)>,
         policy: &str,
         init: bool,
-    ) -> Result<ContainerStatus, String> {
+    ) -> Result<ContainerStatus, PodError> {
         let image = container.image.clone().unwrap_or_default();
         let mut cs = ContainerStatus {
             name: container.name.clone(),
@@ -66,10 +68,15 @@ impl Worker {
                 .probes
                 .get(&container.name)
                 .filter(|p| p.container_id == c.id);
+            let sidecar = init && is_sidecar(container);
             cs.state = Some(status::running(&details));
-            cs.started = Some(probes.is_none_or(|p| p.started));
-            cs.ready = !init && probes.is_none_or(Probes::ready);
-            if init {
+            cs.started = Some(match probes {
+                Some(p) => p.started,
+                None => container.startup_probe.is_none(),
+            });
+            // A sidecar is ready as its probes say; a regular init container never is.
+            cs.ready = (!init || sidecar) && probes.is_none_or(Probes::ready);
+            if init && !sidecar {
                 cs.started = Some(true);
             }
             return Ok(cs);
@@ -80,7 +87,12 @@ impl Worker {
             details.exit_code
         };
         let terminated = status::terminated(&details, &c.id, c.created_only);
-        let restarting = !self.terminal && should_restart(policy, exit) && !(init && exit == 0);
+        let restarting = !self.terminal
+            && if init && is_sidecar(container) {
+                !self.stopping.contains(&c.id)
+            } else {
+                should_restart(policy, exit) && !(init && exit == 0)
+            };
         match self.waiting.get(&container.name).filter(|_| restarting) {
             Some(w) => {
                 cs.state = Some(status::waiting(&w.reason, &w.message));
@@ -95,7 +107,7 @@ impl Worker {
         &mut self,
         pod: &Pod,
         observed: &[Observed],
-    ) -> Result<(), String> {
+    ) -> Result<(), PodError> {
         let spec = pod.spec.clone().unwrap_or_default();
         let policy = spec
             .restart_policy
@@ -108,6 +120,12 @@ impl Worker {
         let mut initialized = true;
         let mut init_failed = false;
         let mut pending_init = Vec::new();
+        let mut unready = Vec::new();
+        // App containers exist only once the pod was initialized (see the planner).
+        let was_initialized = spec
+            .containers
+            .iter()
+            .any(|c| latest.contains_key(c.name.as_str()));
         for container in spec.init_containers.iter().flatten() {
             let cs = self
                 .container_status(
@@ -117,11 +135,22 @@ impl Worker {
                     true,
                 )
                 .await?;
-            let done = cs
-                .state
-                .as_ref()
-                .and_then(|s| s.terminated.as_ref())
-                .is_some_and(|t| t.exit_code == 0);
+            let sidecar = is_sidecar(container);
+            let running = cs.state.as_ref().is_some_and(|s| s.running.is_some());
+            if sidecar && !cs.ready {
+                unready.push(container.name.clone());
+            }
+            // A sidecar has done its part once started; a regular one once it exited 0.
+            let done = if sidecar {
+                was_initialized || (running && cs.started == Some(true))
+            } else {
+                was_initialized
+                    || cs
+                        .state
+                        .as_ref()
+                        .and_then(|s| s.terminated.as_ref())
+                        .is_some_and(|t| t.exit_code == 0)
+            };
             if !done {
                 initialized = false;
                 pending_init.push(container.name.clone());
@@ -131,6 +160,7 @@ impl Worker {
                     .and_then(|s| s.terminated.as_ref())
                     .is_some_and(|t| t.exit_code != 0)
                     && policy == "Never"
+                    && !sidecar
                 {
                     init_failed = true;
                 }
@@ -139,7 +169,6 @@ impl Worker {
         }
 
         let mut statuses = Vec::new();
-        let mut unready = Vec::new();
         for container in &spec.containers {
             let mut cs = self
                 .container_status(
@@ -159,28 +188,12 @@ impl Worker {
             statuses.push(cs);
         }
 
-        let any_running = statuses
-            .iter()
-            .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
-        let all_created = statuses.iter().all(|c| c.container_id.is_some());
-        let terminated: Vec<i32> = statuses
-            .iter()
-            .filter_map(|c| c.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code))
-            .collect();
-        let all_terminated = terminated.len() == statuses.len() && !statuses.is_empty();
-        let phase = if init_failed {
-            "Failed"
-        } else if !sandbox_ready || !initialized || !all_created {
-            "Pending"
-        } else if any_running {
-            "Running"
-        } else if all_terminated && terminated.iter().all(|c| *c == 0) && policy != "Always" {
-            "Succeeded"
-        } else if all_terminated && policy == "Never" {
-            "Failed"
-        } else {
-            "Running"
-        };
+        let phase = status::phase(
+            init_failed,
+            sandbox_ready && initialized,
+            &statuses,
+            &policy,
+        );
         if matches!(phase, "Succeeded" | "Failed") {
             self.terminal = true;
         }
@@ -280,7 +293,7 @@ impl Worker {
             }
             // Deleted meanwhile: the watch delivers that next.
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(format!("writing the pod status: {e}")),
+            Err(e) => Err(PodError::WriteStatus(e)),
         }
     }
 }
