@@ -5,6 +5,9 @@
 //! - [`endpointslice`]: Services' selectors and Pods -> EndpointSlices (and v1 Endpoints);
 //! - [`replicaset`]: ReplicaSets -> Pods;
 //! - [`deployment`]: Deployments -> ReplicaSets, rolling updates;
+//! - [`replicationcontroller`]: ReplicationControllers -> Pods (the ReplicaSet logic);
+//! - [`disruption`]: PodDisruptionBudgets' status (what `pods/eviction` reads);
+//! - [`resourcequota`]: ResourceQuotas' `status.hard` and `status.used`;
 //! - [`namespace`]: deleting a Namespace deletes its content, then the Namespace;
 //! - [`history`]: ControllerRevisions for DaemonSets and StatefulSets (pure helpers);
 //! - [`gc`]: garbage collection through `ownerReferences` (background, foreground, orphan);
@@ -32,6 +35,7 @@ pub mod clusterroleaggregation;
 pub mod csrapproving;
 pub mod csrsigning;
 pub mod deployment;
+pub mod disruption;
 pub mod endpointslice;
 pub mod gc;
 pub mod history;
@@ -41,6 +45,8 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
+pub mod replicationcontroller;
+pub mod resourcequota;
 pub mod rootcacertpublisher;
 pub mod serviceaccount;
 pub mod tokencleaner;
@@ -78,11 +84,17 @@ pub enum ControllerKind {
     ServiceAccount,
     /// `root-ca-cert-publisher`: the `kube-root-ca.crt` ConfigMap in every namespace.
     RootCaCertPublisher,
+    /// `replicationcontroller`: ReplicationControllers -> Pods.
+    ReplicationController,
+    /// `disruption`: PodDisruptionBudget status.
+    Disruption,
+    /// `resourcequota`: ResourceQuota usage.
+    ResourceQuota,
 }
 
 impl ControllerKind {
     /// Every controller, in start order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 18] = [
         Self::EndpointSlice,
         Self::Endpoints,
         Self::ReplicaSet,
@@ -98,6 +110,9 @@ impl ControllerKind {
         Self::ClusterRoleAggregation,
         Self::ServiceAccount,
         Self::RootCaCertPublisher,
+        Self::ReplicationController,
+        Self::Disruption,
+        Self::ResourceQuota,
     ];
 
     /// The name used on the command line.
@@ -118,6 +133,9 @@ impl ControllerKind {
             Self::ClusterRoleAggregation => "clusterrole-aggregation",
             Self::ServiceAccount => "serviceaccount",
             Self::RootCaCertPublisher => "root-ca-cert-publisher",
+            Self::ReplicationController => "replicationcontroller",
+            Self::Disruption => "disruption",
+            Self::ResourceQuota => "resourcequota",
         }
     }
 }
@@ -339,6 +357,15 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
     }
     if enabled(ControllerKind::Deployment) {
         tasks.spawn(deployment::run(client.clone()));
+    }
+    if enabled(ControllerKind::ReplicationController) {
+        tasks.spawn(replicationcontroller::run(client.clone()));
+    }
+    if enabled(ControllerKind::Disruption) {
+        tasks.spawn(disruption::run(client.clone()));
+    }
+    if enabled(ControllerKind::ResourceQuota) {
+        tasks.spawn(resourcequota::run(client.clone()));
     }
     if enabled(ControllerKind::Namespace) {
         tasks.spawn(namespace::run(client.clone()));
