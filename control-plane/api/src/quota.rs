@@ -42,7 +42,7 @@ fn one() -> Quantity {
 
 fn add(list: &mut ResourceList, name: &str, value: Quantity) {
     let sum = match list.get(name) {
-        Some(old) => old.clone().checked_add(value.clone()).unwrap_or(value),
+        Some(old) => old.checked_add(value).unwrap_or(value),
         None => value,
     };
     list.insert(name.to_owned(), sum);
@@ -102,7 +102,7 @@ pub fn usage(group: &str, plural: &str, object: &Value) -> ResourceList {
             usage.insert("pods".into(), one());
             for (name, value) in pod_resources(object, "requests") {
                 if matches!(name.as_str(), "cpu" | "memory" | "ephemeral-storage") {
-                    usage.insert(format!("requests.{name}"), value.clone());
+                    usage.insert(format!("requests.{name}"), value);
                     usage.insert(name, value);
                 }
             }
@@ -151,7 +151,7 @@ pub fn usage(group: &str, plural: &str, object: &Value) -> ResourceList {
 pub fn sum(a: &ResourceList, b: &ResourceList) -> ResourceList {
     let mut out = a.clone();
     for (name, value) in b {
-        add(&mut out, name, value.clone());
+        add(&mut out, name, *value);
     }
     out
 }
@@ -160,7 +160,7 @@ pub fn sum(a: &ResourceList, b: &ResourceList) -> ResourceList {
 pub fn mask<'a>(list: &ResourceList, names: impl IntoIterator<Item = &'a String>) -> ResourceList {
     names
         .into_iter()
-        .filter_map(|n| Some((n.clone(), list.get(n)?.clone())))
+        .filter_map(|n| Some((n.clone(), *list.get(n)?)))
         .collect()
 }
 

@@ -297,6 +297,34 @@ mod tests {
     }
 
     #[test]
+    fn counts_are_what_the_status_reports() {
+        let now = 1_000;
+        let mut labeled = pod(Some("n"), "Running", true, 100);
+        labeled.metadata.labels = Some(BTreeMap::from([("app".into(), "web".into())]));
+        // Ready since 990: available with minReadySeconds 5, not with 30.
+        let mut recent = labeled.clone();
+        recent.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].last_transition_time =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::from_second(990).unwrap(),
+            ));
+        let pods = [labeled, recent, pod(Some("n"), "Running", false, 100)];
+        let template = BTreeMap::from([("app".to_owned(), "web".to_owned())]);
+        let cases = [(0, 3, 2, 2, 2), (5, 3, 2, 2, 2), (30, 3, 2, 2, 1)];
+        for (min_ready, replicas, labeled, ready, available) in cases {
+            assert_eq!(
+                counts(&pods, &template, min_ready, now),
+                Counts {
+                    replicas,
+                    fully_labeled: labeled,
+                    ready,
+                    available
+                },
+                "minReadySeconds {min_ready}"
+            );
+        }
+    }
+
+    #[test]
     fn scale_down_takes_the_least_valuable_pods_first() {
         let mut pods = [
             pod(Some("n"), "Running", true, 100),

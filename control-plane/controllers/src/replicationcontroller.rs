@@ -53,7 +53,7 @@ pub fn selector_of(rc: &ReplicationController) -> LabelSelector {
                 .and_then(|t| t.metadata.as_ref())
                 .and_then(|m| m.labels.clone())
         })
-        .unwrap_or_else(BTreeMap::new);
+        .unwrap_or_default();
     LabelSelector {
         match_labels: Some(labels),
         match_expressions: None,

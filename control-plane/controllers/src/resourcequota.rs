@@ -78,7 +78,7 @@ pub fn used(hard: &ResourceList, total: &ResourceList) -> ResourceList {
                 name.clone(),
                 total
                     .get(name)
-                    .cloned()
+                    .copied()
                     .unwrap_or_else(|| Quantity::new(0, Format::DecimalSI)),
             )
         })
