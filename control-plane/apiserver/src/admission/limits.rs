@@ -47,13 +47,10 @@ pub(crate) fn container_limits(range: &Value) -> Vec<ContainerLimit> {
                 ratio: quota::parse_list(item.get("maxLimitRequestRatio")),
             };
             for (k, v) in &limit.max {
-                limit.default.entry(k.clone()).or_insert_with(|| v.clone());
+                limit.default.entry(k.clone()).or_insert(*v);
             }
             for (k, v) in limit.default.iter().chain(&limit.min) {
-                limit
-                    .default_request
-                    .entry(k.clone())
-                    .or_insert_with(|| v.clone());
+                limit.default_request.entry(k.clone()).or_insert(*v);
             }
             limit
         })
@@ -81,19 +78,19 @@ pub(crate) fn default_pod(pod: &mut Value, limits: &[ContainerLimit]) -> String 
             let mut limits_of = quota::parse_list(resources.get("limits"));
             // kube's pod defaulting: a limit without a request is the request.
             for (k, v) in &limits_of {
-                requests.entry(k.clone()).or_insert_with(|| v.clone());
+                requests.entry(k.clone()).or_insert(*v);
             }
             let (mut set_requests, mut set_limits) = (Vec::new(), Vec::new());
             for limit in limits {
                 for (k, v) in &limit.default {
                     if !limits_of.contains_key(k) {
-                        limits_of.insert(k.clone(), v.clone());
+                        limits_of.insert(k.clone(), *v);
                         set_limits.push(k.clone());
                     }
                 }
                 for (k, v) in &limit.default_request {
                     if !requests.contains_key(k) {
-                        requests.insert(k.clone(), v.clone());
+                        requests.insert(k.clone(), *v);
                         set_requests.push(k.clone());
                     }
                 }

@@ -1,7 +1,7 @@
 //! The `ResourceQuota` admission plugin (kube's `plugin/pkg/admission/resourcequota` and
 //! `k8s.io/apiserver/pkg/admission/plugin/resourcequota/controller.go`), on creates: the new
 //! object's usage ([`keelson_api::quota::usage`]) is added to the `status.used` of every quota
-//! of its namespace that limits any of it; past a `status.hard` the create is refused with
+//! of its namespace whose `status.hard` limits any of it; past a `status.hard` the create is refused with
 //! kube's 403, otherwise the quotas' new usage is written (a conditional update, retried on a
 //! conflict) before the object is stored, so two racing creates cannot both take the last
 //! unit. The `resourcequota` controller recounts afterwards.
@@ -48,18 +48,15 @@ pub(crate) fn charge(quota: &Value, requested: &ResourceList) -> Result<Option<V
     let hard = quota::parse_list(quota.pointer("/status/hard"));
     let used = quota::parse_list(quota.pointer("/status/used"));
     let name = meta_str(quota, "name").unwrap_or_default();
-    let spec_hard = quota::parse_list(quota.pointer("/spec/hard"));
-    let interesting: Vec<&String> = requested
-        .keys()
-        .filter(|k| hard.contains_key(*k) || spec_hard.contains_key(*k))
-        .collect();
+    // As in kube, a quota restricts what its controller has put in `status.hard`.
+    let interesting: Vec<&String> = requested.keys().filter(|k| hard.contains_key(*k)).collect();
     if interesting.is_empty() {
         return Ok(None);
     }
     // kube's hasUsageStats: the controller must have counted what this request touches.
     let unknown: Vec<&str> = interesting
         .iter()
-        .filter(|k| !hard.contains_key(**k) || !used.contains_key(**k))
+        .filter(|k| !used.contains_key(**k))
         .map(|k| k.as_str())
         .collect();
     if !unknown.is_empty() {
@@ -206,9 +203,16 @@ mod tests {
                 quota(json!({"secrets": "1"}), json!({"secrets": "1"})),
                 Ok(None),
             ),
+            // Not counted yet: a quota restricts nothing before its controller sets
+            // status.hard, and refuses while status.used lacks a hard resource.
             (
                 json!({"metadata": {"name": "fresh"}, "spec": {"hard": {"pods": "1"}}}),
-                Err("status unknown for quota: fresh, resources: pods".to_owned()),
+                Ok(None),
+            ),
+            (
+                json!({"metadata": {"name": "half"}, "spec": {"hard": {"pods": "1"}},
+                       "status": {"hard": {"pods": "1"}}}),
+                Err("status unknown for quota: half, resources: pods".to_owned()),
             ),
         ];
         for (quota, want) in cases {

@@ -156,17 +156,27 @@ async fn quota_refuses_the_pod_past_its_hard_limit_with_kubes_message() {
             Method::POST,
             quotas,
             Some(json!({"apiVersion": "v1", "kind": "ResourceQuota",
-                "metadata": {"name": "compute"}, "spec": {"hard": {"pods": "1"}}})),
+                "metadata": {"name": "compute"}, "spec": {"hard": {"pods": "2"}}})),
         )
         .await;
-    // Before its controller has counted, kube refuses what the quota covers.
-    let (status, body) = s.call(Method::POST, PODS, Some(pod("early"))).await;
+    // Before its controller has counted (no status.hard), a quota restricts nothing, as in kube.
+    s.ok(Method::POST, PODS, Some(pod("early"))).await;
+    // Hard but not yet used: refused until the count is there.
+    quota["status"] = json!({"hard": {"pods": "2"}});
+    quota = s
+        .ok(
+            Method::PUT,
+            &format!("{quotas}/compute/status"),
+            Some(quota),
+        )
+        .await;
+    let (status, body) = s.call(Method::POST, PODS, Some(pod("unknown"))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(
         body["message"],
-        "pods \"early\" is forbidden: status unknown for quota: compute, resources: pods"
+        "pods \"unknown\" is forbidden: status unknown for quota: compute, resources: pods"
     );
-    quota["status"] = json!({"hard": {"pods": "1"}, "used": {"pods": "0"}});
+    quota["status"] = json!({"hard": {"pods": "2"}, "used": {"pods": "1"}});
     s.ok(
         Method::PUT,
         &format!("{quotas}/compute/status"),
@@ -175,14 +185,14 @@ async fn quota_refuses_the_pod_past_its_hard_limit_with_kubes_message() {
     .await;
     s.ok(Method::POST, PODS, Some(pod("first"))).await;
     let charged = s.ok(Method::GET, &format!("{quotas}/compute"), None).await;
-    assert_eq!(charged["status"]["used"], json!({"pods": "1"}));
+    assert_eq!(charged["status"]["used"], json!({"pods": "2"}));
     let (status, body) = s.call(Method::POST, PODS, Some(pod("second"))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(
         body,
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": "pods \"second\" is forbidden: exceeded quota: compute, requested: pods=1, \
-                        used: pods=1, limited: pods=1",
+                        used: pods=2, limited: pods=2",
             "reason": "Forbidden",
             "details": {"name": "second", "kind": "pods"}, "code": 403})
     );
