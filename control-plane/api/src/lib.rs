@@ -21,6 +21,7 @@ pub mod managed_fields;
 pub mod names;
 pub mod patch;
 pub mod quantity;
+pub mod quota;
 pub mod rbac;
 pub mod rbac_policy;
 pub mod schema;

@@ -255,6 +255,7 @@ fn entries(group: &str, version: &str, snapshot: &Snapshot) -> Vec<Entry> {
                 // kube answers `serviceaccounts/token` with an authentication.k8s.io/v1 kind.
                 let (group, version) = match sub.kind {
                     "TokenRequest" => ("authentication.k8s.io", "v1"),
+                    "Eviction" => ("policy", "v1"),
                     _ => (r.group, r.version),
                 };
                 subresources.push((sub.name.to_owned(), group, version, sub.kind, sub.verbs));

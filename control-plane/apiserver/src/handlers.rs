@@ -268,6 +268,15 @@ async fn dispatch(
             let body = RequestBody::read(headers, body, false).await?;
             write::bind(store, target, name, &body.bytes).await?
         }
+        (&Method::POST, Some(name), Some("eviction")) => {
+            let (options, body) = (
+                options("CreateOptions")?,
+                RequestBody::read(headers, body, false).await?,
+            );
+            let admit = admit("DeleteOptions", &options);
+            crate::eviction::evict(store, target, name, params, &body.bytes, &options, &admit)
+                .await?
+        }
         (&Method::POST, Some(_), Some("token")) => {
             let body = RequestBody::read(headers, body, false).await?;
             auth::node::restriction::admit_token_request(store, user, target, &body.bytes).await?;

@@ -37,6 +37,7 @@ pub mod auth;
 mod crd;
 mod discovery;
 pub mod error;
+pub(crate) mod eviction;
 pub mod finalizers;
 mod handlers;
 mod health;

@@ -6,6 +6,9 @@
 //! - [`replicaset`]: ReplicaSets -> Pods;
 //! - [`deployment`]: Deployments -> ReplicaSets, rolling updates;
 //! - [`statefulset`]: StatefulSets -> ordinal Pods and their claims, ordered rollouts;
+//! - [`replicationcontroller`]: ReplicationControllers -> Pods (the ReplicaSet logic);
+//! - [`disruption`]: PodDisruptionBudgets' status (what `pods/eviction` reads);
+//! - [`resourcequota`]: ResourceQuotas' `status.hard` and `status.used`;
 //! - [`namespace`]: deleting a Namespace deletes its content, then the Namespace;
 //! - [`history`]: ControllerRevisions for DaemonSets and StatefulSets (pure helpers);
 //! - [`gc`]: garbage collection through `ownerReferences` (background, foreground, orphan);
@@ -33,6 +36,7 @@ pub mod clusterroleaggregation;
 pub mod csrapproving;
 pub mod csrsigning;
 pub mod deployment;
+pub mod disruption;
 pub mod endpointslice;
 pub mod gc;
 pub mod history;
@@ -42,6 +46,8 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
+pub mod replicationcontroller;
+pub mod resourcequota;
 pub mod rootcacertpublisher;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -82,11 +88,17 @@ pub enum ControllerKind {
     RootCaCertPublisher,
     /// `statefulset`: StatefulSets -> ordinal Pods and their PersistentVolumeClaims.
     StatefulSet,
+    /// `replicationcontroller`: ReplicationControllers -> Pods.
+    ReplicationController,
+    /// `disruption`: PodDisruptionBudget status.
+    Disruption,
+    /// `resourcequota`: ResourceQuota usage.
+    ResourceQuota,
 }
 
 impl ControllerKind {
     /// Every controller, in start order.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 19] = [
         Self::EndpointSlice,
         Self::Endpoints,
         Self::ReplicaSet,
@@ -103,6 +115,9 @@ impl ControllerKind {
         Self::ServiceAccount,
         Self::RootCaCertPublisher,
         Self::StatefulSet,
+        Self::ReplicationController,
+        Self::Disruption,
+        Self::ResourceQuota,
     ];
 
     /// The name used on the command line.
@@ -124,6 +139,9 @@ impl ControllerKind {
             Self::ServiceAccount => "serviceaccount",
             Self::RootCaCertPublisher => "root-ca-cert-publisher",
             Self::StatefulSet => "statefulset",
+            Self::ReplicationController => "replicationcontroller",
+            Self::Disruption => "disruption",
+            Self::ResourceQuota => "resourcequota",
         }
     }
 }
@@ -348,6 +366,15 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
     }
     if enabled(ControllerKind::StatefulSet) {
         tasks.spawn(statefulset::run(client.clone()));
+    }
+    if enabled(ControllerKind::ReplicationController) {
+        tasks.spawn(replicationcontroller::run(client.clone()));
+    }
+    if enabled(ControllerKind::Disruption) {
+        tasks.spawn(disruption::run(client.clone()));
+    }
+    if enabled(ControllerKind::ResourceQuota) {
+        tasks.spawn(resourcequota::run(client.clone()));
     }
     if enabled(ControllerKind::Namespace) {
         tasks.spawn(namespace::run(client.clone()));

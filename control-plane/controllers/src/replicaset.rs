@@ -11,9 +11,9 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use k8s_openapi::{
     api::{
         apps::v1::{ReplicaSet, ReplicaSetStatus},
-        core::v1::Pod,
+        core::v1::{Pod, PodTemplateSpec},
     },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    apimachinery::pkg::apis::meta::v1::{LabelSelector as LabelSelectorSpec, ObjectMeta},
 };
 use keelson_api::selectors::LabelSelector;
 use kube::{
@@ -74,29 +74,126 @@ pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: i64) -> bool {
     })
 }
 
+/// What the ReplicaSet logic needs from a workload that keeps `replicas` copies of a pod
+/// template: a ReplicaSet, or a ReplicationController (kube runs the same controller code for
+/// both, `pkg/controller/replication` wrapping `pkg/controller/replicaset`).
+#[derive(Debug)]
+pub struct Replicated<'a> {
+    /// `apps/v1` or `v1`, for the pods' owner reference.
+    pub api_version: &'static str,
+    /// `ReplicaSet` or `ReplicationController`.
+    pub kind: &'static str,
+    /// The workload's metadata.
+    pub meta: &'a ObjectMeta,
+    /// Its selector (a ReplicationController's label map as `matchLabels`).
+    pub selector: LabelSelectorSpec,
+    /// `spec.replicas` (1 when unset).
+    pub replicas: i32,
+    /// `spec.template`.
+    pub template: Option<&'a PodTemplateSpec>,
+    /// `spec.minReadySeconds`.
+    pub min_ready_seconds: i32,
+}
+
+/// The counts a ReplicaSet or ReplicationController status reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Active pods.
+    pub replicas: i32,
+    /// Active pods whose labels match the template's.
+    pub fully_labeled: i32,
+    /// Active ready pods.
+    pub ready: i32,
+    /// Active pods ready for `minReadySeconds`.
+    pub available: i32,
+}
+
+/// The status counts of a workload's active pods (pure).
+pub fn counts(
+    active: &[Pod],
+    template_labels: &BTreeMap<String, String>,
+    min_ready_seconds: i32,
+    now: i64,
+) -> Counts {
+    let template_selector = LabelSelector::from_set(template_labels);
+    let count = |f: &dyn Fn(&Pod) -> bool| {
+        i32::try_from(active.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX)
+    };
+    Counts {
+        replicas: count(&|_| true),
+        fully_labeled: count(&|p| template_selector.matches(p.labels())),
+        ready: count(&pods::is_ready),
+        available: count(&|p| is_available(p, min_ready_seconds, now)),
+    }
+}
+
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
     let namespace = rs.namespace().unwrap_or_default();
     let name = rs.name_any();
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
     let Some(spec) = rs.spec.as_ref() else {
         return Ok(Action::await_change());
     };
-    let query = pods::selector_query(&spec.selector, || format!("ReplicaSet {namespace}/{name}"))?;
-    let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let workload = Replicated {
+        api_version: "apps/v1",
+        kind: "ReplicaSet",
+        meta: &rs.metadata,
+        selector: spec.selector.clone(),
+        replicas: spec.replicas.unwrap_or(1),
+        template: spec.template.as_ref(),
+        min_ready_seconds: spec.min_ready_seconds.unwrap_or(0),
+    };
+    let (counts, requeue) = sync_pods(&ctx.client, &workload).await?;
+    let status = ReplicaSetStatus {
+        replicas: counts.replicas,
+        fully_labeled_replicas: Some(counts.fully_labeled),
+        ready_replicas: Some(counts.ready),
+        available_replicas: Some(counts.available),
+        observed_generation: rs.metadata.generation,
+        conditions: rs.status.as_ref().and_then(|s| s.conditions.clone()),
+        terminating_replicas: None,
+    };
+    if rs.status.as_ref() != Some(&status) {
+        Api::<ReplicaSet>::namespaced(ctx.client.clone(), &namespace)
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
+            .await
+            .map(drop)
+            .or_else(|e| if is_status(&e, 404) { Ok(()) } else { Err(e) })
+            .action(|| format!("update the status of ReplicaSet {namespace}/{name}"))?;
+    }
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Creates or deletes the workload's pods towards `replicas` (at most [`BURST`] a call) and
+/// counts them afterwards; the duration is when to look again (more to do, or pods becoming
+/// available).
+pub async fn sync_pods(
+    client: &Client,
+    workload: &Replicated<'_>,
+) -> Result<(Counts, Option<Duration>)> {
+    let meta = workload.meta;
+    let kind = workload.kind;
+    let namespace = meta.namespace.clone().unwrap_or_default();
+    let name = meta.name.clone().unwrap_or_default();
+    let uid = meta.uid.clone().unwrap_or_default();
+    let query = pods::selector_query(&workload.selector, || format!("{kind} {namespace}/{name}"))?;
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let owned: Vec<Pod> = pod_api
         .list(&ListParams::default().labels(&query))
         .await
-        .action(|| format!("list the pods of ReplicaSet {namespace}/{name}"))?
+        .action(|| format!("list the pods of {kind} {namespace}/{name}"))?
         .items
         .into_iter()
         .filter(|p| pods::controlled_by(&p.metadata, &uid))
         .collect();
     let mut active: Vec<&Pod> = owned.iter().filter(|p| pods::is_active(p)).collect();
-    let want = usize::try_from(spec.replicas.unwrap_or(1).max(0)).unwrap_or_default();
-    let terminating_rs = rs.metadata.deletion_timestamp.is_some();
+    let want = usize::try_from(workload.replicas.max(0)).unwrap_or_default();
     let mut requeue = None;
-    if !terminating_rs && active.len() < want {
-        let template = spec.template.clone().unwrap_or_default();
+    if meta.deletion_timestamp.is_none() && active.len() < want {
+        let template = workload.template.cloned().unwrap_or_default();
         let count = (want - active.len()).min(BURST);
         for _ in 0..count {
             let template_meta = template.metadata.clone().unwrap_or_default();
@@ -107,9 +204,9 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
                     labels: template_meta.labels,
                     annotations: template_meta.annotations,
                     owner_references: Some(vec![pods::owner_reference(
-                        "apps/v1",
-                        "ReplicaSet",
-                        &rs.metadata,
+                        workload.api_version,
+                        kind,
+                        meta,
                     )]),
                     ..ObjectMeta::default()
                 },
@@ -121,8 +218,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
                 // The namespace is going away: nothing to create in it.
                 Err(e) if is_status(&e, 403) => break,
                 Err(e) => {
-                    return Err(e)
-                        .action(|| format!("create a pod for ReplicaSet {namespace}/{name}"));
+                    return Err(e).action(|| format!("create a pod for {kind} {namespace}/{name}"));
                 }
             }
         }
@@ -146,52 +242,29 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
         }
     }
     // Status from a fresh look after the writes.
-    let owned: Vec<Pod> = pod_api
+    let active: Vec<Pod> = pod_api
         .list(&ListParams::default().labels(&query))
         .await
-        .action(|| format!("list the pods of ReplicaSet {namespace}/{name}"))?
+        .action(|| format!("list the pods of {kind} {namespace}/{name}"))?
         .items
         .into_iter()
         .filter(|p| pods::controlled_by(&p.metadata, &uid) && pods::is_active(p))
         .collect();
-    let now = jiff::Timestamp::now().as_second();
-    let min_ready = spec.min_ready_seconds.unwrap_or(0);
-    let template_selector = LabelSelector::from_set(
-        spec.template
-            .as_ref()
-            .and_then(|t| t.metadata.as_ref())
-            .and_then(|m| m.labels.as_ref())
-            .unwrap_or(&BTreeMap::new()),
+    let template_labels = workload
+        .template
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let counts = counts(
+        &active,
+        &template_labels,
+        workload.min_ready_seconds,
+        jiff::Timestamp::now().as_second(),
     );
-    let count = |f: &dyn Fn(&Pod) -> bool| {
-        i32::try_from(owned.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX)
-    };
-    let status = ReplicaSetStatus {
-        replicas: count(&|_| true),
-        fully_labeled_replicas: Some(count(&|p| template_selector.matches(p.labels()))),
-        ready_replicas: Some(count(&pods::is_ready)),
-        available_replicas: Some(count(&|p| is_available(p, min_ready, now))),
-        observed_generation: rs.metadata.generation,
-        conditions: rs.status.as_ref().and_then(|s| s.conditions.clone()),
-        terminating_replicas: None,
-    };
-    let waiting_for_available = status.ready_replicas != status.available_replicas;
-    if rs.status.as_ref() != Some(&status) {
-        Api::<ReplicaSet>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
-            )
-            .await
-            .map(drop)
-            .or_else(|e| if is_status(&e, 404) { Ok(()) } else { Err(e) })
-            .action(|| format!("update the status of ReplicaSet {namespace}/{name}"))?;
-    }
-    if waiting_for_available {
+    if counts.ready != counts.available {
         requeue = requeue.or(Some(Duration::from_secs(1)));
     }
-    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+    Ok((counts, requeue))
 }
 
 #[cfg(test)]
@@ -220,6 +293,34 @@ mod tests {
                 }]),
                 ..PodStatus::default()
             }),
+        }
+    }
+
+    #[test]
+    fn counts_are_what_the_status_reports() {
+        let now = 1_000;
+        let mut labeled = pod(Some("n"), "Running", true, 100);
+        labeled.metadata.labels = Some(BTreeMap::from([("app".into(), "web".into())]));
+        // Ready since 990: available with minReadySeconds 5, not with 30.
+        let mut recent = labeled.clone();
+        recent.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].last_transition_time =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::from_second(990).unwrap(),
+            ));
+        let pods = [labeled, recent, pod(Some("n"), "Running", false, 100)];
+        let template = BTreeMap::from([("app".to_owned(), "web".to_owned())]);
+        let cases = [(0, 3, 2, 2, 2), (5, 3, 2, 2, 2), (30, 3, 2, 2, 1)];
+        for (min_ready, replicas, labeled, ready, available) in cases {
+            assert_eq!(
+                counts(&pods, &template, min_ready, now),
+                Counts {
+                    replicas,
+                    fully_labeled: labeled,
+                    ready,
+                    available
+                },
+                "minReadySeconds {min_ready}"
+            );
         }
     }
 

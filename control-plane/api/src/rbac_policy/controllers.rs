@@ -36,6 +36,9 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("statefulset-controller", "statefulset"),
     ("certificate-controller", "csrapproving, csrsigning"),
     ("root-ca-cert-publisher", "root-ca-cert-publisher"),
+    ("replication-controller", "replicationcontroller"),
+    ("disruption-controller", "disruption"),
+    ("resourcequota-controller", "resourcequota"),
 ];
 
 fn controller_rules(name: &str) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
@@ -212,6 +215,38 @@ fn controller_rules(name: &str) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
         // `kube-root-ca.crt` in every namespace.
         "root-ca-cert-publisher" => vec![
             rule(&["create", "update"], &[CORE], &["configmaps"]),
+            events(),
+        ],
+        "replication-controller" => vec![
+            rule(
+                &["get", "list", "watch", "update"],
+                &[CORE],
+                &["replicationcontrollers"],
+            ),
+            rule(&["update"], &[CORE], &["replicationcontrollers/status"]),
+            rule(&["update"], &[CORE], &["replicationcontrollers/finalizers"]),
+            rule(
+                &["list", "watch", "patch", "create", "delete"],
+                &[CORE],
+                &["pods"],
+            ),
+            events(),
+        ],
+        "disruption-controller" => vec![
+            rule(READ, &[EXTENSIONS, APPS], &["deployments"]),
+            rule(READ, &[APPS, EXTENSIONS], &["replicasets"]),
+            rule(READ, &[CORE], &["replicationcontrollers"]),
+            rule(READ, &["policy"], &["poddisruptionbudgets"]),
+            rule(READ, &[APPS], &["statefulsets"]),
+            rule(&["update"], &["policy"], &["poddisruptionbudgets/status"]),
+            rule(&["patch", "update"], &[CORE], &["pods/status"]),
+            rule(&["get"], &["*"], &["*/scale"]),
+            events(),
+        ],
+        // It counts anything a quota can name.
+        "resourcequota-controller" => vec![
+            rule(&["list", "watch"], &["*"], &["*"]),
+            rule(&["update"], &[CORE], &["resourcequotas/status"]),
             events(),
         ],
         _ => Vec::new(),

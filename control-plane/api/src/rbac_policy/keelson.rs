@@ -9,7 +9,7 @@
 //!   authorizer's;
 //! - the controllers' reads are the controller manager's `list`/`watch` of everything, their
 //!   writes are their `system:controller:*` roles, except the merge patches of
-//!   `deployments/status`, `replicasets/status` and the CSR `approval`/`status` subresources
+//!   `deployments/status`, `replicasets/status`, `replicationcontrollers/status` and the CSR `approval`/`status` subresources
 //!   (Kubernetes' controllers send PUT there) and the creation of `kube-public/cluster-info`
 //!   (kubeadm creates it in Kubernetes), granted by [`CONTROLLER_MANAGER_EXTRAS`] and
 //!   [`BOOTSTRAP_SIGNER_EXTRAS`];
@@ -96,6 +96,8 @@ pub(super) fn cluster_roles() -> Vec<ClusterRole> {
                     &["deployments/status", "replicasets/status"],
                 ),
                 rule(&["patch"], &["apps"], &["statefulsets/status"]),
+                // replicationcontroller: the same merge patch of its status.
+                rule(&["patch"], &[CORE], &["replicationcontrollers/status"]),
                 // csrapproving patches the approval, csrsigning the status (the certificate).
                 rule(
                     &["patch"],

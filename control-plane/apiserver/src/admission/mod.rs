@@ -47,8 +47,10 @@ use crate::{
 
 mod cache;
 pub(crate) mod call;
+pub(crate) mod limits;
 pub(crate) mod matching;
 pub(crate) mod policy;
+pub(crate) mod quota;
 pub(crate) mod serviceaccount;
 
 use cache::CONFIGURATIONS;

@@ -47,7 +47,6 @@ const EVENT_FIELDS: &[&str] = &[
 const NO_CONTROLLER: &str = "keelson stores this kind, but no controller acts on it yet";
 const NETWORK_POLICY: &str =
     "keelson stores NetworkPolicy objects but does not enforce them yet: traffic is not filtered";
-const NOT_ENFORCED: &str = "keelson stores this kind but does not enforce it yet";
 
 /// Every served resource.
 pub static RESOURCES: &[Resource] = &[
@@ -120,8 +119,7 @@ pub static RESOURCES: &[Resource] = &[
     .in_all()
     .spec_status()
     .scale()
-    .fields(&["status.replicas"])
-    .note(NO_CONTROLLER),
+    .fields(&["status.replicas"]),
     Resource::new(
         "",
         "PersistentVolume",
@@ -158,8 +156,7 @@ pub static RESOURCES: &[Resource] = &[
         typed::<core::LimitRange>,
     )
     .short(&["limits"])
-    .spec()
-    .note(NOT_ENFORCED),
+    .spec(),
     Resource::new(
         "",
         "ResourceQuota",
@@ -168,8 +165,7 @@ pub static RESOURCES: &[Resource] = &[
         typed::<core::ResourceQuota>,
     )
     .short(&["quota"])
-    .spec_status()
-    .note(NOT_ENFORCED),
+    .spec_status(),
     // --- apiregistration.k8s.io/v1 ---
     Resource::new(
         "apiregistration.k8s.io",
@@ -351,8 +347,7 @@ pub static RESOURCES: &[Resource] = &[
         typed::<policy::PodDisruptionBudget>,
     )
     .short(&["pdb"])
-    .spec_status()
-    .note(NOT_ENFORCED),
+    .spec_status(),
     // --- rbac.authorization.k8s.io/v1 ---
     Resource::new(
         "rbac.authorization.k8s.io",

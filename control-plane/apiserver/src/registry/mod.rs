@@ -296,7 +296,7 @@ pub struct Subresource {
     pub verbs: &'static [&'static str],
 }
 
-/// `pods/binding` and `pods/log`.
+/// `pods/binding`, `pods/log` and `pods/eviction`.
 pub(super) const POD_SUBRESOURCES: &[Subresource] = &[
     Subresource {
         name: "binding",
@@ -307,6 +307,11 @@ pub(super) const POD_SUBRESOURCES: &[Subresource] = &[
         name: "log",
         kind: "Pod",
         verbs: &["get"],
+    },
+    Subresource {
+        name: "eviction",
+        kind: "Eviction",
+        verbs: &["create"],
     },
 ];
 

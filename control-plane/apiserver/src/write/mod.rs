@@ -174,6 +174,7 @@ pub(crate) async fn insert(
         check_namespace(store, ns).await?;
     }
     crate::admission::serviceaccount::admit(admit, target, &name, &mut object).await?;
+    crate::admission::limits::admit(admit, target, &name, &mut object).await?;
     let attempt = Attempt {
         target,
         name: &name,
@@ -194,6 +195,7 @@ pub(crate) async fn insert(
     admit
         .validate(&attempt, Some(&object), None, &mut warnings)
         .await?;
+    crate::admission::quota::admit(admit, target, &name, &object, options.dry_run).await?;
     let key = target.key(&name);
     if options.dry_run {
         let exists = store

@@ -192,6 +192,7 @@ mod bootstrap;
 mod crd;
 mod crd_apply;
 mod crd_conversion;
+mod disruption;
 mod health;
 mod https;
 mod kinds;
