@@ -5,6 +5,7 @@
 //! - [`endpointslice`]: Services' selectors and Pods -> EndpointSlices (and v1 Endpoints);
 //! - [`replicaset`]: ReplicaSets -> Pods;
 //! - [`deployment`]: Deployments -> ReplicaSets, rolling updates;
+//! - [`daemonset`]: DaemonSets -> one pod per eligible node, rolling updates, revisions;
 //! - [`namespace`]: deleting a Namespace deletes its content, then the Namespace;
 //! - [`history`]: ControllerRevisions for DaemonSets and StatefulSets (pure helpers);
 //! - [`gc`]: garbage collection through `ownerReferences` (background, foreground, orphan);
@@ -31,6 +32,7 @@ pub mod bootstrapsigner;
 pub mod clusterroleaggregation;
 pub mod csrapproving;
 pub mod csrsigning;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpointslice;
 pub mod gc;
@@ -78,11 +80,13 @@ pub enum ControllerKind {
     ServiceAccount,
     /// `root-ca-cert-publisher`: the `kube-root-ca.crt` ConfigMap in every namespace.
     RootCaCertPublisher,
+    /// `daemonset`: DaemonSets -> one pod per eligible node.
+    DaemonSet,
 }
 
 impl ControllerKind {
     /// Every controller, in start order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::EndpointSlice,
         Self::Endpoints,
         Self::ReplicaSet,
@@ -98,6 +102,7 @@ impl ControllerKind {
         Self::ClusterRoleAggregation,
         Self::ServiceAccount,
         Self::RootCaCertPublisher,
+        Self::DaemonSet,
     ];
 
     /// The name used on the command line.
@@ -118,6 +123,7 @@ impl ControllerKind {
             Self::ClusterRoleAggregation => "clusterrole-aggregation",
             Self::ServiceAccount => "serviceaccount",
             Self::RootCaCertPublisher => "root-ca-cert-publisher",
+            Self::DaemonSet => "daemonset",
         }
     }
 }
@@ -339,6 +345,9 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
     }
     if enabled(ControllerKind::Deployment) {
         tasks.spawn(deployment::run(client.clone()));
+    }
+    if enabled(ControllerKind::DaemonSet) {
+        tasks.spawn(daemonset::run(client.clone()));
     }
     if enabled(ControllerKind::Namespace) {
         tasks.spawn(namespace::run(client.clone()));
