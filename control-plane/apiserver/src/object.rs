@@ -315,6 +315,7 @@ pub(crate) fn default_and_validate(
 ) -> Result<(), ApiError> {
     let (group, kind) = storage_kind(resource);
     apply_defaults(group, kind, object);
+    daemon_set_template_generation(resource, old.map(|(old, _)| old), object);
     let errors = match old {
         None => validation::validate(group, kind, object),
         Some((old, Part::Main)) => {
@@ -379,7 +380,6 @@ pub(crate) fn prepare_create(
 ) -> Result<String, ApiError> {
     let name = prepare_metadata(object, resource, namespace)?;
     default_and_validate(object, resource, &name, None)?;
-    daemon_set_template_generation(resource, None, object);
     Ok(name)
 }
 
@@ -543,7 +543,6 @@ pub(crate) fn finish_update(
     part: Part,
 ) -> Result<Option<Value>, ApiError> {
     default_and_validate(&mut new, resource, name, Some((old, part)))?;
-    daemon_set_template_generation(resource, Some(old), &mut new);
     if resource.has_spec && old.get("spec") != new.get("spec") {
         let generation = old
             .get("metadata")
