@@ -117,6 +117,9 @@ pub struct ClusterSpec {
     pub control_plane_args: Vec<String>,
     /// Nodes as qemu VMs instead of network namespaces.
     pub vm: Option<VmNodes>,
+    /// How many of the last nodes [`Cluster::up`] prepares (namespace, kubeconfig) without
+    /// starting their agents: nodes that join later, with [`Cluster::start_agent`].
+    pub late_nodes: usize,
 }
 
 /// How VM nodes boot. Each node is a qemu VM (TCG, or KVM where `/dev/kvm` works) whose NIC is
@@ -163,6 +166,7 @@ impl ClusterSpec {
             agent_args: Vec::new(),
             control_plane_args: Vec::new(),
             vm: None,
+            late_nodes: 0,
         }
     }
 
@@ -179,6 +183,12 @@ impl ClusterSpec {
         ensure!(
             (1..=9).contains(&self.nodes),
             "a cluster has 1 to 9 nodes, not {}",
+            self.nodes
+        );
+        ensure!(
+            self.late_nodes < self.nodes,
+            "{} late nodes leave none of {} to start with",
+            self.late_nodes,
             self.nodes
         );
         match (self.store, self.control_planes) {
@@ -556,15 +566,18 @@ impl Cluster {
                 std::fs::create_dir_all(&node.cgroup)
                     .with_context(|| format!("cannot create {}", node.cgroup.display()))?;
             }
-            self.start_agent(i)?;
+            if i <= spec.nodes - spec.late_nodes {
+                self.start_agent(i)?;
+            }
         }
 
-        progress(&format!("waiting for {} Nodes to be Ready", spec.nodes));
+        let started = spec.nodes - spec.late_nodes;
+        progress(&format!("waiting for {started} Nodes to be Ready"));
         // A VM boots, starts Docker and imports its images first (under TCG: a minute or so).
         let ready_within = Duration::from_secs(if spec.vm.is_some() { 600 } else { 120 });
         let node_binary = self.state.node_binary();
         wait_until(ready_within, "every Node to be Ready", || {
-            for (i, pid) in self.state.agents.iter().enumerate() {
+            for (i, pid) in self.state.agents.iter().enumerate().take(started) {
                 if !pid.is_some_and(|p| runs(p, node_binary)) {
                     bail!("the agent of node {} exited", self.nodes[i].name);
                 }
@@ -576,7 +589,7 @@ impl Cluster {
                 "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {end}",
             ]);
             Ok(ready.is_ok_and(|text| {
-                self.nodes.iter().all(|n| {
+                self.nodes.iter().take(started).all(|n| {
                     text.split_whitespace()
                         .any(|w| w == format!("{}=True", n.name))
                 })

@@ -315,6 +315,7 @@ pub(crate) fn default_and_validate(
 ) -> Result<(), ApiError> {
     let (group, kind) = storage_kind(resource);
     apply_defaults(group, kind, object);
+    daemon_set_template_generation(resource, old.map(|(old, _)| old), object);
     let errors = match old {
         None => validation::validate(group, kind, object),
         Some((old, Part::Main)) => {
@@ -657,5 +658,46 @@ mod stored_layout_tests {
             &mut out
         ));
         assert!(out.is_empty());
+    }
+}
+
+/// The annotation an apps/v1 DaemonSet carries its template generation in.
+const DAEMON_SET_TEMPLATE_GENERATION: &str = "deprecated.daemonset.template.generation";
+
+/// A DaemonSet's template generation, as kube-apiserver keeps it (`spec.templateGeneration` of
+/// the internal type, shown in apps/v1 as the annotation `deprecated.daemonset.template.generation`):
+/// at least 1 on create, one more than the old object's when `spec.template` changes, else the
+/// old object's. The DaemonSet controller labels pods with it (`pod-template-generation`).
+fn daemon_set_template_generation(resource: &Resource, old: Option<&Value>, new: &mut Value) {
+    if resource.group != "apps" || resource.kind != "DaemonSet" {
+        return;
+    }
+    let generation = |object: &Value| {
+        object
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(DAEMON_SET_TEMPLATE_GENERATION))
+            .and_then(Value::as_str)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    let next = match old {
+        None => generation(new).max(1),
+        Some(old) if old.pointer("/spec/template") != new.pointer("/spec/template") => {
+            generation(old) + 1
+        }
+        Some(old) => generation(old).max(1),
+    };
+    let Some(meta) = metadata_mut(new) else {
+        return;
+    };
+    if let Some(annotations) = meta
+        .entry("annotations")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+    {
+        annotations.insert(
+            DAEMON_SET_TEMPLATE_GENERATION.to_owned(),
+            json!(next.to_string()),
+        );
     }
 }

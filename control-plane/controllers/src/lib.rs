@@ -9,6 +9,7 @@
 //! - [`replicationcontroller`]: ReplicationControllers -> Pods (the ReplicaSet logic);
 //! - [`disruption`]: PodDisruptionBudgets' status (what `pods/eviction` reads);
 //! - [`resourcequota`]: ResourceQuotas' `status.hard` and `status.used`;
+//! - [`daemonset`]: DaemonSets -> one pod per eligible node, rolling updates, revisions;
 //! - [`namespace`]: deleting a Namespace deletes its content, then the Namespace;
 //! - [`history`]: ControllerRevisions for DaemonSets and StatefulSets (pure helpers);
 //! - [`gc`]: garbage collection through `ownerReferences` (background, foreground, orphan);
@@ -35,6 +36,7 @@ pub mod bootstrapsigner;
 pub mod clusterroleaggregation;
 pub mod csrapproving;
 pub mod csrsigning;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpointslice;
@@ -94,11 +96,13 @@ pub enum ControllerKind {
     Disruption,
     /// `resourcequota`: ResourceQuota usage.
     ResourceQuota,
+    /// `daemonset`: DaemonSets -> one pod per eligible node.
+    DaemonSet,
 }
 
 impl ControllerKind {
     /// Every controller, in start order.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::EndpointSlice,
         Self::Endpoints,
         Self::ReplicaSet,
@@ -118,6 +122,7 @@ impl ControllerKind {
         Self::ReplicationController,
         Self::Disruption,
         Self::ResourceQuota,
+        Self::DaemonSet,
     ];
 
     /// The name used on the command line.
@@ -142,6 +147,7 @@ impl ControllerKind {
             Self::ReplicationController => "replicationcontroller",
             Self::Disruption => "disruption",
             Self::ResourceQuota => "resourcequota",
+            Self::DaemonSet => "daemonset",
         }
     }
 }
@@ -375,6 +381,9 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
     }
     if enabled(ControllerKind::ResourceQuota) {
         tasks.spawn(resourcequota::run(client.clone()));
+    }
+    if enabled(ControllerKind::DaemonSet) {
+        tasks.spawn(daemonset::run(client.clone()));
     }
     if enabled(ControllerKind::Namespace) {
         tasks.spawn(namespace::run(client.clone()));

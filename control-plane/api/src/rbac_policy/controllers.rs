@@ -25,6 +25,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
         "clusterrole-aggregation-controller",
         "clusterrole-aggregation",
     ),
+    ("daemon-set-controller", "daemonset"),
     ("deployment-controller", "deployment"),
     ("endpoint-controller", "endpoints"),
     ("endpointslice-controller", "endpointslice"),
@@ -49,6 +50,30 @@ fn controller_rules(name: &str) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
             &[super::RBAC_GROUP],
             &["clusterroles"],
         )],
+        "daemon-set-controller" => vec![
+            rule(
+                &["get", "list", "watch"],
+                &[EXTENSIONS, APPS],
+                &["daemonsets"],
+            ),
+            rule(&["update"], &[EXTENSIONS, APPS], &["daemonsets/status"]),
+            rule(&["update"], &[EXTENSIONS, APPS], &["daemonsets/finalizers"]),
+            rule(&["list", "watch"], &[CORE], &["nodes"]),
+            rule(
+                &["list", "watch", "create", "delete", "patch"],
+                &[CORE],
+                &["pods"],
+            ),
+            rule(&["create"], &[CORE], &["pods/binding"]),
+            rule(
+                &[
+                    "get", "list", "watch", "create", "delete", "update", "patch",
+                ],
+                &[APPS],
+                &["controllerrevisions"],
+            ),
+            events(),
+        ],
         "deployment-controller" => vec![
             rule(
                 &["get", "list", "watch", "update"],

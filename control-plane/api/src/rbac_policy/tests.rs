@@ -623,11 +623,11 @@ fn counts() {
     // Kubernetes' testdata/cluster-roles.yaml lists 31; system:heapster is left out.
     assert_eq!(cluster::roles().len(), 30, "Kubernetes' cluster roles kept");
     assert_eq!(cluster::bindings().len(), 12);
-    assert_eq!(controllers::roles().len(), 15);
+    assert_eq!(controllers::roles().len(), 16);
     assert_eq!(namespaced::roles().len(), 7);
     assert_eq!(namespaced::bindings().len(), 7);
-    assert_eq!(cluster_roles().len(), 30 + 15 + 2);
-    assert_eq!(cluster_role_bindings().len(), 12 + 15 + 2 + 15);
+    assert_eq!(cluster_roles().len(), 30 + 16 + 2);
+    assert_eq!(cluster_role_bindings().len(), 12 + 16 + 2 + 16);
     assert_eq!(roles().len(), 7 + 3);
     assert_eq!(role_bindings().len(), 7 + 6);
 }
@@ -856,6 +856,53 @@ fn the_controllers_may_make_every_call_they_make() {
             ("apps", "deployments/status"),
             "default",
             "web",
+        ),
+        ("daemonset", "list", ("", "nodes"), "", ""),
+        ("daemonset", "create", ("", "pods"), "default", ""),
+        ("daemonset", "delete", ("", "pods"), "default", "web-1"),
+        ("daemonset", "patch", ("", "pods"), "default", "web-1"),
+        ("daemonset", "get", ("apps", "daemonsets"), "default", "web"),
+        (
+            "daemonset",
+            "update",
+            ("apps", "daemonsets/status"),
+            "default",
+            "web",
+        ),
+        (
+            "daemonset",
+            "create",
+            ("apps", "controllerrevisions"),
+            "default",
+            "",
+        ),
+        (
+            "daemonset",
+            "get",
+            ("apps", "controllerrevisions"),
+            "default",
+            "web-1",
+        ),
+        (
+            "daemonset",
+            "patch",
+            ("apps", "controllerrevisions"),
+            "default",
+            "web-1",
+        ),
+        (
+            "daemonset",
+            "delete",
+            ("apps", "controllerrevisions"),
+            "default",
+            "web-1",
+        ),
+        (
+            "daemonset",
+            "create",
+            ("events.k8s.io", "events"),
+            "default",
+            "",
         ),
         ("namespace", "list", ("", "secrets"), "gone", ""),
         ("namespace", "delete", ("", "secrets"), "gone", "s"),
