@@ -5,6 +5,8 @@
 //! - [`endpointslice`]: Services' selectors and Pods -> EndpointSlices (and v1 Endpoints);
 //! - [`replicaset`]: ReplicaSets -> Pods;
 //! - [`deployment`]: Deployments -> ReplicaSets, rolling updates;
+//! - [`job`]: Jobs -> pods run to completion; [`job::ttl`] deletes finished Jobs after their TTL;
+//! - [`cronjob`]: CronJobs -> Jobs at their scheduled times;
 //! - [`namespace`]: deleting a Namespace deletes its content, then the Namespace;
 //! - [`history`]: ControllerRevisions for DaemonSets and StatefulSets (pure helpers);
 //! - [`gc`]: garbage collection through `ownerReferences` (background, foreground, orphan);
@@ -29,12 +31,14 @@ use kube::runtime::controller::Action;
 
 pub mod bootstrapsigner;
 pub mod clusterroleaggregation;
+pub mod cronjob;
 pub mod csrapproving;
 pub mod csrsigning;
 pub mod deployment;
 pub mod endpointslice;
 pub mod gc;
 pub mod history;
+pub mod job;
 pub mod leaderelection;
 pub mod namespace;
 pub mod nodeipam;
@@ -78,11 +82,17 @@ pub enum ControllerKind {
     ServiceAccount,
     /// `root-ca-cert-publisher`: the `kube-root-ca.crt` ConfigMap in every namespace.
     RootCaCertPublisher,
+    /// `job`: Jobs -> pods run to completion.
+    Job,
+    /// `cronjob`: CronJobs -> Jobs on a schedule.
+    CronJob,
+    /// `ttl-after-finished`: finished Jobs deleted after `ttlSecondsAfterFinished`.
+    TtlAfterFinished,
 }
 
 impl ControllerKind {
     /// Every controller, in start order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 18] = [
         Self::EndpointSlice,
         Self::Endpoints,
         Self::ReplicaSet,
@@ -98,6 +108,9 @@ impl ControllerKind {
         Self::ClusterRoleAggregation,
         Self::ServiceAccount,
         Self::RootCaCertPublisher,
+        Self::Job,
+        Self::CronJob,
+        Self::TtlAfterFinished,
     ];
 
     /// The name used on the command line.
@@ -118,6 +131,9 @@ impl ControllerKind {
             Self::ClusterRoleAggregation => "clusterrole-aggregation",
             Self::ServiceAccount => "serviceaccount",
             Self::RootCaCertPublisher => "root-ca-cert-publisher",
+            Self::Job => "job",
+            Self::CronJob => "cronjob",
+            Self::TtlAfterFinished => "ttl-after-finished",
         }
     }
 }
@@ -342,6 +358,15 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
     }
     if enabled(ControllerKind::Namespace) {
         tasks.spawn(namespace::run(client.clone()));
+    }
+    if enabled(ControllerKind::Job) {
+        tasks.spawn(job::run(client.clone()));
+    }
+    if enabled(ControllerKind::CronJob) {
+        tasks.spawn(cronjob::run(client.clone()));
+    }
+    if enabled(ControllerKind::TtlAfterFinished) {
+        tasks.spawn(job::ttl::run(client.clone()));
     }
     if enabled(ControllerKind::NodeIpam) {
         tasks.spawn(nodeipam::run(
