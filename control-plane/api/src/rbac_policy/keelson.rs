@@ -9,8 +9,8 @@
 //!   authorizer's;
 //! - the controllers' reads are the controller manager's `list`/`watch` of everything, their
 //!   writes are their `system:controller:*` roles, except the merge patches of
-//!   `deployments/status`, `replicasets/status` and the CSR `approval`/`status` subresources
-//!   (Kubernetes' controllers send PUT there) and the creation of `kube-public/cluster-info`
+//!   `deployments/status`, `replicasets/status`, `jobs/status`, `cronjobs/status` and the CSR
+//!   `approval`/`status` subresources (Kubernetes' controllers send PUT there) and the creation of `kube-public/cluster-info`
 //!   (kubeadm creates it in Kubernetes), granted by [`CONTROLLER_MANAGER_EXTRAS`] and
 //!   [`BOOTSTRAP_SIGNER_EXTRAS`];
 //! - leader election uses the Leases `kube-system/keelson-controller-manager` and
@@ -94,6 +94,8 @@ pub(super) fn cluster_roles() -> Vec<ClusterRole> {
                     &["apps"],
                     &["deployments/status", "replicasets/status"],
                 ),
+                // job and cronjob: their status is written with a merge patch.
+                rule(&["patch"], &["batch"], &["jobs/status", "cronjobs/status"]),
                 // csrapproving patches the approval, csrsigning the status (the certificate).
                 rule(
                     &["patch"],

@@ -623,11 +623,11 @@ fn counts() {
     // Kubernetes' testdata/cluster-roles.yaml lists 31; system:heapster is left out.
     assert_eq!(cluster::roles().len(), 30, "Kubernetes' cluster roles kept");
     assert_eq!(cluster::bindings().len(), 12);
-    assert_eq!(controllers::roles().len(), 11);
+    assert_eq!(controllers::roles().len(), 14);
     assert_eq!(namespaced::roles().len(), 7);
     assert_eq!(namespaced::bindings().len(), 7);
-    assert_eq!(cluster_roles().len(), 30 + 11 + 2);
-    assert_eq!(cluster_role_bindings().len(), 12 + 11 + 2 + 11);
+    assert_eq!(cluster_roles().len(), 30 + 14 + 2);
+    assert_eq!(cluster_role_bindings().len(), 12 + 14 + 2 + 14);
     assert_eq!(roles().len(), 7 + 3);
     assert_eq!(role_bindings().len(), 7 + 6);
 }
