@@ -110,7 +110,8 @@ fn apply_twice(minor: u32) {
         "jsonpath={.metadata.generation}",
     ]);
     assert_eq!(generation, "1", "re-applying changed nothing");
-    // kube-apiserver's columns for the new kinds (no Job controller yet: the Jobs stay Running).
+    // kube-apiserver's columns for the new kinds (no node: the Jobs' pods stay Pending, the Jobs
+    // Running).
     for (args, header, row) in [
         (
             &["get", "jobs", "-n", "edge-system"][..],

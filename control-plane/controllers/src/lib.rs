@@ -10,6 +10,8 @@
 //! - [`disruption`]: PodDisruptionBudgets' status (what `pods/eviction` reads);
 //! - [`resourcequota`]: ResourceQuotas' `status.hard` and `status.used`;
 //! - [`daemonset`]: DaemonSets -> one pod per eligible node, rolling updates, revisions;
+//! - [`job`]: Jobs -> pods run to completion; [`job::ttl`] deletes finished Jobs after their TTL;
+//! - [`cronjob`]: CronJobs -> Jobs at their scheduled times;
 //! - [`namespace`]: deleting a Namespace deletes its content, then the Namespace;
 //! - [`history`]: ControllerRevisions for DaemonSets and StatefulSets (pure helpers);
 //! - [`gc`]: garbage collection through `ownerReferences` (background, foreground, orphan);
@@ -34,6 +36,7 @@ use kube::runtime::controller::Action;
 
 pub mod bootstrapsigner;
 pub mod clusterroleaggregation;
+pub mod cronjob;
 pub mod csrapproving;
 pub mod csrsigning;
 pub mod daemonset;
@@ -42,6 +45,7 @@ pub mod disruption;
 pub mod endpointslice;
 pub mod gc;
 pub mod history;
+pub mod job;
 pub mod leaderelection;
 pub mod namespace;
 pub mod nodeipam;
@@ -98,11 +102,17 @@ pub enum ControllerKind {
     ResourceQuota,
     /// `daemonset`: DaemonSets -> one pod per eligible node.
     DaemonSet,
+    /// `job`: Jobs -> pods run to completion.
+    Job,
+    /// `cronjob`: CronJobs -> Jobs on a schedule.
+    CronJob,
+    /// `ttl-after-finished`: finished Jobs deleted after `ttlSecondsAfterFinished`.
+    TtlAfterFinished,
 }
 
 impl ControllerKind {
     /// Every controller, in start order.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 23] = [
         Self::EndpointSlice,
         Self::Endpoints,
         Self::ReplicaSet,
@@ -123,6 +133,9 @@ impl ControllerKind {
         Self::Disruption,
         Self::ResourceQuota,
         Self::DaemonSet,
+        Self::Job,
+        Self::CronJob,
+        Self::TtlAfterFinished,
     ];
 
     /// The name used on the command line.
@@ -148,6 +161,9 @@ impl ControllerKind {
             Self::Disruption => "disruption",
             Self::ResourceQuota => "resourcequota",
             Self::DaemonSet => "daemonset",
+            Self::Job => "job",
+            Self::CronJob => "cronjob",
+            Self::TtlAfterFinished => "ttl-after-finished",
         }
     }
 }
@@ -387,6 +403,15 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
     }
     if enabled(ControllerKind::Namespace) {
         tasks.spawn(namespace::run(client.clone()));
+    }
+    if enabled(ControllerKind::Job) {
+        tasks.spawn(job::run(client.clone()));
+    }
+    if enabled(ControllerKind::CronJob) {
+        tasks.spawn(cronjob::run(client.clone()));
+    }
+    if enabled(ControllerKind::TtlAfterFinished) {
+        tasks.spawn(job::ttl::run(client.clone()));
     }
     if enabled(ControllerKind::NodeIpam) {
         tasks.spawn(nodeipam::run(

@@ -212,6 +212,37 @@ pub fn write_if_changed(path: &Path, content: &str) -> std::io::Result<()> {
     std::fs::write(path, content)
 }
 
+/// A pod's host name as the kubelet sets it: `spec.hostname`, else the pod's name, at most 63
+/// characters and without a trailing `-` or `.` (`GeneratePodHostNameAndDomain`).
+pub fn pod_hostname(pod: &k8s_openapi::api::core::v1::Pod, name: &str) -> String {
+    let chosen = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.hostname.as_deref())
+        .filter(|h| !h.is_empty())
+        .unwrap_or(name);
+    let short: String = chosen.chars().take(63).collect();
+    short.trim_end_matches(['-', '.']).to_owned()
+}
+
+/// A pod's domain name: `<subdomain>.<namespace>.svc.<cluster domain>` when it has a
+/// `spec.subdomain` (and the node knows the cluster domain), so `hostname -f` gives the name
+/// a headless Service publishes.
+pub fn pod_domainname(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    namespace: &str,
+    cluster: Option<&ClusterDnsConfig>,
+) -> Option<String> {
+    let subdomain = pod
+        .spec
+        .as_ref()?
+        .subdomain
+        .as_deref()
+        .filter(|s| !s.is_empty())?;
+    let domain = cluster?.domain.trim_end_matches('.');
+    Some(format!("{subdomain}.{namespace}.svc.{domain}"))
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::{PodDNSConfig, PodDNSConfigOption};
@@ -402,5 +433,38 @@ mod tests {
             std::fs::read_to_string(&path).expect("read"),
             "nameserver 10.0.0.2\n"
         );
+    }
+
+    #[test]
+    fn pod_host_and_domain_names() {
+        let pod =
+            |hostname: Option<&str>, subdomain: Option<&str>| k8s_openapi::api::core::v1::Pod {
+                spec: Some(PodSpec {
+                    hostname: hostname.map(str::to_owned),
+                    subdomain: subdomain.map(str::to_owned),
+                    ..PodSpec::default()
+                }),
+                ..Default::default()
+            };
+        let long = format!("{}-x", "a".repeat(62));
+        let cases = [
+            (pod(None, None), "pi-7xk2q", "pi-7xk2q", None),
+            (
+                pod(Some("pi-2"), Some("pi")),
+                "pi-2-abcde",
+                "pi-2",
+                Some("pi.jobs.svc.cluster.local"),
+            ),
+            (pod(Some(""), None), "web-0", "web-0", None),
+            (pod(None, None), long.as_str(), &*"a".repeat(62), None),
+        ];
+        for (pod, name, host, domain) in cases {
+            assert_eq!(pod_hostname(&pod, name), host);
+            assert_eq!(
+                pod_domainname(&pod, "jobs", Some(&cluster())).as_deref(),
+                domain
+            );
+        }
+        assert_eq!(pod_domainname(&pod(None, Some("pi")), "jobs", None), None);
     }
 }

@@ -17,6 +17,7 @@ use super::{
 const APPS: &str = "apps";
 const EXTENSIONS: &str = "extensions";
 const CERTIFICATES: &str = "certificates.k8s.io";
+const BATCH: &str = "batch";
 
 /// The controllers (by their ServiceAccount name, the role's name without
 /// `system:controller:`) whose roles are here, with the keelson controller each serves.
@@ -40,6 +41,9 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("replication-controller", "replicationcontroller"),
     ("disruption-controller", "disruption"),
     ("resourcequota-controller", "resourcequota"),
+    ("job-controller", "job"),
+    ("cronjob-controller", "cronjob"),
+    ("ttl-after-finished-controller", "ttl-after-finished"),
 ];
 
 fn controller_rules(name: &str) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
@@ -272,6 +276,39 @@ fn controller_rules(name: &str) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
         "resourcequota-controller" => vec![
             rule(&["list", "watch"], &["*"], &["*"]),
             rule(&["update"], &[CORE], &["resourcequotas/status"]),
+            events(),
+        ],
+        "job-controller" => vec![
+            rule(
+                &["get", "list", "watch", "update", "patch"],
+                &[BATCH],
+                &["jobs"],
+            ),
+            rule(&["update"], &[BATCH], &["jobs/status"]),
+            rule(&["update"], &[BATCH], &["jobs/finalizers"]),
+            rule(
+                &["list", "watch", "create", "delete", "patch"],
+                &[CORE],
+                &["pods"],
+            ),
+            events(),
+        ],
+        "cronjob-controller" => vec![
+            rule(&["get", "list", "watch", "update"], &[BATCH], &["cronjobs"]),
+            rule(
+                &[
+                    "get", "list", "watch", "create", "update", "delete", "patch",
+                ],
+                &[BATCH],
+                &["jobs"],
+            ),
+            rule(&["update"], &[BATCH], &["cronjobs/status"]),
+            rule(&["update"], &[BATCH], &["cronjobs/finalizers"]),
+            rule(&["list", "watch", "delete"], &[CORE], &["pods"]),
+            events(),
+        ],
+        "ttl-after-finished-controller" => vec![
+            rule(&["delete", "get", "list", "watch"], &[BATCH], &["jobs"]),
             events(),
         ],
         _ => Vec::new(),

@@ -9,8 +9,9 @@
 //!   authorizer's;
 //! - the controllers' reads are the controller manager's `list`/`watch` of everything, their
 //!   writes are their `system:controller:*` roles, except the merge patches of
-//!   `deployments/status`, `replicasets/status`, `replicationcontrollers/status` and the CSR `approval`/`status` subresources
-//!   (Kubernetes' controllers send PUT there) and the creation of `kube-public/cluster-info`
+//!   `deployments/status`, `replicasets/status`, `replicationcontrollers/status`, `jobs/status`,
+//!   `cronjobs/status` and the CSR `approval`/`status` subresources (Kubernetes' controllers send
+//!   PUT there) and the creation of `kube-public/cluster-info`
 //!   (kubeadm creates it in Kubernetes), granted by [`CONTROLLER_MANAGER_EXTRAS`] and
 //!   [`BOOTSTRAP_SIGNER_EXTRAS`];
 //! - leader election uses the Leases `kube-system/keelson-controller-manager` and
@@ -98,6 +99,8 @@ pub(super) fn cluster_roles() -> Vec<ClusterRole> {
                 rule(&["patch"], &["apps"], &["statefulsets/status"]),
                 // replicationcontroller: the same merge patch of its status.
                 rule(&["patch"], &[CORE], &["replicationcontrollers/status"]),
+                // job and cronjob: their status is written with a merge patch.
+                rule(&["patch"], &["batch"], &["jobs/status", "cronjobs/status"]),
                 // csrapproving patches the approval, csrsigning the status (the certificate).
                 rule(
                     &["patch"],

@@ -623,11 +623,11 @@ fn counts() {
     // Kubernetes' testdata/cluster-roles.yaml lists 31; system:heapster is left out.
     assert_eq!(cluster::roles().len(), 30, "Kubernetes' cluster roles kept");
     assert_eq!(cluster::bindings().len(), 12);
-    assert_eq!(controllers::roles().len(), 16);
+    assert_eq!(controllers::roles().len(), 19);
     assert_eq!(namespaced::roles().len(), 7);
     assert_eq!(namespaced::bindings().len(), 7);
-    assert_eq!(cluster_roles().len(), 30 + 16 + 2);
-    assert_eq!(cluster_role_bindings().len(), 12 + 16 + 2 + 16);
+    assert_eq!(cluster_roles().len(), 30 + 19 + 2);
+    assert_eq!(cluster_role_bindings().len(), 12 + 19 + 2 + 19);
     assert_eq!(roles().len(), 7 + 3);
     assert_eq!(role_bindings().len(), 7 + 6);
 }

@@ -15,7 +15,7 @@ mod apiextensions;
 mod batch;
 mod container;
 mod core;
-mod cron;
+pub mod cron;
 mod errors;
 pub(crate) mod formats;
 mod meta;

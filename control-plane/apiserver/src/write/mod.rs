@@ -29,6 +29,7 @@ use crate::{
 mod bootstrap;
 mod csr;
 mod delete;
+mod job;
 
 pub(crate) use bootstrap::bootstrap;
 pub(crate) use delete::{delete, delete_collection};
@@ -162,6 +163,9 @@ pub(crate) async fn insert(
     let name = prepare_create_for_admission(&mut object, resource, target.namespace.as_deref())?;
     if csr::is_csr(target) {
         csr::prepare_for_create(&mut object, admit.user);
+    }
+    if job::is_job(target) {
+        job::prepare_for_create(&mut object);
     }
     if target.custom.is_some()
         && resource.status

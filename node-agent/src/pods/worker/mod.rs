@@ -29,6 +29,7 @@ use tokio::sync::watch;
 
 use super::{
     Ctx,
+    dns::{pod_domainname, pod_hostname},
     error::PodError,
     hooks,
     plan::{self, Action, Role, Seen},
@@ -295,7 +296,10 @@ impl Worker {
             // A pause process: sleeps until the pod ends (it is killed, not asked).
             entrypoint: Some(vec!["sleep".into()]),
             cmd: Some(vec!["2147483647".into()]),
-            hostname: (!self.host_network).then(|| self.name.chars().take(63).collect()),
+            hostname: (!self.host_network).then(|| pod_hostname(pod, &self.name)),
+            domainname: (!self.host_network)
+                .then(|| pod_domainname(pod, &self.namespace, self.ctx.dns.get()))
+                .flatten(),
             host_config: Some(HostConfig {
                 network_mode: Some(if self.host_network { "host" } else { "none" }.into()),
                 binds: Some(vec![resolv]),
