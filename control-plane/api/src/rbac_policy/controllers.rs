@@ -35,6 +35,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("service-account-controller", "serviceaccount"),
     ("certificate-controller", "csrapproving, csrsigning"),
     ("root-ca-cert-publisher", "root-ca-cert-publisher"),
+    ("persistent-volume-binder", "persistentvolume-binder"),
 ];
 
 fn controller_rules(name: &str) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
@@ -189,6 +190,29 @@ fn controller_rules(name: &str) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
         // `kube-root-ca.crt` in every namespace.
         "root-ca-cert-publisher" => vec![
             rule(&["create", "update"], &[CORE], &["configmaps"]),
+            events(),
+        ],
+        // Binding, provisioning (local-path) and reclaiming volumes.
+        "persistent-volume-binder" => vec![
+            rule(
+                &["get", "list", "watch", "update", "create", "delete"],
+                &[CORE],
+                &["persistentvolumes"],
+            ),
+            rule(&["update"], &[CORE], &["persistentvolumes/status"]),
+            rule(
+                &["get", "list", "watch", "update"],
+                &[CORE],
+                &["persistentvolumeclaims"],
+            ),
+            rule(&["update"], &[CORE], &["persistentvolumeclaims/status"]),
+            rule(
+                &["list", "watch", "get", "create", "delete"],
+                &[CORE],
+                &["pods"],
+            ),
+            rule(READ, &["storage.k8s.io"], &["storageclasses"]),
+            rule(&["get", "list"], &[CORE], &["nodes"]),
             events(),
         ],
         _ => Vec::new(),
