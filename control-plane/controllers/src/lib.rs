@@ -16,7 +16,8 @@
 //!   expired tokens removed, node client certificate requests approved and signed;
 //! - [`clusterroleaggregation`]: aggregated ClusterRoles hold the rules of those they select;
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace;
-//! - [`rootcacertpublisher`]: the `kube-root-ca.crt` ConfigMap in every namespace.
+//! - [`rootcacertpublisher`]: the `kube-root-ca.crt` ConfigMap in every namespace;
+//! - [`persistentvolume`]: claims bound to volumes, local-path volumes provisioned and reclaimed.
 //!
 //! [`run`] starts the ones [`Options::enabled`] names and returns when one of them fails.
 #![forbid(unsafe_code)]
@@ -39,6 +40,7 @@ pub mod leaderelection;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod persistentvolume;
 pub mod pods;
 pub mod replicaset;
 pub mod rootcacertpublisher;
@@ -78,11 +80,13 @@ pub enum ControllerKind {
     ServiceAccount,
     /// `root-ca-cert-publisher`: the `kube-root-ca.crt` ConfigMap in every namespace.
     RootCaCertPublisher,
+    /// `persistentvolume-binder`: claims bound to volumes, local-path provisioning.
+    PersistentVolumeBinder,
 }
 
 impl ControllerKind {
     /// Every controller, in start order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::EndpointSlice,
         Self::Endpoints,
         Self::ReplicaSet,
@@ -98,6 +102,7 @@ impl ControllerKind {
         Self::ClusterRoleAggregation,
         Self::ServiceAccount,
         Self::RootCaCertPublisher,
+        Self::PersistentVolumeBinder,
     ];
 
     /// The name used on the command line.
@@ -118,6 +123,7 @@ impl ControllerKind {
             Self::ClusterRoleAggregation => "clusterrole-aggregation",
             Self::ServiceAccount => "serviceaccount",
             Self::RootCaCertPublisher => "root-ca-cert-publisher",
+            Self::PersistentVolumeBinder => persistentvolume::NAME,
         }
     }
 }
@@ -201,6 +207,8 @@ pub struct Options {
     /// Joining: what `bootstrapsigner` publishes and `csrsigning` signs with; without it those
     /// two do not start (a warning says so).
     pub bootstrap: Option<Arc<BootstrapSettings>>,
+    /// The directory local-path volumes are created in on nodes.
+    pub local_path_root: String,
 }
 
 /// The control plane's identity for joining nodes.
@@ -223,6 +231,7 @@ impl Default for Options {
             node_monitor_period: Duration::from_secs(5),
             default_toleration: Duration::from_secs(300),
             bootstrap: None,
+            local_path_root: keelson_api::storage::DEFAULT_LOCAL_PATH_ROOT.to_owned(),
         }
     }
 }
@@ -371,6 +380,12 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
     }
     if enabled(ControllerKind::CsrApproving) {
         tasks.spawn(csrapproving::run(client.clone()));
+    }
+    if enabled(ControllerKind::PersistentVolumeBinder) {
+        tasks.spawn(persistentvolume::run(
+            client.clone(),
+            options.local_path_root.clone(),
+        ));
     }
     if enabled(ControllerKind::ClusterRoleAggregation) {
         tasks.spawn(clusterroleaggregation::run(client.clone()));
