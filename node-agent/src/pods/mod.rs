@@ -7,6 +7,7 @@ pub mod atomic_writer;
 pub mod dns;
 #[cfg(test)]
 mod fake_api;
+pub mod local_path;
 pub mod probes;
 pub mod projection;
 pub mod runtime;
@@ -588,7 +589,10 @@ impl Kubelet {
                 None => std::future::pending().await,
             }
         };
+        let volume_cleanup =
+            local_path::run(self.ctx.client.clone(), self.ctx.config.node_name.clone());
         tokio::select! {
+            r = volume_cleanup => r,
             r = heartbeat => r,
             r = run(self.ctx) => r,
             () = endpoint => Ok(()),

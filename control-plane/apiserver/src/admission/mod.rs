@@ -50,6 +50,7 @@ pub(crate) mod call;
 pub(crate) mod matching;
 pub(crate) mod policy;
 pub(crate) mod serviceaccount;
+pub(crate) mod storageclass;
 
 use cache::CONFIGURATIONS;
 pub use cache::Webhooks;
