@@ -90,10 +90,11 @@ fn volume_event(type_: &'static str, reason: &'static str, message: String) -> S
     }
 }
 
-/// The claim stays Pending; `event` is recorded when it enters Pending.
+/// The claim stays Pending and `event` says why (the reconcile records an Event only when
+/// the reason changes).
 fn pending(claim: &PersistentVolumeClaim, event: Step) -> Vec<Step> {
     if phase_of_claim(claim) == Some("Pending") {
-        return Vec::new();
+        return vec![event];
     }
     vec![
         Step::PatchClaimStatus(json!({"status": {"phase": "Pending"}})),

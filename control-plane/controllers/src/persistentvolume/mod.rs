@@ -44,6 +44,8 @@ pub const NAME: &str = "persistentvolume-binder";
 
 struct Ctx {
     client: Client,
+    /// The last Event reason recorded per object uid, so a reason is recorded once.
+    recorded: std::sync::Mutex<std::collections::HashMap<String, &'static str>>,
     root: String,
     volumes: Store<PersistentVolume>,
 }
@@ -83,6 +85,7 @@ pub async fn run(client: Client, local_path_root: String) -> anyhow::Result<()> 
     );
     let ctx = Arc::new(Ctx {
         client,
+        recorded: std::sync::Mutex::default(),
         root: local_path_root,
         volumes: volume_controller.store(),
     });
@@ -136,7 +139,7 @@ async fn reconcile_claim(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Re
     // A provisioned volume may reach this controller's volume cache after its own watch
     // event: look again shortly rather than wait for the resync.
     let provisioning = steps.iter().any(|s| matches!(s, Step::CreateVolume(_)));
-    perform(&ctx.client, &claim, None, steps).await?;
+    perform(&ctx, &claim, None, steps).await?;
     Ok(Action::requeue(std::time::Duration::from_secs(
         if provisioning { 1 } else { 60 },
     )))
@@ -159,7 +162,7 @@ async fn reconcile_volume(volume: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Resul
     let steps = decide::sync_volume(&volume, claim.as_deref());
     let fallback_claim = PersistentVolumeClaim::default();
     perform(
-        &ctx.client,
+        &ctx,
         claim.as_deref().unwrap_or(&fallback_claim),
         Some(&volume),
         steps,
@@ -170,11 +173,12 @@ async fn reconcile_volume(volume: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Resul
 
 /// Performs `steps` in order; `volume` is the object volume Events are about.
 async fn perform(
-    client: &Client,
+    ctx: &Ctx,
     claim: &PersistentVolumeClaim,
     volume: Option<&PersistentVolume>,
     steps: Vec<Step>,
 ) -> Result<()> {
+    let client = &ctx.client;
     let volumes = Api::<PersistentVolume>::all(client.clone());
     let namespace = claim.namespace().unwrap_or_default();
     let claim_name = claim.name_any();
@@ -238,6 +242,21 @@ async fn perform(
                     (false, Some(volume)) => reference(volume),
                     _ => reference(claim),
                 };
+                let uid = about.uid.clone().unwrap_or_default();
+                {
+                    let mut recorded = ctx
+                        .recorded
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if recorded.get(&uid) == Some(&reason) {
+                        continue;
+                    }
+                    if recorded.len() >= 10_000 {
+                        // Bounded: forgetting only means a reason may be recorded again.
+                        recorded.clear();
+                    }
+                    recorded.insert(uid, reason);
+                }
                 record(client, about, type_, reason, &message).await;
             }
             Step::Event { .. } => {}
