@@ -26,5 +26,6 @@ pub mod rbac;
 pub mod rbac_policy;
 pub mod schema;
 pub mod selectors;
+pub mod storage;
 pub mod tolerations;
 pub mod validation;

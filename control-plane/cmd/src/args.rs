@@ -179,6 +179,10 @@ pub(crate) struct ClusterArgs {
         default_value_t = 300
     )]
     pub(crate) default_unreachable_toleration_seconds: u64,
+    /// Where the built-in `local-path` StorageClass puts volumes on nodes (k3s's flag).
+    #[arg(long, env = "KEELSON_DEFAULT_LOCAL_STORAGE_PATH",
+          default_value = keelson_api::storage::DEFAULT_LOCAL_PATH_ROOT)]
+    pub(crate) default_local_storage_path: String,
     /// Run the controllers and the scheduler only while holding their Lease
     /// (kube-system/keelson-controller-manager, kube-system/keelson-scheduler), so several
     /// control planes on one store never act twice. `--leader-elect=false` to turn off.

@@ -135,6 +135,7 @@ pub(crate) async fn start_cluster_components(
                 .context("cannot use the cluster CA to sign node certificates")?,
             },
         )),
+        local_path_root: args.default_local_storage_path.clone(),
     };
     let scheduler = !args.no_scheduler;
     let election = args.leader_elect.then(|| {

@@ -23,7 +23,8 @@
 //!   expired tokens removed, node client certificate requests approved and signed;
 //! - [`clusterroleaggregation`]: aggregated ClusterRoles hold the rules of those they select;
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace;
-//! - [`rootcacertpublisher`]: the `kube-root-ca.crt` ConfigMap in every namespace.
+//! - [`rootcacertpublisher`]: the `kube-root-ca.crt` ConfigMap in every namespace;
+//! - [`persistentvolume`]: claims bound to volumes, local-path volumes provisioned and reclaimed.
 //!
 //! [`run`] starts the ones [`Options::enabled`] names and returns when one of them fails.
 #![forbid(unsafe_code)]
@@ -50,6 +51,7 @@ pub mod leaderelection;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod persistentvolume;
 pub mod pods;
 pub mod replicaset;
 pub mod replicationcontroller;
@@ -108,11 +110,13 @@ pub enum ControllerKind {
     CronJob,
     /// `ttl-after-finished`: finished Jobs deleted after `ttlSecondsAfterFinished`.
     TtlAfterFinished,
+    /// `persistentvolume-binder`: claims bound to volumes, local-path provisioning.
+    PersistentVolumeBinder,
 }
 
 impl ControllerKind {
     /// Every controller, in start order.
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 24] = [
         Self::EndpointSlice,
         Self::Endpoints,
         Self::ReplicaSet,
@@ -136,6 +140,7 @@ impl ControllerKind {
         Self::Job,
         Self::CronJob,
         Self::TtlAfterFinished,
+        Self::PersistentVolumeBinder,
     ];
 
     /// The name used on the command line.
@@ -164,6 +169,7 @@ impl ControllerKind {
             Self::Job => "job",
             Self::CronJob => "cronjob",
             Self::TtlAfterFinished => "ttl-after-finished",
+            Self::PersistentVolumeBinder => persistentvolume::NAME,
         }
     }
 }
@@ -247,6 +253,8 @@ pub struct Options {
     /// Joining: what `bootstrapsigner` publishes and `csrsigning` signs with; without it those
     /// two do not start (a warning says so).
     pub bootstrap: Option<Arc<BootstrapSettings>>,
+    /// The directory local-path volumes are created in on nodes.
+    pub local_path_root: String,
 }
 
 /// The control plane's identity for joining nodes.
@@ -269,6 +277,7 @@ impl Default for Options {
             node_monitor_period: Duration::from_secs(5),
             default_toleration: Duration::from_secs(300),
             bootstrap: None,
+            local_path_root: keelson_api::storage::DEFAULT_LOCAL_PATH_ROOT.to_owned(),
         }
     }
 }
@@ -441,6 +450,12 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
     }
     if enabled(ControllerKind::CsrApproving) {
         tasks.spawn(csrapproving::run(client.clone()));
+    }
+    if enabled(ControllerKind::PersistentVolumeBinder) {
+        tasks.spawn(persistentvolume::run(
+            client.clone(),
+            options.local_path_root.clone(),
+        ));
     }
     if enabled(ControllerKind::ClusterRoleAggregation) {
         tasks.spawn(clusterroleaggregation::run(client.clone()));

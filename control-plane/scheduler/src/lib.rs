@@ -25,6 +25,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 pub mod plugins;
+pub mod volume_binding;
 
 use plugins::NodeInfo;
 
@@ -147,12 +148,16 @@ pub async fn run(client: Client, options: Options) -> anyhow::Result<()> {
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff(),
     )
     .touched_objects();
+    let (volumes, volume_feeds) = volume_binding::watch(&client);
     // The watch feeders end with this function (e.g. when leadership is lost).
     let mut feeders = tokio::task::JoinSet::new();
     for (name, stream) in [
         ("pods", pod_stream.map(|r| r.map(drop)).boxed()),
         ("nodes", node_stream.map(|r| r.map(drop)).boxed()),
-    ] {
+    ]
+    .into_iter()
+    .chain(volume_feeds)
+    {
         let notify = Arc::clone(&notify);
         feeders.spawn(async move {
             let mut stream = stream;
@@ -166,12 +171,14 @@ pub async fn run(client: Client, options: Options) -> anyhow::Result<()> {
     }
     pods.wait_until_ready().await?;
     nodes.wait_until_ready().await?;
+    volumes.wait_until_ready().await?;
     tracing::info!("scheduler started");
     let mut scheduler = Scheduler {
         client,
         assumed: HashMap::new(),
         reported: HashMap::new(),
         turn: 0,
+        volumes,
     };
     loop {
         scheduler.pass(&pods.state(), &nodes.state()).await;
@@ -189,6 +196,8 @@ struct Scheduler {
     /// The last unschedulable message reported per pod uid.
     reported: HashMap<String, String>,
     turn: usize,
+    /// Claims, volumes and classes ([`volume_binding`]).
+    volumes: volume_binding::Volumes,
 }
 
 impl Scheduler {
@@ -249,7 +258,7 @@ impl Scheduler {
         let mut unschedulable = Vec::new();
         for pod in pending {
             self.turn = self.turn.wrapping_add(1);
-            match place(&pod, &infos, self.turn) {
+            match volume_binding::place(&pod, &infos, self.turn, &self.volumes) {
                 Placement::Node(node) => {
                     if let Some(&i) = index.get(&node) {
                         infos[i].add_pod(&pod);
@@ -261,10 +270,10 @@ impl Scheduler {
                 Placement::Unschedulable(message) => unschedulable.push((pod, message)),
             }
         }
-        let client = &self.client;
+        let (client, volumes) = (&self.client, &self.volumes);
         let failed: Vec<String> = futures_util::stream::iter(binds)
             .map(|(pod, node)| async move {
-                let bound = bind(client, &pod, &node).await;
+                let bound = volume_binding::bind(client, volumes, &pod, &node).await;
                 (!bound).then(|| pod.metadata.uid.clone().unwrap_or_default())
             })
             .buffer_unordered(BIND_CONCURRENCY)

@@ -12,6 +12,7 @@ pub mod fs_group;
 pub mod handlers;
 pub mod hooks;
 pub mod images;
+pub mod local_path;
 pub mod memory_volume;
 pub mod plan;
 pub mod probes;
@@ -612,7 +613,10 @@ impl Kubelet {
                 None => std::future::pending().await,
             }
         };
+        let volume_cleanup =
+            local_path::run(self.ctx.client.clone(), self.ctx.config.node_name.clone());
         tokio::select! {
+            r = volume_cleanup => r,
             r = heartbeat => r,
             r = run(self.ctx) => r,
             () = endpoint => Ok(()),

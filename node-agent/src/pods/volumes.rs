@@ -1,8 +1,8 @@
 //! Pod volumes as directories under the agent's data directory (`pods/<uid>/volumes/<name>`),
 //! bind-mounted into every container that mounts them: emptyDir and hostPath as plain
-//! directories; configMap, secret, downwardAPI and projected written atomically
-//! ([`super::atomic_writer`]) so that a refresh (a new token, a changed ConfigMap) never shows
-//! a container half of it.
+//! directories, persistentVolumeClaim as its volume's directory ([`super::local_path`]);
+//! configMap, secret, downwardAPI and projected written atomically ([`super::atomic_writer`])
+//! so that a refresh (a new token, a changed ConfigMap) never shows a container half of it.
 
 use std::{
     collections::HashMap,
@@ -163,6 +163,11 @@ async fn prepare_one(
             _ => {}
         }
         Ok(Some(path))
+    } else if let Some(claim) = &volume.persistent_volume_claim {
+        let namespace = inputs.pod.metadata.namespace.as_deref().unwrap_or_default();
+        super::local_path::claim_dir(inputs.client, namespace, &claim.claim_name)
+            .await
+            .map(Some)
     } else {
         Ok(None)
     }
@@ -193,8 +198,15 @@ pub async fn prepare(inputs: &mut Inputs<'_>, pod_dir: &Path) -> Result<VolumePa
                 let read_only = volume.config_map.is_some()
                     || volume.secret.is_some()
                     || volume.downward_api.is_some()
-                    || volume.projected.is_some();
-                if volume.host_path.is_none() {
+                    || volume.projected.is_some()
+                    || volume
+                        .persistent_volume_claim
+                        .as_ref()
+                        .and_then(|c| c.read_only)
+                        == Some(true);
+                // Host paths (and the local-path volumes behind claims) keep their owners,
+                // as kubelet's hostPath and local volumes do not manage ownership.
+                if volume.host_path.is_none() && volume.persistent_volume_claim.is_none() {
                     super::fs_group::apply(inputs.pod, &path, read_only).map_err(|e| {
                         VolumeError {
                             volume: volume.name.clone(),
@@ -226,7 +238,8 @@ pub fn binds(container: &Container, paths: &VolumePaths) -> Result<Vec<String>, 
         let mounted = paths.get(&mount.name).ok_or_else(|| {
             ConfigError(format!(
                 "volume \"{}\" mounted at {} is not defined or of a kind keelson does not \
-                 support (emptyDir, configMap, secret, downwardAPI, projected, hostPath)",
+                 support (emptyDir, configMap, secret, downwardAPI, projected, hostPath, \
+                 persistentVolumeClaim)",
                 mount.name, mount.mount_path
             ))
         })?;

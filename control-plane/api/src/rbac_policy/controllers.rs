@@ -44,6 +44,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("job-controller", "job"),
     ("cronjob-controller", "cronjob"),
     ("ttl-after-finished-controller", "ttl-after-finished"),
+    ("persistent-volume-binder", "persistentvolume-binder"),
 ];
 
 fn controller_rules(name: &str) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
@@ -309,6 +310,29 @@ fn controller_rules(name: &str) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
         ],
         "ttl-after-finished-controller" => vec![
             rule(&["delete", "get", "list", "watch"], &[BATCH], &["jobs"]),
+            events(),
+        ],
+        // Binding, provisioning (local-path) and reclaiming volumes.
+        "persistent-volume-binder" => vec![
+            rule(
+                &["get", "list", "watch", "update", "create", "delete"],
+                &[CORE],
+                &["persistentvolumes"],
+            ),
+            rule(&["update"], &[CORE], &["persistentvolumes/status"]),
+            rule(
+                &["get", "list", "watch", "update"],
+                &[CORE],
+                &["persistentvolumeclaims"],
+            ),
+            rule(&["update"], &[CORE], &["persistentvolumeclaims/status"]),
+            rule(
+                &["list", "watch", "get", "create", "delete"],
+                &[CORE],
+                &["pods"],
+            ),
+            rule(READ, &["storage.k8s.io"], &["storageclasses"]),
+            rule(&["get", "list"], &[CORE], &["nodes"]),
             events(),
         ],
         _ => Vec::new(),

@@ -6,7 +6,8 @@
 //! - the node agent's datapath watches Services, EndpointSlices and Nodes cluster-wide and
 //!   lists a namespace's Services for a pod's environment ([`NODE_DATAPATH`]); what it does
 //!   with its own Node, Lease, pods, their Events, Secrets and ConfigMaps is the Node
-//!   authorizer's;
+//!   authorizer's; it watches PersistentVolumes and patches away the local-path cleanup
+//!   finalizer of those on its node once their directory is removed ([`NODE_LOCAL_PATH`]);
 //! - the controllers' reads are the controller manager's `list`/`watch` of everything, their
 //!   writes are their `system:controller:*` roles, except the merge patches of
 //!   `deployments/status`, `replicasets/status`, `replicationcontrollers/status`, `jobs/status`,
@@ -32,6 +33,9 @@ use super::{
 pub const LABEL: (&str, &str) = ("keelson.io/bootstrapping", "keelson-defaults");
 /// The ClusterRole of what every node's datapath reads cluster-wide.
 pub const NODE_DATAPATH: &str = "keelson:node-datapath";
+/// The ClusterRole that lets node agents clean up the local-path volumes of their node: they
+/// watch volumes and drop the cleanup finalizer once the directory is gone.
+pub const NODE_LOCAL_PATH: &str = "keelson:node-local-path";
 /// The ClusterRole of the controllers' writes that Kubernetes' controller roles lack.
 pub const CONTROLLER_MANAGER_EXTRAS: &str = "keelson:kube-controller-manager";
 /// The `kube-public` Role that lets the bootstrap signer create `cluster-info`.
@@ -87,6 +91,14 @@ pub(super) fn cluster_roles() -> Vec<ClusterRole> {
             ],
         ),
         cluster_role(
+            NODE_LOCAL_PATH,
+            vec![rule(
+                &["get", "list", "watch", "patch"],
+                &[CORE],
+                &["persistentvolumes"],
+            )],
+        ),
+        cluster_role(
             CONTROLLER_MANAGER_EXTRAS,
             vec![
                 // deployment, replicaset and statefulset: their status is written with a
@@ -101,6 +113,17 @@ pub(super) fn cluster_roles() -> Vec<ClusterRole> {
                 rule(&["patch"], &[CORE], &["replicationcontrollers/status"]),
                 // job and cronjob: their status is written with a merge patch.
                 rule(&["patch"], &["batch"], &["jobs/status", "cronjobs/status"]),
+                // persistentvolume-binder writes volumes and claims with merge patches.
+                rule(
+                    &["patch"],
+                    &[CORE],
+                    &[
+                        "persistentvolumes",
+                        "persistentvolumes/status",
+                        "persistentvolumeclaims",
+                        "persistentvolumeclaims/status",
+                    ],
+                ),
                 // csrapproving patches the approval, csrsigning the status (the certificate).
                 rule(
                     &["patch"],
@@ -122,6 +145,7 @@ pub(super) fn cluster_roles() -> Vec<ClusterRole> {
 pub(super) fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
     let mut bindings = vec![
         cluster_binding(NODE_DATAPATH, NODE_DATAPATH, vec![group(NODES)]),
+        cluster_binding(NODE_LOCAL_PATH, NODE_LOCAL_PATH, vec![group(NODES)]),
         cluster_binding(
             CONTROLLER_MANAGER_EXTRAS,
             CONTROLLER_MANAGER_EXTRAS,

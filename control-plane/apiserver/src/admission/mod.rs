@@ -52,6 +52,7 @@ pub(crate) mod matching;
 pub(crate) mod policy;
 pub(crate) mod quota;
 pub(crate) mod serviceaccount;
+pub(crate) mod storageclass;
 
 use cache::CONFIGURATIONS;
 pub use cache::Webhooks;

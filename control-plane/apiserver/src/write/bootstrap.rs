@@ -1,4 +1,5 @@
-//! What every cluster has before its first request: the system namespaces and PriorityClasses.
+//! What every cluster has before its first request: the system namespaces, PriorityClasses and
+//! the default `local-path` StorageClass.
 
 use keelson_store::{Store, StoreError};
 use serde_json::{Value, json};
@@ -35,6 +36,12 @@ fn system_priority_classes() -> [Value; 2] {
     ]
 }
 
+/// The built-in `local-path` StorageClass (k3s's default class).
+fn default_storage_class() -> Option<(&'static registry::Resource, Value)> {
+    registry::find("storage.k8s.io", "v1", "storageclasses")
+        .map(|r| (r, crate::admission::storageclass::local_path_class()))
+}
+
 /// Creates the [`SYSTEM_NAMESPACES`] and system PriorityClasses that do not exist yet.
 pub(crate) async fn bootstrap(store: &dyn Store) -> Result<(), ApiError> {
     let namespaces = registry::find("", "v1", "namespaces").ok_or_else(ApiError::no_route)?;
@@ -48,7 +55,8 @@ pub(crate) async fn bootstrap(store: &dyn Store) -> Result<(), ApiError> {
                 json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
             )
         })
-        .chain(system_priority_classes().map(|class| (priority_classes, class)));
+        .chain(system_priority_classes().map(|class| (priority_classes, class)))
+        .chain(default_storage_class());
     for (resource, mut object) in objects {
         check_kind(&mut object, resource)?;
         let name = prepare_create(&mut object, resource, None)?;
