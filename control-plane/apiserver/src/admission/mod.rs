@@ -49,6 +49,7 @@ mod cache;
 pub(crate) mod call;
 pub(crate) mod matching;
 pub(crate) mod policy;
+pub(crate) mod priority;
 pub(crate) mod serviceaccount;
 
 use cache::CONFIGURATIONS;

@@ -174,6 +174,7 @@ pub(crate) async fn insert(
         check_namespace(store, ns).await?;
     }
     crate::admission::serviceaccount::admit(admit, target, &name, &mut object).await?;
+    crate::admission::priority::admit(admit, target, &name, &mut object).await?;
     let attempt = Attempt {
         target,
         name: &name,
