@@ -15,7 +15,7 @@ use std::{
 use keelson_testbed::{Cluster, ClusterSpec};
 use keelson_tests::{
     netcluster::{bin_dir, claim_subnet, kubectl_json, logs},
-    pods::{BUSYBOX, require_docker_images},
+    pods::{BUSYBOX, container_id, exec, require_docker_images},
     require_root,
 };
 use serde_json::Value;
@@ -23,7 +23,8 @@ use serde_json::Value;
 /// The address the test's upstream resolver answers for every A query.
 const UPSTREAM_ANSWER: [u8; 4] = [192, 0, 2, 55];
 
-/// Answers A queries with [`UPSTREAM_ANSWER`] and others with no records, until `stop`.
+/// Answers A queries for `www.example.test` with [`UPSTREAM_ANSWER`], other types with no
+/// records and other names with NXDOMAIN, until `stop`.
 fn upstream_resolver(address: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     let socket = UdpSocket::bind(address).unwrap_or_else(|e| panic!("bind {address}: {e}"));
     socket
@@ -46,13 +47,17 @@ fn upstream_resolver(address: SocketAddr, stop: Arc<AtomicBool>) -> std::thread:
                 continue;
             }
             let qtype = u16::from_be_bytes([query[end - 4], query[end - 3]]);
-            let answers: u16 = u16::from(qtype == 1);
+            // Only www.example.test exists upstream; every other name is NXDOMAIN.
+            let known = query[12..end]
+                .windows(7)
+                .any(|w| w.eq_ignore_ascii_case(b"example"));
+            let answers: u16 = u16::from(qtype == 1 && known);
             let mut reply = query[..2].to_vec();
-            reply.extend_from_slice(&[0x81, 0x80, 0, 1]);
+            reply.extend_from_slice(&[0x81, if known { 0x80 } else { 0x83 }, 0, 1]);
             reply.extend_from_slice(&answers.to_be_bytes());
             reply.extend_from_slice(&[0, 0, 0, 0]);
             reply.extend_from_slice(&query[12..end]);
-            if qtype == 1 {
+            if answers == 1 {
                 reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
                 reply.extend_from_slice(&UPSTREAM_ANSWER);
             }
@@ -311,13 +316,18 @@ spec:
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let inside = cluster
-        .kubectl(&["exec", "high", "--", "nslookup", "kubernetes.default"])
-        .unwrap_or_else(|e| panic!("nslookup kubernetes.default: {e:#}\n{}", logs(&cluster)));
-    assert!(inside.contains(&kubernetes_ip), "{inside}");
-    let outside = cluster
-        .kubectl(&["exec", "high", "--", "nslookup", "www.example.test."])
-        .unwrap_or_else(|e| panic!("nslookup www.example.test: {e:#}\n{}", logs(&cluster)));
+    let uid = kubectl_json(&cluster, &["get", "pod", "high", "-o", "json"])["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let container = container_id(&uid, "main");
+    let (ok, inside) = exec(
+        &container,
+        "timeout 10 nslookup -type=a kubernetes.default.svc.cluster.local",
+    );
+    assert!(ok && inside.contains(&kubernetes_ip), "{inside}");
+    let (ok, outside) = exec(&container, "timeout 10 nslookup -type=a www.example.test.");
+    assert!(ok, "nslookup www.example.test: {outside}");
     assert!(outside.contains("192.0.2.55"), "not forwarded: {outside}");
 
     stop.store(true, Ordering::Relaxed);
