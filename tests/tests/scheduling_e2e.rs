@@ -300,7 +300,7 @@ spec:
     );
 
     // 4. DNS from a pod: the cluster zone and, forwarded, a name outside it.
-    let running = wait(
+    wait(
         &cluster,
         "the high pod running",
         Duration::from_secs(60),
@@ -311,7 +311,6 @@ spec:
                 .map(drop)
         },
     );
-    let () = running;
     let kubernetes_ip = kubectl_json(&cluster, &["get", "service", "kubernetes", "-o", "json"])["spec"]["clusterIP"]
         .as_str()
         .unwrap_or_default()

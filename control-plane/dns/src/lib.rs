@@ -389,6 +389,75 @@ mod tests {
         assert!(!tcp_port_taken(&denied));
     }
 
+    /// A fake upstream on loopback answering every query with one A record 192.0.2.9 (or
+    /// staying silent), and the cluster DNS forwarding to it.
+    async fn forwarding(silent: bool) -> hickory_server::proto::op::Message {
+        use hickory_server::proto::{
+            op::{Message, Query},
+            rr::{RData, Record, RecordType, rdata::A},
+        };
+        let upstream = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let upstream_address = upstream.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut buffer = vec![0; 512];
+            while let Ok((length, peer)) = upstream.recv_from(&mut buffer).await {
+                if silent {
+                    continue;
+                }
+                let query = Message::from_vec(&buffer[..length]).expect("query");
+                let mut answer = Message::response(query.metadata.id, query.metadata.op_code);
+                answer.add_queries(query.queries.clone());
+                let name = query.queries[0].name().clone();
+                answer.add_answer(Record::from_rdata(name, 60, RData::A(A::new(192, 0, 2, 9))));
+                let bytes = answer.to_vec().expect("encode");
+                upstream.send_to(&bytes, peer).await.expect("send");
+            }
+        });
+        let dns = Arc::new(ClusterDns::new(DEFAULT_DOMAIN).expect("dns"));
+        dns.set_forwarder(Some(forward::Forwarder::new(
+            vec![upstream_address],
+            Duration::from_millis(300),
+        )));
+        let (bound, server) = serve(dns, &["127.0.0.1:0".parse().expect("addr")])
+            .await
+            .expect("serve");
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut query = Message::query();
+        query.metadata.id = 4242;
+        query.add_query(Query::query(
+            Name::from_ascii("www.example.test.").expect("name"),
+            RecordType::A,
+        ));
+        client
+            .send_to(&query.to_vec().expect("encode"), bound[0])
+            .await
+            .expect("send");
+        let mut buffer = vec![0; 512];
+        let (length, _) =
+            tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buffer))
+                .await
+                .expect("an answer in time")
+                .expect("recv");
+        drop(server);
+        Message::from_vec(&buffer[..length]).expect("answer")
+    }
+
+    #[tokio::test]
+    async fn other_names_are_forwarded_and_failures_are_servfail() {
+        use hickory_server::proto::op::ResponseCode;
+        let answer = forwarding(false).await;
+        assert_eq!(answer.metadata.id, 4242);
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+        let addresses: Vec<String> = answer.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(addresses, vec!["192.0.2.9"]);
+        let failed = forwarding(true).await;
+        assert_eq!(failed.metadata.response_code, ResponseCode::ServFail);
+    }
+
     #[tokio::test]
     async fn port_zero_binds_udp_and_tcp_on_one_port() {
         for _ in 0..20 {
