@@ -198,6 +198,11 @@ struct KubeletArgs {
     /// The cluster domain: pods search `<namespace>.svc.<domain>`, `svc.<domain>`, `<domain>`.
     #[arg(long, env = "KEELSON_CLUSTER_DOMAIN", default_value = keelson_dns::DEFAULT_DOMAIN)]
     cluster_domain: String,
+    /// The resolver configuration of the node (the kubelet's --resolv-conf): pods with
+    /// dnsPolicy Default get its nameservers, and the cluster DNS forwards names outside the
+    /// cluster domain to them (systemd-resolved's upstream list when it names only loopback).
+    #[arg(long, env = "KEELSON_RESOLV_CONF", default_value = keelson_dns::forward::RESOLV_CONF)]
+    resolv_conf: std::path::PathBuf,
     /// The cgroup every pod container is created under (Docker's `--cgroup-parent`): a slice
     /// (`keelson-pods.slice`) under Docker's systemd cgroup driver, a path (`/keelson-worker-1`)
     /// under its cgroupfs driver [default: Docker's own]. With Docker's cgroupfs driver on a hybrid
@@ -751,6 +756,7 @@ async fn start_kubelet(
         client_ca,
         cluster_dns: args.kubelet.cluster_dns,
         cluster_domain: args.kubelet.cluster_domain.clone(),
+        resolv_conf: args.kubelet.resolv_conf.clone(),
         cgroup_parent: args.kubelet.cgroup_parent.clone(),
         service_cidr: Some(args.service_cidr),
         pod_hook,

@@ -4,10 +4,11 @@
 //! [`zone::build`] turns the objects into records (pure, unit-tested); [`ClusterDns`] holds the
 //! current zone in hickory's in-memory zone handler behind a [`Catalog`] and swaps in a new one
 //! on every change; [`serve`] answers UDP and TCP queries; [`run`] follows the API with kube-rs
-//! reflectors. Names outside the cluster domain are refused (there is no upstream forwarding:
-//! keelson's networks have no route out).
+//! reflectors. Names outside the cluster domain go to the node's resolvers through
+//! [`forward::Forwarder`] when one is set ([`ClusterDns::set_forwarder`]), else are refused.
 #![forbid(unsafe_code)]
 
+pub mod forward;
 pub mod zone;
 
 use std::{
@@ -24,10 +25,11 @@ use futures_util::{FutureExt as _, StreamExt as _, stream};
 use hickory_server::{
     Server,
     net::runtime::{Time, TokioRuntimeProvider},
+    proto::op::{Header, HeaderCounts, Metadata, ResponseCode},
     proto::rr::{LowerName, Name},
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
     store::in_memory::InMemoryZoneHandler,
-    zone_handler::{AxfrPolicy, Catalog, ZoneType},
+    zone_handler::{AxfrPolicy, Catalog, MessageResponseBuilder, ZoneType},
 };
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
@@ -49,6 +51,7 @@ pub struct ClusterDns {
     serial: AtomicU32,
     queries: AtomicU64,
     catalog: RwLock<Arc<Catalog>>,
+    forwarder: RwLock<Option<Arc<forward::Forwarder>>>,
 }
 
 impl std::fmt::Debug for ClusterDns {
@@ -69,6 +72,7 @@ impl ClusterDns {
             serial: AtomicU32::new(0),
             queries: AtomicU64::new(0),
             catalog: RwLock::new(Arc::new(Catalog::new())),
+            forwarder: RwLock::new(None),
         };
         dns.update(&[], &[]);
         Ok(dns)
@@ -112,6 +116,23 @@ impl ClusterDns {
         self.queries.load(Ordering::Relaxed)
     }
 
+    /// Forwards names outside the cluster domain with `forwarder` from now on (`None`:
+    /// refuse them).
+    pub fn set_forwarder(&self, forwarder: Option<forward::Forwarder>) {
+        let forwarder = forwarder.map(Arc::new);
+        match self.forwarder.write() {
+            Ok(mut current) => *current = forwarder,
+            Err(poisoned) => *poisoned.into_inner() = forwarder,
+        }
+    }
+
+    fn forwarder(&self) -> Option<Arc<forward::Forwarder>> {
+        match self.forwarder.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     fn current(&self) -> Arc<Catalog> {
         match self.catalog.read() {
             Ok(current) => Arc::clone(&current),
@@ -132,11 +153,58 @@ impl RequestHandler for Handler {
         response_handle: R,
     ) -> ResponseInfo {
         self.0.queries.fetch_add(1, Ordering::Relaxed);
+        if let Some(forwarder) = self.0.forwarder()
+            && let Ok(info) = request.request_info()
+            && !LowerName::new(&self.0.domain).zone_of(info.query.name())
+        {
+            return forward(&forwarder, request, response_handle).await;
+        }
         let catalog = self.0.current();
         catalog
             .handle_request::<R, T>(request, response_handle)
             .await
     }
+}
+
+/// Answers `request` with what the upstreams say, or SERVFAIL when none answers.
+async fn forward<R: ResponseHandler>(
+    forwarder: &forward::Forwarder,
+    request: &Request,
+    mut response_handle: R,
+) -> ResponseInfo {
+    let builder = MessageResponseBuilder::from_message_request(request);
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    let sent = match forwarder
+        .exchange(request.as_slice(), request.metadata.id)
+        .await
+    {
+        Ok(answer) => {
+            metadata.response_code = answer.metadata.response_code;
+            metadata.recursion_available = answer.metadata.recursion_available;
+            let response = builder.build(
+                metadata,
+                answer.answers.iter(),
+                answer.authorities.iter(),
+                std::iter::empty(),
+                answer.additionals.iter(),
+            );
+            response_handle.send_response(response).await
+        }
+        Err(error) => {
+            tracing::debug!(%error, "no upstream answered; SERVFAIL");
+            metadata.response_code = ResponseCode::ServFail;
+            let response = builder.error_msg(&request.metadata, ResponseCode::ServFail);
+            response_handle.send_response(response).await
+        }
+    };
+    sent.unwrap_or_else(|error| {
+        tracing::debug!(%error, "cannot send a forwarded DNS answer");
+        metadata.response_code = ResponseCode::ServFail;
+        ResponseInfo::from(Header {
+            metadata,
+            counts: HeaderCounts::default(),
+        })
+    })
 }
 
 /// How [`serve_with`] binds its sockets.
@@ -319,6 +387,75 @@ mod tests {
             anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
                 .context("cannot bind DNS TCP 127.0.0.1:53");
         assert!(!tcp_port_taken(&denied));
+    }
+
+    /// A fake upstream on loopback answering every query with one A record 192.0.2.9 (or
+    /// staying silent), and the cluster DNS forwarding to it.
+    async fn forwarding(silent: bool) -> hickory_server::proto::op::Message {
+        use hickory_server::proto::{
+            op::{Message, Query},
+            rr::{RData, Record, RecordType, rdata::A},
+        };
+        let upstream = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let upstream_address = upstream.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut buffer = vec![0; 512];
+            while let Ok((length, peer)) = upstream.recv_from(&mut buffer).await {
+                if silent {
+                    continue;
+                }
+                let query = Message::from_vec(&buffer[..length]).expect("query");
+                let mut answer = Message::response(query.metadata.id, query.metadata.op_code);
+                answer.add_queries(query.queries.clone());
+                let name = query.queries[0].name().clone();
+                answer.add_answer(Record::from_rdata(name, 60, RData::A(A::new(192, 0, 2, 9))));
+                let bytes = answer.to_vec().expect("encode");
+                upstream.send_to(&bytes, peer).await.expect("send");
+            }
+        });
+        let dns = Arc::new(ClusterDns::new(DEFAULT_DOMAIN).expect("dns"));
+        dns.set_forwarder(Some(forward::Forwarder::new(
+            vec![upstream_address],
+            Duration::from_millis(300),
+        )));
+        let (bound, server) = serve(dns, &["127.0.0.1:0".parse().expect("addr")])
+            .await
+            .expect("serve");
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut query = Message::query();
+        query.metadata.id = 4242;
+        query.add_query(Query::query(
+            Name::from_ascii("www.example.test.").expect("name"),
+            RecordType::A,
+        ));
+        client
+            .send_to(&query.to_vec().expect("encode"), bound[0])
+            .await
+            .expect("send");
+        let mut buffer = vec![0; 512];
+        let (length, _) =
+            tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buffer))
+                .await
+                .expect("an answer in time")
+                .expect("recv");
+        drop(server);
+        Message::from_vec(&buffer[..length]).expect("answer")
+    }
+
+    #[tokio::test]
+    async fn other_names_are_forwarded_and_failures_are_servfail() {
+        use hickory_server::proto::op::ResponseCode;
+        let answer = forwarding(false).await;
+        assert_eq!(answer.metadata.id, 4242);
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+        let addresses: Vec<String> = answer.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(addresses, vec!["192.0.2.9"]);
+        let failed = forwarding(true).await;
+        assert_eq!(failed.metadata.response_code, ResponseCode::ServFail);
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use std::{
 
 use futures_util::StreamExt;
 use k8s_openapi::{
-    api::core::v1::{Binding, Event, EventSource, Node, ObjectReference, Pod},
+    api::core::v1::{Binding, Event, EventSource, Namespace, Node, ObjectReference, Pod},
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
 };
 use kube::{
@@ -24,10 +24,20 @@ use kube::{
 use serde_json::json;
 use tokio::sync::Notify;
 
+pub mod feasibility;
+pub mod interpodaffinity;
+pub mod nodeaffinity;
 pub mod plugins;
+pub mod pods;
+pub mod podtopologyspread;
+pub mod preemption;
+#[cfg(test)]
+mod tests_support;
 pub mod volume_binding;
 
+use feasibility::{Feasibility, Rejected};
 use plugins::NodeInfo;
+use pods::NamespaceLabels;
 
 /// The name pods ask for in `spec.schedulerName` (or leave empty).
 pub const SCHEDULER_NAME: &str = "default-scheduler";
@@ -86,30 +96,48 @@ pub fn feasible_nodes_to_find(total: usize) -> usize {
 /// How many bindings are in flight at once.
 const BIND_CONCURRENCY: usize = 64;
 
-/// Picks a node for `pod` among `nodes` (pure): filters nodes starting at `tie_break` (mod the
-/// node count) until [`feasible_nodes_to_find`] fit, then takes the highest sum of
-/// least-allocated and owner-spread scores; ties go to the first found, so equal nodes take
-/// turns as `tie_break` moves.
+/// Picks a node for `pod` among `nodes` (pure): [`place_in`] with no namespace labels.
 pub fn place(pod: &Pod, nodes: &[NodeInfo], tie_break: usize) -> Placement {
-    let request = plugins::pod_requests(pod);
-    let ports = plugins::pod_host_ports(pod);
+    place_in(pod, nodes, &NamespaceLabels::new(), tie_break).0
+}
+
+/// Picks a node for `pod` among `nodes` (pure): filters nodes starting at `tie_break` (mod the
+/// node count) until [`feasible_nodes_to_find`] fit, then takes the highest weighted sum of
+/// the scores (kube's default profile: least-allocated 1, node affinity 2, topology spread 2,
+/// inter-pod affinity 2, owner spread 2); ties go to the first found, so equal nodes take
+/// turns as `tie_break` moves. Also returns each rejected node's rejection by index (for
+/// preemption).
+pub fn place_in(
+    pod: &Pod,
+    nodes: &[NodeInfo],
+    namespaces: &NamespaceLabels,
+    tie_break: usize,
+) -> (Placement, BTreeMap<usize, Rejected>) {
+    let check = Feasibility::new(pod, nodes, namespaces);
+    let request = check.request;
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut rejections = BTreeMap::new();
     let mut feasible: Vec<&NodeInfo> = Vec::new();
     let enough = feasible_nodes_to_find(nodes.len());
     let start = tie_break.checked_rem(nodes.len()).unwrap_or(0);
-    for node in nodes[start..].iter().chain(&nodes[..start]) {
-        match plugins::filter(pod, &request, &ports, node) {
+    for index in (start..nodes.len()).chain(0..start) {
+        let node = &nodes[index];
+        match check.check(node) {
             Ok(()) => {
                 feasible.push(node);
                 if feasible.len() >= enough {
                     break;
                 }
             }
-            Err(unfit) => *reasons.entry(unfit.to_string()).or_default() += 1,
+            Err(rejected) => {
+                *reasons.entry(rejected.reason.clone()).or_default() += 1;
+                rejections.insert(index, rejected);
+            }
         }
     }
     if feasible.is_empty() {
-        return Placement::Unschedulable(plugins::unschedulable_message(nodes.len(), &reasons));
+        let message = plugins::unschedulable_message(nodes.len(), &reasons);
+        return (Placement::Unschedulable(message), rejections);
     }
     let owner = plugins::owner_uid(pod);
     let max = owner
@@ -121,16 +149,20 @@ pub fn place(pod: &Pod, nodes: &[NodeInfo], tie_break: usize) -> Placement {
                 .unwrap_or(0)
         })
         .unwrap_or(0);
+    let preferred = nodeaffinity::scores(pod, &feasible);
+    let spread = check.spread.scores(&feasible);
+    let affinity = check.affinity.scores(&feasible);
     let mut best: Option<(f64, usize)> = None;
     for (index, node) in feasible.iter().enumerate() {
         let score = plugins::score_least_allocated(&request, node)
-            + plugins::score_spread(owner, node, max) * 2.0;
+            + plugins::score_spread(owner, node, max) * 2.0
+            + (preferred[index] + spread[index] + affinity[index]) * 2.0;
         if best.is_none_or(|(s, _)| score > s + 1e-9) {
             best = Some((score, index));
         }
     }
     let index = best.map_or(0, |(_, i)| i);
-    Placement::Node(feasible[index].name.clone())
+    (Placement::Node(feasible[index].name.clone()), rejections)
 }
 
 /// Runs the scheduler until its watches end.
@@ -138,6 +170,7 @@ pub async fn run(client: Client, options: Options) -> anyhow::Result<()> {
     let notify = Arc::new(Notify::new());
     let (pods, pod_writer) = reflector::store::<Pod>();
     let (nodes, node_writer) = reflector::store::<Node>();
+    let (namespaces, namespace_writer) = reflector::store::<Namespace>();
     let pod_stream = reflector(
         pod_writer,
         watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff(),
@@ -149,11 +182,21 @@ pub async fn run(client: Client, options: Options) -> anyhow::Result<()> {
     )
     .touched_objects();
     let (volumes, volume_feeds) = volume_binding::watch(&client);
+    let namespace_stream = reflector(
+        namespace_writer,
+        watcher(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    )
+    .touched_objects();
     // The watch feeders end with this function (e.g. when leadership is lost).
     let mut feeders = tokio::task::JoinSet::new();
     for (name, stream) in [
         ("pods", pod_stream.map(|r| r.map(drop)).boxed()),
         ("nodes", node_stream.map(|r| r.map(drop)).boxed()),
+        ("namespaces", namespace_stream.map(|r| r.map(drop)).boxed()),
     ]
     .into_iter()
     .chain(volume_feeds)
@@ -172,6 +215,7 @@ pub async fn run(client: Client, options: Options) -> anyhow::Result<()> {
     pods.wait_until_ready().await?;
     nodes.wait_until_ready().await?;
     volumes.wait_until_ready().await?;
+    namespaces.wait_until_ready().await?;
     tracing::info!("scheduler started");
     let mut scheduler = Scheduler {
         client,
@@ -181,7 +225,12 @@ pub async fn run(client: Client, options: Options) -> anyhow::Result<()> {
         volumes,
     };
     loop {
-        scheduler.pass(&pods.state(), &nodes.state()).await;
+        let labels: NamespaceLabels = namespaces
+            .state()
+            .iter()
+            .map(|n| (n.name_any(), n.labels().clone()))
+            .collect();
+        scheduler.pass(&pods.state(), &nodes.state(), &labels).await;
         tokio::select! {
             () = notify.notified() => {}
             () = tokio::time::sleep(options.resync) => {}
@@ -201,7 +250,7 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    async fn pass(&mut self, pods: &[Arc<Pod>], nodes: &[Arc<Node>]) {
+    async fn pass(&mut self, pods: &[Arc<Pod>], nodes: &[Arc<Node>], namespaces: &NamespaceLabels) {
         let mut infos: Vec<NodeInfo> = nodes.iter().map(|n| NodeInfo::from_node(n)).collect();
         infos.sort_by(|a, b| a.name.cmp(&b.name));
         let index: HashMap<String, usize> = infos
@@ -251,14 +300,29 @@ impl Scheduler {
             .collect();
         self.assumed.retain(|uid, _| live.contains(uid.as_str()));
         self.reported.retain(|uid, _| live.contains(uid.as_str()));
-        pending.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+        // kube's PrioritySort: higher priority first, then older first.
+        pending.sort_by_key(|p| {
+            (
+                std::cmp::Reverse(pods::priority(p)),
+                p.metadata.creation_timestamp.clone().map(|t| t.0),
+            )
+        });
         // Place every pending pod, assuming each placement at once so the next pod sees it,
         // then bind them concurrently; a failed binding is forgotten and retried next pass.
         let mut binds = Vec::new();
         let mut unschedulable = Vec::new();
+        let mut preemptions = Vec::new();
         for pod in pending {
             self.turn = self.turn.wrapping_add(1);
-            match volume_binding::place(&pod, &infos, self.turn, &self.volumes) {
+            // Pods with claims go through volume binding first (no preemption for them).
+            let (placement, rejections) = if volume_binding::claim_names(&pod).is_empty() {
+                place_in(&pod, &infos, namespaces, self.turn)
+            } else {
+                let placement =
+                    volume_binding::place(&pod, &infos, namespaces, self.turn, &self.volumes);
+                (placement, BTreeMap::new())
+            };
+            match placement {
                 Placement::Node(node) => {
                     if let Some(&i) = index.get(&node) {
                         infos[i].add_pod(&pod);
@@ -267,7 +331,24 @@ impl Scheduler {
                         .insert(pod.metadata.uid.clone().unwrap_or_default(), node.clone());
                     binds.push((pod, node));
                 }
-                Placement::Unschedulable(message) => unschedulable.push((pod, message)),
+                Placement::Unschedulable(message) => {
+                    let (message, nominate) =
+                        preempt_decision(&pod, &infos, &rejections, namespaces, message);
+                    // A pod waiting for its victims to leave keeps its place on the node, so
+                    // that lower-priority pods placed after it cannot take the room.
+                    let reserved = nominate.as_ref().map(|c| c.node.clone()).or_else(|| {
+                        pod.status
+                            .as_ref()
+                            .and_then(|s| s.nominated_node_name.clone())
+                    });
+                    if let Some(&i) = reserved.as_ref().and_then(|n| index.get(n)) {
+                        infos[i].add_pod(&pod);
+                    }
+                    if let Some(candidate) = nominate {
+                        preemptions.push((Arc::clone(&pod), candidate));
+                    }
+                    unschedulable.push((pod, message));
+                }
             }
         }
         let (client, volumes) = (&self.client, &self.volumes);
@@ -282,6 +363,9 @@ impl Scheduler {
             .await;
         for uid in failed {
             self.assumed.remove(&uid);
+        }
+        for (pod, candidate) in preemptions {
+            preempt(&self.client, &pod, &candidate).await;
         }
         for (pod, message) in unschedulable {
             self.report(&pod, &message).await;
@@ -311,6 +395,65 @@ impl Scheduler {
         event(&self.client, pod, "Warning", "FailedScheduling", message).await;
         tracing::info!(pod = %format!("{namespace}/{name}"), message, "unschedulable");
         self.reported.insert(uid, message.to_owned());
+    }
+}
+
+/// What preemption makes of a pod that fits nowhere: the unschedulable message (with kube's
+/// `preemption: ...` part when no victims can make room) and the node to nominate.
+fn preempt_decision(
+    pod: &Pod,
+    nodes: &[NodeInfo],
+    rejections: &BTreeMap<usize, Rejected>,
+    namespaces: &NamespaceLabels,
+    message: String,
+) -> (String, Option<preemption::Candidate>) {
+    if let Err(why) = preemption::eligible(pod, nodes) {
+        return (format!("{message} preemption: {why}"), None);
+    }
+    match preemption::select(pod, nodes, rejections, namespaces) {
+        Ok(candidate) => (message, Some(candidate)),
+        Err(why) => (format!("{message} preemption: {why}"), None),
+    }
+}
+
+/// Deletes the victims (gracefully, with a `Preempted` Event each) and sets the pod's
+/// `status.nominatedNodeName`; the pod is bound in a later pass, once they are gone.
+async fn preempt(client: &Client, pod: &Pod, candidate: &preemption::Candidate) {
+    let namespace = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    for (victim_namespace, victim, victim_uid) in &candidate.victims {
+        let api: Api<Pod> = Api::namespaced(client.clone(), victim_namespace);
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(victim_uid.clone()),
+                resource_version: None,
+            }),
+            ..kube::api::DeleteParams::default()
+        };
+        match api.delete(victim, &params).await {
+            Ok(deleted) => {
+                tracing::info!(
+                    pod = %format!("{namespace}/{name}"), node = candidate.node,
+                    victim = %format!("{victim_namespace}/{victim}"), "preempting"
+                );
+                if let Some(victim_pod) = deleted.left() {
+                    let message = format!("Preempted by pod {uid} on node {}", candidate.node);
+                    event(client, &victim_pod, "Normal", "Preempted", &message).await;
+                }
+            }
+            Err(error) => {
+                tracing::debug!(victim = %format!("{victim_namespace}/{victim}"), %error, "cannot preempt");
+            }
+        }
+    }
+    let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let status = json!({"status": {"nominatedNodeName": candidate.node}});
+    if let Err(error) = api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+        .await
+    {
+        tracing::debug!(pod = %format!("{namespace}/{name}"), %error, "cannot nominate a node");
     }
 }
 
@@ -460,6 +603,61 @@ mod tests {
                 "0/2 nodes are available: 1 node(s) were not ready, 1 node(s) were \
                  unschedulable."
                     .into()
+            )
+        );
+    }
+
+    #[test]
+    fn anti_affine_replicas_take_one_node_each() {
+        use k8s_openapi::{
+            api::core::v1::{Affinity, PodAffinityTerm, PodAntiAffinity},
+            apimachinery::pkg::apis::meta::v1::LabelSelector,
+        };
+        let affinity = Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                    label_selector: Some(LabelSelector {
+                        match_labels: Some(BTreeMap::from([("app".into(), "web".into())])),
+                        ..LabelSelector::default()
+                    }),
+                    topology_key: "kubernetes.io/hostname".into(),
+                    ..PodAffinityTerm::default()
+                }]),
+                ..PodAntiAffinity::default()
+            }),
+            ..Affinity::default()
+        };
+        let mut nodes: Vec<NodeInfo> = ["a", "b", "c"]
+            .into_iter()
+            .map(|n| tests_support::labelled_node(n, &[]))
+            .collect();
+        let mut outcomes = Vec::new();
+        for i in 0..4 {
+            let pod = tests_support::pod_with(
+                "default",
+                &format!("web-{i}"),
+                &[("app", "web")],
+                Some(affinity.clone()),
+            );
+            let (placement, _) = place_in(&pod, &nodes, &NamespaceLabels::new(), i);
+            if let Placement::Node(name) = &placement {
+                let node = nodes.iter_mut().find(|n| &n.name == name).expect("node");
+                node.add_pod(&pod);
+            }
+            outcomes.push(placement);
+        }
+        let placed: std::collections::BTreeSet<_> = outcomes[..3]
+            .iter()
+            .map(|p| match p {
+                Placement::Node(n) => n.clone(),
+                Placement::Unschedulable(m) => panic!("unschedulable: {m}"),
+            })
+            .collect();
+        assert_eq!(placed.len(), 3);
+        assert_eq!(
+            outcomes[3],
+            Placement::Unschedulable(
+                "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules.".into()
             )
         );
     }

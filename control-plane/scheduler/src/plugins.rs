@@ -57,6 +57,8 @@ pub struct NodeInfo {
     pub unschedulable: bool,
     /// Bound pods per controller owner uid (for spreading).
     pub owners: BTreeMap<String, u32>,
+    /// The bound pods themselves (for inter-pod affinity, topology spread and preemption).
+    pub pods: Vec<crate::pods::PodInfo>,
 }
 
 /// The CPU, memory and pod counts of a resource map; a missing or unparsable quantity counts
@@ -164,6 +166,7 @@ impl NodeInfo {
             ready,
             unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
             owners: BTreeMap::new(),
+            pods: Vec::new(),
         }
     }
 
@@ -174,6 +177,7 @@ impl NodeInfo {
         if let Some(owner) = owner_uid(pod) {
             *self.owners.entry(owner.to_owned()).or_default() += 1;
         }
+        self.pods.push(crate::pods::PodInfo::new(pod));
     }
 }
 

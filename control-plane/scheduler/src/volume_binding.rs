@@ -28,7 +28,7 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::{Placement, plugins::NodeInfo};
+use crate::{Placement, plugins::NodeInfo, pods::NamespaceLabels};
 
 /// Why a node does not fit a pod's bound volumes.
 pub const NODE_CONFLICT: &str = "node(s) had volume node affinity conflict";
@@ -238,11 +238,12 @@ pub fn node_fits(
 pub fn place_with(
     pod: &Pod,
     nodes: &[NodeInfo],
+    namespaces: &NamespaceLabels,
     tie_break: usize,
     snapshot: &Snapshot,
 ) -> Placement {
     if claim_names(pod).is_empty() {
-        return crate::place(pod, nodes, tie_break);
+        return crate::place_in(pod, nodes, namespaces, tie_break).0;
     }
     let volumes = match resolve(pod, snapshot) {
         Ok(volumes) => volumes,
@@ -262,9 +263,9 @@ pub fn place_with(
         }
     }
     if reasons.is_empty() {
-        return crate::place(pod, nodes, tie_break);
+        return crate::place_in(pod, nodes, namespaces, tie_break).0;
     }
-    match crate::place(pod, &fitting, tie_break) {
+    match crate::place_in(pod, &fitting, namespaces, tie_break).0 {
         Placement::Node(node) => Placement::Node(node),
         Placement::Unschedulable(_) => {
             let request = crate::plugins::pod_requests(pod);
@@ -280,11 +281,17 @@ pub fn place_with(
 }
 
 /// [`place_with`] on the current caches.
-pub fn place(pod: &Pod, nodes: &[NodeInfo], tie_break: usize, volumes: &Volumes) -> Placement {
+pub fn place(
+    pod: &Pod,
+    nodes: &[NodeInfo],
+    namespaces: &NamespaceLabels,
+    tie_break: usize,
+    volumes: &Volumes,
+) -> Placement {
     if claim_names(pod).is_empty() {
-        return crate::place(pod, nodes, tie_break);
+        return crate::place_in(pod, nodes, namespaces, tie_break).0;
     }
-    place_with(pod, nodes, tie_break, &volumes.snapshot())
+    place_with(pod, nodes, namespaces, tie_break, &volumes.snapshot())
 }
 
 /// The unbound claims of `pod` that still need `selected-node` (pure).

@@ -106,7 +106,13 @@ fn claims_decide_the_node() {
     for (claims, want) in cases {
         for turn in 0..3 {
             assert_eq!(
-                place_with(&pod(&claims), &nodes, turn, &snapshot),
+                place_with(
+                    &pod(&claims),
+                    &nodes,
+                    &NamespaceLabels::new(),
+                    turn,
+                    &snapshot
+                ),
                 want,
                 "{claims:?} turn {turn}"
             );
@@ -117,14 +123,26 @@ fn claims_decide_the_node() {
         .map(|turn| {
             format!(
                 "{:?}",
-                place_with(&pod(&["fresh"]), &nodes, turn, &snapshot)
+                place_with(
+                    &pod(&["fresh"]),
+                    &nodes,
+                    &NamespaceLabels::new(),
+                    turn,
+                    &snapshot
+                )
             )
         })
         .collect();
     assert_eq!(placed.len(), 3, "{placed:?}");
     // Without b, a pod whose volume lives on b fits nowhere.
     assert_eq!(
-        place_with(&pod(&["bound"]), &nodes[..1], 0, &snapshot),
+        place_with(
+            &pod(&["bound"]),
+            &nodes[..1],
+            &NamespaceLabels::new(),
+            0,
+            &snapshot
+        ),
         Placement::Unschedulable(
             "0/1 nodes are available: 1 node(s) had volume node affinity conflict.".into()
         )

@@ -142,7 +142,8 @@ impl HostResolv {
         )
     }
 
-    fn read_from(etc: &Path, resolved: &Path) -> Self {
+    /// [`HostResolv::read`] from `etc` (the kubelet's `--resolv-conf`) and `resolved`.
+    pub fn read_from(etc: &Path, resolved: &Path) -> Self {
         let parsed = Resolv::parse(&std::fs::read_to_string(etc).unwrap_or_default());
         let only_loopback = !parsed.nameservers.is_empty()
             && parsed.nameservers.iter().all(|n| {

@@ -328,6 +328,8 @@ pub struct KubeletSettings {
     pub cluster_dns: dns::ClusterDnsMode,
     /// The cluster domain (`--cluster-domain`).
     pub cluster_domain: String,
+    /// The node's resolver configuration (`--resolv-conf`).
+    pub resolv_conf: std::path::PathBuf,
     /// The cgroup parent of every container (`--cgroup-parent`); `None`: Docker's default.
     pub cgroup_parent: Option<String>,
     /// The cluster's Service CIDR, made unreachable towards the uplink (see
@@ -372,6 +374,7 @@ struct LateNetwork {
     mtu: Option<u32>,
     cluster_dns: dns::ClusterDnsMode,
     cluster_domain: String,
+    resolv_conf: std::path::PathBuf,
 }
 
 impl LateNetwork {
@@ -400,6 +403,11 @@ impl LateNetwork {
         );
         let (dns_config, dns) =
             start_dns(self.cluster_dns, &self.cluster_domain, cidr, metrics).await?;
+        if let Some(serving) = &dns {
+            let forwarder = keelson_dns::forward::Forwarder::from_resolv_conf(&self.resolv_conf);
+            tracing::info!(upstreams = ?forwarder.upstreams(), "cluster DNS forwards other names");
+            serving.zone.set_forwarder(Some(forwarder));
+        }
         Ok((network, dns_config, dns))
     }
 }
@@ -517,6 +525,7 @@ impl Kubelet {
             mtu: settings.pod_mtu,
             cluster_dns: settings.cluster_dns,
             cluster_domain: settings.cluster_domain.clone(),
+            resolv_conf: settings.resolv_conf.clone(),
         };
         let (network, dns_config, dns, late) = match cidr {
             Some(cidr) => {
@@ -550,7 +559,10 @@ impl Kubelet {
                 dns: dns_config
                     .map(std::sync::OnceLock::from)
                     .unwrap_or_default(),
-                host_resolv: dns::HostResolv::read(),
+                host_resolv: dns::HostResolv::read_from(
+                    &settings.resolv_conf,
+                    std::path::Path::new(keelson_dns::forward::SYSTEMD_RESOLV_CONF),
+                ),
                 services: Arc::default(),
             }),
             endpoint,

@@ -50,6 +50,7 @@ pub(crate) mod call;
 pub(crate) mod limits;
 pub(crate) mod matching;
 pub(crate) mod policy;
+pub(crate) mod priority;
 pub(crate) mod quota;
 pub(crate) mod serviceaccount;
 pub(crate) mod storageclass;
