@@ -621,46 +621,6 @@ pub(crate) fn scale_of(resource: &Resource, object: &Value) -> Result<Value, Str
     }))
 }
 
-#[cfg(test)]
-mod stored_layout_tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn stored_objects_get_their_resource_version_back_without_a_parse() {
-        for object in [
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "{\"metadata\":{"},
-                   "metadata": {"name": "a", "resourceVersion": "9", "labels": {"x": "y"}}}),
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"resourceVersion": "3"}}),
-        ] {
-            let stored = encode(&object);
-            assert!(
-                stored.starts_with(STORED_PREFIX),
-                "{}",
-                String::from_utf8_lossy(&stored)
-            );
-            assert!(!String::from_utf8_lossy(&stored).contains("resourceVersion"));
-            let mut out = Vec::new();
-            assert!(with_resource_version(&stored, 42, &mut out));
-            let mut expected = object.clone();
-            set_resource_version(&mut expected, 42);
-            assert_eq!(
-                serde_json::from_slice::<Value>(&out).expect("JSON"),
-                expected
-            );
-        }
-        // Another layout (an older keelson's) is left to the caller.
-        let mut out = Vec::new();
-        assert!(!with_resource_version(
-            br#"{"apiVersion":"v1","metadata":{}}"#,
-            1,
-            &mut out
-        ));
-        assert!(out.is_empty());
-    }
-}
-
 /// The annotation an apps/v1 DaemonSet carries its template generation in.
 const DAEMON_SET_TEMPLATE_GENERATION: &str = "deprecated.daemonset.template.generation";
 
@@ -699,5 +659,45 @@ fn daemon_set_template_generation(resource: &Resource, old: Option<&Value>, new:
             DAEMON_SET_TEMPLATE_GENERATION.to_owned(),
             json!(next.to_string()),
         );
+    }
+}
+
+#[cfg(test)]
+mod stored_layout_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn stored_objects_get_their_resource_version_back_without_a_parse() {
+        for object in [
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "{\"metadata\":{"},
+                   "metadata": {"name": "a", "resourceVersion": "9", "labels": {"x": "y"}}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"resourceVersion": "3"}}),
+        ] {
+            let stored = encode(&object);
+            assert!(
+                stored.starts_with(STORED_PREFIX),
+                "{}",
+                String::from_utf8_lossy(&stored)
+            );
+            assert!(!String::from_utf8_lossy(&stored).contains("resourceVersion"));
+            let mut out = Vec::new();
+            assert!(with_resource_version(&stored, 42, &mut out));
+            let mut expected = object.clone();
+            set_resource_version(&mut expected, 42);
+            assert_eq!(
+                serde_json::from_slice::<Value>(&out).expect("JSON"),
+                expected
+            );
+        }
+        // Another layout (an older keelson's) is left to the caller.
+        let mut out = Vec::new();
+        assert!(!with_resource_version(
+            br#"{"apiVersion":"v1","metadata":{}}"#,
+            1,
+            &mut out
+        ));
+        assert!(out.is_empty());
     }
 }
