@@ -408,7 +408,9 @@ async fn compare_rbac(
     let masters = rbac::masters_client(&kubeconfig).await?;
     rbac::probe(&user).await?;
     // ABBA rounds: each identity runs first as often as second.
-    let per_round = plan.objects.div_ceil(RBAC_ROUNDS).max(1);
+    // At least RBAC_MIN_CREATES per identity: a p99 of fewer samples moves by more than the 5 %
+    // the comparison is about.
+    let per_round = plan.objects.max(RBAC_MIN_CREATES).div_ceil(RBAC_ROUNDS);
     let mut totals = [RbacTotals::default(), RbacTotals::default()];
     for round in 0..RBAC_ROUNDS * 2 {
         let user_turn = matches!(round % 4, 1 | 2);
@@ -456,6 +458,8 @@ async fn compare_rbac(
 
 /// Rounds each identity runs in the RBAC comparison.
 const RBAC_ROUNDS: usize = 4;
+/// Creates each identity sends at least in the RBAC comparison (also with `--quick`).
+const RBAC_MIN_CREATES: usize = 10_000;
 
 /// One identity's creates summed over its rounds.
 struct RbacTotals {
