@@ -3,16 +3,17 @@
 //! `kubectl create job` completes and `kubectl wait --for=condition=complete` returns; an
 //! Indexed Job's pods see their `JOB_COMPLETION_INDEX` and host name `<job>-<index>`; a
 //! failing Job with `backoffLimit: 1` fails with `BackoffLimitExceeded`; a `*/1` CronJob
-//! creates a Job within 70 s.
+//! creates a Job within 70 s; deleting a Job (kubectl's default background cascade) takes its
+//! pods with it.
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use keelson_tests::{
     cluster::{ControlPlane, Kubectl},
     pods::{PodAgent, apply},
 };
-use kube::Api;
+use kube::{Api, api::ListParams};
 
 const INDEXED: &str = "apiVersion: batch/v1
 kind: Job
@@ -148,6 +149,28 @@ async fn jobs_complete_index_fail_and_cronjobs_schedule() {
     );
     let logs = kubectl.run(&["logs", "job/hello"]);
     assert_eq!(logs.trim(), "hello from a job");
+
+    // Deleting the Job: the garbage collector removes its pods (their owner is gone).
+    kubectl.run(&["delete", "job", "hello"]);
+    let pods: Api<Pod> = Api::namespaced(plane.client().await, "default");
+    let of_hello = ListParams::default().labels("batch.kubernetes.io/job-name=hello");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = pods
+            .list(&of_hello)
+            .await
+            .expect("list the Job's pods")
+            .items;
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} pod(s) of the deleted Job hello still exist after 60 s",
+            left.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // An Indexed Job and a failing one.
     apply(&kubectl, plane.data_dir(), "jobs.yaml", INDEXED);

@@ -45,6 +45,8 @@ const KINDS: &[(&str, &str, &str, &str, bool)] = &[
     ("apps", "v1", "ReplicaSet", "replicasets", true),
     ("apps", "v1", "StatefulSet", "statefulsets", true),
     ("apps", "v1", "DaemonSet", "daemonsets", true),
+    ("batch", "v1", "Job", "jobs", true),
+    ("batch", "v1", "CronJob", "cronjobs", true),
     (
         "",
         "v1",
