@@ -129,8 +129,7 @@ pub static RESOURCES: &[Resource] = &[
     )
     .cluster()
     .short(&["pv"])
-    .spec_status()
-    .note("keelson stores PersistentVolumes but has no volume binder or provisioner yet"),
+    .spec_status(),
     Resource::new(
         "",
         "PersistentVolumeClaim",
@@ -139,8 +138,7 @@ pub static RESOURCES: &[Resource] = &[
         typed::<core::PersistentVolumeClaim>,
     )
     .short(&["pvc"])
-    .spec_status()
-    .note("keelson stores PersistentVolumeClaims but has no volume binder or provisioner yet"),
+    .spec_status(),
     Resource::new(
         "",
         "PodTemplate",
@@ -194,8 +192,7 @@ pub static RESOURCES: &[Resource] = &[
     )
     .short(&["ds"])
     .in_all()
-    .spec_status()
-    .note(NO_CONTROLLER),
+    .spec_status(),
     Resource::new(
         "apps",
         "Deployment",
@@ -229,8 +226,7 @@ pub static RESOURCES: &[Resource] = &[
     .short(&["sts"])
     .in_all()
     .spec_status()
-    .scale()
-    .note(NO_CONTROLLER),
+    .scale(),
     // --- events.k8s.io/v1: the core Events, seen in their newer form ---
     Resource::new(
         "events.k8s.io",
@@ -267,13 +263,11 @@ pub static RESOURCES: &[Resource] = &[
     )
     .short(&["cj"])
     .in_all()
-    .spec_status()
-    .note(NO_CONTROLLER),
+    .spec_status(),
     Resource::new("batch", "Job", "jobs", "job", typed::<batch::Job>)
         .in_all()
         .spec_status()
-        .fields(&["status.successful"])
-        .note(NO_CONTROLLER),
+        .fields(&["status.successful"]),
     // --- certificates.k8s.io/v1 ---
     Resource::new(
         "certificates.k8s.io",
@@ -413,8 +407,7 @@ pub static RESOURCES: &[Resource] = &[
         typed::<storage::StorageClass>,
     )
     .cluster()
-    .short(&["sc"])
-    .note("keelson stores StorageClasses but has no provisioner yet"),
+    .short(&["sc"]),
     Resource::new(
         "storage.k8s.io",
         "VolumeAttachment",

@@ -237,6 +237,30 @@ async fn stored_but_not_enforced_kinds_say_so_on_writes() {
         warnings(&headers).is_empty(),
         "enforced kinds carry no warning"
     );
+    // Kinds with a controller now (issue 20): a DaemonSet's write says nothing either.
+    let (status, headers, _) = post_raw(
+        &s,
+        "/apis/apps/v1/namespaces/default/daemonsets",
+        "application/json",
+        &json!({
+            "metadata": {"name": "agent"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "agent"}},
+                "template": {
+                    "metadata": {"labels": {"app": "agent"}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+                }
+            }
+        })
+        .to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(
+        warnings(&headers).is_empty(),
+        "DaemonSets have a controller: {:?}",
+        warnings(&headers)
+    );
 }
 
 #[tokio::test]
