@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::LifecycleHandler;
 
 use super::{
     handlers::{self, ActionError},
-    runtime::Runtime,
+    runtime::ContainerRuntime,
 };
 
 /// The kubelet's shortest stop window after a preStop hook: SIGTERM always gets this long.
@@ -18,7 +18,7 @@ pub const MINIMUM_GRACE: Duration = Duration::from_secs(2);
 /// gives up after `limit`.
 pub async fn run(
     handler: &LifecycleHandler,
-    runtime: &Runtime,
+    runtime: &dyn ContainerRuntime,
     id: &str,
     pod_ip: Option<Ipv4Addr>,
     ports: &[(String, i32)],
@@ -29,7 +29,7 @@ pub async fn run(
         let (code, output) = runtime
             .exec(id, command, limit)
             .await
-            .map_err(ActionError::Exec)?;
+            .map_err(|e| ActionError::Exec(e.to_string()))?;
         return if code == 0 {
             Ok(())
         } else {

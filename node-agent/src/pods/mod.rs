@@ -49,7 +49,7 @@ use kube::{
 };
 use tokio::{sync::watch, task::JoinHandle};
 
-use self::runtime::Runtime;
+use self::runtime::{ContainerRuntime, DockerRuntime};
 use crate::{error_chain, network::PodNetwork};
 
 /// Settings of the pod runner.
@@ -135,8 +135,8 @@ impl Metrics {
 pub struct Ctx {
     /// The API client (node credentials).
     pub client: Client,
-    /// Docker.
-    pub runtime: Runtime,
+    /// The container runtime (Docker).
+    pub runtime: Arc<dyn ContainerRuntime>,
     /// Pod networking; unset until the node has a pod CIDR (the flag, or the Node's
     /// `spec.podCIDR` once node IPAM assigns it).
     pub network: std::sync::OnceLock<Arc<PodNetwork>>,
@@ -449,7 +449,7 @@ impl Kubelet {
     /// `spec.podCIDR` (else `pod_cidr`).
     pub async fn start(client: Client, settings: KubeletSettings) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        let runtime = Runtime::connect(&settings.docker_socket, &settings.pods.node_name)
+        let runtime = DockerRuntime::connect(&settings.docker_socket, &settings.pods.node_name)
             .await
             .map_err(|e| anyhow::anyhow!(error_chain(&e)))?
             .with_cgroup_parent(settings.cgroup_parent.clone());
@@ -495,7 +495,7 @@ impl Kubelet {
         let node = crate::node::register_with_retry(
             &client,
             &node_config,
-            &runtime.version().await,
+            &runtime.version().await.map_err(|e| e.to_string()),
             Duration::from_secs(60),
         )
         .await
@@ -552,7 +552,7 @@ impl Kubelet {
         Ok(Self {
             ctx: Arc::new(Ctx {
                 client,
-                runtime,
+                runtime: Arc::new(runtime),
                 network: network.map(std::sync::OnceLock::from).unwrap_or_default(),
                 config: settings.pods,
                 metrics,
@@ -592,7 +592,7 @@ impl Kubelet {
             self.node,
             move || {
                 let runtime = runtime.clone();
-                async move { runtime.version().await }
+                async move { runtime.version().await.map_err(|e| e.to_string()) }
             },
         );
         let runtime = self.ctx.runtime.clone();

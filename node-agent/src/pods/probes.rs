@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Container, Probe};
 
 use super::{
     handlers::{self, ActionError},
-    runtime::Runtime,
+    runtime::ContainerRuntime,
 };
 
 /// Which probe.
@@ -138,7 +138,11 @@ impl Probes {
     }
 
     /// Runs the probes that are due.
-    pub async fn run_due(&mut self, runtime: &Runtime, pod_ip: Option<Ipv4Addr>) -> Outcome {
+    pub async fn run_due(
+        &mut self,
+        runtime: &dyn ContainerRuntime,
+        pod_ip: Option<Ipv4Addr>,
+    ) -> Outcome {
         let now = Instant::now();
         let mut outcome = Outcome::default();
         let id = self.container_id.clone();
@@ -182,7 +186,7 @@ impl Probes {
 
 async fn step(
     state: &mut ProbeState,
-    runtime: &Runtime,
+    runtime: &dyn ContainerRuntime,
     id: &str,
     pod_ip: Option<Ipv4Addr>,
     ports: &[(String, i32)],
@@ -215,7 +219,7 @@ async fn step(
 async fn probe_once(
     probe: &Probe,
     timeout: Duration,
-    runtime: &Runtime,
+    runtime: &dyn ContainerRuntime,
     id: &str,
     pod_ip: Option<Ipv4Addr>,
     ports: &[(String, i32)],
@@ -225,7 +229,7 @@ async fn probe_once(
         let (code, output) = runtime
             .exec(id, command, timeout)
             .await
-            .map_err(ActionError::Exec)?;
+            .map_err(|e| ActionError::Exec(e.to_string()))?;
         return if code == 0 {
             Ok(())
         } else {

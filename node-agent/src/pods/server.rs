@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-use super::runtime::Runtime;
+use super::runtime::{ContainerRuntime, LogOptions};
 
 /// The API server's identity towards kubelets (Kubernetes' convention).
 pub const APISERVER_CLIENT: &str = "kube-apiserver-kubelet-client";
@@ -93,11 +93,15 @@ fn allowed(name: &str, groups: &[String]) -> bool {
 
 #[derive(Clone)]
 struct AppState {
-    runtime: Runtime,
+    runtime: Arc<dyn ContainerRuntime>,
 }
 
 /// Serves the endpoint on `listener` until the process stops.
-pub async fn serve(listener: TcpListener, config: Arc<ServerConfig>, runtime: Runtime) {
+pub async fn serve(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    runtime: Arc<dyn ContainerRuntime>,
+) {
     let router = Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route(
@@ -198,13 +202,13 @@ async fn container_logs(
     };
     let since =
         number("sinceSeconds").map(|s| k8s_openapi::jiff::Timestamp::now().as_second() - s.max(0));
-    let stream = state.runtime.logs(
-        &chosen.id,
-        flag("follow"),
-        number("tailLines"),
-        flag("timestamps"),
+    let options = LogOptions {
+        follow: flag("follow"),
+        tail: number("tailLines"),
+        timestamps: flag("timestamps"),
         since,
-    );
+    };
+    let stream = state.runtime.logs(&chosen.id, options);
     let limit = number("limitBytes").map(|l| l.max(0) as usize);
     let body = match limit {
         Some(limit) => {

@@ -58,16 +58,16 @@ pub fn failed_message(image: &str, error: &str) -> String {
 /// Pulls `image` with each of `credentials` in turn until one works (anonymously when there
 /// are none), as the kubelet tries every matching keyring entry; the last error otherwise.
 pub async fn pull(
-    runtime: &super::runtime::Runtime,
+    runtime: &dyn super::runtime::ContainerRuntime,
     image: &str,
     credentials: Vec<bollard::auth::DockerCredentials>,
-) -> Result<(), String> {
+) -> Result<(), super::runtime::RuntimeError> {
     if credentials.is_empty() {
-        return runtime.pull_as(image, None).await;
+        return runtime.pull(image, None).await;
     }
     let mut last = Ok(());
     for c in credentials {
-        last = runtime.pull_as(image, Some(c)).await;
+        last = runtime.pull(image, Some(c)).await;
         if last.is_ok() {
             break;
         }

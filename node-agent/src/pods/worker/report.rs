@@ -11,7 +11,10 @@ use kube::{
     api::{Patch, PatchParams},
 };
 
-use super::{Waiting, Worker, is_sidecar, latest_by_name};
+use super::{
+    Waiting, Worker,
+    decide::{is_sidecar, latest_by_name},
+};
 use crate::pods::{
     error::PodError, plan::should_restart, probes::Probes, runtime::Observed, status,
 };
@@ -277,10 +280,10 @@ impl Worker {
         if same {
             return Ok(());
         }
-        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.pod_ref.namespace);
         match api
             .patch_status(
-                &self.name,
+                &self.pod_ref.name,
                 &PatchParams::default(),
                 &Patch::Merge(serde_json::json!({ "status": next })),
             )

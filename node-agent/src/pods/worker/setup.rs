@@ -57,7 +57,7 @@ impl Worker {
             self.wake_at(self.volumes_due);
             return self.volumes.is_some();
         }
-        let mut sources = Sources::new(self.ctx.client.clone(), &self.namespace);
+        let mut sources = Sources::new(self.ctx.client.clone(), &self.pod_ref.namespace);
         let pod_ip = self.pod_ip.map(|i| i.to_string()).unwrap_or_default();
         let host_ip = self.ctx.config.host_ip.to_string();
         let client = self.ctx.client.clone();
@@ -88,7 +88,7 @@ impl Worker {
                 self.wake_at(self.volumes_due);
                 let message = error.to_string();
                 if self.mount_error.as_ref() != Some(&message) {
-                    tracing::warn!(pod = %self.name, namespace = %self.namespace, %message, "mounting volumes");
+                    tracing::warn!(pod = %self.pod_ref.name, namespace = %self.pod_ref.namespace, %message, "mounting volumes");
                     self.event(pod, None, "Warning", "FailedMount", message.clone());
                     self.mount_error = Some(message);
                 }
@@ -103,7 +103,7 @@ impl Worker {
         let spec = pod.spec.clone().unwrap_or_default();
         let content = dns::resolv_conf(
             &spec,
-            &self.namespace,
+            &self.pod_ref.namespace,
             self.ctx.dns.get(),
             &self.ctx.host_resolv,
         );
@@ -174,7 +174,7 @@ impl Worker {
             "Pulling",
             format!("Pulling image \"{image}\""),
         );
-        let mut sources = Sources::new(self.ctx.client.clone(), &self.namespace);
+        let mut sources = Sources::new(self.ctx.client.clone(), &self.pod_ref.namespace);
         let (credentials, missing) = auth::pod_credentials(&mut sources, pod, &image).await;
         if !missing.is_empty() {
             let message = auth::missing_secrets_message(&missing);
@@ -182,7 +182,7 @@ impl Worker {
             self.event(pod, Some(&container.name), "Warning", reason, message);
         }
         let started = Instant::now();
-        match images::pull(&self.ctx.runtime, &image, credentials).await {
+        match images::pull(&*self.ctx.runtime, &image, credentials).await {
             Ok(()) => {
                 self.pull_failures.remove(&container.name);
                 let took = started.elapsed();
@@ -191,7 +191,8 @@ impl Worker {
                 self.event(pod, Some(&container.name), "Normal", "Pulled", message);
                 Ok(())
             }
-            Err(message) => {
+            Err(error) => {
+                let message = error_chain(&error);
                 let entry = self
                     .pull_failures
                     .entry(container.name.clone())
@@ -225,7 +226,7 @@ impl Worker {
         let Some(sandbox) = self.sandbox.clone() else {
             return Err(ConfigError("the pod has no sandbox".into()));
         };
-        let mut sources = Sources::new(self.ctx.client.clone(), &self.namespace);
+        let mut sources = Sources::new(self.ctx.client.clone(), &self.pod_ref.namespace);
         let enable_links = pod
             .spec
             .as_ref()
@@ -240,7 +241,7 @@ impl Worker {
         let services = self.ctx.services.read(|all| {
             service_env::service_env(&service_env::env_services(
                 all.values(),
-                &self.namespace,
+                &self.pod_ref.namespace,
                 enable_links,
             ))
         });

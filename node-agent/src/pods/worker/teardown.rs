@@ -9,7 +9,11 @@ use kube::{
     api::{DeleteParams, Preconditions},
 };
 
-use super::{DEFAULT_GRACE, StopRequest, Worker, is_sidecar};
+use super::{
+    Worker,
+    decide::{self, is_sidecar},
+    stop::StopRequest,
+};
 use crate::{
     error_chain,
     pods::{Ctx, error::PodError, runtime::Observed},
@@ -20,37 +24,32 @@ impl Worker {
     /// grace period; app containers first, then sidecars last to first), remove them, free the
     /// network, then remove the pod object.
     pub(super) async fn terminate(&mut self, pod: &Pod) {
-        let grace = pod
-            .metadata
-            .deletion_grace_period_seconds
-            .or_else(|| pod.spec.as_ref()?.termination_grace_period_seconds)
-            .unwrap_or(DEFAULT_GRACE)
-            .max(0);
+        let grace = decide::deletion_grace(pod);
         self.event(
             pod,
             None,
             "Normal",
             "Killing",
-            format!("Stopping pod {} (grace period {grace}s)", self.name),
+            format!("Stopping pod {} (grace period {grace}s)", self.pod_ref.name),
         );
         let grace = Duration::from_secs(grace.unsigned_abs());
         self.stop_in_order(pod, grace).await;
         self.teardown(grace).await;
-        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.pod_ref.namespace);
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions {
-                uid: Some(self.uid.clone()),
+                uid: Some(self.pod_ref.uid.clone()),
                 resource_version: None,
             }),
             ..DeleteParams::default()
         };
         for attempt in 0..10u32 {
-            match api.delete(&self.name, &params).await {
+            match api.delete(&self.pod_ref.name, &params).await {
                 Ok(_) => return,
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return,
                 Err(error) => {
-                    tracing::warn!(pod = %self.name, %error, attempt, "removing the pod object");
+                    tracing::warn!(pod = %self.pod_ref.name, %error, attempt, "removing the pod object");
                     tokio::time::sleep(Duration::from_secs(1 << attempt.min(4))).await;
                 }
             }
@@ -61,7 +60,7 @@ impl Worker {
     /// running regular init container) together, each after its preStop hook; then the
     /// sidecars one by one, last first, within what is left of `grace`.
     async fn stop_in_order(&mut self, pod: &Pod, grace: Duration) {
-        let Ok(observed) = self.ctx.runtime.list_pod(&self.uid).await else {
+        let Ok(observed) = self.ctx.runtime.list_pod(&self.pod_ref.uid).await else {
             return;
         };
         let spec = pod.spec.clone().unwrap_or_default();
@@ -75,7 +74,7 @@ impl Worker {
         let request = StopRequest {
             ctx: &self.ctx,
             pod,
-            uid: &self.uid,
+            uid: &self.pod_ref.uid,
             pod_ip: self.pod_ip,
         };
         let first = observed.iter().filter(|c| {
@@ -91,7 +90,7 @@ impl Worker {
         });
         for result in futures_util::future::join_all(stops).await {
             if let Err(e) = result {
-                tracing::warn!(pod = %self.name, error = %error_chain(&e), "stopping a container");
+                tracing::warn!(pod = %self.pod_ref.name, error = %error_chain(&e), "stopping a container");
             }
         }
         for sidecar in sidecars.iter().rev() {
@@ -103,7 +102,7 @@ impl Worker {
             };
             let left = deadline.saturating_duration_since(Instant::now());
             if let Err(e) = request.stop(Some(sidecar), &c.id, left).await {
-                tracing::warn!(pod = %self.name, error = %error_chain(&e), "stopping a sidecar");
+                tracing::warn!(pod = %self.pod_ref.name, error = %error_chain(&e), "stopping a sidecar");
             }
         }
     }
@@ -113,12 +112,12 @@ impl Worker {
         for attempt in 0..30u32 {
             match self.try_teardown(grace).await {
                 Ok(()) => {
-                    tracing::info!(pod = %self.name, namespace = %self.namespace, "pod stopped and cleaned up");
+                    tracing::info!(pod = %self.pod_ref.name, namespace = %self.pod_ref.namespace, "pod stopped and cleaned up");
                     return;
                 }
                 Err(error) => {
                     let error = error_chain(&error);
-                    tracing::warn!(pod = %self.name, %error, attempt, "cleaning up the pod");
+                    tracing::warn!(pod = %self.pod_ref.name, %error, attempt, "cleaning up the pod");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
@@ -126,10 +125,10 @@ impl Worker {
     }
 
     async fn try_teardown(&mut self, grace: Duration) -> Result<(), PodError> {
-        let observed = self.ctx.runtime.list_pod(&self.uid).await?;
+        let observed = self.ctx.runtime.list_pod(&self.pod_ref.uid).await?;
         teardown_containers(&self.ctx, &observed, grace).await?;
         if let Some(network) = self.ctx.network.get() {
-            network.detach(&self.uid).await?;
+            network.detach(&self.pod_ref.uid).await?;
         }
         crate::pods::memory_volume::unmount_under(&self.pod_dir());
         let _ = std::fs::remove_dir_all(self.pod_dir());
