@@ -128,6 +128,7 @@ impl Worker {
     async fn try_teardown(&mut self, grace: Duration) -> Result<(), PodError> {
         let observed = self.ctx.runtime.list_pod(&self.uid).await?;
         teardown_containers(&self.ctx, &observed, grace).await?;
+        self.ctx.host_ports.withdraw(&self.uid);
         if let Some(network) = self.ctx.network.get() {
             network.detach(&self.uid).await?;
         }
