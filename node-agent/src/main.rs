@@ -562,6 +562,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
         };
         let pod_metrics = kubelet.metrics();
         let services = kubelet.services();
+        kubelet.host_ports().connect(lb.clone(), node.node_addresses.clone());
         let listener = tokio::net::TcpListener::bind(args.metrics_listen)
             .await
             .with_context(|| format!("listening on {}", args.metrics_listen))?;

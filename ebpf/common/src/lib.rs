@@ -128,6 +128,8 @@ pub mod service_flags {
     pub const MAGLEV: u16 = 1 << 3;
     /// `externalTrafficPolicy: Local`: keep the client address, never SNAT.
     pub const EXTERNAL_LOCAL: u16 = 1 << 4;
+    /// The frontend is a pod's `hostPort` (its one backend is that pod, on this node).
+    pub const HOST_PORT: u16 = 1 << 5;
 }
 
 /// Backend states ([`Backend::state`]).

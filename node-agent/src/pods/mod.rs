@@ -151,6 +151,8 @@ pub struct Ctx {
     pub host_resolv: dns::HostResolv,
     /// The cluster's Services (fed by the service sync), for pods' service variables.
     pub services: Arc<crate::service_sync::ServiceCache>,
+    /// The pods' `hostPort`s, served by the service datapath once the agent connects it.
+    pub host_ports: Arc<crate::datapath::lb::HostPorts>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -564,6 +566,7 @@ impl Kubelet {
                     std::path::Path::new(keelson_dns::forward::SYSTEMD_RESOLV_CONF),
                 ),
                 services: Arc::default(),
+                host_ports: Arc::default(),
             }),
             endpoint,
             node,
@@ -581,6 +584,11 @@ impl Kubelet {
     /// The Services cache pods' environment variables come from; the service sync fills it.
     pub fn services(&self) -> Arc<crate::service_sync::ServiceCache> {
         self.ctx.services.clone()
+    }
+
+    /// The pods' host ports; the agent connects them to its load balancer.
+    pub fn host_ports(&self) -> Arc<crate::datapath::lb::HostPorts> {
+        self.ctx.host_ports.clone()
     }
 
     /// Heartbeats and pods, until the process stops.

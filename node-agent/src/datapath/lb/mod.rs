@@ -7,6 +7,7 @@
 
 mod ct_gc;
 mod frontends;
+mod host_ports;
 mod list;
 mod pod_hook;
 mod snat_sources;
@@ -39,6 +40,7 @@ pub use ct_gc::{
     group_flows, monotonic_now_ns, partner_key, plan,
 };
 pub use frontends::{BackendAddr, Frontend, FrontendKey, NodeContext, frontends};
+pub use host_ports::{HostPortMapping, HostPorts, host_port_frontends, host_port_mappings};
 pub use list::{
     ListedBackend, ListedFlow, ListedFrontend, list_conntrack, list_pinned, metrics_text,
 };

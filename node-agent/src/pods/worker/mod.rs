@@ -298,6 +298,8 @@ impl Worker {
             return Ok(());
         }
         self.ensure_sandbox(pod, observed).await?;
+        let ip = self.pod_ip.filter(|_| !self.host_network);
+        self.ctx.host_ports.publish(&self.uid, pod, ip);
         let policy = spec
             .restart_policy
             .clone()
