@@ -106,7 +106,12 @@ fn pod(volumes: Vec<Volume>, tier: &str) -> Pod {
     }
 }
 
-fn files(result: Option<Result<Payload, MountError>>) -> Option<Result<Vec<String>, String>> {
+/// Each file as `path=content mode`, or the error's text; `None`: nothing decided.
+type Files = Option<Result<Vec<String>, String>>;
+/// What is checked, the volume, the objects as known, the files wanted.
+type Case<'a> = (&'a str, Volume, Vec<(KeyKind, &'a str, Known)>, Files);
+
+fn files(result: Option<Result<Payload, MountError>>) -> Files {
     result.map(|r| {
         r.map(|payload| {
             payload
@@ -129,12 +134,7 @@ fn known(list: &[(KeyKind, &str, Known)]) -> BTreeMap<(KeyKind, String), Known> 
 #[test]
 fn desired_files_follow_the_objects_as_known() {
     let app_v2 = Known::Present(data(&[("greeting", "hello v2")]));
-    let cases: Vec<(
-        &str,
-        Volume,
-        Vec<(KeyKind, &str, Known)>,
-        Option<Result<Vec<String>, String>>,
-    )> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "a changed ConfigMap",
             config_map_volume("app", false),
