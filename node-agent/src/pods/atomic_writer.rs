@@ -190,6 +190,12 @@ fn write_payload(payload: &Payload, dir: &Path) -> Result<(), AtomicWriteError> 
 /// Projects `payload` into `target` (created if missing) atomically; returns whether anything
 /// was written (an unchanged payload writes nothing).
 pub fn write(target: &Path, payload: &Payload) -> Result<bool, AtomicWriteError> {
+    // The pod worker and the volume sync may both rewrite a volume: one at a time, so that
+    // neither removes the directory the other just linked.
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = WRITING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut clean = Payload::new();
     for (path, file) in payload {
         clean.insert(clean_path(path)?, file.clone());

@@ -24,6 +24,8 @@ pub mod service_env;
 pub mod spec;
 pub mod status;
 pub mod tokens;
+pub mod volume_error;
+pub mod volume_sync;
 pub mod volumes;
 pub mod worker;
 
@@ -178,6 +180,7 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
         watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
     let mut events = watcher::watcher(pods, config).default_backoff().boxed();
     let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
+    let volume_sync = volume_sync::VolumeSync::start(ctx.clone());
     let mut listing: HashSet<String> = HashSet::new();
     let mut reap = tokio::time::interval(Duration::from_secs(5));
     let (events_tx, mut docker_events) = tokio::sync::mpsc::unbounded_channel();
@@ -194,9 +197,10 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
             event = events.next() => {
                 let Some(event) = event else { return Ok(()) };
                 match event {
-                    Ok(Event::Apply(pod)) => dispatch(&ctx, &mut workers, pod),
+                    Ok(Event::Apply(pod)) => dispatch(&ctx, &mut workers, volume_sync.observe(pod)),
                     Ok(Event::Delete(pod)) => {
                         let uid = pod.metadata.uid.clone().unwrap_or_default();
+                        volume_sync.forget(&uid);
                         if let Some(w) = workers.get(&uid) {
                             let _ = w.tx.send(None);
                         }
@@ -204,11 +208,12 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
                     Ok(Event::Init) => listing.clear(),
                     Ok(Event::InitApply(pod)) => {
                         listing.insert(pod.metadata.uid.clone().unwrap_or_default());
-                        dispatch(&ctx, &mut workers, pod);
+                        dispatch(&ctx, &mut workers, volume_sync.observe(pod));
                     }
                     Ok(Event::InitDone) => {
                         for (uid, w) in &workers {
                             if !listing.contains(uid) {
+                                volume_sync.forget(uid);
                                 let _ = w.tx.send(None);
                             }
                         }

@@ -4,22 +4,21 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    DownwardAPIVolumeFile, KeyToPath, Pod, ProjectedVolumeSource, ServiceAccountTokenProjection,
-};
+use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, ProjectedVolumeSource};
 use kube::Client;
 
 use super::{
     atomic_writer::{FileProjection, Payload},
-    spec::{self, Sources},
-    tokens::TokenCache,
+    spec::{self, ConfigError, Sources},
+    tokens::{TokenCache, TokenError},
+    volume_error::MountError,
 };
 
 /// The mode of a projected file when the volume sets none (the API's default `defaultMode`).
 pub const DEFAULT_MODE: u32 = 0o644;
 
 /// Which kind of object a key projection reads (for its error messages).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum KeyKind {
     /// A ConfigMap (`data` and `binaryData`).
     ConfigMap,
@@ -32,15 +31,6 @@ pub fn mode(value: Option<i32>, default: u32) -> u32 {
     value.map_or(default, |m| (m as u32) & 0o7777)
 }
 
-/// Kubernetes' aggregate error text: the one message, or `[a, b]`.
-fn aggregate(errors: Vec<String>) -> Result<(), String> {
-    match errors.len() {
-        0 => Ok(()),
-        1 => Err(errors.into_iter().next().unwrap_or_default()),
-        _ => Err(format!("[{}]", errors.join(", "))),
-    }
-}
-
 /// The files of a ConfigMap or Secret: every key, or the `items` chosen (a missing key is an
 /// error unless the source is optional).
 pub fn key_payload(
@@ -49,7 +39,7 @@ pub fn key_payload(
     items: Option<&[KeyToPath]>,
     default_mode: u32,
     optional: bool,
-) -> Result<Payload, String> {
+) -> Result<Payload, MountError> {
     let mut payload = Payload::new();
     let Some(items) = items.filter(|i| !i.is_empty()) else {
         for (key, value) in data {
@@ -68,11 +58,9 @@ pub fn key_payload(
             if optional {
                 continue;
             }
-            return Err(match kind {
-                KeyKind::ConfigMap => {
-                    format!("configmap references non-existent config key: {}", item.key)
-                }
-                KeyKind::Secret => format!("references non-existent secret key: {}", item.key),
+            return Err(MountError::MissingKey {
+                kind,
+                key: item.key.clone(),
             });
         };
         payload.insert(
@@ -94,7 +82,7 @@ pub fn downward_payload(
     default_mode: u32,
     pod_ip: &str,
     host_ip: &str,
-) -> Result<Payload, String> {
+) -> Result<Payload, MountError> {
     let mut payload = Payload::new();
     let mut errors = Vec::new();
     for item in items {
@@ -115,10 +103,10 @@ pub fn downward_payload(
                     },
                 );
             }
-            Err(error) => errors.push(error.0),
+            Err(error) => errors.push(MountError::Config(error)),
         }
     }
-    aggregate(errors).map(|()| payload)
+    MountError::aggregate(errors).map(|()| payload)
 }
 
 /// What a projected volume reads from.
@@ -152,89 +140,162 @@ fn token_mode(default_mode: u32) -> u32 {
     default_mode
 }
 
-async fn token_payload(
-    inputs: &mut Inputs<'_>,
-    source: &ServiceAccountTokenProjection,
+/// The data of a ConfigMap (`data` and `binaryData`) or a Secret, by key.
+pub type ObjectData = BTreeMap<String, Vec<u8>>;
+
+/// The files of a ConfigMap or Secret source, the object read (`None`: it does not exist).
+pub fn object_payload(
+    kind: KeyKind,
+    name: &str,
+    data: Option<&ObjectData>,
+    items: Option<&[KeyToPath]>,
     default_mode: u32,
-) -> Result<(String, FileProjection), String> {
-    let token = inputs
-        .tokens
-        .token(inputs.client, inputs.pod, source)
-        .await
-        .map_err(|e| crate::error_chain(&e))?;
-    Ok((
-        source.path.clone(),
-        FileProjection {
-            data: token.into_bytes(),
-            mode: token_mode(default_mode),
-        },
-    ))
+    optional: bool,
+) -> Result<Payload, MountError> {
+    match data {
+        Some(data) => key_payload(kind, data, items, default_mode, optional),
+        None if optional => Ok(Payload::new()),
+        None => Err(MountError::NotFound {
+            kind,
+            name: name.to_owned(),
+        }),
+    }
+}
+
+/// What a projected volume's sources read, resolved beforehand: the pure
+/// [`projected_files`] takes its objects and tokens from here.
+pub trait Resolved {
+    /// ConfigMap or Secret `name` (`Ok(None)`: it does not exist).
+    fn object(&self, kind: KeyKind, name: &str) -> Result<Option<ObjectData>, MountError>;
+    /// The token of the source at `index` in the volume's `sources`.
+    fn token(&mut self, index: usize) -> Result<Vec<u8>, MountError>;
 }
 
 /// The files of a projected volume: every source's, later sources winning a shared path; the
-/// errors of all sources together.
-pub async fn projected_payload(
-    inputs: &mut Inputs<'_>,
+/// errors of all sources together. Pure: the objects and tokens come from `resolved`.
+pub fn projected_files(
     volume: &ProjectedVolumeSource,
-) -> Result<Payload, String> {
+    pod: &Pod,
+    pod_ip: &str,
+    host_ip: &str,
+    resolved: &mut dyn Resolved,
+) -> Result<Payload, MountError> {
     let default_mode = mode(volume.default_mode, DEFAULT_MODE);
     let mut payload = Payload::new();
     let mut errors = Vec::new();
-    for source in volume.sources.iter().flatten() {
+    for (index, source) in volume.sources.iter().flatten().enumerate() {
         let part = if let Some(cm) = &source.config_map {
-            let optional = cm.optional == Some(true);
-            match inputs.sources.config_map_data(&cm.name).await {
-                Ok(Some(data)) => key_payload(
-                    KeyKind::ConfigMap,
-                    &data,
-                    cm.items.as_deref(),
-                    default_mode,
-                    optional,
-                ),
-                Ok(None) if optional => Ok(Payload::new()),
-                Ok(None) => Err(format!("configmaps \"{}\" not found", cm.name)),
-                Err(error) => Err(error.0),
-            }
+            resolved
+                .object(KeyKind::ConfigMap, &cm.name)
+                .and_then(|data| {
+                    object_payload(
+                        KeyKind::ConfigMap,
+                        &cm.name,
+                        data.as_ref(),
+                        cm.items.as_deref(),
+                        default_mode,
+                        cm.optional == Some(true),
+                    )
+                })
         } else if let Some(secret) = &source.secret {
-            let optional = secret.optional == Some(true);
-            match inputs.sources.secret_data(&secret.name).await {
-                Ok(Some(data)) => key_payload(
-                    KeyKind::Secret,
-                    &data,
-                    secret.items.as_deref(),
-                    default_mode,
-                    optional,
-                ),
-                Ok(None) if optional => Ok(Payload::new()),
-                Ok(None) => Err(format!("secrets \"{}\" not found", secret.name)),
-                Err(error) => Err(error.0),
-            }
+            resolved
+                .object(KeyKind::Secret, &secret.name)
+                .and_then(|data| {
+                    object_payload(
+                        KeyKind::Secret,
+                        &secret.name,
+                        data.as_ref(),
+                        secret.items.as_deref(),
+                        default_mode,
+                        secret.optional == Some(true),
+                    )
+                })
         } else if let Some(downward) = &source.downward_api {
             downward_payload(
                 downward.items.as_deref().unwrap_or_default(),
-                inputs.pod,
+                pod,
                 default_mode,
-                inputs.pod_ip,
-                inputs.host_ip,
+                pod_ip,
+                host_ip,
             )
         } else if let Some(token) = &source.service_account_token {
-            token_payload(inputs, token, default_mode)
-                .await
-                .map(|file| Payload::from([file]))
+            resolved.token(index).map(|data| {
+                Payload::from([(
+                    token.path.clone(),
+                    FileProjection {
+                        data,
+                        mode: token_mode(default_mode),
+                    },
+                )])
+            })
         } else {
             // clusterTrustBundle: not served by keelson's API.
-            Err(
-                "a projected source keelson does not support (serviceAccountToken, configMap, \
-                 secret, downwardAPI)"
-                    .to_owned(),
-            )
+            Err(MountError::UnsupportedProjection)
         };
         match part {
             Ok(part) => payload.extend(part),
             Err(error) => errors.push(error),
         }
     }
-    aggregate(errors).map(|()| payload)
+    MountError::aggregate(errors).map(|()| payload)
+}
+
+/// Objects and tokens fetched for one projected volume.
+#[derive(Default)]
+struct Fetched {
+    objects: BTreeMap<(bool, String), Result<Option<ObjectData>, ConfigError>>,
+    tokens: BTreeMap<usize, Result<Vec<u8>, TokenError>>,
+}
+
+impl Resolved for Fetched {
+    fn object(&self, kind: KeyKind, name: &str) -> Result<Option<ObjectData>, MountError> {
+        match self
+            .objects
+            .get(&(kind == KeyKind::Secret, name.to_owned()))
+        {
+            Some(Ok(data)) => Ok(data.clone()),
+            Some(Err(error)) => Err(MountError::Config(error.clone())),
+            None => Ok(None),
+        }
+    }
+
+    fn token(&mut self, index: usize) -> Result<Vec<u8>, MountError> {
+        match self.tokens.remove(&index) {
+            Some(result) => result.map_err(MountError::Token),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// The files of a projected volume, reading its objects and tokens through `inputs` first.
+pub async fn projected_payload(
+    inputs: &mut Inputs<'_>,
+    volume: &ProjectedVolumeSource,
+) -> Result<Payload, MountError> {
+    let mut fetched = Fetched::default();
+    for (index, source) in volume.sources.iter().flatten().enumerate() {
+        if let Some(cm) = &source.config_map {
+            let data = inputs.sources.config_map_data(&cm.name).await;
+            fetched.objects.insert((false, cm.name.clone()), data);
+        } else if let Some(secret) = &source.secret {
+            let data = inputs.sources.secret_data(&secret.name).await;
+            fetched.objects.insert((true, secret.name.clone()), data);
+        } else if let Some(token) = &source.service_account_token {
+            let data = inputs
+                .tokens
+                .token(inputs.client, inputs.pod, token)
+                .await
+                .map(String::into_bytes);
+            fetched.tokens.insert(index, data);
+        }
+    }
+    projected_files(
+        volume,
+        inputs.pod,
+        inputs.pod_ip,
+        inputs.host_ip,
+        &mut fetched,
+    )
 }
 
 #[cfg(test)]

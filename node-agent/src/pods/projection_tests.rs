@@ -17,7 +17,8 @@ use k8s_openapi::{
         authentication::v1::{TokenRequest, TokenRequestStatus},
         core::v1::{
             ConfigMapProjection, DownwardAPIProjection, ObjectFieldSelector, PodSpec,
-            ResourceFieldSelector, SecretProjection, Volume, VolumeProjection,
+            ResourceFieldSelector, SecretProjection, ServiceAccountTokenProjection, Volume,
+            VolumeProjection,
         },
     },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
@@ -78,11 +79,13 @@ fn key_payloads() {
     );
     let missing = [item("nope", "n", None), item("extra", "e", None)];
     assert_eq!(
-        key_payload(KeyKind::ConfigMap, &data, Some(&missing), 0o644, false),
+        key_payload(KeyKind::ConfigMap, &data, Some(&missing), 0o644, false)
+            .map_err(|e| e.to_string()),
         Err("configmap references non-existent config key: nope".to_owned())
     );
     assert_eq!(
-        key_payload(KeyKind::Secret, &data, Some(&missing), 0o644, false),
+        key_payload(KeyKind::Secret, &data, Some(&missing), 0o644, false)
+            .map_err(|e| e.to_string()),
         Err("references non-existent secret key: nope".to_owned())
     );
     // Optional: the missing key is skipped.
@@ -181,7 +184,7 @@ fn downward_api_values() {
     items.push(field("bad", "spec.hostname"));
     items.push(field("worse", "status.phase"));
     assert_eq!(
-        downward_payload(&items, &pod(), 0o644, "", ""),
+        downward_payload(&items, &pod(), 0o644, "", "").map_err(|e| e.to_string()),
         Err(
             "[unsupported fieldRef fieldPath \"spec.hostname\", unsupported fieldRef fieldPath \
              \"status.phase\"]"

@@ -12,6 +12,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::{Container, Volume};
 
+pub use super::volume_error::{MountError, VolumeError};
 use super::{
     atomic_writer::{self, Payload},
     projection::{self, DEFAULT_MODE, Inputs, KeyKind},
@@ -31,46 +32,12 @@ pub struct Mounted {
 /// The host paths of a pod's volumes, by volume name.
 pub type VolumePaths = HashMap<String, Mounted>;
 
-/// A volume that could not be set up (the kubelet's `FailedMount`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeError {
-    /// The volume's name.
-    pub volume: String,
-    /// Why.
-    pub message: String,
-}
-
-impl std::fmt::Display for VolumeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "MountVolume.SetUp failed for volume \"{}\" : {}",
-            self.volume, self.message
-        )
-    }
-}
-
-fn io(what: String) -> impl FnOnce(std::io::Error) -> String {
-    move |e| format!("{what}: {e}")
-}
-
-/// The files of a ConfigMap or Secret volume (`None`: the object does not exist).
-fn key_volume(
-    kind: KeyKind,
-    name: &str,
-    data: Option<std::collections::BTreeMap<String, Vec<u8>>>,
-    items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>,
-    default_mode: Option<i32>,
-    optional: bool,
-) -> Result<Payload, String> {
-    let default_mode = projection::mode(default_mode, DEFAULT_MODE);
-    match data {
-        Some(data) => projection::key_payload(kind, &data, items, default_mode, optional),
-        None if optional => Ok(Payload::new()),
-        None => Err(match kind {
-            KeyKind::ConfigMap => format!("configmaps \"{name}\" not found"),
-            KeyKind::Secret => format!("secrets \"{name}\" not found"),
-        }),
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> MountError {
+    let path = path.to_owned();
+    move |source| MountError::Io {
+        action,
+        path,
+        source,
     }
 }
 
@@ -80,48 +47,43 @@ async fn prepare_one(
     inputs: &mut Inputs<'_>,
     volume: &Volume,
     dir: PathBuf,
-) -> Result<Option<PathBuf>, String> {
-    let write = |payload: &Payload| {
-        atomic_writer::write(&dir, payload)
-            .map(|_| Some(dir.clone()))
-            .map_err(|e| crate::error_chain(&e))
+) -> Result<Option<PathBuf>, MountError> {
+    let write = |payload: &Payload| -> Result<Option<PathBuf>, MountError> {
+        atomic_writer::write(&dir, payload)?;
+        Ok(Some(dir.clone()))
     };
     if let Some(empty_dir) = &volume.empty_dir {
-        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         if super::memory_volume::is_memory(empty_dir) {
             let size = super::memory_volume::size_bytes(
                 empty_dir,
                 inputs.pod,
                 super::memory_volume::node_memory(),
             );
-            super::memory_volume::mount(&dir, size)?;
+            super::memory_volume::mount(&dir, size).map_err(MountError::Other)?;
         }
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
-            .map_err(io(format!("chmod {}", dir.display())))?;
+            .map_err(io("chmod", &dir))?;
         Ok(Some(dir))
     } else if let Some(cm) = &volume.config_map {
-        let data = inputs
-            .sources
-            .config_map_data(&cm.name)
-            .await
-            .map_err(|e| e.0)?;
-        write(&key_volume(
+        let data = inputs.sources.config_map_data(&cm.name).await?;
+        write(&projection::object_payload(
             KeyKind::ConfigMap,
             &cm.name,
-            data,
+            data.as_ref(),
             cm.items.as_deref(),
-            cm.default_mode,
+            projection::mode(cm.default_mode, DEFAULT_MODE),
             cm.optional == Some(true),
         )?)
     } else if let Some(secret) = &volume.secret {
         let name = secret.secret_name.clone().unwrap_or_default();
-        let data = inputs.sources.secret_data(&name).await.map_err(|e| e.0)?;
-        write(&key_volume(
+        let data = inputs.sources.secret_data(&name).await?;
+        write(&projection::object_payload(
             KeyKind::Secret,
             &name,
-            data,
+            data.as_ref(),
             secret.items.as_deref(),
-            secret.default_mode,
+            projection::mode(secret.default_mode, DEFAULT_MODE),
             secret.optional == Some(true),
         )?)
     } else if let Some(downward) = &volume.downward_api {
@@ -138,27 +100,26 @@ async fn prepare_one(
     } else if let Some(host) = &volume.host_path {
         let path = PathBuf::from(&host.path);
         match host.type_.as_deref().unwrap_or("") {
-            "DirectoryOrCreate" => std::fs::create_dir_all(&path)
-                .map_err(io(format!("creating hostPath {}", path.display())))?,
+            "DirectoryOrCreate" => {
+                std::fs::create_dir_all(&path).map_err(io("creating hostPath", &path))?;
+            }
             "FileOrCreate" if !path.exists() => {
                 if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(io(format!("creating {}", parent.display())))?;
+                    std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
                 }
-                std::fs::write(&path, b"")
-                    .map_err(io(format!("creating hostPath {}", path.display())))?;
+                std::fs::write(&path, b"").map_err(io("creating hostPath", &path))?;
             }
             "Directory" if !path.is_dir() => {
-                return Err(format!(
-                    "hostPath type check failed: {} is not a directory",
-                    path.display()
-                ));
+                return Err(MountError::HostPathType {
+                    path,
+                    expected: "directory",
+                });
             }
             "File" if !path.is_file() => {
-                return Err(format!(
-                    "hostPath type check failed: {} is not a file",
-                    path.display()
-                ));
+                return Err(MountError::HostPathType {
+                    path,
+                    expected: "file",
+                });
             }
             _ => {}
         }
@@ -168,6 +129,7 @@ async fn prepare_one(
         super::local_path::claim_dir(inputs.client, namespace, &claim.claim_name)
             .await
             .map(Some)
+            .map_err(MountError::Other)
     } else {
         Ok(None)
     }
@@ -183,7 +145,7 @@ pub async fn prepare(inputs: &mut Inputs<'_>, pod_dir: &Path) -> Result<VolumePa
         .and_then(|()| std::fs::set_permissions(pod_dir, std::fs::Permissions::from_mode(0o750)))
         .map_err(|e| VolumeError {
             volume: String::new(),
-            message: format!("preparing {}: {e}", pod_dir.display()),
+            reason: io("preparing", pod_dir)(e),
         })?;
     let volumes = inputs
         .pod
@@ -210,20 +172,17 @@ pub async fn prepare(inputs: &mut Inputs<'_>, pod_dir: &Path) -> Result<VolumePa
                     super::fs_group::apply(inputs.pod, &path, read_only).map_err(|e| {
                         VolumeError {
                             volume: volume.name.clone(),
-                            message: format!(
-                                "applying fsGroup ownership to {}: {e}",
-                                path.display()
-                            ),
+                            reason: io("applying fsGroup ownership to", &path)(e),
                         }
                     })?;
                 }
                 paths.insert(volume.name.clone(), Mounted { path, read_only });
             }
             Ok(None) => {}
-            Err(message) => {
+            Err(reason) => {
                 return Err(VolumeError {
                     volume: volume.name.clone(),
-                    message,
+                    reason,
                 });
             }
         }
