@@ -227,6 +227,21 @@ struct KubeletArgs {
           default_value = keelson_node_agent::node::pressure::DEFAULT_EVICTION_HARD,
           value_parser = keelson_node_agent::node::pressure::parse_thresholds)]
     eviction_hard: keelson_node_agent::node::pressure::Thresholds,
+    /// How far below a crossed threshold's signal must recover before eviction stops
+    /// (`memory.available=0Mi,nodefs.available=500Mi`; the kubelet's evictionMinimumReclaim).
+    #[arg(long, alias = "evictionMinimumReclaim", env = "KEELSON_EVICTION_MINIMUM_RECLAIM",
+          default_value = "",
+          value_parser = keelson_node_agent::node::eviction::parse_minimum_reclaim)]
+    eviction_minimum_reclaim: keelson_node_agent::node::pressure::Thresholds,
+    /// Image filesystem usage (percent) from which unused images are removed, least recently
+    /// used first; 100 turns image garbage collection off.
+    #[arg(long, env = "KEELSON_IMAGE_GC_HIGH_THRESHOLD", default_value_t = 85,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_high_threshold: u8,
+    /// Image filesystem usage (percent) image garbage collection frees down to.
+    #[arg(long, env = "KEELSON_IMAGE_GC_LOW_THRESHOLD", default_value_t = 80,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_low_threshold: u8,
 }
 
 /// The flags of `check`.
@@ -767,6 +782,15 @@ async fn start_kubelet(
             kube: args.kubelet.kube_reserved.clone(),
             system: args.kubelet.system_reserved.clone(),
             eviction_hard: args.kubelet.eviction_hard.clone(),
+        },
+        housekeeping: keelson_node_agent::node::eviction::Housekeeping {
+            minimum_reclaim: args.kubelet.eviction_minimum_reclaim.clone(),
+            image_gc: keelson_node_agent::pods::images::gc::Policy::new(
+                args.kubelet.image_gc_high_threshold,
+                args.kubelet.image_gc_low_threshold,
+                keelson_node_agent::pods::images::gc::DEFAULT_MINIMUM_AGE,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
         },
     };
     Kubelet::start(client, settings).await

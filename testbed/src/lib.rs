@@ -790,6 +790,9 @@ impl Cluster {
                 Vec::new()
             })
             .env("KEELSON_ROUTING", spec.routing.as_str())
+            // The suite shares one Docker daemon: no image garbage collection unless a test
+            // opts in with `--image-gc-high-threshold` in `agent_args`.
+            .env("KEELSON_IMAGE_GC_HIGH_THRESHOLD", "100")
             .env("RUST_LOG", "info");
         let child = cmd
             .spawn()

@@ -235,6 +235,9 @@ impl PodAgent {
             .arg("--cgroup")
             .arg(self.cgroup.path())
             .args(&self.extra)
+            // The suite shares one Docker daemon: no image garbage collection unless a test
+            // opts in with `--image-gc-high-threshold`.
+            .env("KEELSON_IMAGE_GC_HIGH_THRESHOLD", "100")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

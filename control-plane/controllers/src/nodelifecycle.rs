@@ -149,6 +149,59 @@ pub fn node_action(node: &Node, unreachable: bool) -> NodeAction {
     }
 }
 
+/// The `NoSchedule` taint each pressure condition puts on its node while `True` (Kubernetes'
+/// taint-nodes-by-condition, `nodeConditionToTaintKeyStatusMap` in its node lifecycle
+/// controller).
+pub const CONDITION_TAINTS: [(&str, &str); 3] = [
+    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
+    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
+];
+
+/// The node's taints with the pressure taints matching its conditions (added for a `True`
+/// condition, removed otherwise), or `None` when they already match.
+pub fn condition_taints(node: &Node) -> Option<Vec<Taint>> {
+    let current: Vec<Taint> = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    let holds = |kind: &str| {
+        node.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == kind && c.status == "True")
+    };
+    let has = |key: &str| {
+        current
+            .iter()
+            .any(|t| t.key == key && t.effect == "NoSchedule")
+    };
+    let wrong = CONDITION_TAINTS
+        .iter()
+        .any(|(kind, key)| holds(kind) != has(key));
+    if !wrong {
+        return None;
+    }
+    let mut taints: Vec<Taint> = current
+        .into_iter()
+        .filter(|t| !CONDITION_TAINTS.iter().any(|(_, key)| t.key == *key))
+        .collect();
+    for (kind, key) in CONDITION_TAINTS {
+        if holds(kind) {
+            taints.push(Taint {
+                key: key.into(),
+                effect: "NoSchedule".into(),
+                time_added: None,
+                value: None,
+            });
+        }
+    }
+    Some(taints)
+}
+
 /// How long `pod` tolerates the NoExecute `taint`, by Kubernetes' taint-eviction rules
 /// ([`tolerations::no_execute_tolerance`]: the first toleration that matches decides): `None`
 /// for ever (it has no `tolerationSeconds`), its `tolerationSeconds` (negative counts as 0), or
@@ -259,7 +312,12 @@ async fn check(
         let result = match node_action(&node, unreachable) {
             NodeAction::MarkUnreachable => mark_unreachable(client, &node, now).await,
             NodeAction::Recover => recover(client, &node, &node_pods).await,
-            NodeAction::None => Ok(()),
+            // Taints from the pressure conditions (after the unreachable handling, which
+            // rewrites the taints, has settled).
+            NodeAction::None => match condition_taints(&node) {
+                Some(taints) => taint_by_conditions(client, &node, taints).await,
+                None => Ok(()),
+            },
         };
         if let Err(error) = result {
             tracing::warn!(node = %name, error = %crate::error_chain(&error), "node update failed");
@@ -277,6 +335,23 @@ async fn check(
             }
         }
     }
+}
+
+async fn taint_by_conditions(
+    client: &Client,
+    node: &Node,
+    taints: Vec<Taint>,
+) -> Result<(), kube::Error> {
+    let api: Api<Node> = Api::all(client.clone());
+    let patch = json!({"spec": {"taints": if taints.is_empty() { serde_json::Value::Null } else { json!(taints) }}});
+    api.patch(
+        &node.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(patch),
+    )
+    .await?;
+    tracing::info!(node = %node.name_any(), taints = ?taints.iter().map(|t| &t.key).collect::<Vec<_>>(), "node taints follow its pressure conditions");
+    Ok(())
 }
 
 fn timestamp(t: Timestamp) -> String {
@@ -571,6 +646,62 @@ mod tests {
             key: UNREACHABLE_TAINT.into(),
             effect: "NoExecute".into(),
             ..Taint::default()
+        }
+    }
+
+    #[test]
+    fn pressure_conditions_become_no_schedule_taints() {
+        let with = |conditions: &[(&str, &str)], taints: &[(&str, &str)]| -> Node {
+            serde_json::from_value(json!({
+                "metadata": {"name": "n1"},
+                "spec": {"taints": taints.iter().map(|(k, e)| json!({"key": k, "effect": e})).collect::<Vec<_>>()},
+                "status": {"conditions": conditions.iter().map(|(t, s)| json!({"type": t, "status": s})).collect::<Vec<_>>()},
+            }))
+            .expect("node")
+        };
+        let keys = |taints: Option<Vec<Taint>>| {
+            taints.map(|t| {
+                t.into_iter()
+                    .map(|t| format!("{}:{}", t.key, t.effect))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let cases = [
+            (
+                with(&[("MemoryPressure", "False"), ("Ready", "True")], &[]),
+                None,
+            ),
+            (
+                with(
+                    &[("MemoryPressure", "True"), ("PIDPressure", "True")],
+                    &[("dedicated", "NoSchedule")],
+                ),
+                Some(vec![
+                    "dedicated:NoSchedule".to_owned(),
+                    "node.kubernetes.io/memory-pressure:NoSchedule".to_owned(),
+                    "node.kubernetes.io/pid-pressure:NoSchedule".to_owned(),
+                ]),
+            ),
+            (
+                with(
+                    &[("DiskPressure", "True")],
+                    &[("node.kubernetes.io/disk-pressure", "NoSchedule")],
+                ),
+                None,
+            ),
+            (
+                with(
+                    &[("DiskPressure", "False")],
+                    &[
+                        ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+                        (UNREACHABLE_TAINT, "NoExecute"),
+                    ],
+                ),
+                Some(vec![format!("{UNREACHABLE_TAINT}:NoExecute")]),
+            ),
+        ];
+        for (node, want) in cases {
+            assert_eq!(keys(condition_taints(&node)), want, "{:?}", node.status);
         }
     }
 

@@ -6,6 +6,7 @@
 pub mod atomic_writer;
 pub mod dns;
 pub mod error;
+pub mod evict;
 #[cfg(test)]
 mod fake_api;
 pub mod fs_group;
@@ -155,6 +156,8 @@ pub struct Ctx {
     pub services: Arc<crate::service_sync::ServiceCache>,
     /// The pods' `hostPort`s, served by the service datapath once the agent connects it.
     pub host_ports: Arc<crate::datapath::lb::HostPorts>,
+    /// Pods this agent evicted (their workers are not started again).
+    pub evicted: evict::Evicted,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -174,7 +177,10 @@ struct WorkerHandle {
 }
 
 /// Runs the pods bound to this node until the process stops.
-pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+pub async fn run(
+    ctx: Arc<Ctx>,
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<evict::Request>,
+) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let config =
         watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
@@ -189,6 +195,7 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     let _stop_forwarder = AbortOnDrop(forwarder);
     loop {
         tokio::select! {
+            Some(request) = requests.recv() => evict::handle(&ctx, &mut workers, request),
             Some(uid) = docker_events.recv() => {
                 if let Some(w) = workers.get(&uid) {
                     w.poke.notify_one();
@@ -241,6 +248,9 @@ fn dispatch(ctx: &Arc<Ctx>, workers: &mut HashMap<String, WorkerHandle>, pod: Po
     let Some(uid) = pod.metadata.uid.clone() else {
         return;
     };
+    if ctx.evicted.holds(&pod) {
+        return;
+    }
     if let Some(w) = workers.get(&uid)
         && !w.task.is_finished()
     {
@@ -350,6 +360,8 @@ pub struct KubeletSettings {
     pub lease_duration_seconds: i32,
     /// `kubeReserved`, `systemReserved` and `evictionHard` (allocatable and pressure).
     pub reservations: crate::node::pressure::Reservations,
+    /// Eviction's minimum reclaim and the image garbage collection policy.
+    pub housekeeping: crate::node::eviction::Housekeeping,
 }
 
 /// The cluster DNS this agent serves: its zone and the UDP/TCP server.
@@ -370,6 +382,7 @@ pub struct Kubelet {
     /// Set when the node had no pod CIDR at start: what `run` needs to set up pod networking
     /// and cluster DNS once the Node's `spec.podCIDR` appears.
     late: Option<LateNetwork>,
+    housekeeping: crate::node::eviction::Housekeeping,
 }
 
 /// Pod networking and cluster DNS settings, kept until the node's pod CIDR is known.
@@ -572,12 +585,14 @@ impl Kubelet {
                 ),
                 services: Arc::default(),
                 host_ports: Arc::default(),
+                evicted: evict::Evicted::default(),
             }),
             endpoint,
             node,
             node_config,
             dns,
             late,
+            housekeeping: settings.housekeeping,
         })
     }
 
@@ -598,6 +613,13 @@ impl Kubelet {
 
     /// Heartbeats and pods, until the process stops.
     pub async fn run(self) -> anyhow::Result<()> {
+        let (manager, requests) = evict::channel();
+        let (eviction, image_gc) = crate::node::eviction::start(
+            &self.ctx,
+            manager,
+            &self.node_config.resources,
+            self.housekeeping.clone(),
+        );
         let runtime = self.ctx.runtime.clone();
         let heartbeat = crate::node::heartbeat(
             self.ctx.client.clone(),
@@ -643,7 +665,9 @@ impl Kubelet {
         tokio::select! {
             r = volume_cleanup => r,
             r = heartbeat => r,
-            r = run(self.ctx) => r,
+            r = run(self.ctx, requests) => r,
+            r = eviction => r,
+            () = image_gc => Ok(()),
             () = endpoint => Ok(()),
             r = cluster_dns => r,
         }

@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod gc;
 
 use std::time::Duration;
 
