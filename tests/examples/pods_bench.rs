@@ -76,8 +76,8 @@ struct StartupRow {
     rss_after_kib: u64,
 }
 
-/// The rollout rows: (workload, what is timed, how long).
-type RolloutRows = Vec<(String, String, Duration)>;
+/// The rollout rows: (workload, what is timed, how long or why it did not finish).
+type RolloutRows = Vec<(String, String, String)>;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -166,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
         writeln!(report, "| workload | timed | took |")?;
         writeln!(report, "|---|---|---:|")?;
         for (workload, timed, took) in &rollouts {
-            writeln!(report, "| {workload} | {timed} | {} |", secs(*took))?;
+            writeln!(report, "| {workload} | {timed} | {took} |")?;
         }
     }
     print!("\n{report}");
@@ -263,12 +263,12 @@ async fn rollouts_on(
     rows.push((
         format!("DaemonSet, {} nodes", ds.nodes),
         "create -> `numberReady` = desired".to_owned(),
-        ds.create,
+        secs(ds.create),
     ));
     rows.push((
         format!("DaemonSet, {} nodes", ds.nodes),
         "template change -> `updatedNumberScheduled` = `numberAvailable` = desired".to_owned(),
-        ds.update,
+        secs(ds.update),
     ));
 
     let replicas = options.statefulset_replicas;
@@ -288,10 +288,15 @@ async fn rollouts_on(
             parallel,
             volume,
         };
-        let took = rollout::statefulset_rollout(client.clone(), name, shape, timeout)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        println!("    {}", secs(took));
+        // A row that does not finish says so; the others still run.
+        let took = match rollout::statefulset_rollout(client.clone(), name, shape, timeout).await {
+            Ok(took) => secs(took),
+            Err(error) => {
+                eprintln!("    {error}");
+                format!("not done within {}", secs(timeout))
+            }
+        };
+        println!("    {took}");
         rows.push((
             format!("StatefulSet, {replicas} replicas, {label}"),
             format!("create -> `readyReplicas` = {replicas}"),

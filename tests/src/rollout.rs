@@ -234,7 +234,8 @@ pub async fn statefulset_rollout(
     let service: Service = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": "default"},
-        "spec": {"clusterIP": "None", "selector": {"bench": name}},
+        "spec": {"clusterIP": "None", "selector": {"bench": name},
+                 "ports": [{"name": "none", "port": 80}]},
     }))
     .expect("a valid Service");
     services
