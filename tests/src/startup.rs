@@ -16,7 +16,7 @@ use kube::{
     api::{DeleteParams, ListParams, PostParams, WatchEvent, WatchParams},
 };
 
-use crate::pods::{BUSYBOX, PodAgent, is_ready};
+use crate::pods::{BUSYBOX, HTTPD, PodAgent, is_ready};
 
 /// The label every measured pod carries.
 pub const LABEL: &str = "bench=startup";
@@ -46,26 +46,71 @@ impl Startup {
     }
 }
 
-/// A pod of one `sleep` container bound to `node`, named `start-<i>`.
-fn pod(node: &str, i: usize) -> Pod {
+/// What each measured pod runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One `sleep` container of [`BUSYBOX`], named `start-<i>`: Ready as soon as it runs.
+    Plain,
+    /// An init container (`true` in [`BUSYBOX`]), then [`HTTPD`] with a readiness probe
+    /// (`httpGet /` on port 80, `initialDelaySeconds: 0`, `periodSeconds: 1`), named
+    /// `probed-<i>`: Ready once the init container has exited and the first probe passed.
+    InitAndProbe,
+}
+
+impl Shape {
+    /// The name of the `i`th pod of this shape.
+    fn name(self, i: usize) -> String {
+        match self {
+            Self::Plain => format!("start-{i}"),
+            Self::InitAndProbe => format!("probed-{i}"),
+        }
+    }
+}
+
+/// The `i`th pod of `shape`, bound to `node`.
+fn pod(node: &str, shape: Shape, i: usize) -> Pod {
+    let mut spec = serde_json::json!({
+        "nodeName": node,
+        "terminationGracePeriodSeconds": 0,
+        "containers": [{"name": "app", "image": BUSYBOX, "command": ["sleep", "3600"]}],
+    });
+    if shape == Shape::InitAndProbe {
+        spec["initContainers"] =
+            serde_json::json!([{"name": "init", "image": BUSYBOX, "command": ["true"]}]);
+        spec["containers"] = serde_json::json!([{
+            "name": "web", "image": HTTPD,
+            "readinessProbe": {
+                "httpGet": {"path": "/", "port": 80},
+                "initialDelaySeconds": 0, "periodSeconds": 1,
+            },
+        }]);
+    }
     serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": format!("start-{i}"), "namespace": "default",
+        "metadata": {"name": shape.name(i), "namespace": "default",
                      "labels": {"bench": "startup"}},
-        "spec": {
-            "nodeName": node,
-            "terminationGracePeriodSeconds": 0,
-            "containers": [{"name": "app", "image": BUSYBOX, "command": ["sleep", "3600"]}],
-        },
+        "spec": spec,
     }))
     .expect("a valid pod")
 }
 
-/// Creates `count` pods on `agent`'s node, one per `interval`, and waits (at most `timeout`)
-/// until each is Ready. Panics with the agent's log when they are not.
+/// Creates `count` [`Shape::Plain`] pods on `agent`'s node, one per `interval`, and waits (at
+/// most `timeout`) until each is Ready. Panics with the agent's log when they are not.
 pub async fn measure(
     client: kube::Client,
     agent: &PodAgent,
+    count: usize,
+    interval: Duration,
+    timeout: Duration,
+) -> Startup {
+    measure_shape(client, agent, Shape::Plain, count, interval, timeout).await
+}
+
+/// [`measure`] with pods of `shape`.
+pub async fn measure_shape(
+    client: kube::Client,
+    agent: &PodAgent,
+    shape: Shape,
     count: usize,
     interval: Duration,
     timeout: Duration,
@@ -94,13 +139,10 @@ pub async fn measure(
             for i in 0..count {
                 tick.tick().await;
                 let started = Instant::now();
-                pods.create(&PostParams::default(), &pod(&node, i))
+                pods.create(&PostParams::default(), &pod(&node, shape, i))
                     .await
                     .expect("create pod");
-                created
-                    .lock()
-                    .expect("lock")
-                    .insert(format!("start-{i}"), started);
+                created.lock().expect("lock").insert(shape.name(i), started);
             }
         })
     };

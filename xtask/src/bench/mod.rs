@@ -17,8 +17,11 @@
 //! - `scheduler`: the scheduler against the real control plane with 5000 and 500 Node objects
 //!   and 10k pods (`--quick`: 500/100 nodes, 2000 pods); writes `results/bench-scheduler.md`.
 //! - `pods`: as root, the real control plane and node agent (release) on Docker: startup latency
-//!   of 50 pods with a local image (create -> Ready, p50/p99) and the agent's RSS; writes
-//!   `results/bench-pods.md` (`--pods`, `--interval-ms`).
+//!   of 50 plain pods and 50 with an init container and a readiness probe (create -> Ready,
+//!   p50/p99) and the agent's RSS; then, on a 3-node netns cluster, a DaemonSet's create and
+//!   rolling update and 30-replica StatefulSet rollouts (`OrderedReady`, `Parallel`, with
+//!   local-path claims); writes `results/bench-pods.md` (`--pods`, `--interval-ms`,
+//!   `--statefulset-replicas`, `--no-rollouts`).
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf};
 
@@ -53,9 +56,10 @@ enum Which {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Pod startup latency (create -> Ready) for 50 pods with a local image, and agent RSS.
+    /// Pod startup latency (create -> Ready) with a local image, plain and with an init
+    /// container and a readiness probe, agent RSS, and DaemonSet/StatefulSet rollout times.
     Pods {
-        /// Arguments for the pods_bench example (e.g. `--pods 20`, `--interval-ms 500`).
+        /// Arguments for the pods_bench example (e.g. `--pods 20`, `--statefulset-replicas 10`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
