@@ -180,6 +180,7 @@ pub(crate) async fn insert(
     crate::admission::serviceaccount::admit(admit, target, &name, &mut object).await?;
     crate::admission::limits::admit(admit, target, &name, &mut object).await?;
     crate::admission::storageclass::admit(admit, target, &mut object).await?;
+    crate::admission::storageprotection::admit(target, &mut object);
     crate::admission::priority::admit(admit, target, &name, &mut object).await?;
     let attempt = Attempt {
         target,
