@@ -448,6 +448,15 @@ pub(crate) async fn apply_update(
                 admit
                     .validate(&attempt, Some(&next), Some(current), warnings)
                     .await?;
+                crate::admission::quota::admit_update(
+                    admit,
+                    target,
+                    name,
+                    current,
+                    &next,
+                    options.dry_run,
+                )
+                .await?;
             }
             if options.dry_run {
                 next
