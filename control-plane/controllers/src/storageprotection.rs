@@ -248,7 +248,7 @@ mod tests {
             namespace: Some("default".into()),
             name: Some(name.into()),
             uid: Some(format!("uid-{name}")),
-            deletion_timestamp: deleting.then(|| Time(jiff::Timestamp::UNIX_EPOCH)),
+            deletion_timestamp: deleting.then_some(Time(jiff::Timestamp::UNIX_EPOCH)),
             finalizers: finalizer.map(|f| vec![f.to_owned()]),
             ..ObjectMeta::default()
         }

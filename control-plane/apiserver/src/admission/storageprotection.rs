@@ -45,7 +45,7 @@ pub(crate) fn admit(target: &Target, object: &mut Value) {
     if target.custom.is_some() || !target.resource.group.is_empty() {
         return;
     }
-    if let Some(finalizer) = finalizer_for(&target.resource.plural) {
+    if let Some(finalizer) = finalizer_for(target.resource.plural) {
         add_finalizer(object, finalizer);
     }
 }
