@@ -180,6 +180,122 @@ pub fn pretty(list: &ResourceList) -> String {
         .join(",")
 }
 
+/// Whether an object falls in a quota's scopes (kube's `generic.Matches` with the pod
+/// evaluator's `podMatchesScopeFunc`): every `spec.scopes` entry (read as `Exists`) and every
+/// `spec.scopeSelector.matchExpressions` entry must match. A quota with no scopes covers every
+/// object; a scoped one only pods (the other evaluators match no scope).
+pub fn in_scope(spec: Option<&Value>, group: &str, plural: &str, object: &Value) -> bool {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut selectors: Vec<(String, String, Vec<String>)> = spec
+        .and_then(|s| s.get("scopes"))
+        .map(strings)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|scope| (scope, "Exists".to_owned(), Vec::new()))
+        .collect();
+    let expressions = spec
+        .and_then(|s| s.pointer("/scopeSelector/matchExpressions"))
+        .and_then(Value::as_array);
+    for expression in expressions.into_iter().flatten() {
+        let field = |name: &str| {
+            expression
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let values = expression.get("values").map(strings).unwrap_or_default();
+        selectors.push((field("scopeName"), field("operator"), values));
+    }
+    if selectors.is_empty() {
+        return true;
+    }
+    if !(group.is_empty() && plural == "pods") {
+        return false;
+    }
+    selectors
+        .iter()
+        .all(|(scope, operator, values)| pod_in_scope(object, scope, operator, values))
+}
+
+/// kube's `isBestEffort`: no container (init containers too) requests or limits CPU or memory.
+fn best_effort(pod: &Value) -> bool {
+    ["containers", "initContainers"].iter().all(|field| {
+        pod.pointer(&format!("/spec/{field}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .all(|c| {
+                ["requests", "limits"].iter().all(|part| {
+                    let list = parse_list(c.pointer(&format!("/resources/{part}")));
+                    !list.contains_key("cpu") && !list.contains_key("memory")
+                })
+            })
+    })
+}
+
+/// Whether a pod uses cross-namespace pod affinity (a term with `namespaces` or a
+/// `namespaceSelector`).
+fn cross_namespace_affinity(pod: &Value) -> bool {
+    ["podAffinity", "podAntiAffinity"].iter().any(|kind| {
+        let Some(affinity) = pod.pointer(&format!("/spec/affinity/{kind}")) else {
+            return false;
+        };
+        let required = affinity
+            .get("requiredDuringSchedulingIgnoredDuringExecution")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        let preferred = affinity
+            .get("preferredDuringSchedulingIgnoredDuringExecution")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.get("podAffinityTerm"));
+        required.chain(preferred).any(|term| {
+            term.get("namespaceSelector").is_some_and(|s| !s.is_null())
+                || term
+                    .get("namespaces")
+                    .and_then(Value::as_array)
+                    .is_some_and(|n| !n.is_empty())
+        })
+    })
+}
+
+fn pod_in_scope(pod: &Value, scope: &str, operator: &str, values: &[String]) -> bool {
+    let deadline = pod
+        .pointer("/spec/activeDeadlineSeconds")
+        .and_then(Value::as_i64);
+    match scope {
+        "Terminating" => deadline.is_some_and(|d| d >= 0),
+        "NotTerminating" => deadline.is_none(),
+        "BestEffort" => best_effort(pod),
+        "NotBestEffort" => !best_effort(pod),
+        "CrossNamespacePodAffinity" => cross_namespace_affinity(pod),
+        "PriorityClass" => {
+            let class = pod
+                .pointer("/spec/priorityClassName")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            match operator {
+                "Exists" => !class.is_empty(),
+                "In" => values.iter().any(|v| v == class),
+                "NotIn" => !values.iter().any(|v| v == class),
+                // The class is always a key of the pod's scope labels (empty or not).
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -188,6 +304,108 @@ mod tests {
 
     fn printed(list: &ResourceList) -> String {
         pretty(list)
+    }
+
+    #[test]
+    fn scopes() {
+        let best_effort = json!({"spec": {"containers": [{}]}});
+        let burstable = json!({"spec": {
+            "containers": [{"resources": {"requests": {"cpu": "100m"}}}],
+            "activeDeadlineSeconds": 30, "priorityClassName": "high"}});
+        let scoped = |scopes: Value| json!({"scopes": scopes});
+        let selector = |name: &str, op: &str, values: Value| {
+            json!({"scopeSelector": {"matchExpressions": [
+                {"scopeName": name, "operator": op, "values": values}]}})
+        };
+        let cases = [
+            (
+                "no scopes: every object",
+                json!({}),
+                "services",
+                &best_effort,
+                true,
+            ),
+            (
+                "scoped: never a service",
+                scoped(json!(["NotTerminating"])),
+                "services",
+                &best_effort,
+                false,
+            ),
+            (
+                "BestEffort",
+                scoped(json!(["BestEffort"])),
+                "pods",
+                &best_effort,
+                true,
+            ),
+            (
+                "BestEffort, not burstable",
+                scoped(json!(["BestEffort"])),
+                "pods",
+                &burstable,
+                false,
+            ),
+            (
+                "NotBestEffort",
+                scoped(json!(["NotBestEffort"])),
+                "pods",
+                &burstable,
+                true,
+            ),
+            (
+                "Terminating",
+                scoped(json!(["Terminating"])),
+                "pods",
+                &burstable,
+                true,
+            ),
+            (
+                "NotTerminating",
+                scoped(json!(["NotTerminating"])),
+                "pods",
+                &burstable,
+                false,
+            ),
+            (
+                "all scopes must match",
+                scoped(json!(["Terminating", "BestEffort"])),
+                "pods",
+                &burstable,
+                false,
+            ),
+            (
+                "PriorityClass In",
+                selector("PriorityClass", "In", json!(["high"])),
+                "pods",
+                &burstable,
+                true,
+            ),
+            (
+                "PriorityClass In, no class",
+                selector("PriorityClass", "In", json!(["high"])),
+                "pods",
+                &best_effort,
+                false,
+            ),
+            (
+                "PriorityClass NotIn",
+                selector("PriorityClass", "NotIn", json!(["high"])),
+                "pods",
+                &best_effort,
+                true,
+            ),
+            (
+                "PriorityClass Exists",
+                scoped(json!(["PriorityClass"])),
+                "pods",
+                &best_effort,
+                false,
+            ),
+        ];
+        for (name, spec, plural, object, want) in cases {
+            assert_eq!(in_scope(Some(&spec), "", plural, object), want, "{name}");
+        }
     }
 
     #[test]

@@ -41,6 +41,14 @@ pub struct Details {
     /// One entry per invalid field.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub causes: Vec<Cause>,
+    /// `retryAfterSeconds`: when the client may try again (also sent as `Retry-After`, as
+    /// kube-apiserver's error writer does); left out when 0.
+    #[serde(rename = "retryAfterSeconds", skip_serializing_if = "is_zero")]
+    pub retry_after_seconds: i32,
+}
+
+fn is_zero(value: &i32) -> bool {
+    *value == 0
 }
 
 /// A `StatusCause`: why one field is invalid.
@@ -170,7 +178,7 @@ impl ApiError {
             name: name.to_owned(),
             group: group.to_owned(),
             kind: kind.to_owned(),
-            causes: Vec::new(),
+            ..Details::default()
         }));
         self
     }
@@ -397,12 +405,19 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = self.body();
-        (
+        let mut response = (
             self.code,
             [(header::CONTENT_TYPE, "application/json")],
             body,
         )
-            .into_response()
+            .into_response();
+        let retry = self.details.as_ref().map_or(0, |d| d.retry_after_seconds);
+        if retry > 0 {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(retry));
+        }
+        response
     }
 }
 

@@ -89,9 +89,10 @@ pub(crate) fn budgets_of<'a>(pod: &Value, budgets: &'a [Value]) -> Vec<&'a Value
         .collect()
 }
 
-/// kube's 429 with a `DisruptionBudget` cause (kube also sets `retryAfterSeconds` to 10 while a
-/// budget awaits its controller; keelson's `Status` details have no such field yet).
-fn too_many_requests(cause: String) -> ApiError {
+/// kube's 429 with a `DisruptionBudget` cause; `retry_after` (seconds, 0 for none) becomes
+/// `retryAfterSeconds` and the `Retry-After` header: kube sends 10 while a budget awaits its
+/// controller (client-go then retries by itself) and none when the budget is spent.
+fn too_many_requests(cause: String, retry_after: i32) -> ApiError {
     ApiError {
         code: StatusCode::TOO_MANY_REQUESTS,
         reason: "TooManyRequests",
@@ -102,6 +103,7 @@ fn too_many_requests(cause: String) -> ApiError {
                 message: cause,
                 field: String::new(),
             }],
+            retry_after_seconds: retry_after,
             ..Details::default()
         })),
     }
@@ -132,9 +134,10 @@ pub(crate) fn decide(pod: &Value, budget: &Value, now: &str, dry_run: bool) -> V
         .and_then(Value::as_i64)
         .unwrap_or(0);
     if status_int(budget, "observedGeneration") < generation {
-        return Verdict::Refuse(too_many_requests(format!(
-            "The disruption budget {name} is still being processed by the server."
-        )));
+        return Verdict::Refuse(too_many_requests(
+            format!("The disruption budget {name} is still being processed by the server."),
+            10,
+        ));
     }
     let allowed = status_int(budget, "disruptionsAllowed");
     let forbidden = |why: &str| {
@@ -155,9 +158,12 @@ pub(crate) fn decide(pod: &Value, budget: &Value, now: &str, dry_run: bool) -> V
         ));
     }
     if allowed == 0 {
-        return Verdict::Refuse(too_many_requests(format!(
-            "The disruption budget {name} needs {desired} healthy pods and has {current} currently"
-        )));
+        return Verdict::Refuse(too_many_requests(
+            format!(
+                "The disruption budget {name} needs {desired} healthy pods and has {current} currently"
+            ),
+            0,
+        ));
     }
     let mut status = budget.get("status").cloned().unwrap_or_else(|| json!({}));
     status["disruptionsAllowed"] = json!(allowed - 1);
@@ -390,6 +396,7 @@ pub(crate) async fn evict(
     match delete(store, &pods, name, params, &options, write_options, admit).await {
         Err(e) if e.reason == "Conflict" && precondition && !rv_given => Err(too_many_requests(
             format!("The disruption budget {budget_name} is still being processed by the server."),
+            10,
         )),
         result => result,
     }
@@ -526,7 +533,24 @@ mod tests {
         assert_eq!(
             error.status()["details"],
             json!({"causes": [{"reason": "DisruptionBudget",
-                "message": "The disruption budget web is still being processed by the server."}]})
+                "message": "The disruption budget web is still being processed by the server."}],
+                "retryAfterSeconds": 10})
         );
+        let response = axum::response::IntoResponse::into_response(error);
+        assert_eq!(
+            response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().ok()),
+            Some(Some("10")),
+            "client-go retries a 429 that carries Retry-After"
+        );
+        // A spent budget: no Retry-After (as kube: retry after 0 seconds is left out).
+        let Verdict::Refuse(error) = decide(&pod("Running", true), &budget(0, 2, 2), t, false)
+        else {
+            panic!("expected a refusal");
+        };
+        let response = axum::response::IntoResponse::into_response(error);
+        assert!(response.headers().get("retry-after").is_none());
     }
 }

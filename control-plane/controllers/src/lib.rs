@@ -24,7 +24,8 @@
 //! - [`clusterroleaggregation`]: aggregated ClusterRoles hold the rules of those they select;
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace;
 //! - [`rootcacertpublisher`]: the `kube-root-ca.crt` ConfigMap in every namespace;
-//! - [`persistentvolume`]: claims bound to volumes, local-path volumes provisioned and reclaimed.
+//! - [`persistentvolume`]: claims bound to volumes, local-path volumes provisioned and reclaimed;
+//! - [`storageprotection`]: claims and volumes in use are not deleted until released.
 //!
 //! [`run`] starts the ones [`Options::enabled`] names and returns when one of them fails.
 #![forbid(unsafe_code)]
@@ -59,6 +60,7 @@ pub mod resourcequota;
 pub mod rootcacertpublisher;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod storageprotection;
 pub mod tokencleaner;
 
 /// One controller [`run`] can start.
@@ -112,11 +114,15 @@ pub enum ControllerKind {
     TtlAfterFinished,
     /// `persistentvolume-binder`: claims bound to volumes, local-path provisioning.
     PersistentVolumeBinder,
+    /// `pvc-protection`: deleting claims wait until no pod uses them.
+    PvcProtection,
+    /// `pv-protection`: deleting volumes wait until unbound.
+    PvProtection,
 }
 
 impl ControllerKind {
     /// Every controller, in start order.
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 26] = [
         Self::EndpointSlice,
         Self::Endpoints,
         Self::ReplicaSet,
@@ -141,6 +147,8 @@ impl ControllerKind {
         Self::CronJob,
         Self::TtlAfterFinished,
         Self::PersistentVolumeBinder,
+        Self::PvcProtection,
+        Self::PvProtection,
     ];
 
     /// The name used on the command line.
@@ -170,6 +178,8 @@ impl ControllerKind {
             Self::CronJob => "cronjob",
             Self::TtlAfterFinished => "ttl-after-finished",
             Self::PersistentVolumeBinder => persistentvolume::NAME,
+            Self::PvcProtection => storageprotection::PVC_NAME,
+            Self::PvProtection => storageprotection::PV_NAME,
         }
     }
 }
@@ -455,6 +465,13 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
         tasks.spawn(persistentvolume::run(
             client.clone(),
             options.local_path_root.clone(),
+        ));
+    }
+    if enabled(ControllerKind::PvcProtection) || enabled(ControllerKind::PvProtection) {
+        tasks.spawn(storageprotection::run(
+            client.clone(),
+            enabled(ControllerKind::PvcProtection),
+            enabled(ControllerKind::PvProtection),
         ));
     }
     if enabled(ControllerKind::ClusterRoleAggregation) {

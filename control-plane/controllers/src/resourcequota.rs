@@ -120,8 +120,12 @@ async fn reconcile(rq: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action> {
             .list(&ListParams::default())
             .await
             .action(|| format!("list {plural} in {namespace} for ResourceQuota {name}"))?;
+        let spec = serde_json::to_value(rq.spec.as_ref()).unwrap_or(Value::Null);
         for object in objects.items {
             let value = serde_json::to_value(&object).unwrap_or(Value::Null);
+            if !quota::in_scope(Some(&spec), &group, &plural, &value) {
+                continue;
+            }
             total = quota::sum(&total, &quota::usage(&group, &plural, &value));
         }
     }

@@ -182,6 +182,7 @@ pub async fn run(client: Client, options: Options) -> anyhow::Result<()> {
     )
     .touched_objects();
     let (volumes, volume_feeds) = volume_binding::watch(&client);
+    let (budgets, budget_feed) = preemption::watch_budgets(&client);
     let namespace_stream = reflector(
         namespace_writer,
         watcher(
@@ -200,6 +201,7 @@ pub async fn run(client: Client, options: Options) -> anyhow::Result<()> {
     ]
     .into_iter()
     .chain(volume_feeds)
+    .chain([budget_feed])
     {
         let notify = Arc::clone(&notify);
         feeders.spawn(async move {
@@ -216,6 +218,7 @@ pub async fn run(client: Client, options: Options) -> anyhow::Result<()> {
     nodes.wait_until_ready().await?;
     volumes.wait_until_ready().await?;
     namespaces.wait_until_ready().await?;
+    budgets.wait_until_ready().await?;
     tracing::info!("scheduler started");
     let mut scheduler = Scheduler {
         client,
@@ -223,6 +226,7 @@ pub async fn run(client: Client, options: Options) -> anyhow::Result<()> {
         reported: HashMap::new(),
         turn: 0,
         volumes,
+        budgets,
     };
     loop {
         let labels: NamespaceLabels = namespaces
@@ -247,6 +251,8 @@ struct Scheduler {
     turn: usize,
     /// Claims, volumes and classes ([`volume_binding`]).
     volumes: volume_binding::Volumes,
+    /// PodDisruptionBudgets (preemption spares the pods they protect where it can).
+    budgets: reflector::Store<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
 }
 
 impl Scheduler {
@@ -320,7 +326,7 @@ impl Scheduler {
             } else {
                 let placement =
                     volume_binding::place(&pod, &infos, namespaces, self.turn, &self.volumes);
-                (placement, BTreeMap::new())
+                (placement, preemption::unresolvable_everywhere(infos.len()))
             };
             match placement {
                 Placement::Node(node) => {
@@ -332,8 +338,9 @@ impl Scheduler {
                     binds.push((pod, node));
                 }
                 Placement::Unschedulable(message) => {
+                    let budgets = self.budgets.state();
                     let (message, nominate) =
-                        preempt_decision(&pod, &infos, &rejections, namespaces, message);
+                        preempt_decision(&pod, &infos, &rejections, namespaces, &budgets, message);
                     // A pod waiting for its victims to leave keeps its place on the node, so
                     // that lower-priority pods placed after it cannot take the room.
                     let reserved = nominate.as_ref().map(|c| c.node.clone()).or_else(|| {
@@ -405,12 +412,13 @@ fn preempt_decision(
     nodes: &[NodeInfo],
     rejections: &BTreeMap<usize, Rejected>,
     namespaces: &NamespaceLabels,
+    budgets: &[Arc<k8s_openapi::api::policy::v1::PodDisruptionBudget>],
     message: String,
 ) -> (String, Option<preemption::Candidate>) {
     if let Err(why) = preemption::eligible(pod, nodes) {
         return (format!("{message} preemption: {why}"), None);
     }
-    match preemption::select(pod, nodes, rejections, namespaces) {
+    match preemption::select(pod, nodes, rejections, namespaces, budgets) {
         Ok(candidate) => (message, Some(candidate)),
         Err(why) => (format!("{message} preemption: {why}"), None),
     }

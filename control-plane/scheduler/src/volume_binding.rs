@@ -54,7 +54,7 @@ impl std::fmt::Debug for Volumes {
 /// One watch feeding a cache; its items only say that something changed.
 pub type Feed = (&'static str, BoxStream<'static, Result<(), watcher::Error>>);
 
-fn feed<K>(api: Api<K>) -> (Store<K>, BoxStream<'static, Result<(), watcher::Error>>)
+pub(crate) fn feed<K>(api: Api<K>) -> (Store<K>, BoxStream<'static, Result<(), watcher::Error>>)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone

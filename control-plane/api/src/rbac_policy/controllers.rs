@@ -45,6 +45,8 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("cronjob-controller", "cronjob"),
     ("ttl-after-finished-controller", "ttl-after-finished"),
     ("persistent-volume-binder", "persistentvolume-binder"),
+    ("pvc-protection-controller", "pvc-protection"),
+    ("pv-protection-controller", "pv-protection"),
 ];
 
 fn controller_rules(name: &str) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
@@ -333,6 +335,24 @@ fn controller_rules(name: &str) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
             ),
             rule(READ, &["storage.k8s.io"], &["storageclasses"]),
             rule(&["get", "list"], &[CORE], &["nodes"]),
+            events(),
+        ],
+        // Finalizers of claims in use (the pods that use them are listed live).
+        "pvc-protection-controller" => vec![
+            rule(
+                &["get", "list", "watch", "update"],
+                &[CORE],
+                &["persistentvolumeclaims"],
+            ),
+            rule(&["list", "watch", "get"], &[CORE], &["pods"]),
+            events(),
+        ],
+        "pv-protection-controller" => vec![
+            rule(
+                &["get", "list", "watch", "update"],
+                &[CORE],
+                &["persistentvolumes"],
+            ),
             events(),
         ],
         _ => Vec::new(),

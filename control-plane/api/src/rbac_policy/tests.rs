@@ -623,12 +623,12 @@ fn counts() {
     // Kubernetes' testdata/cluster-roles.yaml lists 31; system:heapster is left out.
     assert_eq!(cluster::roles().len(), 30, "Kubernetes' cluster roles kept");
     assert_eq!(cluster::bindings().len(), 12);
-    assert_eq!(controllers::roles().len(), 20);
+    assert_eq!(controllers::roles().len(), 22);
     assert_eq!(namespaced::roles().len(), 7);
     assert_eq!(namespaced::bindings().len(), 7);
     // keelson's: node datapath, node local-path cleanup, controller-manager extras.
-    assert_eq!(cluster_roles().len(), 30 + 20 + 3);
-    assert_eq!(cluster_role_bindings().len(), 12 + 20 + 3 + 20);
+    assert_eq!(cluster_roles().len(), 30 + 22 + 3);
+    assert_eq!(cluster_role_bindings().len(), 12 + 22 + 3 + 22);
     assert_eq!(roles().len(), 7 + 3);
     assert_eq!(role_bindings().len(), 7 + 6);
 }

@@ -8,7 +8,12 @@
 //! - checks: `min` (the request and limit at least), `max` (the limit and request at most),
 //!   `maxLimitRequestRatio`, refused with kube's 403 messages.
 //!
-//! Not done: the `Pod` and `PersistentVolumeClaim` limit types.
+//! - `Pod` limits: `min`, `max` and `maxLimitRequestRatio` over the pod's total (the
+//!   containers' sum, raised to any init container's), worded "per Pod".
+//! - `PersistentVolumeClaim` limits, on claim creates: `min` and `max` of the requested
+//!   `storage` ("per PersistentVolumeClaim").
+//!
+//! Not done: checks on claim updates (kube validates a resized claim too).
 
 use keelson_api::quota::{self, ResourceList};
 use keelson_store::{ListOptions, Store};
@@ -32,12 +37,18 @@ pub(crate) struct ContainerLimit {
 
 /// The `Container` items of a LimitRange.
 pub(crate) fn container_limits(range: &Value) -> Vec<ContainerLimit> {
+    limits_of_type(range, "Container")
+}
+
+/// The items of `kind` (`Container`, `Pod`, `PersistentVolumeClaim`) of a LimitRange (the
+/// defaults only mean something for `Container`).
+pub(crate) fn limits_of_type(range: &Value, kind: &str) -> Vec<ContainerLimit> {
     range
         .pointer("/spec/limits")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|item| item["type"] == "Container")
+        .filter(|item| item["type"] == kind)
         .map(|item| {
             let mut limit = ContainerLimit {
                 min: quota::parse_list(item.get("min")),
@@ -138,19 +149,29 @@ fn merge(resources: &mut Value, field: &str, list: &ResourceList) {
 
 /// kube's min, max and ratio checks of one container's resources.
 fn check(requests: &ResourceList, limits: &ResourceList, limit: &ContainerLimit) -> Vec<String> {
+    check_as("Container", requests, limits, limit)
+}
+
+/// kube's min, max and ratio checks of the resources of one `kind` (`Container`, `Pod`).
+fn check_as(
+    kind: &str,
+    requests: &ResourceList,
+    limits: &ResourceList,
+    limit: &ContainerLimit,
+) -> Vec<String> {
     let mut errors = Vec::new();
     for (name, min) in &limit.min {
         match requests.get(name) {
             None => errors.push(format!(
-                "minimum {name} usage per Container is {min}.  No request is specified"
+                "minimum {name} usage per {kind} is {min}.  No request is specified"
             )),
             Some(request) if request < min => errors.push(format!(
-                "minimum {name} usage per Container is {min}, but request is {request}"
+                "minimum {name} usage per {kind} is {min}, but request is {request}"
             )),
             Some(_) => {
                 if let Some(lim) = limits.get(name).filter(|l| *l < min) {
                     errors.push(format!(
-                        "minimum {name} usage per Container is {min}, but limit is {lim}"
+                        "minimum {name} usage per {kind} is {min}, but limit is {lim}"
                     ));
                 }
             }
@@ -159,15 +180,15 @@ fn check(requests: &ResourceList, limits: &ResourceList, limit: &ContainerLimit)
     for (name, max) in &limit.max {
         match limits.get(name) {
             None => errors.push(format!(
-                "maximum {name} usage per Container is {max}.  No limit is specified"
+                "maximum {name} usage per {kind} is {max}.  No limit is specified"
             )),
             Some(lim) if lim > max => errors.push(format!(
-                "maximum {name} usage per Container is {max}, but limit is {lim}"
+                "maximum {name} usage per {kind} is {max}, but limit is {lim}"
             )),
             Some(_) => {
                 if let Some(request) = requests.get(name).filter(|r| *r > max) {
                     errors.push(format!(
-                        "maximum {name} usage per Container is {max}, but request is {request}"
+                        "maximum {name} usage per {kind} is {max}, but request is {request}"
                     ));
                 }
             }
@@ -178,18 +199,18 @@ fn check(requests: &ResourceList, limits: &ResourceList, limit: &ContainerLimit)
         let lim = limits.get(name).filter(|l| !l.is_zero());
         match (request, lim) {
             (None, _) => errors.push(format!(
-                "{name} max limit to request ratio per Container is {ratio}, but no request is \
+                "{name} max limit to request ratio per {kind} is {ratio}, but no request is \
                  specified or request is 0"
             )),
             (_, None) => errors.push(format!(
-                "{name} max limit to request ratio per Container is {ratio}, but no limit is \
+                "{name} max limit to request ratio per {kind} is {ratio}, but no limit is \
                  specified or limit is 0"
             )),
             (Some(request), Some(lim)) => {
                 let observed = lim.nanos() as f64 / request.nanos() as f64;
                 if observed > ratio.nanos() as f64 / 1e9 {
                     errors.push(format!(
-                        "{name} max limit to request ratio per Container is {ratio}, but \
+                        "{name} max limit to request ratio per {kind} is {ratio}, but \
                          provided ratio is {observed:.6}"
                     ));
                 }
@@ -201,7 +222,13 @@ fn check(requests: &ResourceList, limits: &ResourceList, limit: &ContainerLimit)
 
 /// The checks of every container of `pod` (defaults applied); kube's aggregate wording: one
 /// message alone, several in brackets.
+#[cfg(test)]
 pub(crate) fn validate_pod(pod: &Value, limits: &[ContainerLimit]) -> Option<String> {
+    aggregate(container_errors(pod, limits))
+}
+
+/// The checks of every container of `pod`, each message once.
+fn container_errors(pod: &Value, limits: &[ContainerLimit]) -> Vec<String> {
     let mut errors: Vec<String> = Vec::new();
     for field in ["initContainers", "containers"] {
         for container in pod
@@ -221,11 +248,88 @@ pub(crate) fn validate_pod(pod: &Value, limits: &[ContainerLimit]) -> Option<Str
             }
         }
     }
+    errors
+}
+
+/// kube's aggregate wording: one message alone, several in brackets.
+fn aggregate(errors: Vec<String>) -> Option<String> {
     match errors.as_slice() {
         [] => None,
         [one] => Some(one.clone()),
         many => Some(format!("[{}]", many.join(", "))),
     }
+}
+
+/// A pod's total requests or limits (`part`): the containers' sum, raised to any init
+/// container's (kube's pod resource computation).
+fn pod_total(pod: &Value, part: &str) -> ResourceList {
+    let lists = |field: &str| -> Vec<ResourceList> {
+        pod.pointer(&format!("/spec/{field}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|c| quota::parse_list(c.pointer(&format!("/resources/{part}"))))
+            .collect()
+    };
+    let mut total = ResourceList::new();
+    for list in lists("containers") {
+        total = quota::sum(&total, &list);
+    }
+    for list in lists("initContainers") {
+        for (name, value) in list {
+            if total.get(&name).is_none_or(|t| *t < value) {
+                total.insert(name, value);
+            }
+        }
+    }
+    total
+}
+
+/// The `Pod` limits' checks of `pod`'s totals.
+pub(crate) fn validate_pod_totals(pod: &Value, limits: &[ContainerLimit]) -> Vec<String> {
+    let (requests, limits_of) = (pod_total(pod, "requests"), pod_total(pod, "limits"));
+    let mut errors: Vec<String> = Vec::new();
+    for limit in limits {
+        for error in check_as("Pod", &requests, &limits_of, limit) {
+            if !errors.contains(&error) {
+                errors.push(error);
+            }
+        }
+    }
+    errors
+}
+
+/// The `PersistentVolumeClaim` limits' checks of a claim's requests (kube's min constraint
+/// with no limits, and its max-request constraint).
+pub(crate) fn validate_claim(claim: &Value, limits: &[ContainerLimit]) -> Option<String> {
+    let requests = quota::parse_list(claim.pointer("/spec/resources/requests"));
+    let kind = "PersistentVolumeClaim";
+    let mut errors = Vec::new();
+    for limit in limits {
+        for (name, min) in &limit.min {
+            match requests.get(name) {
+                None => errors.push(format!(
+                    "minimum {name} usage per {kind} is {min}.  No request is specified"
+                )),
+                Some(request) if request < min => errors.push(format!(
+                    "minimum {name} usage per {kind} is {min}, but request is {request}"
+                )),
+                Some(_) => {}
+            }
+        }
+        for (name, max) in &limit.max {
+            match requests.get(name) {
+                None => errors.push(format!(
+                    "maximum {name} usage per {kind} is {max}.  No request is specified"
+                )),
+                Some(request) if request > max => errors.push(format!(
+                    "maximum {name} usage per {kind} is {max}, but request is {request}"
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    aggregate(errors)
 }
 
 /// The LimitRanger admission of creating the pod `object` (stored form, named `name`).
@@ -236,7 +340,10 @@ pub(crate) async fn admit(
     object: &mut Value,
 ) -> Result<(), ApiError> {
     let resource = target.resource;
-    if target.custom.is_some() || !resource.group.is_empty() || resource.plural != "pods" {
+    if target.custom.is_some()
+        || !resource.group.is_empty()
+        || !matches!(resource.plural, "pods" | "persistentvolumeclaims")
+    {
         return Ok(());
     }
     let Some(namespace) = target.namespace.as_deref() else {
@@ -251,11 +358,32 @@ pub(crate) async fn admit(
         )
         .await
         .map_err(|e| ApiError::from_store(e, ranges, ""))?;
-    let mut limits = Vec::new();
+    let (mut limits, mut pod_limits, mut claim_limits) = (Vec::new(), Vec::new(), Vec::new());
     for kv in &listed.items {
-        limits.extend(container_limits(&decode_kv(kv)?));
+        let range = decode_kv(kv)?;
+        limits.extend(container_limits(&range));
+        pod_limits.extend(limits_of_type(&range, "Pod"));
+        claim_limits.extend(limits_of_type(&range, "PersistentVolumeClaim"));
     }
-    if limits.is_empty() {
+    let refuse = |why: String| {
+        let mut error = ApiError::forbidden(format!(
+            "{} \"{name}\" is forbidden: {why}",
+            resource.plural
+        ));
+        error.details = Some(Box::new(Details {
+            name: name.to_owned(),
+            kind: resource.plural.to_owned(),
+            ..Details::default()
+        }));
+        error
+    };
+    if resource.plural == "persistentvolumeclaims" {
+        return match validate_claim(object, &claim_limits) {
+            Some(why) => Err(refuse(why)),
+            None => Ok(()),
+        };
+    }
+    if limits.is_empty() && pod_limits.is_empty() {
         return Ok(());
     }
     let said = default_pod(object, &limits);
@@ -265,17 +393,16 @@ pub(crate) async fn admit(
         }
         object["metadata"]["annotations"][ANNOTATION] = json!(said);
     }
-    if let Some(why) = validate_pod(object, &limits) {
-        let mut error = ApiError::forbidden(format!("pods \"{name}\" is forbidden: {why}"));
-        error.details = Some(Box::new(Details {
-            name: name.to_owned(),
-            group: String::new(),
-            kind: "pods".to_owned(),
-            causes: Vec::new(),
-        }));
-        return Err(error);
+    let mut errors = container_errors(object, &limits);
+    for error in validate_pod_totals(object, &pod_limits) {
+        if !errors.contains(&error) {
+            errors.push(error);
+        }
     }
-    Ok(())
+    match aggregate(errors) {
+        Some(why) => Err(refuse(why)),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -373,6 +500,79 @@ mod tests {
                 want,
                 "{resources}"
             );
+        }
+    }
+
+    #[test]
+    fn pod_limits_check_the_pods_total() {
+        let limits = limits_of_type(
+            &json!({"spec": {"limits": [{"type": "Pod",
+                "max": {"cpu": "1"}, "min": {"memory": "100Mi"}}]}}),
+            "Pod",
+        );
+        let pod = |cpus: &[&str], init: &str| {
+            let container = |cpu: &&str| {
+                json!({"resources": {"requests": {"cpu": cpu, "memory": "64Mi"},
+                    "limits": {"cpu": cpu, "memory": "64Mi"}}})
+            };
+            json!({"spec": {"containers": cpus.iter().map(container).collect::<Vec<_>>(),
+                "initContainers": [container(&init)]}})
+        };
+        let cases = [
+            (
+                "two containers of 600m and 64Mi each: 1200m is over, 128Mi fine",
+                pod(&["600m", "600m"], "100m"),
+                vec!["maximum cpu usage per Pod is 1, but limit is 1200m"],
+            ),
+            (
+                "one container: 64Mi is under the minimum",
+                pod(&["500m"], "100m"),
+                vec!["minimum memory usage per Pod is 100Mi, but request is 64Mi"],
+            ),
+            (
+                "an init container of 2 CPUs raises the total",
+                pod(&["500m", "500m"], "2"),
+                vec!["maximum cpu usage per Pod is 1, but limit is 2"],
+            ),
+            ("within bounds", pod(&["400m", "400m"], "100m"), vec![]),
+        ];
+        for (name, pod, want) in cases {
+            assert_eq!(validate_pod_totals(&pod, &limits), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn claim_limits_check_the_storage_request() {
+        let limits = limits_of_type(
+            &json!({"spec": {"limits": [{"type": "PersistentVolumeClaim",
+                "min": {"storage": "1Gi"}, "max": {"storage": "2Gi"}}]}}),
+            "PersistentVolumeClaim",
+        );
+        let claim = |size: Option<&str>| match size {
+            Some(size) => json!({"spec": {"resources": {"requests": {"storage": size}}}}),
+            None => json!({"spec": {}}),
+        };
+        let cases = [
+            (
+                claim(Some("5Gi")),
+                Some("maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 5Gi"),
+            ),
+            (
+                claim(Some("500Mi")),
+                Some(
+                    "minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 500Mi",
+                ),
+            ),
+            (claim(Some("1536Mi")), None),
+            (
+                claim(None),
+                Some(
+                    "[minimum storage usage per PersistentVolumeClaim is 1Gi.  No request is specified, maximum storage usage per PersistentVolumeClaim is 2Gi.  No request is specified]",
+                ),
+            ),
+        ];
+        for (claim, want) in cases {
+            assert_eq!(validate_claim(&claim, &limits).as_deref(), want, "{claim}");
         }
     }
 

@@ -54,6 +54,7 @@ pub(crate) mod priority;
 pub(crate) mod quota;
 pub(crate) mod serviceaccount;
 pub(crate) mod storageclass;
+pub(crate) mod storageprotection;
 
 use cache::CONFIGURATIONS;
 pub use cache::Webhooks;

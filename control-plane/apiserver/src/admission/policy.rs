@@ -510,7 +510,7 @@ pub(crate) fn forbidden(attempt: &Attempt<'_>, cause: &str) -> ApiError {
             name: attempt.name.to_owned(),
             group: resource.group.to_owned(),
             kind: resource.plural.to_owned(),
-            causes: Vec::new(),
+            ..Details::default()
         })),
     }
 }

@@ -6,8 +6,13 @@
 //! conflict) before the object is stored, so two racing creates cannot both take the last
 //! unit. The `resourcequota` controller recounts afterwards.
 //!
-//! Not done: quota scopes and scope selectors, updates (a changed pod or claim size), and
-//! kube's "must specify requests.cpu" constraints for pods.
+//! Quotas with `scopes` / `scopeSelector` charge only the pods in their scopes
+//! ([`quota::in_scope`]).
+//!
+//! Updates charge their growth ([`update_delta`]): a claim asking for more storage, a
+//! Service turning NodePort or LoadBalancer.
+//!
+//! Not done: kube's "must specify requests.cpu" constraints for pods.
 
 use keelson_api::quota::{self, ResourceList};
 use keelson_store::{ListOptions, Store, StoreError};
@@ -37,7 +42,7 @@ fn forbidden(resource: &Resource, name: &str, why: &str) -> ApiError {
         name: name.to_owned(),
         group: resource.group.to_owned(),
         kind: resource.plural.to_owned(),
-        causes: Vec::new(),
+        ..Details::default()
     }));
     error
 }
@@ -88,10 +93,61 @@ pub(crate) async fn admit(
     dry_run: bool,
 ) -> Result<(), ApiError> {
     let resource = target.resource;
+    let requested = quota::usage(resource.group, resource.plural, object);
+    charge_quotas(admit, target, name, object, &requested, dry_run).await
+}
+
+/// What an update adds to the quotas (kube charges the growth only: the new usage less the
+/// old, negative differences dropped, zeros left out). Only Services (a type turning
+/// NodePort or LoadBalancer, more node ports) and claims (a larger storage request) are
+/// charged on update, as kube's evaluators handle updates only for them.
+pub(crate) fn update_delta(group: &str, plural: &str, old: &Value, new: &Value) -> ResourceList {
+    if !group.is_empty() || !matches!(plural, "services" | "persistentvolumeclaims") {
+        return ResourceList::new();
+    }
+    let before = quota::usage(group, plural, old);
+    quota::usage(group, plural, new)
+        .into_iter()
+        .filter_map(|(resource, value)| {
+            let delta = match before.get(&resource) {
+                Some(old) => value.checked_sub(*old)?,
+                None => value,
+            };
+            (!delta.is_zero() && !delta.is_negative()).then_some((resource, delta))
+        })
+        .collect()
+}
+
+/// The quota admission of updating `current` to `next` (stored forms) as `target`.
+pub(crate) async fn admit_update(
+    admit: &Admit<'_>,
+    target: &Target,
+    name: &str,
+    current: &Value,
+    next: &Value,
+    dry_run: bool,
+) -> Result<(), ApiError> {
+    if target.custom.is_some() {
+        return Ok(());
+    }
+    let resource = target.resource;
+    let delta = update_delta(resource.group, resource.plural, current, next);
+    charge_quotas(admit, target, name, next, &delta, dry_run).await
+}
+
+/// Charges `requested` (the usage of `object`) to the quotas of the target's namespace.
+async fn charge_quotas(
+    admit: &Admit<'_>,
+    target: &Target,
+    name: &str,
+    object: &Value,
+    requested: &ResourceList,
+    dry_run: bool,
+) -> Result<(), ApiError> {
+    let resource = target.resource;
     let Some(namespace) = target.namespace.as_deref() else {
         return Ok(());
     };
-    let requested = quota::usage(resource.group, resource.plural, object);
     if requested.is_empty() {
         return Ok(());
     }
@@ -111,7 +167,10 @@ pub(crate) async fn admit(
         let mut writes = Vec::new();
         for kv in &listed.items {
             let mut quota = decode_kv(kv)?;
-            match charge(&quota, &requested) {
+            if !quota::in_scope(quota.get("spec"), resource.group, resource.plural, object) {
+                continue;
+            }
+            match charge(&quota, requested) {
                 Ok(None) => {}
                 Ok(Some(used)) => {
                     quota["status"]["used"] = used;
@@ -166,6 +225,60 @@ mod tests {
     fn quota(hard: Value, used: Value) -> Value {
         json!({"metadata": {"name": "compute"}, "spec": {"hard": hard},
                "status": {"hard": hard, "used": used}})
+    }
+
+    #[test]
+    fn updates_charge_their_growth() {
+        let claim = |size: &str| json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        let service = |kind: &str, ports: usize| json!({"spec": {"type": kind, "ports": vec![json!({"port": 80}); ports]}});
+        let pod = |cpu: &str| json!({"spec": {"containers": [{"resources": {"requests": {"cpu": cpu}}}]}});
+        let cases = [
+            (
+                "a claim resized up",
+                "persistentvolumeclaims",
+                claim("1Gi"),
+                claim("3Gi"),
+                list(&[("requests.storage", "2Gi")]),
+            ),
+            (
+                "a claim resized down",
+                "persistentvolumeclaims",
+                claim("3Gi"),
+                claim("1Gi"),
+                list(&[]),
+            ),
+            (
+                "ClusterIP to NodePort",
+                "services",
+                service("ClusterIP", 2),
+                service("NodePort", 2),
+                list(&[("services.nodeports", "2")]),
+            ),
+            (
+                "NodePort to LoadBalancer with one more port",
+                "services",
+                service("NodePort", 1),
+                service("LoadBalancer", 2),
+                list(&[("services.loadbalancers", "1"), ("services.nodeports", "1")]),
+            ),
+            (
+                "LoadBalancer to ClusterIP",
+                "services",
+                service("LoadBalancer", 1),
+                service("ClusterIP", 1),
+                list(&[]),
+            ),
+            (
+                "pods are not charged on update",
+                "pods",
+                pod("1"),
+                pod("2"),
+                list(&[]),
+            ),
+        ];
+        for (name, plural, old, new, want) in cases {
+            assert_eq!(update_delta("", plural, &old, &new), want, "{name}");
+        }
     }
 
     #[test]

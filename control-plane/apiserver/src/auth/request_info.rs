@@ -167,7 +167,7 @@ pub(crate) fn forbidden(attributes: &Attributes, reason: &str) -> ApiError {
                     name: r.name.clone(),
                     group: r.group.clone(),
                     kind: r.resource.clone(),
-                    causes: Vec::new(),
+                    ..Details::default()
                 })),
             )
         }

@@ -180,6 +180,7 @@ pub(crate) async fn insert(
     crate::admission::serviceaccount::admit(admit, target, &name, &mut object).await?;
     crate::admission::limits::admit(admit, target, &name, &mut object).await?;
     crate::admission::storageclass::admit(admit, target, &mut object).await?;
+    crate::admission::storageprotection::admit(target, &mut object);
     crate::admission::priority::admit(admit, target, &name, &mut object).await?;
     let attempt = Attempt {
         target,
@@ -447,6 +448,15 @@ pub(crate) async fn apply_update(
                 admit
                     .validate(&attempt, Some(&next), Some(current), warnings)
                     .await?;
+                crate::admission::quota::admit_update(
+                    admit,
+                    target,
+                    name,
+                    current,
+                    &next,
+                    options.dry_run,
+                )
+                .await?;
             }
             if options.dry_run {
                 next

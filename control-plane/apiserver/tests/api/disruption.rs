@@ -240,3 +240,162 @@ async fn limit_ranges_default_container_resources_and_refuse_past_max() {
         "pods \"big\" is forbidden: maximum cpu usage per Container is 1, but limit is 2"
     );
 }
+
+#[tokio::test]
+async fn a_budget_awaiting_its_controller_answers_429_with_retry_after() {
+    let s = server().await;
+    running_pod(&s, "web-1").await;
+    let mut created = s
+        .ok(
+            Method::POST,
+            BUDGETS,
+            Some(
+                json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                "metadata": {"name": "stale"},
+                "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}),
+            ),
+        )
+        .await;
+    created["status"] = json!({"currentHealthy": 3, "desiredHealthy": 1, "expectedPods": 3,
+        "disruptionsAllowed": 2, "observedGeneration": 0});
+    s.ok(
+        Method::PUT,
+        &format!("{BUDGETS}/stale/status"),
+        Some(created),
+    )
+    .await;
+    let (status, headers, body) = s
+        .exchange(
+            super::ADMIN_TOKEN,
+            Method::POST,
+            &format!("{PODS}/web-1/eviction"),
+            &[(axum::http::header::CONTENT_TYPE, "application/json")],
+            eviction("web-1").to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(
+        headers.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("10")
+    );
+    assert_eq!(body["details"]["retryAfterSeconds"], 10, "{body}");
+}
+
+/// A quota `name` with `hard` whose controller has counted `used`.
+async fn counted_quota(s: &Server, name: &str, spec: Value, used: Value) {
+    let quotas = "/api/v1/namespaces/default/resourcequotas";
+    let mut quota = s
+        .ok(
+            Method::POST,
+            quotas,
+            Some(json!({"apiVersion": "v1", "kind": "ResourceQuota",
+                "metadata": {"name": name}, "spec": spec.clone()})),
+        )
+        .await;
+    quota["status"] = json!({"hard": spec["hard"], "used": used});
+    s.ok(Method::PUT, &format!("{quotas}/{name}/status"), Some(quota))
+        .await;
+}
+
+#[tokio::test]
+async fn scoped_quotas_charge_only_pods_in_scope() {
+    let s = server().await;
+    counted_quota(
+        &s,
+        "best-effort",
+        json!({"hard": {"pods": "1"}, "scopes": ["BestEffort"]}),
+        json!({"pods": "0"}),
+    )
+    .await;
+    let mut sized = pod("sized");
+    sized["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "100m"}});
+    s.ok(Method::POST, PODS, Some(sized)).await;
+    s.ok(Method::POST, PODS, Some(pod("first"))).await;
+    let (status, body) = s.call(Method::POST, PODS, Some(pod("second"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        body["message"],
+        "pods \"second\" is forbidden: exceeded quota: best-effort, requested: pods=1, used: \
+         pods=1, limited: pods=1"
+    );
+}
+
+#[tokio::test]
+async fn a_service_turning_nodeport_is_charged_on_update() {
+    let s = server().await;
+    counted_quota(
+        &s,
+        "ports",
+        json!({"hard": {"services.nodeports": "1"}}),
+        json!({"services.nodeports": "0"}),
+    )
+    .await;
+    let services = "/api/v1/namespaces/default/services";
+    s.ok(
+        Method::POST,
+        services,
+        Some(
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"},
+                "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]}}),
+        ),
+    )
+    .await;
+    let (status, body) = s
+        .patch(
+            &format!("{services}/web"),
+            "application/merge-patch+json",
+            json!({"spec": {"type": "NodePort"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        body["message"],
+        "services \"web\" is forbidden: exceeded quota: ports, requested: services.nodeports=2, \
+         used: services.nodeports=0, limited: services.nodeports=1"
+    );
+}
+
+#[tokio::test]
+async fn pod_and_claim_limit_ranges_refuse_with_kubes_messages() {
+    let s = server().await;
+    s.ok(
+        Method::POST,
+        "/api/v1/namespaces/default/limitranges",
+        Some(
+            json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "limits"},
+            "spec": {"limits": [
+                {"type": "Pod", "max": {"cpu": "1"}},
+                {"type": "PersistentVolumeClaim", "max": {"storage": "2Gi"}}]}}),
+        ),
+    )
+    .await;
+    let mut two = pod("two");
+    let container = |name: &str| {
+        json!({"name": name, "image": "keelson/busybox:1",
+            "resources": {"requests": {"cpu": "600m"}, "limits": {"cpu": "600m"}}})
+    };
+    two["spec"]["containers"] = json!([container("a"), container("b")]);
+    let (status, body) = s.call(Method::POST, PODS, Some(two)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        body["message"],
+        "pods \"two\" is forbidden: maximum cpu usage per Pod is 1, but limit is 1200m"
+    );
+    let (status, body) = s
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/default/persistentvolumeclaims",
+            Some(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "big"},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "5Gi"}}}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        body["message"],
+        "persistentvolumeclaims \"big\" is forbidden: maximum storage usage per \
+         PersistentVolumeClaim is 2Gi, but request is 5Gi"
+    );
+}

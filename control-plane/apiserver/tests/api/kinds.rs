@@ -280,6 +280,31 @@ async fn every_new_kind_is_created_read_listed_updated_and_deleted() {
             .call(Method::DELETE, &format!("{path}/{name}"), None)
             .await;
         assert_eq!(status, StatusCode::OK, "{plural}: {body}");
+        // Claims and volumes carry their in-use protection finalizer (StorageObjectInUseProtection):
+        // deleted, they stay terminating until the protection controller lets them go.
+        let protection = match plural {
+            "persistentvolumeclaims" => Some("kubernetes.io/pvc-protection"),
+            "persistentvolumes" => Some("kubernetes.io/pv-protection"),
+            _ => None,
+        };
+        if let Some(finalizer) = protection {
+            assert_eq!(
+                created["metadata"]["finalizers"],
+                json!([finalizer]),
+                "{plural}"
+            );
+            let terminating = s.ok(Method::GET, &format!("{path}/{name}"), None).await;
+            assert!(
+                terminating["metadata"]["deletionTimestamp"].is_string(),
+                "{plural}: {terminating}"
+            );
+            s.patch(
+                &format!("{path}/{name}"),
+                "application/merge-patch+json",
+                json!({"metadata": {"finalizers": null}}),
+            )
+            .await;
+        }
         let (status, _) = s.call(Method::GET, &format!("{path}/{name}"), None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{plural} is gone");
     }
