@@ -24,7 +24,8 @@
 //! - [`clusterroleaggregation`]: aggregated ClusterRoles hold the rules of those they select;
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace;
 //! - [`rootcacertpublisher`]: the `kube-root-ca.crt` ConfigMap in every namespace;
-//! - [`persistentvolume`]: claims bound to volumes, local-path volumes provisioned and reclaimed.
+//! - [`persistentvolume`]: claims bound to volumes, local-path volumes provisioned and reclaimed;
+//! - [`kubedns`]: the `kube-dns` Service's EndpointSlice lists every node's DNS responder.
 //!
 //! [`run`] starts the ones [`Options::enabled`] names and returns when one of them fails.
 #![forbid(unsafe_code)]
@@ -47,6 +48,7 @@ pub mod endpointslice;
 pub mod gc;
 pub mod history;
 pub mod job;
+pub mod kubedns;
 pub mod leaderelection;
 pub mod namespace;
 pub mod nodeipam;
@@ -112,11 +114,13 @@ pub enum ControllerKind {
     TtlAfterFinished,
     /// `persistentvolume-binder`: claims bound to volumes, local-path provisioning.
     PersistentVolumeBinder,
+    /// `kube-dns-endpoints`: the `kube-dns` Service -> every node's DNS responder (keelson's own).
+    KubeDnsEndpoints,
 }
 
 impl ControllerKind {
     /// Every controller, in start order.
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 25] = [
         Self::EndpointSlice,
         Self::Endpoints,
         Self::ReplicaSet,
@@ -141,6 +145,7 @@ impl ControllerKind {
         Self::CronJob,
         Self::TtlAfterFinished,
         Self::PersistentVolumeBinder,
+        Self::KubeDnsEndpoints,
     ];
 
     /// The name used on the command line.
@@ -170,6 +175,7 @@ impl ControllerKind {
             Self::CronJob => "cronjob",
             Self::TtlAfterFinished => "ttl-after-finished",
             Self::PersistentVolumeBinder => persistentvolume::NAME,
+            Self::KubeDnsEndpoints => kubedns::NAME,
         }
     }
 }
@@ -456,6 +462,9 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
             client.clone(),
             options.local_path_root.clone(),
         ));
+    }
+    if enabled(ControllerKind::KubeDnsEndpoints) {
+        tasks.spawn(kubedns::run(client.clone()));
     }
     if enabled(ControllerKind::ClusterRoleAggregation) {
         tasks.spawn(clusterroleaggregation::run(client.clone()));
