@@ -330,6 +330,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&slice).expect("serializes"),
             json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                 "metadata": {
                     "name": "kube-dns-node-responders", "namespace": "kube-system",
                     "labels": {"kubernetes.io/service-name": "kube-dns",
