@@ -268,6 +268,20 @@ mod tests {
         .expect("valid Service")
     }
 
+    /// (case, nodes, (node, address, ready) of each expected endpoint).
+    type ListCase = (
+        &'static str,
+        Vec<Node>,
+        Vec<(&'static str, &'static str, bool)>,
+    );
+    /// (case, desired slice, stored slices, expected writes).
+    type PlanCase = (
+        &'static str,
+        Option<EndpointSlice>,
+        Vec<EndpointSlice>,
+        Vec<&'static str>,
+    );
+
     /// (node, address, ready) of each endpoint.
     fn summary(slice: &EndpointSlice) -> Vec<(String, String, bool)> {
         slice
@@ -285,7 +299,7 @@ mod tests {
 
     #[test]
     fn every_node_with_a_pod_cidr_is_listed_at_its_gateway() {
-        let cases: Vec<(&str, Vec<Node>, Vec<(&str, &str, bool)>)> = vec![
+        let cases: Vec<ListCase> = vec![
             ("no nodes", vec![], vec![]),
             (
                 "ready and not ready, sorted by name",
@@ -378,7 +392,7 @@ mod tests {
         };
         let mut not_ready = stored(desired.clone(), SLICE_NAME);
         not_ready.endpoints = endpoints(&[node("worker-a", Some("10.244.1.0/24"), "False")]);
-        let cases: Vec<(&str, Option<EndpointSlice>, Vec<EndpointSlice>, Vec<&str>)> = vec![
+        let cases: Vec<PlanCase> = vec![
             (
                 "missing",
                 Some(desired.clone()),
