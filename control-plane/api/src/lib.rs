@@ -13,6 +13,7 @@
 pub mod admission_policy;
 pub mod bootstrap_token;
 pub mod cidr;
+pub mod cluster_dns;
 pub mod crd;
 pub mod csr;
 pub mod defaulting;

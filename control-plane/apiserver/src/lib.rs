@@ -41,6 +41,7 @@ pub(crate) mod eviction;
 pub mod finalizers;
 mod handlers;
 mod health;
+pub mod kube_dns;
 pub mod master_leases;
 pub mod metrics;
 mod object;

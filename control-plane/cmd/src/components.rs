@@ -93,7 +93,7 @@ pub(crate) async fn admin_client(kubeconfig: &Path) -> anyhow::Result<kube::Clie
     kube::Client::try_from(config).context("cannot build an API client")
 }
 
-/// Creates the `kubernetes` Service, then starts the scheduler and the controllers the flags
+/// Creates the `kubernetes` and `kube-dns` Services, then starts the scheduler and the controllers the flags
 /// ask for, as API clients of the server listening on `listen` (advertised at
 /// `advertise_ip`), with their kubeconfigs written into `data_dir`. Returns the task to abort
 /// on shutdown.
@@ -112,6 +112,9 @@ pub(crate) async fn start_cluster_components(
     )
     .await
     .context("cannot create the kubernetes Service")?;
+    keelson_apiserver::kube_dns::ensure_kube_dns_service(store, &args.service_network())
+        .await
+        .context("cannot create the kube-dns Service")?;
     write_component_kubeconfigs(data_dir, pki, &crate::node_kubeconfig::server_url(listen))?;
     let client = component_client(Component::ControllerManager, data_dir).await?;
     let scheduler_client = component_client(Component::Scheduler, data_dir).await?;

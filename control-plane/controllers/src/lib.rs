@@ -26,6 +26,7 @@
 //! - [`rootcacertpublisher`]: the `kube-root-ca.crt` ConfigMap in every namespace;
 //! - [`persistentvolume`]: claims bound to volumes, local-path volumes provisioned and reclaimed;
 //! - [`storageprotection`]: claims and volumes in use are not deleted until released.
+//! - [`kubedns`]: the `kube-dns` Service's EndpointSlice lists every node's DNS responder.
 //!
 //! [`run`] starts the ones [`Options::enabled`] names and returns when one of them fails.
 #![forbid(unsafe_code)]
@@ -48,6 +49,7 @@ pub mod endpointslice;
 pub mod gc;
 pub mod history;
 pub mod job;
+pub mod kubedns;
 pub mod leaderelection;
 pub mod namespace;
 pub mod nodeipam;
@@ -118,11 +120,13 @@ pub enum ControllerKind {
     PvcProtection,
     /// `pv-protection`: deleting volumes wait until unbound.
     PvProtection,
+    /// `kube-dns-endpoints`: the `kube-dns` Service -> every node's DNS responder (keelson's own).
+    KubeDnsEndpoints,
 }
 
 impl ControllerKind {
     /// Every controller, in start order.
-    pub const ALL: [Self; 26] = [
+    pub const ALL: [Self; 27] = [
         Self::EndpointSlice,
         Self::Endpoints,
         Self::ReplicaSet,
@@ -149,6 +153,7 @@ impl ControllerKind {
         Self::PersistentVolumeBinder,
         Self::PvcProtection,
         Self::PvProtection,
+        Self::KubeDnsEndpoints,
     ];
 
     /// The name used on the command line.
@@ -180,6 +185,7 @@ impl ControllerKind {
             Self::PersistentVolumeBinder => persistentvolume::NAME,
             Self::PvcProtection => storageprotection::PVC_NAME,
             Self::PvProtection => storageprotection::PV_NAME,
+            Self::KubeDnsEndpoints => kubedns::NAME,
         }
     }
 }
@@ -473,6 +479,9 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
             enabled(ControllerKind::PvcProtection),
             enabled(ControllerKind::PvProtection),
         ));
+    }
+    if enabled(ControllerKind::KubeDnsEndpoints) {
+        tasks.spawn(kubedns::run(client.clone()));
     }
     if enabled(ControllerKind::ClusterRoleAggregation) {
         tasks.spawn(clusterroleaggregation::run(client.clone()));

@@ -40,8 +40,10 @@ pub fn parse_pod_cidr(text: &str) -> Result<Ipv4Cidr, PodCidrError> {
 }
 
 /// The gateway every pod of `cidr` routes through: its first host address.
+/// The same rule the control plane uses for the `kube-dns` endpoints (this address is where the
+/// agent answers cluster DNS).
 pub fn gateway(cidr: Ipv4Cidr) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(cidr.network()).wrapping_add(1))
+    keelson_api::cluster_dns::first_host(cidr)
 }
 
 /// Addresses pods may get: after the gateway, before the broadcast address.

@@ -13,7 +13,8 @@
 //!   `deployments/status`, `replicasets/status`, `replicationcontrollers/status`, `jobs/status`,
 //!   `cronjobs/status` and the CSR `approval`/`status` subresources (Kubernetes' controllers send
 //!   PUT there) and the creation of `kube-public/cluster-info`
-//!   (kubeadm creates it in Kubernetes), granted by [`CONTROLLER_MANAGER_EXTRAS`] and
+//!   (kubeadm creates it in Kubernetes), and the `kube-dns` EndpointSlice written by keelson's
+//!   own `kube-dns-endpoints` controller, granted by [`CONTROLLER_MANAGER_EXTRAS`] and
 //!   [`BOOTSTRAP_SIGNER_EXTRAS`];
 //! - leader election uses the Leases `kube-system/keelson-controller-manager` and
 //!   `kube-system/keelson-scheduler`, not Kubernetes' lease names.
@@ -123,6 +124,13 @@ pub(super) fn cluster_roles() -> Vec<ClusterRole> {
                         "persistentvolumeclaims",
                         "persistentvolumeclaims/status",
                     ],
+                ),
+                // kube-dns-endpoints (keelson's own controller) writes the `kube-dns` Service's
+                // EndpointSlice.
+                rule(
+                    &["create", "update", "delete"],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
                 ),
                 // csrapproving patches the approval, csrsigning the status (the certificate).
                 rule(
