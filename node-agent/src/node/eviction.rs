@@ -462,6 +462,7 @@ pub fn start(
     pods: crate::pods::evict::PodManager,
     resources: &super::pressure::NodeResources,
     housekeeping: Housekeeping,
+    docker: bollard::Docker,
 ) -> (
     impl std::future::Future<Output = anyhow::Result<()>> + use<>,
     impl std::future::Future<Output = ()> + use<>,
@@ -473,9 +474,10 @@ pub fn start(
         imagefs: resources.imagefs.clone(),
     };
     (
-        run(ctx.clone(), pods, settings),
+        run(ctx.clone(), pods, settings, docker.clone()),
         crate::pods::images::gc::run(
             ctx.clone(),
+            docker,
             housekeeping.image_gc,
             resources.imagefs.clone(),
         ),
@@ -514,7 +516,7 @@ pub fn disk_usage(dir: &Path) -> (i64, i64) {
 }
 
 /// Measures what `pod` uses: its local volumes, memory, processes and writable layers.
-async fn measure(ctx: &crate::pods::Ctx, pod: &Pod) -> PodUsage {
+async fn measure(ctx: &crate::pods::Ctx, docker: &bollard::Docker, pod: &Pod) -> PodUsage {
     use futures_util::StreamExt as _;
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let mut usage = PodUsage::default();
@@ -529,7 +531,6 @@ async fn measure(ctx: &crate::pods::Ctx, pod: &Pod) -> PodUsage {
     let Ok(containers) = ctx.runtime.list_pod(&uid).await else {
         return usage;
     };
-    let docker = ctx.runtime.docker();
     for c in containers.iter().filter(|c| c.role != "sandbox") {
         let options = bollard::query_parameters::InspectContainerOptions { size: true };
         if let Ok(inspect) = docker.inspect_container(&c.id, Some(options)).await {
@@ -580,6 +581,7 @@ pub async fn run(
     ctx: Arc<crate::pods::Ctx>,
     pods: crate::pods::evict::PodManager,
     settings: EvictionSettings,
+    docker: bollard::Docker,
 ) -> anyhow::Result<()> {
     let mut previously: BTreeSet<String> = BTreeSet::new();
     let mut ticker = tokio::time::interval(MONITORING_INTERVAL);
@@ -606,7 +608,7 @@ pub async fn run(
                 continue;
             }
             let uid = pod.metadata.uid.clone().unwrap_or_default();
-            usage.insert(uid, measure(&ctx, pod).await);
+            usage.insert(uid, measure(&ctx, &docker, pod).await);
         }
         // Local storage limits first; when they evict anything, that is this pass's work.
         let mut evicted_any = false;

@@ -211,7 +211,7 @@ async fn report(ctx: &Ctx, pod: &Pod, uid: &str, message: String) {
         .clone()
         .unwrap_or_else(|| "default".into());
     tracing::warn!(pod = %format!("{namespace}/{name}"), %message, "evicted");
-    super::worker::post_event(ctx, pod, uid, None, "Warning", REASON, message.clone());
+    super::worker::post_pod_warning(ctx, pod, uid, REASON, message.clone());
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     // The stored status may have moved on since the eviction manager looked: start from it.
     let current = api

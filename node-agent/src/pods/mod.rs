@@ -383,6 +383,9 @@ pub struct Kubelet {
     /// and cluster DNS once the Node's `spec.podCIDR` appears.
     late: Option<LateNetwork>,
     housekeeping: crate::node::eviction::Housekeeping,
+    /// The Docker client itself, for what reaches past the pod runtime: the eviction
+    /// manager's usage figures and image garbage collection.
+    docker: bollard::Docker,
 }
 
 /// Pod networking and cluster DNS settings, kept until the node's pod CIDR is known.
@@ -473,6 +476,7 @@ impl Kubelet {
             .await
             .map_err(|e| anyhow::anyhow!(error_chain(&e)))?
             .with_cgroup_parent(settings.cgroup_parent.clone());
+        let docker = runtime.docker().clone();
         let endpoint = match settings.kubelet_listen {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
@@ -593,6 +597,7 @@ impl Kubelet {
             dns,
             late,
             housekeeping: settings.housekeeping,
+            docker,
         })
     }
 
@@ -619,6 +624,7 @@ impl Kubelet {
             manager,
             &self.node_config.resources,
             self.housekeeping.clone(),
+            self.docker.clone(),
         );
         let runtime = self.ctx.runtime.clone();
         let heartbeat = crate::node::heartbeat(

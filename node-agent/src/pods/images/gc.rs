@@ -333,7 +333,12 @@ impl ImageStore for Docker<'_> {
 
 /// Runs image garbage collection every [`PERIOD`] until the process stops (idle when the
 /// policy never collects).
-pub async fn run(ctx: std::sync::Arc<crate::pods::Ctx>, policy: Policy, root: std::path::PathBuf) {
+pub async fn run(
+    ctx: std::sync::Arc<crate::pods::Ctx>,
+    docker: bollard::Docker,
+    policy: Policy,
+    root: std::path::PathBuf,
+) {
     if !policy.enabled() {
         tracing::info!("image garbage collection is off (--image-gc-high-threshold 100)");
         return std::future::pending().await;
@@ -344,7 +349,7 @@ pub async fn run(ctx: std::sync::Arc<crate::pods::Ctx>, policy: Policy, root: st
     loop {
         ticker.tick().await;
         let store = Docker {
-            docker: ctx.runtime.docker(),
+            docker: &docker,
             root: &root,
             sandbox_image: &ctx.config.sandbox_image,
         };

@@ -299,7 +299,7 @@ impl Worker {
         }
         self.ensure_sandbox(pod, observed).await?;
         let ip = self.pod_ip.filter(|_| !self.host_network);
-        self.ctx.host_ports.publish(&self.uid, pod, ip);
+        self.ctx.host_ports.publish(&self.pod_ref.uid, pod, ip);
         let policy = spec
             .restart_policy
             .clone()
@@ -357,4 +357,15 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// Posts a Warning event about `pod` as a whole (no container), for the pod manager's own
+/// decisions such as evictions.
+pub(crate) fn post_pod_warning(ctx: &Ctx, pod: &Pod, uid: &str, reason: &str, message: String) {
+    let text = decide::EventText {
+        container: None,
+        kind: "Warning",
+        reason,
+    };
+    post_event(ctx, pod, uid, text, message);
 }

@@ -127,7 +127,7 @@ impl Worker {
     async fn try_teardown(&mut self, grace: Duration) -> Result<(), PodError> {
         let observed = self.ctx.runtime.list_pod(&self.pod_ref.uid).await?;
         teardown_containers(&self.ctx, &observed, grace).await?;
-        self.ctx.host_ports.withdraw(&self.uid);
+        self.ctx.host_ports.withdraw(&self.pod_ref.uid);
         if let Some(network) = self.ctx.network.get() {
             network.detach(&self.pod_ref.uid).await?;
         }

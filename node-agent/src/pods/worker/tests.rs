@@ -92,6 +92,8 @@ impl Harness {
             dns: std::sync::OnceLock::new(),
             host_resolv: HostResolv::default(),
             services: Arc::default(),
+            host_ports: Arc::default(),
+            evicted: Default::default(),
         });
         ctx.services.mark_listed();
         let mut pod = Pod::default();
