@@ -498,9 +498,20 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
             }
         }
     }
-    let failed = i32::try_from(counted_failures.len())
-        .unwrap_or(i32::MAX)
-        .max(old.failed.unwrap_or(0));
+    // Once the Job has succeeded (`SuccessCriteriaMet`), the pods it deletes are no failures
+    // and nothing can fail it any more.
+    let succeeded_before = old
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "SuccessCriteriaMet" && c.status == "True");
+    let failed = if succeeded_before {
+        old.failed.unwrap_or(0)
+    } else {
+        i32::try_from(counted_failures.len())
+            .unwrap_or(i32::MAX)
+            .max(old.failed.unwrap_or(0))
+    };
 
     // Successes.
     let mut completed = parse_indexes(old.completed_indexes.as_deref().unwrap_or_default());
@@ -605,7 +616,8 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
             } else {
                 None
             }
-        });
+        })
+        .filter(|_| !succeeded_before);
 
     if let Some((reason, message)) = failure {
         if ensure(

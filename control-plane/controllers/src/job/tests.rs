@@ -786,6 +786,15 @@ fn success_policy() {
     assert_eq!(types(&plan), [cond("SuccessCriteriaMet", "SuccessPolicy")]);
     let met = &plan.status.conditions.as_ref().unwrap()[0];
     assert_eq!(met.message.as_deref(), Some("Matched rules at index 0"));
+    // The deleted pods end as failed: not counted, and the Job completes all the same.
+    let mut killed = pod("pi-1-r", "Failed", Some(1), NOW - 1, 137);
+    killed.metadata.deletion_timestamp = Some(at(NOW - 2));
+    let plan = decide(
+        &with_status(j.clone(), plan.status),
+        &[pods[0].clone(), killed],
+        now(),
+    );
+    assert_eq!(plan.status.failed, Some(0));
     let plan = decide(&with_status(j, plan.status), &pods[..1], now());
     assert_eq!(
         types(&plan),
