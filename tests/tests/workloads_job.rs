@@ -4,7 +4,9 @@
 //! Indexed Job's pods see their `JOB_COMPLETION_INDEX` and host name `<job>-<index>`; a
 //! failing Job with `backoffLimit: 1` fails with `BackoffLimitExceeded`; a `*/1` CronJob
 //! creates a Job within 70 s; deleting a Job (kubectl's default background cascade) takes its
-//! pods with it.
+//! pods with it. A Job whose (manual) selector matches a bare pod adopts it rather than
+//! starting its own; `backoffLimitPerIndex` fails an index (`FailedIndexes`) and a
+//! `successPolicy` completes a Job early (`SuccessPolicy`).
 
 use std::time::{Duration, Instant};
 
@@ -44,6 +46,73 @@ spec:
       - name: work
         image: keelson/busybox:1
         command: [\"sh\", \"-c\", \"echo failing; exit 3\"]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: per-index, namespace: default}
+spec:
+  completions: 2
+  parallelism: 2
+  completionMode: Indexed
+  backoffLimitPerIndex: 0
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: work
+        image: keelson/busybox:1
+        command: [\"sh\", \"-c\", \"exit $JOB_COMPLETION_INDEX\"]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: leader-only, namespace: default}
+spec:
+  completions: 3
+  parallelism: 3
+  completionMode: Indexed
+  successPolicy:
+    rules:
+    - succeededIndexes: \"0\"
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: work
+        image: keelson/busybox:1
+        command: [\"sh\", \"-c\", \"[ $JOB_COMPLETION_INDEX = 0 ] || sleep 300\"]
+";
+
+/// A bare pod, then a Job whose manual selector matches it: the Job adopts the pod and, the
+/// pod having succeeded, completes without a pod of its own (its template would fail).
+const ORPHAN: &str = "apiVersion: v1
+kind: Pod
+metadata: {name: orphan, namespace: default, labels: {app: adopt}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: work
+    image: keelson/busybox:1
+    command: [\"true\"]
+";
+const ADOPTER: &str = "apiVersion: batch/v1
+kind: Job
+metadata: {name: adopter, namespace: default}
+spec:
+  manualSelector: true
+  selector: {matchLabels: {app: adopt}}
+  backoffLimit: 0
+  template:
+    metadata: {labels: {app: adopt}}
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: work
+        image: keelson/busybox:1
+        command: [\"sh\", \"-c\", \"exit 1\"]
 ";
 
 /// The Job's condition of `type_` as `(status, reason, message)`.
@@ -246,6 +315,109 @@ async fn jobs_complete_index_fail_and_cronjobs_schedule() {
         "job/failing",
         "--timeout=5s",
     ]);
+
+    // backoffLimitPerIndex 0: index 1 exits 1 and is not retried; index 0 succeeds.
+    let per_index = wait_job(
+        &jobs,
+        "per-index",
+        Duration::from_secs(90),
+        &plane,
+        &agent,
+        |j| condition(j, "Failed").is_some(),
+    )
+    .await;
+    assert_eq!(
+        condition(&per_index, "Failed"),
+        Some((
+            "True".to_owned(),
+            "FailedIndexes".to_owned(),
+            "Job has failed indexes".to_owned()
+        ))
+    );
+    let status = per_index.status.clone().expect("a status");
+    assert_eq!(
+        (
+            status.failed_indexes.as_deref(),
+            status.completed_indexes.as_deref(),
+            status.failed
+        ),
+        (Some("1"), Some("0"), Some(1))
+    );
+
+    // successPolicy "index 0": once it succeeds the sleeping indexes are deleted and the Job
+    // completes with reason SuccessPolicy.
+    let early = wait_job(
+        &jobs,
+        "leader-only",
+        Duration::from_secs(90),
+        &plane,
+        &agent,
+        |j| condition(j, "Complete").is_some(),
+    )
+    .await;
+    assert_eq!(
+        condition(&early, "Complete"),
+        Some((
+            "True".to_owned(),
+            "SuccessPolicy".to_owned(),
+            "Matched rules at index 0".to_owned()
+        ))
+    );
+    assert_eq!(
+        early
+            .status
+            .as_ref()
+            .and_then(|s| s.completed_indexes.as_deref()),
+        Some("0")
+    );
+
+    // Adoption: the bare pod gets the Job as its controller and is the Job's only pod.
+    apply(&kubectl, plane.data_dir(), "orphan.yaml", ORPHAN);
+    apply(&kubectl, plane.data_dir(), "adopter.yaml", ADOPTER);
+    let adopter = wait_job(
+        &jobs,
+        "adopter",
+        Duration::from_secs(90),
+        &plane,
+        &agent,
+        |j| condition(j, "Complete").is_some() || condition(j, "Failed").is_some(),
+    )
+    .await;
+    assert_eq!(
+        condition(&adopter, "Complete").map(|c| c.0),
+        Some("True".to_owned()),
+        "{:?}",
+        adopter.status
+    );
+    let orphan = pods.get("orphan").await.expect("GET pod orphan");
+    let owner = orphan
+        .metadata
+        .owner_references
+        .as_ref()
+        .and_then(|refs| refs.first())
+        .expect("an owner reference after adoption");
+    assert_eq!(
+        (
+            owner.kind.as_str(),
+            owner.name.as_str(),
+            Some(owner.uid.as_str()),
+            owner.controller,
+            owner.block_owner_deletion
+        ),
+        (
+            "Job",
+            "adopter",
+            adopter.metadata.uid.as_deref(),
+            Some(true),
+            Some(true)
+        )
+    );
+    let adopted = pods
+        .list(&ListParams::default().labels("app=adopt"))
+        .await
+        .expect("list app=adopt pods")
+        .items;
+    assert_eq!(adopted.len(), 1, "the Job started a pod of its own");
 
     // The CronJob has made a Job within 70 s of its creation, named for its minute.
     let deadline = cron_created + Duration::from_secs(70);

@@ -360,8 +360,6 @@ async fn update_status(
     max_unavailable: i32,
     created_new: bool,
 ) -> Result<Action> {
-    let namespace = deployment.namespace().unwrap_or_default();
-    let name = deployment.name_any();
     let replicas = deployment
         .spec
         .as_ref()
@@ -439,16 +437,7 @@ async fn update_status(
         terminating_replicas: None,
     };
     if deployment.status.as_ref() != Some(&status) {
-        Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
-            )
-            .await
-            .map(drop)
-            .or_else(|e| if is_status(&e, 404) { Ok(()) } else { Err(e) })
-            .action(|| format!("update the status of Deployment {namespace}/{name}"))?;
+        crate::status::patch(&ctx.client, deployment, &status).await?;
     }
     Ok(if complete {
         Action::await_change()

@@ -38,6 +38,7 @@ use keelson_api::cidr::Ipv4Cidr;
 use kube::runtime::controller::Action;
 
 pub mod bootstrapsigner;
+pub mod claim;
 pub mod clusterroleaggregation;
 pub mod cronjob;
 pub mod csrapproving;
@@ -62,6 +63,7 @@ pub mod resourcequota;
 pub mod rootcacertpublisher;
 pub mod serviceaccount;
 pub mod statefulset;
+mod status;
 pub mod storageprotection;
 pub mod tokencleaner;
 

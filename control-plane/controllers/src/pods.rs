@@ -73,12 +73,19 @@ pub fn owner_reference(api_version: &str, kind: &str, owner: &ObjectMeta) -> Own
 /// ([`keelson_api::selectors::LabelSelector::from_label_selector`]); `object` names the
 /// workload in the error when Kubernetes would refuse the selector.
 pub fn selector_query(selector: &LabelSelector, object: impl FnOnce() -> String) -> Result<String> {
-    selectors::LabelSelector::from_label_selector(selector)
-        .map(|s| s.to_string())
-        .map_err(|source| Error::Selector {
-            object: object(),
-            source,
-        })
+    parse_selector(selector, object).map(|s| s.to_string())
+}
+
+/// A workload's `spec.selector`, parsed for matching labels; `object` names the workload in
+/// the error when Kubernetes would refuse the selector.
+pub fn parse_selector(
+    selector: &LabelSelector,
+    object: impl FnOnce() -> String,
+) -> Result<selectors::LabelSelector> {
+    selectors::LabelSelector::from_label_selector(selector).map_err(|source| Error::Selector {
+        object: object(),
+        source,
+    })
 }
 
 /// Seconds since the Unix epoch of a timestamp (0 when absent).

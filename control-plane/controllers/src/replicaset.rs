@@ -18,10 +18,9 @@ use k8s_openapi::{
 use keelson_api::selectors::LabelSelector;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, PostParams},
     runtime::{Controller, controller::Action, watcher},
 };
-use serde_json::json;
 
 use crate::{ApiContext, Result, is_status, pods};
 
@@ -37,8 +36,15 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     let controller = Controller::new(
         Api::<ReplicaSet>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    );
+    let sets = controller.store();
+    let controller = controller.watches(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        crate::claim::owners_of(sets, |rs: &ReplicaSet| {
+            crate::claim::selector_of(&rs.spec.as_ref()?.selector)
+        }),
+    );
     let ctx = Arc::new(Ctx { client });
     crate::drive("replicaset", controller.run(reconcile, crate::retry, ctx)).await;
     Ok(())
@@ -128,8 +134,6 @@ pub fn counts(
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
-    let namespace = rs.namespace().unwrap_or_default();
-    let name = rs.name_any();
     let Some(spec) = rs.spec.as_ref() else {
         return Ok(Action::await_change());
     };
@@ -142,7 +146,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
         template: spec.template.as_ref(),
         min_ready_seconds: spec.min_ready_seconds.unwrap_or(0),
     };
-    let (counts, requeue) = sync_pods(&ctx.client, &workload).await?;
+    let (counts, requeue) = sync_pods(&ctx.client, rs.as_ref(), &workload).await?;
     let status = ReplicaSetStatus {
         replicas: counts.replicas,
         fully_labeled_replicas: Some(counts.fully_labeled),
@@ -153,16 +157,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
         terminating_replicas: None,
     };
     if rs.status.as_ref() != Some(&status) {
-        Api::<ReplicaSet>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
-            )
-            .await
-            .map(drop)
-            .or_else(|e| if is_status(&e, 404) { Ok(()) } else { Err(e) })
-            .action(|| format!("update the status of ReplicaSet {namespace}/{name}"))?;
+        crate::status::patch(&ctx.client, rs.as_ref(), &status).await?;
     }
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
@@ -170,10 +165,17 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
 /// Creates or deletes the workload's pods towards `replicas` (at most [`BURST`] a call) and
 /// counts them afterwards; the duration is when to look again (more to do, or pods becoming
 /// available).
-pub async fn sync_pods(
+pub async fn sync_pods<K>(
     client: &Client,
+    owner: &K,
     workload: &Replicated<'_>,
-) -> Result<(Counts, Option<Duration>)> {
+) -> Result<(Counts, Option<Duration>)>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
     let meta = workload.meta;
     let kind = workload.kind;
     let namespace = meta.namespace.clone().unwrap_or_default();
@@ -181,15 +183,23 @@ pub async fn sync_pods(
     let uid = meta.uid.clone().unwrap_or_default();
     let query = pods::selector_query(&workload.selector, || format!("{kind} {namespace}/{name}"))?;
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let owned: Vec<Pod> = pod_api
-        .list(&ListParams::default().labels(&query))
+    let selector =
+        pods::parse_selector(&workload.selector, || format!("{kind} {namespace}/{name}"))?;
+    // Every pod of the namespace: orphans the selector matches are adopted, own pods it no
+    // longer matches released (finished pods are left as they are, as Kubernetes does).
+    let candidates: Vec<Pod> = pod_api
+        .list(&ListParams::default())
         .await
         .action(|| format!("list the pods of {kind} {namespace}/{name}"))?
         .items
         .into_iter()
-        .filter(|p| pods::controlled_by(&p.metadata, &uid))
+        .filter(pods::is_active)
         .collect();
-    let mut active: Vec<&Pod> = owned.iter().filter(|p| pods::is_active(p)).collect();
+    let owned = crate::claim::claim(client, owner, candidates, |p: &Pod| {
+        selector.matches(p.labels())
+    })
+    .await?;
+    let mut active: Vec<&Pod> = owned.iter().collect();
     let want = usize::try_from(workload.replicas.max(0)).unwrap_or_default();
     let mut requeue = None;
     if meta.deletion_timestamp.is_none() && active.len() < want {

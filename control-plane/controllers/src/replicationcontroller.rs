@@ -10,14 +10,12 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::LabelSelector,
 };
 use kube::{
-    Api, Client, ResourceExt,
-    api::{Patch, PatchParams},
+    Api, Client,
     runtime::{Controller, controller::Action, watcher},
 };
-use serde_json::json;
 
 use crate::{
-    ApiContext, Result, is_status,
+    Result,
     replicaset::{self, Counts, Replicated},
 };
 
@@ -30,8 +28,20 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     let controller = Controller::new(
         Api::<ReplicationController>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    );
+    let controllers = controller.store();
+    let controller = controller.watches(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        crate::claim::owners_of(controllers, |rc: &ReplicationController| {
+            let selector = selector_of(rc);
+            let any = selector
+                .match_labels
+                .as_ref()
+                .is_some_and(|m| !m.is_empty());
+            any.then(|| crate::claim::selector_of(&selector)).flatten()
+        }),
+    );
     let ctx = Arc::new(Ctx { client });
     crate::drive(
         "replicationcontroller",
@@ -73,8 +83,6 @@ pub fn status_of(rc: &ReplicationController, counts: Counts) -> ReplicationContr
 }
 
 async fn reconcile(rc: Arc<ReplicationController>, ctx: Arc<Ctx>) -> Result<Action> {
-    let namespace = rc.namespace().unwrap_or_default();
-    let name = rc.name_any();
     let Some(spec) = rc.spec.as_ref() else {
         return Ok(Action::await_change());
     };
@@ -96,19 +104,10 @@ async fn reconcile(rc: Arc<ReplicationController>, ctx: Arc<Ctx>) -> Result<Acti
         template: spec.template.as_ref(),
         min_ready_seconds: spec.min_ready_seconds.unwrap_or(0),
     };
-    let (counts, requeue) = replicaset::sync_pods(&ctx.client, &workload).await?;
+    let (counts, requeue) = replicaset::sync_pods(&ctx.client, rc.as_ref(), &workload).await?;
     let status = status_of(&rc, counts);
     if rc.status.as_ref() != Some(&status) {
-        Api::<ReplicationController>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
-            )
-            .await
-            .map(drop)
-            .or_else(|e| if is_status(&e, 404) { Ok(()) } else { Err(e) })
-            .action(|| format!("update the status of ReplicationController {namespace}/{name}"))?;
+        crate::status::patch(&ctx.client, rc.as_ref(), &status).await?;
     }
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
@@ -119,6 +118,7 @@ mod tests {
         api::core::v1::{PodTemplateSpec, ReplicationControllerSpec},
         apimachinery::pkg::apis::meta::v1::ObjectMeta,
     };
+    use serde_json::json;
 
     use super::*;
 

@@ -149,8 +149,9 @@ fn beyond_limit(mut jobs: Vec<&Job>, limit: Option<i32>) -> Vec<String> {
         .collect()
 }
 
-/// Decides one sync of `cronjob`, which controls `jobs`, at `now`.
-pub fn decide(cronjob: &CronJob, jobs: &[Job], now: Timestamp) -> Plan {
+/// Decides one sync of `cronjob`, which controls `jobs`, at `now`; a schedule without a time
+/// zone is read in `local`.
+pub fn decide(cronjob: &CronJob, jobs: &[Job], now: Timestamp, local: &TimeZone) -> Plan {
     let spec = cronjob.spec.clone().unwrap_or_default();
     let mut status = cronjob.status.clone().unwrap_or_default();
     let mut plan = Plan::default();
@@ -228,7 +229,7 @@ pub fn decide(cronjob: &CronJob, jobs: &[Job], now: Timestamp) -> Plan {
     if cronjob.metadata.deletion_timestamp.is_some() || spec.suspend == Some(true) {
         return finish(plan, status, active);
     }
-    let schedule = match Zoned::parse(&spec.schedule, spec.time_zone.as_deref()) {
+    let schedule = match Zoned::parse(&spec.schedule, spec.time_zone.as_deref(), local) {
         Ok(s) => s,
         Err(error) => {
             let reason = match error {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, PostParams},
     runtime::{
         Controller,
         controller::Action,
@@ -63,7 +63,12 @@ async fn reconcile(cronjob: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action> {
         .into_iter()
         .filter(|j| pods::controlled_by(&j.metadata, &uid))
         .collect();
-    let mut plan = decide::decide(&cronjob, &owned, jiff::Timestamp::now());
+    let mut plan = decide::decide(
+        &cronjob,
+        &owned,
+        jiff::Timestamp::now(),
+        &jiff::tz::TimeZone::system(),
+    );
 
     for job in &plan.delete {
         match job_api.delete(job, &DeleteParams::background()).await {
@@ -107,16 +112,7 @@ async fn reconcile(cronjob: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action> {
         if plan.status.active.is_none() {
             status["active"] = serde_json::Value::Null;
         }
-        Api::<CronJob>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": status })),
-            )
-            .await
-            .map(drop)
-            .or_else(|e| if is_status(&e, 404) { Ok(()) } else { Err(e) })
-            .action(|| format!("update the status of CronJob {namespace}/{name}"))?;
+        crate::status::patch(&ctx.client, cronjob.as_ref(), &status).await?;
     }
     for note in plan.notes {
         record(

@@ -41,8 +41,13 @@ pub enum ScheduleError {
 
 impl Zoned {
     /// Parses `schedule`, read in `time_zone` (the spec's `timeZone`), else the schedule's own
-    /// `TZ=` prefix, else UTC (keelson's controllers run in UTC).
-    pub fn parse(schedule: &str, time_zone: Option<&str>) -> Result<Self, ScheduleError> {
+    /// `TZ=` prefix, else `local`: the controller's own zone, as Kubernetes reads a CronJob
+    /// without a zone in kube-controller-manager's local time.
+    pub fn parse(
+        schedule: &str,
+        time_zone: Option<&str>,
+        local: &TimeZone,
+    ) -> Result<Self, ScheduleError> {
         let parsed = keelson_api::validation::cron::parse(schedule).map_err(|message| {
             ScheduleError::Unparseable {
                 schedule: schedule.to_owned(),
@@ -51,7 +56,8 @@ impl Zoned {
         })?;
         let name = time_zone.or(parsed.zone.as_deref());
         let zone = match name {
-            None | Some("UTC" | "Etc/UTC") => TimeZone::UTC,
+            None => local.clone(),
+            Some("UTC" | "Etc/UTC") => TimeZone::UTC,
             Some(name) => TimeZone::get(name).map_err(|_| ScheduleError::UnknownZone {
                 zone: name.to_owned(),
             })?,

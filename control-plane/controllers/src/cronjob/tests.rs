@@ -1,6 +1,6 @@
 use std::{collections::BTreeMap, time::Duration};
 
-use jiff::Timestamp;
+use jiff::{Timestamp, tz::TimeZone};
 use k8s_openapi::{
     api::{
         batch::v1::{
@@ -146,12 +146,12 @@ fn next_run_times() {
         ),
     ];
     for (schedule, zone, after, want) in cases {
-        let zoned = Zoned::parse(schedule, zone).expect(schedule);
+        let zoned = Zoned::parse(schedule, zone, &TimeZone::UTC).expect(schedule);
         let next = zoned.next(ts(after));
         assert_eq!(next, Some(ts(want)), "{schedule} in {zone:?} after {after}");
     }
     assert_eq!(
-        Zoned::parse("0 0 30 2 *", None)
+        Zoned::parse("0 0 30 2 *", None, &TimeZone::UTC)
             .expect("parses")
             .next(ts("2024-03-01T00:00:00Z")),
         None,
@@ -162,13 +162,13 @@ fn next_run_times() {
 #[test]
 fn schedule_errors() {
     assert_eq!(
-        Zoned::parse("* * * *", None)
+        Zoned::parse("* * * *", None, &TimeZone::UTC)
             .expect_err("4 fields")
             .to_string(),
         "unparseable schedule: \"* * * *\" : expected exactly 5 fields, found 4: [* * * *]"
     );
     assert_eq!(
-        Zoned::parse("* * * * *", Some("Mars/Olympus")).expect_err("no such zone"),
+        Zoned::parse("* * * * *", Some("Mars/Olympus"), &TimeZone::UTC).expect_err("no such zone"),
         ScheduleError::UnknownZone {
             zone: "Mars/Olympus".into()
         }
@@ -177,7 +177,7 @@ fn schedule_errors() {
 
 #[test]
 fn missed_times() {
-    let every_minute = Zoned::parse("*/1 * * * *", None).expect("valid");
+    let every_minute = Zoned::parse("*/1 * * * *", None, &TimeZone::UTC).expect("valid");
     // (earliest, now) -> (most recent, how many)
     let cases = [
         ("2024-03-01T10:00:00Z", "2024-03-01T10:00:59Z", None, 0),
@@ -209,7 +209,7 @@ fn missed_times() {
             "{earliest} .. {now}"
         );
     }
-    let weekdays = Zoned::parse("0 9 * * mon-fri", None).expect("valid");
+    let weekdays = Zoned::parse("0 9 * * mon-fri", None, &TimeZone::UTC).expect("valid");
     let (latest, _) = most_recent(
         &weekdays,
         ts("2024-02-01T00:00:00Z"),
@@ -298,11 +298,11 @@ fn reasons(plan: &super::decide::Plan) -> Vec<&'static str> {
 fn first_run() {
     let cj = cronjob(|_, _| {});
     // Before the first minute: nothing, sync again just after 10:01.
-    let plan = decide(&cj, &[], ts("2024-03-01T10:00:40Z"));
+    let plan = decide(&cj, &[], ts("2024-03-01T10:00:40Z"), &TimeZone::UTC);
     assert_eq!(plan.create, None);
     assert_eq!(plan.requeue, Some(Duration::from_millis(20_100)));
     // At 10:01:02 the 10:01 run is created.
-    let plan = decide(&cj, &[], ts("2024-03-01T10:01:02Z"));
+    let plan = decide(&cj, &[], ts("2024-03-01T10:01:02Z"), &TimeZone::UTC);
     let job = plan.create.expect("a job");
     let minutes = ts("2024-03-01T10:01:00Z").as_second() / 60;
     assert_eq!(job.metadata.name, Some(format!("tick-{minutes}")));
@@ -328,12 +328,72 @@ fn first_run() {
 }
 
 #[test]
+fn without_a_time_zone_the_controllers_own_zone_is_used() {
+    // "0 6 * * *" with no timeZone: 06:00 where the controller runs, so 05:00 UTC in Paris
+    // (winter), 06:00 UTC in UTC; a spec timeZone or a TZ= prefix wins over the local zone.
+    let paris = TimeZone::get("Europe/Paris").expect("the host has the zone database");
+    // (schedule, spec timeZone, the controller's zone, now, the Job's scheduled time)
+    type Case<'a> = (
+        &'a str,
+        Option<&'a str>,
+        &'a TimeZone,
+        &'a str,
+        Option<&'a str>,
+    );
+    let cases: [Case<'_>; 4] = [
+        (
+            "0 6 * * *",
+            None,
+            &paris,
+            "2024-03-02T05:00:01Z",
+            Some("2024-03-02T06:00:00+01:00"),
+        ),
+        (
+            "0 6 * * *",
+            None,
+            &TimeZone::UTC,
+            "2024-03-02T05:00:01Z",
+            None,
+        ),
+        (
+            "0 6 * * *",
+            Some("UTC"),
+            &paris,
+            "2024-03-02T05:00:01Z",
+            None,
+        ),
+        (
+            "TZ=UTC 0 6 * * *",
+            None,
+            &paris,
+            "2024-03-02T06:00:01Z",
+            Some("2024-03-02T06:00:00Z"),
+        ),
+    ];
+    for (schedule, zone, local, now, want) in cases {
+        let cj = cronjob(|s, _| {
+            s.schedule = schedule.into();
+            s.time_zone = zone.map(str::to_owned);
+        });
+        let plan = decide(&cj, &[], ts(now), local);
+        let got = plan
+            .create
+            .map(|job| job.metadata.annotations.unwrap()[SCHEDULED_TIMESTAMP].clone());
+        assert_eq!(
+            got.as_deref(),
+            want,
+            "{schedule:?} {zone:?} local {local:?} at {now}"
+        );
+    }
+}
+
+#[test]
 fn scheduled_timestamp_in_the_zone() {
     let cj = cronjob(|s, _| {
         s.schedule = "0 6 * * *".into();
         s.time_zone = Some("Europe/Paris".into());
     });
-    let plan = decide(&cj, &[], ts("2024-03-02T05:00:01Z"));
+    let plan = decide(&cj, &[], ts("2024-03-02T05:00:01Z"), &TimeZone::UTC);
     let job = plan.create.expect("a job");
     assert_eq!(
         job.metadata.annotations.as_ref().unwrap()[SCHEDULED_TIMESTAMP],
@@ -360,7 +420,7 @@ fn concurrency_policies() {
             s.concurrency_policy = Some(policy.into());
             last(st);
         });
-        let plan = decide(&cj, &running, now);
+        let plan = decide(&cj, &running, now, &TimeZone::UTC);
         assert_eq!(plan.create.is_some(), creates, "{policy}");
         assert_eq!(plan.delete, deletes, "{policy}");
         assert_eq!(reasons(&plan), events, "{policy}");
@@ -383,7 +443,7 @@ fn concurrency_policies() {
 #[test]
 fn suspended_and_deadlines() {
     let cj = cronjob(|s, _| s.suspend = Some(true));
-    let plan = decide(&cj, &[], ts("2024-03-01T10:05:00Z"));
+    let plan = decide(&cj, &[], ts("2024-03-01T10:05:00Z"), &TimeZone::UTC);
     assert_eq!((plan.create, plan.requeue), (None, None));
 
     // startingDeadlineSeconds 10: at 10:05:30 the 10:05 run is 30 s late and skipped; the
@@ -392,7 +452,7 @@ fn suspended_and_deadlines() {
         s.starting_deadline_seconds = Some(10);
         st.last_schedule_time = Some(Time(ts("2024-03-01T10:01:00Z")));
     });
-    let plan = decide(&cj, &[], ts("2024-03-01T10:05:30Z"));
+    let plan = decide(&cj, &[], ts("2024-03-01T10:05:30Z"), &TimeZone::UTC);
     assert_eq!(plan.create, None);
     assert_eq!(plan.requeue, Some(Duration::from_millis(30_100)));
     // With 60 s the same run still starts.
@@ -400,7 +460,7 @@ fn suspended_and_deadlines() {
         s.starting_deadline_seconds = Some(60);
         st.last_schedule_time = Some(Time(ts("2024-03-01T10:01:00Z")));
     });
-    let plan = decide(&cj, &[], ts("2024-03-01T10:05:30Z"));
+    let plan = decide(&cj, &[], ts("2024-03-01T10:05:30Z"), &TimeZone::UTC);
     assert_eq!(
         plan.create.and_then(|j| j.metadata.name),
         Some(job_name("tick", ts("2024-03-01T10:05:00Z")))
@@ -411,7 +471,7 @@ fn suspended_and_deadlines() {
 fn too_many_missed() {
     // Down for two hours: 120 missed; a warning, and only the latest runs.
     let cj = cronjob(|_, st| st.last_schedule_time = Some(Time(ts("2024-03-01T10:00:00Z"))));
-    let plan = decide(&cj, &[], ts("2024-03-01T12:00:05Z"));
+    let plan = decide(&cj, &[], ts("2024-03-01T12:00:05Z"), &TimeZone::UTC);
     assert_eq!(reasons(&plan), ["TooManyMissedTimes"]);
     assert_eq!(
         plan.notes[0].message,
@@ -438,7 +498,7 @@ fn finished_jobs_and_history() {
         job("s5", "2024-03-01T10:05:00Z", Some("Complete")),
         job("f6", "2024-03-01T10:06:00Z", Some("Failed")),
     ];
-    let plan = decide(&cj, &jobs, ts("2024-03-01T10:06:30Z"));
+    let plan = decide(&cj, &jobs, ts("2024-03-01T10:06:30Z"), &TimeZone::UTC);
     assert_eq!(plan.delete, ["s1", "f4"]);
     assert_eq!(
         reasons(&plan),
@@ -466,7 +526,7 @@ fn existing_job_for_the_time_is_not_created_again() {
     let cj = cronjob(|_, _| {});
     let name = job_name("tick", ts("2024-03-01T10:01:00Z"));
     let jobs = [job(&name, "2024-03-01T10:01:01Z", None)];
-    let plan = decide(&cj, &jobs, ts("2024-03-01T10:01:30Z"));
+    let plan = decide(&cj, &jobs, ts("2024-03-01T10:01:30Z"), &TimeZone::UTC);
     assert_eq!(plan.create, None);
     let listed: Vec<_> = plan
         .status

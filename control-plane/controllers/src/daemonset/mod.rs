@@ -62,11 +62,17 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         watcher::Config::default(),
     );
     let sets = controller.store();
+    let selector = |ds: &DaemonSet| crate::claim::selector_of(&ds.spec.as_ref()?.selector);
     let controller = controller
-        .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .owns(
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default(),
+            crate::claim::owners_of(sets.clone(), selector),
+        )
+        .watches(
             Api::<ControllerRevision>::all(client.clone()),
             watcher::Config::default(),
+            crate::claim::owners_of(sets.clone(), selector),
         )
         .watches(
             Api::<Node>::all(client.clone()),
@@ -108,7 +114,6 @@ fn now_ms() -> i64 {
 async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
     let namespace = ds.namespace().unwrap_or_default();
     let name = ds.name_any();
-    let uid = ds.metadata.uid.clone().unwrap_or_default();
     let Some(spec) = ds.spec.as_ref() else {
         return Ok(Action::await_change());
     };
@@ -138,27 +143,29 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         .await;
         return Ok(Action::await_change());
     }
-    let query = pods::selector_query(&spec.selector, || format!("DaemonSet {namespace}/{name}"))?;
+    let selector =
+        pods::parse_selector(&spec.selector, || format!("DaemonSet {namespace}/{name}"))?;
     let nodes: Vec<Node> = Api::<Node>::all(ctx.client.clone())
         .list(&ListParams::default())
         .await
         .action(|| format!("list the nodes for DaemonSet {namespace}/{name}"))?
         .items;
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    // Every pod of the namespace: orphans the selector matches are adopted, own pods it no
+    // longer matches released.
     let list_pods = || async {
-        pod_api
-            .list(&ListParams::default().labels(&query))
+        let candidates = pod_api
+            .list(&ListParams::default())
             .await
-            .action(|| format!("list the pods of DaemonSet {namespace}/{name}"))
-            .map(|list| {
-                list.items
-                    .into_iter()
-                    .filter(|p| pods::controlled_by(&p.metadata, &uid))
-                    .collect::<Vec<Pod>>()
-            })
+            .action(|| format!("list the pods of DaemonSet {namespace}/{name}"))?
+            .items;
+        crate::claim::claim(&ctx.client, ds.as_ref(), candidates, |p: &Pod| {
+            selector.matches(p.labels())
+        })
+        .await
     };
 
-    let Some((hash, old_revisions)) = construct_history(&ctx, &ds, &query).await? else {
+    let Some((hash, old_revisions)) = construct_history(&ctx, &ds, &selector).await? else {
         return Ok(Action::requeue(Duration::from_millis(200)));
     };
 
@@ -257,7 +264,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
 async fn construct_history(
     ctx: &Ctx,
     ds: &DaemonSet,
-    query: &str,
+    selector: &keelson_api::selectors::LabelSelector,
 ) -> Result<Option<(String, Vec<ControllerRevision>)>> {
     let namespace = ds.namespace().unwrap_or_default();
     let name = ds.name_any();
@@ -267,14 +274,15 @@ async fn construct_history(
         .as_ref()
         .ok_or_else(|| Error::Invalid(format!("DaemonSet {namespace}/{name} has no spec")))?;
     let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &namespace);
-    let revisions: Vec<ControllerRevision> = api
-        .list(&ListParams::default().labels(query))
+    let candidates = api
+        .list(&ListParams::default())
         .await
         .action(|| format!("list the revisions of DaemonSet {namespace}/{name}"))?
-        .items
-        .into_iter()
-        .filter(|r| pods::controlled_by(&r.metadata, &uid))
-        .collect();
+        .items;
+    let revisions = crate::claim::claim(&ctx.client, ds, candidates, |r: &ControllerRevision| {
+        selector.matches(r.labels())
+    })
+    .await?;
     let data = history::template_patch(&spec.template);
     let current: Vec<&ControllerRevision> = history::equal_revisions(&revisions, &data);
     let current_names: BTreeSet<String> = current.iter().map(|r| r.name_any()).collect();

@@ -8,16 +8,27 @@
 //! interim `FailureTarget` / `SuccessCriteriaMet` conditions come first and the terminal
 //! `Failed` / `Complete` once no pod of the Job is still terminating.
 //!
+//! Indexed Jobs may also set `backoffLimitPerIndex`: each index backs off and counts its own
+//! failures (the `job-index-failure-count` annotation of its next pod), an index past the limit
+//! (or hit by a `FailIndex` rule) is listed in `status.failedIndexes` and not retried, more
+//! than `maxFailedIndexes` of them fail the Job (`MaxFailedIndexesExceeded`), and so does any
+//! once every index has succeeded or failed (`FailedIndexes`). A `successPolicy` rule that the
+//! succeeded indexes meet ends the Job early (`SuccessCriteriaMet`, then `Complete`, reason
+//! `SuccessPolicy`, the remaining pods deleted).
+//!
 //! Unlike Kubernetes, finished pods are counted from the pods that exist rather than through
 //! the `batch.kubernetes.io/job-tracking` finalizer: counts never go down, but a finished pod
 //! deleted before it was seen is not counted.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use jiff::Timestamp;
 use k8s_openapi::{
     api::{
-        batch::v1::{Job, JobCondition, JobSpec, JobStatus, PodFailurePolicyRule},
+        batch::v1::{Job, JobCondition, JobSpec, JobStatus, PodFailurePolicyRule, SuccessPolicy},
         core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSpec},
     },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
@@ -27,6 +38,12 @@ use crate::pods;
 
 /// The annotation and label with a pod's completion index (Indexed Jobs).
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+/// The annotation with how many failed pods of its index counted before a pod (Indexed Jobs
+/// with `backoffLimitPerIndex`).
+pub const INDEX_FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-failure-count";
+/// The annotation with how many failed pods of its index the pod failure policy ignored before
+/// a pod (written only when there were some).
+pub const INDEX_IGNORED_FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-ignored-failure-count";
 /// The environment variable with the completion index.
 pub const COMPLETION_INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
 /// The first pod-failure back-off.
@@ -101,7 +118,8 @@ pub fn parse_indexes(text: &str) -> BTreeSet<i32> {
     set
 }
 
-/// Formats indexes as Kubernetes does: ascending, runs of 2 or more as `a-b`.
+/// Formats indexes as Kubernetes does: ascending, runs of 3 or more as `a-b` (a run of two is
+/// written `a,b`).
 pub fn format_indexes(set: &BTreeSet<i32>) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut iter = set.iter().copied().peekable();
@@ -113,6 +131,8 @@ pub fn format_indexes(set: &BTreeSet<i32>) -> String {
         }
         parts.push(if end == start {
             start.to_string()
+        } else if end == start + 1 {
+            format!("{start},{end}")
         } else {
             format!("{start}-{end}")
         });
@@ -151,8 +171,11 @@ fn finished_at(pod: &Pod) -> i64 {
 /// What `podFailurePolicy` says about a failed pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// No rule matched, or a `Count` (or `FailIndex`) rule: counts towards `backoffLimit`.
+    /// No rule matched, or a `Count` rule: counts towards `backoffLimit`.
     Count,
+    /// A `FailIndex` rule: the pod's index fails at once (with `backoffLimitPerIndex`; it
+    /// counts as a failure too).
+    FailIndex,
     /// An `Ignore` rule: not counted.
     Ignore,
     /// A `FailJob` rule: the Job fails with this message.
@@ -230,6 +253,7 @@ pub fn pod_failure_verdict(rules: &[PodFailurePolicyRule], pod: &Pod) -> Verdict
         if let Some(message) = matched {
             return match rule.action.as_str() {
                 "FailJob" => Verdict::FailJob(message),
+                "FailIndex" => Verdict::FailIndex,
                 "Ignore" => Verdict::Ignore,
                 _ => Verdict::Count,
             };
@@ -250,6 +274,51 @@ pub fn backoff_remaining(failures: u32, last_failure: i64, now: i64) -> Duration
     }
     let elapsed = Duration::from_secs(u64::try_from(now - last_failure).unwrap_or(0));
     delay.saturating_sub(elapsed)
+}
+
+/// A pod's `job-index-failure-count` and `job-index-ignored-failure-count` annotations (0 when
+/// absent, unparseable or negative, as Kubernetes reads them).
+pub fn index_failures(pod: &Pod) -> (i32, i32) {
+    let read = |key: &str| {
+        pod.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .and_then(|v| v.parse::<i32>().ok())
+            .filter(|v| *v >= 0)
+            .unwrap_or(0)
+    };
+    (read(INDEX_FAILURE_COUNT), read(INDEX_IGNORED_FAILURE_COUNT))
+}
+
+/// The first rule of an Indexed Job's `successPolicy` that the `succeeded` indexes meet, as the
+/// condition message (`Matched rules at index 0`): a rule with `succeededIndexes` needs all of
+/// them (those below `completions`) to have succeeded, or `succeededCount` of them when that is
+/// set too; a rule with only `succeededCount` needs that many succeeded indexes.
+pub fn match_success_policy(
+    policy: &SuccessPolicy,
+    completions: i32,
+    succeeded: &BTreeSet<i32>,
+) -> Option<String> {
+    if succeeded.is_empty() {
+        return None;
+    }
+    let wanted = |n: i32| usize::try_from(n).unwrap_or(0);
+    policy.rules.iter().enumerate().find_map(|(index, rule)| {
+        let met = match (&rule.succeeded_indexes, rule.succeeded_count) {
+            (Some(text), count) => {
+                let required: BTreeSet<i32> = parse_indexes(text)
+                    .into_iter()
+                    .filter(|i| *i < completions)
+                    .collect();
+                let hit = required.intersection(succeeded).count();
+                !required.is_empty() && count.map_or(hit == required.len(), |n| hit >= wanted(n))
+            }
+            (None, Some(n)) => succeeded.len() >= wanted(n),
+            (None, None) => false,
+        };
+        met.then(|| format!("Matched rules at index {index}"))
+    })
 }
 
 fn condition(
@@ -364,7 +433,14 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
     let indexed = spec.completion_mode.as_deref() == Some("Indexed");
     let completions = spec.completions;
     let parallelism = spec.parallelism.unwrap_or(1).max(0);
-    let backoff_limit = spec.backoff_limit.unwrap_or(6).max(0);
+    // `backoffLimitPerIndex` (Indexed Jobs): failures count per index, a failed index is not
+    // retried, and the Job-wide limit defaults to "none".
+    let per_index = spec.backoff_limit_per_index.filter(|_| indexed);
+    let backoff_limit = spec
+        .backoff_limit
+        .unwrap_or(if per_index.is_some() { i32::MAX } else { 6 })
+        .max(0);
+    let limit = completions.unwrap_or(0);
     let suspended = spec.suspend == Some(true);
     let rules = spec
         .pod_failure_policy
@@ -389,24 +465,57 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
     // Failures, through the pod failure policy.
     let mut fail_job = None;
     let mut counted_failures: Vec<&Pod> = Vec::new();
+    let mut failed_indexes: BTreeSet<i32> =
+        parse_indexes(old.failed_indexes.as_deref().unwrap_or_default())
+            .into_iter()
+            .filter(|i| *i < limit)
+            .collect();
+    // Per index, its latest failed pod (most failures, then latest) and whether that one
+    // counted: what the replacement's failure-count annotations and back-off come from.
+    let mut last_failed: BTreeMap<i32, ((i32, i64), &Pod, bool)> = BTreeMap::new();
     for pod in &failed_pods {
-        match pod_failure_verdict(&rules, pod) {
-            Verdict::Count => counted_failures.push(pod),
+        let verdict = pod_failure_verdict(&rules, pod);
+        let counted = verdict != Verdict::Ignore;
+        let fail_index = verdict == Verdict::FailIndex;
+        match verdict {
+            Verdict::Count | Verdict::FailIndex => counted_failures.push(pod),
             Verdict::Ignore => {}
             Verdict::FailJob(message) => {
                 counted_failures.push(pod);
                 fail_job.get_or_insert(message);
             }
         }
+        if let Some(per_index) = per_index
+            && let Some(index) = completion_index(pod).filter(|i| *i < limit)
+        {
+            let (failures, ignored) = index_failures(pod);
+            if fail_index || (counted && failures >= per_index) {
+                failed_indexes.insert(index);
+            }
+            let key = (failures.saturating_add(ignored), finished_at(pod));
+            if last_failed.get(&index).is_none_or(|(k, _, _)| *k <= key) {
+                last_failed.insert(index, (key, pod, counted));
+            }
+        }
     }
-    let failed = i32::try_from(counted_failures.len())
-        .unwrap_or(i32::MAX)
-        .max(old.failed.unwrap_or(0));
+    // Once the Job has succeeded (`SuccessCriteriaMet`), the pods it deletes are no failures
+    // and nothing can fail it any more.
+    let succeeded_before = old
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "SuccessCriteriaMet" && c.status == "True");
+    let failed = if succeeded_before {
+        old.failed.unwrap_or(0)
+    } else {
+        i32::try_from(counted_failures.len())
+            .unwrap_or(i32::MAX)
+            .max(old.failed.unwrap_or(0))
+    };
 
     // Successes.
     let mut completed = parse_indexes(old.completed_indexes.as_deref().unwrap_or_default());
     let succeeded = if indexed {
-        let limit = completions.unwrap_or(0);
         completed.extend(
             succeeded_pods
                 .iter()
@@ -424,6 +533,7 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
         succeeded: Some(succeeded),
         failed: Some(failed),
         completed_indexes: indexed.then(|| format_indexes(&completed)),
+        failed_indexes: per_index.map(|_| format_indexes(&failed_indexes)),
         ..old.clone()
     };
     let mut conditions = old.conditions.clone().unwrap_or_default();
@@ -485,7 +595,29 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
                     "Job was active longer than specified deadline".to_owned(),
                 )
             })
-        });
+        })
+        .or_else(|| {
+            per_index?;
+            let failed = failed_indexes.len();
+            let most = spec
+                .max_failed_indexes
+                .map(|m| usize::try_from(m).unwrap_or(0));
+            if most.is_some_and(|m| failed > m) {
+                Some((
+                    "MaxFailedIndexesExceeded".to_owned(),
+                    "Job has exceeded the specified maximal number of failed indexes".to_owned(),
+                ))
+            } else if failed > 0 && failed + completed.len() >= usize::try_from(limit).unwrap_or(0)
+            {
+                Some((
+                    "FailedIndexes".to_owned(),
+                    "Job has failed indexes".to_owned(),
+                ))
+            } else {
+                None
+            }
+        })
+        .filter(|_| !succeeded_before);
 
     if let Some((reason, message)) = failure {
         if ensure(
@@ -497,6 +629,8 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
                 reason: match reason.as_str() {
                     "PodFailurePolicy" => "PodFailurePolicy",
                     "DeadlineExceeded" => "DeadlineExceeded",
+                    "MaxFailedIndexesExceeded" => "MaxFailedIndexesExceeded",
+                    "FailedIndexes" => "FailedIndexes",
                     _ => "BackoffLimitExceeded",
                 },
                 message: message.clone(),
@@ -534,10 +668,32 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
     };
     let already_met = conditions
         .iter()
-        .any(|c| c.type_ == "SuccessCriteriaMet" && c.status == "True");
-    if done || already_met {
+        .find(|c| c.type_ == "SuccessCriteriaMet" && c.status == "True")
+        .map(|c| {
+            (
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            )
+        });
+    let policy_met = spec
+        .success_policy
+        .as_ref()
+        .filter(|_| indexed)
+        .and_then(|p| match_success_policy(p, limit, &completed));
+    let success = already_met
+        .clone()
+        .or_else(|| policy_met.clone().map(|m| ("SuccessPolicy".to_owned(), m)))
+        .or_else(|| {
+            done.then(|| {
+                (
+                    "CompletionsReached".to_owned(),
+                    "Reached expected number of succeeded pods".to_owned(),
+                )
+            })
+        });
+    if let Some((reason, message)) = success {
         // No new pods; the remaining ones are not needed (none remain in the usual case).
-        if completions.is_some() || already_met {
+        if completions.is_some() || already_met.is_some() || policy_met.is_some() {
             plan.delete = active
                 .iter()
                 .take(BURST)
@@ -546,21 +702,14 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
             active.clear();
         }
         if active.is_empty() {
-            let message = "Reached expected number of succeeded pods";
             ensure(
                 &mut conditions,
-                condition(
-                    "SuccessCriteriaMet",
-                    "True",
-                    "CompletionsReached",
-                    message,
-                    now,
-                ),
+                condition("SuccessCriteriaMet", "True", &reason, &message, now),
             );
             if terminating.is_empty() && plan.delete.is_empty() {
                 ensure(
                     &mut conditions,
-                    condition("Complete", "True", "CompletionsReached", message, now),
+                    condition("Complete", "True", &reason, &message, now),
                 );
                 status.completion_time = Some(Time(now));
                 plan.notes.push(Note {
@@ -632,11 +781,17 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
     if indexed {
         // Pods of indexes already done, out of range, or duplicated go first.
         let mut seen = BTreeSet::new();
-        let limit = completions.unwrap_or(0);
         let mut keep = Vec::new();
         for pod in active.drain(..) {
             match completion_index(pod) {
-                Some(i) if i < limit && !completed.contains(&i) && seen.insert(i) => keep.push(pod),
+                Some(i)
+                    if i < limit
+                        && !completed.contains(&i)
+                        && !failed_indexes.contains(&i)
+                        && seen.insert(i) =>
+                {
+                    keep.push(pod)
+                }
                 _ => plan.delete.push(pod.name_any_owned()),
             }
         }
@@ -651,6 +806,49 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
                 .take(BURST)
                 .map(|p| p.name_any_owned()),
         );
+    } else if active.len() < want && per_index.is_some() {
+        // Each index backs off after its own failures, and its next pod carries the count.
+        let running: BTreeSet<i32> = active.iter().filter_map(|p| completion_index(p)).collect();
+        let count = (want - active.len()).min(BURST);
+        let mut waiting: Option<Duration> = None;
+        let free = (0..limit).filter(|i| {
+            !completed.contains(i) && !failed_indexes.contains(i) && !running.contains(i)
+        });
+        for index in free {
+            if plan.create.len() == count {
+                break;
+            }
+            let (counts, remaining) = match last_failed.get(&index) {
+                Some(&(_, pod, counted)) => {
+                    let (failures, ignored) = index_failures(pod);
+                    let next = if counted {
+                        (failures.saturating_add(1), ignored)
+                    } else {
+                        (failures, ignored.saturating_add(1))
+                    };
+                    let total = u32::try_from(failures.saturating_add(ignored)).unwrap_or(0);
+                    (
+                        next,
+                        backoff_remaining(total.saturating_add(1), finished_at(pod), now_s),
+                    )
+                }
+                None => ((0, 0), Duration::ZERO),
+            };
+            if !remaining.is_zero() {
+                waiting = Some(waiting.map_or(remaining, |w| w.min(remaining)));
+                continue;
+            }
+            let mut pod = new_pod(job, Some(index));
+            let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
+            annotations.insert(INDEX_FAILURE_COUNT.into(), counts.0.to_string());
+            if counts.1 > 0 {
+                annotations.insert(INDEX_IGNORED_FAILURE_COUNT.into(), counts.1.to_string());
+            }
+            plan.create.push(pod);
+        }
+        if let Some(wait) = waiting {
+            plan.requeue = Some(plan.requeue.map_or(wait, |r| r.min(wait)));
+        }
     } else if active.len() < want {
         // Back-off after failures since the last success.
         let last_success = succeeded_pods.iter().map(|p| finished_at(p)).max();

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, PostParams},
     runtime::{
         Controller,
         controller::Action,
@@ -26,7 +26,6 @@ use kube::{
         watcher,
     },
 };
-use serde_json::json;
 
 use crate::{ApiContext, Result, is_status, pods};
 
@@ -37,8 +36,15 @@ struct Ctx {
 
 /// Runs the controller.
 pub async fn run(client: Client) -> anyhow::Result<()> {
-    let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default());
+    let jobs = controller.store();
+    let controller = controller.watches(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        crate::claim::owners_of(jobs, |job: &Job| {
+            crate::claim::selector_of(job.spec.as_ref()?.selector.as_ref()?)
+        }),
+    );
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -87,17 +93,27 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
     let Some(spec) = job.spec.as_ref() else {
         return Ok(Action::await_change());
     };
-    let selector = spec.selector.clone().unwrap_or_default();
-    let query = pods::selector_query(&selector, || format!("Job {namespace}/{name}"))?;
+    // The API server always sets a selector; without one only the Job's own pods count.
+    let selector = spec
+        .selector
+        .as_ref()
+        .map(|s| pods::parse_selector(s, || format!("Job {namespace}/{name}")))
+        .transpose()?;
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let owned: Vec<Pod> = pod_api
-        .list(&ListParams::default().labels(&query))
+    // Every pod of the namespace: orphans the selector matches are adopted, own pods it no
+    // longer matches released.
+    let candidates: Vec<Pod> = pod_api
+        .list(&ListParams::default())
         .await
         .action(|| format!("list the pods of Job {namespace}/{name}"))?
         .items
         .into_iter()
-        .filter(|p| pods::controlled_by(&p.metadata, &uid))
+        .filter(|p| selector.is_some() || pods::controlled_by(&p.metadata, &uid))
         .collect();
+    let owned = crate::claim::claim(&ctx.client, job.as_ref(), candidates, |p: &Pod| {
+        selector.as_ref().is_none_or(|s| s.matches(p.labels()))
+    })
+    .await?;
     let plan = decide::decide(&job, &owned, jiff::Timestamp::now());
 
     for pod in &plan.create {
@@ -140,16 +156,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
         }
     }
     if job.status.as_ref() != Some(&plan.status) {
-        Api::<Job>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": plan.status})),
-            )
-            .await
-            .map(drop)
-            .or_else(|e| if is_status(&e, 404) { Ok(()) } else { Err(e) })
-            .action(|| format!("update the status of Job {namespace}/{name}"))?;
+        crate::status::patch(&ctx.client, job.as_ref(), &plan.status).await?;
     }
     for note in plan.notes {
         record(

@@ -6,7 +6,7 @@ use k8s_openapi::{
         batch::v1::{
             Job, JobCondition, JobSpec, JobStatus, PodFailurePolicy,
             PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyOnPodConditionsPattern,
-            PodFailurePolicyRule,
+            PodFailurePolicyRule, SuccessPolicy, SuccessPolicyRule,
         },
         core::v1::{
             Container, ContainerState, ContainerStateTerminated, ContainerStatus, Pod,
@@ -284,9 +284,12 @@ fn index_sets() {
     for (text, formatted) in [
         ("", ""),
         ("0", "0"),
-        ("0,1", "0-1"),
+        // A run of two is written as two indexes, as Kubernetes writes it.
+        ("0,1", "0,1"),
+        ("0-1", "0,1"),
         ("1,3-5,7", "1,3-5,7"),
         ("5,4,3", "3-5"),
+        ("0-2,3", "0-3"),
     ] {
         assert_eq!(format_indexes(&parse_indexes(text)), formatted, "{text}");
     }
@@ -565,6 +568,239 @@ fn failure_target_is_kept_until_pods_are_gone() {
         vec![
             cond("FailureTarget", "BackoffLimitExceeded"),
             cond("Failed", "BackoffLimitExceeded")
+        ]
+    );
+}
+
+/// A failed pod of `index` whose annotations say `failures` earlier failures of its index.
+fn failed_of_index(name: &str, index: i32, failures: i32, finished: i64, exit: i32) -> Pod {
+    let mut p = pod(name, "Failed", Some(index), finished, exit);
+    p.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(INDEX_FAILURE_COUNT.into(), failures.to_string());
+    p
+}
+
+fn per_index(limit: i32, max_failed: Option<i32>) -> Job {
+    job(|s| {
+        s.completions = Some(3);
+        s.parallelism = Some(3);
+        s.completion_mode = Some("Indexed".into());
+        s.backoff_limit = None;
+        s.backoff_limit_per_index = Some(limit);
+        s.max_failed_indexes = max_failed;
+    })
+}
+
+fn created(plan: &Plan) -> Vec<(String, String)> {
+    plan.create
+        .iter()
+        .map(|p| {
+            let a = p.metadata.annotations.as_ref().unwrap();
+            (
+                a[COMPLETION_INDEX].clone(),
+                a.get(INDEX_FAILURE_COUNT).cloned().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn backoff_limit_per_index() {
+    // First pods carry a failure count of 0; failedIndexes is written (empty).
+    let plan = decide(&per_index(1, None), &[], now());
+    assert_eq!(
+        created(&plan),
+        [
+            ("0".into(), "0".into()),
+            ("1".into(), "0".into()),
+            ("2".into(), "0".into())
+        ]
+    );
+    assert_eq!(plan.status.failed_indexes.as_deref(), Some(""));
+
+    // Index 0 failed once (limit 1) long ago: it is retried with count 1; the Job does not
+    // fail although the Job-wide backoffLimit is unset.
+    let running = |i| pod(&format!("pi-{i}-r"), "Running", Some(i), 0, 0);
+    let first = failed_of_index("pi-0-a", 0, 0, NOW - 100, 1);
+    let plan = decide(
+        &per_index(1, None),
+        &[first.clone(), running(1), running(2)],
+        now(),
+    );
+    assert_eq!(created(&plan), [("0".into(), "1".into())]);
+    assert_eq!(plan.status.failed, Some(1));
+    assert_eq!(plan.status.failed_indexes.as_deref(), Some(""));
+
+    // Just failed: index 0 waits its own 10 s back-off.
+    let fresh = failed_of_index("pi-0-a", 0, 0, NOW - 3, 1);
+    let plan = decide(&per_index(1, None), &[fresh, running(1), running(2)], now());
+    assert!(plan.create.is_empty());
+    assert_eq!(plan.requeue, Some(Duration::from_secs(7)));
+
+    // Its retry failed too: index 0 is failed and not retried; the others run on.
+    let second = failed_of_index("pi-0-b", 0, 1, NOW - 50, 1);
+    let plan = decide(
+        &per_index(1, None),
+        &[first.clone(), second.clone(), running(1), running(2)],
+        now(),
+    );
+    assert!(plan.create.is_empty());
+    assert_eq!(plan.status.failed_indexes.as_deref(), Some("0"));
+    assert_eq!(plan.status.failed, Some(2));
+    assert!(!types(&plan).iter().any(|(t, _, _)| t == "FailureTarget"));
+
+    // ... and once 1 and 2 have succeeded, the Job fails for its failed index.
+    let done = |i| pod(&format!("pi-{i}-s"), "Succeeded", Some(i), NOW - 5, 0);
+    let plan = decide(
+        &per_index(1, None),
+        &[first.clone(), second.clone(), done(1), done(2)],
+        now(),
+    );
+    assert_eq!(
+        types(&plan),
+        [
+            cond("FailureTarget", "FailedIndexes"),
+            cond("Failed", "FailedIndexes")
+        ]
+    );
+    let failed = plan.status.conditions.as_ref().unwrap();
+    assert_eq!(failed[0].message.as_deref(), Some("Job has failed indexes"));
+    assert_eq!(plan.status.completed_indexes.as_deref(), Some("1,2"));
+    assert_eq!(plan.notes[0].reason, "FailedIndexes");
+
+    // maxFailedIndexes 0: the first failed index fails the Job, its running pods are deleted.
+    let plan = decide(
+        &per_index(1, Some(0)),
+        &[first, second, running(1), running(2)],
+        now(),
+    );
+    assert_eq!(
+        types(&plan),
+        [cond("FailureTarget", "MaxFailedIndexesExceeded")]
+    );
+    assert_eq!(
+        plan.status.conditions.as_ref().unwrap()[0]
+            .message
+            .as_deref(),
+        Some("Job has exceeded the specified maximal number of failed indexes")
+    );
+    assert_eq!(plan.delete, ["pi-1-r", "pi-2-r"]);
+
+    // A FailIndex rule fails the index at its first failure; an Ignore rule does not count
+    // (the replacement carries the ignored count instead).
+    let mut j = per_index(3, None);
+    j.spec.as_mut().unwrap().pod_failure_policy = Some(PodFailurePolicy {
+        rules: vec![
+            exit_rule("FailIndex", "In", vec![42]),
+            exit_rule("Ignore", "In", vec![7]),
+        ],
+    });
+    let plan = decide(
+        &j,
+        &[
+            failed_of_index("pi-0-a", 0, 0, NOW - 100, 42),
+            failed_of_index("pi-1-a", 1, 0, NOW - 100, 7),
+            running(2),
+        ],
+        now(),
+    );
+    assert_eq!(plan.status.failed_indexes.as_deref(), Some("0"));
+    assert_eq!(created(&plan), [("1".into(), "0".into())]);
+    assert_eq!(
+        plan.create[0].metadata.annotations.as_ref().unwrap()[INDEX_IGNORED_FAILURE_COUNT],
+        "1"
+    );
+}
+
+#[test]
+fn success_policy() {
+    let policy = |rules: Vec<(Option<&str>, Option<i32>)>| SuccessPolicy {
+        rules: rules
+            .into_iter()
+            .map(|(indexes, count)| SuccessPolicyRule {
+                succeeded_indexes: indexes.map(str::to_owned),
+                succeeded_count: count,
+            })
+            .collect(),
+    };
+    let set = |text: &str| parse_indexes(text);
+    let cases = [
+        // (rules, succeeded indexes, message)
+        (
+            vec![(Some("0-2"), None)],
+            "0-2,4-7",
+            Some("Matched rules at index 0"),
+        ),
+        (vec![(Some("3"), None)], "0-2", None),
+        (
+            vec![(None, Some(3))],
+            "0-2",
+            Some("Matched rules at index 0"),
+        ),
+        (vec![(None, Some(4))], "0-2", None),
+        (
+            vec![(Some("0-4"), Some(2))],
+            "1,3",
+            Some("Matched rules at index 0"),
+        ),
+        (vec![(Some("0-4"), Some(3))], "1,3,8", None),
+        // Indexes at or past completions (10) are not required.
+        (
+            vec![(Some("8-12"), None)],
+            "8,9",
+            Some("Matched rules at index 0"),
+        ),
+        (
+            vec![(Some("5"), None), (None, Some(1))],
+            "1",
+            Some("Matched rules at index 1"),
+        ),
+        (vec![(None, Some(1))], "", None),
+    ];
+    for (rules, succeeded, want) in cases {
+        assert_eq!(
+            match_success_policy(&policy(rules.clone()), 10, &set(succeeded)).as_deref(),
+            want,
+            "{rules:?} with {succeeded:?}"
+        );
+    }
+
+    // The Job: index 0 succeeded meets "succeededIndexes: 0"; the others are deleted, then the
+    // Job completes with reason SuccessPolicy.
+    let j = job(|s| {
+        s.completions = Some(3);
+        s.parallelism = Some(3);
+        s.completion_mode = Some("Indexed".into());
+        s.success_policy = Some(policy(vec![(Some("0"), None)]));
+    });
+    let pods = [
+        pod("pi-0-s", "Succeeded", Some(0), NOW - 5, 0),
+        pod("pi-1-r", "Running", Some(1), 0, 0),
+        pod("pi-2-r", "Running", Some(2), 0, 0),
+    ];
+    let plan = decide(&j, &pods, now());
+    assert_eq!(plan.delete, ["pi-1-r", "pi-2-r"]);
+    assert!(plan.create.is_empty());
+    assert_eq!(types(&plan), [cond("SuccessCriteriaMet", "SuccessPolicy")]);
+    let met = &plan.status.conditions.as_ref().unwrap()[0];
+    assert_eq!(met.message.as_deref(), Some("Matched rules at index 0"));
+    // The deleted pods end as failed: not counted, and the Job completes all the same.
+    let mut killed = pod("pi-1-r", "Failed", Some(1), NOW - 1, 137);
+    killed.metadata.deletion_timestamp = Some(at(NOW - 2));
+    let plan = decide(
+        &with_status(j.clone(), plan.status),
+        &[pods[0].clone(), killed],
+        now(),
+    );
+    assert_eq!(plan.status.failed, Some(0));
+    let plan = decide(&with_status(j, plan.status), &pods[..1], now());
+    assert_eq!(
+        types(&plan),
+        [
+            cond("SuccessCriteriaMet", "SuccessPolicy"),
+            cond("Complete", "SuccessPolicy")
         ]
     );
 }

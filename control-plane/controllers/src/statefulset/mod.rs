@@ -36,8 +36,20 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     let controller = Controller::new(
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    );
+    let sets = controller.store();
+    let selector = |set: &StatefulSet| crate::claim::selector_of(&set.spec.as_ref()?.selector);
+    let controller = controller
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default(),
+            crate::claim::owners_of(sets.clone(), selector),
+        )
+        .watches(
+            Api::<ControllerRevision>::all(client.clone()),
+            watcher::Config::default(),
+            crate::claim::owners_of(sets, selector),
+        );
     let ctx = Arc::new(Ctx { client });
     crate::drive("statefulset", controller.run(reconcile, crate::retry, ctx)).await;
     Ok(())
@@ -213,31 +225,41 @@ async fn sync_claim_owners(
 async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
     let namespace = set.namespace().unwrap_or_default();
     let name = set.name_any();
-    let uid = set.metadata.uid.clone().unwrap_or_default();
     let Some(spec) = set.spec.as_ref() else {
         return Ok(Action::await_change());
     };
-    let query = pods::selector_query(&spec.selector, || describe(&set))?;
+    let selector = pods::parse_selector(&spec.selector, || describe(&set))?;
+    // Every revision and pod of the namespace: orphans the selector matches (pods only with
+    // this set's names, `<set>-<ordinal>`) are adopted, own ones it no longer matches released.
     let revision_api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &namespace);
-    let existing: Vec<ControllerRevision> = revision_api
-        .list(&ListParams::default().labels(&query))
+    let candidates = revision_api
+        .list(&ListParams::default())
         .await
         .action(|| format!("list the ControllerRevisions of {}", describe(&set)))?
-        .items
-        .into_iter()
-        .filter(|r| pods::controlled_by(&r.metadata, &uid))
-        .collect();
+        .items;
+    let existing = crate::claim::claim(
+        &ctx.client,
+        set.as_ref(),
+        candidates,
+        |r: &ControllerRevision| selector.matches(r.labels()),
+    )
+    .await?;
     let (current, update, collision_count) = revisions(&revision_api, &set, &existing).await?;
 
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let owned: Vec<Pod> = pod_api
-        .list(&ListParams::default().labels(&query))
+    let candidates = pod_api
+        .list(&ListParams::default())
         .await
         .action(|| format!("list the pods of {}", describe(&set)))?
-        .items
-        .into_iter()
-        .filter(|p| pods::controlled_by(&p.metadata, &uid))
-        .collect();
+        .items;
+    let owned = crate::claim::claim(&ctx.client, set.as_ref(), candidates, |p: &Pod| {
+        selector.matches(p.labels())
+            && p.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| plan::ordinal_of(&name, n).is_some())
+    })
+    .await?;
     let now = jiff::Timestamp::now().as_second();
     let plan = plan::decide(&set, &current, &update, collision_count, &owned, now);
 
@@ -322,16 +344,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
     }
 
     if set.status.as_ref() != Some(&plan.status) {
-        Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": plan.status})),
-            )
-            .await
-            .map(drop)
-            .or_else(|e| if is_status(&e, 404) { Ok(()) } else { Err(e) })
-            .action(|| format!("update the status of {}", describe(&set)))?;
+        crate::status::patch(&ctx.client, set.as_ref(), &plan.status).await?;
     }
     if plan.waiting_for_available {
         return Ok(Action::requeue(Duration::from_secs(1)));
