@@ -49,6 +49,13 @@ use nix::{
 pub const CONTROL_PLANE: &str = "keelson-control-plane";
 /// The node agent's binary name.
 pub const NODE_AGENT: &str = "keelson-node-agent";
+
+/// `--eviction-hard` for agents on a shared host (the test suite, `cargo xtask up`): the
+/// kubelet's memory threshold, but no disk thresholds, as kind configures its nodes. The disk
+/// is the host's, filled by builds and other users, so its free share says nothing about the
+/// node's pods, and a `DiskPressure` taint would keep every pod Pending.
+pub const SHARED_HOST_EVICTION_HARD: &str =
+    "memory.available<100Mi,nodefs.available<0%,nodefs.inodesFree<0%,imagefs.available<0%,imagefs.inodesFree<0%";
 const ETCD: &str = "/usr/bin/etcd";
 const KUBECTL_IMAGE: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 const STATE_FILE: &str = "cluster.state";
@@ -793,6 +800,7 @@ impl Cluster {
             // The suite shares one Docker daemon: no image garbage collection unless a test
             // opts in with `--image-gc-high-threshold` in `agent_args`.
             .env("KEELSON_IMAGE_GC_HIGH_THRESHOLD", "100")
+            .env("KEELSON_EVICTION_HARD", SHARED_HOST_EVICTION_HARD)
             .env("RUST_LOG", "info");
         let child = cmd
             .spawn()

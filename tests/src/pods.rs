@@ -238,6 +238,10 @@ impl PodAgent {
             // The suite shares one Docker daemon: no image garbage collection unless a test
             // opts in with `--image-gc-high-threshold`.
             .env("KEELSON_IMAGE_GC_HIGH_THRESHOLD", "100")
+            .env(
+                "KEELSON_EVICTION_HARD",
+                keelson_testbed::SHARED_HOST_EVICTION_HARD,
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

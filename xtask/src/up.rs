@@ -337,6 +337,11 @@ fn start(
         .args(["--node-name", &node])
         .arg("--data-dir")
         .arg(data_dir.join("agent"))
+        // The host's disk is shared with everything else on it: no disk-pressure eviction.
+        .env(
+            "KEELSON_EVICTION_HARD",
+            keelson_testbed::SHARED_HOST_EVICTION_HARD,
+        )
         .env("RUST_LOG", "info")
         .spawn()
         .context("cannot start keelson-node-agent")?;

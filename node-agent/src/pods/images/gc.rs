@@ -7,6 +7,11 @@
 //! sandbox image. A high threshold of 100 turns collection off. When not enough could be
 //! freed, the node gets a Warning event `FreeDiskSpaceFailed`.
 //!
+//! One difference from the kubelet, whose container runtime belongs to it alone: the Docker
+//! daemon keelson uses is often the host's own, holding images that are none of the node's
+//! business. So only images some pod container of this node was created from (seen while the
+//! agent runs) are ever removed; images other users pulled are never touched.
+//!
 //! Sources: kubernetes `pkg/kubelet/images/image_gc_manager.go` (`GarbageCollect`,
 //! `freeSpace`, `detectImages`, `byLastUsedAndDetected`, the event wording),
 //! `pkg/kubelet/apis/config/v1beta1/defaults.go` (the defaults),
@@ -107,6 +112,8 @@ struct Record {
     first_detected: Timestamp,
     last_used: Timestamp,
     size: i64,
+    /// A pod container of this node was created from it (only those are collected).
+    ours: bool,
 }
 
 /// When each image was first seen and last used, across passes.
@@ -126,6 +133,7 @@ impl Tracker {
                 first_detected: now,
                 last_used: Timestamp::UNIX_EPOCH,
                 size: image.size,
+                ours: false,
             });
             record.size = image.size;
             if in_use.contains(&image.id) {
@@ -134,7 +142,15 @@ impl Tracker {
         }
     }
 
-    /// The images to remove at `now` to free `bytes`: those not used now, not `pinned` and
+    /// Marks the images pod containers of this node were created from as the node's own (for
+    /// as long as the image exists): only those are ever chosen.
+    pub fn claim(&mut self, used_by_pods: &HashSet<String>) {
+        for (id, record) in &mut self.records {
+            record.ours |= used_by_pods.contains(id);
+        }
+    }
+
+    /// The images to remove at `now` to free `bytes`: the node's own, not used now, not `pinned` and
     /// seen for at least the minimum age, least recently used first (ties: first detected
     /// first), until their sizes add up to `bytes`. Also returns what they add up to.
     pub fn choose(
@@ -147,7 +163,7 @@ impl Tracker {
         let mut candidates: Vec<(&String, &Record)> = self
             .records
             .iter()
-            .filter(|(id, r)| r.last_used < now && !pinned.contains(*id))
+            .filter(|(id, r)| r.ours && r.last_used < now && !pinned.contains(*id))
             .filter(|(_, r)| now.duration_since(r.first_detected).unsigned_abs() >= minimum_age)
             .collect();
         candidates.sort_by(|(a_id, a), (b_id, b)| {
@@ -176,6 +192,8 @@ pub(crate) trait ImageStore {
     async fn images(&self) -> Result<Vec<Image>, String>;
     /// The ids of images some container (running or not) was created from.
     async fn in_use(&self) -> Result<HashSet<String>, String>;
+    /// The ids of images this node's pod containers (running or not) were created from.
+    async fn used_by_pods(&self) -> Result<HashSet<String>, String>;
     /// The ids of images never removed (the sandbox image).
     async fn pinned(&self) -> HashSet<String>;
     /// Removes an image (each of its names, then what is left).
@@ -218,6 +236,7 @@ pub(crate) async fn collect<S: ImageStore>(
     let images = store.images().await?;
     let in_use = store.in_use().await?;
     tracker.detect(&images, &in_use, now);
+    tracker.claim(&store.used_by_pods().await?);
     let Some((capacity, available)) = store.filesystem() else {
         return Ok(Outcome::default());
     };
@@ -255,6 +274,8 @@ pub(crate) struct Docker<'a> {
     pub root: &'a std::path::Path,
     /// The sandbox image (pinned).
     pub sandbox_image: &'a str,
+    /// The node's name (its pod containers carry it as a label).
+    pub node: &'a str,
 }
 
 impl ImageStore for Docker<'_> {
@@ -281,6 +302,21 @@ impl ImageStore for Docker<'_> {
     async fn in_use(&self) -> Result<HashSet<String>, String> {
         let options = bollard::query_parameters::ListContainersOptions {
             all: true,
+            ..Default::default()
+        };
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(list.into_iter().filter_map(|c| c.image_id).collect())
+    }
+
+    async fn used_by_pods(&self) -> Result<HashSet<String>, String> {
+        let label = format!("{}={}", crate::pods::runtime::LABEL_NODE, self.node);
+        let options = bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_owned(), vec![label])])),
             ..Default::default()
         };
         let list = self
@@ -352,6 +388,7 @@ pub async fn run(
             docker: &docker,
             root: &root,
             sandbox_image: &ctx.config.sandbox_image,
+            node: &ctx.config.node_name,
         };
         match collect(&store, &mut tracker, &policy, Timestamp::now()).await {
             Ok(outcome) => {

@@ -69,12 +69,14 @@ fn unused_images_go_least_recently_used_first_and_young_or_pinned_ones_stay() {
     // At 0 everything is seen; "recent" and "busy" are in use.
     let used: HashSet<String> = ["recent", "busy"].map(String::from).into();
     tracker.detect(&all, &used, at(0));
+    tracker.claim(&all.iter().map(|i| i.id.clone()).collect());
     // At 60 "busy" is still used; "young" appears.
     let young = image("young", GB);
     let mut later = all.to_vec();
     later.push(young);
     let busy: HashSet<String> = ["busy".to_owned()].into();
     tracker.detect(&later, &busy, at(60));
+    tracker.claim(&["young".to_owned()].into());
     let pinned: HashSet<String> = ["pause".to_owned()].into();
     let min_age = Duration::from_secs(120);
 
@@ -105,6 +107,8 @@ struct Fake {
     available: RefCell<i64>,
     refuse: HashSet<String>,
     removed: RefCell<Vec<String>>,
+    /// Images this node's pods used (`None`: every image).
+    used_by_pods: Option<HashSet<String>>,
 }
 
 impl ImageStore for Fake {
@@ -113,6 +117,10 @@ impl ImageStore for Fake {
     }
     async fn in_use(&self) -> Result<HashSet<String>, String> {
         Ok(self.in_use.clone())
+    }
+    async fn used_by_pods(&self) -> Result<HashSet<String>, String> {
+        let all = self.images.borrow().iter().map(|i| i.id.clone()).collect();
+        Ok(self.used_by_pods.clone().unwrap_or(all))
     }
     async fn pinned(&self) -> HashSet<String> {
         ["pause".to_owned()].into()
@@ -145,6 +153,7 @@ fn fake(available: i64) -> Fake {
         available: RefCell::new(available),
         refuse: HashSet::new(),
         removed: RefCell::new(Vec::new()),
+        used_by_pods: None,
     }
 }
 
@@ -203,4 +212,17 @@ fn a_refused_removal_is_skipped_and_the_pass_goes_on() {
     let outcome = block_on(collect(&idle, &mut tracker, &policy, at(3600))).expect("pass");
     assert_eq!(outcome, Outcome::default());
     assert!(idle.removed.borrow().is_empty());
+}
+
+#[test]
+fn images_no_pod_of_the_node_used_are_never_collected() {
+    // The daemon is shared: "a" is someone else's, however old and unused.
+    let mut store = fake(10 * GB);
+    store.used_by_pods = Some(["b".to_owned(), "c".to_owned()].into());
+    let mut tracker = Tracker::default();
+    let policy = Policy::default();
+    block_on(collect(&store, &mut tracker, &policy, at(0))).expect("pass");
+    let outcome = block_on(collect(&store, &mut tracker, &policy, at(3600))).expect("pass");
+    assert!(!outcome.removed.contains(&"a".to_owned()), "{outcome:?}");
+    assert!(store.images.borrow().iter().any(|i| i.id == "a"));
 }
