@@ -54,8 +54,7 @@ pub const NODE_AGENT: &str = "keelson-node-agent";
 /// kubelet's memory threshold, but no disk thresholds, as kind configures its nodes. The disk
 /// is the host's, filled by builds and other users, so its free share says nothing about the
 /// node's pods, and a `DiskPressure` taint would keep every pod Pending.
-pub const SHARED_HOST_EVICTION_HARD: &str =
-    "memory.available<100Mi,nodefs.available<0%,nodefs.inodesFree<0%,imagefs.available<0%,imagefs.inodesFree<0%";
+pub const SHARED_HOST_EVICTION_HARD: &str = "memory.available<100Mi,nodefs.available<0%,nodefs.inodesFree<0%,imagefs.available<0%,imagefs.inodesFree<0%";
 const ETCD: &str = "/usr/bin/etcd";
 const KUBECTL_IMAGE: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 const STATE_FILE: &str = "cluster.state";
