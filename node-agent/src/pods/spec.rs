@@ -77,18 +77,7 @@ impl Sources {
         &mut self,
         name: &str,
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ConfigError> {
-        Ok(self.config_map(name).await?.map(|cm| {
-            let mut data: BTreeMap<String, Vec<u8>> = cm
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect();
-            for (k, v) in cm.binary_data.unwrap_or_default() {
-                data.insert(k, v.0);
-            }
-            data
-        }))
+        Ok(self.config_map(name).await?.map(config_map_bytes))
     }
 
     /// The data of Secret `name`.
@@ -435,6 +424,20 @@ pub fn resources(container: &Container) -> (Option<i64>, Option<i64>, Option<i64
         .map(|q| (q.milli_value().saturating_mul(1024) / 1000).max(2));
     let memory = limit("memory").map(|q| q.value());
     (nano_cpus, shares, memory)
+}
+
+/// A ConfigMap's keys as file contents: `data` as UTF-8 bytes, `binaryData` beside it.
+pub fn config_map_bytes(cm: k8s_openapi::api::core::v1::ConfigMap) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = cm
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    for (k, v) in cm.binary_data.unwrap_or_default() {
+        data.insert(k, v.0);
+    }
+    data
 }
 
 #[cfg(test)]

@@ -458,16 +458,7 @@ fn current_tokens(volume: &Volume, target: &Path) -> BTreeMap<usize, Vec<u8>> {
 /// ConfigMap data as volume files (`binaryData` beside `data`).
 fn config_map_known(cm: ConfigMap) -> (Known, bool) {
     let immutable = cm.immutable == Some(true);
-    let mut data: ObjectData = cm
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.into_bytes()))
-        .collect();
-    for (k, v) in cm.binary_data.unwrap_or_default() {
-        data.insert(k, v.0);
-    }
-    (Known::Present(data), immutable)
+    (Known::Present(super::spec::config_map_bytes(cm)), immutable)
 }
 
 /// Secret data as volume files.
