@@ -21,13 +21,62 @@ use kube::{
 };
 use serde_json::json;
 
+/// Why a pod's claim has no directory on this node (the kubelet's wording, for `FailedMount`
+/// events).
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// The claim is not bound yet.
+    #[error(
+        "PVC {namespace}/{name} has non-bound phase (\"{phase}\") or empty \
+         pvc.Spec.VolumeName (\"{volume}\")"
+    )]
+    NotBound {
+        /// The claim's namespace.
+        namespace: String,
+        /// The claim's name.
+        name: String,
+        /// Its phase.
+        phase: String,
+        /// Its `spec.volumeName`.
+        volume: String,
+    },
+    /// The claim or its volume does not exist.
+    #[error("{resource} \"{name}\" not found")]
+    NotFound {
+        /// `persistentvolumeclaims` or `persistentvolumes`.
+        resource: &'static str,
+        /// The object's name.
+        name: String,
+    },
+    /// The volume is of a kind the agent does not mount.
+    #[error("volume \"{0}\" is of a kind keelson does not mount (hostPath and local are)")]
+    Unsupported(String),
+    /// Reading the claim or the volume failed.
+    #[error("getting {resource} \"{name}\"")]
+    Api {
+        /// `persistentvolumeclaim` or `persistentvolume`.
+        resource: &'static str,
+        /// The object's name.
+        name: String,
+        /// The API's answer.
+        #[source]
+        source: kube::Error,
+    },
+    /// The directory could not be created.
+    #[error("creating {}", .0.display())]
+    Create(PathBuf, #[source] std::io::Error),
+    /// A pre-existing volume's directory is missing.
+    #[error("path {} does not exist", .0.display())]
+    Missing(PathBuf),
+}
+
 /// Where a claim's volume is on this node (pure): the bound volume's hostPath or local path,
 /// whether the agent creates it (a local-path or `DirectoryOrCreate` volume), or why the
 /// claim cannot be mounted (the kubelet's wording).
 pub fn volume_path(
     claim: &PersistentVolumeClaim,
     volume: Option<&PersistentVolume>,
-) -> Result<(PathBuf, bool), String> {
+) -> Result<(PathBuf, bool), ClaimError> {
     let namespace = claim.metadata.namespace.as_deref().unwrap_or_default();
     let name = claim.metadata.name.as_deref().unwrap_or_default();
     let phase = claim
@@ -41,13 +90,18 @@ pub fn volume_path(
         .and_then(|s| s.volume_name.as_deref())
         .unwrap_or("");
     if phase != "Bound" || volume_name.is_empty() {
-        return Err(format!(
-            "PVC {namespace}/{name} has non-bound phase (\"{phase}\") or empty \
-             pvc.Spec.VolumeName (\"{volume_name}\")"
-        ));
+        return Err(ClaimError::NotBound {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            phase: phase.to_owned(),
+            volume: volume_name.to_owned(),
+        });
     }
     let Some(volume) = volume else {
-        return Err(format!("persistentvolumes \"{volume_name}\" not found"));
+        return Err(ClaimError::NotFound {
+            resource: "persistentvolumes",
+            name: volume_name.to_owned(),
+        });
     };
     let spec = volume.spec.as_ref();
     let provisioned = st::annotation(&volume.metadata.annotations, ANN_PROVISIONED_BY)
@@ -59,34 +113,47 @@ pub fn volume_path(
     if let Some(local) = spec.and_then(|s| s.local.as_ref()) {
         return Ok((PathBuf::from(&local.path), false));
     }
-    Err(format!(
-        "volume \"{volume_name}\" is of a kind keelson does not mount (hostPath and local are)"
-    ))
+    Err(ClaimError::Unsupported(volume_name.to_owned()))
 }
 
 /// The host directory of the pod's claim `claim` in `namespace`, created if it is a
 /// local-path (or `DirectoryOrCreate`) volume.
-pub async fn claim_dir(client: &Client, namespace: &str, claim: &str) -> Result<PathBuf, String> {
+pub async fn claim_dir(
+    client: &Client,
+    namespace: &str,
+    claim: &str,
+) -> Result<PathBuf, ClaimError> {
     let found = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
         .get_opt(claim)
         .await
-        .map_err(|e| format!("getting persistentvolumeclaim \"{claim}\": {e}"))?
-        .ok_or_else(|| format!("persistentvolumeclaim \"{claim}\" not found"))?;
+        .map_err(|source| ClaimError::Api {
+            resource: "persistentvolumeclaim",
+            name: claim.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| ClaimError::NotFound {
+            resource: "persistentvolumeclaims",
+            name: claim.to_owned(),
+        })?;
     let volume = match found.spec.as_ref().and_then(|s| s.volume_name.as_deref()) {
         Some(name) if !name.is_empty() => Api::<PersistentVolume>::all(client.clone())
             .get_opt(name)
             .await
-            .map_err(|e| format!("getting persistentvolume \"{name}\": {e}"))?,
+            .map_err(|source| ClaimError::Api {
+                resource: "persistentvolume",
+                name: name.to_owned(),
+                source,
+            })?,
         _ => None,
     };
     let (path, create) = volume_path(&found, volume.as_ref())?;
     if create && !path.is_dir() {
         std::fs::create_dir_all(&path)
             .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)))
-            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+            .map_err(|e| ClaimError::Create(path.clone(), e))?;
         tracing::info!(path = %path.display(), claim = %format!("{namespace}/{claim}"), "created the volume directory");
     } else if !path.exists() {
-        return Err(format!("path {} does not exist", path.display()));
+        return Err(ClaimError::Missing(path));
     }
     Ok(path)
 }
@@ -246,7 +313,7 @@ mod tests {
             "metadata": {"name": "data", "namespace": "default"}, "status": {"phase": "Pending"},
         }));
         assert_eq!(
-            volume_path(&pending, None),
+            volume_path(&pending, None).map_err(|e| e.to_string()),
             Err(
                 "PVC default/data has non-bound phase (\"Pending\") or empty \
                  pvc.Spec.VolumeName (\"\")"
@@ -254,11 +321,11 @@ mod tests {
             )
         );
         assert_eq!(
-            volume_path(&bound, None),
+            volume_path(&bound, None).map_err(|e| e.to_string()),
             Err("persistentvolumes \"pvc-1\" not found".to_owned())
         );
         assert_eq!(
-            volume_path(&bound, Some(&volume(json!({})))),
+            volume_path(&bound, Some(&volume(json!({})))).map_err(|e| e.to_string()),
             Ok((
                 PathBuf::from("/var/lib/keelson/storage/pvc-1_default_data"),
                 true
@@ -269,7 +336,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            volume_path(&bound, Some(&local)),
+            volume_path(&bound, Some(&local)).map_err(|e| e.to_string()),
             Ok((PathBuf::from("/mnt/disk"), false))
         );
     }

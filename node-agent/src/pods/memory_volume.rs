@@ -81,7 +81,7 @@ fn mountinfo() -> String {
 
 /// Mounts a tmpfs of `size` bytes on `dir` unless one is mounted there already (an agent
 /// restart keeps the pod's data).
-pub fn mount(dir: &Path, size: u64) -> Result<(), String> {
+pub fn mount(dir: &Path, size: u64) -> Result<(), super::volume_error::MountError> {
     if mounts_under(&mountinfo(), dir).iter().any(|p| p == dir) {
         return Ok(());
     }
@@ -94,7 +94,11 @@ pub fn mount(dir: &Path, size: u64) -> Result<(), String> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(options.as_str()),
     )
-    .map_err(|e| format!("mounting a tmpfs of {size} bytes on {}: {e}", dir.display()))
+    .map_err(|source| super::volume_error::MountError::Tmpfs {
+        size,
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 /// Unmounts every mount below `dir` (a pod's directory before it is removed).

@@ -59,10 +59,20 @@ pub enum MountError {
     /// Writing the volume's files failed.
     #[error(transparent)]
     Write(#[from] AtomicWriteError),
-    /// An emptyDir with `medium: Memory` could not be mounted, or a claim's directory found
-    /// (their modules report a message).
-    #[error("{0}")]
-    Other(String),
+    /// An emptyDir with `medium: Memory` could not be mounted.
+    #[error("mounting a tmpfs of {size} bytes on {}", path.display())]
+    Tmpfs {
+        /// Its size limit.
+        size: u64,
+        /// Where.
+        path: PathBuf,
+        /// The kernel's answer.
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// A claim's directory could not be found or made.
+    #[error(transparent)]
+    Claim(#[from] super::local_path::ClaimError),
     /// Several sources of one volume failed (Kubernetes' aggregate text `[a, b]`).
     #[error("[{}]", .0.iter().map(|e| crate::error_chain(e)).collect::<Vec<_>>().join(", "))]
     Several(Vec<MountError>),

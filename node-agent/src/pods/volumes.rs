@@ -60,7 +60,7 @@ async fn prepare_one(
                 inputs.pod,
                 super::memory_volume::node_memory(),
             );
-            super::memory_volume::mount(&dir, size).map_err(MountError::Other)?;
+            super::memory_volume::mount(&dir, size)?;
         }
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
             .map_err(io("chmod", &dir))?;
@@ -129,7 +129,7 @@ async fn prepare_one(
         super::local_path::claim_dir(inputs.client, namespace, &claim.claim_name)
             .await
             .map(Some)
-            .map_err(MountError::Other)
+            .map_err(MountError::from)
     } else {
         Ok(None)
     }

@@ -24,6 +24,8 @@ use std::{
 
 use k8s_openapi::jiff::Timestamp;
 
+use crate::pods::runtime::RuntimeError;
+
 /// `imageGCHighThresholdPercent`'s default.
 pub const DEFAULT_HIGH_THRESHOLD: u8 = 85;
 /// `imageGCLowThresholdPercent`'s default.
@@ -189,15 +191,15 @@ impl Tracker {
 /// What image garbage collection needs of the container runtime.
 pub(crate) trait ImageStore {
     /// The images.
-    async fn images(&self) -> Result<Vec<Image>, String>;
+    async fn images(&self) -> Result<Vec<Image>, RuntimeError>;
     /// The ids of images some container (running or not) was created from.
-    async fn in_use(&self) -> Result<HashSet<String>, String>;
+    async fn in_use(&self) -> Result<HashSet<String>, RuntimeError>;
     /// The ids of images this node's pod containers (running or not) were created from.
-    async fn used_by_pods(&self) -> Result<HashSet<String>, String>;
+    async fn used_by_pods(&self) -> Result<HashSet<String>, RuntimeError>;
     /// The ids of images never removed (the sandbox image).
     async fn pinned(&self) -> HashSet<String>;
     /// Removes an image (each of its names, then what is left).
-    async fn remove(&self, image: &Image) -> Result<(), String>;
+    async fn remove(&self, image: &Image) -> Result<(), RuntimeError>;
     /// The image filesystem's capacity and available bytes.
     fn filesystem(&self) -> Option<(i64, i64)>;
 }
@@ -232,7 +234,7 @@ pub(crate) async fn collect<S: ImageStore>(
     tracker: &mut Tracker,
     policy: &Policy,
     now: Timestamp,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, RuntimeError> {
     let images = store.images().await?;
     let in_use = store.in_use().await?;
     tracker.detect(&images, &in_use, now);
@@ -260,7 +262,10 @@ pub(crate) async fn collect<S: ImageStore>(
                 outcome.removed.push(id.clone());
                 tracker.forget(&id);
             }
-            Err(error) => tracing::warn!(image = %id, %error, "removing an unused image"),
+            Err(error) => {
+                let error = crate::error_chain(&error);
+                tracing::warn!(image = %id, %error, "removing an unused image");
+            }
         }
     }
     Ok(outcome)
@@ -279,12 +284,15 @@ pub(crate) struct Docker<'a> {
 }
 
 impl ImageStore for Docker<'_> {
-    async fn images(&self) -> Result<Vec<Image>, String> {
+    async fn images(&self) -> Result<Vec<Image>, RuntimeError> {
         let list = self
             .docker
             .list_images(Some(bollard::query_parameters::ListImagesOptions::default()))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| RuntimeError::Docker {
+                what: "listing images".into(),
+                source,
+            })?;
         Ok(list
             .into_iter()
             .map(|i| Image {
@@ -299,7 +307,7 @@ impl ImageStore for Docker<'_> {
             .collect())
     }
 
-    async fn in_use(&self) -> Result<HashSet<String>, String> {
+    async fn in_use(&self) -> Result<HashSet<String>, RuntimeError> {
         let options = bollard::query_parameters::ListContainersOptions {
             all: true,
             ..Default::default()
@@ -308,11 +316,14 @@ impl ImageStore for Docker<'_> {
             .docker
             .list_containers(Some(options))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| RuntimeError::Docker {
+                what: "listing containers".into(),
+                source,
+            })?;
         Ok(list.into_iter().filter_map(|c| c.image_id).collect())
     }
 
-    async fn used_by_pods(&self) -> Result<HashSet<String>, String> {
+    async fn used_by_pods(&self) -> Result<HashSet<String>, RuntimeError> {
         let label = format!("{}={}", crate::pods::runtime::LABEL_NODE, self.node);
         let options = bollard::query_parameters::ListContainersOptions {
             all: true,
@@ -323,7 +334,10 @@ impl ImageStore for Docker<'_> {
             .docker
             .list_containers(Some(options))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| RuntimeError::Docker {
+                what: "listing the node's containers".into(),
+                source,
+            })?;
         Ok(list.into_iter().filter_map(|c| c.image_id).collect())
     }
 
@@ -337,7 +351,7 @@ impl ImageStore for Docker<'_> {
             .collect()
     }
 
-    async fn remove(&self, image: &Image) -> Result<(), String> {
+    async fn remove(&self, image: &Image) -> Result<(), RuntimeError> {
         // Never forced: Docker refuses to remove what a container still uses.
         let names: Vec<&str> = if image.tags.is_empty() {
             vec![image.id.as_str()]
@@ -352,7 +366,10 @@ impl ImageStore for Docker<'_> {
                     None,
                 )
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|source| RuntimeError::Docker {
+                    what: "removing an image".into(),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -397,7 +414,10 @@ pub async fn run(
                     node_event(&ctx, "FreeDiskSpaceFailed", message);
                 }
             }
-            Err(error) => tracing::warn!(%error, "image garbage collection: listing images"),
+            Err(error) => {
+                let error = crate::error_chain(&error);
+                tracing::warn!(%error, "image garbage collection");
+            }
         }
     }
 }

@@ -112,22 +112,27 @@ struct Fake {
 }
 
 impl ImageStore for Fake {
-    async fn images(&self) -> Result<Vec<Image>, String> {
+    async fn images(&self) -> Result<Vec<Image>, RuntimeError> {
         Ok(self.images.borrow().clone())
     }
-    async fn in_use(&self) -> Result<HashSet<String>, String> {
+    async fn in_use(&self) -> Result<HashSet<String>, RuntimeError> {
         Ok(self.in_use.clone())
     }
-    async fn used_by_pods(&self) -> Result<HashSet<String>, String> {
+    async fn used_by_pods(&self) -> Result<HashSet<String>, RuntimeError> {
         let all = self.images.borrow().iter().map(|i| i.id.clone()).collect();
         Ok(self.used_by_pods.clone().unwrap_or(all))
     }
     async fn pinned(&self) -> HashSet<String> {
         ["pause".to_owned()].into()
     }
-    async fn remove(&self, image: &Image) -> Result<(), String> {
+    async fn remove(&self, image: &Image) -> Result<(), RuntimeError> {
         if self.refuse.contains(&image.id) {
-            return Err("conflict: unable to remove repository reference".into());
+            return Err(RuntimeError::Engine(
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409,
+                    message: "conflict: unable to remove repository reference".into(),
+                },
+            ));
         }
         self.images.borrow_mut().retain(|i| i.id != image.id);
         *self.available.borrow_mut() += image.size;
