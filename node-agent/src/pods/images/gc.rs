@@ -283,6 +283,29 @@ pub(crate) struct Docker<'a> {
     pub node: &'a str,
 }
 
+impl Docker<'_> {
+    /// The images of the containers (running or not) carrying `label`, or of all of them.
+    async fn container_images(
+        &self,
+        label: Option<String>,
+    ) -> Result<HashSet<String>, RuntimeError> {
+        let options = bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: label.map(|label| HashMap::from([("label".to_owned(), vec![label])])),
+            ..Default::default()
+        };
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|source| RuntimeError::Docker {
+                what: "listing containers".into(),
+                source,
+            })?;
+        Ok(list.into_iter().filter_map(|c| c.image_id).collect())
+    }
+}
+
 impl ImageStore for Docker<'_> {
     async fn images(&self) -> Result<Vec<Image>, RuntimeError> {
         let list = self
@@ -308,37 +331,12 @@ impl ImageStore for Docker<'_> {
     }
 
     async fn in_use(&self) -> Result<HashSet<String>, RuntimeError> {
-        let options = bollard::query_parameters::ListContainersOptions {
-            all: true,
-            ..Default::default()
-        };
-        let list = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|source| RuntimeError::Docker {
-                what: "listing containers".into(),
-                source,
-            })?;
-        Ok(list.into_iter().filter_map(|c| c.image_id).collect())
+        self.container_images(None).await
     }
 
     async fn used_by_pods(&self) -> Result<HashSet<String>, RuntimeError> {
         let label = format!("{}={}", crate::pods::runtime::LABEL_NODE, self.node);
-        let options = bollard::query_parameters::ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([("label".to_owned(), vec![label])])),
-            ..Default::default()
-        };
-        let list = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|source| RuntimeError::Docker {
-                what: "listing the node's containers".into(),
-                source,
-            })?;
-        Ok(list.into_iter().filter_map(|c| c.image_id).collect())
+        self.container_images(Some(label)).await
     }
 
     async fn pinned(&self) -> HashSet<String> {
