@@ -242,6 +242,16 @@ async fn security_context_oom_and_image_archives_behave_as_the_kubelet() {
         "{t:?}"
     );
     assert_eq!(oom.status.and_then(|s| s.phase).as_deref(), Some("Failed"));
+    // The kernel's own record, which covers a kill Docker's flag misses (one in the first
+    // milliseconds of a container on cgroup v1, as this `dd` is).
+    let oom_id = t.container_id.as_deref().unwrap_or_default();
+    let oom_id = oom_id.trim_start_matches("docker://");
+    let log = agent.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("the kernel OOM-killed a process") && l.contains(oom_id)),
+        "the agent did not read the kernel's OOM kill of {oom_id} from /dev/kmsg:\n{log}"
+    );
 
     // A read-only root: the emptyDir takes writes, `/` does not.
     let ro = wait_pod(&pods, "readonly", timeout, &agent, "readonly ends", ended).await;

@@ -476,6 +476,7 @@ impl Kubelet {
             .await
             .map_err(|e| anyhow::anyhow!(error_chain(&e)))?
             .with_cgroup_parent(settings.cgroup_parent.clone());
+        runtime.watch_kernel_oom_kills();
         let docker = runtime.docker().clone();
         let endpoint = match settings.kubelet_listen {
             Some(addr) => {

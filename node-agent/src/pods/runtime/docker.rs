@@ -2,7 +2,7 @@
 //! agent finds (and after a restart adopts) them, images pulled with the pod's credentials,
 //! exec for probes and hooks.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bollard::{
@@ -20,7 +20,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::{
     ContainerRuntime, Details, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_NAME,
     LABEL_POD_NAMESPACE, LABEL_POD_UID, LABEL_ROLE, LogOptions, LogStream, Observed, PULL_LIMIT,
-    RuntimeError, split_image,
+    RuntimeError, oom::OomLog, split_image,
 };
 
 fn docker_error(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> RuntimeError {
@@ -90,6 +90,8 @@ pub struct DockerRuntime {
     node: String,
     /// Docker's `HostConfig.cgroup_parent` for every container created (`--cgroup-parent`).
     cgroup_parent: Option<String>,
+    /// OOM kills Docker's flag missed (see [`super::oom`]).
+    ooms: Arc<OomLog>,
 }
 
 impl DockerRuntime {
@@ -107,7 +109,17 @@ impl DockerRuntime {
             docker,
             node: node.to_owned(),
             cgroup_parent: None,
+            ooms: Arc::default(),
         })
+    }
+
+    /// Reads the kernel's OOM-kill records from now on, so an OOM kill Docker's flag missed
+    /// still shows as `OOMKilled`; without `/dev/kmsg` Docker's flag and events are all.
+    pub fn watch_kernel_oom_kills(&self) {
+        if let Err(e) = super::oom::watch_kernel_log(self.ooms.clone()) {
+            tracing::warn!(error = %e, "cannot read /dev/kmsg: OOM kills are known from Docker \
+                only, which misses those in a container's first milliseconds");
+        }
     }
 
     /// Creates every container under `cgroup_parent` (Docker's `--cgroup-parent`); `None`
@@ -266,11 +278,23 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn inspect(&self, id: &str) -> Result<Details, RuntimeError> {
-        self.docker
+        let inspect = self
+            .docker
             .inspect_container(id, None)
             .await
-            .map(|i| Details::from(&i))
-            .map_err(docker_error(format!("inspecting container {id}")))
+            .map_err(docker_error(format!("inspecting container {id}")))?;
+        let mut details = Details::from(&inspect);
+        if !details.running && !details.oom_killed {
+            let full = inspect.id.as_deref().unwrap_or(id);
+            // Killed by a signal 9 a moment ago: the OOM record may still be on its way.
+            let wait = if details.exit_code == 137 {
+                super::oom::late_record_wait(details.finished_at, Timestamp::now())
+            } else {
+                Duration::ZERO
+            };
+            details.oom_killed = self.ooms.wait_for(full, wait).await;
+        }
+        Ok(details)
     }
 
     async fn run(
@@ -347,7 +371,10 @@ impl ContainerRuntime for DockerRuntime {
             link: false,
         };
         match self.docker.remove_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.ooms.forget(id);
+                Ok(())
+            }
             Err(e) if is_not_found(&e) => Ok(()),
             Err(source) => Err(RuntimeError::Docker {
                 what: format!("removing container {id}"),
@@ -452,6 +479,11 @@ impl ContainerRuntime for DockerRuntime {
             let mut events = Box::pin(self.docker.events(Some(options)));
             while let Some(event) = events.next().await {
                 let Ok(event) = event else { break };
+                if event.action.as_deref() == Some("oom")
+                    && let Some(id) = event.actor.as_ref().and_then(|a| a.id.as_deref())
+                {
+                    self.ooms.record(id);
+                }
                 let uid = event
                     .actor
                     .and_then(|a| a.attributes)

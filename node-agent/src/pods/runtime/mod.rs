@@ -15,6 +15,7 @@
 mod docker;
 #[cfg(test)]
 pub mod fake;
+mod oom;
 
 use std::{collections::HashMap, fmt, pin::Pin, time::Duration};
 
