@@ -23,6 +23,9 @@ use super::{
     RuntimeError, oom::OomLog, split_image,
 };
 
+/// The longest a `die` event waits for the container list to show the exit.
+const SETTLE_LIMIT: Duration = Duration::from_secs(2);
+
 fn docker_error(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> RuntimeError {
     let what = what.into();
     move |source| RuntimeError::Docker { what, source }
@@ -132,6 +135,33 @@ impl DockerRuntime {
     /// The Docker client (the engine's root directory, image archives loaded at start).
     pub fn docker(&self) -> &Docker {
         &self.docker
+    }
+
+    /// Waits (up to [`SETTLE_LIMIT`]) until the container list shows container `id` no
+    /// longer running. Docker sends `die` before it updates the view the list reads
+    /// (`handleContainerExit` logs the event, then checkpoints the container), so a worker
+    /// woken by the event could list an ended init container as running and sleep until its
+    /// next resync: the 10 s tail of pod start-up the `pods` bench measured.
+    async fn settle_exit(&self, id: &str) {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("id".to_owned(), vec![id.to_owned()])])),
+            ..ListContainersOptions::default()
+        };
+        let deadline = tokio::time::Instant::now() + SETTLE_LIMIT;
+        loop {
+            let still_running = match self.docker.list_containers(Some(options.clone())).await {
+                Ok(list) => list
+                    .iter()
+                    .filter_map(observed)
+                    .any(|(_, c)| c.id == id && c.running),
+                Err(_) => false,
+            };
+            if !still_running || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn list_labelled(
@@ -484,14 +514,22 @@ impl ContainerRuntime for DockerRuntime {
                 {
                     self.ooms.record(id);
                 }
+                let id = event.actor.as_ref().and_then(|a| a.id.clone());
                 let uid = event
                     .actor
                     .and_then(|a| a.attributes)
                     .and_then(|mut a| a.remove(LABEL_POD_UID));
-                if let Some(uid) = uid
-                    && tx.send(uid).is_err()
-                {
-                    return;
+                let Some(uid) = uid else { continue };
+                match id {
+                    Some(id) if event.action.as_deref() == Some("die") => {
+                        let (runtime, tx) = (self.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            runtime.settle_exit(&id).await;
+                            let _ = tx.send(uid);
+                        });
+                    }
+                    _ if tx.send(uid).is_err() => return,
+                    _ => {}
                 }
             }
             if tx.is_closed() {

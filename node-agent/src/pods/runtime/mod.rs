@@ -219,7 +219,8 @@ pub trait ContainerRuntime: Send + Sync + fmt::Debug {
     fn logs(&self, id: &str, options: LogOptions) -> LogStream;
 
     /// Sends the pod uid of every container of this node that starts, ends or is OOM-killed to
-    /// `tx`; runs until `tx` closes.
+    /// `tx`, once the list calls show the change (a worker woken by an end must not list the
+    /// container as still running); runs until `tx` closes.
     async fn forward_events(&self, tx: tokio::sync::mpsc::UnboundedSender<String>);
 }
 
