@@ -2,6 +2,7 @@
 //! capacity, addresses, labels and conditions (its status written only when it changes, or every
 //! five minutes), and the node's Lease in `kube-node-lease` renewed every 10 s.
 
+pub mod admission;
 pub mod eviction;
 pub mod pressure;
 

@@ -173,7 +173,7 @@ fn decimal(mut n: i64) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pid_pressure_evicts_the_lowest_priority_pod_first() {
+async fn pid_pressure_evicts_the_lowest_priority_pod_first_and_refuses_new_pods() {
     let pid_max: i64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .expect("pid_max")
         .trim()
@@ -182,14 +182,15 @@ async fn pid_pressure_evicts_the_lowest_priority_pod_first() {
     // Every process running takes from pid_max: the threshold is always crossed.
     let threshold = format!("pid.available<{pid_max}");
     let plane = ControlPlane::start_with(&["--controllers", "all,-nodeipam"]);
-    let agent = PodAgent::start(&plane, &["--eviction-hard", &threshold]);
+    // Started without the threshold: a node under pressure refuses new pods, so the two
+    // to evict must run before it is.
+    let mut agent = PodAgent::start(&plane, &[]);
     let kubectl = Kubectl::new(33, &plane);
     let client = plane.client().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let nodes: Api<Node> = Api::all(client);
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = &agent.node;
-    // One apply: both pods reach the agent together, before an eviction pass sees one alone.
+    let node = &agent.node.clone();
     apply(
         &kubectl,
         dir.path(),
@@ -219,6 +220,20 @@ spec:
 "
         ),
     );
+    for name in ["low", "high"] {
+        wait_pod(
+            &pods,
+            name,
+            Duration::from_secs(60),
+            &agent,
+            "runs",
+            is_ready,
+        )
+        .await;
+    }
+    // Restarted with the threshold, the agent keeps the pods it runs (admitted once) and
+    // evicts one per pass.
+    agent.restart_with(&["--eviction-hard", &threshold]);
     let low = wait_pod(
         &pods,
         "low",
@@ -287,6 +302,53 @@ spec:
         "both pods went in one pass ({:?} apart)",
         low_evicted.elapsed()
     );
-    kubectl.run(&["delete", "pod", "low", "high", "--timeout=60s"]);
+    // A new pod is refused, as the kubelet's admission does under pressure: never run,
+    // `Failed`/`Evicted` with the condition named, and a Warning event.
+    apply(
+        &kubectl,
+        dir.path(),
+        "late.yaml",
+        &format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: late, namespace: default}}
+spec:
+  nodeName: {node}
+  containers:
+  - {{name: app, image: keelson/busybox:1, command: [sleep, '3600']}}
+"
+        ),
+    );
+    let late = wait_pod(
+        &pods,
+        "late",
+        Duration::from_secs(30),
+        &agent,
+        "the new pod is refused",
+        is_evicted,
+    )
+    .await;
+    assert_eq!(
+        message(&late),
+        "Pod was rejected: The node had condition: [PIDPressure]. "
+    );
+    assert!(
+        pod_containers(&uid(&late)).is_empty(),
+        "a refused pod runs nothing"
+    );
+    let events: Api<Event> = Api::namespaced(plane.client().await, "default");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let refused = eviction_events(&events, "late").await;
+        if refused
+            .iter()
+            .any(|e| e.message.as_deref() == Some("The node had condition: [PIDPressure]. "))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no Evicted event: {refused:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    kubectl.run(&["delete", "pod", "low", "high", "late", "--timeout=60s"]);
     agent.assert_no_leaks();
 }

@@ -589,6 +589,13 @@ pub async fn run(
     loop {
         ticker.tick().await;
         let observed = super::pressure::observe(&settings.nodefs, &settings.imagefs);
+        ctx.pressures.set(
+            super::pressure::conditions(&observed, &settings.hard)
+                .iter()
+                .filter(|(_, holds, ..)| *holds)
+                .map(|(condition, ..)| *condition)
+                .collect(),
+        );
         let met = thresholds_met(
             &settings.hard,
             &settings.minimum_reclaim,

@@ -145,6 +145,32 @@ pub(super) fn handle(
     }
 }
 
+/// Refuses a pod the node has not started (node pressure, [`crate::node::admission`]): it is
+/// not run, and is reported `Failed`, reason `Evicted`, with a Warning event, as the kubelet's
+/// `rejectPod` does.
+pub(super) fn reject(ctx: &Arc<Ctx>, pod: Pod, message: String) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    ctx.evicted.insert(&uid);
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let namespace = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        tracing::warn!(pod = %format!("{namespace}/{name}"), %message, "pod rejected");
+        super::worker::post_pod_warning(&ctx, &pod, &uid, REASON, message.clone());
+        let status = serde_json::json!({"status": {
+            "phase": "Failed",
+            "reason": REASON,
+            "message": format!("{}{message}", crate::node::admission::REJECTED),
+            "qosClass": super::status::qos_class(&pod),
+        }});
+        write_status(&ctx, &namespace, &name, &Patch::Merge(status)).await;
+    });
+}
+
 /// The status of an evicted pod: `Failed`, reason `Evicted`, the message, not ready, the
 /// `DisruptionTarget` condition, and running containers shown terminated by the kill.
 pub fn evicted_status(pod: &Pod, message: &str, now: Timestamp) -> PodStatus {
@@ -222,11 +248,14 @@ async fn report(ctx: &Ctx, pod: &Pod, uid: &str, message: String) {
         .filter(|p| p.metadata.uid.as_deref() == Some(uid));
     let status = evicted_status(current.as_ref().unwrap_or(pod), &message, Timestamp::now());
     let patch = Patch::Merge(serde_json::json!({ "status": status }));
+    write_status(ctx, &namespace, &name, &patch).await;
+}
+
+/// Patches pod `name`'s status, retrying a few times (a deleted pod needs none).
+async fn write_status(ctx: &Ctx, namespace: &str, name: &str, patch: &Patch<serde_json::Value>) {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     for attempt in 0..5u32 {
-        match api
-            .patch_status(&name, &PatchParams::default(), &patch)
-            .await
-        {
+        match api.patch_status(name, &PatchParams::default(), patch).await {
             Ok(_) => return,
             Err(kube::Error::Api(s)) if s.code == 404 => return,
             Err(error) => {

@@ -158,6 +158,8 @@ pub struct Ctx {
     pub host_ports: Arc<crate::datapath::lb::HostPorts>,
     /// Pods this agent evicted (their workers are not started again).
     pub evicted: evict::Evicted,
+    /// The node's pressure conditions, for admitting new pods.
+    pub pressures: crate::node::admission::Pressures,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -260,6 +262,12 @@ fn dispatch(ctx: &Arc<Ctx>, workers: &mut HashMap<String, WorkerHandle>, pod: Po
             *current = Some(pod);
             wake
         });
+        return;
+    }
+    if crate::node::admission::is_new(&pod)
+        && let Some(message) = crate::node::admission::refusal(&ctx.pressures.get(), &pod)
+    {
+        evict::reject(ctx, pod, message);
         return;
     }
     let (tx, rx) = watch::channel(Some(pod));
@@ -591,6 +599,7 @@ impl Kubelet {
                 services: Arc::default(),
                 host_ports: Arc::default(),
                 evicted: evict::Evicted::default(),
+                pressures: Default::default(),
             }),
             endpoint,
             node,

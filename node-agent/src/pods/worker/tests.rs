@@ -94,6 +94,7 @@ impl Harness {
             services: Arc::default(),
             host_ports: Arc::default(),
             evicted: Default::default(),
+            pressures: Default::default(),
         });
         ctx.services.mark_listed();
         let mut pod = Pod::default();
