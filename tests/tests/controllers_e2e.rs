@@ -609,6 +609,64 @@ async fn deployments_spread_roll_over_and_scale() {
         "{described}"
     );
     assert!(described.contains("FailedScheduling"), "{described}");
+
+    // An orphan ReplicaSet its selector matches (by the ReplicaSet's own labels, which apps/v1
+    // does not default from the template) is adopted, then rolled over as an old one.
+    apply(
+        &kubectl,
+        &plane,
+        r#"apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: stray, namespace: default, labels: {app: adopt}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: adopt}}
+  template:
+    metadata: {labels: {app: adopt}}
+    spec: {containers: [{name: c, image: busybox}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: adopt, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: adopt}}
+  template:
+    metadata: {labels: {app: adopt}}
+    spec: {containers: [{name: c, image: busybox, env: [{name: V, value: "2"}]}]}
+"#,
+    );
+    let status = kubectl.run(&["rollout", "status", "deployment/adopt", "--timeout=60s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let adopter = deployments.get("adopt").await.expect("deployment");
+    let stray = eventually(
+        "the stray ReplicaSet adopted and scaled to 0",
+        Duration::from_secs(30),
+        &plane,
+        || {
+            let sets = sets.clone();
+            async move {
+                let rs = sets.get("stray").await.ok()?;
+                (rs.spec.as_ref().and_then(|s| s.replicas) == Some(0)).then_some(rs)
+            }
+        },
+    )
+    .await;
+    let owner = stray
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| (r.kind.clone(), r.name.clone(), r.uid.clone()));
+    assert_eq!(
+        owner,
+        Some((
+            "Deployment".to_owned(),
+            "adopt".to_owned(),
+            adopter.metadata.uid.clone().unwrap_or_default()
+        ))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,10 +37,15 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     let controller = Controller::new(
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .owns(
+    );
+    let deployments = controller.store();
+    // Its ReplicaSets, and orphans its selector matches (adopted, as kube's controller does).
+    let controller = controller.watches(
         Api::<ReplicaSet>::all(client.clone()),
         watcher::Config::default(),
+        crate::claim::owners_of(deployments, |d: &Deployment| {
+            crate::claim::selector_of(&d.spec.as_ref()?.selector)
+        }),
     );
     let ctx = Arc::new(Ctx { client });
     crate::drive("deployment", controller.run(reconcile, crate::retry, ctx)).await;
@@ -175,7 +180,6 @@ fn condition(type_: &str, status: bool, reason: &str, message: String) -> Deploy
 async fn reconcile(deployment: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action> {
     let namespace = deployment.namespace().unwrap_or_default();
     let name = deployment.name_any();
-    let uid = deployment.metadata.uid.clone().unwrap_or_default();
     let Some(spec) = deployment.spec.as_ref() else {
         return Ok(Action::await_change());
     };
@@ -183,15 +187,21 @@ async fn reconcile(deployment: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action>
         return Ok(Action::await_change());
     }
     let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &namespace);
-    let query = pods::selector_query(&spec.selector, || format!("Deployment {namespace}/{name}"))?;
-    let mut owned: Vec<ReplicaSet> = rs_api
-        .list(&ListParams::default().labels(&query))
+    // Refuses a selector Kubernetes would refuse, with the Deployment named.
+    pods::selector_query(&spec.selector, || format!("Deployment {namespace}/{name}"))?;
+    let selector = crate::claim::selector_of(&spec.selector);
+    // Every ReplicaSet of the namespace: orphans that match are adopted, owned ones that no
+    // longer match are released (kube's `ClaimReplicaSets`).
+    let candidates = rs_api
+        .list(&ListParams::default())
         .await
         .action(|| format!("list the ReplicaSets of Deployment {namespace}/{name}"))?
-        .items
-        .into_iter()
-        .filter(|rs| pods::controlled_by(&rs.metadata, &uid))
-        .collect();
+        .items;
+    let mut owned: Vec<ReplicaSet> =
+        crate::claim::claim(&ctx.client, deployment.as_ref(), candidates, |rs| {
+            selector.as_ref().is_some_and(|s| s.matches(rs.labels()))
+        })
+        .await?;
     owned.sort_by_key(|rs| {
         (
             revision(rs),
