@@ -42,31 +42,99 @@ impl std::fmt::Display for ApiServer {
     }
 }
 
+/// Why `--api-servers` was refused or no API server could be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum FailoverError {
+    /// Not a URL at all.
+    #[error("{text:?} is not a URL like https://10.0.0.1:6443")]
+    NotAUrl {
+        /// What was given.
+        text: String,
+        /// Why it does not parse.
+        #[source]
+        source: hyper::http::uri::InvalidUri,
+    },
+    /// A URL of another scheme than https.
+    #[error("{text:?} is not an https:// URL (the API is served over HTTPS)")]
+    NotHttps {
+        /// What was given.
+        text: String,
+    },
+    /// A URL without a host.
+    #[error("{text:?} names no host")]
+    NoHost {
+        /// What was given.
+        text: String,
+    },
+    /// A URL with `user:password@`.
+    #[error("{text:?} must not carry credentials")]
+    Credentials {
+        /// What was given.
+        text: String,
+    },
+    /// A URL with a path or a query.
+    #[error("{text:?} has a path or query: give only https://HOST[:PORT]")]
+    PathOrQuery {
+        /// What was given.
+        text: String,
+    },
+    /// A port that is not a number in 1..=65535.
+    #[error("{text:?} has no valid port number")]
+    BadPort {
+        /// What was given.
+        text: String,
+    },
+    /// No server accepted a connection: each one's failure, in the order tried.
+    #[error("{}", .0.iter().map(|e| crate::error_chain(e)).collect::<Vec<_>>().join("; "))]
+    NoServer(Vec<ConnectError>),
+    /// The proxy's own address did not make a URL.
+    #[error("the proxy's URL")]
+    ProxyUrl(#[source] hyper::http::uri::InvalidUri),
+}
+
+/// Why one API server did not accept a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The connection failed.
+    #[error("{server}")]
+    Refused {
+        /// The server.
+        server: ApiServer,
+        /// The system's answer.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No answer within [`CONNECT_TIMEOUT`].
+    #[error("{server}: no connection within {CONNECT_TIMEOUT:?}")]
+    Timeout {
+        /// The server.
+        server: ApiServer,
+    },
+}
+
 /// Parses one `--api-servers` URL: `https://HOST[:PORT]` (no path, no credentials).
-pub fn parse_server(text: &str) -> Result<ApiServer, String> {
-    let uri: hyper::Uri = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a URL like https://10.0.0.1:6443: {e}"))?;
+pub fn parse_server(text: &str) -> Result<ApiServer, FailoverError> {
+    let given = || text.to_owned();
+    let uri: hyper::Uri = text.parse().map_err(|source| FailoverError::NotAUrl {
+        text: given(),
+        source,
+    })?;
     if uri.scheme_str() != Some("https") {
-        return Err(format!(
-            "{text:?} is not an https:// URL (the API is served over HTTPS)"
-        ));
+        return Err(FailoverError::NotHttps { text: given() });
     }
     let authority = uri
         .authority()
-        .ok_or_else(|| format!("{text:?} names no host"))?;
+        .ok_or_else(|| FailoverError::NoHost { text: given() })?;
     if authority.as_str().contains('@') {
-        return Err(format!("{text:?} must not carry credentials"));
+        return Err(FailoverError::Credentials { text: given() });
     }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(format!(
-            "{text:?} has a path or query: give only https://HOST[:PORT]"
-        ));
+        return Err(FailoverError::PathOrQuery { text: given() });
     }
     let raw_host = authority.host();
     let host = raw_host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
-        return Err(format!("{text:?} names no host"));
+        return Err(FailoverError::NoHost { text: given() });
     }
     let port = match authority.as_str().get(raw_host.len()..).unwrap_or_default() {
         "" => 443,
@@ -74,7 +142,7 @@ pub fn parse_server(text: &str) -> Result<ApiServer, String> {
             .strip_prefix(':')
             .and_then(|p| p.parse::<u16>().ok())
             .filter(|p| *p != 0)
-            .ok_or_else(|| format!("{text:?} has no valid port number"))?,
+            .ok_or_else(|| FailoverError::BadPort { text: given() })?,
     };
     Ok(ApiServer {
         url: text.to_owned(),
@@ -99,7 +167,7 @@ struct Servers {
 impl Servers {
     /// Connects to the first server in [`try_order`] from the last good one that accepts
     /// within [`CONNECT_TIMEOUT`]; it becomes the last good one.
-    async fn connect(&self) -> Result<(usize, TcpStream), String> {
+    async fn connect(&self) -> Result<(usize, TcpStream), FailoverError> {
         let start = self.last_good.load(Ordering::Relaxed);
         let mut failures = Vec::new();
         for index in try_order(start, self.list.len()) {
@@ -117,13 +185,16 @@ impl Servers {
                     }
                     return Ok((index, stream));
                 }
-                Ok(Err(error)) => failures.push(format!("{server}: {error}")),
-                Err(_) => failures.push(format!(
-                    "{server}: no connection within {CONNECT_TIMEOUT:?}"
-                )),
+                Ok(Err(source)) => failures.push(ConnectError::Refused {
+                    server: server.clone(),
+                    source,
+                }),
+                Err(_) => failures.push(ConnectError::Timeout {
+                    server: server.clone(),
+                }),
             }
         }
-        Err(failures.join("; "))
+        Err(FailoverError::NoServer(failures))
     }
 }
 
@@ -183,7 +254,10 @@ async fn relay(mut client: TcpStream, servers: Arc<Servers>) {
 
 /// `config` pointed at the proxy: `https://127.0.0.1:<port>` with the kubeconfig's path, the
 /// cluster CA and credentials unchanged.
-pub fn through_proxy(mut config: kube::Config, proxy: Proxy) -> Result<kube::Config, String> {
+pub fn through_proxy(
+    mut config: kube::Config,
+    proxy: Proxy,
+) -> Result<kube::Config, FailoverError> {
     let path = config
         .cluster_url
         .path_and_query()
@@ -191,7 +265,7 @@ pub fn through_proxy(mut config: kube::Config, proxy: Proxy) -> Result<kube::Con
         .to_owned();
     config.cluster_url = format!("https://{}{path}", proxy.listen)
         .parse()
-        .map_err(|e| format!("the proxy's URL: {e}"))?;
+        .map_err(FailoverError::ProxyUrl)?;
     Ok(config)
 }
 
@@ -221,9 +295,34 @@ mod tests {
             ("", "is not a URL"),
         ] {
             let error = parse_server(text).expect_err(text);
+            let error = crate::error_chain(&error);
             assert!(error.contains(cause), "{text}: {error}");
             assert!(!error.contains('\n'), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn a_url_that_does_not_parse_says_why_and_failed_connections_are_listed() {
+        let error = parse_server("https://a b").expect_err("a space");
+        assert_eq!(
+            crate::Chained::new(&error).to_string(),
+            "\"https://a b\" is not a URL like https://10.0.0.1:6443: invalid uri character"
+        );
+        let server = |url| parse_server(url).expect("URL");
+        let none = FailoverError::NoServer(vec![
+            ConnectError::Refused {
+                server: server("https://10.0.0.1:6443"),
+                source: std::io::Error::from_raw_os_error(libc::ECONNREFUSED),
+            },
+            ConnectError::Timeout {
+                server: server("https://10.0.0.2:6443"),
+            },
+        ]);
+        assert_eq!(
+            none.to_string(),
+            "https://10.0.0.1:6443: Connection refused (os error 111); \
+             https://10.0.0.2:6443: no connection within 1s"
+        );
     }
 
     #[test]

@@ -145,7 +145,10 @@ pub(crate) fn check_capabilities() -> bool {
     let capabilities = match probe::Capabilities::probe() {
         Ok(capabilities) => capabilities,
         Err(error) => {
-            println!("kernel capabilities not probed: {error}");
+            println!(
+                "kernel capabilities not probed: {}",
+                keelson_node_agent::error_chain(&error)
+            );
             return true;
         }
     };

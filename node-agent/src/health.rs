@@ -59,15 +59,34 @@ impl Signals {
     }
 }
 
+/// Why the `node` check fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseError {
+    /// No Lease was renewed since the agent started.
+    #[error("the Node is not registered (no Lease renewed yet)")]
+    NotRegistered,
+    /// The last renewal is older than the lease duration.
+    #[error(
+        "the node Lease was last renewed {}s ago (lease duration {}s)",
+        .age.as_secs(),
+        .lease_duration.as_secs()
+    )]
+    Expired {
+        /// Time since the last renewal.
+        age: Duration,
+        /// The Lease's duration.
+        lease_duration: Duration,
+    },
+}
+
 /// Whether a Lease renewed `age` ago (`None`: never) is recent enough for `lease_duration`.
-pub fn lease_check(age: Option<Duration>, lease_duration: Duration) -> Result<(), String> {
+pub fn lease_check(age: Option<Duration>, lease_duration: Duration) -> Result<(), LeaseError> {
     match age {
-        None => Err("the Node is not registered (no Lease renewed yet)".to_owned()),
-        Some(age) if age > lease_duration => Err(format!(
-            "the node Lease was last renewed {}s ago (lease duration {}s)",
-            age.as_secs(),
-            lease_duration.as_secs()
-        )),
+        None => Err(LeaseError::NotRegistered),
+        Some(age) if age > lease_duration => Err(LeaseError::Expired {
+            age,
+            lease_duration,
+        }),
         Some(_) => Ok(()),
     }
 }
@@ -107,7 +126,8 @@ pub fn checks(pin_dir: PathBuf, docker_socket: String, lease_duration: Duration)
         }
     });
     health.add("node", Scope::Ready, move || {
-        let answer = lease_check(SIGNALS.lease_age(), lease_duration);
+        let answer =
+            lease_check(SIGNALS.lease_age(), lease_duration).map_err(|error| error.to_string());
         async move { answer }
     });
     health
@@ -120,13 +140,14 @@ mod tests {
     #[test]
     fn the_node_check_wants_a_lease_renewed_within_its_duration() {
         let duration = Duration::from_secs(40);
+        let check = |age| lease_check(age, duration).map_err(|e| e.to_string());
         assert_eq!(
-            lease_check(None, duration),
+            check(None),
             Err("the Node is not registered (no Lease renewed yet)".to_owned())
         );
-        assert_eq!(lease_check(Some(Duration::from_secs(10)), duration), Ok(()));
+        assert_eq!(check(Some(Duration::from_secs(10))), Ok(()));
         assert_eq!(
-            lease_check(Some(Duration::from_secs(55)), duration),
+            check(Some(Duration::from_secs(55))),
             Err("the node Lease was last renewed 55s ago (lease duration 40s)".to_owned())
         );
     }

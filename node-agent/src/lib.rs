@@ -25,3 +25,23 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// An error whose text is a whole chain ([`error_chain`]), for interfaces that print only an
+/// error's own `Display`: clap prints a value parser's error without its sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chained(String);
+
+impl Chained {
+    /// `error` and its sources.
+    pub fn new(error: &dyn std::error::Error) -> Self {
+        Self(error_chain(error))
+    }
+}
+
+impl std::fmt::Display for Chained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Chained {}

@@ -67,7 +67,7 @@ struct RunArgs {
     /// kubeconfig's server: the agent relays its API connections through 127.0.0.1 to the
     /// first that accepts, starting from the last that worked.
     #[arg(long, env = "KEELSON_API_SERVERS", value_delimiter = ',', value_name = "URL",
-          value_parser = keelson_node_agent::api_failover::parse_server)]
+          value_parser = api_server)]
     api_servers: Vec<keelson_node_agent::api_failover::ApiServer>,
     /// cgroup2 directory whose sockets are load-balanced: `auto` for the host's cgroup2 root
     /// (`/sys/fs/cgroup` on pure cgroup v2, `/sys/fs/cgroup/unified` on a hybrid hierarchy).
@@ -321,13 +321,32 @@ impl PinArgs {
     }
 }
 
+/// A switch flag's value that is neither `on` nor `off`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is neither `on` nor `off`")]
+struct NotOnOff {
+    /// What was given.
+    value: String,
+}
+
 /// `on`/`off` (a YAML config file may also give a boolean).
-fn on_off(value: &str) -> Result<bool, String> {
+fn on_off(value: &str) -> Result<bool, NotOnOff> {
     match value {
         "on" | "true" => Ok(true),
         "off" | "false" => Ok(false),
-        other => Err(format!("{other:?} is neither `on` nor `off`")),
+        other => Err(NotOnOff {
+            value: other.to_owned(),
+        }),
     }
+}
+
+/// One `--api-servers` URL. clap prints only the error's own text, so its causes are folded
+/// in (a URL that does not parse says why).
+fn api_server(
+    text: &str,
+) -> Result<keelson_node_agent::api_failover::ApiServer, keelson_node_agent::Chained> {
+    keelson_node_agent::api_failover::parse_server(text)
+        .map_err(|e| keelson_node_agent::Chained::new(&e))
 }
 
 fn default_node_name() -> String {
@@ -639,7 +658,8 @@ async fn api_failover(
         .map_err(|e| anyhow::anyhow!("--api-servers: starting the failover proxy: {e}"))?;
     tracing::info!(servers = ?servers.iter().map(ToString::to_string).collect::<Vec<_>>(),
         proxy = %proxy.listen, "API connections fail over between --api-servers");
-    api_failover::through_proxy(config, proxy).map_err(|e| anyhow::anyhow!("--api-servers: {e}"))
+    api_failover::through_proxy(config, proxy)
+        .map_err(|e| anyhow::anyhow!("--api-servers: {}", error_chain(&e)))
 }
 
 /// Probes the kernel and plans around it: a [`keelson_node_agent::probe::Refusal`] when it
@@ -649,7 +669,8 @@ fn kernel_plan(
     uplinks: &[String],
 ) -> anyhow::Result<keelson_node_agent::probe::Plan> {
     use keelson_node_agent::probe;
-    let capabilities = probe::Capabilities::probe().map_err(|e| anyhow::anyhow!(e))?;
+    let capabilities =
+        probe::Capabilities::probe().map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
     let wanted = probe::Wanted {
         routing_bpf: args.routing_bpf,
         tunnel: args.routing == routing::RoutingMode::Tunnel,

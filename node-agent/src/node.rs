@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod eviction;
 pub mod pressure;
+mod threshold_error;
 
 use std::{
     collections::BTreeMap,
@@ -27,6 +28,8 @@ use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
 };
+
+use crate::pods::runtime::RuntimeError;
 
 /// How long a Lease is valid without renewal, by default (the kubelet's
 /// `--node-lease-duration-seconds`); it is renewed every quarter of that.
@@ -207,7 +210,7 @@ fn condition(kind: &str, status: bool, reason: &str, message: &str) -> NodeCondi
 }
 
 /// The Node status for the current host state (without timestamps).
-fn desired_status(config: &NodeConfig, runtime: &Result<String, String>) -> NodeStatus {
+fn desired_status(config: &NodeConfig, runtime: &Result<String, RuntimeError>) -> NodeStatus {
     let capacity = capacity(config.max_pods);
     let ready = match runtime {
         Ok(_) => condition(
@@ -314,7 +317,7 @@ fn comparable(status: &NodeStatus) -> serde_json::Value {
 pub async fn register(
     client: &Client,
     config: &NodeConfig,
-    runtime: &Result<String, String>,
+    runtime: &Result<String, RuntimeError>,
 ) -> Result<Node, NodeError> {
     let nodes: Api<Node> = Api::all(client.clone());
     let existing = nodes
@@ -369,7 +372,7 @@ pub async fn register(
 pub async fn register_with_retry(
     client: &Client,
     config: &NodeConfig,
-    runtime: &Result<String, String>,
+    runtime: &Result<String, RuntimeError>,
     patience: std::time::Duration,
 ) -> Result<Node, NodeError> {
     let deadline = tokio::time::Instant::now() + patience;
@@ -418,7 +421,7 @@ pub async fn heartbeat<F, Fut>(
 ) -> anyhow::Result<()>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<String, String>>,
+    Fut: std::future::Future<Output = Result<String, RuntimeError>>,
 {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
@@ -585,9 +588,18 @@ mod tests {
             ready(&first).last_transition_time,
             ready(&second).last_transition_time
         );
-        let down = desired_status(&config, &Err("no socket".into()));
+        let down = desired_status(
+            &config,
+            &Err(RuntimeError::Engine(
+                bollard::errors::Error::SocketNotFoundError("/run/docker.sock".into()),
+            )),
+        );
         assert_ne!(comparable(&first), comparable(&down));
         assert_eq!(ready(&down).status, "False");
+        assert_eq!(
+            ready(&down).message.as_deref(),
+            Some("container runtime is down: Socket not found: /run/docker.sock")
+        );
         assert_eq!(
             labels("n1")
                 .get("kubernetes.io/hostname")

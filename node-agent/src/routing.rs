@@ -61,14 +61,24 @@ pub enum RoutingMode {
     Tunnel,
 }
 
+/// A `--routing` value that names no mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is neither `direct` nor `tunnel`")]
+pub struct UnknownRoutingMode {
+    /// What was given.
+    pub value: String,
+}
+
 impl std::str::FromStr for RoutingMode {
-    type Err = String;
+    type Err = UnknownRoutingMode;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         match value {
             "direct" => Ok(Self::Direct),
             "tunnel" | "vxlan" => Ok(Self::Tunnel),
-            other => Err(format!("{other:?} is neither `direct` nor `tunnel`")),
+            other => Err(UnknownRoutingMode {
+                value: other.to_owned(),
+            }),
         }
     }
 }
@@ -600,7 +610,10 @@ mod tests {
         assert_eq!("direct".parse::<RoutingMode>(), Ok(RoutingMode::Direct));
         assert_eq!("tunnel".parse::<RoutingMode>(), Ok(RoutingMode::Tunnel));
         assert_eq!("vxlan".parse::<RoutingMode>(), Ok(RoutingMode::Tunnel));
-        assert!("bgp".parse::<RoutingMode>().is_err());
+        assert_eq!(
+            "bgp".parse::<RoutingMode>().map_err(|e| e.to_string()),
+            Err("\"bgp\" is neither `direct` nor `tunnel`".to_owned())
+        );
         assert_eq!(RoutingMode::Tunnel.to_string(), "tunnel");
     }
 }

@@ -38,9 +38,10 @@ pub struct JoinArgs {
 impl JoinArgs {
     /// The checked options, or the one-line reason they are not.
     pub fn options(&self, host_name: &str) -> anyhow::Result<JoinOptions> {
-        let token = parse_token(&self.token).map_err(anyhow::Error::msg)?;
-        let server = parse_server(&self.server).map_err(|e| anyhow::anyhow!("--server {e}"))?;
-        let ca_cert_hash = parse_ca_cert_hash(&self.ca_cert_hash).map_err(anyhow::Error::msg)?;
+        let token = parse_token(&self.token)?;
+        let server = parse_server(&self.server)
+            .map_err(|e| anyhow::anyhow!("--server {}", crate::error_chain(&e)))?;
+        let ca_cert_hash = parse_ca_cert_hash(&self.ca_cert_hash)?;
         let timeout =
             parse_duration(&self.timeout).map_err(|e| anyhow::anyhow!("--timeout {e}"))?;
         Ok(JoinOptions {

@@ -28,12 +28,12 @@ pub struct ClusterInfo {
 }
 
 /// Parses `--ca-cert-hash`: `sha256:` and 64 hex digits (either case), returned lower-case.
-pub fn parse_ca_cert_hash(text: &str) -> Result<String, String> {
+pub fn parse_ca_cert_hash(text: &str) -> Result<String, super::FlagError> {
     let hex = text.strip_prefix("sha256:").unwrap_or("");
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "--ca-cert-hash must look like sha256:<64 hex digits>, not {text:?}"
-        ));
+        return Err(super::FlagError::CaCertHash {
+            text: text.to_owned(),
+        });
     }
     Ok(format!("sha256:{}", hex.to_ascii_lowercase()))
 }
@@ -260,18 +260,18 @@ mod tests {
         let good = kubeconfig(&ca_pem);
         let signed = bootstrap_token::sign_detached(&token, good.as_bytes());
         let tampered = good.replace("10.0.0.1", "10.6.6.6");
-        let cases: Vec<(ConfigMap, &BootstrapToken, &str, Result<(), String>)> = vec![
+        let cases: Vec<(ConfigMap, &BootstrapToken, &str, Option<String>)> = vec![
             (
                 config_map(&[("kubeconfig", &good), ("jws-kubeconfig-abcdef", &signed)]),
                 &token,
                 &hash,
-                Ok(()),
+                None,
             ),
             (
                 config_map(&[("kubeconfig", &good)]),
                 &token,
                 &hash,
-                Err(
+                Some(
                     "the token ID is not known to https://10.0.0.1:6443: no signature in \
                      cluster-info (expired or deleted token?)"
                         .to_owned(),
@@ -281,7 +281,7 @@ mod tests {
                 config_map(&[("kubeconfig", &good), ("jws-kubeconfig-abcdef", &signed)]),
                 &other,
                 &hash,
-                Err(
+                Some(
                     "cluster-info from https://10.0.0.1:6443 is not signed with this token's \
                      secret (wrong secret, or cluster-info was altered on the way)"
                         .to_owned(),
@@ -294,7 +294,7 @@ mod tests {
                 ]),
                 &token,
                 &hash,
-                Err(
+                Some(
                     "cluster-info from https://10.0.0.1:6443 is not signed with this token's \
                      secret (wrong secret, or cluster-info was altered on the way)"
                         .to_owned(),
@@ -304,7 +304,7 @@ mod tests {
                 config_map(&[("kubeconfig", &good), ("jws-kubeconfig-abcdef", &signed)]),
                 &token,
                 &other_hash,
-                Err(format!(
+                Some(format!(
                     "the cluster CA's hash is {hash}, not the --ca-cert-hash given"
                 )),
             ),
@@ -312,21 +312,19 @@ mod tests {
                 config_map(&[("jws-kubeconfig-abcdef", &signed)]),
                 &token,
                 &hash,
-                Err(
+                Some(
                     "https://10.0.0.1:6443: the kube-public/cluster-info ConfigMap has no \
                      `kubeconfig` key"
                         .to_owned(),
                 ),
             ),
         ];
-        for (i, (cm, token, pin, expected)) in cases.into_iter().enumerate() {
-            let got = verify(server, &cm, token, pin)
-                .map(|info| {
-                    assert_eq!(info.ca_pem, ca_pem.as_bytes());
-                    assert_eq!(info.ca_der.len(), 1);
-                })
-                .map_err(|e| format!("{e:#}"));
-            assert_eq!(got, expected, "case {i}");
+        for (i, (cm, token, pin, refusal)) in cases.into_iter().enumerate() {
+            let got = verify(server, &cm, token, pin).map(|info| {
+                assert_eq!(info.ca_pem, ca_pem.as_bytes());
+                assert_eq!(info.ca_der.len(), 1);
+            });
+            assert_eq!(got.err().map(|e| format!("{e:#}")), refusal, "case {i}");
         }
     }
 
@@ -354,7 +352,11 @@ mod tests {
             ),
         ];
         for (text, expected) in cases {
-            assert_eq!(parse_ca_cert_hash(&text), expected, "{text}");
+            assert_eq!(
+                parse_ca_cert_hash(&text).map_err(|e| e.to_string()),
+                expected,
+                "{text}"
+            );
         }
     }
 }

@@ -60,21 +60,43 @@ pub struct Joined {
     pub csr: String,
 }
 
+/// A `join` flag's value that does not parse. `--server`'s errors are
+/// [`crate::api_failover::FailoverError`]s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlagError {
+    /// `--token` is not `ID.SECRET` (6 and 16 lower-case letters or digits).
+    #[error("--token must look like abcdef.0123456789abcdef")]
+    Token,
+    /// `--ca-cert-hash` is not `sha256:` and 64 hex digits.
+    #[error("--ca-cert-hash must look like sha256:<64 hex digits>, not {text:?}")]
+    CaCertHash {
+        /// What was given.
+        text: String,
+    },
+    /// Not a duration of `s`, `m` and `h` parts (`--timeout`; the text does not name the flag).
+    #[error("{text:?} is not a duration like 90s, 5m or 1h30m")]
+    Duration {
+        /// What was given.
+        text: String,
+    },
+}
+
 /// Parses `--token`.
-pub fn parse_token(text: &str) -> Result<BootstrapToken, String> {
-    text.parse()
-        .map_err(|_| "--token must look like abcdef.0123456789abcdef".to_owned())
+pub fn parse_token(text: &str) -> Result<BootstrapToken, FlagError> {
+    text.parse().map_err(|_| FlagError::Token)
 }
 
 /// Parses `--server`: `https://HOST[:PORT]`, returned without a trailing slash.
-pub fn parse_server(text: &str) -> Result<String, String> {
+pub fn parse_server(text: &str) -> Result<String, crate::api_failover::FailoverError> {
     crate::api_failover::parse_server(text)?;
     Ok(text.trim_end_matches('/').to_owned())
 }
 
 /// Parses a duration like `5m`, `90s`, `1h30m` (units `s`, `m`, `h`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration like 90s, 5m or 1h30m");
+pub fn parse_duration(text: &str) -> Result<Duration, FlagError> {
+    let bad = || FlagError::Duration {
+        text: text.to_owned(),
+    };
     let mut total = 0u64;
     let mut digits = String::new();
     for c in text.chars() {
@@ -254,7 +276,7 @@ mod tests {
             "",
         ] {
             assert_eq!(
-                parse_token(bad).err().as_deref(),
+                parse_token(bad).map_err(|e| e.to_string()).err().as_deref(),
                 Some("--token must look like abcdef.0123456789abcdef"),
                 "{bad}"
             );
@@ -267,16 +289,18 @@ mod tests {
             ("5m", Ok(300)),
             ("90s", Ok(90)),
             ("1h30m", Ok(5400)),
-            ("0s", Err(())),
-            ("5", Err(())),
-            ("m", Err(())),
-            ("5d", Err(())),
-            ("", Err(())),
+            ("0s", Err("\"0s\" is not a duration like 90s, 5m or 1h30m")),
+            ("5", Err("\"5\" is not a duration like 90s, 5m or 1h30m")),
+            ("m", Err("\"m\" is not a duration like 90s, 5m or 1h30m")),
+            ("5d", Err("\"5d\" is not a duration like 90s, 5m or 1h30m")),
+            ("", Err("\"\" is not a duration like 90s, 5m or 1h30m")),
         ];
         for (text, expected) in cases {
             assert_eq!(
-                parse_duration(text).map(|d| d.as_secs()).map_err(|_| ()),
-                expected,
+                parse_duration(text)
+                    .map(|d| d.as_secs())
+                    .map_err(|e| e.to_string()),
+                expected.map_err(str::to_owned),
                 "{text}"
             );
         }

@@ -29,7 +29,9 @@ use k8s_openapi::{
 };
 use keelson_api::quantity::{Format, Quantity};
 
-use super::pressure::{Amount, Observations, Thresholds};
+use super::pressure::{
+    Amount, Observations, SignalList, ThresholdError, Thresholds, parse_signal_amounts,
+};
 
 /// How often the eviction manager looks (the kubelet's monitoring interval).
 pub const MONITORING_INTERVAL: Duration = Duration::from_secs(10);
@@ -86,40 +88,8 @@ impl Resource {
 }
 
 /// Parses `--eviction-minimum-reclaim` (`memory.available=0Mi,nodefs.available=500Mi`).
-pub fn parse_minimum_reclaim(text: &str) -> Result<Thresholds, String> {
-    let mut out = Thresholds::new();
-    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let (signal, value) = item
-            .split_once('=')
-            .ok_or_else(|| format!("invalid minimum reclaim {item:?}: want signal=value"))?;
-        let signal = signal.trim();
-        if Resource::of_signal(signal).is_none() {
-            return Err(format!("unsupported eviction signal {signal}"));
-        }
-        let value = value.trim();
-        let amount = if let Some(p) = value.strip_suffix('%') {
-            let p: f64 = p
-                .parse()
-                .map_err(|_| format!("invalid percentage {value:?} for {signal}"))?;
-            if p <= 0.0 {
-                return Err(format!(
-                    "eviction percentage minimum reclaim {signal} must be positive: {value}"
-                ));
-            }
-            Amount::Percent(p / 100.0)
-        } else {
-            let q = Quantity::parse(value)
-                .map_err(|_| format!("invalid quantity {value:?} for {signal}"))?;
-            if q.is_negative() {
-                return Err(format!(
-                    "negative eviction minimum reclaim specified for {signal}"
-                ));
-            }
-            Amount::Absolute(q.value())
-        };
-        out.insert(signal.to_owned(), amount);
-    }
-    Ok(out)
+pub fn parse_minimum_reclaim(text: &str) -> Result<Thresholds, ThresholdError> {
+    parse_signal_amounts(text, SignalList::MinimumReclaim)
 }
 
 /// The signals whose threshold is crossed now, plus those crossed in the previous pass that

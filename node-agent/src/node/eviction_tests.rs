@@ -131,9 +131,23 @@ fn thresholds_met_put_memory_first_and_hold_until_the_minimum_is_reclaimed() {
 }
 
 #[test]
+fn every_threshold_signal_starves_a_resource_and_takes_a_minimum_reclaim() {
+    for signal in crate::node::pressure::SIGNALS {
+        assert!(Resource::of_signal(signal).is_some(), "{signal}");
+        let reclaim = parse_minimum_reclaim(&format!("{signal}=1%")).expect(signal);
+        assert_eq!(
+            reclaim.get(*signal),
+            Some(&Amount::Percent(0.01)),
+            "{signal}"
+        );
+    }
+}
+
+#[test]
 fn minimum_reclaim_parses_as_the_kubelet_reads_it() {
     assert_eq!(
-        parse_minimum_reclaim("memory.available=0Mi, nodefs.available=5%"),
+        parse_minimum_reclaim("memory.available=0Mi, nodefs.available=5%")
+            .map_err(|e| e.to_string()),
         Ok([
             ("memory.available".to_owned(), Amount::Absolute(0)),
             ("nodefs.available".to_owned(), Amount::Percent(0.05)),
@@ -141,16 +155,20 @@ fn minimum_reclaim_parses_as_the_kubelet_reads_it() {
         .into())
     );
     assert_eq!(
-        parse_minimum_reclaim("cpu.available=1"),
+        parse_minimum_reclaim("cpu.available=1").map_err(|e| e.to_string()),
         Err("unsupported eviction signal cpu.available".into())
     );
     assert_eq!(
-        parse_minimum_reclaim("nodefs.available=0%"),
+        parse_minimum_reclaim("nodefs.available=0%").map_err(|e| e.to_string()),
         Err("eviction percentage minimum reclaim nodefs.available must be positive: 0%".into())
     );
     assert_eq!(
-        parse_minimum_reclaim("memory.available<1Mi"),
+        parse_minimum_reclaim("memory.available<1Mi").map_err(|e| e.to_string()),
         Err("invalid minimum reclaim \"memory.available<1Mi\": want signal=value".into())
+    );
+    assert_eq!(
+        parse_minimum_reclaim("memory.available=-1Mi").map_err(|e| e.to_string()),
+        Err("negative eviction minimum reclaim specified for memory.available".into())
     );
 }
 

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as QuantityObject;
 use keelson_api::quantity::Quantity;
 
+pub use super::threshold_error::{ReservationError, ThresholdError};
+
 /// The kubelet's default `evictionHard` on Linux.
 pub const DEFAULT_EVICTION_HARD: &str = "memory.available<100Mi,nodefs.available<10%,nodefs.inodesFree<5%,imagefs.available<15%,imagefs.inodesFree<5%";
 
@@ -39,8 +41,8 @@ impl Amount {
 /// `signal<amount` pairs, by signal.
 pub type Thresholds = BTreeMap<String, Amount>;
 
-/// The signals the kubelet knows.
-const SIGNALS: &[&str] = &[
+/// The signals the kubelet knows (each one starves a [`super::eviction::Resource`]).
+pub(super) const SIGNALS: &[&str] = &[
     "memory.available",
     "nodefs.available",
     "nodefs.inodesFree",
@@ -52,31 +54,90 @@ const SIGNALS: &[&str] = &[
     "allocatableMemory.available",
 ];
 
-/// Parses `evictionHard` (`memory.available<100Mi,nodefs.available<10%`).
-pub fn parse_thresholds(text: &str) -> Result<Thresholds, String> {
+/// Which flag a list of signal amounts comes from: the separator and the checks on amounts
+/// differ, the rest of the syntax is shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SignalList {
+    /// `evictionHard`: `signal<amount`, percentages within 0..=100.
+    EvictionHard,
+    /// `evictionMinimumReclaim`: `signal=amount`, positive percentages, no negative quantity.
+    MinimumReclaim,
+}
+
+impl SignalList {
+    fn separator(self) -> char {
+        match self {
+            Self::EvictionHard => '<',
+            Self::MinimumReclaim => '=',
+        }
+    }
+
+    /// The error for an item without the separator.
+    fn malformed(self, item: &str) -> ThresholdError {
+        let item = item.to_owned();
+        match self {
+            Self::EvictionHard => ThresholdError::NotAThreshold { item },
+            Self::MinimumReclaim => ThresholdError::NotAMinimumReclaim { item },
+        }
+    }
+
+    /// Checks a percentage `p` (`value` as given) of `signal`.
+    fn check_percent(self, signal: &str, value: &str, p: f64) -> Result<(), ThresholdError> {
+        let (signal, value) = (signal.to_owned(), value.to_owned());
+        match self {
+            Self::EvictionHard if !(0.0..=100.0).contains(&p) => {
+                Err(ThresholdError::PercentageRange { signal, value })
+            }
+            Self::MinimumReclaim if p <= 0.0 => {
+                Err(ThresholdError::ReclaimPercentage { signal, value })
+            }
+            Self::EvictionHard | Self::MinimumReclaim => Ok(()),
+        }
+    }
+
+    /// Checks a quantity of `signal`.
+    fn check_quantity(self, signal: &str, q: &Quantity) -> Result<(), ThresholdError> {
+        match self {
+            Self::MinimumReclaim if q.is_negative() => Err(ThresholdError::NegativeReclaim {
+                signal: signal.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Parses a comma-separated list of `signal<amount` or `signal=amount` items, as `list` says.
+pub(super) fn parse_signal_amounts(
+    text: &str,
+    list: SignalList,
+) -> Result<Thresholds, ThresholdError> {
     let mut out = Thresholds::new();
     for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (signal, value) = item
-            .split_once('<')
-            .ok_or_else(|| format!("invalid eviction threshold {item:?}: want signal<value"))?;
+            .split_once(list.separator())
+            .ok_or_else(|| list.malformed(item))?;
         let signal = signal.trim();
         if !SIGNALS.contains(&signal) {
-            return Err(format!("unsupported eviction signal {signal}"));
+            return Err(ThresholdError::UnsupportedSignal {
+                signal: signal.to_owned(),
+            });
         }
         let value = value.trim();
         let amount = if let Some(p) = value.strip_suffix('%') {
-            let p: f64 = p
-                .parse()
-                .map_err(|_| format!("invalid percentage {value:?} for {signal}"))?;
-            if !(0.0..=100.0).contains(&p) {
-                return Err(format!(
-                    "eviction percentage threshold {signal} must be >= 0% and <= 100%: {value}"
-                ));
-            }
+            let p: f64 = p.parse().map_err(|source| ThresholdError::Percentage {
+                signal: signal.to_owned(),
+                value: value.to_owned(),
+                source,
+            })?;
+            list.check_percent(signal, value, p)?;
             Amount::Percent(p / 100.0)
         } else {
-            let q = Quantity::try_from(&QuantityObject(value.to_owned()))
-                .map_err(|_| format!("invalid quantity {value:?} for {signal}"))?;
+            let q = Quantity::parse(value).map_err(|source| ThresholdError::Quantity {
+                signal: signal.to_owned(),
+                value: value.to_owned(),
+                source,
+            })?;
+            list.check_quantity(signal, &q)?;
             Amount::Absolute(q.value())
         };
         out.insert(signal.to_owned(), amount);
@@ -84,27 +145,41 @@ pub fn parse_thresholds(text: &str) -> Result<Thresholds, String> {
     Ok(out)
 }
 
+/// Parses `evictionHard` (`memory.available<100Mi,nodefs.available<10%`).
+pub fn parse_thresholds(text: &str) -> Result<Thresholds, ThresholdError> {
+    parse_signal_amounts(text, SignalList::EvictionHard)
+}
+
 /// Parses a reservation (`cpu=100m,memory=1Gi,ephemeral-storage=1Gi,pid=1000`) into
 /// quantities by resource (CPU in millicores, the others in units).
-pub fn parse_reserved(text: &str) -> Result<BTreeMap<String, i64>, String> {
+pub fn parse_reserved(text: &str) -> Result<BTreeMap<String, i64>, ReservationError> {
     let mut out = BTreeMap::new();
     for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let (name, value) = item
-            .split_once('=')
-            .ok_or_else(|| format!("invalid reservation {item:?}: want resource=quantity"))?;
+        let (name, value) =
+            item.split_once('=')
+                .ok_or_else(|| ReservationError::NotAReservation {
+                    item: item.to_owned(),
+                })?;
         let name = name.trim();
         if !matches!(name, "cpu" | "memory" | "ephemeral-storage" | "pid") {
-            return Err(format!("unsupported reserved resource {name}"));
+            return Err(ReservationError::UnsupportedResource {
+                resource: name.to_owned(),
+            });
         }
-        let q = Quantity::try_from(&QuantityObject(value.trim().to_owned()))
-            .map_err(|_| format!("invalid quantity {value:?} for {name}"))?;
+        let q = Quantity::parse_trimmed(value).map_err(|source| ReservationError::Quantity {
+            resource: name.to_owned(),
+            value: value.to_owned(),
+            source,
+        })?;
         let v = if name == "cpu" {
             q.milli_value()
         } else {
             q.value()
         };
         if v < 0 {
-            return Err(format!("reserved {name} must not be negative"));
+            return Err(ReservationError::Negative {
+                resource: name.to_owned(),
+            });
         }
         out.insert(name.to_owned(), v);
     }

@@ -33,6 +33,10 @@ fn eviction_thresholds_parse_as_the_kubelet_reads_them() {
             "memory.available<lots",
             Err("invalid quantity \"lots\" for memory.available"),
         ),
+        (
+            "nodefs.available<ten%",
+            Err("invalid percentage \"ten%\" for nodefs.available"),
+        ),
     ];
     for (text, want) in cases {
         let want = want
@@ -42,14 +46,19 @@ fn eviction_thresholds_parse_as_the_kubelet_reads_them() {
                     .collect::<Thresholds>()
             })
             .map_err(str::to_owned);
-        assert_eq!(parse_thresholds(text), want, "{text}");
+        assert_eq!(
+            parse_thresholds(text).map_err(|e| e.to_string()),
+            want,
+            "{text}"
+        );
     }
 }
 
 #[test]
 fn reservations_parse_cpu_in_millicores() {
     assert_eq!(
-        parse_reserved("cpu=500m, memory=1Gi,ephemeral-storage=2Gi,pid=100"),
+        parse_reserved("cpu=500m, memory=1Gi,ephemeral-storage=2Gi,pid=100")
+            .map_err(|e| e.to_string()),
         Ok(BTreeMap::from([
             ("cpu".to_owned(), 500),
             ("memory".to_owned(), GI),
@@ -58,12 +67,20 @@ fn reservations_parse_cpu_in_millicores() {
         ]))
     );
     assert_eq!(
-        parse_reserved("gpu=1"),
+        parse_reserved("gpu=1").map_err(|e| e.to_string()),
         Err("unsupported reserved resource gpu".to_owned())
     );
     assert_eq!(
-        parse_reserved("memory"),
+        parse_reserved("memory").map_err(|e| e.to_string()),
         Err("invalid reservation \"memory\": want resource=quantity".to_owned())
+    ); // The quantity is quoted as given (untrimmed); a negative one is refused after parsing.
+    assert_eq!(
+        parse_reserved("memory= 1x").map_err(|e| e.to_string()),
+        Err("invalid quantity \" 1x\" for memory".to_owned())
+    );
+    assert_eq!(
+        parse_reserved("cpu=-100m").map_err(|e| e.to_string()),
+        Err("reserved cpu must not be negative".to_owned())
     );
 }
 

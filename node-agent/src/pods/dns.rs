@@ -24,8 +24,19 @@ pub enum ClusterDnsMode {
     Off,
 }
 
+/// A `--cluster-dns` value that is neither an address nor a mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not an IPv4 address, `gateway` or `off`")]
+pub struct BadClusterDns {
+    /// What was given.
+    pub text: String,
+    /// Why it is not an address.
+    #[source]
+    pub source: std::net::AddrParseError,
+}
+
 impl std::str::FromStr for ClusterDnsMode {
-    type Err = String;
+    type Err = BadClusterDns;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
@@ -34,7 +45,10 @@ impl std::str::FromStr for ClusterDnsMode {
             address => address
                 .parse()
                 .map(Self::Address)
-                .map_err(|_| format!("{text:?} is not an IPv4 address, `gateway` or `off`")),
+                .map_err(|source| BadClusterDns {
+                    text: text.to_owned(),
+                    source,
+                }),
         }
     }
 }
@@ -298,7 +312,12 @@ mod tests {
             "10.96.0.10".parse(),
             Ok(ClusterDnsMode::Address(Ipv4Addr::new(10, 96, 0, 10)))
         );
-        assert!("10.96.0".parse::<ClusterDnsMode>().is_err());
+        assert_eq!(
+            "10.96.0"
+                .parse::<ClusterDnsMode>()
+                .map_err(|e| e.to_string()),
+            Err("\"10.96.0\" is not an IPv4 address, `gateway` or `off`".to_owned())
+        );
     }
 
     #[test]

@@ -181,9 +181,13 @@ pub async fn http_get(
                 .connect(ServerName::IpAddress(target.into()), stream)
                 .await
                 .map_err(|e| failed(e.to_string()))?;
-            exchange(stream, &request).await.map_err(failed)
+            exchange(stream, &request)
+                .await
+                .map_err(|e| failed(e.to_string()))
         } else {
-            exchange(stream, &request).await.map_err(failed)
+            exchange(stream, &request)
+                .await
+                .map_err(|e| failed(e.to_string()))
         }
     };
     let code = tokio::time::timeout(timeout, exchange)
@@ -200,19 +204,13 @@ pub async fn http_get(
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     request: &str,
-) -> Result<Result<u16, ActionError>, String> {
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+) -> std::io::Result<Result<u16, ActionError>> {
+    stream.write_all(request.as_bytes()).await?;
     let mut head = [0u8; 64];
     let mut n = 0;
     // Enough for `HTTP/1.x NNN`, however the answer is split.
     while n < 12 {
-        let read = stream
-            .read(&mut head[n..])
-            .await
-            .map_err(|e| e.to_string())?;
+        let read = stream.read(&mut head[n..]).await?;
         if read == 0 {
             break;
         }

@@ -528,7 +528,7 @@ impl Kubelet {
         let node = crate::node::register_with_retry(
             &client,
             &node_config,
-            &runtime.version().await.map_err(|e| e.to_string()),
+            &runtime.version().await,
             Duration::from_secs(60),
         )
         .await
@@ -643,7 +643,7 @@ impl Kubelet {
             self.node,
             move || {
                 let runtime = runtime.clone();
-                async move { runtime.version().await.map_err(|e| e.to_string()) }
+                async move { runtime.version().await }
             },
         );
         let runtime = self.ctx.runtime.clone();

@@ -36,6 +36,89 @@ pub const SAFE_SYSCTLS: &[&str] = &[
     "net.ipv4.tcp_keepalive_probes",
 ];
 
+/// Why a container may not run as its securityContext asks. The texts are the kubelet's: the
+/// `runAsNonRoot` and seccomp ones are the container's `CreateContainerConfigError` message, the
+/// sysctl ones follow `Pod was rejected: ` in the pod's status and `SysctlForbidden` event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecurityError {
+    /// `runAsNonRoot` with `runAsUser: 0`.
+    #[error(
+        "container's runAsUser breaks non-root policy (pod: \"{pod}\", container: {container})"
+    )]
+    RunAsUserRoot {
+        /// The pod as the kubelet describes it, `name_namespace(uid)`.
+        pod: String,
+        /// The container's name.
+        container: String,
+    },
+    /// `runAsNonRoot` with no `runAsUser` and an image `USER` given by name.
+    #[error(
+        "container has runAsNonRoot and image has non-numeric user ({user}), cannot verify user \
+         is non-root (pod: \"{pod}\", container: {container})"
+    )]
+    NonNumericUser {
+        /// The image's `USER`.
+        user: String,
+        /// The pod as the kubelet describes it.
+        pod: String,
+        /// The container's name.
+        container: String,
+    },
+    /// `runAsNonRoot` with no `runAsUser` and an image that runs as root.
+    #[error(
+        "container has runAsNonRoot and image will run as root (pod: \"{pod}\", container: \
+         {container})"
+    )]
+    ImageRunsAsRoot {
+        /// The pod as the kubelet describes it.
+        pod: String,
+        /// The container's name.
+        container: String,
+    },
+    /// `runAsNonRoot` with no `runAsUser` and an image uid outside 0..=2³¹-1.
+    #[error(
+        "container has runAsNonRoot and image has an invalid user id ({uid}). (Must be \
+         1-({max})): must be between 0 and 2147483647, inclusive (pod: \"{pod}\", container: \
+         {container})",
+        max = i32::MAX
+    )]
+    InvalidUid {
+        /// The image's uid.
+        uid: i64,
+        /// The pod as the kubelet describes it.
+        pod: String,
+        /// The container's name.
+        container: String,
+    },
+    /// A `Localhost` seccomp profile without a path, or one leaving the seccomp directory.
+    #[error("localhostProfile must be set to a path below the seccomp directory")]
+    LocalhostProfile,
+    /// A seccomp profile type other than RuntimeDefault, Unconfined and Localhost.
+    #[error("unknown seccomp profile type {kind:?}")]
+    SeccompType {
+        /// The type given.
+        kind: String,
+    },
+    /// A sysctl outside [`SAFE_SYSCTLS`].
+    #[error("forbidden sysctl: \"{name}\" not allowlisted")]
+    SysctlNotAllowed {
+        /// The sysctl, dotted.
+        name: String,
+    },
+    /// A network sysctl in a pod on the host's network.
+    #[error("forbidden sysctl: \"{name}\" not allowed with host net enabled")]
+    SysctlHostNetwork {
+        /// The sysctl, dotted.
+        name: String,
+    },
+    /// A non-network sysctl in a pod in the host's IPC namespace.
+    #[error("forbidden sysctl: \"{name}\" not allowed with host ipc enabled")]
+    SysctlHostIpc {
+        /// The sysctl, dotted.
+        name: String,
+    },
+}
+
 /// `kubernetes.io/hostname`-style pod description the kubelet puts in messages:
 /// `name_namespace(uid)`.
 fn pod_description(pod: &Pod) -> String {
@@ -96,33 +179,34 @@ impl ImageUser {
 
 /// The kubelet's `runAsNonRoot` check; the error is the container's
 /// `CreateContainerConfigError` message.
-pub fn verify_non_root(pod: &Pod, container: &Container, image: &ImageUser) -> Result<(), String> {
+pub fn verify_non_root(
+    pod: &Pod,
+    container: &Container,
+    image: &ImageUser,
+) -> Result<(), SecurityError> {
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let eff = effective(pod_sc, container.security_context.as_ref());
     if eff.run_as_non_root != Some(true) {
         return Ok(());
     }
-    let desc = pod_description(pod);
-    let name = &container.name;
+    let pod = pod_description(pod);
+    let container = container.name.clone();
     match (eff.run_as_user, image) {
-        (Some(0), _) => Err(format!(
-            "container's runAsUser breaks non-root policy (pod: \"{desc}\", container: {name})"
-        )),
+        (Some(0), _) => Err(SecurityError::RunAsUserRoot { pod, container }),
         (Some(_), _) => Ok(()),
-        (None, ImageUser::Name(user)) => Err(format!(
-            "container has runAsNonRoot and image has non-numeric user ({user}), cannot verify \
-             user is non-root (pod: \"{desc}\", container: {name})"
-        )),
-        (None, ImageUser::Uid(0)) => Err(format!(
-            "container has runAsNonRoot and image will run as root (pod: \"{desc}\", container: \
-             {name})"
-        )),
-        (None, ImageUser::Uid(uid)) if *uid < 0 || *uid > i64::from(i32::MAX) => Err(format!(
-            "container has runAsNonRoot and image has an invalid user id ({uid}). (Must be \
-             1-({})): must be between 0 and 2147483647, inclusive (pod: \"{desc}\", container: \
-             {name})",
-            i32::MAX
-        )),
+        (None, ImageUser::Name(user)) => Err(SecurityError::NonNumericUser {
+            user: user.clone(),
+            pod,
+            container,
+        }),
+        (None, ImageUser::Uid(0)) => Err(SecurityError::ImageRunsAsRoot { pod, container }),
+        (None, ImageUser::Uid(uid)) if *uid < 0 || *uid > i64::from(i32::MAX) => {
+            Err(SecurityError::InvalidUid {
+                uid: *uid,
+                pod,
+                container,
+            })
+        }
         (None, ImageUser::Uid(_)) => Ok(()),
     }
 }
@@ -144,7 +228,7 @@ pub enum Seccomp {
     Localhost(String),
 }
 
-fn seccomp(profile: Option<&SeccompProfile>) -> Result<Seccomp, String> {
+fn seccomp(profile: Option<&SeccompProfile>) -> Result<Seccomp, SecurityError> {
     let Some(profile) = profile else {
         return Ok(Seccomp::Unconfined);
     };
@@ -155,9 +239,11 @@ fn seccomp(profile: Option<&SeccompProfile>) -> Result<Seccomp, String> {
             Some(p) if !p.is_empty() && !p.split('/').any(|s| s == "..") => {
                 Ok(Seccomp::Localhost(p.to_owned()))
             }
-            _ => Err("localhostProfile must be set to a path below the seccomp directory".into()),
+            _ => Err(SecurityError::LocalhostProfile),
         },
-        other => Err(format!("unknown seccomp profile type {other:?}")),
+        other => Err(SecurityError::SeccompType {
+            kind: other.to_owned(),
+        }),
     }
 }
 
@@ -185,7 +271,11 @@ pub struct Settings {
 }
 
 /// The Docker settings for `container` of `pod`, whose image has `USER` `image_user`.
-pub fn settings(pod: &Pod, container: &Container, image_user: &str) -> Result<Settings, String> {
+pub fn settings(
+    pod: &Pod,
+    container: &Container,
+    image_user: &str,
+) -> Result<Settings, SecurityError> {
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let sc = container.security_context.as_ref();
     verify_non_root(pod, container, &ImageUser::parse(image_user))?;
@@ -260,8 +350,11 @@ fn dotted(name: &str) -> String {
     }
 }
 
-/// The pod's sysctls by (dotted) name, or the kubelet's rejection message.
-fn pod_sysctls(pod: &Pod) -> Result<HashMap<String, String>, String> {
+/// Sysctl values by dotted name.
+type Sysctls = HashMap<String, String>;
+
+/// The pod's sysctls, or why the kubelet rejects the pod.
+fn pod_sysctls(pod: &Pod) -> Result<Sysctls, SecurityError> {
     let spec = pod.spec.as_ref();
     let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
     let host_ipc = spec.and_then(|s| s.host_ipc).unwrap_or(false);
@@ -274,17 +367,13 @@ fn pod_sysctls(pod: &Pod) -> Result<HashMap<String, String>, String> {
     {
         let name = dotted(&s.name);
         if !SAFE_SYSCTLS.contains(&name.as_str()) {
-            return Err(format!("forbidden sysctl: \"{name}\" not allowlisted"));
+            return Err(SecurityError::SysctlNotAllowed { name });
         }
         if is_net(&name) && host_network {
-            return Err(format!(
-                "forbidden sysctl: \"{name}\" not allowed with host net enabled"
-            ));
+            return Err(SecurityError::SysctlHostNetwork { name });
         }
         if !is_net(&name) && host_ipc {
-            return Err(format!(
-                "forbidden sysctl: \"{name}\" not allowed with host ipc enabled"
-            ));
+            return Err(SecurityError::SysctlHostIpc { name });
         }
         out.insert(name, s.value.clone());
     }
@@ -294,7 +383,7 @@ fn pod_sysctls(pod: &Pod) -> Result<HashMap<String, String>, String> {
 /// Why the kubelet would refuse to run the pod at all (its admission), as the message of
 /// its `SysctlForbidden` event.
 pub fn rejection(pod: &Pod) -> Option<String> {
-    pod_sysctls(pod).err()
+    pod_sysctls(pod).err().map(|e| e.to_string())
 }
 
 /// Marks `status` as the kubelet's rejected pod (phase `Failed`, reason `SysctlForbidden`);
@@ -329,7 +418,7 @@ pub fn apply(
     image_user: &str,
     data_dir: &Path,
 ) -> Result<(), ConfigError> {
-    let s = settings(pod, container, image_user).map_err(ConfigError)?;
+    let s = settings(pod, container, image_user).map_err(|e| ConfigError(e.to_string()))?;
     if s.user.is_some() {
         body.user = s.user;
     }

@@ -92,7 +92,7 @@ fn run_as_non_root_refuses_root_with_the_kubelet_message() {
     for (pod_sc, container_sc, image, want) in cases {
         let (p, c) = pod(pod_sc.clone(), container_sc.clone());
         assert_eq!(
-            verify_non_root(&p, &c, &ImageUser::parse(image)),
+            verify_non_root(&p, &c, &ImageUser::parse(image)).map_err(|e| e.to_string()),
             want.map_err(str::to_owned),
             "{pod_sc} {container_sc} {image:?}"
         );
@@ -193,7 +193,9 @@ fn seccomp_follows_the_kubelet_default_of_unconfined() {
     for (pod_sc, container_sc, want) in cases {
         let (p, c) = pod(pod_sc.clone(), container_sc.clone());
         assert_eq!(
-            settings(&p, &c, "").map(|s| s.seccomp),
+            settings(&p, &c, "")
+                .map(|s| s.seccomp)
+                .map_err(|e| e.to_string()),
             want,
             "{pod_sc} {container_sc}"
         );

@@ -12,6 +12,8 @@
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
+use super::ProbeError;
+
 /// `BPF_PROG_LOAD` and `BPF_PROG_TEST_RUN` (`enum bpf_cmd`, uapi `linux/bpf.h`).
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
@@ -119,7 +121,7 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
 }
 
 /// Loads the probe program with `flags` and runs it once: `bpf_fib_lookup`'s result.
-fn run_fib_lookup(flags: u32) -> Result<i32, String> {
+fn run_fib_lookup(flags: u32) -> Result<i32, ProbeError> {
     let insns = program(flags);
     let license = c"GPL";
     let mut load = ProgLoadAttr {
@@ -134,7 +136,10 @@ fn run_fib_lookup(flags: u32) -> Result<i32, String> {
         prog_flags: 0,
         rest: [0; 80],
     };
-    let fd = bpf(BPF_PROG_LOAD, &mut load).map_err(|e| format!("bpf(BPF_PROG_LOAD): {e}"))?;
+    let fd = bpf(BPF_PROG_LOAD, &mut load).map_err(|source| ProbeError::Bpf {
+        command: "BPF_PROG_LOAD",
+        source,
+    })?;
     // SAFETY: a successful BPF_PROG_LOAD returns a new descriptor this process owns alone.
     let prog = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let frame = [0u8; 64];
@@ -149,32 +154,29 @@ fn run_fib_lookup(flags: u32) -> Result<i32, String> {
         duration: 0,
         rest: [0; 40],
     };
-    bpf(BPF_PROG_TEST_RUN, &mut run).map_err(|e| format!("bpf(BPF_PROG_TEST_RUN): {e}"))?;
+    bpf(BPF_PROG_TEST_RUN, &mut run).map_err(|source| ProbeError::Bpf {
+        command: "BPF_PROG_TEST_RUN",
+        source,
+    })?;
     Ok(run.retval.cast_signed())
 }
 
 /// What the two runs mean: the lookup without flags, then with `BPF_FIB_LOOKUP_SRC`.
-pub fn judge(without: i32, with_src: i32) -> Result<bool, String> {
+pub fn judge(without: i32, with_src: i32) -> Result<bool, ProbeError> {
     let einval = -libc::EINVAL;
     if without < 0 {
-        return Err(format!(
-            "bpf_fib_lookup without flags failed in the probe program: errno {}",
-            -without
-        ));
+        return Err(ProbeError::FibLookup { errno: -without });
     }
     match with_src {
         rc if rc == einval => Ok(false),
         rc if rc >= 0 => Ok(true),
-        rc => Err(format!(
-            "bpf_fib_lookup with BPF_FIB_LOOKUP_SRC failed in the probe program: errno {}",
-            -rc
-        )),
+        rc => Err(ProbeError::FibLookupSrc { errno: -rc }),
     }
 }
 
 /// Whether the running kernel's `bpf_fib_lookup` honours `BPF_FIB_LOOKUP_SRC` (needs CAP_BPF
 /// and CAP_NET_ADMIN, i.e. root).
-pub fn probe_fib_lookup_src() -> Result<bool, String> {
+pub fn probe_fib_lookup_src() -> Result<bool, ProbeError> {
     let without = run_fib_lookup(0)?;
     let with_src = run_fib_lookup(BPF_FIB_LOOKUP_SRC)?;
     judge(without, with_src)
@@ -213,7 +215,11 @@ mod tests {
             ),
         ];
         for (name, without, with_src, want) in cases {
-            assert_eq!(judge(without, with_src), want, "{name}");
+            assert_eq!(
+                judge(without, with_src).map_err(|e| crate::error_chain(&e)),
+                want,
+                "{name}"
+            );
         }
     }
 

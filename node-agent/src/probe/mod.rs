@@ -24,6 +24,7 @@
 //! calls it: the verifier rejects a call to an unknown helper wherever it is, so the object would
 //! not load. Only behaviour decided at run time has a fallback.
 
+mod error;
 pub mod fib_src;
 mod netlink;
 mod plan;
@@ -37,6 +38,7 @@ use aya::{
     util::KernelVersion,
 };
 
+pub use error::ProbeError;
 pub use netlink::{NetlinkTc, probe_netlink_tc};
 pub use plan::{Plan, Refusal, SnatSource, TcAttach, Wanted, plan};
 
@@ -247,11 +249,11 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// Probes the running kernel (needs CAP_BPF, i.e. root, for the syscall probes).
-    pub fn probe() -> Result<Self, String> {
+    pub fn probe() -> Result<Self, ProbeError> {
         let kernel =
-            KernelVersion::current().map_err(|e| format!("reading the kernel version: {e}"))?;
+            KernelVersion::current().map_err(|e| ProbeError::KernelVersion(Box::new(e)))?;
         // The map-type probes create maps, charged to RLIMIT_MEMLOCK before 5.11.
-        crate::datapath::memlock::ensure().map_err(|e| crate::error_chain(&e))?;
+        crate::datapath::memlock::ensure()?;
         let tcx = probe_feature(Feature::Tcx, kernel, None) == Presence::Present;
         let netlink_tc = (!tcx).then(probe_netlink_tc);
         let features = Feature::ALL
@@ -348,25 +350,23 @@ fn probe_feature(
     kernel: KernelVersion,
     netlink_tc: Option<&NetlinkTc>,
 ) -> Presence {
-    let by_version = || presence(Ok::<_, String>(kernel >= feature.minimum()));
+    let by_version = || presence(Ok(kernel >= feature.minimum()));
     let helper = |program: ProgramType, helper: BpfHelper| {
-        presence(is_helper_supported(program, helper).map_err(|e| crate::error_chain(&e)))
+        presence(is_helper_supported(program, helper).map_err(ProbeError::from))
     };
-    let map = |map: MapType| presence(is_map_supported(map).map_err(|e| crate::error_chain(&e)));
+    let map = |map: MapType| presence(is_map_supported(map).map_err(ProbeError::from));
     match feature {
         Feature::Tcx | Feature::RedirectNeighNextHop => by_version(),
         Feature::FibLookupSrc => presence(fib_src::probe_fib_lookup_src()),
-        Feature::Btf => presence(Ok::<_, String>(
-            Path::new("/sys/kernel/btf/vmlinux").exists(),
-        )),
+        Feature::Btf => presence(Ok(Path::new("/sys/kernel/btf/vmlinux").exists())),
         Feature::Clsact => netlink_tc.map_or(Presence::NotNeeded, |tc| tc.clsact.clone()),
         Feature::ClsBpf => netlink_tc.map_or(Presence::NotNeeded, |tc| tc.cls_bpf.clone()),
-        Feature::CgroupSockAddr => presence(
-            is_program_supported(ProgramType::CgroupSockAddr).map_err(|e| crate::error_chain(&e)),
-        ),
-        Feature::SchedCls => presence(
-            is_program_supported(ProgramType::SchedClassifier).map_err(|e| crate::error_chain(&e)),
-        ),
+        Feature::CgroupSockAddr => {
+            presence(is_program_supported(ProgramType::CgroupSockAddr).map_err(ProbeError::from))
+        }
+        Feature::SchedCls => {
+            presence(is_program_supported(ProgramType::SchedClassifier).map_err(ProbeError::from))
+        }
         Feature::CgroupLink => presence(link_create_knows(BPF_CGROUP_INET4_CONNECT)),
         Feature::GetPeerName4 => presence(link_create_knows(BPF_CGROUP_INET4_GETPEERNAME)),
         Feature::NetnsCookie => helper(
@@ -393,11 +393,12 @@ fn probe_feature(
     }
 }
 
-fn presence(result: Result<bool, String>) -> Presence {
+/// A probe's answer as a presence; a failed probe is unknown, with its whole error chain.
+fn presence(result: Result<bool, ProbeError>) -> Presence {
     match result {
         Ok(true) => Presence::Present,
         Ok(false) => Presence::Missing,
-        Err(why) => Presence::Unknown(why),
+        Err(why) => Presence::Unknown(crate::error_chain(&why)),
     }
 }
 
@@ -411,7 +412,7 @@ const BPF_CGROUP_INET4_GETPEERNAME: u32 = 29;
 /// invalid descriptor, a kernel that knows both fails looking the program up (`EBADF`); one
 /// without the command (< 5.7), or (before it looks the program up) without the attach type,
 /// fails with `EINVAL`. The same trick aya uses to probe perf links.
-fn link_create_knows(attach_type: u32) -> Result<bool, String> {
+fn link_create_knows(attach_type: u32) -> Result<bool, ProbeError> {
     // `union bpf_attr`'s link_create member: prog_fd, target_fd, attach_type, flags; the rest
     // zero (the kernel checks that the bytes past the fields it knows are zero).
     let mut attr = [0u32; 16];
@@ -440,6 +441,9 @@ fn link_create_knows(attach_type: u32) -> Result<bool, String> {
     match error.raw_os_error() {
         Some(libc::EBADF) => Ok(true),
         Some(libc::EINVAL) => Ok(false),
-        _ => Err(format!("bpf(BPF_LINK_CREATE): {error}")),
+        _ => Err(ProbeError::Bpf {
+            command: "BPF_LINK_CREATE",
+            source: error,
+        }),
     }
 }

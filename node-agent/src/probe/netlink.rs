@@ -9,7 +9,7 @@ use aya::programs::{
 };
 use keelson_ebpf_common::programs::TC_COUNT_INGRESS;
 
-use super::Presence;
+use super::{Presence, ProbeError};
 
 /// What [`probe_netlink_tc`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +96,7 @@ fn netlink_tc_in_new_netns() -> NetlinkTc {
         };
     }
     let cls_bpf = match program {
-        Err(why) => Presence::Unknown(why),
+        Err(why) => Presence::Unknown(crate::error_chain(&why)),
         Ok(mut ebpf) => {
             match crate::datapath::program_mut::<SchedClassifier>(&mut ebpf, TC_COUNT_INGRESS) {
                 Err(error) => Presence::Unknown(crate::error_chain(&error)),
@@ -131,12 +131,14 @@ fn netlink_tc_in_new_netns() -> NetlinkTc {
 }
 
 /// The counters object with `tc_count_ingress` loaded (verified) into the kernel.
-fn load_counter_program() -> Result<aya::Ebpf, String> {
-    let mut ebpf = crate::datapath::load_object().map_err(|e| crate::error_chain(&e))?;
-    crate::datapath::program_mut::<SchedClassifier>(&mut ebpf, TC_COUNT_INGRESS)
-        .map_err(|e| crate::error_chain(&e))?
+fn load_counter_program() -> Result<aya::Ebpf, ProbeError> {
+    let mut ebpf = crate::datapath::load_object()?;
+    crate::datapath::program_mut::<SchedClassifier>(&mut ebpf, TC_COUNT_INGRESS)?
         .load()
-        .map_err(|e| format!("loading {TC_COUNT_INGRESS}: {}", crate::error_chain(&e)))?;
+        .map_err(|source| ProbeError::Load {
+            program: TC_COUNT_INGRESS,
+            source: Box::new(source),
+        })?;
     Ok(ebpf)
 }
 

@@ -56,23 +56,51 @@ impl Default for Policy {
     }
 }
 
+/// Image GC thresholds the kubelet's configuration validation refuses (its wording).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// `--image-gc-high-threshold` above 100.
+    #[error(
+        "invalid configuration: imageGCHighThresholdPercent (--image-gc-high-threshold) {high} \
+         must be between 0 and 100, inclusive"
+    )]
+    HighOutOfRange {
+        /// The value given.
+        high: u8,
+    },
+    /// `--image-gc-low-threshold` above 100.
+    #[error(
+        "invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) {low} \
+         must be between 0 and 100, inclusive"
+    )]
+    LowOutOfRange {
+        /// The value given.
+        low: u8,
+    },
+    /// The low threshold not below the high one.
+    #[error(
+        "invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) {low} \
+         must be less than imageGCHighThresholdPercent (--image-gc-high-threshold) {high}"
+    )]
+    LowNotBelowHigh {
+        /// The low threshold.
+        low: u8,
+        /// The high threshold.
+        high: u8,
+    },
+}
+
 impl Policy {
     /// The policy, checked as the kubelet checks its configuration.
-    pub fn new(high: u8, low: u8, minimum_age: Duration) -> Result<Self, String> {
+    pub fn new(high: u8, low: u8, minimum_age: Duration) -> Result<Self, PolicyError> {
         if high > 100 {
-            return Err(format!(
-                "invalid configuration: imageGCHighThresholdPercent (--image-gc-high-threshold) {high} must be between 0 and 100, inclusive"
-            ));
+            return Err(PolicyError::HighOutOfRange { high });
         }
         if low > 100 {
-            return Err(format!(
-                "invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) {low} must be between 0 and 100, inclusive"
-            ));
+            return Err(PolicyError::LowOutOfRange { low });
         }
         if low >= high {
-            return Err(format!(
-                "invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) {low} must be less than imageGCHighThresholdPercent (--image-gc-high-threshold) {high}"
-            ));
+            return Err(PolicyError::LowNotBelowHigh { low, high });
         }
         Ok(Self {
             high_threshold: high,

@@ -43,17 +43,23 @@ fn thresholds_decide_whether_and_how_much_to_free() {
 
 #[test]
 fn thresholds_are_checked_as_the_kubelet_checks_them() {
+    let new = |high, low| Policy::new(high, low, DEFAULT_MINIMUM_AGE).map_err(|e| e.to_string());
     assert_eq!(
-        Policy::new(80, 85, DEFAULT_MINIMUM_AGE),
+        new(80, 85),
         Err("invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) 85 must be less than imageGCHighThresholdPercent (--image-gc-high-threshold) 80".into())
     );
     assert_eq!(
-        Policy::new(101, 80, DEFAULT_MINIMUM_AGE),
+        new(101, 80),
         Err("invalid configuration: imageGCHighThresholdPercent (--image-gc-high-threshold) 101 must be between 0 and 100, inclusive".into())
     );
     assert_eq!(
-        Policy::new(85, 80, DEFAULT_MINIMUM_AGE),
-        Ok(Policy::default())
+        new(85, 101),
+        Err("invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) 101 must be between 0 and 100, inclusive".into())
+    );
+    assert_eq!(new(85, 80), Ok(Policy::default()));
+    assert_eq!(
+        new(85, 85),
+        Err("invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) 85 must be less than imageGCHighThresholdPercent (--image-gc-high-threshold) 85".into())
     );
 }
 
