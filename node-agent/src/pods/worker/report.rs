@@ -77,8 +77,11 @@ impl Worker {
                 Some(p) => p.started,
                 None => container.startup_probe.is_none(),
             });
-            // A sidecar is ready as its probes say; a regular init container never is.
-            cs.ready = (!init || sidecar) && probes.is_none_or(Probes::ready);
+            // A sidecar is ready as its probes say; a regular init container never is. Before
+            // its probes exist (the pass that started it), a container with a readiness probe
+            // is not ready yet: reporting it ready would flap Ready for a moment.
+            cs.ready = (!init || sidecar)
+                && probes.map_or(container.readiness_probe.is_none(), Probes::ready);
             if init && !sidecar {
                 cs.started = Some(true);
             }

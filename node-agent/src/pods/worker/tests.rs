@@ -244,6 +244,33 @@ async fn init_containers_run_one_after_the_other_before_the_app() {
 }
 
 #[tokio::test]
+async fn a_container_with_a_readiness_probe_is_not_ready_before_its_probe_ran() {
+    let probed = Container {
+        // An exec probe (the fake answers exit 0 once it runs).
+        readiness_probe: Some(k8s_openapi::api::core::v1::Probe {
+            exec: Some(k8s_openapi::api::core::v1::ExecAction {
+                command: Some(vec!["false".into()]),
+            }),
+            period_seconds: Some(1),
+            ..Default::default()
+        }),
+        ..container("web")
+    };
+    let mut h = Harness::new(PodSpec {
+        containers: vec![probed, container("plain")],
+        ..PodSpec::default()
+    });
+    // The pass that starts the containers writes the status before any probe ran: the
+    // probed one must not show ready (a StatefulSet would go on to the next ordinal).
+    h.sync().await;
+    assert_eq!(h.started(), [run("POD", 0), run("web", 0), run("plain", 0)]);
+    let status = h.status();
+    assert!(!statuses(&status.container_statuses, "web").ready);
+    assert!(statuses(&status.container_statuses, "plain").ready);
+    assert_eq!(condition(&status, "Ready"), "False");
+}
+
+#[tokio::test]
 async fn a_failed_init_container_fails_a_pod_that_never_restarts() {
     let mut h = Harness::new(PodSpec {
         init_containers: Some(vec![container("migrate")]),
