@@ -153,14 +153,7 @@ pub(super) fn reject(ctx: &Arc<Ctx>, pod: Pod, message: String) {
     ctx.evicted.insert(&uid);
     let ctx = ctx.clone();
     tokio::spawn(async move {
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let namespace = pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        tracing::warn!(pod = %format!("{namespace}/{name}"), %message, "pod rejected");
-        super::worker::post_pod_warning(&ctx, &pod, &uid, REASON, message.clone());
+        let (namespace, name) = announce(&ctx, &pod, &uid, &message, "pod rejected");
         let status = serde_json::json!({"status": {
             "phase": "Failed",
             "reason": REASON,
@@ -230,14 +223,7 @@ pub fn evicted_status(pod: &Pod, message: &str, now: Timestamp) -> PodStatus {
 
 /// Writes the evicted status and the `Evicted` event.
 async fn report(ctx: &Ctx, pod: &Pod, uid: &str, message: String) {
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let namespace = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    tracing::warn!(pod = %format!("{namespace}/{name}"), %message, "evicted");
-    super::worker::post_pod_warning(ctx, pod, uid, REASON, message.clone());
+    let (namespace, name) = announce(ctx, pod, uid, &message, "evicted");
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     // The stored status may have moved on since the eviction manager looked: start from it.
     let current = api
@@ -249,6 +235,19 @@ async fn report(ctx: &Ctx, pod: &Pod, uid: &str, message: String) {
     let status = evicted_status(current.as_ref().unwrap_or(pod), &message, Timestamp::now());
     let patch = Patch::Merge(serde_json::json!({ "status": status }));
     write_status(ctx, &namespace, &name, &patch).await;
+}
+
+/// Logs `what` happened to `pod` and posts the Warning `Evicted` event; its namespace and name.
+fn announce(ctx: &Ctx, pod: &Pod, uid: &str, message: &str, what: &str) -> (String, String) {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let namespace = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    tracing::warn!(pod = %format!("{namespace}/{name}"), %message, "{what}");
+    super::worker::post_pod_warning(ctx, pod, uid, REASON, message.to_owned());
+    (namespace, name)
 }
 
 /// Patches pod `name`'s status, retrying a few times (a deleted pod needs none).
