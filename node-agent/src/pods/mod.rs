@@ -264,7 +264,10 @@ fn dispatch(ctx: &Arc<Ctx>, workers: &mut HashMap<String, WorkerHandle>, pod: Po
         });
         return;
     }
+    // Admission, for a pod the node has not started (one being deleted goes to a worker,
+    // which removes it).
     if crate::node::admission::is_new(&pod)
+        && pod.metadata.deletion_timestamp.is_none()
         && let Some(message) = crate::node::admission::refusal(&ctx.pressures.get(), &pod)
     {
         evict::reject(ctx, pod, message);
