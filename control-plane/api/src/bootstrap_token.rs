@@ -39,6 +39,9 @@ pub const BOOTSTRAP_GROUP: &str = "system:bootstrappers";
 pub const BOOTSTRAP_USER_PREFIX: &str = "system:bootstrap:";
 /// The signer of kubelet (node agent) client certificates.
 pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+/// The signer of kubelet (node agent) serving certificates, which the API server verifies when
+/// it connects to a node for logs, exec, attach, port-forward and proxying.
+pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 
 /// Secret data key: the token id.
 pub const TOKEN_ID_KEY: &str = "token-id";

@@ -36,6 +36,14 @@ pub struct ParsedCsr {
     pub organizations: Vec<String>,
     /// Whether the request asks for any subjectAltName (DNS, IP, email or URI).
     pub has_subject_alt_names: bool,
+    /// The DNS subjectAltNames asked for.
+    pub dns_names: Vec<String>,
+    /// The IP subjectAltNames asked for.
+    pub ip_addresses: Vec<std::net::IpAddr>,
+    /// How many email subjectAltNames it asks for.
+    pub email_addresses: usize,
+    /// How many URI subjectAltNames it asks for.
+    pub uris: usize,
     /// The DER of the request.
     pub der: Vec<u8>,
 }
@@ -66,19 +74,48 @@ pub fn parse_pem(pem: &[u8]) -> Result<ParsedCsr, CsrError> {
     );
     let common_names = strings(&cn);
     let organizations = strings(&org);
-    let has_subject_alt_names = csr.requested_extensions().into_iter().flatten().any(|e| {
-        matches!(
-            e,
-            x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san)
-                if !san.general_names.is_empty()
-        )
-    });
+    let (mut dns_names, mut ip_addresses, mut email_addresses, mut uris, mut others) =
+        (Vec::new(), Vec::new(), 0, 0, 0);
+    for extension in csr.requested_extensions().into_iter().flatten() {
+        let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) = extension
+        else {
+            continue;
+        };
+        for name in &san.general_names {
+            use x509_parser::extensions::GeneralName;
+            match name {
+                GeneralName::DNSName(dns) => dns_names.push((*dns).to_owned()),
+                GeneralName::IPAddress(bytes) => match ip_of(bytes) {
+                    Some(ip) => ip_addresses.push(ip),
+                    None => others += 1,
+                },
+                GeneralName::RFC822Name(_) => email_addresses += 1,
+                GeneralName::URI(_) => uris += 1,
+                _ => others += 1,
+            }
+        }
+    }
+    let has_subject_alt_names =
+        !dns_names.is_empty() || !ip_addresses.is_empty() || email_addresses + uris + others > 0;
     Ok(ParsedCsr {
         common_names,
         organizations,
         has_subject_alt_names,
+        dns_names,
+        ip_addresses,
+        email_addresses,
+        uris,
         der,
     })
+}
+
+/// An IP subjectAltName's 4 or 16 bytes as an address.
+fn ip_of(bytes: &[u8]) -> Option<std::net::IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        _ => None,
+    }
 }
 
 fn verify_self_signature(csr: &X509CertificationRequest<'_>) -> Result<(), CsrError> {
@@ -135,6 +172,32 @@ mod tests {
         assert_eq!(parsed.common_names, ["system:node:n1"]);
         assert_eq!(parsed.organizations, ["system:nodes"]);
         assert!(!parsed.has_subject_alt_names);
+        assert!(parsed.dns_names.is_empty() && parsed.ip_addresses.is_empty());
+    }
+
+    #[test]
+    fn serving_requests_list_their_alt_names() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["n1".to_owned(), "10.0.0.7".to_owned()])
+                .expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "system:node:n1");
+        params.subject_alt_names.push(rcgen::SanType::Rfc822Name(
+            "a@example.com".try_into().expect("email"),
+        ));
+        let pem = params
+            .serialize_request(&key)
+            .expect("request")
+            .pem()
+            .expect("pem");
+        let parsed = parse_pem(pem.as_bytes()).expect("a valid request");
+        assert!(parsed.has_subject_alt_names);
+        assert_eq!(parsed.dns_names, ["n1"]);
+        assert_eq!(parsed.ip_addresses, [std::net::IpAddr::from([10, 0, 0, 7])]);
+        assert_eq!((parsed.email_addresses, parsed.uris), (1, 0));
     }
 
     #[test]

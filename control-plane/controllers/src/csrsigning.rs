@@ -1,5 +1,5 @@
-//! CSR signing: approved requests for the `kubernetes.io/kube-apiserver-client-kubelet` signer
-//! get a certificate from the cluster CA in `status.certificate` (Kubernetes'
+//! CSR signing: approved requests for the `kubernetes.io/kube-apiserver-client-kubelet` and
+//! `kubernetes.io/kubelet-serving` signers get a certificate from the cluster CA in `status.certificate` (Kubernetes'
 //! `pkg/controller/certificates/signer`). The certificate lives `min(spec.expirationSeconds,
 //! --cluster-signing-duration)`, starts 5 minutes in the past for clock skew, ends no later than
 //! the CA, and carries the subject and usages the request asked for. A request the signer must
@@ -12,7 +12,7 @@ use k8s_openapi::{
     api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestCondition},
     apimachinery::pkg::apis::meta::v1::Time,
 };
-use keelson_api::bootstrap_token::KUBELET_CLIENT_SIGNER;
+use keelson_api::bootstrap_token::{KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER};
 use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams},
@@ -111,7 +111,11 @@ impl CertificateAuthority {
         csr: &CertificateSigningRequest,
         now: jiff::Timestamp,
     ) -> Result<String, SignError> {
-        csrapproving::kubelet_client_node(&csr.spec).map_err(SignError::Invalid)?;
+        if csr.spec.signer_name == KUBELET_SERVING_SIGNER {
+            csrapproving::kubelet_serving_request(&csr.spec).map_err(SignError::Invalid)?;
+        } else {
+            csrapproving::kubelet_client_node(&csr.spec).map_err(SignError::Invalid)?;
+        }
         let pem = std::str::from_utf8(&csr.spec.request.0)
             .map_err(|_| SignError::Invalid("the request is not PEM text".into()))?;
         let mut request = CertificateSigningRequestParams::from_pem(pem)
@@ -131,6 +135,9 @@ impl CertificateAuthority {
                 "client auth" => params
                     .extended_key_usages
                     .push(ExtendedKeyUsagePurpose::ClientAuth),
+                "server auth" => params
+                    .extended_key_usages
+                    .push(ExtendedKeyUsagePurpose::ServerAuth),
                 other => return Err(SignError::Invalid(format!("usage {other:?} not allowed"))),
             }
         }
@@ -167,7 +174,8 @@ pub fn decide(csr: &CertificateSigningRequest) -> Decision {
     let issued = status
         .and_then(|s| s.certificate.as_ref())
         .is_some_and(|c| !c.0.is_empty());
-    if csr.spec.signer_name != KUBELET_CLIENT_SIGNER
+    let ours = [KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER];
+    if !ours.contains(&csr.spec.signer_name.as_str())
         || !has("Approved")
         || has("Denied")
         || has("Failed")
@@ -201,7 +209,11 @@ async fn reconcile(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Result
     let api = Api::<CertificateSigningRequest>::all(ctx.client.clone());
     let status = match ctx.settings.ca.sign(&csr, jiff::Timestamp::now()) {
         Ok(pem) => {
-            tracing::info!(csr = name, "issued a node client certificate");
+            tracing::info!(
+                csr = name,
+                signer = csr.spec.signer_name,
+                "issued a certificate"
+            );
             json!({"status": {"certificate": ByteString(pem.into_bytes())}})
         }
         Err(SignError::Invalid(message)) => {
@@ -328,6 +340,61 @@ mod tests {
         let mut server = approved(None);
         server.spec.usages = Some(vec!["server auth".into()]);
         assert!(matches!(ca.sign(&server, now), Err(SignError::Invalid(_))));
+    }
+
+    #[test]
+    fn signs_serving_certificates_with_their_names() {
+        let ca = ca(DEFAULT_SIGNING_DURATION);
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut params =
+            CertificateParams::new(vec!["n1".to_owned(), "10.0.0.7".to_owned()]).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:nodes");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "system:node:n1");
+        let pem = params
+            .serialize_request(&key)
+            .expect("request")
+            .pem()
+            .expect("pem");
+        let mut csr = approved(None);
+        csr.spec.signer_name = KUBELET_SERVING_SIGNER.into();
+        csr.spec.request = ByteString(pem.into_bytes());
+        csr.spec.usages = Some(vec!["digital signature".into(), "server auth".into()]);
+        assert_eq!(decide(&csr), Decision::Sign);
+        let signed = ca.sign(&csr, jiff::Timestamp::now()).expect("signed");
+        let (_, block) = x509_parser::pem::parse_x509_pem(signed.as_bytes()).expect("PEM");
+        let cert = block.parse_x509().expect("a certificate");
+        let eku = cert.extended_key_usage().expect("parses").expect("present");
+        assert!(eku.value.server_auth && !eku.value.client_auth);
+        let san = cert
+            .subject_alternative_name()
+            .expect("parses")
+            .expect("present");
+        let names: Vec<String> = san
+            .value
+            .general_names
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            names,
+            ["DNSName(n1)", "IPAddress(0a:00:00:07)"],
+            "{names:?}"
+        );
+        // A client request sent to the serving signer is refused with Kubernetes' words.
+        let mut client = approved(None);
+        client.spec.signer_name = KUBELET_SERVING_SIGNER.into();
+        client.spec.usages = Some(vec!["digital signature".into(), "server auth".into()]);
+        match ca.sign(&client, jiff::Timestamp::now()) {
+            Err(SignError::Invalid(message)) => {
+                assert_eq!(message, "DNS or IP subjectAltName is required");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub const NODES_GROUP: &str = "system:nodes";
 pub const NODE_USER_PREFIX: &str = "system:node:";
 /// The usages a node's ECDSA client certificate asks for.
 pub const USAGES: [&str; 2] = ["digital signature", "client auth"];
+/// The usages a node's ECDSA serving certificate asks for (the kubelet's, for a non-RSA key).
+pub const SERVING_USAGES: [&str; 2] = ["digital signature", "server auth"];
 
 /// A fresh key and the PKCS#10 request for a node's client certificate.
 pub struct NodeRequest {
@@ -38,15 +40,45 @@ pub struct NodeRequest {
     pub csr_pem: String,
     /// The CertificateSigningRequest's name (`node-csr-<digest>`).
     pub name: String,
+    /// The signer asked.
+    pub signer: &'static str,
+    /// The usages asked for.
+    pub usages: &'static [&'static str],
 }
 
 /// A new ECDSA P-256 key and a CSR with CN `system:node:<node>`, O `system:nodes`.
 pub fn node_request(node: &str) -> anyhow::Result<NodeRequest> {
+    request_for(
+        node,
+        Vec::new(),
+        keelson_api::bootstrap_token::KUBELET_CLIENT_SIGNER,
+        &USAGES,
+    )
+}
+
+/// A new ECDSA P-256 key and a CSR for the node's serving certificate: CN
+/// `system:node:<node>`, O `system:nodes`, and `names` (DNS names or IP addresses) as its
+/// subjectAltNames, for the `kubernetes.io/kubelet-serving` signer.
+pub fn serving_request(node: &str, names: Vec<String>) -> anyhow::Result<NodeRequest> {
+    request_for(
+        node,
+        names,
+        keelson_api::bootstrap_token::KUBELET_SERVING_SIGNER,
+        &SERVING_USAGES,
+    )
+}
+
+fn request_for(
+    node: &str,
+    names: Vec<String>,
+    signer: &'static str,
+    usages: &'static [&'static str],
+) -> anyhow::Result<NodeRequest> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .context("generating an ECDSA P-256 key")?;
     let common_name = format!("{NODE_USER_PREFIX}{node}");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
-        .context("building the certificate request")?;
+    let mut params =
+        rcgen::CertificateParams::new(names).context("building the certificate request")?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
@@ -62,12 +94,14 @@ pub fn node_request(node: &str) -> anyhow::Result<NodeRequest> {
         &key.subject_public_key_info(),
         &common_name,
         &[NODES_GROUP],
-        &USAGES,
+        usages,
     );
     Ok(NodeRequest {
         key_pem: key.serialize_pem(),
         csr_pem,
         name,
+        signer,
+        usages,
     })
 }
 
@@ -117,8 +151,8 @@ pub fn csr_object(request: &NodeRequest) -> CertificateSigningRequest {
         },
         spec: CertificateSigningRequestSpec {
             request: ByteString(request.csr_pem.clone().into_bytes()),
-            signer_name: keelson_api::bootstrap_token::KUBELET_CLIENT_SIGNER.to_owned(),
-            usages: Some(USAGES.iter().map(|u| (*u).to_owned()).collect()),
+            signer_name: request.signer.to_owned(),
+            usages: Some(request.usages.iter().map(|u| (*u).to_owned()).collect()),
             ..CertificateSigningRequestSpec::default()
         },
         status: None,

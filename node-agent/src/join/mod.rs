@@ -17,6 +17,7 @@ pub mod discovery;
 pub mod files;
 pub mod identity;
 pub mod rotate;
+pub mod serving;
 
 #[cfg(test)]
 mod fake_api_tests;

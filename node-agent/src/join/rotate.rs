@@ -67,7 +67,7 @@ pub fn rotation_deadline(not_before: i64, not_after: i64, jitter: f64) -> i64 {
 
 /// A number in [0, 1) that differs between processes (the standard library's per-process
 /// random hash keys).
-fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     use std::hash::BuildHasher as _;
     let random = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
     (random >> 11) as f64 / (1u64 << 53) as f64

@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod hooks;
 pub mod images;
 pub mod local_path;
+pub mod log_follow;
 pub mod memory_volume;
 pub mod plan;
 pub mod probes;
@@ -360,6 +361,8 @@ pub struct KubeletSettings {
     pub resolv_conf: std::path::PathBuf,
     /// The cgroup parent of every container (`--cgroup-parent`); `None`: Docker's default.
     pub cgroup_parent: Option<String>,
+    /// How container logs are rotated.
+    pub log_rotation: runtime::LogRotation,
     /// The cluster's Service CIDR, made unreachable towards the uplink (see
     /// [`crate::network::NetworkSettings::service_cidr`]).
     pub service_cidr: Option<keelson_api::cidr::Ipv4Cidr>,
@@ -386,7 +389,11 @@ struct DnsServing {
 #[derive(Debug)]
 pub struct Kubelet {
     ctx: Arc<Ctx>,
-    endpoint: Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>,
+    endpoint: Option<(
+        tokio::net::TcpListener,
+        Arc<rustls::ServerConfig>,
+        crate::join::serving::Rotation,
+    )>,
     node: k8s_openapi::api::core::v1::Node,
     node_config: crate::node::NodeConfig,
     dns: Option<DnsServing>,
@@ -486,7 +493,8 @@ impl Kubelet {
         let runtime = DockerRuntime::connect(&settings.docker_socket, &settings.pods.node_name)
             .await
             .map_err(|e| anyhow::anyhow!(error_chain(&e)))?
-            .with_cgroup_parent(settings.cgroup_parent.clone());
+            .with_cgroup_parent(settings.cgroup_parent.clone())
+            .with_log_rotation(settings.log_rotation);
         runtime.watch_kernel_oom_kills();
         let docker = runtime.docker().clone();
         let endpoint = match settings.kubelet_listen {
@@ -497,18 +505,27 @@ impl Kubelet {
                 let names = vec![
                     settings.pods.node_name.clone(),
                     settings.pods.host_ip.to_string(),
-                    "127.0.0.1".to_owned(),
                 ];
-                let tls = server::tls_config(names, &settings.client_ca)
+                let certificate = Arc::new(
+                    crate::join::serving::ServingCertificate::self_signed(names.clone())
+                        .context("the kubelet endpoint's first certificate")?,
+                );
+                let tls = server::tls_config(certificate.clone(), &settings.client_ca)
                     .map_err(|e| anyhow::anyhow!(error_chain(&e)))
                     .context("the kubelet endpoint")?;
-                Some((listener, tls))
+                let rotation = crate::join::serving::Rotation {
+                    node: settings.pods.node_name.clone(),
+                    names,
+                    dir: settings.pods.data_dir.join("pki"),
+                    certificate,
+                };
+                Some((listener, tls, rotation))
             }
             None => None,
         };
         let kubelet_port = endpoint
             .as_ref()
-            .and_then(|(l, _)| l.local_addr().ok())
+            .and_then(|(l, _, _)| l.local_addr().ok())
             .map(|a| a.port());
         let node_config = crate::node::NodeConfig {
             name: settings.pods.node_name.clone(),
@@ -650,9 +667,15 @@ impl Kubelet {
             },
         );
         let runtime = self.ctx.runtime.clone();
+        let rotation_client = self.ctx.client.clone();
         let endpoint = async move {
             match self.endpoint {
-                Some((listener, tls)) => server::serve(listener, tls, runtime).await,
+                Some((listener, tls, rotation)) => {
+                    tokio::join!(
+                        server::serve(listener, tls, runtime),
+                        rotation.run(rotation_client)
+                    );
+                }
                 None => std::future::pending().await,
             }
         };

@@ -1,4 +1,5 @@
-//! The agent's kubelet endpoint: HTTPS with a self-signed serving certificate, accepting only
+//! The agent's kubelet endpoint: HTTPS with the node's serving certificate from the cluster CA
+//! (self-signed until it is issued: [`crate::join::serving`]), accepting only
 //! clients with a certificate from the cluster CA that names the API server
 //! (`kube-apiserver-kubelet-client`, or a `system:masters` identity). It serves
 //! `GET /containerLogs/{namespace}/{pod}/{container}` with kubelet's query parameters (`follow`,
@@ -16,9 +17,7 @@ use axum::{
 };
 use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use rustls::{
-    RootCertStore, ServerConfig,
-    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
-    server::WebPkiClientVerifier,
+    RootCertStore, ServerConfig, pki_types::CertificateDer, server::WebPkiClientVerifier,
 };
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -32,9 +31,6 @@ pub const APISERVER_CLIENT: &str = "kube-apiserver-kubelet-client";
 /// Why the endpoint cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The serving certificate could not be made.
-    #[error("generating the serving certificate")]
-    Certificate(#[source] rcgen::Error),
     /// rustls refused the configuration.
     #[error("TLS configuration")]
     Rustls(#[source] rustls::Error),
@@ -43,17 +39,12 @@ pub enum ServerError {
     Verifier(#[source] rustls::server::VerifierBuilderError),
 }
 
-/// A TLS configuration with a fresh self-signed certificate for `names` (DNS names or IPs) that
-/// requires client certificates from `client_ca` (DER).
+/// A TLS configuration presenting `certificate` (self-signed until the cluster CA issues one,
+/// see [`crate::join::serving`]) that requires client certificates from `client_ca` (DER).
 pub fn tls_config(
-    names: Vec<String>,
+    certificate: Arc<crate::join::serving::ServingCertificate>,
     client_ca: &[Vec<u8>],
 ) -> Result<Arc<ServerConfig>, ServerError> {
-    let certified = rcgen::generate_simple_self_signed(names).map_err(ServerError::Certificate)?;
-    let chain = vec![certified.cert.der().clone()];
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        certified.signing_key.serialize_der(),
-    ));
     let mut roots = RootCertStore::empty();
     for ca in client_ca {
         roots
@@ -68,8 +59,7 @@ pub fn tls_config(
         .with_safe_default_protocol_versions()
         .map_err(ServerError::Rustls)?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(ServerError::Rustls)?;
+        .with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -208,7 +198,22 @@ async fn container_logs(
         timestamps: flag("timestamps"),
         since,
     };
-    let stream = state.runtime.logs(&chosen.id, options);
+    let stream = if previous {
+        state.runtime.logs(&chosen.id, options)
+    } else {
+        // `-f` goes on with the container's next attempts when this one ends.
+        super::log_follow::stream(
+            state.runtime.clone(),
+            super::log_follow::Followed {
+                namespace,
+                pod,
+                container,
+            },
+            chosen.id.clone(),
+            chosen.attempt,
+            options,
+        )
+    };
     let limit = number("limitBytes").map(|l| l.max(0) as usize);
     let body = match limit {
         Some(limit) => {
