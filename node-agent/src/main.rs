@@ -210,6 +210,17 @@ struct KubeletArgs {
     /// at that directory load-balances this node's pods only.
     #[arg(long, env = "KEELSON_CGROUP_PARENT", value_name = "PATH")]
     cgroup_parent: Option<String>,
+    /// The size at which a container's log file is rotated (the kubelet's
+    /// containerLogMaxSize); `kubectl logs` reads across the kept files.
+    #[arg(long, alias = "containerLogMaxSize", env = "KEELSON_CONTAINER_LOG_MAX_SIZE",
+          default_value = "10Mi",
+          value_parser = keelson_node_agent::pods::runtime::LogRotation::parse_size)]
+    container_log_max_size: u64,
+    /// How many log files each container keeps, the current one included (the kubelet's
+    /// containerLogMaxFiles).
+    #[arg(long, alias = "containerLogMaxFiles", env = "KEELSON_CONTAINER_LOG_MAX_FILES",
+          default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
+    container_log_max_files: u32,
     /// Resources set aside for Kubernetes components, subtracted from allocatable
     /// (`cpu=100m,memory=256Mi,ephemeral-storage=1Gi,pid=1000`; the kubelet's kubeReserved).
     #[arg(long, alias = "kubeReserved", env = "KEELSON_KUBE_RESERVED", default_value = "",
@@ -795,6 +806,10 @@ async fn start_kubelet(
         cluster_domain: args.kubelet.cluster_domain.clone(),
         resolv_conf: args.kubelet.resolv_conf.clone(),
         cgroup_parent: args.kubelet.cgroup_parent.clone(),
+        log_rotation: keelson_node_agent::pods::runtime::LogRotation {
+            max_size: args.kubelet.container_log_max_size,
+            max_files: args.kubelet.container_log_max_files,
+        },
         service_cidr: Some(args.service_cidr),
         pod_hook,
         pod_mtu,

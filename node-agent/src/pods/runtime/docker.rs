@@ -86,6 +86,64 @@ fn observed(summary: &ContainerSummary) -> Option<(String, Observed)> {
     ))
 }
 
+/// A log rotation setting that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogRotationError {
+    /// `--container-log-max-size` is not a size.
+    #[error("container log max size {value:?}: {reason}")]
+    Size {
+        /// What was given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// How container logs are rotated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRotation {
+    /// The size (bytes) at which the current file is rotated.
+    pub max_size: u64,
+    /// How many files are kept, the current one included (at least 2, as the kubelet requires).
+    pub max_files: u32,
+}
+
+impl LogRotation {
+    /// The kubelet's defaults: 10Mi, 5 files.
+    pub const DEFAULT: Self = Self {
+        max_size: 10 * 1024 * 1024,
+        max_files: 5,
+    };
+
+    /// Parses `--container-log-max-size` (a quantity such as `10Mi`; at least 1Ki).
+    pub fn parse_size(text: &str) -> Result<u64, LogRotationError> {
+        let quantity = keelson_api::quantity::Quantity::parse_trimmed(text).map_err(|e| {
+            LogRotationError::Size {
+                value: text.to_owned(),
+                reason: e.to_string(),
+            }
+        })?;
+        u64::try_from(quantity.value())
+            .ok()
+            .filter(|bytes| *bytes >= 1024)
+            .ok_or_else(|| LogRotationError::Size {
+                value: text.to_owned(),
+                reason: "must be at least 1Ki".to_owned(),
+            })
+    }
+
+    /// Docker's log configuration for it.
+    pub fn log_config(&self) -> bollard::models::HostConfigLogConfig {
+        bollard::models::HostConfigLogConfig {
+            typ: Some("json-file".to_owned()),
+            config: Some(HashMap::from([
+                ("max-size".to_owned(), self.max_size.to_string()),
+                ("max-file".to_owned(), self.max_files.to_string()),
+            ])),
+        }
+    }
+}
+
 /// The agent's handle on Docker.
 #[derive(Debug, Clone)]
 pub struct DockerRuntime {
@@ -93,6 +151,9 @@ pub struct DockerRuntime {
     node: String,
     /// Docker's `HostConfig.cgroup_parent` for every container created (`--cgroup-parent`).
     cgroup_parent: Option<String>,
+    /// Log rotation of every container created: Docker's json-file `max-size` (bytes) and
+    /// `max-file` (the kubelet's containerLogMaxSize and containerLogMaxFiles).
+    log_rotation: Option<LogRotation>,
     /// OOM kills Docker's flag missed (see [`super::oom`]).
     ooms: Arc<OomLog>,
 }
@@ -112,6 +173,7 @@ impl DockerRuntime {
             docker,
             node: node.to_owned(),
             cgroup_parent: None,
+            log_rotation: None,
             ooms: Arc::default(),
         })
     }
@@ -129,6 +191,14 @@ impl DockerRuntime {
     /// keeps Docker's default.
     pub fn with_cgroup_parent(mut self, cgroup_parent: Option<String>) -> Self {
         self.cgroup_parent = cgroup_parent;
+        self
+    }
+
+    /// Rotates every container's log: Docker's `json-file` driver with `max-size` and
+    /// `max-file`, whatever the engine's default driver is (the kubelet's containerLogMaxSize
+    /// and containerLogMaxFiles; `docker logs` and so `kubectl logs` read across the files).
+    pub fn with_log_rotation(mut self, rotation: LogRotation) -> Self {
+        self.log_rotation = Some(rotation);
         self
     }
 
@@ -341,6 +411,11 @@ impl ContainerRuntime for DockerRuntime {
                 .get_or_insert_with(HostConfig::default)
                 .cgroup_parent = Some(parent.clone());
         }
+        if let Some(rotation) = &self.log_rotation {
+            body.host_config
+                .get_or_insert_with(HostConfig::default)
+                .log_config = Some(rotation.log_config());
+        }
         let options = CreateContainerOptions {
             name: Some(name.to_owned()),
             ..CreateContainerOptions::default()
@@ -537,5 +612,26 @@ impl ContainerRuntime for DockerRuntime {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_sizes_parse_as_quantities() {
+        assert_eq!(LogRotation::parse_size("10Mi"), Ok(10 * 1024 * 1024));
+        assert_eq!(LogRotation::parse_size("1M"), Ok(1_000_000));
+        assert_eq!(
+            LogRotation::parse_size("100").map_err(|e| e.to_string()),
+            Err("container log max size \"100\": must be at least 1Ki".to_owned())
+        );
+        assert!(LogRotation::parse_size("ten").is_err());
+        let config = LogRotation::DEFAULT.log_config();
+        assert_eq!(config.typ.as_deref(), Some("json-file"));
+        let options = config.config.expect("options");
+        assert_eq!(options["max-size"], "10485760");
+        assert_eq!(options["max-file"], "5");
     }
 }

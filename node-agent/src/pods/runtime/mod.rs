@@ -26,7 +26,7 @@ use bollard::{
 };
 use k8s_openapi::jiff::Timestamp;
 
-pub use self::docker::{DockerRuntime, is_not_found};
+pub use self::docker::{DockerRuntime, LogRotation, LogRotationError, is_not_found};
 
 /// Label: the node whose agent owns the container.
 pub const LABEL_NODE: &str = "io.keelson.node";
