@@ -1,6 +1,8 @@
 //! End to end, privileged: the agent's kubelet endpoint serves container logs (what the API
-//! server proxies `kubectl logs` to, also tested here) over HTTPS, only to clients with a cluster certificate of
-//! the API server or an administrator: `tailLines`, `previous`, stdout and stderr.
+//! server proxies `kubectl logs` to, also tested here) over HTTPS with a serving certificate the
+//! cluster CA issued, only to clients with a cluster certificate of the API server or an
+//! administrator: `tailLines`, `previous`, stdout and stderr, `-f` across a restart, and logs
+//! rotated at `--container-log-max-size`.
 
 use std::{path::Path, process::Command, time::Duration};
 
@@ -78,6 +80,10 @@ async fn the_kubelet_endpoint_serves_container_logs_to_the_api_server_only() {
             "1",
             "--node-address",
             "127.0.0.1",
+            "--container-log-max-size",
+            "2Ki",
+            "--container-log-max-files",
+            "2",
         ],
     );
     let kubectl = Kubectl::new(33, &plane);
@@ -96,7 +102,10 @@ spec:
     command: [\"sh\", \"-c\", \"echo line1; echo line2; sleep 0.3; echo oops >&2; exec sleep 3600\"]
   - name: flaky
     image: keelson/busybox:1
-    command: [\"sh\", \"-c\", \"echo run $(cat /proc/sys/kernel/random/uuid); exit 1\"]
+    command: [\"sh\", \"-c\", \"echo run $(cat /proc/sys/kernel/random/uuid); sleep 1; exit 1\"]
+  - name: chatty
+    image: keelson/busybox:1
+    command: [\"sh\", \"-c\", \"i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo chatty-line-$i; done; exec sleep 3600\"]
 ",
         agent.node
     );
@@ -128,6 +137,40 @@ spec:
     let dir = tempfile::tempdir().expect("temp dir");
     let admin = client_pem(&plane.kubeconfig, dir.path(), "admin");
     let node_creds = client_pem(agent.kubeconfig(), dir.path(), "node");
+
+    // The endpoint soon presents a certificate the cluster CA issued for the node's address
+    // (its kubelet-serving CSR, approved because it names only the Node's own addresses).
+    let ca = plane.data_dir().join("pki/ca.crt");
+    let verified = |admin: &(String, String)| {
+        Command::new("curl")
+            .args(["-s", "--max-time", "5", "--cacert"])
+            .arg(&ca)
+            .args(["--cert", &admin.0, "--key", &admin.1])
+            .arg(format!("https://127.0.0.1:{port}/healthz"))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while verified(&admin) != "ok" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kubelet endpoint never presented a CA-issued certificate; agent log:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let csrs = kubectl.run(&["get", "csr", "-o", "custom-columns=SIGNER:.spec.signerName,COND:.status.conditions[0].type,USER:.spec.username", "--no-headers"]);
+    assert!(
+        csrs.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == [
+                    "kubernetes.io/kubelet-serving",
+                    "Approved",
+                    &format!("system:node:{}", agent.node)
+                ]),
+        "{csrs}"
+    );
 
     // `oops` comes 0.3 s after the first lines (later still on a loaded machine).
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
@@ -194,6 +237,78 @@ spec:
         .await
         .expect("kube-rs reads logs too");
     assert_eq!(logs, "line2\noops\n");
+
+    // Rotation: Docker keeps two files of at most 2 KiB for each container, so the first of
+    // 400 lines is gone and the last is there.
+    let inspect = Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--filter",
+            "label=io.keelson.container=chatty",
+            "--filter",
+        ])
+        .arg(format!("label=io.keelson.node={}", agent.node))
+        .output()
+        .expect("docker ps");
+    let id = String::from_utf8_lossy(&inspect.stdout).trim().to_owned();
+    assert!(!id.is_empty(), "the chatty container runs");
+    let config = Command::new("docker")
+        .args(["inspect", "-f", "{{json .HostConfig.LogConfig}}", &id])
+        .output()
+        .expect("docker inspect");
+    let config = String::from_utf8_lossy(&config.stdout);
+    assert!(
+        config.contains(r#""Type":"json-file""#)
+            && config.contains(r#""max-size":"2048""#)
+            && config.contains(r#""max-file":"2""#),
+        "{config}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let chatty = loop {
+        let logs = kubectl.run(&["logs", "talker", "-c", "chatty"]);
+        if logs.contains("chatty-line-400\n") || std::time::Instant::now() > deadline {
+            break logs;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(chatty.ends_with("chatty-line-400\n"), "{chatty}");
+    assert!(
+        !chatty.contains("chatty-line-1\n"),
+        "rotated away: {chatty}"
+    );
+    assert!(chatty.len() < 4096, "{} bytes", chatty.len());
+
+    // `kubectl logs -f` on a restarting container goes on with its next attempt: two
+    // different `run <uuid>` lines within the restart back-off (1 s, 2 s, ... here).
+    let mut follow = kubectl
+        .command(&["logs", "-f", "talker", "-c", "flaky"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl logs -f");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut runs = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while runs.len() < 2 && std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            runs.insert(line);
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(runs.len() >= 2, "logs -f saw only {runs:?}");
 
     kubectl.run(&["delete", "pod", "talker", "--timeout=30s"]);
     agent.assert_no_leaks();
