@@ -171,6 +171,16 @@ impl FakeRuntime {
         names
     }
 
+    /// The id of the running instance of `container`.
+    pub fn running_id(&self, container: &str) -> String {
+        self.state()
+            .containers
+            .iter()
+            .find(|c| c.running && c.label(LABEL_CONTAINER) == container)
+            .map(|c| c.id.clone())
+            .unwrap_or_else(|| panic!("no running container {container}"))
+    }
+
     /// The body the newest instance of `container` was created with.
     pub fn body(&self, container: &str) -> ContainerCreateBody {
         let state = self.state();

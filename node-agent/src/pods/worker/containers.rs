@@ -148,7 +148,7 @@ impl Worker {
             self.wake_at(Instant::now() + left);
             return;
         }
-        if self.start(pod, container, role, restarts).await {
+        if self.start(pod, container, role, restarts, None).await {
             // Keep only the instance that just ended (lastState, logs --previous).
             if let Ok(all) = self.ctx.runtime.list_pod(&self.pod_ref.uid).await {
                 for old in all
@@ -162,21 +162,29 @@ impl Worker {
         }
     }
 
-    /// Creates and starts attempt `attempt` of `container`; returns whether a container was
-    /// created (it may still have failed to start, which Docker then reports).
+    /// Creates and starts attempt `attempt` of `container` (in the process namespace of
+    /// container `pid_target` if given, as ephemeral containers with a `targetContainerName`
+    /// are); returns whether a container was created (it may still have failed to start,
+    /// which Docker then reports).
     pub(super) async fn start(
         &mut self,
         pod: &Pod,
         container: &Container,
         role: &str,
         attempt: u32,
+        pid_target: Option<&str>,
     ) -> bool {
         if let Err(waiting) = self.ensure_image(pod, container).await {
             self.waiting.insert(container.name.clone(), waiting);
             return false;
         }
         let body = match self.container_body(pod, container).await {
-            Ok(body) => body,
+            Ok(mut body) => {
+                if let (Some(target), Some(host)) = (pid_target, body.host_config.as_mut()) {
+                    host.pid_mode = Some(format!("container:{target}"));
+                }
+                body
+            }
             Err(ConfigError(message)) => {
                 // The missing ConfigMap or Secret may appear any moment.
                 self.wake_at(Instant::now() + Duration::from_secs(2));

@@ -9,7 +9,7 @@ use std::{
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 use k8s_openapi::{
-    api::core::v1::{Container, Event, EventSource, ObjectReference, Pod},
+    api::core::v1::{Container, EphemeralContainer, Event, EventSource, ObjectReference, Pod},
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
     jiff::Timestamp,
 };
@@ -22,6 +22,34 @@ use crate::pods::{
     },
     security,
 };
+
+/// The role label of ephemeral containers.
+pub(super) const EPHEMERAL: &str = "ephemeral";
+
+/// An ephemeral container as the container the worker runs: the fields they share (an
+/// ephemeral container has no ports, probes, resources or lifecycle hooks; the API server
+/// refuses them).
+pub(super) fn ephemeral_as_container(debug: &EphemeralContainer) -> Container {
+    Container {
+        name: debug.name.clone(),
+        image: debug.image.clone(),
+        image_pull_policy: debug.image_pull_policy.clone(),
+        command: debug.command.clone(),
+        args: debug.args.clone(),
+        working_dir: debug.working_dir.clone(),
+        env: debug.env.clone(),
+        env_from: debug.env_from.clone(),
+        volume_mounts: debug.volume_mounts.clone(),
+        volume_devices: debug.volume_devices.clone(),
+        security_context: debug.security_context.clone(),
+        stdin: debug.stdin,
+        stdin_once: debug.stdin_once,
+        tty: debug.tty,
+        termination_message_path: debug.termination_message_path.clone(),
+        termination_message_policy: debug.termination_message_policy.clone(),
+        ..Container::default()
+    }
+}
 
 /// Kubernetes' default termination grace period.
 pub(super) const DEFAULT_GRACE: i64 = 30;
@@ -331,6 +359,25 @@ mod tests {
         assert_eq!(newest.id, "app2");
         assert_eq!(before.as_ref().map(|b| b.id.as_str()), Some("app1"));
         assert_eq!(latest["init"].1, None);
+    }
+
+    #[test]
+    fn ephemeral_containers_run_as_plain_containers() {
+        let debug = EphemeralContainer {
+            name: "dbg".into(),
+            image: Some("keelson/busybox:1".into()),
+            command: Some(vec!["sh".into()]),
+            stdin: Some(true),
+            tty: Some(true),
+            target_container_name: Some("app".into()),
+            ..EphemeralContainer::default()
+        };
+        let container = ephemeral_as_container(&debug);
+        assert_eq!(container.name, "dbg");
+        assert_eq!(container.image.as_deref(), Some("keelson/busybox:1"));
+        assert_eq!(container.command, Some(vec!["sh".to_owned()]));
+        assert_eq!((container.stdin, container.tty), (Some(true), Some(true)));
+        assert!(container.readiness_probe.is_none() && container.ports.is_none());
     }
 
     #[test]

@@ -341,7 +341,7 @@ impl Worker {
             match (action, current) {
                 (Action::Start(..), _) => {
                     let attempt = self.next_attempt.get(&container.name).copied().unwrap_or(0);
-                    self.start(pod, container, label, attempt).await;
+                    self.start(pod, container, label, attempt, None).await;
                 }
                 (Action::Restart(..), Some(c)) => {
                     let details = self.details(&c).await?;
@@ -355,7 +355,38 @@ impl Worker {
                 _ => {}
             }
         }
+        self.start_ephemeral(pod, &latest).await;
         Ok(())
+    }
+
+    /// Starts the ephemeral containers (`kubectl debug`) not started yet: once each, never
+    /// restarted, in the process namespace of their `targetContainerName` once it runs.
+    async fn start_ephemeral(
+        &mut self,
+        pod: &Pod,
+        latest: &std::collections::BTreeMap<&str, (Observed, Option<Observed>)>,
+    ) {
+        let ephemeral = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.ephemeral_containers.clone())
+            .unwrap_or_default();
+        for debug in &ephemeral {
+            if latest.contains_key(debug.name.as_str()) {
+                continue;
+            }
+            let target = match debug.target_container_name.as_deref() {
+                Some(name) => match latest.get(name).filter(|(c, _)| c.running) {
+                    Some((c, _)) => Some(c.id.clone()),
+                    // Its target does not run (yet): look again on a later pass.
+                    None => continue,
+                },
+                None => None,
+            };
+            let container = decide::ephemeral_as_container(debug);
+            self.start(pod, &container, decide::EPHEMERAL, 0, target.as_deref())
+                .await;
+        }
     }
 }
 

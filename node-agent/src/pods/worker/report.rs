@@ -194,6 +194,17 @@ impl Worker {
             statuses.push(cs);
         }
 
+        // Ephemeral containers: reported, never ready, never restarted, not in the phase.
+        let mut ephemeral_statuses = Vec::new();
+        for debug in spec.ephemeral_containers.iter().flatten() {
+            let container = super::decide::ephemeral_as_container(debug);
+            let mut cs = self
+                .container_status(&container, latest.get(debug.name.as_str()), "Never", false)
+                .await?;
+            cs.ready = false;
+            ephemeral_statuses.push(cs);
+        }
+
         let phase = status::phase(
             init_failed,
             sandbox_ready && initialized,
@@ -272,6 +283,8 @@ impl Worker {
             qos_class: Some(status::qos_class(pod).into()),
             container_statuses: Some(statuses),
             init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+            ephemeral_container_statuses: (!ephemeral_statuses.is_empty())
+                .then_some(ephemeral_statuses),
             ..PodStatus::default()
         };
         self.terminal |= crate::pods::security::reject_status(pod, &mut next);

@@ -471,3 +471,50 @@ async fn a_refused_pull_is_err_image_pull_with_the_registrys_words() {
         )
     );
 }
+
+#[tokio::test]
+async fn an_ephemeral_container_starts_once_in_its_targets_process_namespace() {
+    let mut h = Harness::new(PodSpec {
+        containers: vec![container("app")],
+        ..PodSpec::default()
+    });
+    h.sync().await;
+    // `kubectl debug --target=app` adds it to the running pod.
+    h.pod.spec.as_mut().expect("spec").ephemeral_containers =
+        Some(vec![k8s_openapi::api::core::v1::EphemeralContainer {
+            name: "dbg".into(),
+            image: Some(IMAGE.into()),
+            target_container_name: Some("app".into()),
+            ..Default::default()
+        }]);
+    h.sync().await;
+    assert_eq!(h.started(), [run("POD", 0), run("app", 0), run("dbg", 0)]);
+    let app = h.runtime.running_id("app");
+    let body = h.runtime.body("dbg");
+    assert_eq!(
+        body.host_config.and_then(|c| c.pid_mode),
+        Some(format!("container:{app}"))
+    );
+    let status = h.status();
+    let dbg = statuses(&status.ephemeral_container_statuses, "dbg");
+    assert!(dbg.state.as_ref().is_some_and(|s| s.running.is_some()) && !dbg.ready);
+    assert!(
+        status
+            .container_statuses
+            .iter()
+            .flatten()
+            .all(|s| s.name != "dbg")
+    );
+    // It ends and is never started again, whatever the pod's restart policy.
+    h.runtime.exit("dbg", 0);
+    h.sync().await;
+    h.sync().await;
+    assert_eq!(h.started().len(), 3, "{:?}", h.started());
+    let status = h.status();
+    let dbg = statuses(&status.ephemeral_container_statuses, "dbg");
+    assert!(
+        dbg.state.as_ref().is_some_and(|s| s.terminated.is_some()),
+        "{dbg:?}"
+    );
+    assert_eq!(condition(&status, "Ready"), "True");
+}
