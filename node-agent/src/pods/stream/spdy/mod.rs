@@ -62,8 +62,9 @@ pub struct Config {
     pub peer_windows: PeerWindows,
     /// The largest DATA payload we send.
     pub max_data_frame: usize,
-    /// How much received data one stream may hold before we stop reading the socket; also
-    /// the window we grant (the SPDY/3.1 default, 64 KiB).
+    /// How much received data one stream may hold before we stop reading the socket. We
+    /// send no SETTINGS, so the peer assumes the default 64 KiB window; a stream's window is
+    /// replenished each time half of this has been read.
     pub receive_buffer: usize,
     /// How much written data one stream may hold before writes wait.
     pub send_buffer: usize,
@@ -146,6 +147,7 @@ impl SpdyConnection {
     }
 
     /// Sends GOAWAY (after what streams have queued and may send) and ends the session.
+    /// Dropping every handle does not: the session then lasts until the client leaves.
     pub fn close(&self) {
         let mut state = self.shared.lock();
         if !state.ending {

@@ -769,3 +769,86 @@ async fn dropping_the_receiver_refuses_new_streams() {
         ]
     );
 }
+
+/// Port-forward shape, 100 times over: 100 sessions at once, each with an error stream and
+/// a data stream carrying 64 KiB each way; every session task ends afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_sessions() {
+    const PAYLOAD: usize = 64 * 1024;
+    let mut clients = Vec::new();
+    for session in 0..100u32 {
+        let (conn, mut incoming, mut tx, mut rx) = start(Config::default());
+        let server = tokio::spawn(async move {
+            let mut handlers = Vec::new();
+            while let Some(mut stream) = incoming.recv().await {
+                handlers.push(tokio::spawn(async move {
+                    if stream.header("streamtype") == Some("error") {
+                        stream.shutdown().await.expect("shuts down");
+                        return;
+                    }
+                    let mut got = Vec::new();
+                    stream.read_to_end(&mut got).await.expect("reads");
+                    stream.write_all(&got).await.expect("writes");
+                    stream.shutdown().await.expect("shuts down");
+                }));
+            }
+            for handler in handlers {
+                handler.await.expect("handler");
+            }
+        });
+        clients.push(tokio::spawn(async move {
+            let requestid = session.to_string();
+            tx.open(1, &[("streamtype", "error"), ("requestid", &requestid)])
+                .await;
+            tx.open(3, &[("streamtype", "data"), ("requestid", &requestid)])
+                .await;
+            let payload = pattern(PAYLOAD);
+            let sender = tokio::spawn(async move {
+                for chunk in payload.chunks(16 * 1024) {
+                    tx.data(3, false, chunk).await;
+                }
+                tx.data(3, true, b"").await;
+                tx
+            });
+            let mut echoed = Vec::new();
+            let mut fins = 0;
+            while fins < 2 {
+                match rx.recv().await {
+                    Some(Frame::Data {
+                        stream_id,
+                        fin,
+                        data,
+                    }) => {
+                        if stream_id == 3 {
+                            echoed.extend_from_slice(&data);
+                        }
+                        if fin {
+                            fins += 1;
+                        }
+                    }
+                    Some(Frame::SynReply { .. } | Frame::WindowUpdate { .. }) => {}
+                    other => panic!("session {session}: unexpected {other:?}"),
+                }
+            }
+            assert!(
+                echoed == pattern(PAYLOAD),
+                "session {session}: payload differs"
+            );
+            let mut tx = sender.await.expect("sender task");
+            tx.send(Frame::GoAway {
+                last_good_stream_id: 0,
+                status: GoAwayStatus::OK,
+            })
+            .await;
+            conn.closed().await;
+            server.await.expect("server task");
+        }));
+    }
+    for client in clients {
+        tokio::time::timeout(TIMEOUT, client)
+            .await
+            .expect("session done in time")
+            .expect("client task");
+    }
+    assert_no_tasks_left().await;
+}
