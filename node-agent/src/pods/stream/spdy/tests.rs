@@ -852,3 +852,29 @@ async fn a_hundred_concurrent_sessions() {
     }
     assert_no_tasks_left().await;
 }
+
+/// Data for a stream whose handle is gone is dropped, but the session window it used is
+/// given back, or a flow-controlled client would stall the other streams.
+#[tokio::test]
+async fn data_for_a_dropped_stream_still_replenishes_the_session_window() {
+    let (_conn, mut incoming, mut tx, mut rx) = start(Config::default());
+    let mut stream = open_accepted(&mut tx, &mut rx, &mut incoming, 1).await;
+    stream.shutdown().await.expect("shuts down");
+    drop(stream);
+    assert_eq!(
+        rx.recv().await,
+        Some(Frame::Data {
+            stream_id: 1,
+            fin: true,
+            data: Bytes::new(),
+        })
+    );
+    tx.data(1, false, &pattern(40 * 1024)).await;
+    assert_eq!(
+        rx.recv().await,
+        Some(Frame::WindowUpdate {
+            stream_id: 0,
+            delta: 40 * 1024,
+        })
+    );
+}
