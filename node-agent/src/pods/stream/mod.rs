@@ -1,0 +1,3 @@
+//! Streaming for exec, attach and port-forward: the wire protocols kubectl speaks.
+
+pub mod spdy;
