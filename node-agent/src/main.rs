@@ -389,6 +389,9 @@ fn log_filter() -> EnvFilter {
 
 fn main() -> ExitCode {
     keelson_daemon::log::init(log_filter(), keelson_daemon::log::Output::Stderr);
+    if let Err(error) = keelson_daemon::limits::raise_open_files() {
+        tracing::warn!(%error, "cannot raise the open-file limit");
+    }
     let argv = keelson_daemon::config_file::expand(
         &Cli::command(),
         Some("run"),

@@ -129,6 +129,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         keelson_daemon::log::Output::Stdout,
     );
+    if let Err(error) = keelson_daemon::limits::raise_open_files() {
+        tracing::warn!(%error, "cannot raise the open-file limit");
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     match &args.command {
