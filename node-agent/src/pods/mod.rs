@@ -24,6 +24,7 @@ pub mod server;
 pub mod service_env;
 pub mod spec;
 pub mod status;
+pub mod stream;
 pub mod tokens;
 pub mod volume_error;
 pub mod volume_sync;
