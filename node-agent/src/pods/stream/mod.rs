@@ -85,8 +85,24 @@ pub fn router(state: StreamState) -> Router {
         .with_state(state)
 }
 
-fn text(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, message.into()).into_response()
+/// A request refused before the upgrade: the status and the kubelet's plain-text message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.status, self.message).into_response()
+    }
+}
+
+fn text(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        message: message.into(),
+    }
 }
 
 /// The query's pairs, decoded (`command` repeats).
@@ -208,7 +224,7 @@ fn negotiate(
     websocket: &[WsProtocol],
     tunnel: bool,
     spdy: &[&'static str],
-) -> Result<Transport, Response> {
+) -> Result<Transport, Refusal> {
     if upgrade_is(headers, "websocket") {
         let asked = header_list(headers, "sec-websocket-protocol");
         if tunnel && asked.iter().any(|p| p == ws::SPDY_TUNNEL_PORT_FORWARD) {
@@ -231,7 +247,7 @@ fn negotiate(
         return spdy
             .iter()
             .find(|p| offered.iter().any(|o| o == *p))
-            .map(|p| Transport::Spdy(*p))
+            .map(|&p| Transport::Spdy(p))
             .ok_or_else(|| {
                 text(
                     StatusCode::FORBIDDEN,
@@ -249,7 +265,7 @@ fn negotiate(
 }
 
 /// The 101 answer for `transport`, or the refusal when it cannot be served.
-fn switching(headers: &HeaderMap, transport: &Transport) -> Result<Response, Response> {
+fn switching(headers: &HeaderMap, transport: &Transport) -> Result<Response, Refusal> {
     let mut response = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
     match transport {
         Transport::WebSocket(_) | Transport::SpdyTunnel => {
@@ -281,7 +297,7 @@ fn switching(headers: &HeaderMap, transport: &Transport) -> Result<Response, Res
             response = response
                 .header(header::CONNECTION, "Upgrade")
                 .header(header::UPGRADE, "SPDY/3.1")
-                .header(STREAM_PROTOCOL_HEADER, HeaderValue::from_static(*protocol));
+                .header(STREAM_PROTOCOL_HEADER, HeaderValue::from_static(protocol));
         }
     }
     response
@@ -289,7 +305,7 @@ fn switching(headers: &HeaderMap, transport: &Transport) -> Result<Response, Res
         .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-fn spdy_unavailable() -> Response {
+fn spdy_unavailable() -> Refusal {
     text(
         StatusCode::BAD_REQUEST,
         "unable to upgrade: SPDY is not served by this node agent yet; use a client that \
@@ -303,7 +319,7 @@ async fn find_container(
     namespace: &str,
     pod: &str,
     container: &str,
-) -> Result<String, Response> {
+) -> Result<String, Refusal> {
     let containers = runtime
         .list_named(namespace, pod)
         .await
@@ -329,7 +345,7 @@ async fn find_sandbox(
     runtime: &dyn ContainerRuntime,
     namespace: &str,
     pod: &str,
-) -> Result<(String, u32), Response> {
+) -> Result<(String, u32), Refusal> {
     let containers = runtime
         .list_named(namespace, pod)
         .await
@@ -370,7 +386,7 @@ async fn exec(
         .map(|(_, v)| v.clone())
         .collect();
     if command.is_empty() {
-        return text(StatusCode::BAD_REQUEST, "command is required");
+        return text(StatusCode::BAD_REQUEST, "command is required").into_response();
     }
     streaming(state, namespace, pod, container, Some(command), request).await
 }
@@ -395,7 +411,7 @@ async fn streaming(
     let query = query_pairs(request.uri().query());
     let options = match stream_options(&query) {
         Ok(options) => options,
-        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+        Err(message) => return text(StatusCode::BAD_REQUEST, message).into_response(),
     };
     let transport = match negotiate(
         request.headers(),
@@ -404,15 +420,15 @@ async fn streaming(
         &SPDY_EXEC_PROTOCOLS,
     ) {
         Ok(transport) => transport,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let container_id = match find_container(&*state.runtime, &namespace, &pod, &container).await {
         Ok(id) => id,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let response = match switching(request.headers(), &transport) {
         Ok(response) => response,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let start = match command {
         Some(command) => Start::Exec {
@@ -458,22 +474,22 @@ async fn port_forward(
         &[SPDY_PORT_FORWARD_PROTOCOL],
     ) {
         Ok(transport) => transport,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let ports = match &transport {
         Transport::WebSocket(_) => match forward_ports(&query) {
             Ok(ports) => ports,
-            Err(message) => return text(StatusCode::BAD_REQUEST, message),
+            Err(message) => return text(StatusCode::BAD_REQUEST, message).into_response(),
         },
         Transport::Spdy(_) | Transport::SpdyTunnel => Vec::new(),
     };
     let (sandbox_id, pid) = match find_sandbox(&*state.runtime, &namespace, &pod).await {
         Ok(found) => found,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let response = match switching(request.headers(), &transport) {
         Ok(response) => response,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let forwarder = Forwarder {
         dialer: state.dialer,
