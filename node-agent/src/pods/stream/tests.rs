@@ -321,6 +321,8 @@ async fn errors_before_the_upgrade_read_as_the_kubelet_words_them() {
 async fn a_vanished_client_ends_its_process_stdin_and_every_task() {
     let runtime = fake_pod().await;
     let address = serve(runtime.clone(), LocalDialer::default()).await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
     let mut clients = Vec::new();
     for _ in 0..20 {
         let mut ws = connect(
@@ -343,6 +345,48 @@ async fn a_vanished_client_ends_its_process_stdin_and_every_task() {
     }
     assert_eq!(runtime.alive_processes(), 0, "every process got stdin EOF");
     assert_eq!(runtime.stdin_ends(), 20);
+    for _ in 0..100 {
+        if metrics.num_alive_tasks() == before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        before,
+        "no task of a session is left"
+    );
+}
+
+#[tokio::test]
+async fn websocket_binary_messages_read_and_write_as_a_byte_stream() {
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let (server, client) = tokio::io::duplex(4096);
+    let (server, mut client) = tokio::join!(
+        WebSocketStream::from_raw_socket(server, Role::Server, None),
+        WebSocketStream::from_raw_socket(client, Role::Client, None),
+    );
+    let mut io = ws::WsIo::new(server);
+    client
+        .send(Message::binary(b"SPDY".to_vec()))
+        .await
+        .expect("send");
+    client.send(Message::text("skipped")).await.expect("send");
+    client
+        .send(Message::binary(b" frames".to_vec()))
+        .await
+        .expect("send");
+    let mut got = vec![0u8; 11];
+    io.read_exact(&mut got).await.expect("read");
+    assert_eq!(got, b"SPDY frames");
+    io.write_all(b"reply").await.expect("write");
+    io.flush().await.expect("flush");
+    let reply = client.next().await.expect("a message").expect("no error");
+    assert_eq!(reply, Message::binary(b"reply".to_vec()));
+    client.close(None).await.expect("close");
+    let mut rest = Vec::new();
+    io.read_to_end(&mut rest).await.expect("read to the end");
+    assert!(rest.is_empty(), "a close is the end of the stream");
 }
 
 /// A local server that echoes each connection's bytes back.

@@ -279,7 +279,7 @@ pub async fn serve_port_forward<S>(
         inputs.push(Some(tx));
         receivers.push(rx);
     }
-    let (gone_tx, gone_rx) = oneshot::channel::<()>();
+    let (gone_tx, mut gone_rx) = oneshot::channel::<()>();
     let reader = AbortOnDrop(tokio::spawn(async move {
         let _gone = gone_tx;
         while let Some(Ok(message)) = stream.next().await {
@@ -322,7 +322,7 @@ pub async fn serve_port_forward<S>(
     drop(out_tx);
     let run = async {
         tokio::select! {
-            _ = gone_rx => {}
+            _ = &mut gone_rx => {}
             _ = forwards => {}
         }
     };
@@ -335,6 +335,7 @@ pub async fn serve_port_forward<S>(
         let _ = sink.close().await;
     };
     tokio::join!(run, write);
+    let _ = tokio::time::timeout(CLOSE_WAIT, gone_rx).await;
     drop(reader);
 }
 
