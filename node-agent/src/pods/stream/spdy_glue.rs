@@ -108,7 +108,7 @@ pub async fn serve_exec(
     let has_resize = streams.resize.is_some();
     let mut stdin_stream = streams.stdin.take();
     let mut resize_stream = streams.resize.take();
-    let read_stdin = async move {
+    let read_stdin = async {
         if let Some(stream) = &mut stdin_stream {
             let mut buffer = vec![0u8; CHUNK];
             loop {
@@ -130,7 +130,7 @@ pub async fn serve_exec(
         drop(stdin_tx);
         std::future::pending::<()>().await;
     };
-    let read_resizes = async move {
+    let read_resizes = async {
         if let Some(stream) = &mut resize_stream {
             let mut pending = Vec::new();
             let mut buffer = vec![0u8; 1024];
@@ -186,7 +186,16 @@ pub async fn serve_exec(
         () = read_stdin => Ending::Gone,
         () = read_resizes => Ending::Gone,
     };
-    for stream in [&mut stdout, &mut stderr].into_iter().flatten() {
+    // Every stream ends with a FIN (a stream dropped without one is reset).
+    for stream in [
+        &mut stdout,
+        &mut stderr,
+        &mut stdin_stream,
+        &mut resize_stream,
+    ]
+    .into_iter()
+    .flatten()
+    {
         let _ = stream.shutdown().await;
     }
     let command = match &start {
@@ -222,7 +231,6 @@ pub async fn serve_port_forward(io: Box<dyn AsyncIo>, forwarder: Forwarder) {
     let mut pairs: HashMap<String, Pair> = HashMap::new();
     let mut forwards = JoinSet::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(5));
-    let mut unnamed = 0u64;
     loop {
         tokio::select! {
             () = connection.closed() => break,
@@ -238,14 +246,10 @@ pub async fn serve_port_forward(io: Box<dyn AsyncIo>, forwarder: Forwarder) {
                 let kind = stream.header("streamtype").map(str::to_owned);
                 let id = match stream.header("requestid") {
                     Some(id) if !id.is_empty() => id.to_owned(),
-                    // Clients before request ids open data then error, one connection at a
-                    // time.
-                    _ => {
-                        if kind.as_deref() == Some("data") {
-                            unnamed += 1;
-                        }
-                        format!("unnamed-{unnamed}")
-                    }
+                    // Clients before request ids open error then data, one connection at a
+                    // time: the kubelet pairs them by stream id.
+                    _ if kind.as_deref() == Some("data") => stream.id().saturating_sub(2).to_string(),
+                    _ => stream.id().to_string(),
                 };
                 let pair = pairs.entry(id.clone()).or_insert_with(|| Pair {
                     port,
