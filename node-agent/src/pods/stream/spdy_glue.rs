@@ -324,3 +324,7 @@ async fn forward(forwarder: Forwarder, port: u16, mut data: SpdyStream, mut erro
     let _ = data.shutdown().await;
     let _ = error.shutdown().await;
 }
+
+#[cfg(test)]
+#[path = "spdy_glue_tests.rs"]
+mod tests;
