@@ -179,3 +179,91 @@ async fn spdy_port_forward_pairs_streams_and_reports_a_closed_port() {
     assert_eq!(streams.get(&5), Some(&(refused.to_owned(), true)));
     assert_eq!(streams.get(&7), Some(&(String::new(), true)));
 }
+
+#[tokio::test]
+async fn spdy_tunnelled_in_websocket_forwards_like_plain_spdy() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::{
+        client_async,
+        tungstenite::{Message, client::IntoClientRequest as _},
+    };
+
+    let echo = echo_server().await;
+    let dialer = LocalDialer {
+        ports: HashMap::from([(8080, echo)]),
+    };
+    let address = serve(fake_pod().await, dialer).await;
+    let mut request = format!("ws://{address}/portForward/ns/web")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "SPDY/3.1+portforward.k8s.io".parse().expect("header value"),
+    );
+    let tcp = TcpStream::connect(address).await.expect("connect");
+    let (mut ws, response) = client_async(request, tcp).await.expect("upgrade");
+    assert_eq!(
+        response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .map(|v| v.to_str().expect("ASCII")),
+        Some("SPDY/3.1+portforward.k8s.io")
+    );
+    let mut encoder = Encoder::new();
+    let mut decoder = Decoder::new();
+    let mut frames = Vec::new();
+    for (id, kind) in [(1, "error"), (3, "data")] {
+        let mut headers = Headers::new();
+        for (name, value) in [("streamtype", kind), ("port", "8080"), ("requestid", "0")] {
+            headers.push(name, value);
+        }
+        frames.push(Frame::SynStream(SynStream {
+            stream_id: id,
+            associated_to: 0,
+            priority: 0,
+            slot: 0,
+            fin: false,
+            unidirectional: false,
+            headers,
+        }));
+    }
+    frames.push(Frame::Data {
+        stream_id: 3,
+        fin: true,
+        data: Bytes::from_static(b"through the tunnel"),
+    });
+    for frame in frames {
+        let mut out = BytesMut::new();
+        encoder.encode(&frame, &mut out).expect("encode");
+        ws.send(Message::binary(out.freeze())).await.expect("send");
+    }
+    let mut buf = BytesMut::new();
+    let mut echoed = String::new();
+    let mut ended = false;
+    while !ended {
+        while let Some(frame) = decoder.decode(&mut buf).expect("a frame") {
+            if let Frame::Data {
+                stream_id: 3,
+                fin,
+                data,
+            } = frame
+            {
+                echoed.push_str(&String::from_utf8_lossy(&data));
+                ended |= fin;
+            }
+        }
+        if ended {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message within 5 s")
+        {
+            Some(Ok(Message::Binary(data))) => buf.extend_from_slice(&data),
+            Some(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    assert_eq!(echoed, "through the tunnel");
+    assert!(ended, "the data stream ended after the pod's side closed");
+}
