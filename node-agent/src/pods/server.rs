@@ -4,7 +4,8 @@
 //! (`kube-apiserver-kubelet-client`, or a `system:masters` identity). It serves
 //! `GET /containerLogs/{namespace}/{pod}/{container}` with kubelet's query parameters (`follow`,
 //! `previous`, `tailLines`, `timestamps`, `sinceSeconds`), which the API server proxies
-//! `pods/<name>/log` to, and `/healthz`.
+//! `pods/<name>/log` to, `/healthz`, and the streaming endpoints of [`super::stream`] (`/exec`,
+//! `/attach`, `/portForward`).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -98,7 +99,13 @@ pub async fn serve(
             "/containerLogs/{namespace}/{pod}/{container}",
             axum::routing::get(container_logs),
         )
-        .with_state(AppState { runtime });
+        .with_state(AppState {
+            runtime: runtime.clone(),
+        })
+        .merge(super::stream::router(super::stream::StreamState {
+            runtime,
+            dialer: Arc::new(super::stream::dial::NetnsDialer),
+        }));
     let acceptor = TlsAcceptor::from(config);
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
@@ -142,7 +149,8 @@ pub async fn serve(
                 }
             });
             let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
+                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
+                .with_upgrades();
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "kubelet endpoint connection");
             }

@@ -20,7 +20,10 @@ use k8s_openapi::jiff::Timestamp;
 use super::{
     ContainerRuntime, Details, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_NAME,
     LABEL_POD_NAMESPACE, LABEL_POD_UID, LABEL_ROLE, LogOptions, LogStream, Observed, PULL_LIMIT,
-    RuntimeError, oom::OomLog, split_image,
+    RuntimeError,
+    oom::OomLog,
+    split_image,
+    stream::{Attached, StreamOptions, StreamTarget, TerminalSize},
 };
 
 /// The longest a `die` event waits for the container list to show the exit.
@@ -612,6 +615,27 @@ impl ContainerRuntime for DockerRuntime {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    async fn exec_attached(
+        &self,
+        id: &str,
+        command: Vec<String>,
+        options: StreamOptions,
+    ) -> Result<Attached, RuntimeError> {
+        self.exec_attached_now(id, command, options).await
+    }
+
+    async fn attach(&self, id: &str, options: StreamOptions) -> Result<Attached, RuntimeError> {
+        self.attach_now(id, options).await
+    }
+
+    async fn resize(&self, target: &StreamTarget, size: TerminalSize) -> Result<(), RuntimeError> {
+        self.resize_now(target, size).await
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, RuntimeError> {
+        self.exec_exit_code_now(exec_id).await
     }
 }
 

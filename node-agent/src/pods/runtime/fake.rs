@@ -4,7 +4,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -15,6 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::{
     ContainerRuntime, Details, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_NAME,
     LABEL_POD_NAMESPACE, LABEL_POD_UID, LABEL_ROLE, LogOptions, LogStream, Observed, RuntimeError,
+    stream::{Attached, Output, StreamOptions, StreamTarget, TerminalSize},
 };
 
 /// The exit code of a container stopped through [`ContainerRuntime::stop`] (SIGTERM).
@@ -102,6 +103,7 @@ struct State {
 pub struct FakeRuntime {
     node: String,
     state: Mutex<State>,
+    streams: Arc<Mutex<Streams>>,
 }
 
 impl FakeRuntime {
@@ -114,6 +116,7 @@ impl FakeRuntime {
         Self {
             node: node.to_owned(),
             state: Mutex::new(state),
+            streams: Arc::default(),
         }
     }
 
@@ -394,5 +397,162 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn forward_events(&self, tx: tokio::sync::mpsc::UnboundedSender<String>) {
         tx.closed().await;
+    }
+
+    async fn exec_attached(
+        &self,
+        id: &str,
+        command: Vec<String>,
+        options: StreamOptions,
+    ) -> Result<Attached, RuntimeError> {
+        self.check_running(id)?;
+        let exec_id = {
+            let mut streams = self.streams.lock().expect("fake streams lock");
+            streams.next_exec += 1;
+            format!("e{:04}", streams.next_exec)
+        };
+        Ok(self.start_process(StreamTarget::Exec(exec_id), command, options))
+    }
+
+    async fn attach(&self, id: &str, options: StreamOptions) -> Result<Attached, RuntimeError> {
+        self.check_running(id)?;
+        Ok(self.start_process(
+            StreamTarget::Container(id.to_owned()),
+            vec!["cat".to_owned()],
+            options,
+        ))
+    }
+
+    async fn resize(&self, target: &StreamTarget, size: TerminalSize) -> Result<(), RuntimeError> {
+        self.streams
+            .lock()
+            .expect("fake streams lock")
+            .resizes
+            .push((target.clone(), size));
+        Ok(())
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, RuntimeError> {
+        Ok(self
+            .streams
+            .lock()
+            .expect("fake streams lock")
+            .exit_codes
+            .get(exec_id)
+            .copied())
+    }
+}
+
+/// What the fake's attached processes did.
+#[derive(Debug, Default)]
+struct Streams {
+    next_exec: u64,
+    exit_codes: HashMap<String, i64>,
+    resizes: Vec<(StreamTarget, TerminalSize)>,
+    /// Processes started and not yet ended.
+    alive: usize,
+    /// Processes that saw their stdin end.
+    stdin_ends: usize,
+}
+
+impl FakeRuntime {
+    /// Terminal sizes asked for, in order.
+    pub fn resizes(&self) -> Vec<(StreamTarget, TerminalSize)> {
+        self.streams
+            .lock()
+            .expect("fake streams lock")
+            .resizes
+            .clone()
+    }
+
+    /// Attached processes still running.
+    pub fn alive_processes(&self) -> usize {
+        self.streams.lock().expect("fake streams lock").alive
+    }
+
+    /// Attached processes that saw their stdin end.
+    pub fn stdin_ends(&self) -> usize {
+        self.streams.lock().expect("fake streams lock").stdin_ends
+    }
+
+    fn check_running(&self, id: &str) -> Result<(), RuntimeError> {
+        let state = self.state();
+        if state.containers.iter().any(|c| c.id == id && c.running) {
+            Ok(())
+        } else {
+            let message = format!("Container {id} is not running");
+            Err(RuntimeError::Engine(docker_answer(409, message)))
+        }
+    }
+
+    /// A fake process: `cat` echoes stdin to stdout until stdin ends; `echo ARGS` prints its
+    /// arguments; `fail N` writes `failing` to stderr and exits `N`; `wait` waits for stdin to
+    /// end; anything else exits 127.
+    fn start_process(
+        &self,
+        target: StreamTarget,
+        command: Vec<String>,
+        options: StreamOptions,
+    ) -> Attached {
+        use tokio::io::AsyncReadExt as _;
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Output>(16);
+        let streams = Arc::clone(&self.streams);
+        streams.lock().expect("fake streams lock").alive += 1;
+        let exec_id = match &target {
+            StreamTarget::Exec(id) => Some(id.clone()),
+            StreamTarget::Container(_) => None,
+        };
+        tokio::spawn(async move {
+            let program = command.first().cloned().unwrap_or_default();
+            let mut buffer = vec![0u8; 16 * 1024];
+            let mut read_to_end = async |echo: bool| loop {
+                match theirs.read(&mut buffer).await {
+                    Ok(0) | Err(_) => {
+                        streams.lock().expect("fake streams lock").stdin_ends += 1;
+                        return;
+                    }
+                    Ok(n) => {
+                        let chunk = bytes::Bytes::copy_from_slice(&buffer[..n]);
+                        if echo && options.stdout && tx.send(Output::Stdout(chunk)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            };
+            let code = match program.as_str() {
+                "cat" => {
+                    read_to_end(true).await;
+                    0
+                }
+                "wait" => {
+                    read_to_end(false).await;
+                    0
+                }
+                "echo" => {
+                    let line = format!("{}\n", command[1..].join(" "));
+                    let _ = tx.send(Output::Stdout(line.into())).await;
+                    0
+                }
+                "fail" => {
+                    let _ = tx.send(Output::Stderr("failing\n".into())).await;
+                    command.get(1).and_then(|c| c.parse().ok()).unwrap_or(1)
+                }
+                _ => 127,
+            };
+            let mut streams = streams.lock().expect("fake streams lock");
+            streams.alive -= 1;
+            if let Some(id) = exec_id {
+                streams.exit_codes.insert(id, code);
+            }
+        });
+        let output = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (Ok(chunk), rx))
+        });
+        Attached {
+            target,
+            input: Box::pin(ours),
+            output: Box::pin(output),
+        }
     }
 }

@@ -16,6 +16,7 @@ mod docker;
 #[cfg(test)]
 pub mod fake;
 mod oom;
+pub mod stream;
 
 use std::{collections::HashMap, fmt, pin::Pin, time::Duration};
 
@@ -27,6 +28,7 @@ use bollard::{
 use k8s_openapi::jiff::Timestamp;
 
 pub use self::docker::{DockerRuntime, LogRotation, LogRotationError, is_not_found};
+use self::stream::{Attached, StreamOptions, StreamTarget, TerminalSize};
 
 /// Label: the node whose agent owns the container.
 pub const LABEL_NODE: &str = "io.keelson.node";
@@ -222,6 +224,25 @@ pub trait ContainerRuntime: Send + Sync + fmt::Debug {
     /// `tx`, once the list calls show the change (a worker woken by an end must not list the
     /// container as still running); runs until `tx` closes.
     async fn forward_events(&self, tx: tokio::sync::mpsc::UnboundedSender<String>);
+
+    // Interactive streams (`kubectl exec`, `attach`): see [`stream`] for their rules.
+
+    /// Runs `command` in container `id` attached to the streams `options` asks for.
+    async fn exec_attached(
+        &self,
+        id: &str,
+        command: Vec<String>,
+        options: StreamOptions,
+    ) -> Result<Attached, RuntimeError>;
+
+    /// Attaches to the main process of container `id`.
+    async fn attach(&self, id: &str, options: StreamOptions) -> Result<Attached, RuntimeError>;
+
+    /// Resizes the terminal of an exec or a container.
+    async fn resize(&self, target: &StreamTarget, size: TerminalSize) -> Result<(), RuntimeError>;
+
+    /// The exit code of an exec whose output ended (`None` when the runtime does not know it).
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, RuntimeError>;
 }
 
 /// `name[:tag]` (a `@digest` stays in the name); the default tag is `latest`.
