@@ -51,6 +51,7 @@ mod printers;
 mod protobuf;
 mod read;
 pub mod registry;
+mod relay;
 mod request;
 mod reviews;
 mod store_cache;

@@ -124,6 +124,26 @@ pub(crate) fn classify(method: &Method, path: &str, params: &Params) -> (String,
     (verb, RequestKind::Resource(attributes))
 }
 
+/// The second check a `get` of `pods/exec`, `pods/attach` or `pods/portforward` needs: the
+/// same request as `create` (the WebSocket upgrade is a GET; see [`super::authorize`]).
+pub(crate) fn connect_create_check(attributes: &Attributes) -> Option<Attributes> {
+    let RequestKind::Resource(resource) = &attributes.request else {
+        return None;
+    };
+    let connect = attributes.verb == "get"
+        && resource.group.is_empty()
+        && resource.resource == "pods"
+        && matches!(
+            resource.subresource.as_str(),
+            "exec" | "attach" | "portforward"
+        );
+    connect.then(|| Attributes {
+        user: Arc::clone(&attributes.user),
+        verb: "create".to_owned(),
+        request: attributes.request.clone(),
+    })
+}
+
 /// Kubernetes' 403 for a denied request (`ForbiddenStatusError`): `pods "p" is forbidden:
 /// User "u" cannot get resource "pods" in API group "" in the namespace "ns"`, or `forbidden:
 /// User "u" cannot get path "/x"`, with `: <reason>` when the authorizers gave one, and the
