@@ -302,7 +302,10 @@ impl Cluster {
     }
 }
 
-const UPGRADE: &[(&str, &str)] = &[
+/// Request headers.
+type Headers = &'static [(&'static str, &'static str)];
+
+const UPGRADE: Headers = &[
     ("connection", "Upgrade"),
     ("upgrade", "SPDY/3.1"),
     ("x-stream-protocol-version", "v4.channel.k8s.io"),
@@ -423,7 +426,7 @@ async fn bad_stream_requests_are_refused_before_anything_is_relayed() {
     // Nothing listens at the kubelet port: every case must fail before connecting.
     let cluster = cluster(&cluster_ca, 1, false).await;
     let pods = "/api/v1/namespaces/default/pods";
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    let cases: &[(&str, Headers, &str)] = &[
         (
             "two/exec?command=ls&stdout=true",
             UPGRADE,
