@@ -361,6 +361,29 @@ mod tests {
     }
 
     #[test]
+    fn only_gets_of_the_streaming_pod_subresources_are_checked_as_create_too() {
+        let user = Arc::new(UserInfo::new("u", &[]));
+        let cases = [
+            (Method::GET, "/api/v1/namespaces/a/pods/p/exec", true),
+            (Method::GET, "/api/v1/namespaces/a/pods/p/attach", true),
+            (Method::GET, "/api/v1/namespaces/a/pods/p/portforward", true),
+            (Method::POST, "/api/v1/namespaces/a/pods/p/exec", false),
+            (Method::GET, "/api/v1/namespaces/a/pods/p/log", false),
+            (Method::GET, "/api/v1/namespaces/a/pods/p/proxy/x", false),
+            (Method::GET, "/apis/x.io/v1/namespaces/a/pods/p/exec", false),
+        ];
+        for (method, path, checked) in cases {
+            let attributes = attributes(Arc::clone(&user), &method, path, &Params::new());
+            let second = connect_create_check(&attributes);
+            assert_eq!(second.is_some(), checked, "{method} {path}");
+            if let Some(second) = second {
+                assert_eq!(second.verb, "create");
+                assert_eq!(second.request, attributes.request);
+            }
+        }
+    }
+
+    #[test]
     fn denials_read_as_kubernetes_writes_them() {
         let user = Arc::new(UserInfo::new("alice", &[]));
         let message = |m: Method, p: &str, reason: &str| {

@@ -14,7 +14,8 @@ use axum::{
 };
 use hyper_util::rt::TokioIo;
 use keelson_apiserver::{
-    AppState, Authenticator, KubeletClient, UserInfo, app, auth::MASTERS_GROUP,
+    AppState, Authenticator, KubeletClient, UserInfo, app,
+    auth::{ClientCertificate, MASTERS_GROUP},
 };
 use keelson_store::Store;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
@@ -104,13 +105,14 @@ async fn kubelet_exec(mut request: Request) -> Response {
         .cloned()
         .unwrap_or(HeaderValue::from_static("none"));
     let authorization = request.headers().contains_key(header::AUTHORIZATION);
+    let client = client_name(&request);
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else {
             return;
         };
         let mut io = TokioIo::new(upgraded);
-        let hello = format!("{asked} authorization={authorization}\n");
+        let hello = format!("{asked} authorization={authorization} client={client}\n");
         if io.write_all(hello.as_bytes()).await.is_err() {
             return;
         }
@@ -134,6 +136,19 @@ async fn kubelet_exec(mut request: Request) -> Response {
     headers.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
     headers.insert("x-stream-protocol-version", protocol);
     response
+}
+
+/// Who the kubelet stand-in's client authenticated as with its certificate.
+fn client_name(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<ClientCertificate>()
+        .map_or_else(|| "none".to_owned(), |c| c.0.name.clone())
+}
+
+/// The kubelet stand-in's other endpoints: the path and query asked and the client.
+async fn kubelet_other(request: Request) -> String {
+    format!("{} client={}", request.uri(), client_name(&request))
 }
 
 /// A cluster: an API server (its router, and served over HTTPS when `https`) whose kubelet
@@ -315,7 +330,9 @@ const UPGRADE: Headers = &[
 async fn an_exec_is_upgraded_and_its_bytes_relayed_both_ways() {
     let cluster_ca = ca("cluster-ca");
     let kubelet_cert = issue(Some(&cluster_ca), "n1", &["127.0.0.1"]);
-    let kubelet = Router::new().route("/exec/{ns}/{pod}/{container}", any(kubelet_exec));
+    let kubelet = Router::new()
+        .route("/exec/{ns}/{pod}/{container}", any(kubelet_exec))
+        .fallback(any(kubelet_other));
     let (kubelet_port, _kubelet) = serve(kubelet, &kubelet_cert, &cluster_ca.pem).await;
     let cluster = cluster(&cluster_ca, kubelet_port, true).await;
     let api_port = cluster.api_port.expect("served");
@@ -379,7 +396,7 @@ async fn an_exec_is_upgraded_and_its_bytes_relayed_both_ways() {
     assert_eq!(
         String::from_utf8_lossy(&line),
         "/exec/default/p/app?input=1&output=1&command=sh&command=-c&command=echo%20hi \
-         authorization=false"
+         authorization=false client=kube-apiserver-kubelet-client"
     );
     io.write_all(b"hello").await.expect("write");
     let mut echoed = [0u8; 5];
@@ -391,6 +408,22 @@ async fn an_exec_is_upgraded_and_its_bytes_relayed_both_ways() {
     .expect("the echo in time")
     .expect("read");
     assert_eq!(&echoed, b"HELLO");
+
+    // nodes/proxy reaches the same kubelet, as the API server's kubelet client.
+    let (status, body) = cluster
+        .send(
+            ADMIN_TOKEN,
+            Method::GET,
+            "/api/v1/nodes/n1/proxy/metrics/cadvisor?x=1",
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["raw"],
+        "/metrics/cadvisor?x=1 client=kube-apiserver-kubelet-client"
+    );
 }
 
 #[tokio::test]
