@@ -57,6 +57,7 @@ pub(crate) async fn patch(
     let subresource = match part {
         UpdatePart::Object(Part::Main) => None,
         UpdatePart::Object(Part::Status) => Some("status"),
+        UpdatePart::Object(Part::EphemeralContainers) => Some("ephemeralcontainers"),
         UpdatePart::Scale => {
             return scale(store, services, target, name, body, options, admit).await;
         }

@@ -289,6 +289,17 @@ pub async fn authorize(State(state): State<AppState>, request: Request, next: Ne
             return request_info::forbidden(&attributes, &reason).into_response();
         }
     }
+    // A WebSocket exec, attach or portforward is a GET, yet it writes to the pod: it needs
+    // `create` as well (kube 1.35's AuthorizePodWebsocketUpgradeCreatePermission, on by
+    // default), as the SPDY POST does.
+    if let Some(create) = request_info::connect_create_check(&attributes) {
+        match state.authorizer.authorize(&create).await {
+            Decision::Allow(_) => {}
+            Decision::Deny(reason) | Decision::NoOpinion(reason) => {
+                return request_info::forbidden(&create, &reason).into_response();
+            }
+        }
+    }
     next.run(request).await
 }
 

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use axum::{
     Extension,
     body::Body,
-    extract::{Path, Query, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri},
+    extract::{FromRequestParts, Path, Query, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, request::Parts},
     response::Response,
 };
+use hyper::upgrade::OnUpgrade;
 use keelson_store::Store;
 use serde_json::Value;
 use tracing::Instrument as _;
@@ -22,7 +23,7 @@ use crate::{
     crd,
     discovery::{group_info, json_response, resource_list},
     object::decode_kv,
-    read, registry,
+    read, registry, relay,
     request::{Body as RequestBody, Params, Target, WriteOptions},
     reviews,
     table::{self, Printer},
@@ -30,14 +31,38 @@ use crate::{
     write::{self, UpdatePart},
 };
 
+/// The client connection's protocol upgrade, taken out of the request (there is one when
+/// the server serves with upgrades; the relayed subresources need it).
+pub(crate) struct ClientUpgrade(Option<OnUpgrade>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientUpgrade {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.remove::<OnUpgrade>()))
+    }
+}
+
+/// A request's body and the upgrade of its connection.
+pub(crate) struct Payload {
+    body: Body,
+    upgrade: Option<OnUpgrade>,
+}
+
 /// `/api/{*rest}`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "axum extractors, one per part of the request"
+)]
 pub(crate) async fn core(
     State(state): State<AppState>,
     user: Option<Extension<Authenticated>>,
     Path(rest): Path<String>,
     method: Method,
+    uri: Uri,
     Query(params): Query<Params>,
     headers: HeaderMap,
+    ClientUpgrade(upgrade): ClientUpgrade,
     body: Body,
 ) -> Result<Response, ApiError> {
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
@@ -49,10 +74,12 @@ pub(crate) async fn core(
     };
     let request = Request {
         method: &method,
+        uri: &uri,
         params: &params,
         headers: &headers,
     };
-    serve(&state, &user, "", version, rest, request, body).await
+    let payload = Payload { body, upgrade };
+    serve(&state, &user, "", version, rest, request, payload).await
 }
 
 /// `/apis/{*rest}`.
@@ -68,6 +95,7 @@ pub(crate) async fn grouped(
     uri: Uri,
     Query(params): Query<Params>,
     headers: HeaderMap,
+    ClientUpgrade(upgrade): ClientUpgrade,
     body: Body,
 ) -> Result<Response, ApiError> {
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
@@ -104,10 +132,12 @@ pub(crate) async fn grouped(
             }
             let request = Request {
                 method: &method,
+                uri: &uri,
                 params: &params,
                 headers: &headers,
             };
-            serve(&state, &user, group, version, rest, request, body).await
+            let payload = Payload { body, upgrade };
+            serve(&state, &user, group, version, rest, request, payload).await
         }
     }
 }
@@ -116,6 +146,7 @@ pub(crate) async fn grouped(
 #[derive(Clone, Copy)]
 struct Request<'a> {
     method: &'a Method,
+    uri: &'a Uri,
     params: &'a Params,
     headers: &'a HeaderMap,
 }
@@ -127,7 +158,7 @@ async fn serve(
     version: &str,
     segments: &[&str],
     request: Request<'_>,
-    body: Body,
+    payload: Payload,
 ) -> Result<Response, ApiError> {
     let snapshot = state.crds.snapshot(&state.store).await;
     if !registry::serves(group, version) && !snapshot.serves(group, version) {
@@ -161,7 +192,7 @@ async fn serve(
     // on the worker thread's span stack after the task moves on, and tracing-subscriber's
     // registry then panics when a later `Span::current()` clones the closed span, killing the
     // connection (clients saw "peer closed connection without sending TLS close_notify").
-    dispatch(state, user, &target, watch_path, request, body)
+    dispatch(state, user, &target, watch_path, request, payload)
         .instrument(span)
         .await
 }
@@ -172,13 +203,15 @@ async fn dispatch(
     target: &Target,
     watch_path: bool,
     request: Request<'_>,
-    body: Body,
+    payload: Payload,
 ) -> Result<Response, ApiError> {
     let Request {
         method,
+        uri,
         params,
         headers,
     } = request;
+    let Payload { body, upgrade } = payload;
     let watch = watch_path || params.get("watch").is_some_and(|w| w == "true" || w == "1");
     let store = state.store.as_ref();
     let verb = verb(method, target, watch);
@@ -211,13 +244,39 @@ async fn dispatch(
             return watch_stream::watch(state, target, params, name, printer).await;
         }
         (&Method::GET, None, None) => return read::list(store, target, params, printer).await,
-        (&Method::GET, Some(name), None | Some("status" | "approval")) => {
+        (&Method::GET, Some(name), None | Some("status" | "approval" | "ephemeralcontainers")) => {
             return read::get(store, target, name, printer).await;
         }
         (&Method::GET, Some(name), Some("log")) => {
             return read::pod_log(state, target, name, params).await;
         }
         (&Method::GET, Some(name), Some("scale")) => return read::scale(store, target, name).await,
+        (
+            &Method::GET | &Method::POST,
+            Some(name),
+            Some(sub @ ("exec" | "attach" | "portforward")),
+        ) => {
+            let incoming = relay::Incoming {
+                method,
+                uri,
+                params,
+                headers,
+                body,
+                upgrade,
+            };
+            return relay::pod_stream(state, target, name, sub, incoming).await;
+        }
+        (_, Some(name), Some("proxy")) => {
+            let incoming = relay::Incoming {
+                method,
+                uri,
+                params,
+                headers,
+                body,
+                upgrade,
+            };
+            return relay::proxy(state, target, name, incoming).await;
+        }
         (&Method::POST, None, None) => {
             let options = options("CreateOptions")?;
             let body = RequestBody::read(headers, body, false).await?;
@@ -412,6 +471,8 @@ fn route(
         [] => (None, None),
         [name] => (Some((*name).to_owned()), None),
         [name, sub] => (Some((*name).to_owned()), Some((*sub).to_owned())),
+        // `.../<name>/proxy/<path>`: the path is the proxied request's.
+        [name, "proxy", ..] => (Some((*name).to_owned()), Some("proxy".to_owned())),
         _ => return None,
     };
     Some(Target {

@@ -4,7 +4,9 @@
 //! `/apis/<group>/<version>`, and the aggregated `apidiscovery.k8s.io` documents),
 //! `/openapi/v2` and `/openapi/v3` ([`openapi`]), the health endpoints (`health`), and for every resource in [`registry::RESOURCES`] get, list,
 //! watch, create, update, patch, delete and deletecollection, with the `status`, `scale`,
-//! `binding`, `log` and `finalize` subresources, and `/metrics` ([`metrics`]); custom
+//! `binding`, `log`, `finalize` and `ephemeralcontainers` subresources, the relayed
+//! `exec`, `attach`, `portforward` and `proxy` subresources (`relay`), and `/metrics`
+//! ([`metrics`]); custom
 //! resources of every established CustomResourceDefinition are served beside them (`crd`).
 //! Writes are
 //! decoded against the kind's k8s-openapi type (unknown fields dropped, warned about or refused
@@ -51,6 +53,7 @@ mod printers;
 mod protobuf;
 mod read;
 pub mod registry;
+mod relay;
 mod request;
 mod reviews;
 mod store_cache;

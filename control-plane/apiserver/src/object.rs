@@ -326,6 +326,11 @@ pub(crate) fn default_and_validate(
             validation::validate_update(group, kind, &old, object)
         }
         Some((old, Part::Status)) => validation::validate_status_update(old, object),
+        Some((old, Part::EphemeralContainers)) => {
+            let mut old = old.clone();
+            apply_defaults(group, kind, &mut old);
+            crate::write::ephemeral::validate(&old, object)
+        }
     };
     refuse_invalid(resource, name, &errors)
 }
@@ -463,6 +468,8 @@ pub(crate) enum Part {
     Main,
     /// The `status` subresource: only `status`.
     Status,
+    /// A pod's `ephemeralcontainers` subresource: only `spec.ephemeralContainers`.
+    EphemeralContainers,
 }
 
 /// [`prepare_create`] short of validation: the object mutating admission sees, which
@@ -485,6 +492,9 @@ pub(crate) fn merge_update(
     name: &str,
     part: Part,
 ) -> Result<Value, ApiError> {
+    if part == Part::EphemeralContainers {
+        new = crate::write::ephemeral::merge(old, &new);
+    }
     if part == Part::Status {
         let mut merged = old.clone();
         if let (Some(root), Some(status)) = (merged.as_object_mut(), new.get("status")) {

@@ -2,9 +2,9 @@
 //! (`status.daemonEndpoints.kubeletEndpoint` at its InternalIP) as kube-apiserver does, with the
 //! API server's `kube-apiserver-kubelet-client` certificate.
 //!
-//! Like kube-apiserver without `--kubelet-certificate-authority`, the kubelet's own serving
-//! certificate is not verified (keelson's node agents use self-signed ones); the kubelet
-//! verifies the API server's client certificate against the cluster CA.
+//! Like kube-apiserver with `--kubelet-certificate-authority`, the kubelet's serving
+//! certificate must chain to the cluster CA and name the node's InternalIP; the kubelet in
+//! turn verifies the API server's client certificate against the same CA.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,13 +15,17 @@ use axum::{
 };
 use hyper_util::rt::TokioIo;
 use rustls::{
-    ClientConfig, DigitallySignedStruct, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    client::{
+        WebPkiServerVerifier,
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    },
     crypto::CryptoProvider,
-    pki_types::{CertificateDer, ServerName, UnixTime},
+    pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
 };
 use serde_json::Value;
-use tokio_rustls::TlsConnector;
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsConnector, client::TlsStream};
 
 use crate::{ApiError, request::Params, tls::TlsError};
 
@@ -43,26 +47,113 @@ pub struct KubeletClient {
     config: Arc<ClientConfig>,
 }
 
+/// How long connecting to a kubelet (TCP and TLS) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl KubeletClient {
     /// A client authenticating with `cert_pem`/`key_pem` (the API server's kubelet client
-    /// certificate, common name `kube-apiserver-kubelet-client`).
-    pub fn new(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsError> {
+    /// certificate, common name `kube-apiserver-kubelet-client`) that accepts only kubelet
+    /// serving certificates issued by `ca_pem` (the cluster CA) for the node's InternalIP.
+    pub fn new(cert_pem: &[u8], key_pem: &[u8], ca_pem: &[u8]) -> Result<Self, TlsError> {
         let (chain, key) =
             crate::tls::client_identity(cert_pem, key_pem, "kubelet client certificate and key")?;
+        let mut roots = RootCertStore::empty();
+        for certificate in CertificateDer::pem_slice_iter(ca_pem) {
+            let certificate = certificate.map_err(|e| TlsError::Pem {
+                what: "cluster CA",
+                cause: e.to_string(),
+            })?;
+            roots.add(certificate)?;
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                .build()?;
+        let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyKubeletCertificate(provider)))
+            .with_webpki_verifier(verifier)
             .with_client_auth_cert(chain, key)?;
         Ok(Self {
             config: Arc::new(config),
         })
     }
+
+    /// A TLS connection to the kubelet of `node` at `ip:port`, its certificate verified;
+    /// failures are 503s naming the node, the address and the cause.
+    pub(crate) async fn connect(
+        &self,
+        node: &str,
+        ip: &str,
+        port: u16,
+    ) -> Result<TlsStream<TcpStream>, ApiError> {
+        let address = join_host_port(ip, port);
+        let fail = |cause: String| {
+            unavailable(format!(
+                "cannot reach the kubelet of node {node} at {address}: {cause}"
+            ))
+        };
+        let server_name = ServerName::try_from(ip.to_owned())
+            .map_err(|e| fail(format!("bad address {ip:?}: {e}")))?;
+        let connect = async {
+            let tcp = TcpStream::connect(&address)
+                .await
+                .map_err(|e| fail(crate::admission::call::dial_error(&address, &e)))?;
+            let _ = tcp.set_nodelay(true);
+            TlsConnector::from(Arc::clone(&self.config))
+                .connect(server_name, tcp)
+                .await
+                .map_err(|e| fail(tls_cause(&e, ip)))
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| fail(format!("dial tcp {address}: i/o timeout")))?
+    }
 }
 
-/// Accepts the kubelet's certificate whatever signed it, but still checks the handshake
-/// signatures with it.
+/// `host:port`, with an IPv6 host in brackets.
+pub(crate) fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Why a TLS handshake with a kubelet failed, in the words of Go's crypto/x509 where the
+/// certificate was the reason (what kube-apiserver's users know).
+fn tls_cause(error: &std::io::Error, ip: &str) -> String {
+    let certificate = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|e| match e {
+            rustls::Error::InvalidCertificate(c) => Some(c),
+            _ => None,
+        });
+    match certificate {
+        Some(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
+            "tls: failed to verify certificate: x509: certificate signed by unknown authority"
+                .to_owned()
+        }
+        Some(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => {
+            format!("tls: failed to verify certificate: x509: certificate is not valid for {ip}")
+        }
+        Some(
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. },
+        ) => "tls: failed to verify certificate: x509: certificate has expired or is not yet valid"
+            .to_owned(),
+        Some(other) => format!("tls: failed to verify certificate: {other:?}"),
+        None => format!("tls: {error}"),
+    }
+}
+
+/// Accepts a server certificate whatever signed it, but still checks the handshake signatures
+/// with it: for aggregated APIs with `insecureSkipTLSVerify` and for `https:` pod and Service
+/// proxying (kube-apiserver's proxy transport does not verify either).
 #[derive(Debug)]
 pub(crate) struct AnyKubeletCertificate(pub(crate) Arc<CryptoProvider>);
 
@@ -111,8 +202,9 @@ impl ServerCertVerifier for AnyKubeletCertificate {
     }
 }
 
-/// Which container of `pod` the request means: `?container=`, or the only one.
-fn container_of(pod: &Value, name: &str, params: &Params) -> Result<String, ApiError> {
+/// Which container of `pod` the request means: `?container=` (a container, init or ephemeral
+/// container), or the only one.
+pub(crate) fn container_of(pod: &Value, name: &str, params: &Params) -> Result<String, ApiError> {
     let names: Vec<&str> = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
@@ -122,10 +214,9 @@ fn container_of(pod: &Value, name: &str, params: &Params) -> Result<String, ApiE
         .collect();
     match params.get("container").filter(|c| !c.is_empty()) {
         Some(container) => {
-            let init = pod
-                .pointer("/spec/initContainers")
-                .and_then(Value::as_array)
-                .into_iter()
+            let init = ["/spec/initContainers", "/spec/ephemeralContainers"]
+                .iter()
+                .filter_map(|list| pod.pointer(list)?.as_array())
                 .flatten()
                 .any(|c| c.get("name").and_then(Value::as_str) == Some(container.as_str()));
             if names.contains(&container.as_str()) || init {
@@ -147,7 +238,7 @@ fn container_of(pod: &Value, name: &str, params: &Params) -> Result<String, ApiE
 }
 
 /// The kubelet endpoint (`InternalIP:port`) of `node`.
-fn endpoint_of(node: &Value, node_name: &str) -> Result<(String, u16), ApiError> {
+pub(crate) fn endpoint_of(node: &Value, node_name: &str) -> Result<(String, u16), ApiError> {
     let ip = node
         .pointer("/status/addresses")
         .and_then(Value::as_array)
@@ -204,24 +295,13 @@ pub(crate) async fn proxy(
         if query.is_empty() { "" } else { "?" },
         query.join("&")
     );
-    let address = format!("{ip}:{port}");
+    let address = join_host_port(&ip, port);
     let fail = |what: &str, cause: &dyn std::fmt::Display| {
         unavailable(format!(
             "cannot reach the kubelet of node {node_name} at {address} ({what}: {cause})"
         ))
     };
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect(&address),
-    )
-    .await
-    .map_err(|e| fail("connect", &e))?
-    .map_err(|e| fail("connect", &e))?;
-    let server_name = ServerName::try_from(ip.clone()).map_err(|e| fail("address", &e))?;
-    let tls = TlsConnector::from(Arc::clone(&client.config))
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| fail("TLS", &e))?;
+    let tls = client.connect(node_name, &ip, port).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| fail("HTTP", &e))?;

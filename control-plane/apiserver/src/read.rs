@@ -68,20 +68,7 @@ pub(crate) async fn pod_log(
     name: &str,
     params: &Params,
 ) -> Result<Response, ApiError> {
-    let store = state.store.as_ref();
-    let pod = decode_kv(&get_kv(store, target, name).await?)?;
-    let node = match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
-        Some(node_name) => {
-            let nodes = registry::find("", "v1", "nodes").ok_or_else(ApiError::no_route)?;
-            store
-                .get(&nodes.key(None, node_name), None)
-                .await
-                .map_err(|e| ApiError::from_store(e, nodes, node_name))?
-                .map(|kv| decode_kv(&kv))
-                .transpose()?
-        }
-        None => None,
-    };
+    let (pod, node) = pod_and_node(state.store.as_ref(), target, name).await?;
     let namespace = target.namespace.as_deref().unwrap_or("default");
     crate::pod_log::proxy(
         state.kubelet.as_ref(),
@@ -92,6 +79,32 @@ pub(crate) async fn pod_log(
         params,
     )
     .await
+}
+
+/// The pod `name` of `target` (404 if absent) and the Node it is bound to, if it is bound
+/// and that Node exists.
+pub(crate) async fn pod_and_node(
+    store: &dyn Store,
+    target: &Target,
+    name: &str,
+) -> Result<(Value, Option<Value>), ApiError> {
+    let pod = decode_kv(&get_kv(store, target, name).await?)?;
+    let node = match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+        Some(node_name) => node(store, node_name).await?,
+        None => None,
+    };
+    Ok((pod, node))
+}
+
+/// The Node `name`, if it exists.
+pub(crate) async fn node(store: &dyn Store, name: &str) -> Result<Option<Value>, ApiError> {
+    let nodes = registry::find("", "v1", "nodes").ok_or_else(ApiError::no_route)?;
+    store
+        .get(&nodes.key(None, name), None)
+        .await
+        .map_err(|e| ApiError::from_store(e, nodes, name))?
+        .map(|kv| decode_kv(&kv))
+        .transpose()
 }
 
 pub(crate) fn list_kind(resource: &Resource) -> String {

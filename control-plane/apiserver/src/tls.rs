@@ -8,7 +8,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use axum::{Router, extract::Request};
-use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown, service::TowerToHyperService};
+use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use rustls::{
     RootCertStore, ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
@@ -123,7 +123,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(config);
-    let graceful = GracefulShutdown::new();
+    // hyper-util's GracefulShutdown cannot watch connections served with upgrades: at
+    // shutdown every connection is told through `stopping`, and each holds a clone of
+    // `open` until it ends, so `drained` ends when the last one has.
+    let (stopping, _) = tokio::sync::watch::channel(false);
+    let (open, mut drained) = tokio::sync::mpsc::channel::<()>(1);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -140,7 +144,8 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let router = router.clone();
-        let watcher = graceful.watcher();
+        let mut stop = stopping.subscribe();
+        let open = open.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -171,15 +176,35 @@ pub async fn serve(
                 request.map(axum::body::Body::new)
             });
             let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
-            if let Err(error) = watcher.watch(connection).await {
+                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
+                // `pods/exec` and the other relayed subresources switch protocols.
+                .with_upgrades();
+            let mut connection = std::pin::pin!(connection);
+            let stopped = async {
+                while !*stop.borrow_and_update() {
+                    if stop.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stopped => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
+            drop(open);
         });
     }
     drop(listener);
+    stopping.send_replace(true);
+    drop(open);
     tokio::select! {
-        () = graceful.shutdown() => {},
+        _ = drained.recv() => {},
         () = tokio::time::sleep(DRAIN_TIMEOUT) => {
             tracing::info!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
         }

@@ -162,6 +162,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let kubelet_client = KubeletClient::new(
         kubelet_client.cert_pem.as_bytes(),
         kubelet_client.key_pem.as_bytes(),
+        pki.ca_pem().as_bytes(),
     )
     .context("cannot use the kubelet client certificate")?;
     // What kube-apiserver presents to aggregated API servers (--proxy-client-cert-file), from

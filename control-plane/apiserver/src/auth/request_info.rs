@@ -124,6 +124,26 @@ pub(crate) fn classify(method: &Method, path: &str, params: &Params) -> (String,
     (verb, RequestKind::Resource(attributes))
 }
 
+/// The second check a `get` of `pods/exec`, `pods/attach` or `pods/portforward` needs: the
+/// same request as `create` (the WebSocket upgrade is a GET; see [`super::authorize`]).
+pub(crate) fn connect_create_check(attributes: &Attributes) -> Option<Attributes> {
+    let RequestKind::Resource(resource) = &attributes.request else {
+        return None;
+    };
+    let connect = attributes.verb == "get"
+        && resource.group.is_empty()
+        && resource.resource == "pods"
+        && matches!(
+            resource.subresource.as_str(),
+            "exec" | "attach" | "portforward"
+        );
+    connect.then(|| Attributes {
+        user: Arc::clone(&attributes.user),
+        verb: "create".to_owned(),
+        request: attributes.request.clone(),
+    })
+}
+
 /// Kubernetes' 403 for a denied request (`ForbiddenStatusError`): `pods "p" is forbidden:
 /// User "u" cannot get resource "pods" in API group "" in the namespace "ns"`, or `forbidden:
 /// User "u" cannot get path "/x"`, with `: <reason>` when the authorizers gave one, and the
@@ -337,6 +357,29 @@ mod tests {
                 (verb, request),
                 "{method} {p}?{query:?}"
             );
+        }
+    }
+
+    #[test]
+    fn only_gets_of_the_streaming_pod_subresources_are_checked_as_create_too() {
+        let user = Arc::new(UserInfo::new("u", &[]));
+        let cases = [
+            (Method::GET, "/api/v1/namespaces/a/pods/p/exec", true),
+            (Method::GET, "/api/v1/namespaces/a/pods/p/attach", true),
+            (Method::GET, "/api/v1/namespaces/a/pods/p/portforward", true),
+            (Method::POST, "/api/v1/namespaces/a/pods/p/exec", false),
+            (Method::GET, "/api/v1/namespaces/a/pods/p/log", false),
+            (Method::GET, "/api/v1/namespaces/a/pods/p/proxy/x", false),
+            (Method::GET, "/apis/x.io/v1/namespaces/a/pods/p/exec", false),
+        ];
+        for (method, path, checked) in cases {
+            let attributes = attributes(Arc::clone(&user), &method, path, &Params::new());
+            let second = connect_create_check(&attributes);
+            assert_eq!(second.is_some(), checked, "{method} {path}");
+            if let Some(second) = second {
+                assert_eq!(second.verb, "create");
+                assert_eq!(second.request, attributes.request);
+            }
         }
     }
 

@@ -15,8 +15,8 @@ use k8s_openapi::{
 };
 
 use super::{
-    CSR_SUBRESOURCES, Conversion, NAMESPACE_SUBRESOURCES, POD_SUBRESOURCES, Resource,
-    SERVICE_ACCOUNT_SUBRESOURCES, typed::typed,
+    CSR_SUBRESOURCES, Conversion, NAMESPACE_SUBRESOURCES, NODE_SUBRESOURCES, POD_SUBRESOURCES,
+    Resource, SERVICE_ACCOUNT_SUBRESOURCES, SERVICE_SUBRESOURCES, typed::typed,
 };
 
 const POD_FIELDS: &[&str] = &[
@@ -73,6 +73,7 @@ pub static RESOURCES: &[Resource] = &[
         .short(&["svc"])
         .in_all()
         .spec_status()
+        .subresources(SERVICE_SUBRESOURCES)
         .fields(&["spec.clusterIP", "spec.type"]),
     Resource::new(
         "",
@@ -86,6 +87,7 @@ pub static RESOURCES: &[Resource] = &[
         .cluster()
         .short(&["no"])
         .spec_status()
+        .subresources(NODE_SUBRESOURCES)
         .fields(&["spec.unschedulable"]),
     Resource::new("", "Event", "events", "event", typed::<core::Event>)
         .short(&["ev"])

@@ -296,8 +296,39 @@ pub struct Subresource {
     pub verbs: &'static [&'static str],
 }
 
-/// `pods/binding`, `pods/log` and `pods/eviction`.
+/// The verbs of a proxy subresource (`pods/proxy`, `services/proxy`, `nodes/proxy`).
+const PROXY_VERBS: &[&str] = &["create", "delete", "get", "patch", "update"];
+/// The verbs of a streaming subresource (`pods/exec`, `pods/attach`, `pods/portforward`).
+const STREAM_VERBS: &[&str] = &["create", "get"];
+
+/// `pods/binding`, `pods/log`, `pods/eviction`, the streaming and proxy subresources relayed
+/// to the node agent ([`crate::relay`]) and `pods/ephemeralcontainers`.
 pub(super) const POD_SUBRESOURCES: &[Subresource] = &[
+    Subresource {
+        name: "attach",
+        kind: "PodAttachOptions",
+        verbs: STREAM_VERBS,
+    },
+    Subresource {
+        name: "ephemeralcontainers",
+        kind: "Pod",
+        verbs: &["get", "patch", "update"],
+    },
+    Subresource {
+        name: "exec",
+        kind: "PodExecOptions",
+        verbs: STREAM_VERBS,
+    },
+    Subresource {
+        name: "portforward",
+        kind: "PodPortForwardOptions",
+        verbs: STREAM_VERBS,
+    },
+    Subresource {
+        name: "proxy",
+        kind: "PodProxyOptions",
+        verbs: PROXY_VERBS,
+    },
     Subresource {
         name: "binding",
         kind: "Binding",
@@ -314,6 +345,20 @@ pub(super) const POD_SUBRESOURCES: &[Subresource] = &[
         verbs: &["create"],
     },
 ];
+
+/// `services/proxy`.
+pub(super) const SERVICE_SUBRESOURCES: &[Subresource] = &[Subresource {
+    name: "proxy",
+    kind: "ServiceProxyOptions",
+    verbs: PROXY_VERBS,
+}];
+
+/// `nodes/proxy` (to the node's kubelet endpoint).
+pub(super) const NODE_SUBRESOURCES: &[Subresource] = &[Subresource {
+    name: "proxy",
+    kind: "NodeProxyOptions",
+    verbs: PROXY_VERBS,
+}];
 
 /// `namespaces/finalize` (the namespace controller's way to drop `spec.finalizers`).
 pub(super) const NAMESPACE_SUBRESOURCES: &[Subresource] = &[Subresource {

@@ -29,6 +29,7 @@ use crate::{
 mod bootstrap;
 mod csr;
 mod delete;
+pub(crate) mod ephemeral;
 mod job;
 
 pub(crate) use bootstrap::bootstrap;
@@ -50,6 +51,9 @@ impl UpdatePart {
             // A CSR's approval conditions live in its status; `update` keeps the certificate.
             Some("approval") if csr::is_csr(target) => Ok(Self::Object(Part::Status)),
             Some("scale") if target.resource.scale => Ok(Self::Scale),
+            Some("ephemeralcontainers") if target.resource.kind == "Pod" => {
+                Ok(Self::Object(Part::EphemeralContainers))
+            }
             // The namespace controller's way to drop `spec.finalizers` (see `finalizers`).
             Some("finalize") if target.resource.kind == "Namespace" => Ok(Self::Object(Part::Main)),
             Some(_) => Err(ApiError::no_route()),
@@ -60,6 +64,7 @@ impl UpdatePart {
         match self {
             Self::Object(Part::Main) => None,
             Self::Object(Part::Status) => Some("status"),
+            Self::Object(Part::EphemeralContainers) => Some("ephemeralcontainers"),
             Self::Scale => Some("scale"),
         }
     }

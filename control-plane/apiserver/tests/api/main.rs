@@ -199,6 +199,7 @@ mod kinds;
 mod node_authz;
 mod openapi;
 mod rbac;
+mod relay;
 mod reviews;
 mod serviceaccount;
 mod writes;
