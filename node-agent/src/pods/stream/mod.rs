@@ -143,15 +143,20 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The stream options of an exec or attach request, as the kubelet reads them (`1` is true; a
-/// TTY has no separate stderr).
+/// The stream options of an exec or attach request, as the kubelet reads them: `input`,
+/// `output`, `error` and `tty` (what the API server sends), or the `stdin`, `stdout` and
+/// `stderr` of the API's own query; `1` or `true` is true; a TTY has no separate stderr.
 fn stream_options(query: &[(String, String)]) -> Result<StreamOptions, String> {
-    let flag = |key: &str| query.iter().any(|(k, v)| k == key && v == "1");
-    let tty = flag("tty");
+    let flag = |keys: &[&str]| {
+        query
+            .iter()
+            .any(|(k, v)| keys.contains(&k.as_str()) && (v == "1" || v == "true"))
+    };
+    let tty = flag(&["tty"]);
     let options = StreamOptions {
-        stdin: flag("stdin"),
-        stdout: flag("stdout"),
-        stderr: flag("stderr") && !tty,
+        stdin: flag(&["input", "stdin"]),
+        stdout: flag(&["output", "stdout"]),
+        stderr: flag(&["error", "stderr"]) && !tty,
         tty,
     };
     if !options.stdin && !options.stdout && !options.stderr {

@@ -548,6 +548,17 @@ fn queries_decode_like_go() {
         }),
         "a terminal has no stderr"
     );
+    // The kubelet's own names, which the API server sends.
+    let kubelet = query_pairs(Some("command=ls&input=1&output=1&error=1"));
+    assert_eq!(
+        stream_options(&kubelet),
+        Ok(StreamOptions {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        })
+    );
     assert_eq!(
         forward_ports(&query_pairs(Some("ports=80,8080&port=9090"))),
         Ok(vec![80, 8080, 9090])
