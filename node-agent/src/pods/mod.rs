@@ -23,6 +23,7 @@ pub mod security;
 pub mod server;
 pub mod service_env;
 pub mod spec;
+pub mod stats;
 pub mod status;
 pub mod tokens;
 pub mod volume_error;
@@ -502,6 +503,7 @@ impl Kubelet {
                 let tls = server::tls_config(names, &settings.client_ca)
                     .map_err(|e| anyhow::anyhow!(error_chain(&e)))
                     .context("the kubelet endpoint")?;
+                stats::start(runtime.docker().clone(), &settings.pods.node_name);
                 Some((listener, tls))
             }
             None => None,

@@ -108,7 +108,8 @@ pub async fn serve(
             "/containerLogs/{namespace}/{pod}/{container}",
             axum::routing::get(container_logs),
         )
-        .with_state(AppState { runtime });
+        .with_state(AppState { runtime })
+        .merge(super::stats::routes());
     let acceptor = TlsAcceptor::from(config);
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
