@@ -59,6 +59,11 @@ impl KubeletClient {
             config: Arc::new(config),
         })
     }
+
+    /// A TLS connector with this client's configuration, for other kubelet requests.
+    pub(crate) fn connector(&self) -> TlsConnector {
+        TlsConnector::from(Arc::clone(&self.config))
+    }
 }
 
 /// Accepts the kubelet's certificate whatever signed it, but still checks the handshake
