@@ -48,6 +48,10 @@ use super::runtime::{
 /// How often the sampler reads every cgroup.
 pub const SAMPLE_PERIOD: Duration = Duration::from_secs(10);
 
+/// The shortest time between two samples: a tick right after an on-demand first sample is
+/// skipped, so no CPU rate is averaged over a few milliseconds.
+pub const MIN_SPACING: Duration = Duration::from_secs(5);
+
 /// A running container the sampler should read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Running {
@@ -182,6 +186,7 @@ pub struct Sampler {
     /// Where `/proc/<pid>/cgroup` files are (`/proc`).
     proc: PathBuf,
     hierarchy: Hierarchy,
+    min_spacing: Duration,
     samples: tokio::sync::Mutex<Samples>,
 }
 
@@ -195,13 +200,27 @@ impl Sampler {
             hierarchy: cgroup::detect(&root),
             root,
             proc,
+            min_spacing: MIN_SPACING,
             samples: tokio::sync::Mutex::default(),
         }
     }
 
+    /// The same sampler keeping samples `spacing` apart at least (default [`MIN_SPACING`]).
+    pub fn with_min_spacing(mut self, spacing: Duration) -> Self {
+        self.min_spacing = spacing;
+        self
+    }
+
     /// Reads every running container and the node now, and keeps the result as the latest
-    /// sample (the one before as the previous).
+    /// sample (the one before as the previous); does nothing when the latest is younger than
+    /// the minimum spacing.
     pub async fn sample(&self) {
+        let spacing = i128::try_from(self.min_spacing.as_nanos()).unwrap_or(i128::MAX);
+        if let Some(latest) = &self.samples.lock().await.latest
+            && Timestamp::now().as_nanosecond() - latest.time.as_nanosecond() < spacing
+        {
+            return;
+        }
         let listed = self.source.running().await;
         let mut samples = self.samples.lock().await;
         let (running, failed) = match listed {
@@ -405,6 +424,10 @@ mod tests {
     }
 
     fn sampler(dir: &tempfile::TempDir) -> Arc<Sampler> {
+        spaced(dir, Duration::ZERO)
+    }
+
+    fn spaced(dir: &tempfile::TempDir, spacing: Duration) -> Arc<Sampler> {
         let running = Running {
             id: "c1".to_owned(),
             pod: PodRef {
@@ -417,12 +440,15 @@ mod tests {
             pid: 42,
             started: None,
         };
-        Arc::new(Sampler::new(
-            "n1",
-            Arc::new(Fixed(vec![running])),
-            dir.path().join("cgroup"),
-            dir.path().join("proc"),
-        ))
+        Arc::new(
+            Sampler::new(
+                "n1",
+                Arc::new(Fixed(vec![running])),
+                dir.path().join("cgroup"),
+                dir.path().join("proc"),
+            )
+            .with_min_spacing(spacing),
+        )
     }
 
     async fn get(router: Router, path: &str) -> (StatusCode, String) {
@@ -483,6 +509,20 @@ mod tests {
         assert!(
             text.contains("\nnode_cpu_usage_seconds_total 99 "),
             "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sample_right_after_another_is_skipped() {
+        let dir = tree(1_000_000);
+        let sampler = spaced(&dir, Duration::from_secs(60));
+        sampler.sample().await;
+        sampler.sample().await;
+        let (summary, _) = sampler.summary().await;
+        assert_eq!(summary.pods.len(), 1);
+        assert_eq!(
+            summary.pods[0].containers[0].cpu.usage_nano_cores, None,
+            "the second sample was skipped: no rate over a few microseconds"
         );
     }
 
