@@ -284,7 +284,8 @@ pub fn read_node(root: &Path, hierarchy: Hierarchy) -> Option<Usage> {
             text(root.join("memory.stat")),
         ),
         Hierarchy::V1 => (
-            text(root.join("cpu,cpuacct/cpuacct.usage")),
+            // `cpuacct` is its own mount on some hosts, a link to `cpu,cpuacct` on systemd's.
+            text(root.join("cpuacct/cpuacct.usage")),
             text(root.join("memory/memory.usage_in_bytes")),
             text(root.join("memory/memory.stat")),
         ),
@@ -477,6 +478,12 @@ mod tests {
                 "12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n0::/docker/abc\n",
                 Hierarchy::V2,
                 Some(("docker/abc", "docker/abc")),
+            ),
+            (
+                "v1 with cpu and cpuacct mounted apart",
+                "4:memory:/docker/abc\n2:cpuacct:/docker/abc\n1:cpu:/docker/abc\n",
+                Hierarchy::V1,
+                Some(("cpuacct/docker/abc", "memory/docker/abc")),
             ),
             (
                 "v1: a controller directory each",
