@@ -322,6 +322,14 @@ async fn missing_objects_and_missing_metrics() {
         .get("/apis/metrics.k8s.io/v1beta1/pods?labelSelector=a%20in%20(")
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = c.get("/apis/metrics.k8s.io/v1beta1/services").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let request = Request::post("/apis/metrics.k8s.io/v1beta1/nodes")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+        .body(axum::body::Body::from("{}"))
+        .expect("request");
+    let response = c.router.clone().oneshot(request).await.expect("answer");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test]
