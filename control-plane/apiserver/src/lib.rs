@@ -55,6 +55,7 @@ mod read;
 pub mod registry;
 mod relay;
 mod request;
+mod resource_metrics;
 mod reviews;
 mod store_cache;
 mod table;
@@ -237,7 +238,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/version", get(discovery::version))
         .route("/api", get(discovery::core_versions))
-        .route("/apis", get(aggregation::discovery::group_list))
+        .route("/apis", get(resource_metrics::group_list))
         .route("/api/{*rest}", any(handlers::core))
         .route("/apis/{*rest}", any(handlers::grouped))
         .route("/openapi/v2", get(openapi::v2))
@@ -255,6 +256,7 @@ pub fn app(state: AppState) -> Router {
             get(auth::serviceaccount::oidc::serve_keys),
         )
         .merge(state.health.routes())
+        .merge(resource_metrics::routes())
         .route("/metrics", get(metrics::serve))
         .fallback(discovery::not_found)
         .layer(middleware::from_fn_with_state(

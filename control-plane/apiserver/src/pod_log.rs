@@ -108,6 +108,11 @@ impl KubeletClient {
             .await
             .map_err(|_| fail(format!("dial tcp {address}: i/o timeout")))?
     }
+
+    /// A TLS connector with this client's configuration, for other kubelet requests.
+    pub(crate) fn connector(&self) -> TlsConnector {
+        TlsConnector::from(Arc::clone(&self.config))
+    }
 }
 
 /// `host:port`, with an IPv6 host in brackets.

@@ -24,6 +24,7 @@ pub mod security;
 pub mod server;
 pub mod service_env;
 pub mod spec;
+pub mod stats;
 pub mod status;
 pub mod stream;
 pub mod tokens;
@@ -520,6 +521,7 @@ impl Kubelet {
                     dir: settings.pods.data_dir.join("pki"),
                     certificate,
                 };
+                stats::start(runtime.docker().clone(), &settings.pods.node_name);
                 Some((listener, tls, rotation))
             }
             None => None,

@@ -105,7 +105,8 @@ pub async fn serve(
         .merge(super::stream::router(super::stream::StreamState {
             runtime,
             dialer: Arc::new(super::stream::dial::NetnsDialer),
-        }));
+        }))
+        .merge(super::stats::routes());
     let acceptor = TlsAcceptor::from(config);
     loop {
         let Ok((stream, peer)) = listener.accept().await else {

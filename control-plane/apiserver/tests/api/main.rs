@@ -243,6 +243,7 @@ async fn discovery_serves_what_kubectl_reads() {
             "node.k8s.io",
             "discovery.k8s.io",
             "flowcontrol.apiserver.k8s.io",
+            "metrics.k8s.io",
         ]
     );
     let (status, review) = s
