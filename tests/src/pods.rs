@@ -242,7 +242,10 @@ impl PodAgent {
                 "KEELSON_EVICTION_HARD",
                 keelson_testbed::SHARED_HOST_EVICTION_HARD,
             )
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("KEELSON_TEST_AGENT_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -8,7 +8,7 @@
 //! - `images`: the offline test images (setup builds them too).
 //! - `bench`: benchmarks (`bench datapath`: keelson's service datapath against kube-proxy's,
 //!   then `bench crossnode`: pod to pod across nodes, kernel routes against eBPF; `bench api`: the API server on SQLite and on etcd; `bench scheduler`; `bench pods`: pod
-//!   startup latency and agent RSS).
+//!   startup latency and agent RSS; `bench stream`: port-forward and exec through kubectl).
 //! - `vm-test`: the privileged datapath tests inside qemu VMs on Debian's 5.10, 6.1 and
 //!   6.12 kernels (`vm-test --os`: the packages on a Debian 12 OS in a VM, joined with a token).
 //! - `dist`: Debian packages of both binaries in `target/dist/`.
@@ -53,7 +53,7 @@ enum Command {
     /// (`cluster up [--nodes N] [--routing direct|tunnel] [--control-planes 1|3]`, `cluster
     /// down`, `cluster status`).
     Cluster(cluster::ClusterArgs),
-    /// Build and run a benchmark (`bench datapath|crossnode|api|scheduler|pods`; datapath,
+    /// Build and run a benchmark (`bench datapath|crossnode|api|scheduler|pods|stream`; datapath,
     /// crossnode and pods as root); results go to results/.
     Bench(bench::BenchArgs),
     /// Run the privileged datapath tests inside qemu VMs on Debian's 5.10, 6.1 and 6.12 kernels

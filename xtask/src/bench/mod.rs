@@ -22,6 +22,9 @@
 //!   rolling update and 30-replica StatefulSet rollouts (`OrderedReady`, `Parallel`, with
 //!   local-path claims); writes `results/bench-pods.md` (`--pods`, `--interval-ms`,
 //!   `--statefulset-replicas`, `--no-rollouts`).
+//! - `stream`: as root, the same single node: `kubectl port-forward` throughput and request rate
+//!   as ratios to a direct connection to the pod, and `kubectl exec` round trips, with kubectl
+//!   1.33 (WebSocket) and 1.27 (SPDY/3.1); writes `results/bench-stream.md`.
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf};
 
@@ -63,6 +66,13 @@ enum Which {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Port-forward throughput and request rate (ratios to a direct connection to the pod) and
+    /// exec round trips, with kubectl 1.33 and 1.27 as clients.
+    Stream {
+        /// Arguments for the stream_bench example (e.g. `--mib 16`, `--execs 20`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The scheduler against the real API server: 5000 and 500 Node objects, 10k pods.
     Scheduler {
         /// Arguments for the scheduler_bench example (e.g. `--quick`, `--nodes 1000`).
@@ -85,7 +95,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         // The API benchmark starts the control plane binary it finds next to itself.
         Which::Api { args } => ("api", args, &["keelson-bench", "keelson-control-plane"]),
         Which::Scheduler { args } => return scheduler(args),
-        Which::Pods { args } => return pods(args),
+        Which::Pods { args } => return example("pods", "pods_bench", args),
+        Which::Stream { args } => return example("stream", "stream_bench", args),
     };
     let crossnode = matches!(which, "datapath" | "crossnode");
     if crossnode {
@@ -173,11 +184,11 @@ fn scheduler(args: &[String]) -> anyhow::Result<()> {
     cmd::run(bench.args(args))
 }
 
-/// `bench pods`: builds the control plane and the node agent (release) and runs the pods_bench
-/// example of keelson-tests next to them, which writes results/bench-pods.md. Needs root and the
-/// test images (`cargo xtask setup` builds them).
-fn pods(args: &[String]) -> anyhow::Result<()> {
-    cmd::require_root("cargo xtask bench pods")?;
+/// `bench pods` and `bench stream`: builds the control plane and the node agent (release) and
+/// runs the example `name` of keelson-tests next to them, which writes
+/// results/bench-<which>.md. Needs root and the test images (`cargo xtask setup` builds them).
+fn example(which: &str, name: &str, args: &[String]) -> anyhow::Result<()> {
+    cmd::require_root(&format!("cargo xtask bench {which}"))?;
     crate::setup::run()?;
     println!("==> bench: building keelson-control-plane and keelson-node-agent (release)");
     cmd::run(command("cargo").args([
@@ -196,7 +207,7 @@ fn pods(args: &[String]) -> anyhow::Result<()> {
         "keelson-tests",
         "--example",
     ]);
-    bench.args(["pods_bench", "--", "--output-dir"]);
+    bench.args([name, "--", "--output-dir"]);
     bench.arg(repo_root().join("results"));
     cmd::run(bench.args(args))
 }

@@ -109,6 +109,10 @@ pub async fn run(
         Err(message) => return Ending::Failed(message),
     };
     let has_stdin = stdin.is_some();
+    // An exec'd process's stdin ends with the client's. A container's main process keeps its
+    // stdin when one attached client's ends (the kubelet closes it only for `stdinOnce`
+    // containers, which keelson does not track yet), and Docker would end the whole attach.
+    let close_stdin = matches!(start, Start::Exec { .. });
     let finished = {
         let input = &mut input;
         let target = &target;
@@ -119,8 +123,9 @@ pub async fn run(
                         break;
                     }
                 }
-                // The client's stdin ended: so does the process's.
-                let _ = input.shutdown().await;
+                if close_stdin {
+                    let _ = input.shutdown().await;
+                }
             }
             std::future::pending::<()>().await;
         };

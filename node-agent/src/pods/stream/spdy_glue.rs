@@ -300,19 +300,35 @@ pub async fn serve_port_forward(io: Box<dyn AsyncIo>, forwarder: Forwarder) {
     connection.close();
 }
 
-/// One forwarded connection: bytes both ways until both sides ended, or the kubelet's message
-/// on the error stream when the port cannot be reached.
-async fn forward(forwarder: Forwarder, port: u16, mut data: SpdyStream, mut error: SpdyStream) {
+/// One forwarded connection: bytes both ways until the pod's side ends (then the data stream's
+/// FIN and the error stream's end, as containerd's port-forward returns once the container's
+/// side is done: kubectl 1.27-1.30 wait for the error stream's end before closing the local
+/// connection), or the kubelet's message on the error stream when the port cannot be reached.
+async fn forward(forwarder: Forwarder, port: u16, data: SpdyStream, mut error: SpdyStream) {
+    let (mut data_read, mut data_write) = tokio::io::split(data);
     match forwarder.connect(port).await {
-        Ok(mut connection) => {
-            let _ = tokio::io::copy_bidirectional(&mut data, &mut connection).await;
+        Ok(connection) => {
+            let (mut pod_read, mut pod_write) = connection.into_split();
+            let upload = async {
+                let _ = tokio::io::copy(&mut data_read, &mut pod_write).await;
+                // The client is done sending: the pod reads its end, then answers and closes.
+                let _ = pod_write.shutdown().await;
+                std::future::pending::<()>().await;
+            };
+            let download = async {
+                let _ = tokio::io::copy(&mut pod_read, &mut data_write).await;
+            };
+            tokio::select! {
+                () = download => {}
+                () = upload => {}
+            }
         }
         Err(message) => {
             tracing::debug!(%message, "port-forward");
             let _ = error.write_all(message.as_bytes()).await;
         }
     }
-    let _ = data.shutdown().await;
+    let _ = data_write.shutdown().await;
     let _ = error.shutdown().await;
 }
 

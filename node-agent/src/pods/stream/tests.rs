@@ -257,8 +257,22 @@ async fn attach_passes_stdin_and_resizes_the_terminal() {
             height: 30
         }]
     );
+    // The client's stdin ending leaves the container's main process its stdin (the kubelet
+    // closes it only for stdinOnce containers): the session goes on until the client leaves.
     send(&mut ws, 255, &[0]).await;
-    assert_eq!(rest(&mut ws).await, vec![(3, SUCCESS.to_owned())]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), ws.next())
+            .await
+            .is_err(),
+        "the attach session goes on"
+    );
+    assert_eq!(runtime.stdin_ends(), 0);
+    ws.close(None).await.expect("close");
+    drop(ws);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while runtime.alive_processes() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -567,4 +581,15 @@ fn queries_decode_like_go() {
         forward_ports(&query_pairs(Some("port=0"))),
         Err("port \"0\" must be > 0".to_owned())
     );
+}
+
+#[test]
+fn text_frames_carry_channels_like_binary_ones() {
+    let v4 = ws::EXEC_PROTOCOLS[1];
+    let (channel, data) = ws::decode(v4, Message::Text("\u{0}hello\n".into())).expect("stdin");
+    assert_eq!((channel, &data[..]), (0, &b"hello\n"[..]));
+    let (channel, data) =
+        ws::decode(v4, Message::Binary(b"\x04{}".to_vec().into())).expect("resize");
+    assert_eq!((channel, &data[..]), (4, &b"{}"[..]));
+    assert!(ws::decode(v4, Message::Text("".into())).is_none());
 }

@@ -32,6 +32,17 @@ use crate::pods::runtime::{
     stream::{Output, StreamOptions, TerminalSize},
 };
 
+/// The close frame the server ends a session with: code 1000 (normal closure), as the
+/// kubelet's (gorilla's) `FormatCloseMessage(CloseNormalClosure, "")`. client-go treats any
+/// other close, an empty one (1005) included, as an error on every stream, the error stream
+/// with the exit status too.
+pub fn normal_close() -> Message {
+    Message::Close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "".into(),
+    }))
+}
+
 /// The v5 channel on which a client closes one of its channels.
 const CLOSE_CHANNEL: u8 = 255;
 /// How long a finished session waits for the client's half of the closing handshake (so the
@@ -130,6 +141,14 @@ pub fn decode(protocol: WsProtocol, message: Message) -> Option<(u8, Bytes)> {
                 .ok()?;
             Some((channel, Bytes::from(decoded)))
         }
+        // The kubelet reads text frames like binary ones (Go's `websocket.Message.Receive`):
+        // the Python client sends `str` stdin as text, the channel byte first.
+        Message::Text(text) if !protocol.base64 && !text.is_empty() => {
+            let mut data = Bytes::from(text);
+            let channel = data[0];
+            data.advance(1);
+            Some((channel, data))
+        }
         _ => None,
     }
 }
@@ -164,7 +183,18 @@ pub async fn serve_exec<S>(
         let _gone = gone_tx;
         let _done = done_tx;
         let mut stdin = stdin_tx;
-        while let Some(Ok(message)) = stream.next().await {
+        loop {
+            let message = match stream.next().await {
+                Some(Ok(message)) => message,
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "exec stream: the client's side failed");
+                    break;
+                }
+                None => {
+                    tracing::debug!("exec stream: the client's side ended");
+                    break;
+                }
+            };
             let Some((channel, data)) = decode(protocol, message) else {
                 continue;
             };
@@ -241,6 +271,7 @@ pub async fn serve_exec<S>(
         {
             return;
         }
+        let _ = sink.send(normal_close()).await;
         let _ = sink.close().await;
     };
     tokio::join!(run, write);
@@ -332,6 +363,7 @@ pub async fn serve_port_forward<S>(
                 return;
             }
         }
+        let _ = sink.send(normal_close()).await;
         let _ = sink.close().await;
     };
     tokio::join!(run, write);
@@ -385,6 +417,7 @@ async fn forward_messages(
 pub struct WsIo<S> {
     ws: WebSocketStream<S>,
     pending: Bytes,
+    close_sent: bool,
 }
 
 impl<S> WsIo<S> {
@@ -393,6 +426,7 @@ impl<S> WsIo<S> {
         Self {
             ws,
             pending: Bytes::new(),
+            close_sent: false,
         }
     }
 }
@@ -442,7 +476,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsIo<S> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().ws)
+        let this = self.get_mut();
+        if !this.close_sent {
+            ready!(Pin::new(&mut this.ws).poll_ready(cx)).map_err(io::Error::other)?;
+            Pin::new(&mut this.ws)
+                .start_send(normal_close())
+                .map_err(io::Error::other)?;
+            this.close_sent = true;
+        }
+        Pin::new(&mut this.ws)
             .poll_close(cx)
             .map_err(io::Error::other)
     }
