@@ -37,7 +37,7 @@ use self::{
     calc::{PodUsage, Settings},
     plan::{History, Observed},
 };
-use crate::{Result, job::record};
+use crate::{ApiContext, Result, job::record};
 
 /// kube-controller-manager's `--horizontal-pod-autoscaler-sync-period` default.
 pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(15);
@@ -172,8 +172,8 @@ async fn note_all(ctx: &Ctx, hpa: &HorizontalPodAutoscaler, notes: Vec<plan::Not
     }
 }
 
-/// Writes `status` when it differs from the HPA's: a merge patch that names every field
-/// upstream's full update would reset.
+/// Writes `status` when it differs from the HPA's: an update of the `status` subresource, as
+/// upstream's (an HPA deleted meanwhile is no failure).
 async fn write_status(
     ctx: &Ctx,
     hpa: &HorizontalPodAutoscaler,
@@ -182,18 +182,30 @@ async fn write_status(
     if hpa.status.as_ref() == Some(status) {
         return Ok(());
     }
-    let mut value = serde_json::to_value(status).unwrap_or_default();
-    if let Some(object) = value.as_object_mut() {
-        for key in [
-            "currentMetrics",
-            "lastScaleTime",
-            "currentReplicas",
-            "conditions",
-        ] {
-            object.entry(key).or_insert(serde_json::Value::Null);
+    let namespace = hpa.namespace().unwrap_or_default();
+    let name = hpa.name_any();
+    let mut updated = hpa.clone();
+    updated.status = Some(status.clone());
+    match Api::<HorizontalPodAutoscaler>::namespaced(ctx.client.clone(), &namespace)
+        .replace_status(&name, &PostParams::default(), &updated)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if crate::is_status(&e, 404) => Ok(()),
+        Err(e) => {
+            record(
+                &ctx.recorder,
+                hpa,
+                true,
+                "FailedUpdateStatus",
+                crate::error_chain(&e),
+            )
+            .await;
+            Err(e).action(|| {
+                format!("update the status of HorizontalPodAutoscaler {namespace}/{name}")
+            })
         }
     }
-    crate::status::patch(&ctx.client, hpa, &value).await
 }
 
 async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<Action> {
