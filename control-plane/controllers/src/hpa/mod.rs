@@ -49,6 +49,8 @@ struct Ctx {
     sync_period: Duration,
     /// Per `namespace/name`: the recommendations and scale events of earlier passes.
     history: Mutex<HashMap<String, History>>,
+    /// Per `namespace/name`: when the last pass ran and the generation it saw.
+    last_pass: Mutex<HashMap<String, (std::time::Instant, Option<i64>)>>,
 }
 
 /// Runs the controller, every HPA synced each `sync_period`.
@@ -70,6 +72,7 @@ pub async fn run(client: Client, sync_period: Duration) -> anyhow::Result<()> {
         settings: Settings::default(),
         sync_period,
         history: Mutex::new(HashMap::new()),
+        last_pass: Mutex::new(HashMap::new()),
     });
     crate::drive(
         "horizontal-pod-autoscaler",
@@ -216,6 +219,20 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
     let Some(spec) = hpa.spec.as_ref() else {
         return Ok(requeue);
     };
+    // One pass per sync period, as upstream's queue does: the HPA's own status writes (and
+    // any other change but its spec's) wait for the next period.
+    {
+        let mut last = ctx.last_pass.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = hpa.metadata.generation;
+        if let Some((at, seen)) = last.get(&key)
+            && *seen == generation
+            && let Some(left) = ctx.sync_period.checked_sub(at.elapsed())
+            && !left.is_zero()
+        {
+            return Ok(Action::requeue(left));
+        }
+        last.insert(key.clone(), (std::time::Instant::now(), generation));
+    }
     let target = &spec.scale_target_ref;
     let now = jiff::Timestamp::now();
 
