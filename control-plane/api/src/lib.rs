@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission_policy;
+pub mod autoscaling;
 pub mod bootstrap_token;
 pub mod cidr;
 pub mod cluster_dns;

@@ -297,10 +297,10 @@ pub(crate) fn set_namespace(
 }
 
 /// The group and kind objects of `resource` are stored as (events.k8s.io Events are core
-/// Events).
+/// Events, autoscaling/v1 HorizontalPodAutoscalers autoscaling/v2 ones).
 pub(crate) fn storage_kind(resource: &Resource) -> (&'static str, &'static str) {
     match resource.conversion {
-        Some(_) => ("", resource.kind),
+        Some(c) => (c.stored_as.0, resource.kind),
         None => (resource.group, resource.kind),
     }
 }

@@ -183,6 +183,11 @@ pub(crate) struct ClusterArgs {
     #[arg(long, env = "KEELSON_DEFAULT_LOCAL_STORAGE_PATH",
           default_value = keelson_api::storage::DEFAULT_LOCAL_PATH_ROOT)]
     pub(crate) default_local_storage_path: String,
+    /// How often the HorizontalPodAutoscaler controller syncs each HPA (Kubernetes'
+    /// --horizontal-pod-autoscaler-sync-period).
+    #[arg(long, env = "KEELSON_HORIZONTAL_POD_AUTOSCALER_SYNC_PERIOD", default_value = "15s",
+          value_parser = parse_duration)]
+    pub(crate) horizontal_pod_autoscaler_sync_period: std::time::Duration,
     /// Run the controllers and the scheduler only while holding their Lease
     /// (kube-system/keelson-controller-manager, kube-system/keelson-scheduler), so several
     /// control planes on one store never act twice. `--leader-elect=false` to turn off.

@@ -27,6 +27,7 @@
 //! - [`persistentvolume`]: claims bound to volumes, local-path volumes provisioned and reclaimed;
 //! - [`storageprotection`]: claims and volumes in use are not deleted until released.
 //! - [`kubedns`]: the `kube-dns` Service's EndpointSlice lists every node's DNS responder.
+//! - [`hpa`]: HorizontalPodAutoscalers scale their targets from `metrics.k8s.io` pod usage.
 //!
 //! [`run`] starts the ones [`Options::enabled`] names and returns when one of them fails.
 #![forbid(unsafe_code)]
@@ -49,6 +50,7 @@ pub mod disruption;
 pub mod endpointslice;
 pub mod gc;
 pub mod history;
+pub mod hpa;
 pub mod job;
 pub mod kubedns;
 pub mod leaderelection;
@@ -124,11 +126,13 @@ pub enum ControllerKind {
     PvProtection,
     /// `kube-dns-endpoints`: the `kube-dns` Service -> every node's DNS responder (keelson's own).
     KubeDnsEndpoints,
+    /// `horizontalpodautoscaling`: HorizontalPodAutoscalers -> their targets' scale.
+    HorizontalPodAutoscaling,
 }
 
 impl ControllerKind {
     /// Every controller, in start order.
-    pub const ALL: [Self; 27] = [
+    pub const ALL: [Self; 28] = [
         Self::EndpointSlice,
         Self::Endpoints,
         Self::ReplicaSet,
@@ -156,6 +160,7 @@ impl ControllerKind {
         Self::PvcProtection,
         Self::PvProtection,
         Self::KubeDnsEndpoints,
+        Self::HorizontalPodAutoscaling,
     ];
 
     /// The name used on the command line.
@@ -188,6 +193,7 @@ impl ControllerKind {
             Self::PvcProtection => storageprotection::PVC_NAME,
             Self::PvProtection => storageprotection::PV_NAME,
             Self::KubeDnsEndpoints => kubedns::NAME,
+            Self::HorizontalPodAutoscaling => "horizontalpodautoscaling",
         }
     }
 }
@@ -273,6 +279,9 @@ pub struct Options {
     pub bootstrap: Option<Arc<BootstrapSettings>>,
     /// The directory local-path volumes are created in on nodes.
     pub local_path_root: String,
+    /// How often each HorizontalPodAutoscaler is synced
+    /// (`--horizontal-pod-autoscaler-sync-period`).
+    pub hpa_sync_period: Duration,
 }
 
 /// The control plane's identity for joining nodes.
@@ -296,6 +305,7 @@ impl Default for Options {
             default_toleration: Duration::from_secs(300),
             bootstrap: None,
             local_path_root: keelson_api::storage::DEFAULT_LOCAL_PATH_ROOT.to_owned(),
+            hpa_sync_period: hpa::DEFAULT_SYNC_PERIOD,
         }
     }
 }
@@ -484,6 +494,9 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
     }
     if enabled(ControllerKind::KubeDnsEndpoints) {
         tasks.spawn(kubedns::run(client.clone()));
+    }
+    if enabled(ControllerKind::HorizontalPodAutoscaling) {
+        tasks.spawn(hpa::run(client.clone(), options.hpa_sync_period));
     }
     if enabled(ControllerKind::ClusterRoleAggregation) {
         tasks.spawn(clusterroleaggregation::run(client.clone()));

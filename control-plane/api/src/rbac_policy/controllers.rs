@@ -18,6 +18,7 @@ const APPS: &str = "apps";
 const EXTENSIONS: &str = "extensions";
 const CERTIFICATES: &str = "certificates.k8s.io";
 const BATCH: &str = "batch";
+const AUTOSCALING: &str = "autoscaling";
 
 /// The controllers (by their ServiceAccount name, the role's name without
 /// `system:controller:`) whose roles are here, with the keelson controller each serves.
@@ -47,10 +48,27 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("persistent-volume-binder", "persistentvolume-binder"),
     ("pvc-protection-controller", "pvc-protection"),
     ("pv-protection-controller", "pv-protection"),
+    ("horizontal-pod-autoscaler", "horizontalpodautoscaling"),
 ];
 
 fn controller_rules(name: &str) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
     match name {
+        // It reads HPAs, writes their status and any target's scale, lists pods and their
+        // resource metrics; custom and external metrics too (keelson serves neither API).
+        "horizontal-pod-autoscaler" => vec![
+            rule(READ, &[AUTOSCALING], &["horizontalpodautoscalers"]),
+            rule(
+                &["update"],
+                &[AUTOSCALING],
+                &["horizontalpodautoscalers/status"],
+            ),
+            rule(&["get", "update"], &["*"], &["*/scale"]),
+            rule(&["list"], &[CORE], &["pods"]),
+            rule(&["list"], &["metrics.k8s.io"], &["pods"]),
+            rule(&["get", "list"], &["custom.metrics.k8s.io"], &["*"]),
+            rule(&["get", "list"], &["external.metrics.k8s.io"], &["*"]),
+            events(),
+        ],
         // It writes the aggregated roles' rules, so it may hold any permission.
         "clusterrole-aggregation-controller" => vec![rule(
             &["escalate", "get", "list", "watch", "update", "patch"],

@@ -16,16 +16,19 @@
 //!   (kubeadm creates it in Kubernetes), and the `kube-dns` EndpointSlice written by keelson's
 //!   own `kube-dns-endpoints` controller, granted by [`CONTROLLER_MANAGER_EXTRAS`] and
 //!   [`BOOTSTRAP_SIGNER_EXTRAS`];
+//! - `kubectl top` for holders of `view`, `edit` and `admin`: metrics-server's own
+//!   [`AGGREGATED_METRICS_READER`], which keelson's `metrics.k8s.io` needs as metrics-server does;
 //! - leader election uses the Leases `kube-system/keelson-controller-manager` and
 //!   `kube-system/keelson-scheduler`, not Kubernetes' lease names.
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 
 use super::{
-    CONTROLLER_MANAGER_USER, CONTROLLER_ROLE_PREFIX, CORE, READ, SCHEDULER_USER, cluster_binding,
-    cluster_role,
+    CONTROLLER_MANAGER_USER, CONTROLLER_ROLE_PREFIX, CORE, READ, SCHEDULER_USER,
+    cluster::{AGGREGATE_TO_ADMIN, AGGREGATE_TO_EDIT, AGGREGATE_TO_VIEW},
+    cluster_binding, cluster_role,
     controllers::CONTROLLERS,
-    group, keelson_labelled, named,
+    group, keelson_labelled, labelled_cluster_role, named,
     namespaced::{KUBE_PUBLIC, KUBE_SYSTEM},
     role, role_binding, rule, user,
 };
@@ -37,6 +40,9 @@ pub const NODE_DATAPATH: &str = "keelson:node-datapath";
 /// The ClusterRole that lets node agents clean up the local-path volumes of their node: they
 /// watch volumes and drop the cleanup finalizer once the directory is gone.
 pub const NODE_LOCAL_PATH: &str = "keelson:node-local-path";
+/// The ClusterRole metrics-server ships: reading `metrics.k8s.io` pods and nodes, aggregated
+/// into `view`, `edit` and `admin` (so their holders can run `kubectl top`).
+pub const AGGREGATED_METRICS_READER: &str = "system:aggregated-metrics-reader";
 /// The ClusterRole of the controllers' writes that Kubernetes' controller roles lack.
 pub const CONTROLLER_MANAGER_EXTRAS: &str = "keelson:kube-controller-manager";
 /// The `kube-public` Role that lets the bootstrap signer create `cluster-info`.
@@ -146,6 +152,7 @@ pub(super) fn cluster_roles() -> Vec<ClusterRole> {
     ]
     .into_iter()
     .map(mark_cluster_role)
+    .chain([metrics_reader()])
     .collect()
 }
 
@@ -169,6 +176,21 @@ pub(super) fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
         )
     }));
     bindings.into_iter().map(mark_cluster_binding).collect()
+}
+
+/// metrics-server's own role (named as metrics-server names it, so not keelson-labelled):
+/// `kubectl top` for whoever may view, edit or administer.
+fn metrics_reader() -> ClusterRole {
+    labelled_cluster_role(
+        AGGREGATED_METRICS_READER,
+        &[
+            ("k8s-app", "metrics-server"),
+            (AGGREGATE_TO_ADMIN, "true"),
+            (AGGREGATE_TO_EDIT, "true"),
+            (AGGREGATE_TO_VIEW, "true"),
+        ],
+        vec![rule(READ, &["metrics.k8s.io"], &["pods", "nodes"])],
+    )
 }
 
 fn leader_locking(name: &str, lease: &str) -> Role {

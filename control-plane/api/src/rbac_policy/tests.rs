@@ -623,12 +623,13 @@ fn counts() {
     // Kubernetes' testdata/cluster-roles.yaml lists 31; system:heapster is left out.
     assert_eq!(cluster::roles().len(), 30, "Kubernetes' cluster roles kept");
     assert_eq!(cluster::bindings().len(), 12);
-    assert_eq!(controllers::roles().len(), 22);
+    assert_eq!(controllers::roles().len(), 23);
     assert_eq!(namespaced::roles().len(), 7);
     assert_eq!(namespaced::bindings().len(), 7);
-    // keelson's: node datapath, node local-path cleanup, controller-manager extras.
-    assert_eq!(cluster_roles().len(), 30 + 22 + 3);
-    assert_eq!(cluster_role_bindings().len(), 12 + 22 + 3 + 22);
+    // keelson's: node datapath, node local-path cleanup, controller-manager extras; and
+    // metrics-server's system:aggregated-metrics-reader.
+    assert_eq!(cluster_roles().len(), 30 + 23 + 3 + 1);
+    assert_eq!(cluster_role_bindings().len(), 12 + 23 + 3 + 23);
     assert_eq!(roles().len(), 7 + 3);
     assert_eq!(role_bindings().len(), 7 + 6);
 }
@@ -1148,5 +1149,55 @@ fn the_controllers_may_make_every_call_they_make() {
             !may(kcm, &groups, verb, resource, namespace, object),
             "{verb} {resource:?} {namespace}/{object}"
         );
+    }
+}
+
+#[test]
+fn horizontal_pod_autoscaler_and_metrics_reader() {
+    let hpa = rules_of("system:controller:horizontal-pod-autoscaler");
+    let can = |verb, group, resource| hpa.iter().any(|r| allows(r, verb, group, resource, "web"));
+    assert!(can("watch", "autoscaling", "horizontalpodautoscalers"));
+    assert!(can(
+        "update",
+        "autoscaling",
+        "horizontalpodautoscalers/status"
+    ));
+    assert!(!can(
+        "patch",
+        "autoscaling",
+        "horizontalpodautoscalers/status"
+    ));
+    assert!(can("list", "", "pods"));
+    assert!(can("list", "metrics.k8s.io", "pods"));
+    assert!(can("create", "events.k8s.io", "events"));
+    // Any target's scale, as Kubernetes writes it: resource `*/scale` in every group.
+    assert!(hpa.iter().any(|r| {
+        r.resources.as_deref() == Some(&["*/scale".to_owned()][..])
+            && r.api_groups.as_deref() == Some(&["*".to_owned()][..])
+            && r.verbs == ["get", "update"]
+    }));
+
+    let reader = cluster_role_named(keelson::AGGREGATED_METRICS_READER);
+    for key in [
+        cluster::AGGREGATE_TO_VIEW,
+        cluster::AGGREGATE_TO_EDIT,
+        cluster::AGGREGATE_TO_ADMIN,
+    ] {
+        assert_eq!(
+            label(&reader.metadata, key).as_deref(),
+            Some("true"),
+            "{key}"
+        );
+    }
+    let rules = reader.rules.unwrap_or_default();
+    for resource in ["pods", "nodes"] {
+        for verb in ["get", "list", "watch"] {
+            assert!(
+                rules
+                    .iter()
+                    .any(|r| allows(r, verb, "metrics.k8s.io", resource, "x")),
+                "{verb} {resource}"
+            );
+        }
     }
 }

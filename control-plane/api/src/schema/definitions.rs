@@ -98,6 +98,7 @@ static ROOTS: &[fn(&mut SchemaGenerator) -> BuiltinKind] = &[
     kind::<apps::StatefulSet>,
     kind::<events::Event>,
     kind::<autoscaling::HorizontalPodAutoscaler>,
+    kind::<autoscaling_v1::HorizontalPodAutoscaler>,
     kind::<batch::CronJob>,
     kind::<batch::Job>,
     kind::<certificates::CertificateSigningRequest>,

@@ -3,12 +3,12 @@
 
 use k8s_openapi::{
     api::{
-        admissionregistration::v1 as admission, apps::v1 as apps, autoscaling::v2 as autoscaling,
-        batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination,
-        core::v1 as core, discovery::v1 as discovery, events::v1 as events,
-        flowcontrol::v1 as flowcontrol, networking::v1 as networking, node::v1 as node,
-        policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
-        storage::v1 as storage,
+        admissionregistration::v1 as admission, apps::v1 as apps,
+        autoscaling::v1 as autoscaling_v1, autoscaling::v2 as autoscaling, batch::v1 as batch,
+        certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
+        discovery::v1 as discovery, events::v1 as events, flowcontrol::v1 as flowcontrol,
+        networking::v1 as networking, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
+        scheduling::v1 as scheduling, storage::v1 as storage,
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions,
     kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration,
@@ -44,7 +44,6 @@ const EVENT_FIELDS: &[&str] = &[
     "type",
 ];
 
-const NO_CONTROLLER: &str = "keelson stores this kind, but no controller acts on it yet";
 const NETWORK_POLICY: &str =
     "keelson stores NetworkPolicy objects but does not enforce them yet: traffic is not filtered";
 
@@ -241,6 +240,7 @@ pub static RESOURCES: &[Resource] = &[
     .converted(Conversion {
         to_storage: keelson_api::events::events_v1_to_core,
         from_storage: keelson_api::events::core_to_events_v1,
+        stored_as: ("", "v1"),
     }),
     // --- autoscaling/v2 ---
     Resource::new(
@@ -253,8 +253,25 @@ pub static RESOURCES: &[Resource] = &[
     .version("v2")
     .short(&["hpa"])
     .in_all()
+    .spec_status(),
+    // --- autoscaling/v1: the same HPAs, CPU utilization only (`kubectl autoscale` writes it) ---
+    Resource::new(
+        "autoscaling",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        typed::<autoscaling_v1::HorizontalPodAutoscaler>,
+    )
+    .version("v1")
+    .stored_as("v2")
+    .short(&["hpa"])
+    .in_all()
     .spec_status()
-    .note(NO_CONTROLLER),
+    .converted(Conversion {
+        to_storage: keelson_api::autoscaling::v1_to_v2,
+        from_storage: keelson_api::autoscaling::v2_to_v1,
+        stored_as: ("autoscaling", "v2"),
+    }),
     // --- batch/v1 ---
     Resource::new(
         "batch",

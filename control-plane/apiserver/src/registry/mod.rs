@@ -26,6 +26,8 @@ pub struct Conversion {
     pub to_storage: fn(&Value) -> Value,
     /// The client's form of a stored object.
     pub from_storage: fn(&Value) -> Value,
+    /// The group and version objects are stored in.
+    pub stored_as: (&'static str, &'static str),
 }
 
 /// One served resource.
@@ -233,8 +235,8 @@ impl Resource {
     /// eight bytes of SHA-256 over `group/version/kind` of the stored version, in base64.
     pub fn storage_version_hash(&self) -> String {
         let (group, version, kind) = match self.conversion {
-            // Stored as a core/v1 Event.
-            Some(_) => ("", "v1", self.kind),
+            // Stored in another version (events.k8s.io Events as core/v1 Events).
+            Some(c) => (c.stored_as.0, c.stored_as.1, self.kind),
             None => (self.group, self.storage_version, self.kind),
         };
         let digest = Sha256::digest(format!("{group}/{version}/{kind}").as_bytes());
@@ -405,7 +407,7 @@ pub const GROUPS: &[(&str, &[&str])] = &[
     ("events.k8s.io", &["v1"]),
     ("authentication.k8s.io", &["v1"]),
     ("authorization.k8s.io", &["v1"]),
-    ("autoscaling", &["v2"]),
+    ("autoscaling", &["v2", "v1"]),
     ("batch", &["v1"]),
     ("certificates.k8s.io", &["v1"]),
     ("networking.k8s.io", &["v1"]),
@@ -477,6 +479,7 @@ mod tests {
         ("v1/serviceaccounts", "pbx9ZvyFpBE="),
         ("v1/services", "0/CO1lhkEBI="),
         ("autoscaling/v2/horizontalpodautoscalers", "qwQve8ut294="),
+        ("autoscaling/v1/horizontalpodautoscalers", "qwQve8ut294="),
         ("batch/v1/jobs", "mudhfqk/qZY="),
         ("batch/v1/cronjobs", "sd5LIXh4Fjs="),
         (

@@ -77,6 +77,11 @@ fn fixtures() -> Vec<(&'static str, &'static str, Value)> {
             json!({"spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "w"}, "maxReplicas": 3}}),
         ),
         (
+            "autoscaling/v1",
+            "horizontalpodautoscalers",
+            json!({"spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "w"}, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50}}),
+        ),
+        (
             "policy/v1",
             "poddisruptionbudgets",
             json!({"spec": {"minAvailable": 1, "selector": selector}}),
@@ -464,6 +469,76 @@ async fn aggregated_discovery_is_served_in_v2_and_v2beta1() {
     // A client that does not ask for it gets the legacy document.
     let plain = s.ok(Method::GET, "/apis", None).await;
     assert_eq!(plain["kind"], "APIGroupList");
+}
+
+#[tokio::test]
+async fn horizontal_pod_autoscalers_are_one_collection_in_v1_and_v2() {
+    let s = server().await;
+    // What `kubectl autoscale deployment web --cpu-percent=50 --min=1 --max=5` (1.27 to 1.33)
+    // sends.
+    let created = s
+        .ok(
+            Method::POST,
+            "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers",
+            Some(json!({
+                "apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+                "metadata": {"name": "web"},
+                "spec": {
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                    "minReplicas": 1, "maxReplicas": 5, "targetCPUUtilizationPercentage": 50,
+                },
+                "status": {"currentReplicas": 0, "desiredReplicas": 0},
+            })),
+        )
+        .await;
+    assert_eq!(created["apiVersion"], "autoscaling/v1");
+    assert_eq!(created["spec"]["targetCPUUtilizationPercentage"], 50);
+    let v2 = s
+        .ok(
+            Method::GET,
+            "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/web",
+            None,
+        )
+        .await;
+    assert_eq!(
+        v2["spec"]["metrics"],
+        json!([{"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 50}}}])
+    );
+    // A memory metric added in v2 shows in v1 in the alpha annotation, not as a field.
+    let mut updated = v2.clone();
+    updated["spec"]["metrics"]
+        .as_array_mut()
+        .expect("metrics")
+        .push(json!({"type": "Resource", "resource": {"name": "memory",
+            "target": {"type": "AverageValue", "averageValue": "100Mi"}}}));
+    s.ok(
+        Method::PUT,
+        "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/web",
+        Some(updated),
+    )
+    .await;
+    let v1 = s
+        .ok(
+            Method::GET,
+            "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/web",
+            None,
+        )
+        .await;
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 50);
+    assert_eq!(
+        v1["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/metrics"],
+        r#"[{"resource":{"name":"memory","targetAverageValue":"100Mi"},"type":"Resource"}]"#
+    );
+    let groups = s.ok(Method::GET, "/apis/autoscaling", None).await;
+    assert_eq!(groups["preferredVersion"]["version"], "v2");
+    assert_eq!(
+        groups["versions"],
+        json!([
+            {"groupVersion": "autoscaling/v2", "version": "v2"},
+            {"groupVersion": "autoscaling/v1", "version": "v1"},
+        ])
+    );
 }
 
 #[tokio::test]
