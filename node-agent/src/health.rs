@@ -98,11 +98,13 @@ pub fn checks(pin_dir: PathBuf, docker_socket: String, lease_duration: Duration)
     health.add("datapath", Scope::Ready, move || {
         let pin_dir = pin_dir.clone();
         async move {
-            tokio::task::spawn_blocking(move || crate::datapath::lb::metrics_text(&pin_dir))
-                .await
-                .map_err(|error| format!("the map reader did not finish: {error}"))?
-                .map(|_| ())
-                .map_err(|error| format!("pinned maps unreadable: {}", crate::error_chain(&error)))
+            tokio::task::spawn_blocking(move || {
+                crate::datapath::lb::DatapathMetrics::read(&pin_dir)
+            })
+            .await
+            .map_err(|error| format!("the map reader did not finish: {error}"))?
+            .map(|_| ())
+            .map_err(|error| format!("pinned maps unreadable: {}", crate::error_chain(&error)))
         }
     });
     health.add("informers", Scope::Ready, || async {

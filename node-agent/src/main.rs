@@ -615,6 +615,11 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {}", args.metrics_listen))?;
         let metrics_pins = pin_dir.clone();
+        let proxy_metrics = keelson_node_agent::service_sync::ProxyMetrics::default();
+        let agent_metrics = std::sync::Arc::new(keelson_node_agent::metrics::AgentMetrics::new(
+            &pod_metrics,
+            &proxy_metrics,
+        ));
         let health = keelson_node_agent::health::checks(
             pin_dir.clone(),
             args.kubelet.docker_socket.clone(),
@@ -630,14 +635,20 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
                 "/metrics",
                 axum::routing::get(move || {
                     let pins = metrics_pins.clone();
-                    let pods = pod_metrics.clone();
+                    let metrics = agent_metrics.clone();
                     async move {
-                        match datapath::lb::metrics_text(&pins) {
-                            Ok(text) => (axum::http::StatusCode::OK, text + &pods.text()),
+                        use axum::{http::header::CONTENT_TYPE, response::IntoResponse as _};
+                        match datapath::lb::DatapathMetrics::read(&pins) {
+                            Ok(datapath) => (
+                                [(CONTENT_TYPE, keelson_node_agent::metrics::CONTENT_TYPE)],
+                                metrics.render(Some(datapath)),
+                            )
+                                .into_response(),
                             Err(e) => (
                                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                                format!("# datapath maps unreadable: {}\n", error_chain(&e)),
-                            ),
+                                format!("datapath maps unreadable: {}\n", error_chain(&e)),
+                            )
+                                .into_response(),
                         }
                     }
                 }),
@@ -645,7 +656,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(node = %node.node_name, pins = %pin_dir.display(), metrics = %args.metrics_listen, "node agent running");
         tokio::select! {
             served = axum::serve(listener, app) => served.context("serving /metrics"),
-            synced = keelson_node_agent::service_sync::run(client, &lb, node, services) => synced,
+            synced = keelson_node_agent::service_sync::run(client, &lb, node, services, &proxy_metrics) => synced,
             pods = kubelet.run() => pods,
             routed = routed => routed,
             rotated = rotated => rotated,

@@ -3,17 +3,31 @@
 //! map writes. After both initial lists, entries adopted from a previous run that no Service
 //! claims are removed. The Services it sees are the agent's one view of them ([`ServiceCache`]),
 //! which the pod runner reads for pods' service environment variables.
+//!
+//! Its metrics ([`ProxyMetrics`]) carry kube-proxy's names and buckets
+//! (`pkg/proxy/metrics/metrics.go`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::atomic::AtomicU64,
+    time::{Instant, SystemTime},
+};
 
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::{
+    api::{core::v1::Service, discovery::v1::EndpointSlice},
+    apimachinery::pkg::apis::meta::v1::Time,
+};
 use kube::{
     Api, Client, ResourceExt as _,
     runtime::{
         WatchStreamExt as _,
         watcher::{self, Event},
     },
+};
+use prometheus_client::{
+    metrics::{counter::Counter, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
 };
 
 use crate::{
@@ -23,6 +37,118 @@ use crate::{
 
 /// The label tying an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// When the change that made the endpoint controller write an EndpointSlice happened (set by
+/// the controller, RFC 3339); kube-proxy measures network programming latency from it.
+pub const LAST_CHANGE_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// kube-proxy's sync buckets: 1 ms doubling 15 times (to about 16 s).
+fn sync_buckets() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 15,
+    ))
+}
+
+/// kube-proxy's network programming buckets: 0, 0.25 s, 0.5 s, every second to 59 s, every 5 s
+/// to 115 s, every 30 s from 2 to 5 minutes.
+fn programming_buckets() -> Histogram {
+    let buckets = [0.0, 0.25, 0.5]
+        .into_iter()
+        .chain((1..=59).map(f64::from))
+        .chain((0..12).map(|i| 60.0 + 5.0 * f64::from(i)))
+        .chain((0..7).map(|i| 120.0 + 30.0 * f64::from(i)));
+    Histogram::new(buckets)
+}
+
+/// The service sync's metrics, under kube-proxy's names:
+/// - `kubeproxy_sync_proxy_rules_duration_seconds` (histogram): one round of map writes, for
+///   every Service a watch event changed;
+/// - `kubeproxy_sync_proxy_rules_last_timestamp_seconds` (gauge): when the last round ended
+///   without an error;
+/// - `kubeproxy_network_programming_duration_seconds` (histogram): from an EndpointSlice's
+///   [`LAST_CHANGE_TRIGGER_TIME`] to the map writes for it (each trigger time once; times
+///   before the agent started are left out, as kube-proxy does; the clocks of the controller's
+///   and this node's machines are compared);
+/// - `kubeproxy_sync_proxy_rules_endpoint_changes_total`,
+///   `kubeproxy_sync_proxy_rules_service_changes_total` (counters): EndpointSlice and Service
+///   watch events.
+#[derive(Debug, Clone)]
+pub struct ProxyMetrics {
+    sync_duration: Histogram,
+    last_sync: Gauge<f64, AtomicU64>,
+    network_programming: Histogram,
+    endpoint_changes: Counter,
+    service_changes: Counter,
+    started: SystemTime,
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        Self {
+            sync_duration: sync_buckets(),
+            last_sync: Gauge::default(),
+            network_programming: programming_buckets(),
+            endpoint_changes: Counter::default(),
+            service_changes: Counter::default(),
+            started: SystemTime::now(),
+        }
+    }
+}
+
+impl ProxyMetrics {
+    /// Registers every service-sync metric in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "kubeproxy_sync_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds (one round of datapath map writes)",
+            self.sync_duration.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            "The last time proxy rules were successfully synced",
+            self.last_sync.clone(),
+        );
+        registry.register(
+            "kubeproxy_network_programming_duration_seconds",
+            "In Cluster Network Programming Latency in seconds",
+            self.network_programming.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_endpoint_changes",
+            "Cumulative proxy rules Endpoint changes",
+            self.endpoint_changes.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_service_changes",
+            "Cumulative proxy rules Service changes",
+            self.service_changes.clone(),
+        );
+    }
+
+    /// Records the programming latency of each trigger time, at `now`.
+    fn observe_programmed(&self, triggers: &[SystemTime], now: SystemTime) {
+        for trigger in triggers {
+            if let Ok(took) = now.duration_since(*trigger) {
+                self.network_programming.observe(took.as_secs_f64());
+            }
+        }
+    }
+}
+
+/// The trigger time `slice` carries if it is new (not `last`) and after `started`.
+fn new_trigger(
+    slice: &EndpointSlice,
+    last: Option<&String>,
+    started: SystemTime,
+) -> Option<SystemTime> {
+    let value = slice.annotations().get(LAST_CHANGE_TRIGGER_TIME)?;
+    if last == Some(value) {
+        return None;
+    }
+    let time: Time = serde_json::from_value(serde_json::Value::String(value.clone())).ok()?;
+    let time = SystemTime::from(time.0);
+    (time >= started).then_some(time)
+}
 
 /// One event from either watcher (boxed: a Service is much larger than an EndpointSlice).
 enum Change {
@@ -117,6 +243,7 @@ pub async fn run(
     lb: &std::sync::Mutex<LoadBalancer>,
     node: NodeContext,
     services: std::sync::Arc<ServiceCache>,
+    metrics: &ProxyMetrics,
 ) -> anyhow::Result<()> {
     let service_events = watcher::watcher(
         Api::<Service>::all(client.clone()),
@@ -140,6 +267,10 @@ pub async fn run(
     };
     let mut pending_services: BTreeSet<String> = BTreeSet::new();
     let mut pending_slices: BTreeMap<String, BTreeMap<String, EndpointSlice>> = BTreeMap::new();
+    // The trigger time last seen on each slice (by namespace/name), and the new ones not yet
+    // programmed, by Service.
+    let mut seen_triggers: BTreeMap<String, String> = BTreeMap::new();
+    let mut triggers: BTreeMap<String, Vec<SystemTime>> = BTreeMap::new();
     while let Some(change) = changes.next().await {
         let change = match change {
             Ok(change) => change,
@@ -150,6 +281,15 @@ pub async fn run(
             }
         };
         let mut dirty: BTreeSet<String> = BTreeSet::new();
+        match &change {
+            Change::Service(event) if !matches!(**event, Event::Init | Event::InitDone) => {
+                metrics.service_changes.inc();
+            }
+            Change::Slice(event) if !matches!(**event, Event::Init | Event::InitDone) => {
+                metrics.endpoint_changes.inc();
+            }
+            _ => {}
+        }
         match change {
             Change::Service(event) => match *event {
                 Event::Apply(svc) => {
@@ -183,6 +323,15 @@ pub async fn run(
             Change::Slice(event) => match *event {
                 Event::Apply(slice) => {
                     if let Some((owner, name)) = slice_owner(&slice) {
+                        let key = service_id(&slice.namespace().unwrap_or_default(), &name);
+                        if let Some(time) =
+                            new_trigger(&slice, seen_triggers.get(&key), metrics.started)
+                        {
+                            triggers.entry(owner.clone()).or_default().push(time);
+                        }
+                        if let Some(value) = slice.annotations().get(LAST_CHANGE_TRIGGER_TIME) {
+                            seen_triggers.insert(key, value.clone());
+                        }
                         cache
                             .slices
                             .entry(owner.clone())
@@ -193,15 +342,25 @@ pub async fn run(
                 }
                 Event::Delete(slice) => {
                     if let Some((owner, name)) = slice_owner(&slice) {
+                        seen_triggers
+                            .remove(&service_id(&slice.namespace().unwrap_or_default(), &name));
                         if let Some(slices) = cache.slices.get_mut(&owner) {
                             slices.remove(&name);
                         }
                         dirty.insert(owner);
                     }
                 }
-                Event::Init => pending_slices.clear(),
+                Event::Init => {
+                    pending_slices.clear();
+                    seen_triggers.clear();
+                }
                 Event::InitApply(slice) => {
                     if let Some((owner, name)) = slice_owner(&slice) {
+                        // A listed slice's trigger time is not a change seen by this agent.
+                        if let Some(value) = slice.annotations().get(LAST_CHANGE_TRIGGER_TIME) {
+                            let key = service_id(&slice.namespace().unwrap_or_default(), &name);
+                            seen_triggers.insert(key, value.clone());
+                        }
                         pending_slices.entry(owner).or_default().insert(name, slice);
                     }
                 }
@@ -217,6 +376,8 @@ pub async fn run(
         if !(cache.services_listed && cache.slices_listed) {
             continue;
         }
+        let round = (!dirty.is_empty()).then(Instant::now);
+        let mut failed = false;
         for id in dirty {
             let frontends = cache.services.read(|services| match services.get(&id) {
                 Some(svc) => {
@@ -233,15 +394,31 @@ pub async fn run(
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .update(&id, frontends);
+            let programmed = triggers.remove(&id).unwrap_or_default();
             match updated {
-                Ok(writes) if writes > 0 => {
-                    tracing::info!(service = %id, writes, "datapath updated")
+                Ok(writes) => {
+                    if writes > 0 {
+                        tracing::info!(service = %id, writes, "datapath updated");
+                    }
+                    metrics.observe_programmed(&programmed, SystemTime::now());
                 }
-                Ok(_) => {}
                 Err(error) => {
+                    failed = true;
+                    if !programmed.is_empty() {
+                        triggers.insert(id.clone(), programmed);
+                    }
                     tracing::error!(service = %id, error = %error_chain(&error), "datapath update failed")
                 }
             }
+        }
+        if let Some(round) = round {
+            metrics.sync_duration.observe(round.elapsed().as_secs_f64());
+        }
+        if round.is_some() && !failed {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            metrics.last_sync.set(now.as_secs_f64());
         }
         if !cache.initial_sync_done {
             cache.initial_sync_done = true;
@@ -287,5 +464,73 @@ mod tests {
             cache.read(|s| s.keys().cloned().collect::<Vec<_>>()),
             ["default/kubernetes"]
         );
+    }
+
+    fn slice_with_trigger(value: Option<&str>) -> EndpointSlice {
+        let mut slice = EndpointSlice::default();
+        slice.metadata.annotations =
+            value.map(|v| BTreeMap::from([(LAST_CHANGE_TRIGGER_TIME.to_owned(), v.to_owned())]));
+        slice
+    }
+
+    #[test]
+    fn each_trigger_time_after_the_start_is_taken_once() {
+        let at = |secs| SystemTime::UNIX_EPOCH + Duration::from_millis(secs);
+        let started = at(1_700_000_000_000);
+        let later = "2023-11-14T22:13:21.5Z"; // 1_700_000_001.5 s
+        let last = later.to_owned();
+        let cases: [(Option<&str>, Option<&String>, Option<SystemTime>); 5] = [
+            (Some(later), None, Some(at(1_700_000_001_500))),
+            (Some(later), Some(&last), None),
+            // Before the agent started (the initial list): not a programming latency.
+            (Some("2023-11-14T22:13:19Z"), None, None),
+            (Some("yesterday"), None, None),
+            (None, None, None),
+        ];
+        for (value, seen, want) in cases {
+            assert_eq!(
+                new_trigger(&slice_with_trigger(value), seen, started),
+                want,
+                "{value:?} after {seen:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn proxy_metrics_use_kube_proxys_buckets() {
+        let metrics = ProxyMetrics::default();
+        let now = SystemTime::now();
+        metrics.observe_programmed(
+            &[
+                now - Duration::from_millis(700),
+                now + Duration::from_secs(1),
+            ],
+            now,
+        );
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        let buckets = |name: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{name}_bucket")))
+                .count()
+        };
+        // 0, 0.25, 0.5, 1..=59, 60..=115 by 5, 120..=300 by 30, and +Inf.
+        assert_eq!(
+            buckets("kubeproxy_network_programming_duration_seconds"),
+            82
+        );
+        // 1 ms doubling 15 times, and +Inf.
+        assert_eq!(buckets("kubeproxy_sync_proxy_rules_duration_seconds"), 16);
+        // The 0.7 s change is counted between 0.5 and 1 s; the one from the future is not.
+        for line in [
+            "kubeproxy_network_programming_duration_seconds_bucket{le=\"0.5\"} 0",
+            "kubeproxy_network_programming_duration_seconds_bucket{le=\"1.0\"} 1",
+            "kubeproxy_network_programming_duration_seconds_count 1",
+            "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"16.384\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
     }
 }

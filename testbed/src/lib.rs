@@ -25,6 +25,7 @@
 
 pub mod cpio;
 pub mod etcd_pki;
+pub mod exposition;
 
 use std::{
     fmt::Write as _,

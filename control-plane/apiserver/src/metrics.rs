@@ -1,14 +1,19 @@
 //! `/metrics`: the API server's Prometheus metrics, in the text exposition format of
 //! `prometheus-client` (OpenMetrics text, which Prometheus scrapes).
 //!
-//! - `apiserver_request_total{verb,resource,subresource,code}`: every request, counted when its
-//!   response head is ready. Verbs follow Kubernetes: `get` (one object), `list` (a collection
-//!   GET), `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`; requests outside the
-//!   resource paths (discovery, health, `/metrics`) have an empty `resource` and the lowercase HTTP
-//!   method as verb.
-//! - `apiserver_request_duration_seconds{verb,resource}`: time to the response head (for a watch:
-//!   until its stream starts).
-//! - `apiserver_registered_watchers{resource}`: watch streams open now.
+//! - `apiserver_request_total{verb,dry_run,group,version,resource,subresource,scope,component,
+//!   code}`: every request, counted when its response head is ready, labelled as kube-apiserver labels it
+//!   (`staging/src/k8s.io/apiserver/pkg/endpoints/metrics/metrics.go`): `verb` upper case, `GET`
+//!   (one object), `LIST` (a collection GET), `WATCH`, `POST`, `PUT`, `PATCH`, `APPLY` (a server-side
+//!   apply patch), `DELETE`, `DELETECOLLECTION`, `CONNECT` (the `log`, `exec`, `attach`,
+//!   `portforward` and `proxy` subresources); `scope` `resource` (a named object, or a create),
+//!   `namespace` (a namespaced collection), `cluster` (a cluster-wide collection); `component`
+//!   `apiserver`; `dry_run` `All` for a dry run. Requests outside the resource paths (discovery,
+//!   health, `/metrics`) have the upper-case HTTP method as verb and empty group, version,
+//!   resource and scope.
+//! - `apiserver_request_duration_seconds{verb,dry_run,group,version,resource,subresource,scope,
+//!   component}`: time to the response head (for a watch: until its stream starts), in kube-apiserver's buckets.
+//! - `apiserver_registered_watchers{group,version,kind}`: watch streams open now.
 //! - `keelson_store_operation_duration_seconds{operation}`: time of every call into the store
 //!   (`get`, `list`, `create`, `update`, `delete`, `watch` (until the stream is set up),
 //!   `compact`, `current_revision`), measured by [`InstrumentedStore`] around any backend.
@@ -47,37 +52,59 @@ use prometheus_client::{
 
 use crate::{AppState, registry};
 
-/// Latency buckets in seconds, from 0.5 ms (a cached read) to 10 s (a stuck etcd).
+/// Store latency buckets in seconds, from 0.5 ms (a cached read) to 10 s (a stuck etcd).
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// kube-apiserver's `apiserver_request_duration_seconds` buckets.
+const REQUEST_BUCKETS: [f64; 23] = [
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
+    10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+];
+
+/// The `component` label of every request series.
+const COMPONENT: &str = "apiserver";
+
 #[derive(Debug, Clone, Copy)]
-struct Buckets;
+struct Buckets(&'static [f64]);
 
 impl MetricConstructor<Histogram> for Buckets {
     fn new_metric(&self) -> Histogram {
-        Histogram::new(BUCKETS)
+        Histogram::new(self.0.iter().copied())
     }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     verb: &'static str,
+    dry_run: &'static str,
+    group: &'static str,
+    version: &'static str,
     resource: &'static str,
     subresource: &'static str,
+    scope: &'static str,
+    component: &'static str,
     code: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LatencyLabels {
     verb: &'static str,
+    dry_run: &'static str,
+    group: &'static str,
+    version: &'static str,
     resource: &'static str,
+    subresource: &'static str,
+    scope: &'static str,
+    component: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WatchLabels {
-    resource: &'static str,
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,22 +135,24 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "apiserver_request",
-            "Requests by verb, resource, subresource and HTTP response code",
+            "Counter of apiserver requests broken out for each verb, dry run value, group, \
+             version, resource, scope, component, and HTTP response code",
             requests.clone(),
         );
-        let latency = Family::new_with_constructor(Buckets);
+        let latency = Family::new_with_constructor(Buckets(&REQUEST_BUCKETS));
         registry.register(
             "apiserver_request_duration_seconds",
-            "Time to the response head by verb and resource",
+            "Response latency (to the response head) distribution in seconds for each verb, dry \
+             run value, group, version, resource, subresource, scope and component",
             latency.clone(),
         );
         let watchers = Family::<WatchLabels, Gauge>::default();
         registry.register(
             "apiserver_registered_watchers",
-            "Watch streams open now by resource",
+            "Number of currently registered watchers for a given resource",
             watchers.clone(),
         );
-        let store = Family::new_with_constructor(Buckets);
+        let store = Family::new_with_constructor(Buckets(&BUCKETS));
         registry.register(
             "keelson_store_operation_duration_seconds",
             "Time of store calls by operation",
@@ -170,35 +199,80 @@ impl Metrics {
     }
 }
 
-/// What a request is, in Kubernetes' terms (its `RequestInfo`).
+/// What a request is, in the terms of kube-apiserver's request metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RequestInfo {
+    /// Upper case, as kube-apiserver's `CleanVerb` reports it.
     pub(crate) verb: &'static str,
+    /// `All` for a dry run, else empty.
+    pub(crate) dry_run: &'static str,
+    pub(crate) group: &'static str,
+    pub(crate) version: &'static str,
     pub(crate) resource: &'static str,
     pub(crate) subresource: &'static str,
+    /// `resource`, `namespace`, `cluster`, or empty outside the resource paths.
+    pub(crate) scope: &'static str,
+    /// The resource's kind (for the watch gauge).
+    kind: &'static str,
 }
+
+/// The subresources kept as label values (others are left empty).
+const SUBRESOURCES: [&str; 13] = [
+    "status",
+    "scale",
+    "binding",
+    "eviction",
+    "log",
+    "exec",
+    "attach",
+    "portforward",
+    "proxy",
+    "ephemeralcontainers",
+    "token",
+    "approval",
+    "finalize",
+];
+
+/// The subresources whose requests kube-apiserver counts as `CONNECT`.
+const CONNECT_SUBRESOURCES: [&str; 5] = ["log", "exec", "portforward", "attach", "proxy"];
 
 fn method_verb(method: &Method) -> &'static str {
     match *method {
-        Method::GET => "get",
-        Method::POST => "post",
-        Method::PUT => "put",
-        Method::PATCH => "patch",
-        Method::DELETE => "delete",
-        Method::HEAD => "head",
-        Method::OPTIONS => "options",
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
         _ => "other",
     }
 }
 
-/// Classifies a request by its method, path and query, the way kube-apiserver's
-/// `RequestInfoFactory` does; resources and subresources keelson does not serve get an empty
-/// label.
-pub(crate) fn classify(method: &Method, path: &str, query: Option<&str>) -> RequestInfo {
+/// Classifies a request by its method, path, query and content type, the way kube-apiserver's
+/// `RequestInfoFactory`, `CleanScope` and `CleanVerb` do; resources and subresources keelson
+/// does not serve get empty labels.
+pub(crate) fn classify(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    content_type: Option<&str>,
+) -> RequestInfo {
+    let pairs = || query.into_iter().flat_map(|q| q.split('&'));
+    let dry_run = if pairs().any(|pair| pair == "dryRun=All") {
+        "All"
+    } else {
+        ""
+    };
     let plain = RequestInfo {
         verb: method_verb(method),
+        dry_run,
+        group: "",
+        version: "",
         resource: "",
         subresource: "",
+        scope: "",
+        kind: "",
     };
     let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let (group, version, mut rest) = match parts.as_slice() {
@@ -211,11 +285,16 @@ pub(crate) fn classify(method: &Method, path: &str, query: Option<&str>) -> Requ
         watch = true;
         rest = tail;
     }
-    // `namespaces/<ns>/<plural>/...` unless the third part is a namespace's own subresource.
-    if let ["namespaces", _, plural, ..] = rest
-        && !matches!(*plural, "status" | "finalize")
-    {
-        rest = &rest[2..];
+    // `namespaces/<ns>/<plural>/...` unless the third part is a namespace's own subresource;
+    // a namespace itself is in its own namespace, as in kube's RequestInfo.
+    let mut namespaced = false;
+    if let ["namespaces", _, ..] = rest {
+        namespaced = true;
+        if let ["namespaces", _, plural, ..] = rest
+            && !matches!(*plural, "status" | "finalize")
+        {
+            rest = &rest[2..];
+        }
     }
     let Some((plural, tail)) = rest.split_first() else {
         return plain;
@@ -224,32 +303,51 @@ pub(crate) fn classify(method: &Method, path: &str, query: Option<&str>) -> Requ
         return plain;
     };
     let subresource = match tail {
-        [_, "status"] => "status",
-        [_, "scale"] => "scale",
-        [_, "binding"] => "binding",
+        [_, sub, ..] => SUBRESOURCES
+            .iter()
+            .find(|s| *s == sub)
+            .copied()
+            .unwrap_or(""),
         _ => "",
     };
     let named = !tail.is_empty();
     watch = watch
-        || query.is_some_and(|q| {
-            q.split('&')
-                .any(|pair| matches!(pair, "watch=true" | "watch=1"))
+        || pairs().any(|pair| {
+            pair.strip_prefix("watch=")
+                .is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "0" | "false"))
         });
-    let verb = match *method {
-        Method::GET if watch => "watch",
-        Method::GET if named => "get",
-        Method::GET => "list",
-        Method::POST => "create",
-        Method::PUT => "update",
-        Method::PATCH => "patch",
-        Method::DELETE if named => "delete",
-        Method::DELETE => "deletecollection",
+    let mut verb = match *method {
+        Method::GET | Method::HEAD if watch => "WATCH",
+        Method::GET | Method::HEAD if named => "GET",
+        Method::GET | Method::HEAD => "LIST",
+        Method::PATCH
+            if content_type
+                .is_some_and(|c| c.trim_start().starts_with("application/apply-patch")) =>
+        {
+            "APPLY"
+        }
+        Method::DELETE if !named => "DELETECOLLECTION",
         _ => plain.verb,
+    };
+    if CONNECT_SUBRESOURCES.contains(&subresource) {
+        verb = "CONNECT";
+    }
+    let scope = if named || *method == Method::POST {
+        "resource"
+    } else if namespaced {
+        "namespace"
+    } else {
+        "cluster"
     };
     RequestInfo {
         verb,
+        dry_run,
+        group: resource.group,
+        version: resource.version,
         resource: resource.plural,
         subresource,
+        scope,
+        kind: resource.kind,
     }
 }
 
@@ -265,10 +363,15 @@ impl Drop for WatchGuard {
 /// The middleware that counts and times every request.
 pub(crate) async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let info = classify(
         request.method(),
         request.uri().path(),
         request.uri().query(),
+        content_type,
     );
     let response = next.run(request).await;
     let metrics = &state.metrics;
@@ -277,8 +380,13 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
         .requests
         .get_or_create(&RequestLabels {
             verb: info.verb,
+            dry_run: info.dry_run,
+            group: info.group,
+            version: info.version,
             resource: info.resource,
             subresource: info.subresource,
+            scope: info.scope,
+            component: COMPONENT,
             code,
         })
         .inc();
@@ -286,16 +394,24 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
         .latency
         .get_or_create(&LatencyLabels {
             verb: info.verb,
+            dry_run: info.dry_run,
+            group: info.group,
+            version: info.version,
             resource: info.resource,
+            subresource: info.subresource,
+            scope: info.scope,
+            component: COMPONENT,
         })
         .observe(started.elapsed().as_secs_f64());
-    if info.verb != "watch" || !response.status().is_success() {
+    if info.verb != "WATCH" || !response.status().is_success() {
         return response;
     }
     let gauge = metrics
         .watchers
         .get_or_create(&WatchLabels {
-            resource: info.resource,
+            group: info.group,
+            version: info.version,
+            kind: info.kind,
         })
         .clone();
     gauge.inc();
@@ -416,78 +532,215 @@ impl Store for InstrumentedStore {
 mod tests {
     use super::*;
 
-    fn info(
-        method: Method,
-        path: &str,
-        query: Option<&str>,
-    ) -> (&'static str, &'static str, &'static str) {
-        let i = classify(&method, path, query);
-        (i.verb, i.resource, i.subresource)
+    /// `(verb, group, version, resource, subresource, scope)` of a request.
+    type Labels = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+    );
+
+    /// A request (method, path, query, content type) and its labels.
+    type Case = (
+        Method,
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+        Labels,
+    );
+
+    fn info(method: Method, path: &str, query: Option<&str>, content_type: Option<&str>) -> Labels {
+        let i = classify(&method, path, query, content_type);
+        (
+            i.verb,
+            i.group,
+            i.version,
+            i.resource,
+            i.subresource,
+            i.scope,
+        )
     }
 
     #[test]
-    fn classifies_like_kubernetes() {
-        assert_eq!(
-            info(Method::GET, "/api/v1/namespaces/default/pods", None),
-            ("list", "pods", "")
-        );
-        assert_eq!(
-            info(Method::GET, "/api/v1/pods", None),
-            ("list", "pods", "")
-        );
-        assert_eq!(
-            info(Method::GET, "/api/v1/namespaces/default/pods/web", None),
-            ("get", "pods", "")
-        );
-        assert_eq!(
-            info(
+    fn classifies_like_kube_apiserver() {
+        let pods = "/api/v1/namespaces/default/pods";
+        let apply = Some("application/apply-patch+yaml");
+        let merge = Some("application/merge-patch+json");
+        let cases: &[Case] = &[
+            (
                 Method::GET,
-                "/api/v1/namespaces/default/pods",
-                Some("watch=true&rv=3")
+                pods,
+                None,
+                None,
+                ("LIST", "", "v1", "pods", "", "namespace"),
             ),
-            ("watch", "pods", "")
-        );
-        assert_eq!(
-            info(Method::GET, "/api/v1/watch/namespaces/default/pods", None),
-            ("watch", "pods", "")
-        );
-        assert_eq!(
-            info(
+            (
+                Method::GET,
+                "/api/v1/pods",
+                None,
+                None,
+                ("LIST", "", "v1", "pods", "", "cluster"),
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/default/pods/web",
+                None,
+                None,
+                ("GET", "", "v1", "pods", "", "resource"),
+            ),
+            (
+                Method::GET,
+                pods,
+                Some("watch=true&resourceVersion=3"),
+                None,
+                ("WATCH", "", "v1", "pods", "", "namespace"),
+            ),
+            (
+                Method::GET,
+                pods,
+                Some("watch=false"),
+                None,
+                ("LIST", "", "v1", "pods", "", "namespace"),
+            ),
+            (
+                Method::GET,
+                "/api/v1/watch/namespaces/default/pods",
+                None,
+                None,
+                ("WATCH", "", "v1", "pods", "", "namespace"),
+            ),
+            (
                 Method::PATCH,
                 "/apis/apps/v1/namespaces/d/deployments/web/scale",
-                None
+                None,
+                merge,
+                ("PATCH", "apps", "v1", "deployments", "scale", "resource"),
             ),
-            ("patch", "deployments", "scale")
-        );
+            (
+                Method::PATCH,
+                "/apis/apps/v1/namespaces/d/deployments/web",
+                Some("fieldManager=kubectl"),
+                apply,
+                ("APPLY", "apps", "v1", "deployments", "", "resource"),
+            ),
+            (
+                Method::PUT,
+                "/api/v1/namespaces/demo/status",
+                None,
+                None,
+                ("PUT", "", "v1", "namespaces", "status", "resource"),
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/demo",
+                None,
+                None,
+                ("GET", "", "v1", "namespaces", "", "resource"),
+            ),
+            (
+                Method::POST,
+                "/api/v1/namespaces",
+                None,
+                None,
+                ("POST", "", "v1", "namespaces", "", "resource"),
+            ),
+            (
+                Method::POST,
+                pods,
+                None,
+                None,
+                ("POST", "", "v1", "pods", "", "resource"),
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/d/configmaps",
+                None,
+                None,
+                ("DELETECOLLECTION", "", "v1", "configmaps", "", "namespace"),
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/d/configmaps/c",
+                None,
+                None,
+                ("DELETE", "", "v1", "configmaps", "", "resource"),
+            ),
+            (
+                Method::POST,
+                "/api/v1/namespaces/d/pods/p/binding",
+                None,
+                None,
+                ("POST", "", "v1", "pods", "binding", "resource"),
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/d/pods/p/log",
+                Some("follow=true"),
+                None,
+                ("CONNECT", "", "v1", "pods", "log", "resource"),
+            ),
+            (
+                Method::POST,
+                "/api/v1/namespaces/d/pods/p/exec",
+                Some("command=ls"),
+                None,
+                ("CONNECT", "", "v1", "pods", "exec", "resource"),
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/d/services/web:80/proxy/healthz",
+                None,
+                None,
+                ("CONNECT", "", "v1", "services", "proxy", "resource"),
+            ),
+            (
+                Method::GET,
+                "/api/v1/nodes",
+                None,
+                None,
+                ("LIST", "", "v1", "nodes", "", "cluster"),
+            ),
+            // Unknown resources and non-resource paths never become label values.
+            (
+                Method::GET,
+                "/api/v1/namespaces/d/widgets",
+                None,
+                None,
+                ("GET", "", "", "", "", ""),
+            ),
+            (
+                Method::GET,
+                "/version",
+                None,
+                None,
+                ("GET", "", "", "", "", ""),
+            ),
+            (
+                Method::POST,
+                "/apis/authorization.k8s.io",
+                None,
+                None,
+                ("POST", "", "", "", "", ""),
+            ),
+        ];
+        for (method, path, query, content_type, want) in cases {
+            assert_eq!(
+                info(method.clone(), path, *query, *content_type),
+                *want,
+                "{method} {path}?{query:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_dry_run_is_labelled() {
+        let pods = "/api/v1/namespaces/default/pods";
         assert_eq!(
-            info(Method::PUT, "/api/v1/namespaces/demo/status", None),
-            ("update", "namespaces", "status")
+            classify(&Method::POST, pods, Some("dryRun=All"), None).dry_run,
+            "All"
         );
-        assert_eq!(
-            info(Method::GET, "/api/v1/namespaces/demo", None),
-            ("get", "namespaces", "")
-        );
-        assert_eq!(
-            info(Method::POST, "/api/v1/namespaces", None),
-            ("create", "namespaces", "")
-        );
-        assert_eq!(
-            info(Method::DELETE, "/api/v1/namespaces/d/configmaps", None),
-            ("deletecollection", "configmaps", "")
-        );
-        assert_eq!(
-            info(Method::DELETE, "/api/v1/namespaces/d/configmaps/c", None),
-            ("delete", "configmaps", "")
-        );
-        assert_eq!(
-            info(Method::POST, "/api/v1/namespaces/d/pods/p/binding", None),
-            ("create", "pods", "binding")
-        );
-        // Unknown resources and non-resource paths never become label values.
-        assert_eq!(
-            info(Method::GET, "/api/v1/namespaces/d/widgets", None),
-            ("get", "", "")
-        );
-        assert_eq!(info(Method::GET, "/version", None), ("get", "", ""));
+        assert_eq!(classify(&Method::POST, pods, None, None).dry_run, "");
     }
 }

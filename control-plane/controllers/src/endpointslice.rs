@@ -47,6 +47,11 @@ pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 /// The node label that names its zone.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
+/// When the change behind a slice's content happened, on every slice this controller writes
+/// (RFC 3339); kube-proxy (and keelson's node agent) measure network programming latency from
+/// it.
+pub const LAST_CHANGE_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
 struct Ctx {
     client: Client,
     nodes: Store<Node>,
@@ -141,7 +146,8 @@ async fn reconcile(service: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
         .collect();
     let groups = desired(&service, &selected, &zones);
     if ctx.slices {
-        sync_slices(&ctx.client, &service, &groups).await?;
+        let trigger = last_change_trigger_time(&service, &selected);
+        sync_slices(&ctx.client, &service, &groups, trigger).await?;
     }
     if ctx.endpoints {
         sync_endpoints(&ctx.client, &service, &groups).await?;
@@ -415,7 +421,36 @@ fn slice_object(
     }
 }
 
-async fn sync_slices(client: &Client, service: &Service, groups: &Groups) -> Result<()> {
+/// The time of the newest change among the Service (its creation) and its pods (their `Ready`
+/// condition's last transition), the times Kubernetes' endpoint controllers take as the
+/// triggers of an endpoints change. Upstream tracks which pods changed since its last sync and
+/// takes the oldest of those; keelson keeps no such state and takes the newest, which is the
+/// change that caused this write when one change comes at a time (the node agent counts each
+/// distinct value once).
+pub fn last_change_trigger_time(service: &Service, pods: &[Arc<Pod>]) -> Option<jiff::Timestamp> {
+    let service = service.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let pods = pods.iter().filter_map(|pod| {
+        let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+        let ready = conditions.iter().find(|c| c.type_ == "Ready")?;
+        ready.last_transition_time.as_ref().map(|t| t.0)
+    });
+    service.into_iter().chain(pods).max()
+}
+
+async fn sync_slices(
+    client: &Client,
+    service: &Service,
+    groups: &Groups,
+    trigger: Option<jiff::Timestamp>,
+) -> Result<()> {
+    let annotate = |slice: &mut EndpointSlice| {
+        if let Some(trigger) = trigger {
+            slice.metadata.annotations = Some(BTreeMap::from([(
+                LAST_CHANGE_TRIGGER_TIME.to_owned(),
+                trigger.to_string(),
+            )]));
+        }
+    };
     let namespace = service.namespace().unwrap_or_default();
     let name = service.name_any();
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
@@ -436,6 +471,7 @@ async fn sync_slices(client: &Client, service: &Service, groups: &Groups) -> Res
             continue;
         };
         let mut next = slice_object(service, Some(slice_name.clone()), &ports, endpoints);
+        annotate(&mut next);
         next.metadata.resource_version = current.metadata.resource_version.clone();
         next.metadata.uid = current.metadata.uid.clone();
         api.replace(&slice_name, &PostParams::default(), &next)
@@ -443,7 +479,8 @@ async fn sync_slices(client: &Client, service: &Service, groups: &Groups) -> Res
             .action(|| format!("update EndpointSlice {namespace}/{slice_name}"))?;
     }
     for (ports, endpoints) in plan.create {
-        let slice = slice_object(service, None, &ports, endpoints);
+        let mut slice = slice_object(service, None, &ports, endpoints);
+        annotate(&mut slice);
         api.create(&PostParams::default(), &slice)
             .await
             .action(|| format!("create an EndpointSlice for {namespace}/{name}"))?;
@@ -611,6 +648,44 @@ mod tests {
                 ..PodStatus::default()
             }),
         })
+    }
+
+    #[test]
+    fn the_trigger_time_is_the_newest_ready_transition_or_the_service_creation() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let at = |s: &str| Time(s.parse().expect("timestamp"));
+        let mut svc = service();
+        svc.metadata.creation_timestamp = Some(at("2026-01-01T10:00:00Z"));
+        let moved = |name, ip, when: Option<&str>| {
+            let mut p = Arc::unwrap_or_clone(pod(name, ip, true, 8080));
+            if let Some(conditions) = p.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+                conditions[0].last_transition_time = when.map(at);
+            }
+            Arc::new(p)
+        };
+        let cases = [
+            (vec![], Some("2026-01-01T10:00:00Z")),
+            (
+                vec![moved("a", "10.0.0.1", Some("2026-01-01T10:00:05Z"))],
+                Some("2026-01-01T10:00:05Z"),
+            ),
+            (
+                vec![
+                    moved("a", "10.0.0.1", Some("2026-01-01T10:00:05Z")),
+                    moved("b", "10.0.0.2", Some("2026-01-01T10:01:30.5Z")),
+                    moved("c", "10.0.0.3", None),
+                ],
+                Some("2026-01-01T10:01:30.5Z"),
+            ),
+        ];
+        for (pods, want) in cases {
+            assert_eq!(
+                last_change_trigger_time(&svc, &pods).map(|t| t.to_string()),
+                want.map(str::to_owned)
+            );
+        }
+        svc.metadata.creation_timestamp = None;
+        assert_eq!(last_change_trigger_time(&svc, &[]), None);
     }
 
     fn zones() -> BTreeMap<String, String> {

@@ -16,6 +16,7 @@ pub mod images;
 pub mod local_path;
 pub mod log_follow;
 pub mod memory_volume;
+mod metrics;
 pub mod plan;
 pub mod probes;
 pub mod projection;
@@ -37,10 +38,7 @@ use std::{
     collections::{HashMap, HashSet},
     net::Ipv4Addr,
     path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::Duration,
 };
 
@@ -55,6 +53,7 @@ use kube::{
 };
 use tokio::{sync::watch, task::JoinHandle};
 
+pub use self::metrics::{Metrics, PodTally};
 use self::runtime::{ContainerRuntime, DockerRuntime};
 use crate::{error_chain, network::PodNetwork};
 
@@ -73,68 +72,6 @@ pub struct PodsConfig {
     pub backoff_initial: Duration,
     /// Longest restart back-off (Kubernetes: 5 min).
     pub backoff_max: Duration,
-}
-
-/// Counters for /metrics.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    syncs: AtomicU64,
-    sync_micros: AtomicU64,
-    status_writes: AtomicU64,
-    probes_ready: AtomicU64,
-    probes_unready: AtomicU64,
-    pods: AtomicU64,
-    /// The cluster DNS this agent serves and where, once it serves it.
-    dns: std::sync::OnceLock<(std::net::SocketAddr, Arc<keelson_dns::ClusterDns>)>,
-}
-
-impl Metrics {
-    fn record_sync(&self, took: Duration) {
-        self.syncs.fetch_add(1, Ordering::Relaxed);
-        self.sync_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    fn record_status_write(&self) {
-        self.status_writes.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn record_probe(&self, ready: bool) {
-        if ready {
-            self.probes_ready.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.probes_unready.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// The counters in Prometheus' text format.
-    pub fn text(&self) -> String {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let dns = self.dns.get().map_or_else(String::new, |(address, zone)| {
-            format!(
-                "# TYPE keelson_cluster_dns_queries_total counter\n\
-                 keelson_cluster_dns_queries_total{{address=\"{address}\",domain=\"{}\"}} {}\n",
-                zone.domain(),
-                zone.queries(),
-            )
-        });
-        let pods = format!(
-            "# TYPE keelson_pods gauge\nkeelson_pods {}\n\
-             # TYPE keelson_pod_syncs_total counter\nkeelson_pod_syncs_total {}\n\
-             # TYPE keelson_pod_sync_seconds_total counter\nkeelson_pod_sync_seconds_total {:.6}\n\
-             # TYPE keelson_pod_status_writes_total counter\nkeelson_pod_status_writes_total {}\n\
-             # TYPE keelson_probe_results_total counter\n\
-             keelson_probe_results_total{{result=\"ready\"}} {}\n\
-             keelson_probe_results_total{{result=\"unready\"}} {}\n",
-            get(&self.pods),
-            get(&self.syncs),
-            get(&self.sync_micros) as f64 / 1e6,
-            get(&self.status_writes),
-            get(&self.probes_ready),
-            get(&self.probes_unready),
-        );
-        pods + &dns
-    }
 }
 
 /// What every pod worker shares.
@@ -241,11 +178,16 @@ pub async fn run(
             }
             _ = reap.tick() => {
                 workers.retain(|_, w| !w.task.is_finished());
+                ctx.metrics.retain_starting(|uid| workers.contains_key(uid));
             }
         }
-        ctx.metrics
-            .pods
-            .store(workers.len() as u64, Ordering::Relaxed);
+        let mut tally = PodTally::default();
+        for w in workers.values() {
+            if let Some(pod) = w.tx.borrow().as_ref() {
+                tally.add(pod);
+            }
+        }
+        ctx.metrics.set_pods(workers.len(), &tally);
     }
 }
 
@@ -253,6 +195,7 @@ fn dispatch(ctx: &Arc<Ctx>, workers: &mut HashMap<String, WorkerHandle>, pod: Po
     let Some(uid) = pod.metadata.uid.clone() else {
         return;
     };
+    ctx.metrics.observe_pod(&pod, std::time::Instant::now());
     if ctx.evicted.holds(&pod) {
         return;
     }
@@ -764,7 +707,7 @@ async fn start_dns(
     .context("serving cluster DNS (--cluster-dns gateway)")?;
     let address = bound.first().copied().unwrap_or(address);
     tracing::info!(%address, %domain, "serving cluster DNS for this node's pods");
-    let _ = metrics.dns.set((address, zone.clone()));
+    metrics.set_dns(address, zone.clone());
     Ok((
         Some(dns::ClusterDnsConfig { nameserver, domain }),
         Some(DnsServing {

@@ -1364,45 +1364,37 @@ async fn metrics_count_requests_watches_and_store_latency() {
         watch_events(&s.router, &format!("{CONFIGMAPS}?watch=true"), 0).await;
     assert_eq!(status, StatusCode::OK);
     let text = metrics_text(&s).await;
+    keelson_testbed::exposition::check(&text).unwrap_or_else(|e| panic!("{e} in:\n{text}"));
+    // kube-apiserver's labels: verb, dry_run, group, version, resource, subresource, scope,
+    // component, code.
+    let request = |verb: &str, group: &str, resource: &str, sub: &str, scope: &str, code: u16| {
+        format!(
+            "apiserver_request_total{{verb=\"{verb}\",dry_run=\"\",group=\"{group}\",\
+             version=\"v1\",resource=\"{resource}\",subresource=\"{sub}\",scope=\"{scope}\",\
+             component=\"apiserver\",code=\"{code}\"}}"
+        )
+    };
     for (series, want) in [
+        (request("POST", "", "configmaps", "", "resource", 201), 1.0),
+        (request("GET", "", "configmaps", "", "resource", 200), 2.0),
+        (request("LIST", "", "configmaps", "", "namespace", 200), 1.0),
+        (request("GET", "", "configmaps", "", "resource", 404), 1.0),
         (
-            r#"apiserver_request_total{verb="create",resource="configmaps",subresource="",code="201"}"#,
+            request("PATCH", "apps", "deployments", "scale", "resource", 404),
             1.0,
         ),
+        (request("DELETE", "", "configmaps", "", "resource", 200), 1.0),
+        (request("WATCH", "", "configmaps", "", "namespace", 200), 1.0),
         (
-            r#"apiserver_request_total{verb="get",resource="configmaps",subresource="",code="200"}"#,
-            2.0,
-        ),
-        (
-            r#"apiserver_request_total{verb="list",resource="configmaps",subresource="",code="200"}"#,
-            1.0,
-        ),
-        (
-            r#"apiserver_request_total{verb="get",resource="configmaps",subresource="",code="404"}"#,
-            1.0,
-        ),
-        (
-            r#"apiserver_request_total{verb="patch",resource="deployments",subresource="scale",code="404"}"#,
-            1.0,
-        ),
-        (
-            r#"apiserver_request_total{verb="delete",resource="configmaps",subresource="",code="200"}"#,
-            1.0,
-        ),
-        (
-            r#"apiserver_request_total{verb="watch",resource="configmaps",subresource="",code="200"}"#,
-            1.0,
-        ),
-        (
-            r#"apiserver_request_duration_seconds_count{verb="get",resource="configmaps"}"#,
+            r#"apiserver_request_duration_seconds_count{verb="GET",dry_run="",group="",version="v1",resource="configmaps",subresource="",scope="resource",component="apiserver"}"#.to_owned(),
             3.0,
         ),
         (
-            r#"apiserver_registered_watchers{resource="configmaps"}"#,
+            r#"apiserver_registered_watchers{group="",version="v1",kind="ConfigMap"}"#.to_owned(),
             1.0,
         ),
     ] {
-        assert_eq!(sample(&text, series), Some(want), "{series} in:\n{text}");
+        assert_eq!(sample(&text, &series), Some(want), "{series} in:\n{text}");
     }
     // Store latency: the create wrote once; gets and the list read the store.
     let creates = sample(
@@ -1422,9 +1414,8 @@ async fn metrics_count_requests_watches_and_store_latency() {
         );
     }
     assert!(
-        text.contains(r#"apiserver_request_duration_seconds_bucket{le="0.005",verb="get",resource="configmaps"}"#)
-            || text.contains(r#"apiserver_request_duration_seconds_bucket{verb="get",resource="configmaps",le="0.005"}"#),
-        "ms-scale latency buckets in:\n{text}"
+        text.contains(r#"apiserver_request_duration_seconds_bucket{le="0.005",verb="GET",dry_run="",group="",version="v1",resource="configmaps",subresource="",scope="resource",component="apiserver"}"#),
+        "kube-apiserver's latency buckets in:\n{text}"
     );
 
     drop(open_watch);
@@ -1432,7 +1423,7 @@ async fn metrics_count_requests_watches_and_store_latency() {
     assert_eq!(
         sample(
             &text,
-            r#"apiserver_registered_watchers{resource="configmaps"}"#
+            r#"apiserver_registered_watchers{group="",version="v1",kind="ConfigMap"}"#
         ),
         Some(0.0),
         "the closed watch is no longer counted:\n{text}"

@@ -10,6 +10,13 @@ use keelson_ebpf_common::{
     metric, proto, scope,
 };
 
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
 use super::{FrontendKey, frontends::group_services, open_pinned};
 use crate::datapath::DatapathError;
 
@@ -189,96 +196,139 @@ pub fn list_conntrack(pin_dir: &Path) -> Result<Vec<ListedFlow>, DatapathError> 
     Ok(flows)
 }
 
-/// The datapath's counters and map fill levels in Prometheus' text format, read from the maps
-/// pinned under `pin_dir` (what the agent's `/metrics` serves).
-pub fn metrics_text(pin_dir: &Path) -> Result<String, DatapathError> {
-    use std::fmt::Write as _;
+/// The load-balancer maps whose fill levels `/metrics` reports.
+const FILLED_MAPS: [&str; 7] = [
+    maps::SERVICES,
+    maps::BACKENDS,
+    maps::REV_NAT,
+    maps::SOCK_REV_NAT,
+    maps::AFFINITY,
+    maps::CT,
+    maps::MAGLEV,
+];
 
-    let map_error = |map| {
-        move |source| DatapathError::Map {
-            map,
-            source: Box::new(source),
+/// The datapath's counters and map fill levels, read from the maps pinned under `pin_dir` once
+/// per scrape. As a prometheus-client [`Collector`] it renders:
+/// - `keelson_datapath_events_total{path}` (counter): packets and socket operations by path;
+/// - `keelson_conntrack_gc_total{event}` (counter): the agent's conntrack GC passes and the
+///   flows it deleted (`expired`) or evicted early (`evicted`);
+/// - `keelson_datapath_map_entries{map}` and `keelson_datapath_map_capacity{map}` (gauges);
+/// - `keelson_datapath_conntrack_fill_ratio` (gauge, 0..1).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DatapathMetrics {
+    /// Packets and socket operations by datapath path, summed over CPUs.
+    pub events: Vec<(&'static str, u64)>,
+    /// The conntrack GC's counters by event (`expired`, `evicted`, `passes`).
+    pub conntrack_gc: Vec<(&'static str, u64)>,
+    /// Entries and capacity (max entries) of each load-balancer map.
+    pub maps: Vec<(&'static str, u64, u32)>,
+}
+
+impl DatapathMetrics {
+    /// Reads the counters and fill levels from the maps pinned under `pin_dir`.
+    pub fn read(pin_dir: &Path) -> Result<Self, DatapathError> {
+        let map_error = |map| {
+            move |source| DatapathError::Map {
+                map,
+                source: Box::new(source),
+            }
+        };
+        let metrics_map = open_pinned(pin_dir, maps::METRICS)?;
+        let counters: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(&metrics_map).map_err(map_error(maps::METRICS))?;
+        let mut out = Self::default();
+        for (id, name) in metric::NAMES.iter().enumerate() {
+            let values = counters
+                .get(&(id as u32), 0)
+                .map_err(map_error(maps::METRICS))?;
+            out.events.push((name, values.iter().sum()));
         }
-    };
-    let metrics_map = open_pinned(pin_dir, maps::METRICS)?;
-    let counters: PerCpuArray<_, u64> =
-        PerCpuArray::try_from(&metrics_map).map_err(map_error(maps::METRICS))?;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP keelson_datapath_events_total Packets and socket operations by datapath path."
-    );
-    let _ = writeln!(out, "# TYPE keelson_datapath_events_total counter");
-    for (id, name) in metric::NAMES.iter().enumerate() {
-        let values = counters
-            .get(&(id as u32), 0)
-            .map_err(map_error(maps::METRICS))?;
-        let total: u64 = values.iter().sum();
-        let _ = writeln!(
-            out,
-            "keelson_datapath_events_total{{path=\"{name}\"}} {total}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP keelson_conntrack_gc_total The agent's conntrack GC: passes run, flows deleted \
-         on timeout (expired) and flows evicted early under table pressure (evicted)."
-    );
-    let _ = writeln!(out, "# TYPE keelson_conntrack_gc_total counter");
-    for (id, name) in metric::AGENT_NAMES {
-        let values = counters.get(&id, 0).map_err(map_error(maps::METRICS))?;
-        let total: u64 = values.iter().sum();
-        let what = name.strip_prefix("ct_gc_").unwrap_or(name);
-        let _ = writeln!(
-            out,
-            "keelson_conntrack_gc_total{{event=\"{what}\"}} {total}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP keelson_datapath_map_entries Entries in each load-balancer map."
-    );
-    let _ = writeln!(out, "# TYPE keelson_datapath_map_entries gauge");
-    let _ = writeln!(
-        out,
-        "# HELP keelson_datapath_map_capacity Capacity (max entries) of each load-balancer map."
-    );
-    let _ = writeln!(out, "# TYPE keelson_datapath_map_capacity gauge");
-    for name in [
-        maps::SERVICES,
-        maps::BACKENDS,
-        maps::REV_NAT,
-        maps::SOCK_REV_NAT,
-        maps::AFFINITY,
-        maps::CT,
-        maps::MAGLEV,
-    ] {
-        let map = open_pinned(pin_dir, name)?;
-        let (entries, capacity) = fill(&map, name).map_err(map_error(name))?;
-        let _ = writeln!(
-            out,
-            "keelson_datapath_map_entries{{map=\"{name}\"}} {entries}"
-        );
-        let _ = writeln!(
-            out,
-            "keelson_datapath_map_capacity{{map=\"{name}\"}} {capacity}"
-        );
-        if name == maps::CT {
-            let _ = writeln!(
-                out,
-                "# HELP keelson_datapath_ct_pressure Conntrack fill ratio; past the GC's \
-                 high-water mark the agent evicts closing and idle flows (never active \
-                 established ones), and at 1.0 the kernel's LRU evicts the least recently used."
-            );
-            let _ = writeln!(out, "# TYPE keelson_datapath_ct_pressure gauge");
-            let _ = writeln!(
-                out,
-                "keelson_datapath_ct_pressure {:.4}",
-                entries as f64 / f64::from(capacity.max(1))
-            );
+        for (id, name) in metric::AGENT_NAMES {
+            let values = counters.get(&id, 0).map_err(map_error(maps::METRICS))?;
+            let what = name.strip_prefix("ct_gc_").unwrap_or(name);
+            out.conntrack_gc.push((what, values.iter().sum()));
         }
+        for name in FILLED_MAPS {
+            let map = open_pinned(pin_dir, name)?;
+            let (entries, capacity) = fill(&map, name).map_err(map_error(name))?;
+            out.maps.push((name, entries, capacity));
+        }
+        Ok(out)
     }
-    Ok(out)
+
+    /// The conntrack table's fill ratio, when the table was read.
+    pub fn conntrack_fill_ratio(&self) -> Option<f64> {
+        self.maps
+            .iter()
+            .find(|(name, _, _)| *name == maps::CT)
+            .map(|(_, entries, capacity)| *entries as f64 / f64::from((*capacity).max(1)))
+    }
+}
+
+impl Collector for DatapathMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "keelson_datapath_events",
+            "Packets and socket operations by datapath path.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (path, total) in &self.events {
+            ConstCounter::new(*total).encode(family.encode_family(&[("path", *path)])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "keelson_conntrack_gc",
+            "The agent's conntrack GC: passes run, flows deleted on timeout (expired) and flows \
+             evicted early under table pressure (evicted).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (event, total) in &self.conntrack_gc {
+            ConstCounter::new(*total).encode(family.encode_family(&[("event", *event)])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "keelson_datapath_map_entries",
+            "Entries in each load-balancer map.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (map, entries, _) in &self.maps {
+            ConstGauge::new(*entries).encode(family.encode_family(&[("map", *map)])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "keelson_datapath_map_capacity",
+            "Capacity (max entries) of each load-balancer map.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (map, _, capacity) in &self.maps {
+            ConstGauge::new(u64::from(*capacity))
+                .encode(family.encode_family(&[("map", *map)])?)?;
+        }
+        if let Some(ratio) = self.conntrack_fill_ratio() {
+            let family = encoder.encode_descriptor(
+                "keelson_datapath_conntrack_fill_ratio",
+                "Conntrack table fill (0..1); past the GC's high-water mark the agent evicts \
+                 closing and idle flows (never active established ones), and at 1 the kernel's \
+                 LRU evicts the least recently used.",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(ratio).encode(family)?;
+        }
+        Ok(())
+    }
+}
+
+/// The datapath's metrics alone in the OpenMetrics text format, read from the maps pinned
+/// under `pin_dir` (`keelson-node-agent lb metrics`; the agent's `/metrics` adds its own).
+pub fn metrics_text(pin_dir: &Path) -> Result<String, DatapathError> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(DatapathMetrics::read(pin_dir)?));
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+    Ok(text)
 }
 
 /// Entries (by walking the keys) and capacity of one load-balancer map.

@@ -42,7 +42,8 @@ pub use ct_gc::{
 pub use frontends::{BackendAddr, Frontend, FrontendKey, NodeContext, frontends};
 pub use host_ports::{HostPortMapping, HostPorts, host_port_frontends, host_port_mappings};
 pub use list::{
-    ListedBackend, ListedFlow, ListedFrontend, list_conntrack, list_pinned, metrics_text,
+    DatapathMetrics, ListedBackend, ListedFlow, ListedFrontend, list_conntrack, list_pinned,
+    metrics_text,
 };
 pub use pod_hook::PodTc;
 pub use snat_sources::snat_sources;
