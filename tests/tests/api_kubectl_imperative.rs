@@ -189,9 +189,9 @@ fn scenario(minor: u32) {
     // Three Services from `create service` twice and `expose` (configmap creates are not
     // counted here: the bootstrap signer creates kube-public/cluster-info at start).
     for series in [
-        r#"apiserver_request_total{verb="create",resource="services",subresource="",code="201"} 3"#,
-        r#"apiserver_request_total{verb="create",resource="deployments",subresource="",code="201"} 2"#,
-        r#"apiserver_request_total{verb="delete",resource="configmaps",subresource="",code="200"} 1"#,
+        r#"apiserver_request_total{verb="POST",dry_run="",group="",version="v1",resource="services",subresource="",scope="resource",component="apiserver",code="201"} 3"#,
+        r#"apiserver_request_total{verb="POST",dry_run="",group="apps",version="v1",resource="deployments",subresource="",scope="resource",component="apiserver",code="201"} 2"#,
+        r#"apiserver_request_total{verb="DELETE",dry_run="",group="",version="v1",resource="configmaps",subresource="",scope="resource",component="apiserver",code="200"} 1"#,
     ] {
         assert!(
             metrics.lines().any(|l| l == series),

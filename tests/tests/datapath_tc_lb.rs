@@ -157,7 +157,10 @@ fn cluster_ip_through_the_tc_path_reaches_every_backend_and_replies_come_from_th
         text.contains("keelson_datapath_map_capacity{map=\"kct_v2\"} 4096"),
         "{text}"
     );
-    assert!(text.contains("keelson_datapath_ct_pressure 0.0"), "{text}");
+    assert!(
+        text.contains("keelson_datapath_conntrack_fill_ratio 0.0"),
+        "{text}"
+    );
     let list = node_agent(&["lb", "list", "--pin-dir", &pin_dir]);
     assert!(list.contains(&format!("{VIP}:80/TCP -> ")), "{list}");
     assert!(
