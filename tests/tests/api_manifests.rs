@@ -126,7 +126,8 @@ fn apply_twice(minor: u32) {
         (
             &["get", "hpa", "-n", "shop"],
             "NAME REFERENCE TARGETS MINPODS MAXPODS REPLICAS AGE",
-            "frontend Deployment/frontend cpu: <unknown>/70% 1 5 0",
+            // REPLICAS is 0 until the autoscaler's first pass writes the status, then 1.
+            "frontend Deployment/frontend cpu: <unknown>/70% 1 5 ",
         ),
         (
             &["get", "pdb", "-n", "shop"],
@@ -255,6 +256,9 @@ const KUBERNETES_1_33: &[&str] = &[
     "events ev events.k8s.io/v1 true Event",
     "flowschemas flowcontrol.apiserver.k8s.io/v1 false FlowSchema",
     "prioritylevelconfigurations flowcontrol.apiserver.k8s.io/v1 false PriorityLevelConfiguration",
+    // What metrics-server adds (k3s ships it; keelson's API server serves the group itself).
+    "nodes metrics.k8s.io/v1beta1 false NodeMetrics",
+    "pods metrics.k8s.io/v1beta1 true PodMetrics",
     "ingressclasses networking.k8s.io/v1 false IngressClass",
     "ingresses ing networking.k8s.io/v1 true Ingress",
     "ipaddresses ip networking.k8s.io/v1 false IPAddress",
