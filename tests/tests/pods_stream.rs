@@ -384,12 +384,20 @@ spec:
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let pod = pods.get("box").await.expect("GET box");
-    let statuses = pod
-        .status
-        .and_then(|s| s.ephemeral_container_statuses)
-        .unwrap_or_default();
-    assert!(statuses.iter().any(|s| s.name == "dbg"), "{statuses:?}");
+    wait_pod(
+        &pods,
+        "box",
+        Duration::from_secs(20),
+        agent,
+        "the ephemeral container's status",
+        |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.ephemeral_container_statuses.as_ref())
+                .is_some_and(|s| s.iter().any(|s| s.name == "dbg"))
+        },
+    )
+    .await;
 
     if minor == 33 {
         python_stream(plane, &ns);
