@@ -269,30 +269,35 @@ pub(crate) fn pick_endpoint(
         .get("name")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    for slice in slices {
-        let Some(target) = slice
+    ready_endpoint(slices, port_name)
+        .ok_or_else(|| format!("no endpoints available for service {name:?}"))
+}
+
+/// The first ready address among `slices` (a Service's EndpointSlices) with the target port of
+/// the Service port named `port_name` (`""` for an unnamed one); endpoints without a `ready`
+/// condition count as ready, as kube's endpoint routing counts them.
+pub(crate) fn ready_endpoint<'a>(
+    slices: impl IntoIterator<Item = &'a Value>,
+    port_name: &str,
+) -> Option<(String, u16)> {
+    slices.into_iter().find_map(|slice| {
+        let target = slice
             .get("ports")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .find(|p| p.get("name").and_then(Value::as_str).unwrap_or_default() == port_name)
             .and_then(|p| p.get("port")?.as_i64())
-            .and_then(|p| u16::try_from(p).ok())
-        else {
-            continue;
-        };
-        let ready = slice
+            .and_then(|p| u16::try_from(p).ok())?;
+        slice
             .get("endpoints")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .filter(|e| e.pointer("/conditions/ready").and_then(Value::as_bool) != Some(false))
-            .find_map(|e| e.pointer("/addresses/0").and_then(Value::as_str));
-        if let Some(address) = ready {
-            return Ok((address.to_owned(), target));
-        }
-    }
-    Err(format!("no endpoints available for service {name:?}"))
+            .find_map(|e| e.pointer("/addresses/0").and_then(Value::as_str))
+            .map(|address| (address.to_owned(), target))
+    })
 }
 
 /// Where `service`'s port `port` is served ([`pick_endpoint`] over the stored Service and

@@ -376,32 +376,10 @@ async fn service_location(
                 .and_then(Value::as_str)
                 == Some(name)
         });
-    for slice in owned {
-        let Some(target_port) = slice
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|p| p.get("name").and_then(Value::as_str).unwrap_or_default() == port_name)
-            .and_then(|p| p.get("port")?.as_u64())
-            .and_then(|p| u16::try_from(p).ok())
-        else {
-            continue;
-        };
-        let ready = slice
-            .get("endpoints")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|e| e.pointer("/conditions/ready").and_then(Value::as_bool) != Some(false))
-            .find_map(|e| e.pointer("/addresses/0").and_then(Value::as_str));
-        if let Some(ip) = ready {
-            return Ok((ip.to_owned(), target_port));
-        }
-    }
-    Err(ApiError::service_unavailable(format!(
-        "no endpoints available for service {id:?}"
-    )))
+    let owned: Vec<Value> = owned.collect();
+    crate::admission::call::ready_endpoint(&owned, &port_name).ok_or_else(|| {
+        ApiError::service_unavailable(format!("no endpoints available for service {id:?}"))
+    })
 }
 
 #[cfg(test)]
