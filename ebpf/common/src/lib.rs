@@ -72,6 +72,10 @@ pub mod proto {
     pub const TCP: u8 = 6;
     /// `IPPROTO_UDP`.
     pub const UDP: u8 = 17;
+    /// `IPPROTO_SCTP`.
+    pub const SCTP: u8 = 132;
+    /// `IPPROTO_ICMP`.
+    pub const ICMP: u8 = 1;
 }
 
 /// Map names of the service load balancer. Each carries [`ABI_VERSION`] so that pinned maps of
@@ -104,6 +108,16 @@ pub mod maps {
     /// hash: the SNAT source where the kernel's `bpf_fib_lookup` lacks `BPF_FIB_LOOKUP_SRC`
     /// (before 6.7, unless backported). Written by the agent from the node's addresses.
     pub const SNAT_SOURCES: &str = "ksnatsrc_v1";
+    /// LPM trie: address (network order, [`super::IpcacheKey`]) -> [`super::IdentityValue`].
+    /// Pods of every node (`/32`), this node's addresses ([`super::identity::HOST`]) and the
+    /// CIDRs of ipBlock peers; an address no entry covers is [`super::identity::WORLD`].
+    pub const IPCACHE: &str = "kipcache_v1";
+    /// Hash: a pod of this node (its address, network order) -> [`super::EndpointPolicy`]. A pod
+    /// without an entry is selected by no NetworkPolicy: everything to and from it is allowed.
+    pub const ENDPOINTS: &str = "kendpoint_v1";
+    /// LPM trie: [`super::PolicyKeyData`] -> [`super::PolicyEntry`]: what each policed endpoint
+    /// allows, per direction, peer identity, protocol and port (range).
+    pub const POLICY: &str = "kpolicy_v1";
 }
 
 /// Service lookup scopes ([`ServiceKey::scope`]).
@@ -247,6 +261,103 @@ pub mod metric {
         "tc_route_ttl",
         "tc_snat_source_map",
     ];
+}
+
+/// Security identities ([`IdentityValue::identity`], [`PolicyKeyData`]): what NetworkPolicy peers
+/// are judged by. The agent numbers them on its own node (nothing carries an identity between
+/// nodes): every class of peers no selector or ipBlock of any policy tells apart gets one
+/// number, so a policy map holds one entry per (class, port), however many policies there are.
+pub mod identity {
+    /// In a [`super::PolicyKeyData`]: any peer (a rule with no `from`/`to`). Never an address's.
+    pub const ANY: u32 = 0;
+    /// This node's own addresses: traffic between a pod and its node is always allowed, as
+    /// Kubernetes requires (the kubelet's probes).
+    pub const HOST: u32 = 1;
+    /// Addresses no [`super::maps::IPCACHE`] entry covers (outside the cluster, no ipBlock).
+    pub const WORLD: u32 = 2;
+    /// The first number the agent hands out to a class of pods or CIDRs.
+    pub const FIRST_ALLOCATED: u32 = 256;
+}
+
+/// Key data of [`maps::IPCACHE`] (the LPM trie's prefix covers its bytes in order): an IPv4
+/// address, network order.
+pub type IpcacheKey = u32;
+
+/// Value of [`maps::IPCACHE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IdentityValue {
+    /// The [`identity`] of the addresses the entry covers.
+    pub identity: u32,
+    /// Reserved (zero).
+    pub _pad: u32,
+}
+
+/// Bits of [`EndpointPolicy::flags`].
+pub mod endpoint_flags {
+    /// Some policy with `Ingress` in its types selects the pod: only what [`super::maps::POLICY`]
+    /// allows in (and replies of the pod's own allowed flows) reaches it.
+    pub const INGRESS_ENFORCED: u32 = 1 << 0;
+    /// Some policy with `Egress` in its types selects the pod: only what the map allows out.
+    pub const EGRESS_ENFORCED: u32 = 1 << 1;
+}
+
+/// Value of [`maps::ENDPOINTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EndpointPolicy {
+    /// [`endpoint_flags`].
+    pub flags: u32,
+    /// The pod's own [`identity`] (the source or destination class of its traffic as this
+    /// node judges it; also in [`maps::IPCACHE`]).
+    pub identity: u32,
+}
+
+/// [`PolicyKeyData::direction`].
+pub mod policy_direction {
+    /// Traffic into the endpoint (the peer is the source).
+    pub const INGRESS: u8 = 0;
+    /// Traffic out of the endpoint (the peer is the destination).
+    pub const EGRESS: u8 = 1;
+}
+
+/// Number of key bits of [`PolicyKeyData`] before the protocol: an entry with this prefix
+/// length allows every protocol and port (a rule without `ports`).
+pub const POLICY_PREFIX_ANY_PROTO: u32 = 72;
+/// Number of key bits before the port: an entry with this prefix length allows every port of
+/// its protocol (a port entry without `port`). Longer prefixes cover port ranges (`endPort`):
+/// `POLICY_PREFIX_ANY_PORT + k` fixes the port's first `k` bits; 96 is one port.
+pub const POLICY_PREFIX_ANY_PORT: u32 = 80;
+/// Prefix length of a single port.
+pub const POLICY_PREFIX_FULL: u32 = 96;
+
+/// Key data of [`maps::POLICY`], in the order the LPM trie matches: every field is fully
+/// matched except the protocol and the port, which a shorter prefix leaves open. A lookup is
+/// done with the peer's identity, then with [`identity::ANY`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKeyData {
+    /// The endpoint: the local pod's address, network order.
+    pub endpoint_be: u32,
+    /// The peer's [`identity`], network order (or [`identity::ANY`]).
+    pub identity_be: u32,
+    /// [`policy_direction`].
+    pub direction: u8,
+    /// The L4 protocol number ([`proto`]; 132 for SCTP).
+    pub proto: u8,
+    /// The endpoint's port for ingress, the peer's port for egress (network order).
+    pub dport_be: u16,
+}
+
+/// Value of [`maps::POLICY`]: an allowed (endpoint, direction, peer, protocol, port range).
+/// NetworkPolicy v1 only allows, so an entry always means allow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyEntry {
+    /// Which rule allowed it, for the flow view: an index the agent keeps (0 = none recorded).
+    pub rule_id: u32,
+    /// Reserved (zero).
+    pub _pad: u32,
 }
 
 /// Key of [`maps::SERVICES`]. Slot 0 is the service header; slots `1..=count` hold its backends.
@@ -538,6 +649,13 @@ pub mod capacity {
     pub const NODE_ROUTES: u32 = 4096;
     /// Interfaces with an address for SNAT.
     pub const SNAT_SOURCES: u32 = 256;
+    /// Addresses and CIDRs with an identity (pods of every node, ipBlock CIDRs and their
+    /// exceptions).
+    pub const IPCACHE: u32 = 262_144;
+    /// Pods of this node selected by some NetworkPolicy.
+    pub const ENDPOINTS: u32 = 4096;
+    /// Policy entries of all endpoints of this node.
+    pub const POLICY: u32 = 1_048_576;
 }
 
 #[cfg(feature = "user")]
@@ -546,6 +664,7 @@ mod user {
         AffinityKey, AffinityValue, Backend, CtKey, CtValue, IfaceCounters, IfaceKey, LocalPod,
         MaglevTable, NodeRoute, RevNat, ServiceKey, ServiceValue, SockRevNat, SockRevNatKey,
     };
+    use super::{EndpointPolicy, IdentityValue, PolicyEntry, PolicyKeyData};
 
     // SAFETY: `#[repr(C)]`, only `u32` fields, no padding: every bit pattern is valid.
     unsafe impl aya::Pod for IfaceKey {}
@@ -578,6 +697,14 @@ mod user {
     unsafe impl aya::Pod for LocalPod {}
     // SAFETY: see above.
     unsafe impl aya::Pod for NodeRoute {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for IdentityValue {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for EndpointPolicy {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for PolicyKeyData {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for PolicyEntry {}
 }
 
 #[cfg(test)]
@@ -609,6 +736,11 @@ mod tests {
         );
         assert_eq!(core::mem::size_of::<LocalPod>(), 4 + 6 + 6);
         assert_eq!(core::mem::size_of::<NodeRoute>(), 4 + 4 + 1 + 3);
+        assert_eq!(core::mem::size_of::<IdentityValue>(), 8);
+        assert_eq!(core::mem::size_of::<EndpointPolicy>(), 8);
+        assert_eq!(core::mem::size_of::<PolicyKeyData>(), 4 + 4 + 1 + 1 + 2);
+        assert_eq!(POLICY_PREFIX_FULL as usize, 8 * core::mem::size_of::<PolicyKeyData>());
+        assert_eq!(core::mem::size_of::<PolicyEntry>(), 8);
     }
 
     #[test]
