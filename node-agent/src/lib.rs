@@ -12,6 +12,7 @@ pub mod network;
 pub mod node;
 pub mod pods;
 pub mod probe;
+pub mod process_metrics;
 pub mod routing;
 pub mod service_sync;
 

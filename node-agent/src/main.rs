@@ -221,6 +221,13 @@ struct KubeletArgs {
     #[arg(long, alias = "containerLogMaxFiles", env = "KEELSON_CONTAINER_LOG_MAX_FILES",
           default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
     container_log_max_files: u32,
+    /// How long an exec, attach or port-forward connection may go without a byte either way
+    /// before the node closes it (`4h`, `30m`, `90s`; `0s`: never), the kubelet's
+    /// streamingConnectionIdleTimeout.
+    #[arg(long, alias = "streamingConnectionIdleTimeout",
+          env = "KEELSON_STREAMING_CONNECTION_IDLE_TIMEOUT", default_value = "4h",
+          value_parser = keelson_node_agent::pods::stream::idle::parse_timeout)]
+    streaming_connection_idle_timeout: std::time::Duration,
     /// Resources set aside for Kubernetes components, subtracted from allocatable
     /// (`cpu=100m,memory=256Mi,ephemeral-storage=1Gi,pid=1000`; the kubelet's kubeReserved).
     #[arg(long, alias = "kubeReserved", env = "KEELSON_KUBE_RESERVED", default_value = "",
@@ -824,6 +831,7 @@ async fn start_kubelet(
             max_size: args.kubelet.container_log_max_size,
             max_files: args.kubelet.container_log_max_files,
         },
+        streaming_idle_timeout: args.kubelet.streaming_connection_idle_timeout,
         service_cidr: Some(args.service_cidr),
         pod_hook,
         pod_mtu,

@@ -1,7 +1,8 @@
 //! The agent's `/metrics`: one prometheus-client registry holding the pod runner's metrics
 //! ([`crate::pods::Metrics`]), the service sync's ([`crate::service_sync::ProxyMetrics`]) and,
 //! per scrape, the datapath's counters read from the pinned maps
-//! ([`crate::datapath::lb::DatapathMetrics`]), written as one OpenMetrics text: each family's
+//! ([`crate::datapath::lb::DatapathMetrics`]) and the process's own
+//! ([`crate::process_metrics`]), written as one OpenMetrics text: each family's
 //! `HELP`/`TYPE` once, then all of its samples, then `# EOF`.
 
 use prometheus_client::{
@@ -26,6 +27,7 @@ impl AgentMetrics {
         let mut registry = Registry::default();
         pods.register(&mut registry);
         proxy.register(&mut registry);
+        registry.register_collector(Box::new(crate::process_metrics::ProcessMetrics));
         Self { registry }
     }
 
@@ -69,7 +71,8 @@ mod tests {
         let text = metrics.render(Some(datapath));
         let families =
             keelson_testbed::exposition::check(&text).unwrap_or_else(|e| panic!("{e} in:\n{text}"));
-        assert_eq!(families, 17, "{text}");
+        // 17 of the agent, 4 process families (no async runtime here for the task count).
+        assert_eq!(families, 21, "{text}");
         for line in [
             "keelson_datapath_events_total{path=\"tc_new_flow\"} 61",
             "keelson_conntrack_gc_total{event=\"passes\"} 5",

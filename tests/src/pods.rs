@@ -142,6 +142,8 @@ pub struct PodAgent {
     kubeconfig: PathBuf,
     log: PathBuf,
     extra: Vec<String>,
+    /// Where the agent serves `/metrics` (`127.0.0.1:PORT`), chosen at each start.
+    metrics_port: u16,
     pins: Pins,
     cgroup: TestCgroup,
     _dir: tempfile::TempDir,
@@ -180,6 +182,7 @@ impl PodAgent {
             kubeconfig,
             log: dir.path().join("agent.log"),
             extra: extra.iter().map(ToString::to_string).collect(),
+            metrics_port: 0,
             pins: Pins::new(),
             cgroup: TestCgroup::new(),
             _dir: dir,
@@ -202,6 +205,7 @@ impl PodAgent {
 
     fn spawn(&mut self) {
         let metrics_port = keelson_testbed::free_loopback_port().expect("a free port");
+        self.metrics_port = metrics_port;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -251,6 +255,34 @@ impl PodAgent {
             .spawn()
             .expect("start keelson-node-agent run");
         self.child = Some(child);
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the agent runs").id()
+    }
+
+    /// The agent's `/metrics` text (HTTP/1.0 GET on its metrics address).
+    pub fn metrics(&self) -> String {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .expect("connect to the agent's /metrics");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .expect("send GET /metrics");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read /metrics");
+        let (head, body) = answer
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"));
+        assert!(
+            head.starts_with("HTTP/1.") && head.contains(" 200 "),
+            "{head}"
+        );
+        body.to_owned()
     }
 
     /// The agent's resident set size in KiB (VmRSS).

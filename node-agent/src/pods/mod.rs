@@ -308,6 +308,9 @@ pub struct KubeletSettings {
     pub cgroup_parent: Option<String>,
     /// How container logs are rotated.
     pub log_rotation: runtime::LogRotation,
+    /// How long an exec, attach or port-forward connection may stay idle
+    /// (`--streaming-connection-idle-timeout`; zero: no limit).
+    pub streaming_idle_timeout: std::time::Duration,
     /// The cluster's Service CIDR, made unreachable towards the uplink (see
     /// [`crate::network::NetworkSettings::service_cidr`]).
     pub service_cidr: Option<keelson_api::cidr::Ipv4Cidr>,
@@ -338,6 +341,7 @@ pub struct Kubelet {
         tokio::net::TcpListener,
         Arc<rustls::ServerConfig>,
         crate::join::serving::Rotation,
+        server::Serving,
     )>,
     node: k8s_openapi::api::core::v1::Node,
     node_config: crate::node::NodeConfig,
@@ -464,14 +468,20 @@ impl Kubelet {
                     dir: settings.pods.data_dir.join("pki"),
                     certificate,
                 };
-                stats::start(runtime.docker().clone(), &settings.pods.node_name);
-                Some((listener, tls, rotation))
+                let serving = server::Serving {
+                    stats: Some(stats::start(
+                        runtime.docker().clone(),
+                        &settings.pods.node_name,
+                    )),
+                    streaming_idle_timeout: settings.streaming_idle_timeout,
+                };
+                Some((listener, tls, rotation, serving))
             }
             None => None,
         };
         let kubelet_port = endpoint
             .as_ref()
-            .and_then(|(l, _, _)| l.local_addr().ok())
+            .and_then(|(l, _, _, _)| l.local_addr().ok())
             .map(|a| a.port());
         let node_config = crate::node::NodeConfig {
             name: settings.pods.node_name.clone(),
@@ -616,9 +626,9 @@ impl Kubelet {
         let rotation_client = self.ctx.client.clone();
         let endpoint = async move {
             match self.endpoint {
-                Some((listener, tls, rotation)) => {
+                Some((listener, tls, rotation, serving)) => {
                     tokio::join!(
-                        server::serve(listener, tls, runtime),
+                        server::serve(listener, tls, runtime, serving),
                         rotation.run(rotation_client)
                     );
                 }

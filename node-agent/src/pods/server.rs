@@ -87,11 +87,21 @@ struct AppState {
     runtime: Arc<dyn ContainerRuntime>,
 }
 
+/// What the endpoint serves besides logs.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// The cgroup sampler `/stats/summary` and `/metrics/resource` read.
+    pub stats: Option<Arc<super::stats::Sampler>>,
+    /// How long a streaming connection may stay idle (zero: no limit).
+    pub streaming_idle_timeout: Duration,
+}
+
 /// Serves the endpoint on `listener` until the process stops.
 pub async fn serve(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     runtime: Arc<dyn ContainerRuntime>,
+    serving: Serving,
 ) {
     let router = Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
@@ -105,8 +115,9 @@ pub async fn serve(
         .merge(super::stream::router(super::stream::StreamState {
             runtime,
             dialer: Arc::new(super::stream::dial::NetnsDialer),
+            idle_timeout: serving.streaming_idle_timeout,
         }))
-        .merge(super::stats::routes());
+        .merge(super::stats::routes(serving.stats));
     let acceptor = TlsAcceptor::from(config);
     loop {
         let Ok((stream, peer)) = listener.accept().await else {

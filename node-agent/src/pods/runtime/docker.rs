@@ -634,6 +634,10 @@ impl ContainerRuntime for DockerRuntime {
         self.resize_now(target, size).await
     }
 
+    async fn exec_kill(&self, exec_id: &str) -> Result<bool, RuntimeError> {
+        self.exec_kill_now(exec_id).await
+    }
+
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, RuntimeError> {
         self.exec_exit_code_now(exec_id).await
     }

@@ -432,6 +432,15 @@ impl ContainerRuntime for FakeRuntime {
         Ok(())
     }
 
+    async fn exec_kill(&self, exec_id: &str) -> Result<bool, RuntimeError> {
+        let mut streams = self.streams.lock().expect("fake streams lock");
+        let Some(kill) = streams.killers.remove(exec_id) else {
+            return Ok(false);
+        };
+        streams.killed += 1;
+        Ok(kill.send(()).is_ok())
+    }
+
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, RuntimeError> {
         Ok(self
             .streams
@@ -453,6 +462,10 @@ struct Streams {
     alive: usize,
     /// Processes that saw their stdin end.
     stdin_ends: usize,
+    /// How to kill each running exec.
+    killers: HashMap<String, tokio::sync::oneshot::Sender<()>>,
+    /// Execs killed.
+    killed: usize,
 }
 
 impl FakeRuntime {
@@ -463,6 +476,11 @@ impl FakeRuntime {
             .expect("fake streams lock")
             .resizes
             .clone()
+    }
+
+    /// Execs ended by [`ContainerRuntime::exec_kill`].
+    pub fn killed_execs(&self) -> usize {
+        self.streams.lock().expect("fake streams lock").killed
     }
 
     /// Attached processes still running.
@@ -503,6 +521,14 @@ impl FakeRuntime {
             StreamTarget::Exec(id) => Some(id.clone()),
             StreamTarget::Container(_) => None,
         };
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        if let Some(id) = &exec_id {
+            streams
+                .lock()
+                .expect("fake streams lock")
+                .killers
+                .insert(id.clone(), kill_tx);
+        }
         tokio::spawn(async move {
             let program = command.first().cloned().unwrap_or_default();
             let mut buffer = vec![0u8; 16 * 1024];
@@ -520,29 +546,38 @@ impl FakeRuntime {
                     }
                 }
             };
-            let code = match program.as_str() {
-                "cat" => {
-                    read_to_end(true).await;
-                    0
+            let run = async {
+                match program.as_str() {
+                    "cat" => {
+                        read_to_end(true).await;
+                        0
+                    }
+                    // Ignores its stdin and runs until killed.
+                    "hang" => std::future::pending().await,
+                    "wait" => {
+                        read_to_end(false).await;
+                        0
+                    }
+                    "echo" => {
+                        let line = format!("{}\n", command[1..].join(" "));
+                        let _ = tx.send(Output::Stdout(line.into())).await;
+                        0
+                    }
+                    "fail" => {
+                        let _ = tx.send(Output::Stderr("failing\n".into())).await;
+                        command.get(1).and_then(|c| c.parse().ok()).unwrap_or(1)
+                    }
+                    _ => 127,
                 }
-                "wait" => {
-                    read_to_end(false).await;
-                    0
-                }
-                "echo" => {
-                    let line = format!("{}\n", command[1..].join(" "));
-                    let _ = tx.send(Output::Stdout(line.into())).await;
-                    0
-                }
-                "fail" => {
-                    let _ = tx.send(Output::Stderr("failing\n".into())).await;
-                    command.get(1).and_then(|c| c.parse().ok()).unwrap_or(1)
-                }
-                _ => 127,
+            };
+            let code = tokio::select! {
+                code = run => code,
+                Ok(()) = kill_rx => 137,
             };
             let mut streams = streams.lock().expect("fake streams lock");
             streams.alive -= 1;
             if let Some(id) = exec_id {
+                streams.killers.remove(&id);
                 streams.exit_codes.insert(id, code);
             }
         });

@@ -95,6 +95,15 @@ pub enum RuntimeError {
     /// An exec did not finish in time.
     #[error("command timed out after {0:?}")]
     ExecTimeout(Duration),
+    /// Signalling an exec's process failed.
+    #[error("killing exec process {pid}")]
+    Kill {
+        /// The process on the node.
+        pid: i32,
+        /// The kernel's answer.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// One container of a pod as the runtime reports it.
@@ -240,6 +249,10 @@ pub trait ContainerRuntime: Send + Sync + fmt::Debug {
 
     /// Resizes the terminal of an exec or a container.
     async fn resize(&self, target: &StreamTarget, size: TerminalSize) -> Result<(), RuntimeError>;
+
+    /// Ends exec `exec_id` with SIGKILL if it still runs (what containerd's CRI does to an
+    /// exec whose client went away); `true` when it was running.
+    async fn exec_kill(&self, exec_id: &str) -> Result<bool, RuntimeError>;
 
     /// The exit code of an exec whose output ended (`None` when the runtime does not know it).
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, RuntimeError>;

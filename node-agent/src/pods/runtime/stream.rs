@@ -219,6 +219,39 @@ impl DockerRuntime {
         }
     }
 
+    /// Ends exec `id` with SIGKILL when Docker still shows it running. Docker has no call for
+    /// it, so the exec's process is signalled through a pidfd opened before checking that the
+    /// pid is still the exec's: a pid freed and reused in between is never signalled.
+    pub(super) async fn exec_kill_now(&self, id: &str) -> Result<bool, RuntimeError> {
+        let running_pid = async || -> Result<Option<i32>, RuntimeError> {
+            let inspect = self
+                .docker()
+                .inspect_exec(id)
+                .await
+                .map_err(RuntimeError::Engine)?;
+            Ok(match (inspect.running, inspect.pid) {
+                (Some(true), Some(pid)) => i32::try_from(pid).ok().filter(|pid| *pid > 0),
+                _ => None,
+            })
+        };
+        let Some(pid) = running_pid().await? else {
+            return Ok(false);
+        };
+        let pidfd = match pidfd::open(pid) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
+            Err(source) => return Err(RuntimeError::Kill { pid, source }),
+        };
+        if running_pid().await? != Some(pid) {
+            return Ok(false);
+        }
+        match pidfd::kill(&pidfd) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+            Err(source) => Err(RuntimeError::Kill { pid, source }),
+        }
+    }
+
     /// The exit code of exec `id` whose output ended (`None` while Docker still shows it
     /// running after [`EXIT_CODE_WAIT`]).
     pub(super) async fn exec_exit_code_now(&self, id: &str) -> Result<Option<i64>, RuntimeError> {
@@ -237,6 +270,46 @@ impl DockerRuntime {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// Process file descriptors (Linux 5.3+), which name one process whatever happens to its pid.
+mod pidfd {
+    use std::{
+        io,
+        os::fd::{FromRawFd as _, OwnedFd},
+    };
+
+    /// `pidfd_open(pid, 0)`.
+    pub fn open(pid: i32) -> io::Result<OwnedFd> {
+        // SAFETY: a plain syscall with integer arguments; on success it returns a new file
+        // descriptor that nothing else owns.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = i32::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
+        // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// `pidfd_send_signal(fd, SIGKILL, NULL, 0)`.
+    pub fn kill(fd: &OwnedFd) -> io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: a syscall on a file descriptor we own, with a null siginfo (allowed).
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if done < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 

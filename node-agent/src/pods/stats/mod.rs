@@ -25,7 +25,7 @@ pub mod summary;
 use std::{
     collections::HashMap,
     path::PathBuf,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -300,12 +300,9 @@ impl Sampler {
     }
 }
 
-/// The agent's sampler, once [`start`] ran.
-static SAMPLER: OnceLock<Arc<Sampler>> = OnceLock::new();
-
-/// Starts sampling the containers Docker runs for node `node` (once per process; later calls
-/// do nothing). [`routes`] serve from it.
-pub fn start(docker: bollard::Docker, node: &str) {
+/// Starts sampling the containers Docker runs for node `node`; [`routes`] serve from the
+/// sampler returned.
+pub fn start(docker: bollard::Docker, node: &str) -> Arc<Sampler> {
     let source = Arc::new(DockerContainers::new(docker, node));
     let sampler = Arc::new(Sampler::new(
         node,
@@ -313,19 +310,13 @@ pub fn start(docker: bollard::Docker, node: &str) {
         PathBuf::from(cgroup::CGROUP_ROOT),
         PathBuf::from("/proc"),
     ));
-    if SAMPLER.set(Arc::clone(&sampler)).is_ok() {
-        tokio::spawn(sampler.run());
-    }
+    tokio::spawn(Arc::clone(&sampler).run());
+    sampler
 }
 
-/// `/stats/summary` and `/metrics/resource`, served from the sampler [`start`] started (503
-/// before).
-pub fn routes() -> Router {
-    routes_for(SAMPLER.get().cloned())
-}
-
-/// [`routes`] over `sampler`.
-pub fn routes_for(sampler: Option<Arc<Sampler>>) -> Router {
+/// `/stats/summary` and `/metrics/resource`, served from `sampler` (503 without one, or before
+/// its first sample).
+pub fn routes(sampler: Option<Arc<Sampler>>) -> Router {
     let for_summary = sampler.clone();
     Router::new()
         .route(
@@ -471,7 +462,7 @@ mod tests {
     async fn summary_from_a_cgroup_tree() {
         let dir = tree(1_000_000);
         let sampler = sampler(&dir);
-        let (status, body) = get(routes_for(Some(Arc::clone(&sampler))), "/stats/summary").await;
+        let (status, body) = get(routes(Some(Arc::clone(&sampler))), "/stats/summary").await;
         assert_eq!(status, StatusCode::OK);
         let json: serde_json::Value = serde_json::from_str(&body).expect("json");
         let container = &json["pods"][0]["containers"][0];
@@ -500,7 +491,7 @@ mod tests {
                 .is_some_and(|n| n > 0),
             "{summary:?}"
         );
-        let (status, text) = get(routes_for(Some(sampler)), "/metrics/resource").await;
+        let (status, text) = get(routes(Some(sampler)), "/metrics/resource").await;
         assert_eq!(status, StatusCode::OK);
         assert!(
             text.contains("container_memory_working_set_bytes{container=\"app\",namespace=\"shop\",pod=\"web\"} 41943040 "),
@@ -528,10 +519,10 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_sampler_the_endpoint_says_so() {
-        let (status, body) = get(routes_for(None), "/stats/summary").await;
+        let (status, body) = get(routes(None), "/stats/summary").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body, "resource stats are not collected on this node\n");
-        let (status, text) = get(routes_for(None), "/metrics/resource").await;
+        let (status, text) = get(routes(None), "/metrics/resource").await;
         assert_eq!(status, StatusCode::OK);
         assert!(text.contains("\nresource_scrape_error 1\n"), "{text}");
     }

@@ -13,6 +13,7 @@
 //! exist`, `container not found ("x")`); after it they travel on the error stream.
 
 pub mod dial;
+pub mod idle;
 pub mod session;
 pub mod spdy;
 // SPDY/3.1 sessions (plain or tunnelled in WebSocket) mapped onto exec, attach and
@@ -38,6 +39,7 @@ use tokio_tungstenite::{
 
 use self::{
     dial::{Forwarder, PodDialer},
+    idle::IdleIo,
     session::Start,
     ws::WsProtocol,
 };
@@ -67,6 +69,9 @@ pub struct StreamState {
     pub runtime: Arc<dyn ContainerRuntime>,
     /// How port-forward connects inside pods.
     pub dialer: Arc<dyn PodDialer>,
+    /// How long a streaming connection may stay idle (`--streaming-connection-idle-timeout`;
+    /// zero: no limit).
+    pub idle_timeout: std::time::Duration,
 }
 
 /// The streaming routes (the connection they are served on needs hyper's upgrades).
@@ -430,9 +435,10 @@ async fn streaming(
     };
     let upgrade = hyper::upgrade::on(&mut request);
     let runtime = state.runtime;
+    let idle_timeout = state.idle_timeout;
     tokio::spawn(async move {
         let upgraded = match upgrade.await {
-            Ok(upgraded) => TokioIo::new(upgraded),
+            Ok(upgraded) => IdleIo::new(TokioIo::new(upgraded), idle_timeout),
             Err(error) => {
                 tracing::debug!(%error, "exec upgrade");
                 return;
@@ -488,9 +494,10 @@ async fn port_forward(
         sandbox_id,
     };
     let upgrade = hyper::upgrade::on(&mut request);
+    let idle_timeout = state.idle_timeout;
     tokio::spawn(async move {
         let upgraded = match upgrade.await {
-            Ok(upgraded) => TokioIo::new(upgraded),
+            Ok(upgraded) => IdleIo::new(TokioIo::new(upgraded), idle_timeout),
             Err(error) => {
                 tracing::debug!(%error, "port-forward upgrade");
                 return;

@@ -3,8 +3,9 @@
 //! it ended becomes the status the kubelet writes on the error stream.
 //!
 //! The transport gives a [`Client`]; [`run`] returns when the process's output ended (the
-//! process or the container finished) or when the client vanished. In the second case the
-//! process gets stdin EOF and is left to finish on its own; nothing of the session stays.
+//! process or the container finished) or when the client vanished. In the second case an
+//! exec'd process gets stdin EOF, a moment to finish on its own, then SIGKILL (as containerd's
+//! CRI does); an attached container is left running. Nothing of the session stays.
 
 use std::{future::Future, pin::Pin, time::Duration};
 
@@ -168,6 +169,22 @@ pub async fn run(
     if !finished {
         if has_stdin {
             let _ = tokio::time::timeout(EOF_GRACE, input.shutdown()).await;
+        }
+        drop(input);
+        if let StreamTarget::Exec(id) = &target {
+            // Nobody reads the process's output any more: one that does not end on its stdin
+            // EOF would block on its next write for ever. containerd's CRI kills the exec of a
+            // vanished client; so does keelson, after a grace for ending on its own.
+            if has_stdin {
+                tokio::time::sleep(EOF_GRACE).await;
+            }
+            match runtime.exec_kill(id).await {
+                Ok(true) => tracing::debug!(exec = %id, "killed the exec of a vanished client"),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(exec = %id, error = %crate::error_chain(&error), "exec kill");
+                }
+            }
         }
         return Ending::Gone;
     }

@@ -72,6 +72,7 @@ pub(super) async fn serve(runtime: Arc<FakeRuntime>, dialer: LocalDialer) -> Soc
     let app = router(StreamState {
         runtime,
         dialer: Arc::new(dialer),
+        idle_timeout: idle::DEFAULT_IDLE_TIMEOUT,
     });
     tokio::spawn(async move {
         loop {
@@ -370,6 +371,40 @@ async fn a_vanished_client_ends_its_process_stdin_and_every_task() {
         before,
         "no task of a session is left"
     );
+}
+
+#[tokio::test]
+async fn the_exec_of_a_vanished_client_is_killed_when_stdin_eof_does_not_end_it() {
+    let runtime = fake_pod().await;
+    let address = serve(runtime.clone(), LocalDialer::default()).await;
+    // One with stdin (EOF first, then the kill) and one without (killed at once).
+    let mut clients = Vec::new();
+    for path in [
+        "/exec/ns/web/app?command=hang&stdin=1&stdout=1",
+        "/exec/ns/web/app?command=hang&stdout=1",
+        "/exec/ns/web/app?command=wait&stdin=1&stdout=1",
+    ] {
+        let mut ws = connect(address, path, "v5.channel.k8s.io")
+            .await
+            .expect("upgrade");
+        assert_eq!(next(&mut ws).await, Some((1, Vec::new())));
+        clients.push(ws);
+    }
+    assert_eq!(runtime.alive_processes(), 3);
+    drop(clients);
+    for _ in 0..200 {
+        if runtime.alive_processes() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        runtime.alive_processes(),
+        0,
+        "no process outlives its client"
+    );
+    // `wait` ended on its stdin EOF; only the two `hang`s needed the kill.
+    assert_eq!(runtime.killed_execs(), 2);
 }
 
 #[tokio::test]
