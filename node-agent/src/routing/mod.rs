@@ -621,6 +621,24 @@ async fn link_info(handle: &Handle, name: &str) -> Result<Option<(u32, u32)>, Ro
     }
 }
 
+/// The link-layer address of link `name`.
+async fn link_address(handle: &Handle, name: &str) -> Result<Option<Vec<u8>>, RoutingError> {
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(link) => Ok(link.and_then(|link| {
+            link.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::Address(address) => Some(address),
+                _ => None,
+            })
+        })),
+        Err(rtnetlink::Error::NetlinkError(_)) => Ok(None),
+        Err(source) => Err(RoutingError::Netlink {
+            what: "looking up a link",
+            source,
+        }),
+    }
+}
+
 /// Creates the collect-metadata vxlan device (or reuses it) and brings it up: ARP off and the
 /// MAC [`tunnel::device_mac`] of this node's `address`, which the other nodes address
 /// tunnelled frames to.
@@ -648,16 +666,19 @@ async fn ensure_vxlan(
     let (index, _) = link_info(handle, TUNNEL_DEVICE)
         .await?
         .ok_or_else(|| RoutingError::NoUplink(TUNNEL_DEVICE.to_owned()))?;
+    let mac = tunnel::device_mac(u32::from_ne_bytes(address.octets()));
+    let mut settings = LinkUnspec::new_with_index(index)
+        .mtu(uplink_mtu - tunnel::OVERHEAD)
+        .arp(false)
+        .up();
+    // Setting a device's MAC, even to the one it has, flushes its neighbour entries, the
+    // permanent next hops of the routes an earlier run installed included: only when it differs.
+    if link_address(handle, TUNNEL_DEVICE).await?.as_deref() != Some(mac.as_slice()) {
+        settings = settings.address(mac.to_vec());
+    }
     handle
         .link()
-        .set(
-            LinkUnspec::new_with_index(index)
-                .mtu(uplink_mtu - tunnel::OVERHEAD)
-                .address(tunnel::device_mac(u32::from_ne_bytes(address.octets())).to_vec())
-                .arp(false)
-                .up()
-                .build(),
-        )
+        .set(settings.build())
         .execute()
         .await
         .map_err(netlink("configuring the vxlan device"))?;
