@@ -594,6 +594,26 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
         let pod_mtu = routing.as_ref().and_then(|(_, mtu)| *mtu);
         let kubelet = start_kubelet(client.clone(), &args, client_ca, pod_hook, pod_mtu).await?;
         let routing_client = client.clone();
+        // Uplinks deleted and created again, and address changes, while the agent runs.
+        let (reroute, rerouted) = tokio::sync::mpsc::unbounded_channel();
+        let routing_uplink = routing
+            .is_some()
+            .then(|| uplinks.first().cloned())
+            .flatten()
+            .map(|name| (name, reroute));
+        let watched_uplinks = {
+            let lb = lb.clone();
+            let uplinks = uplinks.clone();
+            async move {
+                if uplinks.is_empty() {
+                    return std::future::pending().await;
+                }
+                datapath::lb::watch_uplinks(lb, uplinks, routing_uplink)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+                    .context("following the uplinks")
+            }
+        };
         let rotation_client = client.clone();
         let rotated = async move {
             match rotation {
@@ -609,6 +629,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
                         routing,
                         args.pins.node_name.clone(),
                         args.kubelet.pod_cidr,
+                        rerouted,
                     )
                     .await
                 }
@@ -666,6 +687,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
             synced = keelson_node_agent::service_sync::run(client, &lb, node, services, &proxy_metrics) => synced,
             pods = kubelet.run() => pods,
             routed = routed => routed,
+            watched = watched_uplinks => watched,
             rotated = rotated => rotated,
             () = keelson_daemon::systemd::stop_signal() => {
                 keelson_daemon::systemd::stopping();

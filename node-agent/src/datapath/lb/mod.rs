@@ -13,6 +13,7 @@ mod pod_hook;
 mod snat_sources;
 mod state;
 mod uplink;
+mod uplink_watch;
 
 use std::{
     fs::File,
@@ -49,6 +50,9 @@ pub use pod_hook::PodTc;
 pub use snat_sources::snat_sources;
 pub use state::{LbState, MapOp, ServiceId, StateError};
 pub use uplink::{UplinkError, Uplinks, attach_uplinks, require_interfaces, resolve_uplinks};
+pub use uplink_watch::{
+    LinkSeen, LinkView, UplinkAction, UplinkWatch, UplinkWatchError, watch_uplinks,
+};
 
 use super::{DatapathError, program_mut};
 

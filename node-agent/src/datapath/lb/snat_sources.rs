@@ -4,7 +4,8 @@
 //! address on the interface the FIB sends it out of, from `ksnatsrc_v1` (ifindex -> address).
 //!
 //! The map is rewritten whole from the interfaces of the agent's network namespace each time an
-//! uplink is attached (at every start); an address added later is used after the next start.
+//! uplink is attached (at every start, and when an uplink is created again) and whenever an IPv4
+//! address of the namespace changes ([`super::watch_uplinks`]).
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 

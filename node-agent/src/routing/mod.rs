@@ -33,12 +33,17 @@ use kube::{
     Api, Client,
     runtime::{WatchStreamExt as _, watcher},
 };
-use netlink_packet_route::neighbour::NeighbourState;
 use netlink_packet_route::{
+    AddressFamily,
     link::LinkAttribute,
-    route::{RouteAttribute, RouteIpTunnel, RouteProtocol},
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+    route::{RouteAddress, RouteAttribute, RouteIpTunnel, RouteProtocol},
 };
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+
+mod plan;
+
+pub use plan::{Adopted, RouteOp, plan};
 
 use crate::{
     datapath::lb::{LoadBalancer, TcHook},
@@ -169,15 +174,19 @@ pub struct Routing {
     lb: Option<Arc<Mutex<LoadBalancer>>>,
     installed: BTreeMap<Ipv4Cidr, Ipv4Addr>,
     /// What an earlier run left (kernel routes tagged [`ROUTE_PROTOCOL`], `NODE_ROUTES`
-    /// entries): kept working until the first [`Routing::apply`] replaced what is still wanted,
-    /// then the rest is removed, so an agent restart never cuts cross-node traffic.
+    /// entries, tunnel neighbour entries): kept working until the first [`Routing::apply`]
+    /// replaced what is still wanted, then the rest is removed, so an agent restart never cuts
+    /// cross-node traffic.
     leftovers: Option<Leftovers>,
+    /// The interface routes leave by changed, or its routes were flushed: the next
+    /// [`Routing::apply`] installs every route again.
+    reinstall: bool,
 }
 
 #[derive(Debug, Default)]
 struct Leftovers {
-    routes: Vec<netlink_packet_route::route::RouteMessage>,
-    map_entries: Vec<(Ipv4Addr, u8)>,
+    keys: Adopted,
+    routes: BTreeMap<(Ipv4Addr, u8), netlink_packet_route::route::RouteMessage>,
 }
 
 impl Routing {
@@ -218,6 +227,7 @@ impl Routing {
             lb,
             installed: BTreeMap::new(),
             leftovers: None,
+            reinstall: false,
         };
         routing.leftovers = Some(routing.find_leftovers().await?);
         Ok(routing)
@@ -237,7 +247,17 @@ impl Routing {
         Ok(Some(mtu - tunnel::OVERHEAD))
     }
 
-    /// The routes and `NODE_ROUTES` entries a former run left.
+    /// The uplink routes leave by is now `ifindex` (it was deleted and created again, or came
+    /// back up and had its routes flushed): the next [`Self::apply`] installs every route
+    /// again, through it in direct mode. Tunnel routes leave by the vxlan device, which stays.
+    pub fn uplink_changed(&mut self, ifindex: u32) {
+        if self.mode == RoutingMode::Direct {
+            self.ifindex = ifindex;
+            self.reinstall = true;
+        }
+    }
+
+    /// The routes, `NODE_ROUTES` entries and tunnel neighbour entries a former run left.
     async fn find_leftovers(&self) -> Result<Leftovers, RoutingError> {
         let mut leftovers = Leftovers::default();
         let mut routes = self
@@ -246,13 +266,39 @@ impl Routing {
             .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
             .execute();
         while let Some(route) = routes.try_next().await.map_err(netlink("listing routes"))? {
-            if route.header.protocol == RouteProtocol::Other(ROUTE_PROTOCOL) {
-                leftovers.routes.push(route);
+            if route.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL) {
+                continue;
+            }
+            let destination = route.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(RouteAddress::Inet(address)) => Some(*address),
+                _ => None,
+            });
+            if let Some(destination) = destination {
+                let key = (destination, route.header.destination_prefix_length);
+                leftovers.keys.routes.insert(key);
+                leftovers.routes.insert(key, route);
+            }
+        }
+        if self.mode == RoutingMode::Tunnel {
+            let mut neighbours = self
+                .handle
+                .neighbours()
+                .get()
+                .set_address_family(AddressFamily::Inet)
+                .execute();
+            while let Some(neighbour) = neighbours
+                .try_next()
+                .await
+                .map_err(netlink("listing neighbour entries"))?
+            {
+                if let Some(address) = tunnel_neighbour(&neighbour, self.ifindex) {
+                    leftovers.keys.neighbours.insert(address);
+                }
             }
         }
         if let Some(lb) = &self.lb {
             let lb = lb.lock().unwrap_or_else(PoisonError::into_inner);
-            leftovers.map_entries = lb
+            leftovers.keys.map_entries = lb
                 .node_routes()
                 .map_err(RoutingError::Datapath)?
                 .into_iter()
@@ -262,80 +308,72 @@ impl Routing {
         Ok(leftovers)
     }
 
-    /// Removes the leftovers of a former run that `desired` does not hold (once).
-    async fn remove_leftovers(
-        &mut self,
-        desired: &BTreeMap<Ipv4Cidr, Ipv4Addr>,
-    ) -> Result<(), RoutingError> {
-        let Some(leftovers) = self.leftovers.take() else {
-            return Ok(());
-        };
-        let wanted = |network: Ipv4Addr, prefix: u8| {
-            desired
-                .keys()
-                .any(|c| c.network() == network && c.prefix_len() == prefix)
-        };
-        for route in leftovers.routes {
-            let destination = route.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Destination(netlink_packet_route::route::RouteAddress::Inet(
-                    address,
-                )) => Some(*address),
-                _ => None,
-            });
-            let keep =
-                destination.is_some_and(|d| wanted(d, route.header.destination_prefix_length));
-            if keep {
-                continue;
-            }
-            match self.handle.route().del(route).execute().await {
-                Ok(()) | Err(rtnetlink::Error::NetlinkError(_)) => {}
-                Err(source) => {
-                    return Err(RoutingError::Netlink {
-                        what: "removing a stale pod CIDR route",
-                        source,
-                    });
-                }
-            }
-        }
-        if let Some(lb) = &self.lb {
-            let mut lb = lb.lock().unwrap_or_else(PoisonError::into_inner);
-            for (network, prefix) in leftovers.map_entries {
-                if !wanted(network, prefix) {
-                    lb.remove_node_route(network, prefix)
-                        .map_err(RoutingError::Datapath)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Makes the installed routes `desired`: adds and changes what differs, removes the rest
-    /// (the first call also removes what a former run left and `desired` does not hold).
+    /// with their `NODE_ROUTES` and neighbour entries (the first call also removes what a
+    /// former run left and `desired` does not hold). See [`plan`].
     pub async fn apply(
         &mut self,
         desired: &BTreeMap<Ipv4Cidr, Ipv4Addr>,
     ) -> Result<(), RoutingError> {
-        let gone: Vec<Ipv4Cidr> = self
-            .installed
-            .keys()
-            .filter(|cidr| !desired.contains_key(cidr))
-            .copied()
-            .collect();
-        for cidr in gone {
-            if let Some(node) = self.installed.remove(&cidr) {
-                self.remove(cidr, node).await?;
-                tracing::info!(%cidr, %node, "pod CIDR route removed");
+        let ops = plan(
+            self.mode,
+            &self.installed,
+            desired,
+            self.leftovers.as_ref().map(|l| &l.keys),
+            self.reinstall,
+        );
+        // Cleared first: a failure below leaves the rest for the next call, which plans again.
+        let mut leftovers = self.leftovers.take();
+        let reinstall = std::mem::take(&mut self.reinstall);
+        let result = self.execute(ops, leftovers.as_mut()).await;
+        if result.is_err() {
+            self.reinstall |= reinstall;
+            self.leftovers = leftovers;
+        }
+        result
+    }
+
+    async fn execute(
+        &mut self,
+        ops: Vec<RouteOp>,
+        mut leftovers: Option<&mut Leftovers>,
+    ) -> Result<(), RoutingError> {
+        for op in ops {
+            match op {
+                RouteOp::Remove { cidr, node } => {
+                    self.remove(cidr, node).await?;
+                    self.installed.remove(&cidr);
+                    tracing::info!(%cidr, %node, "pod CIDR route removed");
+                }
+                RouteOp::RemoveAdoptedRoute(network, prefix) => {
+                    if let Some(route) = leftovers
+                        .as_deref_mut()
+                        .and_then(|l| l.routes.remove(&(network, prefix)))
+                    {
+                        self.delete_route(route, "removing a stale pod CIDR route")
+                            .await?;
+                    }
+                }
+                RouteOp::RemoveAdoptedMapEntry(network, prefix) => {
+                    if let Some(lb) = &self.lb {
+                        lb.lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove_node_route(network, prefix)
+                            .map_err(RoutingError::Datapath)?;
+                    }
+                }
+                RouteOp::RemoveNeighbour(address) => {
+                    self.remove_neighbour(address).await?;
+                    tracing::info!(next_hop = %address, "tunnel neighbour entry removed");
+                }
+                RouteOp::Install { cidr, node } => {
+                    self.install(cidr, node).await?;
+                    self.installed.insert(cidr, node);
+                    tracing::info!(%cidr, %node, mode = %self.mode, "pod CIDR routed to its node");
+                }
             }
         }
-        for (&cidr, &node) in desired {
-            if self.installed.get(&cidr) == Some(&node) {
-                continue;
-            }
-            self.install(cidr, node).await?;
-            self.installed.insert(cidr, node);
-            tracing::info!(%cidr, %node, mode = %self.mode, "pod CIDR routed to its node");
-        }
-        self.remove_leftovers(desired).await
+        Ok(())
     }
 
     fn kernel_route(
@@ -411,22 +449,72 @@ impl Routing {
         route
             .attributes
             .retain(|a| !matches!(a, RouteAttribute::Encap(_) | RouteAttribute::EncapType(_)));
+        self.delete_route(route, "removing a pod CIDR route").await
+    }
+
+    /// Deletes a route; one the kernel no longer has (flushed with its interface) is no error.
+    async fn delete_route(
+        &self,
+        route: netlink_packet_route::route::RouteMessage,
+        what: &'static str,
+    ) -> Result<(), RoutingError> {
         match self.handle.route().del(route).execute().await {
             Ok(()) | Err(rtnetlink::Error::NetlinkError(_)) => Ok(()),
+            Err(source) => Err(RoutingError::Netlink { what, source }),
+        }
+    }
+
+    /// Deletes the permanent neighbour entry of `address` on the vxlan device; one already
+    /// gone is no error.
+    async fn remove_neighbour(&self, address: Ipv4Addr) -> Result<(), RoutingError> {
+        let mut message = NeighbourMessage::default();
+        message.header.family = AddressFamily::Inet;
+        message.header.ifindex = self.ifindex;
+        message
+            .attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                address,
+            )));
+        match self.handle.neighbours().del(message).execute().await {
+            Ok(()) | Err(rtnetlink::Error::NetlinkError(_)) => Ok(()),
             Err(source) => Err(RoutingError::Netlink {
-                what: "removing a pod CIDR route",
+                what: "removing a tunnel neighbour entry",
                 source,
             }),
         }
     }
 }
 
-/// Keeps `routing` in step with the Nodes until the process stops.
+/// The address of `neighbour` if it is one of keelson's tunnel next hops: a permanent entry on
+/// the vxlan device (`ifindex`) whose MAC is a tunnel device MAC ([`tunnel::device_mac`]).
+fn tunnel_neighbour(neighbour: &NeighbourMessage, ifindex: u32) -> Option<Ipv4Addr> {
+    if neighbour.header.ifindex != ifindex || neighbour.header.state != NeighbourState::Permanent {
+        return None;
+    }
+    let mut address = None;
+    let mut ours = false;
+    for attribute in &neighbour.attributes {
+        match attribute {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => address = Some(*a),
+            NeighbourAttribute::LinkLayerAddress(mac) => {
+                ours = mac.len() == 6 && mac[..2] == tunnel::device_mac(0)[..2];
+            }
+            _ => {}
+        }
+    }
+    address.filter(|_| ours)
+}
+
+/// Keeps `routing` in step with the Nodes until the process stops. `uplink` carries the
+/// routing uplink's interface index each time it changed or came back (from the uplink watcher,
+/// [`crate::datapath::lb::watch_uplinks`]): every route is installed again through it. A failed
+/// update is tried again after [`RETRY`].
 pub async fn run(
     client: Client,
     mut routing: Routing,
     this_node: String,
     own_cidr: Option<Ipv4Cidr>,
+    mut uplink: tokio::sync::mpsc::UnboundedReceiver<u32>,
 ) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client);
     let mut events = watcher(nodes, watcher::Config::default())
@@ -434,43 +522,81 @@ pub async fn run(
         .boxed();
     let mut known: BTreeMap<String, Node> = BTreeMap::new();
     let mut listing: Option<BTreeMap<String, Node>> = None;
-    while let Some(event) = events.next().await {
-        let event = match event {
-            Ok(event) => event,
-            Err(error) => {
-                tracing::warn!(error = %error_chain(&error), "watching Nodes for pod CIDR routes");
-                continue;
+    let mut synced = false;
+    let mut failed = false;
+    let mut uplink_open = true;
+    loop {
+        let retry = async {
+            if failed {
+                tokio::time::sleep(RETRY).await;
+            } else {
+                std::future::pending::<()>().await;
             }
         };
-        match event {
-            watcher::Event::Init => {
-                listing = Some(BTreeMap::new());
-                continue;
-            }
-            watcher::Event::InitApply(node) => {
-                if let Some(listing) = &mut listing {
-                    listing.insert(node.metadata.name.clone().unwrap_or_default(), node);
+        tokio::select! {
+            event = events.next() => {
+                let Some(event) = event else { return Ok(()) };
+                let event = match event {
+                    Ok(event) => event,
+                    Err(error) => {
+                        tracing::warn!(error = %error_chain(&error), "watching Nodes for pod CIDR routes");
+                        continue;
+                    }
+                };
+                match event {
+                    watcher::Event::Init => {
+                        listing = Some(BTreeMap::new());
+                        continue;
+                    }
+                    watcher::Event::InitApply(node) => {
+                        if let Some(listing) = &mut listing {
+                            listing.insert(node.metadata.name.clone().unwrap_or_default(), node);
+                        }
+                        continue;
+                    }
+                    watcher::Event::InitDone => {
+                        known = listing.take().unwrap_or_default();
+                        synced = true;
+                    }
+                    watcher::Event::Apply(node) => {
+                        known.insert(node.metadata.name.clone().unwrap_or_default(), node);
+                    }
+                    watcher::Event::Delete(node) => {
+                        known.remove(node.metadata.name.as_deref().unwrap_or_default());
+                    }
                 }
-                continue;
             }
-            watcher::Event::InitDone => {
-                known = listing.take().unwrap_or_default();
+            ifindex = uplink.recv(), if uplink_open => {
+                match ifindex {
+                    Some(ifindex) => {
+                        tracing::info!(ifindex, "the routing uplink changed: routes installed again");
+                        routing.uplink_changed(ifindex);
+                    }
+                    None => {
+                        uplink_open = false;
+                        continue;
+                    }
+                }
             }
-            watcher::Event::Apply(node) => {
-                known.insert(node.metadata.name.clone().unwrap_or_default(), node);
-            }
-            watcher::Event::Delete(node) => {
-                known.remove(node.metadata.name.as_deref().unwrap_or_default());
-            }
+            () = retry => {}
+        }
+        if !synced {
+            continue;
         }
         let nodes: Vec<Node> = known.values().cloned().collect();
         let desired = desired_routes(&nodes, &this_node, own_cidr);
-        if let Err(error) = routing.apply(&desired).await {
-            tracing::warn!(error = %error_chain(&error), "updating pod CIDR routes");
-        }
+        failed = match routing.apply(&desired).await {
+            Ok(()) => false,
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "updating pod CIDR routes");
+                true
+            }
+        };
     }
-    Ok(())
 }
+
+/// How long after a failed update [`run`] tries again.
+pub const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Index and MTU of link `name`.
 async fn link_info(handle: &Handle, name: &str) -> Result<Option<(u32, u32)>, RoutingError> {
@@ -488,6 +614,24 @@ async fn link_info(handle: &Handle, name: &str) -> Result<Option<(u32, u32)>, Ro
             Ok(Some((link.header.index, mtu)))
         }
         Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => Ok(None),
+        Err(source) => Err(RoutingError::Netlink {
+            what: "looking up a link",
+            source,
+        }),
+    }
+}
+
+/// The link-layer address of link `name`.
+async fn link_address(handle: &Handle, name: &str) -> Result<Option<Vec<u8>>, RoutingError> {
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(link) => Ok(link.and_then(|link| {
+            link.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::Address(address) => Some(address),
+                _ => None,
+            })
+        })),
+        Err(rtnetlink::Error::NetlinkError(_)) => Ok(None),
         Err(source) => Err(RoutingError::Netlink {
             what: "looking up a link",
             source,
@@ -522,16 +666,19 @@ async fn ensure_vxlan(
     let (index, _) = link_info(handle, TUNNEL_DEVICE)
         .await?
         .ok_or_else(|| RoutingError::NoUplink(TUNNEL_DEVICE.to_owned()))?;
+    let mac = tunnel::device_mac(u32::from_ne_bytes(address.octets()));
+    let mut settings = LinkUnspec::new_with_index(index)
+        .mtu(uplink_mtu - tunnel::OVERHEAD)
+        .arp(false)
+        .up();
+    // Setting a device's MAC, even to the one it has, flushes its neighbour entries, the
+    // permanent next hops of the routes an earlier run installed included: only when it differs.
+    if link_address(handle, TUNNEL_DEVICE).await?.as_deref() != Some(mac.as_slice()) {
+        settings = settings.address(mac.to_vec());
+    }
     handle
         .link()
-        .set(
-            LinkUnspec::new_with_index(index)
-                .mtu(uplink_mtu - tunnel::OVERHEAD)
-                .address(tunnel::device_mac(u32::from_ne_bytes(address.octets())).to_vec())
-                .arp(false)
-                .up()
-                .build(),
-        )
+        .set(settings.build())
         .execute()
         .await
         .map_err(netlink("configuring the vxlan device"))?;
