@@ -10,7 +10,8 @@
 //! Documented handling of odd packets (each counted):
 //! - not IPv4: passed untouched;
 //! - a malformed IPv4 header (version, IHL < 5, truncated) or truncated ports: passed untouched,
-//!   for the kernel to drop (`tc_malformed`);
+//!   for the kernel to drop (`tc_malformed`), except truncated ports to or from a pod under
+//!   NetworkPolicy: dropped (`policy_malformed`);
 //! - IP options: honoured (the IHL gives the L4 offset);
 //! - fragments: passed untranslated (`tc_fragment`); a fragment addressed to a service address
 //!   is then dropped by the blackhole route every keelson node installs for the service range.
@@ -23,6 +24,9 @@
 //! that address and port, so the backend's answers are translated back (source: the frontend,
 //! destination: the client) and sent out of the interface the request came in by. ICMP errors
 //! about source-NATed flows are not translated (left to the node's stack, which drops them).
+//!
+//! NetworkPolicy is judged on the way (`policy`): every packet of a pod of this node at its
+//! veth's `tc_from_pod`, every packet for one before it is delivered.
 //!
 //! Conntrack entries record TCP FIN/RST ([`ct_flags::CLOSING`]) and whether the backend
 //! answered ([`ct_flags::SEEN`] on the reply entry), for the agent's conntrack GC.
@@ -43,11 +47,12 @@ use aya_ebpf::{
 };
 use keelson_ebpf_common::{
     Backend, CtKey, CtValue, MAGLEV_TABLE_SIZE, ServiceKey, backend_flags, ct_dir, ct_flags,
-    metric, proto, route_mode, scope, service_flags, snat_ports, tunnel,
+    metric, proto, route_mode, scope, service_flags, skb_mark, snat_ports, tunnel,
 };
 
 use crate::{
     maps::{BACKENDS, CT, LOCAL_PODS, MAGLEV, NODE_ROUTES, SERVICES, SNAT_SOURCES, count},
+    policy::{self, Flow},
     select::select_backend,
 };
 
@@ -93,8 +98,53 @@ fn malformed<E>(_: E) -> i32 {
     OK
 }
 
+/// NetworkPolicy at the TC egress of a pod's node-side veth, for what the kernel routes into the
+/// pod without passing `tc_from_pod`/`tc_from_netdev` first (see `policy`).
+#[classifier]
+pub fn tc_to_pod(ctx: TcContext) -> i32 {
+    match to_pod(&ctx) {
+        Ok(verdict) | Err(verdict) => verdict,
+    }
+}
+
+#[inline(always)]
+fn to_pod(ctx: &TcContext) -> Result<i32, i32> {
+    // SAFETY: reading fields of the context the kernel passed.
+    let (mark, in_ifindex) = unsafe { ((*ctx.skb.skb).mark, (*ctx.skb.skb).ingress_ifindex) };
+    if mark & skb_mark::POLICY_JUDGED != 0 {
+        return Ok(OK);
+    }
+    let eth_proto: u16 = ctx.load(12).map_err(|_| OK)?;
+    if eth_proto != ETH_P_IP_BE {
+        return Ok(OK);
+    }
+    // A bad header is the pod's kernel's to drop; it cannot be judged here.
+    let version_ihl: u8 = ctx.load(ETH_HLEN).map_err(|_| OK)?;
+    let ihl = usize::from(version_ihl & 0x0f) * 4;
+    if version_ihl >> 4 != 4 || ihl < 20 {
+        return Ok(OK);
+    }
+    let frag: u16 = ctx.load(ETH_HLEN + 6).map_err(|_| OK)?;
+    let ip_proto: u8 = ctx.load(ETH_HLEN + 9).map_err(|_| OK)?;
+    let saddr: u32 = ctx.load(ETH_HLEN + IP_SADDR).map_err(|_| OK)?;
+    let daddr: u32 = ctx.load(ETH_HLEN + IP_DADDR).map_err(|_| OK)?;
+    let fragment = u16::from_be(frag) & IP_OFFSET_MASK_MF != 0;
+    // Packets the node's own stack sent have no input interface.
+    policy::enforce_to_pod(
+        ctx,
+        ETH_HLEN + ihl,
+        saddr,
+        daddr,
+        ip_proto,
+        fragment,
+        in_ifindex == 0,
+    )?;
+    Ok(OK)
+}
+
 #[inline(always)]
 fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
+    let from_pod = lookup_scope == scope::INTERNAL;
     let eth_proto: u16 = ctx.load(12).map_err(|_| OK)?;
     if eth_proto != ETH_P_IP_BE {
         return Ok(OK);
@@ -110,21 +160,31 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
     let daddr: u32 = ctx.load(ETH_HLEN + IP_DADDR).map_err(malformed)?;
     if u16::from_be(frag) & IP_OFFSET_MASK_MF != 0 {
         count(metric::TC_FRAGMENT);
+        policy::enforce_fragment(ctx, saddr, daddr, ip_proto, from_pod)?;
         return Ok(OK);
     }
     let l4 = ETH_HLEN + ihl;
     if ip_proto == IPPROTO_ICMP {
+        // Judged on the quote as the pods sent it, before the reverse translation.
+        policy::enforce_icmp(ctx, l4, saddr, daddr, from_pod)?;
         return icmp_error(ctx, l4, saddr);
     }
     if ip_proto != proto::TCP && ip_proto != proto::UDP {
+        policy::enforce_other(ctx, l4, saddr, daddr, ip_proto, from_pod)?;
         return Ok(OK);
     }
-    let sport: u16 = ctx.load(l4).map_err(malformed)?;
-    let dport: u16 = ctx.load(l4 + 2).map_err(malformed)?;
-    let tcp_flags: u8 = if ip_proto == proto::TCP {
-        ctx.load(l4 + 13).map_err(malformed)?
-    } else {
-        0
+    let Ok((sport, dport, tcp_flags)) = policy::l4_ports(ctx, l4, ip_proto) else {
+        return Err(policy::malformed(saddr, daddr, from_pod));
+    };
+    // The flow as the policy judges it: the destination is replaced below by the backend when
+    // the packet goes to a service.
+    let mut flow = Flow {
+        saddr,
+        daddr,
+        sport,
+        dport,
+        proto: ip_proto,
+        tcp_flags,
     };
     let closing = tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0;
     // SAFETY: helper without side effects.
@@ -144,6 +204,8 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
         _pad: 0,
     };
     if let Some(entry) = CT.get_ptr_mut(reply_key) {
+        // Judged as the backend sent it, before its source becomes the frontend.
+        policy::enforce(ctx, &flow, from_pod)?;
         // SAFETY: a pointer from a successful lookup; racing updates of the same entry only
         // touch the timestamp and the flags (a lost flag bit only delays the GC).
         let value = unsafe {
@@ -198,6 +260,7 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
     };
     // SAFETY: copied out at once.
     let Some(header) = (unsafe { SERVICES.get(service_key) }).copied() else {
+        policy::enforce(ctx, &flow, from_pod)?;
         return Ok(route(ctx, daddr, lookup_scope));
     };
     let forward_key = CtKey {
@@ -224,6 +287,10 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
     };
     let value = match existing {
         Some(entry) => {
+            // SAFETY: a pointer from a successful lookup, read at once.
+            let backend = unsafe { ((*entry).nat_addr_be, (*entry).nat_port_be) };
+            (flow.daddr, flow.dport) = backend;
+            policy::enforce(ctx, &flow, from_pod)?;
             // SAFETY: a pointer from a successful lookup; see the reply case for races.
             let value = unsafe {
                 (*entry).last_seen_ns = now;
@@ -257,6 +324,9 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
                 count(metric::TC_LOOKUP_MISS);
                 return Ok(SHOT);
             };
+            // Judged by the backend it reaches, before the flow is stored.
+            (flow.daddr, flow.dport) = (backend.address_be, backend.port_be);
+            policy::enforce(ctx, &flow, from_pod)?;
             let mut value = CtValue {
                 nat_addr_be: backend.address_be,
                 nat_port_be: backend.port_be,
