@@ -12,6 +12,8 @@
 use keelson_ebpf as _;
 
 #[cfg(target_arch = "bpf")]
+mod icmp;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod policy;
