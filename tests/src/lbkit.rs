@@ -33,6 +33,7 @@ impl Pins {
             affinity: 1024,
             ct: 4096,
             maglev: 16,
+            policy_ct: 4096,
             ..LbConfig::new(&self.0)
         }
     }

@@ -10,6 +10,7 @@ pub mod lbkit;
 pub mod netcluster;
 pub mod netns;
 pub mod pods;
+pub mod policykit;
 pub mod rollout;
 pub mod startup;
 pub mod topology;

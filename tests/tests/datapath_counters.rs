@@ -34,6 +34,7 @@ fn every_program_passes_the_verifier() {
             "tc_count_ingress",
             "tc_from_netdev",
             "tc_from_pod",
+            "tc_to_pod",
         ]
     );
     assert!(reports.iter().all(|r| r.instructions > 0), "{reports:?}");

@@ -91,8 +91,9 @@ pub mod maps {
     pub const SOCK_REV_NAT: &str = "ksockrevnat_v1";
     /// [`super::AffinityKey`] -> [`super::AffinityValue`], LRU hash.
     pub const AFFINITY: &str = "kaffinity_v1";
-    /// counter id (`u32`, [`super::metric`]) -> `u64`, per-CPU array.
-    pub const METRICS: &str = "kmetrics_v1";
+    /// counter id (`u32`, [`super::metric`]) -> `u64`, per-CPU array (v2: 64 counters, the
+    /// agent's own at the top).
+    pub const METRICS: &str = "kmetrics_v2";
     /// [`super::CtKey`] -> [`super::CtValue`], LRU hash: the TC path's connection tracking
     /// (v2: SNAT address/port and protocol state flags in the value).
     pub const CT: &str = "kct_v2";
@@ -113,11 +114,19 @@ pub mod maps {
     /// CIDRs of ipBlock peers; an address no entry covers is [`super::identity::WORLD`].
     pub const IPCACHE: &str = "kipcache_v1";
     /// Hash: a pod of this node (its address, network order) -> [`super::EndpointPolicy`]. A pod
-    /// without an entry is selected by no NetworkPolicy: everything to and from it is allowed.
+    /// without an entry is selected by no NetworkPolicy: everything to and from it is allowed,
+    /// and its flows are not tracked. An entry with no enforcement flag allows everything too
+    /// but tracks the pod's flows in [`POLICY_CT`], so they survive a policy that starts
+    /// selecting the pod: list every pod of the node to get Cilium's and Calico's behaviour.
     pub const ENDPOINTS: &str = "kendpoint_v1";
     /// LPM trie: [`super::PolicyKeyData`] -> [`super::PolicyEntry`]: what each policed endpoint
     /// allows, per direction, peer identity, protocol and port (range).
     pub const POLICY: &str = "kpolicy_v1";
+    /// [`super::PolicyCtKey`] -> [`super::PolicyCtValue`], LRU hash: NetworkPolicy connection
+    /// tracking. One entry per flow and enforcement point (the egress of its source pod, the
+    /// ingress of its destination pod) where the pod has an [`ENDPOINTS`] entry: replies of a
+    /// tracked flow pass whatever the policies of the reply direction say.
+    pub const POLICY_CT: &str = "kpolct_v1";
 }
 
 /// Service lookup scopes ([`ServiceKey::scope`]).
@@ -218,16 +227,42 @@ pub mod metric {
     /// TC: a new source-NATed flow took its source address from [`super::maps::SNAT_SOURCES`]
     /// because the kernel's `bpf_fib_lookup` rejected `BPF_FIB_LOOKUP_SRC`.
     pub const TC_SNAT_SOURCE_MAP: u32 = 23;
+    /// Policy: a packet into a pod was dropped because no NetworkPolicy of the pod allows it
+    /// (and it is no reply of a flow the pod started).
+    pub const POLICY_DENIED_INGRESS: u32 = 24;
+    /// Policy: a packet out of a pod was dropped because no NetworkPolicy of the pod allows it
+    /// (and it is no reply of a flow the pod accepted).
+    pub const POLICY_DENIED_EGRESS: u32 = 25;
+    /// Policy: a new flow at an enforcing endpoint was allowed by a [`super::maps::POLICY`]
+    /// entry (and tracked).
+    pub const POLICY_ALLOWED_NEW: u32 = 26;
+    /// Policy: a packet passed as the reply of a tracked flow (or an ICMP error about one).
+    pub const POLICY_CT_REPLY: u32 = 27;
+    /// Policy: a packet passed as part of a tracked flow in its own direction (the policy is
+    /// not consulted again while the flow's entry lives).
+    pub const POLICY_CT_ESTABLISHED: u32 = 28;
+    /// Policy: a new flow at an enforcing endpoint passed because its peer is this node
+    /// ([`super::identity::HOST`], or a packet the node's own stack sent).
+    pub const POLICY_HOST: u32 = 29;
+    /// Policy: an allowed flow's tracking entry could not be stored (map error); the packet
+    /// passed, but its replies may be judged by the reverse direction's policy.
+    pub const POLICY_CT_STORE_FAILED: u32 = 30;
+    /// Policy: an IPv4 fragment to or from an enforcing endpoint was dropped: fragments carry
+    /// no ports, so only a peer allowed on every port of the protocol may send them.
+    pub const POLICY_FRAGMENT_DENIED: u32 = 31;
+    /// Policy: a packet to or from an enforcing endpoint was dropped because its L4 header
+    /// (ports, ICMP header) could not be read.
+    pub const POLICY_MALFORMED: u32 = 32;
     /// Agent (not a packet path): conntrack flows the agent's GC deleted because their
     /// protocol-state timeout passed. Written by the agent only.
-    pub const CT_GC_EXPIRED: u32 = 24;
+    pub const CT_GC_EXPIRED: u32 = 61;
     /// Agent: conntrack flows the agent's GC evicted early because the table passed its
     /// high-water mark (oldest non-established or idle first). Written by the agent only.
-    pub const CT_GC_EVICTED: u32 = 25;
+    pub const CT_GC_EVICTED: u32 = 62;
     /// Agent: conntrack GC passes run. Written by the agent only.
-    pub const CT_GC_PASSES: u32 = 26;
+    pub const CT_GC_PASSES: u32 = 63;
     /// Number of counters (size of the array).
-    pub const COUNT: u32 = 32;
+    pub const COUNT: u32 = 64;
     /// Counters the agent keeps in the array (ids and names), exported as their own metrics.
     pub const AGENT_NAMES: [(u32, &str); 3] = [
         (CT_GC_EXPIRED, "ct_gc_expired"),
@@ -235,7 +270,7 @@ pub mod metric {
         (CT_GC_PASSES, "ct_gc_passes"),
     ];
     /// Names of the packet-path counters, indexed by id, as exported on `/metrics`.
-    pub const NAMES: [&str; 24] = [
+    pub const NAMES: [&str; 33] = [
         "sock_translated",
         "sock_no_backend",
         "sock_rev_nat",
@@ -260,6 +295,15 @@ pub mod metric {
         "tc_redirect_tunnel",
         "tc_route_ttl",
         "tc_snat_source_map",
+        "policy_denied_ingress",
+        "policy_denied_egress",
+        "policy_allowed_new",
+        "policy_ct_reply",
+        "policy_ct_established",
+        "policy_host",
+        "policy_ct_store_failed",
+        "policy_fragment_denied",
+        "policy_malformed",
     ];
 }
 
@@ -358,6 +402,115 @@ pub struct PolicyEntry {
     pub rule_id: u32,
     /// Reserved (zero).
     pub _pad: u32,
+}
+
+/// Key of [`maps::POLICY_CT`]: a flow as the policy judged it, and where.
+///
+/// The tuple is the one a pod's policy is about: the source as the pod sent it (or as it came
+/// from its peer) and the destination after service translation (the chosen backend), before
+/// any reverse translation of replies. So a flow's replies carry exactly the reversed tuple,
+/// whether the service address was translated by socket-LB, by the TC path or not at all.
+/// TCP, UDP and SCTP flows are keyed by their ports; ICMP echo by its identifier (the
+/// request's source port, the reply's destination port, the other port 0); other protocols by
+/// their addresses alone (ports 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyCtKey {
+    /// Source address, network order.
+    pub saddr_be: u32,
+    /// Destination address (after service translation), network order.
+    pub daddr_be: u32,
+    /// Source port (ICMP echo request: the identifier), network order.
+    pub sport_be: u16,
+    /// Destination port (ICMP echo reply: the identifier), network order.
+    pub dport_be: u16,
+    /// [`proto`] number.
+    pub proto: u8,
+    /// The enforcement point that tracked it ([`policy_direction`]): `EGRESS` of the source
+    /// pod, `INGRESS` of the destination pod. A flow between two policed pods of this node has
+    /// an entry of each.
+    pub direction: u8,
+    /// Explicit padding; always 0.
+    pub _pad: u16,
+}
+
+impl PolicyCtKey {
+    /// The key a reply of this flow would have at the other enforcement point of the same pod:
+    /// addresses and ports swapped, the other direction.
+    #[must_use]
+    pub const fn reversed(&self) -> Self {
+        Self {
+            saddr_be: self.daddr_be,
+            daddr_be: self.saddr_be,
+            sport_be: self.dport_be,
+            dport_be: self.sport_be,
+            proto: self.proto,
+            direction: self.direction ^ 1,
+            _pad: 0,
+        }
+    }
+}
+
+/// Bits of [`PolicyCtValue::flags`].
+pub mod policy_ct_flags {
+    /// A reply of the flow was seen: a TCP flow is established.
+    pub const REPLIED: u8 = 1 << 0;
+    /// A TCP FIN or RST was seen (either direction): the flow is closing, and a new SYN on
+    /// the same tuple is judged as a new connection.
+    pub const CLOSING: u8 = 1 << 1;
+}
+
+/// Value of [`maps::POLICY_CT`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyCtValue {
+    /// `bpf_ktime_get_ns` of the flow's last packet (either direction).
+    pub last_seen_ns: u64,
+    /// The [`PolicyEntry::rule_id`] that allowed the flow (0: the direction was not enforced,
+    /// or the peer is this node).
+    pub rule_id: u32,
+    /// [`policy_ct_flags`].
+    pub flags: u8,
+    /// Explicit padding; always 0.
+    pub _pad: [u8; 3],
+}
+
+/// Idle timeouts of [`maps::POLICY_CT`] entries, nanoseconds (Cilium's defaults). An entry idle
+/// for longer is treated as absent (and replaced by the next allowed flow on its tuple): from
+/// then on the flow's packets are judged by the policy again.
+pub mod policy_ct_timeout {
+    /// An established TCP flow (a reply seen, no FIN/RST): 6 hours.
+    pub const TCP_ESTABLISHED_NS: u64 = 21_600 * 1_000_000_000;
+    /// A TCP flow without a reply yet: 60 seconds.
+    pub const TCP_SYN_NS: u64 = 60 * 1_000_000_000;
+    /// A TCP flow after FIN or RST: 10 seconds.
+    pub const TCP_CLOSING_NS: u64 = 10 * 1_000_000_000;
+    /// Any other protocol (UDP, SCTP, ICMP, ...): 60 seconds.
+    pub const OTHER_NS: u64 = 60 * 1_000_000_000;
+
+    /// How long an entry of protocol `proto` with [`super::policy_ct_flags`] `flags` lives
+    /// without traffic.
+    #[must_use]
+    pub const fn for_flow(proto: u8, flags: u8) -> u64 {
+        if proto != super::proto::TCP {
+            OTHER_NS
+        } else if flags & super::policy_ct_flags::CLOSING != 0 {
+            TCP_CLOSING_NS
+        } else if flags & super::policy_ct_flags::REPLIED != 0 {
+            TCP_ESTABLISHED_NS
+        } else {
+            TCP_SYN_NS
+        }
+    }
+}
+
+/// Bits of the packet mark (`skb->mark`) the datapath uses.
+pub mod skb_mark {
+    /// Set by `tc_from_pod`/`tc_from_netdev` on a packet whose destination pod's ingress policy
+    /// they already judged (they know the flow before service translation); `tc_to_pod` then
+    /// lets it through without judging it again. The mark is cleared when the packet crosses
+    /// into the pod's network namespace.
+    pub const POLICY_JUDGED: u32 = 1 << 26;
 }
 
 /// Key of [`maps::SERVICES`]. Slot 0 is the service header; slots `1..=count` hold its backends.
@@ -656,6 +809,8 @@ pub mod capacity {
     pub const ENDPOINTS: u32 = 4096;
     /// Policy entries of all endpoints of this node.
     pub const POLICY: u32 = 1_048_576;
+    /// Policy conntrack entries (one per flow and enforcement point).
+    pub const POLICY_CT: u32 = 262_144;
 }
 
 #[cfg(feature = "user")]
@@ -664,7 +819,9 @@ mod user {
         AffinityKey, AffinityValue, Backend, CtKey, CtValue, IfaceCounters, IfaceKey, LocalPod,
         MaglevTable, NodeRoute, RevNat, ServiceKey, ServiceValue, SockRevNat, SockRevNatKey,
     };
-    use super::{EndpointPolicy, IdentityValue, PolicyEntry, PolicyKeyData};
+    use super::{
+        EndpointPolicy, IdentityValue, PolicyCtKey, PolicyCtValue, PolicyEntry, PolicyKeyData,
+    };
 
     // SAFETY: `#[repr(C)]`, only `u32` fields, no padding: every bit pattern is valid.
     unsafe impl aya::Pod for IfaceKey {}
@@ -705,6 +862,10 @@ mod user {
     unsafe impl aya::Pod for PolicyKeyData {}
     // SAFETY: see above.
     unsafe impl aya::Pod for PolicyEntry {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for PolicyCtKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for PolicyCtValue {}
 }
 
 #[cfg(test)]
@@ -744,6 +905,54 @@ mod tests {
             8 * core::mem::size_of::<PolicyKeyData>()
         );
         assert_eq!(core::mem::size_of::<PolicyEntry>(), 8);
+        assert_eq!(
+            core::mem::size_of::<PolicyCtKey>(),
+            4 + 4 + 2 + 2 + 1 + 1 + 2
+        );
+        assert_eq!(core::mem::size_of::<PolicyCtValue>(), 8 + 4 + 1 + 3);
+    }
+
+    #[test]
+    fn a_reply_key_is_the_reversed_flow_at_the_other_enforcement_point() {
+        let egress = PolicyCtKey {
+            saddr_be: 1,
+            daddr_be: 2,
+            sport_be: 3,
+            dport_be: 4,
+            proto: proto::UDP,
+            direction: policy_direction::EGRESS,
+            _pad: 0,
+        };
+        let reply = egress.reversed();
+        assert_eq!(
+            (
+                reply.saddr_be,
+                reply.daddr_be,
+                reply.sport_be,
+                reply.dport_be
+            ),
+            (2, 1, 4, 3)
+        );
+        assert_eq!(reply.direction, policy_direction::INGRESS);
+        assert_eq!(reply.reversed(), egress);
+    }
+
+    #[test]
+    fn policy_ct_timeouts_follow_the_tcp_state() {
+        use policy_ct_flags::{CLOSING, REPLIED};
+        let t = policy_ct_timeout::for_flow;
+        assert_eq!(t(proto::TCP, 0), policy_ct_timeout::TCP_SYN_NS);
+        assert_eq!(
+            t(proto::TCP, REPLIED),
+            policy_ct_timeout::TCP_ESTABLISHED_NS
+        );
+        assert_eq!(
+            t(proto::TCP, REPLIED | CLOSING),
+            policy_ct_timeout::TCP_CLOSING_NS
+        );
+        assert_eq!(t(proto::UDP, REPLIED), policy_ct_timeout::OTHER_NS);
+        assert_eq!(t(proto::SCTP, 0), policy_ct_timeout::OTHER_NS);
+        assert_eq!(t(proto::ICMP, 0), policy_ct_timeout::OTHER_NS);
     }
 
     #[test]
@@ -767,6 +976,27 @@ mod tests {
             metric::NAMES[metric::TC_SNAT_SOURCE_MAP as usize],
             "tc_snat_source_map"
         );
+        assert_eq!(
+            metric::NAMES[metric::POLICY_DENIED_INGRESS as usize],
+            "policy_denied_ingress"
+        );
+        assert_eq!(
+            metric::NAMES[metric::POLICY_DENIED_EGRESS as usize],
+            "policy_denied_egress"
+        );
+        assert_eq!(
+            metric::NAMES[metric::POLICY_ALLOWED_NEW as usize],
+            "policy_allowed_new"
+        );
+        assert_eq!(
+            metric::NAMES[metric::POLICY_CT_REPLY as usize],
+            "policy_ct_reply"
+        );
+        assert_eq!(
+            metric::NAMES[metric::POLICY_MALFORMED as usize],
+            "policy_malformed"
+        );
+        assert_eq!(metric::NAMES.len() as u32, metric::POLICY_MALFORMED + 1);
         for (id, _) in metric::AGENT_NAMES {
             assert!(id >= metric::NAMES.len() as u32 && id < metric::COUNT);
         }

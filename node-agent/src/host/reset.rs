@@ -450,7 +450,7 @@ async fn remove_network(
 
 /// TC filters of the agent's programs on interfaces of a kernel without TCX.
 fn remove_tc_filters(say: &mut dyn FnMut(String)) {
-    use aya::programs::{TcAttachType, tc};
+    use aya::programs::tc;
     let Ok(interfaces) = nix::net::if_::if_nameindex() else {
         return;
     };
@@ -462,11 +462,12 @@ fn remove_tc_filters(say: &mut dyn FnMut(String)) {
         if is_pod_veth(name) {
             continue;
         }
-        for hook in [TcHook::FromPod, TcHook::FromNetdev] {
-            if tc::qdisc_detach_program(name, TcAttachType::Ingress, hook.program()).is_ok() {
+        for hook in TcHook::ALL {
+            if tc::qdisc_detach_program(name, hook.attach_type(), hook.program()).is_ok() {
                 say(format!(
-                    "removed tc filter {} from {name} ingress",
-                    hook.program()
+                    "removed tc filter {} from {name} {}",
+                    hook.program(),
+                    hook.direction()
                 ));
             }
         }

@@ -10,6 +10,7 @@ mod frontends;
 mod host_ports;
 mod list;
 mod pod_hook;
+mod policy_maps;
 mod snat_sources;
 mod state;
 mod uplink;
@@ -47,6 +48,7 @@ pub use list::{
     metrics_text,
 };
 pub use pod_hook::PodTc;
+pub use policy_maps::PolicyMaps;
 pub use snat_sources::snat_sources;
 pub use state::{LbState, MapOp, ServiceId, StateError};
 pub use uplink::{UplinkError, Uplinks, attach_uplinks, require_interfaces, resolve_uplinks};
@@ -56,23 +58,47 @@ pub use uplink_watch::{
 
 use super::{DatapathError, program_mut};
 
-/// Which per-packet program a TC ingress hook runs.
+/// Which per-packet program a TC hook runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcHook {
     /// Traffic from pods (host side of a pod's veth) or from another in-node network: frontends
-    /// of the internal scope (ClusterIP and in-node NodePort use).
+    /// of the internal scope (ClusterIP and in-node NodePort use), the pod's egress policy.
     FromPod,
     /// Traffic from outside the node (the uplink): frontends of the external scope (NodePort,
     /// externalIPs, LoadBalancer IPs), Maglev backend choice.
     FromNetdev,
+    /// Traffic the node routes into a pod (TC egress of the pod's node-side veth): the pod's
+    /// ingress policy for what `FromPod`/`FromNetdev` did not already judge (the node's own
+    /// packets, interfaces without keelson's programs).
+    ToPod,
 }
 
 impl TcHook {
+    /// Every hook, in the order the agent attaches them.
+    pub const ALL: [Self; 3] = [Self::FromPod, Self::FromNetdev, Self::ToPod];
+
     /// The program's name in the object.
     pub const fn program(self) -> &'static str {
         match self {
             Self::FromPod => "tc_from_pod",
             Self::FromNetdev => "tc_from_netdev",
+            Self::ToPod => "tc_to_pod",
+        }
+    }
+
+    /// The TC hook of the interface the program runs at.
+    pub const fn attach_type(self) -> TcAttachType {
+        match self {
+            Self::FromPod | Self::FromNetdev => TcAttachType::Ingress,
+            Self::ToPod => TcAttachType::Egress,
+        }
+    }
+
+    /// The hook's name as `tc` prints it (`ingress`, `egress`).
+    pub const fn direction(self) -> &'static str {
+        match self {
+            Self::FromPod | Self::FromNetdev => "ingress",
+            Self::ToPod => "egress",
         }
     }
 }
@@ -107,6 +133,9 @@ pub struct LbConfig {
     pub ct: u32,
     /// How many external frontends may have a Maglev table.
     pub maglev: u32,
+    /// Capacity of the NetworkPolicy conntrack table (one entry per flow and enforcement
+    /// point; preallocated, as an LRU map is).
+    pub policy_ct: u32,
 }
 
 impl LbConfig {
@@ -120,6 +149,7 @@ impl LbConfig {
             affinity: capacity::AFFINITY,
             ct: capacity::CT,
             maglev: capacity::MAGLEV,
+            policy_ct: capacity::POLICY_CT,
         }
     }
 }
@@ -164,6 +194,10 @@ impl LoadBalancer {
             maps::LOCAL_PODS,
             maps::NODE_ROUTES,
             maps::SNAT_SOURCES,
+            maps::IPCACHE,
+            maps::ENDPOINTS,
+            maps::POLICY,
+            maps::POLICY_CT,
         ]
         .into_iter()
         .map(|name| (name, config.pin_dir.join(name)))
@@ -179,7 +213,8 @@ impl LoadBalancer {
             .map_max_entries(maps::SOCK_REV_NAT, config.sock_rev_nat)
             .map_max_entries(maps::AFFINITY, config.affinity)
             .map_max_entries(maps::CT, config.ct)
-            .map_max_entries(maps::MAGLEV, config.maglev);
+            .map_max_entries(maps::MAGLEV, config.maglev)
+            .map_max_entries(maps::POLICY_CT, config.policy_ct);
         let mut ebpf = loader
             .load(object())
             .map_err(|e| DatapathError::LoadObject(Box::new(e)))?;
@@ -191,7 +226,7 @@ impl LoadBalancer {
                     source: Box::new(source),
                 })?;
         }
-        for hook in [TcHook::FromPod, TcHook::FromNetdev] {
+        for hook in TcHook::ALL {
             program_mut::<SchedClassifier>(&mut ebpf, hook.program())?
                 .load()
                 .map_err(|source| DatapathError::LoadProgram {
@@ -263,8 +298,8 @@ impl LoadBalancer {
         Ok(())
     }
 
-    /// Attaches the per-packet LB to `interface`'s TC ingress (interface names resolve in the
-    /// calling thread's network namespace). On kernels with TCX (>= 6.6) the link is pinned, so
+    /// Attaches `hook`'s program to `interface`'s TC ingress (egress for [`TcHook::ToPod`])
+    /// (interface names resolve in the calling thread's network namespace). On kernels with TCX (>= 6.6) the link is pinned, so
     /// it outlives this process like the socket-LB links; a link pinned by an earlier run for the
     /// same interface is kept while it is still attached there, and replaced when it is not (the
     /// interface was deleted and created again). Older kernels attach through a `clsact` qdisc
@@ -287,7 +322,7 @@ impl LoadBalancer {
         let pin = tc_pin(&self.pin_dir, interface, hook);
         let tcx = tcx_available();
         if let Ok(pinned) = PinnedLink::from_pin(&pin) {
-            if tcx && tcx_link_attached(FdLink::from(pinned), interface) {
+            if tcx && tcx_link_attached(FdLink::from(pinned), interface, hook) {
                 return Ok(());
             }
             // Left from an interface of the same name that is gone: its link is defunct.
@@ -298,7 +333,7 @@ impl LoadBalancer {
                 tracing::debug!(interface, %error, "adding the clsact qdisc");
             }
             // An earlier run's filter: replaced by this run's program.
-            let _ = tc::qdisc_detach_program(interface, TcAttachType::Ingress, program_name);
+            let _ = tc::qdisc_detach_program(interface, hook.attach_type(), program_name);
         }
         let program = program_mut::<SchedClassifier>(&mut self.ebpf, program_name)?;
         let attach_error = |source: Box<dyn std::error::Error + Send + Sync>| DatapathError::Link {
@@ -306,11 +341,11 @@ impl LoadBalancer {
             source,
         };
         let id = program
-            .attach(interface, TcAttachType::Ingress)
+            .attach(interface, hook.attach_type())
             .map_err(|source| DatapathError::Attach {
                 program: program_name,
                 interface: interface.to_owned(),
-                direction: "ingress",
+                direction: hook.direction(),
                 source: Box::new(source),
             })?;
         // Taken out of the program's own bookkeeping, so attaching to many interfaces over the
@@ -334,7 +369,7 @@ impl LoadBalancer {
     pub fn detach_tc(pin_dir: &Path, interface: &str, hook: TcHook) -> Result<(), DatapathError> {
         unpin_link(&tc_pin(pin_dir, interface, hook))?;
         if !tcx_available() {
-            let _ = tc::qdisc_detach_program(interface, TcAttachType::Ingress, hook.program());
+            let _ = tc::qdisc_detach_program(interface, hook.attach_type(), hook.program());
         }
         Ok(())
     }
@@ -627,13 +662,13 @@ fn tcx_available() -> bool {
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
 }
 
-/// Whether `link`'s program is attached to `interface`'s TCX ingress (a link whose interface
-/// was deleted is defunct and attached nowhere).
-fn tcx_link_attached(link: FdLink, interface: &str) -> bool {
+/// Whether `link`'s program is attached to `interface`'s TCX hook of `hook` (a link whose
+/// interface was deleted is defunct and attached nowhere).
+fn tcx_link_attached(link: FdLink, interface: &str, hook: TcHook) -> bool {
     let Ok(info) = link.info() else {
         return false;
     };
-    SchedClassifier::query_tcx(interface, TcAttachType::Ingress)
+    SchedClassifier::query_tcx(interface, hook.attach_type())
         .is_ok_and(|(_, programs)| programs.iter().any(|p| p.id() == info.program_id()))
 }
 

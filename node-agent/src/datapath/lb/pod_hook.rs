@@ -1,5 +1,6 @@
-//! The per-packet load balancer on every pod's veth: `tc_from_pod` at the TC ingress of each
-//! pod's node-side veth, as the pod network's [`PodHook`].
+//! The per-packet load balancer and NetworkPolicy on every pod's veth: `tc_from_pod` at the TC
+//! ingress and `tc_to_pod` at the TC egress of each pod's node-side veth, as the pod network's
+//! [`PodHook`].
 
 use std::{
     path::PathBuf,
@@ -14,7 +15,8 @@ use crate::{
     network::{PodHook, PodLink},
 };
 
-/// Attaches `tc_from_pod` to pod veths through the agent's shared [`LoadBalancer`] and, with
+/// Attaches `tc_from_pod` and `tc_to_pod` to pod veths through the agent's shared
+/// [`LoadBalancer`] and, with
 /// `redirect`, registers pods in `LOCAL_PODS` so packets for them skip the node's stack.
 #[derive(Debug)]
 pub struct PodTc {
@@ -37,7 +39,7 @@ impl PodTc {
             }
             (
                 guard.pin_dir().to_path_buf(),
-                guard.prune_tc_links(TcHook::FromPod)?,
+                guard.prune_tc_links(TcHook::FromPod)? + guard.prune_tc_links(TcHook::ToPod)?,
             )
         };
         if pruned > 0 {
@@ -53,15 +55,17 @@ impl PodTc {
 
 impl PodHook for PodTc {
     fn veth_up(&self, interface: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.lb
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .attach_tc(interface, TcHook::FromPod)
-            .map_err(Into::into)
+        let mut lb = self.lb.lock().unwrap_or_else(PoisonError::into_inner);
+        // The pod's ingress policy first: once `tc_from_pod` runs, the pod sends.
+        lb.attach_tc(interface, TcHook::ToPod)?;
+        lb.attach_tc(interface, TcHook::FromPod)?;
+        Ok(())
     }
 
     fn veth_gone(&self, interface: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        LoadBalancer::detach_tc(&self.pin_dir, interface, TcHook::FromPod).map_err(Into::into)
+        LoadBalancer::detach_tc(&self.pin_dir, interface, TcHook::FromPod)?;
+        LoadBalancer::detach_tc(&self.pin_dir, interface, TcHook::ToPod)?;
+        Ok(())
     }
 
     fn pod_up(&self, pod: &PodLink) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {

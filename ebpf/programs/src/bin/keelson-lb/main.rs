@@ -1,6 +1,8 @@
 //! eBPF object `keelson-lb`: the service load balancer (kube-proxy's job).
 //!
 //! - `sock`: socket-level LB in cgroup `connect4`/`sendmsg4`/`recvmsg4`/`getpeername4` hooks.
+//! - `tc`: per-packet LB and pod routing (`tc_from_pod`, `tc_from_netdev`) and `tc_to_pod`.
+//! - `policy`: NetworkPolicy enforcement with its own connection tracking, called from `tc`.
 //!
 //! Maps are defined in `maps` and pinned by the agent under `/sys/fs/bpf/keelson/<node>/`.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -10,7 +12,11 @@
 use keelson_ebpf as _;
 
 #[cfg(target_arch = "bpf")]
+mod icmp;
+#[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod policy;
 #[cfg(target_arch = "bpf")]
 mod select;
 #[cfg(target_arch = "bpf")]

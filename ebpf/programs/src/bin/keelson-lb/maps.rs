@@ -7,7 +7,8 @@ use aya_ebpf::{
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use keelson_ebpf_common::{
-    AffinityKey, AffinityValue, Backend, CtKey, CtValue, LocalPod, MaglevTable, NodeRoute, RevNat,
+    AffinityKey, AffinityValue, Backend, CtKey, CtValue, EndpointPolicy, IdentityValue, LocalPod,
+    MaglevTable, NodeRoute, PolicyCtKey, PolicyCtValue, PolicyEntry, PolicyKeyData, RevNat,
     ServiceKey, ServiceValue, SockRevNat, SockRevNatKey, capacity, metric,
 };
 
@@ -31,7 +32,7 @@ pub static SOCK_REV_NAT: LruHashMap<SockRevNatKey, SockRevNat> =
 pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
     LruHashMap::with_max_entries(capacity::AFFINITY, 0);
 
-#[map(name = "kmetrics_v1")]
+#[map(name = "kmetrics_v2")]
 pub static METRICS: PerCpuArray<u64> = PerCpuArray::with_max_entries(metric::COUNT, 0);
 
 /// Adds one to a [`metric`] counter of this CPU.
@@ -65,3 +66,24 @@ pub static NODE_ROUTES: LpmTrie<u32, NodeRoute> =
 #[map(name = "ksnatsrc_v1")]
 pub static SNAT_SOURCES: HashMap<u32, u32> =
     HashMap::with_max_entries(capacity::SNAT_SOURCES, BPF_F_NO_PREALLOC);
+
+/// Address (network order) -> security identity: pods of every node, this node's addresses,
+/// ipBlock CIDRs.
+#[map(name = "kipcache_v1")]
+pub static IPCACHE: LpmTrie<u32, IdentityValue> =
+    LpmTrie::with_max_entries(capacity::IPCACHE, BPF_F_NO_PREALLOC);
+
+/// Pods of this node a NetworkPolicy selects (or that the agent tracks).
+#[map(name = "kendpoint_v1")]
+pub static ENDPOINTS: HashMap<u32, EndpointPolicy> =
+    HashMap::with_max_entries(capacity::ENDPOINTS, BPF_F_NO_PREALLOC);
+
+/// What each policed endpoint allows.
+#[map(name = "kpolicy_v1")]
+pub static POLICY: LpmTrie<PolicyKeyData, PolicyEntry> =
+    LpmTrie::with_max_entries(capacity::POLICY, BPF_F_NO_PREALLOC);
+
+/// NetworkPolicy connection tracking.
+#[map(name = "kpolct_v1")]
+pub static POLICY_CT: LruHashMap<PolicyCtKey, PolicyCtValue> =
+    LruHashMap::with_max_entries(capacity::POLICY_CT, 0);

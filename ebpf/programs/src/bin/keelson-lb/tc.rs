@@ -10,7 +10,8 @@
 //! Documented handling of odd packets (each counted):
 //! - not IPv4: passed untouched;
 //! - a malformed IPv4 header (version, IHL < 5, truncated) or truncated ports: passed untouched,
-//!   for the kernel to drop (`tc_malformed`);
+//!   for the kernel to drop (`tc_malformed`), except truncated ports to or from a pod under
+//!   NetworkPolicy: dropped (`policy_malformed`);
 //! - IP options: honoured (the IHL gives the L4 offset);
 //! - fragments: passed untranslated (`tc_fragment`); a fragment addressed to a service address
 //!   is then dropped by the blackhole route every keelson node installs for the service range.
@@ -24,6 +25,9 @@
 //! destination: the client) and sent out of the interface the request came in by. ICMP errors
 //! about source-NATed flows are not translated (left to the node's stack, which drops them).
 //!
+//! NetworkPolicy is judged on the way (`policy`): every packet of a pod of this node at its
+//! veth's `tc_from_pod`, every packet for one before it is delivered.
+//!
 //! Conntrack entries record TCP FIN/RST ([`ct_flags::CLOSING`]) and whether the backend
 //! answered ([`ct_flags::SEEN`] on the reply entry), for the agent's conntrack GC.
 
@@ -35,7 +39,7 @@ use aya_ebpf::{
     },
     helpers::{
         bpf_fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer,
-        bpf_skb_change_tail, bpf_skb_set_tunnel_key,
+        bpf_skb_set_tunnel_key,
     },
     macros::classifier,
     maps::lpm_trie::Key,
@@ -43,34 +47,36 @@ use aya_ebpf::{
 };
 use keelson_ebpf_common::{
     Backend, CtKey, CtValue, MAGLEV_TABLE_SIZE, ServiceKey, backend_flags, ct_dir, ct_flags,
-    metric, proto, route_mode, scope, service_flags, snat_ports, tunnel,
+    metric, proto, route_mode, scope, service_flags, skb_mark, snat_ports, tunnel,
 };
 
 use crate::{
+    icmp::{icmp_error, reject},
     maps::{BACKENDS, CT, LOCAL_PODS, MAGLEV, NODE_ROUTES, SERVICES, SNAT_SOURCES, count},
+    policy::{self, Flow},
     select::select_backend,
 };
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
-const IPPROTO_ICMP: u8 = 1;
+pub(crate) const ETH_HLEN: usize = 14;
+pub(crate) const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+pub(crate) const IPPROTO_ICMP: u8 = 1;
 const IP_OFFSET_MASK_MF: u16 = 0x3fff;
 const AF_INET: u8 = 2;
 const TCP_FLAG_FIN: u8 = 0x01;
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_RST: u8 = 0x04;
 const TCP_FLAG_ACK: u8 = 0x10;
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_TIME_EXCEEDED: u8 = 11;
+pub(crate) const ICMP_DEST_UNREACH: u8 = 3;
+pub(crate) const ICMP_TIME_EXCEEDED: u8 = 11;
 
 /// IPv4 header field offsets (from the start of the IP header).
 const IP_TTL: usize = 8;
-const IP_CSUM: usize = 10;
-const IP_SADDR: usize = 12;
-const IP_DADDR: usize = 16;
+pub(crate) const IP_CSUM: usize = 10;
+pub(crate) const IP_SADDR: usize = 12;
+pub(crate) const IP_DADDR: usize = 16;
 
-const OK: i32 = TC_ACT_OK;
-const SHOT: i32 = TC_ACT_SHOT;
+pub(crate) const OK: i32 = TC_ACT_OK;
+pub(crate) const SHOT: i32 = TC_ACT_SHOT;
 
 #[classifier]
 pub fn tc_from_pod(ctx: TcContext) -> i32 {
@@ -88,13 +94,58 @@ pub fn tc_from_netdev(ctx: TcContext) -> i32 {
 
 /// Passes a packet whose headers could not be read.
 #[inline(always)]
-fn malformed<E>(_: E) -> i32 {
+pub(crate) fn malformed<E>(_: E) -> i32 {
     count(metric::TC_MALFORMED);
     OK
 }
 
+/// NetworkPolicy at the TC egress of a pod's node-side veth, for what the kernel routes into the
+/// pod without passing `tc_from_pod`/`tc_from_netdev` first (see `policy`).
+#[classifier]
+pub fn tc_to_pod(ctx: TcContext) -> i32 {
+    match to_pod(&ctx) {
+        Ok(verdict) | Err(verdict) => verdict,
+    }
+}
+
+#[inline(always)]
+fn to_pod(ctx: &TcContext) -> Result<i32, i32> {
+    // SAFETY: reading fields of the context the kernel passed.
+    let (mark, in_ifindex) = unsafe { ((*ctx.skb.skb).mark, (*ctx.skb.skb).ingress_ifindex) };
+    if mark & skb_mark::POLICY_JUDGED != 0 {
+        return Ok(OK);
+    }
+    let eth_proto: u16 = ctx.load(12).map_err(|_| OK)?;
+    if eth_proto != ETH_P_IP_BE {
+        return Ok(OK);
+    }
+    // A bad header is the pod's kernel's to drop; it cannot be judged here.
+    let version_ihl: u8 = ctx.load(ETH_HLEN).map_err(|_| OK)?;
+    let ihl = usize::from(version_ihl & 0x0f) * 4;
+    if version_ihl >> 4 != 4 || ihl < 20 {
+        return Ok(OK);
+    }
+    let frag: u16 = ctx.load(ETH_HLEN + 6).map_err(|_| OK)?;
+    let ip_proto: u8 = ctx.load(ETH_HLEN + 9).map_err(|_| OK)?;
+    let saddr: u32 = ctx.load(ETH_HLEN + IP_SADDR).map_err(|_| OK)?;
+    let daddr: u32 = ctx.load(ETH_HLEN + IP_DADDR).map_err(|_| OK)?;
+    let fragment = u16::from_be(frag) & IP_OFFSET_MASK_MF != 0;
+    // Packets the node's own stack sent have no input interface.
+    policy::enforce_to_pod(
+        ctx,
+        ETH_HLEN + ihl,
+        saddr,
+        daddr,
+        ip_proto,
+        fragment,
+        in_ifindex == 0,
+    )?;
+    Ok(OK)
+}
+
 #[inline(always)]
 fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
+    let from_pod = lookup_scope == scope::INTERNAL;
     let eth_proto: u16 = ctx.load(12).map_err(|_| OK)?;
     if eth_proto != ETH_P_IP_BE {
         return Ok(OK);
@@ -110,21 +161,31 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
     let daddr: u32 = ctx.load(ETH_HLEN + IP_DADDR).map_err(malformed)?;
     if u16::from_be(frag) & IP_OFFSET_MASK_MF != 0 {
         count(metric::TC_FRAGMENT);
+        policy::enforce_fragment(ctx, saddr, daddr, ip_proto, from_pod)?;
         return Ok(OK);
     }
     let l4 = ETH_HLEN + ihl;
     if ip_proto == IPPROTO_ICMP {
+        // Judged on the quote as the pods sent it, before the reverse translation.
+        policy::enforce_icmp(ctx, l4, saddr, daddr, from_pod)?;
         return icmp_error(ctx, l4, saddr);
     }
     if ip_proto != proto::TCP && ip_proto != proto::UDP {
+        policy::enforce_other(ctx, l4, saddr, daddr, ip_proto, from_pod)?;
         return Ok(OK);
     }
-    let sport: u16 = ctx.load(l4).map_err(malformed)?;
-    let dport: u16 = ctx.load(l4 + 2).map_err(malformed)?;
-    let tcp_flags: u8 = if ip_proto == proto::TCP {
-        ctx.load(l4 + 13).map_err(malformed)?
-    } else {
-        0
+    let Ok((sport, dport, tcp_flags)) = policy::l4_ports(ctx, l4, ip_proto) else {
+        return Err(policy::malformed(saddr, daddr, from_pod));
+    };
+    // The flow as the policy judges it: the destination is replaced below by the backend when
+    // the packet goes to a service.
+    let mut flow = Flow {
+        saddr,
+        daddr,
+        sport,
+        dport,
+        proto: ip_proto,
+        tcp_flags,
     };
     let closing = tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0;
     // SAFETY: helper without side effects.
@@ -144,6 +205,8 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
         _pad: 0,
     };
     if let Some(entry) = CT.get_ptr_mut(reply_key) {
+        // Judged as the backend sent it, before its source becomes the frontend.
+        policy::enforce(ctx, &flow, from_pod)?;
         // SAFETY: a pointer from a successful lookup; racing updates of the same entry only
         // touch the timestamp and the flags (a lost flag bit only delays the GC).
         let value = unsafe {
@@ -198,6 +261,7 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
     };
     // SAFETY: copied out at once.
     let Some(header) = (unsafe { SERVICES.get(service_key) }).copied() else {
+        policy::enforce(ctx, &flow, from_pod)?;
         return Ok(route(ctx, daddr, lookup_scope));
     };
     let forward_key = CtKey {
@@ -224,6 +288,10 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
     };
     let value = match existing {
         Some(entry) => {
+            // SAFETY: a pointer from a successful lookup, read at once.
+            let backend = unsafe { ((*entry).nat_addr_be, (*entry).nat_port_be) };
+            (flow.daddr, flow.dport) = backend;
+            policy::enforce(ctx, &flow, from_pod)?;
             // SAFETY: a pointer from a successful lookup; see the reply case for races.
             let value = unsafe {
                 (*entry).last_seen_ns = now;
@@ -257,6 +325,9 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
                 count(metric::TC_LOOKUP_MISS);
                 return Ok(SHOT);
             };
+            // Judged by the backend it reaches, before the flow is stored.
+            (flow.daddr, flow.dport) = (backend.address_be, backend.port_be);
+            policy::enforce(ctx, &flow, from_pod)?;
             let mut value = CtValue {
                 nat_addr_be: backend.address_be,
                 nat_port_be: backend.port_be,
@@ -534,79 +605,6 @@ fn mix(mut h: u32) -> u32 {
     h
 }
 
-/// Answers a packet for a frontend without backends with an ICMP port unreachable, as
-/// kube-proxy's REJECT rule does, so the client fails at once instead of retrying into a void.
-/// The packet is rewritten in place into the ICMP error (Ethernet + IPv4 + ICMP + the quoted
-/// IPv4 header and 8 bytes of its payload) and sent back out the interface it came in through.
-/// Packets with IP options are dropped instead (the quote would not have a fixed size).
-#[inline(always)]
-fn reject(ctx: &TcContext, ihl: usize, frontend: u32, client: u32) -> Result<i32, i32> {
-    const QUOTE: usize = 20 + 8;
-    const ICMP_LEN: usize = 8 + QUOTE;
-    const TOTAL: usize = ETH_HLEN + 20 + ICMP_LEN;
-    if ihl != 20 {
-        return Ok(SHOT);
-    }
-    let macs: [u8; 12] = ctx.load(0).map_err(|_| SHOT)?;
-    let quote: [u8; QUOTE] = ctx.load(ETH_HLEN).map_err(|_| SHOT)?;
-
-    // ICMP: type, code (port unreachable), checksum, unused, then the quote.
-    let mut icmp = [0u8; ICMP_LEN];
-    icmp[0] = ICMP_DEST_UNREACH;
-    icmp[1] = 3;
-    let mut i = 0;
-    while i < QUOTE {
-        icmp[8 + i] = quote[i];
-        i += 1;
-    }
-    let csum = checksum(&icmp).to_be_bytes();
-    icmp[2] = csum[0];
-    icmp[3] = csum[1];
-
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&((20 + ICMP_LEN) as u16).to_be_bytes());
-    ip[8] = 64;
-    ip[9] = IPPROTO_ICMP;
-    ip[12..16].copy_from_slice(&frontend.to_ne_bytes());
-    ip[16..20].copy_from_slice(&client.to_ne_bytes());
-    let csum = checksum(&ip).to_be_bytes();
-    ip[10] = csum[0];
-    ip[11] = csum[1];
-
-    let mut eth = [0u8; 14];
-    eth[..6].copy_from_slice(&macs[6..12]);
-    eth[6..12].copy_from_slice(&macs[..6]);
-    eth[12..14].copy_from_slice(&ETH_P_IP_BE.to_ne_bytes());
-
-    // SAFETY: helper valid for TC programs; the context pointer comes from the kernel.
-    if unsafe { bpf_skb_change_tail(ctx.skb.skb.cast(), TOTAL as u32, 0) } != 0 {
-        return Ok(SHOT);
-    }
-    ctx.store(0, &eth, 0).map_err(|_| SHOT)?;
-    ctx.store(ETH_HLEN, &ip, 0).map_err(|_| SHOT)?;
-    ctx.store(ETH_HLEN + 20, &icmp, 0).map_err(|_| SHOT)?;
-    // SAFETY: reading a field of the context the kernel passed.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    // SAFETY: helper valid for TC programs: send the packet out of the interface it came in by.
-    Ok(unsafe { bpf_redirect(ifindex, 0) } as i32)
-}
-
-/// The Internet checksum (RFC 1071) of an even-length buffer, as it goes on the wire.
-#[inline(always)]
-fn checksum<const N: usize>(bytes: &[u8; N]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut i = 0;
-    while i + 1 < N {
-        sum += u32::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]));
-        i += 2;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// The reply direction of a forward flow: the key replies arrive with (from the backend, to the
 /// client or, with SNAT, to this node's SNAT address and port) and the translation back.
 #[inline(always)]
@@ -734,98 +732,4 @@ fn rewrite(
         }
     }
     Ok(())
-}
-
-/// ICMP errors (destination unreachable, time exceeded) about a translated flow travel from the
-/// backend side to the client: the quoted packet and the outer source show the backend and must
-/// show the frontend instead, or the client's stack would not match them to its socket.
-#[inline(always)]
-fn icmp_error(ctx: &TcContext, l4: usize, outer_saddr: u32) -> Result<i32, i32> {
-    let icmp_type: u8 = ctx.load(l4).map_err(malformed)?;
-    if icmp_type != ICMP_DEST_UNREACH && icmp_type != ICMP_TIME_EXCEEDED {
-        return Ok(OK);
-    }
-    let inner = l4 + 8;
-    let inner_vihl: u8 = ctx.load(inner).map_err(malformed)?;
-    let inner_ihl = usize::from(inner_vihl & 0x0f) * 4;
-    if inner_vihl >> 4 != 4 || inner_ihl < 20 {
-        return Err(malformed(()));
-    }
-    let inner_proto: u8 = ctx.load(inner + 9).map_err(malformed)?;
-    if inner_proto != proto::TCP && inner_proto != proto::UDP {
-        return Ok(OK);
-    }
-    let client: u32 = ctx.load(inner + IP_SADDR).map_err(malformed)?;
-    let backend: u32 = ctx.load(inner + IP_DADDR).map_err(malformed)?;
-    let inner_l4 = inner + inner_ihl;
-    let client_port: u16 = ctx.load(inner_l4).map_err(malformed)?;
-    let backend_port: u16 = ctx.load(inner_l4 + 2).map_err(malformed)?;
-    let key = CtKey {
-        saddr_be: backend,
-        daddr_be: client,
-        sport_be: backend_port,
-        dport_be: client_port,
-        proto: inner_proto,
-        dir: ct_dir::REPLY,
-        _pad: 0,
-    };
-    // SAFETY: copied out at once.
-    let Some(entry) = (unsafe { CT.get(key) }).copied() else {
-        return Ok(OK);
-    };
-    if entry.flags & ct_flags::SNAT != 0 {
-        // About a source-NATed flow: left to the node's stack (see the module docs).
-        return Ok(OK);
-    }
-    let icmp_csum = l4 + 2;
-    // The outer source, when the backend itself reports the error (no pseudo-header in ICMP).
-    if outer_saddr == backend {
-        ctx.store(ETH_HLEN + IP_SADDR, &entry.nat_addr_be, 0)
-            .map_err(|_| SHOT)?;
-        ctx.l3_csum_replace(
-            ETH_HLEN + IP_CSUM,
-            u64::from(backend),
-            u64::from(entry.nat_addr_be),
-            4,
-        )
-        .map_err(|_| SHOT)?;
-    }
-    // The quoted destination address, its header checksum, and the ICMP checksum over both.
-    let old_inner_csum: u16 = ctx.load(inner + IP_CSUM).map_err(malformed)?;
-    ctx.store(inner + IP_DADDR, &entry.nat_addr_be, 0)
-        .map_err(|_| SHOT)?;
-    ctx.l3_csum_replace(
-        inner + IP_CSUM,
-        u64::from(backend),
-        u64::from(entry.nat_addr_be),
-        4,
-    )
-    .map_err(|_| SHOT)?;
-    let new_inner_csum: u16 = ctx.load(inner + IP_CSUM).map_err(malformed)?;
-    ctx.l4_csum_replace(
-        icmp_csum,
-        u64::from(backend),
-        u64::from(entry.nat_addr_be),
-        4,
-    )
-    .map_err(|_| SHOT)?;
-    ctx.l4_csum_replace(
-        icmp_csum,
-        u64::from(old_inner_csum),
-        u64::from(new_inner_csum),
-        2,
-    )
-    .map_err(|_| SHOT)?;
-    // The quoted destination port.
-    ctx.store(inner_l4 + 2, &entry.nat_port_be, 0)
-        .map_err(|_| SHOT)?;
-    ctx.l4_csum_replace(
-        icmp_csum,
-        u64::from(backend_port),
-        u64::from(entry.nat_port_be),
-        2,
-    )
-    .map_err(|_| SHOT)?;
-    count(metric::TC_ICMP_REV_NAT);
-    Ok(OK)
 }
