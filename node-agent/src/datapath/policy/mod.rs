@@ -26,4 +26,4 @@ pub use diff::{PolicyOp, diff};
 pub use identity::{Feature, Identities, IdentityAllocator, IdentityClass, IpcacheKey};
 pub use model::{NAMESPACE_NAME_LABEL, NamedPort, NodeInfo, PodInfo, PolicyModel};
 pub use rules::Direction;
-pub use sync::{PolicyMetrics, PolicySource};
+pub use sync::{PolicyMetrics, PolicySource, PolicyTables, run};

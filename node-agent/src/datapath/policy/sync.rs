@@ -33,6 +33,8 @@ use prometheus_client::{
 
 use super::{
     apply::{PolicyMaps, PolicyState, SyncReport},
+    compile::RuleRef,
+    identity::IdentityClass,
     model::{NodeInfo, PodInfo, PolicyModel, namespace_labels},
 };
 use crate::error_chain;
@@ -207,15 +209,27 @@ enum Change {
     Policy(Box<Event<NetworkPolicy>>),
 }
 
+/// What the flow view needs to explain a verdict: the rule behind each POLICY entry's
+/// `rule_id`, and the class behind each identity number (as of the last successful sync).
+#[derive(Debug, Clone, Default)]
+pub struct PolicyTables {
+    /// Rule ids.
+    pub rules: BTreeMap<u32, RuleRef>,
+    /// Identity classes by number.
+    pub identities: BTreeMap<u32, IdentityClass>,
+}
+
 /// Runs until the watch streams end (they retry on errors, so: until the process stops).
 /// `maps` start from what they hold ([`PolicyState::adopt`]); after the first full list of
 /// Pods, Namespaces and NetworkPolicies, each burst of changes (events less than `debounce`
-/// apart, for at most 10 × `debounce`) is one compile and one round of writes.
+/// apart, for at most 10 × `debounce`) is one compile and one round of writes; `tables` follow
+/// each successful sync.
 pub async fn run(
     client: Client,
     maps: &mut impl PolicyMaps,
     node: NodeInfo,
     metrics: &PolicyMetrics,
+    tables: &std::sync::RwLock<PolicyTables>,
     debounce: Duration,
 ) -> anyhow::Result<()> {
     let mut state = PolicyState::adopt(&*maps).map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
@@ -240,7 +254,7 @@ pub async fn run(
             Some(_) if source.ready() => match tokio::time::timeout(wait, changes.next()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    let ok = sync_once(&mut state, &source, &node, maps, metrics);
+                    let ok = sync_once(&mut state, &source, &node, maps, metrics, tables);
                     burst = (!ok).then(Instant::now);
                     wait = if ok { debounce } else { RETRY };
                     continue;
@@ -265,7 +279,7 @@ pub async fn run(
         }
         // A steady stream of events still compiles every 10 debounce periods.
         if source.ready() && burst.is_some_and(|b| b.elapsed() >= debounce * 10) {
-            let ok = sync_once(&mut state, &source, &node, maps, metrics);
+            let ok = sync_once(&mut state, &source, &node, maps, metrics, tables);
             burst = (!ok).then(Instant::now);
             wait = if ok { debounce } else { RETRY };
         }
@@ -281,10 +295,19 @@ fn sync_once(
     node: &NodeInfo,
     maps: &mut impl PolicyMaps,
     metrics: &PolicyMetrics,
+    tables: &std::sync::RwLock<PolicyTables>,
 ) -> bool {
     match state.sync(&source.model(node), maps) {
         Ok(report) => {
             metrics.record(&report);
+            if let Some(compiled) = state.last() {
+                *tables
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = PolicyTables {
+                    rules: compiled.rules.clone(),
+                    identities: compiled.identities.classes.clone(),
+                };
+            }
             if report.writes > 0 {
                 tracing::info!(
                     writes = report.writes,
@@ -302,5 +325,126 @@ fn sync_once(
             tracing::error!(error = %error_chain(&error), "network policy map writes failed; retrying");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(name: &str, ip: Option<&str>, phase: &str, host_network: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "default", "name": name, "labels": {"app": name}},
+            "spec": {"nodeName": "n1", "hostNetwork": host_network,
+                     "containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}]},
+            "status": {"phase": phase, "podIP": ip},
+        }))
+        .expect("pod")
+    }
+
+    fn namespace(name: &str) -> Namespace {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"env": "prod"}}}))
+            .expect("namespace")
+    }
+
+    fn network_policy(name: &str) -> NetworkPolicy {
+        serde_json::from_value(json!({"metadata": {"namespace": "default", "name": name},
+                                      "spec": {"podSelector": {}}}))
+        .expect("policy")
+    }
+
+    #[test]
+    fn the_model_follows_the_watch_events_once_all_three_are_listed() {
+        let node = NodeInfo {
+            name: "n1".into(),
+            addresses: vec![],
+        };
+        let mut source = PolicySource::default();
+        source.pod(Event::Init);
+        source.pod(Event::InitApply(pod(
+            "web",
+            Some("10.244.1.10"),
+            "Running",
+            false,
+        )));
+        source.pod(Event::InitApply(pod("pending", None, "Pending", false)));
+        source.pod(Event::InitApply(pod(
+            "done",
+            Some("10.244.1.11"),
+            "Succeeded",
+            false,
+        )));
+        source.pod(Event::InitApply(pod(
+            "host",
+            Some("192.168.0.1"),
+            "Running",
+            true,
+        )));
+        assert!(source.pod(Event::InitDone));
+        assert!(!source.ready(), "namespaces and policies not listed yet");
+        source.namespace(Event::Init);
+        source.namespace(Event::InitApply(namespace("default")));
+        source.namespace(Event::InitDone);
+        source.policy(Event::Init);
+        source.policy(Event::InitApply(network_policy("deny")));
+        source.policy(Event::InitDone);
+        assert!(source.ready());
+        let model = source.model(&node);
+        // Only pods with an address of their own that may still send traffic.
+        let pods: Vec<&str> = model.pods.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(pods, ["web"]);
+        assert_eq!(
+            model.pods[0].named_port("http", keelson_ebpf_common::proto::TCP),
+            Some(8080)
+        );
+        assert_eq!(
+            model.namespaces["default"].get("env").map(String::as_str),
+            Some("prod")
+        );
+        assert_eq!(
+            model.namespaces["default"]
+                .get(super::super::NAMESPACE_NAME_LABEL)
+                .map(String::as_str),
+            Some("default")
+        );
+        assert_eq!(model.policies.len(), 1);
+
+        // Changes: a pod gets its address, the policy goes, a pod finishes.
+        assert!(source.pod(Event::Apply(pod(
+            "pending",
+            Some("10.244.1.12"),
+            "Running",
+            false
+        ))));
+        assert!(source.policy(Event::Delete(network_policy("deny"))));
+        assert!(source.pod(Event::Apply(pod(
+            "web",
+            Some("10.244.1.10"),
+            "Failed",
+            false
+        ))));
+        let model = source.model(&node);
+        let pods: Vec<&str> = model.pods.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(pods, ["pending"]);
+        assert!(model.policies.is_empty());
+
+        // A re-list replaces everything: objects gone meanwhile disappear.
+        source.pod(Event::Init);
+        source.pod(Event::InitApply(pod(
+            "new",
+            Some("10.244.1.20"),
+            "Running",
+            false,
+        )));
+        source.pod(Event::InitDone);
+        let pods: Vec<String> = source
+            .model(&node)
+            .pods
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(pods, ["new"]);
     }
 }
