@@ -1,7 +1,8 @@
 //! The agent's `/metrics`: one prometheus-client registry holding the pod runner's metrics
 //! ([`crate::pods::Metrics`]), the service sync's ([`crate::service_sync::ProxyMetrics`]) and,
 //! per scrape, the datapath's counters read from the pinned maps
-//! ([`crate::datapath::lb::DatapathMetrics`]) and the process's own
+//! ([`crate::datapath::lb::DatapathMetrics`]), the NetworkPolicy sync's
+//! ([`crate::datapath::policy::PolicyMetrics`]) and the process's own
 //! ([`crate::process_metrics`]), written as one OpenMetrics text: each family's
 //! `HELP`/`TYPE` once, then all of its samples, then `# EOF`.
 
@@ -10,7 +11,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{datapath::lb::DatapathMetrics, pods, service_sync::ProxyMetrics};
+use crate::{
+    datapath::{lb::DatapathMetrics, policy::PolicyMetrics},
+    pods,
+    service_sync::ProxyMetrics,
+};
 
 /// The content type of [`AgentMetrics::render`]'s text (what prometheus-client writes).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -29,6 +34,12 @@ impl AgentMetrics {
         proxy.register(&mut registry);
         registry.register_collector(Box::new(crate::process_metrics::ProcessMetrics));
         Self { registry }
+    }
+
+    /// Adds the NetworkPolicy sync's metrics.
+    pub fn with_policy(mut self, policy: &PolicyMetrics) -> Self {
+        policy.register(&mut self.registry);
+        self
     }
 
     /// The exposition text, with `datapath` (read from the pinned maps for this scrape).
@@ -62,7 +73,16 @@ mod tests {
         pods.record_probe(false);
         pods.set_pods(2, &pods::PodTally::default());
         let proxy = ProxyMetrics::default();
-        let metrics = AgentMetrics::new(&pods, &proxy);
+        let policy = PolicyMetrics::default();
+        policy.record(&crate::datapath::policy::SyncReport {
+            writes: 12,
+            identities: 3,
+            policy_entries: 9,
+            endpoints: 2,
+            ipcache_entries: 7,
+            compile: Duration::from_millis(250),
+        });
+        let metrics = AgentMetrics::new(&pods, &proxy).with_policy(&policy);
         let datapath = DatapathMetrics {
             events: vec![("tc_new_flow", 61), ("sock_translated", 3)],
             conntrack_gc: vec![("expired", 2), ("evicted", 0), ("passes", 5)],
@@ -71,8 +91,9 @@ mod tests {
         let text = metrics.render(Some(datapath));
         let families =
             keelson_testbed::exposition::check(&text).unwrap_or_else(|e| panic!("{e} in:\n{text}"));
-        // 17 of the agent, 4 process families (no async runtime here for the task count).
-        assert_eq!(families, 21, "{text}");
+        // 24 of the agent and the policy sync, 4 process families (no async runtime here for
+        // the task count).
+        assert_eq!(families, 28, "{text}");
         for line in [
             "keelson_datapath_events_total{path=\"tc_new_flow\"} 61",
             "keelson_conntrack_gc_total{event=\"passes\"} 5",
@@ -83,6 +104,10 @@ mod tests {
             "keelson_pod_status_writes_total 1",
             "keelson_pod_workers 2",
             "kubeproxy_sync_proxy_rules_endpoint_changes_total 0",
+            "keelson_policy_identities 3",
+            "keelson_policy_entries 9",
+            "keelson_policy_compile_duration_seconds 0.25",
+            "keelson_policy_map_writes_total 12",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
         }

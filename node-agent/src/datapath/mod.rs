@@ -6,6 +6,7 @@ mod error;
 pub mod lb;
 pub mod maglev;
 pub mod memlock;
+pub mod policy;
 
 pub use counters::{Direction, IfaceCounterProgram};
 pub use error::DatapathError;

@@ -666,10 +666,14 @@ fn the_node_datapath_role_reads_what_the_agent_watches_and_never_secrets() {
         ("watch", "discovery.k8s.io", "endpointslices"),
         ("list", "", "nodes"), // routing.rs: watch Nodes (routes to pod CIDRs)
         ("watch", "", "nodes"),
-        ("list", "", "pods"), // pods/mod.rs: watch pods (spec.nodeName=<node>)
+        ("list", "", "pods"), // pods/mod.rs (spec.nodeName=<node>), policy/sync.rs (all)
         ("watch", "", "pods"),
-        ("list", "", "namespaces"), // NetworkPolicy's namespaceSelector
+        // datapath/policy/sync.rs: watch Pods of every node, Namespaces (namespaceSelector)
+        // and NetworkPolicies.
+        ("list", "", "namespaces"),
+        ("watch", "", "namespaces"),
         ("list", "networking.k8s.io", "networkpolicies"),
+        ("watch", "networking.k8s.io", "networkpolicies"),
         ("get", "", "endpoints"),
     ];
     for (verb, group, resource) in calls {

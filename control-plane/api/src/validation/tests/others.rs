@@ -49,6 +49,38 @@ fn network_policies() {
             "spec.ingress[0].ports[0].endPort: Invalid value: 80: must be greater than or equal to `port`",
         ),
         (
+            rule(json!({"from": [{"ipBlock": {"cidr": "10.0.0.1"}}]})),
+            "spec.ingress[0].from[0].ipBlock.cidr: Invalid value: \"10.0.0.1\": not a valid CIDR",
+        ),
+        (
+            rule(json!({"from": [{"ipBlock": {"cidr": ""}}]})),
+            "spec.ingress[0].from[0].ipBlock.cidr: Required value",
+        ),
+        (
+            rule(
+                json!({"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.300.0.0/16"]}}]}),
+            ),
+            "spec.ingress[0].from[0].ipBlock.except[0]: Invalid value: \"10.300.0.0/16\": not a valid CIDR",
+        ),
+        (
+            with(
+                &np,
+                json!({"spec": {"egress": [{"to": [{"ipBlock": {"cidr": "192.168.0.0/16", "except": ["192.168.0.0/16"]}}]}]}}),
+            ),
+            "spec.egress[0].to[0].ipBlock.except[0]: Invalid value: \"192.168.0.0/16\": must be a strict subset of `cidr`",
+        ),
+        (
+            with(
+                &np,
+                json!({"spec": {"egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/x"}}]}]}}),
+            ),
+            "spec.egress[0].to[0].ipBlock.cidr: Invalid value: \"10.0.0.0/x\": not a valid CIDR",
+        ),
+        (
+            rule(json!({"ports": [{"port": "http", "endPort": 90}]})),
+            "spec.ingress[0].ports[0].endPort: Invalid value: 90: may not be specified when `port` is non-numeric",
+        ),
+        (
             with(&np, json!({"spec": {"policyTypes": ["Inbound"]}})),
             "spec.policyTypes[0]: Unsupported value: \"Inbound\": supported values: \"Ingress\", \"Egress\"",
         ),
