@@ -13,6 +13,7 @@ pub mod node;
 pub mod pods;
 pub mod probe;
 pub mod routing;
+pub mod service_health;
 pub mod service_sync;
 
 /// An error and its sources on one line (`a: b: c`), for logs and one-line CLI causes.

@@ -739,7 +739,10 @@ mod tests {
         assert_eq!(core::mem::size_of::<IdentityValue>(), 8);
         assert_eq!(core::mem::size_of::<EndpointPolicy>(), 8);
         assert_eq!(core::mem::size_of::<PolicyKeyData>(), 4 + 4 + 1 + 1 + 2);
-        assert_eq!(POLICY_PREFIX_FULL as usize, 8 * core::mem::size_of::<PolicyKeyData>());
+        assert_eq!(
+            POLICY_PREFIX_FULL as usize,
+            8 * core::mem::size_of::<PolicyKeyData>()
+        );
         assert_eq!(core::mem::size_of::<PolicyEntry>(), 8);
     }
 
