@@ -3,16 +3,17 @@
 //! `spec.healthCheckNodePort` (all addresses, as kube-proxy's default `nodePortAddresses`)
 //! that tells a load balancer whether this node has endpoints of it: any path answers `200`
 //! when the node has ready local endpoints and the service proxy is healthy, `503` otherwise,
-//! with the count in `X-Load-Balancing-Endpoint-Weight` and the body
+//! with the count in `X-Load-Balancing-Endpoint-Weight` and the body (indented with tabs, as
+//! kube-proxy writes it)
 //!
 //! ```text
 //! {
-//! 	"service": {
-//! 		"namespace": "default",
-//! 		"name": "web"
-//! 	},
-//! 	"localEndpoints": 1,
-//! 	"serviceProxyHealthy": true
+//!     "service": {
+//!         "namespace": "default",
+//!         "name": "web"
+//!     },
+//!     "localEndpoints": 1,
+//!     "serviceProxyHealthy": true
 //! }
 //! ```
 //!
