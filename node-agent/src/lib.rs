@@ -14,6 +14,7 @@ pub mod pods;
 pub mod probe;
 pub mod process_metrics;
 pub mod routing;
+pub mod service_health;
 pub mod service_sync;
 
 /// An error and its sources on one line (`a: b: c`), for logs and one-line CLI causes.

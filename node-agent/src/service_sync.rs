@@ -2,7 +2,9 @@
 //! (kube-rs watchers), turns each changed Service into frontends and applies only that Service's
 //! map writes. After both initial lists, entries adopted from a previous run that no Service
 //! claims are removed. The Services it sees are the agent's one view of them ([`ServiceCache`]),
-//! which the pod runner reads for pods' service environment variables.
+//! which the pod runner reads for pods' service environment variables. The same cache feeds
+//! the health-check ports of `externalTrafficPolicy: Local` LoadBalancers
+//! ([`crate::service_health`]).
 //!
 //! Its metrics ([`ProxyMetrics`]) carry kube-proxy's names and buckets
 //! (`pkg/proxy/metrics/metrics.go`).
@@ -265,6 +267,7 @@ pub async fn run(
         slices_listed: false,
         initial_sync_done: false,
     };
+    let mut health = crate::service_health::HealthServers::new(std::net::Ipv4Addr::UNSPECIFIED);
     let mut pending_services: BTreeSet<String> = BTreeSet::new();
     let mut pending_slices: BTreeMap<String, BTreeMap<String, EndpointSlice>> = BTreeMap::new();
     // The trigger time last seen on each slice (by namespace/name), and the new ones not yet
@@ -379,17 +382,21 @@ pub async fn run(
         let round = (!dirty.is_empty()).then(Instant::now);
         let mut failed = false;
         for id in dirty {
-            let frontends = cache.services.read(|services| match services.get(&id) {
+            let (frontends, check) = cache.services.read(|services| match services.get(&id) {
                 Some(svc) => {
                     let slices: Vec<&EndpointSlice> = cache
                         .slices
                         .get(&id)
                         .map(|s| s.values().collect())
                         .unwrap_or_default();
-                    lb::frontends(svc, &slices, &node)
+                    (
+                        lb::frontends(svc, &slices, &node),
+                        crate::service_health::health_check(svc, &slices, &node.node_name),
+                    )
                 }
-                None => Vec::new(),
+                None => (Vec::new(), None),
             });
+            health.update(&id, check);
             let updated = lb
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -413,6 +420,10 @@ pub async fn run(
         }
         if let Some(round) = round {
             metrics.sync_duration.observe(round.elapsed().as_secs_f64());
+        }
+        if round.is_some() {
+            // kube-proxy's serviceProxyHealthy: the datapath holds what the cache says.
+            health.set_healthy(!failed);
         }
         if round.is_some() && !failed {
             let now = SystemTime::now()

@@ -1,5 +1,12 @@
-//! ClusterIP and NodePort allocation for Services, done in the API server's service registry as
-//! kube-apiserver does, so a create response already carries `spec.clusterIP` and `nodePort`s.
+//! ClusterIP, NodePort and health-check NodePort allocation for Services, done in the API
+//! server's service registry as kube-apiserver does, so a create response already carries
+//! `spec.clusterIP`, `nodePort`s and `healthCheckNodePort`.
+//!
+//! `spec.healthCheckNodePort` comes from the NodePort range for `type: LoadBalancer` Services
+//! with `externalTrafficPolicy: Local` (kube-apiserver's `allocHealthCheckNodePort`): a
+//! requested one is reserved, else one is allocated; an update keeps it while the Service
+//! still needs one and releases it when it stops needing one (`updateHealthCheckNodePort`;
+//! [`prepare_update`] clears the field first, as `dropTypeDependentFields` does).
 //!
 //! Every allocated address and port is a key of its own in the same store as the Services,
 //! created with create-if-absent: `/registry/ipaddresses/<ip>` (shaped like Kubernetes'
@@ -87,7 +94,116 @@ fn held_keys(service: &Value) -> Vec<String> {
         .into_iter()
         .collect();
     keys.extend(node_ports(service).into_iter().map(port_key));
+    keys.extend(health_check_node_port(service).map(port_key));
     keys
+}
+
+/// `needsHCNodePort`: a LoadBalancer Service whose external traffic stays on the node it
+/// arrives at has a health-check NodePort (kube-proxy answers on it with the node's count of
+/// local endpoints, for the load balancer to skip nodes without any).
+fn needs_health_check(service: &Value) -> bool {
+    service_type(service) == "LoadBalancer"
+        && spec_str(service, "externalTrafficPolicy") == Some("Local")
+}
+
+/// The health-check NodePort a Service holds: only while it needs one.
+fn health_check_node_port(service: &Value) -> Option<u16> {
+    if !needs_health_check(service) {
+        return None;
+    }
+    requested_health_check(service)
+}
+
+/// `spec.healthCheckNodePort` when set and not 0.
+fn requested_health_check(service: &Value) -> Option<u16> {
+    service
+        .pointer("/spec/healthCheckNodePort")
+        .and_then(Value::as_u64)
+        .filter(|p| *p != 0)
+        .and_then(|p| u16::try_from(p).ok())
+}
+
+/// The Service parts of kube-apiserver's update preparation that run before validation
+/// (`dropTypeDependentFields` and `patchAllocatedValues` in
+/// pkg/registry/core/service/storage): a health-check NodePort the Service no longer needs is
+/// cleared when the client left it as it was, one it still needs is kept when the client left
+/// it out; `nodePort`s, `allocateLoadBalancerNodePorts`, `loadBalancerClass` and
+/// `externalTrafficPolicy` left as they were go with the type they belong to; and a Service that is no longer a
+/// LoadBalancer loses its load-balancer status.
+pub(crate) fn prepare_update(old: &Value, new: &mut Value) {
+    let (old_needs, new_needs) = (needs_health_check(old), needs_health_check(new));
+    let old_port = old.pointer("/spec/healthCheckNodePort").cloned();
+    let new_port = new.pointer("/spec/healthCheckNodePort").cloned();
+    let is_zero = |v: &Option<Value>| v.as_ref().is_none_or(|p| p.as_u64().unwrap_or(0) == 0);
+    let new_is_loadbalancer = service_type(new) == "LoadBalancer";
+    let old_is_loadbalancer = service_type(old) == "LoadBalancer";
+    let externally_accessible = |s: &Value| {
+        matches!(service_type(s), "LoadBalancer" | "NodePort")
+            || (service_type(s) == "ClusterIP"
+                && s.pointer("/spec/externalIPs")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty()))
+    };
+    let drop_traffic_policy = externally_accessible(old) && !externally_accessible(new);
+    let old_spec = old.get("spec").cloned().unwrap_or(Value::Null);
+    if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+        // Fields of the old type the client left as they were.
+        let mut drop_if_same = |field: &str, applies: bool| {
+            if applies && spec.get(field) == old_spec.get(field) {
+                spec.remove(field);
+            }
+        };
+        drop_if_same(
+            "allocateLoadBalancerNodePorts",
+            old_is_loadbalancer && !new_is_loadbalancer,
+        );
+        drop_if_same(
+            "loadBalancerClass",
+            old_is_loadbalancer && !new_is_loadbalancer,
+        );
+        drop_if_same("externalTrafficPolicy", drop_traffic_policy);
+        // NodePorts go with a type without them when the client added none.
+        let new_ports: BTreeSet<u16> = spec
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| u16::try_from(p.get("nodePort")?.as_u64()?).ok())
+            .collect();
+        if wants_node_ports(old)
+            && !matches!(
+                spec.get("type").and_then(Value::as_str),
+                Some("NodePort" | "LoadBalancer")
+            )
+            && new_ports.is_subset(&node_ports(old))
+        {
+            for port in spec
+                .get_mut("ports")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object_mut)
+            {
+                port.remove("nodePort");
+            }
+        }
+        if old_needs && !new_needs && old_port == new_port {
+            spec.remove("healthCheckNodePort");
+        }
+        if old_needs
+            && new_needs
+            && is_zero(&new_port)
+            && let Some(port) = old_port.filter(|p| p.as_u64().unwrap_or(0) != 0)
+        {
+            spec.insert("healthCheckNodePort".into(), port);
+        }
+    }
+    if !new_is_loadbalancer
+        && let Some(status) = new.get_mut("status").and_then(Value::as_object_mut)
+        && status.contains_key("loadBalancer")
+    {
+        status.insert("loadBalancer".into(), json!({}));
+    }
 }
 
 fn ip_key(ip: Ipv4Addr) -> String {
@@ -476,6 +592,53 @@ impl Allocator<'_> {
             && spec.contains_key("ports")
         {
             spec.insert("ports".into(), Value::Array(new_ports));
+        }
+        self.health_check(service, old).await
+    }
+
+    /// `spec.healthCheckNodePort`: reserved (a requested one) or allocated when the Service
+    /// newly needs one; kept as it is while it goes on needing one.
+    async fn health_check(
+        &mut self,
+        service: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        if !needs_health_check(service) {
+            return Ok(());
+        }
+        let requested = requested_health_check(service);
+        let held = old.and_then(health_check_node_port);
+        let port = match requested {
+            Some(port) if held == Some(port) => port,
+            Some(port) => {
+                let range = &self.network.node_ports;
+                let key = port_key(port);
+                let free = range.contains(&port)
+                    && claim(self.store, &key, service)
+                        .await
+                        .map_err(|e| self.store_error(e))?;
+                if !free {
+                    let why = if range.contains(&port) {
+                        "provided port is already allocated".to_owned()
+                    } else {
+                        format!(
+                            "provided port is not in the valid range. The range of valid ports \
+                             is {}-{}",
+                            range.start(),
+                            range.end()
+                        )
+                    };
+                    return Err(ApiError::internal_occurred(format!(
+                        "failed to allocate requested HealthCheck NodePort {port}: {why}"
+                    )));
+                }
+                self.claims.keys.push(key);
+                port
+            }
+            None => self.allocate_port(service).await?,
+        };
+        if let Some(spec) = service.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("healthCheckNodePort".into(), json!(port));
         }
         Ok(())
     }

@@ -332,6 +332,16 @@ impl ApiError {
         )
     }
 
+    /// 500 `InternalError` whose message the client sees (`Internal error occurred: ...`), for
+    /// failures kube-apiserver reports this way (an allocation that cannot be made).
+    pub fn internal_occurred(message: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("Internal error occurred: {message}"),
+        )
+    }
+
     /// 500 `InternalError`: the cause is logged here, the client sees a generic message.
     pub fn internal(context: &str, cause: &(dyn std::error::Error + 'static)) -> Self {
         tracing::error!(error = cause, "{context}");

@@ -540,6 +540,9 @@ pub(crate) fn merge_update(
     meta.remove("selfLink");
     let (group, kind) = storage_kind(resource);
     apply_defaults(group, kind, &mut new);
+    if resource.group.is_empty() && resource.kind == "Service" && part == Part::Main {
+        crate::allocator::prepare_update(old, &mut new);
+    }
     Ok(new)
 }
 

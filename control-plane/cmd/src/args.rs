@@ -148,6 +148,17 @@ pub(crate) struct ClusterArgs {
     #[arg(long, env = "KEELSON_NODE_CIDR_MASK_SIZE", default_value_t = 24,
           value_parser = clap::value_parser!(u8).range(1..=30))]
     pub(crate) node_cidr_mask_size: u8,
+    /// The addresses `type: LoadBalancer` Services get in `status.loadBalancer.ingress` (those
+    /// without `spec.loadBalancerClass` or with `keelson.dev/lb`): CIDRs (`10.0.0.0/24`,
+    /// network and broadcast addresses left out) or ranges `FIRST-LAST`; repeat the flag or
+    /// separate them with commas. None: LoadBalancer Services stay pending.
+    #[arg(
+        long,
+        env = "KEELSON_SERVICE_LB_POOL",
+        value_name = "CIDR|FIRST-LAST",
+        value_delimiter = ','
+    )]
+    pub(crate) service_lb_pool: Vec<keelson_controllers::lbipam::PoolRange>,
     /// Controllers to run: `all`, `none`, or a comma-separated list of endpointslice,
     /// endpoints, replicaset, deployment, namespace, garbagecollector, nodeipam, nodelifecycle,
     /// bootstrapsigner, tokencleaner, csrapproving, csrsigning, clusterrole-aggregation,

@@ -140,6 +140,7 @@ pub(crate) async fn start_cluster_components(
         )),
         local_path_root: args.default_local_storage_path.clone(),
         hpa_sync_period: args.horizontal_pod_autoscaler_sync_period,
+        service_lb_pool: keelson_controllers::lbipam::Pool(args.service_lb_pool.clone()),
     };
     let scheduler = !args.no_scheduler;
     let election = args.leader_elect.then(|| {

@@ -28,6 +28,7 @@
 //! - [`storageprotection`]: claims and volumes in use are not deleted until released.
 //! - [`kubedns`]: the `kube-dns` Service's EndpointSlice lists every node's DNS responder.
 //! - [`hpa`]: HorizontalPodAutoscalers scale their targets from `metrics.k8s.io` pod usage.
+//! - [`lbipam`]: LoadBalancer Services get an address from the `--service-lb-pool`.
 //!
 //! [`run`] starts the ones [`Options::enabled`] names and returns when one of them fails.
 #![forbid(unsafe_code)]
@@ -53,6 +54,7 @@ pub mod history;
 pub mod hpa;
 pub mod job;
 pub mod kubedns;
+pub mod lbipam;
 pub mod leaderelection;
 pub mod namespace;
 pub mod nodeipam;
@@ -128,11 +130,13 @@ pub enum ControllerKind {
     KubeDnsEndpoints,
     /// `horizontalpodautoscaling`: HorizontalPodAutoscalers -> their targets' scale.
     HorizontalPodAutoscaling,
+    /// `service-lb-ipam`: LoadBalancer Services -> an address of the service LB pool.
+    ServiceLbIpam,
 }
 
 impl ControllerKind {
     /// Every controller, in start order.
-    pub const ALL: [Self; 28] = [
+    pub const ALL: [Self; 29] = [
         Self::EndpointSlice,
         Self::Endpoints,
         Self::ReplicaSet,
@@ -161,6 +165,7 @@ impl ControllerKind {
         Self::PvProtection,
         Self::KubeDnsEndpoints,
         Self::HorizontalPodAutoscaling,
+        Self::ServiceLbIpam,
     ];
 
     /// The name used on the command line.
@@ -194,6 +199,7 @@ impl ControllerKind {
             Self::PvProtection => storageprotection::PV_NAME,
             Self::KubeDnsEndpoints => kubedns::NAME,
             Self::HorizontalPodAutoscaling => "horizontalpodautoscaling",
+            Self::ServiceLbIpam => "service-lb-ipam",
         }
     }
 }
@@ -282,6 +288,9 @@ pub struct Options {
     /// How often each HorizontalPodAutoscaler is synced
     /// (`--horizontal-pod-autoscaler-sync-period`).
     pub hpa_sync_period: Duration,
+    /// LoadBalancer IPAM: the addresses Services get (`--service-lb-pool`); empty: the
+    /// controller does not run and LoadBalancer Services stay pending.
+    pub service_lb_pool: lbipam::Pool,
 }
 
 /// The control plane's identity for joining nodes.
@@ -306,6 +315,7 @@ impl Default for Options {
             bootstrap: None,
             local_path_root: keelson_api::storage::DEFAULT_LOCAL_PATH_ROOT.to_owned(),
             hpa_sync_period: hpa::DEFAULT_SYNC_PERIOD,
+            service_lb_pool: lbipam::Pool::default(),
         }
     }
 }
@@ -497,6 +507,16 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
     }
     if enabled(ControllerKind::HorizontalPodAutoscaling) {
         tasks.spawn(hpa::run(client.clone(), options.hpa_sync_period));
+    }
+    if enabled(ControllerKind::ServiceLbIpam) {
+        if options.service_lb_pool.is_empty() {
+            tracing::info!(
+                "no --service-lb-pool: LoadBalancer Services stay pending unless another \
+                 implementation serves them"
+            );
+        } else {
+            tasks.spawn(lbipam::run(client.clone(), options.service_lb_pool.clone()));
+        }
     }
     if enabled(ControllerKind::ClusterRoleAggregation) {
         tasks.spawn(clusterroleaggregation::run(client.clone()));

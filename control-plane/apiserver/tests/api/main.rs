@@ -202,6 +202,7 @@ mod rbac;
 mod relay;
 mod reviews;
 mod serviceaccount;
+mod services;
 mod writes;
 
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
