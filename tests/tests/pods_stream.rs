@@ -63,6 +63,43 @@ fn serving(kubectl: &Kubectl<'_>, args: &[&str], marker: &str) -> (std::process:
     }
 }
 
+/// `kubectl attach -i ...`: writes `ping` lines until the container answers `got ping` (at most
+/// 20 s), then the client goes away (killed); returns the lines seen.
+fn attach_and_ping(kubectl: &Kubectl<'_>, attach_args: &[&str]) -> Vec<String> {
+    let mut attach = kubectl
+        .command(attach_args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl attach");
+    let mut input = attach.stdin.take().expect("stdin");
+    let stdout = attach.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("got ping")) && Instant::now() < deadline {
+        let _ = input.write_all(b"ping\n");
+        let _ = input.flush();
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            seen.push(line);
+        }
+    }
+    let _ = attach.kill();
+    let _ = attach.wait();
+    seen
+}
+
 fn args(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -131,7 +168,12 @@ spec:
   - name: talk
     image: keelson/busybox:1
     stdin: true
-    command: [\"sh\", \"-c\", \"while read line; do echo got $line; done\"]
+    command: [\"sh\", \"-c\", \"while read line; do echo got $line; done; echo stdin-closed; sleep 3600\"]
+  - name: once
+    image: keelson/busybox:1
+    stdin: true
+    stdinOnce: true
+    command: [\"sh\", \"-c\", \"while read line; do echo got $line; done; echo stdin-closed; sleep 3600\"]
 ---
 apiVersion: v1
 kind: Pod
@@ -235,42 +277,33 @@ spec:
     // attach: what goes to the container's stdin comes back from its output. The session
     // lasts while the container runs (as with the kubelet, the client's stdin ending does not
     // end it), so the line is awaited and kubectl stopped.
-    let mut attach = kubectl
-        .command(&args(&with(&["attach", "-i", "box", "-c", "talk"])))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubectl attach");
-    let mut input = attach.stdin.take().expect("stdin");
-    let stdout = attach.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    while !seen.iter().any(|l: &String| l.contains("got ping")) && Instant::now() < deadline {
-        let _ = input.write_all(b"ping\n");
-        let _ = input.flush();
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
-            seen.push(line);
-        }
+    for container in ["talk", "once"] {
+        let seen = attach_and_ping(
+            &kubectl,
+            &args(&with(&["attach", "-i", "box", "-c", container])),
+        );
+        assert!(
+            seen.iter().any(|l| l.contains("got ping")),
+            "kubectl 1.{minor} attach -c {container}: {seen:?}\nagent log:\n{}",
+            agent.log()
+        );
     }
-    let _ = attach.kill();
-    let _ = attach.wait();
+    // The client left: a `stdinOnce` container's stdin is closed (its loop ends), the other's
+    // stays open.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let closed = loop {
+        let logs = kubectl.run(&args(&with(&["logs", "box", "-c", "once"])));
+        if logs.contains("stdin-closed") || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
     assert!(
-        seen.iter().any(|l| l.contains("got ping")),
-        "kubectl 1.{minor} attach: {seen:?}\nagent log:\n{}",
-        agent.log()
+        closed.contains("stdin-closed"),
+        "kubectl 1.{minor}: stdinOnce closes stdin after the attach: {closed}"
     );
+    let talk = kubectl.run(&args(&with(&["logs", "box", "-c", "talk"])));
+    assert!(!talk.contains("stdin-closed"), "{talk}");
 
     eprintln!("kubectl 1.{minor}: port-forward");
     // port-forward: 100 concurrent requests through one forward.

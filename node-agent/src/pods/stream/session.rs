@@ -111,8 +111,8 @@ pub async fn run(
     };
     let has_stdin = stdin.is_some();
     // An exec'd process's stdin ends with the client's. A container's main process keeps its
-    // stdin when one attached client's ends (the kubelet closes it only for `stdinOnce`
-    // containers, which keelson does not track yet), and Docker would end the whole attach.
+    // stdin when one attached client's ends (and Docker would end the whole attach); Docker
+    // itself closes it when the attach goes for a `stdinOnce` container (created StdinOnce).
     let close_stdin = matches!(start, Start::Exec { .. });
     let finished = {
         let input = &mut input;

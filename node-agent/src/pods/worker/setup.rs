@@ -286,6 +286,9 @@ impl Worker {
             working_dir: container.working_dir.clone().filter(|w| !w.is_empty()),
             tty: container.tty,
             open_stdin: container.stdin,
+            // Docker closes the stdin of a StdinOnce container when its first attached client
+            // leaves, as the kubelet (dockershim) asked it to.
+            stdin_once: container.stdin_once,
             user,
             host_config: Some(HostConfig {
                 binds: Some(binds),
