@@ -644,10 +644,48 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("listening on {}", args.metrics_listen))?;
         let metrics_pins = pin_dir.clone();
         let proxy_metrics = keelson_node_agent::service_sync::ProxyMetrics::default();
-        let agent_metrics = std::sync::Arc::new(keelson_node_agent::metrics::AgentMetrics::new(
-            &pod_metrics,
-            &proxy_metrics,
-        ));
+        let policy_metrics = datapath::policy::PolicyMetrics::default();
+        let agent_metrics = std::sync::Arc::new(
+            keelson_node_agent::metrics::AgentMetrics::new(&pod_metrics, &proxy_metrics)
+                .with_policy(&policy_metrics),
+        );
+        // NetworkPolicy: the compiler writes the maps the pod programs judge traffic by. The
+        // node's own addresses, the pod gateway among them (cluster DNS and the kubelet's probes
+        // come from it), are HOST: always allowed, as Kubernetes requires.
+        let mut policy_maps = datapath::policy::PinnedPolicyMaps::open(&pin_dir)
+            .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+            .context("opening the NetworkPolicy maps")?;
+        let policy_node = datapath::policy::NodeInfo {
+            name: node.node_name.clone(),
+            addresses: node
+                .node_addresses
+                .iter()
+                .copied()
+                .chain(
+                    args.kubelet
+                        .pod_cidr
+                        .map(keelson_node_agent::network::ipam::gateway),
+                )
+                .collect(),
+        };
+        let policy_tables = std::sync::RwLock::new(datapath::policy::PolicyTables::default());
+        let policy_client = client.clone();
+        let policed = async {
+            if !args.pod_tc {
+                // Without the pod programs nothing would read the maps.
+                tracing::warn!("--pod-tc off: NetworkPolicies are not enforced");
+                return std::future::pending().await;
+            }
+            datapath::policy::run(
+                policy_client,
+                &mut policy_maps,
+                policy_node,
+                &policy_metrics,
+                &policy_tables,
+                std::time::Duration::from_millis(100),
+            )
+            .await
+        };
         let health = keelson_node_agent::health::checks(
             pin_dir.clone(),
             args.kubelet.docker_socket.clone(),
@@ -687,6 +725,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
             synced = keelson_node_agent::service_sync::run(client, &lb, node, services, &proxy_metrics) => synced,
             pods = kubelet.run() => pods,
             routed = routed => routed,
+            policed = policed => policed,
             watched = watched_uplinks => watched,
             rotated = rotated => rotated,
             () = keelson_daemon::systemd::stop_signal() => {

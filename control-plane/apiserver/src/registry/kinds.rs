@@ -44,9 +44,6 @@ const EVENT_FIELDS: &[&str] = &[
     "type",
 ];
 
-const NETWORK_POLICY: &str =
-    "keelson stores NetworkPolicy objects but does not enforce them yet: traffic is not filtered";
-
 /// Every served resource.
 pub static RESOURCES: &[Resource] = &[
     // --- core/v1 ---
@@ -339,8 +336,7 @@ pub static RESOURCES: &[Resource] = &[
         typed::<networking::NetworkPolicy>,
     )
     .short(&["netpol"])
-    .spec()
-    .note(NETWORK_POLICY),
+    .spec(),
     Resource::new(
         "networking.k8s.io",
         "ServiceCIDR",
