@@ -353,42 +353,12 @@ fn tcp_server(listener: TcpListener, name: String, stop: Arc<AtomicBool>) -> Joi
                 Ok((stream, _)) => {
                     let name = name.clone();
                     let stop = stop.clone();
-                    std::thread::spawn(move || serve(stream, &name, &stop));
+                    std::thread::spawn(move || crate::topology::serve_tcp(stream, &name, &stop));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
         }
     })
-}
-
-fn serve(stream: TcpStream, name: &str, stop: &AtomicBool) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let Ok(mut writer) = stream.try_clone() else {
-        return;
-    };
-    if writeln!(writer, "{name}").is_err() {
-        return;
-    }
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    while !stop.load(Ordering::Relaxed) {
-        line.clear();
-        match reader.read_line(&mut line) {
-            Ok(0) => return,
-            Ok(_) => {
-                if writeln!(writer, "{name}").is_err() {
-                    return;
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return,
-        }
-    }
 }
 
 fn udp_server(socket: UdpSocket, name: String, stop: Arc<AtomicBool>) -> JoinHandle<()> {

@@ -296,7 +296,8 @@ fn spawn_tcp_backend(
     })
 }
 
-fn serve_tcp(stream: std::net::TcpStream, name: &str, stop: &AtomicBool) {
+/// Answers each line read on `stream` with `name` (and `name` once at the start) until `stop`.
+pub(crate) fn serve_tcp(stream: std::net::TcpStream, name: &str, stop: &AtomicBool) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
     let mut writer = match stream.try_clone() {

@@ -491,23 +491,7 @@ fn sctp_tcp_udp_fragments_and_expiry_judged_through_prog_test_run() {
     );
     // The same object again, on the same pinned maps, for its program handles.
     let mut loader = EbpfLoader::new();
-    let names = [
-        maps::SERVICES,
-        maps::BACKENDS,
-        maps::REV_NAT,
-        maps::SOCK_REV_NAT,
-        maps::AFFINITY,
-        maps::METRICS,
-        maps::CT,
-        maps::MAGLEV,
-        maps::LOCAL_PODS,
-        maps::NODE_ROUTES,
-        maps::SNAT_SOURCES,
-        maps::IPCACHE,
-        maps::ENDPOINTS,
-        maps::POLICY,
-        maps::POLICY_CT,
-    ];
+    let names = maps::PINNED;
     let paths: Vec<_> = names.iter().map(|n| pins.path().join(n)).collect();
     for (name, path) in names.iter().zip(&paths) {
         loader.map_pin_path(name, path.as_path());

@@ -127,6 +127,24 @@ pub mod maps {
     /// ingress of its destination pod) where the pod has an [`ENDPOINTS`] entry: replies of a
     /// tracked flow pass whatever the policies of the reply direction say.
     pub const POLICY_CT: &str = "kpolct_v1";
+    /// Every map the load balancer's object pins (and reuses by these names after a restart).
+    pub const PINNED: [&str; 15] = [
+        SERVICES,
+        BACKENDS,
+        REV_NAT,
+        SOCK_REV_NAT,
+        AFFINITY,
+        METRICS,
+        CT,
+        MAGLEV,
+        LOCAL_PODS,
+        NODE_ROUTES,
+        SNAT_SOURCES,
+        IPCACHE,
+        ENDPOINTS,
+        POLICY,
+        POLICY_CT,
+    ];
 }
 
 /// Service lookup scopes ([`ServiceKey::scope`]).

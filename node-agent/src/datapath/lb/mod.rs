@@ -182,26 +182,10 @@ impl LoadBalancer {
             path: config.pin_dir.clone(),
             source,
         })?;
-        let paths: Vec<(&str, PathBuf)> = [
-            maps::SERVICES,
-            maps::BACKENDS,
-            maps::REV_NAT,
-            maps::SOCK_REV_NAT,
-            maps::AFFINITY,
-            maps::METRICS,
-            maps::CT,
-            maps::MAGLEV,
-            maps::LOCAL_PODS,
-            maps::NODE_ROUTES,
-            maps::SNAT_SOURCES,
-            maps::IPCACHE,
-            maps::ENDPOINTS,
-            maps::POLICY,
-            maps::POLICY_CT,
-        ]
-        .into_iter()
-        .map(|name| (name, config.pin_dir.join(name)))
-        .collect();
+        let paths: Vec<(&str, PathBuf)> = maps::PINNED
+            .into_iter()
+            .map(|name| (name, config.pin_dir.join(name)))
+            .collect();
         let mut loader = EbpfLoader::new();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
