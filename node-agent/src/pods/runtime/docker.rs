@@ -634,8 +634,15 @@ impl ContainerRuntime for DockerRuntime {
         self.resize_now(target, size).await
     }
 
-    async fn exec_kill(&self, exec_id: &str) -> Result<bool, RuntimeError> {
-        self.exec_kill_now(exec_id).await
+    async fn exec_pin(
+        &self,
+        exec_id: &str,
+    ) -> Result<Option<super::stream::ExecPin>, RuntimeError> {
+        self.exec_pin_now(exec_id).await
+    }
+
+    fn exec_kill(&self, pin: &super::stream::ExecPin) -> Result<bool, RuntimeError> {
+        pin.kill()
     }
 
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, RuntimeError> {

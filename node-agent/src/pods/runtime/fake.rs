@@ -432,9 +432,20 @@ impl ContainerRuntime for FakeRuntime {
         Ok(())
     }
 
-    async fn exec_kill(&self, exec_id: &str) -> Result<bool, RuntimeError> {
+    async fn exec_pin(
+        &self,
+        exec_id: &str,
+    ) -> Result<Option<super::stream::ExecPin>, RuntimeError> {
+        let streams = self.streams.lock().expect("fake streams lock");
+        Ok(streams
+            .killers
+            .contains_key(exec_id)
+            .then(|| super::stream::ExecPin::by_id(exec_id.to_owned())))
+    }
+
+    fn exec_kill(&self, pin: &super::stream::ExecPin) -> Result<bool, RuntimeError> {
         let mut streams = self.streams.lock().expect("fake streams lock");
-        let Some(kill) = streams.killers.remove(exec_id) else {
+        let Some(kill) = streams.killers.remove(&pin.exec_id) else {
             return Ok(false);
         };
         streams.killed += 1;

@@ -250,9 +250,13 @@ pub trait ContainerRuntime: Send + Sync + fmt::Debug {
     /// Resizes the terminal of an exec or a container.
     async fn resize(&self, target: &StreamTarget, size: TerminalSize) -> Result<(), RuntimeError>;
 
-    /// Ends exec `exec_id` with SIGKILL if it still runs (what containerd's CRI does to an
-    /// exec whose client went away); `true` when it was running.
-    async fn exec_kill(&self, exec_id: &str) -> Result<bool, RuntimeError>;
+    /// Pins the process of exec `exec_id` if it still runs, so that it can be killed later
+    /// (what containerd's CRI does to an exec whose client went away). Call it while the
+    /// exec's streams are still open.
+    async fn exec_pin(&self, exec_id: &str) -> Result<Option<stream::ExecPin>, RuntimeError>;
+
+    /// Ends a pinned exec with SIGKILL; `true` when it still ran.
+    fn exec_kill(&self, pin: &stream::ExecPin) -> Result<bool, RuntimeError>;
 
     /// The exit code of an exec whose output ended (`None` when the runtime does not know it).
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, RuntimeError>;

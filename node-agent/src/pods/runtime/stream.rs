@@ -10,7 +10,7 @@
 //!   TTY everything arrives as [`Output::Stdout`];
 //! - dropping an [`Attached`] closes the connection and leaves the process to run to its end.
 
-use std::{pin::Pin, time::Duration};
+use std::{os::fd::OwnedFd, pin::Pin, time::Duration};
 
 use bollard::{
     container::LogOutput,
@@ -106,6 +106,41 @@ fn output_of(
             Err(e) => Some(Err(RuntimeError::Engine(e))),
         })
     }))
+}
+
+/// An exec's process, pinned by [`super::ContainerRuntime::exec_pin`] so that
+/// [`ExecPin::kill`] reaches that process and no other, whatever the runtime says about the
+/// exec by then.
+#[derive(Debug)]
+pub struct ExecPin {
+    /// The runtime's exec id.
+    pub exec_id: String,
+    /// The process (pid on the node, pidfd); `None` for a runtime that kills by exec id (the
+    /// fake runtime of the tests).
+    process: Option<(i32, OwnedFd)>,
+}
+
+impl ExecPin {
+    /// A pin that names the exec only (runtimes without processes on this node).
+    pub fn by_id(exec_id: String) -> Self {
+        Self {
+            exec_id,
+            process: None,
+        }
+    }
+
+    /// Sends SIGKILL to the pinned process; `false` when it had already ended (or the pin names
+    /// no process).
+    pub fn kill(&self) -> Result<bool, RuntimeError> {
+        let Some((pid, pidfd)) = &self.process else {
+            return Ok(false);
+        };
+        match pidfd::kill(pidfd) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+            Err(source) => Err(RuntimeError::Kill { pid: *pid, source }),
+        }
+    }
 }
 
 impl DockerRuntime {
@@ -219,10 +254,12 @@ impl DockerRuntime {
         }
     }
 
-    /// Ends exec `id` with SIGKILL when Docker still shows it running. Docker has no call for
-    /// it, so the exec's process is signalled through a pidfd opened before checking that the
-    /// pid is still the exec's: a pid freed and reused in between is never signalled.
-    pub(super) async fn exec_kill_now(&self, id: &str) -> Result<bool, RuntimeError> {
+    /// Pins exec `id`'s process while Docker shows it running: a pidfd opened before checking
+    /// again that the pid is still the exec's, so a pid freed and reused in between is never
+    /// pinned. Call it while the exec's streams are still open: once they close, Docker marks
+    /// the exec ended (exit code 126) whether or not its process is, and may hold the exec's
+    /// lock (its inspect call blocking) while it closes them.
+    pub(super) async fn exec_pin_now(&self, id: &str) -> Result<Option<ExecPin>, RuntimeError> {
         let running_pid = async || -> Result<Option<i32>, RuntimeError> {
             let inspect = self
                 .docker()
@@ -235,21 +272,20 @@ impl DockerRuntime {
             })
         };
         let Some(pid) = running_pid().await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let pidfd = match pidfd::open(pid) {
             Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
             Err(source) => return Err(RuntimeError::Kill { pid, source }),
         };
         if running_pid().await? != Some(pid) {
-            return Ok(false);
+            return Ok(None);
         }
-        match pidfd::kill(&pidfd) {
-            Ok(()) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
-            Err(source) => Err(RuntimeError::Kill { pid, source }),
-        }
+        Ok(Some(ExecPin {
+            exec_id: id.to_owned(),
+            process: Some((pid, pidfd)),
+        }))
     }
 
     /// The exit code of exec `id` whose output ended (`None` while Docker still shows it

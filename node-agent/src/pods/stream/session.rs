@@ -164,30 +164,47 @@ pub async fn run(
             () = follow_resizes => false,
         }
     };
-    drop(output);
-    drop(process_output);
     if !finished {
+        // Nobody reads the process's output any more: an exec'd process that does not end on
+        // its stdin EOF would block on its next write for ever. containerd's CRI kills the exec
+        // of a vanished client; so does keelson, after a grace for ending on its own. The
+        // process is pinned first, while the runtime's streams are open (see `exec_pin`).
+        let pin = match &target {
+            StreamTarget::Exec(id) => match runtime.exec_pin(id).await {
+                Ok(pin) => pin,
+                Err(error) => {
+                    tracing::warn!(exec = %id, error = %crate::error_chain(&error), "exec pin");
+                    None
+                }
+            },
+            StreamTarget::Container(_) => None,
+        };
+        drop(output);
+        drop(process_output);
         if has_stdin {
             let _ = tokio::time::timeout(EOF_GRACE, input.shutdown()).await;
         }
         drop(input);
-        if let StreamTarget::Exec(id) = &target {
-            // Nobody reads the process's output any more: one that does not end on its stdin
-            // EOF would block on its next write for ever. containerd's CRI kills the exec of a
-            // vanished client; so does keelson, after a grace for ending on its own.
+        if let Some(pin) = pin {
             if has_stdin {
                 tokio::time::sleep(EOF_GRACE).await;
             }
-            match runtime.exec_kill(id).await {
-                Ok(true) => tracing::debug!(exec = %id, "killed the exec of a vanished client"),
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(exec = %id, error = %crate::error_chain(&error), "exec kill");
+            match runtime.exec_kill(&pin) {
+                Ok(true) => {
+                    tracing::debug!(exec = %pin.exec_id, "killed the exec of a vanished client");
                 }
+                Ok(false) => {}
+                Err(error) => tracing::warn!(
+                    exec = %pin.exec_id,
+                    error = %crate::error_chain(&error),
+                    "exec kill"
+                ),
             }
         }
         return Ending::Gone;
     }
+    drop(output);
+    drop(process_output);
     match &target {
         StreamTarget::Exec(id) => match runtime.exec_exit_code(id).await {
             Ok(Some(code)) => Ending::Exited(code),
