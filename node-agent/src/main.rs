@@ -592,7 +592,21 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
             }
         };
         let pod_mtu = routing.as_ref().and_then(|(_, mtu)| *mtu);
-        let kubelet = start_kubelet(client.clone(), &args, client_ca, pod_hook, pod_mtu).await?;
+        let health = keelson_node_agent::health::checks(
+            pin_dir.clone(),
+            args.kubelet.docker_socket.clone(),
+            std::time::Duration::from_secs(
+                u64::try_from(args.kubelet.node_lease_duration_seconds).unwrap_or(40),
+            ),
+        );
+        let kubelet = start_kubelet(
+            client.clone(),
+            &args,
+            client_ca,
+            (pod_hook, pod_mtu),
+            health.clone(),
+        )
+        .await?;
         let routing_client = client.clone();
         // Uplinks deleted and created again, and address changes, while the agent runs.
         let (reroute, rerouted) = tokio::sync::mpsc::unbounded_channel();
@@ -686,13 +700,6 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
             )
             .await
         };
-        let health = keelson_node_agent::health::checks(
-            pin_dir.clone(),
-            args.kubelet.docker_socket.clone(),
-            std::time::Duration::from_secs(
-                u64::try_from(args.kubelet.node_lease_duration_seconds).unwrap_or(40),
-            ),
-        );
         // READY=1 once /readyz passes, the watchdog while /livez does (no-op outside systemd).
         let _notifier = keelson_daemon::systemd::spawn(health.clone());
         let app = health
@@ -857,8 +864,11 @@ async fn start_kubelet(
     client: kube::Client,
     args: &RunArgs,
     client_ca: Vec<Vec<u8>>,
-    pod_hook: Option<std::sync::Arc<dyn keelson_node_agent::network::PodHook>>,
-    pod_mtu: Option<u32>,
+    (pod_hook, pod_mtu): (
+        Option<std::sync::Arc<dyn keelson_node_agent::network::PodHook>>,
+        Option<u32>,
+    ),
+    health: keelson_daemon::health::Health,
 ) -> anyhow::Result<keelson_node_agent::pods::Kubelet> {
     use keelson_node_agent::pods::{Kubelet, KubeletSettings, PodsConfig};
     let node_name = args.pins.node_name.clone();
@@ -893,6 +903,7 @@ async fn start_kubelet(
             max_files: args.kubelet.container_log_max_files,
         },
         streaming_idle_timeout: args.kubelet.streaming_connection_idle_timeout,
+        health,
         service_cidr: Some(args.service_cidr),
         pod_hook,
         pod_mtu,

@@ -160,6 +160,18 @@ spec:
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // Its /healthz runs the agent's own checks (as the kubelet's runs its sync loop check).
+    let verbose = Command::new("curl")
+        .args(["-s", "--max-time", "5", "--cacert"])
+        .arg(&ca)
+        .args(["--cert", &admin.0, "--key", &admin.1])
+        .arg(format!("https://127.0.0.1:{port}/healthz?verbose"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for check in ["[+]docker ok", "[+]node ok", "healthz check passed"] {
+        assert!(verbose.contains(check), "no {check:?} in:\n{verbose}");
+    }
     let csrs = kubectl.run(&["get", "csr", "-o", "custom-columns=SIGNER:.spec.signerName,COND:.status.conditions[0].type,USER:.spec.username", "--no-headers"]);
     assert!(
         csrs.lines()

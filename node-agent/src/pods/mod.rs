@@ -311,6 +311,9 @@ pub struct KubeletSettings {
     /// How long an exec, attach or port-forward connection may stay idle
     /// (`--streaming-connection-idle-timeout`; zero: no limit).
     pub streaming_idle_timeout: std::time::Duration,
+    /// The agent's health checks, also served at `/healthz`, `/livez` and `/readyz` on the
+    /// kubelet endpoint (as the kubelet serves its own on port 10250).
+    pub health: keelson_daemon::health::Health,
     /// The cluster's Service CIDR, made unreachable towards the uplink (see
     /// [`crate::network::NetworkSettings::service_cidr`]).
     pub service_cidr: Option<keelson_api::cidr::Ipv4Cidr>,
@@ -474,6 +477,7 @@ impl Kubelet {
                         &settings.pods.node_name,
                     )),
                     streaming_idle_timeout: settings.streaming_idle_timeout,
+                    health: settings.health.clone(),
                 };
                 Some((listener, tls, rotation, serving))
             }

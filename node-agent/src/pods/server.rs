@@ -4,7 +4,7 @@
 //! (`kube-apiserver-kubelet-client`, or a `system:masters` identity). It serves
 //! `GET /containerLogs/{namespace}/{pod}/{container}` with kubelet's query parameters (`follow`,
 //! `previous`, `tailLines`, `timestamps`, `sinceSeconds`), which the API server proxies
-//! `pods/<name>/log` to, `/healthz`, and the streaming endpoints of [`super::stream`] (`/exec`,
+//! `pods/<name>/log` to, `/healthz` (the agent's health checks, see [`crate::health`]), and the streaming endpoints of [`super::stream`] (`/exec`,
 //! `/attach`, `/portForward`).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -94,6 +94,8 @@ pub struct Serving {
     pub stats: Option<Arc<super::stats::Sampler>>,
     /// How long a streaming connection may stay idle (zero: no limit).
     pub streaming_idle_timeout: Duration,
+    /// The agent's health checks, served at `/healthz`, `/livez` and `/readyz`.
+    pub health: keelson_daemon::health::Health,
 }
 
 /// Serves the endpoint on `listener` until the process stops.
@@ -104,7 +106,6 @@ pub async fn serve(
     serving: Serving,
 ) {
     let router = Router::new()
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             axum::routing::get(container_logs),
@@ -117,7 +118,8 @@ pub async fn serve(
             dialer: Arc::new(super::stream::dial::NetnsDialer),
             idle_timeout: serving.streaming_idle_timeout,
         }))
-        .merge(super::stats::routes(serving.stats));
+        .merge(super::stats::routes(serving.stats))
+        .merge(serving.health.routes());
     let acceptor = TlsAcceptor::from(config);
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
