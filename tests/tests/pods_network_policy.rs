@@ -3,19 +3,20 @@
 //! selector, then by namespace selector added to the same policy while traffic flows, an
 //! egress policy that allows only DNS (cluster DNS still answers, the web server does not),
 //! the node always reaching its pods, and everything open again once the policies are gone.
-//! (The full truth table, UDP and several nodes are issue 22's next step.)
+//! Bad input: an invalid CIDR and 100 000 ipBlocks get a Status, a port name no pod has matches
+//! nothing, and 40 000 ipBlocks are enforced.
 
 use std::{
     net::{Ipv4Addr, SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::{core::v1::Pod, networking::v1::NetworkPolicy};
 use keelson_tests::{
     cluster::{ControlPlane, Kubectl},
     pods::{PodAgent, apply, container_id, exec, is_ready, pod_ip, uid, wait_pod},
 };
-use kube::Api;
+use kube::{Api, api::PostParams};
 
 fn pod(name: &str, ns: &str, labels: &str, image: &str, node: &str) -> String {
     let command = if image.contains("httpd") {
@@ -93,6 +94,7 @@ async fn network_policies_are_enforced_in_ebpf() {
     let client = plane.client().await;
     let mut ids = std::collections::BTreeMap::new();
     let mut web_ip = Ipv4Addr::UNSPECIFIED;
+    let mut outsider_ip = Ipv4Addr::UNSPECIFIED;
     for (ns, name) in [
         ("np", "web"),
         ("np", "client"),
@@ -111,6 +113,9 @@ async fn network_policies_are_enforced_in_ebpf() {
         .await;
         if name == "web" {
             web_ip = pod_ip(&pod);
+        }
+        if name == "outsider" {
+            outsider_ip = pod_ip(&pod);
         }
         ids.insert(name, container_id(&uid(&pod), "main"));
     }
@@ -187,6 +192,10 @@ spec:
     kubectl.run(&["delete", "networkpolicy", "--all", "-n", "np"]);
     expect("no policy again", &probes, &[true, true, true]).await;
 
+    bad_input_and_scale(&kubectl, &plane, &client, &probes, outsider_ip).await;
+    kubectl.run(&["delete", "networkpolicy", "--all", "-n", "np"]);
+    expect("no policy at the end", &probes, &[true, true, true]).await;
+
     let metrics = agent.metrics();
     assert!(
         metrics
@@ -198,4 +207,115 @@ spec:
         kubectl.run(&["delete", "namespace", ns, "--timeout=60s"]);
     }
     agent.assert_no_leaks();
+}
+
+/// A NetworkPolicy of `web` allowing ingress from `blocks` (`ipBlock` peers) on port 80.
+fn web_from_blocks(name: &str, blocks: impl Iterator<Item = String>) -> NetworkPolicy {
+    let peers: Vec<serde_json::Value> = blocks
+        .map(|cidr| serde_json::json!({"ipBlock": {"cidr": cidr}}))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": "np"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "web"}},
+            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": 80}]}],
+        },
+    }))
+    .expect("a NetworkPolicy")
+}
+
+/// `count` distinct `/32`s of 172.16.0.0/12 (never a pod's address here).
+fn filler(count: u32) -> impl Iterator<Item = String> {
+    (0..count).map(|i| format!("{}/32", Ipv4Addr::from(0xac10_0000 + i)))
+}
+
+/// Bad input gets a clear Status, and what is accepted is enforced as written: an invalid
+/// CIDR (422), 100 000 ipBlocks (413, as kube-apiserver's 3 MiB body limit answers), a port name
+/// no pod has (it matches nothing: `web` is isolated), and 40 000 ipBlocks among which one
+/// covers `outsider` (only it gets in).
+async fn bad_input_and_scale(
+    kubectl: &Kubectl<'_>,
+    plane: &ControlPlane,
+    client: &kube::Client,
+    probes: &[(&str, &str, Ipv4Addr)],
+    outsider_ip: Ipv4Addr,
+) {
+    let bad_cidr = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: bad-cidr, namespace: np}
+spec:
+  podSelector: {}
+  ingress:
+  - from:
+    - ipBlock: {cidr: 10.0.0.0/33}
+";
+    let path = plane.data_dir().join("bad-cidr.yaml");
+    std::fs::write(&path, bad_cidr).expect("write manifest");
+    let err = kubectl.fail(&["apply", "-f", &path.to_string_lossy()]);
+    assert!(
+        err.contains("spec.ingress[0].from[0].ipBlock.cidr: Invalid value: \"10.0.0.0/33\""),
+        "{err}"
+    );
+
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), "np");
+    let huge = web_from_blocks("huge", filler(100_000));
+    match policies.create(&PostParams::default(), &huge).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 413, "{status:?}");
+            assert!(
+                status
+                    .message
+                    .contains("Request entity too large: limit is 3145728"),
+                "{status:?}"
+            );
+        }
+        other => panic!("100 000 ipBlocks: {other:?}"),
+    }
+
+    let named_nowhere = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: named-nowhere, namespace: np}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from:
+    - podSelector: {}
+    - namespaceSelector: {}
+    ports:
+    - {protocol: TCP, port: nosuch}
+";
+    apply(
+        kubectl,
+        plane.data_dir(),
+        "named-nowhere.yaml",
+        named_nowhere,
+    );
+    expect(
+        "a port name no container of web declares",
+        probes,
+        &[false, false, false],
+    )
+    .await;
+
+    let many = web_from_blocks(
+        "many-blocks",
+        filler(39_999).chain(std::iter::once(format!("{outsider_ip}/32"))),
+    );
+    let started = Instant::now();
+    policies
+        .create(&PostParams::default(), &many)
+        .await
+        .expect("40 000 ipBlocks fit in a request");
+    expect(
+        "40 000 ipBlocks, one of them outsider's",
+        probes,
+        &[false, false, true],
+    )
+    .await;
+    eprintln!(
+        "40 000 ipBlocks enforced {:.1} s after the create",
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -264,6 +264,38 @@ const YAML: &str = "application/yaml";
 /// Server-side apply's patch type: a YAML (or JSON) configuration.
 pub(crate) const APPLY_PATCH: &str = "application/apply-patch+yaml";
 
+/// How much of a body over [`MAX_BODY_BYTES`] is read and dropped before the 413 goes out, and
+/// for how long: a client still sending it then reads the answer, where closing the connection
+/// on unread bytes would reset it and lose the answer (Go's server lingers for the same reason).
+const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The whole body when it fits in [`MAX_BODY_BYTES`]; `413 RequestEntityTooLarge` otherwise,
+/// once the rest was drained (see [`DRAIN_BYTES`]).
+pub(crate) async fn read_limited(body: axum::body::Body) -> Result<bytes::Bytes, ApiError> {
+    use futures_util::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut bytes = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+            let mut drained = 0usize;
+            let _ = tokio::time::timeout(DRAIN_TIME, async {
+                while drained < DRAIN_BYTES {
+                    match stream.next().await {
+                        Some(Ok(chunk)) => drained += chunk.len(),
+                        _ => break,
+                    }
+                }
+            })
+            .await;
+            return Err(ApiError::too_large(MAX_BODY_BYTES));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes.freeze())
+}
+
 impl Body {
     /// Reads a request body up to [`MAX_BODY_BYTES`]. Kubernetes protobuf is decoded into
     /// JSON here; JSON, YAML and the patch types are kept as sent.
@@ -277,16 +309,7 @@ impl Body {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase())
             .unwrap_or_else(|| "application/json".to_owned());
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
-            return Err(ApiError::too_large(MAX_BODY_BYTES));
-        }
-        let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-            .await
-            .map_err(|_| ApiError::too_large(MAX_BODY_BYTES))?;
+        let bytes = read_limited(body).await?;
         if bytes.is_empty() && optional {
             return Ok(Self {
                 content_type,

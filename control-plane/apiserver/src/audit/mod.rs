@@ -41,7 +41,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{ApiError, AppState, MAX_BODY_BYTES, auth::UserInfo, auth::authz::Decision};
+use crate::{AppState, MAX_BODY_BYTES, auth::UserInfo, auth::authz::Decision};
 
 mod policy;
 mod request_info;
@@ -537,9 +537,9 @@ async fn audit(auditor: Arc<Auditor>, audit_id: &str, request: Request, next: Ne
         if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
             (body, None)
         } else {
-            match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+            match crate::request::read_limited(body).await {
                 Ok(bytes) => (Body::from(bytes.clone()), Some(bytes)),
-                Err(_) => return ApiError::too_large(MAX_BODY_BYTES).into_response(),
+                Err(error) => return error.into_response(),
             }
         }
     } else {
