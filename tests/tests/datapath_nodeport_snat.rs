@@ -1,7 +1,8 @@
 //! Privileged: NodePort traffic from an external client to backends on another node. With
 //! `externalTrafficPolicy: Cluster` the node source-NATs the request to its own address (the
 //! backends' node has no route back to the client) and translates the answers back; with
-//! `Local` a node without local backends refuses. Real programs on the node namespace's uplink
+//! `Local` a node without local backends refuses. ICMP errors about source-NATed flows reach
+//! the client translated back. Real programs on the node namespace's uplink
 //! and on its link to the other node, real traffic.
 
 use std::{
@@ -23,6 +24,9 @@ use serde_json::json;
 const CLIENT: &str = env!("CARGO_BIN_EXE_keelson-test-client");
 const NODE_PORT: u16 = 30080;
 const UDP_NODE_PORT: u16 = 30053;
+/// A UDP NodePort whose target port nothing listens on: the backend answers with ICMP.
+const CLOSED_NODE_PORT: u16 = 30054;
+const CLOSED_PORT: u16 = 9;
 
 fn node() -> NodeContext {
     NodeContext {
@@ -39,6 +43,7 @@ fn web(policy: &str) -> k8s_openapi::api::core::v1::Service {
         "ports": [
             {"name": "http", "port": 80, "protocol": "TCP", "targetPort": BACKEND_PORT, "nodePort": NODE_PORT},
             {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": BACKEND_PORT, "nodePort": UDP_NODE_PORT},
+            {"name": "closed", "port": 54, "protocol": "UDP", "targetPort": CLOSED_PORT, "nodePort": CLOSED_NODE_PORT},
         ],
     }))
 }
@@ -63,6 +68,7 @@ fn remote_endpoints() -> k8s_openapi::api::discovery::v1::EndpointSlice {
         "ports": [
             {"name": "http", "port": BACKEND_PORT, "protocol": "TCP"},
             {"name": "dns", "port": BACKEND_PORT, "protocol": "UDP"},
+            {"name": "closed", "port": CLOSED_PORT, "protocol": "UDP"},
         ],
     }))
     .expect("a valid EndpointSlice")
@@ -186,16 +192,27 @@ fn node_port_to_backends_on_another_node_is_source_natted_under_cluster_policy()
         "UDP answers come from the NodePort, the backend saw the node: {udp:?}"
     );
 
+    // The backend's ICMP port unreachable about a source-NATed flow reaches the client,
+    // translated back: its connected UDP socket is refused, not left waiting.
+    let closed = SocketAddrV4::new(NODE_UPLINK_ADDR, CLOSED_NODE_PORT).to_string();
+    let refused = topology.run_client(CLIENT, &["udp-connected", &closed, "1"]);
+    assert_eq!(
+        refused,
+        ["error=ConnectionRefused os=111"],
+        "the client learns that nothing listens"
+    );
+
     let m = metrics(&lb);
-    // 40 + 32 + 2 TCP flows, one UDP flow.
-    assert_eq!(m["tc_snat_new_flow"], 75, "{m:?}");
-    assert!(m["tc_snat_forwarded"] >= 2 * 75, "{m:?}");
+    // 40 + 32 + 2 TCP flows, two UDP flows.
+    assert_eq!(m["tc_snat_new_flow"], 76, "{m:?}");
+    assert!(m["tc_snat_forwarded"] >= 2 * 74, "{m:?}");
+    assert_eq!(m["tc_icmp_rev_nat"], 1, "{m:?}");
     assert_eq!(m["tc_snat_failed"], 0, "{m:?}");
     // Where the kernel's bpf_fib_lookup lacks BPF_FIB_LOOKUP_SRC (5.10), every new flow's
     // source came from the agent's interface addresses; elsewhere none did.
     let fib_source = keelson_node_agent::probe::fib_src::probe_fib_lookup_src()
         .unwrap_or_else(|e| panic!("probing BPF_FIB_LOOKUP_SRC: {e}"));
-    let from_map = if fib_source { 0 } else { 75 };
+    let from_map = if fib_source { 0 } else { 76 };
     assert_eq!(m["tc_snat_source_map"], from_map, "{m:?}");
 
     let pin_dir = pins.path().to_string_lossy().into_owned();

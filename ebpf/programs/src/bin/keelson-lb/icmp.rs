@@ -93,7 +93,10 @@ fn checksum<const N: usize>(bytes: &[u8; N]) -> u16 {
 
 /// ICMP errors (destination unreachable, time exceeded) about a translated flow travel from the
 /// backend side to the client: the quoted packet and the outer source show the backend and must
-/// show the frontend instead, or the client's stack would not match them to its socket.
+/// show the frontend instead, or the client's stack would not match them to its socket. For a
+/// source-NATed flow the error is addressed to this node and quotes its SNAT address and port:
+/// the outer destination and the quoted source become the client's again, and the error is sent
+/// out of the interface the flow's request came in by, as its replies are.
 #[inline(always)]
 pub fn icmp_error(ctx: &TcContext, l4: usize, outer_saddr: u32) -> Result<i32, i32> {
     let icmp_type: u8 = ctx.load(l4).map_err(malformed)?;
@@ -110,6 +113,7 @@ pub fn icmp_error(ctx: &TcContext, l4: usize, outer_saddr: u32) -> Result<i32, i
     if inner_proto != proto::TCP && inner_proto != proto::UDP {
         return Ok(OK);
     }
+    // The quoted packet went from the client (or, source-NATed, this node) to the backend.
     let client: u32 = ctx.load(inner + IP_SADDR).map_err(malformed)?;
     let backend: u32 = ctx.load(inner + IP_DADDR).map_err(malformed)?;
     let inner_l4 = inner + inner_ihl;
@@ -128,42 +132,24 @@ pub fn icmp_error(ctx: &TcContext, l4: usize, outer_saddr: u32) -> Result<i32, i
     let Some(entry) = (unsafe { CT.get(key) }).copied() else {
         return Ok(OK);
     };
-    if entry.flags & ct_flags::SNAT != 0 {
-        // About a source-NATed flow: left to the node's stack (see the module docs).
-        return Ok(OK);
-    }
+    let snat = entry.flags & ct_flags::SNAT != 0;
     let icmp_csum = l4 + 2;
     // The outer source, when the backend itself reports the error (no pseudo-header in ICMP).
     if outer_saddr == backend {
-        ctx.store(ETH_HLEN + IP_SADDR, &entry.nat_addr_be, 0)
-            .map_err(|_| SHOT)?;
-        ctx.l3_csum_replace(
-            ETH_HLEN + IP_CSUM,
-            u64::from(backend),
-            u64::from(entry.nat_addr_be),
-            4,
-        )
-        .map_err(|_| SHOT)?;
+        set_outer(ctx, IP_SADDR, backend, entry.nat_addr_be)?;
     }
-    // The quoted destination address, its header checksum, and the ICMP checksum over both.
+    if snat {
+        // The outer destination: this node's SNAT address -> the client.
+        let outer_daddr: u32 = ctx.load(ETH_HLEN + IP_DADDR).map_err(malformed)?;
+        set_outer(ctx, IP_DADDR, outer_daddr, entry.snat_addr_be)?;
+    }
+    // The quoted addresses, the quoted header's checksum, and the ICMP checksum over them.
     let old_inner_csum: u16 = ctx.load(inner + IP_CSUM).map_err(malformed)?;
-    ctx.store(inner + IP_DADDR, &entry.nat_addr_be, 0)
-        .map_err(|_| SHOT)?;
-    ctx.l3_csum_replace(
-        inner + IP_CSUM,
-        u64::from(backend),
-        u64::from(entry.nat_addr_be),
-        4,
-    )
-    .map_err(|_| SHOT)?;
+    set_quoted_addr(ctx, inner, icmp_csum, IP_DADDR, backend, entry.nat_addr_be)?;
+    if snat {
+        set_quoted_addr(ctx, inner, icmp_csum, IP_SADDR, client, entry.snat_addr_be)?;
+    }
     let new_inner_csum: u16 = ctx.load(inner + IP_CSUM).map_err(malformed)?;
-    ctx.l4_csum_replace(
-        icmp_csum,
-        u64::from(backend),
-        u64::from(entry.nat_addr_be),
-        4,
-    )
-    .map_err(|_| SHOT)?;
     ctx.l4_csum_replace(
         icmp_csum,
         u64::from(old_inner_csum),
@@ -171,16 +157,61 @@ pub fn icmp_error(ctx: &TcContext, l4: usize, outer_saddr: u32) -> Result<i32, i
         2,
     )
     .map_err(|_| SHOT)?;
-    // The quoted destination port.
-    ctx.store(inner_l4 + 2, &entry.nat_port_be, 0)
-        .map_err(|_| SHOT)?;
-    ctx.l4_csum_replace(
+    // The quoted ports.
+    set_quoted_port(
+        ctx,
         icmp_csum,
-        u64::from(backend_port),
-        u64::from(entry.nat_port_be),
-        2,
-    )
-    .map_err(|_| SHOT)?;
+        inner_l4 + 2,
+        backend_port,
+        entry.nat_port_be,
+    )?;
+    if snat {
+        set_quoted_port(ctx, icmp_csum, inner_l4, client_port, entry.snat_port_be)?;
+    }
     count(metric::TC_ICMP_REV_NAT);
+    if snat && entry.ifindex != 0 {
+        return Ok(crate::tc::redirect_neigh(entry.ifindex));
+    }
     Ok(OK)
+}
+
+/// Rewrites an address of the outer IPv4 header (at `offset` in it) and the header checksum.
+#[inline(always)]
+fn set_outer(ctx: &TcContext, offset: usize, old: u32, new: u32) -> Result<(), i32> {
+    ctx.store(ETH_HLEN + offset, &new, 0).map_err(|_| SHOT)?;
+    ctx.l3_csum_replace(ETH_HLEN + IP_CSUM, u64::from(old), u64::from(new), 4)
+        .map_err(|_| SHOT)
+}
+
+/// Rewrites an address of the quoted IPv4 header (at `offset` in it, the header at `inner`):
+/// the quoted header's checksum, and the ICMP checksum for the address's bytes (the caller
+/// accounts for the quoted checksum's change once, after every address).
+#[inline(always)]
+fn set_quoted_addr(
+    ctx: &TcContext,
+    inner: usize,
+    icmp_csum: usize,
+    offset: usize,
+    old: u32,
+    new: u32,
+) -> Result<(), i32> {
+    ctx.store(inner + offset, &new, 0).map_err(|_| SHOT)?;
+    ctx.l3_csum_replace(inner + IP_CSUM, u64::from(old), u64::from(new), 4)
+        .map_err(|_| SHOT)?;
+    ctx.l4_csum_replace(icmp_csum, u64::from(old), u64::from(new), 4)
+        .map_err(|_| SHOT)
+}
+
+/// Rewrites a quoted port (at `at`) and the ICMP checksum for it.
+#[inline(always)]
+fn set_quoted_port(
+    ctx: &TcContext,
+    icmp_csum: usize,
+    at: usize,
+    old: u16,
+    new: u16,
+) -> Result<(), i32> {
+    ctx.store(at, &new, 0).map_err(|_| SHOT)?;
+    ctx.l4_csum_replace(icmp_csum, u64::from(old), u64::from(new), 2)
+        .map_err(|_| SHOT)
 }

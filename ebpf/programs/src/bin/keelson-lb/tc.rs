@@ -22,8 +22,8 @@
 //! interface) and a port from [`snat_ports`] as its source, through
 //! the interface the FIB chose (`bpf_redirect_neigh`); the reply entry of the flow is keyed by
 //! that address and port, so the backend's answers are translated back (source: the frontend,
-//! destination: the client) and sent out of the interface the request came in by. ICMP errors
-//! about source-NATed flows are not translated (left to the node's stack, which drops them).
+//! destination: the client) and sent out of the interface the request came in by, and so are
+//! ICMP errors about them (`icmp`).
 //!
 //! NetworkPolicy is judged on the way (`policy`): every packet of a pod of this node at its
 //! veth's `tc_from_pod`, every packet for one before it is delivered.
@@ -509,7 +509,7 @@ fn decrement_ttl(ctx: &TcContext) -> bool {
 
 /// Sends the packet out of `ifindex`, the kernel's FIB and neighbour table giving the next hop.
 #[inline(always)]
-fn redirect_neigh(ifindex: u32) -> i32 {
+pub(crate) fn redirect_neigh(ifindex: u32) -> i32 {
     // SAFETY: helper valid for TC programs; no parameters: the kernel's FIB gives the next hop
     // for the packet's destination.
     unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
