@@ -3,7 +3,7 @@
 //! Docker outside the agent's socket-LB cgroup, so only the TC path translates their traffic:
 //! requests to the ClusterIP reach every backend and the replies come back from it; a scaled-down
 //! backend stops getting requests once its EndpointSlice changes; a Service without endpoints
-//! refuses at once; an address of the Service CIDR that no Service holds is unreachable (never
+//! refuses at once; a backend calling its own Service reaches itself too (hairpin); an address of the Service CIDR that no Service holds is unreachable (never
 //! routed out of the machine); an agent restart attaches the program to running pods it adopts.
 
 use std::{
@@ -337,6 +337,18 @@ async fn pods_reach_cluster_ips_through_tc_on_their_veths() {
         "replies were reverse-NATed on the TC path"
     );
     assert_eq!(counter(&agent, "sock_translated"), 0, "no socket-LB here");
+
+    // Hairpin: a backend calling its own Service, sometimes picked as its own backend, gets
+    // every answer (itself among them) from the ClusterIP.
+    let (own, _) = backends.iter().next().expect("a backend");
+    let own_pod = pods.get(own).await.expect("GET the backend pod");
+    let own_container = container_id(&uid(&own_pod), "httpd");
+    let results = requests(&own_container, &url, REQUESTS);
+    let answered = assert_served(&results, &names, &agent);
+    assert!(
+        answered.contains(own),
+        "{own} reaches itself through its Service: {answered:?}"
+    );
 
     // One backend fewer: once the EndpointSlice drops it, every request still succeeds and
     // only the remaining backends answer; its veth's link is gone with it.

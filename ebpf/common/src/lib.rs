@@ -722,6 +722,12 @@ pub struct CtValue {
     pub _pad: u8,
 }
 
+/// The source a pod sees on a connection to its own Service that the TC path sent back to it
+/// (hairpin): a link-local address no node or pod holds (Cilium's `IPV4_LOOPBACK` is the same),
+/// so the pod's answer leaves through its veth, where it is translated back. Octets in wire
+/// order.
+pub const HAIRPIN_SOURCE: [u8; 4] = [169, 254, 42, 1];
+
 /// SNAT source ports for flows this node forwards to backends on other nodes: above Linux's
 /// default ephemeral range (32768-60999), so they do not collide with the node's own sockets.
 pub mod snat_ports {

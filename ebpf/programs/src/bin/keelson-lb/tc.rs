@@ -25,6 +25,11 @@
 //! destination: the client) and sent out of the interface the request came in by, and so are
 //! ICMP errors about them (`icmp`).
 //!
+//! Hairpin: a pod's new flow to a Service whose chosen backend is the pod itself is
+//! source-NATed the same way to [`HAIRPIN_SOURCE`] (port from [`snat_ports`]) and delivered back
+//! into the pod; its answer, addressed there, leaves through the pod's veth and is translated
+//! back (counted with the SNAT flows).
+//!
 //! NetworkPolicy is judged on the way (`policy`): every packet of a pod of this node at its
 //! veth's `tc_from_pod`, every packet for one before it is delivered.
 //!
@@ -46,8 +51,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use keelson_ebpf_common::{
-    Backend, CtKey, CtValue, MAGLEV_TABLE_SIZE, ServiceKey, backend_flags, ct_dir, ct_flags,
-    metric, proto, route_mode, scope, service_flags, skb_mark, snat_ports, tunnel,
+    Backend, CtKey, CtValue, HAIRPIN_SOURCE, MAGLEV_TABLE_SIZE, ServiceKey, backend_flags, ct_dir,
+    ct_flags, metric, proto, route_mode, scope, service_flags, skb_mark, snat_ports, tunnel,
 };
 
 use crate::{
@@ -205,7 +210,20 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
         _pad: 0,
     };
     if let Some(entry) = CT.get_ptr_mut(reply_key) {
-        // Judged as the backend sent it, before its source becomes the frontend.
+        // Judged as the backend sent it, before its source becomes the frontend, to the client
+        // it goes to (a source-NATed flow's reply is addressed to this node or, hairpin, to
+        // `HAIRPIN_SOURCE`, which no policy knows).
+        // SAFETY: a pointer from a successful lookup, read at once.
+        let (snat, client, client_port) = unsafe {
+            (
+                (*entry).flags & ct_flags::SNAT != 0,
+                (*entry).snat_addr_be,
+                (*entry).snat_port_be,
+            )
+        };
+        if snat {
+            (flow.daddr, flow.dport) = (client, client_port);
+        }
         policy::enforce(ctx, &flow, from_pod)?;
         // SAFETY: a pointer from a successful lookup; racing updates of the same entry only
         // touch the timestamp and the flags (a lost flag bit only delays the GC).
@@ -247,7 +265,7 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
         if value.ifindex != 0 {
             return Ok(redirect_neigh(value.ifindex));
         }
-        return Ok(route(ctx, daddr, lookup_scope));
+        return Ok(route(ctx, flow.daddr, lookup_scope));
     }
 
     // A packet to a frontend?
@@ -343,16 +361,26 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
             // From outside the node to a backend on another node, with `externalTrafficPolicy:
             // Cluster`: the backend's answer must come back through this node, so the request
             // leaves with this node's address as its source.
-            let snat = lookup_scope == scope::EXTERNAL
-                && header.flags & service_flags::EXTERNAL_LOCAL == 0
-                && backend.flags & backend_flags::LOCAL == 0;
+            // A pod picked as its own backend (hairpin): its answer would stay inside its own
+            // namespace, never translated back, unless the request comes from another address.
+            let hairpin = from_pod && backend.address_be == saddr;
+            let snat = hairpin
+                || lookup_scope == scope::EXTERNAL
+                    && header.flags & service_flags::EXTERNAL_LOCAL == 0
+                    && backend.flags & backend_flags::LOCAL == 0;
             if snat {
-                let Some((addr, out_ifindex)) = snat_route(ctx, in_ifindex, saddr, &backend) else {
-                    count(metric::TC_SNAT_FAILED);
-                    return Ok(SHOT);
-                };
-                value.snat_addr_be = addr;
-                value.ifindex = out_ifindex;
+                if hairpin {
+                    // Delivered to the pod like any packet for it (`ifindex` 0: `route`).
+                    value.snat_addr_be = u32::from_ne_bytes(HAIRPIN_SOURCE);
+                } else {
+                    let Some((addr, out_ifindex)) = snat_route(ctx, in_ifindex, saddr, &backend)
+                    else {
+                        count(metric::TC_SNAT_FAILED);
+                        return Ok(SHOT);
+                    };
+                    value.snat_addr_be = addr;
+                    value.ifindex = out_ifindex;
+                }
                 value.flags |= ct_flags::SNAT;
                 // The SNAT port is claimed by inserting the reply entry: a port another flow to
                 // the same backend holds is skipped.
@@ -404,8 +432,11 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
         )?;
         count(metric::TC_SNAT_FORWARDED);
         // Its source is now a local address: the node's own input routing would drop it as a
-        // martian, so it goes straight out of the interface the FIB chose.
-        return Ok(redirect_neigh(value.ifindex));
+        // martian, so it goes straight out of the interface the FIB chose (a hairpin packet
+        // goes back into its pod through `route`).
+        if value.ifindex != 0 {
+            return Ok(redirect_neigh(value.ifindex));
+        }
     }
     Ok(route(ctx, value.nat_addr_be, lookup_scope))
 }
