@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod health;
 pub mod host;
 pub mod join;
+pub mod lb_announce;
 pub mod metrics;
 pub mod network;
 pub mod node;

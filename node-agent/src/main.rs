@@ -123,6 +123,13 @@ struct RunArgs {
         default_value = "auto"
     )]
     uplink: Vec<String>,
+    /// The interface on which this node answers ARP for the LoadBalancer IPs it is elected to
+    /// announce (one node per address, through a Lease `kube-system/keelson-lb-<ip>`; another
+    /// node takes an address over when its node dies). Default: none, nothing is announced.
+    /// Name only an interface on a network whose addresses the cluster's LoadBalancer pool
+    /// belongs to, never a machine's real uplink on a shared network.
+    #[arg(long, env = "KEELSON_LB_ANNOUNCE_INTERFACE", value_name = "NAME")]
+    lb_announce_interface: Option<String>,
     /// The cluster's Service CIDR (the control plane's --service-cluster-ip-range): unreachable
     /// towards the uplink, so an untranslated service address never leaves the node.
     #[arg(long, env = "KEELSON_SERVICE_CIDR", default_value = "10.96.0.0/12")]
@@ -652,6 +659,21 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
         };
         let pod_metrics = kubelet.metrics();
         let services = kubelet.services();
+        let announce_client = client.clone();
+        let announce_services = services.clone();
+        let announce_node = node.node_name.clone();
+        let announced = async {
+            match &args.lb_announce_interface {
+                Some(interface) => keelson_node_agent::lb_announce::run(
+                    announce_client,
+                    keelson_node_agent::lb_announce::Config::new(&announce_node, interface),
+                    announce_services,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("--lb-announce-interface: {}", error_chain(&e))),
+                None => std::future::pending().await,
+            }
+        };
         kubelet.host_ports().connect(lb.clone(), node.node_addresses.clone());
         let listener = tokio::net::TcpListener::bind(args.metrics_listen)
             .await
@@ -733,6 +755,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
             pods = kubelet.run() => pods,
             routed = routed => routed,
             policed = policed => policed,
+            announced = announced => announced,
             watched = watched_uplinks => watched,
             rotated = rotated => rotated,
             () = keelson_daemon::systemd::stop_signal() => {

@@ -124,6 +124,11 @@ pub struct ClusterSpec {
     pub control_plane_args: Vec<String>,
     /// Nodes as qemu VMs instead of network namespaces.
     pub vm: Option<VmNodes>,
+    /// A LoadBalancer pool on the bridge subnet (a `--service-lb-pool` value, e.g.
+    /// `172.30.S.200-172.30.S.220`): the control planes assign from it and every agent
+    /// announces the addresses it is elected for on its `eth0`, the bridge side
+    /// (`--lb-announce-interface eth0`), so hosts on the bridge reach them.
+    pub lb_pool: Option<String>,
     /// How many of the last nodes [`Cluster::up`] prepares (namespace, kubeconfig) without
     /// starting their agents: nodes that join later, with [`Cluster::start_agent`].
     pub late_nodes: usize,
@@ -173,6 +178,7 @@ impl ClusterSpec {
             agent_args: Vec::new(),
             control_plane_args: Vec::new(),
             vm: None,
+            lb_pool: None,
             late_nodes: 0,
         }
     }
@@ -734,6 +740,11 @@ impl Cluster {
             .arg(self.api_address(i).to_string())
             .args(["--cluster-cidr", &spec.cluster_cidr])
             .args(["--service-cluster-ip-range", &spec.service_cidr])
+            .args(
+                spec.lb_pool
+                    .iter()
+                    .flat_map(|pool| ["--service-lb-pool", pool.as_str()]),
+            )
             .args(&spec.control_plane_args)
             .env("RUST_LOG", "info");
         if spec.store == StoreKind::Etcd {
@@ -789,6 +800,11 @@ impl Cluster {
             .args(["--metrics-listen", &format!("{}:10249", node.address)])
             .args(["--kubelet-listen", &format!("{}:10250", node.address)])
             .args(["--service-cidr", &spec.service_cidr])
+            .args(if spec.lb_pool.is_some() {
+                &["--lb-announce-interface", "eth0"][..]
+            } else {
+                &[]
+            })
             .args(&spec.agent_args)
             // With several control planes, the agent fails over between them.
             .args(if spec.control_planes > 1 {

@@ -21,6 +21,8 @@ const NAME: &str = "kc";
 const SUBNET: u8 = 0;
 const CLUSTER_CIDR: &str = "10.244.0.0/16";
 const SERVICE_CIDR: &str = "10.96.0.0/12";
+/// LoadBalancer IPs: a range of the bridge subnet, announced on it by one node each.
+const LB_POOL: &str = "172.30.0.200-172.30.0.250";
 
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
@@ -122,6 +124,7 @@ fn cluster_up(args: &UpArgs) -> anyhow::Result<()> {
     spec.control_planes = control_planes;
     spec.cluster_cidr = CLUSTER_CIDR.to_owned();
     spec.service_cidr = SERVICE_CIDR.to_owned();
+    spec.lb_pool = Some(LB_POOL.to_owned());
     let cluster_started = Instant::now();
     let cluster = Cluster::up_with_progress(spec, |step| println!("==> cluster up: {step}"))?;
     println!(
@@ -142,6 +145,12 @@ fn cluster_up(args: &UpArgs) -> anyhow::Result<()> {
         kubeconfig.display()
     );
     print_nodes(&kubectl, &kubeconfig)?;
+    println!(
+        "\nLoadBalancer Services get an EXTERNAL-IP from {LB_POOL}, announced on the bridge by \
+         one node each (ARP) and answering from this machine:\n\
+         \x20   kubectl expose deployment <name> --type LoadBalancer --port 80\n\
+         \x20   curl http://$(kubectl get service <name> -o jsonpath='{{.status.loadBalancer.ingress[0].ip}}')/"
+    );
     println!(
         "\nLogs in {}/logs; `cargo xtask cluster down` removes the cluster.",
         state_dir().display()

@@ -42,6 +42,21 @@ const SERVICE_CIDR: &str = "10.96.0.0/12";
 /// The control plane's default cluster CIDR (node pod CIDRs are /24s inside it).
 const CLUSTER_CIDR_PREFIX: &str = "10.244.";
 const DEMO_REQUESTS: usize = 30;
+/// The default LoadBalancer pool of `up`: a /28 of a private block unlikely to be in use.
+const LB_POOL: &str = "172.29.254.0/28";
+/// The demo's LoadBalancer Service.
+const HELLO_LB: &str = "apiVersion: v1
+kind: Service
+metadata:
+  name: hello-lb
+spec:
+  type: LoadBalancer
+  selector:
+    app: hello
+  ports:
+    - port: 80
+      targetPort: http
+";
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -53,6 +68,24 @@ pub struct UpArgs {
     /// VMs and pods reach the API; it then advertises the default-route interface's address).
     #[arg(long, default_value = "127.0.0.1")]
     bind_address: std::net::IpAddr,
+    /// The LoadBalancer pool (`--service-lb-pool`), a CIDR that exists only on this machine:
+    /// blackholed here so that nothing for it leaves through the uplink (the node's socket-LB
+    /// answers it from this machine; no address is announced on the network).
+    #[arg(long, default_value = LB_POOL, value_parser = parse_cidr)]
+    lb_pool: String,
+}
+
+/// An IPv4 CIDR `a.b.c.d/n`, as given.
+fn parse_cidr(value: &str) -> Result<String, String> {
+    let (ip, len) = value
+        .split_once('/')
+        .ok_or_else(|| format!("{value}: not a CIDR (a.b.c.d/n)"))?;
+    ip.parse::<Ipv4Addr>()
+        .map_err(|e| format!("{value}: {e}"))?;
+    match len.parse::<u8>() {
+        Ok(len) if len <= 32 => Ok(value.to_owned()),
+        _ => Err(format!("{value}: the prefix length is 0 to 32")),
+    }
 }
 
 impl UpArgs {
@@ -77,6 +110,8 @@ struct Running {
     node: String,
     control_plane: Option<u32>,
     node_agent: Option<u32>,
+    /// The LoadBalancer pool blackholed by `up`.
+    lb_pool: Option<String>,
 }
 
 fn state_dir() -> PathBuf {
@@ -100,6 +135,9 @@ impl Running {
         if let Some(pid) = self.node_agent {
             text.push_str(&format!("keelson-node-agent {pid}\n"));
         }
+        if let Some(pool) = &self.lb_pool {
+            text.push_str(&format!("lb-pool {pool}\n"));
+        }
         std::fs::write(state_file(), text).context("cannot write .keelson/up.state")
     }
 
@@ -111,6 +149,7 @@ impl Running {
                 Some(("node", node)) => running.node = node.to_owned(),
                 Some(("keelson-control-plane", pid)) => running.control_plane = pid.parse().ok(),
                 Some(("keelson-node-agent", pid)) => running.node_agent = pid.parse().ok(),
+                Some(("lb-pool", pool)) => running.lb_pool = Some(pool.to_owned()),
                 _ => {}
             }
         }
@@ -277,6 +316,11 @@ fn start(
     let node = running.node.clone();
     // Untranslated Service traffic stays on this machine (the node agent blackholes its pod CIDR).
     cmd::run(command("ip").args(["route", "replace", "blackhole", SERVICE_CIDR]))?;
+    // So does traffic for LoadBalancer IPs: the pool is routed nowhere but here.
+    let lb_pool = args.lb_pool.clone();
+    running.lb_pool = Some(lb_pool.clone());
+    running.save()?;
+    cmd::run(command("ip").args(["route", "replace", "blackhole", &lb_pool]))?;
 
     println!(
         "==> up: starting keelson-control-plane on https://{} (state in {}, log in {})",
@@ -292,6 +336,8 @@ fn start(
             "--listen",
             &args.listen().to_string(),
             "--leader-elect=false",
+            "--service-lb-pool",
+            &lb_pool,
         ])
         .spawn()
         .context("cannot start keelson-control-plane")?;
@@ -463,6 +509,35 @@ fn start(
     let node_port_address = SocketAddr::from((node_ip, node_port));
     let via_node_port = retry_get(node_port_address, Duration::from_secs(20))?;
     println!("    NodePort http://{node_port_address}/ answered: {via_node_port}");
+    let lb_manifest = log_dir().join("hello-lb.yaml");
+    std::fs::write(&lb_manifest, HELLO_LB).context("cannot write hello-lb.yaml")?;
+    kube(&["apply", "-f", &lb_manifest.display().to_string()])?;
+    let mut external_ip = String::new();
+    wait_until(
+        Duration::from_secs(20),
+        "the LoadBalancer Service hello-lb to get an EXTERNAL-IP",
+        || {
+            external_ip = kube(&[
+                "get",
+                "service",
+                "hello-lb",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[0].ip}",
+            ])
+            .unwrap_or_default();
+            Ok(!external_ip.trim().is_empty())
+        },
+    )?;
+    let external_ip: Ipv4Addr = external_ip
+        .trim()
+        .parse()
+        .context("service hello-lb has no IPv4 EXTERNAL-IP")?;
+    let lb_address = SocketAddr::from((external_ip, 80));
+    let via_lb = retry_get(lb_address, Duration::from_secs(20))?;
+    println!(
+        "    LoadBalancer http://{lb_address}/ (EXTERNAL-IP from {lb_pool}, socket-LB) answered: \
+         {via_lb}"
+    );
 
     let kubeconfig = admin.display();
     println!(
@@ -471,6 +546,7 @@ fn start(
          \x20   kubectl get nodes,pods,services,endpointslices -o wide\n\
          \x20   curl http://{cluster_ip}/            # the ClusterIP, from this machine\n\
          \x20   curl http://{node_port_address}/     # the NodePort\n\
+         \x20   curl http://{external_ip}/           # hello-lb's EXTERNAL-IP (LoadBalancer)\n\
          \x20   kubectl scale deployment hello --replicas=5\n\
          \x20   kubectl logs deployment/hello\n\
          \x20   {}/keelson-node-agent lb list --node-name {node}   # the eBPF maps\n\
@@ -580,7 +656,9 @@ fn stop(running: &Running) {
             continue;
         };
         if matches!(kind, "blackhole" | "unreachable")
-            && (dest == SERVICE_CIDR || dest.starts_with(CLUSTER_CIDR_PREFIX))
+            && (dest == SERVICE_CIDR
+                || dest.starts_with(CLUSTER_CIDR_PREFIX)
+                || running.lb_pool.as_deref() == Some(dest))
         {
             let _ = command("ip").args(["route", "del", kind, dest]).status();
         }

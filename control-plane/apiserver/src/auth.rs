@@ -312,6 +312,9 @@ pub(crate) enum Access {
     PodBoundTo(String),
     /// A create, only of an object with this name (checked against the request body).
     CreateNamed(String),
+    /// A create, only of an object whose name starts with this (checked against the request
+    /// body).
+    CreatePrefixed(&'static str),
 }
 
 /// NodeRestriction for a request the chain allowed: node users' writes limited to their own
@@ -328,18 +331,20 @@ pub(crate) fn restriction(
     }
 }
 
-/// The 403 for a create of an object not named `allowed` ([`Access::CreateNamed`]).
+/// The 403 for a create of an object not named `allowed` ([`Access::CreateNamed`]), or (with
+/// `prefix`) whose name does not start with `allowed` ([`Access::CreatePrefixed`]).
 pub(crate) fn check_created_name(
     user: &UserInfo,
     target: &Target,
     body: &[u8],
     allowed: &str,
+    prefix: bool,
 ) -> Result<(), ApiError> {
     let name = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|o| o.pointer("/metadata/name")?.as_str().map(str::to_owned))
         .unwrap_or_default();
-    if name == allowed {
+    if name == allowed || (prefix && name.starts_with(allowed)) {
         return Ok(());
     }
     let named = Target {
@@ -349,15 +354,17 @@ pub(crate) fn check_created_name(
         subresource: None,
         custom: None,
     };
-    Err(forbidden(
-        user,
-        "create",
-        &named,
-        &format!(
+    let why = match (prefix, user.node_name()) {
+        (true, Some(node)) => format!(
+            "node \"{node}\" may only create the {} whose name starts with \"{allowed}\"",
+            target.resource.plural
+        ),
+        _ => format!(
             "node \"{allowed}\" may only create the {} named \"{allowed}\"",
             target.resource.plural
         ),
-    ))
+    };
+    Err(forbidden(user, "create", &named, &why))
 }
 
 pub(crate) use node::restriction::pod_not_bound;

@@ -280,8 +280,14 @@ async fn dispatch(
         (&Method::POST, None, None) => {
             let options = options("CreateOptions")?;
             let body = RequestBody::read(headers, body, false).await?;
-            if let Access::CreateNamed(allowed) = &access {
-                auth::check_created_name(user, target, &body.bytes, allowed)?;
+            match &access {
+                Access::CreateNamed(allowed) => {
+                    auth::check_created_name(user, target, &body.bytes, allowed, false)?;
+                }
+                Access::CreatePrefixed(prefix) => {
+                    auth::check_created_name(user, target, &body.bytes, prefix, true)?;
+                }
+                _ => {}
             }
             let admit = admit("CreateOptions", &options);
             write::create(store, services, target, &body, &options, &admit).await?

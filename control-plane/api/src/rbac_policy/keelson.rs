@@ -18,6 +18,10 @@
 //!   [`BOOTSTRAP_SIGNER_EXTRAS`];
 //! - `kubectl top` for holders of `view`, `edit` and `admin`: metrics-server's own
 //!   [`AGGREGATED_METRICS_READER`], which keelson's `metrics.k8s.io` needs as metrics-server does;
+//! - L2 announcements of LoadBalancer IPs: node agents elect one announcer per address with
+//!   Leases `kube-system/keelson-lb-<ip-dashed>` that any node may create, take over and
+//!   delete ([`LB_ANNOUNCE`]; RBAC cannot grant by name prefix, and the Node authorizer has
+//!   no opinion on Leases outside `kube-node-lease`);
 //! - leader election uses the Leases `kube-system/keelson-controller-manager` and
 //!   `kube-system/keelson-scheduler`, not Kubernetes' lease names.
 
@@ -47,6 +51,9 @@ pub const AGGREGATED_METRICS_READER: &str = "system:aggregated-metrics-reader";
 pub const CONTROLLER_MANAGER_EXTRAS: &str = "keelson:kube-controller-manager";
 /// The `kube-public` Role that lets the bootstrap signer create `cluster-info`.
 pub const BOOTSTRAP_SIGNER_EXTRAS: &str = "keelson:bootstrap-signer";
+/// The `kube-system` Role (bound to `system:nodes`) of the Leases that elect the node
+/// announcing each LoadBalancer IP.
+pub const LB_ANNOUNCE: &str = "keelson:lb-announce";
 /// The Lease (in `kube-system`) the controllers elect their leader with.
 pub const CONTROLLER_MANAGER_LEASE: &str = "keelson-controller-manager";
 /// The Lease (in `kube-system`) the schedulers elect their leader with.
@@ -209,6 +216,15 @@ pub(super) fn roles() -> Vec<Role> {
     [
         leader_locking(CONTROLLER_MANAGER_LEADER, CONTROLLER_MANAGER_LEASE),
         leader_locking(SCHEDULER_LEADER, SCHEDULER_LEASE),
+        role(
+            KUBE_SYSTEM,
+            LB_ANNOUNCE,
+            vec![rule(
+                &["create", "delete", "get", "list", "update", "watch"],
+                &[COORDINATION],
+                &["leases"],
+            )],
+        ),
         // Kubernetes' signer only updates `cluster-info`; keelson's also creates it.
         role(
             KUBE_PUBLIC,
@@ -256,6 +272,7 @@ pub(super) fn role_bindings() -> Vec<RoleBinding> {
             SCHEDULER_LEADER,
             vec![user(SCHEDULER_USER)],
         ),
+        role_binding(KUBE_SYSTEM, LB_ANNOUNCE, LB_ANNOUNCE, vec![group(NODES)]),
         role_binding(
             KUBE_PUBLIC,
             BOOTSTRAP_SIGNER_EXTRAS,

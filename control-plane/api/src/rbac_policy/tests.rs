@@ -630,8 +630,9 @@ fn counts() {
     // metrics-server's system:aggregated-metrics-reader.
     assert_eq!(cluster_roles().len(), 30 + 23 + 3 + 1);
     assert_eq!(cluster_role_bindings().len(), 12 + 23 + 3 + 23);
-    assert_eq!(roles().len(), 7 + 3);
-    assert_eq!(role_bindings().len(), 7 + 6);
+    // keelson's Roles: two leader-locking, the bootstrap signer's extras, LB announcements.
+    assert_eq!(roles().len(), 7 + 4);
+    assert_eq!(role_bindings().len(), 7 + 7);
 }
 
 #[test]
@@ -698,6 +699,33 @@ fn the_node_datapath_role_reads_what_the_agent_watches_and_never_secrets() {
     }
     let datapath = rules_of(keelson::NODE_DATAPATH);
     assert!(datapath.iter().all(|r| r.verbs == ["get", "list", "watch"]));
+}
+
+#[test]
+fn nodes_may_elect_lb_announcers_in_kube_system_only() {
+    let nodes = ["system:nodes", "system:authenticated"];
+    let node = "system:node:n1";
+    // node-agent/src/lb_announce/mod.rs: list the Leases, create, renew or take over, delete.
+    let leases = ("coordination.k8s.io", "leases");
+    for (verb, name) in [
+        ("list", ""),
+        ("create", ""),
+        ("update", "keelson-lb-172-30-0-200"),
+        ("delete", "keelson-lb-172-30-0-200"),
+    ] {
+        assert!(
+            may(node, &nodes, verb, leases, "kube-system", name),
+            "{verb}"
+        );
+        assert!(
+            !may(node, &nodes, verb, leases, "default", name),
+            "{verb} in default"
+        );
+    }
+    assert!(
+        !may(node, &[], "list", leases, "kube-system", ""),
+        "outside system:nodes"
+    );
 }
 
 #[test]

@@ -14,6 +14,11 @@ use crate::{
     request::Target,
 };
 
+/// The namespace of the LoadBalancer announcement Leases nodes may write.
+const LB_ANNOUNCE_NAMESPACE: &str = "kube-system";
+/// Their names' prefix (`keelson-lb-<ip-dashed>`).
+const LB_ANNOUNCE_PREFIX: &str = "keelson-lb-";
+
 /// What a write node `node` was allowed to make still requires (see [`Access`]), or the 403
 /// NodeRestriction answers.
 pub(crate) fn restrict(
@@ -36,6 +41,25 @@ pub(crate) fn restrict(
             refuse(format!(
                 "node \"{node}\" is not allowed to modify node \"{}\"",
                 name.unwrap_or_default()
+            ))
+        }
+        // keelson's addition: the Leases electing the node that announces a LoadBalancer IP
+        // (node-agent `lb_announce`) are written by the nodes themselves. Kubernetes' plugin
+        // refuses every Lease outside `kube-node-lease` (Cilium's agents, which elect L2
+        // announcers the same way, write them with a ServiceAccount of their own); a node may
+        // claim these addresses on the wire anyway, so the Lease gives it nothing more.
+        ("coordination.k8s.io", "leases", None, "create")
+            if name.is_none() && target.namespace.as_deref() == Some(LB_ANNOUNCE_NAMESPACE) =>
+        {
+            Ok(Access::CreatePrefixed(LB_ANNOUNCE_PREFIX))
+        }
+        ("coordination.k8s.io", "leases", None, "update" | "delete")
+            if target.namespace.as_deref() == Some(LB_ANNOUNCE_NAMESPACE)
+                && !name.unwrap_or_default().starts_with(LB_ANNOUNCE_PREFIX) =>
+        {
+            refuse(format!(
+                "node \"{node}\" may only write the leases in \"{LB_ANNOUNCE_NAMESPACE}\" \
+                 whose name starts with \"{LB_ANNOUNCE_PREFIX}\""
             ))
         }
         ("coordination.k8s.io", "leases", None, "create") if name.is_none() => {
@@ -337,6 +361,35 @@ mod tests {
                  allowed to modify node \"n2\""
                     .into()
             )
+        );
+        assert_eq!(
+            restrict("create", target("leases", Some("kube-system"), None, None)),
+            Ok(Access::CreatePrefixed("keelson-lb-"))
+        );
+        assert_eq!(
+            restrict(
+                "update",
+                target(
+                    "leases",
+                    Some("kube-system"),
+                    Some("keelson-lb-10-0-0-1"),
+                    None
+                )
+            ),
+            Ok(Access::Granted)
+        );
+        assert!(
+            restrict(
+                "update",
+                target(
+                    "leases",
+                    Some("kube-system"),
+                    Some("keelson-scheduler"),
+                    None
+                )
+            )
+            .is_err(),
+            "the leader election Leases are not the nodes'"
         );
         assert_eq!(
             restrict(
