@@ -164,6 +164,9 @@ enum Change {
 #[derive(Debug, Default)]
 pub struct ServiceCache {
     services: std::sync::RwLock<BTreeMap<String, Service>>,
+    /// The EndpointSlices of each Service (by service id, then slice name), as the datapath
+    /// last programmed them.
+    slices: std::sync::RwLock<BTreeMap<String, BTreeMap<String, EndpointSlice>>>,
     listed: tokio::sync::Notify,
     listed_once: std::sync::atomic::AtomicBool,
 }
@@ -181,6 +184,34 @@ impl ServiceCache {
             .services
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Reads the Services and their EndpointSlices (by service id, then slice name) under the
+    /// locks (keep `f` short; it must not block).
+    pub fn read_with_slices<R>(
+        &self,
+        f: impl FnOnce(
+            &BTreeMap<String, Service>,
+            &BTreeMap<String, BTreeMap<String, EndpointSlice>>,
+        ) -> R,
+    ) -> R {
+        let services = self
+            .services
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slices = self
+            .slices
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&services, &slices)
+    }
+
+    fn write_slices(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, BTreeMap<String, EndpointSlice>>> {
+        self.slices
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Adds or replaces a Service.
@@ -218,8 +249,6 @@ impl ServiceCache {
 /// What the watchers have seen, by `namespace/name`.
 struct Cache {
     services: std::sync::Arc<ServiceCache>,
-    /// Slices by service id, then by slice name.
-    slices: BTreeMap<String, BTreeMap<String, EndpointSlice>>,
     services_listed: bool,
     slices_listed: bool,
     initial_sync_done: bool,
@@ -262,7 +291,6 @@ pub async fn run(
     let mut changes = stream::select(service_events, slices).boxed();
     let mut cache = Cache {
         services,
-        slices: BTreeMap::new(),
         services_listed: false,
         slices_listed: false,
         initial_sync_done: false,
@@ -336,7 +364,8 @@ pub async fn run(
                             seen_triggers.insert(key, value.clone());
                         }
                         cache
-                            .slices
+                            .services
+                            .write_slices()
                             .entry(owner.clone())
                             .or_default()
                             .insert(name, slice);
@@ -347,7 +376,7 @@ pub async fn run(
                     if let Some((owner, name)) = slice_owner(&slice) {
                         seen_triggers
                             .remove(&service_id(&slice.namespace().unwrap_or_default(), &name));
-                        if let Some(slices) = cache.slices.get_mut(&owner) {
+                        if let Some(slices) = cache.services.write_slices().get_mut(&owner) {
                             slices.remove(&name);
                         }
                         dirty.insert(owner);
@@ -369,9 +398,11 @@ pub async fn run(
                 }
                 Event::InitDone => {
                     // The re-list replaces every slice at once.
-                    dirty.extend(cache.slices.keys().cloned());
-                    cache.slices = std::mem::take(&mut pending_slices);
-                    dirty.extend(cache.slices.keys().cloned());
+                    let mut slices = cache.services.write_slices();
+                    dirty.extend(slices.keys().cloned());
+                    *slices = std::mem::take(&mut pending_slices);
+                    dirty.extend(slices.keys().cloned());
+                    drop(slices);
                     cache.slices_listed = true;
                 }
             },
@@ -382,20 +413,22 @@ pub async fn run(
         let round = (!dirty.is_empty()).then(Instant::now);
         let mut failed = false;
         for id in dirty {
-            let (frontends, check) = cache.services.read(|services| match services.get(&id) {
-                Some(svc) => {
-                    let slices: Vec<&EndpointSlice> = cache
-                        .slices
-                        .get(&id)
-                        .map(|s| s.values().collect())
-                        .unwrap_or_default();
-                    (
-                        lb::frontends(svc, &slices, &node),
-                        crate::service_health::health_check(svc, &slices, &node.node_name),
-                    )
-                }
-                None => (Vec::new(), None),
-            });
+            let (frontends, check) =
+                cache
+                    .services
+                    .read_with_slices(|services, slices| match services.get(&id) {
+                        Some(svc) => {
+                            let slices: Vec<&EndpointSlice> = slices
+                                .get(&id)
+                                .map(|s| s.values().collect())
+                                .unwrap_or_default();
+                            (
+                                lb::frontends(svc, &slices, &node),
+                                crate::service_health::health_check(svc, &slices, &node.node_name),
+                            )
+                        }
+                        None => (Vec::new(), None),
+                    });
             health.update(&id, check);
             let updated = lb
                 .lock()

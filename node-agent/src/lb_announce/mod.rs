@@ -10,8 +10,8 @@
 //! claim addresses on a network it does not own.
 //!
 //! [`plan`] decides (pure, table-tested); [`run`] is the IO: once per retry period it reads
-//! its Node, the LoadBalancer Services (the agent's watch cache), their EndpointSlices (one
-//! list per LoadBalancer Service) and the announcement Leases (one list), writes the Leases
+//! its Node, the LoadBalancer Services and their EndpointSlices (the agent's watch cache) and
+//! the announcement Leases (one list), writes the Leases
 //! the plan asks for, and hands the addresses it holds to the ARP responder ([`arp`]).
 
 pub mod arp;
@@ -203,24 +203,29 @@ async fn round(
         .await
         .map_err(api(format!("reading Node {}", config.node_name)))?;
     let ready = node.as_ref().is_some_and(is_ready);
-    let lb_services: Vec<Service> = services.read(|all| {
-        all.values()
-            .filter(|s| s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"))
-            .cloned()
-            .collect()
-    });
-    let mut slices: BTreeMap<String, Vec<EndpointSlice>> = BTreeMap::new();
-    for service in &lb_services {
-        let namespace = service.namespace().unwrap_or_default();
-        let name = service.name_any();
-        let list = Api::<EndpointSlice>::namespaced(client.clone(), &namespace)
-            .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={name}")))
-            .await
-            .map_err(api(format!(
-                "listing the EndpointSlices of {namespace}/{name}"
-            )))?;
-        slices.insert(format!("{namespace}/{name}"), list.items);
-    }
+    // The Services and EndpointSlices of the agent's watch cache (what the datapath serves).
+    let (lb_services, slices): (Vec<Service>, BTreeMap<String, Vec<EndpointSlice>>) = services
+        .read_with_slices(|all, slices| {
+            let lb: Vec<Service> = all
+                .values()
+                .filter(|s| {
+                    s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
+                })
+                .cloned()
+                .collect();
+            let slices = lb
+                .iter()
+                .map(|s| {
+                    let id = format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any());
+                    let list = slices
+                        .get(&id)
+                        .map(|by_name| by_name.values().cloned().collect())
+                        .unwrap_or_default();
+                    (id, list)
+                })
+                .collect();
+            (lb, slices)
+        });
     let slice_refs: BTreeMap<String, Vec<&EndpointSlice>> = slices
         .iter()
         .map(|(id, list)| (id.clone(), list.iter().collect()))
