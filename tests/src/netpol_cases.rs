@@ -165,6 +165,32 @@ pub fn cases(kube: &Kube<'_>, pods: &[NetpolPod]) -> Vec<Case> {
             via: Via::PodIp,
         },
         Case {
+            name: "x/a egress: the except of one policy, y/b's /32 on TCP 80 in another (union)",
+            policies: [
+                p(
+                    X,
+                    "a-to-cidr-except",
+                    &format!(
+                        "  podSelector: {{matchLabels: {{pod: a}}}}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - ipBlock: {{cidr: 10.0.0.0/8, except: [{}/32]}}\n",
+                        ip(Y, B)
+                    ),
+                ),
+                p(
+                    X,
+                    "a-to-yb-tcp80",
+                    &format!(
+                        "  podSelector: {{matchLabels: {{pod: a}}}}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - ipBlock: {{cidr: {}/32}}\n    ports:\n    - {{protocol: TCP, port: 80}}\n",
+                        ip(Y, B)
+                    ),
+                ),
+            ]
+            .concat(),
+            expected: open()
+                .expect(Peer::pod(X, A), Peer::pod(Y, B), ALL, false)
+                .expect(Peer::pod(X, A), Peer::pod(Y, B), tcp80, true),
+            via: Via::PodIp,
+        },
+        Case {
             name: "x admits the named port `web` (TCP 80 on a and b, TCP 81 on c)",
             policies: p(
                 X,

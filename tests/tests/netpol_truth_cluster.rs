@@ -2,7 +2,7 @@
 //! Kubernetes' netpol e2e) on three-node clusters whose nodes are network namespaces
 //! (keelson-testbed), in both routing modes: the pods of every namespace spread over the three
 //! nodes, so each case is judged on pairs on one node and across nodes, by the sender's agent
-//! (egress) and the receiver's (ingress). Same 20 cases as `netpol_truth_one_node`.
+//! (egress) and the receiver's (ingress). Same 21 cases as `netpol_truth_one_node`.
 
 use std::{path::Path, time::Instant};
 

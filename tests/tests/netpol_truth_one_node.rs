@@ -1,6 +1,6 @@
 //! End to end, privileged: the NetworkPolicy truth table (`keelson_tests::netpol`, after
 //! Kubernetes' netpol e2e) on one node: namespaces x, y, z with pods a, b, c each serving TCP
-//! and UDP on 80 and 81, every pod probing every pod for 20 policy cases (deny-all both ways,
+//! and UDP on 80 and 81, every pod probing every pod for 21 policy cases (deny-all both ways,
 //! pod and namespace selectors and their AND and OR, ipBlock with except, named ports on
 //! ingress and egress, endPort, protocol-only, unions and stacked policies, egress only DNS,
 //! ClusterIPs judged by backend, a policy added and removed while a loop probes). A mismatch
