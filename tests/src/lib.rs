@@ -9,6 +9,8 @@ pub mod etcd;
 pub mod lbkit;
 pub mod netcluster;
 pub mod netns;
+pub mod netpol;
+pub mod netpol_cases;
 pub mod pods;
 pub mod policykit;
 pub mod rollout;

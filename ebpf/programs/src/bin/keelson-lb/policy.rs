@@ -99,6 +99,12 @@ fn endpoints(
 /// when either denies it.
 #[inline(always)]
 pub fn enforce(ctx: &TcContext, flow: &Flow, from_pod: bool) -> Result<(), i32> {
+    // A pod reaching itself through a Service (hairpin) is not judged, as its loopback traffic
+    // never is: upstream's NetworkPolicy tests expect it to pass (`AllowLoopback`), and
+    // kube-proxy masquerades it to the node.
+    if flow.saddr == flow.daddr {
+        return Ok(());
+    }
     let (source, destination) = endpoints(flow.saddr, flow.daddr, from_pod);
     if let Some(endpoint) = source {
         judge(policy_direction::EGRESS, &endpoint, flow, false)?;
