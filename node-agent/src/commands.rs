@@ -14,6 +14,24 @@ pub(crate) fn lb_list(args: &PinArgs) -> ExitCode {
             for frontend in &frontends {
                 println!("{frontend}");
             }
+            // Then every backend with its counters (socket-LB connects plus TC flows, TC bytes).
+            match datapath::lb::read_backend_counters(&pin_dir) {
+                Ok(backends) if backends.is_empty() => {}
+                Ok(backends) => {
+                    println!();
+                    for line in datapath::lb::backend_table(&backends) {
+                        println!("{line}");
+                    }
+                }
+                Err(error) => {
+                    eprintln!(
+                        "keelson-node-agent lb list: backend counters unreadable under {} ({})",
+                        pin_dir.display(),
+                        error_chain(&error)
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {

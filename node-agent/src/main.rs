@@ -679,6 +679,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {}", args.metrics_listen))?;
         let metrics_pins = pin_dir.clone();
+        let metrics_lb = lb.clone();
         let proxy_metrics = keelson_node_agent::service_sync::ProxyMetrics::default();
         let policy_metrics = datapath::policy::PolicyMetrics::default();
         let agent_metrics = std::sync::Arc::new(
@@ -731,9 +732,16 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
                 axum::routing::get(move || {
                     let pins = metrics_pins.clone();
                     let metrics = agent_metrics.clone();
+                    let lb = metrics_lb.clone();
                     async move {
                         use axum::{http::header::CONTENT_TYPE, response::IntoResponse as _};
-                        match datapath::lb::DatapathMetrics::read(&pins) {
+                        let owners = lb
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .backend_owners();
+                        match datapath::lb::DatapathMetrics::read(&pins)
+                            .map(|datapath| datapath.with_owners(owners))
+                        {
                             Ok(datapath) => (
                                 [(CONTENT_TYPE, keelson_node_agent::metrics::CONTENT_TYPE)],
                                 metrics.render(Some(datapath)),

@@ -87,18 +87,49 @@ mod tests {
             events: vec![("tc_new_flow", 61), ("sock_translated", 3)],
             conntrack_gc: vec![("expired", 2), ("evicted", 0), ("passes", 5)],
             maps: vec![("kct_v2", 1024, 4096), ("ksvc_v2", 3, 65536)],
+            backends: crate::datapath::lb::join_counters(
+                [(
+                    4,
+                    keelson_ebpf_common::Backend {
+                        address_be: u32::from(std::net::Ipv4Addr::new(10, 244, 0, 9)).to_be(),
+                        port_be: 8080u16.to_be(),
+                        proto: keelson_ebpf_common::proto::TCP,
+                        ..Default::default()
+                    },
+                )],
+                &std::collections::BTreeMap::from([(
+                    4,
+                    keelson_ebpf_common::BackendStats {
+                        sock_connects: 7,
+                        tc_reply_bytes: 1200,
+                        ..Default::default()
+                    },
+                )]),
+            ),
+            owners: std::collections::BTreeMap::from([(
+                4,
+                crate::datapath::lb::BackendOwner {
+                    namespace: "default".into(),
+                    service: "web".into(),
+                    port: 80,
+                },
+            )]),
         };
         let text = metrics.render(Some(datapath));
         let families =
             keelson_testbed::exposition::check(&text).unwrap_or_else(|e| panic!("{e} in:\n{text}"));
-        // 24 of the agent and the policy sync, 4 process families (no async runtime here for
-        // the task count).
-        assert_eq!(families, 28, "{text}");
+        // 24 of the agent and the policy sync, 3 per-backend families, 4 process families (no
+        // async runtime here for the task count).
+        assert_eq!(families, 31, "{text}");
         for line in [
             "keelson_datapath_events_total{path=\"tc_new_flow\"} 61",
             "keelson_conntrack_gc_total{event=\"passes\"} 5",
             "keelson_datapath_map_capacity{map=\"kct_v2\"} 4096",
             "keelson_datapath_conntrack_fill_ratio 0.25",
+            "keelson_service_backend_connections_total{namespace=\"default\",service=\"web\",\
+             port=\"80\",protocol=\"TCP\",backend=\"10.244.0.9:8080\",path=\"socket\"} 7",
+            "keelson_service_backend_bytes_total{namespace=\"default\",service=\"web\",\
+             port=\"80\",protocol=\"TCP\",backend=\"10.244.0.9:8080\",direction=\"reply\"} 1200",
             "kubelet_pod_worker_duration_seconds_count{operation_type=\"sync\"} 1",
             "keelson_probe_results_total{result=\"unready\"} 1",
             "keelson_pod_status_writes_total 1",

@@ -127,8 +127,13 @@ pub mod maps {
     /// ingress of its destination pod) where the pod has an [`ENDPOINTS`] entry: replies of a
     /// tracked flow pass whatever the policies of the reply direction say.
     pub const POLICY_CT: &str = "kpolct_v1";
+    /// backend id (`u32`) -> [`super::BackendStats`], per-CPU hash: connections, flows, packets
+    /// and bytes per backend. Entries are the agent's: it creates (zeroed) or resets one when it
+    /// writes a new backend under an id and deletes it with the backend; the programs only add
+    /// to an entry that exists.
+    pub const BACKEND_STATS: &str = "kbackstats_v1";
     /// Every map the load balancer's object pins (and reuses by these names after a restart).
-    pub const PINNED: [&str; 15] = [
+    pub const PINNED: [&str; 16] = [
         SERVICES,
         BACKENDS,
         REV_NAT,
@@ -144,6 +149,7 @@ pub mod maps {
         ENDPOINTS,
         POLICY,
         POLICY_CT,
+        BACKEND_STATS,
     ];
 }
 
@@ -648,6 +654,44 @@ pub struct AffinityValue {
     pub last_used_ns: u64,
 }
 
+/// Value of [`maps::BACKEND_STATS`], one per CPU; the agent sums them. Every field only grows
+/// while the backend id names the same backend (the agent zeroes the entry when it reuses the
+/// id for another backend). Bytes are `skb->len` at the TC hook (L2 header included).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendStats {
+    /// Socket-LB: connects (TCP, connected UDP) and unconnected UDP sends translated to the
+    /// backend.
+    pub sock_connects: u64,
+    /// TC: new flows (conntrack entries created) to the backend.
+    pub tc_new_flows: u64,
+    /// TC: packets of translated flows towards the backend (forward direction).
+    pub tc_forward_packets: u64,
+    /// TC: bytes of those packets.
+    pub tc_forward_bytes: u64,
+    /// TC: packets of translated flows from the backend, reverse-NATed (reply direction).
+    pub tc_reply_packets: u64,
+    /// TC: bytes of those packets.
+    pub tc_reply_bytes: u64,
+}
+
+impl BackendStats {
+    /// Adds another CPU's share to this one (used when summing per-CPU values).
+    #[must_use]
+    pub const fn merged(self, other: Self) -> Self {
+        Self {
+            sock_connects: self.sock_connects.wrapping_add(other.sock_connects),
+            tc_new_flows: self.tc_new_flows.wrapping_add(other.tc_new_flows),
+            tc_forward_packets: self
+                .tc_forward_packets
+                .wrapping_add(other.tc_forward_packets),
+            tc_forward_bytes: self.tc_forward_bytes.wrapping_add(other.tc_forward_bytes),
+            tc_reply_packets: self.tc_reply_packets.wrapping_add(other.tc_reply_packets),
+            tc_reply_bytes: self.tc_reply_bytes.wrapping_add(other.tc_reply_bytes),
+        }
+    }
+}
+
 /// Directions of a conntrack entry ([`CtKey::dir`]).
 pub mod ct_dir {
     /// Client -> service frontend, as the client sent it.
@@ -835,13 +879,16 @@ pub mod capacity {
     pub const POLICY: u32 = 1_048_576;
     /// Policy conntrack entries (one per flow and enforcement point).
     pub const POLICY_CT: u32 = 262_144;
+    /// Per-backend statistics: one entry per backend, so sized like [`BACKENDS`].
+    pub const BACKEND_STATS: u32 = BACKENDS;
 }
 
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        AffinityKey, AffinityValue, Backend, CtKey, CtValue, IfaceCounters, IfaceKey, LocalPod,
-        MaglevTable, NodeRoute, RevNat, ServiceKey, ServiceValue, SockRevNat, SockRevNatKey,
+        AffinityKey, AffinityValue, Backend, BackendStats, CtKey, CtValue, IfaceCounters, IfaceKey,
+        LocalPod, MaglevTable, NodeRoute, RevNat, ServiceKey, ServiceValue, SockRevNat,
+        SockRevNatKey,
     };
     use super::{
         EndpointPolicy, IdentityValue, PolicyCtKey, PolicyCtValue, PolicyEntry, PolicyKeyData,
@@ -890,6 +937,8 @@ mod user {
     unsafe impl aya::Pod for PolicyCtKey {}
     // SAFETY: see above.
     unsafe impl aya::Pod for PolicyCtValue {}
+    // SAFETY: `#[repr(C)]`, only `u64` fields, no padding: every bit pattern is valid.
+    unsafe impl aya::Pod for BackendStats {}
 }
 
 #[cfg(test)]
@@ -934,6 +983,7 @@ mod tests {
             4 + 4 + 2 + 2 + 1 + 1 + 2
         );
         assert_eq!(core::mem::size_of::<PolicyCtValue>(), 8 + 4 + 1 + 3);
+        assert_eq!(core::mem::size_of::<BackendStats>(), 6 * 8);
     }
 
     #[test]
@@ -1024,6 +1074,39 @@ mod tests {
         for (id, _) in metric::AGENT_NAMES {
             assert!(id >= metric::NAMES.len() as u32 && id < metric::COUNT);
         }
+    }
+
+    #[test]
+    fn backend_stats_merge_field_by_field() {
+        let a = BackendStats {
+            sock_connects: 1,
+            tc_new_flows: 2,
+            tc_forward_packets: 3,
+            tc_forward_bytes: 4,
+            tc_reply_packets: 5,
+            tc_reply_bytes: 6,
+        };
+        let b = BackendStats {
+            sock_connects: 10,
+            tc_new_flows: 20,
+            tc_forward_packets: 30,
+            tc_forward_bytes: 40,
+            tc_reply_packets: 50,
+            tc_reply_bytes: 60,
+        };
+        let sum = a.merged(b);
+        assert_eq!(
+            (
+                sum.sock_connects,
+                sum.tc_new_flows,
+                sum.tc_forward_packets,
+                sum.tc_forward_bytes,
+                sum.tc_reply_packets,
+                sum.tc_reply_bytes
+            ),
+            (11, 22, 33, 44, 55, 66)
+        );
+        assert_eq!(BackendStats::default().merged(a), a);
     }
 
     #[test]

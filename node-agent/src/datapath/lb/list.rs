@@ -3,11 +3,11 @@
 
 use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path};
 
-use aya::maps::{HashMap, PerCpuArray};
+use aya::maps::{HashMap, PerCpuArray, PerCpuHashMap};
 use keelson_ebpf_common::{
-    AffinityKey, AffinityValue, Backend, CtKey, CtValue, MaglevTable, RevNat, ServiceKey,
-    ServiceValue, SockRevNat, SockRevNatKey, backend_flags, backend_state, ct_dir, ct_flags, maps,
-    metric, proto, scope,
+    AffinityKey, AffinityValue, Backend, BackendStats, CtKey, CtValue, MaglevTable, RevNat,
+    ServiceKey, ServiceValue, SockRevNat, SockRevNatKey, backend_flags, backend_state, ct_dir,
+    ct_flags, maps, metric, proto, scope,
 };
 
 use prometheus_client::{
@@ -17,7 +17,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::{FrontendKey, frontends::group_services, open_pinned};
+use super::{
+    BackendCounters, BackendOwner, FrontendKey, backend_stats, frontends::group_services,
+    open_pinned,
+};
 use crate::datapath::DatapathError;
 
 /// One backend slot of a listed frontend.
@@ -197,7 +200,7 @@ pub fn list_conntrack(pin_dir: &Path) -> Result<Vec<ListedFlow>, DatapathError> 
 }
 
 /// The load-balancer maps whose fill levels `/metrics` reports.
-const FILLED_MAPS: [&str; 7] = [
+const FILLED_MAPS: [&str; 8] = [
     maps::SERVICES,
     maps::BACKENDS,
     maps::REV_NAT,
@@ -205,6 +208,7 @@ const FILLED_MAPS: [&str; 7] = [
     maps::AFFINITY,
     maps::CT,
     maps::MAGLEV,
+    maps::BACKEND_STATS,
 ];
 
 /// The datapath's counters and map fill levels, read from the maps pinned under `pin_dir` once
@@ -213,7 +217,11 @@ const FILLED_MAPS: [&str; 7] = [
 /// - `keelson_conntrack_gc_total{event}` (counter): the agent's conntrack GC passes and the
 ///   flows it deleted (`expired`) or evicted early (`evicted`);
 /// - `keelson_datapath_map_entries{map}` and `keelson_datapath_map_capacity{map}` (gauges);
-/// - `keelson_datapath_conntrack_fill_ratio` (gauge, 0..1).
+/// - `keelson_datapath_conntrack_fill_ratio` (gauge, 0..1);
+/// - per backend, labelled with its Service ([`Self::with_owners`]):
+///   `keelson_service_backend_connections_total{path}`,
+///   `keelson_service_backend_packets_total{direction}` and
+///   `keelson_service_backend_bytes_total{direction}` (counters, see `backend_stats`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DatapathMetrics {
     /// Packets and socket operations by datapath path, summed over CPUs.
@@ -222,6 +230,10 @@ pub struct DatapathMetrics {
     pub conntrack_gc: Vec<(&'static str, u64)>,
     /// Entries and capacity (max entries) of each load-balancer map.
     pub maps: Vec<(&'static str, u64, u32)>,
+    /// Every backend with its counters.
+    pub backends: Vec<BackendCounters>,
+    /// The Service each backend id is labelled with (empty when read from the maps alone).
+    pub owners: BTreeMap<u32, BackendOwner>,
 }
 
 impl DatapathMetrics {
@@ -253,7 +265,16 @@ impl DatapathMetrics {
             let (entries, capacity) = fill(&map, name).map_err(map_error(name))?;
             out.maps.push((name, entries, capacity));
         }
+        out.backends = backend_stats::read_backend_counters(pin_dir)?;
         Ok(out)
+    }
+
+    /// Labels the per-backend counters with the Services the agent knows
+    /// ([`super::LoadBalancer::backend_owners`]).
+    #[must_use]
+    pub fn with_owners(mut self, owners: BTreeMap<u32, BackendOwner>) -> Self {
+        self.owners = owners;
+        self
     }
 
     /// The conntrack table's fill ratio, when the table was read.
@@ -316,7 +337,7 @@ impl Collector for DatapathMetrics {
             )?;
             ConstGauge::new(ratio).encode(family)?;
         }
-        Ok(())
+        backend_stats::encode(&mut encoder, &self.backends, &self.owners)
     }
 }
 
@@ -345,10 +366,16 @@ fn fill(map: &aya::maps::Map, name: &'static str) -> Result<(u64, u32), aya::map
         maps::AFFINITY => keys::<AffinityKey, AffinityValue>(map)?,
         maps::CT => keys::<CtKey, CtValue>(map)?,
         maps::MAGLEV => keys::<u32, MaglevTable>(map)?,
+        maps::BACKEND_STATS => {
+            let typed: PerCpuHashMap<_, u32, BackendStats> = PerCpuHashMap::try_from(map)?;
+            typed.keys().filter(Result::is_ok).count() as u64
+        }
         _ => 0,
     };
     let capacity = match map {
-        aya::maps::Map::HashMap(d) | aya::maps::Map::LruHashMap(d) => d.info()?.max_entries(),
+        aya::maps::Map::HashMap(d)
+        | aya::maps::Map::LruHashMap(d)
+        | aya::maps::Map::PerCpuHashMap(d) => d.info()?.max_entries(),
         _ => 0,
     };
     Ok((entries, capacity))

@@ -5,6 +5,7 @@
 //! pinned maps and the programs, applies those writes and attaches the socket-LB hooks to a
 //! cgroup.
 
+mod backend_stats;
 mod ct_gc;
 mod frontends;
 mod host_ports;
@@ -24,7 +25,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key as LpmKey},
+    maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, lpm_trie::Key as LpmKey},
     programs::{
         CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
@@ -33,10 +34,14 @@ use aya::{
     util::KernelVersion,
 };
 use keelson_ebpf_common::{
-    AffinityKey, AffinityValue, Backend, LocalPod, MAGLEV_TABLE_SIZE, MaglevTable, NodeRoute,
-    RevNat, ServiceKey, ServiceValue, capacity, maps, metric,
+    AffinityKey, AffinityValue, Backend, BackendStats, LocalPod, MAGLEV_TABLE_SIZE, MaglevTable,
+    NodeRoute, RevNat, ServiceKey, ServiceValue, capacity, maps, metric,
 };
 
+pub use backend_stats::{
+    BackendCounters, BackendOwner, backend_owners, backend_table, join_counters,
+    read_backend_counters, sum_per_cpu,
+};
 pub use ct_gc::{
     ConntrackGc, CtTimeouts, Flow, FlowState, GcPlan, GcPolicy, GcReport, eviction_target,
     group_flows, monotonic_now_ns, partner_key, plan,
@@ -123,7 +128,7 @@ pub struct LbConfig {
     pub pin_dir: PathBuf,
     /// Capacity of the services map (headers + backend slots).
     pub services: u32,
-    /// Capacity of the backends map.
+    /// Capacity of the backends map (and of the per-backend counters).
     pub backends: u32,
     /// Capacity of the socket reverse-NAT map.
     pub sock_rev_nat: u32,
@@ -193,6 +198,7 @@ impl LoadBalancer {
         loader
             .map_max_entries(maps::SERVICES, config.services)
             .map_max_entries(maps::BACKENDS, config.backends)
+            .map_max_entries(maps::BACKEND_STATS, config.backends)
             .map_max_entries(maps::REV_NAT, config.backends.max(config.services / 4))
             .map_max_entries(maps::SOCK_REV_NAT, config.sock_rev_nat)
             .map_max_entries(maps::AFFINITY, config.affinity)
@@ -228,6 +234,7 @@ impl LoadBalancer {
                 rev_nat.iter().filter_map(Result::ok),
             )
         };
+        backend_stats::adopt(&mut ebpf)?;
         Ok(Self {
             ebpf,
             state,
@@ -472,6 +479,11 @@ impl LoadBalancer {
         Ok(out)
     }
 
+    /// The Service each backend's counters are labelled with (see [`backend_owners`]).
+    pub fn backend_owners(&self) -> std::collections::BTreeMap<u32, BackendOwner> {
+        backend_owners(self.state.backend_refs())
+    }
+
     /// Registers a pod of this node for delivery straight into its namespace.
     pub fn put_local_pod(&mut self, address: Ipv4Addr, pod: LocalPod) -> Result<(), DatapathError> {
         let mut map: HashMap<_, u32, LocalPod> = typed_mut(&mut self.ebpf, maps::LOCAL_PODS)?;
@@ -550,12 +562,13 @@ impl LoadBalancer {
     }
 
     fn apply(&mut self, ops: Vec<MapOp>) -> Result<(), DatapathError> {
-        let [services, backends, rev_nat, affinity, maglev] = self.ebpf.maps_disjoint_mut([
+        let [services, backends, rev_nat, affinity, maglev, stats] = self.ebpf.maps_disjoint_mut([
             maps::SERVICES,
             maps::BACKENDS,
             maps::REV_NAT,
             maps::AFFINITY,
             maps::MAGLEV,
+            maps::BACKEND_STATS,
         ]);
         let missing = |map| DatapathError::MissingMap { map };
         let map_error = |map| {
@@ -579,12 +592,25 @@ impl LoadBalancer {
         let mut maglev: HashMap<_, u32, MaglevTable> =
             HashMap::try_from(maglev.ok_or_else(|| missing(maps::MAGLEV))?)
                 .map_err(map_error(maps::MAGLEV))?;
+        let mut stats: PerCpuHashMap<_, u32, BackendStats> =
+            PerCpuHashMap::try_from(stats.ok_or_else(|| missing(maps::BACKEND_STATS))?)
+                .map_err(map_error(maps::BACKEND_STATS))?;
         let mut forget: Vec<(u16, u32)> = Vec::new();
         for op in ops {
             match op {
-                MapOp::PutBackend(id, value) => backends
-                    .insert(id, value, 0)
-                    .map_err(map_error(maps::BACKENDS))?,
+                MapOp::PutBackend(id, value) => {
+                    // A new backend under this id counts from zero; the entry exists before
+                    // any slot can point at the backend.
+                    let old = backends.get(&id, 0).ok();
+                    if backend_stats::starts_new_backend(old.as_ref(), &value) {
+                        stats
+                            .insert(id, backend_stats::zeroed()?, 0)
+                            .map_err(map_error(maps::BACKEND_STATS))?;
+                    }
+                    backends
+                        .insert(id, value, 0)
+                        .map_err(map_error(maps::BACKENDS))?
+                }
                 MapOp::PutRevNat(id, value) => rev_nat
                     .insert(id, value, 0)
                     .map_err(map_error(maps::REV_NAT))?,
@@ -595,7 +621,8 @@ impl LoadBalancer {
                     ignore_missing(services.remove(&key)).map_err(map_error(maps::SERVICES))?
                 }
                 MapOp::DeleteBackend(id) => {
-                    ignore_missing(backends.remove(&id)).map_err(map_error(maps::BACKENDS))?
+                    ignore_missing(backends.remove(&id)).map_err(map_error(maps::BACKENDS))?;
+                    ignore_missing(stats.remove(&id)).map_err(map_error(maps::BACKEND_STATS))?
                 }
                 MapOp::DeleteRevNat(id) => {
                     ignore_missing(rev_nat.remove(&id)).map_err(map_error(maps::REV_NAT))?

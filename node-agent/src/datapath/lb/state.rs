@@ -200,6 +200,19 @@ impl LbState {
         self.frontends.len()
     }
 
+    /// Every (backend id, owning Service, frontend, frontend flags) a backend slot holds, for
+    /// labelling per-backend counters. Frontends adopted and not yet claimed by a Service are
+    /// left out.
+    pub fn backend_refs(&self) -> impl Iterator<Item = (u32, &str, FrontendKey, u16)> + '_ {
+        self.frontends.iter().flat_map(|(key, entry)| {
+            let owner = entry.owner.as_deref();
+            entry
+                .slots
+                .iter()
+                .filter_map(move |id| owner.map(|service| (*id, service, *key, entry.header.flags)))
+        })
+    }
+
     /// Sets the frontends of one Service (empty: the Service is gone or has no virtual IP) and
     /// returns the map writes that get there, ordered so that a program reading concurrently
     /// never finds a slot pointing at a missing backend.

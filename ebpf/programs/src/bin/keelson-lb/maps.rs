@@ -4,12 +4,12 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use keelson_ebpf_common::{
-    AffinityKey, AffinityValue, Backend, CtKey, CtValue, EndpointPolicy, IdentityValue, LocalPod,
-    MaglevTable, NodeRoute, PolicyCtKey, PolicyCtValue, PolicyEntry, PolicyKeyData, RevNat,
-    ServiceKey, ServiceValue, SockRevNat, SockRevNatKey, capacity, metric,
+    AffinityKey, AffinityValue, Backend, BackendStats, CtKey, CtValue, EndpointPolicy,
+    IdentityValue, LocalPod, MaglevTable, NodeRoute, PolicyCtKey, PolicyCtValue, PolicyEntry,
+    PolicyKeyData, RevNat, ServiceKey, ServiceValue, SockRevNat, SockRevNatKey, capacity, metric,
 };
 
 #[map(name = "ksvc_v1")]
@@ -87,3 +87,42 @@ pub static POLICY: LpmTrie<PolicyKeyData, PolicyEntry> =
 #[map(name = "kpolct_v1")]
 pub static POLICY_CT: LruHashMap<PolicyCtKey, PolicyCtValue> =
     LruHashMap::with_max_entries(capacity::POLICY_CT, 0);
+
+/// Per-backend statistics. The agent creates an entry with each backend (and deletes it with
+/// it); the programs only add to existing entries, so a backend removed while a packet was in
+/// flight never leaves an entry behind.
+#[map(name = "kbackstats_v1")]
+pub static BACKEND_STATS: PerCpuHashMap<u32, BackendStats> =
+    PerCpuHashMap::with_max_entries(capacity::BACKEND_STATS, BPF_F_NO_PREALLOC);
+
+/// Counts one socket-LB translation to `backend_id` on this CPU.
+#[inline(always)]
+pub fn count_sock_connect(backend_id: u32) {
+    if let Some(stats) = BACKEND_STATS.get_ptr_mut(backend_id) {
+        // SAFETY: this CPU's value of an existing entry; a statistic (see `count`).
+        unsafe { (*stats).sock_connects += 1 };
+    }
+}
+
+/// Counts one packet of `len` bytes of a translated flow to (`reply`: from) `backend_id` at TC,
+/// and a new flow when `new_flow`. Never changes the packet or the verdict.
+#[inline(always)]
+pub fn count_tc(backend_id: u32, len: u32, reply: bool, new_flow: bool) {
+    let Some(stats) = BACKEND_STATS.get_ptr_mut(backend_id) else {
+        return;
+    };
+    let len = u64::from(len);
+    // SAFETY: this CPU's value of an existing entry; a statistic (see `count`).
+    unsafe {
+        if reply {
+            (*stats).tc_reply_packets += 1;
+            (*stats).tc_reply_bytes += len;
+        } else {
+            (*stats).tc_forward_packets += 1;
+            (*stats).tc_forward_bytes += len;
+            if new_flow {
+                (*stats).tc_new_flows += 1;
+            }
+        }
+    }
+}

@@ -14,7 +14,7 @@ use keelson_ebpf_common::{
 };
 
 use crate::{
-    maps::{BACKENDS, SERVICES, SOCK_REV_NAT, count},
+    maps::{BACKENDS, SERVICES, SOCK_REV_NAT, count, count_sock_connect},
     select::select_backend,
 };
 
@@ -112,6 +112,7 @@ fn translate_to_backend(ctx: &SockAddrContext) -> i32 {
         (*sa).user_port = u32::from(backend.port_be);
     }
     count(metric::SOCK_TRANSLATED);
+    count_sock_connect(backend_id);
     ALLOW
 }
 

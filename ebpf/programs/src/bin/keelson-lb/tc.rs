@@ -57,7 +57,9 @@ use keelson_ebpf_common::{
 
 use crate::{
     icmp::{icmp_error, reject},
-    maps::{BACKENDS, CT, LOCAL_PODS, MAGLEV, NODE_ROUTES, SERVICES, SNAT_SOURCES, count},
+    maps::{
+        BACKENDS, CT, LOCAL_PODS, MAGLEV, NODE_ROUTES, SERVICES, SNAT_SOURCES, count, count_tc,
+    },
     policy::{self, Flow},
     select::select_backend,
 };
@@ -262,6 +264,7 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
             count(metric::TC_SNAT_FORWARDED);
         }
         count(metric::TC_REV_NAT);
+        count_tc(value.backend_id, ctx.len(), true, false);
         if value.ifindex != 0 {
             return Ok(redirect_neigh(value.ifindex));
         }
@@ -304,6 +307,7 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
         }
         other => other,
     };
+    let new_flow = existing.is_none();
     let value = match existing {
         Some(entry) => {
             // SAFETY: a pointer from a successful lookup, read at once.
@@ -431,6 +435,7 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
             value.snat_port_be,
         )?;
         count(metric::TC_SNAT_FORWARDED);
+        count_tc(value.backend_id, ctx.len(), false, new_flow);
         // Its source is now a local address: the node's own input routing would drop it as a
         // martian, so it goes straight out of the interface the FIB chose (a hairpin packet
         // goes back into its pod through `route`).
@@ -438,6 +443,7 @@ fn handle(ctx: &TcContext, lookup_scope: u8) -> Result<i32, i32> {
             return Ok(redirect_neigh(value.ifindex));
         }
     }
+    count_tc(value.backend_id, ctx.len(), false, new_flow);
     Ok(route(ctx, value.nat_addr_be, lookup_scope))
 }
 
