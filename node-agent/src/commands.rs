@@ -1,11 +1,11 @@
 //! The subcommands that inspect or clean the host rather than run the agent: `check`, `reset`,
-//! `lb list`, `lb metrics` and `ct list`.
+//! `lb list`, `lb metrics`, `ct list` and `observe`.
 
 use std::process::ExitCode;
 
 use keelson_node_agent::{datapath, error_chain};
 
-use crate::{CheckArgs, PinArgs, ResetArgs, default_data_dir};
+use crate::{CheckArgs, ObserveArgs, PinArgs, ResetArgs, default_data_dir};
 
 pub(crate) fn lb_list(args: &PinArgs) -> ExitCode {
     let pin_dir = args.pin_dir();
@@ -63,6 +63,45 @@ pub(crate) fn print_lines(
                 "keelson-node-agent {what}: no load-balancer maps readable under {} ({})",
                 pin_dir.display(),
                 error_chain(&error)
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub(crate) fn observe(args: &ObserveArgs) -> ExitCode {
+    use keelson_node_agent::datapath::flows::{
+        FlowFilter,
+        client::{ObserveRequest, observe},
+        record::{table_header, table_row},
+    };
+    let request = ObserveRequest {
+        filter: FlowFilter {
+            pod: args.pod.clone(),
+            verdict: args.verdict,
+        },
+        // Like `hubble observe`: the last 20 unless following.
+        last: args.last.or((!args.follow).then_some(20)),
+        follow: args.follow,
+    };
+    let json = args.output == "json";
+    if !json {
+        println!("{}", table_header());
+    }
+    let printed = observe(args.server, &request, |record| {
+        if json {
+            println!("{}", serde_json::to_string(&record).unwrap_or_default());
+        } else {
+            println!("{}", table_row(&record));
+        }
+    });
+    match printed {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!(
+                "keelson-node-agent observe: {} (is the agent running with --metrics-listen {}?)",
+                error_chain(&error),
+                args.server
             );
             ExitCode::FAILURE
         }

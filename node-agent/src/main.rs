@@ -50,6 +50,39 @@ enum Command {
         #[command(subcommand)]
         command: CtCommand,
     },
+    /// Print the NetworkPolicy verdicts the running agent recorded (like `hubble observe`):
+    /// every drop and every new flow a policy allowed at a selected pod, with its 5-tuple,
+    /// pods, reason and policy. A drop names the policies isolating the pod in that direction
+    /// (no single policy drops a packet: none of them allows it).
+    Observe(ObserveArgs),
+}
+
+/// The flags of `observe`.
+#[derive(Debug, clap::Args)]
+struct ObserveArgs {
+    /// Only flows from or to this pod (`NAMESPACE/NAME`).
+    #[arg(long, env = "KEELSON_OBSERVE_POD", value_name = "NS/NAME")]
+    pod: Option<String>,
+    /// Only this verdict: `allowed` or `dropped`.
+    #[arg(long, env = "KEELSON_OBSERVE_VERDICT", value_name = "allowed|dropped")]
+    verdict: Option<keelson_node_agent::datapath::flows::FlowVerdict>,
+    /// The last N matching flows the agent kept [default: 20, or none with --follow].
+    #[arg(long, env = "KEELSON_OBSERVE_LAST", value_name = "N")]
+    last: Option<usize>,
+    /// Keep printing new flows as they happen.
+    #[arg(long, short = 'f', env = "KEELSON_OBSERVE_FOLLOW")]
+    follow: bool,
+    /// Output: `table` or `json` (one JSON object per line).
+    #[arg(long, short = 'o', env = "KEELSON_OBSERVE_OUTPUT", default_value = "table",
+          value_parser = ["table", "json"])]
+    output: String,
+    /// The running agent's --metrics-listen address, where it serves /flows.
+    #[arg(
+        long,
+        env = "KEELSON_METRICS_LISTEN",
+        default_value = "127.0.0.1:10249"
+    )]
+    server: std::net::SocketAddr,
 }
 
 #[derive(Debug, clap::Args)]
@@ -443,6 +476,7 @@ fn main() -> ExitCode {
             datapath::lb::list_conntrack(dir)
                 .map(|flows| flows.iter().map(ToString::to_string).collect())
         }),
+        Command::Observe(args) => commands::observe(&args),
         Command::Lb {
             command: LbCommand::Metrics(args),
         } => commands::print_lines("lb metrics", &args, |dir| {
@@ -682,10 +716,29 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
         let metrics_lb = lb.clone();
         let proxy_metrics = keelson_node_agent::service_sync::ProxyMetrics::default();
         let policy_metrics = datapath::policy::PolicyMetrics::default();
+        let policy_tables =
+            std::sync::Arc::new(std::sync::RwLock::new(datapath::policy::PolicyTables::default()));
         let agent_metrics = std::sync::Arc::new(
             keelson_node_agent::metrics::AgentMetrics::new(&pod_metrics, &proxy_metrics)
-                .with_policy(&policy_metrics),
+                .with_policy(&policy_metrics)
+                .with_collector(Box::new(datapath::flows::reader::EndpointStats {
+                    pin_dir: pin_dir.clone(),
+                    tables: policy_tables.clone(),
+                })),
         );
+        // The flow view: the ring buffer's events, explained, kept for `observe`.
+        let flow_store = std::sync::Arc::new(datapath::flows::FlowStore::new(
+            datapath::flows::store::DEFAULT_CAPACITY,
+        ));
+        let flows_read = {
+            let (store, tables, pins) = (flow_store.clone(), policy_tables.clone(), pin_dir.clone());
+            async move {
+                datapath::flows::reader::run(&pins, &store, &tables)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+                    .context("reading flow events")
+            }
+        };
         // NetworkPolicy: the compiler writes the maps the pod programs judge traffic by. The
         // node's own addresses, the pod gateway among them (cluster DNS and the kubelet's probes
         // come from it), are HOST: always allowed, as Kubernetes requires.
@@ -705,7 +758,6 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
                 )
                 .collect(),
         };
-        let policy_tables = std::sync::RwLock::new(datapath::policy::PolicyTables::default());
         let policy_client = client.clone();
         let policed = async {
             if !args.pod_tc {
@@ -727,6 +779,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
         let _notifier = keelson_daemon::systemd::spawn(health.clone());
         let app = health
             .routes()
+            .merge(datapath::flows::store::routes(flow_store))
             .route(
                 "/metrics",
                 axum::routing::get(move || {
@@ -764,6 +817,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<()> {
             routed = routed => routed,
             policed = policed => policed,
             announced = announced => announced,
+            flows = flows_read => flows,
             watched = watched_uplinks => watched,
             rotated = rotated => rotated,
             () = keelson_daemon::systemd::stop_signal() => {

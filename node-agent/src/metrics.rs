@@ -42,6 +42,15 @@ impl AgentMetrics {
         self
     }
 
+    /// Adds a collector read at each scrape (the per-endpoint policy counters).
+    pub fn with_collector(
+        mut self,
+        collector: Box<dyn prometheus_client::collector::Collector>,
+    ) -> Self {
+        self.registry.register_collector(collector);
+        self
+    }
+
     /// The exposition text, with `datapath` (read from the pinned maps for this scrape).
     pub fn render(&self, datapath: Option<DatapathMetrics>) -> String {
         let mut text = String::new();

@@ -132,8 +132,15 @@ pub mod maps {
     /// writes a new backend under an id and deletes it with the backend; the programs only add
     /// to an entry that exists.
     pub const BACKEND_STATS: &str = "kbackstats_v1";
+    /// Ring buffer of [`super::FlowEvent`]s: NetworkPolicy drops and new allowed flows at
+    /// enforcing endpoints, read by the agent (`keelson-node-agent observe`). Its size is
+    /// [`super::capacity::FLOWS_BYTES`].
+    pub const FLOWS: &str = "kflows_v1";
+    /// [`super::EndpointStatsKey`] -> `u64`, per-CPU hash: packets each policed pod of this
+    /// node passed or dropped, per direction (`/metrics`).
+    pub const ENDPOINT_STATS: &str = "kepstats_v1";
     /// Every map the load balancer's object pins (and reuses by these names after a restart).
-    pub const PINNED: [&str; 16] = [
+    pub const PINNED: [&str; 18] = [
         SERVICES,
         BACKENDS,
         REV_NAT,
@@ -150,6 +157,8 @@ pub mod maps {
         POLICY,
         POLICY_CT,
         BACKEND_STATS,
+        FLOWS,
+        ENDPOINT_STATS,
     ];
 }
 
@@ -277,6 +286,9 @@ pub mod metric {
     /// Policy: a packet to or from an enforcing endpoint was dropped because its L4 header
     /// (ports, ICMP header) could not be read.
     pub const POLICY_MALFORMED: u32 = 32;
+    /// Flows: a [`super::FlowEvent`] was not recorded because [`super::maps::FLOWS`] was full
+    /// (the agent reads too slowly); the packet's verdict is unaffected.
+    pub const FLOW_EVENTS_LOST: u32 = 33;
     /// Agent (not a packet path): conntrack flows the agent's GC deleted because their
     /// protocol-state timeout passed. Written by the agent only.
     pub const CT_GC_EXPIRED: u32 = 61;
@@ -294,7 +306,7 @@ pub mod metric {
         (CT_GC_PASSES, "ct_gc_passes"),
     ];
     /// Names of the packet-path counters, indexed by id, as exported on `/metrics`.
-    pub const NAMES: [&str; 33] = [
+    pub const NAMES: [&str; 34] = [
         "sock_translated",
         "sock_no_backend",
         "sock_rev_nat",
@@ -328,6 +340,7 @@ pub mod metric {
         "policy_ct_store_failed",
         "policy_fragment_denied",
         "policy_malformed",
+        "flow_events_lost",
     ];
 }
 
@@ -526,6 +539,66 @@ pub mod policy_ct_timeout {
             TCP_SYN_NS
         }
     }
+}
+
+/// [`FlowEvent::verdict`] values.
+pub mod flow_verdict {
+    /// The packet passed (a new flow a policy entry allowed, or whose peer is this node).
+    pub const ALLOWED: u8 = 1;
+    /// The packet was dropped.
+    pub const DROPPED: u8 = 2;
+}
+
+/// One record of [`maps::FLOWS`]: a NetworkPolicy verdict at one enforcement point. Written
+/// for every drop and for the first packet of every flow allowed at an enforcing point (not
+/// for the packets of tracked flows).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowEvent {
+    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) when the packet was judged.
+    pub time_ns: u64,
+    /// Source address, network order.
+    pub saddr_be: u32,
+    /// Destination address (after service translation), network order.
+    pub daddr_be: u32,
+    /// Source port (ICMP echo request: identifier), network order.
+    pub sport_be: u16,
+    /// Destination port (ICMP echo reply: identifier), network order.
+    pub dport_be: u16,
+    /// [`proto`] number.
+    pub proto: u8,
+    /// [`flow_verdict`].
+    pub verdict: u8,
+    /// The enforcement point ([`policy_direction`]): the ingress of the destination pod or
+    /// the egress of the source pod.
+    pub direction: u8,
+    /// Explicit padding; always 0.
+    pub _pad: u8,
+    /// Why: the [`metric`] id counted for the packet (`POLICY_DENIED_INGRESS`,
+    /// `POLICY_ALLOWED_NEW`, `POLICY_HOST`, ...).
+    pub reason: u32,
+    /// The policed pod whose point judged it (its address, network order).
+    pub endpoint_be: u32,
+    /// The peer's [`identity`] as the datapath resolved it (host order).
+    pub peer_identity: u32,
+    /// The [`PolicyEntry::rule_id`] that allowed the flow; 0 for drops (no single rule drops
+    /// a packet: the pod is isolated by every policy selecting it) and for the node's own
+    /// traffic.
+    pub rule_id: u32,
+}
+
+/// Key of [`maps::ENDPOINT_STATS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointStatsKey {
+    /// The policed pod (its address, network order).
+    pub endpoint_be: u32,
+    /// [`policy_direction`].
+    pub direction: u8,
+    /// [`flow_verdict`].
+    pub verdict: u8,
+    /// Explicit padding; always 0.
+    pub _pad: u16,
 }
 
 /// Bits of the packet mark (`skb->mark`) the datapath uses.
@@ -881,6 +954,11 @@ pub mod capacity {
     pub const POLICY_CT: u32 = 262_144;
     /// Per-backend statistics: one entry per backend, so sized like [`BACKENDS`].
     pub const BACKEND_STATS: u32 = BACKENDS;
+    /// Bytes of the flow-event ring buffer (a power of two, a multiple of the page size):
+    /// about 26 000 events.
+    pub const FLOWS_BYTES: u32 = 1 << 20;
+    /// Per-endpoint counters: (pod, direction, verdict) of every policed pod of this node.
+    pub const ENDPOINT_STATS: u32 = ENDPOINTS * 4;
 }
 
 #[cfg(feature = "user")]
@@ -891,7 +969,8 @@ mod user {
         SockRevNatKey,
     };
     use super::{
-        EndpointPolicy, IdentityValue, PolicyCtKey, PolicyCtValue, PolicyEntry, PolicyKeyData,
+        EndpointPolicy, EndpointStatsKey, FlowEvent, IdentityValue, PolicyCtKey, PolicyCtValue,
+        PolicyEntry, PolicyKeyData,
     };
 
     // SAFETY: `#[repr(C)]`, only `u32` fields, no padding: every bit pattern is valid.
@@ -939,6 +1018,10 @@ mod user {
     unsafe impl aya::Pod for PolicyCtValue {}
     // SAFETY: `#[repr(C)]`, only `u64` fields, no padding: every bit pattern is valid.
     unsafe impl aya::Pod for BackendStats {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for FlowEvent {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for EndpointStatsKey {}
 }
 
 #[cfg(test)]
@@ -984,6 +1067,11 @@ mod tests {
         );
         assert_eq!(core::mem::size_of::<PolicyCtValue>(), 8 + 4 + 1 + 3);
         assert_eq!(core::mem::size_of::<BackendStats>(), 6 * 8);
+        assert_eq!(
+            core::mem::size_of::<FlowEvent>(),
+            8 + 4 + 4 + 2 + 2 + 1 + 1 + 1 + 1 + 4 + 4 + 4 + 4
+        );
+        assert_eq!(core::mem::size_of::<EndpointStatsKey>(), 4 + 1 + 1 + 2);
     }
 
     #[test]
@@ -1070,7 +1158,11 @@ mod tests {
             metric::NAMES[metric::POLICY_MALFORMED as usize],
             "policy_malformed"
         );
-        assert_eq!(metric::NAMES.len() as u32, metric::POLICY_MALFORMED + 1);
+        assert_eq!(
+            metric::NAMES[metric::FLOW_EVENTS_LOST as usize],
+            "flow_events_lost"
+        );
+        assert_eq!(metric::NAMES.len() as u32, metric::FLOW_EVENTS_LOST + 1);
         for (id, _) in metric::AGENT_NAMES {
             assert!(id >= metric::NAMES.len() as u32 && id < metric::COUNT);
         }

@@ -3,6 +3,7 @@
 
 mod counters;
 mod error;
+pub mod flows;
 pub mod lb;
 pub mod maglev;
 pub mod memlock;

@@ -137,6 +137,10 @@ pub struct Compiled {
     pub identities: Identities,
     /// Rule ids in use.
     pub rules: BTreeMap<u32, RuleRef>,
+    /// For each local pod with an ENDPOINTS entry, the policies (`namespace/name`) that select
+    /// it and isolate it in each direction ([`Direction`]): what the flow view names for a drop
+    /// (no single policy drops a packet; together they leave it unallowed).
+    pub selected_by: BTreeMap<(Ipv4Addr, Direction), Vec<String>>,
 }
 
 /// Stable rule ids: a rule keeps its id while it exists; a freed id is reused by a later
@@ -261,6 +265,7 @@ impl PolicyCompiler {
             ipcache: identities.ipcache(&model.node.addresses),
             ..Desired::default()
         };
+        let mut selected_by: BTreeMap<(Ipv4Addr, Direction), Vec<String>> = BTreeMap::new();
         let mut seen: BTreeSet<Ipv4Addr> = model.node.addresses.iter().copied().collect();
         for pod in model.pods.iter().filter(|p| model.is_local(p)) {
             if !seen.insert(pod.ip) {
@@ -290,6 +295,10 @@ impl PolicyCompiler {
                         Direction::Ingress => endpoint_flags::INGRESS_ENFORCED,
                         Direction::Egress => endpoint_flags::EGRESS_ENFORCED,
                     };
+                    selected_by
+                        .entry((pod.ip, direction))
+                        .or_default()
+                        .push(format!("{}/{}", policy.namespace, policy.name));
                     for rule in rules {
                         let rule_ref = RuleRef {
                             namespace: policy.namespace.clone(),
@@ -331,6 +340,7 @@ impl PolicyCompiler {
             desired,
             identities,
             rules,
+            selected_by,
         }
     }
 }

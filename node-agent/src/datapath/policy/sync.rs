@@ -210,13 +210,18 @@ enum Change {
 }
 
 /// What the flow view needs to explain a verdict: the rule behind each POLICY entry's
-/// `rule_id`, and the class behind each identity number (as of the last successful sync).
+/// `rule_id`, the class behind each identity number, the pod behind each address and the
+/// policies isolating each local pod (as of the last successful sync).
 #[derive(Debug, Clone, Default)]
 pub struct PolicyTables {
     /// Rule ids.
     pub rules: BTreeMap<u32, RuleRef>,
     /// Identity classes by number.
     pub identities: BTreeMap<u32, IdentityClass>,
+    /// Pods of every node by address: (namespace, name).
+    pub pods: BTreeMap<std::net::Ipv4Addr, (String, String)>,
+    /// [`super::Compiled::selected_by`].
+    pub selected_by: BTreeMap<(std::net::Ipv4Addr, super::Direction), Vec<String>>,
 }
 
 /// Runs until the watch streams end (they retry on errors, so: until the process stops).
@@ -306,6 +311,13 @@ fn sync_once(
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = PolicyTables {
                     rules: compiled.rules.clone(),
                     identities: compiled.identities.classes.clone(),
+                    pods: source
+                        .pods
+                        .items
+                        .values()
+                        .map(|p| (p.ip, (p.namespace.clone(), p.name.clone())))
+                        .collect(),
+                    selected_by: compiled.selected_by.clone(),
                 };
             }
             if report.writes > 0 {

@@ -585,3 +585,43 @@ fn n1_reference(c: &Cluster, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port: u16)
     (!on_n1(src) || egress_allowed(c, src, dst, proto, port))
         && (!on_n1(dst) || ingress_allowed(c, src, dst, proto, port))
 }
+
+/// The flow view names, for a drop, the policies that select the pod in that direction.
+#[test]
+fn each_endpoint_records_the_policies_isolating_it_per_direction() {
+    use super::Direction;
+    let deny_egress = policy(
+        "default",
+        "deny-egress",
+        json!({"podSelector": {}, "policyTypes": ["Egress"]}),
+    );
+    let web_in = policy(
+        "default",
+        "web-in",
+        json!({"podSelector": {"matchLabels": {"app": "web"}},
+               "ingress": [{"from": [{"podSelector": {}}]}]}),
+    );
+    let other_ns = policy("prod", "deny-all", json!({"podSelector": {}}));
+    let c = cluster(web_and_clients(), vec![web_in, deny_egress, other_ns]);
+    let compiled = PolicyCompiler::default().compile(&c.node_model("n1"));
+    let by = |pod: &str, direction| {
+        compiled
+            .selected_by
+            .get(&(ip(pod), direction))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(by("10.244.1.10", Direction::Ingress), ["default/web-in"]);
+    assert_eq!(
+        by("10.244.1.10", Direction::Egress),
+        ["default/deny-egress"]
+    );
+    assert_eq!(
+        by("10.244.1.11", Direction::Egress),
+        ["default/deny-egress"]
+    );
+    assert!(by("10.244.1.11", Direction::Ingress).is_empty());
+    // Pods of other nodes and of namespaces without policies are not listed.
+    assert!(by("10.244.2.10", Direction::Egress).is_empty());
+    assert!(by("10.244.1.12", Direction::Ingress).is_empty());
+}

@@ -3,6 +3,7 @@
 //! - `sock`: socket-level LB in cgroup `connect4`/`sendmsg4`/`recvmsg4`/`getpeername4` hooks.
 //! - `tc`: per-packet LB and pod routing (`tc_from_pod`, `tc_from_netdev`) and `tc_to_pod`.
 //! - `policy`: NetworkPolicy enforcement with its own connection tracking, called from `tc`.
+//! - `flows`: the flow events and per-endpoint counters `policy` records.
 //!
 //! Maps are defined in `maps` and pinned by the agent under `/sys/fs/bpf/keelson/<node>/`.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -11,6 +12,8 @@
 #[cfg(target_arch = "bpf")]
 use keelson_ebpf as _;
 
+#[cfg(target_arch = "bpf")]
+mod flows;
 #[cfg(target_arch = "bpf")]
 mod icmp;
 #[cfg(target_arch = "bpf")]

@@ -21,7 +21,9 @@
 //! 3. a new flow this point does not enforce, or whose peer is this node, or that a `POLICY`
 //!    entry allows for the peer's identity (then [`identity::ANY`]); the flow is then tracked.
 //!
-//! Everything else is dropped and counted (`policy_denied_ingress`/`_egress`).
+//! Everything else is dropped and counted (`policy_denied_ingress`/`_egress`). Drops and new
+//! flows allowed at an enforcing point are also recorded as flow events, and every judged
+//! packet in its pod's counters (`flows`).
 //!
 //! Established flows when policies change: a tracked flow goes on until its entry has been idle
 //! for its timeout ([`policy_ct_timeout`]: 6 h for established TCP, 10 s after FIN/RST, 60 s
@@ -42,10 +44,14 @@ use aya_ebpf::{
 };
 use keelson_ebpf_common::{
     EndpointPolicy, POLICY_PREFIX_FULL, PolicyCtKey, PolicyCtValue, PolicyKeyData, endpoint_flags,
-    identity, metric, policy_ct_flags, policy_ct_timeout, policy_direction, proto, skb_mark,
+    flow_verdict, identity, metric, policy_ct_flags, policy_ct_timeout, policy_direction, proto,
+    skb_mark,
 };
 
-use crate::maps::{ENDPOINTS, IPCACHE, POLICY, POLICY_CT, count};
+use crate::{
+    flows::{self, Verdict},
+    maps::{ENDPOINTS, IPCACHE, POLICY, POLICY_CT, count},
+};
 
 const SHOT: i32 = TC_ACT_SHOT;
 const TCP_FLAG_FIN: u8 = 0x01;
@@ -443,6 +449,19 @@ fn judge(
     from_host: bool,
 ) -> Result<(), i32> {
     let key = ct_key(flow, direction);
+    let (enforced, endpoint_addr, peer) = if direction == policy_direction::INGRESS {
+        (
+            endpoint.flags & endpoint_flags::INGRESS_ENFORCED != 0,
+            flow.daddr,
+            flow.saddr,
+        )
+    } else {
+        (
+            endpoint.flags & endpoint_flags::EGRESS_ENFORCED != 0,
+            flow.saddr,
+            flow.daddr,
+        )
+    };
     // SAFETY: helper without side effects.
     let now = unsafe { bpf_ktime_get_ns() };
     let syn =
@@ -468,6 +487,7 @@ fn judge(
                 }
             }
             count(metric::POLICY_CT_REPLY);
+            flows::count_endpoint(endpoint_addr, direction, flow_verdict::ALLOWED);
             return Ok(());
         }
     }
@@ -484,23 +504,11 @@ fn judge(
                 }
             }
             count(metric::POLICY_CT_ESTABLISHED);
+            flows::count_endpoint(endpoint_addr, direction, flow_verdict::ALLOWED);
             return Ok(());
         }
     }
     // A new flow.
-    let (enforced, endpoint_addr, peer) = if direction == policy_direction::INGRESS {
-        (
-            endpoint.flags & endpoint_flags::INGRESS_ENFORCED != 0,
-            flow.daddr,
-            flow.saddr,
-        )
-    } else {
-        (
-            endpoint.flags & endpoint_flags::EGRESS_ENFORCED != 0,
-            flow.saddr,
-            flow.daddr,
-        )
-    };
     let mut rule_id = 0;
     if enforced {
         let peer_identity = if from_host {
@@ -508,26 +516,44 @@ fn judge(
         } else {
             identity_of(peer)
         };
-        if peer_identity == identity::HOST {
-            count(metric::POLICY_HOST);
-        } else {
+        let mut verdict = Verdict {
+            verdict: flow_verdict::ALLOWED,
+            direction,
+            reason: metric::POLICY_HOST,
+            endpoint: endpoint_addr,
+            peer_identity,
+            rule_id: 0,
+        };
+        if peer_identity != identity::HOST {
             let port = if flow.proto == proto::ICMP {
                 0
             } else {
                 flow.dport
             };
-            let Some(id) = allowed(endpoint_addr, peer_identity, direction, flow.proto, port)
-            else {
-                count(if direction == policy_direction::INGRESS {
-                    metric::POLICY_DENIED_INGRESS
-                } else {
-                    metric::POLICY_DENIED_EGRESS
-                });
-                return Err(SHOT);
-            };
-            rule_id = id;
-            count(metric::POLICY_ALLOWED_NEW);
+            match allowed(endpoint_addr, peer_identity, direction, flow.proto, port) {
+                Some(id) => {
+                    rule_id = id;
+                    verdict.reason = metric::POLICY_ALLOWED_NEW;
+                    verdict.rule_id = id;
+                }
+                None => {
+                    verdict.verdict = flow_verdict::DROPPED;
+                    verdict.reason = if direction == policy_direction::INGRESS {
+                        metric::POLICY_DENIED_INGRESS
+                    } else {
+                        metric::POLICY_DENIED_EGRESS
+                    };
+                }
+            }
         }
+        count(verdict.reason);
+        flows::count_endpoint(endpoint_addr, direction, verdict.verdict);
+        flows::emit(flow, &verdict);
+        if verdict.verdict == flow_verdict::DROPPED {
+            return Err(SHOT);
+        }
+    } else {
+        flows::count_endpoint(endpoint_addr, direction, flow_verdict::ALLOWED);
     }
     let value = PolicyCtValue {
         last_seen_ns: now,
