@@ -205,6 +205,17 @@ pub struct Reachability {
     cells: [[[bool; 9]; 9]; 4],
 }
 
+impl Reachability {
+    /// Whether any probe is expected to fail.
+    pub fn any_denied(&self) -> bool {
+        self.cells
+            .iter()
+            .flatten()
+            .flatten()
+            .any(|reaches| !reaches)
+    }
+}
+
 impl fmt::Debug for Reachability {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (s, service) in SERVICES.iter().enumerate() {
@@ -407,6 +418,9 @@ pub struct Kube<'a> {
     pub dir: &'a Path,
     /// The per-run prefix of the namespaces.
     pub prefix: String,
+    /// The dropped flows the node agents' flow view holds, as `keelson-node-agent observe -o
+    /// json --verdict dropped` prints them (`None`: not checked).
+    pub dropped_flows: Option<&'a dyn Fn() -> String>,
 }
 
 impl std::fmt::Debug for Kube<'_> {

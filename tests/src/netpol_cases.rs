@@ -308,6 +308,11 @@ pub fn run_truth_table(kube: &Kube<'_>, pods: &[NetpolPod]) {
         let expected = case.expected.allow_loopback();
         let took = expect_matrix(case.name, pods, case.via, &expected);
         eprintln!("case {i:>2} {:<90} {:.1} s", case.name, took.as_secs_f64());
+        if let Some(dropped_flows) = kube.dropped_flows
+            && expected.any_denied()
+        {
+            check_observed(case.name, &case.policies, &dropped_flows());
+        }
         if !case.policies.is_empty() {
             kube.delete(&file);
         }
@@ -417,5 +422,75 @@ struct StopOnDrop<'a>(&'a AtomicBool);
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `namespace/name` of every NetworkPolicy in a YAML stream written by [`policy`].
+fn policy_names(yaml: &str) -> Vec<String> {
+    yaml.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("metadata: {name: ")?;
+            let (name, rest) = rest.split_once(", namespace: ")?;
+            Some(format!("{}/{name}", rest.trim_end_matches('}')))
+        })
+        .collect()
+}
+
+/// The flow view shows drops of the case, each naming policies that isolate the pod, among
+/// them one of the case's (`observe`'s JSON lines).
+fn check_observed(case: &str, policies: &str, observed: &str) {
+    let names = policy_names(policies);
+    assert!(!names.is_empty(), "{case}: no policy names in {policies}");
+    let records: Vec<serde_json::Value> = observed
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{case}: observe printed {line:?}: {e}"))
+        })
+        .collect();
+    let named = records.iter().any(|record| {
+        record["verdict"] == "dropped"
+            && record["policies"]
+                .as_array()
+                .is_some_and(|list| list.iter().any(|p| names.iter().any(|n| p == n.as_str())))
+    });
+    assert!(
+        named,
+        "{case}: `observe` shows no dropped flow naming {names:?}; its last lines:\n{}",
+        observed
+            .lines()
+            .rev()
+            .take(10)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[cfg(test)]
+mod observe_tests {
+    use super::*;
+
+    #[test]
+    fn policy_names_are_read_from_the_written_yaml() {
+        let yaml = "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-ingress, namespace: np1-x}\nspec:\n  podSelector: {}\n";
+        assert_eq!(policy_names(yaml), ["np1-x/deny-ingress"]);
+    }
+
+    #[test]
+    fn a_drop_naming_a_policy_of_the_case_passes_and_none_fails() {
+        let policies = "metadata: {name: deny, namespace: x}\n";
+        check_observed(
+            "case",
+            policies,
+            r#"{"verdict":"dropped","policies":["x/other","x/deny"]}"#,
+        );
+        let missing = std::panic::catch_unwind(|| {
+            check_observed(
+                "case",
+                policies,
+                r#"{"verdict":"dropped","policies":["x/other"]}"#,
+            );
+        });
+        assert!(missing.is_err());
     }
 }

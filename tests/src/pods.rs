@@ -262,6 +262,11 @@ impl PodAgent {
         self.child.as_ref().expect("the agent runs").id()
     }
 
+    /// Where the agent serves `/metrics`, `/flows` and the health checks (`127.0.0.1:PORT`).
+    pub fn metrics_address(&self) -> String {
+        format!("127.0.0.1:{}", self.metrics_port)
+    }
+
     /// The agent's `/metrics` text (HTTP/1.0 GET on its metrics address).
     pub fn metrics(&self) -> String {
         use std::io::{Read as _, Write as _};

@@ -44,6 +44,8 @@ fn truth_table_on_three_nodes(routing: Routing) {
         kubectl: &run,
         dir: state.path(),
         prefix: keelson_tests::unique_name("np"),
+        // Checked on one node (netpol_truth_one_node): `observe` asks one agent.
+        dropped_flows: None,
     };
     let nodes: Vec<String> = cluster.nodes().iter().map(|n| n.name.clone()).collect();
     let bin = Path::new(env!("CARGO_BIN_EXE_keelson-netpol-agnhost"))

@@ -24,10 +24,26 @@ fn network_policy_truth_table_on_one_node() {
     let agent = PodAgent::start(&plane, &["--node-address", "127.0.0.1"]);
     let kubectl = Kubectl::new(33, &plane);
     let run = |args: &[&str]| kubectl.run(args);
+    let server = agent.metrics_address();
+    let dropped = || {
+        keelson_tests::lbkit::node_agent(&[
+            "observe",
+            "-o",
+            "json",
+            "--verdict",
+            "dropped",
+            "--last",
+            "4096",
+            "--server",
+            &server,
+        ])
+    };
     let kube = Kube {
         kubectl: &run,
         dir: plane.data_dir(),
         prefix: keelson_tests::unique_name("np"),
+        // Every case that drops shows its drops in `observe`, naming its policies.
+        dropped_flows: Some(&dropped),
     };
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_keelson-netpol-agnhost"))
         .parent()
