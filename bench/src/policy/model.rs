@@ -131,7 +131,7 @@ pub fn pods() -> Vec<PodInfo> {
         out.push(PodInfo {
             namespace: team(ns),
             name: format!("app-{app:02}-{i:04}"),
-            node: if (h >> 32) % LOCAL_EVERY == 0 {
+            node: if (h >> 32).is_multiple_of(LOCAL_EVERY) {
                 NODE.to_owned()
             } else {
                 format!("node-{:02}", (h >> 40) % 15)
