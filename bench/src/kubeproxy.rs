@@ -445,7 +445,7 @@ fn dedup_endpoints(backends: &[(Ipv4Addr, u16)]) -> Vec<(Ipv4Addr, u16)> {
 /// kube-proxy encodes the whole digest and cuts the string; base32 maps every 5 input bytes to
 /// 8 output characters, so encoding only the first `bytes` (a multiple of 5) gives the same
 /// prefix without padding.
-fn hash_prefix(parts: &[&[u8]], bytes: usize) -> String {
+pub(crate) fn hash_prefix(parts: &[&[u8]], bytes: usize) -> String {
     debug_assert!(bytes.is_multiple_of(5) && bytes <= 30);
     let mut hasher = Sha256::new();
     for part in parts {

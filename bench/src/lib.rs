@@ -11,6 +11,10 @@
 //! `cargo xtask bench datapath`) measures pod-to-pod traffic across two nodes through the kernel's
 //! routes and through keelson's eBPF, in direct and tunnel routing. See [`crossnode`].
 //!
+//! `keelson-bench policy` (run it with `cargo xtask bench policy`) measures what NetworkPolicy
+//! costs an allowed path in keelson's eBPF datapath and in kube-router's iptables + ipset
+//! layout, at up to 10 000 policies, and the time one policy change takes. See [`policy`].
+//!
 //! The pure parts — statistics, the table, the plot data, the load generator's report, the
 //! kube-proxy rule generators — are unit-tested; the driver needs root.
 
@@ -21,6 +25,7 @@ pub mod echo;
 pub mod kubeproxy;
 pub mod loadgen;
 pub mod plot;
+pub mod policy;
 pub mod report;
 pub mod services;
 pub mod stats;

@@ -52,6 +52,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("conntrack", "datapath benchmarks flush kernel conntrack"),
     ("iptables", "kube-proxy baseline in the datapath benchmark"),
     ("nftables", "kube-proxy baseline in the datapath benchmark"),
+    (
+        "ipset",
+        "kube-router's NetworkPolicy baseline in the policy benchmark",
+    ),
     ("fonts-dejavu-core", "text in the datapath benchmark's plot"),
     (
         "python3-venv",

@@ -132,7 +132,10 @@ impl Datapath {
             Self::Tc => {
                 // Loads nothing when socket-lb already filled the maps for this scale.
                 lab.load_services(scale)?;
-                attach_tc_in_node(lab.lb()?)?;
+                attach_tc_in_node(
+                    lab.lb()?,
+                    &[keelson_node_agent::datapath::lb::TcHook::FromPod],
+                )?;
                 Ok(None)
             }
             Self::Iptables => {
@@ -382,13 +385,16 @@ fn nft_changes(
     Ok(timings)
 }
 
-/// Attaches `tc_from_pod` to the node namespace's ingress from the client and from the backends.
-/// Interface names resolve in the calling thread's network namespace, so the thread enters the
-/// node namespace for the attach and returns to its own afterwards.
-fn attach_tc_in_node(lb: &mut LoadBalancer) -> anyhow::Result<()> {
+/// Attaches `hooks` (e.g. `tc_from_pod` at the TC ingress) to the node namespace's veths
+/// towards the client and the backends. Interface names resolve in the calling thread's network
+/// namespace, so the thread enters the node namespace for the attach and returns to its own
+/// afterwards.
+pub(crate) fn attach_tc_in_node(
+    lb: &mut LoadBalancer,
+    hooks: &[keelson_node_agent::datapath::lb::TcHook],
+) -> anyhow::Result<()> {
     use std::fs::File;
 
-    use keelson_node_agent::datapath::lb::TcHook;
     use nix::sched::{CloneFlags, setns};
 
     use super::lab::{IF_NODE_BACKENDS, IF_NODE_CLIENT, NS_NODE};
@@ -400,8 +406,10 @@ fn attach_tc_in_node(lb: &mut LoadBalancer) -> anyhow::Result<()> {
     let attached = [IF_NODE_CLIENT, IF_NODE_BACKENDS]
         .into_iter()
         .try_for_each(|interface| {
-            lb.attach_tc(interface, TcHook::FromPod)
-                .with_context(|| format!("cannot attach tc_from_pod to {interface}"))
+            hooks.iter().try_for_each(|&hook| {
+                lb.attach_tc(interface, hook)
+                    .with_context(|| format!("cannot attach {hook:?} to {interface}"))
+            })
         });
     setns(&own, CloneFlags::CLONE_NEWNET).context("cannot return to the original namespace")?;
     attached

@@ -405,6 +405,23 @@ impl Lab {
         Ok(took)
     }
 
+    /// Loads keelson's maps and programs afresh with no Service (anything pinned before is
+    /// removed), unless they are loaded: for benchmarks of the TC programs' other work
+    /// (NetworkPolicy), whose maps are pinned in [`Self::pin_dir`] with the others.
+    pub fn load_without_services(&mut self) -> anyhow::Result<&mut LoadBalancer> {
+        if self.lb.is_none() {
+            let pins = self.pin_dir();
+            LoadBalancer::remove_pins(&pins)
+                .with_context(|| format!("cannot remove the pins under {}", pins.display()))?;
+            self.lb = Some(
+                LoadBalancer::load(&LbConfig::new(&pins))
+                    .context("cannot load keelson's eBPF datapath")?,
+            );
+            self.lb_filled = None;
+        }
+        self.lb()
+    }
+
     /// The pin directory of the load balancer's maps and links.
     pub fn pin_dir(&self) -> PathBuf {
         Path::new(PIN_ROOT).join("lb")
@@ -708,7 +725,7 @@ fn shorten(text: &str) -> String {
     format!("{}…", &text[..end])
 }
 
-fn on_path(program: &str) -> bool {
+pub(crate) fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }

@@ -9,7 +9,8 @@
 //! scale the time to apply one endpoint change is measured too.
 
 mod config;
-mod lab;
+pub(crate) mod lab;
+pub(crate) use config::attach_tc_in_node;
 pub(crate) use lab::run_bounded;
 mod scale;
 
@@ -408,7 +409,8 @@ fn targets(
     })
 }
 
-fn loadgen(
+/// Runs `keelson-loadgen` in `mode` against `targets` from the client namespace.
+pub(crate) fn loadgen(
     lab: &Lab,
     mode: &str,
     targets: &[std::net::SocketAddrV4],

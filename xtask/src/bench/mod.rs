@@ -11,6 +11,11 @@
 //!   `keelson-control-plane` (release) and runs `keelson-bench crossnode`: pod A on node 1 ->
 //!   pod B on node 2 on four 2-node clusters side by side (kernel routes and eBPF, direct and
 //!   tunnel routing); writes `results/bench-crossnode.md` (`--quick`, `--duration`, `--rounds`).
+//! - `policy`: as root, builds `keelson-bench` (release) and runs `keelson-bench policy`:
+//!   NetworkPolicy on an allowed pod-to-pod path, keelson's eBPF against kube-router's
+//!   iptables + ipset layout, at 0, 100, 1000 and 10 000 policies over 1000 pods, plus the time
+//!   one policy change takes; writes `results/bench-policy.md` (`--quick`, `--policies`,
+//!   `--rounds`, …; `-- --help`).
 //! - `api`: builds `keelson-bench` and `keelson-control-plane` in release mode and runs
 //!   `keelson-bench api`, which measures the control plane on SQLite and on a loopback etcd side
 //!   by side and writes `results/bench-api.md` (`--quick`, `--stores`, …; `-- --help`).
@@ -53,6 +58,13 @@ enum Which {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// NetworkPolicy cost: keelson's eBPF against kube-router's iptables + ipset layout at up
+    /// to 10 000 policies, and the time one policy change takes.
+    Policy {
+        /// Arguments for `keelson-bench policy` (e.g. `--quick`, `--policies 0,1000`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The API server on SQLite and on etcd: creates/s, latency, lists, watch fan-out, RSS.
     Api {
         /// Arguments for `keelson-bench api` (e.g. `--quick`, `--stores sqlite`).
@@ -92,12 +104,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let (which, args, packages): (&str, _, &[&str]) = match &args.which {
         Which::Datapath { args } => ("datapath", args, CROSSNODE),
         Which::Crossnode { args } => ("crossnode", args, CROSSNODE),
+        Which::Policy { args } => ("policy", args, &["keelson-bench"]),
         // The API benchmark starts the control plane binary it finds next to itself.
         Which::Api { args } => ("api", args, &["keelson-bench", "keelson-control-plane"]),
         Which::Scheduler { args } => return scheduler(args),
         Which::Pods { args } => return example("pods", "pods_bench", args),
         Which::Stream { args } => return example("stream", "stream_bench", args),
     };
+    if which == "policy" {
+        cmd::require_root("cargo xtask bench policy")?;
+    }
     let crossnode = matches!(which, "datapath" | "crossnode");
     if crossnode {
         cmd::require_root(&format!("cargo xtask bench {which}"))?;
