@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use keelson_node_agent::{datapath, error_chain};
 
-use crate::{CheckArgs, ObserveArgs, PinArgs, ResetArgs, default_data_dir};
+use crate::{
+    cli::{CheckArgs, ObserveArgs, PinArgs, ResetArgs},
+    default_data_dir,
+};
 
 pub(crate) fn lb_list(args: &PinArgs) -> ExitCode {
     let pin_dir = args.pin_dir();
