@@ -107,8 +107,9 @@ fn endpoints(
 pub fn enforce(ctx: &TcContext, flow: &Flow, from_pod: bool) -> Result<(), i32> {
     // A pod reaching itself through a Service (hairpin) is not judged, as its loopback traffic
     // never is: upstream's NetworkPolicy tests expect it to pass (`AllowLoopback`), and
-    // kube-proxy masquerades it to the node.
-    if flow.saddr == flow.daddr {
+    // kube-proxy masquerades it to the node. Only from the pod's own veth: a packet from
+    // elsewhere claiming the pod's address as its source is judged as any other.
+    if from_pod && flow.saddr == flow.daddr {
         return Ok(());
     }
     let (source, destination) = endpoints(flow.saddr, flow.daddr, from_pod);
