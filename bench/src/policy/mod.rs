@@ -557,6 +557,26 @@ fn time_changes(
     Ok(rows)
 }
 
+/// Times `change(i)` for `i` in `0..repeats`, stopping early once [`CHANGE_BUDGET`] is spent.
+fn timed_changes(
+    lab: &Lab,
+    repeats: usize,
+    mut change: impl FnMut(usize) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut timings = Vec::new();
+    let budget = Instant::now();
+    for i in 0..repeats {
+        lab.check_stop()?;
+        let started = Instant::now();
+        change(i)?;
+        timings.push(started.elapsed());
+        if budget.elapsed() > CHANGE_BUDGET {
+            break;
+        }
+    }
+    Ok(timings)
+}
+
 fn time_iptables(
     lab: &Lab,
     models: &[&PolicyModel; 2],
@@ -568,11 +588,7 @@ fn time_iptables(
         kuberouter::render(models[0], "1"),
         kuberouter::render(models[1], "1"),
     ];
-    let mut timings = Vec::new();
-    let budget = Instant::now();
-    for i in 0..repeats {
-        lab.check_stop()?;
-        let started = Instant::now();
+    let timings = timed_changes(lab, repeats, |i| {
         let (before, after) = (&layouts[(i + 1) % 2], &layouts[i % 2]);
         let (sets, chain) = kuberouter::incremental_update(before, after, 0);
         lab.node(&["ipset", "restore"], Some(sets.as_bytes()), LOAD_TIMEOUT)?;
@@ -581,11 +597,8 @@ fn time_iptables(
             Some(chain.as_bytes()),
             LOAD_TIMEOUT,
         )?;
-        timings.push(started.elapsed());
-        if budget.elapsed() > CHANGE_BUDGET {
-            break;
-        }
-    }
+        Ok(())
+    })?;
     rows.push(ChangeRow {
         config: Config::Iptables,
         method: "Calico-style incremental update: render the changed policy, `ipset restore` of \
@@ -595,11 +608,7 @@ fn time_iptables(
         stopped_after: None,
     });
     // kube-router: a full sync per change (new version, every set refilled, whole table).
-    let mut timings = Vec::new();
-    let budget = Instant::now();
-    for i in 0..repeats {
-        lab.check_stop()?;
-        let started = Instant::now();
+    let timings = timed_changes(lab, repeats, |i| {
         let layout = kuberouter::render(models[i % 2], &format!("{}", i + 2));
         let sets = kuberouter::ipset_restore(&layout.ipsets);
         lab.node(&["ipset", "restore"], Some(sets.as_bytes()), LOAD_TIMEOUT)?;
@@ -608,11 +617,8 @@ fn time_iptables(
             Some(layout.filter.as_bytes()),
             LOAD_TIMEOUT,
         )?;
-        timings.push(started.elapsed());
-        if budget.elapsed() > CHANGE_BUDGET {
-            break;
-        }
-    }
+        Ok(())
+    })?;
     rows.push(ChangeRow {
         config: Config::Iptables,
         method:
