@@ -14,10 +14,13 @@ use keelson_ebpf_common::{
     EndpointPolicy, IdentityValue, PolicyEntry, PolicyKeyData, capacity, maps,
 };
 
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+
 use super::{
     compile::{Compiled, Desired, PolicyCompiler, PolicyKey},
     diff::{PolicyOp, apply_to, diff},
     identity::IpcacheKey,
+    incremental::EndpointUpdate,
     model::PolicyModel,
 };
 
@@ -393,5 +396,61 @@ impl PolicyState {
         apply_to(&mut self.applied, &ops);
         self.last = Some(compiled);
         Ok(report)
+    }
+
+    /// Applies the change of NetworkPolicy `namespace`/`name` to `policy` (`None`: deleted)
+    /// by recompiling only the local pods it selects ([`PolicyCompiler::update_policy`]) and
+    /// writing what differs for them. `Ok(None)`: the change needs a full [`Self::sync`]
+    /// (no compile yet, maps to read back after a failed write, or new identities); nothing
+    /// was written then.
+    pub fn update_policy(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        policy: Option<&NetworkPolicy>,
+        maps: &mut impl PolicyMaps,
+    ) -> Result<Option<(SyncReport, EndpointUpdate)>, PolicyError> {
+        let Some(last) = self.last.as_mut().filter(|_| !self.stale) else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let Ok(update) = self.compiler.update_policy(last, namespace, name, policy) else {
+            return Ok(None);
+        };
+        let compile = started.elapsed();
+        let touched: std::collections::HashSet<Ipv4Addr> =
+            update.endpoints.iter().copied().collect();
+        let previous = Desired {
+            ipcache: Default::default(),
+            endpoints: self
+                .applied
+                .endpoints
+                .iter()
+                .filter(|(ip, _)| touched.contains(ip))
+                .map(|(ip, v)| (*ip, *v))
+                .collect(),
+            policy: self
+                .applied
+                .policy
+                .iter()
+                .filter(|(k, _)| touched.contains(&k.endpoint()))
+                .map(|(k, v)| (*k, *v))
+                .collect(),
+        };
+        let ops = diff(&previous, &update.desired);
+        let report = SyncReport {
+            writes: ops.len(),
+            identities: last.identities.classes.len(),
+            policy_entries: last.desired.policy.len(),
+            endpoints: last.desired.endpoints.len(),
+            ipcache_entries: last.desired.ipcache.len(),
+            compile,
+        };
+        if let Err(error) = apply(maps, &ops) {
+            self.stale = true;
+            return Err(error);
+        }
+        apply_to(&mut self.applied, &ops);
+        Ok(Some((report, update)))
     }
 }

@@ -221,7 +221,9 @@ impl IdentityAllocator {
 }
 
 /// The named ports (name, protocol) egress rules name: a pod's numbers for them are features.
-fn egress_named_ports<'a>(egress: impl Iterator<Item = &'a Rule>) -> BTreeSet<(Arc<str>, u8)> {
+pub(super) fn egress_named_ports<'a>(
+    egress: impl Iterator<Item = &'a Rule>,
+) -> BTreeSet<(Arc<str>, u8)> {
     egress
         .flat_map(|r| r.ports.iter().flatten())
         .filter_map(|p| match p {

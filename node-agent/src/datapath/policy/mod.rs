@@ -5,12 +5,15 @@
 //! pinned maps, or memory in tests), and [`sync`] feeds the compiler from kube-rs watchers.
 //!
 //! Module map: [`model`] (inputs as plain data), `rules` (policies normalised), [`identity`]
-//! (classes of peers and their stable numbers), [`compile`], [`diff`], [`apply`], [`sync`].
+//! (classes of peers and their stable numbers), `grants` (what each rule allows), [`compile`],
+//! `incremental` (one policy's change without a full compile), [`diff`], [`apply`], [`sync`].
 
 pub mod apply;
 pub mod compile;
 pub mod diff;
+mod grants;
 pub mod identity;
+mod incremental;
 pub mod model;
 mod rules;
 pub mod sync;
@@ -21,9 +24,11 @@ mod reference;
 mod tests;
 
 pub use apply::{MemoryMaps, PinnedPolicyMaps, PolicyError, PolicyMaps, PolicyState, SyncReport};
-pub use compile::{Compiled, Desired, PolicyCompiler, PolicyKey, RuleRef, port_blocks};
+pub use compile::{Compiled, Desired, PolicyCompiler, PolicyKey, RuleRef};
 pub use diff::{PolicyOp, diff};
+pub use grants::port_blocks;
 pub use identity::{Feature, Identities, IdentityAllocator, IdentityClass, IpcacheKey};
+pub use incremental::{EndpointUpdate, NeedsCompile};
 pub use model::{NAMESPACE_NAME_LABEL, NamedPort, NodeInfo, PodInfo, PolicyModel};
 pub use rules::Direction;
 pub use sync::{PolicyMetrics, PolicySource, PolicyTables, run};

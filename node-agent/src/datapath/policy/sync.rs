@@ -1,7 +1,10 @@
 //! The agent's NetworkPolicy sync: kube-rs watchers on Pods (every namespace and node),
-//! Namespaces and NetworkPolicies feed a [`PolicySource`]; once all three are listed, every
-//! change (after a short debounce that gathers a burst of events into one compile) recompiles
-//! the model and writes only the difference into the maps ([`PolicyState::sync`]).
+//! Namespaces and NetworkPolicies feed a [`PolicySource`]; once all three are listed, changes
+//! are synced at once after a quiet period and at most once per debounce period otherwise (a
+//! burst of events is one sync). A sync where only NetworkPolicies changed recompiles just the
+//! local pods each selects ([`PolicyState::update_policy`]); any other change (or a policy
+//! naming peers the identities do not tell apart) recompiles the model
+//! ([`PolicyState::sync`]). Either way only the difference is written into the maps.
 //!
 //! Metrics ([`PolicyMetrics`]): `keelson_policy_identities`, `keelson_policy_entries`,
 //! `keelson_policy_endpoints`, `keelson_policy_ipcache_entries` (gauges, after the last
@@ -9,15 +12,18 @@
 //! `keelson_policy_map_writes_total` and `keelson_policy_sync_failures_total` (counters).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::atomic::AtomicU64,
     time::{Duration, Instant},
 };
 
-use futures_util::{StreamExt as _, TryStreamExt as _, stream};
-use k8s_openapi::api::{
-    core::v1::{Namespace, Pod},
-    networking::v1::NetworkPolicy,
+use futures_util::{FutureExt as _, StreamExt as _, TryStreamExt as _, stream};
+use k8s_openapi::{
+    api::{
+        core::v1::{Namespace, Pod},
+        networking::v1::NetworkPolicy,
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{
     Api, Client, Resource, ResourceExt as _,
@@ -32,7 +38,7 @@ use prometheus_client::{
 };
 
 use super::{
-    apply::{PolicyMaps, PolicyState, SyncReport},
+    apply::{PolicyError, PolicyMaps, PolicyState, SyncReport},
     compile::RuleRef,
     identity::IdentityClass,
     model::{NodeInfo, PodInfo, PolicyModel, namespace_labels},
@@ -121,10 +127,15 @@ impl<T> Default for Listed<T> {
     }
 }
 
-impl<T> Listed<T> {
-    /// Applies a watch event (objects converted by `convert`; `None`: not kept). Returns
-    /// whether the kept set may have changed.
-    fn handle<K: Resource>(&mut self, event: Event<K>, convert: impl Fn(&K) -> Option<T>) -> bool {
+impl<T: PartialEq> Listed<T> {
+    /// Applies a watch event (objects converted by `convert`; `None`: not kept). Returns the
+    /// key of the object that changed, `Some("")` for a (re-)list, `None` when nothing kept
+    /// changed (a Pod status heartbeat, a policy's annotations).
+    fn handle<K: Resource>(
+        &mut self,
+        event: Event<K>,
+        convert: impl Fn(&K) -> Option<T>,
+    ) -> Option<String> {
         let key = |o: &K| {
             format!(
                 "{}/{}",
@@ -134,56 +145,116 @@ impl<T> Listed<T> {
         };
         match event {
             Event::Apply(o) => {
-                match convert(&o) {
-                    Some(v) => self.items.insert(key(&o), v),
-                    None => self.items.remove(&key(&o)),
+                let key = key(&o);
+                let changed = match convert(&o) {
+                    Some(v) => self
+                        .items
+                        .insert(key.clone(), v)
+                        .is_none_or(|old| self.items.get(&key).is_some_and(|new| *new != old)),
+                    None => self.items.remove(&key).is_some(),
                 };
-                true
+                changed.then_some(key)
             }
-            Event::Delete(o) => self.items.remove(&key(&o)).is_some(),
+            Event::Delete(o) => {
+                let key = key(&o);
+                self.items.remove(&key).is_some().then_some(key)
+            }
             Event::Init => {
                 self.pending.clear();
-                false
+                None
             }
             Event::InitApply(o) => {
                 if let Some(v) = convert(&o) {
                     self.pending.insert(key(&o), v);
                 }
-                false
+                None
             }
             Event::InitDone => {
                 // A (re-)list replaces everything at once.
                 self.items = std::mem::take(&mut self.pending);
                 self.listed = true;
-                true
+                Some(String::new())
             }
         }
     }
 }
 
-/// What the watchers have seen: the compiler's inputs, kept up to date.
+/// What the watchers have seen: the compiler's inputs, kept up to date, and what changed
+/// since the last sync.
 #[derive(Debug, Default)]
 pub struct PolicySource {
     pods: Listed<PodInfo>,
     namespaces: Listed<(String, BTreeMap<String, String>)>,
     policies: Listed<NetworkPolicy>,
+    /// A change only a full compile covers (pods, namespaces, a re-list).
+    full: bool,
+    /// NetworkPolicies (`namespace/name`) changed since the last sync.
+    dirty: BTreeSet<String>,
+}
+
+/// A NetworkPolicy as policy sees it: its namespace, name and spec (a change of its labels,
+/// annotations or status is not a change).
+fn policy_spec(policy: &NetworkPolicy) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: ObjectMeta {
+            namespace: policy.metadata.namespace.clone(),
+            name: policy.metadata.name.clone(),
+            ..ObjectMeta::default()
+        },
+        spec: policy.spec.clone(),
+    }
 }
 
 impl PolicySource {
-    /// Applies a Pod watch event; returns whether the model may have changed.
+    /// Applies a Pod watch event; returns whether the model changed.
     pub fn pod(&mut self, event: Event<Pod>) -> bool {
-        self.pods.handle(event, PodInfo::from_pod)
+        let changed = self.pods.handle(event, PodInfo::from_pod).is_some();
+        self.full |= changed;
+        changed
     }
 
     /// Applies a Namespace watch event.
     pub fn namespace(&mut self, event: Event<Namespace>) -> bool {
-        self.namespaces
+        let changed = self
+            .namespaces
             .handle(event, |ns| Some((ns.name_any(), namespace_labels(ns))))
+            .is_some();
+        self.full |= changed;
+        changed
     }
 
     /// Applies a NetworkPolicy watch event.
     pub fn policy(&mut self, event: Event<NetworkPolicy>) -> bool {
-        self.policies.handle(event, |p| Some(p.clone()))
+        match self.policies.handle(event, |p| Some(policy_spec(p))) {
+            Some(key) if key.is_empty() => {
+                self.full = true;
+                true
+            }
+            Some(key) => {
+                self.dirty.insert(key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What the next sync must do: a full compile, or the policies changed one by one (their
+    /// `namespace`, `name` and current state); and forgets it.
+    fn take_changes(&mut self) -> Option<Vec<(String, String, Option<NetworkPolicy>)>> {
+        let dirty = std::mem::take(&mut self.dirty);
+        if std::mem::take(&mut self.full) {
+            return None;
+        }
+        Some(
+            dirty
+                .into_iter()
+                .map(|key| {
+                    let policy = self.policies.items.get(&key).cloned();
+                    let (namespace, name) = key.split_once('/').unwrap_or_default();
+                    (namespace.to_owned(), name.to_owned(), policy)
+                })
+                .collect(),
+        )
     }
 
     /// Whether all three kinds have been listed (before that, a compile would see a partial
@@ -226,9 +297,9 @@ pub struct PolicyTables {
 
 /// Runs until the watch streams end (they retry on errors, so: until the process stops).
 /// `maps` start from what they hold ([`PolicyState::adopt`]); after the first full list of
-/// Pods, Namespaces and NetworkPolicies, each burst of changes (events less than `debounce`
-/// apart, for at most 10 × `debounce`) is one compile and one round of writes; `tables` follow
-/// each successful sync.
+/// Pods, Namespaces and NetworkPolicies, a change is synced at once when the last sync is at
+/// least `debounce` old, else when it is (events queued meanwhile join that sync); `tables`
+/// follow each successful sync.
 pub async fn run(
     client: Client,
     maps: &mut impl PolicyMaps,
@@ -250,43 +321,56 @@ pub async fn run(
         .map_ok(|e| Change::Policy(Box::new(e)));
     let mut changes = stream::select(stream::select(pods, namespaces), policies).boxed();
     let mut source = PolicySource::default();
-    // When the current burst of changes began (None: nothing to compile).
-    let mut burst: Option<Instant> = None;
-    // After failed writes, the next attempt waits longer than a debounce.
+    // Changes seen and not synced yet.
+    let mut pending = false;
+    let mut last_sync: Option<Instant> = None;
+    // At most one sync per `wait`; after failed writes, the next attempt waits longer.
     let mut wait = debounce;
     loop {
-        let next = match burst {
-            Some(_) if source.ready() => match tokio::time::timeout(wait, changes.next()).await {
+        // A change arriving after a quiet period is synced at once; one arriving within `wait`
+        // of the last sync waits for the rest of it, gathering a burst into one sync.
+        let due =
+            (pending && source.ready()).then(|| last_sync.map_or_else(Instant::now, |t| t + wait));
+        let next = match due {
+            Some(due) => match tokio::time::timeout_at(due.into(), changes.next()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    let ok = sync_once(&mut state, &source, &node, maps, metrics, tables);
-                    burst = (!ok).then(Instant::now);
-                    wait = if ok { debounce } else { RETRY };
+                    let ok = sync_once(&mut state, &mut source, &node, maps, metrics, tables);
+                    (pending, wait) = if ok { (false, debounce) } else { (true, RETRY) };
+                    last_sync = Some(Instant::now());
                     continue;
                 }
             },
-            _ => changes.next().await,
+            None => changes.next().await,
         };
         let Some(change) = next else {
             return Ok(());
         };
-        let changed = match change {
-            Ok(Change::Pod(e)) => source.pod(*e),
-            Ok(Change::Namespace(e)) => source.namespace(*e),
-            Ok(Change::Policy(e)) => source.policy(*e),
-            Err(error) => {
-                tracing::warn!(%error, "watching Pods/Namespaces/NetworkPolicies");
-                false
+        pending |= handle(&mut source, change);
+        // What is already queued belongs to the same burst (bounded: a sync still happens
+        // under a steady stream).
+        for _ in 0..QUEUED_PER_SYNC {
+            match changes.next().now_or_never() {
+                Some(Some(change)) => pending |= handle(&mut source, change),
+                Some(None) => return Ok(()),
+                None => break,
             }
-        };
-        if changed && burst.is_none() {
-            burst = Some(Instant::now());
         }
-        // A steady stream of events still compiles every 10 debounce periods.
-        if source.ready() && burst.is_some_and(|b| b.elapsed() >= debounce * 10) {
-            let ok = sync_once(&mut state, &source, &node, maps, metrics, tables);
-            burst = (!ok).then(Instant::now);
-            wait = if ok { debounce } else { RETRY };
+    }
+}
+
+/// Queued watch events taken in before a sync.
+const QUEUED_PER_SYNC: usize = 10_000;
+
+/// Applies one watch event to `source`; returns whether the model changed.
+fn handle(source: &mut PolicySource, change: Result<Change, watcher::Error>) -> bool {
+    match change {
+        Ok(Change::Pod(e)) => source.pod(*e),
+        Ok(Change::Namespace(e)) => source.namespace(*e),
+        Ok(Change::Policy(e)) => source.policy(*e),
+        Err(error) => {
+            tracing::warn!(%error, "watching Pods/Namespaces/NetworkPolicies");
+            false
         }
     }
 }
@@ -294,50 +378,123 @@ pub async fn run(
 /// How long to wait before writing again after map writes failed.
 const RETRY: Duration = Duration::from_secs(5);
 
+/// Brings the maps up to `source`: each changed NetworkPolicy alone when only policies changed
+/// and their peers need no new identities ([`PolicyState::update_policy`]), else one full
+/// compile. Returns whether the writes succeeded.
 fn sync_once(
+    state: &mut PolicyState,
+    source: &mut PolicySource,
+    node: &NodeInfo,
+    maps: &mut impl PolicyMaps,
+    metrics: &PolicyMetrics,
+    tables: &std::sync::RwLock<PolicyTables>,
+) -> bool {
+    let result = match source.take_changes() {
+        Some(changes) => update_each(state, changes, maps, metrics, tables),
+        None => Ok(false),
+    };
+    let result = match result {
+        Ok(true) => Ok(()),
+        Ok(false) => full_sync(state, source, node, maps, metrics, tables),
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(()) => true,
+        Err(error) => {
+            // The next attempt compiles everything (the maps are read back first).
+            source.full = true;
+            metrics.failures.inc();
+            tracing::error!(error = %error_chain(&error), "network policy map writes failed; retrying");
+            false
+        }
+    }
+}
+
+/// The changed policies one by one; `Ok(false)` when one needs a full compile.
+fn update_each(
+    state: &mut PolicyState,
+    changes: Vec<(String, String, Option<NetworkPolicy>)>,
+    maps: &mut impl PolicyMaps,
+    metrics: &PolicyMetrics,
+    tables: &std::sync::RwLock<PolicyTables>,
+) -> Result<bool, PolicyError> {
+    for (namespace, name, policy) in changes {
+        let Some((report, update)) =
+            state.update_policy(&namespace, &name, policy.as_ref(), maps)?
+        else {
+            return Ok(false);
+        };
+        metrics.record(&report);
+        let Some(compiled) = state.last() else {
+            return Ok(false);
+        };
+        let mut tables = tables
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for id in &update.rules_removed {
+            tables.rules.remove(id);
+        }
+        tables.rules.extend(update.rules_added.iter().cloned());
+        for ip in &update.endpoints {
+            for direction in [super::Direction::Ingress, super::Direction::Egress] {
+                match compiled.selected_by.get(&(*ip, direction)) {
+                    Some(names) => tables.selected_by.insert((*ip, direction), names.clone()),
+                    None => tables.selected_by.remove(&(*ip, direction)),
+                };
+            }
+        }
+        if update.features_added {
+            tables.identities = compiled.identities.classes.clone();
+        }
+        if report.writes > 0 {
+            tracing::info!(
+                policy = %format_args!("{namespace}/{name}"),
+                writes = report.writes,
+                endpoints = update.endpoints.len(),
+                micros = report.compile.as_micros() as u64,
+                "network policy updated"
+            );
+        }
+    }
+    Ok(true)
+}
+
+fn full_sync(
     state: &mut PolicyState,
     source: &PolicySource,
     node: &NodeInfo,
     maps: &mut impl PolicyMaps,
     metrics: &PolicyMetrics,
     tables: &std::sync::RwLock<PolicyTables>,
-) -> bool {
-    match state.sync(&source.model(node), maps) {
-        Ok(report) => {
-            metrics.record(&report);
-            if let Some(compiled) = state.last() {
-                *tables
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = PolicyTables {
-                    rules: compiled.rules.clone(),
-                    identities: compiled.identities.classes.clone(),
-                    pods: source
-                        .pods
-                        .items
-                        .values()
-                        .map(|p| (p.ip, (p.namespace.clone(), p.name.clone())))
-                        .collect(),
-                    selected_by: compiled.selected_by.clone(),
-                };
-            }
-            if report.writes > 0 {
-                tracing::info!(
-                    writes = report.writes,
-                    identities = report.identities,
-                    entries = report.policy_entries,
-                    endpoints = report.endpoints,
-                    compile_ms = report.compile.as_millis() as u64,
-                    "network policy updated"
-                );
-            }
-            true
-        }
-        Err(error) => {
-            metrics.failures.inc();
-            tracing::error!(error = %error_chain(&error), "network policy map writes failed; retrying");
-            false
-        }
+) -> Result<(), PolicyError> {
+    let report = state.sync(&source.model(node), maps)?;
+    metrics.record(&report);
+    if let Some(compiled) = state.last() {
+        *tables
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = PolicyTables {
+            rules: compiled.rules.clone(),
+            identities: compiled.identities.classes.clone(),
+            pods: source
+                .pods
+                .items
+                .values()
+                .map(|p| (p.ip, (p.namespace.clone(), p.name.clone())))
+                .collect(),
+            selected_by: compiled.selected_by.clone(),
+        };
     }
+    if report.writes > 0 {
+        tracing::info!(
+            writes = report.writes,
+            identities = report.identities,
+            entries = report.policy_entries,
+            endpoints = report.endpoints,
+            compile_ms = report.compile.as_millis() as u64,
+            "network policy updated"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

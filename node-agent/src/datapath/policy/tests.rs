@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use super::{
     apply::{MemoryMaps, PolicyState},
-    compile::{Desired, PolicyCompiler, port_blocks},
+    compile::{Desired, PolicyCompiler},
+    grants::port_blocks,
     model::{NAMESPACE_NAME_LABEL, NamedPort, NodeInfo, PodInfo, PolicyModel},
     reference::{Cluster, allowed, egress_allowed, ingress_allowed, ipcache_lookup, simulate},
 };
@@ -510,6 +511,7 @@ fn egress_only_dns_still_reaches_cluster_dns() {
 }
 
 /// Random models from a seed: few label values, so selectors often match.
+mod incremental;
 mod random;
 mod updates;
 

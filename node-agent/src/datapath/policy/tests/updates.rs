@@ -90,7 +90,7 @@ fn diff_writes_only_what_differs_in_a_safe_order() {
 /// 1000 pods in 20 namespaces (100 app labels, 10 pods each; the 100 pods with `j % 10 == 0`
 /// on this node) and 10 000 policies: policy `i` selects app `i % 100` in its namespace and
 /// allows ingress from app `(i % 100 + i / 100) % 100` in every namespace on two ports.
-fn large(policies: usize) -> PolicyModel {
+pub(super) fn large(policies: usize) -> PolicyModel {
     let pods = (0..1000)
         .map(|j| {
             let node = if j % 10 == 0 { "n1" } else { "n2" };
