@@ -23,7 +23,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use keelson_node_agent::datapath::{
     lb::{LoadBalancer, TcHook},
-    policy::{PinnedPolicyMaps, PolicyModel, PolicyState},
+    policy::{PinnedPolicyMaps, PolicyMaps as _, PolicyModel, PolicyState},
 };
 
 use crate::{
@@ -120,6 +120,8 @@ impl Plan {
 struct Ebpf {
     maps: PinnedPolicyMaps,
     state: PolicyState,
+    /// ENDPOINTS entries set aside while `ebpf-unpoliced` is measured.
+    unpoliced: std::collections::BTreeMap<std::net::Ipv4Addr, keelson_ebpf_common::EndpointPolicy>,
 }
 
 /// Runs the benchmark and writes `bench-policy.md`.
@@ -155,6 +157,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let mut ebpf = Ebpf {
         maps: PinnedPolicyMaps::open(&lab.pin_dir()).context("cannot open the policy maps")?,
         state: PolicyState::default(),
+        unpoliced: Default::default(),
     };
     let result = measure_all(&mut lab, &mut ebpf, &plan, options);
     // Whatever happened, the node's rules go before the lab does.
@@ -281,7 +284,7 @@ fn measure_all(
                 let measured = loaded.and_then(|loaded| {
                     measure_one(lab, config, &scale, plan, options).map(|m| (loaded, m))
                 });
-                let removed = teardown(lab, config);
+                let removed = teardown(lab, ebpf, config);
                 let (loaded, m) =
                     measured.with_context(|| format!("{config} at {policies} policies"))?;
                 removed.with_context(|| format!("tearing down {config}"))?;
@@ -321,6 +324,16 @@ fn setup(
 ) -> anyhow::Result<Option<Duration>> {
     match config {
         Config::None => Ok(None),
+        Config::EbpfUnpoliced => {
+            // No pod policed: ENDPOINTS emptied until the teardown puts it back.
+            let endpoints = ebpf.maps.contents()?.endpoints;
+            for pod in endpoints.keys() {
+                ebpf.maps.remove_endpoint(*pod)?;
+            }
+            ebpf.unpoliced = endpoints;
+            attach_tc_in_node(lab.lb()?, &[TcHook::ToPod, TcHook::FromPod])?;
+            Ok(None)
+        }
         Config::Ebpf => {
             // The maps hold the scale's policies since the scale began (an agent's steady
             // state); a sync here writes nothing and proves it.
@@ -350,9 +363,17 @@ fn setup(
     }
 }
 
-fn teardown(lab: &mut Lab, config: Config) -> anyhow::Result<()> {
+fn teardown(lab: &mut Lab, ebpf: &mut Ebpf, config: Config) -> anyhow::Result<()> {
     match config {
         Config::None => Ok(()),
+        Config::EbpfUnpoliced => {
+            let detached = LoadBalancer::detach_cgroup(&lab.pin_dir())
+                .context("cannot detach the TC programs");
+            for (pod, value) in std::mem::take(&mut ebpf.unpoliced) {
+                ebpf.maps.put_endpoint(pod, value)?;
+            }
+            detached
+        }
         // Removes every pinned link of the datapath: here, the TC programs.
         Config::Ebpf => {
             LoadBalancer::detach_cgroup(&lab.pin_dir()).context("cannot detach the TC programs")
@@ -399,7 +420,7 @@ fn measure_one(
         );
     }
     let guarded = guarded_answers(lab)?;
-    let enforced = config != Config::None && scale.policies >= 2;
+    let enforced = matches!(config, Config::Ebpf | Config::Iptables) && scale.policies >= 2;
     if guarded == enforced {
         bail!(
             "{config} at {} policies: the guarded pod {} the client",

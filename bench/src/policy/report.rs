@@ -13,6 +13,9 @@ use crate::{
 pub enum Config {
     /// No policy program and no rule: the node only routes (the baseline).
     None,
+    /// keelson's TC programs on both pod veths, no pod selected by any policy (`ENDPOINTS`
+    /// emptied): the datapath as it is without NetworkPolicy, the eBPF rows' own baseline.
+    EbpfUnpoliced,
     /// keelson's TC programs on both pod veths with the compiled policy maps.
     Ebpf,
     /// kube-router's iptables + ipset layout in the node namespace.
@@ -21,12 +24,13 @@ pub enum Config {
 
 impl Config {
     /// Every configuration, baseline first.
-    pub const ALL: [Self; 3] = [Self::None, Self::Ebpf, Self::Iptables];
+    pub const ALL: [Self; 4] = [Self::None, Self::EbpfUnpoliced, Self::Ebpf, Self::Iptables];
 
     /// The name in tables.
     pub fn name(self) -> &'static str {
         match self {
             Self::None => "none",
+            Self::EbpfUnpoliced => "ebpf-unpoliced",
             Self::Ebpf => "ebpf",
             Self::Iptables => "iptables",
         }
@@ -214,8 +218,9 @@ pub fn render_markdown(
     let _ = writeln!(
         out,
         "- each rate is the median of {} round(s); configurations interleaved within a round \
-         (none, ebpf, iptables); {:.1} s per measurement; ratios are the median of each round's \
-         ratio to `none` in that round, (min–max) over rounds",
+         (none, ebpf-unpoliced, ebpf, iptables); {:.1} s per measurement; ratios are the median \
+         of each round's ratio to the baseline (`none`, or the same datapath without policy) \
+         in that round, (min–max) over rounds",
         info.rounds,
         info.duration.as_secs_f64()
     );
@@ -239,6 +244,9 @@ pub fn render_markdown(
          pods); policy 0 allows client -> server:8080 (ingress and egress), policy 1 isolates \
          the guarded pod, which every measurement checks the client cannot reach\n\
          - `none`: no policy program, no rule: the node namespace only routes\n\
+         - `ebpf-unpoliced`: the same TC programs with no pod selected by any policy (the \
+         ENDPOINTS map emptied for the measurement): keelson without NetworkPolicy, the \
+         baseline of `ebpf`'s `× no policy`\n\
          - `ebpf`: keelson's `tc_from_pod` / `tc_to_pod` on both pod veths, with the maps the \
          agent's own compiler (`PolicyState::sync`) wrote for the model (IPCACHE, ENDPOINTS, \
          POLICY; POLICY_CT tracks allowed flows)\n\
@@ -249,8 +257,9 @@ pub fn render_markdown(
          `iptables-restore`\n\n",
     );
     out.push_str(
-        "| policies | config | conn/s | × none | req/s | × none | p50 µs | errors | setup | \
-         steal % |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| policies | config | conn/s | × none | × no policy | req/s | × none | × no policy | \
+         p50 µs | errors | setup | steal % |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for row in rows {
         let baseline = rows
@@ -258,15 +267,29 @@ pub fn render_markdown(
             .find(|r| r.policies == row.policies && r.config == Config::None);
         let (conn_base, req_base) =
             baseline.map_or((&[][..], &[][..]), |b| (&b.conn_rate[..], &b.req_rate[..]));
+        // The same datapath without NetworkPolicy: eBPF without policed pods; iptables
+        // without rules is `none`.
+        let unpoliced = match row.config {
+            Config::Ebpf => Config::EbpfUnpoliced,
+            Config::Iptables => Config::None,
+            other => other,
+        };
+        let own = rows
+            .iter()
+            .find(|r| r.policies == row.policies && r.config == unpoliced);
+        let (conn_own, req_own) =
+            own.map_or((&[][..], &[][..]), |b| (&b.conn_rate[..], &b.req_rate[..]));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             row.policies,
             row.config,
             num(median(&row.conn_rate), 0),
             ratio_cell(&row.conn_rate, conn_base),
+            ratio_cell(&row.conn_rate, conn_own),
             num(median(&row.req_rate), 0),
             ratio_cell(&row.req_rate, req_base),
+            ratio_cell(&row.req_rate, req_own),
             num(median(&row.p50_us), 1),
             row.errors,
             median(&row.setup_s).map_or_else(
@@ -349,6 +372,9 @@ mod tests {
             if config == Config::Iptables {
                 row.conn_rate = vec![500.0, 800.0];
             }
+            if config == Config::EbpfUnpoliced {
+                row.conn_rate = vec![2000.0, 2400.0];
+            }
             rows.push(row);
         }
         let info = RunInfo {
@@ -373,11 +399,17 @@ mod tests {
         }];
         let md = render_markdown(&info, &rows, &[], &changes);
         assert!(
-            md.contains("| 100 | none | 1\u{202f}100 | 1.00 (1.00–1.00) | 5\u{202f}000 |"),
+            md.contains(
+                "| 100 | none | 1\u{202f}100 | 1.00 (1.00–1.00) | 1.00 (1.00–1.00) | 5\u{202f}000 |"
+            ),
             "{md}"
         );
         assert!(
-            md.contains("| 100 | iptables | 650 | 0.58 (0.50–0.67) |"),
+            md.contains("| 100 | iptables | 650 | 0.58 (0.50–0.67) | 0.58 (0.50–0.67) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 100 | ebpf | 1\u{202f}100 | 1.00 (1.00–1.00) | 0.50 (0.50–0.50) |"),
             "{md}"
         );
         assert!(
