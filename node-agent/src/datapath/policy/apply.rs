@@ -399,10 +399,11 @@ impl PolicyState {
     }
 
     /// Applies the change of NetworkPolicy `namespace`/`name` to `policy` (`None`: deleted)
-    /// by recompiling only the local pods it selects ([`PolicyCompiler::update_policy`]) and
-    /// writing what differs for them. `Ok(None)`: the change needs a full [`Self::sync`]
-    /// (no compile yet, maps to read back after a failed write, or new identities); nothing
-    /// was written then.
+    /// by recompiling only the local pods it selects, and splitting the identity classes a new
+    /// selector peer tells apart ([`PolicyCompiler::update_policy`]), and writes what differs
+    /// for them. `Ok(None)`: the change needs a full [`Self::sync`] (no compile yet, maps to
+    /// read back after a failed write, or a CIDR or egress named port no identity tells
+    /// apart); nothing was written then.
     pub fn update_policy(
         &mut self,
         namespace: &str,
@@ -421,7 +422,12 @@ impl PolicyState {
         let touched: std::collections::HashSet<Ipv4Addr> =
             update.endpoints.iter().copied().collect();
         let previous = Desired {
-            ipcache: Default::default(),
+            ipcache: update
+                .desired
+                .ipcache
+                .keys()
+                .filter_map(|k| self.applied.ipcache.get(k).map(|v| (*k, *v)))
+                .collect(),
             endpoints: self
                 .applied
                 .endpoints

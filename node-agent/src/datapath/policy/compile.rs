@@ -235,7 +235,7 @@ pub(super) fn rule_refs(policy: &Policy) -> Vec<RuleRef> {
 /// last compile's inputs in the form [`PolicyCompiler::update_policy`] works on.
 #[derive(Debug, Default)]
 pub struct PolicyCompiler {
-    identities: IdentityAllocator,
+    pub(super) identities: IdentityAllocator,
     pub(super) rule_ids: RuleIds,
     pub(super) session: Option<Session>,
     generation: u64,

@@ -158,6 +158,19 @@ impl IdentityAllocator {
         }
     }
 
+    /// A number for a class split off between compiles (an incremental update), remembered
+    /// for its `members`.
+    pub(super) fn split(&mut self, members: &[IpcacheKey]) -> u32 {
+        let id = self.free.pop_first().unwrap_or_else(|| {
+            self.next += 1;
+            self.next - 1
+        });
+        for m in members {
+            self.previous.insert(*m, id);
+        }
+        id
+    }
+
     /// Numbers `classes` (features, members; sorted by features), and remembers the result
     /// for the next compile.
     fn assign(&mut self, classes: &[(Vec<Feature>, Vec<IpcacheKey>)]) -> Vec<u32> {

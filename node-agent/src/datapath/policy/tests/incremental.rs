@@ -124,60 +124,78 @@ fn one_edit_at_ten_thousand_policies_recompiles_only_the_pods_it_selects() {
 }
 
 #[test]
-fn a_selector_that_splits_a_class_needs_a_full_compile() {
+fn a_selector_that_splits_a_class_gets_a_new_identity_and_twin_entries() {
     // Two web pods in two namespaces, one class while only an any-namespace selector names
-    // them; a selector for web pods of `default` alone would split it.
+    // them; a selector for web pods of `default` alone splits it.
     let pods = vec![
         pod("default", "a", "n1", "10.244.1.10", &[("app", "web")]),
         pod("prod", "b", "n1", "10.244.1.11", &[("app", "web")]),
         pod("default", "c", "n1", "10.244.1.12", &[("app", "db")]),
+        pod("default", "d", "n1", "10.244.1.13", &[("app", "cache")]),
     ];
-    let by_app = policy(
+    let db_in = policy(
         "default",
         "db-in",
         json!({"podSelector": {"matchLabels": {"app": "db"}},
                "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "web"}}}]}]}),
     );
-    let mut c = super::cluster(pods, vec![by_app]);
+    let cache_in = policy(
+        "default",
+        "cache-in",
+        json!({"podSelector": {"matchLabels": {"app": "cache"}},
+               "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "web"}}}]}]}),
+    );
+    let mut c = super::cluster(pods, vec![db_in, cache_in]);
     let mut state = PolicyState::default();
     let mut maps = MemoryMaps::default();
     state.sync(&c.node_model("n1"), &mut maps).expect("sync");
-    // Only web pods of `default`: splits the web class (a in, b out).
+    let id = |maps: &MemoryMaps, a: &str| maps.contents.ipcache[&IpcacheKey::host(ip(a))];
+    assert_eq!(
+        id(&maps, "10.244.1.10"),
+        id(&maps, "10.244.1.11"),
+        "one class"
+    );
     let narrowed = policy(
         "default",
         "db-in",
         json!({"podSelector": {"matchLabels": {"app": "db"}},
                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}),
     );
-    let result = state
+    let (_, update) = state
         .update_policy("default", "db-in", Some(&narrowed), &mut maps)
-        .expect("memory maps");
-    assert!(result.is_none(), "needs new identities");
-    c.model.policies = vec![narrowed];
-    state.sync(&c.node_model("n1"), &mut maps).expect("sync");
+        .expect("memory maps")
+        .expect("applied alone");
+    assert_eq!(update.splits.len(), 1, "{:?}", update.splits);
+    assert_ne!(id(&maps, "10.244.1.10"), id(&maps, "10.244.1.11"), "split");
+    c.model.policies[0] = narrowed;
     let nodes = BTreeMap::from([("n1".to_owned(), maps.contents.clone())]);
-    assert!(simulate(
-        &nodes,
-        ip("10.244.1.10"),
-        ip("10.244.1.12"),
-        TCP,
-        80
-    ));
-    assert!(!simulate(
-        &nodes,
-        ip("10.244.1.11"),
-        ip("10.244.1.12"),
-        TCP,
-        80
-    ));
+    // db admits web of default only; cache (its policy unchanged) still admits both web pods,
+    // the moved one through the twin entry.
+    for (src, dst, want) in [
+        ("10.244.1.10", "10.244.1.12", true),
+        ("10.244.1.11", "10.244.1.12", false),
+        ("10.244.1.10", "10.244.1.13", true),
+        ("10.244.1.11", "10.244.1.13", true),
+    ] {
+        assert_eq!(
+            simulate(&nodes, ip(src), ip(dst), TCP, 80),
+            want,
+            "{src} -> {dst}"
+        );
+        assert_eq!(
+            n1_reference(&c, ip(src), ip(dst), TCP, 80),
+            want,
+            "reference {src} -> {dst}"
+        );
+    }
 }
 
 /// Random clusters, then only policy changes (added, replaced, removed), each applied alone
 /// where it can be: after each, the maps answer like the reference, and most changes were
-/// applied alone (the fast path is really taken).
+/// applied alone, some splitting classes (the fast path is really taken).
 #[test]
 fn random_policy_changes_applied_alone_keep_the_maps_equal_to_the_reference() {
-    let (mut alone, mut full) = (0usize, 0usize);
+    let (mut alone, mut full, mut splits) = (0usize, 0usize, 0usize);
     for seed in 1..=40u64 {
         let mut rng = random::Rng::new(seed * 7919);
         let mut c = random::cluster(seed);
@@ -215,7 +233,10 @@ fn random_policy_changes_applied_alone_keep_the_maps_equal_to_the_reference() {
                 .update_policy(&ns, &name, new.as_ref(), &mut maps)
                 .expect("memory maps")
             {
-                Some(_) => alone += 1,
+                Some((_, update)) => {
+                    alone += 1;
+                    splits += update.splits.len();
+                }
                 None => {
                     full += 1;
                     state.sync(&c.node_model("n1"), &mut maps).expect("sync");
@@ -235,5 +256,9 @@ fn random_policy_changes_applied_alone_keep_the_maps_equal_to_the_reference() {
             }
         }
     }
-    assert!(alone > full, "{alone} applied alone, {full} full compiles");
+    // The fast path is taken, splits included.
+    assert!(
+        alone > full * 2 && splits > 0,
+        "{alone} applied alone ({splits} class splits), {full} full compiles"
+    );
 }
