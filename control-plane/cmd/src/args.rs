@@ -114,6 +114,8 @@ pub(crate) struct Args {
     pub(crate) service_accounts: crate::service_accounts::ServiceAccountArgs,
     #[command(flatten)]
     pub(crate) audit: crate::audit::AuditArgs,
+    #[command(flatten)]
+    pub(crate) snapshot: crate::snapshot::SnapshotArgs,
 }
 
 /// Networks, the scheduler and the controllers.
@@ -293,5 +295,11 @@ pub(crate) enum Command {
     Token {
         #[command(subcommand)]
         action: crate::token::TokenCommand,
+    },
+    /// Snapshots of the store: save one while the control plane serves, restore one with it
+    /// stopped, list the scheduled ones (k3s's `etcd-snapshot`).
+    Snapshot {
+        #[command(subcommand)]
+        action: crate::snapshot::SnapshotCommand,
     },
 }

@@ -2,7 +2,8 @@
 //! SQLite store (default) or etcd, serves it over HTTPS with certificates from its own CA, and
 //! writes an admin kubeconfig for kubectl. `keelson-control-plane node-kubeconfig --node NAME`
 //! issues a node's credentials; `keelson-control-plane token create` prints the one-line join
-//! command of a new bootstrap token (see `token`).
+//! command of a new bootstrap token (see `token`); `keelson-control-plane snapshot save|restore`
+//! backs the store up and restores it (see `snapshot`).
 #![forbid(unsafe_code)]
 
 mod address;
@@ -13,6 +14,7 @@ mod node_kubeconfig;
 mod pki;
 mod serve;
 mod service_accounts;
+mod snapshot;
 mod storage;
 mod token;
 

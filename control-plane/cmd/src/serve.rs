@@ -139,6 +139,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             return node_kubeconfig(&args, node, server.as_deref(), out.as_deref());
         }
         Some(Command::Token { action }) => return crate::token::command(&args, action).await,
+        Some(Command::Snapshot { action }) => return crate::snapshot::command(&args, action).await,
         None => {}
     }
     let authenticator = match &args.token_auth_file {
@@ -146,6 +147,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         None => Authenticator::default(),
     };
     let pki = Pki::load_or_create(&args.data_dir.join("pki"))?;
+    let snapshot_schedule = crate::snapshot::schedule(&args)?;
     let store = open_store(&args).await?;
     bootstrap(store.as_ref())
         .await
@@ -207,6 +209,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         Arc::clone(state.store()),
         CompactionPolicy::default(),
     ));
+    let snapshots = match snapshot_schedule {
+        Some(schedule) => Some(tokio::spawn(crate::snapshot::run_schedule(
+            crate::snapshot::Source::from_args(&args)?,
+            crate::snapshot::snapshot_dir(&args),
+            args.snapshot.snapshot_retention,
+            schedule,
+        ))),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen())
         .await
         .with_context(|| format!("cannot listen on {}", args.listen()))?;
@@ -283,6 +294,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         auditor.flush().await;
     }
     compactor.abort();
+    if let Some(snapshots) = snapshots {
+        snapshots.abort();
+    }
     availability.abort();
     renewal.abort();
     if let Some(notifier) = notifier {

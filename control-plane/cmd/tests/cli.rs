@@ -32,6 +32,9 @@ fn help_explains_https_and_credentials() {
         "--store",
         "--etcd-endpoints",
         "KEELSON_DATA_DIR",
+        "snapshot",
+        "--snapshot-schedule-cron",
+        "--snapshot-retention",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }

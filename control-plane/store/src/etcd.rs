@@ -45,7 +45,7 @@ impl fmt::Debug for EtcdTls {
 }
 
 impl EtcdTls {
-    fn options(&self) -> TlsOptions {
+    pub(crate) fn options(&self) -> TlsOptions {
         let options = TlsOptions::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
         match &self.client {
             Some((cert, key)) => options.identity(Identity::from_pem(cert, key)),

@@ -27,6 +27,7 @@ pub mod contract;
 pub mod encryption;
 mod error;
 pub mod etcd;
+pub mod snapshot;
 pub mod sqlite;
 
 pub use encryption::{EncryptedStore, EncryptionConfig};
