@@ -114,6 +114,8 @@ pub(crate) struct Args {
     pub(crate) service_accounts: crate::service_accounts::ServiceAccountArgs,
     #[command(flatten)]
     pub(crate) audit: crate::audit::AuditArgs,
+    #[command(flatten)]
+    pub(crate) overload: crate::overload::OverloadArgs,
 }
 
 /// Networks, the scheduler and the controllers.
