@@ -24,6 +24,7 @@ pub mod datapath;
 pub mod echo;
 pub mod kubeproxy;
 pub mod loadgen;
+pub mod overload;
 pub mod plot;
 pub mod policy;
 pub mod report;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use keelson_bench::{api, crossnode, datapath, policy};
+use keelson_bench::{api, crossnode, datapath, overload, policy};
 
 #[derive(Debug, Parser)]
 #[command(name = "keelson-bench", about = "keelson's benchmarks (needs root)")]
@@ -31,6 +31,10 @@ enum Command {
     /// layout at 0, 100, 1000 and 10000 policies over 1000 pods, and the time one policy
     /// change takes; writes results/bench-policy.md.
     Policy(policy::Options),
+    /// The API server under abuse by one user (5000 watches, 1000 lists at once, a 100 MiB
+    /// body, 10 000 idle TLS connections) while an admin lists pods: how each was refused,
+    /// the admin's latency and the server's RSS; writes results/bench-overload.md.
+    Overload(overload::Options),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
         Command::Api(options) => api::run(options),
         Command::Crossnode(options) => crossnode::run(options),
         Command::Policy(options) => policy::run(options),
+        Command::Overload(options) => overload::run(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -33,7 +33,7 @@ pub const BINDINGS: usize = 1000;
 /// Namespaces the Roles are spread over.
 const POLICY_NAMESPACES: usize = 50;
 /// The bench user's bearer token (a scratch control plane on loopback only).
-const TOKEN: &str = "keelson-bench-rbac-token";
+pub const TOKEN: &str = "keelson-bench-rbac-token";
 /// The bench admin's bearer token, a member of `system:masters`.
 const MASTERS_TOKEN: &str = "keelson-bench-masters-token";
 /// The bench admin's name.

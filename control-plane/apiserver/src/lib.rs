@@ -48,6 +48,7 @@ pub mod master_leases;
 pub mod metrics;
 mod object;
 pub mod openapi;
+pub mod overload;
 mod pod_log;
 mod printers;
 mod protobuf;
@@ -103,6 +104,8 @@ pub struct AppState {
     anonymous: Arc<UserInfo>,
     service_accounts: Option<Arc<auth::serviceaccount::ServiceAccountTokens>>,
     auditor: Option<Arc<audit::Auditor>>,
+    /// In-flight, open-watch and deadline limits ([`overload`]).
+    overload: Arc<overload::Overload>,
 }
 
 impl AppState {
@@ -134,7 +137,20 @@ impl AppState {
             anonymous: Arc::new(UserInfo::anonymous()),
             service_accounts: None,
             auditor: None,
+            overload: Arc::default(),
         }
+    }
+
+    /// Limits requests in flight, open watches per user and request time with `limits`
+    /// instead of kube-apiserver's defaults ([`overload::Limits::default`]).
+    pub fn with_limits(mut self, limits: overload::Limits) -> Self {
+        self.overload = Arc::new(overload::Overload::new(limits));
+        self
+    }
+
+    /// The counters of [`AppState::with_limits`].
+    pub fn overload(&self) -> &Arc<overload::Overload> {
+        &self.overload
     }
 
     /// Whether requests without credentials are served as `system:anonymous` (kube's
@@ -263,6 +279,11 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::authorize,
         ))
+        // After impersonation, before authorization, as kube's max-in-flight filter.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            overload::limit,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::impersonate::impersonate,
@@ -275,6 +296,11 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             audit::middleware,
+        ))
+        // Outside authentication, as kube's request deadline and timeout filters.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            overload::deadline,
         ))
         // Outermost, so that refused requests (401/403) are counted too.
         .layer(middleware::from_fn_with_state(

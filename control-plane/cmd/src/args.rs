@@ -116,6 +116,8 @@ pub(crate) struct Args {
     pub(crate) audit: crate::audit::AuditArgs,
     #[command(flatten)]
     pub(crate) snapshot: crate::snapshot::SnapshotArgs,
+    #[command(flatten)]
+    pub(crate) overload: crate::overload::OverloadArgs,
 }
 
 /// Networks, the scheduler and the controllers.

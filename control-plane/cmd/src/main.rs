@@ -11,6 +11,7 @@ mod args;
 mod audit;
 mod components;
 mod node_kubeconfig;
+mod overload;
 mod pki;
 mod serve;
 mod service_accounts;

@@ -195,6 +195,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .with_kubelet_client(kubelet_client)
         .with_aggregator_client(aggregator_client)
         .with_service_network(args.cluster.service_network())
+        .with_limits(args.overload.limits())
         .with_service_accounts(args.service_accounts.tokens(&args.data_dir.join("pki"))?);
     let auditor = args.audit.start(state.metrics())?;
     let state = match &auditor {

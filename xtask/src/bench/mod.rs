@@ -19,6 +19,10 @@
 //! - `api`: builds `keelson-bench` and `keelson-control-plane` in release mode and runs
 //!   `keelson-bench api`, which measures the control plane on SQLite and on a loopback etcd side
 //!   by side and writes `results/bench-api.md` (`--quick`, `--stores`, …; `-- --help`).
+//! - `overload`: builds `keelson-bench` and `keelson-control-plane` (release) and runs
+//!   `keelson-bench overload`: one user opens 5000 watches, sends 1000 lists at once, one
+//!   100 MiB body and holds 10 000 idle TLS connections while the admin lists pods; writes
+//!   `results/bench-overload.md` (`--quick`, `--watches`, ...; `-- --help`).
 //! - `scheduler`: the scheduler against the real control plane with 5000 and 500 Node objects
 //!   and 10k pods (`--quick`: 500/100 nodes, 2000 pods); writes `results/bench-scheduler.md`.
 //! - `pods`: as root, the real control plane and node agent (release) on Docker: startup latency
@@ -65,6 +69,13 @@ enum Which {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The API server under abuse by one user (watches, a burst of lists, a 100 MiB body,
+    /// 10 000 idle TLS connections) while an admin lists pods.
+    Overload {
+        /// Arguments for `keelson-bench overload` (e.g. `--quick`, `--watches 2000`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The API server on SQLite and on etcd: creates/s, latency, lists, watch fan-out, RSS.
     Api {
         /// Arguments for `keelson-bench api` (e.g. `--quick`, `--stores sqlite`).
@@ -107,6 +118,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Which::Policy { args } => ("policy", args, &["keelson-bench"]),
         // The API benchmark starts the control plane binary it finds next to itself.
         Which::Api { args } => ("api", args, &["keelson-bench", "keelson-control-plane"]),
+        Which::Overload { args } => (
+            "overload",
+            args,
+            &["keelson-bench", "keelson-control-plane"],
+        ),
         Which::Scheduler { args } => return scheduler(args),
         Which::Pods { args } => return example("pods", "pods_bench", args),
         Which::Stream { args } => return example("stream", "stream_bench", args),

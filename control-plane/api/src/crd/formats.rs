@@ -90,7 +90,7 @@ fn is_duration(text: &str) -> bool {
 
 /// Go's `time.ParseDuration`: `[-+]` then one or more `<number><unit>` (`1h30m`, `1.5s`,
 /// `300ms`), or `0`; the duration in nanoseconds.
-pub(crate) fn go_duration_nanos(text: &str) -> Option<i128> {
+pub fn go_duration_nanos(text: &str) -> Option<i128> {
     let (negative, s) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text.strip_prefix('+').unwrap_or(text)),

@@ -31,6 +31,7 @@ mod rule_tests;
 #[cfg(test)]
 mod tests;
 
+pub use formats::go_duration_nanos;
 use serde_json::Value;
 
 use crate::validation::{ErrorType, FieldError};

@@ -198,6 +198,7 @@ mod https;
 mod kinds;
 mod node_authz;
 mod openapi;
+mod overload;
 mod rbac;
 mod relay;
 mod reviews;
