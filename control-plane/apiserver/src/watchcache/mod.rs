@@ -49,7 +49,7 @@ use keelson_store::{
     Deleted, EventKind, KeyValue, ListOptions, ListResult, Revision, Store, StoreError, WatchEvent,
     WatchStream,
 };
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 
 use plan::{ListFrom, WatchFrom, Window};
 
@@ -83,6 +83,8 @@ pub struct WatchCache {
     inner: Arc<dyn Store>,
     shared: Arc<Shared>,
     started: AtomicBool,
+    /// Taken by the filling task when it starts.
+    dropped: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl fmt::Debug for WatchCache {
@@ -101,6 +103,8 @@ struct Shared {
     state: RwLock<State>,
     /// The revision the cache has reached; `None` while it is (re)filling.
     progress: watch::Sender<Option<Revision>>,
+    /// Dropped with the cache: ends the filling task (and its hold on the store) at once.
+    _alive: oneshot::Sender<()>,
 }
 
 /// The cached objects and the per-resource windows.
@@ -197,14 +201,17 @@ impl State {
 impl WatchCache {
     /// A cache in front of `inner`. It fills itself on the first list or watch.
     pub fn new(inner: Arc<dyn Store>, options: WatchCacheOptions) -> Self {
+        let (alive, dropped) = oneshot::channel();
         Self {
             inner,
             shared: Arc::new(Shared {
                 options,
                 state: RwLock::default(),
                 progress: watch::Sender::new(None),
+                _alive: alive,
             }),
             started: AtomicBool::new(false),
+            dropped: std::sync::Mutex::new(Some(dropped)),
         }
     }
 
@@ -225,8 +232,21 @@ impl WatchCache {
     /// Waits until the cache has applied every event up to `target`; `false` if it does not
     /// within [`FRESH_TIMEOUT`].
     async fn fresh(&self, target: Revision) -> bool {
-        if !self.started.swap(true, Ordering::SeqCst) {
-            tokio::spawn(fill(Arc::clone(&self.inner), Arc::downgrade(&self.shared)));
+        if !self.started.swap(true, Ordering::SeqCst)
+            && let Some(dropped) = self
+                .dropped
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+        {
+            let (store, shared) = (Arc::clone(&self.inner), Arc::downgrade(&self.shared));
+            tokio::spawn(async move {
+                // Whichever ends first: the cache is dropped, or the task gives up.
+                tokio::select! {
+                    _ = dropped => {}
+                    () = fill(store, shared) => {}
+                }
+            });
         }
         let mut progress = self.shared.progress.subscribe();
         let reached = progress.wait_for(|r| r.is_some_and(|r| r >= target));
