@@ -411,3 +411,143 @@ pub async fn watch_fan_out(
         latency,
     })
 }
+
+/// What the watch throughput load measured.
+#[derive(Debug, Clone)]
+pub struct ThroughputResult {
+    /// Concurrent watchers.
+    pub watchers: usize,
+    /// Events written.
+    pub events: usize,
+    /// Events delivered over every watcher.
+    pub delivered: u64,
+    /// From the first write to the last delivery.
+    pub elapsed: Duration,
+    /// CPU while the events were written and delivered.
+    pub cpu: super::procs::CpuShare,
+}
+
+impl ThroughputResult {
+    /// Event deliveries (events x watchers) per second.
+    pub fn rate(&self) -> f64 {
+        self.delivered as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Opens `watchers` watches on the ConfigMaps of a fresh namespace `ns` (spread over
+/// `clients`), then creates `events` ConfigMaps as fast as 64 requests in flight allow; the
+/// rate is every delivery over the time from the first write to the last delivery.
+pub async fn watch_throughput(
+    server_pids: &[u32],
+    clients: &[kube::Client],
+    ns: &str,
+    watchers: usize,
+    events: usize,
+) -> anyhow::Result<ThroughputResult> {
+    let Some(writer_client) = clients.first() else {
+        bail!("no clients");
+    };
+    create_namespace(writer_client, ns).await?;
+    let api = Api::<ConfigMap>::namespaced(writer_client.clone(), ns);
+    let version = api
+        .list(&ListParams::default().limit(1))
+        .await
+        .context("list for the watch's resourceVersion")?
+        .metadata
+        .resource_version
+        .context("the list has no resourceVersion")?;
+    let ready = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..watchers {
+        let api = Api::<ConfigMap>::namespaced(clients[w % clients.len()].clone(), ns);
+        let (version, ready) = (version.clone(), Arc::clone(&ready));
+        tasks.spawn(async move {
+            let params = WatchParams::default().timeout(290);
+            let stream = api.watch(&params, &version).await;
+            ready.fetch_add(1, Ordering::Relaxed);
+            let stream = stream.map_err(|e| format!("watch {w}: {e}"))?;
+            let mut stream = std::pin::pin!(stream);
+            let mut seen = 0u64;
+            let mut last = Instant::now();
+            while seen < events as u64 {
+                let next = tokio::time::timeout_at(deadline.into(), stream.next()).await;
+                let Ok(Some(event)) = next else { break };
+                if let Ok(WatchEvent::Added(_)) = event {
+                    seen += 1;
+                    last = Instant::now();
+                }
+            }
+            Ok::<_, String>((seen, last))
+        });
+    }
+    let opening = Instant::now();
+    while ready.load(Ordering::Relaxed) < watchers {
+        if opening.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "only {} of {watchers} watches opened within 60 s",
+                ready.load(Ordering::Relaxed)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let meter = super::procs::CpuMeter::start(server_pids);
+    let started = Instant::now();
+    let writes = futures_util::stream::iter(0..events)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let cm = config_map(format!("burst-{i:06}"), vec![("i", i.to_string())]);
+                api.create(&PostParams::default(), &cm)
+                    .await
+                    .with_context(|| format!("create burst-{i:06}"))
+            }
+        })
+        .buffer_unordered(64);
+    let failed: Vec<anyhow::Error> = writes
+        .filter_map(|r| async move { r.err() })
+        .collect()
+        .await;
+    if let Some(e) = failed.into_iter().next() {
+        bail!("a burst create failed: {e:#}");
+    }
+    let mut delivered = 0;
+    let mut last = started;
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.context("watcher panicked")? {
+            Ok((seen, at)) => {
+                delivered += seen;
+                last = last.max(at);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let cpu = meter.finish();
+    if let Some(e) = first_error {
+        bail!("a watcher failed: {e}");
+    }
+    Ok(ThroughputResult {
+        watchers,
+        events,
+        delivered,
+        elapsed: last.saturating_duration_since(started),
+        cpu,
+    })
+}
+
+/// The size of every ConfigMap's JSON in one list of all namespaces: the stored data the
+/// benchmark left, as a client reads it.
+pub async fn stored_bytes(client: &kube::Client) -> anyhow::Result<usize> {
+    let request = kube::core::Request::new("/api/v1/configmaps")
+        .list(&ListParams::default())
+        .context("build the list request")?;
+    let body = client
+        .request_text(request)
+        .await
+        .context("list every ConfigMap")?;
+    Ok(body.len())
+}

@@ -26,7 +26,7 @@ use anyhow::{Context as _, bail};
 
 use crate::datapath::{load_average, read_cpu, utc_now};
 use procs::{ControlPlane, CpuMeter, Etcd, Memory};
-use report::{Percentiles, RbacFigures, RunInfo, StoreFigures, WatchFigures};
+use report::{Percentiles, RbacFigures, RunInfo, StoreFigures, ThroughputFigures, WatchFigures};
 
 /// A store backend of the control plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,12 +71,18 @@ pub struct Options {
     /// Seconds of paced creates [default: 10; 3 with --quick].
     #[arg(long)]
     pub paced_seconds: Option<f64>,
-    /// Watcher counts, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = [100, 1000])]
+    /// Watcher counts, comma-separated (the 10-watcher row is the 1000-watcher row's baseline).
+    #[arg(long, value_delimiter = ',', default_values_t = [10, 100, 1000])]
     pub watchers: Vec<usize>,
     /// Writes each watcher should see [default: 100; 30 with --quick].
     #[arg(long)]
     pub watch_events: Option<usize>,
+    /// Watchers of the delivery-throughput row (writes as fast as they go).
+    #[arg(long, default_value_t = 100)]
+    pub throughput_watchers: usize,
+    /// Writes of the delivery-throughput row [default: 2000; 500 with --quick].
+    #[arg(long)]
+    pub throughput_events: Option<usize>,
     /// Milliseconds between the watched writes.
     #[arg(long, default_value_t = 20)]
     pub watch_interval_ms: u64,
@@ -93,6 +99,7 @@ struct Plan {
     list_rounds: usize,
     paced: Duration,
     watch_events: usize,
+    throughput_events: usize,
 }
 
 impl Plan {
@@ -107,6 +114,9 @@ impl Plan {
                 10.0
             })),
             watch_events: options.watch_events.unwrap_or(if quick { 30 } else { 100 }),
+            throughput_events: options
+                .throughput_events
+                .unwrap_or(if quick { 500 } else { 2000 }),
         };
         if options.concurrency == 0 || plan.objects == 0 || options.paced_rate == 0 {
             bail!("--concurrency, --objects and --paced-rate must be positive");
@@ -369,6 +379,37 @@ async fn measure_store(
         );
         figures.watch.push(figures_w);
     }
+    // Delivery throughput: writes as fast as they go to many watchers.
+    if options.throughput_watchers > 0 {
+        let burst = load::watch_throughput(
+            &server_pids,
+            &clients,
+            "bench-watch-burst",
+            options.throughput_watchers,
+            plan.throughput_events,
+        )
+        .await?;
+        println!(
+            "    {} watchers x {} writes as fast as they go: {} deliveries in {:.2} s = {:.0}/s \
+             (CPU server {:.0} %, client {:.0} %, machine {:.0} % busy)",
+            burst.watchers,
+            burst.events,
+            burst.delivered,
+            burst.elapsed.as_secs_f64(),
+            burst.rate(),
+            burst.cpu.server,
+            burst.cpu.client,
+            burst.cpu.machine
+        );
+        figures.throughput = Some(ThroughputFigures {
+            watchers: burst.watchers,
+            events: burst.events,
+            delivered: burst.delivered,
+            rate: burst.rate(),
+            cpu: burst.cpu,
+        });
+    }
+    figures.stored_bytes = load::stored_bytes(client).await?;
     drop(clients);
 
     // RSS once the load has settled (watches closed, connections idle).

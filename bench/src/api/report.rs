@@ -50,6 +50,21 @@ pub struct WatchFigures {
     pub cpu: CpuShare,
 }
 
+/// Event deliveries to many watchers while writes run as fast as they go.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ThroughputFigures {
+    /// Concurrent watchers.
+    pub watchers: usize,
+    /// Events written.
+    pub events: usize,
+    /// Events delivered over every watcher (of `watchers * events`).
+    pub delivered: u64,
+    /// Deliveries per second.
+    pub rate: f64,
+    /// CPU while the events were written and delivered.
+    pub cpu: CpuShare,
+}
+
 /// The closed-loop creates as `system:masters` and as a user RBAC authorizes, in the same
 /// run, with the policy stored.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -113,6 +128,10 @@ pub struct StoreFigures {
     pub list_latency: Percentiles,
     /// Watch fan-out, one per watcher count.
     pub watch: Vec<WatchFigures>,
+    /// Delivery throughput to many watchers.
+    pub throughput: Option<ThroughputFigures>,
+    /// Every ConfigMap's JSON after the load (one list of all namespaces), bytes.
+    pub stored_bytes: usize,
     /// Control plane RSS right after start, MiB.
     pub idle_rss_mib: f64,
     /// Control plane RSS after the load settled, MiB.
@@ -236,6 +255,49 @@ pub fn table_rows(stores: &[StoreFigures]) -> Vec<(String, String, Vec<String>)>
             &|s| s.watch.get(i).map_or_else(|| "-".into(), |w| cpu(&w.cpu)),
         );
     }
+    // The 1000-watcher p99 against the 10-watcher p99 of the same run.
+    let p99_of = |s: &StoreFigures, n: usize| {
+        s.watch
+            .iter()
+            .find(|w| w.watchers == n)
+            .map(|w| w.latency.p99_ms)
+    };
+    if stores
+        .iter()
+        .any(|s| p99_of(s, 10).is_some() && p99_of(s, 1000).is_some())
+    {
+        row(
+            "watch delivery p99, 1000 watchers / 10 watchers".into(),
+            "<= 2x",
+            &|s| match (p99_of(s, 1000), p99_of(s, 10)) {
+                (Some(many), Some(few)) => format!("{:.2}x", many / few.max(1e-9)),
+                _ => "-".into(),
+            },
+        );
+    }
+    if let Some(t) = stores.iter().find_map(|s| s.throughput.as_ref()) {
+        row(
+            format!(
+                "event deliveries/s to {} watchers, {} writes as fast as they go",
+                t.watchers, t.events
+            ),
+            ">= 40000/s",
+            &|s| {
+                s.throughput.as_ref().map_or_else(
+                    || "-".into(),
+                    |t| {
+                        format!(
+                            "{:.0}/s ({}/{} events, CPU {})",
+                            t.rate,
+                            t.delivered,
+                            t.watchers * t.events,
+                            cpu(&t.cpu)
+                        )
+                    },
+                )
+            },
+        );
+    }
     if stores.iter().any(|s| s.rbac.is_some()) {
         let policy = stores
             .iter()
@@ -284,6 +346,19 @@ pub fn table_rows(stores: &[StoreFigures]) -> Vec<(String, String, Vec<String>)>
     row("RSS after the load settled / peak".into(), "", &|s| {
         format!("{:.1} / {:.1} MiB", s.settled_rss_mib, s.peak_rss_mib)
     });
+    row(
+        "RSS after the load / stored objects (every ConfigMap's JSON)".into(),
+        "<= 2x",
+        &|s| {
+            let stored = s.stored_bytes as f64 / 1048576.0;
+            format!(
+                "{:.1} MiB / {:.1} MiB = {:.1}x",
+                s.settled_rss_mib,
+                stored,
+                s.settled_rss_mib / stored.max(1e-9)
+            )
+        },
+    );
     rows
 }
 

@@ -62,6 +62,7 @@ mod store_cache;
 mod table;
 pub mod tls;
 mod watch_stream;
+pub mod watchcache;
 mod write;
 
 pub use aggregation::AggregatorClient;
@@ -83,6 +84,8 @@ pub const KUBERNETES_VERSION: &str = "v1.33.0-keelson";
 #[derive(Debug, Clone)]
 pub struct AppState {
     store: Arc<dyn Store>,
+    /// The instrumented store without the watch cache (what `store` is with `--watch-cache=false`).
+    uncached: Arc<dyn Store>,
     authenticator: Arc<Authenticator>,
     metrics: Arc<Metrics>,
     shutdown: Arc<watch::Sender<bool>>,
@@ -110,16 +113,23 @@ pub struct AppState {
 
 impl AppState {
     /// State over `store`, which is wrapped in an [`InstrumentedStore`] so `/metrics` shows
-    /// its latency. Only requests with a verified client certificate (see [`tls`]) are
+    /// its latency, and in a [`watchcache::WatchCache`] (on by default, as kube-apiserver's
+    /// `--watch-cache`; see [`AppState::with_watch_cache`]). Only requests with a verified client certificate (see [`tls`]) are
     /// authenticated until [`AppState::with_authenticator`] adds bearer tokens.
     pub fn new(store: Arc<dyn Store>) -> Self {
         let metrics = Arc::new(Metrics::new());
         let shutdown = Arc::new(watch::Sender::new(false));
         let health = health::checks(Arc::clone(&store), Arc::clone(&shutdown));
-        let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store, Arc::clone(&metrics)));
+        let uncached: Arc<dyn Store> =
+            Arc::new(InstrumentedStore::new(store, Arc::clone(&metrics)));
+        let store: Arc<dyn Store> = Arc::new(watchcache::WatchCache::new(
+            Arc::clone(&uncached),
+            watchcache::WatchCacheOptions::default(),
+        ));
         let (authorizer, rbac) = auth::chain::default_chain(Arc::clone(&store));
         Self {
             store,
+            uncached,
             authenticator: Arc::new(Authenticator::default()),
             metrics,
             shutdown,
@@ -151,6 +161,32 @@ impl AppState {
     /// The counters of [`AppState::with_limits`].
     pub fn overload(&self) -> &Arc<overload::Overload> {
         &self.overload
+    }
+
+    /// Serves lists and watches from the watch cache (`true`, the default) or straight from
+    /// the store (kube-apiserver's `--watch-cache`). Call it before `with_authorizer`: it
+    /// rebuilds the default authorizer chain over the chosen store.
+    pub fn with_watch_cache(mut self, enabled: bool) -> Self {
+        if !enabled {
+            self.store = Arc::clone(&self.uncached);
+            let (authorizer, rbac) = auth::chain::default_chain(Arc::clone(&self.store));
+            self.authorizer = authorizer;
+            self.rbac = rbac;
+        }
+        self
+    }
+
+    /// A watch cache sized by `options` instead of the defaults (same caveat as
+    /// [`AppState::with_watch_cache`]).
+    pub fn with_watch_cache_options(mut self, options: watchcache::WatchCacheOptions) -> Self {
+        self.store = Arc::new(watchcache::WatchCache::new(
+            Arc::clone(&self.uncached),
+            options,
+        ));
+        let (authorizer, rbac) = auth::chain::default_chain(Arc::clone(&self.store));
+        self.authorizer = authorizer;
+        self.rbac = rbac;
+        self
     }
 
     /// Whether requests without credentials are served as `system:anonymous` (kube's

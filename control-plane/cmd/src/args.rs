@@ -103,6 +103,12 @@ pub(crate) struct Args {
     #[arg(long, env = "KEELSON_SECRETS_ENCRYPTION", default_value_t = true,
           action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub(crate) secrets_encryption: bool,
+    /// Serve lists and watches from an in-memory cache of the store fed by one store watch
+    /// (kube-apiserver's --watch-cache); `--watch-cache=false` reads every list and opens a
+    /// store watch per watch request.
+    #[arg(long, env = "KEELSON_WATCH_CACHE", default_value_t = true,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) watch_cache: bool,
     /// Kubernetes' EncryptionConfiguration file (apiserver.config.k8s.io/v1, providers
     /// `aesgcm` and `identity`): which resources are encrypted with which keys. Overrides
     /// --secrets-encryption.

@@ -190,6 +190,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     )
     .context("cannot use the front-proxy client certificate")?;
     let state = AppState::new(Arc::clone(&store))
+        .with_watch_cache(args.watch_cache)
         .with_authenticator(authenticator)
         .with_anonymous_auth(args.anonymous_auth)
         .with_kubelet_client(kubelet_client)

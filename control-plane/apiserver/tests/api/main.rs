@@ -204,6 +204,7 @@ mod relay;
 mod reviews;
 mod serviceaccount;
 mod services;
+mod watchcache;
 mod writes;
 
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
