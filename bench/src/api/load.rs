@@ -23,7 +23,8 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
-fn record(histogram: &mut Histogram<u64>, latency: Duration) {
+/// Records one latency (µs, at least 1).
+pub fn record(histogram: &mut Histogram<u64>, latency: Duration) {
     let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
     histogram.saturating_record(micros.max(1));
 }
@@ -224,6 +225,19 @@ pub async fn creates_at_rate(
         wall: started.elapsed(),
         latency,
     }
+}
+
+/// Bytes of ConfigMap `name` in `ns` as the API returns it (JSON): about what the store holds.
+pub async fn object_bytes(client: &kube::Client, ns: &str, name: &str) -> anyhow::Result<usize> {
+    let path = format!("/api/v1/namespaces/{ns}/configmaps");
+    let request = kube::core::Request::new(&path)
+        .get(name, &kube::api::GetParams::default())
+        .context("build the get request")?;
+    let body = client
+        .request_text(request)
+        .await
+        .with_context(|| format!("get {path}"))?;
+    Ok(body.len())
 }
 
 /// What the list load measured.

@@ -3,6 +3,10 @@
 //! paced create rate, full-list latency at 10k objects, watch delivery latency with 100 and 1000
 //! watchers, and the control plane's RSS. Writes `bench-api.md`.
 //!
+//! The create rates are quoted as ratios to raw etcd puts at the same concurrency in the same
+//! run ([`anchor`]), and a store-level row times creates while the embedded store compacts
+//! 100 000 revisions ([`compaction`]).
+//!
 //! Every request goes through kube-rs clients built from the admin kubeconfig the control plane
 //! writes (HTTP/1.1 keep-alive pools), so the benchmark follows the server to HTTPS unchanged.
 //! The clients run in this process on the same CPUs as the server; the table reports the CPU
@@ -12,6 +16,8 @@
 //! ([`rbac`]): as the `system:masters` admin and as a user only RBAC allows, side by side,
 //! with their ratio.
 
+pub mod anchor;
+pub mod compaction;
 pub mod load;
 pub mod procs;
 pub mod rbac;
@@ -26,7 +32,9 @@ use anyhow::{Context as _, bail};
 
 use crate::datapath::{load_average, read_cpu, utc_now};
 use procs::{ControlPlane, CpuMeter, Etcd, Memory};
-use report::{Percentiles, RbacFigures, RunInfo, StoreFigures, ThroughputFigures, WatchFigures};
+use report::{
+    EtcdAnchor, Percentiles, RbacFigures, RunInfo, StoreFigures, ThroughputFigures, WatchFigures,
+};
 
 /// A store backend of the control plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -86,6 +94,12 @@ pub struct Options {
     /// Milliseconds between the watched writes.
     #[arg(long, default_value_t = 20)]
     pub watch_interval_ms: u64,
+    /// Revisions the embedded store compacts while creates run (0: skip that row).
+    #[arg(long, default_value_t = 100_000)]
+    pub compaction_revisions: usize,
+    /// Skip the raw etcd puts the create rates are quoted against.
+    #[arg(long)]
+    pub no_anchor: bool,
     /// The control plane binary [default: keelson-control-plane next to this executable].
     #[arg(long)]
     pub control_plane: Option<PathBuf>,
@@ -168,6 +182,49 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         let figures = runtime.block_on(measure_store(store, &binary, &plan, options))?;
         stores.push(figures);
     }
+    let anchor = if options.no_anchor {
+        None
+    } else {
+        let value_bytes = stores
+            .iter()
+            .map(|s| s.object_bytes)
+            .find(|&b| b > 0)
+            .unwrap_or(DEFAULT_OBJECT_BYTES);
+        println!("==> anchor: raw etcd puts");
+        let anchor =
+            runtime.block_on(etcd_anchor(plan.objects, options.concurrency, value_bytes))?;
+        for s in &stores {
+            println!(
+                "    {}: {:.0} creates/s = {:.2}x raw etcd puts",
+                s.store,
+                s.create_rate,
+                s.create_rate / anchor.rate.max(1e-9)
+            );
+        }
+        Some(anchor)
+    };
+    let mut compaction = Vec::new();
+    if options.compaction_revisions > 0 {
+        println!(
+            "==> compaction of {} revisions while {} creates are in flight",
+            options.compaction_revisions, options.concurrency
+        );
+        let figures = runtime.block_on(compaction::sqlite_under_compaction(
+            options.compaction_revisions,
+            options.concurrency,
+            DEFAULT_OBJECT_BYTES,
+        ))?;
+        println!(
+            "    sqlite: compaction to revision {} took {:.2} s; {} creates during it, p99 {:.2} \
+             ms, max {:.2} ms",
+            figures.revisions,
+            figures.duration_s,
+            figures.creates,
+            figures.latency.p99_ms,
+            figures.max_ms
+        );
+        compaction.push(figures);
+    }
     let cpu_after = read_cpu()?;
     let info = RunInfo {
         started: started_utc,
@@ -182,12 +239,38 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         quick: options.quick,
     };
     let notes = notes(&stores);
-    let markdown = report::render_markdown(&info, &stores, &notes);
+    let markdown = report::render_markdown(&info, &stores, anchor.as_ref(), &compaction, &notes);
     println!("\n{markdown}");
     let path = options.output_dir.join("bench-api.md");
     std::fs::write(&path, &markdown).with_context(|| format!("cannot write {}", path.display()))?;
     println!("==> wrote {}", path.display());
     Ok(())
+}
+
+/// Bytes of a bench ConfigMap as the API stores it, when no store run measured it.
+const DEFAULT_OBJECT_BYTES: usize = 600;
+
+/// Raw etcd puts at `concurrency`, on a fresh etcd (as the keelson-on-etcd run had).
+async fn etcd_anchor(
+    count: usize,
+    concurrency: usize,
+    value_bytes: usize,
+) -> anyhow::Result<EtcdAnchor> {
+    let etcd = Etcd::start()?;
+    tokio::time::sleep(anchor::WARM_UP).await;
+    let anchor =
+        anchor::raw_puts(etcd.endpoint(), etcd.pid(), count, concurrency, value_bytes).await?;
+    println!(
+        "    {} puts of {value_bytes} bytes at {concurrency} in flight: {:.0}/s, p50 {:.2} ms, \
+         p99 {:.2} ms (etcd CPU {:.0} %, machine {:.0} % busy)",
+        anchor.puts,
+        anchor.rate,
+        anchor.latency.p50_ms,
+        anchor.latency.p99_ms,
+        anchor.cpu.server,
+        anchor.cpu.machine
+    );
+    Ok(anchor)
 }
 
 /// Observations the numbers support on their own.
@@ -292,6 +375,8 @@ async fn measure_store(
         figures.create_cpu.client,
         figures.create_cpu.machine
     );
+
+    figures.object_bytes = load::object_bytes(client, "bench-list", "cm-000000").await?;
 
     // Full lists of those objects.
     let lists = load::full_lists(client, "bench-list", plan.list_rounds).await?;

@@ -97,6 +97,42 @@ impl RbacFigures {
     }
 }
 
+/// Raw etcd puts through etcd-client: the anchor the create rates are quoted against.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EtcdAnchor {
+    /// Puts answered.
+    pub puts: u64,
+    /// Puts in flight.
+    pub concurrency: usize,
+    /// Bytes of each value (the size of a created object as the API returns it).
+    pub value_bytes: usize,
+    /// Puts per second.
+    pub rate: f64,
+    /// Put latency.
+    pub latency: Percentiles,
+    /// CPU while the puts ran (server = etcd).
+    pub cpu: CpuShare,
+}
+
+/// Creates through a store while it compacts a long history (store level, no API server).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CompactionFigures {
+    /// The store measured.
+    pub store: String,
+    /// Revisions the compaction removed history up to.
+    pub revisions: i64,
+    /// Seconds from the compaction request to its answer.
+    pub duration_s: f64,
+    /// Creates answered while the compaction ran.
+    pub creates: u64,
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// Create latency while the compaction ran.
+    pub latency: Percentiles,
+    /// The slowest create while the compaction ran, ms.
+    pub max_ms: f64,
+}
+
 /// Everything measured for one store.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StoreFigures {
@@ -142,6 +178,8 @@ pub struct StoreFigures {
     pub first_error: Option<String>,
     /// The RBAC comparison.
     pub rbac: Option<RbacFigures>,
+    /// Bytes of one created ConfigMap as the API returns it (the anchor's value size).
+    pub object_bytes: usize,
 }
 
 /// Everything the header says about the run.
@@ -174,7 +212,10 @@ fn ms(value: f64) -> String {
 }
 
 /// The rows of the side-by-side table: metric, target, then one cell per store.
-pub fn table_rows(stores: &[StoreFigures]) -> Vec<(String, String, Vec<String>)> {
+pub fn table_rows(
+    stores: &[StoreFigures],
+    anchor: Option<&EtcdAnchor>,
+) -> Vec<(String, String, Vec<String>)> {
     let mut rows: Vec<(String, String, Vec<String>)> = Vec::new();
     let mut row = |metric: String, target: &str, cell: &dyn Fn(&StoreFigures) -> String| {
         rows.push((metric, target.to_owned(), stores.iter().map(cell).collect()));
@@ -185,6 +226,16 @@ pub fn table_rows(stores: &[StoreFigures]) -> Vec<(String, String, Vec<String>)>
         ">= 10000 (SQLite)",
         &|s| format!("{:.0}", s.create_rate),
     );
+    if let Some(anchor) = anchor {
+        row(
+            format!(
+                "creates/s over raw etcd puts/s ({:.0}/s, {} in flight, {}-byte values)",
+                anchor.rate, anchor.concurrency, anchor.value_bytes
+            ),
+            ">= 1.5x (SQLite)",
+            &|s| format!("{:.2}x", s.create_rate / anchor.rate.max(1e-9)),
+        );
+    }
     row(
         format!("create p50 / p99, {concurrency} in flight"),
         "",
@@ -363,7 +414,7 @@ pub fn table_rows(stores: &[StoreFigures]) -> Vec<(String, String, Vec<String>)>
 }
 
 /// The table as markdown.
-pub fn render_table(stores: &[StoreFigures]) -> String {
+pub fn render_table(stores: &[StoreFigures], anchor: Option<&EtcdAnchor>) -> String {
     let mut out = String::new();
     let _ = write!(out, "| metric | target |");
     for s in stores {
@@ -374,14 +425,20 @@ pub fn render_table(stores: &[StoreFigures]) -> String {
         let _ = write!(out, "---|");
     }
     out.push('\n');
-    for (metric, target, cells) in table_rows(stores) {
+    for (metric, target, cells) in table_rows(stores, anchor) {
         let _ = writeln!(out, "| {metric} | {target} | {} |", cells.join(" | "));
     }
     out
 }
 
 /// The whole report: header, table, notes.
-pub fn render_markdown(info: &RunInfo, stores: &[StoreFigures], notes: &[String]) -> String {
+pub fn render_markdown(
+    info: &RunInfo,
+    stores: &[StoreFigures],
+    anchor: Option<&EtcdAnchor>,
+    compaction: &[CompactionFigures],
+    notes: &[String],
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# keelson API server benchmark\n");
     let _ = writeln!(
@@ -410,9 +467,29 @@ pub fn render_markdown(info: &RunInfo, stores: &[StoreFigures], notes: &[String]
         out,
         "- the real `keelson-control-plane` (release) on loopback, driven by kube-rs clients \
          built from its admin kubeconfig, in one process that shares the CPUs with the server \
-         (and etcd)\n"
+         (and etcd)"
     );
-    out.push_str(&render_table(stores));
+    if let Some(a) = anchor {
+        let _ = writeln!(
+            out,
+            "- anchor: {} raw puts to a fresh single-member etcd through etcd-client (4 gRPC \
+             connections), {} in flight, {}-byte values, durable as etcd is (WAL fsync before \
+             the answer): {:.0}/s, p50 / p99 {} / {} (etcd CPU {:.0} %, machine {:.0} % busy)",
+            a.puts,
+            a.concurrency,
+            a.value_bytes,
+            a.rate,
+            ms(a.latency.p50_ms),
+            ms(a.latency.p99_ms),
+            a.cpu.server,
+            a.cpu.machine
+        );
+    }
+    out.push('\n');
+    out.push_str(&render_table(stores, anchor));
+    if !compaction.is_empty() {
+        out.push_str(&render_compaction(compaction));
+    }
     for s in stores {
         if let Some(error) = &s.first_error {
             let _ = writeln!(out, "\n{}: first error: `{error}`", s.store);
@@ -423,6 +500,31 @@ pub fn render_markdown(info: &RunInfo, stores: &[StoreFigures], notes: &[String]
         for note in notes {
             let _ = writeln!(out, "- {note}");
         }
+    }
+    out
+}
+
+/// The compaction section: creates through the store while it compacts.
+pub fn render_compaction(rows: &[CompactionFigures]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## Creates during a compaction (store level)\n\n| store | revisions compacted | \
+         compaction took | creates during it | create p99 | create max | target |\n\
+         |---|---|---|---|---|---|---|"
+    );
+    for c in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2} s | {} ({} in flight) | {} | {} | max <= 100 ms |",
+            c.store,
+            c.revisions,
+            c.duration_s,
+            c.creates,
+            c.concurrency,
+            ms(c.latency.p99_ms),
+            ms(c.max_ms)
+        );
     }
     out
 }
@@ -488,7 +590,7 @@ mod tests {
             },
             rounds: 4,
         });
-        let table = render_table(&[sqlite, figures("etcd")]);
+        let table = render_table(&[sqlite, figures("etcd")], None);
         assert!(
             table.contains(
                 "| creates/s, p99, 64 in flight, as system:masters (500 Roles, 1000 bindings \
@@ -507,7 +609,7 @@ mod tests {
 
     #[test]
     fn table_has_one_column_per_store_and_a_row_per_watcher_count() {
-        let table = render_table(&[figures("sqlite"), figures("etcd")]);
+        let table = render_table(&[figures("sqlite"), figures("etcd")], None);
         assert!(table.contains("| 0 % / 0 % / 0 % |"));
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines[0], "| metric | target | sqlite | etcd |");
@@ -523,6 +625,52 @@ mod tests {
         for line in &lines {
             assert_eq!(line.matches('|').count(), 5, "{line}");
         }
+    }
+
+    #[test]
+    fn the_anchor_row_quotes_each_store_as_a_ratio_to_raw_etcd_puts() {
+        let mut sqlite = figures("sqlite");
+        sqlite.create_rate = 9000.0;
+        let mut etcd = figures("etcd");
+        etcd.create_rate = 1500.0;
+        let anchor = EtcdAnchor {
+            puts: 10_000,
+            concurrency: 64,
+            value_bytes: 700,
+            rate: 6000.0,
+            ..EtcdAnchor::default()
+        };
+        let table = render_table(&[sqlite, etcd], Some(&anchor));
+        assert!(
+            table.contains(
+                "| creates/s over raw etcd puts/s (6000/s, 64 in flight, 700-byte values) | \
+                 >= 1.5x (SQLite) | 1.50x | 0.25x |"
+            ),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn the_compaction_section_has_a_row_per_store() {
+        let section = render_compaction(&[CompactionFigures {
+            store: "sqlite".into(),
+            revisions: 100_000,
+            duration_s: 2.5,
+            creates: 4000,
+            concurrency: 64,
+            latency: Percentiles {
+                p99_ms: 12.0,
+                ..Percentiles::default()
+            },
+            max_ms: 40.0,
+        }]);
+        assert!(
+            section.contains(
+                "| sqlite | 100000 | 2.50 s | 4000 (64 in flight) | 12.0 ms | 40.0 ms | max <= \
+                 100 ms |"
+            ),
+            "{section}"
+        );
     }
 
     #[test]
