@@ -1,5 +1,5 @@
 //! The pure steps a request body goes through, as entry points for keelson's fuzz targets
-//! (`fuzz/targets`): decoding (JSON, YAML, Kubernetes protobuf) into the kind's typed shape
+//! (`fuzz-targets`): decoding (JSON, YAML, Kubernetes protobuf) into the kind's typed shape
 //! under `fieldValidation`, and the non-apply patch types. Each is the very function the
 //! handlers call, so what a fuzzer finds here is what a client could trigger; none does IO.
 

@@ -8,7 +8,7 @@ use keelson_fuzz_targets::TARGETS;
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../corpus")
+        .join("../fuzz/corpus")
         .join(target)
 }
 
@@ -42,7 +42,7 @@ fn every_target_has_a_committed_corpus_and_replays_it_without_a_panic() {
 #[test]
 fn every_fuzz_binary_names_a_target() {
     // fuzz/fuzz_targets/<name>.rs must exist for each target, and nothing else.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz_targets");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/fuzz_targets");
     let mut binaries: Vec<String> = std::fs::read_dir(&dir)
         .expect("fuzz/fuzz_targets")
         .map(|e| {
