@@ -111,8 +111,8 @@ fn config_path(args: &[OsString]) -> Option<OsString> {
 }
 
 /// Each key of the YAML map as the command-line arguments it stands for, in the file's key order
-/// (sorted).
-fn flags_from_yaml(
+/// (sorted). `command` is the (sub)command whose flags the file holds.
+pub fn flags_from_yaml(
     command: &clap::Command,
     text: &str,
 ) -> anyhow::Result<BTreeMap<String, Vec<OsString>>> {

@@ -11,12 +11,15 @@
 //!   startup latency and agent RSS; `bench stream`: port-forward and exec through kubectl).
 //! - `vm-test`: the privileged datapath tests inside qemu VMs on Debian's 5.10, 6.1 and
 //!   6.12 kernels (`vm-test --os`: the packages on a Debian 12 OS in a VM, joined with a token).
+//! - `fuzz`: every fuzz target (cargo-fuzz, libFuzzer) for N seconds; a crash fails with its
+//!   reproducer's path.
 //! - `dist`: Debian packages of both binaries in `target/dist/`.
 
 mod bench;
 mod cluster;
 mod cmd;
 mod dist;
+mod fuzz;
 mod images;
 mod setup;
 mod test;
@@ -62,6 +65,9 @@ enum Command {
     /// Build Debian packages of both binaries (binary, systemd unit, default config in
     /// /etc/keelson) into target/dist/.
     Dist,
+    /// Run every fuzz target (fuzz/, cargo-fuzz on nightly) for `--seconds N` (default 60),
+    /// one after the other, or only `--target NAME`; a crash fails and names the reproducer.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +82,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::VmTest(args) => vmtest::run(&args),
         Command::Dist => dist::run().map(drop),
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

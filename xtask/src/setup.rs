@@ -124,6 +124,11 @@ const STEPS: &[Step] = &[
         run: nextest,
     },
     Step {
+        name: "cargo-fuzz (fuzzing, `cargo xtask fuzz`)",
+        fix: "check that crates.io answers, then run `cargo install cargo-fuzz --locked`",
+        run: cargo_fuzz,
+    },
+    Step {
         name: "etcd",
         fix: "run `apt-get install -y etcd-server`",
         run: etcd,
@@ -358,6 +363,14 @@ fn nextest() -> anyhow::Result<Outcome> {
     println!("    building cargo-nextest (a few minutes)");
     cmd::run(command("cargo").args(["install", "cargo-nextest", "--locked"]))?;
     Ok(Outcome::Done("installed cargo-nextest".into()))
+}
+
+fn cargo_fuzz() -> anyhow::Result<Outcome> {
+    if crate::fuzz::ensure_cargo_fuzz()? {
+        Ok(Outcome::Done("installed cargo-fuzz".into()))
+    } else {
+        Ok(Outcome::AlreadyDone("cargo-fuzz is installed".into()))
+    }
 }
 
 fn etcd() -> anyhow::Result<Outcome> {

@@ -41,6 +41,7 @@ mod discovery;
 pub mod error;
 pub(crate) mod eviction;
 pub mod finalizers;
+pub mod fuzzing;
 mod handlers;
 mod health;
 pub mod kube_dns;

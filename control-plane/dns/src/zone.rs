@@ -13,8 +13,10 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
+/// The record type [`lookup`] asks for (hickory's).
+pub use hickory_server::proto::rr::RecordType;
 use hickory_server::proto::rr::{
-    LowerName, Name, RData, Record, RecordSet, RecordType, RrKey,
+    LowerName, Name, RData, Record, RecordSet, RrKey,
     rdata::{A, AAAA, CNAME, NS, SOA, SRV},
 };
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};

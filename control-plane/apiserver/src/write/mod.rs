@@ -563,25 +563,13 @@ pub(crate) async fn patch(
         } else {
             resource.present(current.clone())
         };
-        match body.content_type.as_str() {
-            "application/merge-patch+json" => merge_patch(&mut doc, &patch),
-            "application/strategic-merge-patch+json" => {
-                let definition = if part == UpdatePart::Scale {
-                    kind_definition("autoscaling", "v1", "Scale")
-                } else {
-                    kind_definition(resource.group, resource.version, resource.kind)
-                };
-                strategic_merge_patch(&mut doc, &patch, definition)
-                    .map_err(|e| ApiError::invalid(resource, name, e))?;
-            }
-            "application/json-patch+json" => {
-                let operations: json_patch::Patch = serde_json::from_value(patch.clone())
-                    .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-                json_patch::patch(&mut doc, &operations)
-                    .map_err(|e| ApiError::invalid(resource, name, e))?;
-            }
-            other => return Err(ApiError::unsupported_media_type(other)),
-        }
+        let definition = if part == UpdatePart::Scale {
+            kind_definition("autoscaling", "v1", "Scale")
+        } else {
+            kind_definition(resource.group, resource.version, resource.kind)
+        };
+        patch_document(&body.content_type, &mut doc, &patch, definition)
+            .map_err(|e| e.into_api_error(resource, name))?;
         if requested_revision(&doc, resource, name)?.is_some_and(|rv| rv != kv.mod_revision) {
             return Err(ApiError::conflict(resource, name));
         }
@@ -633,6 +621,56 @@ pub(crate) async fn patch(
             }
         }
     }
+}
+
+/// Why a (non-apply) patch could not be applied to the object.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PatchFailure {
+    /// The body is not a JSON patch (a list of operations).
+    #[error("invalid JSON patch: {0}")]
+    NotAJsonPatch(#[source] serde_json::Error),
+    /// The patch does not apply to this object (a failed `test`, a missing path, ...).
+    #[error("{0}")]
+    DoesNotApply(String),
+    /// The content type is no patch type kube knows.
+    #[error("unsupported media type {0}")]
+    UnsupportedMediaType(String),
+}
+
+impl PatchFailure {
+    fn into_api_error(self, resource: &Resource, name: &str) -> ApiError {
+        match self {
+            PatchFailure::NotAJsonPatch(_) => ApiError::bad_request(self.to_string()),
+            PatchFailure::DoesNotApply(cause) => ApiError::invalid(resource, name, cause),
+            PatchFailure::UnsupportedMediaType(other) => ApiError::unsupported_media_type(&other),
+        }
+    }
+}
+
+/// Applies a decoded merge, strategic merge or JSON patch (by `content_type`) to `doc`, the
+/// object as the client sees it; `definition` is the kind's OpenAPI definition for strategic
+/// merges ([`kind_definition`]). Pure: the handler and the fuzz targets share it.
+pub(crate) fn patch_document(
+    content_type: &str,
+    doc: &mut Value,
+    patch: &Value,
+    definition: Option<&str>,
+) -> Result<(), PatchFailure> {
+    match content_type {
+        "application/merge-patch+json" => merge_patch(doc, patch),
+        "application/strategic-merge-patch+json" => {
+            strategic_merge_patch(doc, patch, definition)
+                .map_err(|e| PatchFailure::DoesNotApply(e.to_string()))?;
+        }
+        "application/json-patch+json" => {
+            let operations: json_patch::Patch =
+                serde_json::from_value(patch.clone()).map_err(PatchFailure::NotAJsonPatch)?;
+            json_patch::patch(doc, &operations)
+                .map_err(|e| PatchFailure::DoesNotApply(e.to_string()))?;
+        }
+        other => return Err(PatchFailure::UnsupportedMediaType(other.to_owned())),
+    }
+    Ok(())
 }
 
 /// `POST pods/<name>/binding`: sets `spec.nodeName` once.

@@ -1,0 +1,5 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    keelson_fuzz_targets::target("dns_zone").expect("a target")(data)
+});
