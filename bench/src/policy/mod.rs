@@ -139,7 +139,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let cpu_before = read_cpu()?;
     let load_before = load_average();
     println!(
-        "==> keelson-bench policy: none, ebpf, iptables at {:?} NetworkPolicies over {} pods, \
+        "==> keelson-bench policy: none, ebpf-unpoliced, ebpf, iptables at {:?} NetworkPolicies over {} pods, \
          {} round(s) of {:.1} s measurements",
         plan.scales,
         model::PODS,
@@ -591,9 +591,10 @@ fn time_changes(
     rows.push(ChangeRow {
         config: Config::Ebpf,
         method: format!(
-            "`PolicyState::sync`, the full compile (run for Pod and Namespace changes and \
-             policies naming peers no identity tells apart): compile all {} policies, diff \
-             against the maps' contents, write the difference ({}–{} map writes)",
+            "`PolicyState::sync`, the full compile (run for Pod and Namespace changes, and for \
+             a policy naming an ipBlock CIDR or egress named port no identity tells apart): \
+             compile all {} policies, diff against the maps' contents, write the difference \
+             ({}–{} map writes)",
             scale.policies,
             writes.first().copied().unwrap_or(0),
             writes.last().copied().unwrap_or(0)

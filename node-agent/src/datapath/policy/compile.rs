@@ -284,13 +284,15 @@ pub(super) fn endpoint<'p>(
             };
             selected[slot].push(format!("{}/{}", policy.namespace, policy.name));
             for rule in rules {
-                let rule_id = rule_ids.get(&RuleRef {
-                    namespace: policy.namespace.clone(),
-                    name: policy.name.clone(),
-                    direction,
-                    index: rule.index,
+                let rule_id = grants.rule_id(rule, || {
+                    rule_ids.get(&RuleRef {
+                        namespace: policy.namespace.clone(),
+                        name: policy.name.clone(),
+                        direction,
+                        index: rule.index,
+                    })
                 });
-                for grant in grants.of(identities, direction, rule, pod) {
+                grants.of(identities, direction, rule, pod, |grant| {
                     let entry = PolicyKey::new(
                         pod.ip,
                         grant.peer,
@@ -303,7 +305,7 @@ pub(super) fn endpoint<'p>(
                         .entry(entry)
                         .and_modify(|id| *id = (*id).min(rule_id))
                         .or_insert(rule_id);
-                }
+                });
             }
         }
     }

@@ -53,6 +53,8 @@ pub(super) struct Grant {
 pub(super) struct GrantCache {
     peers: HashMap<usize, Arc<Vec<u32>>>,
     rules: HashMap<usize, Arc<Vec<Grant>>>,
+    /// Each rule's id ([`super::compile::RuleIds`]), looked up once.
+    ids: HashMap<usize, u32>,
     /// (name, protocol) -> identity -> port number, for egress named ports.
     named: HashMap<(Arc<str>, u8), BTreeMap<u32, u16>>,
 }
@@ -74,6 +76,7 @@ impl GrantCache {
         Self {
             peers: HashMap::new(),
             rules: HashMap::new(),
+            ids: HashMap::new(),
             named,
         }
     }
@@ -82,7 +85,9 @@ impl GrantCache {
     pub fn forget(&mut self, policy: &Policy) {
         for direction in [Direction::Ingress, Direction::Egress] {
             for rule in policy.rules(direction).into_iter().flatten() {
-                self.rules.remove(&(std::ptr::from_ref(rule) as usize));
+                let key = std::ptr::from_ref(rule) as usize;
+                self.rules.remove(&key);
+                self.ids.remove(&key);
             }
         }
     }
@@ -127,14 +132,23 @@ impl GrantCache {
         Some(ids.into_iter().collect())
     }
 
-    /// Everything `rule` (of `direction`) grants to `pod`.
+    /// The id of `rule`: `lookup`'s answer, kept until the rule's policy is forgotten.
+    pub fn rule_id(&mut self, rule: &Rule, lookup: impl FnOnce() -> u32) -> u32 {
+        *self
+            .ids
+            .entry(std::ptr::from_ref(rule) as usize)
+            .or_insert_with(lookup)
+    }
+
+    /// Calls `each` with everything `rule` (of `direction`) grants to `pod`.
     pub fn of(
         &mut self,
         identities: &Identities,
         direction: Direction,
         rule: &Rule,
         pod: &PodInfo,
-    ) -> Vec<Grant> {
+        mut each: impl FnMut(&Grant),
+    ) {
         let key = std::ptr::from_ref(rule) as usize;
         let fixed = match self.rules.get(&key) {
             Some(grants) => grants.clone(),
@@ -144,7 +158,7 @@ impl GrantCache {
                 grants
             }
         };
-        let mut out: Vec<Grant> = fixed.to_vec();
+        fixed.iter().for_each(&mut each);
         if direction == Direction::Ingress {
             let named: Vec<(u8, u16)> = rule
                 .ports
@@ -161,7 +175,7 @@ impl GrantCache {
                     .unwrap_or_else(|| vec![identity::ANY]);
                 for peer in targets {
                     for (proto, port) in &named {
-                        out.push(Grant {
+                        each(&Grant {
                             peer,
                             proto: *proto,
                             port: *port,
@@ -171,7 +185,6 @@ impl GrantCache {
                 }
             }
         }
-        out
     }
 
     /// What `rule` grants whatever the endpoint.
