@@ -88,7 +88,9 @@ async fn limited(limits: Limits) -> Limited {
         )
         .with_token(NODE_TOKEN, UserInfo::node("n1"))
         .with_token(ALICE_TOKEN, UserInfo::new("alice", &["developers"]));
+    // Held lists must reach the gated store: no watch cache in front of it.
     let state = AppState::new(Arc::clone(&store))
+        .with_watch_cache(false)
         .with_authenticator(authenticator)
         .with_limits(limits);
     let server = Server {
