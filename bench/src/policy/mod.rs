@@ -23,7 +23,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use keelson_node_agent::datapath::{
     lb::{LoadBalancer, TcHook},
-    policy::{PinnedPolicyMaps, PolicyMaps as _, PolicyModel, PolicyState},
+    policy::{PinnedPolicyMaps, PolicyMaps as _, PolicyModel, PolicyState, SyncReport},
 };
 
 use crate::{
@@ -536,8 +536,8 @@ fn time_changes(
     // eBPF, as the agent's watcher loop runs it when only a NetworkPolicy changed: the pods
     // that policy selects recompiled, their entries diffed and written.
     let (namespace, name) = policy_key(&scale.model.policies[0]);
-    let (mut total, mut compile, mut writes, mut endpoints) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut alone = EbpfTimings::default();
+    let mut endpoints = Vec::new();
     for i in 0..repeats + repeats % 2 {
         lab.check_stop()?;
         let policy = &models[i % 2].policies[0];
@@ -546,68 +546,42 @@ fn time_changes(
             .state
             .update_policy(&namespace, &name, Some(policy), &mut ebpf.maps)?
             .context("the change needed a full compile, not an update of one policy")?;
-        total.push(started.elapsed());
-        compile.push(report.compile);
-        writes.push(report.writes);
+        alone.push(started.elapsed(), &report);
         endpoints.push(update.endpoints.len());
     }
-    writes.sort_unstable();
-    endpoints.sort_unstable();
-    rows.push(ChangeRow {
-        config: Config::Ebpf,
-        method: format!(
+    rows.extend(alone.rows(
+        format!(
             "`PolicyState::update_policy`, what the agent runs when only a NetworkPolicy \
-             changed: recompile the {}–{} local pod(s) the policy selects from their \
-             namespace's policies, diff, write ({}–{} map writes)",
-            endpoints.first().copied().unwrap_or(0),
-            endpoints.last().copied().unwrap_or(0),
-            writes.first().copied().unwrap_or(0),
-            writes.last().copied().unwrap_or(0)
+             changed: recompile the {} local pod(s) the policy selects from their namespace's \
+             policies, diff, write ({} map writes)",
+            span(&endpoints),
+            span(&alone.writes)
         ),
-        spread: Spread::of(&total),
-        stopped_after: None,
-    });
-    rows.push(ChangeRow {
-        config: Config::Ebpf,
-        method: "of which the recompile (`PolicyCompiler::update_policy`)".to_owned(),
-        spread: Spread::of(&compile),
-        stopped_after: None,
-    });
+        "of which the recompile (`PolicyCompiler::update_policy`)",
+    ));
 
     // eBPF, full: what a change the identities must follow (a pod, a namespace, a new CIDR)
     // costs: compile the whole model, diff, write.
-    let (mut total, mut compile, mut writes) = (Vec::new(), Vec::new(), Vec::new());
+    let mut full = EbpfTimings::default();
     for i in 0..repeats {
         lab.check_stop()?;
         let started = Instant::now();
         let report = ebpf.state.sync(models[i % 2], &mut ebpf.maps)?;
-        total.push(started.elapsed());
-        compile.push(report.compile);
-        writes.push(report.writes);
+        full.push(started.elapsed(), &report);
     }
     // Back where the scale began whatever the parity.
     ebpf.state.sync(&scale.model, &mut ebpf.maps)?;
-    writes.sort_unstable();
-    rows.push(ChangeRow {
-        config: Config::Ebpf,
-        method: format!(
+    rows.extend(full.rows(
+        format!(
             "`PolicyState::sync`, the full compile (run for Pod and Namespace changes, and for \
              a policy naming an ipBlock CIDR or egress named port no identity tells apart): \
              compile all {} policies, diff against the maps' contents, write the difference \
-             ({}–{} map writes)",
+             ({} map writes)",
             scale.policies,
-            writes.first().copied().unwrap_or(0),
-            writes.last().copied().unwrap_or(0)
+            span(&full.writes)
         ),
-        spread: Spread::of(&total),
-        stopped_after: None,
-    });
-    rows.push(ChangeRow {
-        config: Config::Ebpf,
-        method: "of which the compile (`PolicyCompiler::compile` of the whole model)".to_owned(),
-        spread: Spread::of(&compile),
-        stopped_after: None,
-    });
+        "of which the compile (`PolicyCompiler::compile` of the whole model)",
+    ));
     println!("    ebpf: {}", describe(rows.first()));
 
     // iptables: load the layout, then change it both ways.
@@ -620,6 +594,47 @@ fn time_changes(
         println!("    iptables: {}", describe(Some(row)));
     }
     Ok(rows)
+}
+
+/// One eBPF way of applying the change, timed once per repeat.
+#[derive(Debug, Default)]
+struct EbpfTimings {
+    total: Vec<Duration>,
+    compile: Vec<Duration>,
+    writes: Vec<usize>,
+}
+
+impl EbpfTimings {
+    fn push(&mut self, total: Duration, report: &SyncReport) {
+        self.total.push(total);
+        self.compile.push(report.compile);
+        self.writes.push(report.writes);
+    }
+
+    /// The row for the whole change (`method`) and the row for its compile part.
+    fn rows(&self, method: String, compile_method: &str) -> [ChangeRow; 2] {
+        [
+            ChangeRow {
+                config: Config::Ebpf,
+                method,
+                spread: Spread::of(&self.total),
+                stopped_after: None,
+            },
+            ChangeRow {
+                config: Config::Ebpf,
+                method: compile_method.to_owned(),
+                spread: Spread::of(&self.compile),
+                stopped_after: None,
+            },
+        ]
+    }
+}
+
+/// `min–max` of `values` (`0–0` when empty).
+fn span(values: &[usize]) -> String {
+    let min = values.iter().min().copied().unwrap_or(0);
+    let max = values.iter().max().copied().unwrap_or(0);
+    format!("{min}–{max}")
 }
 
 /// A policy's namespace and name.

@@ -38,7 +38,7 @@ use super::{
     identity::{
         Feature, Identities, IdentityAllocator, IdentityClass, IpcacheKey, egress_named_ports,
     },
-    model::{NAMESPACE_NAME_LABEL, PodInfo, PolicyModel},
+    model::{PodInfo, PolicyModel, labels_of},
     rules::{Direction, Normaliser, Peer, Policy, SelectorPeer},
 };
 
@@ -120,16 +120,7 @@ impl Session {
         *added = true;
         let mut selected: BTreeMap<u32, Vec<IpcacheKey>> = BTreeMap::new();
         for (ip, namespace, labels) in &self.pods {
-            let default_labels;
-            let namespace_labels = match self.namespaces.get(namespace) {
-                Some(l) => l,
-                None => {
-                    default_labels =
-                        BTreeMap::from([(NAMESPACE_NAME_LABEL.to_owned(), namespace.clone())]);
-                    &default_labels
-                }
-            };
-            if peer.matches(namespace, namespace_labels, labels)
+            if peer.matches(namespace, &labels_of(&self.namespaces, namespace), labels)
                 && let Some(id) = identities.pods.get(ip)
             {
                 selected.entry(*id).or_default().push(IpcacheKey::host(*ip));

@@ -5,6 +5,7 @@
 //! downstream ([`super::compile`], the reference evaluator) reads only these types.
 
 use std::{
+    borrow::Cow,
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr},
 };
@@ -149,14 +150,28 @@ pub struct PolicyModel {
 impl PolicyModel {
     /// The labels of namespace `name` ([`Self::namespaces`], or only its name label).
     pub fn namespace_labels(&self, name: &str) -> BTreeMap<String, String> {
-        self.namespaces
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| BTreeMap::from([(NAMESPACE_NAME_LABEL.to_owned(), name.to_owned())]))
+        labels_of(&self.namespaces, name).into_owned()
     }
 
     /// Whether `pod` runs on this node.
     pub fn is_local(&self, pod: &PodInfo) -> bool {
         pod.node == self.node.name
     }
+}
+
+/// The labels of namespace `name` in `namespaces` (as [`PolicyModel::namespaces`]), or only its
+/// [`NAMESPACE_NAME_LABEL`] when it is not listed.
+pub(super) fn labels_of<'a>(
+    namespaces: &'a BTreeMap<String, BTreeMap<String, String>>,
+    name: &str,
+) -> Cow<'a, BTreeMap<String, String>> {
+    namespaces.get(name).map_or_else(
+        || {
+            Cow::Owned(BTreeMap::from([(
+                NAMESPACE_NAME_LABEL.to_owned(),
+                name.to_owned(),
+            )]))
+        },
+        Cow::Borrowed,
+    )
 }
